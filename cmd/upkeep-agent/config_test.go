@@ -1,0 +1,39 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "agent.env")
+	os.WriteFile(path, []byte("# comment\n\nUPKEEP_POLL=30s   # inline\nUPKEEP_STATE=\"/data/upkeep\"\nUPKEEP_INSTALLER=file\n"), 0o644)
+	t.Setenv("UPKEEP_INSTALLER", "module") // the environment wins over the file
+	os.Unsetenv("UPKEEP_POLL")
+	os.Unsetenv("UPKEEP_STATE")
+	t.Cleanup(func() { os.Unsetenv("UPKEEP_POLL"); os.Unsetenv("UPKEEP_STATE") })
+	if err := loadConfig(path, true); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"UPKEEP_POLL": "30s", "UPKEEP_STATE": "/data/upkeep", "UPKEEP_INSTALLER": "module"} {
+		if got := os.Getenv(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	os.WriteFile(path, []byte("POLL=1\n"), 0o644)
+	if err := loadConfig(path, true); err == nil {
+		t.Error("a line without the UPKEEP_ prefix was accepted")
+	}
+	if err := loadConfig(filepath.Join(dir, "missing"), false); err != nil {
+		t.Errorf("optional missing config: %v", err)
+	}
+	if err := loadConfig(filepath.Join(dir, "missing"), true); err == nil {
+		t.Error("a missing --config file was accepted")
+	}
+	// The packaged example must load.
+	if err := loadConfig("../../packaging/agent.env", true); err != nil {
+		t.Errorf("packaging/agent.env: %v", err)
+	}
+}

@@ -1,0 +1,355 @@
+// Command upkeep-agent is the Upkeep device agent: enroll, run, status.
+//
+// It links only the agent, the wire protocol and TUF verification: no database driver, no
+// templates, no server code (deps_test.go enforces it).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"upkeep.dev/upkeep/internal/agent"
+	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+const usage = `upkeep-agent: the Upkeep device agent
+
+  upkeep-agent [--config /etc/upkeep/agent.env] COMMAND [flags]
+
+  upkeep-agent enroll --server URL [--token T] --serial S --product P --hardware H
+                      --image-root root.json --director-root director-root.json
+  upkeep-agent run    [--poll 5m]
+  upkeep-agent status
+  upkeep-agent consent   (the owner consents to the update that waits for it)
+  upkeep-agent tuf-client --metadata-dir D [--metadata-url U] init ROOT | refresh | download
+                      (the TUF conformance suite's client protocol; see docs/TUF-CONFORMANCE.md)
+
+Common flags (each also an UPKEEP_* variable, see packaging/agent.env):
+  --state DIR (default /var/lib/upkeep), --installer ab|file|module,
+  --boot sim|uboot|grub, --boot-env FILE, --slots DIR (file-backed A/B slots),
+  --slot-a PATH --slot-b PATH (raw partitions or image files),
+  --file-path PATH, --module PATH, --health-cmd CMD, --poll 5m,
+  --window HH:MM-HH:MM (maintenance window, UTC), --consent-cmd CMD.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	args := os.Args[1:]
+	cfgPath, required := envOr("UPKEEP_CONFIG", "/etc/upkeep/agent.env"), os.Getenv("UPKEEP_CONFIG") != ""
+	if len(args) >= 2 && args[0] == "--config" {
+		cfgPath, required, args = args[1], true, args[2:]
+	}
+	if err := loadConfig(cfgPath, required); err != nil {
+		fmt.Fprintln(os.Stderr, "upkeep-agent:", err)
+		os.Exit(2)
+	}
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	if err := run(ctx, args[0], args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "upkeep-agent:", err)
+		os.Exit(1)
+	}
+}
+
+type common struct {
+	state, bootKind, bootEnv, slots, slotA, slotB, healthCmd string
+	installer, filePath, module, noticeCmd                   string
+	window, consentCmd                                       string
+	poll, slowWindow                                         time.Duration
+	minRate, checkpoint                                      int64
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func envDuration(k string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(k)); err == nil {
+		return d
+	}
+	return def
+}
+
+func envInt(k string, def int64) int64 {
+	var n int64
+	if _, err := fmt.Sscan(os.Getenv(k), &n); err == nil {
+		return n
+	}
+	return def
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.state, "state", envOr("UPKEEP_STATE", "/var/lib/upkeep"), "state directory, outside the A/B slots (UPKEEP_STATE)")
+	fs.StringVar(&c.installer, "installer", envOr("UPKEEP_INSTALLER", "ab"), "ab, file or module (UPKEEP_INSTALLER)")
+	fs.StringVar(&c.bootKind, "boot", envOr("UPKEEP_BOOT", "sim"), "boot loader adapter: sim, uboot or grub (UPKEEP_BOOT)")
+	fs.StringVar(&c.bootEnv, "boot-env", os.Getenv("UPKEEP_BOOT_ENV"), "boot environment file (default STATE/bootenv.json)")
+	fs.StringVar(&c.slots, "slots", os.Getenv("UPKEEP_SLOTS"), "folder of file-backed slots (default STATE/slots)")
+	fs.StringVar(&c.slotA, "slot-a", os.Getenv("UPKEEP_SLOT_A"), "slot A device or file (with --slot-b)")
+	fs.StringVar(&c.slotB, "slot-b", os.Getenv("UPKEEP_SLOT_B"), "slot B device or file")
+	fs.StringVar(&c.filePath, "file-path", os.Getenv("UPKEEP_FILE_PATH"), "file installer: the file to replace")
+	fs.StringVar(&c.module, "module", os.Getenv("UPKEEP_MODULE"), "module installer: the update module executable")
+	fs.StringVar(&c.healthCmd, "health-cmd", os.Getenv("UPKEEP_HEALTH_CMD"), "command that must exit 0 after a new image starts")
+	fs.StringVar(&c.noticeCmd, "notice-cmd", os.Getenv("UPKEEP_NOTICE_CMD"), "command run when the end-of-support notice changes (UPKEEP_END_OF_SUPPORT, UPKEEP_PRODUCT set)")
+	fs.StringVar(&c.window, "window", os.Getenv("UPKEEP_WINDOW"), "maintenance window HH:MM-HH:MM (UTC): install only inside it (UPKEEP_WINDOW)")
+	fs.StringVar(&c.consentCmd, "consent-cmd", os.Getenv("UPKEEP_CONSENT_CMD"), "command asked for the owner's consent when an update needs it; exit 0 grants (UPKEEP_TARGET, UPKEEP_VERSION set)")
+	fs.DurationVar(&c.poll, "poll", envDuration("UPKEEP_POLL", 5*time.Minute), "poll interval until the server suggests one")
+	fs.Int64Var(&c.minRate, "min-rate", envInt("UPKEEP_MIN_RATE", 0), "slow-retrieval defence: minimum bytes/s (0: default 256, -1: off)")
+	fs.Int64Var(&c.checkpoint, "checkpoint-bytes", envInt("UPKEEP_CHECKPOINT_BYTES", 0), "downloaded bytes between journal checkpoints (0: default 4 MiB)")
+	fs.DurationVar(&c.slowWindow, "slow-window", envDuration("UPKEEP_SLOW_WINDOW", 0), "slow-retrieval window (0: default 60s)")
+}
+
+// loadConfig reads KEY=VALUE lines (the systemd EnvironmentFile format) into the environment,
+// without overriding variables that are already set.
+func loadConfig(path string, required bool) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if !required && errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("config: %w", err)
+	}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || !strings.HasPrefix(k, "UPKEEP_") {
+			return fmt.Errorf("config %s line %d: want UPKEEP_NAME=value", path, i+1)
+		}
+		if i := strings.Index(v, " #"); i >= 0 { // an inline comment
+			v = v[:i]
+		}
+		v = strings.Trim(strings.TrimSpace(v), `"'`)
+		if _, set := os.LookupEnv(k); !set {
+			os.Setenv(k, v)
+		}
+	}
+	return nil
+}
+
+func (c *common) config(log *slog.Logger) (agent.Config, error) {
+	cfg := agent.Config{StateDir: c.state, Logger: log, PollInterval: c.poll, MinRate: c.minRate, SlowWindow: c.slowWindow, CheckpointEvery: c.checkpoint}
+	switch c.installer {
+	case "ab":
+	case "file":
+		if c.filePath == "" {
+			return cfg, errors.New("--installer file needs --file-path")
+		}
+		cfg.Installer = &agent.FileInstaller{Path: c.filePath}
+		return c.withHealth(cfg), nil
+	case "module":
+		if c.module == "" {
+			return cfg, errors.New("--installer module needs --module")
+		}
+		cfg.Installer = &agent.ModuleInstaller{Executable: c.module, WorkDir: filepath.Join(c.state, "module")}
+		return c.withHealth(cfg), nil
+	default:
+		return cfg, fmt.Errorf("unknown installer %q (ab, file or module)", c.installer)
+	}
+	switch c.bootKind {
+	case "sim":
+		env := c.bootEnv
+		if env == "" {
+			env = filepath.Join(c.state, "bootenv.json")
+		}
+		bl, err := boot.NewSim(env)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Bootloader = bl
+	case "uboot":
+		bl, err := boot.NewUBoot(boot.UBootConfig{ConfigFile: envOr("UPKEEP_UBOOT_CONFIG", "/etc/fw_env.config")})
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Bootloader = bl
+	case "grub":
+		env := c.bootEnv
+		if env == "" {
+			env = "/boot/grub/grubenv"
+		}
+		bl, err := boot.NewGRUB(boot.GRUBConfig{EnvFile: env})
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Bootloader = bl
+	default:
+		return cfg, fmt.Errorf("unknown boot loader %q (sim, uboot or grub)", c.bootKind)
+	}
+	switch {
+	case c.slotA != "" && c.slotB != "":
+		cfg.Slots = boot.NewDeviceSlots(c.slotA, c.slotB)
+	case c.slotA != "" || c.slotB != "":
+		return cfg, errors.New("--slot-a and --slot-b go together")
+	default:
+		dir := c.slots
+		if dir == "" {
+			dir = filepath.Join(c.state, "slots")
+		}
+		s, err := boot.NewFileSlots(dir)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Slots = s
+	}
+	return c.withHealth(cfg), nil
+}
+
+func (c *common) withHealth(cfg agent.Config) agent.Config {
+	cfg.Window = c.window
+	if c.consentCmd != "" {
+		cmdline := c.consentCmd
+		cfg.Consent = func(ctx context.Context, img agent.Image) (bool, error) {
+			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
+			cmd.Env = append(os.Environ(), "UPKEEP_TARGET="+img.Target, "UPKEEP_VERSION="+img.Version, "UPKEEP_SHA256="+img.SHA256)
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return false, nil // the owner said no, or not yet
+			}
+			return err == nil, err
+		}
+	}
+	if c.noticeCmd != "" {
+		cmdline := c.noticeCmd
+		cfg.NoticeHook = func(ctx context.Context, n *trust.Notice) error {
+			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
+			cmd.Env = os.Environ()
+			if n != nil {
+				cmd.Env = append(cmd.Env, "UPKEEP_END_OF_SUPPORT="+n.EndOfSupport, "UPKEEP_PRODUCT="+n.Product, "UPKEEP_NOTICE_MESSAGE="+n.Message)
+			}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("notice command %q: %w: %.200s", cmdline, err, out)
+			}
+			return nil
+		}
+	}
+	if c.healthCmd != "" {
+		cmdline := c.healthCmd
+		cfg.Health = func(ctx context.Context) error {
+			out, err := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("health check %q: %w: %.200s", cmdline, err, out)
+			}
+			return nil
+		}
+	}
+	return cfg
+}
+
+func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	switch cmd {
+	case "enroll":
+		var o agent.EnrollOptions
+		var imageRoot, directorRoot string
+		fs.StringVar(&o.Server, "server", os.Getenv("UPKEEP_SERVER"), "server URL (UPKEEP_SERVER)")
+		fs.StringVar(&o.EnrollToken, "token", os.Getenv("UPKEEP_ENROLL_TOKEN"), "enrolment token (none: wait for an operator)")
+		fs.StringVar(&o.Identity.Serial, "serial", "", "serial number")
+		fs.StringVar(&o.Identity.Product, "product", "", "product")
+		fs.StringVar(&o.Identity.HardwareID, "hardware", "", "hardware id")
+		fs.StringVar(&imageRoot, "image-root", envOr("UPKEEP_IMAGE_ROOT", "/etc/upkeep/root.json"), "provisioned image-repository root")
+		fs.StringVar(&directorRoot, "director-root", envOr("UPKEEP_DIRECTOR_ROOT", "/etc/upkeep/director-root.json"), "provisioned director root")
+		fs.StringVar(&o.Installed.Target, "installed-target", "", "target name of the factory image")
+		fs.StringVar(&o.Installed.Version, "installed-version", "", "version of the factory image")
+		fs.Int64Var(&o.Installed.SecurityVersion, "installed-security-version", 0, "security version of the factory image")
+		fs.StringVar(&o.Installed.SHA256, "installed-sha256", "", "sha256 of the factory image")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if o.Server == "" {
+			return errors.New("--server is required")
+		}
+		var err error
+		if o.ImageRoot, err = os.ReadFile(imageRoot); err != nil {
+			return fmt.Errorf("image root (provisioned at manufacturing): %w", err)
+		}
+		if o.DirectorRoot, err = os.ReadFile(directorRoot); err != nil {
+			return fmt.Errorf("director root (provisioned at manufacturing): %w", err)
+		}
+		cfg := agent.Config{StateDir: c.state}
+		st, err := agent.Enroll(ctx, cfg, o)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "device %s enrolled: %s\n", st.DeviceID, st.Status)
+		if st.Status != "accepted" {
+			fmt.Fprintln(out, "an operator must accept it: upkeep devices accept "+st.DeviceID)
+		}
+		return nil
+	case "run":
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		cfg, err := c.config(log)
+		if err != nil {
+			return err
+		}
+		a, err := agent.New(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		err = a.Run(ctx)
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	case "status":
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		st, err := agent.ReadStatus(c.state)
+		if err != nil {
+			return err
+		}
+		st.Token = "" // never print the credential
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Protocol int `json:"protocol"`
+			*agent.State
+		}{wire.ProtocolVersion, st})
+	case "consent":
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		img, err := agent.GrantConsent(c.state)
+		if err != nil {
+			return fmt.Errorf("consent: %w", err)
+		}
+		fmt.Fprintf(out, "consent recorded: %s (%s) installs at the next check\n", img.Version, img.Target)
+		return nil
+	case "tuf-client":
+		return tufClient(ctx, args, out)
+	default:
+		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+	}
+}

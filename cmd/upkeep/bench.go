@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/sim"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+// BenchConfig configures `upkeep bench rollout`.
+type BenchConfig struct {
+	Devices     int
+	Size        int
+	Waves       string
+	PollSeconds int
+	Hammer      time.Duration // check-in saturation phase
+	Conns       int
+	Database    string // postgres:// URL, or empty for SQLite
+}
+
+func benchCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Measure the server: fleet rollouts and check-ins"}
+	cfg := BenchConfig{Devices: 10000, Size: 1 << 20, Waves: "1%,10%,100%", PollSeconds: 5, Hammer: 10 * time.Second, Conns: 64}
+	rollout := &cobra.Command{
+		Use:   "rollout",
+		Short: "Start a server process, enrol N simulated devices, roll a release out to all of them and time it",
+		Long: `Starts ` + "`upkeep serve`" + ` as a separate process (so that its memory is measured alone) on
+the embedded defaults in a temporary folder, publishes a factory image and a release of --size
+bytes, enrols --devices simulated devices (real protocol and verification, in this process),
+rolls the release out in --waves and reports: the time until every device runs it, the
+server's resident memory per 10,000 devices, and check-ins per second with --conns
+connections polling as fast as they can for --hammer.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return RunBench(cmd.Context(), cfg, cmd.OutOrStdout())
+		},
+	}
+	f := rollout.Flags()
+	f.IntVar(&cfg.Devices, "devices", cfg.Devices, "simulated devices")
+	f.IntVar(&cfg.Size, "size", cfg.Size, "release size in bytes")
+	f.StringVar(&cfg.Waves, "waves", cfg.Waves, "campaign waves")
+	f.IntVar(&cfg.PollSeconds, "poll-seconds", cfg.PollSeconds, "poll interval the server suggests")
+	f.DurationVar(&cfg.Hammer, "hammer", cfg.Hammer, "check-in saturation phase (0: skip)")
+	f.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections in the check-in phase")
+	f.StringVar(&cfg.Database, "db", "", "postgres:// URL (default: the embedded SQLite)")
+	cmd.AddCommand(rollout)
+	return cmd
+}
+
+// serverProcess is an `upkeep serve` child process.
+type serverProcess struct {
+	cmd        *exec.Cmd
+	URL, Token string
+}
+
+// startServerProcess starts `exe serve` on a free loopback port with data in dataDir, keys in
+// keys and its log in logPath, and returns once it listens. Token is the operator token when
+// this start created it (the first start on a database), else empty.
+func startServerProcess(ctx context.Context, exe, dataDir, keys, logPath string, args ...string) (*serverProcess, error) {
+	cmd := exec.CommandContext(ctx, exe, append([]string{"serve", "--addr", "127.0.0.1:0", "--data", dataDir, "--keys", keys}, args...)...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = logf
+	if p := os.Getenv("UPKEEP_CPUPROFILE"); p != "" {
+		cmd.Env = append(os.Environ(), "UPKEEP_CPUPROFILE="+p+".server")
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &serverProcess{cmd: cmd}
+	sc := bufio.NewScanner(out)
+	for p.URL == "" && sc.Scan() { // the token, if any, comes before the "serving on" line
+		line := sc.Text()
+		if u, ok := strings.CutPrefix(line, "upkeep serving on "); ok {
+			p.URL = u
+		}
+		if _, t, ok := strings.Cut(line, "keep it): "); ok {
+			p.Token = t
+		}
+	}
+	go io.Copy(io.Discard, out) //nolint:errcheck // drain
+	if p.URL == "" {
+		p.stop()
+		return nil, fmt.Errorf("server did not start: see %s", logPath)
+	}
+	return p, nil
+}
+
+func (p *serverProcess) stop() {
+	p.cmd.Process.Signal(os.Interrupt) //nolint:errcheck // best effort
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }() //nolint:errcheck // the exit status says nothing here
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		p.cmd.Process.Kill() //nolint:errcheck // it would not stop
+		<-done
+	}
+}
+
+// rssKiB reads a process's resident set (VmRSS) and its peak (VmHWM) from /proc.
+func rssKiB(pid int) (rss, hwm int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		switch k {
+		case "VmRSS":
+			rss = n
+		case "VmHWM":
+			hwm = n
+		}
+	}
+	return rss, hwm
+}
+
+// RunBench runs `upkeep bench rollout`.
+func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
+	dir, err := os.MkdirTemp(shmDir(), "upkeep-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	keys := filepath.Join(dir, "keys")
+	if _, err := trust.InitKeySet(keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+		return err
+	}
+	args := []string{"--poll-seconds", strconv.Itoa(cfg.PollSeconds)}
+	store := "SQLite"
+	if cfg.Database != "" {
+		args, store = append(args, "--db", cfg.Database), "PostgreSQL"
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	srv, err := startServerProcess(ctx, exe, filepath.Join(dir, "data"), keys, filepath.Join(dir, "server.log"), args...)
+	if err != nil {
+		return err
+	}
+	if srv.Token == "" {
+		return fmt.Errorf("the new server printed no operator token")
+	}
+	defer srv.stop()
+	rss0, _ := rssKiB(srv.cmd.Process.Pid)
+	fmt.Fprintf(out, "server pid %d on %s (%s, artifacts on %s), RSS %d KiB at start\n", srv.cmd.Process.Pid, srv.URL, store, dir, rss0)
+	c := &client.Client{Base: srv.URL, Token: srv.Token}
+	targetsKey, err := trust.LoadKey(filepath.Join(keys, trust.FileTargetsKey))
+	if err != nil {
+		return err
+	}
+	imageRoot, _ := os.ReadFile(filepath.Join(keys, trust.FileImageRoot))
+	directorRoot, _ := os.ReadFile(filepath.Join(keys, trust.FileDirectorRoot))
+	publish := func(version string, sv int64, size int) (*wire.Release, error) {
+		f := filepath.Join(dir, "fw-"+version+".img")
+		if err := os.WriteFile(f, demoImage(version, size), 0o644); err != nil {
+			return nil, err
+		}
+		return c.Publish(ctx, client.PublishOptions{File: f, TargetsKey: targetsKey, TrustedRoot: imageRoot, Expires: trust.DefaultLifetimes().Targets,
+			Custom: trust.TargetCustom{Product: "thermostat", HardwareIDs: []string{"tstat-v2"}, Version: version, SecurityVersion: sv, Class: trust.ClassSecurity}})
+	}
+	factory, err := publish("1.0.0", 1, 4<<10)
+	if err != nil {
+		return err
+	}
+	rel, err := publish("1.1.0", 2, cfg.Size)
+	if err != nil {
+		return err
+	}
+	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "bench"})
+	if err != nil {
+		return err
+	}
+	t := time.Now()
+	fleet, err := sim.NewFleet(ctx, sim.FleetOptions{Server: srv.URL, EnrollToken: tok.Token, ImageRoot: imageRoot, DirectorRoot: directorRoot,
+		Devices: cfg.Devices, Product: "thermostat", Hardware: "tstat-v2", FactoryTarget: factory.Target, FactoryVersion: factory.Version,
+		FactorySHA256: factory.SHA256, FactorySecVer: factory.SecurityVersion, Poll: time.Duration(cfg.PollSeconds) * time.Second, Dir: filepath.Join(dir, "fleet")})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "enrolled %d devices in %s (%.0f/s)\n", cfg.Devices, time.Since(t).Round(time.Millisecond), float64(cfg.Devices)/time.Since(t).Seconds())
+	fleet.Start(ctx)
+	defer fleet.Stop()
+	time.Sleep(time.Duration(cfg.PollSeconds)*time.Second + 2*time.Second) // every device polled at least once
+	rss1, _ := rssKiB(srv.cmd.Process.Pid)
+	fmt.Fprintf(out, "server RSS with %d devices polling every %ds: %d KiB (%d KiB per 10,000 devices over the empty server)\n",
+		cfg.Devices, cfg.PollSeconds, rss1, (rss1-rss0)*10000/cfg.Devices)
+
+	t = time.Now()
+	camp, err := c.CreateRollout(ctx, wire.CampaignSpec{Release: "thermostat@1.1.0", Target: "product=thermostat", Waves: cfg.Waves, HealthGate: "0s", Start: true})
+	if err != nil {
+		return err
+	}
+	for fleet.Running()[rel.SHA256] < cfg.Devices {
+		if time.Since(t) > 10*time.Minute {
+			return fmt.Errorf("rollout did not finish in 10 minutes: %v", fleet.Running())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	took := time.Since(t)
+	_, hwm := rssKiB(srv.cmd.Process.Pid)
+	fmt.Fprintf(out, "rollout of %d bytes in waves %s reached %d devices in %s (campaign %s); server peak RSS %d KiB\n",
+		cfg.Size, cfg.Waves, cfg.Devices, took.Round(time.Millisecond), camp.ID, hwm)
+
+	if cfg.Hammer > 0 {
+		rps, p99, err := hammerCheckins(ctx, srv.URL, fleet, cfg.Conns, cfg.Hammer)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "check-ins: %.0f/s with %d connections for %s, p99 %s (plus the fleet's own polling)\n", rps, cfg.Conns, cfg.Hammer, p99.Round(10*time.Microsecond))
+	}
+	return nil
+}
+
+// hammerCheckins sends check-ins as fast as conns connections allow, each as a different device
+// that holds the newest director version (the server answers 304 from memory).
+func hammerCheckins(ctx context.Context, url string, fleet *sim.Fleet, conns int, d time.Duration) (float64, time.Duration, error) {
+	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var n atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	var firstErr error
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for w := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for i := w; time.Now().Before(deadline) && ctx.Err() == nil; i += conns {
+				st := fleet.Members[i%len(fleet.Members)].Agent.State()
+				body := fmt.Sprintf(`{"installed":{"target":%q,"security_version":%d,"sha256":%q},"director_version":%d}`,
+					st.Installed.Target, st.Installed.SecurityVersion, st.Installed.SHA256, st.DirectorVersion)
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/device/v1/checkin", bytes.NewBufferString(body))
+				req.Header.Set("Authorization", "Bearer "+st.Token)
+				req.Header.Set("If-None-Match", `"`+strconv.FormatInt(st.DirectorVersion, 10)+`"`)
+				t := time.Now()
+				resp, err := hc.Do(req)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body) //nolint:errcheck // drained for reuse
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusNotModified && resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("check-in: HTTP %d", resp.StatusCode)
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil && ctx.Err() == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					return
+				}
+				mine = append(mine, time.Since(t))
+				n.Add(1)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return 0, 0, firstErr
+	}
+	if len(lat) == 0 {
+		return 0, 0, errors.New("no check-in completed")
+	}
+	slices.Sort(lat)
+	return float64(n.Load()) / d.Seconds(), lat[len(lat)*99/100], nil
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/label"
+	"upkeep.dev/upkeep/internal/store/sqlstore"
+	"upkeep.dev/upkeep/internal/transparency"
+	"upkeep.dev/upkeep/internal/trust"
+)
+
+// newTransparency builds the service behind the public product pages. OpenServer fills in the
+// listen URL when no public URL is configured.
+func (s *Server) newTransparency(db *sqlstore.DB, now func() time.Time) *transparency.Service {
+	s.Transparency = &transparency.Service{
+		Products: db, Releases: db, Devices: db, KeysDir: s.Config.KeysDir, PublicURL: s.Config.PublicURL,
+		Manufacturer: label.Manufacturer{Name: s.Config.Manufacturer}, Now: now, Logger: s.Config.Logger,
+	}
+	return s.Transparency
+}
+
+func validPublicURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
+}
+
+// labelFiles are the files `label render` writes, each with the public route it comes from
+// (relative to /p/{product}).
+var labelFiles = []struct{ file, route string }{
+	{"label.svg", "/label.svg"},
+	{"label.png", "/label.png"},
+	{"declaration.json", "/declaration.json"},
+	{"declaration.pub", "/declaration.pub"},
+	{"conformance.json", "/conformance.json"},
+	{"index.html", ""},
+}
+
+func labelCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "label", Short: "Fetch and verify products' labels and signed update-capability declarations"}
+	var out string
+	render := &cobra.Command{
+		Use:   "render PRODUCT",
+		Short: "Write a product's label (SVG, PNG), signed declaration, public key, conformance report and printable page into --out",
+		Long: `Fetches the files from the server's public pages (/p/PRODUCT/...), exactly as buyers see
+them, checks that the declaration verifies with the public key served beside it, and writes
+label.svg, label.png, declaration.json, declaration.pub, conformance.json and index.html.
+No operator token is needed: the pages are public.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			product := args[0]
+			if err := trust.ValidIdent("product", product); err != nil {
+				return err
+			}
+			c := &client.Client{Base: g.server, Token: g.token}
+			got := map[string][]byte{}
+			for _, f := range labelFiles {
+				var b []byte
+				if err := c.Do(cmd.Context(), http.MethodGet, "/p/"+product+f.route, nil, &b); err != nil {
+					return fmt.Errorf("fetch %s of %s: %w", f.file, product, err)
+				}
+				got[f.file] = b
+			}
+			pub, err := label.ParsePublicKey(got["declaration.pub"])
+			if err != nil {
+				return fmt.Errorf("the server's declaration.pub: %w", err)
+			}
+			d, err := label.Verify(got["declaration.json"], pub)
+			if err != nil {
+				return fmt.Errorf("the server's declaration does not verify with its own public key: %w", err)
+			}
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return err
+			}
+			for _, f := range labelFiles {
+				if err := os.WriteFile(filepath.Join(out, f.file), got[f.file], 0o644); err != nil {
+					return err
+				}
+			}
+			id, _ := label.KeyID(pub)
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "wrote the label and declaration of %s to %s\n", product, out)
+			printSummary(w, d, id)
+			return nil
+		},
+	}
+	render.Flags().StringVar(&out, "out", ".", "folder to write the files into")
+
+	var pubFile string
+	verify := &cobra.Command{
+		Use:   "verify FILE",
+		Short: "Verify a signed declaration offline, with --pub or the declaration.pub beside it",
+		Long: `Verifies a declaration envelope (declaration.json) without the server: the Ed25519 signature over
+the exact bytes, and the content against the declaration schema. The key is --pub, else the
+declaration.pub file in the same folder, else the key the envelope carries (which shows who
+signed, not that you trust them: compare the key id with one you trust).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			env, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			keyFile, source := pubFile, "--pub"
+			if keyFile == "" {
+				keyFile, source = filepath.Join(filepath.Dir(args[0]), "declaration.pub"), "declaration.pub beside it"
+				if _, err := os.Stat(keyFile); errors.Is(err, fs.ErrNotExist) {
+					keyFile = ""
+				}
+			}
+			var d *label.Declaration
+			var id string
+			if keyFile == "" {
+				if d, id, err = label.Inspect(env); err != nil {
+					return fmt.Errorf("%s does NOT verify: %w", args[0], err)
+				}
+				source = "the key the envelope carries; compare its id with a key you trust, or pass --pub"
+			} else {
+				b, err := os.ReadFile(keyFile)
+				if err != nil {
+					return err
+				}
+				pub, err := label.ParsePublicKey(b)
+				if err != nil {
+					return fmt.Errorf("%s: %w", keyFile, err)
+				}
+				if d, err = label.Verify(env, pub); err != nil {
+					return fmt.Errorf("%s does NOT verify with %s: %w", args[0], keyFile, err)
+				}
+				id, _ = label.KeyID(pub)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "OK: %s is a valid declaration signed by key %s (%s)\n", args[0], id, source)
+			printSummary(w, d, "")
+			return nil
+		},
+	}
+	verify.Flags().StringVar(&pubFile, "pub", "", "PEM public key to verify with")
+	cmd.AddCommand(render, verify)
+	return cmd
+}
+
+// printSummary prints the facts a buyer asks about.
+func printSummary(w io.Writer, d *label.Declaration, keyID string) {
+	delivery := "none"
+	if len(d.Mechanisms) > 0 {
+		delivery = d.Mechanisms[0].Initiation
+	}
+	end := d.Support.EndDate
+	if d.Status == label.StatusEndOfSupport {
+		end += " (ended: no longer receives security updates)"
+	}
+	last := d.Evidence.LastSecurityUpdate.Date
+	if last == "" {
+		last = "none yet"
+	}
+	fmt.Fprintf(w, "  product:              %s (model %s), by %s\n", d.Product.Name, d.Product.ModelDesignation, d.Manufacturer.Name)
+	fmt.Fprintf(w, "  security updates:     %s\n", delivery)
+	fmt.Fprintf(w, "  support end:          %s\n", end)
+	fmt.Fprintf(w, "  last security update: %s\n", last)
+	fmt.Fprintf(w, "  declaration:          %s, last updated %s\n", d.DeclarationID, d.LastUpdated.Format(time.RFC3339))
+	if keyID != "" {
+		fmt.Fprintf(w, "  signing key:          %s\n", keyID)
+	}
+}

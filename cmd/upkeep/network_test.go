@@ -1,0 +1,445 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"upkeep.dev/upkeep/internal/agent"
+	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/faultproxy"
+	"upkeep.dev/upkeep/internal/sim"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+// Network robustness: a device whose agent reaches the real server only through a
+// fault-injecting proxy, updating from a small factory image to a 3 MiB release.
+
+const (
+	artifactPath = "/device/v1/targets/"
+	checkinPath  = "/device/v1/checkin"
+	netImageSize = 3 << 20
+	netCkpt      = 256 << 10
+)
+
+// netEnv is a real server with a factory release and a 3 MiB release to update to.
+type netEnv struct {
+	*env
+	factory []byte
+	old     *wire.Release
+	img     []byte
+	rel     *wire.Release
+}
+
+func newNetEnv(t *testing.T) *netEnv {
+	t.Helper()
+	n := &netEnv{env: newEnv(t), factory: image("1.0.0", 64<<10), img: image("2.0.0", netImageSize)}
+	n.old = n.publish("1.0.0", 1, n.factory)
+	n.rel = n.publish("2.0.0", 2, n.img)
+	return n
+}
+
+// netDevice is a simulated device whose agent talks to the server through its own proxy.
+type netDevice struct {
+	proxy *faultproxy.Proxy
+	boot  *boot.Sim
+	slots *boot.FileSlots
+	cfg   agent.Config
+	agent *agent.Agent
+}
+
+// device enrols a device through a fresh proxy, starts its agent with cfg adjusted by tweak,
+// and deploys the 3 MiB release to it.
+func (n *netEnv) device(serial string, tweak func(*agent.Config)) *netDevice {
+	t := n.t
+	t.Helper()
+	ctx := context.Background()
+	u, err := url.Parse(n.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &netDevice{proxy: faultproxy.New(u)}
+	t.Cleanup(d.proxy.Close)
+	dir := filepath.Join(n.dir, "devices", serial)
+	if d.boot, err = boot.NewSim(filepath.Join(dir, "bootenv.json")); err != nil {
+		t.Fatal(err)
+	}
+	if d.slots, err = boot.NewFileSlots(filepath.Join(dir, "slots")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := d.slots.Create(ctx, boot.SlotA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(n.factory); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	d.cfg = agent.Config{
+		StateDir: filepath.Join(dir, "state"), Bootloader: d.boot, Slots: d.slots,
+		HTTP: &http.Client{Transport: tr, Timeout: time.Minute}, Logger: quietLogger(),
+		CheckpointEvery: netCkpt, MinRate: -1,
+	}
+	if tweak != nil {
+		tweak(&d.cfg)
+	}
+	st, err := agent.Enroll(ctx, d.cfg, agent.EnrollOptions{
+		Server: d.proxy.URL(), EnrollToken: n.enrollToken, ImageRoot: n.imageRoot, DirectorRoot: n.directorRoot,
+		Identity:  wire.Identity{Serial: serial, Product: testProduct, HardwareID: testHardware},
+		Installed: agent.Image{Target: n.old.Target, Version: n.old.Version, SecurityVersion: n.old.SecurityVersion, SHA256: n.old.SHA256, Slot: boot.SlotA},
+	})
+	if err != nil {
+		t.Fatalf("enroll %s: %v", serial, err)
+	}
+	if d.agent, err = agent.New(ctx, d.cfg); err != nil {
+		t.Fatal(err)
+	}
+	n.deploy(n.rel, st.DeviceID)
+	return d
+}
+
+// cycle runs one agent cycle, failing the test if it hangs.
+func (d *netDevice) cycle(t *testing.T) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := d.agent.Cycle(ctx)
+	if ctx.Err() != nil {
+		t.Fatalf("cycle hung until the test deadline: %v", err)
+	}
+	return err
+}
+
+func (d *netDevice) activeSHA256(t *testing.T) string {
+	t.Helper()
+	sum, err := (&sim.Device{Boot: d.boot, Slots: d.slots}).ActiveImageSHA256(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum
+}
+
+// requireUpdated checks that the device runs the 3 MiB release, byte for byte.
+func (n *netEnv) requireUpdated(t *testing.T, d *netDevice) {
+	t.Helper()
+	st := d.agent.State()
+	if st.Installed.Version != "2.0.0" || st.Phase != agent.PhaseIdle {
+		t.Fatalf("installed %s, phase %s, want 2.0.0 idle (last error %q)", st.Installed.Version, st.Phase, st.LastError)
+	}
+	if got := d.activeSHA256(t); got != n.rel.SHA256 {
+		t.Fatalf("active slot holds %s, want the signed %s", got, n.rel.SHA256)
+	}
+}
+
+// requireOld checks that the device still runs its factory image and has nothing pending.
+func (n *netEnv) requireOld(t *testing.T, d *netDevice) {
+	t.Helper()
+	st := d.agent.State()
+	if st.Installed.Version != "1.0.0" || st.Phase != agent.PhaseIdle || st.Pending != nil {
+		t.Fatalf("installed %s, phase %s, pending %+v; want 1.0.0, idle, none", st.Installed.Version, st.Phase, st.Pending)
+	}
+	if got := d.activeSHA256(t); got != n.old.SHA256 {
+		t.Fatalf("active slot holds %s, want the factory %s", got, n.old.SHA256)
+	}
+}
+
+// rangeStart is N of a "bytes=N-" Range header, or -1 if there is none.
+func rangeStart(t *testing.T, r faultproxy.Request) int64 {
+	t.Helper()
+	if r.Range == "" {
+		return -1
+	}
+	var n int64
+	if _, err := fmt.Sscanf(r.Range, "bytes=%d-", &n); err != nil {
+		t.Fatalf("Range %q: %v", r.Range, err)
+	}
+	return n
+}
+
+func requireVerification(t *testing.T, err error, kind string) {
+	t.Helper()
+	var ve *trust.VerificationError
+	if !errors.As(err, &ve) || ve.Kind != kind {
+		t.Fatalf("cycle: %v, want a %s verification failure", err, kind)
+	}
+}
+
+func requireTransient(t *testing.T, err error) *agent.TransientError {
+	t.Helper()
+	var te *agent.TransientError
+	if !errors.As(err, &te) {
+		t.Fatalf("cycle: %v, want a transient error", err)
+	}
+	return te
+}
+
+// noRetries makes a download failure end the cycle at once, leaving it to the next one.
+func noRetries(c *agent.Config) { c.DownloadRetries, c.MaxRetryWait = 1, time.Millisecond }
+
+func TestDownloadResumesAfterDrop(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-DROP", nil)
+	d.proxy.Inject(artifactPath, 2, faultproxy.Drop{After: 1 << 20})
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	n.requireUpdated(t, d)
+	reqs := d.proxy.Requests(artifactPath)
+	if len(reqs) != 3 {
+		t.Fatalf("%d artifact requests, want 3 (two dropped, one to finish)", len(reqs))
+	}
+	if reqs[0].Range != "" {
+		t.Errorf("first request asked for Range %q, want the whole image", reqs[0].Range)
+	}
+	prev := int64(0)
+	for _, r := range reqs[1:] {
+		start := rangeStart(t, r)
+		if start <= prev || start >= netImageSize {
+			t.Errorf("resumed with Range %q after byte %d, want a later start inside the image", r.Range, prev)
+		}
+		if want := `"` + n.rel.SHA256 + `"`; r.IfRange != want {
+			t.Errorf("resume sent If-Range %q, want %q", r.IfRange, want)
+		}
+		prev = start
+	}
+}
+
+func TestDownloadResumesAcrossCycles(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-CYCLES", noRetries)
+	d.proxy.Inject(artifactPath, faultproxy.Always, faultproxy.Drop{After: 1 << 20})
+	requireTransient(t, d.cycle(t))
+	st := d.agent.State()
+	if st.Phase != agent.PhaseDownloading || st.Pending == nil || st.Pending.Staged <= 0 {
+		t.Fatalf("phase %s, pending %+v; want downloading with bytes staged", st.Phase, st.Pending)
+	}
+	staged := st.Pending.Staged
+	if got := d.proxy.Count(artifactPath); got != 1 {
+		t.Errorf("%d artifact requests in the failed cycle, want 1", got)
+	}
+
+	d.proxy.Clear()
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("second cycle: %v", err)
+	}
+	n.requireUpdated(t, d)
+	reqs := d.proxy.Requests(artifactPath)
+	if got := rangeStart(t, reqs[len(reqs)-1]); got != staged {
+		t.Errorf("next cycle resumed with Range %q, want bytes=%d-", reqs[len(reqs)-1].Range, staged)
+	}
+}
+
+func TestDownloadTruncated(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-TRUNC", noRetries)
+	const cut = 1536 << 10
+	d.proxy.Inject(artifactPath, 1, faultproxy.Truncate{After: cut})
+	requireTransient(t, d.cycle(t))
+	st := d.agent.State()
+	if st.Phase != agent.PhaseDownloading || st.Pending == nil || st.Pending.Staged != cut {
+		t.Fatalf("phase %s, pending %+v; want downloading with the %d bytes that arrived staged", st.Phase, st.Pending, cut)
+	}
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("second cycle: %v", err)
+	}
+	n.requireUpdated(t, d)
+	reqs := d.proxy.Requests(artifactPath)
+	if len(reqs) != 2 || rangeStart(t, reqs[1]) != cut {
+		t.Fatalf("artifact requests %+v, want a resume at byte %d", reqs, cut)
+	}
+}
+
+func TestDownloadCorrupted(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-CORRUPT", nil)
+	d.proxy.Inject(artifactPath, 1, faultproxy.Corrupt{At: 2 << 20})
+	requireVerification(t, d.cycle(t), trust.FailHash)
+	n.requireOld(t, d)
+	if st := d.agent.State(); st.FailedTarget != n.rel.Target || st.FailedSHA256 != n.rel.SHA256 {
+		t.Errorf("failed target %s %s, want %s %s", st.FailedTarget, st.FailedSHA256, n.rel.Target, n.rel.SHA256)
+	}
+
+	// The image is not fetched again, neither by the next cycle nor by a full verification.
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("next cycle: %v", err)
+	}
+	if err := d.agent.Update(context.Background()); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	n.requireOld(t, d)
+	if got := d.proxy.Count(artifactPath); got != 1 {
+		t.Errorf("%d artifact requests, want 1: a verification failure is never retried", got)
+	}
+}
+
+func TestSlowRetrievalAborted(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	const window = 300 * time.Millisecond
+	d := n.device("SN-SLOW", func(c *agent.Config) {
+		noRetries(c)
+		c.MinRate, c.SlowWindow = 64<<10, window
+	})
+	d.proxy.Inject(artifactPath, faultproxy.Always, faultproxy.Stall{After: 1 << 20, For: time.Minute})
+	start := time.Now()
+	err := d.cycle(t)
+	took := time.Since(start)
+	requireTransient(t, err)
+	if !strings.Contains(err.Error(), "slower than the minimum rate") {
+		t.Errorf("cycle: %v, want the slow-retrieval abort", err)
+	}
+	if took > 10*window {
+		t.Errorf("the stalled download was aborted after %s, want about %s", took, 2*window)
+	}
+	st := d.agent.State()
+	if st.Phase != agent.PhaseDownloading || st.Pending == nil || st.Pending.Staged <= 0 {
+		t.Fatalf("phase %s, pending %+v; want downloading with bytes staged", st.Phase, st.Pending)
+	}
+	staged := st.Pending.Staged
+
+	d.proxy.Clear()
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle after the stall: %v", err)
+	}
+	n.requireUpdated(t, d)
+	reqs := d.proxy.Requests(artifactPath)
+	if got := rangeStart(t, reqs[len(reqs)-1]); got != staged {
+		t.Errorf("resumed with Range %q, want bytes=%d-", reqs[len(reqs)-1].Range, staged)
+	}
+}
+
+func TestRetryAfterHonoured(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	// Several devices at once: each must wait out the whole Retry-After, whatever its jitter.
+	devs := make([]*netDevice, 4)
+	for i := range devs {
+		devs[i] = n.device(fmt.Sprintf("SN-RETRY-%d", i), nil)
+		devs[i].proxy.Inject(artifactPath, 1, faultproxy.Status{Code: http.StatusServiceUnavailable, RetryAfter: "1"})
+	}
+	errs := make([]error, len(devs))
+	var wg sync.WaitGroup
+	for i, d := range devs {
+		wg.Go(func() { errs[i] = d.agent.Cycle(context.Background()) })
+	}
+	wg.Wait()
+	for i, d := range devs {
+		if errs[i] != nil {
+			t.Fatalf("device %d: cycle: %v", i, errs[i])
+		}
+		n.requireUpdated(t, d)
+		reqs := d.proxy.Requests(artifactPath)
+		if len(reqs) != 2 {
+			t.Fatalf("device %d: %d artifact requests, want 2", i, len(reqs))
+		}
+		if gap := reqs[1].Time.Sub(reqs[0].Time); gap < time.Second {
+			t.Errorf("device %d asked again %s after a 503 with Retry-After: 1, want at least 1s", i, gap)
+		}
+	}
+
+	// Overload at check-in ends the cycle with the server's Retry-After.
+	d := devs[0]
+	d.proxy.Inject(checkinPath, 1, faultproxy.Status{Code: http.StatusTooManyRequests, RetryAfter: "7"})
+	err := d.cycle(t)
+	if te := requireTransient(t, err); te.RetryAfter != 7*time.Second {
+		t.Errorf("RetryAfter %s, want 7s", te.RetryAfter)
+	}
+	var se *agent.ServerError
+	if !errors.As(err, &se) || se.Status != http.StatusTooManyRequests {
+		t.Errorf("cycle: %v, want the 429 answer", err)
+	}
+}
+
+func TestEndlessDataThroughProxy(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-ENDLESS", nil)
+	d.proxy.Inject(artifactPath, faultproxy.Always, faultproxy.Extra{Bytes: 1 << 20})
+	requireVerification(t, d.cycle(t), trust.FailLength)
+	n.requireOld(t, d)
+	if got := d.proxy.Count(artifactPath); got != 1 {
+		t.Errorf("%d artifact requests, want 1", got)
+	}
+}
+
+func TestPowerCutMidDownloadResumes(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-POWER", nil)
+	d.proxy.Inject(artifactPath, 1, faultproxy.Stall{After: 1536 << 10, For: time.Minute})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.agent.Cycle(ctx) }()
+
+	// Wait for a checkpoint past the first megabyte, and keep the journal as it was then: the
+	// power goes before the agent can record anything more.
+	statePath := filepath.Join(d.cfg.StateDir, "state.json")
+	var journal []byte
+	var ckpt int64
+	for deadline := time.Now().Add(15 * time.Second); ckpt < 1<<20; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint past 1 MiB")
+		}
+		b, err := os.ReadFile(statePath)
+		if err != nil {
+			continue
+		}
+		st, err := agent.ReadStatus(d.cfg.StateDir)
+		if err == nil && st.Pending != nil && st.Phase == agent.PhaseDownloading {
+			journal, ckpt = b, st.Pending.Staged
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the interrupted cycle succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cycle did not stop when its context ended")
+	}
+	if err := os.WriteFile(statePath, journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(journal, fmt.Appendf(nil, `"staged": %d`, ckpt)) {
+		t.Fatalf("kept journal does not record %d staged bytes", ckpt)
+	}
+
+	if err := d.boot.PowerOn(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if d.agent, err = agent.New(context.Background(), d.cfg); err != nil {
+		t.Fatalf("agent after power-on: %v", err)
+	}
+	if st := d.agent.State(); st.Phase != agent.PhaseDownloading || st.Pending.Staged != ckpt {
+		t.Fatalf("after power-on: phase %s, pending %+v; want downloading from %d", st.Phase, st.Pending, ckpt)
+	}
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle after power-on: %v", err)
+	}
+	n.requireUpdated(t, d)
+	reqs := d.proxy.Requests(artifactPath)
+	if got := rangeStart(t, reqs[len(reqs)-1]); got != ckpt || got < netCkpt {
+		t.Errorf("resumed with Range %q, want bytes=%d- (the last checkpoint)", reqs[len(reqs)-1].Range, ckpt)
+	}
+}

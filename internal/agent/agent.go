@@ -1,0 +1,367 @@
+// Package agent is the Upkeep device agent: it enrols the device, polls the server cheaply,
+// verifies updates Uptane-style against the image and director repositories, downloads with a
+// streaming hash check, installs into the inactive A/B slot, trial-boots, health-checks and
+// commits or rolls back, journaling every step before taking it.
+//
+// The agent must stay small: it links no database, template or server package.
+package agent
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+// Config configures an agent. StateDir must be on persistent storage outside the A/B slots.
+type Config struct {
+	StateDir string
+	// Installer puts images in place. If nil, Bootloader and Slots make an ABInstaller.
+	Installer  Installer
+	Bootloader boot.Bootloader
+	Slots      boot.Slots
+	// Health decides whether a freshly booted image is good. Nil means healthy.
+	Health func(ctx context.Context) error
+	// NoticeHook is told when the director's lifecycle notice (end of support) appears or
+	// changes, so the device can tell its owner. nil n: the notice was withdrawn.
+	NoticeHook func(ctx context.Context, n *trust.Notice) error
+	HTTP       *http.Client
+	Logger     *slog.Logger
+	Now        func() time.Time
+	// Window is the device's own maintenance window, HH:MM-HH:MM UTC: a downloaded image is
+	// installed only inside it, unless the director's install policy sets another window or
+	// waives it for a critical campaign. Empty: any time.
+	Window string
+	// Consent asks the owner whether an image that needs consent may be installed now (for
+	// example a command the device's UI answers). Consent is also granted by writing the
+	// image's SHA-256 into the state folder's "consent" file (GrantConsent). Nil: the file only.
+	Consent func(ctx context.Context, img Image) (bool, error)
+	// FullCheckEvery forces a full verification at least this often even when check-ins say
+	// nothing changed, so that a frozen server shows up through metadata expiry. Default 24h.
+	FullCheckEvery time.Duration
+	// PollInterval is used until the server suggests one. Default 5 minutes.
+	PollInterval time.Duration
+	// MinRate and SlowWindow are the slow-retrieval defence: a download that brings fewer than
+	// MinRate bytes per second over a SlowWindow is aborted (and resumed later). Defaults 256 B/s
+	// over 60 s; a negative MinRate turns the defence off.
+	MinRate    int64
+	SlowWindow time.Duration
+	// CheckpointEvery is how many downloaded bytes may be lost to a power cut. Default 4 MiB.
+	CheckpointEvery int64
+	// DownloadRetries is how often one cycle retries a failed download before leaving it to
+	// the next cycle; MaxRetryWait caps each wait. Defaults 4 and 2 minutes.
+	DownloadRetries int
+	MaxRetryWait    time.Duration
+}
+
+// withDefaults fills in the zero fields.
+func (c Config) withDefaults() Config {
+	if c.FullCheckEvery == 0 {
+		c.FullCheckEvery = 24 * time.Hour
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 5 * time.Minute
+	}
+	if c.MinRate == 0 {
+		c.MinRate = 256
+	}
+	if c.SlowWindow == 0 {
+		c.SlowWindow = time.Minute
+	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = 4 << 20
+	}
+	if c.DownloadRetries == 0 {
+		c.DownloadRetries = 4
+	}
+	if c.MaxRetryWait == 0 {
+		c.MaxRetryWait = 2 * time.Minute
+	}
+	if c.Installer == nil && c.Bootloader != nil && c.Slots != nil {
+		c.Installer = &ABInstaller{Boot: c.Bootloader, Slots: c.Slots}
+	}
+	return c
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	switch {
+	case c.StateDir == "":
+		return errors.New("agent config: StateDir is required")
+	case c.Installer == nil && (c.Bootloader == nil || c.Slots == nil):
+		return errors.New("agent config: an Installer, or a Bootloader with Slots, is required")
+	}
+	return nil
+}
+
+// Agent runs updates on one device. It is not safe for concurrent use: one goroutine drives it.
+type Agent struct {
+	cfg       Config
+	installer Installer
+	key       ed25519.PrivateKey
+	state     *State
+	api       *client
+	log       *slog.Logger
+	poll      time.Duration
+}
+
+// EnrollOptions are the facts a device states when it enrols.
+type EnrollOptions struct {
+	Server       string
+	EnrollToken  string // empty: the device waits for an operator
+	Identity     wire.Identity
+	Installed    Image  // the factory image
+	ImageRoot    []byte // provisioned image-repository root.json
+	DirectorRoot []byte // provisioned director root.json
+}
+
+// Enroll creates the device key (if absent), stores the provisioned trust roots and enrols with
+// the server. It is idempotent: enrolling again with the same state directory re-sends the
+// same key.
+func Enroll(ctx context.Context, cfg Config, o EnrollOptions) (*State, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("enroll: state directory required")
+	}
+	for name, root := range map[string][]byte{imageMeta: o.ImageRoot, dirMeta: o.DirectorRoot} {
+		if _, err := trust.ParseRoot(root); err != nil {
+			return nil, fmt.Errorf("enroll: provisioned %s root: %w", name, err)
+		}
+		dir := filepath.Join(cfg.StateDir, name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("enroll: %w", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, rootFile)); errors.Is(err, fs.ErrNotExist) {
+			if err := boot.WriteFileAtomic(filepath.Join(dir, rootFile), root, 0o600); err != nil {
+				return nil, fmt.Errorf("enroll: %w", err)
+			}
+		}
+	}
+	key, err := loadOrCreateKey(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := loadState(cfg.StateDir)
+	if err != nil {
+		st = &State{Phase: PhaseIdle, Installed: o.Installed}
+	}
+	st.Identity, st.Server = o.Identity, strings.TrimRight(o.Server, "/")
+	req, err := signRequest(key, wire.EnrollPayload{
+		PublicKey: fmt.Sprintf("%x", key.Public()), Identity: o.Identity, Time: now(cfg),
+		Installed: wire.Installed{Target: st.Installed.Target, Version: st.Installed.Version, SecurityVersion: st.Installed.SecurityVersion, SHA256: st.Installed.SHA256},
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := &client{base: st.Server, http: httpClient(cfg)}
+	hdr := http.Header{}
+	if o.EnrollToken != "" {
+		hdr.Set(wire.HeaderEnrollToken, o.EnrollToken)
+	}
+	var resp wire.EnrollResponse
+	if _, err := c.call(ctx, http.MethodPost, "/device/v1/enroll", req, &resp, hdr); err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	st.DeviceID, st.Status, st.Token, st.TokenExpires = resp.DeviceID, resp.Status, resp.Token, resp.ExpiresAt
+	if err := saveState(cfg.StateDir, st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func now(cfg Config) time.Time {
+	if cfg.Now != nil {
+		return cfg.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func httpClient(cfg Config) *http.Client {
+	c := &http.Client{Timeout: 5 * time.Minute}
+	if cfg.HTTP != nil {
+		*c = *cfg.HTTP
+	}
+	// Artifacts may be redirected to pre-signed object-storage URLs: the device token must not
+	// follow, whatever the host.
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if len(via) >= 5 {
+			return errors.New("too many redirects")
+		}
+		req.Header.Del("Authorization")
+		return nil
+	}
+	return c
+}
+
+func loadOrCreateKey(dir string) (ed25519.PrivateKey, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	path := filepath.Join(dir, keyFile)
+	if k, err := trust.LoadKey(path); err == nil {
+		return k.Private, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	k, err := trust.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := trust.SaveKey(path, k); err != nil {
+		return nil, err
+	}
+	return k.Private, nil
+}
+
+// New loads an enrolled agent and finishes whatever the journal says was in progress (a trial
+// boot to check and commit, or a rollback to report).
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	st, err := loadState(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	key, err := loadOrCreateKey(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, installer: cfg.Installer, key: key, state: st, log: cfg.Logger, poll: cfg.PollInterval}
+	if a.log == nil {
+		a.log = slog.Default()
+	}
+	a.log = a.log.With("device", st.DeviceID)
+	a.api = &client{base: st.Server, http: httpClient(cfg), token: a.token}
+	if err := a.resume(ctx); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// State returns a copy of the agent's state that later work does not change.
+func (a *Agent) State() State {
+	st := *a.state
+	if st.Pending != nil {
+		p := *st.Pending
+		st.Pending = &p
+	}
+	if st.Notice != nil {
+		n := *st.Notice
+		st.Notice = &n
+	}
+	st.Outbox = slices.Clone(st.Outbox)
+	return st
+}
+
+func (a *Agent) save() error { return saveState(a.cfg.StateDir, a.state) }
+
+// token returns a valid device token, asking for a fresh one with a signed request if needed.
+func (a *Agent) token(ctx context.Context) (string, error) {
+	if a.state.Token != "" && now(a.cfg).Add(time.Minute).Before(a.state.TokenExpires) {
+		return a.state.Token, nil
+	}
+	req, err := signRequest(a.key, wire.TokenPayload{DeviceID: a.state.DeviceID, Time: now(a.cfg)})
+	if err != nil {
+		return "", err
+	}
+	c := &client{base: a.api.base, http: a.api.http}
+	var resp wire.EnrollResponse
+	if _, err := c.call(ctx, http.MethodPost, "/device/v1/token", req, &resp, nil); err != nil {
+		return "", fmt.Errorf("device token: %w", err)
+	}
+	a.state.Status = resp.Status
+	if resp.Token == "" {
+		return "", errNotAccepted
+	}
+	a.state.Token, a.state.TokenExpires = resp.Token, resp.ExpiresAt
+	return resp.Token, a.save()
+}
+
+// event queues a report event; it is sent with the next report.
+func (a *Agent) event(target, step, status string, fatal bool, msg string) {
+	a.state.Outbox = append(a.state.Outbox, wire.Event{Time: now(a.cfg), Target: target, Step: step, Status: status, Fatal: fatal, Message: msg})
+	if n := len(a.state.Outbox); n > maxOutbox {
+		a.state.Outbox = a.state.Outbox[n-maxOutbox:]
+	}
+	a.log.Info("update step", "target", target, "step", step, "status", status, "fatal", fatal, "msg", msg)
+}
+
+// flush reports queued events. Failure keeps them for the next try.
+func (a *Agent) flush(ctx context.Context) error {
+	if len(a.state.Outbox) == 0 {
+		return nil
+	}
+	ev := a.state.Outbox
+	if len(ev) > wire.MaxReportEvents {
+		ev = ev[:wire.MaxReportEvents]
+	}
+	i := a.state.Installed
+	rep := wire.Report{Installed: wire.Installed{Target: i.Target, Version: i.Version, SecurityVersion: i.SecurityVersion, SHA256: i.SHA256}, State: a.state.Phase, Events: ev}
+	if _, err := a.api.call(ctx, http.MethodPost, "/device/v1/report", rep, nil, nil); err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	a.state.Outbox = a.state.Outbox[len(ev):]
+	return a.save()
+}
+
+// Run polls until ctx ends. Transient errors back off exponentially with jitter, honouring the
+// server's Retry-After.
+func (a *Agent) Run(ctx context.Context) error {
+	backoff := time.Duration(0)
+	for {
+		err := a.Cycle(ctx)
+		wait := a.poll
+		var te *TransientError
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.As(err, &te):
+			backoff = min(max(2*backoff, 5*time.Second), 30*time.Minute)
+			wait = max(backoff, te.RetryAfter)
+			a.log.Warn("check failed, will retry", "err", err, "in", wait)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(max(jitter(wait), te.RetryAfter)): // never sooner than the server asked
+			}
+			continue
+		case err != nil:
+			backoff = 0
+			a.log.Error("update cycle failed", "err", err)
+		default:
+			backoff = 0
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(jitter(wait)):
+		}
+	}
+}
+
+// jitter spreads d by ±20% so that a fleet does not poll in lockstep.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	n, err := rand.Int(rand.Reader, big.NewInt(int64(d)/5*2+1))
+	if err != nil {
+		return d
+	}
+	return d - d/5 + time.Duration(n.Int64())
+}

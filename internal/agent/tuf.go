@@ -1,0 +1,57 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"upkeep.dev/upkeep/internal/trust"
+)
+
+// TUFOptions configure a TUF metadata updater: the same verification code serves the agent's
+// two repositories and the `upkeep-agent tuf-client` conformance entry point.
+type TUFOptions struct {
+	MetadataURL string // base URL of the metadata files
+	MetadataDir string // trusted metadata, kept on persistent storage; must hold root.json
+	HTTP        *http.Client
+	Now         func() time.Time // reference time for expiry checks; nil: the system clock
+	client      *client          // set by the agent: authenticated device client
+}
+
+// NewUpdater builds a go-tuf updater bound to ctx, trusting MetadataDir/root.json. It is used
+// for metadata only: targets are streamed by the caller, bounded by the signed length.
+func NewUpdater(ctx context.Context, o TUFOptions) (*updater.Updater, error) {
+	root, err := os.ReadFile(filepath.Join(o.MetadataDir, rootFile))
+	if err != nil {
+		return nil, fmt.Errorf("trusted root: %w", err)
+	}
+	cfg, err := config.New(o.MetadataURL, root)
+	if err != nil {
+		return nil, fmt.Errorf("tuf config: %w", err)
+	}
+	cfg.LocalMetadataDir = o.MetadataDir
+	cfg.LocalTargetsDir = filepath.Join(o.MetadataDir, "targets") // unused: targets are streamed
+	c := o.client
+	if c == nil {
+		hc := o.HTTP
+		if hc == nil {
+			hc = &http.Client{Timeout: 5 * time.Minute}
+		}
+		c = &client{http: hc}
+	}
+	cfg.Fetcher = fetcher{ctx: ctx, c: c}
+	up, err := updater.New(cfg)
+	if err != nil {
+		return nil, &trust.VerificationError{Kind: trust.FailMetadata, Msg: fmt.Sprintf("load trusted metadata in %s: %v", o.MetadataDir, err)}
+	}
+	if o.Now != nil {
+		up.UnsafeSetRefTime(o.Now())
+	}
+	return up, nil
+}

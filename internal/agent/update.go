@@ -1,0 +1,672 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+// Cycle runs one poll: a cheap check-in, and when the director changed (or a day passed, or a
+// download is pending) the full Uptane verification followed by the update it calls for.
+func (a *Agent) Cycle(ctx context.Context) error {
+	defer a.flush(ctx) //nolint:errcheck // events stay queued on failure
+	i := a.state.Installed
+	c := wire.Checkin{Installed: wire.Installed{Target: i.Target, Version: i.Version, SecurityVersion: i.SecurityVersion, SHA256: i.SHA256}, State: a.state.Phase, DirectorVersion: a.state.DirectorVersion}
+	var resp wire.CheckinResponse
+	status, err := a.api.call(ctx, http.MethodPost, "/device/v1/checkin", c, &resp, http.Header{"If-None-Match": {`"` + strconv.FormatInt(a.state.DirectorVersion, 10) + `"`}})
+	if err != nil {
+		var se *ServerError
+		if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
+			a.state.Token = "" // the next call asks for a fresh one
+		}
+		return fmt.Errorf("check-in: %w", err)
+	}
+	if resp.PollSeconds > 0 {
+		a.poll = max(a.cfg.PollInterval/10, min(a.cfg.PollInterval*10, secondsDur(resp.PollSeconds)))
+	}
+	changed := status == http.StatusOK && resp.Changed
+	if !changed && a.state.Phase == PhaseDownloaded {
+		return a.resume(ctx) // waiting at the install gate: ask again for consent or the window
+	}
+	if !changed && a.state.Phase == PhaseIdle && now(a.cfg).Sub(a.state.LastFullCheck) < a.cfg.FullCheckEvery {
+		return nil
+	}
+	return a.Update(ctx)
+}
+
+func secondsDur(s int) time.Duration { return time.Duration(s) * time.Second }
+
+// Update runs the full verification and, if it names a new image, installs it. A download that
+// an earlier cycle left unfinished resumes if the director still names the same image.
+func (a *Agent) Update(ctx context.Context) error {
+	if a.state.Phase != PhaseIdle && a.state.Phase != PhaseDownloading && a.state.Phase != PhaseDownloaded {
+		// An install step failed part-way (a boot loader tool, a module): carry the journal on.
+		return a.resume(ctx)
+	}
+	dec, dirVersion, err := a.verify(ctx)
+	if err != nil {
+		var ve *trust.VerificationError
+		if errors.As(err, &ve) {
+			a.state.LastError = err.Error()
+			a.event("", wire.StepVerify, wire.StatusFailed, true, err.Error())
+			a.state.LastFullCheck = now(a.cfg) // verified failure: do not hammer, wait for a change
+			a.state.DirectorVersion = dirVersion
+			if p := a.state.Pending; p != nil && a.state.Phase == PhaseDownloading {
+				a.discardPending(ctx, "the assignment no longer verifies")
+			}
+			if saveErr := a.save(); saveErr != nil {
+				return saveErr
+			}
+		}
+		return err
+	}
+	a.state.DirectorVersion, a.state.LastFullCheck = dirVersion, now(a.cfg)
+	if p := a.state.Pending; p != nil && (a.state.Phase == PhaseDownloading || a.state.Phase == PhaseDownloaded) {
+		if dec.Noop || dec.Name != p.Target || dec.Info.Hashes["sha256"].String() != p.SHA256 {
+			a.discardPending(ctx, "the director now names another image") // superseded before install
+		} else {
+			p.Install = dec.Install // the policy may have changed: a window waived, consent dropped
+			if a.state.Phase == PhaseDownloaded {
+				return a.resume(ctx)
+			}
+			return a.fetchAndInstall(ctx, dec.Info, p)
+		}
+	}
+	if dec.Noop || a.state.Phase != PhaseIdle {
+		return a.save()
+	}
+	sha := dec.Info.Hashes["sha256"].String()
+	if dec.Name == a.state.FailedTarget && sha == a.state.FailedSHA256 {
+		return a.save() // this image failed here before; wait for the director to name another
+	}
+	img := &Image{Target: dec.Name, Version: dec.Custom.Version, SecurityVersion: dec.Custom.SecurityVersion, SHA256: sha, Length: dec.Info.Length, Install: dec.Install}
+	if err := a.installer.Prepare(ctx, img); err != nil {
+		return err
+	}
+	a.state.Phase, a.state.Pending = PhaseDownloading, img
+	a.event(img.Target, wire.StepDownload, wire.StatusStarted, false, "")
+	if err := a.save(); err != nil {
+		return err
+	}
+	return a.fetchAndInstall(ctx, dec.Info, img)
+}
+
+func (a *Agent) discardPending(ctx context.Context, why string) {
+	p := a.state.Pending
+	if w, err := a.installer.Stage(ctx, p, 0); err == nil {
+		w.Abort()
+	}
+	a.event(p.Target, wire.StepDownload, wire.StatusFailed, false, "abandoned: "+why)
+	a.state.Phase, a.state.Pending = PhaseIdle, nil
+}
+
+// verify is Uptane full verification (Uptane Standard 5.4.4.2): refresh the director's metadata
+// for this device, refresh the image repository, then apply trust.Decide.
+func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int64, err error) {
+	dirUp, err := a.updater(ctx, dirMeta, "/device/v1/director/")
+	if err != nil {
+		return nil, a.state.DirectorVersion, err
+	}
+	if err := refresh(dirUp, "director"); err != nil {
+		return nil, a.state.DirectorVersion, err
+	}
+	dirTargets := dirUp.GetTrustedMetadataSet().Targets[metadata.TARGETS]
+	dirVersion = dirTargets.Signed.Version
+	if err := a.noticeFrom(ctx, &dirTargets.Signed); err != nil {
+		return nil, dirVersion, err
+	}
+	imgUp, err := a.updater(ctx, imageMeta, "/repo/image/")
+	if err != nil {
+		return nil, dirVersion, err
+	}
+	if err := refresh(imgUp, "image repository"); err != nil {
+		return nil, dirVersion, err
+	}
+	id := a.state.Identity
+	inst := a.state.Installed
+	dec, err = trust.Decide(a.state.DeviceID, id.HardwareID, trust.Installed{Target: inst.Target, SHA256: inst.SHA256, SecurityVersion: inst.SecurityVersion},
+		dirTargets.Signed.Targets, func(name string) (tf *metadata.TargetFiles, err error) {
+			err = trust.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
+			return tf, err
+		})
+	return dec, dirVersion, err
+}
+
+// refresh runs a TUF refresh and classifies its failure: network trouble is transient, anything
+// else is a verification failure.
+func refresh(up *updater.Updater, what string) error {
+	err := trust.Guard(what, up.Refresh)
+	if err == nil {
+		return nil
+	}
+	var te *TransientError
+	var dl *metadata.ErrDownloadHTTP
+	if errors.As(err, &te) || errors.As(err, &dl) {
+		return &TransientError{Err: fmt.Errorf("refresh %s: %w", what, err)}
+	}
+	return &trust.VerificationError{Kind: trust.FailMetadata, Msg: fmt.Sprintf("%s metadata: %v", what, err)}
+}
+
+func (a *Agent) updater(ctx context.Context, name, path string) (*updater.Updater, error) {
+	return NewUpdater(ctx, TUFOptions{MetadataURL: a.api.base + path, MetadataDir: filepath.Join(a.cfg.StateDir, name), client: a.api, Now: a.cfg.Now})
+}
+
+// fetchAndInstall downloads img (resuming from what is staged), then installs it. A transient
+// failure leaves the journal at "downloading" so the next cycle resumes; a verification failure
+// is fatal for this image.
+func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, img *Image) error {
+	if err := a.download(ctx, tf, img); err != nil {
+		var ve *trust.VerificationError
+		if !errors.As(err, &ve) {
+			a.event(img.Target, wire.StepDownload, wire.StatusFailed, false, err.Error()+"; will resume")
+			if saveErr := a.save(); saveErr != nil {
+				return saveErr
+			}
+			return err
+		}
+		a.discardPending(ctx, "verification failed")
+		a.state.FailedTarget, a.state.FailedSHA256, a.state.LastError = img.Target, img.SHA256, err.Error()
+		a.event(img.Target, wire.StepDownload, wire.StatusFailed, true, err.Error())
+		if saveErr := a.save(); saveErr != nil {
+			return saveErr
+		}
+		return err
+	}
+	a.state.Phase = PhaseDownloaded
+	a.event(img.Target, wire.StepDownload, wire.StatusOK, false, "")
+	if err := a.save(); err != nil {
+		return err
+	}
+	return a.resume(ctx)
+}
+
+// download streams the target into the installer's stage. It resumes from the journaled
+// offset: the staged prefix is read back into the hashes, then the rest is fetched with an HTTP
+// Range request. Within one cycle it retries transient failures with exponential backoff and
+// jitter, honouring Retry-After.
+func (a *Agent) download(ctx context.Context, tf *metadata.TargetFiles, img *Image) error {
+	url := a.api.base + "/device/v1/targets/" + img.Target
+	var err error
+	backoff := time.Second
+	for attempt := 0; attempt <= a.cfg.DownloadRetries; attempt++ {
+		if attempt > 0 {
+			wait := backoff
+			var te *TransientError
+			if !errors.As(err, &te) {
+				te = nil
+			} else if te.RetryAfter > wait {
+				wait = te.RetryAfter
+			}
+			if wait > a.cfg.MaxRetryWait {
+				return err // leave it to the next cycle
+			}
+			d := jitter(wait)
+			if te != nil && d < te.RetryAfter {
+				d = te.RetryAfter // jitter may spread a wait, never shorten what the server asked
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(d):
+			}
+			backoff *= 2
+		}
+		err = a.downloadOnce(ctx, url, tf, img)
+		var ve *trust.VerificationError
+		if err == nil || errors.As(err, &ve) || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
+func (a *Agent) downloadOnce(ctx context.Context, url string, tf *metadata.TargetFiles, img *Image) error {
+	hs, err := newHashes(tf)
+	if err != nil {
+		return err
+	}
+	off := img.Staged
+	if off > 0 {
+		// Re-hash the durable prefix so that the hashes cover the whole image across resumes.
+		r, err := a.installer.ReadStaged(ctx, img)
+		if err == nil {
+			n, _ := io.CopyN(hs, r, off)
+			r.Close()
+			if n != off {
+				off = 0
+			}
+		} else {
+			off = 0
+		}
+		if off == 0 {
+			hs, _ = newHashes(tf)
+		}
+	}
+	w, err := a.installer.Stage(ctx, img, off)
+	if err != nil {
+		return fmt.Errorf("stage %s: %w", img.Target, err)
+	}
+	ckpt := func(n int64) error { // make the prefix durable, then journal it
+		if err := w.Sync(); err != nil {
+			return err
+		}
+		img.Staged = n
+		return a.save()
+	}
+	n, err := fetchRange(ctx, a.api, url, `"`+img.SHA256+`"`, off, tf.Length, hs.tee(w), a.cfg.MinRate, a.cfg.SlowWindow, a.cfg.CheckpointEvery, ckpt)
+	if err != nil {
+		ckpt(n)   //nolint:errcheck // best effort: a resume re-checks what it finds
+		w.Close() //nolint:errcheck
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("stage %s: %w", img.Target, err)
+	}
+	img.Staged = n
+	return hs.verify(tf)
+}
+
+// StreamTarget downloads url into w, verifying the length and every signed SHA-256/SHA-512 hash
+// of tf while streaming. The read is bounded by the signed length (TUF "endless data"). Network
+// trouble and short reads are *TransientError; anything that contradicts the signed metadata is
+// a *trust.VerificationError. On error, w holds garbage and must be discarded.
+func StreamTarget(ctx context.Context, hc *http.Client, url string, tf *metadata.TargetFiles, w io.Writer) error {
+	hs, err := newHashes(tf)
+	if err != nil {
+		return err
+	}
+	if _, err := fetchRange(ctx, &client{http: hc}, url, "", 0, tf.Length, hs.tee(w), 0, 0, 0, nil); err != nil {
+		return err
+	}
+	return hs.verify(tf)
+}
+
+// hashes computes every signed digest the agent knows while an image streams past.
+type hashes map[string]hash.Hash
+
+func newHashes(tf *metadata.TargetFiles) (hashes, error) {
+	hs := hashes{}
+	for alg := range tf.Hashes {
+		switch alg {
+		case "sha256":
+			hs[alg] = sha256.New()
+		case "sha512":
+			hs[alg] = sha512.New()
+		}
+	}
+	if len(hs) == 0 {
+		return nil, &trust.VerificationError{Kind: trust.FailHash, Msg: "target has neither sha256 nor sha512"}
+	}
+	return hs, nil
+}
+
+func (hs hashes) Write(p []byte) (int, error) {
+	for _, h := range hs {
+		h.Write(p)
+	}
+	return len(p), nil
+}
+
+// tee returns a writer that writes each chunk to w while every hash consumes it on its own
+// goroutine, so that SHA-256, SHA-512 and the write overlap on a multi-core device.
+func (hs hashes) tee(w io.Writer) io.Writer { return teeHasher{w: w, hs: hs} }
+
+type teeHasher struct {
+	w  io.Writer
+	hs hashes
+}
+
+func (t teeHasher) Write(p []byte) (int, error) {
+	var wg sync.WaitGroup
+	for _, h := range t.hs {
+		wg.Go(func() { h.Write(p) })
+	}
+	n, err := t.w.Write(p)
+	wg.Wait()
+	return n, err
+}
+
+func (hs hashes) verify(tf *metadata.TargetFiles) error {
+	for _, alg := range slices.Sorted(maps.Keys(hs)) {
+		if got := hs[alg].Sum(nil); hex.EncodeToString(got) != tf.Hashes[alg].String() {
+			return &trust.VerificationError{Kind: trust.FailHash, Msg: fmt.Sprintf("%s of the downloaded image differs from the signed one", alg)}
+		}
+	}
+	return nil
+}
+
+// fetchRange GETs url from byte off to length, writing to w. It returns the total bytes now
+// staged (off plus what arrived). ifRange guards a resume: if the artifact changed, the server
+// answers with the whole file and the download starts over (the returned count is then from 0
+// and the caller's hashes are wrong, so it fails verification and is retried cleanly). A
+// watchdog aborts the transfer when fewer than minRate bytes per second arrive over window
+// (TUF "slow retrieval"). ckpt, if set, is called every ckptEvery bytes.
+func fetchRange(ctx context.Context, c *client, url, ifRange string, off, length int64, w io.Writer, minRate int64, window time.Duration, ckptEvery int64, ckpt func(int64) error) (int64, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	hdr := http.Header{}
+	if off > 0 {
+		hdr.Set("Range", fmt.Sprintf("bytes=%d-", off))
+		if ifRange != "" {
+			hdr.Set("If-Range", ifRange)
+		}
+	}
+	resp, err := c.doURL(ctx, http.MethodGet, url, nil, hdr)
+	if err != nil {
+		return off, err
+	}
+	if err := check(resp); err != nil {
+		return off, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		var start int64
+		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-", &start); err != nil || start != off {
+			return off, &TransientError{Err: fmt.Errorf("server resumed at %q, asked for byte %d", resp.Header.Get("Content-Range"), off)}
+		}
+	case http.StatusOK:
+		if off > 0 {
+			return 0, &TransientError{Err: errors.New("server ignored the range request; starting over")}
+		}
+	default:
+		return off, &TransientError{Err: fmt.Errorf("unexpected answer %s", resp.Status)}
+	}
+	if resp.ContentLength > length-off {
+		return off, &trust.VerificationError{Kind: trust.FailLength, Msg: fmt.Sprintf("server offers %d more bytes, %d were signed", resp.ContentLength, length-off)}
+	}
+	var got atomic.Int64
+	if minRate > 0 && window > 0 {
+		go watchRate(ctx, cancel, &got, minRate, window)
+	}
+	n := off
+	buf := make([]byte, 256<<10)
+	body := io.LimitReader(resp.Body, length-off+1)
+	next := off + ckptEvery
+	for {
+		k, rerr := body.Read(buf)
+		if k > 0 {
+			if n+int64(k) > length {
+				return n, &trust.VerificationError{Kind: trust.FailLength, Msg: fmt.Sprintf("server sent more than the %d signed bytes", length)}
+			}
+			if _, err := w.Write(buf[:k]); err != nil {
+				return n, fmt.Errorf("write image: %w", err)
+			}
+			n += int64(k)
+			got.Store(n - off)
+			if ckpt != nil && ckptEvery > 0 && n >= next {
+				if err := ckpt(n); err != nil {
+					return n, err
+				}
+				next = n + ckptEvery
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+				rerr = cause
+			}
+			return n, &TransientError{Err: fmt.Errorf("download interrupted at byte %d: %w", n, rerr)}
+		}
+	}
+	if n < length {
+		return n, &TransientError{Err: fmt.Errorf("download truncated at %d of %d bytes", n, length)}
+	}
+	return n, nil
+}
+
+// errTooSlow is the cause of a transfer aborted by the slow-retrieval defence.
+var errTooSlow = errors.New("transfer slower than the minimum rate")
+
+// watchRate cancels the transfer when, over each window, fewer than minRate bytes per second
+// arrived.
+func watchRate(ctx context.Context, cancel context.CancelCauseFunc, got *atomic.Int64, minRate int64, window time.Duration) {
+	t := time.NewTicker(window)
+	defer t.Stop()
+	last := int64(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			cur := got.Load()
+			if float64(cur-last)/window.Seconds() < float64(minRate) {
+				cancel(fmt.Errorf("%w: %d bytes in %s", errTooSlow, cur-last, window))
+				return
+			}
+			last = cur
+		}
+	}
+}
+
+// gate says why a downloaded image may not be installed now, or "" if it may: the owner's
+// consent when the director's policy asks for it, and the maintenance window (the director's, or
+// the device's own) unless the policy waives it.
+func (a *Agent) gate(ctx context.Context, p *Image) string {
+	pol := p.Install
+	if pol == nil {
+		pol = &trust.InstallPolicy{}
+	}
+	if pol.Consent && !a.consented(ctx, p) {
+		return "awaiting the owner's consent"
+	}
+	window := cmp.Or(pol.Window, a.cfg.Window)
+	if window != "" && !pol.IgnoreWindow && !trust.InWindow(window, now(a.cfg)) {
+		return "outside the maintenance window " + window + " UTC"
+	}
+	return ""
+}
+
+func (a *Agent) consented(ctx context.Context, p *Image) bool {
+	if b, err := os.ReadFile(filepath.Join(a.cfg.StateDir, consentFile)); err == nil && strings.TrimSpace(string(b)) == p.SHA256 {
+		return true
+	}
+	if a.cfg.Consent == nil {
+		return false
+	}
+	ok, err := a.cfg.Consent(ctx, *p)
+	if err != nil {
+		a.log.Warn("consent hook", "err", err)
+	}
+	return ok && err == nil
+}
+
+// GrantConsent records the owner's consent to install the image the agent in dir is waiting
+// with. It fails if no downloaded image waits.
+func GrantConsent(dir string) (*Image, error) {
+	st, err := ReadStatus(dir)
+	if err != nil {
+		return nil, err
+	}
+	if st.Pending == nil {
+		return nil, errors.New("no update is pending")
+	}
+	if err := boot.WriteFileAtomic(filepath.Join(dir, consentFile), []byte(st.Pending.SHA256+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return st.Pending, nil
+}
+
+// resume carries the journal forward from wherever it stands. It runs at start-up (after a
+// power cut or a crash at any instant) and after each step; every step is journaled before it is
+// taken, and every installer step is idempotent.
+func (a *Agent) resume(ctx context.Context) error {
+	for {
+		p := a.state.Pending
+		var err error
+		switch a.state.Phase {
+		case PhaseIdle, "":
+			return nil
+		case PhaseDownloading:
+			return nil // the next cycle verifies again and resumes the download
+		case PhaseDownloaded:
+			if why := a.gate(ctx, p); why != "" {
+				if p.Waiting != why {
+					p.Waiting = why
+					a.event(p.Target, wire.StepInstall, wire.StatusWaiting, false, why)
+					a.log.Info("install waits", "target", p.Target, "why", why)
+				}
+				return a.save()
+			}
+			if p.Waiting != "" {
+				p.Waiting = ""
+				a.event(p.Target, wire.StepInstall, wire.StatusStarted, false, "")
+			}
+			a.state.Phase = PhaseInstalling
+		case PhaseInstalling:
+			var reboot bool
+			if reboot, err = a.installer.Install(ctx, p); err != nil {
+				a.event(p.Target, wire.StepInstall, wire.StatusFailed, true, err.Error())
+				a.state.Phase, a.state.LastError = PhaseRollingBack, "install: "+err.Error()
+				a.state.FailedTarget, a.state.FailedSHA256 = p.Target, p.SHA256
+				break
+			}
+			p.Reboot = reboot
+			a.event(p.Target, wire.StepInstall, wire.StatusOK, false, p.where())
+			a.state.Phase = PhaseInstalled
+		case PhaseInstalled:
+			if !p.Reboot {
+				a.state.Phase = PhaseVerifying
+				break
+			}
+			if o, oerr := a.installer.Outcome(ctx, p); oerr == nil && o == OutcomeTrial {
+				// Power was cut after the trial was armed: the device already booted into it.
+				a.state.Phase = PhaseVerifying
+				break
+			}
+			a.state.Phase = PhaseRebooting
+			a.event(p.Target, wire.StepReboot, wire.StatusStarted, false, "")
+			if err := a.save(); err != nil {
+				return err
+			}
+			a.flush(ctx) //nolint:errcheck // reported after the reboot otherwise
+			if err := a.installer.Reboot(ctx); err != nil {
+				return fmt.Errorf("reboot: %w", err)
+			}
+			continue // a simulated boot loader returns: carry on as a fresh start would
+		case PhaseRebooting, PhaseVerifying:
+			var o Outcome
+			if o, err = a.installer.Outcome(ctx, p); err != nil {
+				return err
+			}
+			switch o {
+			case OutcomeCommitted:
+				a.state.Phase = PhaseCommitted
+			case OutcomePrevious:
+				// The trial did not survive (the boot loader fell back, or power was cut during it).
+				a.state.FailedTarget, a.state.FailedSHA256 = p.Target, p.SHA256
+				a.state.LastError = "trial of " + p.Target + " did not survive; running the previous image"
+				a.event(p.Target, wire.StepRollback, wire.StatusOK, true, a.state.LastError)
+				a.state.Phase = PhaseFailed
+			case OutcomeTrial:
+				if a.state.Phase == PhaseRebooting {
+					a.state.Phase = PhaseVerifying
+					break
+				}
+				if herr := a.health(ctx); herr != nil {
+					a.event(p.Target, wire.StepHealth, wire.StatusFailed, true, herr.Error())
+					a.state.Phase, a.state.LastError = PhaseRollingBack, "health check: "+herr.Error()
+					a.state.FailedTarget, a.state.FailedSHA256 = p.Target, p.SHA256
+					break
+				}
+				a.event(p.Target, wire.StepHealth, wire.StatusOK, false, "")
+				if err = a.installer.Commit(ctx, p); err != nil {
+					return fmt.Errorf("commit: %w", err)
+				}
+				a.state.Phase = PhaseCommitted
+			}
+		case PhaseCommitted:
+			a.state.Installed = *p
+			a.state.Installed.Staged, a.state.Installed.Reboot = 0, false
+			a.state.Phase, a.state.Pending, a.state.LastError = PhaseIdle, nil, ""
+			a.event(p.Target, wire.StepCommit, wire.StatusOK, false, "version "+p.Version)
+		case PhaseRollingBack:
+			o, err := a.installer.Outcome(ctx, p)
+			if err != nil {
+				return err
+			}
+			if o == OutcomePrevious {
+				a.event(p.Target, wire.StepRollback, wire.StatusOK, true, "running "+a.state.Installed.Target)
+				a.state.Phase = PhaseFailed
+				break
+			}
+			reboot, err := a.installer.Rollback(ctx, p)
+			if err != nil {
+				return fmt.Errorf("roll back: %w", err)
+			}
+			if reboot {
+				if err := a.save(); err != nil {
+					return err
+				}
+				a.flush(ctx) //nolint:errcheck
+				if err := a.installer.Reboot(ctx); err != nil {
+					return fmt.Errorf("reboot: %w", err)
+				}
+				continue
+			}
+			a.event(p.Target, wire.StepRollback, wire.StatusOK, true, "running "+a.state.Installed.Target)
+			a.state.Phase = PhaseFailed
+		case PhaseFailed:
+			a.state.Phase, a.state.Pending = PhaseIdle, nil
+		default:
+			return fmt.Errorf("unknown journal phase %q", a.state.Phase)
+		}
+		if err := a.save(); err != nil {
+			return err
+		}
+	}
+}
+
+func (a *Agent) health(ctx context.Context) error {
+	if a.cfg.Health == nil {
+		return nil
+	}
+	return a.cfg.Health(ctx)
+}
+
+// noticeFrom records the lifecycle notice of verified director targets and, when it changed,
+// tells the device (the notice hook) so that it can tell its owner.
+func (a *Agent) noticeFrom(ctx context.Context, t *metadata.TargetsType) error {
+	n, err := trust.ReadNotice(t)
+	if err != nil {
+		return &trust.VerificationError{Kind: trust.FailBadCustom, Msg: err.Error()}
+	}
+	if (n == nil) == (a.state.Notice == nil) && (n == nil || *n == *a.state.Notice) {
+		return nil
+	}
+	a.state.Notice = n
+	if n != nil {
+		a.log.Warn("end-of-support notice", "product", n.Product, "end_of_support", n.EndOfSupport)
+	}
+	if a.cfg.NoticeHook != nil {
+		if err := a.cfg.NoticeHook(ctx, n); err != nil {
+			a.log.Error("notice hook failed", "err", err)
+		}
+	}
+	return a.save()
+}

@@ -1,0 +1,154 @@
+// Package client is the operator's HTTP client for the management API, used by the `upkeep`
+// CLI and the demo. It links nothing of the server.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/wire"
+)
+
+// Client calls the management API with an operator token.
+type Client struct {
+	Base  string // e.g. http://127.0.0.1:8080
+	Token string
+	HTTP  *http.Client
+}
+
+func (c *Client) http() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return http.DefaultClient
+}
+
+// Do sends a request; body may be nil, an io.Reader (sent raw) or a value (sent as JSON). A
+// non-2xx answer becomes an *apperr.Error with the server's message.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	ctype := ""
+	switch b := body.(type) {
+	case nil:
+	case io.Reader:
+		rd, ctype = b, "application/octet-stream"
+	case []byte:
+		rd, ctype = bytes.NewReader(b), "application/json"
+	default:
+		j, err := json.Marshal(b)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		rd, ctype = bytes.NewReader(j), "application/json"
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.Base, "/")+path, rd)
+	if err != nil {
+		return fmt.Errorf("request %s: %w", path, err)
+	}
+	if sz, ok := body.(interface{ Size() int64 }); ok {
+		req.ContentLength = sz.Size()
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.http().Do(req)
+	if err != nil {
+		return apperr.Wrap(apperr.Unavailable, err, fmt.Sprintf("cannot reach the server at %s", c.Base))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var we wire.Error
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&we); err != nil || we.Message == "" {
+			return apperr.E(apperr.FromHTTPStatus(resp.StatusCode), "server answered %s", resp.Status)
+		}
+		code := apperr.Code(we.Code)
+		if code == "" {
+			code = apperr.FromHTTPStatus(resp.StatusCode)
+		}
+		return &apperr.Error{Code: code, Msg: we.Message}
+	}
+	switch o := out.(type) {
+	case nil:
+		return nil
+	case *[]byte:
+		b, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxMetaBody))
+		*o = b
+		return err
+	default:
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			return fmt.Errorf("decode %s: %w", path, err)
+		}
+		return nil
+	}
+}
+
+// Devices lists devices.
+func (c *Client) Devices(ctx context.Context, product string) ([]wire.Device, error) {
+	var out []wire.Device
+	q := ""
+	if product != "" {
+		q = "?product=" + url.QueryEscape(product)
+	}
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/devices"+q, nil, &out)
+}
+
+// Accept admits a pending device.
+func (c *Client) Accept(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/devices/"+url.PathEscape(id)+"/accept", nil, nil)
+}
+
+// Events lists a device's newest events.
+func (c *Client) Events(ctx context.Context, id string) ([]wire.Event, error) {
+	var out []wire.Event
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/devices/"+url.PathEscape(id)+"/events", nil, &out)
+}
+
+// Deploy assigns a release.
+func (c *Client) Deploy(ctx context.Context, req wire.DeployRequest) (*wire.DeployResponse, error) {
+	var out wire.DeployResponse
+	return &out, c.Do(ctx, http.MethodPost, "/api/v1/deployments", req, &out)
+}
+
+// Releases lists releases.
+func (c *Client) Releases(ctx context.Context, product string) ([]wire.Release, error) {
+	var out []wire.Release
+	q := ""
+	if product != "" {
+		q = "?product=" + url.QueryEscape(product)
+	}
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/releases"+q, nil, &out)
+}
+
+// CreateEnrollToken makes an enrolment token.
+func (c *Client) CreateEnrollToken(ctx context.Context, req wire.EnrollTokenRequest) (*wire.EnrollTokenResponse, error) {
+	var out wire.EnrollTokenResponse
+	return &out, c.Do(ctx, http.MethodPost, "/api/v1/enroll-tokens", req, &out)
+}
+
+// SetPolicy stores a product's support policy.
+func (c *Client) SetPolicy(ctx context.Context, product string, policy any) (*wire.Product, error) {
+	var out wire.Product
+	return &out, c.Do(ctx, http.MethodPut, "/api/v1/products/"+url.PathEscape(product)+"/policy", policy, &out)
+}
+
+// Products lists products with their policies and warnings.
+func (c *Client) Products(ctx context.Context) ([]wire.Product, error) {
+	var out []wire.Product
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/products", nil, &out)
+}
+
+// PolicyHistory lists a product's policy changes, oldest first.
+func (c *Client) PolicyHistory(ctx context.Context, product string) ([]wire.PolicyChange, error) {
+	var out []wire.PolicyChange
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/products/"+url.PathEscape(product)+"/history", nil, &out)
+}

@@ -1,0 +1,173 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+// PublishOptions describe a release to publish.
+type PublishOptions struct {
+	File       string
+	Custom     trust.TargetCustom
+	TargetsKey *trust.Key
+	// TrustedRoot is the release engineer's copy of the image root (keys/root.json). Newer roots
+	// are fetched from the server and accepted only along a verified rotation chain.
+	TrustedRoot []byte
+	Expires     time.Duration // lifetime of the new targets metadata
+	// Progress, if set, wraps the artifact upload (a progress bar).
+	Progress func(r io.Reader, size int64) io.Reader
+	// SBOM, if set, is the release's SBOM file: its SHA-256 is signed into the target's custom
+	// (sbom_sha256) and it is uploaded after the release.
+	SBOM string
+}
+
+// Publish hashes the artifact, extends the current image targets with it, signs them locally
+// with the offline targets key, uploads the artifact and then the signed metadata. It never
+// signs targets metadata it could not verify against the trusted root.
+func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, error) {
+	blob, err := hashFile(o.File)
+	if err != nil {
+		return nil, err
+	}
+	name := trust.TargetName(o.Custom.Product, o.Custom.Version, filepath.Base(o.File))
+	if err := trust.ValidTargetName(name); err != nil {
+		return nil, err
+	}
+	var sbom []byte
+	if o.SBOM != "" {
+		raw, sb, err := ReadSBOM(o.SBOM)
+		if err != nil {
+			return nil, err
+		}
+		sbom, o.Custom.SBOM = raw, sb.Digest
+	}
+	tf, err := trust.NewTargetFile(blob.Length, blob.SHA256, blob.SHA512, o.Custom)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.uploadBlob(ctx, o, blob); err != nil {
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		root, err := c.LatestRoot(ctx, o.TrustedRoot)
+		if err != nil {
+			return nil, err
+		}
+		var cur []byte
+		if err := c.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
+			return nil, err
+		}
+		t, err := trust.VerifyTargets(root, cur, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("the server's current targets do not verify against the trusted root; refusing to sign on top of them: %w", err)
+		}
+		if _, ok := t.Signed.Targets[name]; ok {
+			return nil, apperr.E(apperr.Conflict, "target %s is already published", name)
+		}
+		t.Signed.Targets[name] = tf
+		t.Signed.Version++
+		t.Signed.Expires = time.Now().Add(o.Expires).UTC().Truncate(time.Second)
+		signed, err := trust.SignTargets(t, o.TargetsKey)
+		if err != nil {
+			return nil, err
+		}
+		var rel wire.Release
+		err = c.Do(ctx, http.MethodPost, "/api/v1/releases", wire.PublishRequest{Target: name, Targets: signed}, &rel)
+		if apperr.Is(err, apperr.Conflict) && attempt < 3 {
+			continue // another release was published meanwhile: sign on top of it
+		}
+		if err != nil {
+			return nil, err
+		}
+		if sbom != nil {
+			if _, err := c.putSBOM(ctx, rel.Product, rel.Version, sbom); err != nil {
+				return &rel, fmt.Errorf("%s@%s is published, but its SBOM upload failed (retry with `upkeep sbom attach`): %w", rel.Product, rel.Version, err)
+			}
+		}
+		return &rel, nil
+	}
+}
+
+func (c *Client) uploadBlob(ctx context.Context, o PublishOptions, b *wire.BlobInfo) error {
+	f, err := os.Open(o.File)
+	if err != nil {
+		return fmt.Errorf("open artifact: %w", err)
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if o.Progress != nil {
+		r = o.Progress(f, b.Length)
+	}
+	var got wire.BlobInfo
+	if err := c.Do(ctx, http.MethodPut, "/api/v1/blobs/"+b.SHA256, sized{r, b.Length}, &got); err != nil {
+		return fmt.Errorf("upload artifact: %w", err)
+	}
+	if got != *b {
+		return fmt.Errorf("server stored %+v, expected %+v", got, *b)
+	}
+	return nil
+}
+
+type sized struct {
+	io.Reader
+	n int64
+}
+
+func (s sized) Size() int64 { return s.n }
+
+func hashFile(path string) (*wire.BlobInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open artifact: %w", err)
+	}
+	defer f.Close()
+	h256, h512 := sha256.New(), sha512.New()
+	n, err := io.Copy(io.MultiWriter(h256, h512), f)
+	if err != nil {
+		return nil, fmt.Errorf("hash artifact: %w", err)
+	}
+	return &wire.BlobInfo{SHA256: hex.EncodeToString(h256.Sum(nil)), SHA512: hex.EncodeToString(h512.Sum(nil)), Length: n}, nil
+}
+
+// LatestRoot walks the server's image roots from trusted, accepting each only if the previous
+// one's threshold of keys signed it (TUF client workflow 5.3).
+func (c *Client) LatestRoot(ctx context.Context, trusted []byte) (*metadata.Metadata[metadata.RootType], error) {
+	root, err := trust.ParseRoot(trusted)
+	if err != nil {
+		return nil, err
+	}
+	for range 256 {
+		var next []byte
+		err := c.Do(ctx, http.MethodGet, "/repo/image/"+strconv.FormatInt(root.Signed.Version+1, 10)+".root.json", nil, &next)
+		if apperr.Is(err, apperr.NotFound) {
+			return root, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if root, err = trust.VerifyRootUpdate(root, next); err != nil {
+			return nil, err
+		}
+	}
+	return root, nil
+}
+
+// RotateRoot uploads a new root.
+func (c *Client) RotateRoot(ctx context.Context, root []byte) error {
+	return c.Do(ctx, http.MethodPut, "/api/v1/image/root", root, nil)
+}

@@ -1,0 +1,106 @@
+// Package fleet holds devices, their enrolment and the events they report, with the Store port
+// that persists them.
+package fleet
+
+import (
+	"context"
+	"time"
+)
+
+// Device statuses.
+const (
+	StatusPending  = "pending"  // enrolled without a token; waits for an operator
+	StatusAccepted = "accepted" // may fetch metadata and artifacts
+	StatusRejected = "rejected"
+)
+
+// Device is an enrolled device.
+type Device struct {
+	ID              string // hex of the first 16 bytes of SHA-256 of the public key
+	PublicKey       []byte // Ed25519
+	Serial          string
+	Product         string
+	HardwareID      string
+	Attributes      map[string]string
+	Status          string
+	InstalledTarget string
+	InstalledVer    string
+	SecurityVersion int64
+	InstalledSHA256 string
+	State           string // last state the agent reported
+	LastError       string
+	Assigned        string // target the director names for it
+	AssignPolicy    string // JSON install policy signed with the assignment; empty: install at once
+	DirectorVersion int64
+	LastSeen        time.Time
+	EnrolledAt      time.Time
+}
+
+// DeviceFilter selects devices. Zero fields match everything.
+type DeviceFilter struct {
+	IDs        []string
+	Product    string
+	HardwareID string
+	Status     string
+	Offset     int
+	Limit      int // 0: no limit
+}
+
+// DeviceUpdate changes the non-nil fields of a device.
+type DeviceUpdate struct {
+	Status          *string
+	InstalledTarget *string
+	InstalledVer    *string
+	SecurityVersion *int64
+	InstalledSHA256 *string
+	State           *string
+	LastError       *string
+	Assigned        *string
+	AssignPolicy    *string
+	DirectorVersion *int64 // only ever raised
+}
+
+// Event is one reported step of an update.
+type Event struct {
+	DeviceID string
+	Time     time.Time
+	Target   string
+	Step     string
+	Status   string
+	Fatal    bool
+	Message  string
+}
+
+// EnrollToken admits devices without an operator's approval.
+type EnrollToken struct {
+	ID        string
+	Name      string
+	Hash      []byte // SHA-256 of the secret
+	UsesLeft  int    // -1: unlimited
+	ExpiresAt time.Time
+	Product   string // if set, only devices of this product
+	CreatedAt time.Time
+}
+
+// Store persists the fleet. Implementations are safe for concurrent use.
+type Store interface {
+	// CreateDevice adds a device. Returns apperr.Conflict if the id exists.
+	CreateDevice(ctx context.Context, d *Device) error
+	// FindDevice returns apperr.NotFound if the device does not exist.
+	FindDevice(ctx context.Context, id string) (*Device, error)
+	// FindDevices lists devices ordered by id.
+	FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, error)
+	// UpdateDevice returns apperr.NotFound if the device does not exist.
+	UpdateDevice(ctx context.Context, id string, u DeviceUpdate) error
+	// TouchDevices records last-seen times in one batch; unknown ids are ignored.
+	TouchDevices(ctx context.Context, seen map[string]time.Time) error
+	// AddEvents appends events.
+	AddEvents(ctx context.Context, events []Event) error
+	// FindEvents returns a device's newest events first, at most limit.
+	FindEvents(ctx context.Context, deviceID string, limit int) ([]Event, error)
+	// CreateEnrollToken stores a token.
+	CreateEnrollToken(ctx context.Context, t *EnrollToken) error
+	// UseEnrollToken consumes one use of the token with this hash, atomically. Returns
+	// apperr.Unauthorized if it does not exist, is used up or expired at now.
+	UseEnrollToken(ctx context.Context, hash []byte, now time.Time) (*EnrollToken, error)
+}

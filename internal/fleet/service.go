@@ -1,0 +1,279 @@
+package fleet
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/wire"
+)
+
+// Service enrols devices and answers their check-ins and reports. Check-ins are answered from
+// memory: director versions are cached and last-seen times are written in batches by Flush.
+// It is safe for concurrent use.
+type Service struct {
+	Store       Store
+	Tokens      auth.DeviceTokens
+	Now         func() time.Time
+	PollSeconds int
+	Logger      *slog.Logger
+	// OnReport is told of every stored report (the rollout engine moves campaign members on).
+	OnReport func(ctx context.Context, id string, r wire.Report) error
+	// OnEnroll is told of every newly stored device (the patch service records the image it
+	// enrolled with); its failure does not undo the enrolment.
+	OnEnroll func(ctx context.Context, d *Device)
+
+	mu       sync.Mutex
+	versions map[string]int64     // director version per known device
+	seen     map[string]time.Time // last-seen times not yet written
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func parseSigned(req wire.SignedRequest, v any) error {
+	dec := json.NewDecoder(strings.NewReader(string(req.Payload)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return apperr.Wrap(apperr.Invalid, err, "malformed signed payload: "+err.Error())
+	}
+	return nil
+}
+
+func validIdentity(id wire.Identity) error {
+	for kind, v := range map[string]string{"product": id.Product, "hardware id": id.HardwareID, "serial": id.Serial} {
+		if v == "" || len(v) > 64 || !utf8.ValidString(v) || strings.ContainsAny(v, "/\\\x00") {
+			return apperr.E(apperr.Invalid, "identity: %s must be 1-64 characters without slashes", kind)
+		}
+	}
+	if len(id.Attributes) > 32 {
+		return apperr.E(apperr.Invalid, "identity: at most 32 attributes")
+	}
+	for k, v := range id.Attributes {
+		if k == "" || len(k) > 64 || len(v) > 256 || !utf8.ValidString(k+v) {
+			return apperr.E(apperr.Invalid, "identity: attribute %.64q too long or empty", k)
+		}
+	}
+	return nil
+}
+
+// Enroll admits a device. The payload must be signed by the key it carries. With a valid
+// enrolment token the device is accepted and gets a device token; without one it is left pending
+// for an operator. A wrong token is apperr.Unauthorized and creates nothing.
+func (s *Service) Enroll(ctx context.Context, req wire.SignedRequest, enrollToken string) (*wire.EnrollResponse, error) {
+	var p wire.EnrollPayload
+	if err := parseSigned(req, &p); err != nil {
+		return nil, err
+	}
+	pub, err := hex.DecodeString(p.PublicKey)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return nil, apperr.E(apperr.Invalid, "public_key must be a hex Ed25519 key")
+	}
+	if err := auth.VerifyDeviceSignature(pub, req.Payload, req.Signature, p.Time, s.now()); err != nil {
+		return nil, apperr.Wrap(apperr.Unauthorized, err, "enrolment refused: "+err.Error())
+	}
+	if err := validIdentity(p.Identity); err != nil {
+		return nil, err
+	}
+	id := auth.DeviceID(pub)
+	if d, err := s.Store.FindDevice(ctx, id); err == nil {
+		return s.answer(d), nil // enrolment is idempotent for the same key
+	} else if !apperr.Is(err, apperr.NotFound) {
+		return nil, err
+	}
+	status := StatusPending
+	if enrollToken != "" {
+		t, err := s.Store.UseEnrollToken(ctx, auth.HashSecret(enrollToken), s.now())
+		if err != nil {
+			return nil, err
+		}
+		if t.Product != "" && t.Product != p.Identity.Product {
+			return nil, apperr.E(apperr.Forbidden, "enrolment token %s is for product %s", t.Name, t.Product)
+		}
+		status = StatusAccepted
+	}
+	d := &Device{
+		ID: id, PublicKey: pub, Serial: p.Identity.Serial, Product: p.Identity.Product, HardwareID: p.Identity.HardwareID,
+		Attributes: p.Identity.Attributes, Status: status, InstalledTarget: p.Installed.Target, InstalledVer: p.Installed.Version,
+		SecurityVersion: p.Installed.SecurityVersion, InstalledSHA256: p.Installed.SHA256, State: "enrolled", EnrolledAt: s.now(),
+	}
+	if err := s.Store.CreateDevice(ctx, d); err != nil {
+		if apperr.Is(err, apperr.Conflict) { // a concurrent retry of the same enrolment
+			if d, err = s.Store.FindDevice(ctx, id); err != nil {
+				return nil, err
+			}
+			return s.answer(d), nil
+		}
+		return nil, err
+	}
+	if s.OnEnroll != nil {
+		s.OnEnroll(ctx, d)
+	}
+	s.logger().Info("device enrolled", "device", id, "status", status, "product", d.Product)
+	return s.answer(d), nil
+}
+
+func (s *Service) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Service) answer(d *Device) *wire.EnrollResponse {
+	r := &wire.EnrollResponse{DeviceID: d.ID, Status: d.Status}
+	if d.Status == StatusAccepted {
+		r.Token, r.ExpiresAt = s.Tokens.Issue(d.ID, s.now())
+	}
+	return r
+}
+
+// Token issues a fresh device token to an accepted device that signs a token request.
+func (s *Service) Token(ctx context.Context, req wire.SignedRequest) (*wire.EnrollResponse, error) {
+	var p wire.TokenPayload
+	if err := parseSigned(req, &p); err != nil {
+		return nil, err
+	}
+	d, err := s.Store.FindDevice(ctx, p.DeviceID)
+	if err != nil {
+		if apperr.Is(err, apperr.NotFound) {
+			return nil, apperr.E(apperr.Unauthorized, "unknown device %.64q: enrol first", p.DeviceID)
+		}
+		return nil, err
+	}
+	if err := auth.VerifyDeviceSignature(d.PublicKey, req.Payload, req.Signature, p.Time, s.now()); err != nil {
+		return nil, apperr.Wrap(apperr.Unauthorized, err, "token refused: "+err.Error())
+	}
+	return s.answer(d), nil
+}
+
+// Accept lets a pending device in.
+func (s *Service) Accept(ctx context.Context, id string) error {
+	st := StatusAccepted
+	return s.Store.UpdateDevice(ctx, id, DeviceUpdate{Status: &st})
+}
+
+// SetDirectorVersion raises the check-in cache's director version of a device, after this or
+// another replica signed a new view. It records the version even for a device not cached yet:
+// a check-in that read the device from the store just before the change committed would
+// otherwise cache the older version for good.
+func (s *Service) SetDirectorVersion(id string, v int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.versions == nil {
+		s.versions = map[string]int64{}
+	}
+	if cur, ok := s.versions[id]; !ok || v > cur {
+		s.versions[id] = v
+	}
+}
+
+// Checkin answers a device's poll. It touches the database only the first time it sees a device.
+func (s *Service) Checkin(ctx context.Context, id string, c wire.Checkin) (wire.CheckinResponse, error) {
+	s.mu.Lock()
+	v, ok := s.versions[id]
+	if s.seen == nil {
+		s.seen = map[string]time.Time{}
+	}
+	s.seen[id] = s.now()
+	s.mu.Unlock()
+	if !ok {
+		d, err := s.Store.FindDevice(ctx, id)
+		if err != nil {
+			return wire.CheckinResponse{}, err
+		}
+		v = d.DirectorVersion
+		s.mu.Lock()
+		if cur, ok := s.versions[id]; !ok || cur < v {
+			if s.versions == nil {
+				s.versions = map[string]int64{}
+			}
+			s.versions[id] = v
+		}
+		v = s.versions[id]
+		s.mu.Unlock()
+	}
+	return wire.CheckinResponse{DirectorVersion: v, Changed: v != c.DirectorVersion, PollSeconds: s.PollSeconds}, nil
+}
+
+// Flush writes the batched last-seen times.
+func (s *Service) Flush(ctx context.Context) error {
+	s.mu.Lock()
+	seen := s.seen
+	s.seen = nil
+	s.mu.Unlock()
+	if err := s.Store.TouchDevices(ctx, seen); err != nil {
+		s.mu.Lock() // keep them for the next flush
+		for id, t := range seen {
+			if _, ok := s.seen[id]; !ok {
+				if s.seen == nil {
+					s.seen = map[string]time.Time{}
+				}
+				s.seen[id] = t
+			}
+		}
+		s.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// Report records a device's events and its current state. It validates the whole report before
+// storing any of it.
+func (s *Service) Report(ctx context.Context, id string, r wire.Report) error {
+	if len(r.Events) > wire.MaxReportEvents {
+		return apperr.E(apperr.Invalid, "at most %d events per report", wire.MaxReportEvents)
+	}
+	if len(r.State) > 32 || len(r.Installed.Target) > 255 || len(r.Installed.Version) > 64 || len(r.Installed.SHA256) > 64 {
+		return apperr.E(apperr.Invalid, "state or installed fields too long")
+	}
+	events := make([]Event, 0, len(r.Events))
+	var lastErr *string
+	for _, e := range r.Events {
+		if e.Step == "" || len(e.Step) > 32 || len(e.Status) > 32 || len(e.Target) > 255 {
+			return apperr.E(apperr.Invalid, "event step, status or target missing or too long")
+		}
+		msg := e.Message
+		if len(msg) > 1024 {
+			msg = msg[:1024]
+		}
+		if e.Time.IsZero() {
+			e.Time = s.now()
+		}
+		events = append(events, Event{DeviceID: id, Time: e.Time, Target: e.Target, Step: e.Step, Status: e.Status, Fatal: e.Fatal, Message: msg})
+		if e.Status == wire.StatusFailed {
+			m := fmt.Sprintf("%s: %s", e.Step, msg)
+			lastErr = &m
+		} else if e.Step == wire.StepCommit && e.Status == wire.StatusOK {
+			empty := ""
+			lastErr = &empty
+		}
+	}
+	u := DeviceUpdate{State: &r.State, LastError: lastErr}
+	if r.Installed.Target != "" {
+		u.InstalledTarget, u.InstalledVer, u.SecurityVersion, u.InstalledSHA256 = &r.Installed.Target, &r.Installed.Version, &r.Installed.SecurityVersion, &r.Installed.SHA256
+	}
+	if err := s.Store.UpdateDevice(ctx, id, u); err != nil { // NotFound for unknown devices
+		return err
+	}
+	if err := s.Store.AddEvents(ctx, events); err != nil {
+		return err
+	}
+	if s.OnReport != nil {
+		return s.OnReport(ctx, id, r)
+	}
+	return nil
+}

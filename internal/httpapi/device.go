@@ -1,0 +1,153 @@
+package httpapi
+
+import (
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
+	s.signed(w, r, func(req wire.SignedRequest) (*wire.EnrollResponse, error) {
+		return s.Fleet.Enroll(r.Context(), req, r.Header.Get(wire.HeaderEnrollToken))
+	})
+}
+
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	s.signed(w, r, func(req wire.SignedRequest) (*wire.EnrollResponse, error) { return s.Fleet.Token(r.Context(), req) })
+}
+
+// signed serves a device-signed request: 200 with a token when the device is accepted, 202
+// while it waits for an operator.
+func (s *Server) signed(w http.ResponseWriter, r *http.Request, f func(wire.SignedRequest) (*wire.EnrollResponse, error)) {
+	var req wire.SignedRequest
+	if err := decode(w, r, wire.MaxEnrollBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	resp, err := f(req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if resp.Status != "accepted" {
+		status = http.StatusAccepted
+	}
+	writeJSON(w, status, resp)
+}
+
+// checkin is the hot path: answered from memory, no signing, no per-request write. An agent that
+// sends If-None-Match with the director version it holds gets 304 when nothing changed.
+func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.inflight <- struct{}{}:
+		defer func() { <-s.inflight }()
+	default:
+		s.Metrics.shed.Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(30+rand.IntN(60))) // spread the retries
+		s.fail(w, r, apperr.E(apperr.Unavailable, "server busy: check in again later"))
+		return
+	}
+	s.Metrics.checkins.Inc()
+	var c wire.Checkin
+	if err := decode(w, r, wire.MaxCheckinBody, &c); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	resp, err := s.Fleet.Checkin(r.Context(), deviceID(r), c)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	etag := `"` + strconv.FormatInt(resp.DirectorVersion, 10) + `"`
+	w.Header().Set("ETag", etag)
+	w.Header().Set(wire.HeaderPollInterval, strconv.Itoa(resp.PollSeconds))
+	if r.Header.Get("If-None-Match") == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) report(w http.ResponseWriter, r *http.Request) {
+	var rep wire.Report
+	if err := decode(w, r, wire.MaxReportBody, &rep); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.Fleet.Report(r.Context(), deviceID(r), rep); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Metrics.reported(rep.Events)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) directorMeta(w http.ResponseWriter, r *http.Request) {
+	b, err := s.Repo.DirectorMetadata(r.Context(), deviceRecord(r), r.PathValue("file"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}
+
+func (s *Server) imageMeta(w http.ResponseWriter, r *http.Request) {
+	b, err := s.Repo.ImageMetadata(r.Context(), r.PathValue("file"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if r.PathValue("file") == "timestamp.json" {
+		w.Header().Set("Cache-Control", "no-cache")
+	} else {
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	}
+	w.Write(b)
+}
+
+// artifact streams a target's bytes, with Range support so that interrupted downloads resume.
+func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := trust.ValidTargetName(name); err != nil {
+		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
+		return
+	}
+	rels, err := s.Releases.FindReleases(r.Context(), release.Filter{Target: name})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if len(rels) == 0 {
+		s.fail(w, r, apperr.E(apperr.NotFound, "no target %s", name))
+		return
+	}
+	if ps, ok := s.Blobs.(release.Presigner); ok {
+		// The device fetches from object storage directly; TUF hashes still guard the bytes.
+		u, err := ps.PresignGet(r.Context(), rels[0].SHA256, 15*time.Minute)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		http.Redirect(w, r, u, http.StatusTemporaryRedirect)
+		return
+	}
+	f, _, err := s.Blobs.Open(r.Context(), rels[0].SHA256)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("ETag", `"`+rels[0].SHA256+`"`)
+	http.ServeContent(w, r, "", time.Time{}, f)
+}

@@ -1,0 +1,240 @@
+// Package httpapi serves Upkeep over HTTP: the device API (/device/v1), the public image
+// repository (/repo/image) and the management API (/api/v1) that the operator CLI uses.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/repo"
+	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/wire"
+)
+
+// Server holds what the handlers need.
+type Server struct {
+	Fleet       *fleet.Service
+	Repo        *repo.Service
+	Devices     fleet.Store
+	Releases    release.Store
+	Products    release.ProductStore
+	Blobs       release.BlobStore
+	Admin       auth.Store
+	Logger      *slog.Logger
+	MaxArtifact int64 // bytes; uploads past it get 413
+	Metrics     *Metrics
+	// Ready reports whether the server can serve (the database answers); for /readyz.
+	Ready func(ctx context.Context) error
+	// MaxCheckins bounds check-ins in flight; past it devices get 429 with Retry-After and
+	// come back later, so that a fleet reconnecting after an outage does not stampede.
+	MaxCheckins int
+	// Transparency builds the public product pages under /p/ (public.go); nil serves none.
+	Transparency Publisher
+	// Rollouts runs campaigns and holds groups; nil disables their routes.
+	Rollouts *rollout.Engine
+	// Exposed finds the devices exposed to an advisory and the release that fixes it (for
+	// campaigns created with --fixes); nil when the server holds no vulnerability data.
+	Exposed func(ctx context.Context, advisory, release string) (fixRelease string, deviceIDs []string, err error)
+	// Patch holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
+	Patch *patch.Service
+
+	inflight chan struct{}
+
+	admins sync.Map // token hash (string) -> name, for tokens that verified
+}
+
+type ctxKey int
+
+const (
+	keyDevice ctxKey = iota
+	keyDeviceRecord
+	keyActor
+)
+
+// Logging attribute keys.
+const (
+	LogDevice = "device"
+	LogPath   = "path"
+	LogStatus = "status"
+	LogErr    = "err"
+)
+
+// Handler returns the routed handler.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	if s.Metrics == nil {
+		s.Metrics = NewMetrics()
+	}
+	if s.MaxCheckins <= 0 {
+		s.MaxCheckins = 4096
+	}
+	s.inflight = make(chan struct{}, s.MaxCheckins)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", s.Metrics.Handler())
+
+	mux.HandleFunc("POST /device/v1/enroll", s.enroll)
+	mux.HandleFunc("POST /device/v1/token", s.token)
+	mux.Handle("POST /device/v1/checkin", s.device(s.checkin))
+	mux.Handle("POST /device/v1/report", s.device(s.known(s.report)))
+	mux.Handle("GET /device/v1/director/{file}", s.device(s.known(s.directorMeta)))
+	mux.Handle("GET /device/v1/targets/{name...}", s.device(s.known(s.artifact)))
+	mux.HandleFunc("GET /repo/image/{file}", s.imageMeta)
+	s.publicRoutes(mux)
+
+	mux.Handle("GET /api/v1/devices", s.admin(s.listDevices))
+	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
+	mux.Handle("POST /api/v1/devices/{id}/accept", s.admin(s.acceptDevice))
+	mux.Handle("GET /api/v1/devices/{id}/events", s.admin(s.deviceEvents))
+	mux.Handle("PUT /api/v1/blobs/{sha256}", s.admin(s.putBlob))
+	mux.Handle("GET /api/v1/image/targets", s.admin(s.currentTargets))
+	mux.Handle("PUT /api/v1/image/root", s.admin(s.rotateRoot))
+	mux.Handle("POST /api/v1/releases", s.admin(s.publish))
+	mux.Handle("GET /api/v1/releases", s.admin(s.listReleases))
+	mux.Handle("POST /api/v1/deployments", s.admin(s.deploy))
+	mux.Handle("POST /api/v1/enroll-tokens", s.admin(s.createEnrollToken))
+	s.rolloutRoutes(mux)
+	s.vulnRoutes(mux)
+	mux.Handle("GET /api/v1/products", s.admin(s.listProducts))
+	mux.Handle("PUT /api/v1/products/{name}/policy", s.admin(s.setPolicy))
+	mux.Handle("GET /api/v1/products/{name}/history", s.admin(s.policyHistory))
+	return s.recoverer(s.Metrics.instrument(mux))
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Server) recoverer(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.logger().Error("panic in handler", LogPath, r.URL.Path, LogErr, fmt.Sprint(v))
+				s.fail(w, r, apperr.E(apperr.Internal, "internal error"))
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// fail writes err as a JSON error body; internal details are logged, never sent.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := apperr.CodeOf(err)
+	status := apperr.HTTPStatus(code)
+	if code == apperr.Internal {
+		s.logger().Error("request failed", LogPath, r.URL.Path, LogErr, err)
+	}
+	writeJSON(w, status, wire.Error{Code: string(code), Message: apperr.Message(err)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// decode reads a JSON body of at most limit bytes, refusing unknown fields and trailing data.
+func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return apperr.E(apperr.TooLarge, "request body is larger than %d bytes", limit)
+		}
+		return apperr.Wrap(apperr.Invalid, err, "malformed JSON body: "+err.Error())
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return apperr.E(apperr.Invalid, "malformed JSON body: trailing data after the JSON value")
+	}
+	return nil
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") { // the scheme is case-insensitive (RFC 9110 11.1)
+		return ""
+	}
+	return strings.TrimSpace(h[7:])
+}
+
+// device authenticates a device token; the handler gets the device id from the context.
+func (s *Server) device(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := s.Fleet.Tokens.Check(bearer(r), time.Now())
+		if err != nil {
+			s.fail(w, r, apperr.Wrap(apperr.Unauthorized, err, "invalid or expired device token: request a new one"))
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), keyDevice, id)))
+	})
+}
+
+func deviceID(r *http.Request) string { id, _ := r.Context().Value(keyDevice).(string); return id }
+
+// known additionally requires the token's device to exist and be accepted. The check-in hot path
+// skips it: fleet.Service.Checkin answers unknown devices from the store.
+func (s *Server) known(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		d, err := s.Devices.FindDevice(r.Context(), deviceID(r))
+		if apperr.Is(err, apperr.NotFound) || err == nil && d.Status != fleet.StatusAccepted {
+			s.fail(w, r, apperr.E(apperr.Unauthorized, "device is unknown or not accepted"))
+			return
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), keyDeviceRecord, d)))
+	}
+}
+
+func deviceRecord(r *http.Request) *fleet.Device {
+	d, _ := r.Context().Value(keyDeviceRecord).(*fleet.Device)
+	return d
+}
+
+// admin authenticates an operator token.
+func (s *Server) admin(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := bearer(r)
+		if tok == "" {
+			s.fail(w, r, apperr.E(apperr.Unauthorized, "operator token required (Authorization: Bearer ...)"))
+			return
+		}
+		hash := string(auth.HashSecret(tok))
+		name, ok := s.admins.Load(hash)
+		if !ok {
+			n, err := s.Admin.FindAdminToken(r.Context(), []byte(hash))
+			if err != nil {
+				if apperr.Is(err, apperr.NotFound) {
+					err = apperr.E(apperr.Unauthorized, "unknown operator token")
+				}
+				s.fail(w, r, err)
+				return
+			}
+			s.admins.Store(hash, n)
+			name = n
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), keyActor, name)))
+	})
+}

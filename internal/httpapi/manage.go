@@ -1,0 +1,225 @@
+package httpapi
+
+import (
+	"encoding/hex"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/wire"
+)
+
+// DeviceToWire converts a device for the API.
+func DeviceToWire(d *fleet.Device) wire.Device {
+	return wire.Device{
+		ID: d.ID, Status: d.Status, Serial: d.Serial, Product: d.Product, HardwareID: d.HardwareID, Attributes: d.Attributes,
+		Installed: wire.Installed{Target: d.InstalledTarget, Version: d.InstalledVer, SecurityVersion: d.SecurityVersion, SHA256: d.InstalledSHA256},
+		State:     d.State, LastError: d.LastError, Assigned: d.Assigned, DirectorVersion: d.DirectorVersion, LastSeen: d.LastSeen, EnrolledAt: d.EnrolledAt,
+	}
+}
+
+func releaseToWire(r *release.Release) wire.Release {
+	return wire.Release{Product: r.Product, Version: r.Version, HardwareIDs: r.HardwareIDs, SecurityVersion: r.SecurityVersion,
+		Class: r.Class, Target: r.Target, Length: r.Length, SHA256: r.SHA256, PublishedAt: r.PublishedAt}
+}
+
+func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := fleet.DeviceFilter{Product: q.Get("product"), HardwareID: q.Get("hardware_id"), Status: q.Get("status")}
+	f.Limit, _ = strconv.Atoi(q.Get("limit"))
+	f.Offset, _ = strconv.Atoi(q.Get("offset"))
+	ds, err := s.Devices.FindDevices(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]wire.Device, len(ds))
+	for i, d := range ds {
+		out[i] = DeviceToWire(d)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
+	d, err := s.Devices.FindDevice(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, DeviceToWire(d))
+}
+
+func (s *Server) acceptDevice(w http.ResponseWriter, r *http.Request) {
+	if err := s.Fleet.Accept(r.Context(), r.PathValue("id")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) deviceEvents(w http.ResponseWriter, r *http.Request) {
+	ev, err := s.Devices.FindEvents(r.Context(), r.PathValue("id"), 200)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]wire.Event, len(ev))
+	for i, e := range ev {
+		out[i] = wire.Event{Time: e.Time, Target: e.Target, Step: e.Step, Status: e.Status, Fatal: e.Fatal, Message: e.Message}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// putBlob streams an artifact into the blob store; the path names its SHA-256, which is checked.
+func (s *Server) putBlob(w http.ResponseWriter, r *http.Request) {
+	want := strings.ToLower(r.PathValue("sha256"))
+	if _, err := hex.DecodeString(want); err != nil || len(want) != 64 {
+		s.fail(w, r, apperr.E(apperr.Invalid, "blob name must be the 64-hex-character sha256 of the artifact"))
+		return
+	}
+	if r.ContentLength > s.MaxArtifact {
+		s.fail(w, r, apperr.E(apperr.TooLarge, "artifact is larger than the %d byte limit", s.MaxArtifact))
+		return
+	}
+	b, err := s.Blobs.Put(r.Context(), r.Body, s.MaxArtifact, want)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, wire.BlobInfo{SHA256: b.SHA256, SHA512: b.SHA512, Length: b.Length})
+}
+
+func (s *Server) currentTargets(w http.ResponseWriter, r *http.Request) {
+	b, err := s.Repo.CurrentTargets(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}
+
+func (s *Server) rotateRoot(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, wire.MaxMetaBody))
+	if err != nil {
+		s.fail(w, r, apperr.E(apperr.TooLarge, "root metadata larger than %d bytes", wire.MaxMetaBody))
+		return
+	}
+	if err := s.Repo.RotateRoot(r.Context(), b); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
+	var req wire.PublishRequest
+	if err := decode(w, r, wire.MaxMetaBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rel, err := s.Repo.Publish(r.Context(), req.Target, req.Targets)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("release published", "release", rel.Ref(), "actor", r.Context().Value(keyActor))
+	writeJSON(w, http.StatusCreated, releaseToWire(rel))
+}
+
+func (s *Server) listReleases(w http.ResponseWriter, r *http.Request) {
+	rels, err := s.Releases.FindReleases(r.Context(), release.Filter{Product: r.URL.Query().Get("product")})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]wire.Release, len(rels))
+	for i, rel := range rels {
+		out[i] = releaseToWire(rel)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
+	var req wire.DeployRequest
+	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	product, version, ok := strings.Cut(req.Release, "@")
+	if !ok || product == "" || version == "" {
+		s.fail(w, r, apperr.E(apperr.Invalid, "release must be product@version"))
+		return
+	}
+	rel, err := s.Releases.FindRelease(r.Context(), product, version)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var devs []*fleet.Device
+	switch {
+	case req.All && len(req.DeviceIDs) > 0:
+		err = apperr.E(apperr.Invalid, "give device ids or all, not both")
+	case req.All:
+		devs, err = s.Devices.FindDevices(r.Context(), fleet.DeviceFilter{Product: product, HardwareID: req.HardwareID, Status: fleet.StatusAccepted})
+	case len(req.DeviceIDs) > 0:
+		for _, id := range req.DeviceIDs {
+			d, e := s.Devices.FindDevice(r.Context(), id)
+			if e != nil {
+				err = e
+				break
+			}
+			devs = append(devs, d)
+		}
+	default:
+		err = apperr.E(apperr.Invalid, "name devices or set all")
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	resp := wire.DeployResponse{Skipped: map[string]string{}}
+	for _, d := range devs {
+		if err := s.Repo.Assign(r.Context(), d, rel); err != nil {
+			if apperr.CodeOf(err) == apperr.Internal {
+				s.fail(w, r, err)
+				return
+			}
+			resp.Skipped[d.ID] = apperr.Message(err)
+			continue
+		}
+		resp.Assigned++
+	}
+	s.logger().Info("release deployed", "release", rel.Ref(), "devices", resp.Assigned, "actor", r.Context().Value(keyActor))
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request) {
+	var req wire.EnrollTokenRequest
+	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if req.Name == "" {
+		req.Name = "enrol"
+	}
+	secret, hash := auth.NewSecret(auth.EnrollPrefix)
+	t := &fleet.EnrollToken{ID: hex.EncodeToString(hash[:8]), Name: req.Name, Hash: hash, UsesLeft: req.Uses, Product: req.Product, CreatedAt: time.Now().UTC()}
+	if req.Uses <= 0 {
+		t.UsesLeft = -1
+	}
+	if req.TTL > 0 {
+		t.ExpiresAt = time.Now().Add(req.TTL).UTC()
+	}
+	if err := s.Devices.CreateEnrollToken(r.Context(), t); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, wire.EnrollTokenResponse{ID: t.ID, Token: secret})
+}

@@ -1,0 +1,102 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/transparency"
+)
+
+// Publisher builds what the public routes serve; *transparency.Service implements it.
+type Publisher interface {
+	// Publication returns apperr.Invalid for a bad product name and apperr.NotFound for a
+	// product without a support policy.
+	Publication(ctx context.Context, product string) (*transparency.Publication, error)
+}
+
+// PublicMaxAge is how long browsers and caches may keep a public file before revalidating it
+// with its ETag.
+const PublicMaxAge = "public, max-age=300"
+
+// publicFile is one file of a product's public pages.
+type publicFile struct {
+	ctype string
+	body  func(*transparency.Publication) []byte
+	csp   string
+}
+
+// pageCSP lets the page show its inline style and the label (a data: image), and nothing else.
+const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+var publicFiles = map[string]publicFile{
+	"":                 {"text/html; charset=utf-8", func(p *transparency.Publication) []byte { return p.Page }, pageCSP},
+	"conformance.html": {"text/html; charset=utf-8", func(p *transparency.Publication) []byte { return p.Page }, pageCSP},
+	"label.svg":        {"image/svg+xml", func(p *transparency.Publication) []byte { return p.LabelSVG }, "default-src 'none'; style-src 'unsafe-inline'"},
+	"label.png":        {"image/png", func(p *transparency.Publication) []byte { return p.LabelPNG }, ""},
+	"declaration.json": {"application/json", func(p *transparency.Publication) []byte { return p.Envelope }, ""},
+	"declaration.pub":  {"application/x-pem-file", func(p *transparency.Publication) []byte { return p.PublicKeyPEM }, ""},
+	"conformance.json": {"application/json", func(p *transparency.Publication) []byte { return p.ReportJSON }, ""},
+}
+
+// publicRoutes registers the public transparency pages: no login, stable URLs, cacheable.
+//
+//	GET /p/{product}                   the detailed layer (HTML)
+//	GET /p/{product}/label.svg|png     the consumer label; its QR code links to /p/{product}
+//	GET /p/{product}/declaration.json  the signed declaration (DSSE envelope)
+//	GET /p/{product}/declaration.pub   the PEM public key that verifies it
+//	GET /p/{product}/conformance.json  the conformance report
+//	GET /p/{product}/conformance.html  the page, whose #conformance section holds the report
+func (s *Server) publicRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /p/{product}", s.public)
+	mux.HandleFunc("GET /p/{product}/{file}", s.public)
+}
+
+func (s *Server) public(w http.ResponseWriter, r *http.Request) {
+	if s.Transparency == nil {
+		s.publicFail(w, r, apperr.E(apperr.NotFound, "this server publishes no product pages"))
+		return
+	}
+	f, ok := publicFiles[r.PathValue("file")]
+	if !ok {
+		s.publicFail(w, r, apperr.E(apperr.NotFound, "no such file: a product publishes label.svg, label.png, declaration.json, declaration.pub, conformance.json and conformance.html"))
+		return
+	}
+	pub, err := s.Transparency.Publication(r.Context(), r.PathValue("product"))
+	if err != nil {
+		s.publicFail(w, r, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", f.ctype)
+	h.Set("Cache-Control", PublicMaxAge)
+	h.Set("ETag", pub.ETag)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Access-Control-Allow-Origin", "*") // public data: other sites and tools may fetch it
+	if f.csp != "" {
+		h.Set("Content-Security-Policy", f.csp)
+	}
+	// ServeContent answers If-None-Match and If-Modified-Since with 304, and HEAD and Range.
+	http.ServeContent(w, r, "", pub.Modified, bytes.NewReader(f.body(pub)))
+}
+
+// publicFail answers a browser in plain text and a program in the API's JSON error form.
+func (s *Server) publicFail(w http.ResponseWriter, r *http.Request, err error) {
+	w.Header().Set("Cache-Control", "no-store")
+	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
+		s.fail(w, r, err)
+		return
+	}
+	code := apperr.CodeOf(err)
+	if code == apperr.Internal {
+		s.logger().Error("request failed", LogPath, r.URL.Path, LogErr, err)
+	}
+	msg := apperr.Message(err)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(apperr.HTTPStatus(code))
+	io.WriteString(w, msg+"\n")
+}

@@ -1,0 +1,351 @@
+package httpapi
+
+import (
+	"net/http"
+	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+func (s *Server) rolloutRoutes(mux *http.ServeMux) {
+	mux.Handle("POST /api/v1/rollouts", s.admin(s.createRollout))
+	mux.Handle("GET /api/v1/rollouts", s.admin(s.listRollouts))
+	mux.Handle("GET /api/v1/rollouts/{id}", s.admin(s.rolloutStatus))
+	mux.Handle("POST /api/v1/rollouts/{id}/{action}", s.admin(s.rolloutAction))
+	mux.Handle("GET /api/v1/groups", s.admin(s.listGroups))
+	mux.Handle("GET /api/v1/groups/{name}", s.admin(s.getGroup))
+	mux.Handle("PUT /api/v1/groups/{name}", s.admin(s.putGroup))
+	mux.Handle("DELETE /api/v1/groups/{name}", s.admin(s.deleteGroup))
+	mux.Handle("POST /api/v1/groups/{name}/devices", s.admin(s.groupDevices))
+}
+
+func campaignToWire(c *rollout.Campaign) wire.Campaign {
+	return wire.Campaign{ID: c.ID, Release: c.Release, Target: c.Target, Selector: c.Selector, Class: c.Class, State: c.State,
+		Wave: c.Wave + 1, Waves: c.Waves, SuccessThreshold: c.SuccessThreshold, FailureThreshold: c.FailureThreshold,
+		HealthGate: c.HealthGate.String(), Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow,
+		PauseReason: c.PauseReason, Actor: c.Actor, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+}
+
+func actorOf(r *http.Request) string {
+	a, _ := r.Context().Value(keyActor).(string)
+	return a
+}
+
+func parseDur(field, v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, apperr.E(apperr.Invalid, "%s %q: want a duration such as 5m", field, v)
+	}
+	if d == 0 {
+		return -1, nil // explicitly none
+	}
+	return d, nil
+}
+
+func (s *Server) createRollout(w http.ResponseWriter, r *http.Request) {
+	if s.Rollouts == nil {
+		s.fail(w, r, apperr.E(apperr.Unavailable, "rollouts are not configured"))
+		return
+	}
+	var spec wire.CampaignSpec
+	if err := decode(w, r, wire.MaxAPIBody, &spec); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	gate, err := parseDur("health gate", spec.HealthGate)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	silent, err := parseDur("silent after", spec.SilentAfter)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if silent < 0 {
+		silent = 0
+	}
+	rs := rollout.Spec{Release: spec.Release, Target: spec.Target, Devices: spec.Devices, Waves: spec.Waves,
+		SuccessThreshold: spec.SuccessThreshold, FailureThreshold: spec.FailureThreshold, HealthGate: gate, SilentAfter: silent,
+		Mode: spec.Mode, Window: spec.Window, IgnoreWindow: spec.IgnoreWindow}
+	if spec.Fixes != "" {
+		if s.Exposed == nil {
+			s.fail(w, r, apperr.E(apperr.Unavailable, "--fixes needs vulnerability data, which this server does not hold"))
+			return
+		}
+		rel, ids, err := s.Exposed(r.Context(), spec.Fixes, spec.Release)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if len(ids) == 0 {
+			s.fail(w, r, apperr.E(apperr.Invalid, "no device in the field is exposed to %s", spec.Fixes))
+			return
+		}
+		rs.Release, rs.Devices = rel, ids
+		if rs.Target == "" {
+			rs.Target = "fixes:" + spec.Fixes
+		}
+	}
+	for _, id := range rs.Devices {
+		if err := trust.ValidIdent("device", id); err != nil {
+			s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
+			return
+		}
+	}
+	c, err := s.Rollouts.Create(r.Context(), rs, actorOf(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if spec.Start {
+		if c, err = s.Rollouts.Act(r.Context(), c.ID, "start", actorOf(r)); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	s.logger().Info("campaign created", "campaign", c.ID, "release", c.Release, "target", c.Selector, "actor", actorOf(r))
+	writeJSON(w, http.StatusCreated, campaignToWire(c))
+}
+
+func (s *Server) listRollouts(w http.ResponseWriter, r *http.Request) {
+	if s.Rollouts == nil {
+		writeJSON(w, http.StatusOK, []wire.Campaign{})
+		return
+	}
+	var states []string
+	if st := r.URL.Query().Get("state"); st != "" {
+		states = append(states, st)
+	}
+	cs, err := s.Rollouts.Store.FindCampaigns(r.Context(), states...)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]wire.Campaign, len(cs))
+	for i, c := range cs {
+		out[i] = campaignToWire(c)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func members(ms []rollout.Member) []wire.CampaignMember {
+	out := make([]wire.CampaignMember, len(ms))
+	for i, m := range ms {
+		out[i] = wire.CampaignMember{DeviceID: m.DeviceID, Wave: m.Wave + 1, Status: m.Status, Since: m.Since, Detail: m.Detail}
+	}
+	return out
+}
+
+func (s *Server) rolloutStatus(w http.ResponseWriter, r *http.Request) {
+	if s.Rollouts == nil {
+		s.fail(w, r, apperr.E(apperr.NotFound, "campaign %s not found", r.PathValue("id")))
+		return
+	}
+	st, err := s.Rollouts.Status(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := wire.CampaignStatus{Campaign: campaignToWire(st.Campaign), Waiting: members(st.Waiting), Failed: members(st.Failed)}
+	for _, c := range st.Waves {
+		out.Waves = append(out.Waves, map[string]int(c))
+	}
+	for _, e := range st.Timeline {
+		out.Timeline = append(out.Timeline, wire.AuditEntry{Time: e.Time, Actor: e.Actor, Action: e.Action, Subject: e.Subject, Detail: e.Detail})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request) {
+	if s.Rollouts == nil {
+		s.fail(w, r, apperr.E(apperr.NotFound, "campaign %s not found", r.PathValue("id")))
+		return
+	}
+	c, err := s.Rollouts.Act(r.Context(), r.PathValue("id"), r.PathValue("action"), actorOf(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("campaign "+r.PathValue("action"), "campaign", c.ID, "state", c.State, "actor", actorOf(r))
+	writeJSON(w, http.StatusOK, campaignToWire(c))
+}
+
+func (s *Server) groupToWire(r *http.Request, g *rollout.Group, withDevices bool) (wire.Group, error) {
+	out := wire.Group{Name: g.Name, Filter: g.Filter, Window: g.Window}
+	devs, err := s.Rollouts.GroupMembers(r.Context(), g)
+	if err != nil {
+		return out, err
+	}
+	out.Count = len(devs)
+	if withDevices {
+		for _, d := range devs {
+			out.Devices = append(out.Devices, d.ID)
+		}
+	}
+	return out, nil
+}
+
+func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
+	if s.Rollouts == nil {
+		writeJSON(w, http.StatusOK, []wire.Group{})
+		return
+	}
+	gs, err := s.Rollouts.Store.FindGroups(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]wire.Group, 0, len(gs))
+	for _, g := range gs {
+		wg, err := s.groupToWire(r, g, false)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		out = append(out, wg)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) findGroup(w http.ResponseWriter, r *http.Request) *rollout.Group {
+	name := r.PathValue("name")
+	if err := trust.ValidIdent("group", name); err != nil {
+		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
+		return nil
+	}
+	if s.Rollouts == nil {
+		s.fail(w, r, apperr.E(apperr.NotFound, "group %s not found", name))
+		return nil
+	}
+	g, err := s.Rollouts.Store.FindGroup(r.Context(), name)
+	if err != nil {
+		s.fail(w, r, err)
+		return nil
+	}
+	return g
+}
+
+func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) {
+	g := s.findGroup(w, r)
+	if g == nil {
+		return
+	}
+	out, err := s.groupToWire(r, g, true)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) putGroup(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := trust.ValidIdent("group", name); err != nil {
+		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
+		return
+	}
+	if s.Rollouts == nil {
+		s.fail(w, r, apperr.E(apperr.Unavailable, "rollouts are not configured"))
+		return
+	}
+	var in wire.Group
+	if err := decode(w, r, wire.MaxAPIBody, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if in.Filter != "" {
+		if _, err := rollout.ParseFilter(in.Filter); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	if in.Window != "" {
+		if err := rollout.ParseWindow(in.Window); err != nil {
+			s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
+			return
+		}
+	}
+	g := &rollout.Group{Name: name, Filter: in.Filter, Window: in.Window, CreatedAt: time.Now().UTC()}
+	if err := s.Rollouts.Store.PutGroup(r.Context(), g); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Rollouts.Store.AddAudit(r.Context(), rollout.AuditEntry{Time: g.CreatedAt, Actor: actorOf(r), Action: "put", Subject: "group:" + name, //nolint:errcheck // logged by the store
+		Detail: "filter " + in.Filter + " window " + in.Window})
+	out, err := s.groupToWire(r, g, false)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request) {
+	g := s.findGroup(w, r)
+	if g == nil {
+		return
+	}
+	if err := s.Rollouts.Store.DeleteGroup(r.Context(), g.Name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Rollouts.Store.AddAudit(r.Context(), rollout.AuditEntry{Time: time.Now().UTC(), Actor: actorOf(r), Action: "delete", Subject: "group:" + g.Name}) //nolint:errcheck // best effort
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) groupDevices(w http.ResponseWriter, r *http.Request) {
+	g := s.findGroup(w, r)
+	if g == nil {
+		return
+	}
+	if g.Filter != "" {
+		s.fail(w, r, apperr.E(apperr.Invalid, "group %s is defined by a filter; its members follow the inventory", g.Name))
+		return
+	}
+	var in wire.GroupDevices
+	if err := decode(w, r, wire.MaxAPIBody, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for _, id := range append(append([]string{}, in.Add...), in.Remove...) {
+		if err := trust.ValidIdent("device", id); err != nil {
+			s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
+			return
+		}
+	}
+	if len(in.Add) > 0 {
+		found, err := s.Devices.FindDevices(r.Context(), fleet.DeviceFilter{IDs: in.Add})
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if len(found) != len(in.Add) {
+			s.fail(w, r, apperr.E(apperr.NotFound, "%d of the %d devices to add are not enrolled", len(in.Add)-len(found), len(in.Add)))
+			return
+		}
+		if err := s.Rollouts.Store.AddGroupDevices(r.Context(), g.Name, in.Add); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	if len(in.Remove) > 0 {
+		if err := s.Rollouts.Store.RemoveGroupDevices(r.Context(), g.Name, in.Remove); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	out, err := s.groupToWire(r, g, false)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}

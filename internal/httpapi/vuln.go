@@ -1,0 +1,159 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/vuln"
+)
+
+// vulnRoutes serves SBOMs, advisory imports, exposure and time-to-patch (internal/patch).
+func (s *Server) vulnRoutes(mux *http.ServeMux) {
+	mux.Handle("PUT /api/v1/releases/{product}/{version}/sbom", s.admin(s.putSBOM))
+	mux.Handle("GET /api/v1/releases/{product}/{version}/sbom", s.admin(s.getSBOM))
+	mux.Handle("POST /api/v1/advisories", s.admin(s.importAdvisories))
+	mux.Handle("GET /api/v1/exposure", s.admin(s.exposure))
+	mux.Handle("GET /api/v1/products/{name}/time-to-patch", s.admin(s.timeToPatch))
+}
+
+func (s *Server) patchService(w http.ResponseWriter, r *http.Request) *patch.Service {
+	if s.Patch == nil {
+		s.fail(w, r, apperr.E(apperr.Unavailable, "this server holds no vulnerability data"))
+	}
+	return s.Patch
+}
+
+func releasePath(r *http.Request) (product, version string, err error) {
+	product, version = r.PathValue("product"), r.PathValue("version")
+	if err := trust.ValidIdent("product", product); err != nil {
+		return "", "", apperr.E(apperr.Invalid, "%v", err)
+	}
+	if err := trust.ValidIdent("version", version); err != nil {
+		return "", "", apperr.E(apperr.Invalid, "%v", err)
+	}
+	return product, version, nil
+}
+
+// readBody reads a raw body of at most limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if tooBig(err) {
+		return nil, apperr.E(apperr.TooLarge, "request body is larger than %d bytes", limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read body: %w", err)
+	}
+	return b, nil
+}
+
+func tooBig(err error) bool {
+	var e *http.MaxBytesError
+	return errors.As(err, &e)
+}
+
+// putSBOM stores a release's SBOM (CycloneDX or SPDX JSON), refusing one whose digest differs
+// from the sbom_sha256 signed into the release's target.
+func (s *Server) putSBOM(w http.ResponseWriter, r *http.Request) {
+	ps := s.patchService(w, r)
+	if ps == nil {
+		return
+	}
+	product, version, err := releasePath(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	raw, err := readBody(w, r, vuln.MaxSBOMBytes)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	sb, err := ps.PutSBOM(r.Context(), product, version, raw)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("SBOM stored", "release", product+"@"+version, "format", sb.Format, "sha256", sb.Digest, "signed", sb.Signed, "actor", actorOf(r))
+	writeJSON(w, http.StatusOK, sb.Summary())
+}
+
+func (s *Server) getSBOM(w http.ResponseWriter, r *http.Request) {
+	ps := s.patchService(w, r)
+	if ps == nil {
+		return
+	}
+	product, version, err := releasePath(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	sb, err := ps.Store.FindSBOM(r.Context(), product, version)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sb.Summary())
+}
+
+// importAdvisories reads one uploaded file (?name= names it in errors): an OSV zip, a CSAF
+// document or an OSV record.
+func (s *Server) importAdvisories(w http.ResponseWriter, r *http.Request) {
+	ps := s.patchService(w, r)
+	if ps == nil {
+		return
+	}
+	name := r.URL.Query().Get("name")
+	if name == "" {
+		name = "upload"
+	}
+	res, err := ps.Import(r.Context(), name, http.MaxBytesReader(w, r.Body, patch.MaxImportBytes))
+	if tooBig(err) {
+		err = apperr.E(apperr.TooLarge, "%s is larger than %d bytes", name, patch.MaxImportBytes)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("advisories imported", "file", name, "imported", res.Imported, "updated", res.Updated, "unchanged", res.Unchanged,
+		"skipped", res.Skipped, "vex", res.VEXImported+res.VEXUpdated, "actor", actorOf(r))
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Server) exposure(w http.ResponseWriter, r *http.Request) {
+	ps := s.patchService(w, r)
+	if ps == nil {
+		return
+	}
+	q := r.URL.Query()
+	all, _ := strconv.ParseBool(q.Get("all"))
+	rep, err := ps.Exposure(r.Context(), patch.ExposureFilter{Severity: q.Get("severity"), Product: q.Get("product"), All: all})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+func (s *Server) timeToPatch(w http.ResponseWriter, r *http.Request) {
+	ps := s.patchService(w, r)
+	if ps == nil {
+		return
+	}
+	name := r.PathValue("name")
+	if err := trust.ValidIdent("product", name); err != nil {
+		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
+		return
+	}
+	out, err := ps.TimeToPatch(r.Context(), name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}

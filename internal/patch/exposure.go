@@ -1,0 +1,274 @@
+package patch
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strings"
+	"time"
+	"upkeep.dev/upkeep/wire"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/vuln"
+)
+
+// severityRank orders severities: critical > high > medium > low > unknown.
+func severityRank(s string) int {
+	return map[string]int{vuln.SeverityLow: 1, vuln.SeverityMedium: 2, vuln.SeverityHigh: 3, vuln.SeverityCritical: 4}[strings.ToLower(s)]
+}
+
+// ValidSeverity reports whether s names a severity ("" means any).
+func ValidSeverity(s string) bool {
+	switch strings.ToLower(s) {
+	case "", vuln.SeverityCritical, vuln.SeverityHigh, vuln.SeverityMedium, vuln.SeverityLow, vuln.SeverityUnknown:
+		return true
+	}
+	return false
+}
+
+// ExposureFilter selects exposure rows. Severity means at least that severity.
+type ExposureFilter struct {
+	Severity string
+	Product  string
+	All      bool // also VEX-suppressed (not_affected) and undecidable (unmatched) matches
+}
+
+// Exposure and ExposureReport are the wire types of the exposure report.
+type (
+	Exposure       = wire.Exposure
+	ExposureReport = wire.ExposureReport
+)
+
+// fieldRelease is a release that accepted devices run.
+type fieldRelease struct {
+	rel          *release.Release
+	devices      []string
+	firstInstall time.Time
+}
+
+// field groups the accepted devices of product ("" for all) by installed release.
+func (s *Service) field(ctx context.Context, c *catalog, product string) ([]*fieldRelease, []string, error) {
+	devs, err := s.Devices.FindDevices(ctx, fleet.DeviceFilter{Product: product, Status: fleet.StatusAccepted})
+	if err != nil {
+		return nil, nil, err
+	}
+	installs, err := s.Store.FindInstalls(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	firstCommit := map[string]time.Time{}
+	for _, in := range installs {
+		if t, ok := firstCommit[in.Target]; in.Commit && (!ok || in.At.Before(t)) {
+			firstCommit[in.Target] = in.At
+		}
+	}
+	byTarget := map[string]*fieldRelease{}
+	unknown := map[string]bool{}
+	for _, d := range devs {
+		r := c.byTarget[d.InstalledTarget]
+		if r == nil {
+			continue
+		}
+		if c.sboms[r.Ref()] == nil {
+			unknown[r.Ref()] = true
+			continue
+		}
+		f := byTarget[r.Target]
+		if f == nil {
+			f = &fieldRelease{rel: r, firstInstall: firstCommit[r.Target]}
+			byTarget[r.Target] = f
+		}
+		f.devices = append(f.devices, d.ID)
+		if f.firstInstall.IsZero() || d.EnrolledAt.Before(f.firstInstall) {
+			f.firstInstall = d.EnrolledAt
+		}
+	}
+	out := make([]*fieldRelease, 0, len(byTarget))
+	for _, f := range byTarget {
+		out = append(out, f)
+	}
+	slices.SortFunc(out, func(a, b *fieldRelease) int {
+		return cmp.Or(strings.Compare(a.rel.Product, b.rel.Product), release.Compare(a.rel, b.rel))
+	})
+	return out, slices.Sorted(mapsKeys(unknown)), nil
+}
+
+func mapsKeys(m map[string]bool) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// Exposure lists, for each advisory affecting a release that accepted devices still run, the
+// release, the number of devices, the days exposed and the lowest newer release that fixes it.
+func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureReport, error) {
+	if !ValidSeverity(f.Severity) {
+		return nil, apperr.E(apperr.Invalid, "severity %q: want critical, high, medium, low or unknown", f.Severity)
+	}
+	now := s.now()
+	c, err := s.catalog(ctx, f.Product)
+	if err != nil {
+		return nil, err
+	}
+	frs, noSBOM, err := s.field(ctx, c, f.Product)
+	if err != nil {
+		return nil, err
+	}
+	rep := &ExposureReport{At: now, Exposed: []Exposure{}, WithoutSBOM: noSBOM}
+	min := severityRank(f.Severity)
+	for _, fr := range frs {
+		ms, err := s.releaseMatches(ctx, c.sboms[fr.rel.Ref()])
+		if err != nil {
+			return nil, err
+		}
+		rows := map[string]*Exposure{}
+		var order []string
+		for _, m := range ms {
+			a := m.Advisory
+			if severityRank(a.Severity) < min {
+				continue
+			}
+			row := rows[a.ID]
+			if row == nil {
+				row = &Exposure{Advisory: a.ID, Aliases: a.Aliases, Severity: a.Severity, Summary: a.Summary, Product: fr.rel.Product,
+					Release: fr.rel.Version, Devices: len(fr.devices), Components: []string{}}
+				rows[a.ID] = row
+				order = append(order, a.ID)
+			}
+			row.Components = append(row.Components, m.Component.PURL)
+			// One advisory, several components: affected wins over undecidable over suppressed.
+			if rank := map[string]int{vuln.StatusAffected: 3, vuln.StatusUnmatched: 2, vuln.StatusNotAffected: 1}; rank[m.Status] > rank[row.Status] {
+				row.Status, row.Reason = m.Status, m.Reason
+			}
+		}
+		for _, id := range order {
+			row := rows[id]
+			switch row.Status {
+			case vuln.StatusAffected:
+				sa, err := s.Advisory(id)
+				if err != nil {
+					continue // withdrawn meanwhile
+				}
+				row.Since = later(published(sa), fr.firstInstall)
+				row.DaysExposed = max(days(now.Sub(row.Since)), 0)
+				fix, err := s.lowestFix(ctx, c, fr.rel, sa.Advisory)
+				if err != nil {
+					return nil, err
+				}
+				if fix != nil {
+					row.FixedIn = fix.Version
+				}
+				rep.Exposed = append(rep.Exposed, *row)
+			case vuln.StatusNotAffected:
+				if f.All {
+					rep.NotAffected = append(rep.NotAffected, *row)
+				}
+			case vuln.StatusUnmatched:
+				if f.All {
+					rep.Unmatched = append(rep.Unmatched, *row)
+				}
+			}
+		}
+	}
+	for _, l := range [][]Exposure{rep.Exposed, rep.NotAffected, rep.Unmatched} {
+		slices.SortStableFunc(l, func(a, b Exposure) int {
+			return cmp.Or(-cmp.Compare(severityRank(a.Severity), severityRank(b.Severity)), -cmp.Compare(a.DaysExposed, b.DaysExposed),
+				strings.Compare(a.Advisory, b.Advisory), strings.Compare(a.Product, b.Product), strings.Compare(a.Release, b.Release))
+		})
+	}
+	return rep, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// Exposed finds the accepted devices whose installed release is affected by the advisory (id
+// or alias) and the release to fix them with: releaseRef (product@version) if given, which must
+// fix it, else the lowest published release of the product that fixes it and is newer than
+// every exposed release. It implements httpapi.Server.Exposed for campaigns created with
+// --fixes. No exposed device gives ("", nil, nil).
+func (s *Service) Exposed(ctx context.Context, advisory, releaseRef string) (string, []string, error) {
+	sa, err := s.Advisory(advisory)
+	if err != nil {
+		return "", nil, err
+	}
+	a := sa.Advisory
+	var fixRel *release.Release
+	product := ""
+	if releaseRef != "" {
+		p, v, ok := strings.Cut(releaseRef, "@")
+		if !ok || p == "" || v == "" {
+			return "", nil, apperr.E(apperr.Invalid, "release %q: want PRODUCT@VERSION", releaseRef)
+		}
+		if fixRel, err = s.Releases.FindRelease(ctx, p, v); err != nil {
+			return "", nil, err
+		}
+		product = p
+	}
+	c, err := s.catalog(ctx, product)
+	if err != nil {
+		return "", nil, err
+	}
+	if fixRel != nil {
+		ok, err := s.fixes(ctx, c, fixRel, a)
+		if err != nil {
+			return "", nil, err
+		}
+		if !ok {
+			return "", nil, apperr.E(apperr.Invalid, "%s does not fix %s: its SBOM still matches it (or it has no SBOM), and its signed custom does not list it in fixes", fixRel.Ref(), a.ID)
+		}
+	}
+	frs, _, err := s.field(ctx, c, product)
+	if err != nil {
+		return "", nil, err
+	}
+	var ids []string
+	var exposed []*fieldRelease
+	products := map[string]bool{}
+	for _, fr := range frs {
+		st, _, _, err := s.verdict(ctx, c, fr.rel, a)
+		if err != nil {
+			return "", nil, err
+		}
+		if st != vuln.StatusAffected || (fixRel != nil && release.Compare(fr.rel, fixRel) >= 0) {
+			continue
+		}
+		exposed = append(exposed, fr)
+		products[fr.rel.Product] = true
+		ids = append(ids, fr.devices...)
+	}
+	if len(ids) == 0 {
+		return "", nil, nil
+	}
+	slices.Sort(ids)
+	if fixRel != nil {
+		return fixRel.Ref(), ids, nil
+	}
+	if len(products) > 1 {
+		return "", nil, apperr.E(apperr.Invalid, "%s affects devices of several products (%s): name the release to roll out", a.ID, strings.Join(slices.Sorted(mapsKeys(products)), ", "))
+	}
+	newest := exposed[0].rel
+	for _, fr := range exposed[1:] {
+		if release.Compare(fr.rel, newest) > 0 {
+			newest = fr.rel
+		}
+	}
+	fix, err := s.lowestFix(ctx, c, newest, a)
+	if err != nil {
+		return "", nil, err
+	}
+	if fix == nil {
+		return "", nil, apperr.E(apperr.Invalid, "no published release of %s newer than %s fixes %s: publish one with its SBOM (or --fixes %s)", newest.Product, newest.Version, a.ID, a.ID)
+	}
+	return fix.Ref(), ids, nil
+}

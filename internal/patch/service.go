@@ -1,0 +1,641 @@
+package patch
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/vuln"
+	"upkeep.dev/upkeep/wire"
+)
+
+// MaxImportBytes bounds one upload to the advisory import (an osv.dev all.zip of a large
+// ecosystem is tens of MiB).
+const MaxImportBytes = 256 << 20
+
+// importBatch is how many advisories are stored per transaction.
+const importBatch = 1000
+
+// Service holds the vulnerability index and answers exposure and time-to-patch questions from
+// the stores. The index lives in memory: Load fills it from the store at start, and every import
+// updates it, so a new SBOM, advisory or VEX statement changes the next answer. A Service is safe
+// for concurrent use.
+type Service struct {
+	Store    Store
+	Devices  fleet.Store
+	Releases release.Store
+	// Targets returns the current image targets metadata (repo.Service.CurrentTargets), which
+	// the server verified when it was published: each release's signed custom is read from it.
+	Targets func(ctx context.Context) ([]byte, error)
+	Now     func() time.Time
+	Logger  *slog.Logger
+
+	importMu sync.Mutex // serialises imports and index rebuilds
+
+	mu      sync.Mutex
+	index   *vuln.Index
+	gen     uint64                     // bumped on every change of the index
+	advs    map[string]*StoredAdvisory // upper-case id → newest copy
+	aliases map[string][]string        // upper-case alias → ids
+	comps   map[string][]vuln.Component
+	matches map[string]cachedMatches // product@version → matches
+	customs struct {
+		sum [sha256.Size]byte
+		m   map[string]trust.TargetCustom
+	}
+
+	reported sync.Map // device id → the installed target last recorded
+}
+
+type cachedMatches struct {
+	digest string
+	gen    uint64
+	ms     []vuln.Match
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (s *Service) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// Load (re)builds the in-memory index from the store.
+func (s *Service) Load(ctx context.Context) error {
+	s.importMu.Lock()
+	defer s.importMu.Unlock()
+	return s.load(ctx)
+}
+
+func (s *Service) load(ctx context.Context) error {
+	ix := vuln.NewIndex()
+	advs := map[string]*StoredAdvisory{}
+	aliases := map[string][]string{}
+	err := s.Store.FindAdvisories(ctx, func(a StoredAdvisory) error {
+		ix.Add(a.Advisory)
+		remember(advs, aliases, &a)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load advisories: %w", err)
+	}
+	vs, err := s.Store.FindVEX(ctx)
+	if err != nil {
+		return fmt.Errorf("load VEX: %w", err)
+	}
+	for _, v := range vs {
+		ix.AddVEX(v)
+	}
+	s.mu.Lock()
+	s.index, s.advs, s.aliases = ix, advs, aliases
+	s.gen++
+	s.mu.Unlock()
+	return nil
+}
+
+// remember keeps a's newest copy by id and its aliases.
+func remember(advs map[string]*StoredAdvisory, aliases map[string][]string, a *StoredAdvisory) {
+	id := strings.ToUpper(a.Advisory.ID)
+	if old, ok := advs[id]; ok {
+		if !a.Advisory.Modified.After(old.Advisory.Modified) {
+			return
+		}
+		if a.FirstSeen.IsZero() || old.FirstSeen.Before(a.FirstSeen) {
+			a.FirstSeen = old.FirstSeen
+		}
+	}
+	advs[id] = a
+	for _, al := range a.Advisory.Aliases {
+		k := strings.ToUpper(al)
+		if !slices.Contains(aliases[k], a.Advisory.ID) {
+			aliases[k] = append(aliases[k], a.Advisory.ID)
+		}
+	}
+}
+
+func (s *Service) state() (*vuln.Index, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.index == nil {
+		s.index, s.advs, s.aliases = vuln.NewIndex(), map[string]*StoredAdvisory{}, map[string][]string{}
+	}
+	return s.index, s.gen
+}
+
+// Advisory finds an advisory by id or alias (case-insensitive): the id itself first, then the
+// advisories that list it as an alias. Returns apperr.NotFound if none is known.
+func (s *Service) Advisory(id string) (*StoredAdvisory, error) {
+	s.state()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := strings.ToUpper(id)
+	if a, ok := s.advs[k]; ok && a.Advisory.Withdrawn == nil {
+		return a, nil
+	}
+	for _, other := range slices.Sorted(slices.Values(s.aliases[k])) {
+		if a, ok := s.advs[strings.ToUpper(other)]; ok && a.Advisory.Withdrawn == nil {
+			return a, nil
+		}
+	}
+	return nil, apperr.E(apperr.NotFound, "advisory %s is not known to this server: import it with `upkeep advisories import`", id)
+}
+
+// published is the advisory's publication time, or when this server first imported it.
+func published(a *StoredAdvisory) time.Time {
+	if !a.Advisory.Published.IsZero() {
+		return a.Advisory.Published.UTC()
+	}
+	return a.FirstSeen.UTC()
+}
+
+// ---- SBOMs ----
+
+// PutSBOM parses raw (vuln.ParseSBOM) and stores it as the SBOM of product@version. If the
+// release's signed target names an SBOM digest (sbom_sha256), only that SBOM is accepted:
+// apperr.Verification otherwise.
+func (s *Service) PutSBOM(ctx context.Context, product, version string, raw []byte) (*SBOM, error) {
+	rel, err := s.Releases.FindRelease(ctx, product, version)
+	if err != nil {
+		return nil, err
+	}
+	sb, err := vuln.ParseSBOM(raw)
+	if err != nil {
+		return nil, apperr.Wrap(apperr.Invalid, err, "SBOM refused: "+err.Error()+" (want CycloneDX 1.4–1.6 or SPDX 2.2–2.3 JSON)")
+	}
+	c, err := s.custom(ctx, rel.Target)
+	if err != nil {
+		return nil, err
+	}
+	if c.SBOM != "" && !strings.EqualFold(c.SBOM, sb.Digest) {
+		return nil, apperr.E(apperr.Verification, "the signed target of %s names SBOM sha256 %s, but this file has sha256 %s: it is not the SBOM of this release", rel.Ref(), c.SBOM, sb.Digest)
+	}
+	out := &SBOM{Product: product, Version: version, Format: sb.Format, Digest: sb.Digest, Signed: c.SBOM != "",
+		Components: sb.Components, UploadedAt: s.now()}
+	if err := s.Store.PutSBOM(ctx, out); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.comps == nil {
+		s.comps = map[string][]vuln.Component{}
+	}
+	s.comps[out.Digest] = out.Components
+	s.mu.Unlock()
+	return out, nil
+}
+
+// custom returns the signed custom of an image target, from the current targets metadata.
+func (s *Service) custom(ctx context.Context, target string) (trust.TargetCustom, error) {
+	if s.Targets == nil {
+		return trust.TargetCustom{}, nil
+	}
+	raw, err := s.Targets(ctx)
+	if err != nil {
+		return trust.TargetCustom{}, fmt.Errorf("current targets: %w", err)
+	}
+	sum := sha256.Sum256(raw)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.customs.m == nil || s.customs.sum != sum {
+		md, err := metadata.Targets().FromBytes(raw)
+		if err != nil {
+			return trust.TargetCustom{}, fmt.Errorf("current targets: %w", err)
+		}
+		m := make(map[string]trust.TargetCustom, len(md.Signed.Targets))
+		for name, tf := range md.Signed.Targets {
+			if c, err := trust.ParseTargetCustom(tf); err == nil {
+				m[name] = c
+			}
+		}
+		s.customs.sum, s.customs.m = sum, m
+	}
+	return s.customs.m[target], nil
+}
+
+// components returns an SBOM's components, read once per digest.
+func (s *Service) components(ctx context.Context, sb *SBOM) ([]vuln.Component, error) {
+	s.mu.Lock()
+	cs, ok := s.comps[sb.Digest]
+	s.mu.Unlock()
+	if ok {
+		return cs, nil
+	}
+	full, err := s.Store.FindSBOM(ctx, sb.Product, sb.Version)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.comps == nil {
+		s.comps = map[string][]vuln.Component{}
+	}
+	s.comps[full.Digest] = full.Components
+	s.mu.Unlock()
+	return full.Components, nil
+}
+
+// releaseMatches matches a release's SBOM against the current index; the result is cached per
+// release by (SBOM digest, index generation).
+func (s *Service) releaseMatches(ctx context.Context, sb *SBOM) ([]vuln.Match, error) {
+	ix, gen := s.state()
+	key := sb.Product + "@" + sb.Version
+	s.mu.Lock()
+	c, ok := s.matches[key]
+	s.mu.Unlock()
+	if ok && c.digest == sb.Digest && c.gen == gen {
+		return c.ms, nil
+	}
+	cs, err := s.components(ctx, sb)
+	if err != nil {
+		return nil, err
+	}
+	ms := ix.Match(cs)
+	s.mu.Lock()
+	if s.matches == nil {
+		s.matches = map[string]cachedMatches{}
+	}
+	s.matches[key] = cachedMatches{digest: sb.Digest, gen: gen, ms: ms}
+	s.mu.Unlock()
+	return ms, nil
+}
+
+// ---- import ----
+
+// FileError and ImportResult are the wire types of an import.
+type (
+	FileError    = wire.FileError
+	ImportResult = wire.ImportResult
+)
+
+// Import reads one uploaded file named name: an OSV zip (osv.dev all.zip), a CSAF 2.0 JSON
+// document (a top-level "document" object: advisories and VEX statements) or an OSV JSON record.
+// Advisories are stored by id and replace a stored copy only when newer; a malformed file (or
+// zip entry) is reported by name in the result and nothing stored is lost. The error is for
+// failures of the store or of reading the upload.
+func (s *Service) Import(ctx context.Context, name string, r io.Reader) (*ImportResult, error) {
+	s.importMu.Lock()
+	defer s.importMu.Unlock()
+	s.state()
+	br := newPeekReader(r)
+	head, err := br.peek(4)
+	if err != nil {
+		return nil, err
+	}
+	res := &ImportResult{}
+	bad := func(err error) (*ImportResult, error) {
+		res.Skipped++
+		res.Errors = append(res.Errors, FileError{File: name, Error: err.Error()})
+		return res, nil
+	}
+	if bytes.Equal(head, []byte("PK\x03\x04")) {
+		return s.importZip(ctx, name, br, res)
+	}
+	raw, err := io.ReadAll(io.LimitReader(br, vuln.MaxCSAFBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if len(raw) > vuln.MaxCSAFBytes {
+		return bad(fmt.Errorf("over the %d byte limit of a JSON document", vuln.MaxCSAFBytes))
+	}
+	var probe struct {
+		Document json.RawMessage `json:"document"`
+	}
+	if json.Unmarshal(raw, &probe) == nil && len(probe.Document) > 0 && probe.Document[0] == '{' {
+		advs, vexs, err := vuln.ParseCSAF(raw)
+		if err != nil {
+			return bad(err)
+		}
+		if err := s.storeAdvisories(ctx, advs, res); err != nil {
+			return nil, err
+		}
+		if err := s.storeVEX(ctx, vexs, res); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
+	a, err := vuln.ParseOSV(raw)
+	if err != nil {
+		return bad(err)
+	}
+	return res, s.storeAdvisories(ctx, []*vuln.Advisory{a}, res)
+}
+
+func (s *Service) importZip(ctx context.Context, name string, r io.Reader, res *ImportResult) (*ImportResult, error) {
+	f, err := os.CreateTemp("", "upkeep-advisories-*.zip")
+	if err != nil {
+		return nil, fmt.Errorf("import %s: %w", name, err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if _, err := io.Copy(f, r); err != nil {
+		return nil, fmt.Errorf("import %s: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("import %s: %w", name, err)
+	}
+	var batch []*vuln.Advisory
+	var storeErr error
+	flush := func() error {
+		err := s.storeAdvisories(ctx, batch, res)
+		batch = batch[:0]
+		if err != nil {
+			storeErr = err
+		}
+		return err
+	}
+	err = vuln.ReadOSV(f.Name(), func(a *vuln.Advisory) error {
+		if batch = append(batch, a); len(batch) >= importBatch {
+			return flush()
+		}
+		return nil
+	})
+	if storeErr != nil {
+		return nil, storeErr
+	}
+	if len(batch) > 0 {
+		if err := flush(); err != nil {
+			return nil, err
+		}
+	}
+	if err != nil {
+		var many interface{ Unwrap() []error }
+		if errors.As(err, &many) {
+			for _, e := range many.Unwrap() {
+				msg := strings.ReplaceAll(e.Error(), f.Name(), name)
+				file, detail, ok := strings.Cut(msg, ": ")
+				if !ok {
+					file, detail = name, msg
+				}
+				res.Errors = append(res.Errors, FileError{File: file, Error: detail})
+			}
+		} else {
+			res.Errors = append(res.Errors, FileError{File: name, Error: strings.ReplaceAll(err.Error(), f.Name(), name)})
+		}
+		res.Skipped += countMalformed(err, len(res.Errors))
+	}
+	return res, nil
+}
+
+// countMalformed reads the count from ReadOSV's "N malformed files" message.
+func countMalformed(err error, fallback int) int {
+	var n int
+	if _, scanErr := fmt.Sscanf(strings.TrimPrefix(err.Error(), "read OSV: "), "%d malformed files", &n); scanErr == nil {
+		return n
+	}
+	return fallback
+}
+
+// storeAdvisories stores a batch and brings the index up to date.
+func (s *Service) storeAdvisories(ctx context.Context, advs []*vuln.Advisory, res *ImportResult) error {
+	if len(advs) == 0 {
+		return nil
+	}
+	now := s.now()
+	outs, err := s.Store.PutAdvisories(ctx, advs, now)
+	if err != nil {
+		return err
+	}
+	changed := false
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, a := range advs {
+		switch outs[i] {
+		case Imported:
+			res.Imported++
+		case Updated:
+			res.Updated++
+		default:
+			res.Unchanged++
+			continue
+		}
+		changed = true
+		s.index.Add(a)
+		remember(s.advs, s.aliases, &StoredAdvisory{Advisory: a, FirstSeen: now})
+	}
+	if changed {
+		s.gen++
+	}
+	return nil
+}
+
+// storeVEX stores statements; a changed statement rebuilds the index (a statement cannot be
+// taken out of a vuln.Index), a new one is added to it.
+func (s *Service) storeVEX(ctx context.Context, vs []vuln.VEX, res *ImportResult) error {
+	if len(vs) == 0 {
+		return nil
+	}
+	outs, err := s.Store.PutVEX(ctx, vs, s.now())
+	if err != nil {
+		return err
+	}
+	rebuild := false
+	s.mu.Lock()
+	for i, v := range vs {
+		switch outs[i] {
+		case Imported:
+			res.VEXImported++
+			s.index.AddVEX(v)
+			s.gen++
+		case Updated:
+			res.VEXUpdated++
+			rebuild = true
+		default:
+			res.VEXUnchanged++
+		}
+	}
+	s.mu.Unlock()
+	if rebuild {
+		return s.load(ctx)
+	}
+	return nil
+}
+
+// peekReader lets Import look at the first bytes of an upload.
+type peekReader struct {
+	r   io.Reader
+	buf []byte
+}
+
+func newPeekReader(r io.Reader) *peekReader { return &peekReader{r: r} }
+
+func (p *peekReader) peek(n int) ([]byte, error) {
+	for len(p.buf) < n {
+		b := make([]byte, n-len(p.buf))
+		k, err := p.r.Read(b)
+		p.buf = append(p.buf, b[:k]...)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return p.buf, nil
+}
+
+func (p *peekReader) Read(b []byte) (int, error) {
+	if len(p.buf) > 0 {
+		n := copy(b, p.buf)
+		p.buf = p.buf[n:]
+		return n, nil
+	}
+	return p.r.Read(b)
+}
+
+// ---- reports ----
+
+// OnReport records the first report of each installed target per device: with commit events,
+// it gives the image a device ran before its first update (time-to-patch B). Bookkeeping
+// failures are logged, never returned to the device.
+func (s *Service) OnReport(ctx context.Context, id string, r wire.Report) error {
+	t := r.Installed.Target
+	if t == "" {
+		return nil
+	}
+	if last, ok := s.reported.Load(id); ok && last.(string) == t {
+		return nil
+	}
+	if err := s.Store.AddInstall(ctx, id, t, s.now()); err != nil {
+		s.logger().Warn("record installed target", "device", id, "err", err)
+		return nil
+	}
+	s.reported.Store(id, t)
+	return nil
+}
+
+// ---- releases and fixes ----
+
+// catalog is one read of releases and SBOMs.
+type catalog struct {
+	byTarget  map[string]*release.Release
+	byProduct map[string][]*release.Release // oldest first (newer)
+	sboms     map[string]*SBOM              // product@version
+}
+
+func (s *Service) catalog(ctx context.Context, product string) (*catalog, error) {
+	rels, err := s.Releases.FindReleases(ctx, release.Filter{Product: product})
+	if err != nil {
+		return nil, err
+	}
+	sbs, err := s.Store.FindSBOMs(ctx, product)
+	if err != nil {
+		return nil, err
+	}
+	c := &catalog{byTarget: map[string]*release.Release{}, byProduct: map[string][]*release.Release{}, sboms: map[string]*SBOM{}}
+	for _, r := range rels {
+		c.byTarget[r.Target] = r
+		c.byProduct[r.Product] = append(c.byProduct[r.Product], r)
+	}
+	for _, l := range c.byProduct {
+		slices.SortFunc(l, release.Compare)
+	}
+	for _, sb := range sbs {
+		c.sboms[sb.Product+"@"+sb.Version] = sb
+	}
+	return c, nil
+}
+
+// verdict is the status of advisory a for a release: affected, not_affected, unmatched, or ""
+// (no SBOM, or the SBOM does not name an affected package), with the components and reason.
+func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (status string, comps []string, reason string, err error) {
+	sb := c.sboms[r.Ref()]
+	if sb == nil {
+		return "", nil, "", nil
+	}
+	ms, err := s.releaseMatches(ctx, sb)
+	if err != nil {
+		return "", nil, "", err
+	}
+	rank := map[string]int{vuln.StatusAffected: 3, vuln.StatusUnmatched: 2, vuln.StatusNotAffected: 1}
+	for _, m := range ms {
+		if m.Advisory.ID != a.ID {
+			continue
+		}
+		if rank[m.Status] > rank[status] {
+			status, reason = m.Status, m.Reason
+		}
+		comps = append(comps, m.Component.PURL)
+	}
+	return status, comps, reason, nil
+}
+
+// fixes reports whether release r fixes advisory a: its signed custom lists the advisory's id
+// or an alias in fixes, or it has an SBOM that no longer matches the advisory as affected (nor
+// as undecidable).
+func (s *Service) fixes(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
+	for _, f := range r.Fixes {
+		if strings.EqualFold(f, a.ID) || slices.ContainsFunc(a.Aliases, func(al string) bool { return strings.EqualFold(al, f) }) {
+			return true, nil
+		}
+	}
+	if c.sboms[r.Ref()] == nil {
+		return false, nil
+	}
+	st, _, _, err := s.verdict(ctx, c, r, a)
+	return err == nil && st != vuln.StatusAffected && st != vuln.StatusUnmatched, err
+}
+
+// lowestFix is the lowest published release of r's product, newer than r, that fixes a; nil if
+// none.
+func (s *Service) lowestFix(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (*release.Release, error) {
+	for _, cand := range c.byProduct[r.Product] {
+		if release.Compare(cand, r) <= 0 {
+			continue
+		}
+		ok, err := s.fixes(ctx, c, cand, a)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return cand, nil
+		}
+	}
+	return nil, nil
+}
+
+// days is a duration in days, one decimal.
+func days(d time.Duration) float64 {
+	return float64(int64(d.Hours()/24*10+0.5*sign(d))) / 10
+}
+
+func sign(d time.Duration) float64 {
+	if d < 0 {
+		return -1
+	}
+	return 1
+}
+
+// OnEnroll records the image a device enrolled with, at its enrolment time: the first entry of
+// its install history, which time-to-patch needs to know what it ran before its first update.
+// A failure is logged; the enrolment stands.
+func (s *Service) OnEnroll(ctx context.Context, d *fleet.Device) {
+	if d.InstalledTarget == "" {
+		return
+	}
+	if err := s.Store.AddInstall(ctx, d.ID, d.InstalledTarget, d.EnrolledAt); err != nil {
+		s.logger().Warn("record enrolled image", "device", d.ID, "err", err)
+		return
+	}
+	s.reported.Store(d.ID, d.InstalledTarget)
+}

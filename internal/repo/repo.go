@@ -1,0 +1,619 @@
+// Package repo runs Upkeep's two update repositories on the server: the image repository, whose
+// targets are signed offline and uploaded, and the director, which signs for each device the one
+// image it must install. The server only ever holds online keys (snapshot, timestamp, director).
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/trust"
+)
+
+// Repository names in the MetadataStore.
+const (
+	RepoImage    = "image"
+	RepoDirector = "director" // holds only the director root; per-device views live apart
+)
+
+// Meta is one stored version of a metadata role.
+type Meta struct {
+	Repo    string
+	Role    string
+	Version int64
+	Body    []byte
+	Expires time.Time
+}
+
+// MetadataStore persists signed metadata. Implementations are safe for concurrent use.
+type MetadataStore interface {
+	// PutMetadata stores a version. Returns apperr.Conflict if repo/role/version exists.
+	PutMetadata(ctx context.Context, m *Meta) error
+	// LatestMetadata returns the highest version, or apperr.NotFound.
+	LatestMetadata(ctx context.Context, repo, role string) (*Meta, error)
+	// FindMetadata returns one version, or apperr.NotFound.
+	FindMetadata(ctx context.Context, repo, role string, version int64) (*Meta, error)
+	// PutDirectorView stores version prev+1 of a device's director view if its latest stored
+	// version is prev (0: none), and forgets versions too old to be in use. Returns
+	// apperr.Conflict if another writer got there first.
+	PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView) error
+	// FindDirectorView returns one version of a device's view (0: the latest), or
+	// apperr.NotFound.
+	FindDirectorView(ctx context.Context, deviceID string, version int64) (*trust.DirectorView, error)
+}
+
+// Keys are the online keys the server holds.
+type Keys struct {
+	Snapshot, Timestamp, Director *trust.Key
+}
+
+// Service signs and serves both repositories. It is safe for concurrent use.
+type Service struct {
+	Meta      MetadataStore
+	Releases  release.Store
+	Devices   fleet.Store
+	Blobs     release.BlobStore
+	Keys      Keys
+	Lifetimes trust.Lifetimes
+	Now       func() time.Time
+	Logger    *slog.Logger
+	// OnAssign, if set, is told each device's new director version (the check-in cache).
+	OnAssign func(deviceID string, version int64)
+	// Notice, if set, returns the lifecycle notice for a product's devices (nil: none).
+	Notice func(ctx context.Context, product string) (*trust.Notice, error)
+
+	mu sync.Mutex // serialises image snapshot/timestamp signing in this process
+
+	// The image timestamp is the same for every device: it is checked and read from the store at
+	// most every timestampRecheck, and versioned metadata files, which never change, are kept.
+	timestamp atomic.Pointer[cachedTimestamp]
+	files     sync.Map // "repo/role/version" -> []byte
+	nfiles    atomic.Int64
+}
+
+type cachedTimestamp struct {
+	body []byte
+	at   time.Time
+}
+
+// timestampRecheck bounds how stale another replica's publication can look here.
+const (
+	timestampRecheck = 2 * time.Second
+	maxCachedFiles   = 256
+)
+
+// invalidate drops the cached image timestamp after this process changed the image repository.
+func (s *Service) invalidate() { s.timestamp.Store(nil) }
+
+// ForgetCache drops the cached image timestamp, for whoever changed the stored metadata behind
+// the service's back (the attack tests, playing a compromised server).
+func (s *Service) ForgetCache() { s.invalidate() }
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Bootstrap stores the initial image root, director root and image targets on first start. On
+// later starts it checks that the online keys match the trusted roots.
+func (s *Service) Bootstrap(ctx context.Context, imageRoot, directorRoot, imageTargets []byte) error {
+	for _, b := range []struct {
+		repo, role string
+		data       []byte
+	}{{RepoImage, trust.Root, imageRoot}, {RepoDirector, trust.Root, directorRoot}, {RepoImage, trust.Targets, imageTargets}} {
+		if _, err := s.Meta.LatestMetadata(ctx, b.repo, b.role); err == nil {
+			continue
+		} else if !apperr.Is(err, apperr.NotFound) {
+			return err
+		}
+		if b.data == nil {
+			return fmt.Errorf("bootstrap: no %s %s metadata: run `upkeep keys init` and pass --keys", b.repo, b.role)
+		}
+		m := &Meta{Repo: b.repo, Role: b.role, Version: 1, Body: b.data}
+		switch b.role {
+		case trust.Root:
+			r, err := trust.ParseRoot(b.data)
+			if err != nil {
+				return fmt.Errorf("bootstrap %s: %w", b.repo, err)
+			}
+			m.Version, m.Expires = r.Signed.Version, r.Signed.Expires
+		case trust.Targets:
+			root, err := s.imageRoot(ctx)
+			if err != nil {
+				return err
+			}
+			t, err := trust.VerifyTargets(root, b.data, s.now())
+			if err != nil {
+				return fmt.Errorf("bootstrap image targets: %w", err)
+			}
+			m.Version, m.Expires = t.Signed.Version, t.Signed.Expires
+		}
+		if err := s.Meta.PutMetadata(ctx, m); err != nil && !apperr.Is(err, apperr.Conflict) {
+			return err
+		}
+	}
+	if err := s.checkKeys(ctx); err != nil {
+		return err
+	}
+	return s.RefreshImage(ctx, false)
+}
+
+func (s *Service) checkKeys(ctx context.Context) error {
+	ir, err := s.imageRoot(ctx)
+	if err != nil {
+		return err
+	}
+	dr, err := s.directorRoot(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		root *metadata.Metadata[metadata.RootType]
+		role string
+		key  *trust.Key
+	}{{ir, trust.Snapshot, s.Keys.Snapshot}, {ir, trust.Timestamp, s.Keys.Timestamp}, {dr, trust.Targets, s.Keys.Director}, {dr, trust.Snapshot, s.Keys.Director}, {dr, trust.Timestamp, s.Keys.Director}} {
+		if c.key == nil || !slices.Contains(c.root.Signed.Roles[c.role].KeyIDs, c.key.ID) {
+			return fmt.Errorf("the configured online key is not trusted for %s in the current root", c.role)
+		}
+	}
+	return nil
+}
+
+func (s *Service) imageRoot(ctx context.Context) (*metadata.Metadata[metadata.RootType], error) {
+	return s.latestRoot(ctx, RepoImage)
+}
+
+func (s *Service) directorRoot(ctx context.Context) (*metadata.Metadata[metadata.RootType], error) {
+	return s.latestRoot(ctx, RepoDirector)
+}
+
+func (s *Service) latestRoot(ctx context.Context, repo string) (*metadata.Metadata[metadata.RootType], error) {
+	m, err := s.Meta.LatestMetadata(ctx, repo, trust.Root)
+	if err != nil {
+		return nil, fmt.Errorf("load %s root: %w", repo, err)
+	}
+	r, err := metadata.Root().FromBytes(m.Body)
+	if err != nil {
+		return nil, fmt.Errorf("parse stored %s root: %w", repo, err)
+	}
+	return r, nil
+}
+
+func (s *Service) imageTargets(ctx context.Context) (*metadata.Metadata[metadata.TargetsType], error) {
+	m, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Targets)
+	if err != nil {
+		return nil, fmt.Errorf("load image targets: %w", err)
+	}
+	t, err := metadata.Targets().FromBytes(m.Body)
+	if err != nil {
+		return nil, fmt.Errorf("parse stored image targets: %w", err)
+	}
+	return t, nil
+}
+
+// RefreshImage signs a new image snapshot and timestamp if the snapshot does not name the latest
+// targets, or the timestamp has used half its lifetime, or force is set.
+func (s *Service) RefreshImage(ctx context.Context, force bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	tm, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Targets)
+	if err != nil {
+		return err
+	}
+	var next int64 = 1
+	if ts, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Timestamp); err == nil {
+		next = ts.Version + 1
+		snap, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Snapshot)
+		if err != nil {
+			return err
+		}
+		sm, err := metadata.Snapshot().FromBytes(snap.Body)
+		if err != nil {
+			return fmt.Errorf("parse stored snapshot: %w", err)
+		}
+		fresh := now.Add(s.Lifetimes.Timestamp/2).Before(ts.Expires) && now.Add(s.Lifetimes.Snapshot/2).Before(snap.Expires)
+		if !force && fresh && sm.Signed.Meta["targets.json"].Version == tm.Version && s.trusted(ctx, ts.Body, sm) {
+			return nil
+		}
+	} else if !apperr.Is(err, apperr.NotFound) {
+		return err
+	}
+	st, err := trust.SignSnapshotTimestamp(s.Keys.Snapshot, s.Keys.Timestamp, next, tm.Version, now.Add(s.Lifetimes.Snapshot), now.Add(s.Lifetimes.Timestamp))
+	if err != nil {
+		return err
+	}
+	// Snapshot first: a reader that sees the new timestamp must find its snapshot.
+	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Snapshot, Version: next, Body: st.Snapshot, Expires: now.Add(s.Lifetimes.Snapshot)}); err != nil {
+		return err
+	}
+	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Timestamp, Version: next, Body: st.Timestamp, Expires: now.Add(s.Lifetimes.Timestamp)}); err != nil {
+		return err
+	}
+	s.invalidate()
+	s.logger().Info("signed image snapshot and timestamp", "version", next, "targets_version", tm.Version)
+	return nil
+}
+
+// trusted reports whether the stored timestamp and snapshot verify against the current root, so
+// that after the online keys were rotated the server re-signs at once instead of serving
+// metadata that devices can no longer verify.
+func (s *Service) trusted(ctx context.Context, tsBody []byte, sm *metadata.Metadata[metadata.SnapshotType]) bool {
+	root, err := s.imageRoot(ctx)
+	if err != nil {
+		return false
+	}
+	err = trust.Guard("timestamp", func() error {
+		tm, err := metadata.Timestamp().FromBytes(tsBody)
+		if err != nil {
+			return err
+		}
+		if err := root.VerifyDelegate(trust.Timestamp, tm); err != nil {
+			return err
+		}
+		return root.VerifyDelegate(trust.Snapshot, sm)
+	})
+	return err == nil
+}
+
+func (s *Service) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// Publish accepts new image targets metadata that a release engineer signed offline. It must be
+// signed by a threshold of the targets keys in the current root, be exactly one version newer
+// than the current targets, keep every existing target unchanged, and add exactly the target
+// name, whose artifact must already be uploaded with the same length and hashes.
+func (s *Service) Publish(ctx context.Context, name string, data []byte) (*release.Release, error) {
+	if err := trust.ValidTargetName(name); err != nil {
+		return nil, apperr.Wrap(apperr.Invalid, err, err.Error())
+	}
+	root, err := s.imageRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	next, err := trust.VerifyTargets(root, data, s.now())
+	if err != nil {
+		return nil, apperr.Wrap(apperr.Verification, err, "targets metadata refused: "+err.Error())
+	}
+	cur, err := s.imageTargets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if next.Signed.Version != cur.Signed.Version+1 {
+		return nil, apperr.E(apperr.Conflict, "targets version %d, but the server has %d: fetch the current targets and sign version %d", next.Signed.Version, cur.Signed.Version, cur.Signed.Version+1)
+	}
+	for n, old := range cur.Signed.Targets {
+		nt, ok := next.Signed.Targets[n]
+		if !ok || !nt.Equal(*old) || !sameCustom(nt, old) {
+			return nil, apperr.E(apperr.Invalid, "published target %s was removed or changed; targets may only be added", n)
+		}
+	}
+	added := slices.Sorted(maps.Keys(next.Signed.Targets))
+	added = slices.DeleteFunc(added, func(n string) bool { _, ok := cur.Signed.Targets[n]; return ok })
+	if len(added) != 1 || added[0] != name {
+		return nil, apperr.E(apperr.Invalid, "targets metadata must add exactly the target %s, it adds %v", name, added)
+	}
+	tf := next.Signed.Targets[name]
+	c, _ := trust.ParseTargetCustom(tf) // validated by VerifyTargets
+	if want := trust.TargetName(c.Product, c.Version, lastSegment(name)); want != name {
+		return nil, apperr.E(apperr.Invalid, "target name %s must be %s (product/version/file)", name, want)
+	}
+	sha256hex, sha512hex := hex.EncodeToString(tf.Hashes["sha256"]), hex.EncodeToString(tf.Hashes["sha512"])
+	if len(tf.Hashes["sha256"]) != 32 || len(tf.Hashes["sha512"]) != 64 {
+		return nil, apperr.E(apperr.Invalid, "target %s needs sha256 and sha512 hashes", name)
+	}
+	blob, err := s.Blobs.Stat(ctx, sha256hex)
+	if err != nil {
+		if apperr.Is(err, apperr.NotFound) {
+			return nil, apperr.E(apperr.Invalid, "artifact %s (sha256 %s) has not been uploaded", name, sha256hex)
+		}
+		return nil, err
+	}
+	if blob.Length != tf.Length || blob.SHA512 != sha512hex {
+		return nil, apperr.E(apperr.Verification, "uploaded artifact differs from the signed target %s (length %d, signed %d)", name, blob.Length, tf.Length)
+	}
+	rel := &release.Release{
+		Product: c.Product, Version: c.Version, HardwareIDs: c.HardwareIDs, SecurityVersion: c.SecurityVersion,
+		Class: c.Class, Fixes: c.Fixes, Target: name, Length: tf.Length, SHA256: sha256hex, SHA512: sha512hex,
+		TargetsVersion: next.Signed.Version, PublishedAt: s.now(),
+	}
+	if _, err := s.Releases.FindRelease(ctx, c.Product, c.Version); err == nil {
+		return nil, apperr.E(apperr.Conflict, "release %s already exists", rel.Ref())
+	}
+	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Targets, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
+		if apperr.Is(err, apperr.Conflict) {
+			return nil, apperr.E(apperr.Conflict, "targets version %d was published concurrently; sign again", next.Signed.Version)
+		}
+		return nil, err
+	}
+	if err := s.Releases.CreateRelease(ctx, rel); err != nil {
+		return nil, err
+	}
+	if err := s.RefreshImage(ctx, true); err != nil {
+		return nil, err
+	}
+	return rel, nil
+}
+
+func sameCustom(a, b *metadata.TargetFiles) bool {
+	if a.Custom == nil || b.Custom == nil {
+		return a.Custom == b.Custom
+	}
+	return bytes.Equal(*a.Custom, *b.Custom)
+}
+
+func lastSegment(name string) string { return name[strings.LastIndexByte(name, '/')+1:] }
+
+// RotateRoot accepts a new image root signed by a threshold of the current and of the new root keys.
+func (s *Service) RotateRoot(ctx context.Context, data []byte) error {
+	cur, err := s.imageRoot(ctx)
+	if err != nil {
+		return err
+	}
+	next, err := trust.VerifyRootUpdate(cur, data)
+	if err != nil {
+		return apperr.Wrap(apperr.Verification, err, "root refused: "+err.Error())
+	}
+	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Root, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
+		return err
+	}
+	if err := s.checkKeys(ctx); err != nil {
+		s.logger().Warn("after root rotation the server's online keys are not trusted", "err", err)
+	}
+	return s.RefreshImage(ctx, true)
+}
+
+// ImageMetadata serves an image-repository file: "N.root.json", "timestamp.json",
+// "N.snapshot.json" or "N.targets.json". Returns apperr.NotFound for anything else.
+func (s *Service) ImageMetadata(ctx context.Context, file string) ([]byte, error) {
+	return s.serveMeta(ctx, RepoImage, file, map[string]bool{trust.Root: true, trust.Snapshot: true, trust.Targets: true})
+}
+
+// DirectorRoot serves "N.root.json" of the director repository.
+func (s *Service) DirectorRoot(ctx context.Context, file string) ([]byte, error) {
+	return s.serveMeta(ctx, RepoDirector, file, map[string]bool{trust.Root: true})
+}
+
+func (s *Service) serveMeta(ctx context.Context, repo, file string, versioned map[string]bool) ([]byte, error) {
+	if file == "timestamp.json" && repo == RepoImage {
+		now := s.now()
+		if c := s.timestamp.Load(); c != nil && now.Sub(c.at) < timestampRecheck && !now.Before(c.at) {
+			return c.body, nil
+		}
+		if err := s.RefreshImage(ctx, false); err != nil {
+			return nil, err
+		}
+		m, err := s.Meta.LatestMetadata(ctx, repo, trust.Timestamp)
+		if err != nil {
+			return nil, err
+		}
+		s.timestamp.Store(&cachedTimestamp{body: m.Body, at: now})
+		return m.Body, nil
+	}
+	ver, role, ok := strings.Cut(strings.TrimSuffix(file, ".json"), ".")
+	if !ok || !strings.HasSuffix(file, ".json") || !versioned[role] {
+		return nil, apperr.E(apperr.NotFound, "no metadata file %s", file)
+	}
+	v, err := strconv.ParseInt(ver, 10, 64)
+	if err != nil || v < 1 {
+		return nil, apperr.E(apperr.NotFound, "no metadata file %s", file)
+	}
+	key := repo + "/" + role + "/" + ver
+	if b, ok := s.files.Load(key); ok {
+		return b.([]byte), nil
+	}
+	m, err := s.Meta.FindMetadata(ctx, repo, role, v)
+	if err != nil {
+		return nil, err
+	}
+	if s.nfiles.Add(1) <= maxCachedFiles {
+		s.files.Store(key, m.Body)
+	}
+	return m.Body, nil
+}
+
+// Assign makes the director name rel's image for device d and signs the device's new view.
+func (s *Service) Assign(ctx context.Context, d *fleet.Device, rel *release.Release) error {
+	return s.AssignWith(ctx, d, rel, nil)
+}
+
+// AssignWith is Assign with an install policy (consent, maintenance window) that the device
+// receives signed with the assignment.
+func (s *Service) AssignWith(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+	if d.Status != fleet.StatusAccepted {
+		return apperr.E(apperr.Invalid, "device %s is %s, not accepted", d.ID, d.Status)
+	}
+	if !slices.Contains(rel.HardwareIDs, d.HardwareID) {
+		return apperr.E(apperr.Invalid, "release %s is not for hardware %s of device %s", rel.Ref(), d.HardwareID, d.ID)
+	}
+	pol := ""
+	if p != nil {
+		b, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		pol = string(b)
+	}
+	return s.reassign(ctx, d.ID, rel.Target, pol)
+}
+
+// reassign signs the device's view for target first, and records the assignment after: a
+// server that dies in between leaves a view that names the image (what devices act on) and an
+// old assignment, which the rollout engine sees and assigns again. The other order would leave
+// an assignment no view carries, and the device would never learn of it.
+func (s *Service) reassign(ctx context.Context, id, target, pol string) error {
+	if err := s.resignAs(ctx, id, &assignment{target: target, policy: pol}); err != nil {
+		return err
+	}
+	return s.Devices.UpdateDevice(ctx, id, fleet.DeviceUpdate{Assigned: &target, AssignPolicy: &pol})
+}
+
+type assignment struct{ target, policy string }
+
+// Unassign makes the director name the image the device runs, so that it installs nothing new;
+// a download in progress is abandoned at the device's next verification.
+func (s *Service) Unassign(ctx context.Context, d *fleet.Device) error {
+	return s.reassign(ctx, d.ID, d.InstalledTarget, "")
+}
+
+// resign signs a new director view for a device from its stored assignment. The device is read
+// after the latest view, so when two signers race the loser retries with the newest assignment.
+func (s *Service) resign(ctx context.Context, id string) error { return s.resignAs(ctx, id, nil) }
+
+// resignAs is resign with the assignment given instead of the stored one (nil: the stored one).
+func (s *Service) resignAs(ctx context.Context, id string, as *assignment) error {
+	for range 8 {
+		var prev int64
+		if v, err := s.Meta.FindDirectorView(ctx, id, 0); err == nil {
+			prev = v.Version
+		} else if !apperr.Is(err, apperr.NotFound) {
+			return err
+		}
+		d, err := s.Devices.FindDevice(ctx, id)
+		if err != nil {
+			return err
+		}
+		var tf *metadata.TargetFiles
+		target, policy := d.Assigned, d.AssignPolicy
+		if as != nil {
+			target, policy = as.target, as.policy
+		}
+		if target != "" {
+			it, err := s.imageTargets(ctx)
+			if err != nil {
+				return err
+			}
+			if tf = it.Signed.Targets[target]; tf == nil {
+				return apperr.E(apperr.NotFound, "target %s is not in the image repository", target)
+			}
+		}
+		var pol *trust.InstallPolicy
+		if policy != "" && target != "" {
+			pol = &trust.InstallPolicy{}
+			if err := json.Unmarshal([]byte(policy), pol); err != nil {
+				return fmt.Errorf("device %s install policy: %w", id, err)
+			}
+		}
+		err = s.put(ctx, d, prev, target, tf, pol)
+		if apperr.Is(err, apperr.Conflict) {
+			continue
+		}
+		return err
+	}
+	return apperr.E(apperr.Conflict, "director view of %s changed concurrently", id)
+}
+
+func (s *Service) put(ctx context.Context, d *fleet.Device, prev int64, target string, tf *metadata.TargetFiles, pol *trust.InstallPolicy) error {
+	var notice *trust.Notice
+	if s.Notice != nil {
+		var err error
+		if notice, err = s.Notice(ctx, d.Product); err != nil {
+			return err
+		}
+	}
+	view, err := trust.SignView(s.Keys.Director, trust.ViewSpec{Version: prev + 1, Expires: s.now().Add(s.Lifetimes.Director),
+		DeviceID: d.ID, HardwareID: d.HardwareID, Name: target, Target: tf, Notice: notice, Install: pol})
+	if err != nil {
+		return err
+	}
+	if err := s.Meta.PutDirectorView(ctx, d.ID, prev, view); err != nil {
+		return err
+	}
+	ver := view.Version
+	if err := s.Devices.UpdateDevice(ctx, d.ID, fleet.DeviceUpdate{DirectorVersion: &ver}); err != nil {
+		return err
+	}
+	if s.OnAssign != nil {
+		s.OnAssign(d.ID, ver)
+	}
+	return nil
+}
+
+// Resign signs a fresh director view for a device from its stored assignment, for instance
+// after its product's lifecycle notice changed.
+func (s *Service) Resign(ctx context.Context, id string) error { return s.resign(ctx, id) }
+
+// SignDirector signs a new director view for d naming exactly target with the entry tf (nil:
+// nothing), whatever the device's assignment says. Only the attack tests use it, to play a
+// compromised server that holds the online director key.
+func (s *Service) SignDirector(ctx context.Context, d *fleet.Device, target string, tf *metadata.TargetFiles) error {
+	var prev int64
+	if v, err := s.Meta.FindDirectorView(ctx, d.ID, 0); err == nil {
+		prev = v.Version
+	} else if !apperr.Is(err, apperr.NotFound) {
+		return err
+	}
+	return s.put(ctx, d, prev, target, tf, nil)
+}
+
+// DirectorMetadata serves a device's director file: "timestamp.json", "N.snapshot.json" or
+// "N.targets.json" (the director root has consistent snapshots, so a view being re-signed never
+// tears a refresh), or "N.root.json" of the shared director root. A view that has used half its
+// lifetime is re-signed when its timestamp is fetched.
+func (s *Service) DirectorMetadata(ctx context.Context, d *fleet.Device, file string) ([]byte, error) {
+	if file == "timestamp.json" {
+		v, err := s.Meta.FindDirectorView(ctx, d.ID, 0)
+		if err != nil && !apperr.Is(err, apperr.NotFound) {
+			return nil, err
+		}
+		if v == nil || !s.now().Add(s.Lifetimes.Director/2).Before(v.Expires) {
+			if err := s.resign(ctx, d.ID); err != nil {
+				return nil, err
+			}
+			if v, err = s.Meta.FindDirectorView(ctx, d.ID, 0); err != nil {
+				return nil, err
+			}
+		}
+		return v.Timestamp, nil
+	}
+	ver, role, ok := strings.Cut(strings.TrimSuffix(file, ".json"), ".")
+	if !ok || !strings.HasSuffix(file, ".json") {
+		return nil, apperr.E(apperr.NotFound, "no metadata file %s", file)
+	}
+	if role == trust.Root {
+		return s.DirectorRoot(ctx, file)
+	}
+	n, err := strconv.ParseInt(ver, 10, 64)
+	if err != nil || n < 1 || (role != trust.Snapshot && role != trust.Targets) {
+		return nil, apperr.E(apperr.NotFound, "no metadata file %s", file)
+	}
+	v, err := s.Meta.FindDirectorView(ctx, d.ID, n)
+	if err != nil {
+		return nil, err
+	}
+	if role == trust.Snapshot {
+		return v.Snapshot, nil
+	}
+	return v.Targets, nil
+}
+
+// CurrentTargets returns the latest image targets metadata, for the release CLI to extend.
+func (s *Service) CurrentTargets(ctx context.Context) ([]byte, error) {
+	m, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Targets)
+	if err != nil {
+		return nil, err
+	}
+	return m.Body, nil
+}

@@ -1,0 +1,547 @@
+package rollout
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+// Engine creates campaigns, applies operator actions and drives running campaigns with Plan.
+type Engine struct {
+	Store    Store
+	Devices  fleet.Store
+	Releases release.Store
+	// Assign makes the director name rel for d with the install policy, and signs its view.
+	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error
+	// Unassign makes the director name what d runs, so that it installs nothing new.
+	Unassign func(ctx context.Context, d *fleet.Device) error
+	Now      func() time.Time
+	Logger   *slog.Logger
+}
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (e *Engine) log() *slog.Logger {
+	if e.Logger != nil {
+		return e.Logger
+	}
+	return slog.Default()
+}
+
+// Spec is what an operator asks for when creating a campaign.
+type Spec struct {
+	Release          string        `json:"release"`           // product@version
+	Target           string        `json:"target"`            // group name, "group:NAME", or a filter
+	Devices          []string      `json:"devices,omitempty"` // explicit device ids (from --fixes)
+	Waves            string        `json:"waves,omitempty"`
+	SuccessThreshold float64       `json:"success_threshold,omitempty"`
+	FailureThreshold float64       `json:"failure_threshold,omitempty"`
+	HealthGate       time.Duration `json:"health_gate,omitempty"`
+	SilentAfter      time.Duration `json:"silent_after,omitempty"`
+	Mode             string        `json:"mode,omitempty"` // forced | soft; default forced for security, soft for feature
+	Window           string        `json:"window,omitempty"`
+	IgnoreWindow     bool          `json:"ignore_window,omitempty"`
+}
+
+// ParseWindow checks a maintenance window HH:MM-HH:MM.
+func ParseWindow(s string) error {
+	_, _, err := trust.ParseWindow(s)
+	return err
+}
+
+// Create resolves the target to devices, splits them into waves and stores the campaign in
+// state created. Devices that already run the release are left out; devices assigned a newer
+// release are members superseded from the start; older campaigns holding a device are
+// superseded for it.
+func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, error) {
+	product, version, ok := strings.Cut(s.Release, "@")
+	if !ok || product == "" || version == "" {
+		return nil, apperr.E(apperr.Invalid, "release %q: want PRODUCT@VERSION", s.Release)
+	}
+	rel, err := e.Releases.FindRelease(ctx, product, version)
+	if err != nil {
+		return nil, err
+	}
+	c := &Campaign{ID: newID(), Release: rel.Ref(), Target: rel.Target, Product: rel.Product, Selector: s.Target, Class: rel.Class,
+		WaveSpec: s.Waves, SuccessThreshold: cmp.Or(s.SuccessThreshold, DefaultSuccess), FailureThreshold: cmp.Or(s.FailureThreshold, DefaultFailure),
+		HealthGate: s.HealthGate, SilentAfter: cmp.Or(s.SilentAfter, DefaultSilentAfter), Window: s.Window, IgnoreWindow: s.IgnoreWindow,
+		Actor: actor, State: StateCreated, Wave: -1, CreatedAt: e.now(), UpdatedAt: e.now()}
+	if s.HealthGate == 0 {
+		c.HealthGate = DefaultHealthGate
+	} else if s.HealthGate < 0 {
+		c.HealthGate = 0
+	}
+	if c.SuccessThreshold <= 0 || c.SuccessThreshold > 1 || c.FailureThreshold < 0 || c.FailureThreshold >= 1 {
+		return nil, apperr.E(apperr.Invalid, "thresholds: success in (0, 1], failure in [0, 1)")
+	}
+	switch s.Mode {
+	case "":
+		c.Consent = rel.Class == "feature"
+	case "soft":
+		c.Consent = true
+	case "forced":
+	default:
+		return nil, apperr.E(apperr.Invalid, "mode %q: forced or soft", s.Mode)
+	}
+	if s.Window != "" {
+		if err := ParseWindow(s.Window); err != nil {
+			return nil, err
+		}
+	}
+	devs, groupWindow, err := e.resolve(ctx, s, rel)
+	if err != nil {
+		return nil, err
+	}
+	if c.Window == "" {
+		c.Window = groupWindow
+	}
+	if len(devs) == 0 {
+		return nil, apperr.E(apperr.Invalid, "target %q selects no accepted %s device on hardware %s that does not already run %s",
+			s.Target, rel.Product, strings.Join(rel.HardwareIDs, "/"), rel.Version)
+	}
+	// A stable shuffle: the order depends on the campaign id, so waves are a random sample.
+	key := func(id string) string { h := sha256.Sum256([]byte(c.ID + id)); return string(h[:]) }
+	slices.SortFunc(devs, func(a, b *fleet.Device) int { return strings.Compare(key(a.ID), key(b.ID)) })
+	if c.Waves, err = Sizes(s.Waves, len(devs)); err != nil {
+		return nil, err
+	}
+	rels := map[string]*release.Release{rel.Target: rel}
+	members := make([]Member, len(devs))
+	var supersededBy = map[string][]string{}
+	for i, d := range devs {
+		m := Member{DeviceID: d.ID, Wave: WaveOf(c.Waves, i), Status: MemberPending, Since: c.CreatedAt}
+		if d.Assigned != "" && d.Assigned != rel.Target {
+			if cur, err := e.release(ctx, rels, d.Assigned); err == nil && Newer(cur, rel) {
+				m.Status, m.Detail = MemberSuperseded, "already assigned the newer "+cur.Ref()
+			}
+		}
+		if m.Status == MemberPending {
+			ms, err := e.Store.FindMemberships(ctx, d.ID)
+			if err != nil {
+				return nil, err
+			}
+			for _, o := range ms {
+				if o.State == StateCompleted || o.State == StateCancelled || !active(o.Status) {
+					continue
+				}
+				other, err := e.release(ctx, rels, o.Target)
+				if err != nil {
+					continue
+				}
+				if Newer(other, rel) {
+					m.Status, m.Detail = MemberSuperseded, "held by campaign "+o.CampaignID+" with the newer "+other.Ref()
+					break
+				}
+				supersededBy[o.CampaignID] = append(supersededBy[o.CampaignID], d.ID)
+			}
+		}
+		members[i] = m
+	}
+	if err := e.Store.CreateCampaign(ctx, c, members); err != nil {
+		return nil, err
+	}
+	for cid, ids := range supersededBy {
+		if err := e.Store.SetMembers(ctx, cid, ids, []string{MemberPending, MemberAssigned, MemberWaiting}, MemberSuperseded, "superseded by campaign "+c.ID+" ("+rel.Ref()+")", c.CreatedAt); err != nil {
+			return nil, err
+		}
+		e.audit(ctx, "engine", "supersede", "campaign:"+cid, fmt.Sprintf("%d devices moved to campaign %s (%s)", len(ids), c.ID, rel.Ref()))
+	}
+	e.audit(ctx, actor, "create", "campaign:"+c.ID, fmt.Sprintf("%s to %q: %d devices in %d waves %v", rel.Ref(), s.Target, len(members), len(c.Waves), c.Waves))
+	return c, nil
+}
+
+func active(status string) bool {
+	return status == MemberPending || status == MemberAssigned || status == MemberWaiting
+}
+
+// Newer reports whether a is a newer release than b (release.Compare: a higher security
+// version, or the same and published later).
+func Newer(a, b *release.Release) bool { return release.Compare(a, b) > 0 }
+
+func (e *Engine) release(ctx context.Context, cache map[string]*release.Release, target string) (*release.Release, error) {
+	if r, ok := cache[target]; ok {
+		return r, nil
+	}
+	rs, err := e.Releases.FindReleases(ctx, release.Filter{Target: target})
+	if err != nil {
+		return nil, err
+	}
+	if len(rs) == 0 {
+		return nil, apperr.E(apperr.NotFound, "no release for target %s", target)
+	}
+	cache[target] = rs[0]
+	return rs[0], nil
+}
+
+// resolve turns a campaign target into the accepted devices of the release's product and
+// hardware that do not run it yet.
+func (e *Engine) resolve(ctx context.Context, s Spec, rel *release.Release) ([]*fleet.Device, string, error) {
+	var devs []*fleet.Device
+	var window string
+	var err error
+	sel := strings.TrimSpace(s.Target)
+	switch {
+	case len(s.Devices) > 0:
+		devs, err = e.Devices.FindDevices(ctx, fleet.DeviceFilter{IDs: s.Devices})
+	case sel == "":
+		return nil, "", apperr.E(apperr.Invalid, "a campaign needs a target: a group or a filter")
+	case strings.Contains(strings.TrimPrefix(sel, "group:"), "="):
+		f, ferr := ParseFilter(sel)
+		if ferr != nil {
+			return nil, "", ferr
+		}
+		devs, err = e.Devices.FindDevices(ctx, fleet.DeviceFilter{Product: rel.Product})
+		devs = slices.DeleteFunc(devs, func(d *fleet.Device) bool { return !f.Match(d) })
+	default:
+		var g *Group
+		if g, err = e.Store.FindGroup(ctx, strings.TrimPrefix(sel, "group:")); err != nil {
+			return nil, "", err
+		}
+		window = g.Window
+		devs, err = e.GroupMembers(ctx, g)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	devs = slices.DeleteFunc(devs, func(d *fleet.Device) bool {
+		return d.Status != fleet.StatusAccepted || d.Product != rel.Product || !slices.Contains(rel.HardwareIDs, d.HardwareID) || d.InstalledSHA256 == rel.SHA256
+	})
+	return devs, window, nil
+}
+
+// GroupMembers lists a group's devices: its static members, or the devices its filter selects.
+func (e *Engine) GroupMembers(ctx context.Context, g *Group) ([]*fleet.Device, error) {
+	if g.Filter != "" {
+		f, err := ParseFilter(g.Filter)
+		if err != nil {
+			return nil, err
+		}
+		devs, err := e.Devices.FindDevices(ctx, fleet.DeviceFilter{Product: f.Product()})
+		if err != nil {
+			return nil, err
+		}
+		return slices.DeleteFunc(devs, func(d *fleet.Device) bool { return !f.Match(d) }), nil
+	}
+	ids, err := e.Store.GroupDevices(ctx, g.Name)
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	var out []*fleet.Device
+	for chunk := range slices.Chunk(ids, 500) {
+		ds, err := e.Devices.FindDevices(ctx, fleet.DeviceFilter{IDs: chunk})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ds...)
+	}
+	return out, nil
+}
+
+func newID() string {
+	var b [6]byte
+	rand.Read(b[:]) //nolint:errcheck // crypto/rand does not fail
+	return hex.EncodeToString(b[:])
+}
+
+func (e *Engine) audit(ctx context.Context, actor, action, subject, detail string) {
+	if err := e.Store.AddAudit(ctx, AuditEntry{Time: e.now(), Actor: actor, Action: action, Subject: subject, Detail: detail}); err != nil {
+		e.log().Error("audit", "err", err, "action", action, "subject", subject)
+	}
+}
+
+// Act applies an operator action: start, pause, resume or cancel. Starting releases the first
+// wave at once; pausing stops new assignments at once (devices already assigned finish or roll
+// back); cancelling also withdraws the assignment from members that have not installed yet.
+func (e *Engine) Act(ctx context.Context, id, action, actor string) (*Campaign, error) {
+	c, err := e.Store.FindCampaign(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	to, err := Transition(c.State, action)
+	if err != nil {
+		return nil, err
+	}
+	from := c.State
+	c.State, c.UpdatedAt = to, e.now()
+	if action == "start" {
+		c.Wave = 0
+	}
+	if action == "resume" {
+		c.PauseReason = ""
+	}
+	if err := e.Store.UpdateCampaign(ctx, c, from); err != nil {
+		return nil, err
+	}
+	e.audit(ctx, actor, action, "campaign:"+c.ID, fmt.Sprintf("%s → %s", from, to))
+	switch action {
+	case "start", "resume":
+		if err := e.step(ctx, c); err != nil {
+			return c, err
+		}
+	case "cancel":
+		if err := e.withdraw(ctx, c); err != nil {
+			return c, err
+		}
+	}
+	return e.Store.FindCampaign(ctx, id)
+}
+
+func (e *Engine) withdraw(ctx context.Context, c *Campaign) error {
+	ms, err := e.Store.FindMembers(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for _, m := range ms {
+		if !active(m.Status) {
+			continue
+		}
+		ids = append(ids, m.DeviceID)
+		if m.Status == MemberPending {
+			continue
+		}
+		d, err := e.Devices.FindDevice(ctx, m.DeviceID)
+		if err != nil {
+			return err
+		}
+		if d.Assigned == c.Target && e.Unassign != nil {
+			if err := e.Unassign(ctx, d); err != nil {
+				return err
+			}
+		}
+	}
+	return e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending, MemberAssigned, MemberWaiting}, MemberCancelled, "campaign cancelled", e.now())
+}
+
+// Tick drives every running campaign one step. The server calls it periodically, on one
+// replica at a time.
+func (e *Engine) Tick(ctx context.Context) error {
+	cs, err := e.Store.FindCampaigns(ctx, StateRunning)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range cs {
+		if err := e.step(ctx, c); err != nil {
+			errs = append(errs, fmt.Errorf("campaign %s: %w", c.ID, err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%v", errs)
+	}
+	return nil
+}
+
+// step runs Plan for one campaign and applies its decision, until it has nothing more to do now.
+func (e *Engine) step(ctx context.Context, c *Campaign) error {
+	for range MaxWaves + 1 {
+		ms, err := e.Store.FindMembers(ctx, c.ID)
+		if err != nil {
+			return err
+		}
+		now := e.now()
+		d := Plan(c, ms, now)
+		if len(d.Reconciled) > 0 {
+			if err := e.Store.SetMembers(ctx, c.ID, d.Reconciled, []string{MemberAssigned, MemberWaiting}, MemberCommitted, "", now); err != nil {
+				return err
+			}
+		}
+		if len(d.Healthy) > 0 {
+			if err := e.Store.SetMembers(ctx, c.ID, d.Healthy, []string{MemberCommitted}, MemberHealthy, "", now); err != nil {
+				return err
+			}
+		}
+		for id, why := range d.Unhealthy {
+			if err := e.Store.SetMembers(ctx, c.ID, []string{id}, []string{MemberCommitted}, MemberFailed, why, now); err != nil {
+				return err
+			}
+		}
+		if d.Pause != "" {
+			c.State, c.PauseReason, c.UpdatedAt = StatePaused, d.Pause, now
+			if err := e.Store.UpdateCampaign(ctx, c, StateRunning); err != nil {
+				return err
+			}
+			e.audit(ctx, "engine", "pause", "campaign:"+c.ID, d.Pause)
+			e.log().Warn("campaign paused itself", "campaign", c.ID, "release", c.Release, "reason", d.Pause)
+			return nil
+		}
+		if d.Advance {
+			c.Wave++
+			c.UpdatedAt = now
+			if err := e.Store.UpdateCampaign(ctx, c, StateRunning); err != nil {
+				return err
+			}
+			e.audit(ctx, "engine", "advance", "campaign:"+c.ID, fmt.Sprintf("wave %d of %d released", c.Wave+1, len(c.Waves)))
+		}
+		if err := e.assign(ctx, c, d.Assign); err != nil {
+			return err
+		}
+		if d.Complete {
+			c.State, c.UpdatedAt = StateCompleted, now
+			if err := e.Store.UpdateCampaign(ctx, c, StateRunning); err != nil {
+				return err
+			}
+			e.audit(ctx, "engine", "complete", "campaign:"+c.ID, "every wave met its success threshold")
+			return nil
+		}
+		if !d.Advance {
+			return nil
+		}
+	}
+	return nil
+}
+
+// assign hands members their assignment, checking between batches that the campaign still runs,
+// so that a pause stops new assignments at once.
+func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	rel, err := e.release(ctx, map[string]*release.Release{}, c.Target)
+	if err != nil {
+		return err
+	}
+	rels := map[string]*release.Release{c.Target: rel}
+	pol := &trust.InstallPolicy{Campaign: c.ID, Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow}
+	for chunk := range slices.Chunk(ids, 200) {
+		cur, err := e.Store.FindCampaign(ctx, c.ID)
+		if err != nil {
+			return err
+		}
+		if cur.State != StateRunning {
+			return nil
+		}
+		devs, err := e.Devices.FindDevices(ctx, fleet.DeviceFilter{IDs: chunk})
+		if err != nil {
+			return err
+		}
+		var todo []*fleet.Device
+		var skipped, failed []string
+		for _, d := range devs {
+			if d.Assigned != "" && d.Assigned != c.Target {
+				if other, err := e.release(ctx, rels, d.Assigned); err == nil && Newer(other, rel) {
+					skipped = append(skipped, d.ID)
+					continue
+				}
+			}
+			todo = append(todo, d)
+		}
+		if err := e.Store.SetMembers(ctx, c.ID, skipped, []string{MemberPending, MemberAssigned}, MemberSuperseded, "assigned a newer release meanwhile", e.now()); err != nil {
+			return err
+		}
+		// Members are marked assigned before the director signs, so that a device fast enough
+		// to report its commit before this loop ends finds itself assigned.
+		ids := make([]string, len(todo))
+		for i, d := range todo {
+			ids[i] = d.ID
+		}
+		if err := e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending}, MemberAssigned, "", e.now()); err != nil {
+			return err
+		}
+		for _, d := range todo {
+			if err := e.Assign(ctx, d, rel, pol); err != nil {
+				e.log().Error("assign", "campaign", c.ID, "device", d.ID, "err", err)
+				failed = append(failed, d.ID)
+			}
+		}
+		if err := e.Store.SetMembers(ctx, c.ID, failed, []string{MemberAssigned}, MemberPending, "", e.now()); err != nil {
+			return err // pending again: the next tick retries them
+		}
+	}
+	return nil
+}
+
+// OnReport moves a device's members along as its reports arrive: waiting for consent or a
+// window, committed, or failed (a fatal failure or a rollback of the campaign's image).
+func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) error {
+	if len(r.Events) == 0 {
+		return nil
+	}
+	ms, err := e.Store.FindMemberships(ctx, deviceID)
+	if err != nil {
+		return err
+	}
+	now := e.now()
+	for _, m := range ms {
+		if m.State == StateCancelled {
+			continue // a completed campaign still follows its stragglers
+		}
+		if m.Status != MemberAssigned && m.Status != MemberWaiting && m.Status != MemberCommitted {
+			continue
+		}
+		for _, ev := range r.Events {
+			if ev.Target != m.Target {
+				continue
+			}
+			var to, detail string
+			from := []string{MemberAssigned, MemberWaiting}
+			switch {
+			case ev.Step == wire.StepCommit && ev.Status == wire.StatusOK:
+				to = MemberCommitted
+			case ev.Status == wire.StatusFailed && ev.Fatal:
+				to, detail = MemberFailed, ev.Step+": "+ev.Message
+				from = append(from, MemberCommitted)
+			case ev.Status == wire.StatusWaiting:
+				to, detail, from = MemberWaiting, ev.Message, []string{MemberAssigned, MemberWaiting}
+			case ev.Step == wire.StepInstall && ev.Status == wire.StatusStarted:
+				to, from = MemberAssigned, []string{MemberWaiting}
+			default:
+				continue
+			}
+			if err := e.Store.SetMembers(ctx, m.CampaignID, []string{deviceID}, from, to, detail, now); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Status is a campaign with its per-wave counts and timeline.
+type Status struct {
+	Campaign *Campaign
+	Waves    []Counts
+	Waiting  []Member // members waiting for consent or a window
+	Failed   []Member
+	Timeline []AuditEntry
+}
+
+// Status reports a campaign.
+func (e *Engine) Status(ctx context.Context, id string) (*Status, error) {
+	c, err := e.Store.FindCampaign(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := e.Store.FindMembers(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{Campaign: c, Waves: WaveCounts(c, ms)}
+	for _, m := range ms {
+		switch m.Status {
+		case MemberWaiting:
+			st.Waiting = append(st.Waiting, m)
+		case MemberFailed:
+			st.Failed = append(st.Failed, m)
+		}
+	}
+	st.Timeline, err = e.Store.FindAudit(ctx, "campaign:"+id, 1000)
+	return st, err
+}

@@ -1,0 +1,211 @@
+package rollout_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/store/sqlite"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+// engineEnv is an Engine on a real SQLite store, with the director's signing replaced by a
+// recorder (the end-to-end tests in cmd/upkeep cover real signing).
+type engineEnv struct {
+	e        *rollout.Engine
+	db       interface{ Close() error }
+	mu       sync.Mutex
+	assigned map[string]string // device -> target
+	now      time.Time
+}
+
+func newEngine(t *testing.T, devices int) *engineEnv {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "upkeep.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	env := &engineEnv{db: db, assigned: map[string]string{}, now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	for i := range devices {
+		d := &fleet.Device{ID: fmt.Sprintf("dev%02d", i), PublicKey: []byte{byte(i)}, Serial: fmt.Sprint(i), Product: "p", HardwareID: "hw",
+			Status: fleet.StatusAccepted, InstalledTarget: "p/1.0/fw", InstalledSHA256: "00", EnrolledAt: env.now,
+			Attributes: map[string]string{"region": []string{"eu", "us"}[i%2]}}
+		if err := db.CreateDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, v := range []string{"1.1", "1.2", "1.3"} {
+		r := &release.Release{Product: "p", Version: v, HardwareIDs: []string{"hw"}, SecurityVersion: int64(i + 2), Class: "security",
+			Target: "p/" + v + "/fw", Length: 1, SHA256: fmt.Sprintf("%02d", i+1), SHA512: "00", TargetsVersion: int64(i + 2), PublishedAt: env.now.Add(time.Duration(i) * time.Hour)}
+		if err := db.CreateRelease(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env.e = &rollout.Engine{Store: db, Devices: db, Releases: db, Now: func() time.Time { return env.now },
+		Assign: func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+			env.mu.Lock()
+			env.assigned[d.ID] = rel.Target
+			env.mu.Unlock()
+			return db.UpdateDevice(ctx, d.ID, fleet.DeviceUpdate{Assigned: &rel.Target})
+		},
+		Unassign: func(ctx context.Context, d *fleet.Device) error {
+			env.mu.Lock()
+			delete(env.assigned, d.ID)
+			env.mu.Unlock()
+			return db.UpdateDevice(ctx, d.ID, fleet.DeviceUpdate{Assigned: &d.InstalledTarget})
+		}}
+	return env
+}
+
+func (env *engineEnv) count(target string) int {
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	n := 0
+	for _, t := range env.assigned {
+		if t == target {
+			n++
+		}
+	}
+	return n
+}
+
+func statuses(t *testing.T, e *rollout.Engine, id string) map[string]int {
+	t.Helper()
+	ms, err := e.Store.FindMembers(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, m := range ms {
+		out[m.Status]++
+	}
+	return out
+}
+
+func TestEngineCancelDuringWave(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 10)
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "4,100"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if n := env.count("p/1.1/fw"); n != 4 {
+		t.Fatalf("start assigned %d devices, want the first wave's 4", n)
+	}
+	// One device commits; then the operator cancels mid-wave.
+	ms, _ := env.e.Store.FindMembers(ctx, c.ID)
+	var first string
+	for _, m := range ms {
+		if m.Status == rollout.MemberAssigned {
+			first = m.DeviceID
+			break
+		}
+	}
+	if err := env.e.OnReport(ctx, first, wire.Report{Events: []wire.Event{{Target: "p/1.1/fw", Step: wire.StepCommit, Status: wire.StatusOK}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "cancel", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	got := statuses(t, env.e, c.ID)
+	if got[rollout.MemberCommitted] != 1 || got[rollout.MemberCancelled] != 9 {
+		t.Fatalf("after cancel: %v, want 1 committed and 9 cancelled", got)
+	}
+	if n := env.count("p/1.1/fw"); n != 1 {
+		t.Fatalf("%d devices still assigned after cancel; only the committed one keeps it", n)
+	}
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "resume", "bob"); err == nil {
+		t.Fatal("resumed a cancelled campaign")
+	}
+	st, err := env.e.Status(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actors []string
+	for _, a := range st.Timeline {
+		actors = append(actors, a.Actor+":"+a.Action)
+	}
+	if fmt.Sprint(actors) != "[alice:create alice:start bob:cancel]" {
+		t.Fatalf("timeline %v", actors)
+	}
+}
+
+func TestEngineSupersession(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 10)
+	old, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.2", Target: "region=eu", Waves: "2,100"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, old.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	// A newer release to everyone takes the old campaign's devices over.
+	newer, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.3", Target: "product=p"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(t, env.e, old.ID); got[rollout.MemberSuperseded] != 5 {
+		t.Fatalf("old campaign: %v, want all 5 superseded", got)
+	}
+	// An older release is never assigned over a newer one.
+	older, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(t, env.e, older.ID); got[rollout.MemberSuperseded] != 10 {
+		t.Fatalf("older campaign: %v, want all 10 superseded from the start", got)
+	}
+	if _, err := env.e.Act(ctx, older.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, newer.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if n := env.count("p/1.3/fw"); n != 10 {
+		t.Fatalf("%d devices on 1.3, want 10", n)
+	}
+	if n := env.count("p/1.1/fw"); n != 0 {
+		t.Fatalf("%d devices assigned the older 1.1", n)
+	}
+}
+
+func TestEngineGroups(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 6)
+	st := env.e.Store
+	if err := st.PutGroup(ctx, &rollout.Group{Name: "pilot", Window: "02:00-04:00", CreatedAt: env.now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddGroupDevices(ctx, "pilot", []string{"dev00", "dev03"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "pilot"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Waves[0] != 2 || c.Window != "02:00-04:00" {
+		t.Fatalf("group campaign: waves %v window %q, want 2 devices and the group's window", c.Waves, c.Window)
+	}
+	if _, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "nosuchgroup"}, "alice"); err == nil {
+		t.Fatal("unknown group accepted")
+	}
+	if _, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "region=mars"}, "alice"); err == nil {
+		t.Fatal("a filter that selects nothing was accepted")
+	}
+}

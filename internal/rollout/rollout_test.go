@@ -1,0 +1,234 @@
+package rollout
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/trust"
+)
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+// campaign is a running campaign in wave w with 100 members in waves of 10, 40 and 50.
+func campaign(w int) *Campaign {
+	return &Campaign{ID: "c1", State: StateRunning, Wave: w, Waves: []int{10, 50, 100}, SuccessThreshold: 0.9,
+		FailureThreshold: 0.1, HealthGate: 5 * time.Minute, SilentAfter: 10 * time.Minute}
+}
+
+// members builds the members: counts per wave of each status, in order; the rest are pending.
+func members(c *Campaign, spec map[int]map[string]int) []Member {
+	var out []Member
+	prev := 0
+	for w, end := range c.Waves {
+		n := 0
+		for _, st := range statusOrder {
+			for range spec[w][st] {
+				out = append(out, Member{DeviceID: fmt.Sprintf("w%d-%d", w, n), Wave: w, Status: st, Since: t0.Add(-time.Hour), LastSeen: t0.Add(-time.Minute)})
+				n++
+			}
+		}
+		for ; n < end-prev; n++ {
+			out = append(out, Member{DeviceID: fmt.Sprintf("w%d-%d", w, n), Wave: w, Status: MemberPending, Since: t0.Add(-time.Hour)})
+		}
+		prev = end
+	}
+	return out
+}
+
+var statusOrder = []string{MemberAssigned, MemberWaiting, MemberCommitted, MemberHealthy, MemberFailed, MemberSuperseded, MemberCancelled}
+
+func TestPlanThresholds(t *testing.T) {
+	tests := []struct {
+		name     string
+		wave     int
+		spec     map[int]map[string]int
+		assign   int // members to assign
+		advance  bool
+		pause    bool
+		complete bool
+	}{
+		{name: "start releases the first wave", wave: 0, assign: 10},
+		{name: "wave in flight: wait", wave: 0, spec: map[int]map[string]int{0: {MemberAssigned: 10}}},
+		{name: "success just below threshold: wait", wave: 0, spec: map[int]map[string]int{0: {MemberHealthy: 8, MemberAssigned: 2}}},
+		{name: "success at threshold: advance", wave: 0, spec: map[int]map[string]int{0: {MemberHealthy: 9, MemberAssigned: 1}}, advance: true, assign: 40},
+		{name: "failures at threshold: carry on", wave: 0, spec: map[int]map[string]int{0: {MemberHealthy: 9, MemberFailed: 1}}, advance: true, assign: 40},
+		{name: "failures above threshold: pause", wave: 0, spec: map[int]map[string]int{0: {MemberHealthy: 8, MemberFailed: 2}}, pause: true},
+		{name: "superseded members do not count", wave: 0, spec: map[int]map[string]int{0: {MemberHealthy: 5, MemberFailed: 0, MemberSuperseded: 5}}, advance: true, assign: 40},
+		{name: "failure share among the rest", wave: 0, spec: map[int]map[string]int{0: {MemberHealthy: 4, MemberFailed: 1, MemberSuperseded: 5}}, pause: true},
+		{name: "waiting members neither succeed nor fail", wave: 0, spec: map[int]map[string]int{0: {MemberHealthy: 3, MemberWaiting: 7}}, advance: true, assign: 40},
+		{name: "all waiting: wait", wave: 0, spec: map[int]map[string]int{0: {MemberWaiting: 10}}},
+		{name: "late failures in an earlier wave pause", wave: 1, spec: map[int]map[string]int{0: {MemberHealthy: 8, MemberFailed: 2}, 1: {MemberAssigned: 40}}, pause: true},
+		{name: "last wave done: complete", wave: 2, spec: map[int]map[string]int{0: {MemberHealthy: 10}, 1: {MemberHealthy: 40}, 2: {MemberHealthy: 45, MemberAssigned: 5}}, complete: true},
+		{name: "pending members of a released wave go out", wave: 1, spec: map[int]map[string]int{0: {MemberHealthy: 10}, 1: {MemberAssigned: 30}}, assign: 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := campaign(tt.wave)
+			d := Plan(c, members(c, tt.spec), t0)
+			if len(d.Assign) != tt.assign || d.Advance != tt.advance || (d.Pause != "") != tt.pause || d.Complete != tt.complete {
+				t.Fatalf("assign %d advance %t pause %q complete %t; want %d %t %t %t", len(d.Assign), d.Advance, d.Pause, d.Complete, tt.assign, tt.advance, tt.pause, tt.complete)
+			}
+			if tt.advance {
+				for _, id := range d.Assign {
+					if id[:2] != fmt.Sprintf("w%d", tt.wave+1) {
+						t.Fatalf("advance assigned %s, outside wave %d", id, tt.wave+2)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestPlanOnlyWhenRunning(t *testing.T) {
+	for _, st := range []string{StateCreated, StatePaused, StateCancelled, StateCompleted} {
+		c := campaign(0)
+		c.State = st
+		if d := Plan(c, members(c, nil), t0); len(d.Assign) != 0 || d.Advance || d.Complete || d.Pause != "" {
+			t.Errorf("%s campaign: %+v, want nothing", st, d)
+		}
+	}
+}
+
+func TestPlanHealthGate(t *testing.T) {
+	c := campaign(0)
+	c.Waves = []int{3}
+	ms := []Member{
+		{DeviceID: "young", Status: MemberCommitted, Since: t0.Add(-2 * time.Minute), LastSeen: t0},                          // gate still running
+		{DeviceID: "passed", Status: MemberCommitted, Since: t0.Add(-6 * time.Minute), LastSeen: t0.Add(-time.Second)},       // kept checking in
+		{DeviceID: "silent", Status: MemberCommitted, Since: t0.Add(-20 * time.Minute), LastSeen: t0.Add(-11 * time.Minute)}, // went quiet after committing
+	}
+	d := Plan(c, ms, t0)
+	if !slices.Equal(d.Healthy, []string{"passed"}) {
+		t.Errorf("healthy %v, want [passed]", d.Healthy)
+	}
+	if _, ok := d.Unhealthy["silent"]; !ok || len(d.Unhealthy) != 1 {
+		t.Errorf("unhealthy %v, want silent", d.Unhealthy)
+	}
+	if d.Pause == "" {
+		t.Error("one of three failing the health gate is above 10%: want a pause")
+	}
+	// Not seen since committing, however long ago: never healthy.
+	ms = []Member{{DeviceID: "unseen", Status: MemberCommitted, Since: t0.Add(-6 * time.Minute), LastSeen: t0.Add(-7 * time.Minute)}}
+	c.Waves = []int{1}
+	if d := Plan(c, ms, t0); len(d.Healthy) != 0 {
+		t.Errorf("a device not seen since it committed passed the gate")
+	}
+}
+
+func TestSizes(t *testing.T) {
+	tests := []struct {
+		spec string
+		n    int
+		want []int
+		bad  bool
+	}{
+		{"", 7, []int{7}, false},
+		{"1%,10%,50%,100%", 200, []int{2, 20, 100, 200}, false},
+		{"1%,10%,50%,100%", 20, []int{1, 2, 10, 20}, false},
+		{"1%,10%", 1000, []int{10, 100, 1000}, false},
+		{"10,100", 1000, []int{10, 110, 1000}, false},
+		{"10,100", 50, []int{10, 50}, false},
+		{"exp:10", 100, []int{10, 30, 70, 100}, false},
+		{"exp:1:10", 1000, []int{1, 11, 111, 1000}, false},
+		{"10%,5%", 100, nil, true},
+		{"10%,20", 100, nil, true},
+		{"0%", 100, nil, true},
+		{"exp:0", 100, nil, true},
+		{"exp:1:1", 100, nil, true},
+		{"-5", 100, nil, true},
+		{"1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1", 100, nil, true},
+	}
+	for _, tt := range tests {
+		got, err := Sizes(tt.spec, tt.n)
+		if (err != nil) != tt.bad || !slices.Equal(got, tt.want) {
+			t.Errorf("Sizes(%q, %d) = %v, %v; want %v (error %t)", tt.spec, tt.n, got, err, tt.want, tt.bad)
+		}
+	}
+	if _, err := Sizes("", 0); err == nil {
+		t.Error("no members: want an error")
+	}
+	sizes := []int{2, 20, 100}
+	for i, want := range map[int]int{0: 0, 1: 0, 2: 1, 19: 1, 20: 2, 99: 2} {
+		if got := WaveOf(sizes, i); got != want {
+			t.Errorf("WaveOf(%d) = %d, want %d", i, got, want)
+		}
+	}
+}
+
+func TestTransition(t *testing.T) {
+	ok := map[[2]string]string{
+		{StateCreated, "start"}: StateRunning, {StateRunning, "pause"}: StatePaused, {StatePaused, "resume"}: StateRunning,
+		{StateCreated, "cancel"}: StateCancelled, {StateRunning, "cancel"}: StateCancelled, {StatePaused, "cancel"}: StateCancelled,
+	}
+	for _, st := range []string{StateCreated, StateRunning, StatePaused, StateCompleted, StateCancelled} {
+		for _, a := range []string{"start", "pause", "resume", "cancel", "explode"} {
+			got, err := Transition(st, a)
+			if want, allowed := ok[[2]string{st, a}]; allowed != (err == nil) || got != want {
+				t.Errorf("Transition(%s, %s) = %q, %v", st, a, got, err)
+			}
+		}
+	}
+}
+
+func TestNewer(t *testing.T) {
+	a := &release.Release{SecurityVersion: 2, PublishedAt: t0}
+	b := &release.Release{SecurityVersion: 1, PublishedAt: t0.Add(time.Hour)}
+	c := &release.Release{SecurityVersion: 2, PublishedAt: t0.Add(time.Hour)}
+	if !Newer(a, b) || Newer(b, a) || !Newer(c, a) || Newer(a, c) || Newer(a, a) {
+		t.Error("Newer orders by security version, then publication")
+	}
+}
+
+func TestWindows(t *testing.T) {
+	at := func(h, m int) time.Time { return time.Date(2026, 11, 25, h, m, 0, 0, time.UTC) }
+	tests := []struct {
+		window string
+		t      time.Time
+		in     bool
+	}{
+		{"02:00-05:00", at(1, 59), false}, {"02:00-05:00", at(2, 0), true}, {"02:00-05:00", at(4, 59), true}, {"02:00-05:00", at(5, 0), false},
+		{"22:00-04:00", at(23, 30), true}, {"22:00-04:00", at(3, 59), true}, {"22:00-04:00", at(4, 0), false}, {"22:00-04:00", at(12, 0), false},
+	}
+	for _, tt := range tests {
+		if got := trust.InWindow(tt.window, tt.t); got != tt.in {
+			t.Errorf("InWindow(%s, %s) = %t", tt.window, tt.t.Format("15:04"), got)
+		}
+	}
+	for _, bad := range []string{"", "2-5", "02:00", "02:00-02:00", "25:00-01:00", "02:00-05:60"} {
+		if ParseWindow(bad) == nil {
+			t.Errorf("ParseWindow(%q) accepted", bad)
+		}
+	}
+}
+
+func TestFilter(t *testing.T) {
+	f, err := ParseFilter("product=thermostat, region=eu-*, version!=1.0.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Product() != "thermostat" {
+		t.Errorf("Product() = %q", f.Product())
+	}
+	for _, bad := range []string{"", "product", "=x", "a=[", ","} {
+		if _, err := ParseFilter(bad); err == nil {
+			t.Errorf("ParseFilter(%q) accepted", bad)
+		}
+	}
+}
+
+func TestPlanReconcilesMissedCommits(t *testing.T) {
+	c := campaign(0)
+	c.Target = "p/1.1/fw"
+	c.Waves = []int{2}
+	ms := []Member{
+		{DeviceID: "a", Status: MemberAssigned, Since: t0.Add(-time.Hour), Running: "p/1.1/fw"},
+		{DeviceID: "b", Status: MemberAssigned, Since: t0.Add(-time.Hour), Running: "p/1.0/fw"},
+	}
+	d := Plan(c, ms, t0)
+	if !slices.Equal(d.Reconciled, []string{"a"}) || ms[0].Status != MemberAssigned {
+		t.Fatalf("reconciled %v (caller's member now %s), want [a] and the argument untouched", d.Reconciled, ms[0].Status)
+	}
+}

@@ -1,0 +1,62 @@
+package rollout
+
+import (
+	"context"
+	"time"
+)
+
+// Group is a static set of devices, or a dynamic filter over inventory.
+type Group struct {
+	Name      string
+	Filter    string // empty for a static group
+	Window    string // maintenance window for its devices, HH:MM-HH:MM UTC; empty: none
+	CreatedAt time.Time
+}
+
+// AuditEntry is one recorded operator action or campaign transition.
+type AuditEntry struct {
+	Time    time.Time
+	Actor   string // operator token name, "engine" for automatic transitions
+	Action  string
+	Subject string // "campaign:ID", "group:NAME"
+	Detail  string
+}
+
+// Membership is one campaign a device belongs to.
+type Membership struct {
+	CampaignID string
+	Target     string
+	State      string // the campaign's state
+	Status     string // the member's status
+}
+
+// Store persists campaigns, members, groups and the audit trail.
+type Store interface {
+	// CreateCampaign stores a campaign and its members in one transaction.
+	CreateCampaign(ctx context.Context, c *Campaign, members []Member) error
+	// FindCampaign returns apperr.NotFound if it does not exist.
+	FindCampaign(ctx context.Context, id string) (*Campaign, error)
+	// FindCampaigns lists campaigns in the given states (all if none), newest first.
+	FindCampaigns(ctx context.Context, states ...string) ([]*Campaign, error)
+	// UpdateCampaign writes state, wave, pause reason and update time if the campaign is still
+	// in state from; apperr.Conflict otherwise.
+	UpdateCampaign(ctx context.Context, c *Campaign, from string) error
+	// FindMembers lists a campaign's members with their devices' last check-in.
+	FindMembers(ctx context.Context, campaignID string) ([]Member, error)
+	// SetMembers sets the status of members whose status is one of from (any if empty).
+	SetMembers(ctx context.Context, campaignID string, ids []string, from []string, status, detail string, at time.Time) error
+	// FindMemberships lists the campaigns of a device, newest first.
+	FindMemberships(ctx context.Context, deviceID string) ([]Membership, error)
+
+	PutGroup(ctx context.Context, g *Group) error
+	FindGroup(ctx context.Context, name string) (*Group, error)
+	FindGroups(ctx context.Context) ([]*Group, error)
+	DeleteGroup(ctx context.Context, name string) error
+	AddGroupDevices(ctx context.Context, name string, ids []string) error
+	RemoveGroupDevices(ctx context.Context, name string, ids []string) error
+	GroupDevices(ctx context.Context, name string) ([]string, error)
+
+	AddAudit(ctx context.Context, e AuditEntry) error
+	// FindAudit lists entries about subject, oldest first, at most limit.
+	FindAudit(ctx context.Context, subject string, limit int) ([]AuditEntry, error)
+}

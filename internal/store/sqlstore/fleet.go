@@ -1,0 +1,272 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/fleet"
+)
+
+const deviceCols = `id, public_key, serial, product, hardware_id, attributes, status, installed_target,
+installed_ver, security_version, installed_sha256, state, last_error, assigned, director_version, last_seen, enrolled_at, assign_policy`
+
+func scanDevice(row interface{ Scan(...any) error }) (*fleet.Device, error) {
+	var d fleet.Device
+	var attrs string
+	var seen sql.NullTime
+	if err := row.Scan(&d.ID, &d.PublicKey, &d.Serial, &d.Product, &d.HardwareID, &attrs, &d.Status, &d.InstalledTarget,
+		&d.InstalledVer, &d.SecurityVersion, &d.InstalledSHA256, &d.State, &d.LastError, &d.Assigned, &d.DirectorVersion, &seen, &d.EnrolledAt, &d.AssignPolicy); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(attrs), &d.Attributes); err != nil {
+		return nil, fmt.Errorf("device %s attributes: %w", d.ID, err)
+	}
+	d.LastSeen = seen.Time
+	return &d, nil
+}
+
+// CreateDevice implements fleet.Store.
+func (s *DB) CreateDevice(ctx context.Context, d *fleet.Device) error {
+	attrs, _ := json.Marshal(d.Attributes)
+	if d.Attributes == nil {
+		attrs = []byte("{}")
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)`,
+		d.ID, d.PublicKey, d.Serial, d.Product, d.HardwareID, string(attrs), d.Status, d.InstalledTarget,
+		d.InstalledVer, d.SecurityVersion, d.InstalledSHA256, d.State, d.LastError, d.Assigned, d.DirectorVersion, sql.NullTime{Time: d.LastSeen, Valid: !d.LastSeen.IsZero()}, d.EnrolledAt.UTC(), d.AssignPolicy)
+	if s.dialect.IsUnique(err) {
+		return apperr.E(apperr.Conflict, "device %s already enrolled", d.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("create device %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// FindDevice implements fleet.Store.
+func (s *DB) FindDevice(ctx context.Context, id string) (*fleet.Device, error) {
+	d, err := scanDevice(s.db.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE id = $1`, id))
+	if err != nil {
+		return nil, notFound(err, "device %s not found", id)
+	}
+	return d, nil
+}
+
+// FindDevices implements fleet.Store.
+func (s *DB) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.Device, error) {
+	var where []string
+	var args []any
+	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
+	if f.Product != "" {
+		where = append(where, "product = "+arg(f.Product))
+	}
+	if f.HardwareID != "" {
+		where = append(where, "hardware_id = "+arg(f.HardwareID))
+	}
+	if f.Status != "" {
+		where = append(where, "status = "+arg(f.Status))
+	}
+	if len(f.IDs) > 0 {
+		ph := make([]string, len(f.IDs))
+		for i, id := range f.IDs {
+			ph[i] = arg(id)
+		}
+		where = append(where, "id IN ("+strings.Join(ph, ",")+")")
+	}
+	q := `SELECT ` + deviceCols + ` FROM devices`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY id"
+	if f.Limit > 0 {
+		q += " LIMIT " + arg(f.Limit) + " OFFSET " + arg(f.Offset)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("find devices: %w", err)
+	}
+	defer rows.Close()
+	var out []*fleet.Device
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, fmt.Errorf("find devices: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// UpdateDevice implements fleet.Store.
+func (s *DB) UpdateDevice(ctx context.Context, id string, u fleet.DeviceUpdate) error {
+	var sets []string
+	var args []any
+	set := func(col string, v any) {
+		args = append(args, v)
+		sets = append(sets, fmt.Sprintf("%s = $%d", col, len(args)))
+	}
+	if u.Status != nil {
+		set("status", *u.Status)
+	}
+	if u.InstalledTarget != nil {
+		set("installed_target", *u.InstalledTarget)
+	}
+	if u.InstalledVer != nil {
+		set("installed_ver", *u.InstalledVer)
+	}
+	if u.SecurityVersion != nil {
+		set("security_version", *u.SecurityVersion)
+	}
+	if u.InstalledSHA256 != nil {
+		set("installed_sha256", *u.InstalledSHA256)
+	}
+	if u.State != nil {
+		set("state", *u.State)
+	}
+	if u.LastError != nil {
+		set("last_error", *u.LastError)
+	}
+	if u.Assigned != nil {
+		set("assigned", *u.Assigned)
+	}
+	if u.AssignPolicy != nil {
+		set("assign_policy", *u.AssignPolicy)
+	}
+	if u.DirectorVersion != nil {
+		// Monotonic: a slower writer never moves a device back to an older director version.
+		args = append(args, *u.DirectorVersion)
+		sets = append(sets, fmt.Sprintf("director_version = "+s.dialect.Greatest+"(director_version, $%d)", len(args)))
+	}
+	if len(sets) == 0 {
+		return nil
+	}
+	args = append(args, id)
+	res, err := s.db.ExecContext(ctx, fmt.Sprintf(`UPDATE devices SET %s WHERE id = $%d`, strings.Join(sets, ", "), len(args)), args...)
+	if err != nil {
+		return fmt.Errorf("update device %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return apperr.E(apperr.NotFound, "device %s not found", id)
+	}
+	return nil
+}
+
+// TouchDevices implements fleet.Store.
+func (s *DB) TouchDevices(ctx context.Context, seen map[string]time.Time) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("touch devices: %w", err)
+	}
+	defer tx.Rollback()
+	st, err := tx.PrepareContext(ctx, `UPDATE devices SET last_seen = $1 WHERE id = $2 AND (last_seen IS NULL OR last_seen < $1)`)
+	if err != nil {
+		return fmt.Errorf("touch devices: %w", err)
+	}
+	defer st.Close()
+	// In id order: replicas flushing overlapping devices then lock rows in the same order and
+	// cannot deadlock each other.
+	for _, id := range slices.Sorted(maps.Keys(seen)) {
+		if _, err := st.ExecContext(ctx, seen[id].UTC(), id); err != nil {
+			return fmt.Errorf("touch device %s: %w", id, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// AddEvents implements fleet.Store.
+func (s *DB) AddEvents(ctx context.Context, events []fleet.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("add events: %w", err)
+	}
+	defer tx.Rollback()
+	for _, e := range events {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO device_events (device_id, time, target, step, status, fatal, message) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
+			e.DeviceID, e.Time.UTC(), e.Target, e.Step, e.Status, e.Fatal, e.Message); err != nil {
+			return fmt.Errorf("add event: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
+// FindEvents implements fleet.Store.
+func (s *DB) FindEvents(ctx context.Context, deviceID string, limit int) ([]fleet.Event, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT device_id, time, target, step, status, fatal, message FROM device_events WHERE device_id = $1 ORDER BY id DESC LIMIT $2`, deviceID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("find events: %w", err)
+	}
+	defer rows.Close()
+	var out []fleet.Event
+	for rows.Next() {
+		var e fleet.Event
+		if err := rows.Scan(&e.DeviceID, &e.Time, &e.Target, &e.Step, &e.Status, &e.Fatal, &e.Message); err != nil {
+			return nil, fmt.Errorf("find events: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// CreateEnrollToken implements fleet.Store.
+func (s *DB) CreateEnrollToken(ctx context.Context, t *fleet.EnrollToken) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO enroll_tokens (id, hash, name, uses_left, expires_at, product, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
+		t.ID, t.Hash, t.Name, t.UsesLeft, sql.NullTime{Time: t.ExpiresAt.UTC(), Valid: !t.ExpiresAt.IsZero()}, t.Product, t.CreatedAt.UTC())
+	if s.dialect.IsUnique(err) {
+		return apperr.E(apperr.Conflict, "enrolment token %s exists", t.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("create enrolment token: %w", err)
+	}
+	return nil
+}
+
+// UseEnrollToken implements fleet.Store.
+func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, now time.Time) (*fleet.EnrollToken, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("use enrolment token: %w", err)
+	}
+	defer tx.Rollback()
+	var t fleet.EnrollToken
+	var exp sql.NullTime
+	err = tx.QueryRowContext(ctx, `SELECT id, hash, name, uses_left, expires_at, product, created_at FROM enroll_tokens WHERE hash = $1`, hash).
+		Scan(&t.ID, &t.Hash, &t.Name, &t.UsesLeft, &exp, &t.Product, &t.CreatedAt)
+	if err != nil {
+		if err == sql.ErrNoRows {
+			return nil, apperr.E(apperr.Unauthorized, "unknown enrolment token")
+		}
+		return nil, fmt.Errorf("use enrolment token: %w", err)
+	}
+	t.ExpiresAt = exp.Time
+	if t.UsesLeft == 0 || (exp.Valid && !now.Before(exp.Time)) {
+		return nil, apperr.E(apperr.Unauthorized, "enrolment token %s is used up or expired", t.Name)
+	}
+	if t.UsesLeft > 0 {
+		// Atomic on every database: a concurrent use that took the last one makes this a no-op.
+		res, err := tx.ExecContext(ctx, `UPDATE enroll_tokens SET uses_left = uses_left - 1 WHERE id = $1 AND uses_left > 0`, t.ID)
+		if err != nil {
+			return nil, fmt.Errorf("use enrolment token: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil, apperr.E(apperr.Unauthorized, "enrolment token %s is used up or expired", t.Name)
+		}
+		t.UsesLeft--
+	}
+	return &t, tx.Commit()
+}

@@ -1,0 +1,343 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/rollout"
+)
+
+var _ rollout.Store = (*DB)(nil)
+
+// campaignSpec is the part of a campaign that never changes, stored as JSON.
+type campaignSpec struct {
+	Release, Target, Product, Selector, Class, WaveSpec, Window, Actor string
+	Waves                                                              []int
+	SuccessThreshold, FailureThreshold                                 float64
+	HealthGate, SilentAfter                                            time.Duration
+	Consent, IgnoreWindow                                              bool
+}
+
+// CreateCampaign implements rollout.Store.
+func (s *DB) CreateCampaign(ctx context.Context, c *rollout.Campaign, members []rollout.Member) error {
+	spec, err := json.Marshal(campaignSpec{Release: c.Release, Target: c.Target, Product: c.Product, Selector: c.Selector, Class: c.Class,
+		WaveSpec: c.WaveSpec, Window: c.Window, Actor: c.Actor, Waves: c.Waves, SuccessThreshold: c.SuccessThreshold,
+		FailureThreshold: c.FailureThreshold, HealthGate: c.HealthGate, SilentAfter: c.SilentAfter, Consent: c.Consent, IgnoreWindow: c.IgnoreWindow})
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("create campaign: %w", err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO campaigns (id, spec, state, wave, pause_reason, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
+		c.ID, string(spec), c.State, c.Wave, c.PauseReason, c.CreatedAt.UTC(), c.UpdatedAt.UTC()); err != nil {
+		if s.dialect.IsUnique(err) {
+			return apperr.E(apperr.Conflict, "campaign %s exists", c.ID)
+		}
+		return fmt.Errorf("create campaign: %w", err)
+	}
+	st, err := tx.PrepareContext(ctx, `INSERT INTO campaign_devices (campaign_id, device_id, wave, status, since, detail) VALUES ($1,$2,$3,$4,$5,$6)`)
+	if err != nil {
+		return fmt.Errorf("create campaign: %w", err)
+	}
+	defer st.Close()
+	for _, m := range members {
+		if _, err := st.ExecContext(ctx, c.ID, m.DeviceID, m.Wave, m.Status, m.Since.UTC(), m.Detail); err != nil {
+			return fmt.Errorf("campaign member %s: %w", m.DeviceID, err)
+		}
+	}
+	return tx.Commit()
+}
+
+const campaignCols = `id, spec, state, wave, pause_reason, created_at, updated_at`
+
+func scanCampaign(row interface{ Scan(...any) error }) (*rollout.Campaign, error) {
+	var c rollout.Campaign
+	var spec string
+	if err := row.Scan(&c.ID, &spec, &c.State, &c.Wave, &c.PauseReason, &c.CreatedAt, &c.UpdatedAt); err != nil {
+		return nil, err
+	}
+	var p campaignSpec
+	if err := json.Unmarshal([]byte(spec), &p); err != nil {
+		return nil, fmt.Errorf("campaign %s: %w", c.ID, err)
+	}
+	c.Release, c.Target, c.Product, c.Selector, c.Class, c.WaveSpec, c.Window, c.Actor = p.Release, p.Target, p.Product, p.Selector, p.Class, p.WaveSpec, p.Window, p.Actor
+	c.Waves, c.SuccessThreshold, c.FailureThreshold, c.HealthGate, c.SilentAfter, c.Consent, c.IgnoreWindow = p.Waves, p.SuccessThreshold, p.FailureThreshold, p.HealthGate, p.SilentAfter, p.Consent, p.IgnoreWindow
+	c.CreatedAt, c.UpdatedAt = c.CreatedAt.UTC(), c.UpdatedAt.UTC()
+	return &c, nil
+}
+
+// FindCampaign implements rollout.Store.
+func (s *DB) FindCampaign(ctx context.Context, id string) (*rollout.Campaign, error) {
+	c, err := scanCampaign(s.db.QueryRowContext(ctx, `SELECT `+campaignCols+` FROM campaigns WHERE id = $1`, id))
+	if err != nil {
+		return nil, notFound(err, "campaign %s not found", id)
+	}
+	return c, nil
+}
+
+// FindCampaigns implements rollout.Store.
+func (s *DB) FindCampaigns(ctx context.Context, states ...string) ([]*rollout.Campaign, error) {
+	q := `SELECT ` + campaignCols + ` FROM campaigns`
+	var args []any
+	if len(states) > 0 {
+		q += ` WHERE state IN (` + placeholders(&args, states) + `)`
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at DESC, id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("find campaigns: %w", err)
+	}
+	defer rows.Close()
+	var out []*rollout.Campaign
+	for rows.Next() {
+		c, err := scanCampaign(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+func placeholders(args *[]any, vs []string) string {
+	ph := make([]string, len(vs))
+	for i, v := range vs {
+		*args = append(*args, v)
+		ph[i] = fmt.Sprintf("$%d", len(*args))
+	}
+	return strings.Join(ph, ",")
+}
+
+// UpdateCampaign implements rollout.Store.
+func (s *DB) UpdateCampaign(ctx context.Context, c *rollout.Campaign, from string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE campaigns SET state = $1, wave = $2, pause_reason = $3, updated_at = $4 WHERE id = $5 AND state = $6`,
+		c.State, c.Wave, c.PauseReason, c.UpdatedAt.UTC(), c.ID, from)
+	if err != nil {
+		return fmt.Errorf("update campaign %s: %w", c.ID, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return apperr.E(apperr.Conflict, "campaign %s is no longer %s", c.ID, from)
+	}
+	return nil
+}
+
+// FindMembers implements rollout.Store.
+func (s *DB) FindMembers(ctx context.Context, campaignID string) ([]rollout.Member, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT m.device_id, m.wave, m.status, m.since, m.detail, d.last_seen, coalesce(d.installed_target, ''), coalesce(d.assigned, '')
+FROM campaign_devices m LEFT JOIN devices d ON d.id = m.device_id WHERE m.campaign_id = $1 ORDER BY m.wave, m.device_id`, campaignID)
+	if err != nil {
+		return nil, fmt.Errorf("campaign %s members: %w", campaignID, err)
+	}
+	defer rows.Close()
+	var out []rollout.Member
+	for rows.Next() {
+		var m rollout.Member
+		var seen sql.NullTime
+		if err := rows.Scan(&m.DeviceID, &m.Wave, &m.Status, &m.Since, &m.Detail, &seen, &m.Running, &m.Assigned); err != nil {
+			return nil, err
+		}
+		m.Since, m.LastSeen = m.Since.UTC(), seen.Time.UTC()
+		if !seen.Valid {
+			m.LastSeen = time.Time{}
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// SetMembers implements rollout.Store.
+func (s *DB) SetMembers(ctx context.Context, campaignID string, ids []string, from []string, status, detail string, at time.Time) error {
+	for chunk := range slices.Chunk(ids, 500) {
+		args := []any{status, detail, at.UTC(), campaignID}
+		q := `UPDATE campaign_devices SET status = $1, detail = $2, since = $3 WHERE campaign_id = $4 AND device_id IN (` + placeholders(&args, chunk) + `)`
+		if len(from) > 0 {
+			q += ` AND status IN (` + placeholders(&args, from) + `)`
+		}
+		if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("campaign %s members: %w", campaignID, err)
+		}
+	}
+	return nil
+}
+
+// FindMemberships implements rollout.Store.
+func (s *DB) FindMemberships(ctx context.Context, deviceID string) ([]rollout.Membership, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT m.campaign_id, c.spec, c.state, m.status FROM campaign_devices m
+JOIN campaigns c ON c.id = m.campaign_id WHERE m.device_id = $1 ORDER BY c.created_at DESC`, deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("memberships of %s: %w", deviceID, err)
+	}
+	defer rows.Close()
+	var out []rollout.Membership
+	for rows.Next() {
+		var m rollout.Membership
+		var spec string
+		if err := rows.Scan(&m.CampaignID, &spec, &m.State, &m.Status); err != nil {
+			return nil, err
+		}
+		var p campaignSpec
+		if err := json.Unmarshal([]byte(spec), &p); err != nil {
+			return nil, fmt.Errorf("campaign %s: %w", m.CampaignID, err)
+		}
+		m.Target = p.Target
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// PutGroup implements rollout.Store: creates or replaces a group's definition.
+func (s *DB) PutGroup(ctx context.Context, g *rollout.Group) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO device_groups (name, filter, maint_window, created_at) VALUES ($1,$2,$3,$4)
+ON CONFLICT (name) DO UPDATE SET filter = excluded.filter, maint_window = excluded.maint_window`, g.Name, g.Filter, g.Window, g.CreatedAt.UTC())
+	if err != nil {
+		return fmt.Errorf("put group %s: %w", g.Name, err)
+	}
+	return nil
+}
+
+// FindGroup implements rollout.Store.
+func (s *DB) FindGroup(ctx context.Context, name string) (*rollout.Group, error) {
+	var g rollout.Group
+	err := s.db.QueryRowContext(ctx, `SELECT name, filter, maint_window, created_at FROM device_groups WHERE name = $1`, name).Scan(&g.Name, &g.Filter, &g.Window, &g.CreatedAt)
+	if err != nil {
+		return nil, notFound(err, "group %s not found", name)
+	}
+	g.CreatedAt = g.CreatedAt.UTC()
+	return &g, nil
+}
+
+// FindGroups implements rollout.Store.
+func (s *DB) FindGroups(ctx context.Context) ([]*rollout.Group, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, filter, maint_window, created_at FROM device_groups ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("find groups: %w", err)
+	}
+	defer rows.Close()
+	var out []*rollout.Group
+	for rows.Next() {
+		var g rollout.Group
+		if err := rows.Scan(&g.Name, &g.Filter, &g.Window, &g.CreatedAt); err != nil {
+			return nil, err
+		}
+		g.CreatedAt = g.CreatedAt.UTC()
+		out = append(out, &g)
+	}
+	return out, rows.Err()
+}
+
+// DeleteGroup implements rollout.Store.
+func (s *DB) DeleteGroup(ctx context.Context, name string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `DELETE FROM device_groups WHERE name = $1`, name)
+	if err != nil {
+		return fmt.Errorf("delete group %s: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return apperr.E(apperr.NotFound, "group %s not found", name)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM group_devices WHERE group_name = $1`, name); err != nil {
+		return fmt.Errorf("delete group %s: %w", name, err)
+	}
+	return tx.Commit()
+}
+
+// AddGroupDevices implements rollout.Store.
+func (s *DB) AddGroupDevices(ctx context.Context, name string, ids []string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, id := range ids {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO group_devices (group_name, device_id) VALUES ($1,$2) ON CONFLICT DO NOTHING`, name, id); err != nil {
+			return fmt.Errorf("group %s: add %s: %w", name, id, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// RemoveGroupDevices implements rollout.Store.
+func (s *DB) RemoveGroupDevices(ctx context.Context, name string, ids []string) error {
+	for chunk := range slices.Chunk(ids, 500) {
+		args := []any{name}
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM group_devices WHERE group_name = $1 AND device_id IN (`+placeholders(&args, chunk)+`)`, args...); err != nil {
+			return fmt.Errorf("group %s: remove: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// GroupDevices implements rollout.Store.
+func (s *DB) GroupDevices(ctx context.Context, name string) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT device_id FROM group_devices WHERE group_name = $1 ORDER BY device_id`, name)
+	if err != nil {
+		return nil, fmt.Errorf("group %s devices: %w", name, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// AddAudit implements rollout.Store.
+func (s *DB) AddAudit(ctx context.Context, e rollout.AuditEntry) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO audit (at, actor, action, subject, detail) VALUES ($1,$2,$3,$4,$5)`, e.Time.UTC(), e.Actor, e.Action, e.Subject, e.Detail)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	return nil
+}
+
+// FindAudit implements rollout.Store.
+func (s *DB) FindAudit(ctx context.Context, subject string, limit int) ([]rollout.AuditEntry, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT at, actor, action, subject, detail FROM audit WHERE subject = $1 ORDER BY id LIMIT $2`, subject, limit)
+	if err != nil {
+		return nil, fmt.Errorf("audit of %s: %w", subject, err)
+	}
+	defer rows.Close()
+	var out []rollout.AuditEntry
+	for rows.Next() {
+		var e rollout.AuditEntry
+		if err := rows.Scan(&e.Time, &e.Actor, &e.Action, &e.Subject, &e.Detail); err != nil {
+			return nil, err
+		}
+		e.Time = e.Time.UTC()
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// AcquireLease takes or renews the named lease for holder until now+ttl, if it is free, expired
+// or already held by holder. Replicas call it before background work, so that the work runs
+// on one of them at a time; a replica that dies loses the lease when it expires.
+func (s *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration, now time.Time) (bool, error) {
+	now = now.UTC()
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO leases (name, holder, expires_at) VALUES ($1, '', $2) ON CONFLICT (name) DO NOTHING`, name, now.Add(-time.Second)); err != nil {
+		return false, fmt.Errorf("lease %s: %w", name, err)
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE leases SET holder = $1, expires_at = $2 WHERE name = $3 AND (holder = $1 OR expires_at < $4)`,
+		holder, now.Add(ttl), name, now)
+	if err != nil {
+		return false, fmt.Errorf("lease %s: %w", name, err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}

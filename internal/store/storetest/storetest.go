@@ -1,0 +1,290 @@
+// Package storetest is the conformance suite every Upkeep store runs: the same tests for the
+// embedded SQLite store and for any other backend.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/repo"
+	"upkeep.dev/upkeep/internal/trust"
+)
+
+// Store is everything a full Upkeep store implements.
+type Store interface {
+	fleet.Store
+	release.Store
+	release.ProductStore
+	repo.MetadataStore
+	auth.Store
+}
+
+// Run runs the suite; newStore returns a fresh, empty store for each test.
+func Run(t *testing.T, newStore func(t *testing.T) Store) {
+	tests := map[string]func(*testing.T, Store){
+		"Devices":       testDevices,
+		"EnrollTokens":  testEnrollTokens,
+		"Events":        testEvents,
+		"Releases":      testReleases,
+		"Metadata":      testMetadata,
+		"DirectorViews": testDirectorViews,
+		"AdminTokens":   testAdminTokens,
+		"Products":      testProducts,
+	}
+	for name, f := range tests {
+		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
+	}
+}
+
+var (
+	ctx = context.Background()
+	t0  = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+)
+
+func wantCode(t *testing.T, err error, code apperr.Code) {
+	t.Helper()
+	if apperr.CodeOf(err) != code {
+		t.Fatalf("err = %v, want code %s", err, code)
+	}
+}
+
+func testDevices(t *testing.T, s Store) {
+	d := &fleet.Device{ID: "d1", PublicKey: []byte{1, 2, 3}, Serial: "SN1", Product: "p", HardwareID: "h",
+		Attributes: map[string]string{"region": "eu"}, Status: fleet.StatusPending, InstalledVer: "1.0.0", EnrolledAt: t0}
+	if err := s.CreateDevice(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, s.CreateDevice(ctx, d), apperr.Conflict)
+	_, err := s.FindDevice(ctx, "nope")
+	wantCode(t, err, apperr.NotFound)
+	got, err := s.FindDevice(ctx, "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(d, got); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+	st, v, ver := fleet.StatusAccepted, int64(7), "1.0.1"
+	if err := s.UpdateDevice(ctx, "d1", fleet.DeviceUpdate{Status: &st, DirectorVersion: &v, InstalledVer: &ver}); err != nil {
+		t.Fatal(err)
+	}
+	older := int64(3)
+	if err := s.UpdateDevice(ctx, "d1", fleet.DeviceUpdate{DirectorVersion: &older}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.FindDevice(ctx, "d1")
+	if got.Status != st || got.DirectorVersion != 7 || got.InstalledVer != ver {
+		t.Fatalf("after update: %+v (director version must never go back)", got)
+	}
+	wantCode(t, s.UpdateDevice(ctx, "nope", fleet.DeviceUpdate{Status: &st}), apperr.NotFound)
+	for _, id := range []string{"d2", "d3"} {
+		d2 := *d
+		d2.ID, d2.HardwareID = id, "h2"
+		if err := s.CreateDevice(ctx, &d2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		f    fleet.DeviceFilter
+		want []string
+	}{
+		{fleet.DeviceFilter{}, []string{"d1", "d2", "d3"}},
+		{fleet.DeviceFilter{HardwareID: "h2"}, []string{"d2", "d3"}},
+		{fleet.DeviceFilter{Status: fleet.StatusAccepted}, []string{"d1"}},
+		{fleet.DeviceFilter{IDs: []string{"d3", "d1"}}, []string{"d1", "d3"}},
+		{fleet.DeviceFilter{Limit: 1, Offset: 1}, []string{"d2"}},
+	} {
+		ds, err := s.FindDevices(ctx, c.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, d := range ds {
+			ids = append(ids, d.ID)
+		}
+		if diff := cmp.Diff(c.want, ids); diff != "" {
+			t.Errorf("FindDevices(%+v) (-want +got):\n%s", c.f, diff)
+		}
+	}
+	if err := s.TouchDevices(ctx, map[string]time.Time{"d1": t0.Add(time.Hour), "unknown": t0}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.FindDevice(ctx, "d1")
+	if !got.LastSeen.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("last seen %v", got.LastSeen)
+	}
+}
+
+func testEnrollTokens(t *testing.T, s Store) {
+	hash := auth.HashSecret("secret")
+	if err := s.CreateEnrollToken(ctx, &fleet.EnrollToken{ID: "t1", Name: "line", Hash: hash, UsesLeft: 2, CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		tok, err := s.UseEnrollToken(ctx, hash, t0)
+		if err != nil || tok.UsesLeft != 1-i {
+			t.Fatalf("use %d: %+v %v", i, tok, err)
+		}
+	}
+	_, err := s.UseEnrollToken(ctx, hash, t0)
+	wantCode(t, err, apperr.Unauthorized)
+	_, err = s.UseEnrollToken(ctx, auth.HashSecret("other"), t0)
+	wantCode(t, err, apperr.Unauthorized)
+	exp := auth.HashSecret("expiring")
+	s.CreateEnrollToken(ctx, &fleet.EnrollToken{ID: "t2", Name: "x", Hash: exp, UsesLeft: -1, ExpiresAt: t0.Add(time.Hour), CreatedAt: t0})
+	if _, err := s.UseEnrollToken(ctx, exp, t0); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.UseEnrollToken(ctx, exp, t0.Add(2*time.Hour))
+	wantCode(t, err, apperr.Unauthorized)
+}
+
+func testEvents(t *testing.T, s Store) {
+	var ev []fleet.Event
+	for i := range 5 {
+		ev = append(ev, fleet.Event{DeviceID: "d1", Time: t0.Add(time.Duration(i) * time.Second), Step: "download", Status: "ok", Message: string(rune('a' + i))})
+	}
+	if err := s.AddEvents(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.FindEvents(ctx, "d1", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Message != "e" || !got[0].Time.Equal(t0.Add(4*time.Second)) {
+		t.Fatalf("newest first, limited: %+v", got)
+	}
+}
+
+func testReleases(t *testing.T, s Store) {
+	r := &release.Release{Product: "p", Version: "1.0.0", HardwareIDs: []string{"h"}, SecurityVersion: 1, Class: "security",
+		Fixes: []string{"CVE-1"}, Target: "p/1.0.0/f.img", Length: 10, SHA256: "aa", SHA512: "bb", TargetsVersion: 2, PublishedAt: t0}
+	if err := s.CreateRelease(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, s.CreateRelease(ctx, r), apperr.Conflict)
+	got, err := s.FindRelease(ctx, "p", "1.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(r, got); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+	_, err = s.FindRelease(ctx, "p", "9")
+	wantCode(t, err, apperr.NotFound)
+	r2 := *r
+	r2.Version, r2.Target, r2.PublishedAt = "1.0.1", "p/1.0.1/f.img", t0.Add(time.Hour)
+	s.CreateRelease(ctx, &r2)
+	all, _ := s.FindReleases(ctx, release.Filter{Product: "p"})
+	if len(all) != 2 || all[0].Version != "1.0.1" {
+		t.Fatalf("newest first: %+v", all)
+	}
+	byTarget, _ := s.FindReleases(ctx, release.Filter{Target: "p/1.0.0/f.img"})
+	if len(byTarget) != 1 || byTarget[0].Version != "1.0.0" {
+		t.Fatalf("by target: %+v", byTarget)
+	}
+}
+
+func testMetadata(t *testing.T, s Store) {
+	for v := int64(1); v <= 3; v++ {
+		if err := s.PutMetadata(ctx, &repo.Meta{Repo: "image", Role: "targets", Version: v, Body: []byte{byte(v)}, Expires: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantCode(t, s.PutMetadata(ctx, &repo.Meta{Repo: "image", Role: "targets", Version: 2, Body: []byte{9}, Expires: t0}), apperr.Conflict)
+	m, err := s.LatestMetadata(ctx, "image", "targets")
+	if err != nil || m.Version != 3 || !bytes.Equal(m.Body, []byte{3}) || !m.Expires.Equal(t0) {
+		t.Fatalf("latest: %+v %v", m, err)
+	}
+	m, err = s.FindMetadata(ctx, "image", "targets", 2)
+	if err != nil || !bytes.Equal(m.Body, []byte{2}) {
+		t.Fatalf("find: %+v %v", m, err)
+	}
+	_, err = s.LatestMetadata(ctx, "director", "targets")
+	wantCode(t, err, apperr.NotFound)
+}
+
+func testDirectorViews(t *testing.T, s Store) {
+	view := func(v int64) *trust.DirectorView {
+		return &trust.DirectorView{Version: v, Targets: []byte{byte(v)}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}
+	}
+	_, err := s.FindDirectorView(ctx, "d1", 0)
+	wantCode(t, err, apperr.NotFound)
+	for v := int64(1); v <= 5; v++ {
+		if err := s.PutDirectorView(ctx, "d1", v-1, view(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantCode(t, s.PutDirectorView(ctx, "d1", 3, view(4)), apperr.Conflict) // a stale writer loses
+	got, err := s.FindDirectorView(ctx, "d1", 0)
+	if err != nil || got.Version != 5 {
+		t.Fatalf("latest: %+v %v", got, err)
+	}
+	if got, err := s.FindDirectorView(ctx, "d1", 4); err != nil || !bytes.Equal(got.Targets, []byte{4}) {
+		t.Fatalf("version 4: %+v %v", got, err)
+	}
+	_, err = s.FindDirectorView(ctx, "d1", 1) // pruned: only the newest few stay
+	wantCode(t, err, apperr.NotFound)
+}
+
+func testAdminTokens(t *testing.T, s Store) {
+	if n, err := s.CountAdminTokens(ctx); err != nil || n != 0 {
+		t.Fatalf("count %d %v", n, err)
+	}
+	h := auth.HashSecret("upk_admin_x")
+	if err := s.CreateAdminToken(ctx, "admin", h); err != nil {
+		t.Fatal(err)
+	}
+	if name, err := s.FindAdminToken(ctx, h); err != nil || name != "admin" {
+		t.Fatalf("find: %q %v", name, err)
+	}
+	_, err := s.FindAdminToken(ctx, auth.HashSecret("nope"))
+	wantCode(t, err, apperr.NotFound)
+	a, err := s.Setting(ctx, "k", func() []byte { return []byte("first") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := s.Setting(ctx, "k", func() []byte { return []byte("second") })
+	if string(a) != "first" || string(b) != "first" {
+		t.Fatalf("setting: %q %q, the first value must win", a, b)
+	}
+}
+
+func testProducts(t *testing.T, s Store) {
+	_, err := s.FindProduct(ctx, "p")
+	wantCode(t, err, apperr.NotFound)
+	p := &release.Product{Name: "p", Policy: []byte(`{"support_end":"2031-01-01"}`), DeclarationKey: []byte("PEM"), UpdatedAt: t0}
+	if err := s.PutProduct(ctx, p, time.Time{}, []release.PolicyChange{{At: t0, Actor: "admin", Field: "support_end", Old: "", New: "2031-01-01"}}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, s.PutProduct(ctx, p, time.Time{}, nil), apperr.Conflict)
+	got, err := s.FindProduct(ctx, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(p, got); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+	p2 := *got
+	p2.Policy, p2.UpdatedAt = []byte(`{"support_end":"2032-01-01"}`), t0.Add(time.Hour)
+	wantCode(t, s.PutProduct(ctx, &p2, t0.Add(-time.Hour), nil), apperr.Conflict) // stale read
+	if err := s.PutProduct(ctx, &p2, got.UpdatedAt, []release.PolicyChange{{At: t0.Add(time.Hour), Actor: "admin", Field: "support_end", Old: "2031-01-01", New: "2032-01-01"}}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.FindPolicyHistory(ctx, "p")
+	if err != nil || len(h) != 2 || h[1].New != "2032-01-01" || h[0].Product != "p" {
+		t.Fatalf("history: %+v %v", h, err)
+	}
+	all, _ := s.FindProducts(ctx)
+	if len(all) != 1 || string(all[0].Policy) != `{"support_end":"2032-01-01"}` {
+		t.Fatalf("products: %+v", all)
+	}
+}

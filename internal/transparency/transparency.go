@@ -1,0 +1,417 @@
+// Package transparency publishes what a product's owner is owed: its update-capability
+// declaration, signed with the product's own key, the conformance report, the consumer label
+// and the detailed public page, all built from the platform's records (releases, devices, the
+// support policy and its history), never from figures typed by hand.
+//
+// Service gathers the evidence through the stores it is given and hands the rendering to the
+// pure internal/label package. It is safe for concurrent use.
+package transparency
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/label"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/trust"
+)
+
+// KeyDir is the folder, inside the server's keys folder, that holds one declaration signing key
+// per product: KeyDir/<product>.key (PKCS#8 PEM, mode 0600).
+const KeyDir = "declaration"
+
+// Logging attribute keys.
+const (
+	LogProduct = "product"
+	LogKeyID   = "key_id"
+	LogPath    = "path"
+)
+
+// Products is the part of release.ProductStore the service reads.
+type Products interface {
+	// FindProduct returns apperr.NotFound if the product has no policy.
+	FindProduct(ctx context.Context, name string) (*release.Product, error)
+	// FindPolicyHistory returns a product's policy changes, oldest first.
+	FindPolicyHistory(ctx context.Context, name string) ([]release.PolicyChange, error)
+}
+
+// Releases is the part of release.Store the service reads.
+type Releases interface {
+	FindReleases(ctx context.Context, f release.Filter) ([]*release.Release, error)
+}
+
+// Devices is the part of fleet.Store the service reads.
+type Devices interface {
+	FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.Device, error)
+}
+
+// Service builds and caches the published artefacts of each product. Products, Releases, Devices,
+// KeysDir and PublicURL are required; the other fields may be zero.
+type Service struct {
+	Products Products
+	Releases Releases
+	Devices  Devices
+	// KeysDir is the server's keys folder; declaration keys live in KeysDir/KeyDir.
+	KeysDir string
+	// PublicURL is the base URL the public reaches the server at; the label's QR code links to
+	// PublicURL + "/p/" + product.
+	PublicURL string
+	// Manufacturer is who places the products on the market. An empty name falls back to the
+	// host of PublicURL, so that the declaration always names someone.
+	Manufacturer label.Manufacturer
+	// TimeToPatch, if set, returns the advisories matched to a product with the release that
+	// fixed each (the vulnerability package provides it). While it is nil, the time-to-patch
+	// figures are published as not available, with the reason.
+	TimeToPatch func(ctx context.Context, product string) ([]label.TimeToPatch, error)
+	Now         func() time.Time
+	Logger      *slog.Logger
+
+	mu      sync.Mutex
+	entries map[string]*entry
+}
+
+// entry is one product's latest publication. Its mutex serialises rebuilds, so that a burst of
+// requests reads the stores once.
+type entry struct {
+	mu      sync.Mutex
+	checked time.Time // when the inputs were last read
+	fp      [sha256.Size]byte
+	pub     *Publication
+}
+
+// Publication is everything published about one product, built at Modified.
+type Publication struct {
+	Product      string
+	PageURL      string // absolute URL of the detailed page, as the QR code holds it
+	Declaration  label.Declaration
+	Envelope     []byte // the signed DSSE envelope of the declaration
+	PublicKeyPEM []byte // the key that verifies Envelope
+	KeyID        string
+	Report       label.Report
+	ReportJSON   []byte
+	LabelSVG     []byte
+	LabelPNG     []byte
+	Page         []byte // the detailed layer, HTML
+	// ETag is a strong validator, the same for all the files above: it changes whenever any
+	// of them does.
+	ETag     string
+	Modified time.Time
+}
+
+// PageURL returns the absolute URL of a product's public page under base.
+func PageURL(base, product string) string {
+	return strings.TrimRight(base, "/") + "/p/" + url.PathEscape(product)
+}
+
+// Publication returns the product's current publication. It reads the product's policy,
+// releases and devices each time, and rebuilds (signs, renders) only when what they say has
+// changed, so that the ETag stays the same while the facts do.
+//
+// Returns apperr.Invalid for a name that is not a product name, and apperr.NotFound for a
+// product without a support policy.
+func (s *Service) Publication(ctx context.Context, product string) (*Publication, error) {
+	if err := trust.ValidIdent("product", product); err != nil {
+		return nil, apperr.E(apperr.Invalid, "%v", err)
+	}
+	start := s.now()
+	p, err := s.Products.FindProduct(ctx, product)
+	if apperr.Is(err, apperr.NotFound) {
+		return nil, apperr.E(apperr.NotFound, "no product named %q publishes a support policy on this server", product)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("publication of %s: %w", product, err)
+	}
+	e := s.entry(product)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.pub != nil && e.checked.After(start) {
+		return e.pub, nil // another request read the stores while this one waited
+	}
+	in, err := s.gather(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if e.pub != nil && in.fp == e.fp {
+		e.checked = s.now()
+		return e.pub, nil
+	}
+	pub, err := s.build(in)
+	if err != nil {
+		return nil, err
+	}
+	e.fp, e.pub, e.checked = in.fp, pub, s.now()
+	return pub, nil
+}
+
+func (s *Service) entry(product string) *entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.entries == nil {
+		s.entries = map[string]*entry{}
+	}
+	e, ok := s.entries[product]
+	if !ok {
+		e = &entry{}
+		s.entries[product] = e
+	}
+	return e
+}
+
+// inputs is what a publication is built from.
+type inputs struct {
+	now     time.Time
+	product string
+	pageURL string
+	decl    label.Declaration
+	key     *trust.Key
+	keyID   string
+	fp      [sha256.Size]byte // fingerprint of everything above but now and the build times
+}
+
+// gather reads the platform's records about p and builds (without signing) its declaration.
+func (s *Service) gather(ctx context.Context, p *release.Product) (*inputs, error) {
+	at := s.now().UTC()
+	now := at.Truncate(time.Second)
+	pol, err := release.ParsePolicy(p.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("publication of %s: %w", p.Name, err)
+	}
+	hist, err := s.Products.FindPolicyHistory(ctx, p.Name)
+	if err != nil {
+		return nil, fmt.Errorf("publication of %s: %w", p.Name, err)
+	}
+	rels, err := s.Releases.FindReleases(ctx, release.Filter{Product: p.Name})
+	if err != nil {
+		return nil, fmt.Errorf("publication of %s: %w", p.Name, err)
+	}
+	devs, err := s.Devices.FindDevices(ctx, fleet.DeviceFilter{Product: p.Name, Status: fleet.StatusAccepted})
+	if err != nil {
+		return nil, fmt.Errorf("publication of %s: %w", p.Name, err)
+	}
+	var ttp []label.TimeToPatch
+	if s.TimeToPatch != nil {
+		if ttp, err = s.TimeToPatch(ctx, p.Name); err != nil {
+			return nil, fmt.Errorf("time to patch of %s: %w", p.Name, err)
+		}
+	}
+	key, err := s.DeclarationKey(p.Name)
+	if err != nil {
+		return nil, err
+	}
+	keyID, err := label.KeyID(key.Private.Public().(ed25519.PublicKey))
+	if err != nil {
+		return nil, err
+	}
+
+	lp := labelPolicy(p, pol, hist, s.manufacturer())
+	facts := make([]label.ReleaseFact, 0, len(rels))
+	published := make(map[string]bool, len(rels))
+	var maxSecVer int64
+	for _, r := range rels {
+		facts = append(facts, label.ReleaseFact{Version: r.Version, Class: r.Class, PublishedAt: r.PublishedAt, Fixes: r.Fixes})
+		published[r.Version] = true
+		maxSecVer = max(maxSecVer, r.SecurityVersion)
+	}
+	devices := make([]label.DeviceFact, 0, len(devs))
+	for _, d := range devs {
+		devices = append(devices, label.DeviceFact{InstalledVersion: d.InstalledVer, LastSeen: d.LastSeen})
+	}
+	// label.SupportedMethod: a release the manufacturer published, while the product is
+	// within its support period.
+	inSupport := !now.After(endOfDay(pol.End()))
+	supported := func(v string) bool { return inSupport && published[v] }
+	ev := label.ComputeEvidence(at, facts, devices, ttp, supported)
+	if s.TimeToPatch == nil {
+		const why = "not available because advisory matching is not connected to this server yet"
+		ev.AdvisoryToFixDays.Note, ev.FixToFleet90Days.Note = why, why
+	}
+	d := label.BuildDeclaration(lp, PlatformMechanism(maxSecVer > 0), ev, now)
+
+	in := &inputs{now: now, product: p.Name, pageURL: PageURL(s.PublicURL, p.Name), decl: d, key: key, keyID: keyID}
+	// The fingerprint leaves out what changes with the clock alone, so that an unchanged
+	// product keeps its signed declaration, its ETag and its last_updated.
+	stable := d
+	stable.DeclarationID, stable.LastUpdated, stable.Evidence.ComputedAt = "", time.Time{}, time.Time{}
+	b, err := json.Marshal(struct {
+		D          label.Declaration
+		URL, KeyID string
+	}{stable, in.pageURL, keyID})
+	if err != nil {
+		return nil, fmt.Errorf("fingerprint of %s: %w", p.Name, err)
+	}
+	in.fp = sha256.Sum256(b)
+	return in, nil
+}
+
+// build validates, signs and renders.
+func (s *Service) build(in *inputs) (*Publication, error) {
+	d := in.decl
+	canon, err := label.CanonicalJSON(d)
+	if err != nil {
+		return nil, fmt.Errorf("declaration of %s: %w", in.product, err)
+	}
+	// The declaration is built by code from stored data: one that does not match the
+	// published schema is a bug (or a stored value the policy checks let through), never
+	// something to publish.
+	if err := label.Validate(canon); err != nil {
+		return nil, apperr.Wrap(apperr.Internal, fmt.Errorf("declaration of %s: %w", in.product, err),
+			fmt.Sprintf("the declaration of %s cannot be published: it does not match its schema", in.product))
+	}
+	env, err := label.Sign(d, in.key.Private)
+	if err != nil {
+		return nil, fmt.Errorf("declaration of %s: %w", in.product, err)
+	}
+	pubPEM, err := label.MarshalPublicKey(in.key.Private.Public().(ed25519.PublicKey))
+	if err != nil {
+		return nil, err
+	}
+	report := label.Conformance(d, in.now)
+	reportJSON, err := json.MarshalIndent(report, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("conformance of %s: %w", in.product, err)
+	}
+	svg := label.RenderSVG(d, in.pageURL)
+	png, err := label.RenderPNG(d, in.pageURL)
+	if err != nil {
+		return nil, fmt.Errorf("label of %s: %w", in.product, err)
+	}
+	links := label.PageLinks{
+		Declaration: in.pageURL + "/declaration.json", PublicKey: in.pageURL + "/declaration.pub", KeyID: in.keyID,
+		Conformance: in.pageURL + "/conformance.json", LabelSVG: in.pageURL + "/label.svg", LabelPNG: in.pageURL + "/label.png",
+	}
+	page, err := label.RenderPage(d, report, svg, links)
+	if err != nil {
+		return nil, fmt.Errorf("page of %s: %w", in.product, err)
+	}
+	sum := sha256.New()
+	for _, b := range [][]byte{env, pubPEM, reportJSON, svg, png, page} {
+		sum.Write(b)
+		sum.Write([]byte{0})
+	}
+	return &Publication{
+		Product: in.product, PageURL: in.pageURL, Declaration: d, Envelope: env, PublicKeyPEM: pubPEM, KeyID: in.keyID,
+		Report: report, ReportJSON: append(reportJSON, '\n'), LabelSVG: svg, LabelPNG: png, Page: page,
+		ETag: `"` + hex.EncodeToString(sum.Sum(nil)[:16]) + `"`, Modified: in.now,
+	}, nil
+}
+
+// DeclarationKey returns the product's declaration signing key from
+// KeysDir/declaration/<product>.key. If the file does not exist, it generates a key and writes
+// it there (mode 0600); an operator who wants a key of their own places the file first. Two
+// servers racing to create it end up with the same key: the file is created exclusively and the
+// loser reads the winner's.
+func (s *Service) DeclarationKey(product string) (*trust.Key, error) {
+	if err := trust.ValidIdent("product", product); err != nil {
+		return nil, apperr.E(apperr.Invalid, "%v", err)
+	}
+	dir := filepath.Join(s.KeysDir, KeyDir)
+	path := filepath.Join(dir, product+".key")
+	k, err := trust.LoadKey(path)
+	if err == nil {
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("declaration key of %s: %w", product, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("declaration key of %s: %w", product, err)
+	}
+	if k, err = trust.GenerateKey(); err != nil {
+		return nil, fmt.Errorf("declaration key of %s: %w", product, err)
+	}
+	if err := trust.SaveKey(path, k); errors.Is(err, fs.ErrExist) {
+		return trust.LoadKey(path)
+	} else if err != nil {
+		return nil, fmt.Errorf("declaration key of %s: %w", product, err)
+	}
+	id, _ := label.KeyID(k.Private.Public().(ed25519.PublicKey))
+	s.logger().Info("generated a declaration signing key", LogProduct, product, LogKeyID, id, LogPath, path)
+	return k, nil
+}
+
+// PlatformMechanism states the update mechanism as the platform enforces it; nothing here is
+// typed by an operator:
+//
+//   - signed and verified on the device: the server publishes only releases whose targets
+//     metadata a threshold of the offline targets keys signed (repo.Service.Publish), and the
+//     agent runs Uptane full verification of both repositories before it downloads
+//     (trust.Decide); keys are Ed25519, targets carry SHA-256 and SHA-512;
+//   - rollback protection: the agent refuses a target whose security version is below the
+//     installed one (trust.Decide); it protects a product only if its releases carry security
+//     versions, which releasesHaveSecurityVersions says;
+//   - atomic A/B with automatic rollback: the agent's default installer writes the inactive
+//     slot and boots it once on trial; a trial that does not commit falls back.
+func PlatformMechanism(releasesHaveSecurityVersions bool) label.Mechanism {
+	return label.Mechanism{
+		SignedAndVerifiedOnDevice: true,
+		RollbackProtection:        releasesHaveSecurityVersions,
+		AtomicAB:                  true,
+		AutomaticRollback:         true,
+		OfflineSigningKeys:        true,
+		SignatureAlgorithm:        "ed25519",
+		HashAlgorithms:            "sha256+sha512",
+		TrustAnchor:               "TUF image root and Uptane director root, both signed with offline keys",
+	}
+}
+
+// labelPolicy maps the stored policy to the label's. The product key stands for the product
+// name and model designation until policies carry them.
+func labelPolicy(p *release.Product, pol *release.Policy, hist []release.PolicyChange, m label.Manufacturer) label.Policy {
+	lp := label.Policy{
+		Product: p.Name, ProductName: p.Name, ModelDesignation: p.Name, Manufacturer: m,
+		SupportEnd: pol.End(), Delivery: pol.Delivery, OwnerOptOut: pol.Delivery == release.DeliveryAutomatic,
+		SecuritySeparate: pol.SecuritySeparate, Notification: pol.Notification, VDPURL: pol.VDPURL, VDPContact: pol.VDPContact,
+		RemediationDays: pol.RemediationDays, UpdatedAt: p.UpdatedAt,
+	}
+	for _, c := range hist {
+		lp.History = append(lp.History, label.PolicyChange{At: c.At, Actor: c.Actor, Field: c.Field, Old: c.Old, New: c.New})
+	}
+	return lp
+}
+
+func (s *Service) manufacturer() label.Manufacturer {
+	m := s.Manufacturer
+	if m.Name == "" {
+		if u, err := url.Parse(s.PublicURL); err == nil && u.Hostname() != "" {
+			m.Name = u.Hostname()
+		} else {
+			m.Name = "the operator of this update server"
+		}
+	}
+	return m
+}
+
+// endOfDay is the last instant of t's UTC date: support lasts through the end date.
+func endOfDay(t time.Time) time.Time {
+	y, mo, d := t.UTC().Date()
+	return time.Date(y, mo, d+1, 0, 0, 0, 0, time.UTC).Add(-time.Nanosecond)
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Service) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}

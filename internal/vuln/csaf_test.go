@@ -1,0 +1,155 @@
+package vuln
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseCSAFSecvisogramVEX(t *testing.T) {
+	advs, vexs, err := ParseCSAF(readFixture(t, "csaf/sec-vex-2022-0001.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(advs) == 0 || advs[0].ID != "CVE-2021-44228" || advs[0].Source != SourceCSAF {
+		t.Fatalf("advisories %+v", advs)
+	}
+	if len(advs[0].Affected) != 0 {
+		t.Errorf("a not-affected-only document produced Affected %+v", advs[0].Affected)
+	}
+	want := VEX{
+		Vuln:          "CVE-2021-44228",
+		PURL:          "pkg:generic/Secvisogram",
+		Status:        VEXNotAffected,
+		Justification: "component_not_present",
+		Impact:        "Secvisogram is written in JavaScript. No Java is included.",
+		Source:        "SEC-VEX-2022-0001",
+	}
+	if diff := cmp.Diff(want, vexs[0]); diff != "" {
+		t.Errorf("first VEX (-want +got):\n%s", diff)
+	}
+	if len(vexs) != len(advs) {
+		t.Errorf("%d VEX for %d vulnerabilities", len(vexs), len(advs))
+	}
+}
+
+func TestParseCSAFOthers(t *testing.T) {
+	for _, tc := range []struct {
+		file    string
+		advs    int
+		status  string
+		purl    string
+		sev     string
+		summary string
+	}{
+		{"csaf/2022-evd-uc-01-na-001.json", 1, VEXNotAffected, "pkg:generic/ABC@4.2", "unknown", ""},
+		{"csaf/avendor-advisory-0004.json", 2, VEXUnderInvestigation, "pkg:generic/product_1@1.1", "unknown", ""},
+		{"csaf/rhsa-2021_5217.json", 1, VEXFixed, "", "high", ""},
+	} {
+		advs, vexs, err := ParseCSAF(readFixture(t, tc.file))
+		if err != nil {
+			t.Errorf("%s: %v", tc.file, err)
+			continue
+		}
+		if len(advs) != tc.advs {
+			t.Errorf("%s: %d advisories, want %d", tc.file, len(advs), tc.advs)
+		}
+		if advs[0].Severity != tc.sev {
+			t.Errorf("%s: severity %q, want %q", tc.file, advs[0].Severity, tc.sev)
+		}
+		if tc.purl == "" {
+			continue
+		}
+		i := slices.IndexFunc(vexs, func(v VEX) bool { return v.PURL == tc.purl && v.Status == tc.status })
+		if i < 0 {
+			t.Errorf("%s: no %s VEX for %s in %+v", tc.file, tc.status, tc.purl, vexs)
+		}
+	}
+}
+
+// A small document exercising purls, relationships, version ranges and
+// product groups (which gocsaf v3.7.0 cannot decode on its own).
+const csafShapes = `{
+ "document": {"category": "csaf_vex", "csaf_version": "2.0", "title": "t",
+  "publisher": {"category": "vendor", "name": "n", "namespace": "https://example.com"},
+  "tracking": {"id": "T-1", "status": "final", "version": "1", "initial_release_date": "2024-01-02T00:00:00Z",
+   "current_release_date": "2024-02-03T00:00:00Z", "revision_history": [{"date": "2024-01-02T00:00:00Z", "number": "1", "summary": "s"}]}},
+ "product_tree": {
+  "branches": [{"category": "vendor", "name": "acme", "branches": [
+   {"category": "product_name", "name": "gateway", "branches": [
+    {"category": "product_version_range", "name": "vers:generic/>=2.0|<2.4", "product": {"name": "gw 2.x", "product_id": "GW2"}},
+    {"category": "product_version", "name": "3.1", "product": {"name": "gw 3.1", "product_id": "GW31"}}]},
+   {"category": "product_name", "name": "crypto", "branches": [
+    {"category": "product_version", "name": "0.16.0", "product": {"name": "x/crypto 0.16.0", "product_id": "XC16",
+      "product_identification_helper": {"purl": "pkg:golang/golang.org/x/crypto@v0.16.0"}}}]}]}],
+  "relationships": [{"category": "default_component_of", "product_reference": "XC16", "relates_to_product_reference": "GW31",
+   "full_product_name": {"name": "x/crypto in gw 3.1", "product_id": "GW31:XC16"}}],
+  "product_groups": [{"group_id": "G", "product_ids": ["GW31:XC16", "GW31"]}]},
+ "vulnerabilities": [{"cve": "CVE-2023-48795", "ids": [{"system_name": "Go", "text": "GO-2023-2402"}],
+  "scores": [{"products": ["GW2"], "cvss_v3": {"version": "3.1", "vectorString": "CVSS:3.1/AV:N/AC:H/PR:N/UI:N/S:U/C:N/I:H/A:N", "baseScore": 5.9, "baseSeverity": "MEDIUM"}}],
+  "product_status": {"known_affected": ["GW2"], "known_not_affected": ["GW31:XC16", "GW31"]},
+  "flags": [{"label": "vulnerable_code_not_in_execute_path", "group_ids": ["G"]}]}]
+}`
+
+func TestParseCSAFShapes(t *testing.T) {
+	advs, vexs, err := ParseCSAF([]byte(csafShapes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := advs[0]
+	if a.ID != "CVE-2023-48795" || !slices.Equal(a.Aliases, []string{"GO-2023-2402"}) || a.Severity != SeverityMedium {
+		t.Errorf("advisory %+v", a)
+	}
+	wantAff := []Affected{{Ecosystem: "", Name: "gateway", Ranges: []Range{{Type: "ECOSYSTEM", Events: []Event{{Introduced: "2.0"}, {Fixed: "2.4"}}}}}}
+	if diff := cmp.Diff(wantAff, a.Affected); diff != "" {
+		t.Errorf("Affected (-want +got):\n%s", diff)
+	}
+	wantVEX := []VEX{
+		{Vuln: "CVE-2023-48795", PURL: "pkg:golang/golang.org/x/crypto@v0.16.0", Status: VEXNotAffected, Justification: "vulnerable_code_not_in_execute_path", Source: "T-1"},
+		{Vuln: "CVE-2023-48795", PURL: "pkg:generic/gateway@3.1", Status: VEXNotAffected, Justification: "vulnerable_code_not_in_execute_path", Source: "T-1"},
+		{Vuln: "CVE-2023-48795", PURL: "pkg:generic/gateway", Status: VEXAffected, Source: "T-1"},
+	}
+	if diff := cmp.Diff(wantVEX, vexs); diff != "" {
+		t.Errorf("VEX (-want +got):\n%s", diff)
+	}
+
+	// The range is matched with the generic firmware ordering.
+	ix := NewIndex()
+	ix.Add(a)
+	got := ix.Match([]Component{
+		{PURL: "pkg:generic/gateway@2.0", Name: "gateway", Version: "2.0"},
+		{PURL: "pkg:generic/gateway@2.3.9", Name: "gateway", Version: "2.3.9"},
+		{PURL: "pkg:generic/gateway@2.4", Name: "gateway", Version: "2.4"},
+	})
+	if len(got) != 2 || got[0].Component.Version != "2.0" || got[1].Component.Version != "2.3.9" {
+		t.Errorf("matches %+v", got)
+	}
+}
+
+func TestParseCSAFErrors(t *testing.T) {
+	for _, raw := range []string{``, `{}`, `{"document":{}}`, `[]`, `{"document":{"category":"csaf_vex","csaf_version":"2.1"}}`} {
+		if _, _, err := ParseCSAF([]byte(raw)); err == nil {
+			t.Errorf("ParseCSAF(%q): no error", raw)
+		}
+	}
+}
+
+func TestVersRange(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []Event
+	}{
+		{"<=1.14.0", []Event{{Introduced: "0"}, {LastAffected: "1.14.0"}}},
+		{">=1.0 <2.0", []Event{{Introduced: "1.0"}, {Fixed: "2.0"}}},
+		{"vers:semver/>=1.2.3", []Event{{Introduced: "1.2.3"}}},
+		{">1.0", nil},
+		{"vers:npm/1.2.3|1.2.4", nil},
+		{"<1|<2", nil},
+	} {
+		r, ok := versRange(tc.in)
+		if (tc.want == nil) == ok || (ok && !cmp.Equal(r.Events, tc.want)) {
+			t.Errorf("versRange(%q) = %+v, %v; want %+v", tc.in, r.Events, ok, tc.want)
+		}
+	}
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Measures upkeep-agent's stripped size and idle RSS next to Debian's mender and rauc, measured
+# the same way in the same run (scripts/agent-footprint-ref.sh).
+# Usage: scripts/agent-footprint.sh   (root; installs mender-client and rauc if missing)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+IDLE_SECS=${IDLE_SECS:-5}
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+go build -trimpath -ldflags='-s -w' -o "$tmp/upkeep-agent" ./cmd/upkeep-agent || exit 1
+go build -o "$tmp/upkeep" ./cmd/upkeep || exit 1
+size=$(stat -c %s "$tmp/upkeep-agent")
+
+"$tmp/upkeep" keys init --dir "$tmp/keys" >/dev/null
+"$tmp/upkeep" serve --addr 127.0.0.1:0 --data "$tmp/data" --keys "$tmp/keys" >"$tmp/serve.out" 2>/dev/null &
+pids+=($!)
+for _ in $(seq 50); do grep -q 'operator token' "$tmp/serve.out" && break; sleep 0.1; done
+url=$(sed -n 's/^upkeep serving on //p' "$tmp/serve.out")
+token=$(sed -n 's/^operator token (shown once, keep it): //p' "$tmp/serve.out")
+enroll=$("$tmp/upkeep" --server "$url" --token "$token" enroll-token)
+mkdir -p "$tmp/dev/slots" && head -c 1048576 /dev/urandom >"$tmp/dev/slots/slot-a.img"
+"$tmp/upkeep-agent" enroll --state "$tmp/dev" --server "$url" --token "$enroll" --serial S1 --product p \
+  --hardware h --image-root "$tmp/keys/root.json" --director-root "$tmp/keys/director-root.json" \
+  --installed-version 1.0.0 >/dev/null || exit 1
+"$tmp/upkeep-agent" run --state "$tmp/dev" --poll 2s 2>/dev/null &
+agent=$!
+pids+=($agent)
+sleep "$IDLE_SECS"
+rss=$(awk '/^VmRSS/ {print $2}' /proc/$agent/status)
+anon=$(awk '/^RssAnon/ {print $2}' /proc/$agent/status)
+echo "upkeep-agent stripped_bytes=$size idle_rss_kb=$rss rss_anon_kb=$anon version=$(go version | awk '{print $3}')"
+IDLE_SECS=$IDLE_SECS bash scripts/agent-footprint-ref.sh

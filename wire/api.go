@@ -1,0 +1,95 @@
+package wire
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Device is a device as the management API shows it.
+type Device struct {
+	ID              string            `json:"id"`
+	Status          string            `json:"status"` // pending | accepted | rejected
+	Serial          string            `json:"serial"`
+	Product         string            `json:"product"`
+	HardwareID      string            `json:"hardware_id"`
+	Attributes      map[string]string `json:"attributes,omitempty"`
+	Installed       Installed         `json:"installed"`
+	State           string            `json:"state"`
+	LastError       string            `json:"last_error,omitempty"`
+	Assigned        string            `json:"assigned,omitempty"` // target the director names
+	DirectorVersion int64             `json:"director_version"`
+	LastSeen        time.Time         `json:"last_seen,omitzero"`
+	EnrolledAt      time.Time         `json:"enrolled_at"`
+}
+
+// Release is a published release.
+type Release struct {
+	Product         string    `json:"product"`
+	Version         string    `json:"version"`
+	HardwareIDs     []string  `json:"hardware_ids"`
+	SecurityVersion int64     `json:"security_version"`
+	Class           string    `json:"class"`
+	Target          string    `json:"target"`
+	Length          int64     `json:"length"`
+	SHA256          string    `json:"sha256"`
+	PublishedAt     time.Time `json:"published_at"`
+}
+
+// PublishRequest uploads a new image-repository targets.json that the release engineer signed
+// offline. The artifact named Target must already have been uploaded to /api/v1/blobs.
+type PublishRequest struct {
+	Target  string          `json:"target"`
+	Targets json.RawMessage `json:"targets"`
+}
+
+// DeployRequest asks the director to assign a release to devices.
+type DeployRequest struct {
+	Release    string   `json:"release"` // product@version
+	DeviceIDs  []string `json:"device_ids,omitempty"`
+	All        bool     `json:"all,omitempty"`
+	HardwareID string   `json:"hardware_id,omitempty"` // with All: only this hardware
+}
+
+// DeployResponse says how many devices were assigned and which were skipped.
+type DeployResponse struct {
+	Assigned int               `json:"assigned"`
+	Skipped  map[string]string `json:"skipped,omitempty"` // device id -> reason
+}
+
+// EnrollTokenRequest creates an enrolment token.
+type EnrollTokenRequest struct {
+	Name    string        `json:"name"`
+	Uses    int           `json:"uses"` // 0: unlimited
+	TTL     time.Duration `json:"ttl"`  // 0: never expires
+	Product string        `json:"product,omitempty"`
+}
+
+// EnrollTokenResponse returns the token once.
+type EnrollTokenResponse struct {
+	ID    string `json:"id"`
+	Token string `json:"token"`
+}
+
+// BlobInfo is the answer to a blob upload.
+type BlobInfo struct {
+	SHA256 string `json:"sha256"`
+	SHA512 string `json:"sha512"`
+	Length int64  `json:"length"`
+}
+
+// Product is a product with its support policy, as the management API shows it.
+type Product struct {
+	Name      string          `json:"name"`
+	Policy    json.RawMessage `json:"policy"`
+	UpdatedAt time.Time       `json:"updated_at"`
+	Warning   string          `json:"warning,omitempty"` // end of support near or past
+}
+
+// PolicyChange is one entry of a product's policy history.
+type PolicyChange struct {
+	At    time.Time `json:"at"`
+	Actor string    `json:"actor"`
+	Field string    `json:"field"`
+	Old   string    `json:"old"`
+	New   string    `json:"new"`
+}

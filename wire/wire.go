@@ -1,0 +1,214 @@
+// Package wire holds the request and response types that the server, the operator CLI and the
+// device agent exchange. It imports only the standard library so that the agent stays small.
+//
+// Protocol history (ProtocolVersion):
+//
+//	1: enrolment, device tokens, check-in, reports, director and image metadata, artifacts.
+package wire
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// ProtocolVersion is the current device protocol version, sent by agents in the
+// Upkeep-Protocol header.
+const ProtocolVersion = 1
+
+// HTTP headers.
+const (
+	HeaderProtocol     = "Upkeep-Protocol"
+	HeaderEnrollToken  = "Upkeep-Enroll-Token"
+	HeaderPollInterval = "Upkeep-Poll-Seconds"
+)
+
+// Size limits for request bodies the server accepts.
+const (
+	MaxEnrollBody  = 16 << 10
+	MaxCheckinBody = 4 << 10
+	MaxReportBody  = 64 << 10
+	MaxAPIBody     = 1 << 20
+	MaxMetaBody    = 5 << 20
+)
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Identity is what a device states about itself when it enrols.
+type Identity struct {
+	Serial     string            `json:"serial"`
+	Product    string            `json:"product"`
+	HardwareID string            `json:"hardware_id"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+}
+
+// EnrollPayload is signed by the device key. The signature covers the exact Payload bytes.
+type EnrollPayload struct {
+	PublicKey string    `json:"public_key"` // hex Ed25519 public key
+	Identity  Identity  `json:"identity"`
+	Time      time.Time `json:"time"`
+	Installed Installed `json:"installed"`
+}
+
+// SignedRequest carries a JSON payload and the device's Ed25519 signature over it.
+type SignedRequest struct {
+	Payload   json.RawMessage `json:"payload"`
+	Signature string          `json:"signature"` // hex
+}
+
+// TokenPayload asks for a fresh device token; signed by the device key.
+type TokenPayload struct {
+	DeviceID string    `json:"device_id"`
+	Time     time.Time `json:"time"`
+}
+
+// EnrollResponse answers enrolment and token requests.
+type EnrollResponse struct {
+	DeviceID  string    `json:"device_id"`
+	Status    string    `json:"status"` // pending | accepted | rejected
+	Token     string    `json:"token,omitempty"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// Installed describes the image a device runs.
+type Installed struct {
+	Target          string `json:"target,omitempty"` // TUF target name
+	Version         string `json:"version,omitempty"`
+	SecurityVersion int64  `json:"security_version"`
+	SHA256          string `json:"sha256,omitempty"`
+}
+
+// Checkin is the cheap poll a device sends. It must stay small.
+type Checkin struct {
+	Installed       Installed `json:"installed"`
+	State           string    `json:"state,omitempty"`
+	DirectorVersion int64     `json:"director_version"` // the director targets version the device trusts
+}
+
+// CheckinResponse tells the device whether its director metadata changed.
+type CheckinResponse struct {
+	DirectorVersion int64 `json:"director_version"`
+	Changed         bool  `json:"changed"`
+	PollSeconds     int   `json:"poll_seconds"`
+}
+
+// Update steps a device reports.
+const (
+	StepCheck     = "check"
+	StepVerify    = "verify"
+	StepDownload  = "download"
+	StepInstall   = "install"
+	StepReboot    = "reboot"
+	StepHealth    = "health"
+	StepCommit    = "commit"
+	StepRollback  = "rollback"
+	StatusStarted = "started"
+	StatusOK      = "ok"
+	StatusFailed  = "failed"
+	// StatusWaiting: downloaded, and waiting for the owner's consent or a maintenance window.
+	StatusWaiting = "waiting"
+)
+
+// Event is one step of an update on a device.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Target  string    `json:"target,omitempty"`
+	Step    string    `json:"step"`
+	Status  string    `json:"status"`
+	Fatal   bool      `json:"fatal,omitempty"`
+	Message string    `json:"message,omitempty"`
+}
+
+// Report carries events and the device's current view of itself.
+type Report struct {
+	Installed Installed `json:"installed"`
+	State     string    `json:"state"`
+	Events    []Event   `json:"events"`
+}
+
+// MaxReportEvents bounds the events in one report.
+const MaxReportEvents = 64
+
+// CampaignSpec creates a rollout campaign.
+type CampaignSpec struct {
+	Release          string   `json:"release"`           // product@version
+	Target           string   `json:"target,omitempty"`  // group name or filter (product=x,region=eu)
+	Devices          []string `json:"devices,omitempty"` // explicit devices
+	Fixes            string   `json:"fixes,omitempty"`   // advisory id: target its exposed devices
+	Waves            string   `json:"waves,omitempty"`   // 1%,10%,100% | 10,100 | exp:10:2
+	SuccessThreshold float64  `json:"success_threshold,omitempty"`
+	FailureThreshold float64  `json:"failure_threshold,omitempty"`
+	HealthGate       string   `json:"health_gate,omitempty"`  // duration; "0s" for none
+	SilentAfter      string   `json:"silent_after,omitempty"` // duration
+	Mode             string   `json:"mode,omitempty"`         // forced | soft
+	Window           string   `json:"window,omitempty"`       // HH:MM-HH:MM UTC
+	IgnoreWindow     bool     `json:"ignore_window,omitempty"`
+	Start            bool     `json:"start,omitempty"` // start at once
+}
+
+// Campaign is a rollout campaign as the management API shows it.
+type Campaign struct {
+	ID               string    `json:"id"`
+	Release          string    `json:"release"`
+	Target           string    `json:"target"`
+	Selector         string    `json:"selector"`
+	Class            string    `json:"class"`
+	State            string    `json:"state"`
+	Wave             int       `json:"wave"` // 1-based number of the newest released wave; 0 before start
+	Waves            []int     `json:"waves"`
+	SuccessThreshold float64   `json:"success_threshold"`
+	FailureThreshold float64   `json:"failure_threshold"`
+	HealthGate       string    `json:"health_gate"`
+	Consent          bool      `json:"consent"`
+	Window           string    `json:"window,omitempty"`
+	IgnoreWindow     bool      `json:"ignore_window,omitempty"`
+	PauseReason      string    `json:"pause_reason,omitempty"`
+	Actor            string    `json:"actor"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+}
+
+// CampaignStatus is a campaign with its per-wave counts, waiting and failed devices and timeline.
+type CampaignStatus struct {
+	Campaign Campaign         `json:"campaign"`
+	Waves    []map[string]int `json:"waves"` // per wave: member status -> count
+	Waiting  []CampaignMember `json:"waiting,omitempty"`
+	Failed   []CampaignMember `json:"failed,omitempty"`
+	Timeline []AuditEntry     `json:"timeline"`
+}
+
+// CampaignMember is one device of a campaign.
+type CampaignMember struct {
+	DeviceID string    `json:"device_id"`
+	Wave     int       `json:"wave"` // 1-based
+	Status   string    `json:"status"`
+	Since    time.Time `json:"since"`
+	Detail   string    `json:"detail,omitempty"`
+}
+
+// AuditEntry is one recorded action.
+type AuditEntry struct {
+	Time    time.Time `json:"time"`
+	Actor   string    `json:"actor"`
+	Action  string    `json:"action"`
+	Subject string    `json:"subject"`
+	Detail  string    `json:"detail,omitempty"`
+}
+
+// Group is a device group: static members, or a filter over inventory.
+type Group struct {
+	Name    string   `json:"name"`
+	Filter  string   `json:"filter,omitempty"`
+	Window  string   `json:"window,omitempty"`
+	Devices []string `json:"devices,omitempty"` // members (resolved for a filter) when shown
+	Count   int      `json:"count"`
+}
+
+// GroupDevices adds or removes static members.
+type GroupDevices struct {
+	Add    []string `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
