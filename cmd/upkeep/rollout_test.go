@@ -86,7 +86,7 @@ func TestRolloutPausesInFirstWave(t *testing.T) {
 	}
 	st := e.waitCampaign(camp.ID, 60*time.Second, "automatic pause", func(s *wire.CampaignStatus) bool { return s.Campaign.State == rollout.StatePaused })
 	if st.Campaign.Wave != 1 || !strings.HasPrefix(st.Campaign.PauseReason, "wave 1:") {
-		t.Fatalf("paused in wave %d (%q), want wave 1", st.Campaign.Wave, st.Campaign.PauseReason)
+		t.Fatalf("paused in wave %d (%q), want wave 1; waves %v; timeline %+v", st.Campaign.Wave, st.Campaign.PauseReason, st.Waves, st.Timeline)
 	}
 	if st.Waves[1][rollout.MemberPending] != 80 || st.Waves[2][rollout.MemberPending] != 100 {
 		t.Fatalf("later waves were touched: %v", st.Waves)

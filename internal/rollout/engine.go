@@ -496,7 +496,7 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 			switch {
 			case ev.Step == wire.StepCommit && ev.Status == wire.StatusOK:
 				to = MemberCommitted
-			case ev.Status == wire.StatusFailed && ev.Fatal:
+			case ev.Fatal: // the attempt ended: failed, or rolled back to the previous image
 				to, detail = MemberFailed, ev.Step+": "+ev.Message
 				from = append(from, MemberCommitted)
 			case ev.Status == wire.StatusWaiting:

@@ -209,3 +209,44 @@ func TestEngineGroups(t *testing.T) {
 		t.Fatal("a filter that selects nothing was accepted")
 	}
 }
+
+// TestEngineRollbackCountsAsFailure: a device whose trial boot did not survive reports only a
+// (successful) rollback; that is a failed member, and enough of them pause the campaign.
+func TestEngineRollbackCountsAsFailure(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 10)
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "4,100"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := env.e.Store.FindMembers(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var assigned []string
+	for _, m := range ms {
+		if m.Status == rollout.MemberAssigned {
+			assigned = append(assigned, m.DeviceID)
+		}
+	}
+	rolledBack := wire.Event{Target: "p/1.1/fw", Step: wire.StepRollback, Status: wire.StatusOK, Fatal: true, Message: "trial did not survive"}
+	if err := env.e.OnReport(ctx, assigned[0], wire.Report{Events: []wire.Event{rolledBack}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(t, env.e, c.ID); got[rollout.MemberFailed] != 1 {
+		t.Fatalf("after a rollback report: %v, want 1 failed", got)
+	}
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := env.e.Store.FindCampaign(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != rollout.StatePaused {
+		t.Fatalf("campaign %s after 1 of 4 rolled back, want paused", got.State)
+	}
+}

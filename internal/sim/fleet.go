@@ -214,6 +214,7 @@ type MemInstaller struct {
 	current  string // sha256 of the committed image
 	trial    string // image on trial boot, if any
 	bootFail bool
+	booted   bool   // the trial image was booted (Reboot ran since Install)
 	failing  string // "health" or "boot" for the image on trial
 	fail     func(target string) string
 	// Received counts the image bytes that arrived.
@@ -233,7 +234,7 @@ func (m *MemInstaller) Installs() []string {
 func (m *MemInstaller) Current() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.trial != "" && !m.bootFail {
+	if m.trial != "" && m.booted && !m.bootFail {
 		return m.trial
 	}
 	return m.current
@@ -263,7 +264,7 @@ func (m *MemInstaller) ReadStaged(context.Context, *agent.Image) (io.ReadCloser,
 func (m *MemInstaller) Install(_ context.Context, img *agent.Image) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.trial, m.bootFail, m.failing = img.SHA256, false, m.fail(img.Target)
+	m.trial, m.bootFail, m.booted, m.failing = img.SHA256, false, false, m.fail(img.Target)
 	m.installs = append(m.installs, img.Target)
 	return true, nil
 }
@@ -272,7 +273,7 @@ func (m *MemInstaller) Install(_ context.Context, img *agent.Image) (bool, error
 func (m *MemInstaller) Reboot(context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.bootFail = m.failing == "boot"
+	m.booted, m.bootFail = m.trial != "", m.failing == "boot"
 	return nil
 }
 
@@ -283,7 +284,7 @@ func (m *MemInstaller) Outcome(_ context.Context, img *agent.Image) (agent.Outco
 	switch {
 	case m.current == img.SHA256:
 		return agent.OutcomeCommitted, nil
-	case m.trial == img.SHA256 && !m.bootFail:
+	case m.trial == img.SHA256 && m.booted && !m.bootFail:
 		return agent.OutcomeTrial, nil
 	}
 	return agent.OutcomePrevious, nil
@@ -302,7 +303,7 @@ func (m *MemInstaller) health(context.Context) error {
 func (m *MemInstaller) Commit(_ context.Context, img *agent.Image) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.current, m.trial = img.SHA256, ""
+	m.current, m.trial, m.booted = img.SHA256, "", false
 	return nil
 }
 
@@ -310,6 +311,6 @@ func (m *MemInstaller) Commit(_ context.Context, img *agent.Image) error {
 func (m *MemInstaller) Rollback(context.Context, *agent.Image) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.trial, m.bootFail = "", false
+	m.trial, m.bootFail, m.booted = "", false, false
 	return false, nil
 }
