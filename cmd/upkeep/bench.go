@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -61,7 +62,7 @@ connections polling as fast as they can for --hammer.`,
 	f.DurationVar(&cfg.Hammer, "hammer", cfg.Hammer, "check-in saturation phase (0: skip)")
 	f.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections in the check-in phase")
 	f.StringVar(&cfg.Database, "db", "", "postgres:// URL (default: the embedded SQLite)")
-	cmd.AddCommand(rollout)
+	cmd.AddCommand(append([]*cobra.Command{rollout}, benchHTTPCmds()...)...)
 	return cmd
 }
 
@@ -213,6 +214,10 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 	fmt.Fprintf(out, "server RSS with %d devices polling every %ds: %d KiB (%d KiB per 10,000 devices over the empty server)\n",
 		cfg.Devices, cfg.PollSeconds, rss1, (rss1-rss0)*10000/cfg.Devices)
 
+	before, err := requestsByRoute(ctx, srv.URL)
+	if err != nil {
+		return err
+	}
 	t = time.Now()
 	camp, err := c.CreateRollout(ctx, wire.CampaignSpec{Release: "thermostat@1.1.0", Target: "product=thermostat", Waves: cfg.Waves, HealthGate: "0s", Start: true})
 	if err != nil {
@@ -232,6 +237,15 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 	_, hwm := rssKiB(srv.cmd.Process.Pid)
 	fmt.Fprintf(out, "rollout of %d bytes in waves %s reached %d devices in %s (campaign %s); server peak RSS %d KiB\n",
 		cfg.Size, cfg.Waves, cfg.Devices, took.Round(time.Millisecond), camp.ID, hwm)
+	if after, err := requestsByRoute(ctx, srv.URL); err == nil {
+		var parts []string
+		for _, route := range slices.Sorted(maps.Keys(after)) {
+			if n := after[route] - before[route]; n > 0 {
+				parts = append(parts, fmt.Sprintf("%s %.2f", route, n/float64(cfg.Devices)))
+			}
+		}
+		fmt.Fprintf(out, "requests per device during the rollout: %s\n", strings.Join(parts, ", "))
+	}
 
 	if cfg.Hammer > 0 {
 		rps, p99, err := hammerCheckins(ctx, srv.URL, fleet, cfg.Conns, cfg.Hammer)
@@ -241,6 +255,34 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 		fmt.Fprintf(out, "check-ins: %.0f/s with %d connections for %s, p99 %s (plus the fleet's own polling)\n", rps, cfg.Conns, cfg.Hammer, p99.Round(10*time.Microsecond))
 	}
 	return nil
+}
+
+// requestsByRoute reads the server's request counters (all status codes) from /metrics.
+func requestsByRoute(ctx context.Context, base string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "upkeep_http_requests_total{")
+		if !ok {
+			continue
+		}
+		_, rest, _ := strings.Cut(line, `route="`)
+		route, rest, _ := strings.Cut(rest, `"`)
+		_, val, _ := strings.Cut(rest, "} ")
+		if n, err := strconv.ParseFloat(val, 64); err == nil {
+			out[route] += n
+		}
+	}
+	return out, sc.Err()
 }
 
 // hammerCheckins sends check-ins as fast as conns connections allow, each as a different device
