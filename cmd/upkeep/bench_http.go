@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -445,8 +446,8 @@ func parseWrk(out string) (wrkResult, error) {
 			r.P99, haveP99 = d, true
 		case len(f) >= 3 && f[1] == "requests" && f[2] == "in":
 			r.Requests, _ = strconv.ParseInt(f[0], 10, 64)
-		case len(f) == 4 && f[0] == "Non-2xx":
-			n, _ := strconv.ParseInt(f[3], 10, 64)
+		case len(f) == 5 && f[0] == "Non-2xx": // Non-2xx or 3xx responses: N
+			n, _ := strconv.ParseInt(f[4], 10, 64)
 			r.Bad += n
 		case len(f) > 2 && f[0] == "Socket" && f[1] == "errors:":
 			for _, s := range strings.Split(strings.Join(f[2:], " "), ",") {
@@ -474,7 +475,7 @@ func parseWrkDuration(s string) (time.Duration, error) {
 			if err != nil {
 				return 0, fmt.Errorf("wrk duration %q: %w", s, err)
 			}
-			return time.Duration(f * float64(u.unit)), nil
+			return time.Duration(math.Round(f * float64(u.unit))), nil
 		}
 	}
 	return 0, fmt.Errorf("wrk duration %q: unknown unit", s)
