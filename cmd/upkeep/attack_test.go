@@ -565,7 +565,7 @@ func (f *attackFixture) putDirectorViewOf(entries map[string]*metadata.TargetFil
 		f.t.Fatal(err)
 	}
 	view := &trust.DirectorView{Version: v, Targets: tb, Snapshot: st.Snapshot, Timestamp: st.Timestamp, Expires: otherExpires}
-	if err := f.srv.DB.PutDirectorView(f.ctx, f.id, cur.Version, view); err != nil {
+	if err := f.srv.DB.PutDirectorView(f.ctx, f.id, cur.Version, view, nil); err != nil {
 		f.t.Fatal(err)
 	}
 	f.srv.Fleet.SetDirectorVersion(f.id, v)
@@ -694,7 +694,7 @@ func TestAttackReplayOldMetadata(t *testing.T) {
 		// version check stands between the device and a downgrade. The server stores its bytes as
 		// the newest view.
 		replay := &trust.DirectorView{Version: cur.Version + 1, Targets: older.Targets, Snapshot: older.Snapshot, Timestamp: older.Timestamp, Expires: older.Expires}
-		if err := f.srv.DB.PutDirectorView(f.ctx, f.id, cur.Version, replay); err != nil {
+		if err := f.srv.DB.PutDirectorView(f.ctx, f.id, cur.Version, replay, nil); err != nil {
 			t.Fatal(err)
 		}
 		f.srv.Fleet.SetDirectorVersion(f.id, replay.Version)

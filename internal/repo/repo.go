@@ -50,9 +50,11 @@ type MetadataStore interface {
 	// FindMetadata returns one version, or apperr.NotFound.
 	FindMetadata(ctx context.Context, repo, role string, version int64) (*Meta, error)
 	// PutDirectorView stores version prev+1 of a device's director view if its latest stored
-	// version is prev (0: none), and forgets versions too old to be in use. Returns
-	// apperr.Conflict if another writer got there first.
-	PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView) error
+	// version is prev (0: none), and forgets versions too old to be in use. In the same
+	// transaction it raises the device's director version to the view's and, when as is not
+	// nil, records the assignment the view carries, so that a view and the assignment it names
+	// are never apart. Returns apperr.Conflict if another writer got there first.
+	PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView, as *Assignment) error
 	// FindDirectorView returns one version of a device's view (0: the latest), or
 	// apperr.NotFound.
 	FindDirectorView(ctx context.Context, deviceID string, version int64) (*trust.DirectorView, error)
@@ -459,18 +461,14 @@ func (s *Service) AssignWith(ctx context.Context, d *fleet.Device, rel *release.
 	return s.reassign(ctx, d.ID, rel.Target, pol)
 }
 
-// reassign signs the device's view for target first, and records the assignment after: a
-// server that dies in between leaves a view that names the image (what devices act on) and an
-// old assignment, which the rollout engine sees and assigns again. The other order would leave
-// an assignment no view carries, and the device would never learn of it.
+// reassign signs the device's view for target; the store records the assignment in the same
+// transaction as the view, so no assignment exists that no view carries.
 func (s *Service) reassign(ctx context.Context, id, target, pol string) error {
-	if err := s.resignAs(ctx, id, &assignment{target: target, policy: pol}); err != nil {
-		return err
-	}
-	return s.Devices.UpdateDevice(ctx, id, fleet.DeviceUpdate{Assigned: &target, AssignPolicy: &pol})
+	return s.resignAs(ctx, id, &Assignment{Target: target, Policy: pol})
 }
 
-type assignment struct{ target, policy string }
+// Assignment is the image a device's director view names and the install policy it carries.
+type Assignment struct{ Target, Policy string }
 
 // Unassign makes the director name the image the device runs, so that it installs nothing new;
 // a download in progress is abandoned at the device's next verification.
@@ -483,7 +481,7 @@ func (s *Service) Unassign(ctx context.Context, d *fleet.Device) error {
 func (s *Service) resign(ctx context.Context, id string) error { return s.resignAs(ctx, id, nil) }
 
 // resignAs is resign with the assignment given instead of the stored one (nil: the stored one).
-func (s *Service) resignAs(ctx context.Context, id string, as *assignment) error {
+func (s *Service) resignAs(ctx context.Context, id string, as *Assignment) error {
 	for range 8 {
 		var prev int64
 		if v, err := s.Meta.FindDirectorView(ctx, id, 0); err == nil {
@@ -498,7 +496,7 @@ func (s *Service) resignAs(ctx context.Context, id string, as *assignment) error
 		var tf *metadata.TargetFiles
 		target, policy := d.Assigned, d.AssignPolicy
 		if as != nil {
-			target, policy = as.target, as.policy
+			target, policy = as.Target, as.Policy
 		}
 		if target != "" {
 			it, err := s.imageTargets(ctx)
@@ -516,7 +514,7 @@ func (s *Service) resignAs(ctx context.Context, id string, as *assignment) error
 				return fmt.Errorf("device %s install policy: %w", id, err)
 			}
 		}
-		err = s.put(ctx, d, prev, target, tf, pol)
+		err = s.put(ctx, d, prev, target, tf, pol, as)
 		if apperr.Is(err, apperr.Conflict) {
 			continue
 		}
@@ -525,7 +523,7 @@ func (s *Service) resignAs(ctx context.Context, id string, as *assignment) error
 	return apperr.E(apperr.Conflict, "director view of %s changed concurrently", id)
 }
 
-func (s *Service) put(ctx context.Context, d *fleet.Device, prev int64, target string, tf *metadata.TargetFiles, pol *trust.InstallPolicy) error {
+func (s *Service) put(ctx context.Context, d *fleet.Device, prev int64, target string, tf *metadata.TargetFiles, pol *trust.InstallPolicy, as *Assignment) error {
 	var notice *trust.Notice
 	if s.Notice != nil {
 		var err error
@@ -538,15 +536,11 @@ func (s *Service) put(ctx context.Context, d *fleet.Device, prev int64, target s
 	if err != nil {
 		return err
 	}
-	if err := s.Meta.PutDirectorView(ctx, d.ID, prev, view); err != nil {
-		return err
-	}
-	ver := view.Version
-	if err := s.Devices.UpdateDevice(ctx, d.ID, fleet.DeviceUpdate{DirectorVersion: &ver}); err != nil {
+	if err := s.Meta.PutDirectorView(ctx, d.ID, prev, view, as); err != nil {
 		return err
 	}
 	if s.OnAssign != nil {
-		s.OnAssign(d.ID, ver)
+		s.OnAssign(d.ID, view.Version)
 	}
 	return nil
 }
@@ -565,7 +559,7 @@ func (s *Service) SignDirector(ctx context.Context, d *fleet.Device, target stri
 	} else if !apperr.Is(err, apperr.NotFound) {
 		return err
 	}
-	return s.put(ctx, d, prev, target, tf, nil)
+	return s.put(ctx, d, prev, target, tf, nil, nil)
 }
 
 // DirectorMetadata serves a device's director file: "timestamp.json", "N.snapshot.json" or

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -409,6 +410,9 @@ func (e *Engine) step(ctx context.Context, c *Campaign) error {
 	return nil
 }
 
+// assignWorkers is how many assignments of one batch are signed and stored at once.
+const assignWorkers = 4
+
 // assign hands members their assignment, checking between batches that the campaign still runs,
 // so that a pause stops new assignments at once.
 func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
@@ -456,12 +460,25 @@ func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
 		if err := e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending}, MemberAssigned, "", e.now()); err != nil {
 			return err
 		}
+		// Each assignment signs a view and writes it in one transaction: a few run at once so
+		// that signing overlaps the database's writes.
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, assignWorkers)
 		for _, d := range todo {
-			if err := e.Assign(ctx, d, rel, pol); err != nil {
-				e.log().Error("assign", "campaign", c.ID, "device", d.ID, "err", err)
-				failed = append(failed, d.ID)
-			}
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				if err := e.Assign(ctx, d, rel, pol); err != nil {
+					e.log().Error("assign", "campaign", c.ID, "device", d.ID, "err", err)
+					mu.Lock()
+					failed = append(failed, d.ID)
+					mu.Unlock()
+				}
+			}()
 		}
+		wg.Wait()
 		if err := e.Store.SetMembers(ctx, c.ID, failed, []string{MemberAssigned}, MemberPending, "", e.now()); err != nil {
 			return err // pending again: the next tick retries them
 		}

@@ -106,7 +106,7 @@ func (s *DB) FindMetadata(ctx context.Context, repoName, role string, version in
 const directorViewsKept = 3
 
 // PutDirectorView implements repo.MetadataStore.
-func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView) error {
+func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView, as *repo.Assignment) error {
 	if v.Version != prev+1 {
 		return fmt.Errorf("put director view %s: version %d after %d", deviceID, v.Version, prev)
 	}
@@ -134,6 +134,16 @@ func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v
 		return fmt.Errorf("prune director views %s: %w", deviceID, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO director_changes (device_id, version) VALUES ($1, $2)`, deviceID, v.Version); err != nil {
+		return fmt.Errorf("put director view %s: %w", deviceID, err)
+	}
+	// Monotonic: a slower writer never moves a device back to an older director version.
+	if as == nil {
+		_, err = tx.ExecContext(ctx, `UPDATE devices SET director_version = `+s.dialect.Greatest+`(director_version, $1) WHERE id = $2`, v.Version, deviceID)
+	} else {
+		_, err = tx.ExecContext(ctx, `UPDATE devices SET director_version = `+s.dialect.Greatest+`(director_version, $1), assigned = $2, assign_policy = $3 WHERE id = $4`,
+			v.Version, as.Target, as.Policy, deviceID)
+	}
+	if err != nil {
 		return fmt.Errorf("put director view %s: %w", deviceID, err)
 	}
 	return tx.Commit()

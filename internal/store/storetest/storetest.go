@@ -219,11 +219,11 @@ func testDirectorViews(t *testing.T, s Store) {
 	_, err := s.FindDirectorView(ctx, "d1", 0)
 	wantCode(t, err, apperr.NotFound)
 	for v := int64(1); v <= 5; v++ {
-		if err := s.PutDirectorView(ctx, "d1", v-1, view(v)); err != nil {
+		if err := s.PutDirectorView(ctx, "d1", v-1, view(v), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wantCode(t, s.PutDirectorView(ctx, "d1", 3, view(4)), apperr.Conflict) // a stale writer loses
+	wantCode(t, s.PutDirectorView(ctx, "d1", 3, view(4), nil), apperr.Conflict) // a stale writer loses
 	got, err := s.FindDirectorView(ctx, "d1", 0)
 	if err != nil || got.Version != 5 {
 		t.Fatalf("latest: %+v %v", got, err)
@@ -233,6 +233,31 @@ func testDirectorViews(t *testing.T, s Store) {
 	}
 	_, err = s.FindDirectorView(ctx, "d1", 1) // pruned: only the newest few stay
 	wantCode(t, err, apperr.NotFound)
+
+	// A view and the assignment it carries are stored together, with the device's director
+	// version.
+	d := &fleet.Device{ID: "d2", PublicKey: []byte{4}, Serial: "SN2", Product: "p", HardwareID: "h", Status: fleet.StatusAccepted, EnrolledAt: t0}
+	if err := s.CreateDevice(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutDirectorView(ctx, "d2", 0, view(1), &repo.Assignment{Target: "fw-1.1.bin", Policy: `{"consent":true}`}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutDirectorView(ctx, "d2", 1, view(2), nil); err != nil { // a re-signature keeps the assignment
+		t.Fatal(err)
+	}
+	got, err = s.FindDirectorView(ctx, "d2", 0)
+	if err != nil || got.Version != 2 {
+		t.Fatalf("d2 latest: %+v %v", got, err)
+	}
+	dev, err := s.FindDevice(ctx, "d2")
+	if err != nil || dev.DirectorVersion != 2 || dev.Assigned != "fw-1.1.bin" || dev.AssignPolicy != `{"consent":true}` {
+		t.Fatalf("d2 after its views: %+v %v", dev, err)
+	}
+	wantCode(t, s.PutDirectorView(ctx, "d2", 1, view(2), &repo.Assignment{Target: "fw-9.bin"}), apperr.Conflict)
+	if dev, err := s.FindDevice(ctx, "d2"); err != nil || dev.Assigned != "fw-1.1.bin" {
+		t.Fatalf("a losing writer changed the assignment: %+v %v", dev, err)
+	}
 }
 
 func testAdminTokens(t *testing.T, s Store) {
