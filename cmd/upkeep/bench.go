@@ -209,7 +209,21 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 	fmt.Fprintf(out, "enrolled %d devices in %s (%.0f/s)\n", cfg.Devices, time.Since(t).Round(time.Millisecond), float64(cfg.Devices)/time.Since(t).Seconds())
 	fleet.Start(ctx)
 	defer fleet.Stop()
-	time.Sleep(time.Duration(cfg.PollSeconds)*time.Second + 2*time.Second) // every device polled at least once
+	// The rollout starts from a steady fleet: every device has polled and verified its director
+	// view once, as a fleet in the field has.
+	t = time.Now()
+	for fleet.Verified() < cfg.Devices {
+		if time.Since(t) > 10*time.Minute {
+			return fmt.Errorf("only %d of %d devices verified their metadata in 10 minutes", fleet.Verified(), cfg.Devices)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	fmt.Fprintf(out, "every device verified its metadata once after %s\n", time.Since(t).Round(time.Millisecond))
+	time.Sleep(time.Duration(cfg.PollSeconds) * time.Second) // and polled once more
 	rss1, _ := rssKiB(srv.cmd.Process.Pid)
 	fmt.Fprintf(out, "server RSS with %d devices polling every %ds: %d KiB (%d KiB per 10,000 devices over the empty server)\n",
 		cfg.Devices, cfg.PollSeconds, rss1, (rss1-rss0)*10000/cfg.Devices)

@@ -96,6 +96,9 @@ type Store interface {
 	TouchDevices(ctx context.Context, seen map[string]time.Time) error
 	// AddEvents appends events.
 	AddEvents(ctx context.Context, events []Event) error
+	// RecordReport updates a device and appends its events in one transaction; apperr.NotFound
+	// if the device does not exist (and then nothing is stored).
+	RecordReport(ctx context.Context, id string, u DeviceUpdate, events []Event) error
 	// FindEvents returns a device's newest events first, at most limit.
 	FindEvents(ctx context.Context, deviceID string, limit int) ([]Event, error)
 	// CreateEnrollToken stores a token.

@@ -35,6 +35,7 @@ type Service struct {
 	mu       sync.Mutex
 	versions map[string]int64     // director version per known device
 	seen     map[string]time.Time // last-seen times not yet written
+	accepted sync.Map             // device id → struct{}: accepted devices (acceptance is final)
 }
 
 func (s *Service) now() time.Time {
@@ -166,6 +167,24 @@ func (s *Service) Accept(ctx context.Context, id string) error {
 	return s.Store.UpdateDevice(ctx, id, DeviceUpdate{Status: &st})
 }
 
+// RequireAccepted returns nil if the device exists and is accepted, else apperr.Unauthorized.
+// Acceptance is final (no device is ever un-accepted), so each replica remembers the devices
+// it found accepted and asks the store once per device, not on every request.
+func (s *Service) RequireAccepted(ctx context.Context, id string) error {
+	if _, ok := s.accepted.Load(id); ok {
+		return nil
+	}
+	d, err := s.Store.FindDevice(ctx, id)
+	if apperr.Is(err, apperr.NotFound) || err == nil && d.Status != StatusAccepted {
+		return apperr.E(apperr.Unauthorized, "device is unknown or not accepted")
+	}
+	if err != nil {
+		return err
+	}
+	s.accepted.Store(id, struct{}{})
+	return nil
+}
+
 // SetDirectorVersion raises the check-in cache's director version of a device, after this or
 // another replica signed a new view. It records the version even for a device not cached yet:
 // a check-in that read the device from the store just before the change committed would
@@ -266,10 +285,7 @@ func (s *Service) Report(ctx context.Context, id string, r wire.Report) error {
 	if r.Installed.Target != "" {
 		u.InstalledTarget, u.InstalledVer, u.SecurityVersion, u.InstalledSHA256 = &r.Installed.Target, &r.Installed.Version, &r.Installed.SecurityVersion, &r.Installed.SHA256
 	}
-	if err := s.Store.UpdateDevice(ctx, id, u); err != nil { // NotFound for unknown devices
-		return err
-	}
-	if err := s.Store.AddEvents(ctx, events); err != nil {
+	if err := s.Store.RecordReport(ctx, id, u, events); err != nil { // NotFound for unknown devices
 		return err
 	}
 	if s.OnReport != nil {

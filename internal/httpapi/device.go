@@ -90,7 +90,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) directorMeta(w http.ResponseWriter, r *http.Request) {
-	b, err := s.Repo.DirectorMetadata(r.Context(), deviceRecord(r), r.PathValue("file"))
+	b, err := s.Repo.DirectorMetadata(r.Context(), deviceID(r), r.PathValue("file"))
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -60,7 +60,6 @@ type ctxKey int
 
 const (
 	keyDevice ctxKey = iota
-	keyDeviceRecord
 	keyActor
 )
 
@@ -195,22 +194,12 @@ func deviceID(r *http.Request) string { id, _ := r.Context().Value(keyDevice).(s
 // skips it: fleet.Service.Checkin answers unknown devices from the store.
 func (s *Server) known(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		d, err := s.Devices.FindDevice(r.Context(), deviceID(r))
-		if apperr.Is(err, apperr.NotFound) || err == nil && d.Status != fleet.StatusAccepted {
-			s.fail(w, r, apperr.E(apperr.Unauthorized, "device is unknown or not accepted"))
-			return
-		}
-		if err != nil {
+		if err := s.Fleet.RequireAccepted(r.Context(), deviceID(r)); err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), keyDeviceRecord, d)))
+		h(w, r)
 	}
-}
-
-func deviceRecord(r *http.Request) *fleet.Device {
-	d, _ := r.Context().Value(keyDeviceRecord).(*fleet.Device)
-	return d
 }
 
 // admin authenticates an operator token.

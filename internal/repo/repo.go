@@ -87,6 +87,48 @@ type Service struct {
 	timestamp atomic.Pointer[cachedTimestamp]
 	files     sync.Map // "repo/role/version" -> []byte
 	nfiles    atomic.Int64
+	views     viewCache
+}
+
+// viewCache keeps the director views most recently signed or read, by device and version. A
+// device reads timestamp N, then snapshot N and targets N, within moments: the cache answers
+// the last two without the store. A version of a view never changes once stored, so a cached
+// one is never stale, whichever replica signed it; the latest version is always read from the
+// store. It holds at most viewCacheSize views (a few MiB), forgetting the oldest first.
+type viewCache struct {
+	mu    sync.Mutex
+	views map[viewKey]*trust.DirectorView
+	order []viewKey // ring of the keys in insertion order
+	next  int
+}
+
+type viewKey struct {
+	device  string
+	version int64
+}
+
+const viewCacheSize = 4096
+
+func (c *viewCache) get(device string, version int64) *trust.DirectorView {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.views[viewKey{device, version}]
+}
+
+func (c *viewCache) put(device string, v *trust.DirectorView) {
+	k := viewKey{device, v.Version}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.views == nil {
+		c.views, c.order = map[viewKey]*trust.DirectorView{}, make([]viewKey, viewCacheSize)
+	}
+	if _, ok := c.views[k]; ok {
+		return
+	}
+	delete(c.views, c.order[c.next])
+	c.order[c.next] = k
+	c.next = (c.next + 1) % viewCacheSize
+	c.views[k] = v
 }
 
 type cachedTimestamp struct {
@@ -539,6 +581,7 @@ func (s *Service) put(ctx context.Context, d *fleet.Device, prev int64, target s
 	if err := s.Meta.PutDirectorView(ctx, d.ID, prev, view, as); err != nil {
 		return err
 	}
+	s.views.put(d.ID, view)
 	if s.OnAssign != nil {
 		s.OnAssign(d.ID, view.Version)
 	}
@@ -566,20 +609,21 @@ func (s *Service) SignDirector(ctx context.Context, d *fleet.Device, target stri
 // "N.targets.json" (the director root has consistent snapshots, so a view being re-signed never
 // tears a refresh), or "N.root.json" of the shared director root. A view that has used half its
 // lifetime is re-signed when its timestamp is fetched.
-func (s *Service) DirectorMetadata(ctx context.Context, d *fleet.Device, file string) ([]byte, error) {
+func (s *Service) DirectorMetadata(ctx context.Context, deviceID, file string) ([]byte, error) {
 	if file == "timestamp.json" {
-		v, err := s.Meta.FindDirectorView(ctx, d.ID, 0)
+		v, err := s.Meta.FindDirectorView(ctx, deviceID, 0)
 		if err != nil && !apperr.Is(err, apperr.NotFound) {
 			return nil, err
 		}
 		if v == nil || !s.now().Add(s.Lifetimes.Director/2).Before(v.Expires) {
-			if err := s.resign(ctx, d.ID); err != nil {
+			if err := s.resign(ctx, deviceID); err != nil {
 				return nil, err
 			}
-			if v, err = s.Meta.FindDirectorView(ctx, d.ID, 0); err != nil {
+			if v, err = s.Meta.FindDirectorView(ctx, deviceID, 0); err != nil {
 				return nil, err
 			}
 		}
+		s.views.put(deviceID, v)
 		return v.Timestamp, nil
 	}
 	ver, role, ok := strings.Cut(strings.TrimSuffix(file, ".json"), ".")
@@ -593,9 +637,12 @@ func (s *Service) DirectorMetadata(ctx context.Context, d *fleet.Device, file st
 	if err != nil || n < 1 || (role != trust.Snapshot && role != trust.Targets) {
 		return nil, apperr.E(apperr.NotFound, "no metadata file %s", file)
 	}
-	v, err := s.Meta.FindDirectorView(ctx, d.ID, n)
-	if err != nil {
-		return nil, err
+	v := s.views.get(deviceID, n)
+	if v == nil {
+		if v, err = s.Meta.FindDirectorView(ctx, deviceID, n); err != nil {
+			return nil, err
+		}
+		s.views.put(deviceID, v)
 	}
 	if role == trust.Snapshot {
 		return v.Snapshot, nil

@@ -148,7 +148,7 @@ func (f *Fleet) enroll(ctx context.Context, i int) (*FleetDevice, error) {
 		}
 		return ""
 	}}
-	cfg := agent.Config{StateDir: filepath.Join(o.Dir, fmt.Sprintf("dev-%06d", i)), Installer: inst, HTTP: o.HTTP, Logger: o.Logger.With("sim", i),
+	cfg := agent.Config{StateDir: f.stateDir(i), Installer: inst, HTTP: o.HTTP, Logger: o.Logger.With("sim", i),
 		PollInterval: o.Poll, Health: inst.health, CheckpointEvery: 1 << 40}
 	if o.Window != nil {
 		cfg.Window = o.Window(i)
@@ -197,6 +197,20 @@ func (f *Fleet) Stop() {
 	}
 	f.wg.Wait()
 }
+
+// Verified counts devices whose journal records a full verification: a fleet whose every
+// device has verified once is in its steady state, polling with cheap check-ins.
+func (f *Fleet) Verified() int {
+	n := 0
+	for i := range f.Members {
+		if st, err := agent.ReadStatus(f.stateDir(i)); err == nil && !st.LastFullCheck.IsZero() {
+			n++
+		}
+	}
+	return n
+}
+
+func (f *Fleet) stateDir(i int) string { return filepath.Join(f.o.Dir, fmt.Sprintf("dev-%06d", i)) }
 
 // Running counts devices by the SHA-256 of the image they run.
 func (f *Fleet) Running() map[string]int {

@@ -106,6 +106,15 @@ func (s *DB) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.De
 
 // UpdateDevice implements fleet.Store.
 func (s *DB) UpdateDevice(ctx context.Context, id string, u fleet.DeviceUpdate) error {
+	return s.updateDevice(ctx, s.db, id, u)
+}
+
+// execer is a database or a transaction.
+type execer interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+}
+
+func (s *DB) updateDevice(ctx context.Context, ex execer, id string, u fleet.DeviceUpdate) error {
 	var sets []string
 	var args []any
 	set := func(col string, v any) {
@@ -148,7 +157,7 @@ func (s *DB) UpdateDevice(ctx context.Context, id string, u fleet.DeviceUpdate) 
 		return nil
 	}
 	args = append(args, id)
-	res, err := s.db.ExecContext(ctx, fmt.Sprintf(`UPDATE devices SET %s WHERE id = $%d`, strings.Join(sets, ", "), len(args)), args...)
+	res, err := ex.ExecContext(ctx, fmt.Sprintf(`UPDATE devices SET %s WHERE id = $%d`, strings.Join(sets, ", "), len(args)), args...)
 	if err != nil {
 		return fmt.Errorf("update device %s: %w", id, err)
 	}
@@ -188,18 +197,43 @@ func (s *DB) AddEvents(ctx context.Context, events []fleet.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("add events: %w", err)
-	}
-	defer tx.Rollback()
+	return s.inTx(ctx, "add events", func(tx *sql.Tx) error { return addEvents(ctx, tx, events) })
+}
+
+// RecordReport implements fleet.Store.
+func (s *DB) RecordReport(ctx context.Context, id string, u fleet.DeviceUpdate, events []fleet.Event) error {
+	return s.inTx(ctx, "record report of "+id, func(tx *sql.Tx) error {
+		if err := s.updateDevice(ctx, tx, id, u); err != nil {
+			return err
+		}
+		return addEvents(ctx, tx, events)
+	})
+}
+
+func addEvents(ctx context.Context, tx *sql.Tx, events []fleet.Event) error {
 	for _, e := range events {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO device_events (device_id, time, target, step, status, fatal, message) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
 			e.DeviceID, e.Time.UTC(), e.Target, e.Step, e.Status, e.Fatal, e.Message); err != nil {
 			return fmt.Errorf("add event: %w", err)
 		}
 	}
-	return tx.Commit()
+	return nil
+}
+
+// inTx runs f in a transaction and commits it if f succeeds.
+func (s *DB) inTx(ctx context.Context, what string, f func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer tx.Rollback()
+	if err := f(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }
 
 // FindEvents implements fleet.Store.

@@ -162,6 +162,28 @@ func testEvents(t *testing.T, s Store) {
 	if len(got) != 3 || got[0].Message != "e" || !got[0].Time.Equal(t0.Add(4*time.Second)) {
 		t.Fatalf("newest first, limited: %+v", got)
 	}
+
+	// A report's device update and events are stored together, or not at all.
+	d := &fleet.Device{ID: "d2", PublicKey: []byte{2}, Serial: "SN2", Product: "p", HardwareID: "h", Status: fleet.StatusAccepted, EnrolledAt: t0}
+	if err := s.CreateDevice(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	state, ver := "idle", "1.0.1"
+	commit := []fleet.Event{{DeviceID: "d2", Time: t0, Target: "f-1.0.1", Step: "commit", Status: "ok"}}
+	if err := s.RecordReport(ctx, "d2", fleet.DeviceUpdate{State: &state, InstalledVer: &ver}, commit); err != nil {
+		t.Fatal(err)
+	}
+	if dev, err := s.FindDevice(ctx, "d2"); err != nil || dev.State != "idle" || dev.InstalledVer != "1.0.1" {
+		t.Fatalf("device after its report: %+v %v", dev, err)
+	}
+	if got, err := s.FindEvents(ctx, "d2", 10); err != nil || len(got) != 1 || got[0].Step != "commit" {
+		t.Fatalf("events after the report: %+v %v", got, err)
+	}
+	lost := []fleet.Event{{DeviceID: "nope", Time: t0, Step: "commit", Status: "ok"}}
+	wantCode(t, s.RecordReport(ctx, "nope", fleet.DeviceUpdate{State: &state}, lost), apperr.NotFound)
+	if got, err := s.FindEvents(ctx, "nope", 10); err != nil || len(got) != 0 {
+		t.Fatalf("an unknown device's report left events: %+v %v", got, err)
+	}
 }
 
 func testReleases(t *testing.T, s Store) {
