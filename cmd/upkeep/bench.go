@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -142,8 +143,15 @@ func rssKiB(pid int) (rss, hwm int) {
 	return rss, hwm
 }
 
+// simGCPercent is the garbage collector's target in a process that simulates a fleet: the
+// simulated devices keep tens of KiB each alive, and the default target would mark that whole
+// heap again after every few MiB of verification garbage. The server runs in its own process
+// with the default.
+const simGCPercent = 400
+
 // RunBench runs `upkeep bench rollout`.
 func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
+	defer debug.SetGCPercent(debug.SetGCPercent(simGCPercent))
 	dir, err := os.MkdirTemp(shmDir(), "upkeep-bench-")
 	if err != nil {
 		return err
@@ -211,6 +219,19 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 	defer fleet.Stop()
 	// The rollout starts from a steady fleet: every device has polled and verified its director
 	// view once, as a fleet in the field has.
+	// cpu reports the CPU time server and simulator spent since the last call, per device.
+	lastSrv, _ := procCPU(srv.cmd.Process.Pid)
+	lastSim, _ := procCPU(0)
+	cpu := func() string {
+		srvCPU, _ := procCPU(srv.cmd.Process.Pid)
+		simCPU, _ := procCPU(0)
+		d := func(x time.Duration) string {
+			return (x / time.Duration(cfg.Devices)).Round(10 * time.Microsecond).String()
+		}
+		msg := fmt.Sprintf("CPU per device: server %s, simulator %s", d(srvCPU-lastSrv), d(simCPU-lastSim))
+		lastSrv, lastSim = srvCPU, simCPU
+		return msg
+	}
 	t = time.Now()
 	for fleet.Verified() < cfg.Devices {
 		if time.Since(t) > 10*time.Minute {
@@ -222,11 +243,11 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 		case <-time.After(time.Second):
 		}
 	}
-	fmt.Fprintf(out, "every device verified its metadata once after %s\n", time.Since(t).Round(time.Millisecond))
+	fmt.Fprintf(out, "every device verified its metadata once after %s (%s)\n", time.Since(t).Round(time.Millisecond), cpu())
 	time.Sleep(time.Duration(cfg.PollSeconds) * time.Second) // and polled once more
 	rss1, _ := rssKiB(srv.cmd.Process.Pid)
-	fmt.Fprintf(out, "server RSS with %d devices polling every %ds: %d KiB (%d KiB per 10,000 devices over the empty server)\n",
-		cfg.Devices, cfg.PollSeconds, rss1, (rss1-rss0)*10000/cfg.Devices)
+	fmt.Fprintf(out, "server RSS with %d devices polling every %ds: %d KiB (%d KiB per 10,000 devices over the empty server); polling for %ds: %s\n",
+		cfg.Devices, cfg.PollSeconds, rss1, (rss1-rss0)*10000/cfg.Devices, cfg.PollSeconds, cpu())
 
 	before, err := requestsByRoute(ctx, srv.URL)
 	if err != nil {
@@ -237,6 +258,8 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	progress := time.NewTicker(10 * time.Second)
+	defer progress.Stop()
 	for fleet.Running()[rel.SHA256] < cfg.Devices {
 		if time.Since(t) > 10*time.Minute {
 			return fmt.Errorf("rollout did not finish in 10 minutes: %v", fleet.Running())
@@ -244,13 +267,23 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-progress.C:
+			if st, err := c.RolloutStatus(ctx, camp.ID); err == nil {
+				members := map[string]int{}
+				for _, w := range st.Waves {
+					for k, n := range w {
+						members[k] += n
+					}
+				}
+				fmt.Fprintf(out, "  after %s: campaign members %v; %d devices run the release\n", time.Since(t).Round(time.Second), members, fleet.Running()[rel.SHA256])
+			}
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	took := time.Since(t)
 	_, hwm := rssKiB(srv.cmd.Process.Pid)
-	fmt.Fprintf(out, "rollout of %d bytes in waves %s reached %d devices in %s (campaign %s); server peak RSS %d KiB\n",
-		cfg.Size, cfg.Waves, cfg.Devices, took.Round(time.Millisecond), camp.ID, hwm)
+	fmt.Fprintf(out, "rollout of %d bytes in waves %s reached %d devices in %s (campaign %s); server peak RSS %d KiB; %s\n",
+		cfg.Size, cfg.Waves, cfg.Devices, took.Round(time.Millisecond), camp.ID, hwm, cpu())
 	if after, err := requestsByRoute(ctx, srv.URL); err == nil {
 		var parts []string
 		for _, route := range slices.Sorted(maps.Keys(after)) {

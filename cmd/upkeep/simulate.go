@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -42,6 +43,7 @@ up from the trial boot (the boot loader falls back). The trusted roots come from
 and director-root.json, as provisioned at manufacturing).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Server, cfg.Token = g.server, g.token
+			defer debug.SetGCPercent(debug.SetGCPercent(simGCPercent))
 			return RunSimulate(cmd.Context(), cfg, cmd.OutOrStdout())
 		},
 	}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -122,18 +123,14 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
 		return
 	}
-	rels, err := s.Releases.FindReleases(r.Context(), release.Filter{Target: name})
+	sha, err := s.artifactDigest(r.Context(), name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if len(rels) == 0 {
-		s.fail(w, r, apperr.E(apperr.NotFound, "no target %s", name))
-		return
-	}
 	if ps, ok := s.Blobs.(release.Presigner); ok {
 		// The device fetches from object storage directly; TUF hashes still guard the bytes.
-		u, err := ps.PresignGet(r.Context(), rels[0].SHA256, 15*time.Minute)
+		u, err := ps.PresignGet(r.Context(), sha, 15*time.Minute)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -141,13 +138,35 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, u, http.StatusTemporaryRedirect)
 		return
 	}
-	f, _, err := s.Blobs.Open(r.Context(), rels[0].SHA256)
+	f, _, err := s.Blobs.Open(r.Context(), sha)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	defer f.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("ETag", `"`+rels[0].SHA256+`"`)
+	w.Header().Set("ETag", `"`+sha+`"`)
 	http.ServeContent(w, r, "", time.Time{}, f)
+}
+
+// maxCachedArtifacts bounds the target names whose digest a replica remembers.
+const maxCachedArtifacts = 1024
+
+// artifactDigest returns the SHA-256 of a published target. A target name never changes its
+// bytes once published (publishing refuses that), so each replica remembers the answer.
+func (s *Server) artifactDigest(ctx context.Context, name string) (string, error) {
+	if sha, ok := s.artifacts.Load(name); ok {
+		return sha.(string), nil
+	}
+	rels, err := s.Releases.FindReleases(ctx, release.Filter{Target: name})
+	if err != nil {
+		return "", err
+	}
+	if len(rels) == 0 {
+		return "", apperr.E(apperr.NotFound, "no target %s", name)
+	}
+	if s.nartifacts.Add(1) <= maxCachedArtifacts {
+		s.artifacts.Store(name, rels[0].SHA256)
+	}
+	return rels[0].SHA256, nil
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -53,7 +54,9 @@ type Server struct {
 
 	inflight chan struct{}
 
-	admins sync.Map // token hash (string) -> name, for tokens that verified
+	admins     sync.Map // token hash (string) -> name, for tokens that verified
+	artifacts  sync.Map // target name -> SHA-256 of its bytes
+	nartifacts atomic.Int64
 }
 
 type ctxKey int

@@ -940,3 +940,29 @@ func TestOperationsEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// A well-signed token is not enough on the routes past the check-in: the device must exist and
+// be accepted. A refusal is not remembered, so a device accepted later gets in.
+func TestKnownDevicesOnly(t *testing.T) {
+	s := newStack(t)
+	srv := s.serve()
+	d := newDevice(t)
+	if r := call(t, srv, http.MethodPost, "/device/v1/enroll", d.enrollBody(t), nil); r.status != http.StatusAccepted {
+		t.Fatalf("enrol without token: %d %s", r.status, r.body)
+	}
+	pending, _ := s.fleet.Tokens.Issue(d.id, time.Now())
+	ghost, _ := s.fleet.Tokens.Issue(newDevice(t).id, time.Now())
+	report := mustJSON(t, wire.Report{State: "idle"})
+	for _, tok := range []string{pending, ghost} {
+		wantError(t, call(t, srv, http.MethodPost, "/device/v1/report", report, bearer(tok)), http.StatusUnauthorized, apperr.Unauthorized, "unknown or not accepted")
+		wantError(t, call(t, srv, http.MethodGet, "/device/v1/director/timestamp.json", nil, bearer(tok)), http.StatusUnauthorized, apperr.Unauthorized, "unknown or not accepted")
+	}
+	if err := s.fleet.Accept(context.Background(), d.id); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second answer comes from the replica's memory
+		if r := call(t, srv, http.MethodPost, "/device/v1/report", report, bearer(pending)); r.status != http.StatusNoContent && r.status != http.StatusOK {
+			t.Fatalf("report after accept: %d %s", r.status, r.body)
+		}
+	}
+}

@@ -55,6 +55,12 @@ type MetadataStore interface {
 	// nil, records the assignment the view carries, so that a view and the assignment it names
 	// are never apart. Returns apperr.Conflict if another writer got there first.
 	PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView, as *Assignment) error
+	// PutDirectorViews stores several devices' views in one transaction, each as
+	// PutDirectorView would. A device whose latest version is no longer its Prev is skipped
+	// and listed in stale; any error stores nothing.
+	PutDirectorViews(ctx context.Context, puts []ViewPut) (stale []string, err error)
+	// LatestDirectorVersions returns the latest view version of each device that has one.
+	LatestDirectorVersions(ctx context.Context, ids []string) (map[string]int64, error)
 	// FindDirectorView returns one version of a device's view (0: the latest), or
 	// apperr.NotFound.
 	FindDirectorView(ctx context.Context, deviceID string, version int64) (*trust.DirectorView, error)
@@ -85,6 +91,7 @@ type Service struct {
 	// The image timestamp is the same for every device: it is checked and read from the store at
 	// most every timestampRecheck, and versioned metadata files, which never change, are kept.
 	timestamp atomic.Pointer[cachedTimestamp]
+	targets   atomic.Pointer[cachedTargets]
 	files     sync.Map // "repo/role/version" -> []byte
 	nfiles    atomic.Int64
 	views     viewCache
@@ -143,7 +150,7 @@ const (
 )
 
 // invalidate drops the cached image timestamp after this process changed the image repository.
-func (s *Service) invalidate() { s.timestamp.Store(nil) }
+func (s *Service) invalidate() { s.timestamp.Store(nil); s.targets.Store(nil) }
 
 // ForgetCache drops the cached image timestamp, for whoever changed the stored metadata behind
 // the service's back (the attack tests, playing a compromised server).
@@ -241,16 +248,35 @@ func (s *Service) latestRoot(ctx context.Context, repo string) (*metadata.Metada
 	return r, nil
 }
 
+// imageTargets returns the latest image targets metadata. Every assignment reads it, so the
+// parsed copy is kept and the store asked again at most every timestampRecheck (a target
+// published on another replica moments ago fails the assignment, which the engine retries).
+// Callers must not change what it returns.
 func (s *Service) imageTargets(ctx context.Context) (*metadata.Metadata[metadata.TargetsType], error) {
+	now := s.now()
+	if c := s.targets.Load(); c != nil && now.Sub(c.at) < timestampRecheck && !now.Before(c.at) {
+		return c.t, nil
+	}
 	m, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Targets)
 	if err != nil {
 		return nil, fmt.Errorf("load image targets: %w", err)
+	}
+	if c := s.targets.Load(); c != nil && c.version == m.Version {
+		s.targets.Store(&cachedTargets{t: c.t, version: c.version, at: now})
+		return c.t, nil
 	}
 	t, err := metadata.Targets().FromBytes(m.Body)
 	if err != nil {
 		return nil, fmt.Errorf("parse stored image targets: %w", err)
 	}
+	s.targets.Store(&cachedTargets{t: t, version: m.Version, at: now})
 	return t, nil
+}
+
+type cachedTargets struct {
+	t       *metadata.Metadata[metadata.TargetsType]
+	version int64
+	at      time.Time
 }
 
 // RefreshImage signs a new image snapshot and timestamp if the snapshot does not name the latest
@@ -341,6 +367,7 @@ func (s *Service) Publish(ctx context.Context, name string, data []byte) (*relea
 	if err != nil {
 		return nil, apperr.Wrap(apperr.Verification, err, "targets metadata refused: "+err.Error())
 	}
+	s.targets.Store(nil) // checked against the store, not this replica's copy
 	cur, err := s.imageTargets(ctx)
 	if err != nil {
 		return nil, err
@@ -511,6 +538,132 @@ func (s *Service) reassign(ctx context.Context, id, target, pol string) error {
 
 // Assignment is the image a device's director view names and the install policy it carries.
 type Assignment struct{ Target, Policy string }
+
+// ViewPut is one device's next director view for MetadataStore.PutDirectorViews.
+type ViewPut struct {
+	DeviceID string
+	Prev     int64
+	View     *trust.DirectorView
+	Assign   *Assignment
+}
+
+// assignSigners is how many views AssignMany signs at once.
+const assignSigners = 4
+
+// AssignMany is AssignWith for many devices: it signs their views a few at a time and stores
+// them in one transaction, so that a wave of thousands costs a few write transactions rather
+// than one per device. A device whose view changed meanwhile is assigned on its own. It
+// returns the devices it could not assign, with the reason.
+func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error {
+	failed := map[string]error{}
+	pol := ""
+	if p != nil {
+		b, err := json.Marshal(p)
+		if err != nil {
+			for _, d := range ds {
+				failed[d.ID] = err
+			}
+			return failed
+		}
+		pol = string(b)
+	}
+	var todo []*fleet.Device
+	for _, d := range ds {
+		switch {
+		case d.Status != fleet.StatusAccepted:
+			failed[d.ID] = apperr.E(apperr.Invalid, "device %s is %s, not accepted", d.ID, d.Status)
+		case !slices.Contains(rel.HardwareIDs, d.HardwareID):
+			failed[d.ID] = apperr.E(apperr.Invalid, "release %s is not for hardware %s of device %s", rel.Ref(), d.HardwareID, d.ID)
+		default:
+			todo = append(todo, d)
+		}
+	}
+	one := func(ids []string) { // the careful path, device by device
+		for _, id := range ids {
+			if err := s.reassign(ctx, id, rel.Target, pol); err != nil {
+				failed[id] = err
+			}
+		}
+	}
+	ids := make([]string, len(todo))
+	for i, d := range todo {
+		ids[i] = d.ID
+	}
+	if len(todo) == 0 {
+		return failed
+	}
+	it, err := s.imageTargets(ctx)
+	if err != nil {
+		one(ids)
+		return failed
+	}
+	tf := it.Signed.Targets[rel.Target]
+	if tf == nil {
+		err := apperr.E(apperr.NotFound, "target %s is not in the image repository", rel.Target)
+		for _, id := range ids {
+			failed[id] = err
+		}
+		return failed
+	}
+	prev, err := s.Meta.LatestDirectorVersions(ctx, ids)
+	if err != nil {
+		one(ids)
+		return failed
+	}
+	notices := map[string]*trust.Notice{}
+	for _, d := range todo {
+		if _, ok := notices[d.Product]; ok || s.Notice == nil {
+			continue
+		}
+		n, err := s.Notice(ctx, d.Product)
+		if err != nil {
+			one(ids)
+			return failed
+		}
+		notices[d.Product] = n
+	}
+	as := &Assignment{Target: rel.Target, Policy: pol}
+	puts := make([]ViewPut, len(todo))
+	errs := make([]error, len(todo))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, assignSigners)
+	for i, d := range todo {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			v := prev[d.ID]
+			view, err := trust.SignView(s.Keys.Director, trust.ViewSpec{Version: v + 1, Expires: s.now().Add(s.Lifetimes.Director),
+				DeviceID: d.ID, HardwareID: d.HardwareID, Name: rel.Target, Target: tf, Notice: notices[d.Product], Install: p})
+			puts[i], errs[i] = ViewPut{DeviceID: d.ID, Prev: v, View: view, Assign: as}, err
+		}()
+	}
+	wg.Wait()
+	var ok []ViewPut
+	for i, put := range puts {
+		if errs[i] != nil {
+			failed[put.DeviceID] = errs[i]
+			continue
+		}
+		ok = append(ok, put)
+	}
+	stale, err := s.Meta.PutDirectorViews(ctx, ok)
+	if err != nil { // a race with another writer: nothing was stored
+		one(ids)
+		return failed
+	}
+	for _, put := range ok {
+		if slices.Contains(stale, put.DeviceID) {
+			continue
+		}
+		s.views.put(put.DeviceID, put.View)
+		if s.OnAssign != nil {
+			s.OnAssign(put.DeviceID, put.View.Version)
+		}
+	}
+	one(stale)
+	return failed
+}
 
 // Unassign makes the director name the image the device runs, so that it installs nothing new;
 // a download in progress is abandoned at the device's next verification.

@@ -27,6 +27,9 @@ type Engine struct {
 	Releases release.Store
 	// Assign makes the director name rel for d with the install policy, and signs its view.
 	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error
+	// AssignMany, if set, assigns a batch at once and returns the devices it could not assign;
+	// else Assign is called for each device.
+	AssignMany func(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error
 	// Unassign makes the director name what d runs, so that it installs nothing new.
 	Unassign func(ctx context.Context, d *fleet.Device) error
 	Now      func() time.Time
@@ -459,6 +462,16 @@ func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
 		}
 		if err := e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending}, MemberAssigned, "", e.now()); err != nil {
 			return err
+		}
+		if e.AssignMany != nil {
+			for id, err := range e.AssignMany(ctx, todo, rel, pol) {
+				e.log().Error("assign", "campaign", c.ID, "device", id, "err", err)
+				failed = append(failed, id)
+			}
+			if err := e.Store.SetMembers(ctx, c.ID, failed, []string{MemberAssigned}, MemberPending, "", e.now()); err != nil {
+				return err // pending again: the next tick retries them
+			}
+			continue
 		}
 		// Each assignment signs a view and writes it in one transaction: a few run at once so
 		// that signing overlaps the database's writes.

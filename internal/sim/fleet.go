@@ -59,6 +59,9 @@ type Fleet struct {
 	Members []*FleetDevice
 	wg      sync.WaitGroup
 	cancel  context.CancelFunc
+
+	mu       sync.Mutex
+	verified []bool // devices seen to have verified once
 }
 
 // FleetDevice is one simulated device.
@@ -200,10 +203,20 @@ func (f *Fleet) Stop() {
 
 // Verified counts devices whose journal records a full verification: a fleet whose every
 // device has verified once is in its steady state, polling with cheap check-ins.
+// Journals are read only for devices not yet seen verified: a verification is never undone.
 func (f *Fleet) Verified() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.verified == nil {
+		f.verified = make([]bool, len(f.Members))
+	}
 	n := 0
 	for i := range f.Members {
-		if st, err := agent.ReadStatus(f.stateDir(i)); err == nil && !st.LastFullCheck.IsZero() {
+		if !f.verified[i] {
+			st, err := agent.ReadStatus(f.stateDir(i))
+			f.verified[i] = err == nil && !st.LastFullCheck.IsZero()
+		}
+		if f.verified[i] {
 			n++
 		}
 	}

@@ -29,7 +29,8 @@ var Dialect = sqlstore.Dialect{
 	IsUnique: func(err error) bool {
 		return err != nil && (strings.Contains(err.Error(), "UNIQUE constraint failed") || strings.Contains(err.Error(), "PRIMARY KEY"))
 	},
-	Greatest: "max",
+	Greatest:     "max",
+	SingleWriter: true,
 }
 
 // Open opens (creating if needed) the database at path and runs migrations.

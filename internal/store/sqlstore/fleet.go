@@ -197,12 +197,12 @@ func (s *DB) AddEvents(ctx context.Context, events []fleet.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	return s.inTx(ctx, "add events", func(tx *sql.Tx) error { return addEvents(ctx, tx, events) })
+	return s.inTx(ctx, "add events", func(tx *Tx) error { return addEvents(ctx, tx, events) })
 }
 
 // RecordReport implements fleet.Store.
 func (s *DB) RecordReport(ctx context.Context, id string, u fleet.DeviceUpdate, events []fleet.Event) error {
-	return s.inTx(ctx, "record report of "+id, func(tx *sql.Tx) error {
+	return s.inTx(ctx, "record report of "+id, func(tx *Tx) error {
 		if err := s.updateDevice(ctx, tx, id, u); err != nil {
 			return err
 		}
@@ -210,7 +210,7 @@ func (s *DB) RecordReport(ctx context.Context, id string, u fleet.DeviceUpdate, 
 	})
 }
 
-func addEvents(ctx context.Context, tx *sql.Tx, events []fleet.Event) error {
+func addEvents(ctx context.Context, tx *Tx, events []fleet.Event) error {
 	for _, e := range events {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO device_events (device_id, time, target, step, status, fatal, message) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
 			e.DeviceID, e.Time.UTC(), e.Target, e.Step, e.Status, e.Fatal, e.Message); err != nil {
@@ -221,7 +221,7 @@ func addEvents(ctx context.Context, tx *sql.Tx, events []fleet.Event) error {
 }
 
 // inTx runs f in a transaction and commits it if f succeeds.
-func (s *DB) inTx(ctx context.Context, what string, f func(*sql.Tx) error) error {
+func (s *DB) inTx(ctx context.Context, what string, f func(*Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)

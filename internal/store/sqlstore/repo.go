@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -107,34 +109,64 @@ const directorViewsKept = 3
 
 // PutDirectorView implements repo.MetadataStore.
 func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView, as *repo.Assignment) error {
-	if v.Version != prev+1 {
-		return fmt.Errorf("put director view %s: version %d after %d", deviceID, v.Version, prev)
-	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	return s.inTx(ctx, "put director view "+deviceID, func(tx *Tx) error {
+		stale, err := s.putView(ctx, tx, repo.ViewPut{DeviceID: deviceID, Prev: prev, View: v, Assign: as})
+		if stale {
+			return apperr.E(apperr.Conflict, "director view of %s changed concurrently", deviceID)
+		}
+		return err
+	})
+}
+
+// PutDirectorViews implements repo.MetadataStore.
+func (s *DB) PutDirectorViews(ctx context.Context, puts []repo.ViewPut) (stale []string, err error) {
+	err = s.inTx(ctx, "put director views", func(tx *Tx) error {
+		stale = stale[:0]
+		for _, p := range puts {
+			old, err := s.putView(ctx, tx, p)
+			if err != nil {
+				return err
+			}
+			if old {
+				stale = append(stale, p.DeviceID)
+			}
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("put director view %s: %w", deviceID, err)
+		return nil, err
 	}
-	defer tx.Rollback()
+	return stale, nil
+}
+
+// putView writes one view in tx. stale: the device's latest version is not p.Prev, and nothing
+// was written. A unique violation (another writer won between the check and the insert) is an
+// apperr.Conflict error, after which the transaction is unusable on PostgreSQL.
+func (s *DB) putView(ctx context.Context, tx *Tx, p repo.ViewPut) (stale bool, err error) {
+	deviceID, v, as := p.DeviceID, p.View, p.Assign
+	if v.Version != p.Prev+1 {
+		return false, fmt.Errorf("put director view %s: version %d after %d", deviceID, v.Version, p.Prev)
+	}
 	var cur int64
 	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM director_views WHERE device_id = $1`, deviceID).Scan(&cur); err != nil {
-		return fmt.Errorf("put director view %s: %w", deviceID, err)
+		return false, fmt.Errorf("put director view %s: %w", deviceID, err)
 	}
-	if cur != prev {
-		return apperr.E(apperr.Conflict, "director view of %s changed concurrently", deviceID)
+	if cur != p.Prev {
+		return true, nil
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO director_views (device_id, version, targets, snapshot, timestamp, expires) VALUES ($1,$2,$3,$4,$5,$6)`,
 		deviceID, v.Version, v.Targets, v.Snapshot, v.Timestamp, v.Expires.UTC())
 	if s.dialect.IsUnique(err) {
-		return apperr.E(apperr.Conflict, "director view of %s changed concurrently", deviceID)
+		return false, apperr.E(apperr.Conflict, "director view of %s changed concurrently", deviceID)
 	}
 	if err != nil {
-		return fmt.Errorf("put director view %s: %w", deviceID, err)
+		return false, fmt.Errorf("put director view %s: %w", deviceID, err)
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM director_views WHERE device_id = $1 AND version <= $2`, deviceID, v.Version-directorViewsKept); err != nil {
-		return fmt.Errorf("prune director views %s: %w", deviceID, err)
+		return false, fmt.Errorf("prune director views %s: %w", deviceID, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO director_changes (device_id, version) VALUES ($1, $2)`, deviceID, v.Version); err != nil {
-		return fmt.Errorf("put director view %s: %w", deviceID, err)
+		return false, fmt.Errorf("put director view %s: %w", deviceID, err)
 	}
 	// Monotonic: a slower writer never moves a device back to an older director version.
 	if as == nil {
@@ -144,9 +176,39 @@ func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v
 			v.Version, as.Target, as.Policy, deviceID)
 	}
 	if err != nil {
-		return fmt.Errorf("put director view %s: %w", deviceID, err)
+		return false, fmt.Errorf("put director view %s: %w", deviceID, err)
 	}
-	return tx.Commit()
+	return false, nil
+}
+
+// LatestDirectorVersions implements repo.MetadataStore.
+func (s *DB) LatestDirectorVersions(ctx context.Context, ids []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(ids))
+	for chunk := range slices.Chunk(ids, 500) {
+		args := make([]any, len(chunk))
+		marks := make([]string, len(chunk))
+		for i, id := range chunk {
+			args[i], marks[i] = id, fmt.Sprintf("$%d", i+1)
+		}
+		rows, err := s.db.QueryContext(ctx, `SELECT device_id, max(version) FROM director_views WHERE device_id IN (`+strings.Join(marks, ",")+`) GROUP BY device_id`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("latest director versions: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var v int64
+			if err := rows.Scan(&id, &v); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = v
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // DirectorChange is one new director view, in the order the database numbered them.

@@ -22,6 +22,11 @@ type Dialect struct {
 	Name     string
 	IsUnique func(error) bool // a unique or primary key violation
 	Greatest string           // the two-argument maximum function: max (SQLite), GREATEST (PostgreSQL)
+	// SingleWriter: the database takes one writer at a time (SQLite). Writes then queue on a
+	// mutex in this process instead of in the database's busy handler, which sleeps in steps of
+	// milliseconds while the lock may already be free: under a fleet's reports and assignments
+	// the CPU sat idle while writers slept.
+	SingleWriter bool
 }
 
 // DB is a store over one database handle. It is safe for concurrent use.
@@ -38,6 +43,9 @@ type stmtCache struct {
 	*sql.DB
 	stmts sync.Map // query -> *sql.Stmt
 	n     atomic.Int64
+	// wmu, if set, is held by every write: a plain Exec for its duration, a transaction from
+	// begin to commit or rollback. No write may start while the same goroutine holds it.
+	wmu *sync.Mutex
 }
 
 const (
@@ -79,10 +87,83 @@ func (c *stmtCache) QueryContext(ctx context.Context, q string, args ...any) (*s
 }
 
 func (c *stmtCache) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if c.wmu != nil {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+	}
 	if st := c.prepared(ctx, q, len(args)); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
 	return c.DB.ExecContext(ctx, q, args...)
+}
+
+// Tx is a transaction that runs the cache's prepared statements on its connection.
+type Tx struct {
+	*sql.Tx
+	c    *stmtCache
+	done atomic.Bool // committed or rolled back: the write lock is released
+}
+
+// BeginTx starts a transaction whose statements come from the cache. With a single-writer
+// database it waits for the write lock first.
+func (c *stmtCache) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) {
+	if c.wmu != nil {
+		c.wmu.Lock()
+	}
+	tx, err := c.DB.BeginTx(ctx, opts)
+	if err != nil {
+		if c.wmu != nil {
+			c.wmu.Unlock()
+		}
+		return nil, err
+	}
+	return &Tx{Tx: tx, c: c}, nil
+}
+
+func (t *Tx) release() {
+	if t.done.CompareAndSwap(false, true) && t.c.wmu != nil {
+		t.c.wmu.Unlock()
+	}
+}
+
+// Commit commits the transaction and releases the write lock.
+func (t *Tx) Commit() error {
+	defer t.release()
+	return t.Tx.Commit()
+}
+
+// Rollback rolls the transaction back (if it is still open) and releases the write lock.
+func (t *Tx) Rollback() error {
+	defer t.release()
+	return t.Tx.Rollback()
+}
+
+func (t *Tx) stmt(ctx context.Context, q string, nargs int) *sql.Stmt {
+	if st := t.c.prepared(ctx, q, nargs); st != nil {
+		return t.Tx.StmtContext(ctx, st)
+	}
+	return nil
+}
+
+func (t *Tx) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if st := t.stmt(ctx, q, len(args)); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return t.Tx.ExecContext(ctx, q, args...)
+}
+
+func (t *Tx) QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row {
+	if st := t.stmt(ctx, q, len(args)); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return t.Tx.QueryRowContext(ctx, q, args...)
+}
+
+func (t *Tx) QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	if st := t.stmt(ctx, q, len(args)); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return t.Tx.QueryContext(ctx, q, args...)
 }
 
 func (c *stmtCache) Close() error {
@@ -98,7 +179,13 @@ var (
 )
 
 // New wraps an open, migrated database.
-func New(db *sql.DB, d Dialect) *DB { return &DB{db: &stmtCache{DB: db}, dialect: d} }
+func New(db *sql.DB, d Dialect) *DB {
+	c := &stmtCache{DB: db}
+	if d.SingleWriter {
+		c.wmu = &sync.Mutex{}
+	}
+	return &DB{db: c, dialect: d}
+}
 
 // Close closes the database.
 func (s *DB) Close() error { return s.db.Close() }

@@ -276,6 +276,23 @@ func testDirectorViews(t *testing.T, s Store) {
 	if err != nil || dev.DirectorVersion != 2 || dev.Assigned != "fw-1.1.bin" || dev.AssignPolicy != `{"consent":true}` {
 		t.Fatalf("d2 after its views: %+v %v", dev, err)
 	}
+	// Several devices' views in one transaction: a stale one is skipped, the others stored.
+	d3 := &fleet.Device{ID: "d3", PublicKey: []byte{5}, Serial: "SN3", Product: "p", HardwareID: "h", Status: fleet.StatusAccepted, EnrolledAt: t0}
+	if err := s.CreateDevice(ctx, d3); err != nil {
+		t.Fatal(err)
+	}
+	as := &repo.Assignment{Target: "fw-1.2.bin"}
+	stale, err := s.PutDirectorViews(ctx, []repo.ViewPut{{DeviceID: "d2", Prev: 1, View: view(2), Assign: as}, {DeviceID: "d3", Prev: 0, View: view(1), Assign: as}})
+	if err != nil || len(stale) != 1 || stale[0] != "d2" {
+		t.Fatalf("batch: stale %v, err %v; want d2 stale", stale, err)
+	}
+	if dev, err := s.FindDevice(ctx, "d3"); err != nil || dev.DirectorVersion != 1 || dev.Assigned != "fw-1.2.bin" {
+		t.Fatalf("d3 after the batch: %+v %v", dev, err)
+	}
+	vs, err := s.LatestDirectorVersions(ctx, []string{"d2", "d3", "nope"})
+	if err != nil || len(vs) != 2 || vs["d2"] != 2 || vs["d3"] != 1 {
+		t.Fatalf("latest versions: %v %v", vs, err)
+	}
 	wantCode(t, s.PutDirectorView(ctx, "d2", 1, view(2), &repo.Assignment{Target: "fw-9.bin"}), apperr.Conflict)
 	if dev, err := s.FindDevice(ctx, "d2"); err != nil || dev.Assigned != "fw-1.1.bin" {
 		t.Fatalf("a losing writer changed the assignment: %+v %v", dev, err)
