@@ -100,8 +100,14 @@ func (c *stmtCache) ExecContext(ctx context.Context, q string, args ...any) (sql
 // Tx is a transaction that runs the cache's prepared statements on its connection.
 type Tx struct {
 	*sql.Tx
-	c    *stmtCache
-	done atomic.Bool // committed or rolled back: the write lock is released
+	c       *stmtCache
+	done    atomic.Bool // committed or rolled back: the write lock is released
+	missing []pending   // statements to prepare once the transaction ended
+}
+
+type pending struct {
+	q     string
+	nargs int
 }
 
 // BeginTx starts a transaction whose statements come from the cache. With a single-writer
@@ -121,9 +127,16 @@ func (c *stmtCache) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, erro
 }
 
 func (t *Tx) release() {
-	if t.done.CompareAndSwap(false, true) && t.c.wmu != nil {
+	if !t.done.CompareAndSwap(false, true) {
+		return
+	}
+	if t.c.wmu != nil {
 		t.c.wmu.Unlock()
 	}
+	for _, p := range t.missing {
+		t.c.prepared(context.Background(), p.q, p.nargs)
+	}
+	t.missing = nil
 }
 
 // Commit commits the transaction and releases the write lock.
@@ -138,9 +151,16 @@ func (t *Tx) Rollback() error {
 	return t.Tx.Rollback()
 }
 
+// stmt returns the cached statement for q bound to the transaction, or nil. It never prepares
+// one itself: that takes a second connection while the transaction holds one, and transactions
+// that each wait for a connection would deadlock a small pool. The statement is prepared once
+// the transaction has ended instead.
 func (t *Tx) stmt(ctx context.Context, q string, nargs int) *sql.Stmt {
-	if st := t.c.prepared(ctx, q, nargs); st != nil {
-		return t.Tx.StmtContext(ctx, st)
+	if st, ok := t.c.stmts.Load(q); ok {
+		return t.Tx.StmtContext(ctx, st.(*sql.Stmt))
+	}
+	if nargs <= maxStmtArgs {
+		t.missing = append(t.missing, pending{q, nargs})
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ package storetest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -38,6 +39,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"DirectorViews": testDirectorViews,
 		"AdminTokens":   testAdminTokens,
 		"Products":      testProducts,
+		"Concurrent":    testConcurrentWrites,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
@@ -350,5 +352,32 @@ func testProducts(t *testing.T, s Store) {
 	all, _ := s.FindProducts(ctx)
 	if len(all) != 1 || string(all[0].Policy) != `{"support_end":"2032-01-01"}` {
 		t.Fatalf("products: %+v", all)
+	}
+}
+
+// testConcurrentWrites runs many transactions at once on statements never used before: none may
+// wait for a second connection while holding one (a small pool would deadlock).
+func testConcurrentWrites(t *testing.T, s Store) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	errs := make(chan error, 32)
+	for i := range 32 {
+		go func() {
+			id := fmt.Sprintf("c%02d", i)
+			err := s.CreateDevice(ctx, &fleet.Device{ID: id, PublicKey: []byte{byte(i)}, Serial: id, Product: "p", HardwareID: "h", Status: fleet.StatusAccepted, EnrolledAt: t0})
+			if err == nil {
+				state := "idle"
+				err = s.RecordReport(ctx, id, fleet.DeviceUpdate{State: &state}, []fleet.Event{{DeviceID: id, Time: t0, Step: "commit", Status: "ok"}})
+			}
+			if err == nil {
+				err = s.PutDirectorView(ctx, id, 0, &trust.DirectorView{Version: 1, Targets: []byte{1}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}, &repo.Assignment{Target: "t"})
+			}
+			errs <- err
+		}()
+	}
+	for range 32 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
