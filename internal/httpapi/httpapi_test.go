@@ -16,6 +16,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/httpapi"
+	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/trust"
@@ -963,6 +965,47 @@ func TestKnownDevicesOnly(t *testing.T) {
 	for range 2 { // the second answer comes from the replica's memory
 		if r := call(t, srv, http.MethodPost, "/device/v1/report", report, bearer(pending)); r.status != http.StatusNoContent && r.status != http.StatusOK {
 			t.Fatalf("report after accept: %d %s", r.status, r.body)
+		}
+	}
+}
+
+// AssignMany assigns every device it can in one batch and names each one it cannot: a device
+// that is not accepted does not stop the others.
+func TestAssignManyBatch(t *testing.T) {
+	s := newStack(t)
+	srv := s.serve()
+	ctx := context.Background()
+	name, targets := s.uploadAndSign(srv, "1.0.0", []byte("firmware 1.0.0"), s.targetsKey)
+	if r := s.publish(srv, name, targets); r.status != http.StatusCreated {
+		t.Fatalf("publish: %d %s", r.status, r.body)
+	}
+	rels, err := s.db.FindReleases(ctx, release.Filter{Target: name})
+	if err != nil || len(rels) != 1 {
+		t.Fatalf("release: %v %v", rels, err)
+	}
+	pending := newDevice(t)
+	if r := call(t, srv, http.MethodPost, "/device/v1/enroll", pending.enrollBody(t), nil); r.status != http.StatusAccepted {
+		t.Fatalf("enrol without token: %d %s", r.status, r.body)
+	}
+	ids := []string{pending.id}
+	for range 3 {
+		d, _ := s.enrolled(srv)
+		ids = append(ids, d.id)
+	}
+	ds, err := s.db.FindDevices(ctx, fleet.DeviceFilter{IDs: ids})
+	if err != nil || len(ds) != 4 {
+		t.Fatalf("devices: %d %v", len(ds), err)
+	}
+	i := slices.IndexFunc(ds, func(d *fleet.Device) bool { return d.ID == pending.id })
+	ds[0], ds[i] = ds[i], ds[0] // the refused device comes first
+	failed := s.repo.AssignMany(ctx, ds, rels[0], &trust.InstallPolicy{Campaign: "c1"})
+	if len(failed) != 1 || failed[pending.id] == nil {
+		t.Fatalf("failed = %v, want only the pending device", failed)
+	}
+	for _, id := range ids[1:] {
+		d, err := s.db.FindDevice(ctx, id)
+		if err != nil || d.Assigned != name || d.DirectorVersion != 1 || !strings.Contains(d.AssignPolicy, `"c1"`) {
+			t.Errorf("device %s after the batch: %+v %v", id, d, err)
 		}
 	}
 }

@@ -254,7 +254,7 @@ func (s *Service) latestRoot(ctx context.Context, repo string) (*metadata.Metada
 // Callers must not change what it returns.
 func (s *Service) imageTargets(ctx context.Context) (*metadata.Metadata[metadata.TargetsType], error) {
 	now := s.now()
-	if c := s.targets.Load(); c != nil && now.Sub(c.at) < timestampRecheck && !now.Before(c.at) {
+	if c := s.targets.Load(); c != nil && recent(c.at, now) {
 		return c.t, nil
 	}
 	m, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Targets)
@@ -272,6 +272,10 @@ func (s *Service) imageTargets(ctx context.Context) (*metadata.Metadata[metadata
 	s.targets.Store(&cachedTargets{t: t, version: m.Version, at: now})
 	return t, nil
 }
+
+// recent reports whether a copy cached at is younger than timestampRecheck (a clock that went
+// back makes it old).
+func recent(at, now time.Time) bool { return now.Sub(at) < timestampRecheck && !now.Before(at) }
 
 type cachedTargets struct {
 	t       *metadata.Metadata[metadata.TargetsType]
@@ -470,7 +474,7 @@ func (s *Service) DirectorRoot(ctx context.Context, file string) ([]byte, error)
 func (s *Service) serveMeta(ctx context.Context, repo, file string, versioned map[string]bool) ([]byte, error) {
 	if file == "timestamp.json" && repo == RepoImage {
 		now := s.now()
-		if c := s.timestamp.Load(); c != nil && now.Sub(c.at) < timestampRecheck && !now.Before(c.at) {
+		if c := s.timestamp.Load(); c != nil && recent(c.at, now) {
 			return c.body, nil
 		}
 		if err := s.RefreshImage(ctx, false); err != nil {
@@ -513,21 +517,34 @@ func (s *Service) Assign(ctx context.Context, d *fleet.Device, rel *release.Rele
 // AssignWith is Assign with an install policy (consent, maintenance window) that the device
 // receives signed with the assignment.
 func (s *Service) AssignWith(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+	if err := assignable(d, rel); err != nil {
+		return err
+	}
+	pol, err := encodePolicy(p)
+	if err != nil {
+		return err
+	}
+	return s.reassign(ctx, d.ID, rel.Target, pol)
+}
+
+// assignable refuses a device that is not accepted or whose hardware rel is not for.
+func assignable(d *fleet.Device, rel *release.Release) error {
 	if d.Status != fleet.StatusAccepted {
 		return apperr.E(apperr.Invalid, "device %s is %s, not accepted", d.ID, d.Status)
 	}
 	if !slices.Contains(rel.HardwareIDs, d.HardwareID) {
 		return apperr.E(apperr.Invalid, "release %s is not for hardware %s of device %s", rel.Ref(), d.HardwareID, d.ID)
 	}
-	pol := ""
-	if p != nil {
-		b, err := json.Marshal(p)
-		if err != nil {
-			return err
-		}
-		pol = string(b)
+	return nil
+}
+
+// encodePolicy is the stored form of an install policy ("" for none).
+func encodePolicy(p *trust.InstallPolicy) (string, error) {
+	if p == nil {
+		return "", nil
 	}
-	return s.reassign(ctx, d.ID, rel.Target, pol)
+	b, err := json.Marshal(p)
+	return string(b), err
 }
 
 // reassign signs the device's view for target; the store records the assignment in the same
@@ -556,27 +573,21 @@ const assignSigners = 4
 // returns the devices it could not assign, with the reason.
 func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error {
 	failed := map[string]error{}
-	pol := ""
-	if p != nil {
-		b, err := json.Marshal(p)
-		if err != nil {
-			for _, d := range ds {
-				failed[d.ID] = err
-			}
-			return failed
-		}
-		pol = string(b)
-	}
+	pol, perr := encodePolicy(p)
 	var todo []*fleet.Device
 	for _, d := range ds {
-		switch {
-		case d.Status != fleet.StatusAccepted:
-			failed[d.ID] = apperr.E(apperr.Invalid, "device %s is %s, not accepted", d.ID, d.Status)
-		case !slices.Contains(rel.HardwareIDs, d.HardwareID):
-			failed[d.ID] = apperr.E(apperr.Invalid, "release %s is not for hardware %s of device %s", rel.Ref(), d.HardwareID, d.ID)
-		default:
-			todo = append(todo, d)
+		err := perr
+		if err == nil {
+			err = assignable(d, rel)
 		}
+		if err != nil {
+			failed[d.ID] = err
+			continue
+		}
+		todo = append(todo, d)
+	}
+	if len(todo) == 0 {
+		return failed
 	}
 	one := func(ids []string) { // the careful path, device by device
 		for _, id := range ids {
@@ -588,9 +599,6 @@ func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *relea
 	ids := make([]string, len(todo))
 	for i, d := range todo {
 		ids[i] = d.ID
-	}
-	if len(todo) == 0 {
-		return failed
 	}
 	it, err := s.imageTargets(ctx)
 	if err != nil {

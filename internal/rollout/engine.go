@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -413,8 +412,20 @@ func (e *Engine) step(ctx context.Context, c *Campaign) error {
 	return nil
 }
 
-// assignWorkers is how many assignments of one batch are signed and stored at once.
-const assignWorkers = 4
+// assignBatch assigns rel to devices with AssignMany, or one by one with Assign if it is not
+// set, and returns the devices it could not assign.
+func (e *Engine) assignBatch(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error {
+	if e.AssignMany != nil {
+		return e.AssignMany(ctx, ds, rel, p)
+	}
+	failed := map[string]error{}
+	for _, d := range ds {
+		if err := e.Assign(ctx, d, rel, p); err != nil {
+			failed[d.ID] = err
+		}
+	}
+	return failed
+}
 
 // assign hands members their assignment, checking between batches that the campaign still runs,
 // so that a pause stops new assignments at once.
@@ -463,35 +474,10 @@ func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
 		if err := e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending}, MemberAssigned, "", e.now()); err != nil {
 			return err
 		}
-		if e.AssignMany != nil {
-			for id, err := range e.AssignMany(ctx, todo, rel, pol) {
-				e.log().Error("assign", "campaign", c.ID, "device", id, "err", err)
-				failed = append(failed, id)
-			}
-			if err := e.Store.SetMembers(ctx, c.ID, failed, []string{MemberAssigned}, MemberPending, "", e.now()); err != nil {
-				return err // pending again: the next tick retries them
-			}
-			continue
+		for id, err := range e.assignBatch(ctx, todo, rel, pol) {
+			e.log().Error("assign", "campaign", c.ID, "device", id, "err", err)
+			failed = append(failed, id)
 		}
-		// Each assignment signs a view and writes it in one transaction: a few run at once so
-		// that signing overlaps the database's writes.
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, assignWorkers)
-		for _, d := range todo {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				if err := e.Assign(ctx, d, rel, pol); err != nil {
-					e.log().Error("assign", "campaign", c.ID, "device", d.ID, "err", err)
-					mu.Lock()
-					failed = append(failed, d.ID)
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
 		if err := e.Store.SetMembers(ctx, c.ID, failed, []string{MemberAssigned}, MemberPending, "", e.now()); err != nil {
 			return err // pending again: the next tick retries them
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -121,7 +120,6 @@ func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v
 // PutDirectorViews implements repo.MetadataStore.
 func (s *DB) PutDirectorViews(ctx context.Context, puts []repo.ViewPut) (stale []string, err error) {
 	err = s.inTx(ctx, "put director views", func(tx *Tx) error {
-		stale = stale[:0]
 		for _, p := range puts {
 			old, err := s.putView(ctx, tx, p)
 			if err != nil {
@@ -185,12 +183,9 @@ func (s *DB) putView(ctx context.Context, tx *Tx, p repo.ViewPut) (stale bool, e
 func (s *DB) LatestDirectorVersions(ctx context.Context, ids []string) (map[string]int64, error) {
 	out := make(map[string]int64, len(ids))
 	for chunk := range slices.Chunk(ids, 500) {
-		args := make([]any, len(chunk))
-		marks := make([]string, len(chunk))
-		for i, id := range chunk {
-			args[i], marks[i] = id, fmt.Sprintf("$%d", i+1)
-		}
-		rows, err := s.db.QueryContext(ctx, `SELECT device_id, max(version) FROM director_views WHERE device_id IN (`+strings.Join(marks, ",")+`) GROUP BY device_id`, args...)
+		var args []any
+		q := `SELECT device_id, max(version) FROM director_views WHERE device_id IN (` + placeholders(&args, chunk) + `) GROUP BY device_id`
+		rows, err := s.db.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("latest director versions: %w", err)
 		}

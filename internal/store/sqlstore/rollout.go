@@ -272,7 +272,8 @@ func (s *DB) AddGroupDevices(ctx context.Context, name string, ids []string) err
 func (s *DB) RemoveGroupDevices(ctx context.Context, name string, ids []string) error {
 	for chunk := range slices.Chunk(ids, 500) {
 		args := []any{name}
-		if _, err := s.db.ExecContext(ctx, `DELETE FROM group_devices WHERE group_name = $1 AND device_id IN (`+placeholders(&args, chunk)+`)`, args...); err != nil {
+		q := `DELETE FROM group_devices WHERE group_name = $1 AND device_id IN (` + placeholders(&args, chunk) + `)`
+		if _, err := s.db.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("group %s: remove: %w", name, err)
 		}
 	}
