@@ -179,6 +179,11 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 	}
 	defer srv.stop()
 	rss0, _ := rssKiB(srv.cmd.Process.Pid)
+	ref, err := referenceSHA256(ctx, dir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "reference: sha256sum of 64 MiB takes %s on this machine now\n", ref.Round(time.Millisecond))
 	fmt.Fprintf(out, "server pid %d on %s (%s, artifacts on %s), RSS %d KiB at start\n", srv.cmd.Process.Pid, srv.URL, store, dir, rss0)
 	c := &client.Client{Base: srv.URL, Token: srv.Token}
 	targetsKey, err := trust.LoadKey(filepath.Join(keys, trust.FileTargetsKey))
@@ -222,17 +227,23 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 	// cpu reports the CPU time server and simulator spent since the last call, per device.
 	lastSrv, _ := procCPU(srv.cmd.Process.Pid)
 	lastSim, _ := procCPU(0)
+	lastBusy, lastSteal := hostCPU()
 	cpu := func() string {
 		srvCPU, _ := procCPU(srv.cmd.Process.Pid)
 		simCPU, _ := procCPU(0)
+		busy, steal := hostCPU()
 		d := func(x time.Duration) string {
 			return (x / time.Duration(cfg.Devices)).Round(10 * time.Microsecond).String()
 		}
 		msg := fmt.Sprintf("CPU per device: server %s, simulator %s", d(srvCPU-lastSrv), d(simCPU-lastSim))
-		lastSrv, lastSim = srvCPU, simCPU
+		if busy+steal > lastBusy+lastSteal {
+			msg += fmt.Sprintf("; stolen by the hypervisor: %.0f%% of the CPU time wanted", 100*float64(steal-lastSteal)/float64(busy-lastBusy+steal-lastSteal))
+		}
+		lastSrv, lastSim, lastBusy, lastSteal = srvCPU, simCPU, busy, steal
 		return msg
 	}
 	t = time.Now()
+	endProfile := profilePhase("verify", srv.cmd.Process.Pid)
 	for fleet.Verified() < cfg.Devices {
 		if time.Since(t) > 10*time.Minute {
 			return fmt.Errorf("only %d of %d devices verified their metadata in 10 minutes", fleet.Verified(), cfg.Devices)
@@ -243,8 +254,11 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 		case <-time.After(time.Second):
 		}
 	}
+	endProfile()
 	fmt.Fprintf(out, "every device verified its metadata once after %s (%s)\n", time.Since(t).Round(time.Millisecond), cpu())
+	endProfile = profilePhase("poll", srv.cmd.Process.Pid)
 	time.Sleep(time.Duration(cfg.PollSeconds) * time.Second) // and polled once more
+	endProfile()
 	rss1, _ := rssKiB(srv.cmd.Process.Pid)
 	fmt.Fprintf(out, "server RSS with %d devices polling every %ds: %d KiB (%d KiB per 10,000 devices over the empty server); polling for %ds: %s\n",
 		cfg.Devices, cfg.PollSeconds, rss1, (rss1-rss0)*10000/cfg.Devices, cfg.PollSeconds, cpu())
@@ -254,6 +268,8 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 		return err
 	}
 	t = time.Now()
+	endProfile = profilePhase("rollout", srv.cmd.Process.Pid)
+	defer endProfile()
 	camp, err := c.CreateRollout(ctx, wire.CampaignSpec{Release: "thermostat@1.1.0", Target: "product=thermostat", Waves: cfg.Waves, HealthGate: "0s", Start: true})
 	if err != nil {
 		return err
@@ -281,6 +297,7 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 		}
 	}
 	took := time.Since(t)
+	endProfile()
 	_, hwm := rssKiB(srv.cmd.Process.Pid)
 	fmt.Fprintf(out, "rollout of %d bytes in waves %s reached %d devices in %s (campaign %s); server peak RSS %d KiB; %s\n",
 		cfg.Size, cfg.Waves, cfg.Devices, took.Round(time.Millisecond), camp.ID, hwm, cpu())

@@ -1224,3 +1224,50 @@ func RunBenchFleet(ctx context.Context, cfg HTTPBenchConfig, out io.Writer) erro
 		dbName, float64(w)/win, float64(c)/win, float64(r)/win)
 	return nil
 }
+
+// hostCPU reads the machine's busy and stolen CPU time from /proc/stat, in clock ticks. Stolen
+// time is what the hypervisor gave other tenants while this machine wanted to run: on a shared
+// host it slows every phase of a bench without showing in any process's own CPU time.
+func hostCPU() (busy, steal int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i := 1; i <= 8; i++ {
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		switch i {
+		case 4, 5: // idle, iowait
+		case 8:
+			steal = n
+		default:
+			busy += n
+		}
+	}
+	return busy, steal
+}
+
+// referenceSHA256 times `sha256sum` over a 64 MiB file in dir (the best of three runs): the
+// machine's speed in the same run, for reading the bench's other figures against.
+func referenceSHA256(ctx context.Context, dir string) (time.Duration, error) {
+	f := filepath.Join(dir, "reference-64MiB")
+	if err := os.WriteFile(f, bytes.Repeat([]byte("upkeep reference "), 64<<20/17+1)[:64<<20], 0o644); err != nil {
+		return 0, err
+	}
+	defer os.Remove(f)
+	best := time.Duration(0)
+	for range 3 {
+		t := time.Now()
+		if err := exec.CommandContext(ctx, "sha256sum", f).Run(); err != nil {
+			return 0, fmt.Errorf("sha256sum: %w", err)
+		}
+		if d := time.Since(t); best == 0 || d < best {
+			best = d
+		}
+	}
+	return best, nil
+}

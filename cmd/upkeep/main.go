@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -18,17 +17,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// UPKEEP_CPUPROFILE writes a CPU profile of the whole run (for `upkeep bench`, which passes
-	// PATH.server to the server process it starts).
-	if p := os.Getenv("UPKEEP_CPUPROFILE"); p != "" {
-		if f, err := os.Create(p); err == nil {
-			pprof.StartCPUProfile(f) //nolint:errcheck // best effort
-			defer pprof.StopCPUProfile()
-		}
-	}
+	setupProfiling()
+	defer stopProfile()
 	if err := newRoot().ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "upkeep:", userMessage(err))
-		pprof.StopCPUProfile()
+		stopProfile()
 		os.Exit(1)
 	}
 }

@@ -290,3 +290,21 @@ func TestRolloutCLI(t *testing.T) {
 	simDone = make(chan string, 1)
 	simDone <- ""
 }
+
+// TestCommitCheckinAtOnce: a device that committed a new image checks in at once rather than
+// after its poll interval (an hour here), so that a campaign with no health gate completes
+// without waiting for the fleet's next polls.
+func TestCommitCheckinAtOnce(t *testing.T) {
+	e := newEnvWith(t, func(c *ServerConfig) { c.PollSeconds, c.RolloutEvery = 3600, 200*time.Millisecond })
+	ctx := context.Background()
+	r100 := e.publish("1.0.0", 1, image("1.0.0", 4<<10))
+	e.publish("1.1.0", 2, image("1.1.0", 16<<10))
+	f := e.simFleet(2, r100, func(o *sim.FleetOptions) { o.Poll, o.Spread = time.Hour, time.Millisecond })
+	camp, err := e.cli.CreateRollout(ctx, wire.CampaignSpec{Release: "thermostat@1.1.0", Target: "product=thermostat", HealthGate: "0s", Start: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitCampaign(camp.ID, 20*time.Second, "both devices assigned", func(s *wire.CampaignStatus) bool { return s.Waves[0][rollout.MemberAssigned] == 2 })
+	f.Start(ctx) // each device checks in once, installs, commits, and must check in again at once
+	e.waitCampaign(camp.ID, 30*time.Second, "completion", func(s *wire.CampaignStatus) bool { return s.Campaign.State == rollout.StateCompleted })
+}

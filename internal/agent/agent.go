@@ -324,8 +324,14 @@ func (a *Agent) flush(ctx context.Context) error {
 func (a *Agent) Run(ctx context.Context) error {
 	backoff := time.Duration(0)
 	for {
+		before := a.state.Installed.SHA256
 		err := a.Cycle(ctx)
 		wait := a.poll
+		if err == nil && a.state.Installed.SHA256 != before {
+			// A new image was committed: check in at once, so that the server's inventory and a
+			// campaign's health gate see the device on it without waiting a poll interval.
+			wait = 0
+		}
 		var te *TransientError
 		switch {
 		case ctx.Err() != nil:

@@ -43,6 +43,7 @@ type FleetOptions struct {
 	// Latency is added to every request, each way's worth at once.
 	Latency time.Duration
 	Poll    time.Duration // the agents' poll interval until the server suggests one
+	Spread  time.Duration // the first polls are spread over this much time; 0: Poll
 	Dir     string        // state folders; a tmpfs (/dev/shm) keeps fsyncs cheap
 	Seed    uint64
 	Logger  *slog.Logger
@@ -99,6 +100,9 @@ func NewFleet(ctx context.Context, o FleetOptions) (*Fleet, error) {
 	}
 	if o.Poll == 0 {
 		o.Poll = 5 * time.Second
+	}
+	if o.Spread == 0 {
+		o.Spread = o.Poll
 	}
 	if o.HTTP == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
@@ -175,8 +179,8 @@ func (f *Fleet) enroll(ctx context.Context, i int) (*FleetDevice, error) {
 	return &FleetDevice{ID: st.DeviceID, Index: i, Agent: a, Installer: inst}, nil
 }
 
-// Start runs every device's agent until Stop or ctx ends. Their first polls are spread over one
-// poll interval.
+// Start runs every device's agent until Stop or ctx ends. Their first polls are spread over
+// FleetOptions.Spread.
 func (f *Fleet) Start(ctx context.Context) {
 	ctx, f.cancel = context.WithCancel(ctx)
 	for _, d := range f.Members {
@@ -184,7 +188,7 @@ func (f *Fleet) Start(ctx context.Context) {
 		go func() {
 			defer f.wg.Done()
 			select {
-			case <-time.After(rand.N(f.o.Poll)):
+			case <-time.After(rand.N(f.o.Spread)):
 			case <-ctx.Done():
 				return
 			}
