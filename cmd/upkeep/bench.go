@@ -35,13 +35,14 @@ type BenchConfig struct {
 	Waves       string
 	PollSeconds int
 	Hammer      time.Duration // check-in saturation phase
+	Progress    time.Duration // how often the rollout's progress is printed
 	Conns       int
 	Database    string // postgres:// URL, or empty for SQLite
 }
 
 func benchCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Measure the server: fleet rollouts and check-ins"}
-	cfg := BenchConfig{Devices: 10000, Size: 1 << 20, Waves: "1%,10%,100%", PollSeconds: 5, Hammer: 10 * time.Second, Conns: 64}
+	cfg := BenchConfig{Devices: 10000, Size: 1 << 20, Waves: "1%,10%,100%", PollSeconds: 5, Hammer: 10 * time.Second, Conns: 64, Progress: 10 * time.Second}
 	rollout := &cobra.Command{
 		Use:   "rollout",
 		Short: "Start a server process, enrol N simulated devices, roll a release out to all of them and time it",
@@ -61,6 +62,7 @@ connections polling as fast as they can for --hammer.`,
 	f.StringVar(&cfg.Waves, "waves", cfg.Waves, "campaign waves")
 	f.IntVar(&cfg.PollSeconds, "poll-seconds", cfg.PollSeconds, "poll interval the server suggests")
 	f.DurationVar(&cfg.Hammer, "hammer", cfg.Hammer, "check-in saturation phase (0: skip)")
+	f.DurationVar(&cfg.Progress, "progress", cfg.Progress, "how often the rollout's progress is printed")
 	f.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections in the check-in phase")
 	f.StringVar(&cfg.Database, "db", "", "postgres:// URL (default: the embedded SQLite)")
 	cmd.AddCommand(append([]*cobra.Command{rollout}, benchHTTPCmds()...)...)
@@ -274,7 +276,8 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	progress := time.NewTicker(10 * time.Second)
+	fmt.Fprintf(out, "campaign %s created and started in %s\n", camp.ID, time.Since(t).Round(time.Millisecond))
+	progress := time.NewTicker(cfg.Progress)
 	defer progress.Stop()
 	for fleet.Running()[rel.SHA256] < cfg.Devices {
 		if time.Since(t) > 10*time.Minute {
@@ -284,6 +287,7 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-progress.C:
+			asked := time.Now()
 			if st, err := c.RolloutStatus(ctx, camp.ID); err == nil {
 				members := map[string]int{}
 				for _, w := range st.Waves {
@@ -291,7 +295,11 @@ func RunBench(ctx context.Context, cfg BenchConfig, out io.Writer) error {
 						members[k] += n
 					}
 				}
-				fmt.Fprintf(out, "  after %s: campaign members %v; %d devices run the release\n", time.Since(t).Round(time.Second), members, fleet.Running()[rel.SHA256])
+				srvCPU, _ := procCPU(srv.cmd.Process.Pid)
+				simCPU, _ := procCPU(0)
+				fmt.Fprintf(out, "  after %s: campaign members %v; %d devices run the release; CPU since the start: server %s, simulator %s\n",
+					asked.Sub(t).Round(time.Second), members, fleet.Running()[rel.SHA256],
+					(srvCPU - lastSrv).Round(100*time.Millisecond), (simCPU - lastSim).Round(100*time.Millisecond))
 			}
 		case <-time.After(100 * time.Millisecond):
 		}

@@ -265,21 +265,9 @@ func (s *Server) background(ctx context.Context) {
 			if time.Now().Before(nextTick) {
 				continue
 			}
-			// One replica at a time drives the campaigns: the one holding the lease.
-			if ok, err := s.DB.AcquireLease(ctx, "rollout-engine", holder, 15*time.Second, time.Now()); err != nil {
-				s.Config.Logger.Warn("rollout engine lease", "err", err)
-			} else if ok {
-				t := time.Now()
-				if err := s.Rollouts.Tick(ctx); err != nil && ctx.Err() == nil {
-					s.Config.Logger.Error("rollout engine", "err", err)
-				}
-				s.Metrics.ObserveDB("rollout_tick", time.Since(t))
-				// A tick reads every member of the running campaigns; the engine rests for
-				// tickRest times as long as it took (at most maxTickRest), so that it keeps
-				// to a few percent of a core however large the campaigns are (a
-				// 10,000-device tick takes ~0.1 s).
-				nextTick = t.Add(min(tickRest*time.Since(t), maxTickRest))
-			}
+			nextTick = s.tick(ctx, holder)
+		case <-s.Rollouts.Woken(): // an operator started or resumed a campaign: no rest
+			nextTick = s.tick(ctx, holder)
 		case <-resign.C:
 			if ok, err := s.DB.AcquireLease(ctx, "image-resign", holder, 5*time.Minute, time.Now()); err != nil || !ok {
 				continue
@@ -295,6 +283,27 @@ func (s *Server) background(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// tick drives the running campaigns if this replica holds the engine's lease (one replica at a
+// time does), and returns when the next tick may run. A tick reads every member of the running
+// campaigns; the engine rests for tickRest times as long as it took (at most maxTickRest), so
+// that it keeps to a few percent of a core however large the campaigns are (a 10,000-device tick
+// takes ~0.1 s).
+func (s *Server) tick(ctx context.Context, holder string) time.Time {
+	ok, err := s.DB.AcquireLease(ctx, "rollout-engine", holder, 15*time.Second, time.Now())
+	if err != nil {
+		s.Config.Logger.Warn("rollout engine lease", "err", err)
+	}
+	if !ok {
+		return time.Time{}
+	}
+	t := time.Now()
+	if err := s.Rollouts.Tick(ctx); err != nil && ctx.Err() == nil {
+		s.Config.Logger.Error("rollout engine", "err", err)
+	}
+	s.Metrics.ObserveDB("rollout_tick", time.Since(t))
+	return t.Add(min(tickRest*time.Since(t), maxTickRest))
 }
 
 // tickRest is how many times a rollout engine tick's duration passes before the next one, and

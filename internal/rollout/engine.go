@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -33,6 +34,30 @@ type Engine struct {
 	Unassign func(ctx context.Context, d *fleet.Device) error
 	Now      func() time.Time
 	Logger   *slog.Logger
+	ActLimit int // members a start or resume assigns before it answers; 0: ActAssignLimit
+
+	mu   sync.Mutex // one step at a time in this process: a tick and an operator's action
+	wake chan struct{}
+	once sync.Once
+}
+
+// ActAssignLimit is how many members an operator's start or resume assigns before it answers;
+// the engine's next tick (woken at once) assigns the rest, so that starting a campaign over a
+// whole large fleet does not hold the operator's request for minutes.
+const ActAssignLimit = 1000
+
+// Woken delivers a value when an operator's action left work for the engine's next tick.
+func (e *Engine) Woken() <-chan struct{} {
+	e.once.Do(func() { e.wake = make(chan struct{}, 1) })
+	return e.wake
+}
+
+func (e *Engine) nudge() {
+	e.Woken() // makes the channel
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (e *Engine) now() time.Time {
@@ -296,11 +321,20 @@ func (e *Engine) Act(ctx context.Context, id, action, actor string) (*Campaign, 
 	e.audit(ctx, actor, action, "campaign:"+c.ID, fmt.Sprintf("%s → %s", from, to))
 	switch action {
 	case "start", "resume":
-		if err := e.step(ctx, c); err != nil {
+		e.mu.Lock()
+		more, err := e.step(ctx, c, cmp.Or(e.ActLimit, ActAssignLimit))
+		e.mu.Unlock()
+		if err != nil {
 			return c, err
 		}
+		if more {
+			e.nudge()
+		}
 	case "cancel":
-		if err := e.withdraw(ctx, c); err != nil {
+		e.mu.Lock()
+		err := e.withdraw(ctx, c)
+		e.mu.Unlock()
+		if err != nil {
 			return c, err
 		}
 	}
@@ -337,13 +371,15 @@ func (e *Engine) withdraw(ctx context.Context, c *Campaign) error {
 // Tick drives every running campaign one step. The server calls it periodically, on one
 // replica at a time.
 func (e *Engine) Tick(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	cs, err := e.Store.FindCampaigns(ctx, StateRunning)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, c := range cs {
-		if err := e.step(ctx, c); err != nil {
+		if _, err := e.step(ctx, c, 0); err != nil {
 			errs = append(errs, fmt.Errorf("campaign %s: %w", c.ID, err))
 		}
 	}
@@ -353,63 +389,73 @@ func (e *Engine) Tick(ctx context.Context) error {
 	return nil
 }
 
-// step runs Plan for one campaign and applies its decision, until it has nothing more to do now.
-func (e *Engine) step(ctx context.Context, c *Campaign) error {
+// step runs Plan for one campaign and applies its decision, until it has nothing more to do now
+// or, with limit > 0, until it assigned limit members; more says that it stopped there.
+func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, err error) {
 	for range MaxWaves + 1 {
 		ms, err := e.Store.FindMembers(ctx, c.ID)
 		if err != nil {
-			return err
+			return false, err
 		}
 		now := e.now()
 		d := Plan(c, ms, now)
 		if len(d.Reconciled) > 0 {
 			if err := e.Store.SetMembers(ctx, c.ID, d.Reconciled, []string{MemberAssigned, MemberWaiting}, MemberCommitted, "", now); err != nil {
-				return err
+				return false, err
 			}
 		}
 		if len(d.Healthy) > 0 {
 			if err := e.Store.SetMembers(ctx, c.ID, d.Healthy, []string{MemberCommitted}, MemberHealthy, "", now); err != nil {
-				return err
+				return false, err
 			}
 		}
 		for id, why := range d.Unhealthy {
 			if err := e.Store.SetMembers(ctx, c.ID, []string{id}, []string{MemberCommitted}, MemberFailed, why, now); err != nil {
-				return err
+				return false, err
 			}
 		}
 		if d.Pause != "" {
 			c.State, c.PauseReason, c.UpdatedAt = StatePaused, d.Pause, now
 			if err := e.Store.UpdateCampaign(ctx, c, StateRunning); err != nil {
-				return err
+				return false, err
 			}
 			e.audit(ctx, "engine", "pause", "campaign:"+c.ID, d.Pause)
 			e.log().Warn("campaign paused itself", "campaign", c.ID, "release", c.Release, "reason", d.Pause)
-			return nil
+			return false, nil
 		}
 		if d.Advance {
 			c.Wave++
 			c.UpdatedAt = now
 			if err := e.Store.UpdateCampaign(ctx, c, StateRunning); err != nil {
-				return err
+				return false, err
 			}
 			e.audit(ctx, "engine", "advance", "campaign:"+c.ID, fmt.Sprintf("wave %d of %d released", c.Wave+1, len(c.Waves)))
 		}
+		if limit > 0 && len(d.Assign) > limit {
+			// Pending members of a released wave go out at the next step (Plan releases them).
+			return true, e.assign(ctx, c, d.Assign[:limit])
+		}
 		if err := e.assign(ctx, c, d.Assign); err != nil {
-			return err
+			return false, err
+		}
+		if limit > 0 {
+			if limit -= len(d.Assign); limit <= 0 && d.Advance {
+				return true, nil
+			}
 		}
 		if d.Complete {
 			c.State, c.UpdatedAt = StateCompleted, now
 			if err := e.Store.UpdateCampaign(ctx, c, StateRunning); err != nil {
-				return err
+				return false, err
 			}
 			e.audit(ctx, "engine", "complete", "campaign:"+c.ID, "every wave met its success threshold")
-			return nil
+			return false, nil
 		}
 		if !d.Advance {
-			return nil
+			return false, nil
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // assignBatch assigns rel to devices with AssignMany, or one by one with Assign if it is not

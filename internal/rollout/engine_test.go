@@ -250,3 +250,92 @@ func TestEngineRollbackCountsAsFailure(t *testing.T) {
 		t.Fatalf("campaign %s after 1 of 4 rolled back, want paused", got.State)
 	}
 }
+
+// TestEngineStartAssignsALimitAndWakesTheEngine: starting a campaign over more devices than an
+// operator's request should wait for assigns the first ActLimit of them, leaves the rest pending
+// and wakes the engine, whose next tick assigns them; no device is assigned twice.
+func TestEngineStartAssignsALimitAndWakesTheEngine(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 10)
+	var calls int
+	assign := env.e.Assign
+	env.e.Assign = func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+		calls++
+		return assign(ctx, d, rel, p)
+	}
+	env.e.ActLimit = 3
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "100%"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-env.e.Woken():
+		t.Fatal("woken before anything was left to do")
+	default:
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if got := statuses(t, env.e, c.ID); got[rollout.MemberAssigned] != 3 || got[rollout.MemberPending] != 7 {
+		t.Fatalf("after start: %v, want 3 assigned and 7 pending", got)
+	}
+	select {
+	case <-env.e.Woken():
+	default:
+		t.Fatal("start left members pending but did not wake the engine")
+	}
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := env.count("p/1.1/fw"); n != 10 || calls != 10 {
+		t.Fatalf("after the tick: %d devices assigned in %d calls, want 10 in 10", n, calls)
+	}
+}
+
+// TestEngineTickDuringStart: the engine's tick running while an operator's start assigns a large
+// wave must not assign the same devices again (each assignment re-signs a director view, and the
+// device verifies it again).
+func TestEngineTickDuringStart(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 250)
+	calls := map[string]int{}
+	assign := env.e.Assign
+	env.e.Assign = func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+		env.mu.Lock()
+		calls[d.ID]++
+		env.mu.Unlock()
+		return assign(ctx, d, rel, p)
+	}
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "100%"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { _, err := env.e.Act(ctx, c.ID, "start", "alice"); done <- err }()
+	for ticking := true; ticking; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			ticking = false
+		default:
+			if err := env.e.Tick(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	for id, n := range calls {
+		if n != 1 {
+			t.Errorf("device %s assigned %d times", id, n)
+		}
+	}
+	if len(calls) != 250 {
+		t.Errorf("%d devices assigned, want 250", len(calls))
+	}
+}
