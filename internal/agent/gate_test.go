@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"upkeep.dev/upkeep/internal/trust"
+)
+
+// TestInstallGate: the decision whether a downloaded image may be installed now, from its
+// install policy, the owner's answer, the device's own window and a fake clock.
+func TestInstallGate(t *testing.T) {
+	at := func(h, m int) time.Time { return time.Date(2026, 11, 25, h, m, 0, 0, time.UTC) }
+	tests := []struct {
+		name      string
+		pol       *trust.InstallPolicy
+		device    string // the device's own window
+		consents  bool
+		granted   bool // consent written by `upkeep-agent consent`
+		now       time.Time
+		wantBlock string // "" installs now; else a substring of why not
+	}{
+		{name: "no policy: install", now: at(12, 0)},
+		{name: "forced security update outside any window", pol: &trust.InstallPolicy{}, now: at(12, 0)},
+		{name: "consent asked, owner says no", pol: &trust.InstallPolicy{Consent: true}, now: at(12, 0), wantBlock: "consent"},
+		{name: "consent asked, owner says yes", pol: &trust.InstallPolicy{Consent: true}, consents: true, now: at(12, 0)},
+		{name: "consent granted on the command line", pol: &trust.InstallPolicy{Consent: true}, granted: true, now: at(12, 0)},
+		{name: "campaign window, inside", pol: &trust.InstallPolicy{Window: "02:00-04:00"}, now: at(2, 0)},
+		{name: "campaign window, at its end", pol: &trust.InstallPolicy{Window: "02:00-04:00"}, now: at(4, 0), wantBlock: "maintenance window 02:00-04:00"},
+		{name: "window across midnight, inside", pol: &trust.InstallPolicy{Window: "23:00-01:00"}, now: at(0, 30)},
+		{name: "device's own window, outside", pol: &trust.InstallPolicy{}, device: "02:00-04:00", now: at(12, 0), wantBlock: "maintenance window 02:00-04:00"},
+		{name: "campaign window overrides the device's", pol: &trust.InstallPolicy{Window: "11:00-13:00"}, device: "02:00-04:00", now: at(12, 0)},
+		{name: "critical campaign waives the window", pol: &trust.InstallPolicy{IgnoreWindow: true}, device: "02:00-04:00", now: at(12, 0)},
+		{name: "waiver does not waive consent", pol: &trust.InstallPolicy{IgnoreWindow: true, Consent: true}, device: "02:00-04:00", now: at(12, 0), wantBlock: "consent"},
+		{name: "consent given, then the window", pol: &trust.InstallPolicy{Consent: true}, consents: true, device: "02:00-04:00", now: at(12, 0), wantBlock: "maintenance window"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			img := &Image{Target: "p/1.1/fw", SHA256: "ab", Install: tt.pol}
+			a := &Agent{log: slog.New(slog.NewTextHandler(io.Discard, nil)), state: &State{Pending: img, Phase: PhaseDownloaded},
+				cfg: Config{StateDir: dir, Window: tt.device, Now: func() time.Time { return tt.now },
+					Consent: func(context.Context, Image) (bool, error) { return tt.consents, nil }}}
+			if tt.granted {
+				a.cfg.Consent = nil
+				if err := saveState(dir, a.state); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := GrantConsent(dir); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := a.gate(context.Background(), img)
+			if (got == "") != (tt.wantBlock == "") || tt.wantBlock != "" && !strings.Contains(got, tt.wantBlock) {
+				t.Fatalf("gate = %q, want %q", got, tt.wantBlock)
+			}
+		})
+	}
+}
