@@ -172,24 +172,21 @@ func (s *DB) TouchDevices(ctx context.Context, seen map[string]time.Time) error 
 	if len(seen) == 0 {
 		return nil
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("touch devices: %w", err)
-	}
-	defer tx.Rollback()
-	st, err := tx.PrepareContext(ctx, `UPDATE devices SET last_seen = $1 WHERE id = $2 AND (last_seen IS NULL OR last_seen < $1)`)
-	if err != nil {
-		return fmt.Errorf("touch devices: %w", err)
-	}
-	defer st.Close()
-	// In id order: replicas flushing overlapping devices then lock rows in the same order and
-	// cannot deadlock each other.
-	for _, id := range slices.Sorted(maps.Keys(seen)) {
-		if _, err := st.ExecContext(ctx, seen[id].UTC(), id); err != nil {
-			return fmt.Errorf("touch device %s: %w", id, err)
+	return s.inTx(ctx, "touch devices", func(tx *Tx) error {
+		st, err := tx.PrepareContext(ctx, `UPDATE devices SET last_seen = $1 WHERE id = $2 AND (last_seen IS NULL OR last_seen < $1)`)
+		if err != nil {
+			return fmt.Errorf("touch devices: %w", err)
 		}
-	}
-	return tx.Commit()
+		defer st.Close()
+		// In id order: replicas flushing overlapping devices then lock rows in the same order and
+		// cannot deadlock each other.
+		for _, id := range slices.Sorted(maps.Keys(seen)) {
+			if _, err := st.ExecContext(ctx, seen[id].UTC(), id); err != nil {
+				return fmt.Errorf("touch device %s: %w", id, err)
+			}
+		}
+		return nil
+	})
 }
 
 // AddEvents implements fleet.Store.
@@ -216,22 +213,6 @@ func addEvents(ctx context.Context, tx *Tx, events []fleet.Event) error {
 			e.DeviceID, e.Time.UTC(), e.Target, e.Step, e.Status, e.Fatal, e.Message); err != nil {
 			return fmt.Errorf("add event: %w", err)
 		}
-	}
-	return nil
-}
-
-// inTx runs f in a transaction and commits it if f succeeds.
-func (s *DB) inTx(ctx context.Context, what string, f func(*Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	defer tx.Rollback()
-	if err := f(tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }
@@ -272,35 +253,38 @@ func (s *DB) CreateEnrollToken(ctx context.Context, t *fleet.EnrollToken) error 
 
 // UseEnrollToken implements fleet.Store.
 func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, now time.Time) (*fleet.EnrollToken, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("use enrolment token: %w", err)
-	}
-	defer tx.Rollback()
-	var t fleet.EnrollToken
-	var exp sql.NullTime
-	err = tx.QueryRowContext(ctx, `SELECT id, hash, name, uses_left, expires_at, product, created_at FROM enroll_tokens WHERE hash = $1`, hash).
-		Scan(&t.ID, &t.Hash, &t.Name, &t.UsesLeft, &exp, &t.Product, &t.CreatedAt)
-	if err != nil {
-		if err == sql.ErrNoRows {
-			return nil, apperr.E(apperr.Unauthorized, "unknown enrolment token")
-		}
-		return nil, fmt.Errorf("use enrolment token: %w", err)
-	}
-	t.ExpiresAt = exp.Time
-	if t.UsesLeft == 0 || (exp.Valid && !now.Before(exp.Time)) {
-		return nil, apperr.E(apperr.Unauthorized, "enrolment token %s is used up or expired", t.Name)
-	}
-	if t.UsesLeft > 0 {
-		// Atomic on every database: a concurrent use that took the last one makes this a no-op.
-		res, err := tx.ExecContext(ctx, `UPDATE enroll_tokens SET uses_left = uses_left - 1 WHERE id = $1 AND uses_left > 0`, t.ID)
+	var tok *fleet.EnrollToken
+	err := s.inTx(ctx, "use enrolment token", func(tx *Tx) error {
+		var t fleet.EnrollToken
+		var exp sql.NullTime
+		err := tx.QueryRowContext(ctx, `SELECT id, hash, name, uses_left, expires_at, product, created_at FROM enroll_tokens WHERE hash = $1`, hash).
+			Scan(&t.ID, &t.Hash, &t.Name, &t.UsesLeft, &exp, &t.Product, &t.CreatedAt)
 		if err != nil {
-			return nil, fmt.Errorf("use enrolment token: %w", err)
+			if err == sql.ErrNoRows {
+				return apperr.E(apperr.Unauthorized, "unknown enrolment token")
+			}
+			return fmt.Errorf("use enrolment token: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return nil, apperr.E(apperr.Unauthorized, "enrolment token %s is used up or expired", t.Name)
+		t.ExpiresAt = exp.Time
+		if t.UsesLeft == 0 || (exp.Valid && !now.Before(exp.Time)) {
+			return apperr.E(apperr.Unauthorized, "enrolment token %s is used up or expired", t.Name)
 		}
-		t.UsesLeft--
+		if t.UsesLeft > 0 {
+			// Atomic on every database: a concurrent use that took the last one makes this a no-op.
+			res, err := tx.ExecContext(ctx, `UPDATE enroll_tokens SET uses_left = uses_left - 1 WHERE id = $1 AND uses_left > 0`, t.ID)
+			if err != nil {
+				return fmt.Errorf("use enrolment token: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return apperr.E(apperr.Unauthorized, "enrolment token %s is used up or expired", t.Name)
+			}
+			t.UsesLeft--
+		}
+		tok = &t
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return &t, tx.Commit()
+	return tok, nil
 }

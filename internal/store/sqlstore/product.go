@@ -50,36 +50,34 @@ func (s *DB) FindProducts(ctx context.Context) ([]*release.Product, error) {
 
 // PutProduct implements release.ProductStore.
 func (s *DB) PutProduct(ctx context.Context, p *release.Product, prev time.Time, changes []release.PolicyChange) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("put product %s: %w", p.Name, err)
-	}
-	defer tx.Rollback()
-	if prev.IsZero() {
-		_, err = tx.ExecContext(ctx, `INSERT INTO products (name, policy, declaration_key, updated_at) VALUES ($1,$2,$3,$4)`, p.Name, string(p.Policy), p.DeclarationKey, p.UpdatedAt.UTC())
-		if s.dialect.IsUnique(err) {
-			return apperr.E(apperr.Conflict, "product %s was created concurrently", p.Name)
-		}
-	} else {
-		var res interface{ RowsAffected() (int64, error) }
-		res, err = tx.ExecContext(ctx, `UPDATE products SET policy = $1, declaration_key = $2, updated_at = $3 WHERE name = $4 AND updated_at = $5`,
-			string(p.Policy), p.DeclarationKey, p.UpdatedAt.UTC(), p.Name, prev.UTC())
-		if err == nil {
-			if n, _ := res.RowsAffected(); n == 0 {
-				return apperr.E(apperr.Conflict, "the policy of %s changed concurrently; read it again", p.Name)
+	return s.inTx(ctx, "put product "+p.Name, func(tx *Tx) error {
+		var err error
+		if prev.IsZero() {
+			_, err = tx.ExecContext(ctx, `INSERT INTO products (name, policy, declaration_key, updated_at) VALUES ($1,$2,$3,$4)`, p.Name, string(p.Policy), p.DeclarationKey, p.UpdatedAt.UTC())
+			if s.dialect.IsUnique(err) {
+				return apperr.E(apperr.Conflict, "product %s was created concurrently", p.Name)
+			}
+		} else {
+			var res interface{ RowsAffected() (int64, error) }
+			res, err = tx.ExecContext(ctx, `UPDATE products SET policy = $1, declaration_key = $2, updated_at = $3 WHERE name = $4 AND updated_at = $5`,
+				string(p.Policy), p.DeclarationKey, p.UpdatedAt.UTC(), p.Name, prev.UTC())
+			if err == nil {
+				if n, _ := res.RowsAffected(); n == 0 {
+					return apperr.E(apperr.Conflict, "the policy of %s changed concurrently; read it again", p.Name)
+				}
 			}
 		}
-	}
-	if err != nil {
-		return fmt.Errorf("put product %s: %w", p.Name, err)
-	}
-	for _, c := range changes {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO policy_history (product, at, actor, field, old, new) VALUES ($1,$2,$3,$4,$5,$6)`,
-			p.Name, c.At.UTC(), c.Actor, c.Field, c.Old, c.New); err != nil {
-			return fmt.Errorf("policy history %s: %w", p.Name, err)
+		if err != nil {
+			return fmt.Errorf("put product %s: %w", p.Name, err)
 		}
-	}
-	return tx.Commit()
+		for _, c := range changes {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO policy_history (product, at, actor, field, old, new) VALUES ($1,$2,$3,$4,$5,$6)`,
+				p.Name, c.At.UTC(), c.Actor, c.Field, c.Old, c.New); err != nil {
+				return fmt.Errorf("policy history %s: %w", p.Name, err)
+			}
+		}
+		return nil
+	})
 }
 
 // FindPolicyHistory implements release.ProductStore.

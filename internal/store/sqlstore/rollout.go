@@ -32,29 +32,26 @@ func (s *DB) CreateCampaign(ctx context.Context, c *rollout.Campaign, members []
 	if err != nil {
 		return err
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("create campaign: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO campaigns (id, spec, state, wave, pause_reason, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
-		c.ID, string(spec), c.State, c.Wave, c.PauseReason, c.CreatedAt.UTC(), c.UpdatedAt.UTC()); err != nil {
-		if s.dialect.IsUnique(err) {
-			return apperr.E(apperr.Conflict, "campaign %s exists", c.ID)
+	return s.inTx(ctx, "create campaign", func(tx *Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO campaigns (id, spec, state, wave, pause_reason, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
+			c.ID, string(spec), c.State, c.Wave, c.PauseReason, c.CreatedAt.UTC(), c.UpdatedAt.UTC()); err != nil {
+			if s.dialect.IsUnique(err) {
+				return apperr.E(apperr.Conflict, "campaign %s exists", c.ID)
+			}
+			return fmt.Errorf("create campaign: %w", err)
 		}
-		return fmt.Errorf("create campaign: %w", err)
-	}
-	st, err := tx.PrepareContext(ctx, `INSERT INTO campaign_devices (campaign_id, device_id, wave, status, since, detail) VALUES ($1,$2,$3,$4,$5,$6)`)
-	if err != nil {
-		return fmt.Errorf("create campaign: %w", err)
-	}
-	defer st.Close()
-	for _, m := range members {
-		if _, err := st.ExecContext(ctx, c.ID, m.DeviceID, m.Wave, m.Status, m.Since.UTC(), m.Detail); err != nil {
-			return fmt.Errorf("campaign member %s: %w", m.DeviceID, err)
+		st, err := tx.PrepareContext(ctx, `INSERT INTO campaign_devices (campaign_id, device_id, wave, status, since, detail) VALUES ($1,$2,$3,$4,$5,$6)`)
+		if err != nil {
+			return fmt.Errorf("create campaign: %w", err)
 		}
-	}
-	return tx.Commit()
+		defer st.Close()
+		for _, m := range members {
+			if _, err := st.ExecContext(ctx, c.ID, m.DeviceID, m.Wave, m.Status, m.Since.UTC(), m.Detail); err != nil {
+				return fmt.Errorf("campaign member %s: %w", m.DeviceID, err)
+			}
+		}
+		return nil
+	})
 }
 
 const campaignCols = `id, spec, state, wave, pause_reason, created_at, updated_at`
@@ -235,37 +232,31 @@ func (s *DB) FindGroups(ctx context.Context) ([]*rollout.Group, error) {
 
 // DeleteGroup implements rollout.Store.
 func (s *DB) DeleteGroup(ctx context.Context, name string) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	res, err := tx.ExecContext(ctx, `DELETE FROM device_groups WHERE name = $1`, name)
-	if err != nil {
-		return fmt.Errorf("delete group %s: %w", name, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return apperr.E(apperr.NotFound, "group %s not found", name)
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM group_devices WHERE group_name = $1`, name); err != nil {
-		return fmt.Errorf("delete group %s: %w", name, err)
-	}
-	return tx.Commit()
+	return s.inTx(ctx, "delete group "+name, func(tx *Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM device_groups WHERE name = $1`, name)
+		if err != nil {
+			return fmt.Errorf("delete group %s: %w", name, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return apperr.E(apperr.NotFound, "group %s not found", name)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM group_devices WHERE group_name = $1`, name); err != nil {
+			return fmt.Errorf("delete group %s: %w", name, err)
+		}
+		return nil
+	})
 }
 
 // AddGroupDevices implements rollout.Store.
 func (s *DB) AddGroupDevices(ctx context.Context, name string, ids []string) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	for _, id := range ids {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO group_devices (group_name, device_id) VALUES ($1,$2) ON CONFLICT DO NOTHING`, name, id); err != nil {
-			return fmt.Errorf("group %s: add %s: %w", name, id, err)
+	return s.inTx(ctx, "group "+name+": add devices", func(tx *Tx) error {
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO group_devices (group_name, device_id) VALUES ($1,$2) ON CONFLICT DO NOTHING`, name, id); err != nil {
+				return fmt.Errorf("group %s: add %s: %w", name, id, err)
+			}
 		}
-	}
-	return tx.Commit()
+		return nil
+	})
 }
 
 // RemoveGroupDevices implements rollout.Store.

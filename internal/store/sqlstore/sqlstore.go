@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -218,4 +219,20 @@ func notFound(err error, format string, args ...any) error {
 		return apperr.E(apperr.NotFound, format, args...)
 	}
 	return err
+}
+
+// inTx runs f in a transaction and commits it if f succeeds.
+func (s *DB) inTx(ctx context.Context, what string, f func(*Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer tx.Rollback()
+	if err := f(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }

@@ -68,47 +68,50 @@ func (s *DB) FindSBOMs(ctx context.Context, product string) ([]*patch.SBOM, erro
 // PutAdvisories implements patch.Store. The upsert's WHERE on modified_us keeps a newer stored
 // copy even against a concurrent import of an older one.
 func (s *DB) PutAdvisories(ctx context.Context, advs []*vuln.Advisory, now time.Time) ([]string, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("put advisories: %w", err)
-	}
-	defer tx.Rollback()
-	get, err := tx.PrepareContext(ctx, `SELECT modified_us FROM advisories WHERE id = $1`)
-	if err != nil {
-		return nil, fmt.Errorf("put advisories: %w", err)
-	}
-	defer get.Close()
-	put, err := tx.PrepareContext(ctx, `INSERT INTO advisories (id, source, modified_us, body, first_seen) VALUES ($1,$2,$3,$4,$5)
+	var out []string
+	err := s.inTx(ctx, "put advisories", func(tx *Tx) error {
+		get, err := tx.PrepareContext(ctx, `SELECT modified_us FROM advisories WHERE id = $1`)
+		if err != nil {
+			return fmt.Errorf("put advisories: %w", err)
+		}
+		defer get.Close()
+		put, err := tx.PrepareContext(ctx, `INSERT INTO advisories (id, source, modified_us, body, first_seen) VALUES ($1,$2,$3,$4,$5)
 ON CONFLICT (id) DO UPDATE SET source = excluded.source, modified_us = excluded.modified_us, body = excluded.body
 WHERE advisories.modified_us < excluded.modified_us`)
-	if err != nil {
-		return nil, fmt.Errorf("put advisories: %w", err)
-	}
-	defer put.Close()
-	out := make([]string, len(advs))
-	for i, a := range advs {
-		mod := a.Modified.UnixMicro()
-		var old int64
-		switch err := get.QueryRowContext(ctx, a.ID).Scan(&old); {
-		case errors.Is(err, sql.ErrNoRows):
-			out[i] = patch.Imported
-		case err != nil:
-			return nil, fmt.Errorf("advisory %s: %w", a.ID, err)
-		case old < mod:
-			out[i] = patch.Updated
-		default:
-			out[i] = patch.Unchanged
-			continue
-		}
-		body, err := json.Marshal(a)
 		if err != nil {
-			return nil, fmt.Errorf("advisory %s: %w", a.ID, err)
+			return fmt.Errorf("put advisories: %w", err)
 		}
-		if _, err := put.ExecContext(ctx, a.ID, a.Source, mod, string(body), now.UTC()); err != nil {
-			return nil, fmt.Errorf("advisory %s: %w", a.ID, err)
+		defer put.Close()
+		res := make([]string, len(advs))
+		for i, a := range advs {
+			mod := a.Modified.UnixMicro()
+			var old int64
+			switch err := get.QueryRowContext(ctx, a.ID).Scan(&old); {
+			case errors.Is(err, sql.ErrNoRows):
+				res[i] = patch.Imported
+			case err != nil:
+				return fmt.Errorf("advisory %s: %w", a.ID, err)
+			case old < mod:
+				res[i] = patch.Updated
+			default:
+				res[i] = patch.Unchanged
+				continue
+			}
+			body, err := json.Marshal(a)
+			if err != nil {
+				return fmt.Errorf("advisory %s: %w", a.ID, err)
+			}
+			if _, err := put.ExecContext(ctx, a.ID, a.Source, mod, string(body), now.UTC()); err != nil {
+				return fmt.Errorf("advisory %s: %w", a.ID, err)
+			}
 		}
+		out = res
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out, tx.Commit()
+	return out, nil
 }
 
 // FindAdvisories implements patch.Store.
@@ -137,34 +140,37 @@ func (s *DB) FindAdvisories(ctx context.Context, fn func(patch.StoredAdvisory) e
 
 // PutVEX implements patch.Store.
 func (s *DB) PutVEX(ctx context.Context, vs []vuln.VEX, now time.Time) ([]string, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("put VEX: %w", err)
-	}
-	defer tx.Rollback()
-	out := make([]string, len(vs))
-	for i, v := range vs {
-		var old vuln.VEX
-		err := tx.QueryRowContext(ctx, `SELECT status, justification, impact FROM vex_statements WHERE source = $1 AND vuln = $2 AND purl = $3`, v.Source, v.Vuln, v.PURL).
-			Scan(&old.Status, &old.Justification, &old.Impact)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			out[i] = patch.Imported
-		case err != nil:
-			return nil, fmt.Errorf("VEX %s %s: %w", v.Vuln, v.PURL, err)
-		case old.Status == v.Status && old.Justification == v.Justification && old.Impact == v.Impact:
-			out[i] = patch.Unchanged
-			continue
-		default:
-			out[i] = patch.Updated
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO vex_statements (source, vuln, purl, status, justification, impact, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7)
+	var out []string
+	err := s.inTx(ctx, "put VEX", func(tx *Tx) error {
+		res := make([]string, len(vs))
+		for i, v := range vs {
+			var old vuln.VEX
+			err := tx.QueryRowContext(ctx, `SELECT status, justification, impact FROM vex_statements WHERE source = $1 AND vuln = $2 AND purl = $3`, v.Source, v.Vuln, v.PURL).
+				Scan(&old.Status, &old.Justification, &old.Impact)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				res[i] = patch.Imported
+			case err != nil:
+				return fmt.Errorf("VEX %s %s: %w", v.Vuln, v.PURL, err)
+			case old.Status == v.Status && old.Justification == v.Justification && old.Impact == v.Impact:
+				res[i] = patch.Unchanged
+				continue
+			default:
+				res[i] = patch.Updated
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO vex_statements (source, vuln, purl, status, justification, impact, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7)
 ON CONFLICT (source, vuln, purl) DO UPDATE SET status = excluded.status, justification = excluded.justification, impact = excluded.impact, updated_at = excluded.updated_at`,
-			v.Source, v.Vuln, v.PURL, v.Status, v.Justification, v.Impact, now.UTC()); err != nil {
-			return nil, fmt.Errorf("VEX %s %s: %w", v.Vuln, v.PURL, err)
+				v.Source, v.Vuln, v.PURL, v.Status, v.Justification, v.Impact, now.UTC()); err != nil {
+				return fmt.Errorf("VEX %s %s: %w", v.Vuln, v.PURL, err)
+			}
 		}
+		out = res
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return out, tx.Commit()
+	return out, nil
 }
 
 // FindVEX implements patch.Store.
