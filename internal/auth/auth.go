@@ -7,18 +7,21 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -72,7 +75,15 @@ func (t DeviceTokens) Check(token string, now time.Time) (string, error) {
 		return "", ErrBadToken
 	}
 	body, mac := rest[:i], rest[i+1:]
-	if subtle.ConstantTimeCompare([]byte(mac), []byte(t.mac(body))) != 1 {
+	var got, want [sha256.Size]byte
+	if base64.RawURLEncoding.EncodedLen(len(got)) != len(mac) {
+		return "", ErrBadToken
+	}
+	// Strict: a MAC has one spelling, so a token cannot be varied in its unused trailing bits.
+	if n, err := base64.RawURLEncoding.Strict().Decode(got[:], []byte(mac)); err != nil || n != len(got) {
+		return "", ErrBadToken
+	}
+	if !hmac.Equal(got[:], t.sum(want[:0], body)) {
 		return "", ErrBadToken
 	}
 	id, expStr, ok := strings.Cut(body, ".")
@@ -84,9 +95,26 @@ func (t DeviceTokens) Check(token string, now time.Time) (string, error) {
 }
 
 func (t DeviceTokens) mac(body string) string {
-	m := hmac.New(sha256.New, t.Key)
-	m.Write([]byte(body))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	return base64.RawURLEncoding.EncodeToString(t.sum(nil, body))
+}
+
+// macs holds HMAC states per key, ready to use: every device request checks a token, and
+// setting up an HMAC (two hashes and the padded key) cost more than computing it.
+var macs sync.Map // string(key) -> *sync.Pool of hash.Hash
+
+// sum appends the HMAC-SHA256 of body under t.Key to b.
+func (t DeviceTokens) sum(b []byte, body string) []byte {
+	p, ok := macs.Load(string(t.Key))
+	if !ok {
+		key := bytes.Clone(t.Key)
+		p, _ = macs.LoadOrStore(string(key), &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }})
+	}
+	pool := p.(*sync.Pool)
+	m := pool.Get().(hash.Hash)
+	defer pool.Put(m)
+	m.Reset()
+	io.WriteString(m, body)
+	return m.Sum(b)
 }
 
 // DeviceID derives a device id from its Ed25519 public key.

@@ -57,11 +57,12 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Metrics.checkins.Inc()
 	var c wire.Checkin
-	if err := decode(w, r, wire.MaxCheckinBody, &c); err != nil {
+	id := deviceID(r)
+	if err := s.decodeCheckin(r, id, &c); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	resp, err := s.Fleet.Checkin(r.Context(), deviceID(r), c)
+	resp, err := s.Fleet.Checkin(r.Context(), id, c)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -53,6 +53,7 @@ type Server struct {
 	Patch *patch.Service
 
 	inflight chan struct{}
+	checkins checkinBodies
 
 	admins     sync.Map // token hash (string) -> name, for tokens that verified
 	artifacts  sync.Map // target name -> SHA-256 of its bytes
@@ -156,7 +157,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // decode reads a JSON body of at most limit bytes, refusing unknown fields and trailing data.
 func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	return decodeFrom(http.MaxBytesReader(w, r.Body, limit), limit, v)
+}
+
+// decodeFrom decodes one JSON value from rd (which fails with *http.MaxBytesError past limit).
+func decodeFrom(rd io.Reader, limit int64, v any) error {
+	dec := json.NewDecoder(rd)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError

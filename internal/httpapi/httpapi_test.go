@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -1007,5 +1008,45 @@ func TestAssignManyBatch(t *testing.T) {
 		if err != nil || d.Assigned != name || d.DirectorVersion != 1 || !strings.Contains(d.AssignPolicy, `"c1"`) {
 			t.Errorf("device %s after the batch: %+v %v", id, d, err)
 		}
+	}
+}
+
+// TestCheckinBodyRemembered: the server answers a device's unchanged check-in body from memory,
+// but any changed byte is decoded and checked again.
+func TestCheckinBodyRemembered(t *testing.T) {
+	s := newStack(t)
+	srv := s.serve()
+	_, tok := s.enrolled(srv)
+	_, tok2 := s.enrolled(srv)
+	checkin := func(tok, body string) wire.CheckinResponse {
+		t.Helper()
+		r := call(t, srv, http.MethodPost, "/device/v1/checkin", []byte(body), bearer(tok))
+		if r.status != http.StatusOK {
+			t.Fatalf("check-in %s: %d %s", body, r.status, r.body)
+		}
+		return decodeJSON[wire.CheckinResponse](t, r.body)
+	}
+	const seven = `{"installed":{"target":"thermostat/1.0.0/fw.img","security_version":1},"director_version":7}`
+	for range 2 {
+		if resp := checkin(tok, seven); !resp.Changed || resp.DirectorVersion == 7 {
+			t.Fatalf("a device stating version 7 was told %+v", resp)
+		}
+	}
+	now := checkin(tok2, `{"director_version":0}`).DirectorVersion
+	same := fmt.Sprintf(`{"director_version":%d}`, now)
+	if resp := checkin(tok, same); resp.Changed {
+		t.Fatalf("the body of the version it holds: %+v", resp)
+	}
+	if resp := checkin(tok, seven); !resp.Changed {
+		t.Fatalf("back to version 7: %+v", resp)
+	}
+	for _, bad := range []string{seven + " {}", seven[:len(seven)-1], strings.Replace(seven, `"installed"`, `"instaled"`, 1), ""} {
+		if r := call(t, srv, http.MethodPost, "/device/v1/checkin", []byte(bad), bearer(tok)); r.status != http.StatusBadRequest {
+			t.Errorf("body %q after a good one: %d %s, want 400", bad, r.status, r.body)
+		}
+	}
+	big := `{"state":"` + strings.Repeat("x", wire.MaxCheckinBody) + `"}`
+	if r := call(t, srv, http.MethodPost, "/device/v1/checkin", []byte(big), bearer(tok)); r.status != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized body: %d, want 413", r.status)
 	}
 }

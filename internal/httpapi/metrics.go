@@ -2,8 +2,10 @@ package httpapi
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +24,7 @@ type Metrics struct {
 	shed      prometheus.Counter
 	failures  *prometheus.CounterVec
 	dbLatency *prometheus.HistogramVec
+	routes    sync.Map // route pattern -> *routeMetrics
 }
 
 // NewMetrics registers the metrics in a registry of their own.
@@ -67,6 +70,17 @@ type statusWriter struct {
 
 func (w *statusWriter) WriteHeader(code int) { w.code = code; w.ResponseWriter.WriteHeader(code) }
 
+// ReadFrom keeps the server's sendfile path for files copied into the answer (artifacts).
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+}
+
+// Unwrap gives http.ResponseController the server's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // Flush lets streamed answers through.
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
@@ -80,13 +94,37 @@ func (m *Metrics) instrument(h http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(sw, r)
-		route := r.Pattern
-		if route == "" {
-			route = "unmatched"
-		}
-		m.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-		m.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		rm := m.route(r.Pattern)
+		rm.latency.Observe(time.Since(start).Seconds())
+		rm.count(m, sw.code)
 	})
+}
+
+// routeMetrics are one route's series, looked up once rather than by label values on every
+// request (hashing the labels cost more than counting).
+type routeMetrics struct {
+	name    string
+	latency prometheus.Observer
+	codes   sync.Map // status code (int) -> prometheus.Counter
+}
+
+func (m *Metrics) route(pattern string) *routeMetrics {
+	if pattern == "" {
+		pattern = "unmatched"
+	}
+	if rm, ok := m.routes.Load(pattern); ok {
+		return rm.(*routeMetrics)
+	}
+	rm, _ := m.routes.LoadOrStore(pattern, &routeMetrics{name: pattern, latency: m.latency.WithLabelValues(pattern)})
+	return rm.(*routeMetrics)
+}
+
+func (rm *routeMetrics) count(m *Metrics, code int) {
+	c, ok := rm.codes.Load(code)
+	if !ok {
+		c, _ = rm.codes.LoadOrStore(code, m.requests.WithLabelValues(rm.name, strconv.Itoa(code)))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 // readyz answers 200 when the database answers within a second.
