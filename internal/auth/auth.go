@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,21 +99,27 @@ func (t DeviceTokens) mac(body string) string {
 
 // macs holds HMAC states per key, ready to use: every device request checks a token, and
 // setting up an HMAC (two hashes and the padded key) cost more than computing it.
-var macs sync.Map // string(key) -> *sync.Pool of hash.Hash
+var macs sync.Map // string(key) -> *sync.Pool of *macState
+
+type macState struct {
+	h   hash.Hash
+	buf []byte // the body, as bytes to hash
+}
 
 // sum appends the HMAC-SHA256 of body under t.Key to b.
 func (t DeviceTokens) sum(b []byte, body string) []byte {
 	p, ok := macs.Load(string(t.Key))
 	if !ok {
 		key := bytes.Clone(t.Key)
-		p, _ = macs.LoadOrStore(string(key), &sync.Pool{New: func() any { return hmac.New(sha256.New, key) }})
+		p, _ = macs.LoadOrStore(string(key), &sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, key)} }})
 	}
 	pool := p.(*sync.Pool)
-	m := pool.Get().(hash.Hash)
+	m := pool.Get().(*macState)
 	defer pool.Put(m)
-	m.Reset()
-	io.WriteString(m, body)
-	return m.Sum(b)
+	m.h.Reset()
+	m.buf = append(m.buf[:0], body...)
+	m.h.Write(m.buf)
+	return m.h.Sum(b)
 }
 
 // DeviceID derives a device id from its Ed25519 public key.

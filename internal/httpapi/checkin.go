@@ -29,16 +29,25 @@ type checkinMemo struct {
 	dirVersion int64
 }
 
-// bodyBufs holds buffers for reading check-in bodies (at most wire.MaxCheckinBody each).
-var bodyBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// bodyReader reads a check-in body of at most wire.MaxCheckinBody bytes; pooled.
+type bodyReader struct {
+	buf   bytes.Buffer
+	limit io.LimitedReader
+}
+
+var bodyReaders = sync.Pool{New: func() any { return new(bodyReader) }}
 
 // decodeCheckin reads and decodes device id's check-in body; if it is unchanged since the last
 // one, only c.DirectorVersion is set, from memory.
 func (s *Server) decodeCheckin(r *http.Request, id string, c *wire.Checkin) error {
-	buf := bodyBufs.Get().(*bytes.Buffer)
-	defer bodyBufs.Put(buf)
+	br := bodyReaders.Get().(*bodyReader)
+	defer bodyReaders.Put(br)
+	buf := &br.buf
 	buf.Reset()
-	if _, err := buf.ReadFrom(io.LimitReader(r.Body, wire.MaxCheckinBody+1)); err != nil {
+	br.limit = io.LimitedReader{R: r.Body, N: wire.MaxCheckinBody + 1}
+	_, err := buf.ReadFrom(&br.limit)
+	br.limit.R = nil // the pool keeps no request alive
+	if err != nil {
 		return apperr.Wrap(apperr.Invalid, err, "reading the request body: "+err.Error())
 	}
 	if buf.Len() > wire.MaxCheckinBody {

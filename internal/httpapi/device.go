@@ -45,19 +45,17 @@ func (s *Server) signed(w http.ResponseWriter, r *http.Request, f func(wire.Sign
 
 // checkin is the hot path: answered from memory, no signing, no per-request write. An agent that
 // sends If-None-Match with the director version it holds gets 304 when nothing changed.
-func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
-	select {
-	case s.inflight <- struct{}{}:
-		defer func() { <-s.inflight }()
-	default:
+func (s *Server) checkin(w http.ResponseWriter, r *http.Request, id string) {
+	if n := s.inflight.Add(1); n > int64(s.MaxCheckins) {
+		s.inflight.Add(-1)
 		s.Metrics.shed.Inc()
 		w.Header().Set("Retry-After", strconv.Itoa(30+rand.IntN(60))) // spread the retries
 		s.fail(w, r, apperr.E(apperr.Unavailable, "server busy: check in again later"))
 		return
 	}
+	defer s.inflight.Add(-1)
 	s.Metrics.checkins.Inc()
 	var c wire.Checkin
-	id := deviceID(r)
 	if err := s.decodeCheckin(r, id, &c); err != nil {
 		s.fail(w, r, err)
 		return
@@ -68,8 +66,8 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	etag := `"` + strconv.FormatInt(resp.DirectorVersion, 10) + `"`
-	w.Header().Set("ETag", etag)
-	w.Header().Set(wire.HeaderPollInterval, strconv.Itoa(resp.PollSeconds))
+	w.Header()["Etag"] = []string{etag} // canonical already: Set would spell it again per request
+	w.Header()[wire.HeaderPollInterval] = s.pollHeader(resp.PollSeconds)
 	if r.Header.Get("If-None-Match") == etag {
 		w.WriteHeader(http.StatusNotModified)
 		return
@@ -77,13 +75,28 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-func (s *Server) report(w http.ResponseWriter, r *http.Request) {
+// pollHeader is the poll interval header's value, built once: it is the same in every answer.
+func (s *Server) pollHeader(seconds int) []string {
+	if p := s.poll.Load(); p != nil && p.seconds == seconds {
+		return p.value
+	}
+	p := &pollValue{seconds: seconds, value: []string{strconv.Itoa(seconds)}}
+	s.poll.Store(p)
+	return p.value
+}
+
+type pollValue struct {
+	seconds int
+	value   []string
+}
+
+func (s *Server) report(w http.ResponseWriter, r *http.Request, id string) {
 	var rep wire.Report
 	if err := decode(w, r, wire.MaxReportBody, &rep); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.Fleet.Report(r.Context(), deviceID(r), rep); err != nil {
+	if err := s.Fleet.Report(r.Context(), id, rep); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -91,8 +104,8 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) directorMeta(w http.ResponseWriter, r *http.Request) {
-	b, err := s.Repo.DirectorMetadata(r.Context(), deviceID(r), r.PathValue("file"))
+func (s *Server) directorMeta(w http.ResponseWriter, r *http.Request, id string) {
+	b, err := s.Repo.DirectorMetadata(r.Context(), id, r.PathValue("file"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -118,7 +131,7 @@ func (s *Server) imageMeta(w http.ResponseWriter, r *http.Request) {
 }
 
 // artifact streams a target's bytes, with Range support so that interrupted downloads resume.
-func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
+func (s *Server) artifact(w http.ResponseWriter, r *http.Request, _ string) {
 	name := r.PathValue("name")
 	if err := trust.ValidTargetName(name); err != nil {
 		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))

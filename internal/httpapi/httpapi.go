@@ -52,7 +52,8 @@ type Server struct {
 	// Patch holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
 	Patch *patch.Service
 
-	inflight chan struct{}
+	inflight atomic.Int64 // check-ins in flight
+	poll     atomic.Pointer[pollValue]
 	checkins checkinBodies
 
 	admins     sync.Map // token hash (string) -> name, for tokens that verified
@@ -63,8 +64,7 @@ type Server struct {
 type ctxKey int
 
 const (
-	keyDevice ctxKey = iota
-	keyActor
+	keyActor ctxKey = iota
 )
 
 // Logging attribute keys.
@@ -84,7 +84,6 @@ func (s *Server) Handler() http.Handler {
 	if s.MaxCheckins <= 0 {
 		s.MaxCheckins = 4096
 	}
-	s.inflight = make(chan struct{}, s.MaxCheckins)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", s.Metrics.Handler())
@@ -185,29 +184,31 @@ func bearer(r *http.Request) string {
 	return strings.TrimSpace(h[7:])
 }
 
-// device authenticates a device token; the handler gets the device id from the context.
-func (s *Server) device(h http.HandlerFunc) http.Handler {
+// deviceHandler serves a request of the authenticated device id.
+type deviceHandler func(w http.ResponseWriter, r *http.Request, id string)
+
+// device authenticates a device token and hands the handler the device's id (as an argument:
+// a request copied with a new context cost more than the rest of a check-in's routing).
+func (s *Server) device(h deviceHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := s.Fleet.Tokens.Check(bearer(r), time.Now())
 		if err != nil {
 			s.fail(w, r, apperr.Wrap(apperr.Unauthorized, err, "invalid or expired device token: request a new one"))
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), keyDevice, id)))
+		h(w, r, id)
 	})
 }
 
-func deviceID(r *http.Request) string { id, _ := r.Context().Value(keyDevice).(string); return id }
-
 // known additionally requires the token's device to exist and be accepted. The check-in hot path
 // skips it: fleet.Service.Checkin answers unknown devices from the store.
-func (s *Server) known(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if err := s.Fleet.RequireAccepted(r.Context(), deviceID(r)); err != nil {
+func (s *Server) known(h deviceHandler) deviceHandler {
+	return func(w http.ResponseWriter, r *http.Request, id string) {
+		if err := s.Fleet.RequireAccepted(r.Context(), id); err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		h(w, r)
+		h(w, r, id)
 	}
 }
 
