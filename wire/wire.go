@@ -3,7 +3,9 @@
 //
 // Protocol history (ProtocolVersion):
 //
-//	1: enrolment, device tokens, check-in, reports, director and image metadata, artifacts.
+//	1: enrolment, device tokens, check-in, reports, director and image metadata, artifacts;
+//	   later, without a version change (optional, ignored by older agents): the poll jitter
+//	   hint (HeaderPollJitter, CheckinResponse.PollJitterSeconds).
 package wire
 
 import (
@@ -20,6 +22,9 @@ const (
 	HeaderProtocol     = "Upkeep-Protocol"
 	HeaderEnrollToken  = "Upkeep-Enroll-Token"
 	HeaderPollInterval = "Upkeep-Poll-Seconds"
+	// HeaderPollJitter is the spread, in seconds either way, the server suggests around the poll
+	// interval (also in CheckinResponse.PollJitterSeconds); agents that ignore it stay correct.
+	HeaderPollJitter = "Upkeep-Poll-Jitter-Seconds"
 )
 
 // Size limits for request bodies the server accepts.
@@ -93,6 +98,9 @@ type CheckinResponse struct {
 	DirectorVersion int64 `json:"director_version"`
 	Changed         bool  `json:"changed"`
 	PollSeconds     int   `json:"poll_seconds"`
+	// PollJitterSeconds: poll at a random time within PollSeconds ± this (optional; wider while
+	// the server is loaded). Older agents ignore it.
+	PollJitterSeconds int `json:"poll_jitter_seconds,omitempty"`
 }
 
 // Update steps a device reports.

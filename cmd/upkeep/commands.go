@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,6 +39,13 @@ func serveCmd() *cobra.Command {
 		Use:   "serve",
 		Short: "Run the server on the embedded defaults (SQLite and a local artifacts folder)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if v := os.Getenv("UPKEEP_MAX_CHECKINS"); v != "" && !cmd.Flags().Changed("max-checkins") {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					return fmt.Errorf("UPKEEP_MAX_CHECKINS=%q: want a number", v)
+				}
+				cfg.MaxCheckins = n
+			}
 			cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 			s, err := OpenServer(cmd.Context(), cfg)
 			if err != nil {
@@ -64,6 +72,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.Database, "db", os.Getenv("UPKEEP_DB"), "postgres:// URL for the scale-out store; empty: SQLite in --data (env UPKEEP_DB)")
 	f.Int64Var(&cfg.MaxArtifact, "max-artifact", cfg.MaxArtifact, "largest artifact accepted, in bytes")
 	f.IntVar(&cfg.PollSeconds, "poll-seconds", cfg.PollSeconds, "poll interval suggested to devices")
+	f.IntVar(&cfg.MaxCheckins, "max-checkins", cfg.MaxCheckins, "check-ins in flight before devices get 429 with a spread Retry-After (env UPKEEP_MAX_CHECKINS; 0: 4096)")
 	f.StringVar(&cfg.PublicURL, "public-url", os.Getenv("UPKEEP_PUBLIC_URL"), "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
 	f.StringVar(&cfg.Manufacturer, "manufacturer", os.Getenv("UPKEEP_MANUFACTURER"), "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
 	return cmd

@@ -44,6 +44,9 @@ type ServerConfig struct {
 	S3SecretKey string
 	MaxArtifact int64
 	PollSeconds int
+	// MaxCheckins bounds check-ins in flight; past it devices get 429 and a spread Retry-After.
+	// 0: the HTTP API's default (4096).
+	MaxCheckins int
 	// RolloutEvery is how often the rollout engine drives running campaigns. Default 1 s.
 	RolloutEvery time.Duration
 	TokenTTL     time.Duration
@@ -77,6 +80,8 @@ func (c ServerConfig) Validate() error {
 		return errors.New("server config: max artifact size must be positive")
 	case c.PollSeconds <= 0:
 		return errors.New("server config: poll seconds must be positive")
+	case c.MaxCheckins < 0:
+		return errors.New("server config: max check-ins must not be negative")
 	case c.TokenTTL < time.Minute:
 		return errors.New("server config: device token TTL must be at least a minute")
 	case c.PublicURL != "" && !validPublicURL(c.PublicURL):
@@ -201,7 +206,7 @@ func OpenServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 		return &trust.Notice{Product: product, EndOfSupport: pol.SupportEnd}, nil
 	}
-	api := &httpapi.Server{Fleet: s.Fleet, Repo: s.Repo, Devices: db, Releases: db, Products: db, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, Rollouts: s.Rollouts,
+	api := &httpapi.Server{Fleet: s.Fleet, Repo: s.Repo, Devices: db, Releases: db, Products: db, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		Patch: s.Patch, Exposed: s.Patch.Exposed,
 		Metrics: s.Metrics, Transparency: s.newTransparency(db, now), Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {

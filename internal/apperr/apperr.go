@@ -19,7 +19,8 @@ const (
 	NotFound     Code = "not_found"    // no such resource
 	Conflict     Code = "conflict"     // version conflict or duplicate
 	TooLarge     Code = "too_large"    // body or upload over its limit
-	Unavailable  Code = "unavailable"  // overloaded or shutting down; retry later
+	Unavailable  Code = "unavailable"  // not available here or now (shutting down, not configured)
+	Busy         Code = "busy"         // overloaded: retry after the Retry-After the answer carries
 	Internal     Code = "internal"     // a bug or an infrastructure failure
 	Pending      Code = "pending"      // the request waits on an operator (device enrolment)
 	Verification Code = "verification" // a signature or hash did not verify
@@ -89,6 +90,8 @@ func HTTPStatus(code Code) int {
 		return http.StatusRequestEntityTooLarge
 	case Unavailable:
 		return http.StatusServiceUnavailable
+	case Busy:
+		return http.StatusTooManyRequests
 	case Pending:
 		return http.StatusAccepted
 	case Verification:
@@ -100,13 +103,10 @@ func HTTPStatus(code Code) int {
 
 // FromHTTPStatus is the inverse mapping, for clients that got an error body without a code.
 func FromHTTPStatus(status int) Code {
-	for _, c := range []Code{Invalid, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, Unavailable, Pending, Verification} {
+	for _, c := range []Code{Invalid, Unauthorized, Forbidden, NotFound, Conflict, TooLarge, Unavailable, Busy, Pending, Verification} {
 		if HTTPStatus(c) == status {
 			return c
 		}
-	}
-	if status == http.StatusTooManyRequests {
-		return Unavailable
 	}
 	return Internal
 }

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -19,8 +20,40 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// token issues a fresh device token. It costs a signature check and a store read, and after an
+// outage longer than the token lifetime every device asks at once, so token requests in flight
+// are bounded like check-ins (MaxTokenRequests) and the excess told to come back later.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	if !admit(&s.tokensInflight, s.MaxTokenRequests) {
+		s.Metrics.tokensShed.Inc()
+		s.busy(w, r, "server busy: ask for a token again later")
+		return
+	}
+	defer s.tokensInflight.Add(-1)
 	s.signed(w, r, func(req wire.SignedRequest) (*wire.EnrollResponse, error) { return s.Fleet.Token(r.Context(), req) })
+}
+
+// admit counts a request in flight on n unless max are already; the caller that is admitted
+// subtracts it again when done.
+func admit(n *atomic.Int64, max int) bool {
+	if n.Add(1) > int64(max) {
+		n.Add(-1)
+		return false
+	}
+	return true
+}
+
+// Retry-After window of a refused request: shed devices come back spread over
+// [retryMinSeconds, retryMinSeconds+retrySpreadSeconds), not together.
+const (
+	retryMinSeconds    = 30
+	retrySpreadSeconds = 60
+)
+
+// busy refuses an overloaded request: 429 with a randomised Retry-After.
+func (s *Server) busy(w http.ResponseWriter, r *http.Request, msg string) {
+	w.Header().Set("Retry-After", strconv.Itoa(retryMinSeconds+rand.IntN(retrySpreadSeconds)))
+	s.fail(w, r, apperr.E(apperr.Busy, "%s", msg))
 }
 
 // signed serves a device-signed request: 200 with a token when the device is accepted, 202
@@ -46,11 +79,9 @@ func (s *Server) signed(w http.ResponseWriter, r *http.Request, f func(wire.Sign
 // checkin is the hot path: answered from memory, no signing, no per-request write. An agent that
 // sends If-None-Match with the director version it holds gets 304 when nothing changed.
 func (s *Server) checkin(w http.ResponseWriter, r *http.Request, id string) {
-	if n := s.inflight.Add(1); n > int64(s.MaxCheckins) {
-		s.inflight.Add(-1)
+	if !admit(&s.inflight, s.MaxCheckins) {
 		s.Metrics.shed.Inc()
-		w.Header().Set("Retry-After", strconv.Itoa(30+rand.IntN(60))) // spread the retries
-		s.fail(w, r, apperr.E(apperr.Unavailable, "server busy: check in again later"))
+		s.busy(w, r, "server busy: check in again later")
 		return
 	}
 	defer s.inflight.Add(-1)
@@ -67,7 +98,9 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	etag := `"` + strconv.FormatInt(resp.DirectorVersion, 10) + `"`
 	w.Header()["Etag"] = []string{etag} // canonical already: Set would spell it again per request
-	w.Header()[wire.HeaderPollInterval] = s.pollHeader(resp.PollSeconds)
+	w.Header()[wire.HeaderPollInterval] = s.poll.get(resp.PollSeconds)
+	resp.PollJitterSeconds = s.pollJitter(resp.PollSeconds)
+	w.Header()[wire.HeaderPollJitter] = s.jitter.get(resp.PollJitterSeconds)
 	if r.Header.Get("If-None-Match") == etag {
 		w.WriteHeader(http.StatusNotModified)
 		return
@@ -75,19 +108,32 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request, id string) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-// pollHeader is the poll interval header's value, built once: it is the same in every answer.
-func (s *Server) pollHeader(seconds int) []string {
-	if p := s.poll.Load(); p != nil && p.seconds == seconds {
-		return p.value
+// pollJitter is the spread, either way, suggested around a poll interval of seconds: a fifth
+// of it (as the agent spreads its polls anyway), half of it while more than half of
+// MaxCheckins are in flight, so that a fleet polling together drifts apart.
+func (s *Server) pollJitter(seconds int) int {
+	if s.inflight.Load() > int64(s.MaxCheckins)/2 {
+		return seconds / 2
 	}
-	p := &pollValue{seconds: seconds, value: []string{strconv.Itoa(seconds)}}
-	s.poll.Store(p)
-	return p.value
+	return seconds / 5
 }
 
-type pollValue struct {
-	seconds int
-	value   []string
+// intHeader holds a header value built once for the integer it was last asked for: the poll
+// interval and its jitter are the same in almost every answer.
+type intHeader struct{ last atomic.Pointer[intValue] }
+
+type intValue struct {
+	n     int
+	value []string
+}
+
+func (h *intHeader) get(n int) []string {
+	if v := h.last.Load(); v != nil && v.n == n {
+		return v.value
+	}
+	v := &intValue{n: n, value: []string{strconv.Itoa(n)}}
+	h.last.Store(v)
+	return v.value
 }
 
 func (s *Server) report(w http.ResponseWriter, r *http.Request, id string) {

@@ -42,6 +42,9 @@ type Server struct {
 	// MaxCheckins bounds check-ins in flight; past it devices get 429 with Retry-After and
 	// come back later, so that a fleet reconnecting after an outage does not stampede.
 	MaxCheckins int
+	// MaxTokenRequests bounds device token requests in flight in the same way (each checks a
+	// signature and reads the store). Default 256.
+	MaxTokenRequests int
 	// Transparency builds the public product pages under /p/ (public.go); nil serves none.
 	Transparency Publisher
 	// Rollouts runs campaigns and holds groups; nil disables their routes.
@@ -52,9 +55,10 @@ type Server struct {
 	// Patch holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
 	Patch *patch.Service
 
-	inflight atomic.Int64 // check-ins in flight
-	poll     atomic.Pointer[pollValue]
-	checkins checkinBodies
+	inflight       atomic.Int64 // check-ins in flight
+	tokensInflight atomic.Int64 // token requests in flight
+	poll, jitter   intHeader    // header values of the check-in answer
+	checkins       checkinBodies
 
 	admins     sync.Map // token hash (string) -> name, for tokens that verified
 	artifacts  sync.Map // target name -> SHA-256 of its bytes
@@ -83,6 +87,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.MaxCheckins <= 0 {
 		s.MaxCheckins = 4096
+	}
+	if s.MaxTokenRequests <= 0 {
+		s.MaxTokenRequests = 256
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)

@@ -1050,3 +1050,31 @@ func TestCheckinBodyRemembered(t *testing.T) {
 		t.Errorf("oversized body: %d, want 413", r.status)
 	}
 }
+
+// TestCheckinJitterHint: the 200 and the 304 answer of a check-in suggest a poll jitter in a
+// header, and the 200 also in its body (a field older agents ignore).
+func TestCheckinJitterHint(t *testing.T) {
+	s := newStack(t)
+	srv := s.serve()
+	_, tok := s.enrolled(srv)
+	r := call(t, srv, http.MethodPost, "/device/v1/checkin", mustJSON(t, wire.Checkin{}), bearer(tok))
+	if r.status != http.StatusOK {
+		t.Fatalf("checkin: %d %s", r.status, r.body)
+	}
+	resp := decodeJSON[wire.CheckinResponse](t, r.body)
+	if got, want := resp.PollJitterSeconds, 12; got != want { // a fifth of the stack's 60 s
+		t.Errorf("body poll_jitter_seconds %d, want %d", got, want)
+	}
+	if got := r.header.Get(wire.HeaderPollJitter); got != "12" {
+		t.Errorf("200: %s %q, want 12", wire.HeaderPollJitter, got)
+	}
+	hdr := bearer(tok)
+	hdr["If-None-Match"] = r.header.Get("Etag")
+	r = call(t, srv, http.MethodPost, "/device/v1/checkin", mustJSON(t, wire.Checkin{DirectorVersion: resp.DirectorVersion}), hdr)
+	if r.status != http.StatusNotModified {
+		t.Fatalf("second checkin: %d, want 304", r.status)
+	}
+	if got := r.header.Get(wire.HeaderPollJitter); got != "12" {
+		t.Errorf("304: %s %q, want 12", wire.HeaderPollJitter, got)
+	}
+}
