@@ -166,7 +166,11 @@ func OpenServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
-	s.Fleet = &fleet.Service{Store: db, Tokens: auth.DeviceTokens{Key: hmacKey, TTL: cfg.TokenTTL}, Now: now, PollSeconds: cfg.PollSeconds, Logger: cfg.Logger}
+	s.Metrics = httpapi.NewMetrics()
+	s.Metrics.Rollouts = db.RolloutCounts
+	// The device store is timed (upkeep_db_seconds): its calls are the ones on the device
+	// routes' path (first check-in of a device, token requests, reports).
+	s.Fleet = &fleet.Service{Store: fleet.TimedStore{Store: db, Observe: s.Metrics.ObserveDB}, Tokens: auth.DeviceTokens{Key: hmacKey, TTL: cfg.TokenTTL}, Now: now, PollSeconds: cfg.PollSeconds, Logger: cfg.Logger}
 	s.Repo = &repo.Service{Meta: db, Releases: db, Devices: db, Blobs: s.Blobs, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
 		Keys: repo.Keys{Snapshot: keys.Snapshot, Timestamp: keys.Timestamp, Director: keys.Director}, OnAssign: s.Fleet.SetDirectorVersion}
 	if err := s.Repo.Bootstrap(ctx, keys.ImageRoot, keys.DirectorRoot, keys.ImageTargets); err != nil {
@@ -181,7 +185,6 @@ func OpenServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 		s.AdminToken = secret
 	}
-	s.Metrics = httpapi.NewMetrics()
 	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Assign: s.Repo.AssignWith, AssignMany: s.Repo.AssignMany, Unassign: s.Repo.Unassign, Now: now, Logger: cfg.Logger}
 	s.Patch = &patch.Service{Store: db, Devices: db, Releases: db, Targets: s.Repo.CurrentTargets, Now: now, Logger: cfg.Logger}
 	if err := s.Patch.Load(ctx); err != nil {

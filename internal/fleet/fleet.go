@@ -107,3 +107,75 @@ type Store interface {
 	// apperr.Unauthorized if it does not exist, is used up or expired at now.
 	UseEnrollToken(ctx context.Context, hash []byte, now time.Time) (*EnrollToken, error)
 }
+
+// TimedStore is a Store that tells Observe how long each call took, by operation name
+// ("find_device", "touch_devices", ...): the server's database latency metric. It is safe for
+// concurrent use if Store and Observe are.
+type TimedStore struct {
+	Store
+	Observe func(op string, d time.Duration)
+}
+
+var _ Store = TimedStore{}
+
+func (s TimedStore) done(op string, start time.Time) { s.Observe(op, time.Since(start)) }
+
+// CreateDevice implements Store.
+func (s TimedStore) CreateDevice(ctx context.Context, d *Device) error {
+	defer s.done("create_device", time.Now())
+	return s.Store.CreateDevice(ctx, d)
+}
+
+// FindDevice implements Store.
+func (s TimedStore) FindDevice(ctx context.Context, id string) (*Device, error) {
+	defer s.done("find_device", time.Now())
+	return s.Store.FindDevice(ctx, id)
+}
+
+// FindDevices implements Store.
+func (s TimedStore) FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, error) {
+	defer s.done("find_devices", time.Now())
+	return s.Store.FindDevices(ctx, f)
+}
+
+// UpdateDevice implements Store.
+func (s TimedStore) UpdateDevice(ctx context.Context, id string, u DeviceUpdate) error {
+	defer s.done("update_device", time.Now())
+	return s.Store.UpdateDevice(ctx, id, u)
+}
+
+// TouchDevices implements Store.
+func (s TimedStore) TouchDevices(ctx context.Context, seen map[string]time.Time) error {
+	defer s.done("touch_devices", time.Now())
+	return s.Store.TouchDevices(ctx, seen)
+}
+
+// AddEvents implements Store.
+func (s TimedStore) AddEvents(ctx context.Context, events []Event) error {
+	defer s.done("add_events", time.Now())
+	return s.Store.AddEvents(ctx, events)
+}
+
+// RecordReport implements Store.
+func (s TimedStore) RecordReport(ctx context.Context, id string, u DeviceUpdate, events []Event) error {
+	defer s.done("record_report", time.Now())
+	return s.Store.RecordReport(ctx, id, u, events)
+}
+
+// FindEvents implements Store.
+func (s TimedStore) FindEvents(ctx context.Context, deviceID string, limit int) ([]Event, error) {
+	defer s.done("find_events", time.Now())
+	return s.Store.FindEvents(ctx, deviceID, limit)
+}
+
+// CreateEnrollToken implements Store.
+func (s TimedStore) CreateEnrollToken(ctx context.Context, t *EnrollToken) error {
+	defer s.done("create_enroll_token", time.Now())
+	return s.Store.CreateEnrollToken(ctx, t)
+}
+
+// UseEnrollToken implements Store.
+func (s TimedStore) UseEnrollToken(ctx context.Context, hash []byte, now time.Time) (*EnrollToken, error) {
+	defer s.done("use_enroll_token", time.Now())
+	return s.Store.UseEnrollToken(ctx, hash, now)
+}

@@ -929,7 +929,11 @@ func mustKey(t testing.TB) *trust.Key {
 }
 
 func TestOperationsEndpoints(t *testing.T) {
-	srv := newStack(t).serve()
+	s := newStack(t)
+	// As cmd/upkeep wires it: the device store timed, the rollout gauges read from the store.
+	s.fleet.Store = fleet.TimedStore{Store: s.db, Observe: s.api.Metrics.ObserveDB}
+	s.api.Metrics.Rollouts = s.db.RolloutCounts
+	srv := s.serve()
 	http.Get(srv.URL + "/healthz") // so that the request counter has a sample
 	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": "upkeep_http_requests_total"} {
 		resp, err := http.Get(srv.URL + path)
@@ -941,6 +945,39 @@ func TestOperationsEndpoints(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) {
 			t.Errorf("GET %s: %d %.200s, want 200 with %q", path, resp.StatusCode, b, want)
 		}
+	}
+
+	// Device traffic: enrolment, a token, a check-in, a report of failures (one in a step the
+	// protocol does not name).
+	d, tok := s.enrolled(srv)
+	if r := call(t, srv, http.MethodPost, "/device/v1/token", d.tokenBody(t), nil); r.status != http.StatusOK {
+		t.Fatalf("token: %d %s", r.status, r.body)
+	}
+	if r := call(t, srv, http.MethodPost, "/device/v1/checkin", mustJSON(t, wire.Checkin{}), bearer(tok)); r.status != http.StatusOK {
+		t.Fatalf("checkin: %d %s", r.status, r.body)
+	}
+	rep := wire.Report{State: "idle", Events: []wire.Event{
+		{Time: time.Now(), Step: wire.StepDownload, Status: wire.StatusFailed, Message: "timeout"},
+		{Time: time.Now(), Step: "made-up-step-1", Status: wire.StatusFailed, Fatal: true, Message: "x"},
+	}}
+	if r := call(t, srv, http.MethodPost, "/device/v1/report", mustJSON(t, rep), bearer(tok)); r.status != http.StatusNoContent {
+		t.Fatalf("report: %d %s", r.status, r.body)
+	}
+	body := string(call(t, srv, http.MethodGet, "/metrics", nil, nil).body)
+	for _, want := range []string{
+		"upkeep_http_requests_total{", "upkeep_http_request_seconds_bucket{", "upkeep_checkins_total ",
+		"upkeep_checkins_shed_total ", "upkeep_token_requests_shed_total ",
+		`upkeep_device_failures_total{fatal="false",step="download"} 1`,
+		`upkeep_device_failures_total{fatal="true",step="other"} 1`,
+		`upkeep_db_seconds_count{op="find_device"}`, `upkeep_db_seconds_count{op="record_report"}`,
+		`upkeep_rollout_campaigns{state="running"} 0`, `upkeep_rollout_members{status="assigned"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(body, "made-up-step") {
+		t.Error("/metrics names a step that a device made up")
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -26,6 +27,11 @@ type Metrics struct {
 	failures   *prometheus.CounterVec
 	dbLatency  *prometheus.HistogramVec
 	routes     sync.Map // route pattern -> *routeMetrics
+
+	// Rollouts, if set, counts campaigns by state and the members of unfinished campaigns by
+	// status; it is called at every scrape of /metrics (upkeep_rollout_campaigns,
+	// upkeep_rollout_members). Set it before serving.
+	Rollouts func(ctx context.Context) (campaigns, members map[string]int, err error)
 }
 
 // NewMetrics registers the metrics in a registry of their own.
@@ -44,7 +50,7 @@ func NewMetrics() *Metrics {
 		dbLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "upkeep_db_seconds", Help: "Latency of database work by operation."},
 			[]string{"op"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.checkins, m.shed, m.tokensShed, m.failures, m.dbLatency,
+	m.reg.MustRegister(rolloutCollector{m}, m.requests, m.latency, m.checkins, m.shed, m.tokensShed, m.failures, m.dbLatency,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -57,12 +63,69 @@ func (m *Metrics) ObserveDB(op string, d time.Duration) {
 	m.dbLatency.WithLabelValues(op).Observe(d.Seconds())
 }
 
+// knownSteps are the update steps of the wire protocol: the only step labels of
+// upkeep_device_failures_total. A device names its step itself, so any other value counts as
+// "other" rather than creating a series per value.
+var knownSteps = map[string]bool{
+	wire.StepCheck: true, wire.StepVerify: true, wire.StepDownload: true, wire.StepInstall: true,
+	wire.StepReboot: true, wire.StepHealth: true, wire.StepCommit: true, wire.StepRollback: true,
+}
+
 func (m *Metrics) reported(events []wire.Event) {
 	for _, e := range events {
 		if e.Status == wire.StatusFailed {
-			m.failures.WithLabelValues(e.Step, strconv.FormatBool(e.Fatal)).Inc()
+			step := e.Step
+			if !knownSteps[step] {
+				step = "other"
+			}
+			m.failures.WithLabelValues(step, strconv.FormatBool(e.Fatal)).Inc()
 		}
 	}
+}
+
+// Campaign states and member statuses reported even when none are counted, so that dashboards
+// see zeros rather than missing series (the same strings as the rollout package's constants).
+var (
+	campaignStates = []string{"created", "running", "paused", "completed", "cancelled"}
+	memberStatuses = []string{"pending", "assigned", "waiting", "committed", "healthy", "failed", "superseded", "cancelled"}
+)
+
+var (
+	campaignsDesc = prometheus.NewDesc("upkeep_rollout_campaigns", "Rollout campaigns by state.", []string{"state"}, nil)
+	membersDesc   = prometheus.NewDesc("upkeep_rollout_members", "Devices in unfinished rollout campaigns (created, running, paused) by status.", []string{"status"}, nil)
+)
+
+// rolloutCollector reads the rollout gauges from the store at scrape time.
+type rolloutCollector struct{ m *Metrics }
+
+func (c rolloutCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- campaignsDesc
+	ch <- membersDesc
+}
+
+func (c rolloutCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.m.Rollouts == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	campaigns, members, err := c.m.Rollouts(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(campaignsDesc, err)
+		return
+	}
+	emit := func(desc *prometheus.Desc, known []string, counts map[string]int) {
+		for _, k := range known {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(counts[k]), k)
+		}
+		for k, n := range counts {
+			if !slices.Contains(known, k) {
+				ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(n), k)
+			}
+		}
+	}
+	emit(campaignsDesc, campaignStates, campaigns)
+	emit(membersDesc, memberStatuses, members)
 }
 
 type statusWriter struct {
