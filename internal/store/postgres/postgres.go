@@ -1,6 +1,6 @@
 // Package postgres is Upkeep's scale-out store: PostgreSQL through pgx, implementing every Store
 // port with the same SQL as SQLite (through sqlstore). Migrations are embedded and run by goose,
-// which takes a session lock so that several replicas can start at once.
+// under a session-level advisory lock so that several replicas can start at once.
 package postgres
 
 import (
@@ -8,12 +8,14 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 )
@@ -49,7 +51,21 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, sub)
+	// Replicas that start together must not run the same migrations at once: goose holds a
+	// session-level advisory lock while it migrates, and the others wait for it (retrying each
+	// second, for up to five minutes) and then find nothing left to do. The lock is keyed by the
+	// schema, so stores in different schemas of one database (tests) do not wait on each other.
+	var schema string
+	if err := db.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect postgres: %w", err)
+	}
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrationLockID(schema)), lock.WithLockTimeout(1, 300))
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migration lock: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, sub, goose.WithSessionLocker(locker))
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrations: %w", err)
@@ -59,4 +75,11 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("migrate postgres: %w", err)
 	}
 	return sqlstore.New(db, Dialect), nil
+}
+
+// migrationLockID is the advisory lock key of the migrations of a schema.
+func migrationLockID(schema string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("upkeep migrations " + schema))
+	return int64(h.Sum64())
 }

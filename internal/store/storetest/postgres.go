@@ -11,14 +11,22 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// PostgresDSN returns a DSN for a fresh, empty schema in the PostgreSQL named by
-// UPKEEP_TEST_POSTGRES, dropped when the test ends; it skips the test when the variable is unset.
-func PostgresDSN(t *testing.T) string {
+// PostgresServer returns UPKEEP_TEST_POSTGRES, the DSN of a PostgreSQL for tests; it skips the
+// test when the variable is unset.
+func PostgresServer(t *testing.T) string {
 	t.Helper()
 	dsn := os.Getenv("UPKEEP_TEST_POSTGRES")
 	if dsn == "" {
 		t.Skip("UPKEEP_TEST_POSTGRES is not set")
 	}
+	return dsn
+}
+
+// PostgresDSN returns a DSN for a fresh, empty schema in the PostgreSQL named by
+// UPKEEP_TEST_POSTGRES, dropped when the test ends; it skips the test when the variable is unset.
+func PostgresDSN(t *testing.T) string {
+	t.Helper()
+	dsn := PostgresServer(t)
 	b := make([]byte, 6)
 	rand.Read(b)
 	schema := "upkeep_test_" + hex.EncodeToString(b)
