@@ -167,22 +167,51 @@ func (s *DB) updateDevice(ctx context.Context, ex execer, id string, u fleet.Dev
 	return nil
 }
 
-// TouchDevices implements fleet.Store.
+// touchChunk is how many devices one statement of TouchDevices updates (on SQLite two bound
+// values each, well under its limit of 32,766).
+const touchChunk = 1000
+
+// touchPostgres updates the last-seen times of a chunk in one statement. The rows are locked in
+// id order first (the sorted, locking sub-select), so that replicas flushing overlapping devices
+// lock them in the same order and cannot deadlock each other; a time never moves back.
+const touchPostgres = `UPDATE devices d SET last_seen = v.t
+FROM (SELECT s.id, s.t FROM devices x JOIN unnest($1::text[], $2::timestamptz[]) AS s(id, t) ON x.id = s.id
+      WHERE x.last_seen IS NULL OR x.last_seen < s.t ORDER BY x.id FOR UPDATE OF x) AS v
+WHERE d.id = v.id`
+
+// TouchDevices implements fleet.Store: one set-based UPDATE per chunk of touchChunk devices, in
+// one transaction.
 func (s *DB) TouchDevices(ctx context.Context, seen map[string]time.Time) error {
 	if len(seen) == 0 {
 		return nil
 	}
+	ids := slices.Sorted(maps.Keys(seen))
 	return s.inTx(ctx, "touch devices", func(tx *Tx) error {
-		st, err := tx.PrepareContext(ctx, `UPDATE devices SET last_seen = $1 WHERE id = $2 AND (last_seen IS NULL OR last_seen < $1)`)
-		if err != nil {
-			return fmt.Errorf("touch devices: %w", err)
-		}
-		defer st.Close()
-		// In id order: replicas flushing overlapping devices then lock rows in the same order and
-		// cannot deadlock each other.
-		for _, id := range slices.Sorted(maps.Keys(seen)) {
-			if _, err := st.ExecContext(ctx, seen[id].UTC(), id); err != nil {
-				return fmt.Errorf("touch device %s: %w", id, err)
+		for chunk := range slices.Chunk(ids, touchChunk) {
+			var err error
+			if s.dialect.Name == "postgres" {
+				times := make([]time.Time, len(chunk))
+				for i, id := range chunk {
+					times[i] = seen[id].UTC()
+				}
+				_, err = tx.ExecContext(ctx, touchPostgres, chunk, times)
+			} else {
+				// SQLite: the chunk as a VALUES list (columns column1, column2), with UPDATE ... FROM.
+				var q strings.Builder
+				args := make([]any, 0, 2*len(chunk))
+				q.WriteString(`UPDATE devices SET last_seen = v.column2 FROM (VALUES `)
+				for i, id := range chunk {
+					if i > 0 {
+						q.WriteString(", ")
+					}
+					fmt.Fprintf(&q, "($%d, $%d)", 2*i+1, 2*i+2)
+					args = append(args, id, seen[id].UTC())
+				}
+				q.WriteString(`) AS v WHERE devices.id = v.column1 AND (devices.last_seen IS NULL OR devices.last_seen < v.column2)`)
+				_, err = tx.ExecContext(ctx, q.String(), args...)
+			}
+			if err != nil {
+				return fmt.Errorf("touch %d devices: %w", len(chunk), err)
 			}
 		}
 		return nil
