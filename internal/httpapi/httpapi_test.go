@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1113,5 +1114,91 @@ func TestCheckinJitterHint(t *testing.T) {
 	}
 	if got := r.header.Get(wire.HeaderPollJitter); got != "12" {
 		t.Errorf("304: %s %q, want 12", wire.HeaderPollJitter, got)
+	}
+}
+
+// TestReadyzDatabaseClosed: /readyz answers 503 once the database is gone, without the
+// database's error (hosts, ports, paths) in the body.
+func TestReadyzDatabaseClosed(t *testing.T) {
+	s := newStack(t)
+	s.api.Ready = func(ctx context.Context) error { return s.db.SQL().PingContext(ctx) }
+	srv := s.serve()
+	if r := call(t, srv, http.MethodGet, "/readyz", nil, nil); r.status != http.StatusOK {
+		t.Fatalf("open database: %d %s", r.status, r.body)
+	}
+	s.db.Close()
+	r := call(t, srv, http.MethodGet, "/readyz", nil, nil)
+	if r.status != http.StatusServiceUnavailable {
+		t.Fatalf("closed database: %d %s, want 503", r.status, r.body)
+	}
+	if got, want := strings.TrimSpace(string(r.body)), "not ready: database unavailable"; got != want {
+		t.Errorf("body %q, want %q", got, want)
+	}
+}
+
+// writeCounter is a fleet.Store that counts its writes.
+type writeCounter struct {
+	fleet.Store
+	writes atomic.Int64
+}
+
+func (c *writeCounter) CreateDevice(ctx context.Context, d *fleet.Device) error {
+	c.writes.Add(1)
+	return c.Store.CreateDevice(ctx, d)
+}
+
+func (c *writeCounter) UpdateDevice(ctx context.Context, id string, u fleet.DeviceUpdate) error {
+	c.writes.Add(1)
+	return c.Store.UpdateDevice(ctx, id, u)
+}
+
+func (c *writeCounter) TouchDevices(ctx context.Context, seen map[string]time.Time) error {
+	c.writes.Add(1)
+	return c.Store.TouchDevices(ctx, seen)
+}
+
+func (c *writeCounter) AddEvents(ctx context.Context, events []fleet.Event) error {
+	c.writes.Add(1)
+	return c.Store.AddEvents(ctx, events)
+}
+
+func (c *writeCounter) RecordReport(ctx context.Context, id string, u fleet.DeviceUpdate, events []fleet.Event) error {
+	c.writes.Add(1)
+	return c.Store.RecordReport(ctx, id, u, events)
+}
+
+func (c *writeCounter) CreateEnrollToken(ctx context.Context, t *fleet.EnrollToken) error {
+	c.writes.Add(1)
+	return c.Store.CreateEnrollToken(ctx, t)
+}
+
+func (c *writeCounter) UseEnrollToken(ctx context.Context, hash []byte, now time.Time) (*fleet.EnrollToken, error) {
+	c.writes.Add(1)
+	return c.Store.UseEnrollToken(ctx, hash, now)
+}
+
+// TestNotModifiedCheckinWritesNothing: check-ins answered 304 write nothing to the store (their
+// last-seen times wait for the batched flush).
+func TestNotModifiedCheckinWritesNothing(t *testing.T) {
+	s := newStack(t)
+	wc := &writeCounter{Store: s.db}
+	s.fleet.Store = wc
+	srv := s.serve()
+	_, tok := s.enrolled(srv)
+	r := call(t, srv, http.MethodPost, "/device/v1/checkin", mustJSON(t, wire.Checkin{}), bearer(tok))
+	if r.status != http.StatusOK {
+		t.Fatalf("checkin: %d %s", r.status, r.body)
+	}
+	v := decodeJSON[wire.CheckinResponse](t, r.body).DirectorVersion
+	wc.writes.Store(0) // enrolment wrote
+	hdr := bearer(tok)
+	hdr["If-None-Match"] = r.header.Get("Etag")
+	for range 20 {
+		if r := call(t, srv, http.MethodPost, "/device/v1/checkin", mustJSON(t, wire.Checkin{DirectorVersion: v}), hdr); r.status != http.StatusNotModified {
+			t.Fatalf("checkin: %d, want 304", r.status)
+		}
+	}
+	if n := wc.writes.Load(); n != 0 {
+		t.Errorf("%d store writes for 20 check-ins answered 304, want 0", n)
 	}
 }

@@ -198,7 +198,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	if s.Ready != nil {
 		if err := s.Ready(ctx); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			// The cause names hosts and ports; the caller is not authenticated.
+			s.logger().Warn("not ready", LogErr, err)
+			http.Error(w, "not ready: database unavailable", http.StatusServiceUnavailable)
 			return
 		}
 	}

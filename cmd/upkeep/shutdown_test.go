@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"upkeep.dev/upkeep/internal/trust"
+)
+
+// openTestServer starts `upkeep serve` on :0 in a temporary folder; the caller closes it.
+func openTestServer(t *testing.T) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	if _, err := trust.InitKeySet(keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultServerConfig()
+	cfg.Addr, cfg.DataDir, cfg.KeysDir, cfg.Logger = "127.0.0.1:0", filepath.Join(dir, "data"), keys, quietLogger()
+	s, err := OpenServer(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestGracefulShutdown: a request in flight when the server is told to stop is answered before
+// Close returns; new connections are refused meanwhile.
+func TestGracefulShutdown(t *testing.T) {
+	s := openTestServer(t)
+	pr, pw := io.Pipe()
+	type result struct {
+		status int
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// The body arrives slowly: the handler is reading it when shutdown starts.
+		resp, err := http.Post(s.URL+"/device/v1/enroll", "application/json", pr)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		done <- result{status: resp.StatusCode}
+	}()
+	if _, err := pw.Write([]byte(`{"payload":`)); err != nil { // the request has begun
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) with a request in flight", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	pw.Write([]byte(`{}, "signature": ""}`))
+	pw.Close()
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("in-flight request failed: %v", r.err)
+	}
+	if r.status != http.StatusBadRequest { // answered by the handler: the payload is not an enrolment
+		t.Errorf("in-flight request: %d, want 400 from the handler", r.status)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+// TestServerMetricsWired: the served /metrics carries the rollout gauges (read from the store)
+// and database latency of the device store.
+func TestServerMetricsWired(t *testing.T) {
+	s := openTestServer(t)
+	defer s.Close()
+	http.Post(s.URL+"/device/v1/token", "application/json", strings.NewReader(`{"payload":{"device_id":"nope","time":"2026-01-01T00:00:00Z"},"signature":"00"}`))
+	resp, err := http.Get(s.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`upkeep_rollout_campaigns{state="running"} 0`, `upkeep_rollout_members{status="pending"} 0`, `upkeep_db_seconds_count{op="find_device"} 1`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
