@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"upkeep.dev/upkeep/internal/blob/blobtest"
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/sim"
@@ -205,10 +206,7 @@ func (e *env) blobPath(sha string) string { return e.srv.Blobs.(*blobfs.Store).P
 // TestUpdateEndToEndS3 stores artifacts in a real S3-compatible server: the device is redirected
 // to a pre-signed URL and verifies the bytes against the TUF hashes as usual.
 func TestUpdateEndToEndS3(t *testing.T) {
-	raw := os.Getenv("UPKEEP_TEST_S3")
-	if raw == "" {
-		t.Skip("UPKEEP_TEST_S3 is not set")
-	}
+	raw := blobtest.S3URL(t)
 	u, err := url.Parse(raw)
 	if err != nil {
 		t.Fatal(err)

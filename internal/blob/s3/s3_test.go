@@ -18,10 +18,7 @@ import (
 // UPKEEP_TEST_S3 (s3://bucket?endpoint=...), with UPKEEP_TEST_S3_ACCESS_KEY and
 // UPKEEP_TEST_S3_SECRET_KEY. CI starts one on loopback.
 func TestConformance(t *testing.T) {
-	raw := os.Getenv("UPKEEP_TEST_S3")
-	if raw == "" {
-		t.Skip("UPKEEP_TEST_S3 is not set")
-	}
+	raw := blobtest.S3URL(t)
 	cfg, err := s3.ParseURL(raw, os.Getenv("UPKEEP_TEST_S3_ACCESS_KEY"), os.Getenv("UPKEEP_TEST_S3_SECRET_KEY"))
 	if err != nil {
 		t.Fatal(err)

@@ -11,19 +11,24 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// PostgresServer returns UPKEEP_TEST_POSTGRES, the DSN of a PostgreSQL for tests; it skips the
-// test when the variable is unset.
-func PostgresServer(t *testing.T) string {
+// PostgresServer returns UPKEEP_TEST_POSTGRES, the DSN of a PostgreSQL for tests. When it is
+// unset the test skips, or fails if UPKEEP_REQUIRE_SERVICES=1 (CI sets it: there a missing
+// database is a broken run, not a reason to skip).
+func PostgresServer(t testing.TB) string {
 	t.Helper()
 	dsn := os.Getenv("UPKEEP_TEST_POSTGRES")
 	if dsn == "" {
-		t.Skip("UPKEEP_TEST_POSTGRES is not set")
+		if os.Getenv("UPKEEP_REQUIRE_SERVICES") == "1" {
+			t.Fatal("UPKEEP_TEST_POSTGRES is not set, and UPKEEP_REQUIRE_SERVICES=1 requires the PostgreSQL suites to run")
+		} else {
+			t.Skip("UPKEEP_TEST_POSTGRES is not set")
+		}
 	}
 	return dsn
 }
 
 // PostgresDSN returns a DSN for a fresh, empty schema in the PostgreSQL named by
-// UPKEEP_TEST_POSTGRES, dropped when the test ends; it skips the test when the variable is unset.
+// UPKEEP_TEST_POSTGRES, dropped when the test ends; unset, as PostgresServer.
 func PostgresDSN(t *testing.T) string {
 	t.Helper()
 	dsn := PostgresServer(t)
