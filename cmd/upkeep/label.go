@@ -25,7 +25,7 @@ import (
 func (s *Server) newTransparency(db *sqlstore.DB, now func() time.Time) *transparency.Service {
 	s.Transparency = &transparency.Service{
 		Products: db, Releases: db, Devices: db, KeysDir: s.Config.KeysDir, PublicURL: s.Config.PublicURL,
-		Manufacturer: label.Manufacturer{Name: s.Config.Manufacturer}, Now: now, Logger: s.Config.Logger,
+		Manufacturer: label.Manufacturer{Name: s.Config.Manufacturer}, Interval: s.Config.PublicRefresh, Now: now, Logger: s.Config.Logger,
 	}
 	return s.Transparency
 }

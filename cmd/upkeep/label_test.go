@@ -134,7 +134,7 @@ func TestLabelPublicRoutes(t *testing.T) {
 // TestLabelEvidenceFromPlatform publishes releases through the real flow and enrols a device:
 // the declaration's figures follow, with nothing typed by hand.
 func TestLabelEvidenceFromPlatform(t *testing.T) {
-	e := newEnv(t)
+	e := newEnvWith(t, func(c *ServerConfig) { c.PublicRefresh = time.Nanosecond }) // read the stores on each request
 	ctx := context.Background()
 	if _, err := e.cli.SetPolicy(ctx, testProduct, labelPolicy("2031-12-31")); err != nil {
 		t.Fatal(err)

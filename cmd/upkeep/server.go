@@ -54,6 +54,9 @@ type ServerConfig struct {
 	// under it (/p/{product}). Empty: the listen URL.
 	PublicURL    string
 	Manufacturer string // who places the products on the market, as declarations name it
+	// PublicRefresh is how long a product's public pages are served before their inputs are read
+	// again (0: transparency.DefaultInterval); label.go.
+	PublicRefresh time.Duration
 }
 
 // DefaultServerConfig returns the embedded defaults.

@@ -49,7 +49,7 @@ type Declaration struct {
 // Product identifies the product the declaration covers.
 type Product struct {
 	Name             string `json:"name"`
-	ModelDesignation string `json:"model_designation"`
+	ModelDesignation string `json:"model_designation,omitempty"` // empty: none declared
 	ID               string `json:"id"`
 }
 

@@ -13,7 +13,7 @@ const ActiveWindow = 30 * 24 * time.Hour
 
 // SupportedMethod is what a supported release means in the fleet share: the callers of
 // ComputeEvidence implement it in their supported function.
-const SupportedMethod = "a supported release: a release of this product that the manufacturer published through the platform's signed image repository, while the product is within its support period (on or before the support end date)"
+const SupportedMethod = "a supported release: a release of this product that the manufacturer published through the platform's signed image repository and that is not older (by publication time) than the newest security release, while the product is within its support period (on or before the support end date)"
 
 // Figure is one computed number with the method that produced it. Value is nil when the data
 // cannot give it, and Note then says why ("not available because ...").
