@@ -166,6 +166,7 @@ func BuildDeclaration(p Policy, m Mechanism, e Evidence, now time.Time) Declarat
 		Evidence: e,
 		Status:   status(p.SupportEnd, now),
 	}
+	d.Evidence.WithinTarget = withinTarget(e.Advisories, p.RemediationDays, now)
 	for _, c := range p.History {
 		if strings.HasPrefix(c.Field, "support_") {
 			d.Support.History = append(d.Support.History, SupportChange{At: c.At.UTC(), Field: c.Field, Old: unquote(c.Old), New: unquote(c.New)})

@@ -150,6 +150,14 @@ func sentence(s string) string {
 	return strings.ToUpper(s[:1]) + strings.TrimSuffix(s[1:], ".") + "."
 }
 
+// deref returns *f, or a figure that says it is not available.
+func deref(f *Figure) Figure {
+	if f == nil {
+		return Figure{Method: "share of the high and critical advisories fixed within the declared remediation days", Note: "not available"}
+	}
+	return *f
+}
+
 func evidenceRows(e Evidence) []pageRow {
 	rows := []pageRow{{"Last security update", lastUpdate(e.LastSecurityUpdate), e.LastSecurityUpdate.Method, e.LastSecurityUpdate.Note}}
 	for _, f := range []struct {
@@ -158,6 +166,7 @@ func evidenceRows(e Evidence) []pageRow {
 	}{
 		{"Security updates in the last 12 months", e.SecurityUpdates12m},
 		{"Median days from advisory to fixed release", e.AdvisoryToFixDays},
+		{"High and critical advisories fixed within the commitment", deref(e.WithinTarget)},
 		{"Median days from fixed release to 90% of devices", e.FixToFleet90Days},
 		{"Recently seen devices on a supported release", e.FleetOnSupported},
 		{"Devices", e.Devices},
