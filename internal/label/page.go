@@ -43,6 +43,16 @@ func RenderHTML(d Declaration, r Report, labelSVG []byte) ([]byte, error) {
 
 // RenderPage is RenderHTML with a section that links to the published files.
 func RenderPage(d Declaration, r Report, labelSVG []byte, links PageLinks) ([]byte, error) {
+	return renderPage(d, r, labelSVG, links, false)
+}
+
+// RenderReport returns the conformance report r of d alone as an HTML page, in the page's style:
+// the product, the counts and a row per provision.
+func RenderReport(d Declaration, r Report) ([]byte, error) {
+	return renderPage(d, r, nil, PageLinks{}, true)
+}
+
+func renderPage(d Declaration, r Report, labelSVG []byte, links PageLinks, reportOnly bool) ([]byte, error) {
 	t, err := template.New("page").Parse(pageHTML)
 	if err != nil {
 		return nil, fmt.Errorf("parse page template: %w", err)
@@ -58,6 +68,7 @@ func RenderPage(d Declaration, r Report, labelSVG []byte, links PageLinks) ([]by
 	ended := d.Status == StatusEndOfSupport
 	v := map[string]any{
 		"Name": d.Product.Name, "Model": pick(strings.EqualFold(d.Product.ModelDesignation, d.Product.Name), "", d.Product.ModelDesignation), "Maker": d.Manufacturer.Name, "Website": d.Manufacturer.Website,
+		"ReportOnly": reportOnly, "Updates": receivesUpdates(d) || ended,
 		"Ended": ended, "End": dateWords(d.Support.EndDate, "not declared"), "Start": startWords(d.Support),
 		// The SVG is base64 inside a data URL, so it cannot break out of the attribute.
 		"Label":    template.URL("data:image/svg+xml;base64," + base64.StdEncoding.EncodeToString(labelSVG)),

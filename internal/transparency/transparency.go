@@ -117,6 +117,7 @@ type Publication struct {
 	LabelSVG     []byte
 	LabelPNG     []byte
 	Page         []byte // the detailed layer, HTML
+	ReportHTML   []byte // the conformance report alone, HTML
 	// ETag is a strong validator, the same for all the files above: it changes whenever any
 	// of them does.
 	ETag     string
@@ -367,14 +368,18 @@ func (s *Service) build(in *inputs) (*Publication, error) {
 	if err != nil {
 		return nil, fmt.Errorf("page of %s: %w", in.product, err)
 	}
+	reportHTML, err := label.RenderReport(d, report)
+	if err != nil {
+		return nil, fmt.Errorf("conformance report of %s: %w", in.product, err)
+	}
 	sum := sha256.New()
-	for _, b := range [][]byte{env, pubPEM, reportJSON, svg, png, page} {
+	for _, b := range [][]byte{env, pubPEM, reportJSON, svg, png, page, reportHTML} {
 		sum.Write(b)
 		sum.Write([]byte{0})
 	}
 	return &Publication{
 		Product: in.product, PageURL: in.pageURL, Declaration: d, Envelope: env, PublicKeyPEM: pubPEM, KeyID: in.keyID,
-		Report: report, ReportJSON: append(reportJSON, '\n'), LabelSVG: svg, LabelPNG: png, Page: page,
+		Report: report, ReportJSON: append(reportJSON, '\n'), LabelSVG: svg, LabelPNG: png, Page: page, ReportHTML: reportHTML,
 		ETag: `"` + hex.EncodeToString(sum.Sum(nil)[:16]) + `"`, Modified: in.now,
 	}, nil
 }
