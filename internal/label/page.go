@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"html/template"
 	"strings"
+	"time"
 )
 
 // pageHTML is the template of the detailed layer: public, plain language, no script, no login.
@@ -16,6 +17,27 @@ import (
 var pageHTML string
 
 type pageRow struct{ Name, Value, Method, Note string }
+
+// AdvisoriesAnchor is the id of the page's section that lists the advisories matched to the
+// product: a declaration whose advisories_url ends in "#"+AdvisoriesAnchor points there.
+const AdvisoriesAnchor = "advisories"
+
+type pageAdvisory struct{ ID, Severity, Published, Fixed string }
+
+func advisoryRows(e Evidence, now time.Time) []pageAdvisory {
+	var out []pageAdvisory
+	for _, a := range e.Advisories {
+		r := pageAdvisory{ID: a.Advisory, Severity: a.Severity, Published: words(a.Published)}
+		n, open := a.Days(now)
+		if open {
+			r.Fixed = fmt.Sprintf("Not yet (%g days since the advisory)", n)
+		} else {
+			r.Fixed = fmt.Sprintf("%s (%g days after the advisory)", words(*a.FixReleased), n)
+		}
+		out = append(out, r)
+	}
+	return out
+}
 
 type pageVerdict struct {
 	Verdict
@@ -76,10 +98,12 @@ func renderPage(d Declaration, r Report, labelSVG []byte, links PageLinks, repor
 		"Delivery": deliverySentence(d, m), "LastUpdate": lastUpdate(d.Evidence.LastSecurityUpdate),
 		"AfterEnd": sentence(d.PostEOS.Behaviour) + " " + pick(d.PostEOS.KeepsWorking, "The device keeps working, without security updates.", "The device stops working.") +
 			" " + sentence(d.PostEOS.OwnerNotice),
-		"VDPURL":     d.VulnerabilityHandling.VDP.URL,
-		"VDPContact": d.VulnerabilityHandling.VDP.Contact,
-		"Channels":   channelWords(d.VulnerabilityHandling.NotificationChannels),
-		"Advisories": d.VulnerabilityHandling.AdvisoriesURL,
+		"VDPURL":         d.VulnerabilityHandling.VDP.URL,
+		"VDPContact":     d.VulnerabilityHandling.VDP.Contact,
+		"Channels":       channelWords(d.VulnerabilityHandling.NotificationChannels),
+		"Advisories":     d.VulnerabilityHandling.AdvisoriesURL,
+		"AdvisoryRows":   advisoryRows(d.Evidence, d.Evidence.ComputedAt),
+		"ListAdvisories": len(d.Evidence.Advisories) > 0 || strings.HasSuffix(d.VulnerabilityHandling.AdvisoriesURL, "#"+AdvisoriesAnchor),
 		"Commitment": pick(d.VulnerabilityHandling.RemediationTargetDays > 0,
 			fmt.Sprintf("A fixed release within %d days of an advisory, for high and critical vulnerabilities.", d.VulnerabilityHandling.RemediationTargetDays), "None declared."),
 		"Cost":       pick(d.SecurityUpdatesFree, "Security updates are free of charge.", "Security updates may be charged for."),

@@ -87,6 +87,36 @@ func TestTransparencyConformance(t *testing.T) {
 	}
 }
 
+// TestTransparencyAdvisoriesPage checks that a server that matches advisories to the product
+// publishes them on the product's page and declares that section as the advisories address,
+// unless the operator gave one.
+func TestTransparencyAdvisoriesPage(t *testing.T) {
+	f := newFixture(t, "2031-12-31")
+	now := f.clock.Now()
+	fix := now.AddDate(0, 0, -20)
+	f.svc.TimeToPatch = func(context.Context, string) ([]label.TimeToPatch, error) {
+		return []label.TimeToPatch{{Advisory: "CVE-2026-0001", Severity: "high", Published: fix.AddDate(0, 0, -4), FixReleased: fix}}, nil
+	}
+	p := f.publication(t)
+	if got, want := p.Declaration.VulnerabilityHandling.AdvisoriesURL, "https://labels.example.com/p/thermostat#advisories"; got != want {
+		t.Errorf("advisories_url %q, want %q", got, want)
+	}
+	if !strings.Contains(string(p.Page), `id="advisories"`) || !strings.Contains(string(p.Page), "CVE-2026-0001") {
+		t.Error("the page does not list the advisories")
+	}
+	for _, v := range p.Report.Verdicts {
+		if (v.Provision == "Annex I Pt II(8)" || v.Provision == "5.3-11") && v.Verdict != label.VerdictMet {
+			t.Errorf("%s: %s (%s)", v.Provision, v.Verdict, v.Reason)
+		}
+	}
+	if err := f.setPolicy(t, `{"advisories_url":"https://example.com/advisories"}`); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.publication(t).Declaration.VulnerabilityHandling.AdvisoriesURL; got != "https://example.com/advisories" {
+		t.Errorf("the operator's advisories address was replaced: %q", got)
+	}
+}
+
 // TestTransparencyProductName checks that the label and the page show the product's name and
 // model, and fall back to the product key without a name.
 func TestTransparencyProductName(t *testing.T) {

@@ -282,6 +282,11 @@ func (s *Service) gather(ctx context.Context, p *release.Product) (*inputs, erro
 	}
 
 	lp := labelPolicy(p, pol, hist, s.manufacturer())
+	pageURL := PageURL(s.PublicURL, p.Name)
+	if lp.AdvisoriesURL == "" && s.TimeToPatch != nil {
+		// The server matches advisories to the product, and the page lists them.
+		lp.AdvisoriesURL = pageURL + "#" + label.AdvisoriesAnchor
+	}
 	facts := make([]label.ReleaseFact, 0, len(rels))
 	publishedAt := make(map[string]time.Time, len(rels))
 	var maxSecVer int64
@@ -312,7 +317,7 @@ func (s *Service) gather(ctx context.Context, p *release.Product) (*inputs, erro
 	}
 	d := label.BuildDeclaration(lp, PlatformMechanism(maxSecVer > 0), ev, now)
 
-	in := &inputs{now: now, product: p.Name, pageURL: PageURL(s.PublicURL, p.Name), decl: d, key: key, keyID: keyID}
+	in := &inputs{now: now, product: p.Name, pageURL: pageURL, decl: d, key: key, keyID: keyID}
 	// The fingerprint leaves out what changes with the clock alone, so that an unchanged
 	// product keeps its signed declaration, its ETag and its last_updated.
 	stable := d
