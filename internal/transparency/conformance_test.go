@@ -165,3 +165,30 @@ func TestCheckPolicy(t *testing.T) {
 		t.Errorf("extending the end changed other fields: %+v", pol)
 	}
 }
+
+// TestTransparencyCompletePolicy checks that a product whose operator gave every flag of
+// `product set`, on a server that matches advisories and fixes them within the commitment,
+// meets every provision that platform data can judge.
+func TestTransparencyCompletePolicy(t *testing.T) {
+	f := newFixture(t, "2031-12-31")
+	now := f.clock.Now()
+	f.release(t, "1.0.0", "security", 1, now.AddDate(0, -1, 0))
+	f.device(t, "d1", "1.0.0", now.Add(-time.Hour))
+	fix, at90 := now.AddDate(0, -1, 0), now.AddDate(0, 0, -20)
+	f.svc.TimeToPatch = func(context.Context, string) ([]label.TimeToPatch, error) {
+		return []label.TimeToPatch{{Advisory: "CVE-2026-0001", Severity: "critical", Published: fix.AddDate(0, 0, -3), FixReleased: fix, Fleet90At: &at90}}, nil
+	}
+	if err := f.setPolicy(t, `{"product_name":"Acme Thermostat","model_designation":"T2-EU","support_start":"2026-03-01",
+		"support_start_basis":"placed_on_market","notification":["app","email"],"advisories_url":"https://example.com/advisories"}`); err != nil {
+		t.Fatal(err)
+	}
+	r := f.publication(t).Report
+	for _, v := range r.Verdicts {
+		if v.Verdict == label.VerdictNotMet {
+			t.Errorf("%s %s: not met (%s)", v.Source, v.Provision, v.Reason)
+		}
+	}
+	if r.Count(label.VerdictMet) < 20 {
+		t.Errorf("only %d provisions met", r.Count(label.VerdictMet))
+	}
+}
