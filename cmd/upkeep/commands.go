@@ -385,34 +385,29 @@ func productCmd(g *globals) *cobra.Command {
 	var pol release.Policy
 	set := &cobra.Command{
 		Use:   "set PRODUCT",
-		Short: "Set a product's support policy (the end date may be extended, never shortened)",
+		Short: "Change a product's support policy: only the flags given change (the end date may be extended, never shortened)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			p, err := c.SetPolicy(cmd.Context(), args[0], pol)
+			p, err := c.SetPolicy(cmd.Context(), args[0], policyPatch(cmd.Flags(), pol))
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: security updates until %s; its devices are told\n", p.Name, pol.SupportEnd)
+			end := pol.SupportEnd
+			if cur, err := release.ParsePolicy(p.Policy); err == nil {
+				end = cur.SupportEnd
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: security updates until %s; its devices are told\n", p.Name, end)
 			if p.Warning != "" {
 				fmt.Fprintln(cmd.OutOrStdout(), "WARNING:", p.Warning)
 			}
 			return nil
 		},
 	}
-	f := set.Flags()
-	f.StringVar(&pol.SupportEnd, "support-end", "", "last day of security updates, YYYY-MM-DD")
-	f.StringVar(&pol.Delivery, "delivery", release.DeliveryAutomatic, "automatic (owner may opt out), consent or none")
-	f.BoolVar(&pol.SecuritySeparate, "security-separate", true, "security updates are delivered separately from feature updates")
-	f.StringSliceVar(&pol.Notification, "notify", nil, "how owners are notified (repeatable): app, email, device")
-	f.StringVar(&pol.VDPURL, "vdp-url", "", "vulnerability-disclosure policy URL")
-	f.StringVar(&pol.VDPContact, "vdp-contact", "", "vulnerability-report contact")
-	f.IntVar(&pol.RemediationDays, "remediation-days", 0, "declared days from advisory to fixed release")
-	f.IntVar(&pol.WarnDays, "warn-days", 90, "warn operators this many days before the end")
-	set.MarkFlagRequired("support-end")
+	policyFlags(set.Flags(), &pol)
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List products, with end-of-support warnings",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/label"
+	"upkeep.dev/upkeep/internal/patch"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/transparency"
 	"upkeep.dev/upkeep/internal/trust"
@@ -25,9 +27,35 @@ import (
 func (s *Server) newTransparency(db *sqlstore.DB, now func() time.Time) *transparency.Service {
 	s.Transparency = &transparency.Service{
 		Products: db, Releases: db, Devices: db, KeysDir: s.Config.KeysDir, PublicURL: s.Config.PublicURL,
-		Manufacturer: label.Manufacturer{Name: s.Config.Manufacturer}, Now: now, Logger: s.Config.Logger,
+		Manufacturer: label.Manufacturer{Name: s.Config.Manufacturer}, Interval: s.Config.PublicRefresh, Now: now, Logger: s.Config.Logger,
 	}
 	return s.Transparency
+}
+
+// labelTimeToPatch gives the transparency service each advisory matched to a product, with its
+// severity, its fixed release and the moment 90% of the exposed fleet ran a fix, from
+// patch.Service.TimeToPatch.
+func labelTimeToPatch(p *patch.Service) func(ctx context.Context, product string) ([]label.TimeToPatch, error) {
+	return func(ctx context.Context, product string) ([]label.TimeToPatch, error) {
+		ttp, err := p.TimeToPatch(ctx, product)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]label.TimeToPatch, 0, len(ttp.Advisories))
+		for _, a := range ttp.Advisories {
+			lt := label.TimeToPatch{Advisory: a.Advisory, Severity: a.Severity, Published: a.Published}
+			if a.FixPublished != nil {
+				lt.FixReleased = *a.FixPublished
+			}
+			for _, f := range a.Fleet {
+				if f.Percent == 90 && f.Reached {
+					lt.Fleet90At = f.At
+				}
+			}
+			out = append(out, lt)
+		}
+		return out, nil
+	}
 }
 
 func validPublicURL(s string) bool {
@@ -43,6 +71,7 @@ var labelFiles = []struct{ file, route string }{
 	{"declaration.json", "/declaration.json"},
 	{"declaration.pub", "/declaration.pub"},
 	{"conformance.json", "/conformance.json"},
+	{"conformance.html", "/conformance.html"},
 	{"index.html", ""},
 }
 
@@ -98,12 +127,15 @@ No operator token is needed: the pages are public.`,
 
 	var pubFile string
 	verify := &cobra.Command{
-		Use:   "verify FILE",
-		Short: "Verify a signed declaration offline, with --pub or the declaration.pub beside it",
+		Use:   "verify FILE --pub KEY.pem",
+		Short: "Verify a signed declaration offline against a public key you trust",
 		Long: `Verifies a declaration envelope (declaration.json) without the server: the Ed25519 signature over
-the exact bytes, and the content against the declaration schema. The key is --pub, else the
-declaration.pub file in the same folder, else the key the envelope carries (which shows who
-signed, not that you trust them: compare the key id with one you trust).`,
+the exact bytes, and the content against the declaration schema, with the key given as --pub: a key
+you trust, obtained apart from the declaration. Only then does it print OK and exit 0.
+
+Without --pub it checks the signature with the declaration.pub beside the file, else with the key
+the envelope carries. Either came with the declaration, so a forger would have replaced it too:
+it prints "signature consistent but signer not checked" with the key id to compare, and exits 1.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			env, err := os.ReadFile(args[0])
@@ -112,7 +144,7 @@ signed, not that you trust them: compare the key id with one you trust).`,
 			}
 			keyFile, source := pubFile, "--pub"
 			if keyFile == "" {
-				keyFile, source = filepath.Join(filepath.Dir(args[0]), "declaration.pub"), "declaration.pub beside it"
+				keyFile, source = filepath.Join(filepath.Dir(args[0]), "declaration.pub"), "the declaration.pub beside it"
 				if _, err := os.Stat(keyFile); errors.Is(err, fs.ErrNotExist) {
 					keyFile = ""
 				}
@@ -123,7 +155,7 @@ signed, not that you trust them: compare the key id with one you trust).`,
 				if d, id, err = label.Inspect(env); err != nil {
 					return fmt.Errorf("%s does NOT verify: %w", args[0], err)
 				}
-				source = "the key the envelope carries; compare its id with a key you trust, or pass --pub"
+				source = "the key the envelope carries"
 			} else {
 				b, err := os.ReadFile(keyFile)
 				if err != nil {
@@ -139,12 +171,17 @@ signed, not that you trust them: compare the key id with one you trust).`,
 				id, _ = label.KeyID(pub)
 			}
 			w := cmd.OutOrStdout()
+			if pubFile == "" {
+				fmt.Fprintf(w, "signature consistent but signer not checked: %s is signed by key %s (%s), which came with it\n", args[0], id, source)
+				printSummary(w, d, "")
+				return fmt.Errorf("signer not checked: compare key %s with a key you trust, and pass that key as --pub", id)
+			}
 			fmt.Fprintf(w, "OK: %s is a valid declaration signed by key %s (%s)\n", args[0], id, source)
 			printSummary(w, d, "")
 			return nil
 		},
 	}
-	verify.Flags().StringVar(&pubFile, "pub", "", "PEM public key to verify with")
+	verify.Flags().StringVar(&pubFile, "pub", "", "PEM public key you trust, to verify with (required for OK)")
 	cmd.AddCommand(render, verify)
 	return cmd
 }

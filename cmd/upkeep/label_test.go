@@ -134,7 +134,7 @@ func TestLabelPublicRoutes(t *testing.T) {
 // TestLabelEvidenceFromPlatform publishes releases through the real flow and enrols a device:
 // the declaration's figures follow, with nothing typed by hand.
 func TestLabelEvidenceFromPlatform(t *testing.T) {
-	e := newEnv(t)
+	e := newEnvWith(t, func(c *ServerConfig) { c.PublicRefresh = time.Nanosecond }) // read the stores on each request
 	ctx := context.Background()
 	if _, err := e.cli.SetPolicy(ctx, testProduct, labelPolicy("2031-12-31")); err != nil {
 		t.Fatal(err)
@@ -233,24 +233,36 @@ func TestLabelRenderAndVerifyCLI(t *testing.T) {
 	if !strings.Contains(got, "support end:          2031-12-31") || !strings.Contains(got, "SHA256:") {
 		t.Errorf("render output:\n%s", got)
 	}
-	for _, f := range []string{"label.svg", "label.png", "declaration.json", "declaration.pub", "conformance.json", "index.html"} {
+	for _, f := range []string{"label.svg", "label.png", "declaration.json", "declaration.pub", "conformance.json", "conformance.html", "index.html"} {
 		if fi, err := os.Stat(filepath.Join(out, f)); err != nil || fi.Size() == 0 {
 			t.Errorf("%s: %v", f, err)
 		}
 	}
+	if report := string(mustRead(t, filepath.Join(out, "conformance.html"))); !strings.Contains(report, "conformance report") ||
+		!strings.Contains(report, "5.3-16") || strings.Contains(report, "Key facts") {
+		t.Errorf("conformance.html is not the report alone:\n%s", report)
+	}
 	envFile := filepath.Join(out, "declaration.json")
-	ok := cli(t, "label", "verify", envFile)
-	if !strings.Contains(ok, "OK:") || !strings.Contains(ok, "declaration.pub beside it") || !strings.Contains(ok, "product:              thermostat") ||
-		!strings.Contains(ok, "security updates:     automatic") {
+	ok := cli(t, "label", "verify", envFile, "--pub", filepath.Join(out, "declaration.pub"))
+	if !strings.Contains(ok, "OK:") || !strings.Contains(ok, "product:              thermostat") || !strings.Contains(ok, "security updates:     automatic") {
 		t.Errorf("verify output:\n%s", ok)
 	}
-	cli(t, "label", "verify", envFile, "--pub", filepath.Join(out, "declaration.pub"))
 
-	// Without a key beside it, the carried key is used, and the output says what that proves.
+	// Without --pub, the key beside the file or the one the envelope carries came with the
+	// declaration: the signature is checked, the signer is not, and the exit is not 0.
 	alone := filepath.Join(t.TempDir(), "declaration.json")
 	os.WriteFile(alone, mustRead(t, envFile), 0o644)
-	if got := cli(t, "label", "verify", alone); !strings.Contains(got, "the key the envelope carries") {
-		t.Errorf("verify with the carried key:\n%s", got)
+	for file, source := range map[string]string{envFile: "the declaration.pub beside it", alone: "the key the envelope carries"} {
+		cmd := newRoot()
+		cmd.SetArgs([]string{"label", "verify", file})
+		var sink bytes.Buffer
+		cmd.SetOut(&sink)
+		cmd.SetErr(&sink)
+		err := cmd.ExecuteContext(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "--pub") || strings.Contains(sink.String(), "OK:") ||
+			!strings.Contains(sink.String(), "signature consistent but signer not checked") || !strings.Contains(sink.String(), source) {
+			t.Errorf("verify %s without --pub: %v\n%s", file, err, sink.String())
+		}
 	}
 
 	var env label.Envelope

@@ -57,6 +57,9 @@ type ServerConfig struct {
 	// under it (/p/{product}). Empty: the listen URL.
 	PublicURL    string
 	Manufacturer string // who places the products on the market, as declarations name it
+	// PublicRefresh is how long a product's public pages are served before their inputs are read
+	// again (0: transparency.DefaultInterval); label.go.
+	PublicRefresh time.Duration
 }
 
 // DefaultServerConfig returns the embedded defaults.
@@ -216,7 +219,7 @@ func OpenServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
 	s.URL = "http://" + s.ln.Addr().String()
-	s.Transparency.TimeToPatch = s.Patch.LabelTimeToPatch
+	s.Transparency.TimeToPatch = labelTimeToPatch(s.Patch)
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
 	}

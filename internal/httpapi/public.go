@@ -34,7 +34,7 @@ const pageCSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; b
 
 var publicFiles = map[string]publicFile{
 	"":                 {"text/html; charset=utf-8", func(p *transparency.Publication) []byte { return p.Page }, pageCSP},
-	"conformance.html": {"text/html; charset=utf-8", func(p *transparency.Publication) []byte { return p.Page }, pageCSP},
+	"conformance.html": {"text/html; charset=utf-8", func(p *transparency.Publication) []byte { return p.ReportHTML }, pageCSP},
 	"label.svg":        {"image/svg+xml", func(p *transparency.Publication) []byte { return p.LabelSVG }, "default-src 'none'; style-src 'unsafe-inline'"},
 	"label.png":        {"image/png", func(p *transparency.Publication) []byte { return p.LabelPNG }, ""},
 	"declaration.json": {"application/json", func(p *transparency.Publication) []byte { return p.Envelope }, ""},
@@ -49,7 +49,7 @@ var publicFiles = map[string]publicFile{
 //	GET /p/{product}/declaration.json  the signed declaration (DSSE envelope)
 //	GET /p/{product}/declaration.pub   the PEM public key that verifies it
 //	GET /p/{product}/conformance.json  the conformance report
-//	GET /p/{product}/conformance.html  the page, whose #conformance section holds the report
+//	GET /p/{product}/conformance.html  the conformance report alone, HTML
 func (s *Server) publicRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /p/{product}", s.public)
 	mux.HandleFunc("GET /p/{product}/{file}", s.public)

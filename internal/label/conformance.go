@@ -74,7 +74,7 @@ func Conformance(d Declaration, now time.Time) Report {
 	vdp := fmt.Sprintf("vdp.url=%q, vdp.contact=%q", vh.VDP.URL, vh.VDP.Contact)
 	secure := updatable && m.Crypto.VerifiedOnDevice && m.Crypto.SigAlg != ""
 	cryptoEv := fmt.Sprintf("sig_alg=%q, hash_alg=%q, verified_on_device=%t, anti_rollback=%t", m.Crypto.SigAlg, m.Crypto.HashAlg, m.Crypto.VerifiedOnDevice, m.Crypto.AntiRollback)
-	timely, timelyEv, timelyWhy := timeliness(d)
+	timely, timelyEv, timelyWhy := timeliness(d, now)
 	channels := strings.Join(vh.NotificationChannels, ", ")
 	supportEv, supportOK, supportWhy := supportPeriod(d, st)
 
@@ -191,18 +191,56 @@ func Conformance(d Declaration, now time.Time) Report {
 	return r
 }
 
-// timeliness compares the median days from advisory to fix with the declared target: met when
-// within it, not_met past it, cannot_judge without data or without a target.
-func timeliness(d Declaration) (verdict, evidence, reason string) {
-	f, target := d.Evidence.AdvisoryToFixDays, d.VulnerabilityHandling.RemediationTargetDays
-	evidence = fmt.Sprintf("median days advisory to fix: %s; declared target: %d days; median days fix to 90%% of fleet: %s", figure(f), target, figure(d.Evidence.FixToFleet90Days))
-	switch {
-	case f.Value == nil:
-		return VerdictCannotJudge, evidence, "no time-to-patch data: " + f.Note
-	case target <= 0:
+// timeliness judges the remediation commitment advisory by advisory: every advisory it covers
+// (high, critical or unknown severity; CommitmentCovers) must have been fixed within the
+// declared days of its publication, and one still open counts by its age at now. Any breach is
+// not_met; cannot_judge without a target or without a covered advisory. The median is evidence
+// only.
+func timeliness(d Declaration, now time.Time) (verdict, evidence, reason string) {
+	e, target := d.Evidence, d.VulnerabilityHandling.RemediationTargetDays
+	within := "not available"
+	if e.WithinTarget != nil {
+		within = figure(*e.WithinTarget)
+	}
+	evidence = fmt.Sprintf("declared target: %d days for high and critical advisories; within target: %s; median days advisory to fix: %s; median days fix to 90%% of fleet: %s",
+		target, within, figure(e.AdvisoryToFixDays), figure(e.FixToFleet90Days))
+	if target <= 0 {
 		return VerdictCannotJudge, evidence, "no remediation target is declared to measure against"
-	case *f.Value > float64(target):
-		return VerdictNotMet, evidence, fmt.Sprintf("the median of %g days exceeds the declared %d days", *f.Value, target)
+	}
+	var breaches []string
+	covered, open := 0, 0
+	for _, a := range e.Advisories {
+		if !CommitmentCovers(a.Severity) {
+			continue
+		}
+		covered++
+		days, isOpen := a.Days(now)
+		if isOpen {
+			open++
+		}
+		if days <= float64(target) {
+			continue
+		}
+		if isOpen {
+			breaches = append(breaches, fmt.Sprintf("%s (%s) has had no fix for %g days", a.Advisory, a.Severity, days))
+		} else {
+			breaches = append(breaches, fmt.Sprintf("%s (%s) took %g days to fix", a.Advisory, a.Severity, days))
+		}
+	}
+	switch {
+	case len(breaches) > 0:
+		more := ""
+		if len(breaches) > 3 {
+			more = fmt.Sprintf(" and %d more", len(breaches)-3)
+			breaches = breaches[:3]
+		}
+		return VerdictNotMet, evidence, fmt.Sprintf("over the declared %d days: %s%s", target, strings.Join(breaches, "; "), more)
+	case covered == 0 && e.AdvisoryToFixDays.Value == nil:
+		return VerdictCannotJudge, evidence, "no time-to-patch data: " + cmpOr(e.AdvisoryToFixDays.Note, "no advisory is matched to this product")
+	case covered == 0:
+		return VerdictCannotJudge, evidence, "no advisory of high, critical or unknown severity is matched to this product"
+	case open > 0:
+		return VerdictMet, evidence, fmt.Sprintf("%d covered advisories are open and still within the declared days", open)
 	}
 	return VerdictMet, evidence, ""
 }

@@ -30,6 +30,17 @@ func TestConformance(t *testing.T) {
 		return []TimeToPatch{{Advisory: "A-1", Published: day(2026, 1, 1), FixReleased: day(2026, 1, 1).AddDate(0, 0, days)}}
 	}
 	evidence := func(ttp []TimeToPatch) Evidence { return ComputeEvidence(testNow, nil, nil, ttp, nil) }
+	// fixed is an advisory of severity sev published on 1 January 2026 and fixed days later;
+	// days < 0 leaves it open (on testNow, 1 May 2026 12:00, it is 120.5 days old).
+	fixed := func(id, sev string, published time.Time, days int) TimeToPatch {
+		t := TimeToPatch{Advisory: id, Severity: sev, Published: published}
+		if days >= 0 {
+			t.FixReleased = published.AddDate(0, 0, days)
+		}
+		return t
+	}
+	late := map[string]string{"ETSI EN 303 645 5.3-8": VerdictNotMet, "ETSI EN 303 645 5.2-2": VerdictNotMet, "EU CRA Annex I Pt II(7)": VerdictNotMet}
+	jan, apr := day(2026, 1, 1), day(2026, 4, 20)
 	tests := []struct {
 		name        string
 		policy      func(p *Policy)
@@ -43,6 +54,18 @@ func TestConformance(t *testing.T) {
 		{name: "fix within the commitment to the day", evidence: evidence(fix(30)), want: nil},
 		{name: "time to patch over the commitment", evidence: evidence(fix(31)),
 			want: map[string]string{"ETSI EN 303 645 5.3-8": VerdictNotMet, "ETSI EN 303 645 5.2-2": VerdictNotMet, "EU CRA Annex I Pt II(7)": VerdictNotMet}},
+		{name: "a slow critical fix the median hides", evidence: evidence([]TimeToPatch{
+			fixed("A-1", "critical", jan, 5), fixed("A-2", "high", jan, 6), fixed("A-3", "critical", jan, 45)}),
+			want: late, evidenceHas: map[string]string{"ETSI EN 303 645 5.3-8": "within target: 66.7 percent (n=3)"}},
+		{name: "a high advisory open longer than the commitment", evidence: evidence([]TimeToPatch{
+			fixed("A-1", "high", jan, 5), fixed("A-2", "high", jan, -1)}), want: late},
+		{name: "a high advisory open within the commitment", evidence: evidence([]TimeToPatch{
+			fixed("A-1", "high", jan, 5), fixed("A-2", "high", apr, -1)}), want: nil},
+		{name: "a slow fix of a low advisory is not covered", evidence: evidence([]TimeToPatch{
+			fixed("A-1", "high", jan, 5), fixed("A-2", "low", jan, 90), fixed("A-3", "medium", jan, -1)}), want: nil},
+		{name: "unknown severity is covered", evidence: evidence([]TimeToPatch{fixed("A-1", "", jan, 31)}), want: late},
+		{name: "only medium advisories", evidence: evidence([]TimeToPatch{fixed("A-1", "medium", jan, 5)}),
+			want: map[string]string{"ETSI EN 303 645 5.3-8": VerdictCannotJudge, "ETSI EN 303 645 5.2-2": VerdictCannotJudge, "EU CRA Annex I Pt II(7)": VerdictCannotJudge}},
 		{name: "no time-to-patch data", evidence: evidence(nil),
 			want: map[string]string{"ETSI EN 303 645 5.3-8": VerdictCannotJudge, "ETSI EN 303 645 5.2-2": VerdictCannotJudge,
 				"ETSI EN 303 645 5.2-3": VerdictCannotJudge, "EU CRA Annex I Pt II(7)": VerdictCannotJudge}},

@@ -49,7 +49,7 @@ type Declaration struct {
 // Product identifies the product the declaration covers.
 type Product struct {
 	Name             string `json:"name"`
-	ModelDesignation string `json:"model_designation"`
+	ModelDesignation string `json:"model_designation,omitempty"` // empty: none declared
 	ID               string `json:"id"`
 }
 
@@ -166,6 +166,7 @@ func BuildDeclaration(p Policy, m Mechanism, e Evidence, now time.Time) Declarat
 		Evidence: e,
 		Status:   status(p.SupportEnd, now),
 	}
+	d.Evidence.WithinTarget = withinTarget(e.Advisories, p.RemediationDays, now)
 	for _, c := range p.History {
 		if strings.HasPrefix(c.Field, "support_") {
 			d.Support.History = append(d.Support.History, SupportChange{At: c.At.UTC(), Field: c.Field, Old: unquote(c.Old), New: unquote(c.New)})

@@ -1,8 +1,10 @@
 package label
 
 import (
+	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -13,7 +15,7 @@ const ActiveWindow = 30 * 24 * time.Hour
 
 // SupportedMethod is what a supported release means in the fleet share: the callers of
 // ComputeEvidence implement it in their supported function.
-const SupportedMethod = "a supported release: a release of this product that the manufacturer published through the platform's signed image repository, while the product is within its support period (on or before the support end date)"
+const SupportedMethod = "a supported release: a release of this product that the manufacturer published through the platform's signed image repository and that is not older (by publication time) than the newest security release, while the product is within its support period (on or before the support end date)"
 
 // Figure is one computed number with the method that produced it. Value is nil when the data
 // cannot give it, and Note then says why ("not available because ...").
@@ -44,6 +46,69 @@ type Evidence struct {
 	FleetOnSupported   Figure     `json:"fleet_on_supported_release"`
 	Devices            Figure     `json:"devices"`
 	ActiveDevices      Figure     `json:"active_devices"`
+	// Advisories lists every advisory matched to the product, fixed or not, so that the
+	// remediation commitment can be judged advisory by advisory.
+	Advisories []AdvisoryFact `json:"advisories,omitempty"`
+	// WithinTarget is the share of the advisories the commitment covers (CommitmentCovers) that
+	// were fixed within the declared days, or are open and younger than that; BuildDeclaration
+	// sets it, since it depends on the commitment.
+	WithinTarget *Figure `json:"high_critical_within_target,omitempty"`
+}
+
+// AdvisoryFact is one advisory matched to the product. FixReleased is nil while no fixed
+// release exists, Fleet90At while the fix has not reached 90% of the fleet.
+type AdvisoryFact struct {
+	Advisory    string     `json:"advisory"`
+	Severity    string     `json:"severity"`
+	Published   time.Time  `json:"published"`
+	FixReleased *time.Time `json:"fix_released,omitempty"`
+	Fleet90At   *time.Time `json:"fleet_90pct_at,omitempty"`
+}
+
+// CommitmentCovers reports whether the remediation commitment (high and critical
+// vulnerabilities) covers an advisory of severity sev. An advisory whose severity is unknown
+// (Go vulndb records carry none) is covered: it cannot be shown not to be high.
+func CommitmentCovers(sev string) bool {
+	switch strings.ToLower(sev) {
+	case "critical", "high", "unknown", "":
+		return true
+	}
+	return false
+}
+
+// Days returns how long a took to fix at now, to 0.1 day: from its publication to its fixed
+// release, or, while open, its age. open says which. Negative durations count as 0.
+func (a AdvisoryFact) Days(now time.Time) (n float64, open bool) {
+	if a.FixReleased == nil {
+		return days(now.Sub(a.Published)), true
+	}
+	return days(a.FixReleased.Sub(a.Published)), false
+}
+
+// withinTarget is the WithinTarget figure of advisories at now for a commitment of target days.
+func withinTarget(advisories []AdvisoryFact, target int, now time.Time) *Figure {
+	f := &Figure{Unit: "percent", Method: fmt.Sprintf("share of the advisories of high, critical or unknown severity matched to this product that were fixed within the declared %d days of their publication, or are open and not older than that, at computed_at", target)}
+	if target <= 0 {
+		f.Method = "share of the high and critical advisories fixed within the declared remediation days"
+		f.Note = "not available because no remediation commitment is declared"
+		return f
+	}
+	ok := 0
+	for _, a := range advisories {
+		if !CommitmentCovers(a.Severity) {
+			continue
+		}
+		f.Samples++
+		if d, _ := a.Days(now); d <= float64(target) {
+			ok++
+		}
+	}
+	if f.Samples == 0 {
+		f.Note = "not available because no advisory of high, critical or unknown severity is matched to this product"
+		return f
+	}
+	f.Value = ptr(round1(100 * float64(ok) / float64(f.Samples)))
+	return f
 }
 
 // ComputeEvidence computes the evidence at now from the product's releases, its devices and
@@ -83,19 +148,38 @@ func ComputeEvidence(now time.Time, rel []ReleaseFact, dev []DeviceFact, ttp []T
 		Method: "security releases published in the 12 months up to computed_at"}
 
 	var toFix, toFleet []float64
+	open, notAt90 := 0, 0
 	for _, t := range ttp {
-		if t.Published.IsZero() || t.FixReleased.IsZero() {
+		if t.Published.IsZero() {
 			continue
 		}
+		a := AdvisoryFact{Advisory: t.Advisory, Severity: strings.ToLower(cmpOr(t.Severity, "unknown")), Published: t.Published.UTC()}
+		if t.FixReleased.IsZero() {
+			open++
+			e.Advisories = append(e.Advisories, a)
+			continue
+		}
+		a.FixReleased = ptr(t.FixReleased.UTC())
 		toFix = append(toFix, days(t.FixReleased.Sub(t.Published)))
 		if t.Fleet90At != nil {
+			a.Fleet90At = ptr(t.Fleet90At.UTC())
 			toFleet = append(toFleet, days(t.Fleet90At.Sub(t.FixReleased)))
+		} else {
+			notAt90++
 		}
+		e.Advisories = append(e.Advisories, a)
 	}
+	slices.SortFunc(e.Advisories, func(a, b AdvisoryFact) int { return cmpTime(a.Published, b.Published, a.Advisory, b.Advisory) })
 	e.AdvisoryToFixDays = median(toFix, "median over fixed advisories of the days from the advisory's publication to the fixed release's; a fix released before its advisory counts as 0",
 		"not available because no advisory matched to this product has a fixed release")
+	if open > 0 {
+		e.AdvisoryToFixDays.Note = strings.TrimPrefix(e.AdvisoryToFixDays.Note+fmt.Sprintf("; %d advisories have no fixed release yet and are not in the median (see advisories)", open), "; ")
+	}
 	e.FixToFleet90Days = median(toFleet, "median over fixed advisories of the days from the fixed release to the moment 90% of the fleet ran it",
 		"not available because no fixed release has reached 90% of the fleet")
+	if notAt90 > 0 {
+		e.FixToFleet90Days.Note = strings.TrimPrefix(e.FixToFleet90Days.Note+fmt.Sprintf("; %d fixed releases have not reached 90%% of the fleet yet and are not in the median", notAt90), "; ")
+	}
 
 	active, onSupported := 0, 0
 	for _, d := range dev {
@@ -144,5 +228,20 @@ func median(xs []float64, method, unavailable string) Figure {
 func days(d time.Duration) float64 { return round1(max(d.Hours(), 0) / 24) }
 
 func round1(x float64) float64 { return math.Round(x*10) / 10 }
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// cmpTime orders by time, then by name.
+func cmpTime(a, b time.Time, an, bn string) int {
+	if c := a.Compare(b); c != 0 {
+		return c
+	}
+	return strings.Compare(an, bn)
+}
 
 func ptr[T any](v T) *T { return &v }

@@ -86,7 +86,7 @@ func TestComputeEvidence(t *testing.T) {
 			},
 		},
 		{
-			name: "odd count median; unfixed advisory ignored; fix before advisory counts 0",
+			name: "odd count median; unfixed advisory not in the median but noted; fix before advisory counts 0",
 			ttp: []TimeToPatch{
 				{Advisory: "A-1", Published: day(2026, 1, 1), FixReleased: day(2026, 1, 11), Fleet90At: fleet90(day(2026, 1, 14))},
 				{Advisory: "A-2", Published: day(2026, 2, 1), FixReleased: day(2026, 2, 4)},
@@ -96,6 +96,7 @@ func TestComputeEvidence(t *testing.T) {
 			want: summary{
 				LastNote: "not available because no security release has been published", Count12m: ptr(0.0),
 				ToFix: ptr(3.0), ToFixN: 3, ToFleet: ptr(3.0), ToFleetN: 1, Devices: ptr(0.0), Active: ptr(0.0),
+				ToFixNote: "1 advisories have no fixed release yet and are not in the median (see advisories)",
 				ShareNote: "not available because no device was seen in the last 30 days",
 			},
 		},

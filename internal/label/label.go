@@ -106,9 +106,11 @@ type DeviceFact struct {
 }
 
 // TimeToPatch ties one advisory to the release that fixed it. FixReleased is zero while no
-// fixed release exists; Fleet90At is nil until 90% of the fleet runs a fixed release.
+// fixed release exists; Fleet90At is nil until 90% of the fleet runs a fixed release. Severity
+// is "critical", "high", "medium", "low", or "unknown" (also when empty).
 type TimeToPatch struct {
 	Advisory    string
+	Severity    string
 	Published   time.Time
 	FixReleased time.Time
 	Fleet90At   *time.Time

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"html/template"
 	"strings"
+	"time"
 )
 
 // pageHTML is the template of the detailed layer: public, plain language, no script, no login.
@@ -16,6 +17,27 @@ import (
 var pageHTML string
 
 type pageRow struct{ Name, Value, Method, Note string }
+
+// AdvisoriesAnchor is the id of the page's section that lists the advisories matched to the
+// product: a declaration whose advisories_url ends in "#"+AdvisoriesAnchor points there.
+const AdvisoriesAnchor = "advisories"
+
+type pageAdvisory struct{ ID, Severity, Published, Fixed string }
+
+func advisoryRows(e Evidence, now time.Time) []pageAdvisory {
+	var out []pageAdvisory
+	for _, a := range e.Advisories {
+		r := pageAdvisory{ID: a.Advisory, Severity: a.Severity, Published: words(a.Published)}
+		n, open := a.Days(now)
+		if open {
+			r.Fixed = fmt.Sprintf("Not yet (%g days since the advisory)", n)
+		} else {
+			r.Fixed = fmt.Sprintf("%s (%g days after the advisory)", words(*a.FixReleased), n)
+		}
+		out = append(out, r)
+	}
+	return out
+}
 
 type pageVerdict struct {
 	Verdict
@@ -43,6 +65,16 @@ func RenderHTML(d Declaration, r Report, labelSVG []byte) ([]byte, error) {
 
 // RenderPage is RenderHTML with a section that links to the published files.
 func RenderPage(d Declaration, r Report, labelSVG []byte, links PageLinks) ([]byte, error) {
+	return renderPage(d, r, labelSVG, links, false)
+}
+
+// RenderReport returns the conformance report r of d alone as an HTML page, in the page's style:
+// the product, the counts and a row per provision.
+func RenderReport(d Declaration, r Report) ([]byte, error) {
+	return renderPage(d, r, nil, PageLinks{}, true)
+}
+
+func renderPage(d Declaration, r Report, labelSVG []byte, links PageLinks, reportOnly bool) ([]byte, error) {
 	t, err := template.New("page").Parse(pageHTML)
 	if err != nil {
 		return nil, fmt.Errorf("parse page template: %w", err)
@@ -58,6 +90,7 @@ func RenderPage(d Declaration, r Report, labelSVG []byte, links PageLinks) ([]by
 	ended := d.Status == StatusEndOfSupport
 	v := map[string]any{
 		"Name": d.Product.Name, "Model": pick(strings.EqualFold(d.Product.ModelDesignation, d.Product.Name), "", d.Product.ModelDesignation), "Maker": d.Manufacturer.Name, "Website": d.Manufacturer.Website,
+		"ReportOnly": reportOnly, "Updates": receivesUpdates(d) || ended,
 		"Ended": ended, "End": dateWords(d.Support.EndDate, "not declared"), "Start": startWords(d.Support),
 		// The SVG is base64 inside a data URL, so it cannot break out of the attribute.
 		"Label":    template.URL("data:image/svg+xml;base64," + base64.StdEncoding.EncodeToString(labelSVG)),
@@ -65,10 +98,12 @@ func RenderPage(d Declaration, r Report, labelSVG []byte, links PageLinks) ([]by
 		"Delivery": deliverySentence(d, m), "LastUpdate": lastUpdate(d.Evidence.LastSecurityUpdate),
 		"AfterEnd": sentence(d.PostEOS.Behaviour) + " " + pick(d.PostEOS.KeepsWorking, "The device keeps working, without security updates.", "The device stops working.") +
 			" " + sentence(d.PostEOS.OwnerNotice),
-		"VDPURL":     d.VulnerabilityHandling.VDP.URL,
-		"VDPContact": d.VulnerabilityHandling.VDP.Contact,
-		"Channels":   channelWords(d.VulnerabilityHandling.NotificationChannels),
-		"Advisories": d.VulnerabilityHandling.AdvisoriesURL,
+		"VDPURL":         d.VulnerabilityHandling.VDP.URL,
+		"VDPContact":     d.VulnerabilityHandling.VDP.Contact,
+		"Channels":       channelWords(d.VulnerabilityHandling.NotificationChannels),
+		"Advisories":     d.VulnerabilityHandling.AdvisoriesURL,
+		"AdvisoryRows":   advisoryRows(d.Evidence, d.Evidence.ComputedAt),
+		"ListAdvisories": len(d.Evidence.Advisories) > 0 || strings.HasSuffix(d.VulnerabilityHandling.AdvisoriesURL, "#"+AdvisoriesAnchor),
 		"Commitment": pick(d.VulnerabilityHandling.RemediationTargetDays > 0,
 			fmt.Sprintf("A fixed release within %d days of an advisory, for high and critical vulnerabilities.", d.VulnerabilityHandling.RemediationTargetDays), "None declared."),
 		"Cost":       pick(d.SecurityUpdatesFree, "Security updates are free of charge.", "Security updates may be charged for."),
@@ -150,6 +185,14 @@ func sentence(s string) string {
 	return strings.ToUpper(s[:1]) + strings.TrimSuffix(s[1:], ".") + "."
 }
 
+// deref returns *f, or a figure that says it is not available.
+func deref(f *Figure) Figure {
+	if f == nil {
+		return Figure{Method: "share of the high and critical advisories fixed within the declared remediation days", Note: "not available"}
+	}
+	return *f
+}
+
 func evidenceRows(e Evidence) []pageRow {
 	rows := []pageRow{{"Last security update", lastUpdate(e.LastSecurityUpdate), e.LastSecurityUpdate.Method, e.LastSecurityUpdate.Note}}
 	for _, f := range []struct {
@@ -158,6 +201,7 @@ func evidenceRows(e Evidence) []pageRow {
 	}{
 		{"Security updates in the last 12 months", e.SecurityUpdates12m},
 		{"Median days from advisory to fixed release", e.AdvisoryToFixDays},
+		{"High and critical advisories fixed within the commitment", deref(e.WithinTarget)},
 		{"Median days from fixed release to 90% of devices", e.FixToFleet90Days},
 		{"Recently seen devices on a supported release", e.FleetOnSupported},
 		{"Devices", e.Devices},

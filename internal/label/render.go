@@ -133,6 +133,9 @@ func build(d Declaration, detailURL string, f fonts) layout {
 		if !end.IsZero() {
 			row("Support ended on", ink, 15, words(end))
 		}
+	} else if !receivesUpdates(d) {
+		// Nothing is guaranteed to a product that receives no updates.
+		row("Security updates", alert, 17, "None")
 	} else {
 		row("Security updates", ink, 17, deliveryWords(d))
 		row("Guaranteed until", ink, 17, words(end))
@@ -270,11 +273,17 @@ func RenderPNG(d Declaration, detailURL string) ([]byte, error) {
 // labelEnd says in words until when security updates are guaranteed.
 func labelEnd(d Declaration) string {
 	end := parseDate(d.Support.EndDate)
-	if d.Status == StatusEndOfSupport || end.IsZero() {
+	switch {
+	case d.Status == StatusEndOfSupport || end.IsZero():
 		return "No longer receives security updates"
+	case !receivesUpdates(d):
+		return "Receives no security updates"
 	}
 	return "Guaranteed until " + words(end)
 }
+
+// receivesUpdates says whether the product receives updates at all (delivery is not none).
+func receivesUpdates(d Declaration) bool { return d.UpdateCapable == "yes" && len(d.Mechanisms) > 0 }
 
 func hex(c uint32) string { return fmt.Sprintf("#%06x", c) }
 

@@ -41,7 +41,8 @@ func TestRenderSVG(t *testing.T) {
 		{name: "automatic, supported", want: []string{">Automatic<", ">Guaranteed until<", ">31 March 2031<", ">Last security update<", ">12 March 2026<", ">Thermo 2 Smart Thermostat<", "Scan for details"},
 			absent: []string{"No longer"}},
 		{name: "consent", policy: func(p *Policy) { p.Delivery = DeliveryConsent }, want: []string{">With your consent<"}},
-		{name: "none", policy: func(p *Policy) { p.Delivery = DeliveryNone }, want: []string{">None<"}},
+		{name: "none", policy: func(p *Policy) { p.Delivery = DeliveryNone }, want: []string{">None<", "Receives no security updates"},
+			absent: []string{"Guaranteed until", ">31 March 2031<"}},
 		{name: "ended", policy: func(p *Policy) { p.SupportEnd = day(2025, 12, 31) },
 			want: []string{">Support ended on<", ">31 December 2025<", "No longer receives", "security updates"}, absent: []string{"Guaranteed until", ">Automatic<"}},
 		{name: "no security update yet", ev: ComputeEvidence(testNow, nil, nil, nil, nil), want: []string{">None yet<"}},
@@ -208,5 +209,44 @@ func TestWriteExample(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// TestRenderPageNoUpdates checks that the page of a product that receives no updates promises
+// nothing until a date.
+func TestRenderPageNoUpdates(t *testing.T) {
+	p := testPolicy()
+	p.Delivery = DeliveryNone
+	d := BuildDeclaration(p, testMechanism(), testEvidence(), testNow)
+	page, err := RenderHTML(d, Conformance(d, testNow), RenderSVG(d, testURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(page, []byte("Guaranteed until")) || !bytes.Contains(page, []byte("does not receive updates")) {
+		t.Errorf("page of a product without updates:\n%s", page)
+	}
+}
+
+// TestRenderReport checks the conformance report alone: every provision, none of the page's
+// other sections.
+func TestRenderReport(t *testing.T) {
+	d := BuildDeclaration(testPolicy(), testMechanism(), testEvidence(), testNow)
+	r := Conformance(d, testNow)
+	b, err := RenderReport(d, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range r.Verdicts {
+		if !bytes.Contains(b, []byte(v.Provision)) {
+			t.Errorf("the report has no row for %s", v.Provision)
+		}
+	}
+	for _, s := range []string{"Key facts", "Evidence</h2>", "machine-readable JSON"} {
+		if bytes.Contains(b, []byte(s)) {
+			t.Errorf("the report alone contains %q", s)
+		}
+	}
+	if !bytes.Contains(b, []byte("Thermo 2 Smart Thermostat: conformance report")) {
+		t.Error("the report does not name the product")
 	}
 }

@@ -1,8 +1,10 @@
 package release
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -18,9 +20,19 @@ const (
 	DeliveryNone      = "none"
 )
 
+// Support-period start bases (EU CRA Art.13(8)): what the support period counts from.
+const (
+	StartPlacedOnMarket = "placed_on_market"
+	StartPurchase       = "purchase"
+	StartActivation     = "activation"
+)
+
 // Policy is a product's support policy, as the manufacturer sets it. The update mechanism facts
 // (signed, verified on the device, rollback protection, A/B with automatic rollback) are not
 // here: they are derived from the platform, never typed.
+//
+// A stored policy is changed by merging: fields absent from an update keep their stored value
+// (MergePolicy).
 type Policy struct {
 	SupportEnd       string   `json:"support_end"` // YYYY-MM-DD: last day of security updates
 	Delivery         string   `json:"delivery"`
@@ -30,9 +42,44 @@ type Policy struct {
 	VDPContact       string   `json:"vdp_contact,omitempty"`
 	RemediationDays  int      `json:"remediation_days,omitempty"` // declared advisory→fix commitment
 	WarnDays         int      `json:"warn_days,omitempty"`        // warn operators this long before the end
+	// ProductName is the name an owner sees on the box; empty shows the product key.
+	ProductName string `json:"product_name,omitempty"`
+	// ModelDesignation is the model as printed on the device (ETSI EN 303 645 5.3-16).
+	ModelDesignation string `json:"model_designation,omitempty"`
+	// SupportStart (YYYY-MM-DD) and SupportStartBasis (placed_on_market, purchase or
+	// activation) say when the support period starts counting (EU CRA Art.13(8)).
+	SupportStart      string `json:"support_start,omitempty"`
+	SupportStartBasis string `json:"support_start_basis,omitempty"`
+	// JustificationUnder5y explains a support period shorter than five years (EU CRA Art.13(8)).
+	JustificationUnder5y string `json:"justification_lt_5y,omitempty"`
+	// AdvisoriesURL is where the product's security advisories are published (EU CRA Annex I
+	// Pt II(8)).
+	AdvisoriesURL string `json:"advisories_url,omitempty"`
 }
 
-// Validate names the first bad field.
+// DefaultPolicy is what a new product's policy starts from before the first update is merged
+// into it: automatic delivery, security updates separate from feature updates.
+func DefaultPolicy() Policy {
+	return Policy{Delivery: DeliveryAutomatic, SecuritySeparate: true}
+}
+
+// MergePolicy returns base with the fields present in the JSON object patch replacing its own;
+// absent fields keep base's value, and a field set to its empty value ("", [], 0, false) clears
+// it. Unknown fields are refused with apperr.Invalid.
+func MergePolicy(base Policy, patch []byte) (Policy, error) {
+	next := base
+	next.Notification = slices.Clone(base.Notification)
+	dec := json.NewDecoder(bytes.NewReader(patch))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&next); err != nil {
+		return Policy{}, apperr.Wrap(apperr.Invalid, err, "malformed policy: "+err.Error())
+	}
+	return next, nil
+}
+
+// Validate names the first bad field. It applies the rules of the declaration schema to the
+// fields the declaration publishes (dates, absolute URLs, non-empty channels, the enums), so that
+// a policy it accepts always gives a publishable declaration.
 func (p Policy) Validate() error {
 	if _, err := time.Parse(time.DateOnly, p.SupportEnd); err != nil {
 		return apperr.E(apperr.Invalid, "support_end must be a date YYYY-MM-DD")
@@ -42,6 +89,49 @@ func (p Policy) Validate() error {
 	}
 	if p.RemediationDays < 0 || p.WarnDays < 0 {
 		return apperr.E(apperr.Invalid, "remediation_days and warn_days cannot be negative")
+	}
+	for _, c := range p.Notification {
+		if strings.TrimSpace(c) == "" {
+			return apperr.E(apperr.Invalid, "notification channels cannot be empty (got %q)", strings.Join(p.Notification, ","))
+		}
+	}
+	for _, u := range []struct{ name, v string }{{"vdp_url", p.VDPURL}, {"advisories_url", p.AdvisoriesURL}} {
+		if err := absoluteURL(u.v); err != nil {
+			return apperr.E(apperr.Invalid, "%s must be an absolute http or https URL such as https://example.com/security: %v", u.name, err)
+		}
+	}
+	if p.SupportStart != "" {
+		start, err := time.Parse(time.DateOnly, p.SupportStart)
+		if err != nil {
+			return apperr.E(apperr.Invalid, "support_start must be a date YYYY-MM-DD")
+		}
+		if start.After(p.End()) {
+			return apperr.E(apperr.Invalid, "support_start %s is after support_end %s", p.SupportStart, p.SupportEnd)
+		}
+	}
+	if p.SupportStartBasis != "" && !slices.Contains([]string{StartPlacedOnMarket, StartPurchase, StartActivation}, p.SupportStartBasis) {
+		return apperr.E(apperr.Invalid, "support_start_basis must be placed_on_market, purchase or activation")
+	}
+	for _, f := range []struct{ name, v string }{{"product_name", p.ProductName}, {"model_designation", p.ModelDesignation}, {"justification_lt_5y", p.JustificationUnder5y}} {
+		if f.v != "" && strings.TrimSpace(f.v) == "" {
+			return apperr.E(apperr.Invalid, "%s cannot be blank", f.name)
+		}
+	}
+	return nil
+}
+
+// absoluteURL accepts "" and absolute http(s) URLs with a host: what the schema's "uri" format
+// accepts and a browser can open.
+func absoluteURL(s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q has no http(s) scheme and host", s)
 	}
 	return nil
 }

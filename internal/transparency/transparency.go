@@ -8,6 +8,7 @@
 package transparency
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -40,6 +41,7 @@ const (
 	LogProduct = "product"
 	LogKeyID   = "key_id"
 	LogPath    = "path"
+	LogErr     = "err"
 )
 
 // Products is the part of release.ProductStore the service reads.
@@ -78,20 +80,28 @@ type Service struct {
 	// fixed each (the vulnerability package provides it). While it is nil, the time-to-patch
 	// figures are published as not available, with the reason.
 	TimeToPatch func(ctx context.Context, product string) ([]label.TimeToPatch, error)
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// Interval is how long a publication is served before the stores are read again
+	// (DefaultInterval when zero). A change of the product's policy is seen at once.
+	Interval time.Duration
+	Now      func() time.Time
+	Logger   *slog.Logger
 
 	mu      sync.Mutex
 	entries map[string]*entry
 }
+
+// DefaultInterval is how long a publication is served before its inputs are read again.
+const DefaultInterval = time.Minute
 
 // entry is one product's latest publication. Its mutex serialises rebuilds, so that a burst of
 // requests reads the stores once.
 type entry struct {
 	mu      sync.Mutex
 	checked time.Time // when the inputs were last read
+	policy  time.Time // the UpdatedAt of the policy they were read with
 	fp      [sha256.Size]byte
-	pub     *Publication
+	pub     *Publication // the last good publication
+	err     error        // why the last build failed, while there is no good publication
 }
 
 // Publication is everything published about one product, built at Modified.
@@ -107,10 +117,13 @@ type Publication struct {
 	LabelSVG     []byte
 	LabelPNG     []byte
 	Page         []byte // the detailed layer, HTML
+	ReportHTML   []byte // the conformance report alone, HTML
 	// ETag is a strong validator, the same for all the files above: it changes whenever any
 	// of them does.
 	ETag     string
 	Modified time.Time
+
+	fp [sha256.Size]byte // fingerprint of the inputs it was built from
 }
 
 // PageURL returns the absolute URL of a product's public page under base.
@@ -118,9 +131,12 @@ func PageURL(base, product string) string {
 	return strings.TrimRight(base, "/") + "/p/" + url.PathEscape(product)
 }
 
-// Publication returns the product's current publication. It reads the product's policy,
-// releases and devices each time, and rebuilds (signs, renders) only when what they say has
-// changed, so that the ETag stays the same while the facts do.
+// Publication returns the product's current publication. Only the product's policy row is read
+// on each call; the other inputs (history, releases, devices, time to patch) are read again at
+// most once per Interval, or at once when the policy changed, and the declaration is signed and
+// rendered again only when what they say has changed, so that the ETag stays the same while the
+// facts do. If a rebuild fails, the last good publication goes on being served and the error is
+// logged.
 //
 // Returns apperr.Invalid for a name that is not a product name, and apperr.NotFound for a
 // product without a support policy.
@@ -128,7 +144,6 @@ func (s *Service) Publication(ctx context.Context, product string) (*Publication
 	if err := trust.ValidIdent("product", product); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
-	start := s.now()
 	p, err := s.Products.FindProduct(ctx, product)
 	if apperr.Is(err, apperr.NotFound) {
 		return nil, apperr.E(apperr.NotFound, "no product named %q publishes a support policy on this server", product)
@@ -139,23 +154,71 @@ func (s *Service) Publication(ctx context.Context, product string) (*Publication
 	e := s.entry(product)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.pub != nil && e.checked.After(start) {
-		return e.pub, nil // another request read the stores while this one waited
+	fresh := !e.checked.IsZero() && e.policy.Equal(p.UpdatedAt) && s.now().Sub(e.checked) < s.interval()
+	switch {
+	case fresh && e.pub != nil:
+		return e.pub, nil // also a request that waited for another one's rebuild
+	case fresh:
+		return nil, e.err
 	}
+	pub, err := s.rebuild(ctx, p, e.fp, e.pub)
+	e.checked, e.policy = s.now(), p.UpdatedAt
+	if err != nil {
+		if e.pub == nil {
+			e.err = err
+			return nil, err
+		}
+		s.logger().Error("publication not rebuilt; serving the last good one", LogProduct, product, LogErr, err)
+		return e.pub, nil
+	}
+	e.fp, e.pub, e.err = pub.fp, pub, nil
+	return pub, nil
+}
+
+// rebuild gathers p's inputs and, if their fingerprint differs from fp, builds a new publication;
+// otherwise it returns last.
+func (s *Service) rebuild(ctx context.Context, p *release.Product, fp [sha256.Size]byte, last *Publication) (*Publication, error) {
 	in, err := s.gather(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	if e.pub != nil && in.fp == e.fp {
-		e.checked = s.now()
-		return e.pub, nil
+	if last != nil && in.fp == fp {
+		return last, nil
 	}
 	pub, err := s.build(in)
 	if err != nil {
 		return nil, err
 	}
-	e.fp, e.pub, e.checked = in.fp, pub, s.now()
+	pub.fp = in.fp
 	return pub, nil
+}
+
+// CheckPolicy tells whether p's policy gives a declaration that matches the schema, so that a bad
+// value is refused when it is set rather than when the page is built. It reads nothing. Returns
+// apperr.Invalid with the schema's complaint.
+func (s *Service) CheckPolicy(_ context.Context, p *release.Product) error {
+	pol, err := release.ParsePolicy(p.Policy)
+	if err != nil {
+		return apperr.Wrap(apperr.Invalid, err, "the policy of "+p.Name+" cannot be read")
+	}
+	at := s.now().UTC()
+	evidence := label.ComputeEvidence(at, nil, nil, nil, nil)
+	d := label.BuildDeclaration(labelPolicy(p, pol, nil, s.manufacturer()), PlatformMechanism(true), evidence, at)
+	canon, err := label.CanonicalJSON(d)
+	if err != nil {
+		return fmt.Errorf("declaration of %s: %w", p.Name, err)
+	}
+	if err := label.Validate(canon); err != nil {
+		return apperr.Wrap(apperr.Invalid, err, fmt.Sprintf("this policy would give %s a declaration that does not match its schema: %v", p.Name, err))
+	}
+	return nil
+}
+
+func (s *Service) interval() time.Duration {
+	if s.Interval > 0 {
+		return s.Interval
+	}
+	return DefaultInterval
 }
 
 func (s *Service) entry(product string) *entry {
@@ -219,22 +282,34 @@ func (s *Service) gather(ctx context.Context, p *release.Product) (*inputs, erro
 	}
 
 	lp := labelPolicy(p, pol, hist, s.manufacturer())
+	pageURL := PageURL(s.PublicURL, p.Name)
+	if lp.AdvisoriesURL == "" && s.TimeToPatch != nil {
+		// The server matches advisories to the product, and the page lists them.
+		lp.AdvisoriesURL = pageURL + "#" + label.AdvisoriesAnchor
+	}
 	facts := make([]label.ReleaseFact, 0, len(rels))
-	published := make(map[string]bool, len(rels))
+	publishedAt := make(map[string]time.Time, len(rels))
 	var maxSecVer int64
+	var newestSecurity time.Time
 	for _, r := range rels {
 		facts = append(facts, label.ReleaseFact{Version: r.Version, Class: r.Class, PublishedAt: r.PublishedAt, Fixes: r.Fixes})
-		published[r.Version] = true
+		publishedAt[r.Version] = r.PublishedAt
 		maxSecVer = max(maxSecVer, r.SecurityVersion)
+		if r.Class == label.ClassSecurity && !r.PublishedAt.After(at) && r.PublishedAt.After(newestSecurity) {
+			newestSecurity = r.PublishedAt
+		}
 	}
 	devices := make([]label.DeviceFact, 0, len(devs))
 	for _, d := range devs {
 		devices = append(devices, label.DeviceFact{InstalledVersion: d.InstalledVer, LastSeen: d.LastSeen})
 	}
-	// label.SupportedMethod: a release the manufacturer published, while the product is
-	// within its support period.
+	// label.SupportedMethod: a release the manufacturer published, not older than the newest
+	// security release, while the product is within its support period.
 	inSupport := !now.After(endOfDay(pol.End()))
-	supported := func(v string) bool { return inSupport && published[v] }
+	supported := func(v string) bool {
+		t, ok := publishedAt[v]
+		return inSupport && ok && !t.Before(newestSecurity)
+	}
 	ev := label.ComputeEvidence(at, facts, devices, ttp, supported)
 	if s.TimeToPatch == nil {
 		const why = "not available because advisory matching is not connected to this server yet"
@@ -242,7 +317,7 @@ func (s *Service) gather(ctx context.Context, p *release.Product) (*inputs, erro
 	}
 	d := label.BuildDeclaration(lp, PlatformMechanism(maxSecVer > 0), ev, now)
 
-	in := &inputs{now: now, product: p.Name, pageURL: PageURL(s.PublicURL, p.Name), decl: d, key: key, keyID: keyID}
+	in := &inputs{now: now, product: p.Name, pageURL: pageURL, decl: d, key: key, keyID: keyID}
 	// The fingerprint leaves out what changes with the clock alone, so that an unchanged
 	// product keeps its signed declaration, its ETag and its last_updated.
 	stable := d
@@ -298,14 +373,18 @@ func (s *Service) build(in *inputs) (*Publication, error) {
 	if err != nil {
 		return nil, fmt.Errorf("page of %s: %w", in.product, err)
 	}
+	reportHTML, err := label.RenderReport(d, report)
+	if err != nil {
+		return nil, fmt.Errorf("conformance report of %s: %w", in.product, err)
+	}
 	sum := sha256.New()
-	for _, b := range [][]byte{env, pubPEM, reportJSON, svg, png, page} {
+	for _, b := range [][]byte{env, pubPEM, reportJSON, svg, png, page, reportHTML} {
 		sum.Write(b)
 		sum.Write([]byte{0})
 	}
 	return &Publication{
 		Product: in.product, PageURL: in.pageURL, Declaration: d, Envelope: env, PublicKeyPEM: pubPEM, KeyID: in.keyID,
-		Report: report, ReportJSON: append(reportJSON, '\n'), LabelSVG: svg, LabelPNG: png, Page: page,
+		Report: report, ReportJSON: append(reportJSON, '\n'), LabelSVG: svg, LabelPNG: png, Page: page, ReportHTML: reportHTML,
 		ETag: `"` + hex.EncodeToString(sum.Sum(nil)[:16]) + `"`, Modified: in.now,
 	}, nil
 }
@@ -369,14 +448,18 @@ func PlatformMechanism(releasesHaveSecurityVersions bool) label.Mechanism {
 	}
 }
 
-// labelPolicy maps the stored policy to the label's. The product key stands for the product
-// name and model designation until policies carry them.
+// labelPolicy maps the stored policy to the label's. A policy without a product name shows the
+// product key; one without a model designation declares none (ETSI EN 303 645 5.3-16 is then not
+// met). The owner's opt-out is claimed for automatic delivery: `upkeep-agent opt-out on` turns
+// automatic installation off on the device.
 func labelPolicy(p *release.Product, pol *release.Policy, hist []release.PolicyChange, m label.Manufacturer) label.Policy {
+	start, _ := time.Parse(time.DateOnly, pol.SupportStart)
 	lp := label.Policy{
-		Product: p.Name, ProductName: p.Name, ModelDesignation: p.Name, Manufacturer: m,
-		SupportEnd: pol.End(), Delivery: pol.Delivery, OwnerOptOut: pol.Delivery == release.DeliveryAutomatic,
+		Product: p.Name, ProductName: cmp.Or(pol.ProductName, p.Name), ModelDesignation: pol.ModelDesignation, Manufacturer: m,
+		SupportEnd: pol.End(), SupportStart: start, SupportStartBasis: pol.SupportStartBasis, JustificationUnder5y: pol.JustificationUnder5y,
+		Delivery: pol.Delivery, OwnerOptOut: pol.Delivery == release.DeliveryAutomatic,
 		SecuritySeparate: pol.SecuritySeparate, Notification: pol.Notification, VDPURL: pol.VDPURL, VDPContact: pol.VDPContact,
-		RemediationDays: pol.RemediationDays, UpdatedAt: p.UpdatedAt,
+		AdvisoriesURL: pol.AdvisoriesURL, RemediationDays: pol.RemediationDays, UpdatedAt: p.UpdatedAt,
 	}
 	for _, c := range hist {
 		lp.History = append(lp.History, label.PolicyChange{At: c.At, Actor: c.Actor, Field: c.Field, Old: c.Old, New: c.New})

@@ -110,7 +110,8 @@ func TestTransparencyEvidence(t *testing.T) {
 	f.release(t, "1.1.0", "feature", 1, now.AddDate(0, -6, 0))
 	f.release(t, "1.1.1", "security", 2, now.AddDate(0, -1, 0))
 	f.device(t, "d1", "1.1.1", now.Add(-time.Hour))
-	f.device(t, "d2", "1.0.0", now.Add(-24*time.Hour))
+	f.device(t, "d2", "1.0.0", now.Add(-24*time.Hour))    // older than the newest security release
+	f.device(t, "d5", "1.1.0", now.Add(-24*time.Hour))    // a feature release older than it
 	f.device(t, "d3", "0.9-dev", now.Add(-time.Hour))     // not a published release
 	f.device(t, "d4", "1.1.1", now.Add(-60*24*time.Hour)) // not seen for 60 days
 	p := f.publication(t)
@@ -121,11 +122,11 @@ func TestTransparencyEvidence(t *testing.T) {
 	if *e.SecurityUpdates12m.Value != 1 {
 		t.Errorf("security updates in 12 months %v, want 1", *e.SecurityUpdates12m.Value)
 	}
-	if *e.Devices.Value != 4 || *e.ActiveDevices.Value != 3 {
-		t.Errorf("devices %v, active %v; want 4, 3", *e.Devices.Value, *e.ActiveDevices.Value)
+	if *e.Devices.Value != 5 || *e.ActiveDevices.Value != 4 {
+		t.Errorf("devices %v, active %v; want 5, 4", *e.Devices.Value, *e.ActiveDevices.Value)
 	}
-	if e.FleetOnSupported.Value == nil || *e.FleetOnSupported.Value != 66.7 {
-		t.Errorf("fleet on a supported release %+v, want 66.7 (2 of 3 active run a published release)", e.FleetOnSupported)
+	if e.FleetOnSupported.Value == nil || *e.FleetOnSupported.Value != 25 {
+		t.Errorf("fleet on a supported release %+v, want 25 (1 of 4 active runs a release not older than the newest security release)", e.FleetOnSupported)
 	}
 	if !strings.Contains(e.FleetOnSupported.Method, label.SupportedMethod) {
 		t.Errorf("fleet share method %q does not state the definition", e.FleetOnSupported.Method)
@@ -146,6 +147,7 @@ func TestTransparencyEvidence(t *testing.T) {
 	f.svc.TimeToPatch = func(_ context.Context, prod string) ([]label.TimeToPatch, error) {
 		return []label.TimeToPatch{{Advisory: "CVE-2026-0001", Published: fix.AddDate(0, 0, -4), FixReleased: fix}}, nil
 	}
+	f.clock.Add(transparency.DefaultInterval)
 	if v := f.publication(t).Declaration.Evidence.AdvisoryToFixDays.Value; v == nil || *v != 4 {
 		t.Errorf("median days advisory to fix with the hook: %v, want 4", v)
 	}
@@ -163,6 +165,7 @@ func TestTransparencyStableUntilFactsChange(t *testing.T) {
 		t.Error("the publication changed with nothing but the clock")
 	}
 	f.release(t, "1.0.1", "security", 2, f.clock.Now().Add(-time.Minute))
+	f.clock.Add(transparency.DefaultInterval)
 	c := f.publication(t)
 	if c.ETag == b.ETag || c.Declaration.Evidence.LastSecurityUpdate.Version != "1.0.1" || !c.Declaration.LastUpdated.After(a.Declaration.LastUpdated) {
 		t.Errorf("after a new release: ETag %s (was %s), last %+v", c.ETag, b.ETag, c.Declaration.Evidence.LastSecurityUpdate)
@@ -225,6 +228,7 @@ func TestTransparencyDeclarationKey(t *testing.T) {
 	if err := trust.SaveKey(path, own); err != nil {
 		t.Fatal(err)
 	}
+	f.clock.Add(transparency.DefaultInterval)
 	b := f.publication(t)
 	if _, err := label.Verify(b.Envelope, own.Private.Public().(ed25519.PublicKey)); err != nil {
 		t.Fatalf("not signed with the operator's key: %v", err)
@@ -251,7 +255,9 @@ func TestTransparencyRefuses(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(f.keys, transparency.KeyDir, "toaster.key")); err == nil {
 		t.Error("a key was generated for an unknown product")
 	}
-	// A policy whose VDP address is not a URL: the declaration would not match the schema.
+	// A policy whose VDP address is not a URL (stored behind the API's back: the API refuses it)
+	// would give a declaration outside the schema. With no good publication yet, that is an
+	// internal error naming the schema.
 	cur, _ := f.db.FindProduct(ctx, product)
 	bad := release.Policy{SupportEnd: "2031-12-31", Delivery: release.DeliveryAutomatic, VDPURL: "not a url"}
 	if err := f.db.PutProduct(ctx, &release.Product{Name: product, Policy: policyJSON(bad), UpdatedAt: f.clock.Now().Add(time.Second)}, cur.UpdatedAt, nil); err != nil {
@@ -260,4 +266,104 @@ func TestTransparencyRefuses(t *testing.T) {
 	if _, err := f.svc.Publication(ctx, product); !apperr.Is(err, apperr.Internal) || !strings.Contains(apperr.Message(err), "schema") {
 		t.Errorf("invalid declaration: %v, want an internal error naming the schema", err)
 	}
+}
+
+// TestTransparencyKeepsLastGood checks that a publication that cannot be rebuilt (a stored
+// policy the schema refuses) does not take the pages down: the last good one is served.
+func TestTransparencyKeepsLastGood(t *testing.T) {
+	f := newFixture(t, "2031-12-31")
+	ctx := context.Background()
+	good := f.publication(t)
+	cur, _ := f.db.FindProduct(ctx, product)
+	bad := release.Policy{SupportEnd: "2032-12-31", Delivery: release.DeliveryAutomatic, VDPURL: "security.example.com"}
+	if err := f.db.PutProduct(ctx, &release.Product{Name: product, Policy: policyJSON(bad), UpdatedAt: f.clock.Now().Add(time.Second)}, cur.UpdatedAt, nil); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		p, err := f.svc.Publication(ctx, product)
+		if err != nil || p.ETag != good.ETag {
+			t.Fatalf("after a bad stored policy: %v, ETag %v; want the last good publication", err, p)
+		}
+		f.clock.Add(transparency.DefaultInterval)
+	}
+}
+
+// countingStore counts the reads the service makes beyond the product row.
+type countingStore struct {
+	*sqlite.DB
+	mu                      sync.Mutex
+	history, releases, devs int
+}
+
+func (c *countingStore) FindPolicyHistory(ctx context.Context, name string) ([]release.PolicyChange, error) {
+	c.mu.Lock()
+	c.history++
+	c.mu.Unlock()
+	return c.DB.FindPolicyHistory(ctx, name)
+}
+
+func (c *countingStore) FindReleases(ctx context.Context, f release.Filter) ([]*release.Release, error) {
+	c.mu.Lock()
+	c.releases++
+	c.mu.Unlock()
+	return c.DB.FindReleases(ctx, f)
+}
+
+func (c *countingStore) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.Device, error) {
+	c.mu.Lock()
+	c.devs++
+	c.mu.Unlock()
+	return c.DB.FindDevices(ctx, f)
+}
+
+func (c *countingStore) gathers() (int, int, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.history, c.releases, c.devs
+}
+
+// TestTransparencyGathersOncePerInterval checks that public requests, sequential or concurrent,
+// read the history, releases, devices and time to patch at most once per interval, and at once
+// after the policy changed.
+func TestTransparencyGathersOncePerInterval(t *testing.T) {
+	f := newFixture(t, "2031-12-31")
+	ctx := context.Background()
+	cs := &countingStore{DB: f.db}
+	ttp := 0
+	f.svc.Products, f.svc.Releases, f.svc.Devices = cs, cs, cs
+	f.svc.TimeToPatch = func(context.Context, string) ([]label.TimeToPatch, error) { ttp++; return nil, nil }
+	want := func(n int, when string) {
+		t.Helper()
+		h, r, d := cs.gathers()
+		if h != n || r != n || d != n || ttp != n {
+			t.Fatalf("%s: history %d, releases %d, devices %d, time to patch %d reads; want %d each", when, h, r, d, ttp, n)
+		}
+	}
+	for range 50 {
+		f.publication(t)
+		f.clock.Add(time.Second)
+	}
+	want(1, "50 sequential requests within the interval")
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() { defer wg.Done(); f.svc.Publication(ctx, product) }()
+	}
+	wg.Wait()
+	want(1, "20 concurrent requests within the interval")
+	f.clock.Add(transparency.DefaultInterval)
+	f.publication(t)
+	f.publication(t)
+	want(2, "after the interval")
+	// A policy change is seen at once.
+	cur, _ := f.db.FindProduct(ctx, product)
+	pol, _ := release.ParsePolicy(cur.Policy)
+	pol.ProductName = "Acme Thermostat T2"
+	if err := f.db.PutProduct(ctx, &release.Product{Name: product, Policy: policyJSON(*pol), UpdatedAt: f.clock.Now()}, cur.UpdatedAt, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := f.publication(t); p.Declaration.Product.Name != "Acme Thermostat T2" {
+		t.Errorf("after a policy change: product name %q", p.Declaration.Product.Name)
+	}
+	want(3, "after a policy change")
 }
