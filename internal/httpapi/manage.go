@@ -12,6 +12,7 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -116,6 +117,75 @@ func (s *Server) rotateRoot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// trustRoutes serves the offline-signed metadata that is renewed without a release: the
+// director root and re-signed image targets, and when each expires.
+func (s *Server) trustRoutes(mux *http.ServeMux) {
+	mux.Handle("PUT /api/v1/image/targets", s.admin(s.resignTargets))
+	mux.Handle("GET /api/v1/director/{file}", s.admin(s.directorRootFile))
+	mux.Handle("PUT /api/v1/director/root", s.admin(s.rotateDirectorRoot))
+	mux.Handle("GET /api/v1/trust/expiry", s.admin(s.trustExpiry))
+}
+
+// readMeta reads a metadata body of at most wire.MaxMetaBody bytes.
+func readMeta(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, wire.MaxMetaBody))
+	if err != nil {
+		return nil, apperr.E(apperr.TooLarge, "metadata larger than %d bytes", wire.MaxMetaBody)
+	}
+	return b, nil
+}
+
+func (s *Server) resignTargets(w http.ResponseWriter, r *http.Request) {
+	b, err := readMeta(w, r)
+	if err == nil {
+		err = s.Repo.ResignTargets(r.Context(), b)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("image targets re-signed", "actor", r.Context().Value(keyActor))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// directorRootFile serves "N.root.json" of the director, for the CLI that re-signs it (devices
+// read the same files under /device/v1/director/).
+func (s *Server) directorRootFile(w http.ResponseWriter, r *http.Request) {
+	b, err := s.Repo.DirectorRoot(r.Context(), r.PathValue("file"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}
+
+func (s *Server) rotateDirectorRoot(w http.ResponseWriter, r *http.Request) {
+	b, err := readMeta(w, r)
+	if err == nil {
+		err = s.Repo.RotateDirectorRoot(r.Context(), b)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("director root updated", "actor", r.Context().Value(keyActor))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) trustExpiry(w http.ResponseWriter, r *http.Request) {
+	es, err := s.Repo.OfflineExpiries(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]wire.MetadataExpiry, len(es))
+	for i, e := range es {
+		out[i] = wire.MetadataExpiry{Repo: e.Repo, Role: e.Role, Version: e.Version, Expires: e.Expires, Renew: repo.RenewCommand(e)}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {

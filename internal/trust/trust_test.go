@@ -749,7 +749,7 @@ func TestInitKeySet(t *testing.T) {
 
 func TestInitKeySetThreshold(t *testing.T) {
 	lt := trust.DefaultLifetimes()
-	for _, tc := range []struct{ keys, threshold int }{{1, 0}, {1, 2}, {3, 4}, {3, -1}, {0, 2}} {
+	for _, tc := range []struct{ keys, threshold int }{{1, 0}, {1, 2}, {3, 4}, {3, -1}, {0, 2}, {0, 1}, {-1, 1}} {
 		dir := filepath.Join(t.TempDir(), "keys")
 		if _, err := trust.InitKeySet(dir, tc.keys, tc.threshold, lt, time.Now()); err == nil {
 			t.Errorf("InitKeySet(%d keys, threshold %d) = nil error", tc.keys, tc.threshold)
@@ -758,7 +758,7 @@ func TestInitKeySetThreshold(t *testing.T) {
 			t.Errorf("InitKeySet(%d keys, threshold %d) created %s", tc.keys, tc.threshold, dir)
 		}
 	}
-	for _, tc := range []struct{ keys, threshold, wantKeys int }{{0, 1, 1}, {1, 1, 1}, {2, 2, 2}} {
+	for _, tc := range []struct{ keys, threshold, wantKeys int }{{1, 1, 1}, {2, 2, 2}} {
 		dir := filepath.Join(t.TempDir(), "keys")
 		if _, err := trust.InitKeySet(dir, tc.keys, tc.threshold, lt, time.Now()); err != nil {
 			t.Errorf("InitKeySet(%d keys, threshold %d): %v", tc.keys, tc.threshold, err)
