@@ -241,6 +241,9 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	case len(req.DeviceIDs) > 0:
 		for _, id := range req.DeviceIDs {
 			d, e := s.Devices.FindDevice(r.Context(), id)
+			if e == nil && d.Product != rel.Product {
+				e = apperr.E(apperr.Invalid, "release %s is for product %s, device %s is a %s: nothing was deployed", rel.Ref(), rel.Product, d.ID, d.Product)
+			}
 			if e != nil {
 				err = e
 				break

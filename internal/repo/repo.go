@@ -530,10 +530,15 @@ func (s *Service) AssignWith(ctx context.Context, d *fleet.Device, rel *release.
 	return s.reassign(ctx, d.ID, rel.Target, pol)
 }
 
-// assignable refuses a device that is not accepted or whose hardware rel is not for.
+// assignable refuses a device that is not accepted, or of another product, or whose hardware
+// rel is not for. Devices check the product too (trust.Decide); refusing here gives the operator
+// a clear answer instead of a device's verification failure.
 func assignable(d *fleet.Device, rel *release.Release) error {
 	if d.Status != fleet.StatusAccepted {
 		return apperr.E(apperr.Invalid, "device %s is %s, not accepted", d.ID, d.Status)
+	}
+	if rel.Product != d.Product {
+		return apperr.E(apperr.Invalid, "release %s is for product %s, device %s is a %s", rel.Ref(), rel.Product, d.ID, d.Product)
 	}
 	if !slices.Contains(rel.HardwareIDs, d.HardwareID) {
 		return apperr.E(apperr.Invalid, "release %s is not for hardware %s of device %s", rel.Ref(), d.HardwareID, d.ID)
