@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -216,6 +217,9 @@ func (s *Server) listReleases(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// deployBatch is how many devices a deployment assigns per repo.AssignMany call.
+const deployBatch = 200
+
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	var req wire.DeployRequest
 	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
@@ -258,16 +262,22 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := wire.DeployResponse{Skipped: map[string]string{}}
-	for _, d := range devs {
-		if err := s.Repo.Assign(r.Context(), d, rel); err != nil {
+	// In batches, as campaigns do: each batch's views are signed a few at a time and stored in
+	// one transaction.
+	for batch := range slices.Chunk(devs, deployBatch) {
+		failed := s.Repo.AssignMany(r.Context(), batch, rel, nil)
+		for _, d := range batch {
+			err, ok := failed[d.ID]
+			if !ok {
+				resp.Assigned++
+				continue
+			}
 			if apperr.CodeOf(err) == apperr.Internal {
 				s.fail(w, r, err)
 				return
 			}
 			resp.Skipped[d.ID] = apperr.Message(err)
-			continue
 		}
-		resp.Assigned++
 	}
 	s.logger().Info("release deployed", "release", rel.Ref(), "devices", resp.Assigned, "actor", r.Context().Value(keyActor))
 	writeJSON(w, http.StatusOK, resp)
