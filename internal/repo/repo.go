@@ -287,8 +287,35 @@ type cachedTargets struct {
 }
 
 // RefreshImage signs a new image snapshot and timestamp if the snapshot does not name the latest
-// targets, or the timestamp has used half its lifetime, or force is set.
+// targets, or the timestamp has used half its lifetime, or force is set. Replicas sign on their
+// own (a device's timestamp fetch can trigger it on any of them): when another replica stored
+// the same version first, this one reads what it stored and signs again only if that is not
+// good enough, so the loser serves the winner's metadata instead of failing the request.
 func (s *Service) RefreshImage(ctx context.Context, force bool) error {
+	for attempt := 1; ; attempt++ {
+		err := s.refreshImage(ctx, force)
+		if !apperr.Is(err, apperr.Conflict) {
+			return err
+		}
+		s.invalidate()
+		force = false // the other replica's snapshot names the targets it read: checked again
+		if attempt == refreshAttempts {
+			// Still racing: what is stored was signed by another replica and is as good.
+			s.logger().Info("image metadata signed concurrently by another replica", "attempts", attempt)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
+		}
+	}
+}
+
+// refreshAttempts bounds RefreshImage's retries after another replica signed first.
+const refreshAttempts = 4
+
+func (s *Service) refreshImage(ctx context.Context, force bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
