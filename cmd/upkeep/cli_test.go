@@ -229,3 +229,14 @@ func TestCLIRotateRoot(t *testing.T) {
 		t.Fatal("root-2.key is still in place after rotating to one key")
 	}
 }
+
+// TestCLIPublishNeedsSecurityVersion: a forgotten --security-version is an error, not 0 (which
+// would let devices install any older release).
+func TestCLIPublishNeedsSecurityVersion(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "fw.img")
+	os.WriteFile(f, []byte("image"), 0o644)
+	out, err := cliErr("--token", "t", "release", "publish", "--product", testProduct, "--hardware", testHardware, "--version", "1.0.0", f)
+	if err == nil || !strings.Contains(err.Error()+out, "security-version") {
+		t.Fatalf("publish without --security-version: %v\n%s", err, out)
+	}
+}

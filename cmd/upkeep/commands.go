@@ -152,13 +152,13 @@ func releaseCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.Custom.Product, "product", "", "product name")
 	f.StringSliceVar(&o.Custom.HardwareIDs, "hardware", nil, "hardware id the image runs on (repeatable)")
 	f.StringVar(&o.Custom.Version, "version", "", "release version")
-	f.Int64Var(&o.Custom.SecurityVersion, "security-version", 0, "anti-rollback counter: devices refuse anything lower than what they run")
+	f.Int64Var(&o.Custom.SecurityVersion, "security-version", 0, "anti-rollback counter: devices refuse anything lower than what they run (required: a forgotten 0 would protect nothing)")
 	f.StringVar(&o.Custom.Class, "class", trust.ClassSecurity, "security or feature")
 	f.StringVar(&fixes, "fixes", "", "comma-separated advisory ids this release fixes")
 	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): its SHA-256 is signed into the target, then it is uploaded")
 	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
 	f.StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")
-	for _, n := range []string{"product", "hardware", "version"} {
+	for _, n := range []string{"product", "hardware", "version", "security-version"} {
 		publish.MarkFlagRequired(n)
 	}
 	list := &cobra.Command{
