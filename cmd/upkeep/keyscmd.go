@@ -232,6 +232,8 @@ func resignDirectorRootCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "keys", "key set folder (director-root.key, director-root.json)")
+	cmd.Flags().StringVar(&dir, "keys", "keys", "same as --dir")
+	cmd.Flags().MarkHidden("keys")
 	cmd.Flags().BoolVar(&newKey, "new-key", false, "replace the director-root key too")
 	cmd.Flags().DurationVar(&lifetime, "expires", trust.DefaultLifetimes().Root, "lifetime of the new director root")
 	return cmd
