@@ -7,11 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"upkeep.dev/upkeep/internal/agent"
+	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -127,5 +130,113 @@ func TestCLIAndAgentBinary(t *testing.T) {
 	}
 	if ev := cli(t, append(g, "devices", "events", devs[0].ID)...); !strings.Contains(ev, "commit") {
 		t.Fatalf("events: %s", ev)
+	}
+}
+
+// cliErr runs the upkeep command tree and returns its error instead of failing the test.
+func cliErr(args ...string) (string, error) {
+	var out bytes.Buffer
+	cmd := newRoot()
+	cmd.SetArgs(args)
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+// TestCLIRotateRoot: `keys rotate-root` keeps the current number of keys and threshold unless
+// told otherwise, writes the new keys before the server trusts them, and archives the old ones
+// only after the server accepted the new root.
+func TestCLIRotateRoot(t *testing.T) {
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	cli(t, "keys", "init", "--dir", keys, "--root-keys", "3", "--root-threshold", "2")
+	if _, err := cliErr("keys", "init", "--dir", filepath.Join(dir, "none"), "--root-keys", "0"); err == nil {
+		t.Fatal("keys init --root-keys 0 succeeded")
+	}
+	cfg := DefaultServerConfig()
+	cfg.Addr, cfg.DataDir, cfg.KeysDir, cfg.Logger = "127.0.0.1:0", filepath.Join(dir, "data"), keys, quietLogger()
+	srv, err := OpenServer(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	g := []string{"--server", srv.URL, "--token", srv.AdminToken}
+	ctx := context.Background()
+	c := &client.Client{Base: srv.URL, Token: srv.AdminToken}
+	trusted, err := os.ReadFile(filepath.Join(keys, trust.FileImageRoot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootKeyIDs := func() []string {
+		var ids []string
+		for i := 1; ; i++ {
+			k, err := trust.LoadKey(filepath.Join(keys, trust.RootKeyFile(i)))
+			if err != nil {
+				return ids
+			}
+			ids = append(ids, k.ID)
+		}
+	}
+	old := rootKeyIDs()
+
+	out := cli(t, append(g, "keys", "rotate-root", "--dir", keys)...)
+	if !strings.Contains(out, "root version 2 uploaded: 3 keys, threshold 2") {
+		t.Fatalf("rotate-root: %s", out)
+	}
+	root, err := c.LatestRoot(ctx, trusted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := root.Signed.Roles[trust.Root]
+	now := rootKeyIDs()
+	slices.Sort(now)
+	ids := slices.Sorted(slices.Values(r.KeyIDs))
+	if root.Signed.Version != 2 || r.Threshold != 2 || !slices.Equal(ids, now) {
+		t.Fatalf("server root v%d trusts %v (threshold %d); the key files hold %v", root.Signed.Version, r.KeyIDs, r.Threshold, now)
+	}
+	for i, id := range old {
+		k, err := trust.LoadKey(filepath.Join(keys, "retired-root-v1", trust.RootKeyFile(i+1)))
+		if err != nil || k.ID != id {
+			t.Fatalf("old key %d not archived: %v", i+1, err)
+		}
+	}
+
+	// Nowhere to write the new keys: nothing is uploaded and the current keys stay.
+	if err := os.Mkdir(filepath.Join(keys, "new-root-v3"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cliErr(append(g, "keys", "rotate-root", "--dir", keys)...); err == nil {
+		t.Fatal("rotate-root succeeded without writing its keys")
+	}
+	if _, err := cliErr(append(g, "keys", "rotate-root", "--dir", keys, "--root-threshold", "4")...); err == nil {
+		t.Fatal("rotate-root accepted a threshold above the number of keys")
+	}
+	if root, err := c.LatestRoot(ctx, trusted); err != nil || root.Signed.Version != 2 {
+		t.Fatalf("after failed rotations the server's root is %v (%v), want version 2", root.Signed.Version, err)
+	}
+	if got := rootKeyIDs(); !slices.Equal(slices.Sorted(slices.Values(got)), now) {
+		t.Fatal("a failed rotation changed the root key files")
+	}
+	os.Remove(filepath.Join(keys, "new-root-v3"))
+
+	// The saved keys are the ones the server trusts: they sign the next rotation, to 1-of-1.
+	out = cli(t, append(g, "keys", "rotate-root", "--dir", keys, "--new-keys", "1", "--root-threshold", "1")...)
+	if !strings.Contains(out, "root version 3 uploaded: 1 keys, threshold 1") {
+		t.Fatalf("rotate-root to 1-of-1: %s", out)
+	}
+	if _, err := os.Stat(filepath.Join(keys, trust.RootKeyFile(2))); err == nil {
+		t.Fatal("root-2.key is still in place after rotating to one key")
+	}
+}
+
+// TestCLIPublishNeedsSecurityVersion: a forgotten --security-version is an error, not 0 (which
+// would let devices install any older release).
+func TestCLIPublishNeedsSecurityVersion(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "fw.img")
+	os.WriteFile(f, []byte("image"), 0o644)
+	out, err := cliErr("--token", "t", "release", "publish", "--product", testProduct, "--hardware", testHardware, "--version", "1.0.0", f)
+	if err == nil || !strings.Contains(err.Error()+out, "security-version") {
+		t.Fatalf("publish without --security-version: %v\n%s", err, out)
 	}
 }

@@ -111,69 +111,7 @@ func keysCmd(g *globals) *cobra.Command {
 	initCmd.Flags().IntVar(&rootKeys, "root-keys", 1, "number of offline image root keys")
 	initCmd.Flags().IntVar(&threshold, "root-threshold", 1, "signatures needed on a new root")
 
-	var newKeys int
-	rotate := &cobra.Command{
-		Use:   "rotate-root",
-		Short: "Replace the image root keys: the new root is signed by the old and the new keys",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			trusted, err := os.ReadFile(filepath.Join(dir, trust.FileImageRoot))
-			if err != nil {
-				return err
-			}
-			cur, err := c.LatestRoot(cmd.Context(), trusted)
-			if err != nil {
-				return err
-			}
-			var old []*trust.Key
-			for i := 1; ; i++ {
-				k, err := trust.LoadKey(filepath.Join(dir, trust.RootKeyFile(i)))
-				if err != nil {
-					break
-				}
-				old = append(old, k)
-			}
-			if len(old) == 0 {
-				return fmt.Errorf("no root keys (%s) in %s", trust.RootKeyFile(1), dir)
-			}
-			var fresh []*trust.Key
-			for range newKeys {
-				k, err := trust.GenerateKey()
-				if err != nil {
-					return err
-				}
-				fresh = append(fresh, k)
-			}
-			next, err := trust.RotateRoot(cur, old, fresh, threshold, time.Now().Add(trust.DefaultLifetimes().Root))
-			if err != nil {
-				return err
-			}
-			if err := c.RotateRoot(cmd.Context(), next); err != nil {
-				return err
-			}
-			retired := filepath.Join(dir, fmt.Sprintf("retired-root-v%d", cur.Signed.Version))
-			if err := os.MkdirAll(retired, 0o700); err != nil {
-				return err
-			}
-			for i := range old {
-				os.Rename(filepath.Join(dir, trust.RootKeyFile(i+1)), filepath.Join(retired, trust.RootKeyFile(i+1)))
-			}
-			for i, k := range fresh {
-				if err := trust.SaveKey(filepath.Join(dir, trust.RootKeyFile(i+1)), k); err != nil {
-					return err
-				}
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "root version %d uploaded; old root keys moved to %s (keep them offline)\n", cur.Signed.Version+1, retired)
-			return nil
-		},
-	}
-	rotate.Flags().StringVar(&dir, "dir", "keys", "key set folder")
-	rotate.Flags().IntVar(&newKeys, "new-keys", 1, "number of new root keys")
-	rotate.Flags().IntVar(&threshold, "root-threshold", 1, "signatures needed on the next root")
-	cmd.AddCommand(initCmd, rotate)
+	cmd.AddCommand(initCmd, rotateRootCmd(g), resignDirectorRootCmd(g), keysStatusCmd(g))
 	return cmd
 }
 
@@ -223,13 +161,13 @@ func releaseCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.Custom.Product, "product", "", "product name")
 	f.StringSliceVar(&o.Custom.HardwareIDs, "hardware", nil, "hardware id the image runs on (repeatable)")
 	f.StringVar(&o.Custom.Version, "version", "", "release version")
-	f.Int64Var(&o.Custom.SecurityVersion, "security-version", 0, "anti-rollback counter: devices refuse anything lower than what they run")
+	f.Int64Var(&o.Custom.SecurityVersion, "security-version", 0, "anti-rollback counter: devices refuse anything lower than what they run (required: a forgotten 0 would protect nothing)")
 	f.StringVar(&o.Custom.Class, "class", trust.ClassSecurity, "security or feature")
 	f.StringVar(&fixes, "fixes", "", "comma-separated advisory ids this release fixes")
 	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): its SHA-256 is signed into the target, then it is uploaded")
 	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
 	f.StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")
-	for _, n := range []string{"product", "hardware", "version"} {
+	for _, n := range []string{"product", "hardware", "version", "security-version"} {
 		publish.MarkFlagRequired(n)
 	}
 	list := &cobra.Command{
@@ -249,10 +187,13 @@ func releaseCmd(g *globals) *cobra.Command {
 			for _, r := range rels {
 				fmt.Fprintf(tw, "%s@%s\t%s\t%d\t%s\t%d\t%s\n", r.Product, r.Version, r.Class, r.SecurityVersion, strings.Join(r.HardwareIDs, ","), r.Length, r.PublishedAt.Format(time.RFC3339))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			return targetsExpiryFooter(cmd, c)
 		},
 	}
-	cmd.AddCommand(publish, list)
+	cmd.AddCommand(publish, list, resignTargetsCmd(g))
 	return cmd
 }
 

@@ -240,3 +240,40 @@ func TestUpdateEndToEndS3(t *testing.T) {
 		t.Fatalf("device did not install 1.0.1 from S3: %+v", d.Agent.State())
 	}
 }
+
+// TestDeployAll assigns a release to every accepted device of the product in batches; devices
+// of the product on other hardware are skipped with the reason.
+func TestDeployAll(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	v100 := image("1.0.0", 64<<10)
+	r100 := e.publish("1.0.0", 1, v100)
+	var devs []*sim.Device
+	for i := range 3 {
+		devs = append(devs, e.device(fmt.Sprintf("SN-%d", i), v100, r100))
+	}
+	other, err := sim.NewDevice(ctx, filepath.Join(e.dir, "devices", "SN-other"), sim.Options{
+		Server: e.srv.URL, EnrollToken: e.enrollToken, ImageRoot: e.imageRoot, DirectorRoot: e.directorRoot,
+		Identity: wire.Identity{Serial: "SN-other", Product: testProduct, HardwareID: "tstat-v9"},
+		Factory:  v100, FactoryTarget: r100.Target, FactoryVersion: r100.Version, FactorySecVer: r100.SecurityVersion, Logger: quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r101 := e.publish("1.0.1", 2, image("1.0.1", 70<<10))
+	resp, err := e.cli.Deploy(ctx, wire.DeployRequest{Release: "thermostat@1.0.1", All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Assigned != 3 || len(resp.Skipped) != 1 || resp.Skipped[other.Agent.State().DeviceID] == "" {
+		t.Fatalf("deploy --all: %+v, want 3 assigned and the other hardware skipped", resp)
+	}
+	for _, d := range devs {
+		if err := d.Agent.Cycle(ctx); err != nil || d.Agent.State().Installed.Version != "1.0.1" {
+			t.Fatalf("device after deploy --all: %v, %+v", err, d.Agent.State().Installed)
+		}
+	}
+	if got, _ := devs[0].ActiveImageSHA256(ctx); got != r101.SHA256 {
+		t.Fatalf("active slot holds %s, want 1.0.1", got)
+	}
+}

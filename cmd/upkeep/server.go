@@ -245,6 +245,9 @@ func (s *Server) background(ctx context.Context) {
 	defer warn.Stop()
 	warned := map[string]time.Time{}
 	s.warnEndOfSupport(ctx, warned)
+	if err := s.Repo.WarnExpiring(ctx); err != nil {
+		s.Config.Logger.Warn("offline metadata expiry", "err", err)
+	}
 	defer flush.Stop()
 	defer resign.Stop()
 	engine := time.NewTicker(cmp.Or(s.Config.RolloutEvery, time.Second))
@@ -270,6 +273,9 @@ func (s *Server) background(ctx context.Context) {
 			s.Metrics.ObserveDB("flush_last_seen", time.Since(t))
 		case <-warn.C:
 			s.warnEndOfSupport(ctx, warned)
+			if err := s.Repo.WarnExpiring(ctx); err != nil {
+				s.Config.Logger.Warn("offline metadata expiry", "err", err)
+			}
 		case <-follow.C:
 			cursor = s.followDirector(ctx, cursor)
 		case <-engine.C:

@@ -147,7 +147,7 @@ func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int
 	}
 	id := a.state.Identity
 	inst := a.state.Installed
-	dec, err = trust.Decide(a.state.DeviceID, id.HardwareID, trust.Installed{Target: inst.Target, SHA256: inst.SHA256, SecurityVersion: inst.SecurityVersion},
+	dec, err = trust.Decide(a.state.DeviceID, id.HardwareID, id.Product, trust.Installed{Target: inst.Target, SHA256: inst.SHA256, SecurityVersion: inst.SecurityVersion},
 		dirTargets.Signed.Targets, func(name string) (tf *metadata.TargetFiles, err error) {
 			err = trust.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
 			return tf, err

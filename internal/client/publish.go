@@ -72,7 +72,8 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 		if err := c.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
 			return nil, err
 		}
-		t, err := trust.VerifyTargets(root, cur, time.Now())
+		// The base may have expired (a new signature is what renews it); its signatures must hold.
+		t, err := trust.VerifyTargetsSigned(root, cur)
 		if err != nil {
 			return nil, fmt.Errorf("the server's current targets do not verify against the trusted root; refusing to sign on top of them: %w", err)
 		}
@@ -147,13 +148,22 @@ func hashFile(path string) (*wire.BlobInfo, error) {
 // LatestRoot walks the server's image roots from trusted, accepting each only if the previous
 // one's threshold of keys signed it (TUF client workflow 5.3).
 func (c *Client) LatestRoot(ctx context.Context, trusted []byte) (*metadata.Metadata[metadata.RootType], error) {
+	return c.latestRoot(ctx, "/repo/image/", trusted)
+}
+
+// LatestDirectorRoot is LatestRoot for the director's root (the operator's director-root.json).
+func (c *Client) LatestDirectorRoot(ctx context.Context, trusted []byte) (*metadata.Metadata[metadata.RootType], error) {
+	return c.latestRoot(ctx, "/api/v1/director/", trusted)
+}
+
+func (c *Client) latestRoot(ctx context.Context, prefix string, trusted []byte) (*metadata.Metadata[metadata.RootType], error) {
 	root, err := trust.ParseRoot(trusted)
 	if err != nil {
 		return nil, err
 	}
 	for range 256 {
 		var next []byte
-		err := c.Do(ctx, http.MethodGet, "/repo/image/"+strconv.FormatInt(root.Signed.Version+1, 10)+".root.json", nil, &next)
+		err := c.Do(ctx, http.MethodGet, prefix+strconv.FormatInt(root.Signed.Version+1, 10)+".root.json", nil, &next)
 		if apperr.Is(err, apperr.NotFound) {
 			return root, nil
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -64,7 +65,7 @@ func validIdentity(id wire.Identity) error {
 		return apperr.E(apperr.Invalid, "identity: at most 32 attributes")
 	}
 	for k, v := range id.Attributes {
-		if k == "" || len(k) > 64 || len(v) > 256 || !utf8.ValidString(k+v) {
+		if k == "" || len(k) > 64 || len(v) > 256 || !utf8.ValidString(k+v) || strings.ContainsRune(k+v, 0) {
 			return apperr.E(apperr.Invalid, "identity: attribute %.64q too long or empty", k)
 		}
 	}
@@ -89,6 +90,7 @@ func (s *Service) Enroll(ctx context.Context, req wire.SignedRequest, enrollToke
 	if err := validIdentity(p.Identity); err != nil {
 		return nil, err
 	}
+	p.Installed = cleanInstalled(p.Installed)
 	id := auth.DeviceID(pub)
 	if d, err := s.Store.FindDevice(ctx, id); err == nil {
 		return s.answer(d), nil // enrolment is idempotent for the same key
@@ -250,6 +252,31 @@ func (s *Service) Flush(ctx context.Context) error {
 	return nil
 }
 
+// maxMessage is the longest event message stored, in bytes; longer ones are cut.
+const maxMessage = 1024
+
+// cleanText makes device-supplied text storable: invalid UTF-8 becomes U+FFFD, NUL bytes are
+// dropped, and the result is cut to at most max bytes on a character boundary.
+func cleanText(s string, max int) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	s = strings.ReplaceAll(s, "\x00", "")
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+func cleanInstalled(in wire.Installed) wire.Installed {
+	in.Target, in.Version, in.SHA256 = cleanText(in.Target, 255), cleanText(in.Version, 64), cleanText(in.SHA256, 64)
+	return in
+}
+
 // Report records a device's events and its current state. It validates the whole report before
 // storing any of it.
 func (s *Service) Report(ctx context.Context, id string, r wire.Report) error {
@@ -259,16 +286,22 @@ func (s *Service) Report(ctx context.Context, id string, r wire.Report) error {
 	if len(r.State) > 32 || len(r.Installed.Target) > 255 || len(r.Installed.Version) > 64 || len(r.Installed.SHA256) > 64 {
 		return apperr.E(apperr.Invalid, "state or installed fields too long")
 	}
+	// Text is stored as the database's text: valid UTF-8 without NUL (PostgreSQL refuses
+	// either, and a device would resend a refused report for ever).
+	r.State, r.Installed = cleanText(r.State, 32), cleanInstalled(r.Installed)
+	r.Events = slices.Clone(r.Events)
 	events := make([]Event, 0, len(r.Events))
 	var lastErr *string
-	for _, e := range r.Events {
+	for i := range r.Events {
+		e := &r.Events[i]
 		if e.Step == "" || len(e.Step) > 32 || len(e.Status) > 32 || len(e.Target) > 255 {
 			return apperr.E(apperr.Invalid, "event step, status or target missing or too long")
 		}
-		msg := e.Message
-		if len(msg) > 1024 {
-			msg = msg[:1024]
+		e.Step, e.Status, e.Target, e.Message = cleanText(e.Step, 32), cleanText(e.Status, 32), cleanText(e.Target, 255), cleanText(e.Message, maxMessage)
+		if e.Step == "" {
+			return apperr.E(apperr.Invalid, "event step missing")
 		}
+		msg := e.Message
 		if e.Time.IsZero() {
 			e.Time = s.now()
 		}

@@ -115,6 +115,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/releases", s.admin(s.listReleases))
 	mux.Handle("POST /api/v1/deployments", s.admin(s.deploy))
 	mux.Handle("POST /api/v1/enroll-tokens", s.admin(s.createEnrollToken))
+	s.trustRoutes(mux)
 	s.rolloutRoutes(mux)
 	s.vulnRoutes(mux)
 	mux.Handle("GET /api/v1/products", s.admin(s.listProducts))

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -118,6 +120,75 @@ func (s *Server) rotateRoot(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// trustRoutes serves the offline-signed metadata that is renewed without a release: the
+// director root and re-signed image targets, and when each expires.
+func (s *Server) trustRoutes(mux *http.ServeMux) {
+	mux.Handle("PUT /api/v1/image/targets", s.admin(s.resignTargets))
+	mux.Handle("GET /api/v1/director/{file}", s.admin(s.directorRootFile))
+	mux.Handle("PUT /api/v1/director/root", s.admin(s.rotateDirectorRoot))
+	mux.Handle("GET /api/v1/trust/expiry", s.admin(s.trustExpiry))
+}
+
+// readMeta reads a metadata body of at most wire.MaxMetaBody bytes.
+func readMeta(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, wire.MaxMetaBody))
+	if err != nil {
+		return nil, apperr.E(apperr.TooLarge, "metadata larger than %d bytes", wire.MaxMetaBody)
+	}
+	return b, nil
+}
+
+func (s *Server) resignTargets(w http.ResponseWriter, r *http.Request) {
+	b, err := readMeta(w, r)
+	if err == nil {
+		err = s.Repo.ResignTargets(r.Context(), b)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("image targets re-signed", "actor", r.Context().Value(keyActor))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// directorRootFile serves "N.root.json" of the director, for the CLI that re-signs it (devices
+// read the same files under /device/v1/director/).
+func (s *Server) directorRootFile(w http.ResponseWriter, r *http.Request) {
+	b, err := s.Repo.DirectorRoot(r.Context(), r.PathValue("file"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}
+
+func (s *Server) rotateDirectorRoot(w http.ResponseWriter, r *http.Request) {
+	b, err := readMeta(w, r)
+	if err == nil {
+		err = s.Repo.RotateDirectorRoot(r.Context(), b)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("director root updated", "actor", r.Context().Value(keyActor))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) trustExpiry(w http.ResponseWriter, r *http.Request) {
+	es, err := s.Repo.OfflineExpiries(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]wire.MetadataExpiry, len(es))
+	for i, e := range es {
+		out[i] = wire.MetadataExpiry{Repo: e.Repo, Role: e.Role, Version: e.Version, Expires: e.Expires, Renew: repo.RenewCommand(e)}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
 func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	var req wire.PublishRequest
 	if err := decode(w, r, wire.MaxMetaBody, &req); err != nil {
@@ -146,6 +217,9 @@ func (s *Server) listReleases(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// deployBatch is how many devices a deployment assigns per repo.AssignMany call.
+const deployBatch = 200
+
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	var req wire.DeployRequest
 	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
@@ -171,6 +245,9 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	case len(req.DeviceIDs) > 0:
 		for _, id := range req.DeviceIDs {
 			d, e := s.Devices.FindDevice(r.Context(), id)
+			if e == nil && d.Product != rel.Product {
+				e = apperr.E(apperr.Invalid, "release %s is for product %s, device %s is a %s: nothing was deployed", rel.Ref(), rel.Product, d.ID, d.Product)
+			}
 			if e != nil {
 				err = e
 				break
@@ -185,16 +262,22 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := wire.DeployResponse{Skipped: map[string]string{}}
-	for _, d := range devs {
-		if err := s.Repo.Assign(r.Context(), d, rel); err != nil {
+	// In batches, as campaigns do: each batch's views are signed a few at a time and stored in
+	// one transaction.
+	for batch := range slices.Chunk(devs, deployBatch) {
+		failed := s.Repo.AssignMany(r.Context(), batch, rel, nil)
+		for _, d := range batch {
+			err, ok := failed[d.ID]
+			if !ok {
+				resp.Assigned++
+				continue
+			}
 			if apperr.CodeOf(err) == apperr.Internal {
 				s.fail(w, r, err)
 				return
 			}
 			resp.Skipped[d.ID] = apperr.Message(err)
-			continue
 		}
-		resp.Assigned++
 	}
 	s.logger().Info("release deployed", "release", rel.Ref(), "devices", resp.Assigned, "actor", r.Context().Value(keyActor))
 	writeJSON(w, http.StatusOK, resp)

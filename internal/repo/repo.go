@@ -95,6 +95,9 @@ type Service struct {
 	files     sync.Map // "repo/role/version" -> []byte
 	nfiles    atomic.Int64
 	views     viewCache
+
+	warnMu sync.Mutex
+	warned map[string]time.Time // "repo/role" -> last expiry warning (WarnExpiring)
 }
 
 // viewCache keeps the director views most recently signed or read, by device and version. A
@@ -284,8 +287,35 @@ type cachedTargets struct {
 }
 
 // RefreshImage signs a new image snapshot and timestamp if the snapshot does not name the latest
-// targets, or the timestamp has used half its lifetime, or force is set.
+// targets, or the timestamp has used half its lifetime, or force is set. Replicas sign on their
+// own (a device's timestamp fetch can trigger it on any of them): when another replica stored
+// the same version first, this one reads what it stored and signs again only if that is not
+// good enough, so the loser serves the winner's metadata instead of failing the request.
 func (s *Service) RefreshImage(ctx context.Context, force bool) error {
+	for attempt := 1; ; attempt++ {
+		err := s.refreshImage(ctx, force)
+		if !apperr.Is(err, apperr.Conflict) {
+			return err
+		}
+		s.invalidate()
+		force = false // the other replica's snapshot names the targets it read: checked again
+		if attempt == refreshAttempts {
+			// Still racing: what is stored was signed by another replica and is as good.
+			s.logger().Info("image metadata signed concurrently by another replica", "attempts", attempt)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
+		}
+	}
+}
+
+// refreshAttempts bounds RefreshImage's retries after another replica signed first.
+const refreshAttempts = 4
+
+func (s *Service) refreshImage(ctx context.Context, force bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -527,10 +557,15 @@ func (s *Service) AssignWith(ctx context.Context, d *fleet.Device, rel *release.
 	return s.reassign(ctx, d.ID, rel.Target, pol)
 }
 
-// assignable refuses a device that is not accepted or whose hardware rel is not for.
+// assignable refuses a device that is not accepted, or of another product, or whose hardware
+// rel is not for. Devices check the product too (trust.Decide); refusing here gives the operator
+// a clear answer instead of a device's verification failure.
 func assignable(d *fleet.Device, rel *release.Release) error {
 	if d.Status != fleet.StatusAccepted {
 		return apperr.E(apperr.Invalid, "device %s is %s, not accepted", d.ID, d.Status)
+	}
+	if rel.Product != d.Product {
+		return apperr.E(apperr.Invalid, "release %s is for product %s, device %s is a %s", rel.Ref(), rel.Product, d.ID, d.Product)
 	}
 	if !slices.Contains(rel.HardwareIDs, d.HardwareID) {
 		return apperr.E(apperr.Invalid, "release %s is not for hardware %s of device %s", rel.Ref(), d.HardwareID, d.ID)

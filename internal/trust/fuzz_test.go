@@ -170,6 +170,7 @@ func FuzzDecide(f *testing.F) {
 	f.Add([]byte(entry("../../etc/passwd", devID, devHW, n, both)), []byte(imageCustom), int64(0), "")
 	f.Add([]byte(entry(devTarget, devID, devHW, n, both)), []byte(`{"product":"thermostat","hardware_ids":["other"],"version":"1.0.0","security_version":5,"class":"security"}`), int64(0), "")
 	f.Add([]byte(entry(devTarget, devID, devHW, n, both)), []byte(`{"product":"thermostat"}`), int64(0), "")
+	f.Add([]byte(entry(devTarget, devID, devHW, n, both)), []byte(`{"product":"doorbell","hardware_ids":["tstat-v2"],"version":"1.0.0","security_version":5,"class":"security"}`), int64(0), "")
 	f.Add([]byte(entry(devTarget, devID, devHW, n, both)), []byte(`not json`), int64(0), "")
 	f.Add([]byte(`{"a/1/x":{"length":1,"hashes":{}},"b/1/x":{"length":1,"hashes":{}}}`), []byte(imageCustom), int64(0), "")
 	f.Add([]byte(`{"`+devTarget+`":{"length":`+strconv.Itoa(n)+`,"hashes":`+both+`}}`), []byte(imageCustom), int64(0), "")
@@ -189,7 +190,7 @@ func FuzzDecide(f *testing.F) {
 			return fuzzImageEntry(custom), nil
 		}
 		installed := trust.Installed{Target: installedTarget, SHA256: h256, SecurityVersion: installedSecVer}
-		d, err := trust.Decide(devID, devHW, installed, director, image)
+		d, err := trust.Decide(devID, devHW, devProd, installed, director, image)
 		if err != nil {
 			var ve *trust.VerificationError
 			if !errors.As(err, &ve) {
@@ -226,6 +227,9 @@ func FuzzDecide(f *testing.F) {
 		}
 		if !slices.Contains(d.Custom.HardwareIDs, devHW) {
 			t.Fatalf("accepted a target for hardware %v", d.Custom.HardwareIDs)
+		}
+		if d.Custom.Product != devProd {
+			t.Fatalf("accepted a target for product %q", d.Custom.Product)
 		}
 		if !d.Noop && d.Custom.SecurityVersion < installedSecVer {
 			t.Fatalf("accepted security version %d below the installed %d", d.Custom.SecurityVersion, installedSecVer)

@@ -40,7 +40,7 @@ type KeySetInfo struct {
 // It refuses to overwrite an existing key set.
 func InitKeySet(dir string, rootKeys, threshold int, lt Lifetimes, now time.Time) (*KeySetInfo, error) {
 	if rootKeys < 1 {
-		rootKeys = 1
+		return nil, fmt.Errorf("%d root keys: at least one is needed", rootKeys)
 	}
 	if threshold < 1 || threshold > rootKeys {
 		return nil, fmt.Errorf("root threshold %d must be between 1 and the number of root keys (%d)", threshold, rootKeys)

@@ -277,6 +277,7 @@ func TestNewTargetFile(t *testing.T) {
 const (
 	devID     = "dev-0001"
 	devHW     = "tstat-v2"
+	devProd   = "thermostat"
 	devTarget = "thermostat/1.0.0/fw.img"
 	devImage  = "firmware 1.0.0"
 )
@@ -528,6 +529,18 @@ func TestDecide(t *testing.T) {
 			},
 			wantKind: trust.FailBadCustom,
 		},
+		{
+			name: "image of another product on the same hardware",
+			director: func() map[string]*metadata.TargetFiles {
+				return map[string]*metadata.TargetFiles{devTarget: directorEntry(t, image, devID, devHW)}
+			},
+			image: func() map[string]*metadata.TargetFiles {
+				oc := c
+				oc.Product = "doorbell"
+				return map[string]*metadata.TargetFiles{devTarget: targetFile(t, devImage, oc)}
+			},
+			wantKind: trust.FailProduct,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -535,7 +548,7 @@ func TestDecide(t *testing.T) {
 			if tt.image != nil {
 				repo = tt.image()
 			}
-			d, err := trust.Decide(devID, devHW, tt.installed, tt.director(), lookup(repo))
+			d, err := trust.Decide(devID, devHW, devProd, tt.installed, tt.director(), lookup(repo))
 			if tt.wantKind != "" {
 				if err == nil {
 					t.Fatalf("Decide = %+v, want %s failure", d, tt.wantKind)
@@ -580,11 +593,11 @@ func TestDecideSignedDirectorView(t *testing.T) {
 	if md.Signed.Version != 3 || view.Version != 3 {
 		t.Errorf("view version %d / %d, want 3", md.Signed.Version, view.Version)
 	}
-	d, err := trust.Decide(devID, devHW, trust.Installed{}, md.Signed.Targets, func(string) (*metadata.TargetFiles, error) { return image, nil })
+	d, err := trust.Decide(devID, devHW, devProd, trust.Installed{}, md.Signed.Targets, func(string) (*metadata.TargetFiles, error) { return image, nil })
 	if err != nil || d.Name != devTarget || d.Noop {
 		t.Fatalf("Decide = %+v, %v", d, err)
 	}
-	if _, err := trust.Decide("dev-other", devHW, trust.Installed{}, md.Signed.Targets, func(string) (*metadata.TargetFiles, error) { return image, nil }); kindOf(err) != trust.FailWrongDevice {
+	if _, err := trust.Decide("dev-other", devHW, devProd, trust.Installed{}, md.Signed.Targets, func(string) (*metadata.TargetFiles, error) { return image, nil }); kindOf(err) != trust.FailWrongDevice {
 		t.Fatalf("another device: %v, want %s", err, trust.FailWrongDevice)
 	}
 	empty, err := trust.SignDirectorView(k, 4, testNow.Add(time.Hour), devID, devHW, "", nil)
@@ -595,7 +608,7 @@ func TestDecideSignedDirectorView(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d, err := trust.Decide(devID, devHW, trust.Installed{}, md.Signed.Targets, nil); err != nil || !d.Noop || d.Name != "" {
+	if d, err := trust.Decide(devID, devHW, devProd, trust.Installed{}, md.Signed.Targets, nil); err != nil || !d.Noop || d.Name != "" {
 		t.Fatalf("empty view: Decide = %+v, %v", d, err)
 	}
 }
@@ -749,7 +762,7 @@ func TestInitKeySet(t *testing.T) {
 
 func TestInitKeySetThreshold(t *testing.T) {
 	lt := trust.DefaultLifetimes()
-	for _, tc := range []struct{ keys, threshold int }{{1, 0}, {1, 2}, {3, 4}, {3, -1}, {0, 2}} {
+	for _, tc := range []struct{ keys, threshold int }{{1, 0}, {1, 2}, {3, 4}, {3, -1}, {0, 2}, {0, 1}, {-1, 1}} {
 		dir := filepath.Join(t.TempDir(), "keys")
 		if _, err := trust.InitKeySet(dir, tc.keys, tc.threshold, lt, time.Now()); err == nil {
 			t.Errorf("InitKeySet(%d keys, threshold %d) = nil error", tc.keys, tc.threshold)
@@ -758,7 +771,7 @@ func TestInitKeySetThreshold(t *testing.T) {
 			t.Errorf("InitKeySet(%d keys, threshold %d) created %s", tc.keys, tc.threshold, dir)
 		}
 	}
-	for _, tc := range []struct{ keys, threshold, wantKeys int }{{0, 1, 1}, {1, 1, 1}, {2, 2, 2}} {
+	for _, tc := range []struct{ keys, threshold, wantKeys int }{{1, 1, 1}, {2, 2, 2}} {
 		dir := filepath.Join(t.TempDir(), "keys")
 		if _, err := trust.InitKeySet(dir, tc.keys, tc.threshold, lt, time.Now()); err != nil {
 			t.Errorf("InitKeySet(%d keys, threshold %d): %v", tc.keys, tc.threshold, err)

@@ -236,6 +236,7 @@ const (
 	FailNotInImage  = "not_in_image_repo" // arbitrary software: not signed by the offline keys
 	FailMismatch    = "target_mismatch"   // mix-and-match: director and image repo disagree
 	FailHardware    = "bad_hardware_id"
+	FailProduct     = "wrong_product" // an image signed for another product
 	FailRollback    = "rollback"
 	FailBadCustom   = "bad_custom"
 	FailHash        = "hash_mismatch"
@@ -274,8 +275,9 @@ type Decision struct {
 
 // Decide applies the Uptane full-verification checks (Uptane Standard 5.4.4.2 steps 6-8 and the
 // image checks of 5.4.4.6) to verified director targets. image looks a target up in the verified
-// image repository; it returns an error if the target is absent.
-func Decide(deviceID, hardwareID string, installed Installed, director map[string]*metadata.TargetFiles, image func(name string) (*metadata.TargetFiles, error)) (*Decision, error) {
+// image repository; it returns an error if the target is absent. product is the device's own
+// product: an image signed for another product is refused even on the same hardware.
+func Decide(deviceID, hardwareID, product string, installed Installed, director map[string]*metadata.TargetFiles, image func(name string) (*metadata.TargetFiles, error)) (*Decision, error) {
 	if len(director) == 0 {
 		return &Decision{Noop: true}, nil
 	}
@@ -332,6 +334,11 @@ func Decide(deviceID, hardwareID string, installed Installed, director map[strin
 	}
 	if !slices.Contains(c.HardwareIDs, hardwareID) {
 		return nil, vfail(FailHardware, "target %s is for hardware %v, this is %q", name, c.HardwareIDs, hardwareID)
+	}
+	// The offline-signed custom names the product; the director alone (online key) cannot make
+	// another product's image acceptable, whatever hardware id it shares.
+	if c.Product != product {
+		return nil, vfail(FailProduct, "target %s is for product %q, this is %q", name, c.Product, product)
 	}
 	d := &Decision{Name: name, Info: it, Custom: c, Install: dc.Install}
 	if dc.Install != nil && dc.Install.Window != "" {
