@@ -3,7 +3,6 @@ package vuln
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -28,10 +27,15 @@ const MaxCSAFBytes = 64 << 20
 // An Advisory's Affected lists, per package, the exact versions named by
 // known_affected, first_affected and last_affected products; a product
 // without a version affects every version; a product_version_range branch
-// becomes an ECOSYSTEM range when its name is a single interval (vers:
-// syntax or "<=1.14.0", ">=1.0 <2.0"; bounds ">" and "!=" cannot be written
-// as OSV events and are left out). Fixed products give VEX statements but no
-// fixed events, because CSAF does not say which affected line they close.
+// becomes an ECOSYSTEM range of its intervals and versions (vers: syntax or
+// the informal "<=1.14.0", ">=1.0 <2.0"; a range with ">" or "!=" bounds
+// cannot be written as OSV events and is left out). Fixed products give VEX
+// statements but no fixed events, because CSAF does not say which affected
+// line they close.
+//
+// The VEX statement of a product_version_range product carries the range
+// (VEX.Range) as well as the version-less purl, so that it speaks only of
+// the versions inside the range: "fixed" for ">=2.4" says nothing of 2.1.
 //
 // VEX statements carry the status (known_not_affected, known_affected,
 // fixed — first_fixed included — and under_investigation), the flag label
@@ -132,7 +136,7 @@ func ParseCSAF(raw []byte) ([]*Advisory, []VEX, error) {
 					if !ok || p.purl == "" {
 						continue
 					}
-					vx := VEX{Vuln: a.ID, PURL: p.purl, Status: st.status, Impact: impacts[id], Source: trackingID}
+					vx := VEX{Vuln: a.ID, PURL: p.purl, Range: p.rangeExpr, Status: st.status, Impact: impacts[id], Source: trackingID}
 					if st.status == VEXNotAffected {
 						vx.Justification = flags[id]
 					}
@@ -334,8 +338,13 @@ func (pt *productTable) affected(lists ...*csaf.Products) []Affected {
 			a := &out[i]
 			switch {
 			case p.rangeExpr != "":
-				if r, ok := versRange(p.rangeExpr); ok {
-					a.Ranges = append(a.Ranges, r)
+				// A range the OSV events cannot express affects nothing
+				// here; its VEX statement still carries the range.
+				if r, vs, err := versAffected(c.Ecosystem, p.rangeExpr); err == nil {
+					if r != nil {
+						a.Ranges = append(a.Ranges, *r)
+					}
+					a.Versions = append(a.Versions, vs...)
 				}
 			case c.Version == "":
 				a.Ranges = append(a.Ranges, Range{Type: "ECOSYSTEM", Events: []Event{{Introduced: "0"}}})
@@ -347,64 +356,6 @@ func (pt *productTable) affected(lists ...*csaf.Products) []Affected {
 		}
 	}
 	return out
-}
-
-var errNotInterval = errors.New("not a single interval")
-
-// versRange turns one interval, in vers syntax ("vers:generic/>=1.0|<2.0")
-// or the informal "<=1.14.0" / ">=1.0 <2.0", into an OSV ECOSYSTEM range.
-func versRange(expr string) (Range, bool) {
-	e, err := parseInterval(expr)
-	if err != nil {
-		return Range{}, false
-	}
-	return Range{Type: "ECOSYSTEM", Events: e}, true
-}
-
-func parseInterval(expr string) ([]Event, error) {
-	s := strings.TrimSpace(expr)
-	if rest, ok := strings.CutPrefix(s, "vers:"); ok {
-		_, cons, ok := strings.Cut(rest, "/")
-		if !ok {
-			return nil, errNotInterval
-		}
-		s = cons
-	}
-	fields := strings.FieldsFunc(s, func(r rune) bool { return r == '|' || r == ',' || r == ' ' })
-	lower, upper, upperKind := "0", "", byte(0)
-	seenLower := false
-	for _, f := range fields {
-		switch {
-		case strings.HasPrefix(f, ">="):
-			if seenLower {
-				return nil, errNotInterval
-			}
-			lower, seenLower = strings.TrimSpace(f[2:]), true
-		case strings.HasPrefix(f, "<="):
-			if upperKind != 0 {
-				return nil, errNotInterval
-			}
-			upper, upperKind = strings.TrimSpace(f[2:]), 'l'
-		case strings.HasPrefix(f, "<"):
-			if upperKind != 0 {
-				return nil, errNotInterval
-			}
-			upper, upperKind = strings.TrimSpace(f[1:]), 'f'
-		default: // ">", "!=", "=", "*", bare versions: not one OSV interval.
-			return nil, errNotInterval
-		}
-	}
-	if lower == "" || (upperKind != 0 && upper == "") || (!seenLower && upperKind == 0) {
-		return nil, errNotInterval
-	}
-	ev := []Event{{Introduced: lower}}
-	switch upperKind {
-	case 'f':
-		ev = append(ev, Event{Fixed: upper})
-	case 'l':
-		ev = append(ev, Event{LastAffected: upper})
-	}
-	return ev, nil
 }
 
 // resolveGroups works around gocsaf v3.7.0's model of product groups, which

@@ -11,8 +11,11 @@ import (
 // VEX is one exploitability statement: the status of a vulnerability in the
 // package named by PURL.
 type VEX struct {
-	Vuln          string // CVE or advisory id
-	PURL          string
+	Vuln string // CVE or advisory id
+	PURL string
+	// Range, when set, limits the statement to the versions of PURL's
+	// package inside this vers range (a CSAF product_version_range).
+	Range         string
 	Status        string // known_not_affected|known_affected|fixed|under_investigation
 	Justification string
 	Impact        string
@@ -599,7 +602,7 @@ func newVEXEntry(v VEX) vexEntry {
 // suppresses reports whether the statement marks c not affected, and why.
 // The purl must name the same package (type, namespace and name; qualifiers
 // and subpath are ignored); a purl with a version must also have the
-// component's version.
+// component's version, and a statement with a Range must contain it.
 func (e vexEntry) suppresses(c Component) (string, bool) {
 	if e.v.Status != VEXNotAffected && e.v.Status != VEXFixed {
 		return "", false
@@ -617,6 +620,13 @@ func (e vexEntry) suppresses(c Component) (string, bool) {
 			if err != nil || cv != 0 {
 				return "", false
 			}
+		}
+	}
+	if e.v.Range != "" {
+		// A statement on a version range speaks only of the versions in it;
+		// a version it cannot place is not suppressed.
+		if in, err := versContains(c.Ecosystem, e.v.Range, c.Version); err != nil || !in {
+			return "", false
 		}
 	}
 	return e.reason(), true

@@ -145,7 +145,7 @@ func (s *DB) PutVEX(ctx context.Context, vs []vuln.VEX, now time.Time) ([]string
 		res := make([]string, len(vs))
 		for i, v := range vs {
 			var old vuln.VEX
-			err := tx.QueryRowContext(ctx, `SELECT status, justification, impact FROM vex_statements WHERE source = $1 AND vuln = $2 AND purl = $3`, v.Source, v.Vuln, v.PURL).
+			err := tx.QueryRowContext(ctx, `SELECT status, justification, impact FROM vex_statements WHERE source = $1 AND vuln = $2 AND purl = $3 AND vers_range = $4`, v.Source, v.Vuln, v.PURL, v.Range).
 				Scan(&old.Status, &old.Justification, &old.Impact)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
@@ -158,9 +158,9 @@ func (s *DB) PutVEX(ctx context.Context, vs []vuln.VEX, now time.Time) ([]string
 			default:
 				res[i] = patch.Updated
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO vex_statements (source, vuln, purl, status, justification, impact, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7)
-ON CONFLICT (source, vuln, purl) DO UPDATE SET status = excluded.status, justification = excluded.justification, impact = excluded.impact, updated_at = excluded.updated_at`,
-				v.Source, v.Vuln, v.PURL, v.Status, v.Justification, v.Impact, now.UTC()); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO vex_statements (source, vuln, purl, vers_range, status, justification, impact, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)
+ON CONFLICT (source, vuln, purl, vers_range) DO UPDATE SET status = excluded.status, justification = excluded.justification, impact = excluded.impact, updated_at = excluded.updated_at`,
+				v.Source, v.Vuln, v.PURL, v.Range, v.Status, v.Justification, v.Impact, now.UTC()); err != nil {
 				return fmt.Errorf("VEX %s %s: %w", v.Vuln, v.PURL, err)
 			}
 		}
@@ -175,7 +175,7 @@ ON CONFLICT (source, vuln, purl) DO UPDATE SET status = excluded.status, justifi
 
 // FindVEX implements patch.Store.
 func (s *DB) FindVEX(ctx context.Context) ([]vuln.VEX, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT source, vuln, purl, status, justification, impact FROM vex_statements ORDER BY source, vuln, purl`)
+	rows, err := s.db.QueryContext(ctx, `SELECT source, vuln, purl, vers_range, status, justification, impact FROM vex_statements ORDER BY source, vuln, purl, vers_range`)
 	if err != nil {
 		return nil, fmt.Errorf("find VEX: %w", err)
 	}
@@ -183,7 +183,7 @@ func (s *DB) FindVEX(ctx context.Context) ([]vuln.VEX, error) {
 	var out []vuln.VEX
 	for rows.Next() {
 		var v vuln.VEX
-		if err := rows.Scan(&v.Source, &v.Vuln, &v.PURL, &v.Status, &v.Justification, &v.Impact); err != nil {
+		if err := rows.Scan(&v.Source, &v.Vuln, &v.PURL, &v.Range, &v.Status, &v.Justification, &v.Impact); err != nil {
 			return nil, fmt.Errorf("find VEX: %w", err)
 		}
 		out = append(out, v)

@@ -1,0 +1,35 @@
+-- +goose Up
+-- VEX statements now say which versions (vers_range: the vers range of a CSAF
+-- product_version_range product, '' for all) they speak of.
+CREATE TABLE vex_statements_new (
+    source        TEXT NOT NULL,
+    vuln          TEXT NOT NULL,
+    purl          TEXT NOT NULL,
+    vers_range    TEXT NOT NULL DEFAULT '',
+    status        TEXT NOT NULL,
+    justification TEXT NOT NULL,
+    impact        TEXT NOT NULL,
+    updated_at    TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (source, vuln, purl, vers_range)
+);
+INSERT INTO vex_statements_new (source, vuln, purl, status, justification, impact, updated_at)
+    SELECT source, vuln, purl, status, justification, impact, updated_at FROM vex_statements;
+DROP TABLE vex_statements;
+ALTER TABLE vex_statements_new RENAME TO vex_statements;
+
+-- +goose Down
+CREATE TABLE vex_statements_old (
+    source        TEXT NOT NULL,
+    vuln          TEXT NOT NULL,
+    purl          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    justification TEXT NOT NULL,
+    impact        TEXT NOT NULL,
+    updated_at    TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (source, vuln, purl)
+);
+INSERT INTO vex_statements_old (source, vuln, purl, status, justification, impact, updated_at)
+    SELECT source, vuln, purl, status, justification, impact, updated_at FROM vex_statements
+    WHERE vers_range = '';
+DROP TABLE vex_statements;
+ALTER TABLE vex_statements_old RENAME TO vex_statements;
