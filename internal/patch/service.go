@@ -145,22 +145,84 @@ func (s *Service) state() (*vuln.Index, uint64) {
 	return s.index, s.gen
 }
 
-// Advisory finds an advisory by id or alias (case-insensitive): the id itself first, then the
-// advisories that list it as an alias. Returns apperr.NotFound if none is known.
+// Advisory finds what is known of a vulnerability by id or alias (case-insensitive): every
+// record not withdrawn whose ID is id or that lists id as an alias, merged into one. Several
+// records speak of one vulnerability when several sources (OSV databases, vendors' CSAF
+// documents) describe it, and a lookup must not depend on which one was imported last. The
+// merged advisory has the exact-id record's ID if there is one (else id as a record spells it),
+// every other id and alias of the records as Aliases, the highest severity, the earliest
+// publication and first import, and all the records' affected packages. Returns
+// apperr.NotFound if none is known.
 func (s *Service) Advisory(id string) (*StoredAdvisory, error) {
 	s.state()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := strings.ToUpper(id)
+	var members []*StoredAdvisory
 	if a, ok := s.advs[k]; ok && a.Advisory.Withdrawn == nil {
-		return a, nil
+		members = append(members, a)
 	}
 	for _, other := range slices.Sorted(slices.Values(s.aliases[k])) {
-		if a, ok := s.advs[strings.ToUpper(other)]; ok && a.Advisory.Withdrawn == nil {
-			return a, nil
+		if a, ok := s.advs[strings.ToUpper(other)]; ok && a.Advisory.Withdrawn == nil && !slices.Contains(members, a) {
+			members = append(members, a)
 		}
 	}
-	return nil, apperr.E(apperr.NotFound, "advisory %s is not known to this server: import it with `upkeep advisories import`", id)
+	if len(members) == 0 {
+		return nil, apperr.E(apperr.NotFound, "advisory %s is not known to this server: import it with `upkeep advisories import`", id)
+	}
+	if len(members) == 1 {
+		return members[0], nil
+	}
+	return mergeAdvisories(id, members), nil
+}
+
+// mergeAdvisories is the union of records about one vulnerability, looked up as id; members[0]
+// is the exact-id record if there is one.
+func mergeAdvisories(id string, members []*StoredAdvisory) *StoredAdvisory {
+	first := members[0].Advisory
+	m := *first
+	m.Affected = nil
+	if !strings.EqualFold(first.ID, id) {
+		m.ID = id
+		for _, al := range first.Aliases {
+			if strings.EqualFold(al, id) {
+				m.ID = al
+			}
+		}
+	}
+	out := &StoredAdvisory{Advisory: &m, FirstSeen: members[0].FirstSeen}
+	seen := map[string]bool{strings.ToUpper(m.ID): true}
+	var aliases []string
+	for _, sa := range members {
+		a := sa.Advisory
+		for _, x := range append([]string{a.ID}, a.Aliases...) {
+			if u := strings.ToUpper(x); !seen[u] {
+				seen[u] = true
+				aliases = append(aliases, x)
+			}
+		}
+		if severityRank(a.Severity) > severityRank(m.Severity) {
+			m.Severity = a.Severity
+		}
+		if !a.Published.IsZero() && (m.Published.IsZero() || a.Published.Before(m.Published)) {
+			m.Published = a.Published
+		}
+		if a.Modified.After(m.Modified) {
+			m.Modified = a.Modified
+		}
+		if !sa.FirstSeen.IsZero() && sa.FirstSeen.Before(out.FirstSeen) {
+			out.FirstSeen = sa.FirstSeen
+		}
+		m.Affected = append(m.Affected, a.Affected...)
+	}
+	slices.Sort(aliases)
+	m.Aliases = aliases
+	return out
+}
+
+// names reports whether id is a's ID or one of its aliases (case-insensitive).
+func names(a *vuln.Advisory, id string) bool {
+	return strings.EqualFold(a.ID, id) || slices.ContainsFunc(a.Aliases, func(al string) bool { return strings.EqualFold(al, id) })
 }
 
 // published is the advisory's publication time, or when this server first imported it.
@@ -556,7 +618,8 @@ func (s *Service) catalog(ctx context.Context, product string) (*catalog, error)
 	return c, nil
 }
 
-// verdict is the status of advisory a for a release: affected, not_affected, unmatched, or ""
+// verdict is the status of advisory a (a record, or the union of records that Advisory
+// returns) for a release: affected, not_affected, unmatched, or ""
 // (no SBOM, or the SBOM does not name an affected package), with the components and reason.
 func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (status string, comps []string, reason string, err error) {
 	sb := c.sboms[r.Ref()]
@@ -569,7 +632,8 @@ func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a
 	}
 	rank := map[string]int{vuln.StatusAffected: 3, vuln.StatusUnmatched: 2, vuln.StatusNotAffected: 1}
 	for _, m := range ms {
-		if m.Advisory.ID != a.ID {
+		// a may be the union of several records (Advisory): a match of any of them counts.
+		if !names(a, m.Advisory.ID) {
 			continue
 		}
 		if rank[m.Status] > rank[status] {
@@ -585,7 +649,7 @@ func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a
 // as undecidable).
 func (s *Service) fixes(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
 	for _, f := range r.Fixes {
-		if strings.EqualFold(f, a.ID) || slices.ContainsFunc(a.Aliases, func(al string) bool { return strings.EqualFold(al, f) }) {
+		if names(a, f) {
 			return true, nil
 		}
 	}

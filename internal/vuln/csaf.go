@@ -15,8 +15,14 @@ import (
 const MaxCSAFBytes = 64 << 20
 
 // ParseCSAF reads a CSAF 2.0 JSON document of any category, the VEX profile
-// (csaf_vex) included, and returns one Advisory per vulnerability and the VEX
-// statements its product_status lists make.
+// (csaf_vex) included, and returns one Advisory per vulnerability that names
+// an affected product and the VEX statements its product_status lists make.
+//
+// An Advisory is the word of one document about one vulnerability: its ID is
+// "<tracking id>/<CVE>" (or "<tracking id>#<n>" for a vulnerability with no
+// id), and the CVE and the other ids are its aliases, so that two vendors'
+// documents about one CVE are two records and both are found by the CVE. VEX
+// statements name the CVE (the first id).
 //
 // Products are identified by product_identification_helper.purl. A product
 // without a purl under a product_name branch gets pkg:generic/<product
@@ -80,12 +86,16 @@ func ParseCSAF(raw []byte) ([]*Advisory, []VEX, error) {
 			continue
 		}
 		ids := csafIDs(v)
+		vulnID, id := "", ""
 		if len(ids) == 0 {
-			ids = []string{fmt.Sprintf("%s#%d", trackingID, n+1)}
+			vulnID = fmt.Sprintf("%s#%d", trackingID, n+1)
+			id = vulnID
+		} else {
+			vulnID, id = ids[0], trackingID+"/"+ids[0]
 		}
 		a := &Advisory{
-			ID:        ids[0],
-			Aliases:   ids[1:],
+			ID:        id,
+			Aliases:   ids,
 			Summary:   deref(d.Title),
 			Severity:  csafSeverity(v, docSeverity),
 			Published: published,
@@ -136,7 +146,7 @@ func ParseCSAF(raw []byte) ([]*Advisory, []VEX, error) {
 					if !ok || p.purl == "" {
 						continue
 					}
-					vx := VEX{Vuln: a.ID, PURL: p.purl, Range: p.rangeExpr, Status: st.status, Impact: impacts[id], Source: trackingID}
+					vx := VEX{Vuln: vulnID, PURL: p.purl, Range: p.rangeExpr, Status: st.status, Impact: impacts[id], Source: trackingID}
 					if st.status == VEXNotAffected {
 						vx.Justification = flags[id]
 					}
@@ -144,7 +154,11 @@ func ParseCSAF(raw []byte) ([]*Advisory, []VEX, error) {
 				}
 			}
 		}
-		advs = append(advs, a)
+		// A document that names no affected product (a VEX-only one) says
+		// nothing an advisory could match: its statements are what it gives.
+		if len(a.Affected) > 0 {
+			advs = append(advs, a)
+		}
 	}
 	return advs, vexs, nil
 }

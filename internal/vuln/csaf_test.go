@@ -12,11 +12,9 @@ func TestParseCSAFSecvisogramVEX(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(advs) == 0 || advs[0].ID != "CVE-2021-44228" || advs[0].Source != SourceCSAF {
-		t.Fatalf("advisories %+v", advs)
-	}
-	if len(advs[0].Affected) != 0 {
-		t.Errorf("a not-affected-only document produced Affected %+v", advs[0].Affected)
+	// A document that names no affected product gives statements, no advisory.
+	if len(advs) != 0 {
+		t.Errorf("a not-affected-only document produced advisories %+v", advs)
 	}
 	want := VEX{
 		Vuln:          "CVE-2021-44228",
@@ -30,8 +28,8 @@ func TestParseCSAFSecvisogramVEX(t *testing.T) {
 	if diff := cmp.Diff(want, vexs[0]); diff != "" {
 		t.Errorf("first VEX (-want +got):\n%s", diff)
 	}
-	if len(vexs) != len(advs) {
-		t.Errorf("%d VEX for %d vulnerabilities", len(vexs), len(advs))
+	if len(vexs) != 3 {
+		t.Errorf("%d VEX, want 3", len(vexs))
 	}
 }
 
@@ -44,9 +42,10 @@ func TestParseCSAFOthers(t *testing.T) {
 		sev     string
 		summary string
 	}{
-		{"csaf/2022-evd-uc-01-na-001.json", 1, VEXNotAffected, "pkg:generic/ABC@4.2", "unknown", ""},
-		{"csaf/avendor-advisory-0004.json", 2, VEXUnderInvestigation, "pkg:generic/product_1@1.1", "unknown", ""},
-		{"csaf/rhsa-2021_5217.json", 1, VEXFixed, "", "high", ""},
+		{"csaf/2022-evd-uc-01-na-001.json", 0, VEXNotAffected, "pkg:generic/ABC@4.2", "unknown", ""},
+		{"csaf/avendor-advisory-0004.json", 0, VEXUnderInvestigation, "pkg:generic/product_1@1.1", "unknown", ""},
+		// Fixed products only: statements, no advisory.
+		{"csaf/rhsa-2021_5217.json", 0, VEXFixed, "", "high", ""},
 	} {
 		advs, vexs, err := ParseCSAF(readFixture(t, tc.file))
 		if err != nil {
@@ -56,7 +55,7 @@ func TestParseCSAFOthers(t *testing.T) {
 		if len(advs) != tc.advs {
 			t.Errorf("%s: %d advisories, want %d", tc.file, len(advs), tc.advs)
 		}
-		if advs[0].Severity != tc.sev {
+		if len(advs) > 0 && advs[0].Severity != tc.sev {
 			t.Errorf("%s: severity %q, want %q", tc.file, advs[0].Severity, tc.sev)
 		}
 		if tc.purl == "" {
@@ -99,7 +98,7 @@ func TestParseCSAFShapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := advs[0]
-	if a.ID != "CVE-2023-48795" || !slices.Equal(a.Aliases, []string{"GO-2023-2402"}) || a.Severity != SeverityMedium {
+	if a.ID != "T-1/CVE-2023-48795" || !slices.Equal(a.Aliases, []string{"CVE-2023-48795", "GO-2023-2402"}) || a.Severity != SeverityMedium {
 		t.Errorf("advisory %+v", a)
 	}
 	wantAff := []Affected{{Ecosystem: "", Name: "gateway", Ranges: []Range{{Type: "ECOSYSTEM", Events: []Event{{Introduced: "2.0"}, {Fixed: "2.4"}}}}}}
