@@ -195,3 +195,53 @@ func TestAdvisoryUnion(t *testing.T) {
 		}
 	})
 }
+
+// TestVEXScopedToProduct: a statement about x/crypto as part of thermostat 1.0 suppresses the
+// match in the thermostat's release (named by its SBOM's metadata.component) and not in the
+// camera's, which ships the same x/crypto.
+func TestVEXScopedToProduct(t *testing.T) {
+	stores(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db, time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC))
+		importFile(t, w.s, filepath.Join(osvDir, "GO-2023-2402.json"))
+		thermo := `{"bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+ "metadata": {"component": {"type": "firmware", "name": "thermostat", "version": "1.0", "purl": "pkg:generic/thermostat@1.0"}},
+ "components": [{"type": "library", "name": "golang.org/x/crypto", "version": "v0.16.0", "purl": "pkg:golang/golang.org/x/crypto@v0.16.0"}]}`
+		w.release("thermo", "7.0", 1, []byte(thermo)) // the SBOM names the product, not the release
+		w.release("camera", "1.0", 1, sbom("v0.16.0"))
+		w.enrol("t1", "thermo", "7.0")
+		w.enrol("c1", "camera", "1.0")
+		w.importString("vex.json", `{
+ "document": {"category": "csaf_vex", "csaf_version": "2.0", "title": "t",
+  "publisher": {"category": "vendor", "name": "n", "namespace": "https://example.com"},
+  "tracking": {"id": "ACME-VEX-3", "status": "final", "version": "1", "initial_release_date": "2024-01-02T00:00:00Z",
+   "current_release_date": "2024-01-02T00:00:00Z", "revision_history": [{"date": "2024-01-02T00:00:00Z", "number": "1", "summary": "s"}]}},
+ "product_tree": {
+  "branches": [{"category": "vendor", "name": "acme", "branches": [
+   {"category": "product_name", "name": "thermostat", "branches": [
+    {"category": "product_version", "name": "1.0", "product": {"name": "thermostat 1.0", "product_id": "T10"}}]},
+   {"category": "product_name", "name": "crypto", "product": {"name": "x/crypto", "product_id": "XC",
+     "product_identification_helper": {"purl": "pkg:golang/golang.org/x/crypto"}}}]}],
+  "relationships": [{"category": "default_component_of", "product_reference": "XC", "relates_to_product_reference": "T10",
+   "full_product_name": {"name": "x/crypto in thermostat 1.0", "product_id": "T10:XC"}}]},
+ "vulnerabilities": [{"cve": "CVE-2023-48795", "product_status": {"known_not_affected": ["T10:XC"]}}]
+}`)
+		check := func(s *patch.Service) {
+			t.Helper()
+			rep, err := s.Exposure(ctx, patch.ExposureFilter{All: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			status := map[string]string{}
+			for _, l := range [][]patch.Exposure{rep.Exposed, rep.NotAffected} {
+				for _, e := range l {
+					status[e.Product] = e.Status
+				}
+			}
+			if status["camera"] != vuln.StatusAffected || status["thermo"] != vuln.StatusNotAffected {
+				t.Errorf("statuses %v", status)
+			}
+		}
+		check(w.s)
+		check(newService(db, w.c)) // from the store
+	})
+}

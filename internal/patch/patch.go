@@ -21,6 +21,8 @@ type SBOM struct {
 	// target, so that the SBOM is bound to the image by the targets signature.
 	Signed     bool
 	Components []vuln.Component // nil when listed by FindSBOMs
+	// Subject is the purl of what the SBOM describes (vuln.SBOM.Subject), "" if it names none.
+	Subject    string
 	UploadedAt time.Time
 }
 
@@ -63,7 +65,7 @@ type Store interface {
 	PutAdvisories(ctx context.Context, advs []*vuln.Advisory, now time.Time) ([]string, error)
 	// FindAdvisories calls fn for every stored advisory; an error from fn stops and is returned.
 	FindAdvisories(ctx context.Context, fn func(StoredAdvisory) error) error
-	// PutVEX stores statements by (source, vuln, purl, range), replacing the status, justification
+	// PutVEX stores statements by (source, vuln, purl, range, product), replacing the status, justification
 	// and impact. It returns Imported, Updated or Unchanged for each.
 	PutVEX(ctx context.Context, vs []vuln.VEX, now time.Time) ([]string, error)
 	// FindVEX lists every stored statement.

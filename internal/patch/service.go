@@ -256,6 +256,9 @@ func (s *Service) PutSBOM(ctx context.Context, product, version string, raw []by
 	}
 	out := &SBOM{Product: product, Version: version, Format: sb.Format, Digest: sb.Digest, Signed: c.SBOM != "",
 		Components: sb.Components, UploadedAt: s.now()}
+	if sb.Subject != nil {
+		out.Subject = sb.Subject.PURL
+	}
 	if err := s.Store.PutSBOM(ctx, out); err != nil {
 		return nil, err
 	}
@@ -332,7 +335,7 @@ func (s *Service) releaseMatches(ctx context.Context, sb *SBOM) ([]vuln.Match, e
 	if err != nil {
 		return nil, err
 	}
-	ms := ix.Match(cs)
+	ms := ix.MatchIn(subject(sb), cs)
 	s.mu.Lock()
 	if s.matches == nil {
 		s.matches = map[string]cachedMatches{}
@@ -340,6 +343,19 @@ func (s *Service) releaseMatches(ctx context.Context, sb *SBOM) ([]vuln.Match, e
 	s.matches[key] = cachedMatches{digest: sb.Digest, gen: gen, ms: ms}
 	s.mu.Unlock()
 	return ms, nil
+}
+
+// subject names the product an SBOM's components are shipped in, for product-scoped VEX
+// statements: the SBOM's own subject and the release's product at its version.
+func subject(sb *SBOM) []vuln.Component {
+	var out []vuln.Component
+	if c, err := vuln.ComponentFromPURL(sb.Subject); err == nil {
+		out = append(out, c)
+	}
+	if c, err := vuln.ComponentFromPURL(vuln.GenericPURL(sb.Product, sb.Version)); err == nil {
+		out = append(out, c)
+	}
+	return out
 }
 
 // ---- import ----

@@ -27,8 +27,9 @@ const MaxCSAFBytes = 64 << 20
 // Products are identified by product_identification_helper.purl. A product
 // without a purl under a product_name branch gets pkg:generic/<product
 // name>@<product_version>; relationships (a component "default_component_of"
-// a product) resolve to the purl of the component; product groups are
-// expanded.
+// a product) resolve to the purl of the component, and their statements keep
+// the related product's purl as VEX.Product, so that they speak of the
+// component in that product only; product groups are expanded.
 //
 // An Advisory's Affected lists, per package, the exact versions named by
 // known_affected, first_affected and last_affected products; a product
@@ -146,7 +147,7 @@ func ParseCSAF(raw []byte) ([]*Advisory, []VEX, error) {
 					if !ok || p.purl == "" {
 						continue
 					}
-					vx := VEX{Vuln: vulnID, PURL: p.purl, Range: p.rangeExpr, Status: st.status, Impact: impacts[id], Source: trackingID}
+					vx := VEX{Vuln: vulnID, PURL: p.purl, Range: p.rangeExpr, Product: p.scope, Status: st.status, Impact: impacts[id], Source: trackingID}
 					if st.status == VEXNotAffected {
 						vx.Justification = flags[id]
 					}
@@ -229,6 +230,9 @@ func csafSeverity(v *csaf.Vulnerability, fallback string) string {
 type csafProduct struct {
 	purl      string
 	rangeExpr string // name of a product_version_range branch
+	// scope is the purl of the product a relationship puts this component
+	// in ("x/crypto as part of thermostat 1.0" → thermostat's purl).
+	scope string
 }
 
 type productTable struct {
@@ -254,8 +258,13 @@ func newProductTable(tree *csaf.ProductTree) *productTable {
 				continue
 			}
 			// The relationship's product is the referenced component as
-			// shipped in (or on) another product: same package.
-			pt.addFull(r.FullProductName, pt.products[string(*r.ProductReference)])
+			// shipped in (or on) another product: same package, and what is
+			// said of it holds in that product only.
+			p := pt.products[string(*r.ProductReference)]
+			if r.RelatesToProductReference != nil {
+				p.scope = pt.products[string(*r.RelatesToProductReference)].purl
+			}
+			pt.addFull(r.FullProductName, p)
 		}
 	}
 	return pt
@@ -267,7 +276,7 @@ func (pt *productTable) addFull(fpn *csaf.FullProductName, fallback csafProduct)
 	}
 	p := fallback
 	if h := fpn.ProductIdentificationHelper; h != nil && h.PURL != nil {
-		p = csafProduct{purl: string(*h.PURL)}
+		p = csafProduct{purl: string(*h.PURL), scope: fallback.scope}
 	}
 	if _, ok := pt.products[string(*fpn.ProductID)]; !ok || p.purl != "" {
 		pt.products[string(*fpn.ProductID)] = p

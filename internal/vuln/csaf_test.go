@@ -106,7 +106,7 @@ func TestParseCSAFShapes(t *testing.T) {
 		t.Errorf("Affected (-want +got):\n%s", diff)
 	}
 	wantVEX := []VEX{
-		{Vuln: "CVE-2023-48795", PURL: "pkg:golang/golang.org/x/crypto@v0.16.0", Status: VEXNotAffected, Justification: "vulnerable_code_not_in_execute_path", Source: "T-1"},
+		{Vuln: "CVE-2023-48795", PURL: "pkg:golang/golang.org/x/crypto@v0.16.0", Product: "pkg:generic/gateway@3.1", Status: VEXNotAffected, Justification: "vulnerable_code_not_in_execute_path", Source: "T-1"},
 		{Vuln: "CVE-2023-48795", PURL: "pkg:generic/gateway@3.1", Status: VEXNotAffected, Justification: "vulnerable_code_not_in_execute_path", Source: "T-1"},
 		{Vuln: "CVE-2023-48795", PURL: "pkg:generic/gateway", Range: "vers:generic/>=2.0|<2.4", Status: VEXAffected, Source: "T-1"},
 	}
@@ -253,5 +253,67 @@ func TestCSAFRangeStatuses(t *testing.T) {
 	want = map[string]string{"2.1": StatusAffected, "2.3.9": StatusAffected, "2.4": StatusNotAffected, "3.0": StatusNotAffected}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("range-scoped fixed statement (-want +got):\n%s", diff)
+	}
+}
+
+// csafInThermostat says that x/crypto as part of thermostat 1.0 is not
+// affected; the camera ships the same x/crypto and the document says nothing
+// of it.
+const csafInThermostat = `{
+ "document": {"category": "csaf_vex", "csaf_version": "2.0", "title": "t",
+  "publisher": {"category": "vendor", "name": "n", "namespace": "https://example.com"},
+  "tracking": {"id": "ACME-VEX-3", "status": "final", "version": "1", "initial_release_date": "2024-01-02T00:00:00Z",
+   "current_release_date": "2024-01-02T00:00:00Z", "revision_history": [{"date": "2024-01-02T00:00:00Z", "number": "1", "summary": "s"}]}},
+ "product_tree": {
+  "branches": [{"category": "vendor", "name": "acme", "branches": [
+   {"category": "product_name", "name": "thermostat", "branches": [
+    {"category": "product_version", "name": "1.0", "product": {"name": "thermostat 1.0", "product_id": "T10"}}]},
+   {"category": "product_name", "name": "crypto", "product": {"name": "x/crypto", "product_id": "XC",
+     "product_identification_helper": {"purl": "pkg:golang/golang.org/x/crypto"}}}]}],
+  "relationships": [{"category": "default_component_of", "product_reference": "XC", "relates_to_product_reference": "T10",
+   "full_product_name": {"name": "x/crypto in thermostat 1.0", "product_id": "T10:XC"}}]},
+ "vulnerabilities": [{"cve": "CVE-2023-48795",
+  "product_status": {"known_not_affected": ["T10:XC"]},
+  "flags": [{"label": "vulnerable_code_not_in_execute_path", "product_ids": ["T10:XC"]}]}]
+}`
+
+func TestVEXScopedToProduct(t *testing.T) {
+	_, vexs, err := ParseCSAF([]byte(csafInThermostat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vexs) != 1 || vexs[0].Product != "pkg:generic/thermostat@1.0" || vexs[0].PURL != "pkg:golang/golang.org/x/crypto" {
+		t.Fatalf("VEX %+v", vexs)
+	}
+	advs, err := ParseOSV(readFixture(t, "osv/GO-2023-2402.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := NewIndex()
+	ix.Add(advs)
+	ix.AddVEX(vexs[0])
+	crypto := []Component{{PURL: "pkg:golang/golang.org/x/crypto@v0.16.0", Ecosystem: "Go", Name: "golang.org/x/crypto", Version: "v0.16.0"}}
+	gen := func(name, version string) Component {
+		return Component{PURL: "pkg:generic/" + name + "@" + version, Name: name, Version: version}
+	}
+	for _, tc := range []struct {
+		name    string
+		subject []Component
+		want    string
+	}{
+		{"thermostat 1.0", []Component{gen("thermostat", "1.0")}, StatusNotAffected},
+		{"thermostat 1.0 by release name", []Component{gen("other-sbom-name", "9"), gen("Thermostat", "1.0")}, StatusNotAffected},
+		{"thermostat 2.0", []Component{gen("thermostat", "2.0")}, StatusAffected},
+		{"camera", []Component{gen("camera", "1.0")}, StatusAffected},
+		{"no subject", nil, StatusAffected},
+	} {
+		got := ix.MatchIn(tc.subject, crypto)
+		if len(got) != 1 || got[0].Status != tc.want {
+			t.Errorf("%s: %+v, want %s", tc.name, got, tc.want)
+			continue
+		}
+		if diff := cmp.Diff(got, NaiveMatchIn([]*Advisory{advs}, vexs, tc.subject, crypto)); diff != "" {
+			t.Errorf("%s: NaiveMatchIn disagrees (-index +naive):\n%s", tc.name, diff)
+		}
 	}
 }
