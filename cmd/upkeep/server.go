@@ -240,6 +240,8 @@ func (s *Server) background(ctx context.Context) {
 	defer engine.Stop()
 	follow := time.NewTicker(500 * time.Millisecond)
 	defer follow.Stop()
+	advisories := time.NewTicker(advisoryRefreshEvery)
+	defer advisories.Stop()
 	cursor, err := s.DB.LastDirectorChange(ctx)
 	if err != nil {
 		s.Config.Logger.Warn("director changes", "err", err)
@@ -259,6 +261,8 @@ func (s *Server) background(ctx context.Context) {
 			s.Metrics.ObserveDB("flush_last_seen", time.Since(t))
 		case <-warn.C:
 			s.warnEndOfSupport(ctx, warned)
+		case <-advisories.C:
+			s.refreshAdvisories(ctx)
 		case <-follow.C:
 			cursor = s.followDirector(ctx, cursor)
 		case <-engine.C:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -276,4 +277,21 @@ func timeToPatchCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// advisoryRefreshEvery is how often a server checks whether another replica changed the stored
+// advisories or VEX statements (one small query) and reloads its index if so.
+const advisoryRefreshEvery = 3 * time.Second
+
+// refreshAdvisories brings the vulnerability index up to date with imports made by other
+// replicas sharing the database.
+func (s *Server) refreshAdvisories(ctx context.Context) {
+	reloaded, err := s.Patch.Refresh(ctx)
+	if err != nil {
+		s.Config.Logger.Warn("refresh advisory index", "err", err)
+		return
+	}
+	if reloaded {
+		s.Config.Logger.Info("advisory index reloaded: another server imported advisories or VEX")
+	}
 }

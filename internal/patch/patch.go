@@ -70,6 +70,10 @@ type Store interface {
 	PutVEX(ctx context.Context, vs []vuln.VEX, now time.Time) ([]string, error)
 	// FindVEX lists every stored statement.
 	FindVEX(ctx context.Context) ([]vuln.VEX, error)
+	// VulnGeneration returns the generation of the stored advisories and VEX statements:
+	// PutAdvisories and PutVEX add one to it, in their transaction, when they change anything.
+	// Servers sharing the store compare it to know when to reload their index.
+	VulnGeneration(ctx context.Context) (int64, error)
 	// AddInstall records that a device reported running target, unless it did before.
 	AddInstall(ctx context.Context, deviceID, target string, at time.Time) error
 	// FindInstalls returns every device's timeline points: the first reports of each target

@@ -34,8 +34,9 @@ const importBatch = 1000
 
 // Service holds the vulnerability index and answers exposure and time-to-patch questions from
 // the stores. The index lives in memory: Load fills it from the store at start, and every import
-// updates it, so a new SBOM, advisory or VEX statement changes the next answer. A Service is safe
-// for concurrent use.
+// updates it, so a new SBOM, advisory or VEX statement changes the next answer. Servers sharing
+// a database see each other's imports through Refresh, which reloads the index when the store's
+// generation moved. A Service is safe for concurrent use.
 type Service struct {
 	Store    Store
 	Devices  fleet.Store
@@ -51,6 +52,7 @@ type Service struct {
 	mu      sync.Mutex
 	index   *vuln.Index
 	gen     uint64                     // bumped on every change of the index
+	dbGen   int64                      // the store's VulnGeneration that the index reflects
 	advs    map[string]*StoredAdvisory // upper-case id → newest copy
 	aliases map[string][]string        // upper-case alias → ids
 	comps   map[string][]vuln.Component
@@ -91,10 +93,16 @@ func (s *Service) Load(ctx context.Context) error {
 }
 
 func (s *Service) load(ctx context.Context) error {
+	// Read the generation first: a change made while loading leaves it behind, and the next
+	// Refresh loads again.
+	dbGen, err := s.Store.VulnGeneration(ctx)
+	if err != nil {
+		return fmt.Errorf("load advisories: %w", err)
+	}
 	ix := vuln.NewIndex()
 	advs := map[string]*StoredAdvisory{}
 	aliases := map[string][]string{}
-	err := s.Store.FindAdvisories(ctx, func(a StoredAdvisory) error {
+	err = s.Store.FindAdvisories(ctx, func(a StoredAdvisory) error {
 		ix.Add(a.Advisory)
 		remember(advs, aliases, &a)
 		return nil
@@ -112,8 +120,51 @@ func (s *Service) load(ctx context.Context) error {
 	s.mu.Lock()
 	s.index, s.advs, s.aliases = ix, advs, aliases
 	s.gen++
+	s.dbGen = dbGen
 	s.mu.Unlock()
 	return nil
+}
+
+// Refresh reloads the index if the store's generation is not the one the index reflects:
+// another server sharing the database imported advisories or VEX statements. When nothing
+// changed it costs one small query; callers run it every few seconds. It reports whether it
+// reloaded.
+func (s *Service) Refresh(ctx context.Context) (bool, error) {
+	g, err := s.Store.VulnGeneration(ctx)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	current := s.index != nil && g == s.dbGen
+	s.mu.Unlock()
+	if current {
+		return false, nil
+	}
+	s.importMu.Lock()
+	defer s.importMu.Unlock()
+	s.mu.Lock()
+	current = s.index != nil && g == s.dbGen // an import or load here may have caught up
+	s.mu.Unlock()
+	if current {
+		return false, nil
+	}
+	return true, s.load(ctx)
+}
+
+// ownChange records that this Service's own import moved the store's generation by one (the
+// index already has the change): if the generation is now exactly one more than the index
+// reflects, nobody else changed the store and no reload is needed. Otherwise the next Refresh
+// reloads. Called with importMu held, after a Put that changed something.
+func (s *Service) ownChange(ctx context.Context) {
+	g, err := s.Store.VulnGeneration(ctx)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	if g == s.dbGen+1 {
+		s.dbGen = g
+	}
+	s.mu.Unlock()
 }
 
 // remember keeps a's newest copy by id and its aliases.
@@ -496,7 +547,6 @@ func (s *Service) storeAdvisories(ctx context.Context, advs []*vuln.Advisory, re
 	}
 	changed := false
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for i, a := range advs {
 		switch outs[i] {
 		case Imported:
@@ -514,6 +564,10 @@ func (s *Service) storeAdvisories(ctx context.Context, advs []*vuln.Advisory, re
 	if changed {
 		s.gen++
 	}
+	s.mu.Unlock()
+	if changed {
+		s.ownChange(ctx)
+	}
 	return nil
 }
 
@@ -527,7 +581,7 @@ func (s *Service) storeVEX(ctx context.Context, vs []vuln.VEX, res *ImportResult
 	if err != nil {
 		return err
 	}
-	rebuild := false
+	rebuild, changed := false, false
 	s.mu.Lock()
 	for i, v := range vs {
 		switch outs[i] {
@@ -535,6 +589,7 @@ func (s *Service) storeVEX(ctx context.Context, vs []vuln.VEX, res *ImportResult
 			res.VEXImported++
 			s.index.AddVEX(v)
 			s.gen++
+			changed = true
 		case Updated:
 			res.VEXUpdated++
 			rebuild = true
@@ -545,6 +600,9 @@ func (s *Service) storeVEX(ctx context.Context, vs []vuln.VEX, res *ImportResult
 	s.mu.Unlock()
 	if rebuild {
 		return s.load(ctx)
+	}
+	if changed {
+		s.ownChange(ctx)
 	}
 	return nil
 }

@@ -106,12 +106,33 @@ WHERE advisories.modified_us < excluded.modified_us`)
 			}
 		}
 		out = res
-		return nil
+		return bumpGeneration(ctx, tx, res)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// bumpGeneration adds one to the advisory index generation, in the transaction that stored
+// outcomes, if any of them changed something.
+func bumpGeneration(ctx context.Context, tx *Tx, outcomes []string) error {
+	if !slices.ContainsFunc(outcomes, func(o string) bool { return o != patch.Unchanged }) {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE vuln_generation SET gen = gen + 1 WHERE id = 1`); err != nil {
+		return fmt.Errorf("bump advisory generation: %w", err)
+	}
+	return nil
+}
+
+// VulnGeneration implements patch.Store.
+func (s *DB) VulnGeneration(ctx context.Context) (int64, error) {
+	var g int64
+	if err := s.db.QueryRowContext(ctx, `SELECT gen FROM vuln_generation WHERE id = 1`).Scan(&g); err != nil {
+		return 0, fmt.Errorf("advisory generation: %w", err)
+	}
+	return g, nil
 }
 
 // FindAdvisories implements patch.Store.
@@ -165,7 +186,7 @@ ON CONFLICT (source, vuln, purl, vers_range, product) DO UPDATE SET status = exc
 			}
 		}
 		out = res
-		return nil
+		return bumpGeneration(ctx, tx, res)
 	})
 	if err != nil {
 		return nil, err

@@ -23,7 +23,16 @@ ALTER TABLE vex_statements_new RENAME TO vex_statements;
 -- describes) as a purl, '' if it names none: product-scoped VEX statements apply to it.
 ALTER TABLE release_sboms ADD COLUMN subject TEXT NOT NULL DEFAULT '';
 
+-- The generation of the advisory index: bumped in the transaction of every import that changes
+-- an advisory or a VEX statement, so that every server sharing the database reloads its index.
+CREATE TABLE vuln_generation (
+    id  INTEGER PRIMARY KEY,
+    gen BIGINT NOT NULL
+);
+INSERT INTO vuln_generation (id, gen) VALUES (1, 0);
+
 -- +goose Down
+DROP TABLE vuln_generation;
 ALTER TABLE release_sboms DROP COLUMN subject;
 CREATE TABLE vex_statements_old (
     source        TEXT NOT NULL,
