@@ -43,8 +43,10 @@ type (
 
 // fieldRelease is a release that accepted devices run.
 type fieldRelease struct {
-	rel          *release.Release
-	devices      []string
+	rel     *release.Release
+	devices []string
+	// firstInstall is the earliest time one of these devices started running rel (from the
+	// install timeline; zero if no device's timeline says).
 	firstInstall time.Time
 }
 
@@ -54,15 +56,21 @@ func (s *Service) field(ctx context.Context, c *catalog, product string) ([]*fie
 	if err != nil {
 		return nil, nil, err
 	}
-	installs, err := s.Store.FindInstalls(ctx)
+	installs, err := s.Store.FindInstalls(ctx, product)
 	if err != nil {
 		return nil, nil, err
 	}
-	firstCommit := map[string]time.Time{}
+	// The first time each device ran each target (a report, or the commit of an update to it),
+	// and which devices have any timeline at all.
+	type devTarget struct{ dev, target string }
+	first := map[devTarget]time.Time{}
+	hasTimeline := map[string]bool{}
 	for _, in := range installs {
-		if t, ok := firstCommit[in.Target]; in.Commit && (!ok || in.At.Before(t)) {
-			firstCommit[in.Target] = in.At
+		k := devTarget{in.DeviceID, in.Target}
+		if t, ok := first[k]; !ok || in.At.Before(t) {
+			first[k] = in.At
 		}
+		hasTimeline[in.DeviceID] = true
 	}
 	byTarget := map[string]*fieldRelease{}
 	unknown := map[string]bool{}
@@ -77,12 +85,19 @@ func (s *Service) field(ctx context.Context, c *catalog, product string) ([]*fie
 		}
 		f := byTarget[r.Target]
 		if f == nil {
-			f = &fieldRelease{rel: r, firstInstall: firstCommit[r.Target]}
+			f = &fieldRelease{rel: r}
 			byTarget[r.Target] = f
 		}
 		f.devices = append(f.devices, d.ID)
-		if f.firstInstall.IsZero() || d.EnrolledAt.Before(f.firstInstall) {
-			f.firstInstall = d.EnrolledAt
+		// When this device started running R: its first point for R; a device with no
+		// timeline at all has run its installed target since it enrolled. A device whose
+		// timeline does not show when it reached R tells nothing.
+		at, ok := first[devTarget{d.ID, r.Target}]
+		if !ok && !hasTimeline[d.ID] {
+			at, ok = d.EnrolledAt, true
+		}
+		if ok && (f.firstInstall.IsZero() || at.Before(f.firstInstall)) {
+			f.firstInstall = at
 		}
 	}
 	out := make([]*fieldRelease, 0, len(byTarget))

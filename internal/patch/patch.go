@@ -76,9 +76,9 @@ type Store interface {
 	VulnGeneration(ctx context.Context) (int64, error)
 	// AddInstall records that a device reported running target, unless it did before.
 	AddInstall(ctx context.Context, deviceID, target string, at time.Time) error
-	// FindInstalls returns every device's timeline points: the first reports of each target
-	// and the commit events with status ok, ordered by time.
-	FindInstalls(ctx context.Context) ([]Install, error)
+	// FindInstalls returns the timeline points of the devices of product ("" for all): the
+	// first reports of each target and the commit events with status ok, ordered by time.
+	FindInstalls(ctx context.Context, product string) ([]Install, error)
 }
 
 // SBOMSummary is what the API tells about a release's SBOM.

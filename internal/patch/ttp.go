@@ -203,7 +203,7 @@ func (s *Service) timelines(ctx context.Context, product string) ([]*timeline, e
 	if err != nil {
 		return nil, err
 	}
-	installs, err := s.Store.FindInstalls(ctx)
+	installs, err := s.Store.FindInstalls(ctx, product)
 	if err != nil {
 		return nil, err
 	}

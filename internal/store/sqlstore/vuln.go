@@ -222,16 +222,18 @@ func (s *DB) AddInstall(ctx context.Context, deviceID, target string, at time.Ti
 }
 
 // FindInstalls implements patch.Store.
-func (s *DB) FindInstalls(ctx context.Context) ([]patch.Install, error) {
+func (s *DB) FindInstalls(ctx context.Context, product string) ([]patch.Install, error) {
 	var out []patch.Install
 	for _, q := range []struct {
 		sql    string
 		commit bool
 	}{
-		{`SELECT device_id, target, first_seen FROM device_installs`, false},
-		{`SELECT device_id, target, time FROM device_events WHERE step = 'commit' AND status = 'ok'`, true},
+		{`SELECT i.device_id, i.target, i.first_seen FROM device_installs i
+WHERE $1 = '' OR EXISTS (SELECT 1 FROM devices d WHERE d.id = i.device_id AND d.product = $1)`, false},
+		{`SELECT e.device_id, e.target, e.time FROM device_events e
+WHERE e.step = 'commit' AND e.status = 'ok' AND ($1 = '' OR EXISTS (SELECT 1 FROM devices d WHERE d.id = e.device_id AND d.product = $1))`, true},
 	} {
-		rows, err := s.db.QueryContext(ctx, q.sql)
+		rows, err := s.db.QueryContext(ctx, q.sql, product)
 		if err != nil {
 			return nil, fmt.Errorf("find installs: %w", err)
 		}
