@@ -61,6 +61,9 @@ type ExposureReport struct {
 	Unmatched   []Exposure `json:"unmatched,omitempty"`    // with All
 	// WithoutSBOM lists releases devices run that have no SBOM: their exposure is unknown.
 	WithoutSBOM []string `json:"without_sbom,omitempty"`
+	// Undecided counts the (advisory, release) findings that could not be decided (GIT ranges,
+	// unknown ecosystems), listed in Unmatched only with All but always counted.
+	Undecided int `json:"undecided"`
 }
 
 // FleetFigure is time-to-patch B(p): from the fixed release's publication until p% of the

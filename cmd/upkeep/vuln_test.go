@@ -229,7 +229,12 @@ func TestVulnSBOMAdvisoriesExposurePatch(t *testing.T) {
 	}
 	slices.Sort(exposedIDs)
 
+	// An advisory on x/net with only a GIT range cannot be decided: counted, listed with --all.
+	cli(t, append(g, "advisories", "import", writeFile(t, dir, "git-range.json", gitRangeOSV))...)
 	rep := exposureJSON(t, g)
+	if rep.Undecided != 1 || len(rep.Unmatched) != 0 {
+		t.Errorf("undecided %d, unmatched rows %d: want 1 counted, none listed", rep.Undecided, len(rep.Unmatched))
+	}
 	for _, id := range []string{"GO-2023-2402", "GHSA-45x7-px36-x8w8", "GO-2024-3321"} {
 		row := findRow(rep.Exposed, id)
 		if row == nil {
@@ -256,16 +261,13 @@ func TestVulnSBOMAdvisoriesExposurePatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != len(rep.Exposed)+1 || !slices.Equal(rows[0], exposureHeader) {
+	// Rows, then the undecided count (its rows are not listed without --all).
+	if len(rows) != len(rep.Exposed)+2 || !slices.Equal(rows[0], exposureHeader) {
 		t.Fatalf("CSV has %d records for %d JSON rows:\n%s", len(rows), len(rep.Exposed), csvOut)
 	}
-	for i, r := range rep.Exposed {
-		rec := rows[i+1]
-		if rec[0] != r.Advisory || rec[5] != r.Release || rec[6] != strconv.Itoa(r.Devices) || rec[8] != strconv.FormatFloat(r.DaysExposed, 'f', 1, 64) || rec[9] != r.FixedIn || rec[10] != r.Status {
-			t.Errorf("CSV row %d %v differs from JSON %+v", i, rec, r)
-		}
-	}
-	if table := cli(t, append(g, "exposure")...); !strings.Contains(table, "GO-2024-3321") || !strings.Contains(table, "thermostat@1.0.0") {
+	checkCSVParity(t, rep, rows)
+	if table := cli(t, append(g, "exposure")...); !strings.Contains(table, "GO-2024-3321") || !strings.Contains(table, "thermostat@1.0.0") ||
+		!strings.Contains(table, "1 findings could not be decided (GIT ranges, unknown ecosystems): see --all") {
 		t.Errorf("exposure table:\n%s", table)
 	}
 
@@ -434,5 +436,68 @@ func copyDir(t *testing.T, from, to string) {
 	t.Helper()
 	if err := os.CopyFS(to, os.DirFS(from)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// gitRangeOSV affects golang.org/x/net through a GIT range only: commits have no order here.
+const gitRangeOSV = `{"schema_version": "1.6.0", "id": "UPKEEP-GIT-1", "modified": "2024-01-01T00:00:00Z", "published": "2024-01-01T00:00:00Z",
+ "summary": "a GIT range only", "affected": [{"package": {"ecosystem": "Go", "name": "golang.org/x/net"},
+  "ranges": [{"type": "GIT", "repo": "https://go.googlesource.com/net", "events": [{"introduced": "0"}, {"fixed": "0123456789abcdef0123456789abcdef01234567"}]}]}]}`
+
+// checkCSVParity checks that CSV records carry everything the JSON report says: each row's
+// fields and the report time, each release without an SBOM, and the undecided count.
+func checkCSVParity(t *testing.T, rep *client.ExposureReport, rows [][]string) {
+	t.Helper()
+	at := rep.At.UTC().Format(time.RFC3339)
+	body := rows[1:]
+	jsonRows := exposureRows(rep)
+	if len(body) < len(jsonRows) {
+		t.Fatalf("%d CSV records for %d JSON rows", len(body), len(jsonRows))
+	}
+	for i, r := range jsonRows {
+		rec := body[i]
+		if rec[0] != r.Advisory || rec[1] != strings.Join(r.Aliases, " ") || rec[2] != r.Severity || rec[4] != r.Product || rec[5] != r.Release ||
+			rec[6] != strconv.Itoa(r.Devices) || rec[8] != strconv.FormatFloat(r.DaysExposed, 'f', 1, 64) || rec[9] != r.FixedIn ||
+			rec[10] != r.Status || rec[11] != r.Reason || rec[12] != strings.Join(r.Components, " ") || rec[13] != at {
+			t.Errorf("CSV row %d %v differs from JSON %+v (at %s)", i, rec, r, at)
+		}
+	}
+	rest := body[len(jsonRows):]
+	for _, ref := range rep.WithoutSBOM {
+		if len(rest) == 0 || rest[0][4]+"@"+rest[0][5] != ref || rest[0][10] != csvStatusUnknown || rest[0][13] != at {
+			t.Fatalf("CSV lacks the release without SBOM %s: %v", ref, rest)
+		}
+		rest = rest[1:]
+	}
+	if rep.Undecided > 0 && len(rep.Unmatched) == 0 {
+		if len(rest) != 1 || rest[0][10] != csvStatusUndecided || !strings.HasPrefix(rest[0][11], strconv.Itoa(rep.Undecided)+" findings") {
+			t.Fatalf("CSV lacks the undecided count %d: %v", rep.Undecided, rest)
+		}
+		rest = rest[1:]
+	}
+	if len(rest) != 0 {
+		t.Errorf("CSV has records the JSON does not: %v", rest)
+	}
+}
+
+// TestExposureCSVParity: the CSV of a report with every kind of content carries its data.
+func TestExposureCSVParity(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, rep := range []*client.ExposureReport{
+		{At: at, Exposed: []client.Exposure{{Advisory: "GO-1", Aliases: []string{"CVE-1", "GHSA-1"}, Severity: "high", Product: "p", Release: "1.0", Devices: 3,
+			Since: at.Add(-48 * time.Hour), DaysExposed: 2, FixedIn: "1.1", Status: "affected", Components: []string{"pkg:golang/x@v1"}}},
+			WithoutSBOM: []string{"p@0.9", "q@2.0"}, Undecided: 2},
+		{At: at, Unmatched: []client.Exposure{{Advisory: "G-1", Product: "p", Release: "1.0", Status: "unmatched", Reason: "GIT range: no version order"}}, Undecided: 1},
+		{At: at},
+	} {
+		var b strings.Builder
+		if err := exposureCSV(&b, rep); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := csv.NewReader(strings.NewReader(b.String())).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkCSVParity(t, rep, rows)
 	}
 }

@@ -185,6 +185,7 @@ func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureRepo
 					rep.NotAffected = append(rep.NotAffected, *row)
 				}
 			case vuln.StatusUnmatched:
+				rep.Undecided++
 				if f.All {
 					rep.Unmatched = append(rep.Unmatched, *row)
 				}
