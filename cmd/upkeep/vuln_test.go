@@ -128,9 +128,11 @@ func exposureJSON(t *testing.T, g []string, extra ...string) *client.ExposureRep
 	return &rep
 }
 
+// findRow finds the row of an advisory, by its id or one of the row's aliases (records that
+// alias each other share one row).
 func findRow(rows []client.Exposure, advisory string) *client.Exposure {
 	for i := range rows {
-		if rows[i].Advisory == advisory {
+		if rows[i].Advisory == advisory || slices.Contains(rows[i].Aliases, advisory) {
 			return &rows[i]
 		}
 	}
@@ -243,6 +245,10 @@ func TestVulnSBOMAdvisoriesExposurePatch(t *testing.T) {
 		if row.Devices != 3 || row.Release != "1.0.0" || row.FixedIn != "1.1.0" || row.Status != "affected" || row.DaysExposed < 0 {
 			t.Errorf("%s: %+v, want 3 devices on 1.0.0, fixed in 1.1.0", id, row)
 		}
+	}
+	// GO-2023-2402 and GHSA-45x7 both describe CVE-2023-48795: one row, the GHSA record's.
+	if go2402, ghsa := findRow(rep.Exposed, "GO-2023-2402"), findRow(rep.Exposed, "GHSA-45x7-px36-x8w8"); go2402 != ghsa || ghsa.Advisory != "GHSA-45x7-px36-x8w8" {
+		t.Errorf("records aliasing CVE-2023-48795 are not one row: %+v and %+v", go2402, ghsa)
 	}
 	if row := findRow(rep.Exposed, "GO-2023-2102"); row != nil {
 		t.Errorf("x/net v0.17.0 is the fixed version of GO-2023-2102, yet: %+v", row)
@@ -418,8 +424,18 @@ func TestVulnExposurePostgres(t *testing.T) {
 	}
 	defer e2.Close()
 	rep, err := e2.Patch.Exposure(ctx, patch.ExposureFilter{})
-	if err != nil || len(rep.Exposed) == 0 || !slices.ContainsFunc(rep.Exposed, func(x patch.Exposure) bool { return x.Advisory == "GO-2023-2402" }) {
+	if err != nil || len(rep.Exposed) == 0 || !slices.ContainsFunc(rep.Exposed, func(x patch.Exposure) bool {
+		return x.Advisory == "GO-2023-2402" || slices.Contains(x.Aliases, "GO-2023-2402")
+	}) {
 		t.Fatalf("a fresh server's exposure: %+v %v", rep, err)
+	}
+	// An import through the first server reaches the second at its next check.
+	cli(t, append(g, "advisories", "import", writeFile(t, t.TempDir(), "git-range.json", gitRangeOSV))...)
+	if reloaded, err := e2.Patch.Refresh(ctx); err != nil || !reloaded {
+		t.Fatalf("second server's refresh: %v %v", reloaded, err)
+	}
+	if rep, err := e2.Patch.Exposure(ctx, patch.ExposureFilter{}); err != nil || rep.Undecided != 1 {
+		t.Fatalf("second server after the import: %+v %v", rep, err)
 	}
 }
 

@@ -137,15 +137,26 @@ func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureRepo
 	}
 	rep := &ExposureReport{At: now, Exposed: []Exposure{}, WithoutSBOM: noSBOM}
 	min := severityRank(f.Severity)
+	groups := map[string]*StoredAdvisory{}  // record id → its group
+	bygroup := map[string]*StoredAdvisory{} // group id → group
 	for _, fr := range frs {
 		ms, err := s.releaseMatches(ctx, c.sboms[fr.rel.Ref()])
 		if err != nil {
 			return nil, err
 		}
+		// One row per vulnerability: records that alias each other (GO-2023-2402,
+		// GHSA-45x7-px36-x8w8, a vendor's CSAF record of CVE-2023-48795) are one row.
 		rows := map[string]*Exposure{}
 		var order []string
 		for _, m := range ms {
-			a := m.Advisory
+			g := groups[m.Advisory.ID]
+			if g == nil {
+				if g = s.vulnGroup(m.Advisory.ID); g == nil {
+					continue // withdrawn meanwhile
+				}
+				groups[m.Advisory.ID] = g
+			}
+			a := g.Advisory
 			if severityRank(a.Severity) < min {
 				continue
 			}
@@ -155,8 +166,11 @@ func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureRepo
 					Release: fr.rel.Version, Devices: len(fr.devices), Components: []string{}}
 				rows[a.ID] = row
 				order = append(order, a.ID)
+				bygroup[a.ID] = g
 			}
-			row.Components = append(row.Components, m.Component.PURL)
+			if !slices.Contains(row.Components, m.Component.PURL) {
+				row.Components = append(row.Components, m.Component.PURL)
+			}
 			// One advisory, several components: affected wins over undecidable over suppressed.
 			if rank := map[string]int{vuln.StatusAffected: 3, vuln.StatusUnmatched: 2, vuln.StatusNotAffected: 1}; rank[m.Status] > rank[row.Status] {
 				row.Status, row.Reason = m.Status, m.Reason
@@ -166,10 +180,7 @@ func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureRepo
 			row := rows[id]
 			switch row.Status {
 			case vuln.StatusAffected:
-				sa, err := s.Advisory(id)
-				if err != nil {
-					continue // withdrawn meanwhile
-				}
+				sa := bygroup[id]
 				row.Since = later(published(sa), fr.firstInstall)
 				row.DaysExposed = max(days(now.Sub(row.Since)), 0)
 				fix, err := s.lowestFix(ctx, c, fr.rel, sa.Advisory)

@@ -227,6 +227,60 @@ func (s *Service) Advisory(id string) (*StoredAdvisory, error) {
 	return mergeAdvisories(id, members), nil
 }
 
+// vulnGroup is every record that speaks of the same vulnerability as the record id: the records
+// linked to it by ids and aliases, transitively (GO-2023-2402 lists CVE-2023-48795, which
+// GHSA-45x7-px36-x8w8 lists too), withdrawn ones left out, merged as Advisory does. Its ID is
+// that of the record with the highest severity (then the smallest id), so that one
+// vulnerability gives one row wherever it is found. Nil if id is not a live record.
+func (s *Service) vulnGroup(id string) *StoredAdvisory {
+	s.state()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start, ok := s.advs[strings.ToUpper(id)]
+	if !ok || start.Advisory.Withdrawn != nil {
+		return nil
+	}
+	var members []*StoredAdvisory
+	seenRec := map[*StoredAdvisory]bool{}
+	seenName := map[string]bool{}
+	queue := []*StoredAdvisory{start}
+	seenRec[start] = true
+	for len(queue) > 0 && len(members) < maxGroup {
+		a := queue[0]
+		queue = queue[1:]
+		members = append(members, a)
+		for _, n := range append([]string{a.Advisory.ID}, a.Advisory.Aliases...) {
+			k := strings.ToUpper(n)
+			if seenName[k] {
+				continue
+			}
+			seenName[k] = true
+			linked := slices.Clone(s.aliases[k])
+			linked = append(linked, k)
+			for _, other := range linked {
+				if b, ok := s.advs[strings.ToUpper(other)]; ok && b.Advisory.Withdrawn == nil && !seenRec[b] {
+					seenRec[b] = true
+					queue = append(queue, b)
+				}
+			}
+		}
+	}
+	if len(members) == 1 {
+		return members[0]
+	}
+	slices.SortFunc(members, func(x, y *StoredAdvisory) int {
+		if c := severityRank(y.Advisory.Severity) - severityRank(x.Advisory.Severity); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Advisory.ID, y.Advisory.ID)
+	})
+	return mergeAdvisories(members[0].Advisory.ID, members)
+}
+
+// maxGroup bounds a group of records about one vulnerability (a feed that aliases everything to
+// everything must not make one row of the whole database).
+const maxGroup = 64
+
 // mergeAdvisories is the union of records about one vulnerability, looked up as id; members[0]
 // is the exact-id record if there is one.
 func mergeAdvisories(id string, members []*StoredAdvisory) *StoredAdvisory {
