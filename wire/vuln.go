@@ -36,7 +36,8 @@ func (r *ImportResult) Add(o ImportResult) {
 	r.Errors = append(r.Errors, o.Errors...)
 }
 
-// Exposure is one advisory against one release that devices run.
+// Exposure is one vulnerability (the records that alias each other, under the id of the most
+// severe) against one release that devices run.
 type Exposure struct {
 	Advisory    string    `json:"advisory"`
 	Aliases     []string  `json:"aliases,omitempty"`

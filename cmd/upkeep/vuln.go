@@ -320,3 +320,9 @@ func (s *Server) refreshAdvisories(ctx context.Context) {
 		s.Config.Logger.Info("advisory index reloaded: another server imported advisories or VEX")
 	}
 }
+
+// splitFixes reads release publish --fixes: advisory ids separated by commas, spaces or both
+// ("GO-2024-3321, CVE-2024-45337"), empty ones dropped.
+func splitFixes(s string) []string {
+	return strings.Fields(strings.ReplaceAll(s, ",", " "))
+}

@@ -517,3 +517,16 @@ func TestExposureCSVParity(t *testing.T) {
 		checkCSVParity(t, rep, rows)
 	}
 }
+
+func TestSplitFixes(t *testing.T) {
+	for in, want := range map[string][]string{
+		"A,B":                      {"A", "B"},
+		"GO-2024-3321, CVE-2024-1": {"GO-2024-3321", "CVE-2024-1"},
+		" A ,, B ":                 {"A", "B"},
+		"":                         nil,
+	} {
+		if got := splitFixes(in); !slices.Equal(got, want) {
+			t.Errorf("splitFixes(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
