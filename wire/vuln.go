@@ -36,7 +36,8 @@ func (r *ImportResult) Add(o ImportResult) {
 	r.Errors = append(r.Errors, o.Errors...)
 }
 
-// Exposure is one advisory against one release that devices run.
+// Exposure is one vulnerability (the records that alias each other, under the id of the most
+// severe) against one release that devices run.
 type Exposure struct {
 	Advisory    string    `json:"advisory"`
 	Aliases     []string  `json:"aliases,omitempty"`
@@ -61,6 +62,9 @@ type ExposureReport struct {
 	Unmatched   []Exposure `json:"unmatched,omitempty"`    // with All
 	// WithoutSBOM lists releases devices run that have no SBOM: their exposure is unknown.
 	WithoutSBOM []string `json:"without_sbom,omitempty"`
+	// Undecided counts the (advisory, release) findings that could not be decided (GIT ranges,
+	// unknown ecosystems), listed in Unmatched only with All but always counted.
+	Undecided int `json:"undecided"`
 }
 
 // FleetFigure is time-to-patch B(p): from the fixed release's publication until p% of the

@@ -139,7 +139,7 @@ func releaseCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("trusted root: %w", err)
 			}
 			if fixes != "" {
-				o.Custom.Fixes = strings.Split(fixes, ",")
+				o.Custom.Fixes = splitFixes(fixes)
 			}
 			o.File, o.Expires = args[0], trust.DefaultLifetimes().Targets
 			if f, ok := cmd.OutOrStdout().(*os.File); ok && term.IsTerminal(int(f.Fd())) {

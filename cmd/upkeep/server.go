@@ -254,6 +254,8 @@ func (s *Server) background(ctx context.Context) {
 	defer engine.Stop()
 	follow := time.NewTicker(500 * time.Millisecond)
 	defer follow.Stop()
+	advisories := time.NewTicker(advisoryRefreshEvery)
+	defer advisories.Stop()
 	cursor, err := s.DB.LastDirectorChange(ctx)
 	if err != nil {
 		s.Config.Logger.Warn("director changes", "err", err)
@@ -276,6 +278,9 @@ func (s *Server) background(ctx context.Context) {
 			if err := s.Repo.WarnExpiring(ctx); err != nil {
 				s.Config.Logger.Warn("offline metadata expiry", "err", err)
 			}
+
+		case <-advisories.C:
+			s.refreshAdvisories(ctx)
 		case <-follow.C:
 			cursor = s.followDirector(ctx, cursor)
 		case <-engine.C:

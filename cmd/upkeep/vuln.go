@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -174,10 +175,21 @@ func exposureRows(rep *client.ExposureReport) []client.Exposure {
 	return append(append(append([]client.Exposure{}, rep.Exposed...), rep.NotAffected...), rep.Unmatched...)
 }
 
-var exposureHeader = []string{"advisory", "aliases", "severity", "summary", "product", "release", "devices", "since", "days_exposed", "fixed_in", "status", "reason", "components"}
+var exposureHeader = []string{"advisory", "aliases", "severity", "summary", "product", "release", "devices", "since", "days_exposed", "fixed_in", "status", "reason", "components", "report_at"}
 
+// CSV statuses beyond the rows' own: a release without an SBOM, and the count of undecided
+// findings when their rows are not listed (without --all).
+const (
+	csvStatusUnknown   = "unknown"
+	csvStatusUndecided = "undecided"
+)
+
+// exposureCSV writes the report as CSV with the same data as the JSON: one record per row, one
+// per release without an SBOM (status unknown), one giving the number of undecided findings
+// when they are not listed, and the report's time in every record.
 func exposureCSV(w io.Writer, rep *client.ExposureReport) error {
 	cw := csv.NewWriter(w)
+	at := rep.At.UTC().Format(time.RFC3339)
 	cw.Write(exposureHeader) //nolint:errcheck // checked by Flush
 	for _, e := range exposureRows(rep) {
 		since := ""
@@ -185,10 +197,21 @@ func exposureCSV(w io.Writer, rep *client.ExposureReport) error {
 			since = e.Since.UTC().Format(time.RFC3339)
 		}
 		cw.Write([]string{e.Advisory, strings.Join(e.Aliases, " "), e.Severity, e.Summary, e.Product, e.Release, strconv.Itoa(e.Devices), //nolint:errcheck // checked by Flush
-			since, strconv.FormatFloat(e.DaysExposed, 'f', 1, 64), e.FixedIn, e.Status, e.Reason, strings.Join(e.Components, " ")})
+			since, strconv.FormatFloat(e.DaysExposed, 'f', 1, 64), e.FixedIn, e.Status, e.Reason, strings.Join(e.Components, " "), at})
+	}
+	for _, ref := range rep.WithoutSBOM {
+		product, version, _ := strings.Cut(ref, "@")
+		cw.Write([]string{"", "", "", "", product, version, "", "", "", "", csvStatusUnknown, "no SBOM: exposure unknown", "", at}) //nolint:errcheck // checked by Flush
+	}
+	if rep.Undecided > 0 && len(rep.Unmatched) == 0 {
+		cw.Write([]string{"", "", "", "", "", "", "", "", "", "", csvStatusUndecided, undecidedLine(rep.Undecided), "", at}) //nolint:errcheck // checked by Flush
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+func undecidedLine(n int) string {
+	return fmt.Sprintf("%d findings could not be decided (GIT ranges, unknown ecosystems): see --all", n)
 }
 
 func exposureTable(w io.Writer, rep *client.ExposureReport, all bool) error {
@@ -223,6 +246,9 @@ func exposureTable(w io.Writer, rep *client.ExposureReport, all bool) error {
 	}
 	if len(rep.WithoutSBOM) > 0 {
 		fmt.Fprintf(w, "\nReleases in the field without an SBOM (exposure unknown): %s\n", strings.Join(rep.WithoutSBOM, ", "))
+	}
+	if !all && rep.Undecided > 0 {
+		fmt.Fprintf(w, "\n%s\n", undecidedLine(rep.Undecided))
 	}
 	return nil
 }
@@ -276,4 +302,27 @@ func timeToPatchCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// advisoryRefreshEvery is how often a server checks whether another replica changed the stored
+// advisories or VEX statements (one small query) and reloads its index if so.
+const advisoryRefreshEvery = 3 * time.Second
+
+// refreshAdvisories brings the vulnerability index up to date with imports made by other
+// replicas sharing the database.
+func (s *Server) refreshAdvisories(ctx context.Context) {
+	reloaded, err := s.Patch.Refresh(ctx)
+	if err != nil {
+		s.Config.Logger.Warn("refresh advisory index", "err", err)
+		return
+	}
+	if reloaded {
+		s.Config.Logger.Info("advisory index reloaded: another server imported advisories or VEX")
+	}
+}
+
+// splitFixes reads release publish --fixes: advisory ids separated by commas, spaces or both
+// ("GO-2024-3321, CVE-2024-45337"), empty ones dropped.
+func splitFixes(s string) []string {
+	return strings.Fields(strings.ReplaceAll(s, ",", " "))
 }

@@ -128,9 +128,11 @@ func exposureJSON(t *testing.T, g []string, extra ...string) *client.ExposureRep
 	return &rep
 }
 
+// findRow finds the row of an advisory, by its id or one of the row's aliases (records that
+// alias each other share one row).
 func findRow(rows []client.Exposure, advisory string) *client.Exposure {
 	for i := range rows {
-		if rows[i].Advisory == advisory {
+		if rows[i].Advisory == advisory || slices.Contains(rows[i].Aliases, advisory) {
 			return &rows[i]
 		}
 	}
@@ -229,7 +231,12 @@ func TestVulnSBOMAdvisoriesExposurePatch(t *testing.T) {
 	}
 	slices.Sort(exposedIDs)
 
+	// An advisory on x/net with only a GIT range cannot be decided: counted, listed with --all.
+	cli(t, append(g, "advisories", "import", writeFile(t, dir, "git-range.json", gitRangeOSV))...)
 	rep := exposureJSON(t, g)
+	if rep.Undecided != 1 || len(rep.Unmatched) != 0 {
+		t.Errorf("undecided %d, unmatched rows %d: want 1 counted, none listed", rep.Undecided, len(rep.Unmatched))
+	}
 	for _, id := range []string{"GO-2023-2402", "GHSA-45x7-px36-x8w8", "GO-2024-3321"} {
 		row := findRow(rep.Exposed, id)
 		if row == nil {
@@ -238,6 +245,10 @@ func TestVulnSBOMAdvisoriesExposurePatch(t *testing.T) {
 		if row.Devices != 3 || row.Release != "1.0.0" || row.FixedIn != "1.1.0" || row.Status != "affected" || row.DaysExposed < 0 {
 			t.Errorf("%s: %+v, want 3 devices on 1.0.0, fixed in 1.1.0", id, row)
 		}
+	}
+	// GO-2023-2402 and GHSA-45x7 both describe CVE-2023-48795: one row, the GHSA record's.
+	if go2402, ghsa := findRow(rep.Exposed, "GO-2023-2402"), findRow(rep.Exposed, "GHSA-45x7-px36-x8w8"); go2402 != ghsa || ghsa.Advisory != "GHSA-45x7-px36-x8w8" {
+		t.Errorf("records aliasing CVE-2023-48795 are not one row: %+v and %+v", go2402, ghsa)
 	}
 	if row := findRow(rep.Exposed, "GO-2023-2102"); row != nil {
 		t.Errorf("x/net v0.17.0 is the fixed version of GO-2023-2102, yet: %+v", row)
@@ -256,16 +267,13 @@ func TestVulnSBOMAdvisoriesExposurePatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != len(rep.Exposed)+1 || !slices.Equal(rows[0], exposureHeader) {
+	// Rows, then the undecided count (its rows are not listed without --all).
+	if len(rows) != len(rep.Exposed)+2 || !slices.Equal(rows[0], exposureHeader) {
 		t.Fatalf("CSV has %d records for %d JSON rows:\n%s", len(rows), len(rep.Exposed), csvOut)
 	}
-	for i, r := range rep.Exposed {
-		rec := rows[i+1]
-		if rec[0] != r.Advisory || rec[5] != r.Release || rec[6] != strconv.Itoa(r.Devices) || rec[8] != strconv.FormatFloat(r.DaysExposed, 'f', 1, 64) || rec[9] != r.FixedIn || rec[10] != r.Status {
-			t.Errorf("CSV row %d %v differs from JSON %+v", i, rec, r)
-		}
-	}
-	if table := cli(t, append(g, "exposure")...); !strings.Contains(table, "GO-2024-3321") || !strings.Contains(table, "thermostat@1.0.0") {
+	checkCSVParity(t, rep, rows)
+	if table := cli(t, append(g, "exposure")...); !strings.Contains(table, "GO-2024-3321") || !strings.Contains(table, "thermostat@1.0.0") ||
+		!strings.Contains(table, "1 findings could not be decided (GIT ranges, unknown ecosystems): see --all") {
 		t.Errorf("exposure table:\n%s", table)
 	}
 
@@ -416,8 +424,18 @@ func TestVulnExposurePostgres(t *testing.T) {
 	}
 	defer e2.Close()
 	rep, err := e2.Patch.Exposure(ctx, patch.ExposureFilter{})
-	if err != nil || len(rep.Exposed) == 0 || !slices.ContainsFunc(rep.Exposed, func(x patch.Exposure) bool { return x.Advisory == "GO-2023-2402" }) {
+	if err != nil || len(rep.Exposed) == 0 || !slices.ContainsFunc(rep.Exposed, func(x patch.Exposure) bool {
+		return x.Advisory == "GO-2023-2402" || slices.Contains(x.Aliases, "GO-2023-2402")
+	}) {
 		t.Fatalf("a fresh server's exposure: %+v %v", rep, err)
+	}
+	// An import through the first server reaches the second at its next check.
+	cli(t, append(g, "advisories", "import", writeFile(t, t.TempDir(), "git-range.json", gitRangeOSV))...)
+	if reloaded, err := e2.Patch.Refresh(ctx); err != nil || !reloaded {
+		t.Fatalf("second server's refresh: %v %v", reloaded, err)
+	}
+	if rep, err := e2.Patch.Exposure(ctx, patch.ExposureFilter{}); err != nil || rep.Undecided != 1 {
+		t.Fatalf("second server after the import: %+v %v", rep, err)
 	}
 }
 
@@ -434,5 +452,81 @@ func copyDir(t *testing.T, from, to string) {
 	t.Helper()
 	if err := os.CopyFS(to, os.DirFS(from)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// gitRangeOSV affects golang.org/x/net through a GIT range only: commits have no order here.
+const gitRangeOSV = `{"schema_version": "1.6.0", "id": "UPKEEP-GIT-1", "modified": "2024-01-01T00:00:00Z", "published": "2024-01-01T00:00:00Z",
+ "summary": "a GIT range only", "affected": [{"package": {"ecosystem": "Go", "name": "golang.org/x/net"},
+  "ranges": [{"type": "GIT", "repo": "https://go.googlesource.com/net", "events": [{"introduced": "0"}, {"fixed": "0123456789abcdef0123456789abcdef01234567"}]}]}]}`
+
+// checkCSVParity checks that CSV records carry everything the JSON report says: each row's
+// fields and the report time, each release without an SBOM, and the undecided count.
+func checkCSVParity(t *testing.T, rep *client.ExposureReport, rows [][]string) {
+	t.Helper()
+	at := rep.At.UTC().Format(time.RFC3339)
+	body := rows[1:]
+	jsonRows := exposureRows(rep)
+	if len(body) < len(jsonRows) {
+		t.Fatalf("%d CSV records for %d JSON rows", len(body), len(jsonRows))
+	}
+	for i, r := range jsonRows {
+		rec := body[i]
+		if rec[0] != r.Advisory || rec[1] != strings.Join(r.Aliases, " ") || rec[2] != r.Severity || rec[4] != r.Product || rec[5] != r.Release ||
+			rec[6] != strconv.Itoa(r.Devices) || rec[8] != strconv.FormatFloat(r.DaysExposed, 'f', 1, 64) || rec[9] != r.FixedIn ||
+			rec[10] != r.Status || rec[11] != r.Reason || rec[12] != strings.Join(r.Components, " ") || rec[13] != at {
+			t.Errorf("CSV row %d %v differs from JSON %+v (at %s)", i, rec, r, at)
+		}
+	}
+	rest := body[len(jsonRows):]
+	for _, ref := range rep.WithoutSBOM {
+		if len(rest) == 0 || rest[0][4]+"@"+rest[0][5] != ref || rest[0][10] != csvStatusUnknown || rest[0][13] != at {
+			t.Fatalf("CSV lacks the release without SBOM %s: %v", ref, rest)
+		}
+		rest = rest[1:]
+	}
+	if rep.Undecided > 0 && len(rep.Unmatched) == 0 {
+		if len(rest) != 1 || rest[0][10] != csvStatusUndecided || !strings.HasPrefix(rest[0][11], strconv.Itoa(rep.Undecided)+" findings") {
+			t.Fatalf("CSV lacks the undecided count %d: %v", rep.Undecided, rest)
+		}
+		rest = rest[1:]
+	}
+	if len(rest) != 0 {
+		t.Errorf("CSV has records the JSON does not: %v", rest)
+	}
+}
+
+// TestExposureCSVParity: the CSV of a report with every kind of content carries its data.
+func TestExposureCSVParity(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, rep := range []*client.ExposureReport{
+		{At: at, Exposed: []client.Exposure{{Advisory: "GO-1", Aliases: []string{"CVE-1", "GHSA-1"}, Severity: "high", Product: "p", Release: "1.0", Devices: 3,
+			Since: at.Add(-48 * time.Hour), DaysExposed: 2, FixedIn: "1.1", Status: "affected", Components: []string{"pkg:golang/x@v1"}}},
+			WithoutSBOM: []string{"p@0.9", "q@2.0"}, Undecided: 2},
+		{At: at, Unmatched: []client.Exposure{{Advisory: "G-1", Product: "p", Release: "1.0", Status: "unmatched", Reason: "GIT range: no version order"}}, Undecided: 1},
+		{At: at},
+	} {
+		var b strings.Builder
+		if err := exposureCSV(&b, rep); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := csv.NewReader(strings.NewReader(b.String())).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkCSVParity(t, rep, rows)
+	}
+}
+
+func TestSplitFixes(t *testing.T) {
+	for in, want := range map[string][]string{
+		"A,B":                      {"A", "B"},
+		"GO-2024-3321, CVE-2024-1": {"GO-2024-3321", "CVE-2024-1"},
+		" A ,, B ":                 {"A", "B"},
+		"":                         nil,
+	} {
+		if got := splitFixes(in); !slices.Equal(got, want) {
+			t.Errorf("splitFixes(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

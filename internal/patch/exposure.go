@@ -43,8 +43,10 @@ type (
 
 // fieldRelease is a release that accepted devices run.
 type fieldRelease struct {
-	rel          *release.Release
-	devices      []string
+	rel     *release.Release
+	devices []string
+	// firstInstall is the earliest time one of these devices started running rel (from the
+	// install timeline; zero if no device's timeline says).
 	firstInstall time.Time
 }
 
@@ -54,15 +56,21 @@ func (s *Service) field(ctx context.Context, c *catalog, product string) ([]*fie
 	if err != nil {
 		return nil, nil, err
 	}
-	installs, err := s.Store.FindInstalls(ctx)
+	installs, err := s.Store.FindInstalls(ctx, product)
 	if err != nil {
 		return nil, nil, err
 	}
-	firstCommit := map[string]time.Time{}
+	// The first time each device ran each target (a report, or the commit of an update to it),
+	// and which devices have any timeline at all.
+	type devTarget struct{ dev, target string }
+	first := map[devTarget]time.Time{}
+	hasTimeline := map[string]bool{}
 	for _, in := range installs {
-		if t, ok := firstCommit[in.Target]; in.Commit && (!ok || in.At.Before(t)) {
-			firstCommit[in.Target] = in.At
+		k := devTarget{in.DeviceID, in.Target}
+		if t, ok := first[k]; !ok || in.At.Before(t) {
+			first[k] = in.At
 		}
+		hasTimeline[in.DeviceID] = true
 	}
 	byTarget := map[string]*fieldRelease{}
 	unknown := map[string]bool{}
@@ -77,12 +85,19 @@ func (s *Service) field(ctx context.Context, c *catalog, product string) ([]*fie
 		}
 		f := byTarget[r.Target]
 		if f == nil {
-			f = &fieldRelease{rel: r, firstInstall: firstCommit[r.Target]}
+			f = &fieldRelease{rel: r}
 			byTarget[r.Target] = f
 		}
 		f.devices = append(f.devices, d.ID)
-		if f.firstInstall.IsZero() || d.EnrolledAt.Before(f.firstInstall) {
-			f.firstInstall = d.EnrolledAt
+		// When this device started running R: its first point for R; a device with no
+		// timeline at all has run its installed target since it enrolled. A device whose
+		// timeline does not show when it reached R tells nothing.
+		at, ok := first[devTarget{d.ID, r.Target}]
+		if !ok && !hasTimeline[d.ID] {
+			at, ok = d.EnrolledAt, true
+		}
+		if ok && (f.firstInstall.IsZero() || at.Before(f.firstInstall)) {
+			f.firstInstall = at
 		}
 	}
 	out := make([]*fieldRelease, 0, len(byTarget))
@@ -122,15 +137,26 @@ func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureRepo
 	}
 	rep := &ExposureReport{At: now, Exposed: []Exposure{}, WithoutSBOM: noSBOM}
 	min := severityRank(f.Severity)
+	groups := map[string]*StoredAdvisory{}  // record id → its group
+	bygroup := map[string]*StoredAdvisory{} // group id → group
 	for _, fr := range frs {
 		ms, err := s.releaseMatches(ctx, c.sboms[fr.rel.Ref()])
 		if err != nil {
 			return nil, err
 		}
+		// One row per vulnerability: records that alias each other (GO-2023-2402,
+		// GHSA-45x7-px36-x8w8, a vendor's CSAF record of CVE-2023-48795) are one row.
 		rows := map[string]*Exposure{}
 		var order []string
 		for _, m := range ms {
-			a := m.Advisory
+			g := groups[m.Advisory.ID]
+			if g == nil {
+				if g = s.vulnGroup(m.Advisory.ID); g == nil {
+					continue // withdrawn meanwhile
+				}
+				groups[m.Advisory.ID] = g
+			}
+			a := g.Advisory
 			if severityRank(a.Severity) < min {
 				continue
 			}
@@ -140,8 +166,11 @@ func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureRepo
 					Release: fr.rel.Version, Devices: len(fr.devices), Components: []string{}}
 				rows[a.ID] = row
 				order = append(order, a.ID)
+				bygroup[a.ID] = g
 			}
-			row.Components = append(row.Components, m.Component.PURL)
+			if !slices.Contains(row.Components, m.Component.PURL) {
+				row.Components = append(row.Components, m.Component.PURL)
+			}
 			// One advisory, several components: affected wins over undecidable over suppressed.
 			if rank := map[string]int{vuln.StatusAffected: 3, vuln.StatusUnmatched: 2, vuln.StatusNotAffected: 1}; rank[m.Status] > rank[row.Status] {
 				row.Status, row.Reason = m.Status, m.Reason
@@ -151,10 +180,7 @@ func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureRepo
 			row := rows[id]
 			switch row.Status {
 			case vuln.StatusAffected:
-				sa, err := s.Advisory(id)
-				if err != nil {
-					continue // withdrawn meanwhile
-				}
+				sa := bygroup[id]
 				row.Since = later(published(sa), fr.firstInstall)
 				row.DaysExposed = max(days(now.Sub(row.Since)), 0)
 				fix, err := s.lowestFix(ctx, c, fr.rel, sa.Advisory)
@@ -170,6 +196,7 @@ func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureRepo
 					rep.NotAffected = append(rep.NotAffected, *row)
 				}
 			case vuln.StatusUnmatched:
+				rep.Undecided++
 				if f.All {
 					rep.Unmatched = append(rep.Unmatched, *row)
 				}

@@ -21,6 +21,8 @@ type SBOM struct {
 	// target, so that the SBOM is bound to the image by the targets signature.
 	Signed     bool
 	Components []vuln.Component // nil when listed by FindSBOMs
+	// Subject is the purl of what the SBOM describes (vuln.SBOM.Subject), "" if it names none.
+	Subject    string
 	UploadedAt time.Time
 }
 
@@ -63,16 +65,20 @@ type Store interface {
 	PutAdvisories(ctx context.Context, advs []*vuln.Advisory, now time.Time) ([]string, error)
 	// FindAdvisories calls fn for every stored advisory; an error from fn stops and is returned.
 	FindAdvisories(ctx context.Context, fn func(StoredAdvisory) error) error
-	// PutVEX stores statements by (source, vuln, purl), replacing the status, justification
+	// PutVEX stores statements by (source, vuln, purl, range, product), replacing the status, justification
 	// and impact. It returns Imported, Updated or Unchanged for each.
 	PutVEX(ctx context.Context, vs []vuln.VEX, now time.Time) ([]string, error)
 	// FindVEX lists every stored statement.
 	FindVEX(ctx context.Context) ([]vuln.VEX, error)
+	// VulnGeneration returns the generation of the stored advisories and VEX statements:
+	// PutAdvisories and PutVEX add one to it, in their transaction, when they change anything.
+	// Servers sharing the store compare it to know when to reload their index.
+	VulnGeneration(ctx context.Context) (int64, error)
 	// AddInstall records that a device reported running target, unless it did before.
 	AddInstall(ctx context.Context, deviceID, target string, at time.Time) error
-	// FindInstalls returns every device's timeline points: the first reports of each target
-	// and the commit events with status ok, ordered by time.
-	FindInstalls(ctx context.Context) ([]Install, error)
+	// FindInstalls returns the timeline points of the devices of product ("" for all): the
+	// first reports of each target and the commit events with status ok, ordered by time.
+	FindInstalls(ctx context.Context, product string) ([]Install, error)
 }
 
 // SBOMSummary is what the API tells about a release's SBOM.

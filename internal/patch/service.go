@@ -34,8 +34,9 @@ const importBatch = 1000
 
 // Service holds the vulnerability index and answers exposure and time-to-patch questions from
 // the stores. The index lives in memory: Load fills it from the store at start, and every import
-// updates it, so a new SBOM, advisory or VEX statement changes the next answer. A Service is safe
-// for concurrent use.
+// updates it, so a new SBOM, advisory or VEX statement changes the next answer. Servers sharing
+// a database see each other's imports through Refresh, which reloads the index when the store's
+// generation moved. A Service is safe for concurrent use.
 type Service struct {
 	Store    Store
 	Devices  fleet.Store
@@ -51,6 +52,7 @@ type Service struct {
 	mu      sync.Mutex
 	index   *vuln.Index
 	gen     uint64                     // bumped on every change of the index
+	dbGen   int64                      // the store's VulnGeneration that the index reflects
 	advs    map[string]*StoredAdvisory // upper-case id → newest copy
 	aliases map[string][]string        // upper-case alias → ids
 	comps   map[string][]vuln.Component
@@ -91,10 +93,16 @@ func (s *Service) Load(ctx context.Context) error {
 }
 
 func (s *Service) load(ctx context.Context) error {
+	// Read the generation first: a change made while loading leaves it behind, and the next
+	// Refresh loads again.
+	dbGen, err := s.Store.VulnGeneration(ctx)
+	if err != nil {
+		return fmt.Errorf("load advisories: %w", err)
+	}
 	ix := vuln.NewIndex()
 	advs := map[string]*StoredAdvisory{}
 	aliases := map[string][]string{}
-	err := s.Store.FindAdvisories(ctx, func(a StoredAdvisory) error {
+	err = s.Store.FindAdvisories(ctx, func(a StoredAdvisory) error {
 		ix.Add(a.Advisory)
 		remember(advs, aliases, &a)
 		return nil
@@ -112,8 +120,51 @@ func (s *Service) load(ctx context.Context) error {
 	s.mu.Lock()
 	s.index, s.advs, s.aliases = ix, advs, aliases
 	s.gen++
+	s.dbGen = dbGen
 	s.mu.Unlock()
 	return nil
+}
+
+// Refresh reloads the index if the store's generation is not the one the index reflects:
+// another server sharing the database imported advisories or VEX statements. When nothing
+// changed it costs one small query; callers run it every few seconds. It reports whether it
+// reloaded.
+func (s *Service) Refresh(ctx context.Context) (bool, error) {
+	g, err := s.Store.VulnGeneration(ctx)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	current := s.index != nil && g == s.dbGen
+	s.mu.Unlock()
+	if current {
+		return false, nil
+	}
+	s.importMu.Lock()
+	defer s.importMu.Unlock()
+	s.mu.Lock()
+	current = s.index != nil && g == s.dbGen // an import or load here may have caught up
+	s.mu.Unlock()
+	if current {
+		return false, nil
+	}
+	return true, s.load(ctx)
+}
+
+// ownChange records that this Service's own import moved the store's generation by one (the
+// index already has the change): if the generation is now exactly one more than the index
+// reflects, nobody else changed the store and no reload is needed. Otherwise the next Refresh
+// reloads. Called with importMu held, after a Put that changed something.
+func (s *Service) ownChange(ctx context.Context) {
+	g, err := s.Store.VulnGeneration(ctx)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	if g == s.dbGen+1 {
+		s.dbGen = g
+	}
+	s.mu.Unlock()
 }
 
 // remember keeps a's newest copy by id and its aliases.
@@ -145,22 +196,138 @@ func (s *Service) state() (*vuln.Index, uint64) {
 	return s.index, s.gen
 }
 
-// Advisory finds an advisory by id or alias (case-insensitive): the id itself first, then the
-// advisories that list it as an alias. Returns apperr.NotFound if none is known.
+// Advisory finds what is known of a vulnerability by id or alias (case-insensitive): every
+// record not withdrawn whose ID is id or that lists id as an alias, merged into one. Several
+// records speak of one vulnerability when several sources (OSV databases, vendors' CSAF
+// documents) describe it, and a lookup must not depend on which one was imported last. The
+// merged advisory has the exact-id record's ID if there is one (else id as a record spells it),
+// every other id and alias of the records as Aliases, the highest severity, the earliest
+// publication and first import, and all the records' affected packages. Returns
+// apperr.NotFound if none is known.
 func (s *Service) Advisory(id string) (*StoredAdvisory, error) {
 	s.state()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := strings.ToUpper(id)
+	var members []*StoredAdvisory
 	if a, ok := s.advs[k]; ok && a.Advisory.Withdrawn == nil {
-		return a, nil
+		members = append(members, a)
 	}
 	for _, other := range slices.Sorted(slices.Values(s.aliases[k])) {
-		if a, ok := s.advs[strings.ToUpper(other)]; ok && a.Advisory.Withdrawn == nil {
-			return a, nil
+		if a, ok := s.advs[strings.ToUpper(other)]; ok && a.Advisory.Withdrawn == nil && !slices.Contains(members, a) {
+			members = append(members, a)
 		}
 	}
-	return nil, apperr.E(apperr.NotFound, "advisory %s is not known to this server: import it with `upkeep advisories import`", id)
+	if len(members) == 0 {
+		return nil, apperr.E(apperr.NotFound, "advisory %s is not known to this server: import it with `upkeep advisories import`", id)
+	}
+	if len(members) == 1 {
+		return members[0], nil
+	}
+	return mergeAdvisories(id, members), nil
+}
+
+// vulnGroup is every record that speaks of the same vulnerability as the record id: the records
+// linked to it by ids and aliases, transitively (GO-2023-2402 lists CVE-2023-48795, which
+// GHSA-45x7-px36-x8w8 lists too), withdrawn ones left out, merged as Advisory does. Its ID is
+// that of the record with the highest severity (then the smallest id), so that one
+// vulnerability gives one row wherever it is found. Nil if id is not a live record.
+func (s *Service) vulnGroup(id string) *StoredAdvisory {
+	s.state()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	start, ok := s.advs[strings.ToUpper(id)]
+	if !ok || start.Advisory.Withdrawn != nil {
+		return nil
+	}
+	var members []*StoredAdvisory
+	seenRec := map[*StoredAdvisory]bool{}
+	seenName := map[string]bool{}
+	queue := []*StoredAdvisory{start}
+	seenRec[start] = true
+	for len(queue) > 0 && len(members) < maxGroup {
+		a := queue[0]
+		queue = queue[1:]
+		members = append(members, a)
+		for _, n := range append([]string{a.Advisory.ID}, a.Advisory.Aliases...) {
+			k := strings.ToUpper(n)
+			if seenName[k] {
+				continue
+			}
+			seenName[k] = true
+			linked := slices.Clone(s.aliases[k])
+			linked = append(linked, k)
+			for _, other := range linked {
+				if b, ok := s.advs[strings.ToUpper(other)]; ok && b.Advisory.Withdrawn == nil && !seenRec[b] {
+					seenRec[b] = true
+					queue = append(queue, b)
+				}
+			}
+		}
+	}
+	if len(members) == 1 {
+		return members[0]
+	}
+	slices.SortFunc(members, func(x, y *StoredAdvisory) int {
+		if c := severityRank(y.Advisory.Severity) - severityRank(x.Advisory.Severity); c != 0 {
+			return c
+		}
+		return strings.Compare(x.Advisory.ID, y.Advisory.ID)
+	})
+	return mergeAdvisories(members[0].Advisory.ID, members)
+}
+
+// maxGroup bounds a group of records about one vulnerability (a feed that aliases everything to
+// everything must not make one row of the whole database).
+const maxGroup = 64
+
+// mergeAdvisories is the union of records about one vulnerability, looked up as id; members[0]
+// is the exact-id record if there is one.
+func mergeAdvisories(id string, members []*StoredAdvisory) *StoredAdvisory {
+	first := members[0].Advisory
+	m := *first
+	m.Affected = nil
+	if !strings.EqualFold(first.ID, id) {
+		m.ID = id
+		for _, al := range first.Aliases {
+			if strings.EqualFold(al, id) {
+				m.ID = al
+			}
+		}
+	}
+	out := &StoredAdvisory{Advisory: &m, FirstSeen: members[0].FirstSeen}
+	seen := map[string]bool{strings.ToUpper(m.ID): true}
+	var aliases []string
+	for _, sa := range members {
+		a := sa.Advisory
+		for _, x := range append([]string{a.ID}, a.Aliases...) {
+			if u := strings.ToUpper(x); !seen[u] {
+				seen[u] = true
+				aliases = append(aliases, x)
+			}
+		}
+		if severityRank(a.Severity) > severityRank(m.Severity) {
+			m.Severity = a.Severity
+		}
+		if !a.Published.IsZero() && (m.Published.IsZero() || a.Published.Before(m.Published)) {
+			m.Published = a.Published
+		}
+		if a.Modified.After(m.Modified) {
+			m.Modified = a.Modified
+		}
+		if !sa.FirstSeen.IsZero() && sa.FirstSeen.Before(out.FirstSeen) {
+			out.FirstSeen = sa.FirstSeen
+		}
+		m.Affected = append(m.Affected, a.Affected...)
+	}
+	slices.Sort(aliases)
+	m.Aliases = aliases
+	return out
+}
+
+// names reports whether id is a's ID or one of its aliases (case-insensitive).
+func names(a *vuln.Advisory, id string) bool {
+	return strings.EqualFold(a.ID, id) || slices.ContainsFunc(a.Aliases, func(al string) bool { return strings.EqualFold(al, id) })
 }
 
 // published is the advisory's publication time, or when this server first imported it.
@@ -194,6 +361,9 @@ func (s *Service) PutSBOM(ctx context.Context, product, version string, raw []by
 	}
 	out := &SBOM{Product: product, Version: version, Format: sb.Format, Digest: sb.Digest, Signed: c.SBOM != "",
 		Components: sb.Components, UploadedAt: s.now()}
+	if sb.Subject != nil {
+		out.Subject = sb.Subject.PURL
+	}
 	if err := s.Store.PutSBOM(ctx, out); err != nil {
 		return nil, err
 	}
@@ -270,7 +440,7 @@ func (s *Service) releaseMatches(ctx context.Context, sb *SBOM) ([]vuln.Match, e
 	if err != nil {
 		return nil, err
 	}
-	ms := ix.Match(cs)
+	ms := ix.MatchIn(subject(sb), cs)
 	s.mu.Lock()
 	if s.matches == nil {
 		s.matches = map[string]cachedMatches{}
@@ -278,6 +448,19 @@ func (s *Service) releaseMatches(ctx context.Context, sb *SBOM) ([]vuln.Match, e
 	s.matches[key] = cachedMatches{digest: sb.Digest, gen: gen, ms: ms}
 	s.mu.Unlock()
 	return ms, nil
+}
+
+// subject names the product an SBOM's components are shipped in, for product-scoped VEX
+// statements: the SBOM's own subject and the release's product at its version.
+func subject(sb *SBOM) []vuln.Component {
+	var out []vuln.Component
+	if c, err := vuln.ComponentFromPURL(sb.Subject); err == nil {
+		out = append(out, c)
+	}
+	if c, err := vuln.ComponentFromPURL(vuln.GenericPURL(sb.Product, sb.Version)); err == nil {
+		out = append(out, c)
+	}
+	return out
 }
 
 // ---- import ----
@@ -418,7 +601,6 @@ func (s *Service) storeAdvisories(ctx context.Context, advs []*vuln.Advisory, re
 	}
 	changed := false
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for i, a := range advs {
 		switch outs[i] {
 		case Imported:
@@ -436,6 +618,10 @@ func (s *Service) storeAdvisories(ctx context.Context, advs []*vuln.Advisory, re
 	if changed {
 		s.gen++
 	}
+	s.mu.Unlock()
+	if changed {
+		s.ownChange(ctx)
+	}
 	return nil
 }
 
@@ -449,7 +635,7 @@ func (s *Service) storeVEX(ctx context.Context, vs []vuln.VEX, res *ImportResult
 	if err != nil {
 		return err
 	}
-	rebuild := false
+	rebuild, changed := false, false
 	s.mu.Lock()
 	for i, v := range vs {
 		switch outs[i] {
@@ -457,6 +643,7 @@ func (s *Service) storeVEX(ctx context.Context, vs []vuln.VEX, res *ImportResult
 			res.VEXImported++
 			s.index.AddVEX(v)
 			s.gen++
+			changed = true
 		case Updated:
 			res.VEXUpdated++
 			rebuild = true
@@ -467,6 +654,9 @@ func (s *Service) storeVEX(ctx context.Context, vs []vuln.VEX, res *ImportResult
 	s.mu.Unlock()
 	if rebuild {
 		return s.load(ctx)
+	}
+	if changed {
+		s.ownChange(ctx)
 	}
 	return nil
 }
@@ -556,7 +746,8 @@ func (s *Service) catalog(ctx context.Context, product string) (*catalog, error)
 	return c, nil
 }
 
-// verdict is the status of advisory a for a release: affected, not_affected, unmatched, or ""
+// verdict is the status of advisory a (a record, or the union of records that Advisory
+// returns) for a release: affected, not_affected, unmatched, or ""
 // (no SBOM, or the SBOM does not name an affected package), with the components and reason.
 func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (status string, comps []string, reason string, err error) {
 	sb := c.sboms[r.Ref()]
@@ -569,7 +760,8 @@ func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a
 	}
 	rank := map[string]int{vuln.StatusAffected: 3, vuln.StatusUnmatched: 2, vuln.StatusNotAffected: 1}
 	for _, m := range ms {
-		if m.Advisory.ID != a.ID {
+		// a may be the union of several records (Advisory): a match of any of them counts.
+		if !names(a, m.Advisory.ID) {
 			continue
 		}
 		if rank[m.Status] > rank[status] {
@@ -585,7 +777,7 @@ func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a
 // as undecidable).
 func (s *Service) fixes(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
 	for _, f := range r.Fixes {
-		if strings.EqualFold(f, a.ID) || slices.ContainsFunc(a.Aliases, func(al string) bool { return strings.EqualFold(al, f) }) {
+		if names(a, f) {
 			return true, nil
 		}
 	}

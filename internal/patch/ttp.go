@@ -78,15 +78,16 @@ func (s *Service) TimeToPatch(ctx context.Context, product string) (*ProductTime
 			return nil, err
 		}
 		for _, m := range ms {
-			if m.Status != vuln.StatusAffected || slices.Contains(affected[m.Advisory.ID], r) {
+			if m.Status != vuln.StatusAffected {
 				continue
 			}
-			sa, err := s.Advisory(m.Advisory.ID)
-			if err != nil {
+			// Records that alias each other are one vulnerability, counted once.
+			sa := s.vulnGroup(m.Advisory.ID)
+			if sa == nil || slices.Contains(affected[sa.Advisory.ID], r) {
 				continue
 			}
-			advs[m.Advisory.ID] = sa
-			affected[m.Advisory.ID] = append(affected[m.Advisory.ID], r)
+			advs[sa.Advisory.ID] = sa
+			affected[sa.Advisory.ID] = append(affected[sa.Advisory.ID], r)
 		}
 	}
 	if len(affected) == 0 {
@@ -203,7 +204,7 @@ func (s *Service) timelines(ctx context.Context, product string) ([]*timeline, e
 	if err != nil {
 		return nil, err
 	}
-	installs, err := s.Store.FindInstalls(ctx)
+	installs, err := s.Store.FindInstalls(ctx, product)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package vuln
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -16,22 +15,34 @@ import (
 const MaxCSAFBytes = 64 << 20
 
 // ParseCSAF reads a CSAF 2.0 JSON document of any category, the VEX profile
-// (csaf_vex) included, and returns one Advisory per vulnerability and the VEX
-// statements its product_status lists make.
+// (csaf_vex) included, and returns one Advisory per vulnerability that names
+// an affected product and the VEX statements its product_status lists make.
+//
+// An Advisory is the word of one document about one vulnerability: its ID is
+// "<tracking id>/<CVE>" (or "<tracking id>#<n>" for a vulnerability with no
+// id), and the CVE and the other ids are its aliases, so that two vendors'
+// documents about one CVE are two records and both are found by the CVE. VEX
+// statements name the CVE (the first id).
 //
 // Products are identified by product_identification_helper.purl. A product
 // without a purl under a product_name branch gets pkg:generic/<product
 // name>@<product_version>; relationships (a component "default_component_of"
-// a product) resolve to the purl of the component; product groups are
-// expanded.
+// a product) resolve to the purl of the component, and their statements keep
+// the related product's purl as VEX.Product, so that they speak of the
+// component in that product only; product groups are expanded.
 //
 // An Advisory's Affected lists, per package, the exact versions named by
 // known_affected, first_affected and last_affected products; a product
 // without a version affects every version; a product_version_range branch
-// becomes an ECOSYSTEM range when its name is a single interval (vers:
-// syntax or "<=1.14.0", ">=1.0 <2.0"; bounds ">" and "!=" cannot be written
-// as OSV events and are left out). Fixed products give VEX statements but no
-// fixed events, because CSAF does not say which affected line they close.
+// becomes an ECOSYSTEM range of its intervals and versions (vers: syntax or
+// the informal "<=1.14.0", ">=1.0 <2.0"; a range with ">" or "!=" bounds
+// cannot be written as OSV events and is left out). Fixed products give VEX
+// statements but no fixed events, because CSAF does not say which affected
+// line they close.
+//
+// The VEX statement of a product_version_range product carries the range
+// (VEX.Range) as well as the version-less purl, so that it speaks only of
+// the versions inside the range: "fixed" for ">=2.4" says nothing of 2.1.
 //
 // VEX statements carry the status (known_not_affected, known_affected,
 // fixed — first_fixed included — and under_investigation), the flag label
@@ -76,12 +87,16 @@ func ParseCSAF(raw []byte) ([]*Advisory, []VEX, error) {
 			continue
 		}
 		ids := csafIDs(v)
+		vulnID, id := "", ""
 		if len(ids) == 0 {
-			ids = []string{fmt.Sprintf("%s#%d", trackingID, n+1)}
+			vulnID = fmt.Sprintf("%s#%d", trackingID, n+1)
+			id = vulnID
+		} else {
+			vulnID, id = ids[0], trackingID+"/"+ids[0]
 		}
 		a := &Advisory{
-			ID:        ids[0],
-			Aliases:   ids[1:],
+			ID:        id,
+			Aliases:   ids,
 			Summary:   deref(d.Title),
 			Severity:  csafSeverity(v, docSeverity),
 			Published: published,
@@ -132,7 +147,7 @@ func ParseCSAF(raw []byte) ([]*Advisory, []VEX, error) {
 					if !ok || p.purl == "" {
 						continue
 					}
-					vx := VEX{Vuln: a.ID, PURL: p.purl, Status: st.status, Impact: impacts[id], Source: trackingID}
+					vx := VEX{Vuln: vulnID, PURL: p.purl, Range: p.rangeExpr, Product: p.scope, Status: st.status, Impact: impacts[id], Source: trackingID}
 					if st.status == VEXNotAffected {
 						vx.Justification = flags[id]
 					}
@@ -140,7 +155,11 @@ func ParseCSAF(raw []byte) ([]*Advisory, []VEX, error) {
 				}
 			}
 		}
-		advs = append(advs, a)
+		// A document that names no affected product (a VEX-only one) says
+		// nothing an advisory could match: its statements are what it gives.
+		if len(a.Affected) > 0 {
+			advs = append(advs, a)
+		}
 	}
 	return advs, vexs, nil
 }
@@ -211,6 +230,9 @@ func csafSeverity(v *csaf.Vulnerability, fallback string) string {
 type csafProduct struct {
 	purl      string
 	rangeExpr string // name of a product_version_range branch
+	// scope is the purl of the product a relationship puts this component
+	// in ("x/crypto as part of thermostat 1.0" → thermostat's purl).
+	scope string
 }
 
 type productTable struct {
@@ -236,8 +258,13 @@ func newProductTable(tree *csaf.ProductTree) *productTable {
 				continue
 			}
 			// The relationship's product is the referenced component as
-			// shipped in (or on) another product: same package.
-			pt.addFull(r.FullProductName, pt.products[string(*r.ProductReference)])
+			// shipped in (or on) another product: same package, and what is
+			// said of it holds in that product only.
+			p := pt.products[string(*r.ProductReference)]
+			if r.RelatesToProductReference != nil {
+				p.scope = pt.products[string(*r.RelatesToProductReference)].purl
+			}
+			pt.addFull(r.FullProductName, p)
 		}
 	}
 	return pt
@@ -249,7 +276,7 @@ func (pt *productTable) addFull(fpn *csaf.FullProductName, fallback csafProduct)
 	}
 	p := fallback
 	if h := fpn.ProductIdentificationHelper; h != nil && h.PURL != nil {
-		p = csafProduct{purl: string(*h.PURL)}
+		p = csafProduct{purl: string(*h.PURL), scope: fallback.scope}
 	}
 	if _, ok := pt.products[string(*fpn.ProductID)]; !ok || p.purl != "" {
 		pt.products[string(*fpn.ProductID)] = p
@@ -334,8 +361,13 @@ func (pt *productTable) affected(lists ...*csaf.Products) []Affected {
 			a := &out[i]
 			switch {
 			case p.rangeExpr != "":
-				if r, ok := versRange(p.rangeExpr); ok {
-					a.Ranges = append(a.Ranges, r)
+				// A range the OSV events cannot express affects nothing
+				// here; its VEX statement still carries the range.
+				if r, vs, err := versAffected(c.Ecosystem, p.rangeExpr); err == nil {
+					if r != nil {
+						a.Ranges = append(a.Ranges, *r)
+					}
+					a.Versions = append(a.Versions, vs...)
 				}
 			case c.Version == "":
 				a.Ranges = append(a.Ranges, Range{Type: "ECOSYSTEM", Events: []Event{{Introduced: "0"}}})
@@ -347,64 +379,6 @@ func (pt *productTable) affected(lists ...*csaf.Products) []Affected {
 		}
 	}
 	return out
-}
-
-var errNotInterval = errors.New("not a single interval")
-
-// versRange turns one interval, in vers syntax ("vers:generic/>=1.0|<2.0")
-// or the informal "<=1.14.0" / ">=1.0 <2.0", into an OSV ECOSYSTEM range.
-func versRange(expr string) (Range, bool) {
-	e, err := parseInterval(expr)
-	if err != nil {
-		return Range{}, false
-	}
-	return Range{Type: "ECOSYSTEM", Events: e}, true
-}
-
-func parseInterval(expr string) ([]Event, error) {
-	s := strings.TrimSpace(expr)
-	if rest, ok := strings.CutPrefix(s, "vers:"); ok {
-		_, cons, ok := strings.Cut(rest, "/")
-		if !ok {
-			return nil, errNotInterval
-		}
-		s = cons
-	}
-	fields := strings.FieldsFunc(s, func(r rune) bool { return r == '|' || r == ',' || r == ' ' })
-	lower, upper, upperKind := "0", "", byte(0)
-	seenLower := false
-	for _, f := range fields {
-		switch {
-		case strings.HasPrefix(f, ">="):
-			if seenLower {
-				return nil, errNotInterval
-			}
-			lower, seenLower = strings.TrimSpace(f[2:]), true
-		case strings.HasPrefix(f, "<="):
-			if upperKind != 0 {
-				return nil, errNotInterval
-			}
-			upper, upperKind = strings.TrimSpace(f[2:]), 'l'
-		case strings.HasPrefix(f, "<"):
-			if upperKind != 0 {
-				return nil, errNotInterval
-			}
-			upper, upperKind = strings.TrimSpace(f[1:]), 'f'
-		default: // ">", "!=", "=", "*", bare versions: not one OSV interval.
-			return nil, errNotInterval
-		}
-	}
-	if lower == "" || (upperKind != 0 && upper == "") || (!seenLower && upperKind == 0) {
-		return nil, errNotInterval
-	}
-	ev := []Event{{Introduced: lower}}
-	switch upperKind {
-	case 'f':
-		ev = append(ev, Event{Fixed: upper})
-	case 'l':
-		ev = append(ev, Event{LastAffected: upper})
-	}
-	return ev, nil
 }
 
 // resolveGroups works around gocsaf v3.7.0's model of product groups, which

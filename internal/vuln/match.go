@@ -11,8 +11,16 @@ import (
 // VEX is one exploitability statement: the status of a vulnerability in the
 // package named by PURL.
 type VEX struct {
-	Vuln          string // CVE or advisory id
-	PURL          string
+	Vuln string // CVE or advisory id
+	PURL string
+	// Range, when set, limits the statement to the versions of PURL's
+	// package inside this vers range (a CSAF product_version_range).
+	Range string
+	// Product, when set, limits the statement to the component as shipped
+	// in this product (a purl, pkg:generic/<name>@<version> for a named
+	// product): a CSAF relationship "x/crypto as part of thermostat 1.0".
+	// It applies only to SBOMs whose subject is that product.
+	Product       string
 	Status        string // known_not_affected|known_affected|fixed|under_investigation
 	Justification string
 	Impact        string
@@ -127,6 +135,15 @@ func (ix *Index) AddVEX(v VEX) {
 // or cannot be decided ("unmatched"). Results are ordered by component
 // position, then advisory ID.
 func (ix *Index) Match(components []Component) []Match {
+	return ix.MatchIn(nil, components)
+}
+
+// MatchIn is Match for the components of an SBOM whose subject — the
+// product they are shipped in — is named by subject (several names of one
+// product: the SBOM's own subject, the release's product and version).
+// Product-scoped VEX statements apply only when one of them is the
+// statement's product; Match, with no subject, applies none of them.
+func (ix *Index) MatchIn(subject []Component, components []Component) []Match {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	var out []Match
@@ -155,7 +172,7 @@ func (ix *Index) Match(components []Component) []Match {
 		}
 		for _, a := range order {
 			if m, ok := byAdv[a].match(a, c); ok {
-				out = append(out, ix.applyVEX(m))
+				out = append(out, ix.applyVEX(m, subject))
 			}
 		}
 		slices.SortFunc(out[start:], func(x, y Match) int { return strings.Compare(x.Advisory.ID, y.Advisory.ID) })
@@ -163,13 +180,13 @@ func (ix *Index) Match(components []Component) []Match {
 	return out
 }
 
-func (ix *Index) applyVEX(m Match) Match {
+func (ix *Index) applyVEX(m Match, subject []Component) Match {
 	if m.Status != StatusAffected {
 		return m
 	}
 	for _, id := range advisoryIDs(m.Advisory) {
 		for _, v := range ix.vex[strings.ToUpper(id)] {
-			if reason, ok := v.suppresses(m.Component); ok {
+			if reason, ok := v.suppresses(m.Component, subject); ok {
 				m.Status, m.Reason = StatusNotAffected, reason
 				return m
 			}
@@ -189,6 +206,11 @@ func advisoryIDs(a *Advisory) []string {
 // returns for the same input and serves as the test oracle and benchmark
 // baseline.
 func NaiveMatch(advs []*Advisory, vex []VEX, components []Component) []Match {
+	return NaiveMatchIn(advs, vex, nil, components)
+}
+
+// NaiveMatchIn is NaiveMatch for an SBOM with a subject, as Index.MatchIn.
+func NaiveMatchIn(advs []*Advisory, vex []VEX, subject []Component, components []Component) []Match {
 	latest := map[string]*Advisory{}
 	for _, a := range advs {
 		if a == nil || a.ID == "" {
@@ -234,7 +256,7 @@ func NaiveMatch(advs []*Advisory, vex []VEX, components []Component) []Match {
 						if !strings.EqualFold(ve.v.Vuln, id) {
 							continue
 						}
-						if reason, ok := ve.suppresses(c); ok {
+						if reason, ok := ve.suppresses(c, subject); ok {
 							m.Status, m.Reason = StatusNotAffected, reason
 							break vexLoop
 						}
@@ -577,12 +599,13 @@ func inRange(v version, r *preparedRange) (bool, error) {
 	return vulnerable, nil
 }
 
-// vexEntry is a VEX statement with its purl parsed once.
+// vexEntry is a VEX statement with its purls parsed once.
 type vexEntry struct {
 	v       VEX
 	ok      bool // purl parsed
 	key     pkgKey
 	version string
+	product *Component // parsed Product; nil if none or unparsable
 }
 
 func newVEXEntry(v VEX) vexEntry {
@@ -593,15 +616,52 @@ func newVEXEntry(v VEX) vexEntry {
 		e.key = keyOf(c.Ecosystem, c.Name)
 		e.version = c.Version
 	}
+	if v.Product != "" {
+		if p, err := ComponentFromPURL(v.Product); err == nil {
+			e.product = &p
+		}
+	}
 	return e
+}
+
+// inScope reports whether a statement applies to an SBOM with this subject:
+// always for a statement with no product; otherwise one of the subject's
+// names must be the product's package and, if the product has a version,
+// have that version.
+func (e vexEntry) inScope(subject []Component) bool {
+	if e.v.Product == "" {
+		return true
+	}
+	for _, s := range subject {
+		if e.product == nil {
+			if s.PURL == e.v.Product {
+				return true
+			}
+			continue
+		}
+		if keyOf(s.Ecosystem, s.Name) != keyOf(e.product.Ecosystem, e.product.Name) {
+			continue
+		}
+		if e.product.Version == "" || e.product.Version == s.Version {
+			return true
+		}
+		if cv, err := Compare(s.Ecosystem, e.product.Version, s.Version); err == nil && cv == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // suppresses reports whether the statement marks c not affected, and why.
 // The purl must name the same package (type, namespace and name; qualifiers
 // and subpath are ignored); a purl with a version must also have the
-// component's version.
-func (e vexEntry) suppresses(c Component) (string, bool) {
+// component's version, and a statement with a Range must contain it; a
+// statement with a Product applies only in that product (inScope).
+func (e vexEntry) suppresses(c Component, subject []Component) (string, bool) {
 	if e.v.Status != VEXNotAffected && e.v.Status != VEXFixed {
+		return "", false
+	}
+	if !e.inScope(subject) {
 		return "", false
 	}
 	if !e.ok {
@@ -619,6 +679,13 @@ func (e vexEntry) suppresses(c Component) (string, bool) {
 			}
 		}
 	}
+	if e.v.Range != "" {
+		// A statement on a version range speaks only of the versions in it;
+		// a version it cannot place is not suppressed.
+		if in, err := versContains(c.Ecosystem, e.v.Range, c.Version); err != nil || !in {
+			return "", false
+		}
+	}
 	return e.reason(), true
 }
 
@@ -629,6 +696,9 @@ func (e vexEntry) reason() string {
 		b.WriteString(" " + e.v.Source)
 	}
 	b.WriteString(": " + e.v.Vuln + " " + e.v.Status)
+	if e.v.Product != "" {
+		b.WriteString(" in " + e.v.Product)
+	}
 	if e.v.Justification != "" {
 		b.WriteString(" (" + e.v.Justification + ")")
 	}

@@ -215,3 +215,8 @@ func genericPURL(name, version string) string {
 	}
 	return packageurl.NewPackageURL("generic", "", name, strings.TrimSpace(version), nil, "").ToString()
 }
+
+// GenericPURL is pkg:generic/name@version ("" when name is empty): how a
+// product without a purl of its own is named, in SBOM subjects and in the
+// product of VEX statements.
+func GenericPURL(name, version string) string { return genericPURL(name, version) }

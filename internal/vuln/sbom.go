@@ -33,6 +33,10 @@ type SBOM struct {
 	Format     string // "CycloneDX 1.5", "SPDX 2.3"
 	Digest     string // sha256 hex of the raw bytes
 	Components []Component
+	// Subject is what the SBOM describes (CycloneDX metadata.component, the
+	// package an SPDX document DESCRIBES), if it names one: the product that
+	// product-scoped VEX statements speak of.
+	Subject *Component
 }
 
 // ErrSBOMFormat reports input that is not a supported SBOM.
@@ -86,7 +90,11 @@ func ParseSBOM(raw []byte) (sb *SBOM, err error) {
 		// The subject of the SBOM (the firmware or binary itself) comes
 		// first: VEX statements and product advisories name it.
 		if bom.Metadata != nil && bom.Metadata.Component != nil {
-			sb.Components = cdxComponents([]cyclonedx.Component{*bom.Metadata.Component}, nil, 0)
+			mc := bom.Metadata.Component
+			sb.Components = cdxComponents([]cyclonedx.Component{*mc}, nil, 0)
+			if c, ok := toComponent(mc.PackageURL, mc.Name, mc.Version, mc.Group); ok {
+				sb.Subject = &c
+			}
 		}
 		if bom.Components != nil {
 			sb.Components = cdxComponents(*bom.Components, sb.Components, 0)
@@ -103,6 +111,7 @@ func ParseSBOM(raw []byte) (sb *SBOM, err error) {
 		}
 		sb.Format = "SPDX " + strings.TrimPrefix(head.SPDXVersion, "SPDX-")
 		sb.Components = spdxComponents(doc)
+		sb.Subject = spdxSubject(doc)
 	default:
 		return nil, fmt.Errorf("%w: neither CycloneDX (bomFormat) nor SPDX (spdxVersion)", ErrSBOMFormat)
 	}
@@ -181,4 +190,28 @@ func dedupe(cs []Component) []Component {
 		out = append(out, c)
 	}
 	return out
+}
+
+// spdxSubject is the one package the document DESCRIBES (documentDescribes
+// is read as such relationships); nil if none or several.
+func spdxSubject(doc *spdx.Document) *Component {
+	var described []string
+	for _, r := range doc.Relationships {
+		if r != nil && strings.EqualFold(r.Relationship, "DESCRIBES") && string(r.RefA.ElementRefID) == "DOCUMENT" {
+			described = append(described, string(r.RefB.ElementRefID))
+		}
+	}
+	if len(described) != 1 {
+		return nil
+	}
+	for _, p := range doc.Packages {
+		if p == nil || string(p.PackageSPDXIdentifier) != described[0] {
+			continue
+		}
+		one := &spdx.Document{Packages: []*spdx.Package{p}}
+		if cs := spdxComponents(one); len(cs) == 1 {
+			return &cs[0]
+		}
+	}
+	return nil
 }

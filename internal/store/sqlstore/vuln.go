@@ -21,9 +21,9 @@ func (s *DB) PutSBOM(ctx context.Context, sb *patch.SBOM) error {
 	if err != nil {
 		return fmt.Errorf("put SBOM %s@%s: %w", sb.Product, sb.Version, err)
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO release_sboms (product, version, format, digest, signed, components, uploaded_at) VALUES ($1,$2,$3,$4,$5,$6,$7)
-ON CONFLICT (product, version) DO UPDATE SET format = excluded.format, digest = excluded.digest, signed = excluded.signed, components = excluded.components, uploaded_at = excluded.uploaded_at`,
-		sb.Product, sb.Version, sb.Format, sb.Digest, sb.Signed, string(comps), sb.UploadedAt.UTC())
+	_, err = s.db.ExecContext(ctx, `INSERT INTO release_sboms (product, version, format, digest, signed, components, uploaded_at, subject) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)
+ON CONFLICT (product, version) DO UPDATE SET format = excluded.format, digest = excluded.digest, signed = excluded.signed, components = excluded.components, uploaded_at = excluded.uploaded_at, subject = excluded.subject`,
+		sb.Product, sb.Version, sb.Format, sb.Digest, sb.Signed, string(comps), sb.UploadedAt.UTC(), sb.Subject)
 	if err != nil {
 		return fmt.Errorf("put SBOM %s@%s: %w", sb.Product, sb.Version, err)
 	}
@@ -34,8 +34,8 @@ ON CONFLICT (product, version) DO UPDATE SET format = excluded.format, digest = 
 func (s *DB) FindSBOM(ctx context.Context, product, version string) (*patch.SBOM, error) {
 	sb := &patch.SBOM{Product: product, Version: version}
 	var comps string
-	err := s.db.QueryRowContext(ctx, `SELECT format, digest, signed, components, uploaded_at FROM release_sboms WHERE product = $1 AND version = $2`, product, version).
-		Scan(&sb.Format, &sb.Digest, &sb.Signed, &comps, &sb.UploadedAt)
+	err := s.db.QueryRowContext(ctx, `SELECT format, digest, signed, components, uploaded_at, subject FROM release_sboms WHERE product = $1 AND version = $2`, product, version).
+		Scan(&sb.Format, &sb.Digest, &sb.Signed, &comps, &sb.UploadedAt, &sb.Subject)
 	if err != nil {
 		return nil, notFound(err, "release %s@%s has no SBOM", product, version)
 	}
@@ -48,7 +48,7 @@ func (s *DB) FindSBOM(ctx context.Context, product, version string) (*patch.SBOM
 
 // FindSBOMs implements patch.Store.
 func (s *DB) FindSBOMs(ctx context.Context, product string) ([]*patch.SBOM, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT product, version, format, digest, signed, uploaded_at FROM release_sboms WHERE $1 = '' OR product = $1 ORDER BY product, version`, product)
+	rows, err := s.db.QueryContext(ctx, `SELECT product, version, format, digest, signed, uploaded_at, subject FROM release_sboms WHERE $1 = '' OR product = $1 ORDER BY product, version`, product)
 	if err != nil {
 		return nil, fmt.Errorf("find SBOMs: %w", err)
 	}
@@ -56,7 +56,7 @@ func (s *DB) FindSBOMs(ctx context.Context, product string) ([]*patch.SBOM, erro
 	var out []*patch.SBOM
 	for rows.Next() {
 		var sb patch.SBOM
-		if err := rows.Scan(&sb.Product, &sb.Version, &sb.Format, &sb.Digest, &sb.Signed, &sb.UploadedAt); err != nil {
+		if err := rows.Scan(&sb.Product, &sb.Version, &sb.Format, &sb.Digest, &sb.Signed, &sb.UploadedAt, &sb.Subject); err != nil {
 			return nil, fmt.Errorf("find SBOMs: %w", err)
 		}
 		sb.UploadedAt = sb.UploadedAt.UTC()
@@ -106,12 +106,33 @@ WHERE advisories.modified_us < excluded.modified_us`)
 			}
 		}
 		out = res
-		return nil
+		return bumpGeneration(ctx, tx, res)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// bumpGeneration adds one to the advisory index generation, in the transaction that stored
+// outcomes, if any of them changed something.
+func bumpGeneration(ctx context.Context, tx *Tx, outcomes []string) error {
+	if !slices.ContainsFunc(outcomes, func(o string) bool { return o != patch.Unchanged }) {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE vuln_generation SET gen = gen + 1 WHERE id = 1`); err != nil {
+		return fmt.Errorf("bump advisory generation: %w", err)
+	}
+	return nil
+}
+
+// VulnGeneration implements patch.Store.
+func (s *DB) VulnGeneration(ctx context.Context) (int64, error) {
+	var g int64
+	if err := s.db.QueryRowContext(ctx, `SELECT gen FROM vuln_generation WHERE id = 1`).Scan(&g); err != nil {
+		return 0, fmt.Errorf("advisory generation: %w", err)
+	}
+	return g, nil
 }
 
 // FindAdvisories implements patch.Store.
@@ -145,7 +166,7 @@ func (s *DB) PutVEX(ctx context.Context, vs []vuln.VEX, now time.Time) ([]string
 		res := make([]string, len(vs))
 		for i, v := range vs {
 			var old vuln.VEX
-			err := tx.QueryRowContext(ctx, `SELECT status, justification, impact FROM vex_statements WHERE source = $1 AND vuln = $2 AND purl = $3`, v.Source, v.Vuln, v.PURL).
+			err := tx.QueryRowContext(ctx, `SELECT status, justification, impact FROM vex_statements WHERE source = $1 AND vuln = $2 AND purl = $3 AND vers_range = $4 AND product = $5`, v.Source, v.Vuln, v.PURL, v.Range, v.Product).
 				Scan(&old.Status, &old.Justification, &old.Impact)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
@@ -158,14 +179,14 @@ func (s *DB) PutVEX(ctx context.Context, vs []vuln.VEX, now time.Time) ([]string
 			default:
 				res[i] = patch.Updated
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO vex_statements (source, vuln, purl, status, justification, impact, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7)
-ON CONFLICT (source, vuln, purl) DO UPDATE SET status = excluded.status, justification = excluded.justification, impact = excluded.impact, updated_at = excluded.updated_at`,
-				v.Source, v.Vuln, v.PURL, v.Status, v.Justification, v.Impact, now.UTC()); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO vex_statements (source, vuln, purl, vers_range, product, status, justification, impact, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
+ON CONFLICT (source, vuln, purl, vers_range, product) DO UPDATE SET status = excluded.status, justification = excluded.justification, impact = excluded.impact, updated_at = excluded.updated_at`,
+				v.Source, v.Vuln, v.PURL, v.Range, v.Product, v.Status, v.Justification, v.Impact, now.UTC()); err != nil {
 				return fmt.Errorf("VEX %s %s: %w", v.Vuln, v.PURL, err)
 			}
 		}
 		out = res
-		return nil
+		return bumpGeneration(ctx, tx, res)
 	})
 	if err != nil {
 		return nil, err
@@ -175,7 +196,7 @@ ON CONFLICT (source, vuln, purl) DO UPDATE SET status = excluded.status, justifi
 
 // FindVEX implements patch.Store.
 func (s *DB) FindVEX(ctx context.Context) ([]vuln.VEX, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT source, vuln, purl, status, justification, impact FROM vex_statements ORDER BY source, vuln, purl`)
+	rows, err := s.db.QueryContext(ctx, `SELECT source, vuln, purl, vers_range, product, status, justification, impact FROM vex_statements ORDER BY source, vuln, purl, vers_range, product`)
 	if err != nil {
 		return nil, fmt.Errorf("find VEX: %w", err)
 	}
@@ -183,7 +204,7 @@ func (s *DB) FindVEX(ctx context.Context) ([]vuln.VEX, error) {
 	var out []vuln.VEX
 	for rows.Next() {
 		var v vuln.VEX
-		if err := rows.Scan(&v.Source, &v.Vuln, &v.PURL, &v.Status, &v.Justification, &v.Impact); err != nil {
+		if err := rows.Scan(&v.Source, &v.Vuln, &v.PURL, &v.Range, &v.Product, &v.Status, &v.Justification, &v.Impact); err != nil {
 			return nil, fmt.Errorf("find VEX: %w", err)
 		}
 		out = append(out, v)
@@ -201,16 +222,18 @@ func (s *DB) AddInstall(ctx context.Context, deviceID, target string, at time.Ti
 }
 
 // FindInstalls implements patch.Store.
-func (s *DB) FindInstalls(ctx context.Context) ([]patch.Install, error) {
+func (s *DB) FindInstalls(ctx context.Context, product string) ([]patch.Install, error) {
 	var out []patch.Install
 	for _, q := range []struct {
 		sql    string
 		commit bool
 	}{
-		{`SELECT device_id, target, first_seen FROM device_installs`, false},
-		{`SELECT device_id, target, time FROM device_events WHERE step = 'commit' AND status = 'ok'`, true},
+		{`SELECT i.device_id, i.target, i.first_seen FROM device_installs i
+WHERE $1 = '' OR EXISTS (SELECT 1 FROM devices d WHERE d.id = i.device_id AND d.product = $1)`, false},
+		{`SELECT e.device_id, e.target, e.time FROM device_events e
+WHERE e.step = 'commit' AND e.status = 'ok' AND ($1 = '' OR EXISTS (SELECT 1 FROM devices d WHERE d.id = e.device_id AND d.product = $1))`, true},
 	} {
-		rows, err := s.db.QueryContext(ctx, q.sql)
+		rows, err := s.db.QueryContext(ctx, q.sql, product)
 		if err != nil {
 			return nil, fmt.Errorf("find installs: %w", err)
 		}

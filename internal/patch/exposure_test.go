@@ -1,0 +1,88 @@
+package patch_test
+
+import (
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/store/sqlstore"
+)
+
+// TestDaysExposedFromInstall: a device enrolled on a clean release and updated later onto the
+// affected one is exposed from its update, not from its enrolment.
+func TestDaysExposedFromInstall(t *testing.T) {
+	stores(t, func(t *testing.T, db *sqlstore.DB) {
+		day0 := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+		w := newWorld(t, db, day0)
+		importFile(t, w.s, filepath.Join(osvDir, "GO-2023-2402.json")) // published 2023-12
+		w.release("p", "1.0", 1, sbom("v0.17.0"))                      // fixed version
+		w.release("p", "1.1", 2, sbom("v0.16.0"))                      // affected
+		w.enrol("d1", "p", "1.0")
+		updated := day0.Add(10 * 24 * time.Hour)
+		if err := db.AddEvents(ctx, []fleet.Event{{DeviceID: "d1", Time: updated, Target: "p/1.1/fw", Step: "commit", Status: "ok"}}); err != nil {
+			t.Fatal(err)
+		}
+		target := "p/1.1/fw"
+		if err := db.UpdateDevice(ctx, "d1", fleet.DeviceUpdate{InstalledTarget: &target}); err != nil {
+			t.Fatal(err)
+		}
+		w.c.t = updated.Add(10 * 24 * time.Hour)
+		rep, err := w.s.Exposure(ctx, patch.ExposureFilter{Product: "p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Exposed) != 1 {
+			t.Fatalf("exposure %+v", rep)
+		}
+		if e := rep.Exposed[0]; e.Release != "1.1" || !e.Since.Equal(updated) || e.DaysExposed != 10 {
+			t.Errorf("row %+v: want since %s, 10 days", e, updated)
+		}
+	})
+}
+
+// TestAliasesOneRow: GO-2023-2402 and GHSA-45x7-px36-x8w8 both describe CVE-2023-48795; with a
+// vendor's CSAF record of the CVE, they are one exposure row (the GHSA record's medium severity,
+// every id listed) and one advisory in time-to-patch.
+func TestAliasesOneRow(t *testing.T) {
+	stores(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db, time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC))
+		for _, f := range []string{"GO-2023-2402.json", "GHSA-45x7-px36-x8w8.json"} {
+			importFile(t, w.s, filepath.Join(osvDir, f))
+		}
+		w.importString("acme.json", csafDoc("ACME-1", "CVE-2023-48795", map[string][]string{"known_affected": {"p@1.0"}}))
+		w.release("p", "1.0", 1, sbom("v0.16.0"))
+		w.enrol("d1", "p", "1.0")
+		w.c.t = w.c.t.Add(24 * time.Hour)
+		w.release("p", "1.1", 2, sbom("v0.31.0"))
+		w.c.t = w.c.t.Add(24 * time.Hour)
+
+		rep, err := w.s.Exposure(ctx, patch.ExposureFilter{Product: "p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Exposed) != 1 {
+			t.Fatalf("exposure rows %+v", rep.Exposed)
+		}
+		e := rep.Exposed[0]
+		ids := append([]string{e.Advisory}, e.Aliases...)
+		for _, id := range []string{"GO-2023-2402", "GHSA-45x7-px36-x8w8", "CVE-2023-48795", "ACME-1/CVE-2023-48795"} {
+			if !slices.Contains(ids, id) {
+				t.Errorf("row %s %v lacks %s", e.Advisory, e.Aliases, id)
+			}
+		}
+		if e.Severity != "medium" || e.FixedIn != "1.1" || e.Devices != 1 {
+			t.Errorf("row %+v", e)
+		}
+
+		ttp, err := w.s.TimeToPatch(ctx, "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ttp.Advisories) != 1 || ttp.Advisories[0].Advisory != e.Advisory || ttp.Advisories[0].FixedIn != "1.1" {
+			t.Errorf("time to patch %+v", ttp.Advisories)
+		}
+	})
+}
