@@ -278,7 +278,6 @@ func (s *Server) background(ctx context.Context) {
 			if err := s.Repo.WarnExpiring(ctx); err != nil {
 				s.Config.Logger.Warn("offline metadata expiry", "err", err)
 			}
-
 		case <-advisories.C:
 			s.refreshAdvisories(ctx)
 		case <-follow.C:
