@@ -40,7 +40,7 @@ const usage = `upkeep-agent: the Upkeep device agent
 
 Common flags (each also an UPKEEP_* variable, see packaging/agent.env):
   --state DIR (default /var/lib/upkeep), --installer ab|file|module,
-  --boot sim|uboot|grub, --boot-env FILE, --slots DIR (file-backed A/B slots),
+  --boot uboot|grub|sim (required by --installer ab; sim only simulates one), --boot-env FILE, --slots DIR (file-backed A/B slots),
   --slot-a PATH --slot-b PATH (raw partitions or image files),
   --file-path PATH, --module PATH, --health-cmd CMD, --poll 5m,
   --window HH:MM-HH:MM (maintenance window, UTC), --consent-cmd CMD.
@@ -105,7 +105,7 @@ func envInt(k string, def int64) int64 {
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.state, "state", envOr("UPKEEP_STATE", "/var/lib/upkeep"), "state directory, outside the A/B slots (UPKEEP_STATE)")
 	fs.StringVar(&c.installer, "installer", envOr("UPKEEP_INSTALLER", "ab"), "ab, file or module (UPKEEP_INSTALLER)")
-	fs.StringVar(&c.bootKind, "boot", envOr("UPKEEP_BOOT", "sim"), "boot loader adapter: sim, uboot or grub (UPKEEP_BOOT)")
+	fs.StringVar(&c.bootKind, "boot", os.Getenv("UPKEEP_BOOT"), "boot loader adapter: uboot, grub or sim (simulated; no default) (UPKEEP_BOOT)")
 	fs.StringVar(&c.bootEnv, "boot-env", os.Getenv("UPKEEP_BOOT_ENV"), "boot environment file (default STATE/bootenv.json)")
 	fs.StringVar(&c.slots, "slots", os.Getenv("UPKEEP_SLOTS"), "folder of file-backed slots (default STATE/slots)")
 	fs.StringVar(&c.slotA, "slot-a", os.Getenv("UPKEEP_SLOT_A"), "slot A device or file (with --slot-b)")
@@ -172,7 +172,11 @@ func (c *common) config(log *slog.Logger) (agent.Config, error) {
 		return cfg, fmt.Errorf("unknown installer %q (ab, file or module)", c.installer)
 	}
 	switch c.bootKind {
+	case "":
+		return cfg, errors.New("--installer ab needs a boot loader: set --boot or UPKEEP_BOOT to uboot, grub or sim " +
+			"(sim only simulates a boot loader: images go to files and a reboot edits a JSON file)")
 	case "sim":
+		log.Warn("simulated boot loader: no real reboot, trial boot or rollback happens on this device", "boot", "sim")
 		env := c.bootEnv
 		if env == "" {
 			env = filepath.Join(c.state, "bootenv.json")
