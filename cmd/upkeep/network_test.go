@@ -443,3 +443,31 @@ func TestPowerCutMidDownloadResumes(t *testing.T) {
 		t.Errorf("resumed with Range %q, want bytes=%d- (the last checkpoint)", reqs[len(reqs)-1].Range, ckpt)
 	}
 }
+
+// A 429 on a metadata file keeps its Retry-After: the cycle ends with the server's wait, not
+// the agent's own backoff.
+func TestRetryAfterOnMetadata(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-RETRY-META", nil)
+	const timestamp = "/device/v1/director/timestamp.json"
+	d.proxy.Inject(timestamp, 1, faultproxy.Status{Code: http.StatusTooManyRequests, RetryAfter: "42"})
+	err := d.cycle(t)
+	if te := requireTransient(t, err); te.RetryAfter != 42*time.Second {
+		t.Errorf("RetryAfter %s after a 429 on %s with Retry-After: 42, want 42s (%v)", te.RetryAfter, timestamp, err)
+	}
+	if got := d.proxy.Count(timestamp); got != 1 {
+		t.Errorf("%d requests for %s, want 1", got, timestamp)
+	}
+	n.requireOld(t, d)
+
+	// An absurd Retry-After is capped.
+	d.proxy.Inject(timestamp, 1, faultproxy.Status{Code: http.StatusServiceUnavailable, RetryAfter: "99999999999999999999"})
+	if te := requireTransient(t, d.cycle(t)); te.RetryAfter != agent.MaxRetryAfter {
+		t.Errorf("RetryAfter %s after Retry-After: 99999999999999999999, want the cap %s", te.RetryAfter, agent.MaxRetryAfter)
+	}
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle once the server answers: %v", err)
+	}
+	n.requireUpdated(t, d)
+}

@@ -165,7 +165,12 @@ func refresh(up *updater.Updater, what string) error {
 	var te *TransientError
 	var dl *metadata.ErrDownloadHTTP
 	if errors.As(err, &te) || errors.As(err, &dl) {
-		return &TransientError{Err: fmt.Errorf("refresh %s: %w", what, err)}
+		// Keep the server's Retry-After (429/503 on a metadata file): Run waits at least that.
+		var retry time.Duration
+		if te != nil {
+			retry = te.RetryAfter
+		}
+		return &TransientError{Err: fmt.Errorf("refresh %s: %w", what, err), RetryAfter: retry}
 	}
 	return &trust.VerificationError{Kind: trust.FailMetadata, Msg: fmt.Sprintf("%s metadata: %v", what, err)}
 }
