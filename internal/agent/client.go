@@ -134,10 +134,21 @@ func retryAfterAt(v string, now time.Time) time.Duration {
 }
 
 func (c *client) call(ctx context.Context, method, path string, in, out any, hdr http.Header) (int, error) {
+	status, _, err := c.callHeader(ctx, method, path, in, out, hdr)
+	return status, err
+}
+
+// callHeader is call that also returns the answer's headers (nil if none came).
+func (c *client) callHeader(ctx context.Context, method, path string, in, out any, hdr http.Header) (int, http.Header, error) {
 	resp, err := c.do(ctx, method, path, in, hdr)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
+	status, err := decode(resp, path, out)
+	return status, resp.Header, err
+}
+
+func decode(resp *http.Response, path string, out any) (int, error) {
 	if err := check(resp); err != nil {
 		return resp.StatusCode, err
 	}

@@ -36,7 +36,7 @@ func (a *Agent) Cycle(ctx context.Context) error {
 	i := a.state.Installed
 	c := wire.Checkin{Installed: wire.Installed{Target: i.Target, Version: i.Version, SecurityVersion: i.SecurityVersion, SHA256: i.SHA256}, State: a.state.Phase, DirectorVersion: a.state.DirectorVersion}
 	var resp wire.CheckinResponse
-	status, err := a.api.call(ctx, http.MethodPost, "/device/v1/checkin", c, &resp, http.Header{"If-None-Match": {`"` + strconv.FormatInt(a.state.DirectorVersion, 10) + `"`}})
+	status, hdr, err := a.api.callHeader(ctx, http.MethodPost, "/device/v1/checkin", c, &resp, http.Header{"If-None-Match": {`"` + strconv.FormatInt(a.state.DirectorVersion, 10) + `"`}})
 	if err != nil {
 		var se *ServerError
 		if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
@@ -44,8 +44,9 @@ func (a *Agent) Cycle(ctx context.Context) error {
 		}
 		return fmt.Errorf("check-in: %w", err)
 	}
-	if resp.PollSeconds > 0 {
-		a.poll = max(a.cfg.PollInterval/10, min(a.cfg.PollInterval*10, secondsDur(resp.PollSeconds)))
+	if d := pollHint(status, resp.PollSeconds, hdr); d > 0 {
+		// The server's suggestion, within a factor of ten of the configured interval either way.
+		a.poll = max(a.cfg.PollInterval/10, min(a.cfg.PollInterval*10, d))
 	}
 	changed := status == http.StatusOK && resp.Changed
 	if !changed && a.state.Phase == PhaseDownloaded {
@@ -57,7 +58,25 @@ func (a *Agent) Cycle(ctx context.Context) error {
 	return a.Update(ctx)
 }
 
-func secondsDur(s int) time.Duration { return time.Duration(s) * time.Second }
+// pollHint is the poll interval the server suggests: the body's poll_seconds on a 200, else
+// the Upkeep-Poll-Seconds header, which the server sends on 304 answers too. 0: no suggestion.
+func pollHint(status, bodySeconds int, hdr http.Header) time.Duration {
+	s := int64(0)
+	if status == http.StatusOK && bodySeconds > 0 {
+		s = int64(bodySeconds)
+	} else if v := hdr.Get(wire.HeaderPollInterval); v != "" {
+		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+			s = n // beyond int64: the largest, clamped below
+		}
+	}
+	if s <= 0 {
+		return 0
+	}
+	return time.Duration(min(s, maxPollHintSeconds)) * time.Second
+}
+
+// maxPollHintSeconds bounds a poll hint before it is scaled (a week), so it cannot overflow.
+const maxPollHintSeconds = 7 * 24 * 3600
 
 // Update runs the full verification and, if it names a new image, installs it. A download that
 // an earlier cycle left unfinished resumes if the director still names the same image.
