@@ -85,12 +85,17 @@ func (a *Agent) Update(ctx context.Context) error {
 		// An install step failed part-way (a boot loader tool, a module): carry the journal on.
 		return a.resume(ctx)
 	}
-	dec, dirVersion, err := a.verify(ctx)
+	dec, dirVersion, named, err := a.verify(ctx)
 	if err != nil {
 		var ve *trust.VerificationError
 		if errors.As(err, &ve) {
 			a.state.LastError = err.Error()
-			a.event("", wire.StepVerify, wire.StatusFailed, true, err.Error())
+			if named == "" && a.state.Pending != nil {
+				named = a.state.Pending.Target
+			}
+			// The target the director named, when known, so the server counts the failure
+			// against the campaign that assigned it.
+			a.event(named, wire.StepVerify, wire.StatusFailed, true, err.Error())
 			a.state.LastFullCheck = now(a.cfg) // verified failure: do not hammer, wait for a change
 			a.state.DirectorVersion = dirVersion
 			if p := a.state.Pending; p != nil && a.state.Phase == PhaseDownloading {
@@ -143,26 +148,34 @@ func (a *Agent) discardPending(ctx context.Context, why string) {
 }
 
 // verify is Uptane full verification (Uptane Standard 5.4.4.2): refresh the director's metadata
-// for this device, refresh the image repository, then apply trust.Decide.
-func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int64, err error) {
+// for this device, refresh the image repository, then apply trust.Decide. named is the one
+// target the verified director metadata names (even when the decision then fails), or "".
+func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int64, named string, err error) {
 	dirUp, err := a.updater(ctx, dirMeta, "/device/v1/director/")
 	if err != nil {
-		return nil, a.state.DirectorVersion, err
+		return nil, a.state.DirectorVersion, "", err
 	}
 	if err := refresh(dirUp, "director"); err != nil {
-		return nil, a.state.DirectorVersion, err
+		return nil, a.state.DirectorVersion, "", err
 	}
 	dirTargets := dirUp.GetTrustedMetadataSet().Targets[metadata.TARGETS]
 	dirVersion = dirTargets.Signed.Version
+	if len(dirTargets.Signed.Targets) == 1 {
+		for name := range dirTargets.Signed.Targets {
+			if trust.ValidTargetName(name) == nil {
+				named = name
+			}
+		}
+	}
 	if err := a.noticeFrom(ctx, &dirTargets.Signed); err != nil {
-		return nil, dirVersion, err
+		return nil, dirVersion, named, err
 	}
 	imgUp, err := a.updater(ctx, imageMeta, "/repo/image/")
 	if err != nil {
-		return nil, dirVersion, err
+		return nil, dirVersion, named, err
 	}
 	if err := refresh(imgUp, "image repository"); err != nil {
-		return nil, dirVersion, err
+		return nil, dirVersion, named, err
 	}
 	id := a.state.Identity
 	inst := a.state.Installed
@@ -171,7 +184,7 @@ func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int
 			err = trust.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
 			return tf, err
 		})
-	return dec, dirVersion, err
+	return dec, dirVersion, named, err
 }
 
 // refresh runs a TUF refresh and classifies its failure: network trouble is transient, anything
