@@ -268,26 +268,62 @@ func TestDownloadTruncated(t *testing.T) {
 
 func TestDownloadCorrupted(t *testing.T) {
 	t.Parallel()
-	n := newNetEnv(t)
-	d := n.device("SN-CORRUPT", nil)
-	d.proxy.Inject(artifactPath, 1, faultproxy.Corrupt{At: 2 << 20})
-	requireVerification(t, d.cycle(t), trust.FailHash)
-	n.requireOld(t, d)
-	if st := d.agent.State(); st.FailedTarget != n.rel.Target || st.FailedSHA256 != n.rel.SHA256 {
-		t.Errorf("failed target %s %s, want %s %s", st.FailedTarget, st.FailedSHA256, n.rel.Target, n.rel.SHA256)
-	}
 
-	// The image is not fetched again, neither by the next cycle nor by a full verification.
-	if err := d.cycle(t); err != nil {
-		t.Fatalf("next cycle: %v", err)
-	}
-	if err := d.agent.Update(context.Background()); err != nil {
-		t.Fatalf("update: %v", err)
-	}
-	n.requireOld(t, d)
-	if got := d.proxy.Count(artifactPath); got != 1 {
-		t.Errorf("%d artifact requests, want 1: a verification failure is never retried", got)
-	}
+	// One corrupted byte: the stage is discarded and the image fetched again from byte 0.
+	t.Run("once", func(t *testing.T) {
+		t.Parallel()
+		n := newNetEnv(t)
+		d := n.device("SN-CORRUPT-ONCE", nil)
+		d.proxy.Inject(artifactPath, 1, faultproxy.Corrupt{At: 2 << 20})
+		if err := d.cycle(t); err != nil {
+			t.Fatalf("cycle: %v", err)
+		}
+		n.requireUpdated(t, d)
+		reqs := d.proxy.Requests(artifactPath)
+		if len(reqs) != 2 {
+			t.Fatalf("%d artifact requests, want 2 (one corrupted, one whole again)", len(reqs))
+		}
+		if reqs[1].Range != "" {
+			t.Errorf("the download after a hash mismatch asked for Range %q, want the whole image", reqs[1].Range)
+		}
+		if st := d.agent.State(); st.FailedTarget != "" {
+			t.Errorf("failed target %q after a mismatch that a new download cured", st.FailedTarget)
+		}
+	})
+
+	// Corrupted every time: after three mismatches the image is failed and never fetched again.
+	t.Run("always", func(t *testing.T) {
+		t.Parallel()
+		n := newNetEnv(t)
+		d := n.device("SN-CORRUPT", nil)
+		d.proxy.Inject(artifactPath, faultproxy.Always, faultproxy.Corrupt{At: 2 << 20})
+		requireVerification(t, d.cycle(t), trust.FailHash)
+		n.requireOld(t, d)
+		if st := d.agent.State(); st.FailedTarget != n.rel.Target || st.FailedSHA256 != n.rel.SHA256 {
+			t.Errorf("failed target %s %s, want %s %s", st.FailedTarget, st.FailedSHA256, n.rel.Target, n.rel.SHA256)
+		}
+		reqs := d.proxy.Requests(artifactPath)
+		if len(reqs) != 3 {
+			t.Fatalf("%d artifact requests, want 3: a hash mismatch is fetched again twice, then fatal", len(reqs))
+		}
+		for _, r := range reqs {
+			if r.Range != "" {
+				t.Errorf("a download after a mismatch resumed with Range %q, want the whole image", r.Range)
+			}
+		}
+
+		// The image is not fetched again, neither by the next cycle nor by a full verification.
+		if err := d.cycle(t); err != nil {
+			t.Fatalf("next cycle: %v", err)
+		}
+		if err := d.agent.Update(context.Background()); err != nil {
+			t.Fatalf("update: %v", err)
+		}
+		n.requireOld(t, d)
+		if got := d.proxy.Count(artifactPath); got != 3 {
+			t.Errorf("%d artifact requests, want 3: a failed image is not retried", got)
+		}
+	})
 }
 
 func TestSlowRetrievalAborted(t *testing.T) {

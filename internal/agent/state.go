@@ -39,6 +39,9 @@ type Image struct {
 	Slot            boot.Slot `json:"slot,omitempty"`   // A/B installer: the slot it goes to
 	Staged          int64     `json:"staged,omitempty"` // bytes durably staged (download resume)
 	Reboot          bool      `json:"reboot,omitempty"` // the installer asked for a reboot
+	// HashFailures counts complete downloads whose hash differed from the signed one; the
+	// image is fetched again from byte 0 until maxHashAttempts is reached.
+	HashFailures int `json:"hash_failures,omitempty"`
 	// Install is the director's signed install policy for this image; Waiting says why the
 	// downloaded image is not installed yet (consent, maintenance window).
 	Install *trust.InstallPolicy `json:"install,omitempty"`

@@ -215,7 +215,11 @@ func (a *Agent) updater(ctx context.Context, name, path string) (*updater.Update
 // failure leaves the journal at "downloading" so the next cycle resumes; a verification failure
 // is fatal for this image.
 func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, img *Image) error {
-	if err := a.download(ctx, tf, img); err != nil {
+	for {
+		err := a.download(ctx, tf, img)
+		if err == nil {
+			break
+		}
 		var ve *trust.VerificationError
 		if !errors.As(err, &ve) {
 			a.event(img.Target, wire.StepDownload, wire.StatusFailed, false, err.Error()+"; will resume")
@@ -223,6 +227,24 @@ func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, i
 				return saveErr
 			}
 			return err
+		}
+		var mm *mismatchError
+		if errors.As(err, &mm) && img.HashFailures+1 < maxHashAttempts {
+			// A complete image whose hash differs: one flipped bit on a bad link looks the same
+			// as tampering, so the stage is discarded and the image fetched again from byte 0.
+			// Only maxHashAttempts mismatches in a row (counted in the journal) make it fatal.
+			// More bytes than signed stays fatal at once (fetchRange).
+			img.HashFailures++
+			if w, serr := a.installer.Stage(ctx, img, 0); serr == nil {
+				w.Abort() //nolint:errcheck // the next attempt starts over at byte 0 anyway
+			}
+			img.Staged = 0
+			a.event(img.Target, wire.StepDownload, wire.StatusFailed, false,
+				fmt.Sprintf("%v; downloading again from the start (%d of %d)", err, img.HashFailures+1, maxHashAttempts))
+			if saveErr := a.save(); saveErr != nil {
+				return saveErr
+			}
+			continue
 		}
 		a.discardPending(ctx, "verification failed")
 		a.state.FailedTarget, a.state.FailedSHA256, a.state.LastError = img.Target, img.SHA256, err.Error()
@@ -323,8 +345,26 @@ func (a *Agent) downloadOnce(ctx context.Context, url string, tf *metadata.Targe
 		return fmt.Errorf("stage %s: %w", img.Target, err)
 	}
 	img.Staged = n
-	return hs.verify(tf)
+	if err := hs.verify(tf); err != nil {
+		var ve *trust.VerificationError
+		if errors.As(err, &ve) {
+			return &mismatchError{ve}
+		}
+		return err
+	}
+	return nil
 }
+
+// maxHashAttempts is how many complete downloads of one image may fail its signed hash before
+// the image is declared failed.
+const maxHashAttempts = 3
+
+// mismatchError is a *trust.VerificationError for a complete download whose hash differs from
+// the signed one: worth fetching again from the start, a few times.
+type mismatchError struct{ ve *trust.VerificationError }
+
+func (e *mismatchError) Error() string { return e.ve.Error() }
+func (e *mismatchError) Unwrap() error { return e.ve }
 
 // StreamTarget downloads url into w, verifying the length and every signed SHA-256/SHA-512 hash
 // of tf while streaming. The read is bounded by the signed length (TUF "endless data"). Network
@@ -636,7 +676,7 @@ func (a *Agent) resume(ctx context.Context) error {
 			}
 		case PhaseCommitted:
 			a.state.Installed = *p
-			a.state.Installed.Staged, a.state.Installed.Reboot = 0, false
+			a.state.Installed.Staged, a.state.Installed.Reboot, a.state.Installed.HashFailures = 0, false, 0
 			a.state.Phase, a.state.Pending, a.state.LastError = PhaseIdle, nil, ""
 			a.event(p.Target, wire.StepCommit, wire.StatusOK, false, "version "+p.Version)
 		case PhaseRollingBack:
