@@ -507,3 +507,28 @@ func TestRetryAfterOnMetadata(t *testing.T) {
 	}
 	n.requireUpdated(t, d)
 }
+
+// A slow but steady download outlasts the HTTP client's total timeout: artifacts use a client
+// without one, and only the minimum-rate watchdog bounds the body.
+func TestSlowDownloadOutlastsClientTimeout(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	const total = 300 * time.Millisecond
+	d := n.device("SN-2G", func(c *agent.Config) {
+		noRetries(c)
+		c.HTTP.Timeout = total // the check-in and metadata client's total timeout, shortened
+		c.MinRate, c.SlowWindow = 256<<10, 200*time.Millisecond
+	})
+	d.proxy.Inject(artifactPath, faultproxy.Always, faultproxy.Throttle{Rate: 3 << 20}) // about 1 s
+	start := time.Now()
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	if took := time.Since(start); took < 2*total {
+		t.Fatalf("the throttled download took %s, want longer than the %s total timeout for the test to mean anything", took, total)
+	}
+	n.requireUpdated(t, d)
+	if reqs := d.proxy.Requests(artifactPath); len(reqs) != 1 {
+		t.Errorf("%d artifact requests, want 1 uninterrupted download", len(reqs))
+	}
+}

@@ -335,7 +335,7 @@ func (a *Agent) downloadOnce(ctx context.Context, url string, tf *metadata.Targe
 		img.Staged = n
 		return a.save()
 	}
-	n, err := fetchRange(ctx, a.api, url, `"`+img.SHA256+`"`, off, tf.Length, hs.tee(w), a.cfg.MinRate, a.cfg.SlowWindow, a.cfg.CheckpointEvery, ckpt)
+	n, err := fetchRange(ctx, a.dl, url, `"`+img.SHA256+`"`, off, tf.Length, hs.tee(w), a.cfg.MinRate, a.cfg.SlowWindow, a.cfg.CheckpointEvery, ckpt)
 	if err != nil {
 		ckpt(n)   //nolint:errcheck // best effort: a resume re-checks what it finds
 		w.Close() //nolint:errcheck
@@ -367,7 +367,9 @@ func (e *mismatchError) Error() string { return e.ve.Error() }
 func (e *mismatchError) Unwrap() error { return e.ve }
 
 // StreamTarget downloads url into w, verifying the length and every signed SHA-256/SHA-512 hash
-// of tf while streaming. The read is bounded by the signed length (TUF "endless data"). Network
+// of tf while streaming. The read is bounded by the signed length (TUF "endless data") and
+// aborted below the agent's default minimum rate (TUF "slow retrieval"); hc should have no total
+// timeout (NewDownloadClient), so that a slow but steady link finishes. Network
 // trouble and short reads are *TransientError; anything that contradicts the signed metadata is
 // a *trust.VerificationError. On error, w holds garbage and must be discarded.
 func StreamTarget(ctx context.Context, hc *http.Client, url string, tf *metadata.TargetFiles, w io.Writer) error {
@@ -375,7 +377,7 @@ func StreamTarget(ctx context.Context, hc *http.Client, url string, tf *metadata
 	if err != nil {
 		return err
 	}
-	if _, err := fetchRange(ctx, &client{http: hc}, url, "", 0, tf.Length, hs.tee(w), 0, 0, 0, nil); err != nil {
+	if _, err := fetchRange(ctx, &client{http: hc}, url, "", 0, tf.Length, hs.tee(w), defaultMinRate, defaultSlowWindow, 0, nil); err != nil {
 		return err
 	}
 	return hs.verify(tf)
