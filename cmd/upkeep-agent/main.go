@@ -42,7 +42,7 @@ Common flags (each also an UPKEEP_* variable, see packaging/agent.env):
   --state DIR (default /var/lib/upkeep), --installer ab|file|module,
   --boot uboot|grub|sim (required by --installer ab; sim only simulates one), --boot-env FILE, --slots DIR (file-backed A/B slots),
   --slot-a PATH --slot-b PATH (raw partitions or image files),
-  --file-path PATH, --module PATH, --health-cmd CMD, --poll 5m,
+  --file-path PATH, --module PATH, --health-cmd CMD, --hook-timeout 5m, --poll 5m,
   --window HH:MM-HH:MM (maintenance window, UTC), --consent-cmd CMD.
 `
 
@@ -76,7 +76,7 @@ type common struct {
 	state, bootKind, bootEnv, slots, slotA, slotB, healthCmd string
 	installer, filePath, module, noticeCmd                   string
 	window, consentCmd                                       string
-	poll, slowWindow                                         time.Duration
+	poll, slowWindow, hookTimeout                            time.Duration
 	minRate, checkpoint                                      int64
 }
 
@@ -116,6 +116,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.noticeCmd, "notice-cmd", os.Getenv("UPKEEP_NOTICE_CMD"), "command run when the end-of-support notice changes (UPKEEP_END_OF_SUPPORT, UPKEEP_PRODUCT set)")
 	fs.StringVar(&c.window, "window", os.Getenv("UPKEEP_WINDOW"), "maintenance window HH:MM-HH:MM (UTC): install only inside it (UPKEEP_WINDOW)")
 	fs.StringVar(&c.consentCmd, "consent-cmd", os.Getenv("UPKEEP_CONSENT_CMD"), "command asked for the owner's consent when an update needs it; exit 0 grants (UPKEEP_TARGET, UPKEEP_VERSION set)")
+	fs.DurationVar(&c.hookTimeout, "hook-timeout", envDuration("UPKEEP_HOOK_TIMEOUT", 5*time.Minute), "how long the health, consent and notice commands may run; a health check that times out has failed (UPKEEP_HOOK_TIMEOUT)")
 	fs.DurationVar(&c.poll, "poll", envDuration("UPKEEP_POLL", 5*time.Minute), "poll interval until the server suggests one")
 	fs.Int64Var(&c.minRate, "min-rate", envInt("UPKEEP_MIN_RATE", 0), "slow-retrieval defence: minimum bytes/s (0: default 256, -1: off)")
 	fs.Int64Var(&c.checkpoint, "checkpoint-bytes", envInt("UPKEEP_CHECKPOINT_BYTES", 0), "downloaded bytes between journal checkpoints (0: default 4 MiB)")
@@ -153,7 +154,7 @@ func loadConfig(path string, required bool) error {
 }
 
 func (c *common) config(log *slog.Logger) (agent.Config, error) {
-	cfg := agent.Config{StateDir: c.state, Logger: log, PollInterval: c.poll, MinRate: c.minRate, SlowWindow: c.slowWindow, CheckpointEvery: c.checkpoint}
+	cfg := agent.Config{StateDir: c.state, Logger: log, PollInterval: c.poll, HookTimeout: c.hookTimeout, MinRate: c.minRate, SlowWindow: c.slowWindow, CheckpointEvery: c.checkpoint}
 	switch c.installer {
 	case "ab":
 	case "file":
@@ -229,7 +230,7 @@ func (c *common) withHealth(cfg agent.Config) agent.Config {
 	if c.consentCmd != "" {
 		cmdline := c.consentCmd
 		cfg.Consent = func(ctx context.Context, img agent.Image) (bool, error) {
-			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
+			cmd := shellCommand(ctx, cmdline)
 			cmd.Env = append(os.Environ(), "UPKEEP_TARGET="+img.Target, "UPKEEP_VERSION="+img.Version, "UPKEEP_SHA256="+img.SHA256)
 			err := cmd.Run()
 			var ee *exec.ExitError
@@ -242,7 +243,7 @@ func (c *common) withHealth(cfg agent.Config) agent.Config {
 	if c.noticeCmd != "" {
 		cmdline := c.noticeCmd
 		cfg.NoticeHook = func(ctx context.Context, n *trust.Notice) error {
-			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
+			cmd := shellCommand(ctx, cmdline)
 			cmd.Env = os.Environ()
 			if n != nil {
 				cmd.Env = append(cmd.Env, "UPKEEP_END_OF_SUPPORT="+n.EndOfSupport, "UPKEEP_PRODUCT="+n.Product, "UPKEEP_NOTICE_MESSAGE="+n.Message)
@@ -256,7 +257,7 @@ func (c *common) withHealth(cfg agent.Config) agent.Config {
 	if c.healthCmd != "" {
 		cmdline := c.healthCmd
 		cfg.Health = func(ctx context.Context) error {
-			out, err := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline).CombinedOutput()
+			out, err := shellCommand(ctx, cmdline).CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("health check %q: %w: %.200s", cmdline, err, out)
 			}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -530,5 +531,31 @@ func TestSlowDownloadOutlastsClientTimeout(t *testing.T) {
 	n.requireUpdated(t, d)
 	if reqs := d.proxy.Requests(artifactPath); len(reqs) != 1 {
 		t.Errorf("%d artifact requests, want 1 uninterrupted download", len(reqs))
+	}
+}
+
+// A health script that hangs fails the health check after the hook timeout: the trial is
+// rolled back instead of the agent waiting for ever.
+func TestHungHealthCheckRollsBack(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-HUNG-HEALTH", func(c *agent.Config) {
+		c.HookTimeout = 300 * time.Millisecond
+		c.Health = func(ctx context.Context) error {
+			return exec.CommandContext(ctx, "sleep", "30").Run() // a health script that hangs
+		}
+	})
+	start := time.Now()
+	err := d.cycle(t)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the cycle took %s with a hung health check and a 300ms hook timeout", took)
+	}
+	if err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	n.requireOld(t, d)
+	st := d.agent.State()
+	if st.FailedTarget != n.rel.Target || !strings.Contains(st.LastError, "hook timeout") {
+		t.Errorf("failed target %q, last error %q; want %s failed by the hook timeout", st.FailedTarget, st.LastError, n.rel.Target)
 	}
 }

@@ -51,6 +51,9 @@ type Config struct {
 	// example a command the device's UI answers). Consent is also granted by writing the
 	// image's SHA-256 into the state folder's "consent" file (GrantConsent). Nil: the file only.
 	Consent func(ctx context.Context, img Image) (bool, error)
+	// HookTimeout bounds each call of Health, Consent and NoticeHook; a health check that has
+	// not answered by then has failed (the update rolls back). Default 5 minutes.
+	HookTimeout time.Duration
 	// FullCheckEvery forces a full verification at least this often even when check-ins say
 	// nothing changed, so that a frozen server shows up through metadata expiry. Default 24h.
 	FullCheckEvery time.Duration
@@ -79,6 +82,9 @@ const (
 func (c Config) withDefaults() Config {
 	if c.FullCheckEvery == 0 {
 		c.FullCheckEvery = 24 * time.Hour
+	}
+	if c.HookTimeout <= 0 {
+		c.HookTimeout = 5 * time.Minute
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 5 * time.Minute

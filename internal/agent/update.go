@@ -565,7 +565,9 @@ func (a *Agent) consented(ctx context.Context, p *Image) bool {
 	if a.cfg.Consent == nil {
 		return false
 	}
-	ok, err := a.cfg.Consent(ctx, *p)
+	hctx, cancel := a.hookContext(ctx)
+	defer cancel()
+	ok, err := a.cfg.Consent(hctx, *p) // no answer in time: not consented, asked again later
 	if err != nil {
 		a.log.Warn("consent hook", "err", err)
 	}
@@ -718,11 +720,26 @@ func (a *Agent) resume(ctx context.Context) error {
 	}
 }
 
+// health runs the health check, bounded by HookTimeout: a check that hangs has failed.
 func (a *Agent) health(ctx context.Context) error {
 	if a.cfg.Health == nil {
 		return nil
 	}
-	return a.cfg.Health(ctx)
+	hctx, cancel := a.hookContext(ctx)
+	defer cancel()
+	err := a.cfg.Health(hctx)
+	if cause := context.Cause(hctx); errors.Is(cause, errHookTimeout) && ctx.Err() == nil {
+		return fmt.Errorf("health check: %w", cause)
+	}
+	return err
+}
+
+// errHookTimeout is the cause of a hook cancelled after HookTimeout.
+var errHookTimeout = errors.New("no answer within the hook timeout")
+
+// hookContext bounds one call of a device hook (health, consent, notice) by HookTimeout.
+func (a *Agent) hookContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, a.cfg.HookTimeout, fmt.Errorf("%w (%s)", errHookTimeout, a.cfg.HookTimeout))
 }
 
 // noticeFrom records the lifecycle notice of verified director targets and, when it changed,
@@ -740,7 +757,10 @@ func (a *Agent) noticeFrom(ctx context.Context, t *metadata.TargetsType) error {
 		a.log.Warn("end-of-support notice", "product", n.Product, "end_of_support", n.EndOfSupport)
 	}
 	if a.cfg.NoticeHook != nil {
-		if err := a.cfg.NoticeHook(ctx, n); err != nil {
+		hctx, cancel := a.hookContext(ctx)
+		err := a.cfg.NoticeHook(hctx, n)
+		cancel()
+		if err != nil {
 			a.log.Error("notice hook failed", "err", err)
 		}
 	}
