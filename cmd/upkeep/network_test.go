@@ -559,3 +559,87 @@ func TestHungHealthCheckRollsBack(t *testing.T) {
 		t.Errorf("failed target %q, last error %q; want %s failed by the hook timeout", st.FailedTarget, st.LastError, n.rel.Target)
 	}
 }
+
+// fakeClock is a device clock the test moves by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	at time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.at
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at = c.at.Add(d)
+}
+
+// The daily full verification: when the director does not change, check-ins alone do not
+// verify; once FullCheckEvery has passed, one cycle runs the full verification, and a frozen
+// image repository (a timestamp that expired) is reported as a verification failure.
+func TestFullVerificationWhenDirectorUnchanged(t *testing.T) {
+	t.Parallel()
+	server := &shiftClock{}
+	n := &netEnv{env: newEnvWith(t, func(c *ServerConfig) { c.Now = server.Now }), factory: image("1.0.0", 64<<10), img: image("2.0.0", netImageSize)}
+	n.old = n.publish("1.0.0", 1, n.factory)
+	n.rel = n.publish("2.0.0", 2, n.img)
+	clock := &fakeClock{at: time.Now()}
+	const every = 10 * time.Minute // shortened from a day, within the device token's lifetime
+	d := n.device("SN-DAILY", func(c *agent.Config) { c.Now, c.FullCheckEvery = clock.Now, every })
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("first cycle: %v", err)
+	}
+	n.requireUpdated(t, d)
+	if err := d.cycle(t); err != nil { // the check-in after the commit, as Run makes at once
+		t.Fatalf("second cycle: %v", err)
+	}
+	dirVersion := d.agent.State().DirectorVersion
+
+	// The image repository freezes: its newest timestamp has already expired (signed with a
+	// clock two days behind; timestamps live a day). The director's view of the device stays.
+	server.Shift(-48 * time.Hour)
+	n.publish("3.0.0", 3, image("3.0.0", 64<<10))
+	const meta = "/repo/image/"
+	before, beforeTS := d.proxy.Count(meta), d.proxy.Count(meta+"timestamp.json")
+
+	clock.Advance(every / 2)
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle before the full check is due: %v", err)
+	}
+	if got := d.proxy.Count(meta) - before; got != 0 {
+		t.Fatalf("%d image metadata requests before FullCheckEvery passed, want none", got)
+	}
+
+	clock.Advance(every/2 + time.Minute)
+	err := d.cycle(t)
+	requireVerification(t, err, trust.FailMetadata)
+	if !strings.Contains(err.Error(), "expired") {
+		t.Errorf("full verification: %v, want the expired timestamp named", err)
+	}
+	if got := d.proxy.Count(meta+"timestamp.json") - beforeTS; got == 0 {
+		t.Error("the due full verification did not fetch the image timestamp")
+	}
+	st := d.agent.State()
+	if st.DirectorVersion != dirVersion {
+		t.Errorf("director version %d, want %d unchanged: the check was the daily one", st.DirectorVersion, dirVersion)
+	}
+	if !strings.Contains(st.LastError, "expired") || st.LastFullCheck.Before(clock.Now()) {
+		t.Errorf("last error %q, last full check %s; want the expiry recorded at %s", st.LastError, st.LastFullCheck, clock.Now())
+	}
+	n.requireUpdated(t, d) // still on the image it verified and committed
+	found := false
+	evs, evErr := n.cli.Events(context.Background(), st.DeviceID)
+	if evErr != nil {
+		t.Fatal(evErr)
+	}
+	for _, ev := range evs {
+		found = found || (ev.Fatal && ev.Step == wire.StepVerify && ev.Status == wire.StatusFailed && strings.Contains(ev.Message, "expired"))
+	}
+	if !found {
+		t.Errorf("the server holds no fatal verify event naming the expiry: %+v", evs)
+	}
+}
