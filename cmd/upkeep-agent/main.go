@@ -35,6 +35,10 @@ const usage = `upkeep-agent: the Upkeep device agent
   upkeep-agent run    [--poll 5m]
   upkeep-agent status
   upkeep-agent consent   (the owner consents to the update that waits for it)
+  upkeep-agent opt-out on|off
+                      (on: the owner opts out of automatic updates; every update, security
+                      updates too, is downloaded but waits for the owner's consent before it
+                      installs, as with --consent-cmd or 'upkeep-agent consent'; off: automatic)
   upkeep-agent tuf-client --metadata-dir D [--metadata-url U] init ROOT | refresh | download
                       (the TUF conformance suite's client protocol; see docs/TUF-CONFORMANCE.md)
 
@@ -351,6 +355,33 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 			return fmt.Errorf("consent: %w", err)
 		}
 		fmt.Fprintf(out, "consent recorded: %s (%s) installs at the next check\n", img.Version, img.Target)
+		return nil
+	case "opt-out":
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		arg := fs.Arg(0)
+		if fs.NArg() > 1 { // flags after on|off
+			if err := fs.Parse(fs.Args()[1:]); err != nil {
+				return err
+			}
+		}
+		var on bool
+		switch arg {
+		case "on":
+			on = true
+		case "off":
+		default:
+			return errors.New("opt-out: want on or off")
+		}
+		if err := agent.SetOptOut(c.state, on); err != nil {
+			return err
+		}
+		if on {
+			fmt.Fprintln(out, "automatic updates off: every update waits for the owner's consent (upkeep-agent consent)")
+		} else {
+			fmt.Fprintln(out, "automatic updates on")
+		}
 		return nil
 	case "tuf-client":
 		return tufClient(ctx, args, out)

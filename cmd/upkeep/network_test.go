@@ -643,3 +643,52 @@ func TestFullVerificationWhenDirectorUnchanged(t *testing.T) {
 		t.Errorf("the server holds no fatal verify event naming the expiry: %+v", evs)
 	}
 }
+
+// An owner who opted out of automatic updates is asked before any update installs, security
+// updates included: the image downloads, then waits until the owner consents.
+func TestOptOutWaitsForConsent(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-OPTOUT", nil)
+	if err := agent.SetOptOut(d.cfg.StateDir, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	st := d.agent.State()
+	if st.Phase != agent.PhaseDownloaded || st.Pending == nil || !strings.Contains(st.Pending.Waiting, "consent") {
+		t.Fatalf("phase %s, pending %+v; want the security update downloaded and waiting for consent", st.Phase, st.Pending)
+	}
+	if got := d.activeSHA256(t); got != n.old.SHA256 {
+		t.Fatalf("active slot holds %s before consent, want the factory image", got)
+	}
+	evs, err := n.cli.Events(context.Background(), st.DeviceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := false
+	for _, ev := range evs {
+		waiting = waiting || (ev.Step == wire.StepInstall && ev.Status == wire.StatusWaiting)
+	}
+	if !waiting {
+		t.Errorf("the server was not told the install waits: %+v", evs)
+	}
+	if err := d.cycle(t); err != nil { // still no consent: still waiting
+		t.Fatalf("cycle: %v", err)
+	}
+	if st := d.agent.State(); st.Phase != agent.PhaseDownloaded {
+		t.Fatalf("phase %s without consent, want downloaded", st.Phase)
+	}
+
+	if _, err := agent.GrantConsent(d.cfg.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle after consent: %v", err)
+	}
+	n.requireUpdated(t, d)
+	if got := d.proxy.Count(artifactPath); got != 1 {
+		t.Errorf("%d artifact requests, want 1: the download happened before consent", got)
+	}
+}

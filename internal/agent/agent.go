@@ -78,13 +78,15 @@ const (
 	defaultSlowWindow = time.Minute
 )
 
+const defaultHookTimeout = 5 * time.Minute
+
 // withDefaults fills in the zero fields.
 func (c Config) withDefaults() Config {
 	if c.FullCheckEvery == 0 {
 		c.FullCheckEvery = 24 * time.Hour
 	}
 	if c.HookTimeout <= 0 {
-		c.HookTimeout = 5 * time.Minute
+		c.HookTimeout = defaultHookTimeout
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 5 * time.Minute

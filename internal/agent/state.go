@@ -73,12 +73,16 @@ type State struct {
 	Pending         *Image        `json:"pending,omitempty"`
 	Outbox          []wire.Event  `json:"outbox,omitempty"` // events not yet reported
 	Notice          *trust.Notice `json:"notice,omitempty"` // lifecycle notice from the director
+	// OptOut is the owner's opt-out of automatic updates, kept in its own file (SetOptOut) and
+	// filled in by ReadStatus; the journal does not hold it.
+	OptOut bool `json:"opt_out"`
 }
 
 const (
 	stateFile   = "state.json"
 	keyFile     = "device.key"
 	consentFile = "consent"
+	optOutFile  = "opt-out"
 	maxOutbox   = 64
 	dirMeta     = "director"
 	imageMeta   = "image"
@@ -114,5 +118,12 @@ func saveState(dir string, s *State) error {
 	return nil
 }
 
-// ReadStatus reads the agent's state for `upkeep-agent status`.
-func ReadStatus(dir string) (*State, error) { return loadState(dir) }
+// ReadStatus reads the agent's state for `upkeep-agent status`, with the owner's opt-out.
+func ReadStatus(dir string) (*State, error) {
+	st, err := loadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	st.OptOut = OptedOut(dir)
+	return st, nil
+}

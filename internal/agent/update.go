@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"maps"
 	"net/http"
 	"os"
@@ -548,7 +549,10 @@ func (a *Agent) gate(ctx context.Context, p *Image) string {
 	if pol == nil {
 		pol = &trust.InstallPolicy{}
 	}
-	if pol.Consent && !a.consented(ctx, p) {
+	if optedOut := OptedOut(a.cfg.StateDir); (pol.Consent || optedOut) && !a.consented(ctx, p) {
+		if !pol.Consent {
+			return "awaiting the owner's consent (the owner opted out of automatic updates)"
+		}
 		return "awaiting the owner's consent"
 	}
 	window := cmp.Or(pol.Window, a.cfg.Window)
@@ -572,6 +576,33 @@ func (a *Agent) consented(ctx context.Context, p *Image) bool {
 		a.log.Warn("consent hook", "err", err)
 	}
 	return ok && err == nil
+}
+
+// SetOptOut records the owner's choice about automatic updates in the state folder dir (a file
+// of its own, written atomically, so that a running agent's journal writes never undo it). When
+// on, every update, security updates included, is downloaded but waits for the owner's consent
+// before it is installed, as an update whose campaign asks for consent does.
+func SetOptOut(dir string, on bool) error {
+	if _, err := ReadStatus(dir); err != nil {
+		return err
+	}
+	p := filepath.Join(dir, optOutFile)
+	if !on {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("opt-out: %w", err)
+		}
+		return nil
+	}
+	if err := boot.WriteFileAtomic(p, []byte("on\n"), 0o600); err != nil {
+		return fmt.Errorf("opt-out: %w", err)
+	}
+	return nil
+}
+
+// OptedOut reports whether the owner of the agent in dir opted out of automatic updates.
+func OptedOut(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, optOutFile))
+	return err == nil && strings.TrimSpace(string(b)) == "on"
 }
 
 // GrantConsent records the owner's consent to install the image the agent in dir is waiting
@@ -739,7 +770,11 @@ var errHookTimeout = errors.New("no answer within the hook timeout")
 
 // hookContext bounds one call of a device hook (health, consent, notice) by HookTimeout.
 func (a *Agent) hookContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeoutCause(ctx, a.cfg.HookTimeout, fmt.Errorf("%w (%s)", errHookTimeout, a.cfg.HookTimeout))
+	d := a.cfg.HookTimeout
+	if d <= 0 {
+		d = defaultHookTimeout
+	}
+	return context.WithTimeoutCause(ctx, d, fmt.Errorf("%w (%s)", errHookTimeout, d))
 }
 
 // noticeFrom records the lifecycle notice of verified director targets and, when it changed,
