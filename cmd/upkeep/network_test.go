@@ -518,9 +518,9 @@ func TestSlowDownloadOutlastsClientTimeout(t *testing.T) {
 	d := n.device("SN-2G", func(c *agent.Config) {
 		noRetries(c)
 		c.HTTP.Timeout = total // the check-in and metadata client's total timeout, shortened
-		c.MinRate, c.SlowWindow = 256<<10, 200*time.Millisecond
+		c.MinRate, c.SlowWindow = 16<<10, time.Second
 	})
-	d.proxy.Inject(artifactPath, faultproxy.Always, faultproxy.Throttle{Rate: 3 << 20}) // about 1 s
+	d.proxy.Inject(artifactPath, faultproxy.Always, faultproxy.Throttle{Rate: 2 << 20}) // about 1.5 s
 	start := time.Now()
 	if err := d.cycle(t); err != nil {
 		t.Fatalf("cycle: %v", err)
@@ -690,5 +690,60 @@ func TestOptOutWaitsForConsent(t *testing.T) {
 	n.requireUpdated(t, d)
 	if got := d.proxy.Count(artifactPath); got != 1 {
 		t.Errorf("%d artifact requests, want 1: the download happened before consent", got)
+	}
+}
+
+// A power cut after the last checkpoint of a complete download (the journal says downloading,
+// with every byte staged): the agent verifies the staged image instead of asking the server for
+// a range past its end.
+func TestPowerCutAfterLastByteVerifiesStage(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-POWER-END", noRetries)
+	d.proxy.Inject(artifactPath, 1, faultproxy.Drop{After: 1 << 20})
+	requireTransient(t, d.cycle(t))
+	st := d.agent.State()
+	if st.Phase != agent.PhaseDownloading || st.Pending == nil || st.Pending.Staged <= 0 {
+		t.Fatalf("phase %s, pending %+v; want downloading with bytes staged", st.Phase, st.Pending)
+	}
+	// The rest arrives and is checkpointed, and the power goes before "downloaded" is journaled.
+	ctx := context.Background()
+	staged := st.Pending.Staged
+	w, err := (&agent.ABInstaller{Boot: d.boot, Slots: d.slots}).Stage(ctx, st.Pending, staged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(n.img[staged:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	statePath := filepath.Join(d.cfg.StateDir, "state.json")
+	journal, err := os.ReadFile(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	was := fmt.Appendf(nil, `"staged": %d`, staged)
+	if !bytes.Contains(journal, was) {
+		t.Fatalf("journal does not record %d staged bytes", staged)
+	}
+	journal = bytes.Replace(journal, was, fmt.Appendf(nil, `"staged": %d`, len(n.img)), 1)
+	if err := os.WriteFile(statePath, journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.boot.PowerOn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d.agent, err = agent.New(ctx, d.cfg); err != nil {
+		t.Fatalf("agent after power-on: %v", err)
+	}
+	before := d.proxy.Count(artifactPath)
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle after power-on: %v", err)
+	}
+	n.requireUpdated(t, d)
+	if got := d.proxy.Count(artifactPath) - before; got != 0 {
+		t.Errorf("%d artifact requests after power-on, want none: the staged image was complete", got)
 	}
 }

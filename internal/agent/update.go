@@ -309,6 +309,9 @@ func (a *Agent) downloadOnce(ctx context.Context, url string, tf *metadata.Targe
 		return err
 	}
 	off := img.Staged
+	if off > tf.Length {
+		off = 0
+	}
 	if off > 0 {
 		// Re-hash the durable prefix so that the hashes cover the whole image across resumes.
 		r, err := a.installer.ReadStaged(ctx, img)
@@ -336,7 +339,11 @@ func (a *Agent) downloadOnce(ctx context.Context, url string, tf *metadata.Targe
 		img.Staged = n
 		return a.save()
 	}
-	n, err := fetchRange(ctx, a.dl, url, `"`+img.SHA256+`"`, off, tf.Length, hs.tee(w), a.cfg.MinRate, a.cfg.SlowWindow, a.cfg.CheckpointEvery, ckpt)
+	n, err := off, error(nil)
+	if off < tf.Length {
+		n, err = fetchRange(ctx, a.dl, url, `"`+img.SHA256+`"`, off, tf.Length, hs.tee(w), a.cfg.MinRate, a.cfg.SlowWindow, a.cfg.CheckpointEvery, ckpt)
+	} // else the whole image was staged and journaled before a power cut: only verify it (a
+	// Range request from its length would be answered 416)
 	if err != nil {
 		ckpt(n)   //nolint:errcheck // best effort: a resume re-checks what it finds
 		w.Close() //nolint:errcheck
