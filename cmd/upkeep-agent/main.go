@@ -35,14 +35,18 @@ const usage = `upkeep-agent: the Upkeep device agent
   upkeep-agent run    [--poll 5m]
   upkeep-agent status
   upkeep-agent consent   (the owner consents to the update that waits for it)
+  upkeep-agent opt-out on|off
+                      (on: the owner opts out of automatic updates; every update, security
+                      updates too, is downloaded but waits for the owner's consent before it
+                      installs, as with --consent-cmd or 'upkeep-agent consent'; off: automatic)
   upkeep-agent tuf-client --metadata-dir D [--metadata-url U] init ROOT | refresh | download
                       (the TUF conformance suite's client protocol; see docs/TUF-CONFORMANCE.md)
 
 Common flags (each also an UPKEEP_* variable, see packaging/agent.env):
   --state DIR (default /var/lib/upkeep), --installer ab|file|module,
-  --boot sim|uboot|grub, --boot-env FILE, --slots DIR (file-backed A/B slots),
+  --boot uboot|grub|sim (required by --installer ab; sim only simulates one), --boot-env FILE, --slots DIR (file-backed A/B slots),
   --slot-a PATH --slot-b PATH (raw partitions or image files),
-  --file-path PATH, --module PATH, --health-cmd CMD, --poll 5m,
+  --file-path PATH, --module PATH, --health-cmd CMD, --hook-timeout 5m, --poll 5m,
   --window HH:MM-HH:MM (maintenance window, UTC), --consent-cmd CMD.
 `
 
@@ -76,7 +80,7 @@ type common struct {
 	state, bootKind, bootEnv, slots, slotA, slotB, healthCmd string
 	installer, filePath, module, noticeCmd                   string
 	window, consentCmd                                       string
-	poll, slowWindow                                         time.Duration
+	poll, slowWindow, hookTimeout                            time.Duration
 	minRate, checkpoint                                      int64
 }
 
@@ -105,7 +109,7 @@ func envInt(k string, def int64) int64 {
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.state, "state", envOr("UPKEEP_STATE", "/var/lib/upkeep"), "state directory, outside the A/B slots (UPKEEP_STATE)")
 	fs.StringVar(&c.installer, "installer", envOr("UPKEEP_INSTALLER", "ab"), "ab, file or module (UPKEEP_INSTALLER)")
-	fs.StringVar(&c.bootKind, "boot", envOr("UPKEEP_BOOT", "sim"), "boot loader adapter: sim, uboot or grub (UPKEEP_BOOT)")
+	fs.StringVar(&c.bootKind, "boot", os.Getenv("UPKEEP_BOOT"), "boot loader adapter: uboot, grub or sim (simulated; no default) (UPKEEP_BOOT)")
 	fs.StringVar(&c.bootEnv, "boot-env", os.Getenv("UPKEEP_BOOT_ENV"), "boot environment file (default STATE/bootenv.json)")
 	fs.StringVar(&c.slots, "slots", os.Getenv("UPKEEP_SLOTS"), "folder of file-backed slots (default STATE/slots)")
 	fs.StringVar(&c.slotA, "slot-a", os.Getenv("UPKEEP_SLOT_A"), "slot A device or file (with --slot-b)")
@@ -116,6 +120,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.noticeCmd, "notice-cmd", os.Getenv("UPKEEP_NOTICE_CMD"), "command run when the end-of-support notice changes (UPKEEP_END_OF_SUPPORT, UPKEEP_PRODUCT set)")
 	fs.StringVar(&c.window, "window", os.Getenv("UPKEEP_WINDOW"), "maintenance window HH:MM-HH:MM (UTC): install only inside it (UPKEEP_WINDOW)")
 	fs.StringVar(&c.consentCmd, "consent-cmd", os.Getenv("UPKEEP_CONSENT_CMD"), "command asked for the owner's consent when an update needs it; exit 0 grants (UPKEEP_TARGET, UPKEEP_VERSION set)")
+	fs.DurationVar(&c.hookTimeout, "hook-timeout", envDuration("UPKEEP_HOOK_TIMEOUT", 5*time.Minute), "how long the health, consent and notice commands may run; a health check that times out has failed (UPKEEP_HOOK_TIMEOUT)")
 	fs.DurationVar(&c.poll, "poll", envDuration("UPKEEP_POLL", 5*time.Minute), "poll interval until the server suggests one")
 	fs.Int64Var(&c.minRate, "min-rate", envInt("UPKEEP_MIN_RATE", 0), "slow-retrieval defence: minimum bytes/s (0: default 256, -1: off)")
 	fs.Int64Var(&c.checkpoint, "checkpoint-bytes", envInt("UPKEEP_CHECKPOINT_BYTES", 0), "downloaded bytes between journal checkpoints (0: default 4 MiB)")
@@ -153,7 +158,7 @@ func loadConfig(path string, required bool) error {
 }
 
 func (c *common) config(log *slog.Logger) (agent.Config, error) {
-	cfg := agent.Config{StateDir: c.state, Logger: log, PollInterval: c.poll, MinRate: c.minRate, SlowWindow: c.slowWindow, CheckpointEvery: c.checkpoint}
+	cfg := agent.Config{StateDir: c.state, Logger: log, PollInterval: c.poll, HookTimeout: c.hookTimeout, MinRate: c.minRate, SlowWindow: c.slowWindow, CheckpointEvery: c.checkpoint}
 	switch c.installer {
 	case "ab":
 	case "file":
@@ -172,7 +177,11 @@ func (c *common) config(log *slog.Logger) (agent.Config, error) {
 		return cfg, fmt.Errorf("unknown installer %q (ab, file or module)", c.installer)
 	}
 	switch c.bootKind {
+	case "":
+		return cfg, errors.New("--installer ab needs a boot loader: set --boot or UPKEEP_BOOT to uboot, grub or sim " +
+			"(sim only simulates a boot loader: images go to files and a reboot edits a JSON file)")
 	case "sim":
+		log.Warn("simulated boot loader: no real reboot, trial boot or rollback happens on this device", "boot", "sim")
 		env := c.bootEnv
 		if env == "" {
 			env = filepath.Join(c.state, "bootenv.json")
@@ -225,7 +234,7 @@ func (c *common) withHealth(cfg agent.Config) agent.Config {
 	if c.consentCmd != "" {
 		cmdline := c.consentCmd
 		cfg.Consent = func(ctx context.Context, img agent.Image) (bool, error) {
-			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
+			cmd := shellCommand(ctx, cmdline)
 			cmd.Env = append(os.Environ(), "UPKEEP_TARGET="+img.Target, "UPKEEP_VERSION="+img.Version, "UPKEEP_SHA256="+img.SHA256)
 			err := cmd.Run()
 			var ee *exec.ExitError
@@ -238,7 +247,7 @@ func (c *common) withHealth(cfg agent.Config) agent.Config {
 	if c.noticeCmd != "" {
 		cmdline := c.noticeCmd
 		cfg.NoticeHook = func(ctx context.Context, n *trust.Notice) error {
-			cmd := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline)
+			cmd := shellCommand(ctx, cmdline)
 			cmd.Env = os.Environ()
 			if n != nil {
 				cmd.Env = append(cmd.Env, "UPKEEP_END_OF_SUPPORT="+n.EndOfSupport, "UPKEEP_PRODUCT="+n.Product, "UPKEEP_NOTICE_MESSAGE="+n.Message)
@@ -252,7 +261,7 @@ func (c *common) withHealth(cfg agent.Config) agent.Config {
 	if c.healthCmd != "" {
 		cmdline := c.healthCmd
 		cfg.Health = func(ctx context.Context) error {
-			out, err := exec.CommandContext(ctx, "/bin/sh", "-c", cmdline).CombinedOutput()
+			out, err := shellCommand(ctx, cmdline).CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("health check %q: %w: %.200s", cmdline, err, out)
 			}
@@ -346,6 +355,33 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 			return fmt.Errorf("consent: %w", err)
 		}
 		fmt.Fprintf(out, "consent recorded: %s (%s) installs at the next check\n", img.Version, img.Target)
+		return nil
+	case "opt-out":
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		arg := fs.Arg(0)
+		if fs.NArg() > 1 { // flags after on|off
+			if err := fs.Parse(fs.Args()[1:]); err != nil {
+				return err
+			}
+		}
+		var on bool
+		switch arg {
+		case "on":
+			on = true
+		case "off":
+		default:
+			return errors.New("opt-out: want on or off")
+		}
+		if err := agent.SetOptOut(c.state, on); err != nil {
+			return err
+		}
+		if on {
+			fmt.Fprintln(out, "automatic updates off: every update waits for the owner's consent (upkeep-agent consent)")
+		} else {
+			fmt.Fprintln(out, "automatic updates on")
+		}
 		return nil
 	case "tuf-client":
 		return tufClient(ctx, args, out)

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"path"
@@ -162,7 +161,7 @@ func downloadTarget(ctx context.Context, tf *metadata.TargetFiles, name, base, d
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if err := agent.StreamTarget(ctx, &http.Client{Timeout: 5 * time.Minute}, u, tf, tmp); err != nil {
+	if err := agent.StreamTarget(ctx, agent.NewDownloadClient(), u, tf, tmp); err != nil {
 		tmp.Close()
 		return err
 	}

@@ -214,6 +214,22 @@ func (f *attackFixture) requireFatalEvent(id, step string) {
 	f.t.Errorf("the server has no fatal %q failure event for %s; events: %+v", step, id, evs)
 }
 
+// requireFatalEventFor is requireFatalEvent for a failure the server must count against the
+// named target (and so against the campaign that assigned it).
+func (f *attackFixture) requireFatalEventFor(id, step, target string) {
+	f.t.Helper()
+	evs, err := f.cli.Events(f.ctx, id)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Fatal && ev.Status == wire.StatusFailed && ev.Step == step && ev.Target == target {
+			return
+		}
+	}
+	f.t.Errorf("the server has no fatal %q failure event for %s naming target %s; events: %+v", step, id, target, evs)
+}
+
 // overwriteBlob replaces the stored artifact's bytes on disk, as a compromised server can.
 func (f *attackFixture) overwriteBlob(sha string, b []byte) {
 	f.t.Helper()
@@ -461,6 +477,7 @@ func TestAttackMixAndMatch(t *testing.T) {
 			f.signDirector(r101.Target, dir)
 			err := f.dev.Agent.Cycle(f.ctx)
 			f.requireRefused(err, trust.FailMismatch, wire.StepVerify, f.r100)
+			f.requireFatalEventFor(f.id, wire.StepVerify, r101.Target)
 		})
 	}
 }

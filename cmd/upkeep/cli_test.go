@@ -87,7 +87,7 @@ func TestCLIAndAgentBinary(t *testing.T) {
 	if b, err := enroll.CombinedOutput(); err != nil || !strings.Contains(string(b), "accepted") {
 		t.Fatalf("enroll: %v\n%s", err, b)
 	}
-	runCmd := exec.Command(agentBin, "run", "--state", state, "--poll", "1s")
+	runCmd := exec.Command(agentBin, "run", "--state", state, "--boot", "sim", "--poll", "1s")
 	var agentLog bytes.Buffer
 	runCmd.Stderr = &agentLog
 	if err := runCmd.Start(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -268,26 +269,62 @@ func TestDownloadTruncated(t *testing.T) {
 
 func TestDownloadCorrupted(t *testing.T) {
 	t.Parallel()
-	n := newNetEnv(t)
-	d := n.device("SN-CORRUPT", nil)
-	d.proxy.Inject(artifactPath, 1, faultproxy.Corrupt{At: 2 << 20})
-	requireVerification(t, d.cycle(t), trust.FailHash)
-	n.requireOld(t, d)
-	if st := d.agent.State(); st.FailedTarget != n.rel.Target || st.FailedSHA256 != n.rel.SHA256 {
-		t.Errorf("failed target %s %s, want %s %s", st.FailedTarget, st.FailedSHA256, n.rel.Target, n.rel.SHA256)
-	}
 
-	// The image is not fetched again, neither by the next cycle nor by a full verification.
-	if err := d.cycle(t); err != nil {
-		t.Fatalf("next cycle: %v", err)
-	}
-	if err := d.agent.Update(context.Background()); err != nil {
-		t.Fatalf("update: %v", err)
-	}
-	n.requireOld(t, d)
-	if got := d.proxy.Count(artifactPath); got != 1 {
-		t.Errorf("%d artifact requests, want 1: a verification failure is never retried", got)
-	}
+	// One corrupted byte: the stage is discarded and the image fetched again from byte 0.
+	t.Run("once", func(t *testing.T) {
+		t.Parallel()
+		n := newNetEnv(t)
+		d := n.device("SN-CORRUPT-ONCE", nil)
+		d.proxy.Inject(artifactPath, 1, faultproxy.Corrupt{At: 2 << 20})
+		if err := d.cycle(t); err != nil {
+			t.Fatalf("cycle: %v", err)
+		}
+		n.requireUpdated(t, d)
+		reqs := d.proxy.Requests(artifactPath)
+		if len(reqs) != 2 {
+			t.Fatalf("%d artifact requests, want 2 (one corrupted, one whole again)", len(reqs))
+		}
+		if reqs[1].Range != "" {
+			t.Errorf("the download after a hash mismatch asked for Range %q, want the whole image", reqs[1].Range)
+		}
+		if st := d.agent.State(); st.FailedTarget != "" {
+			t.Errorf("failed target %q after a mismatch that a new download cured", st.FailedTarget)
+		}
+	})
+
+	// Corrupted every time: after three mismatches the image is failed and never fetched again.
+	t.Run("always", func(t *testing.T) {
+		t.Parallel()
+		n := newNetEnv(t)
+		d := n.device("SN-CORRUPT", nil)
+		d.proxy.Inject(artifactPath, faultproxy.Always, faultproxy.Corrupt{At: 2 << 20})
+		requireVerification(t, d.cycle(t), trust.FailHash)
+		n.requireOld(t, d)
+		if st := d.agent.State(); st.FailedTarget != n.rel.Target || st.FailedSHA256 != n.rel.SHA256 {
+			t.Errorf("failed target %s %s, want %s %s", st.FailedTarget, st.FailedSHA256, n.rel.Target, n.rel.SHA256)
+		}
+		reqs := d.proxy.Requests(artifactPath)
+		if len(reqs) != 3 {
+			t.Fatalf("%d artifact requests, want 3: a hash mismatch is fetched again twice, then fatal", len(reqs))
+		}
+		for _, r := range reqs {
+			if r.Range != "" {
+				t.Errorf("a download after a mismatch resumed with Range %q, want the whole image", r.Range)
+			}
+		}
+
+		// The image is not fetched again, neither by the next cycle nor by a full verification.
+		if err := d.cycle(t); err != nil {
+			t.Fatalf("next cycle: %v", err)
+		}
+		if err := d.agent.Update(context.Background()); err != nil {
+			t.Fatalf("update: %v", err)
+		}
+		n.requireOld(t, d)
+		if got := d.proxy.Count(artifactPath); got != 3 {
+			t.Errorf("%d artifact requests, want 3: a failed image is not retried", got)
+		}
+	})
 }
 
 func TestSlowRetrievalAborted(t *testing.T) {
@@ -441,5 +478,272 @@ func TestPowerCutMidDownloadResumes(t *testing.T) {
 	reqs := d.proxy.Requests(artifactPath)
 	if got := rangeStart(t, reqs[len(reqs)-1]); got != ckpt || got < netCkpt {
 		t.Errorf("resumed with Range %q, want bytes=%d- (the last checkpoint)", reqs[len(reqs)-1].Range, ckpt)
+	}
+}
+
+// A 429 on a metadata file keeps its Retry-After: the cycle ends with the server's wait, not
+// the agent's own backoff.
+func TestRetryAfterOnMetadata(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-RETRY-META", nil)
+	const timestamp = "/device/v1/director/timestamp.json"
+	d.proxy.Inject(timestamp, 1, faultproxy.Status{Code: http.StatusTooManyRequests, RetryAfter: "42"})
+	err := d.cycle(t)
+	if te := requireTransient(t, err); te.RetryAfter != 42*time.Second {
+		t.Errorf("RetryAfter %s after a 429 on %s with Retry-After: 42, want 42s (%v)", te.RetryAfter, timestamp, err)
+	}
+	if got := d.proxy.Count(timestamp); got != 1 {
+		t.Errorf("%d requests for %s, want 1", got, timestamp)
+	}
+	n.requireOld(t, d)
+
+	// An absurd Retry-After is capped.
+	d.proxy.Inject(timestamp, 1, faultproxy.Status{Code: http.StatusServiceUnavailable, RetryAfter: "99999999999999999999"})
+	if te := requireTransient(t, d.cycle(t)); te.RetryAfter != agent.MaxRetryAfter {
+		t.Errorf("RetryAfter %s after Retry-After: 99999999999999999999, want the cap %s", te.RetryAfter, agent.MaxRetryAfter)
+	}
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle once the server answers: %v", err)
+	}
+	n.requireUpdated(t, d)
+}
+
+// A slow but steady download outlasts the HTTP client's total timeout: artifacts use a client
+// without one, and only the minimum-rate watchdog bounds the body.
+func TestSlowDownloadOutlastsClientTimeout(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	const total = 300 * time.Millisecond
+	d := n.device("SN-2G", func(c *agent.Config) {
+		noRetries(c)
+		c.HTTP.Timeout = total // the check-in and metadata client's total timeout, shortened
+		c.MinRate, c.SlowWindow = 16<<10, time.Second
+	})
+	d.proxy.Inject(artifactPath, faultproxy.Always, faultproxy.Throttle{Rate: 2 << 20}) // about 1.5 s
+	start := time.Now()
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	if took := time.Since(start); took < 2*total {
+		t.Fatalf("the throttled download took %s, want longer than the %s total timeout for the test to mean anything", took, total)
+	}
+	n.requireUpdated(t, d)
+	if reqs := d.proxy.Requests(artifactPath); len(reqs) != 1 {
+		t.Errorf("%d artifact requests, want 1 uninterrupted download", len(reqs))
+	}
+}
+
+// A health script that hangs fails the health check after the hook timeout: the trial is
+// rolled back instead of the agent waiting for ever.
+func TestHungHealthCheckRollsBack(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-HUNG-HEALTH", func(c *agent.Config) {
+		c.HookTimeout = 300 * time.Millisecond
+		c.Health = func(ctx context.Context) error {
+			return exec.CommandContext(ctx, "sleep", "30").Run() // a health script that hangs
+		}
+	})
+	start := time.Now()
+	err := d.cycle(t)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the cycle took %s with a hung health check and a 300ms hook timeout", took)
+	}
+	if err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	n.requireOld(t, d)
+	st := d.agent.State()
+	if st.FailedTarget != n.rel.Target || !strings.Contains(st.LastError, "hook timeout") {
+		t.Errorf("failed target %q, last error %q; want %s failed by the hook timeout", st.FailedTarget, st.LastError, n.rel.Target)
+	}
+}
+
+// fakeClock is a device clock the test moves by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	at time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.at
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at = c.at.Add(d)
+}
+
+// The daily full verification: when the director does not change, check-ins alone do not
+// verify; once FullCheckEvery has passed, one cycle runs the full verification, and a frozen
+// image repository (a timestamp that expired) is reported as a verification failure.
+func TestFullVerificationWhenDirectorUnchanged(t *testing.T) {
+	t.Parallel()
+	server := &shiftClock{}
+	n := &netEnv{env: newEnvWith(t, func(c *ServerConfig) { c.Now = server.Now }), factory: image("1.0.0", 64<<10), img: image("2.0.0", netImageSize)}
+	n.old = n.publish("1.0.0", 1, n.factory)
+	n.rel = n.publish("2.0.0", 2, n.img)
+	clock := &fakeClock{at: time.Now()}
+	const every = 10 * time.Minute // shortened from a day, within the device token's lifetime
+	d := n.device("SN-DAILY", func(c *agent.Config) { c.Now, c.FullCheckEvery = clock.Now, every })
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("first cycle: %v", err)
+	}
+	n.requireUpdated(t, d)
+	if err := d.cycle(t); err != nil { // the check-in after the commit, as Run makes at once
+		t.Fatalf("second cycle: %v", err)
+	}
+	dirVersion := d.agent.State().DirectorVersion
+
+	// The image repository freezes: its newest timestamp has already expired (signed with a
+	// clock two days behind; timestamps live a day). The director's view of the device stays.
+	server.Shift(-48 * time.Hour)
+	n.publish("3.0.0", 3, image("3.0.0", 64<<10))
+	const meta = "/repo/image/"
+	before, beforeTS := d.proxy.Count(meta), d.proxy.Count(meta+"timestamp.json")
+
+	clock.Advance(every / 2)
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle before the full check is due: %v", err)
+	}
+	if got := d.proxy.Count(meta) - before; got != 0 {
+		t.Fatalf("%d image metadata requests before FullCheckEvery passed, want none", got)
+	}
+
+	clock.Advance(every/2 + time.Minute)
+	err := d.cycle(t)
+	requireVerification(t, err, trust.FailMetadata)
+	if !strings.Contains(err.Error(), "expired") {
+		t.Errorf("full verification: %v, want the expired timestamp named", err)
+	}
+	if got := d.proxy.Count(meta+"timestamp.json") - beforeTS; got == 0 {
+		t.Error("the due full verification did not fetch the image timestamp")
+	}
+	st := d.agent.State()
+	if st.DirectorVersion != dirVersion {
+		t.Errorf("director version %d, want %d unchanged: the check was the daily one", st.DirectorVersion, dirVersion)
+	}
+	if !strings.Contains(st.LastError, "expired") || st.LastFullCheck.Before(clock.Now()) {
+		t.Errorf("last error %q, last full check %s; want the expiry recorded at %s", st.LastError, st.LastFullCheck, clock.Now())
+	}
+	n.requireUpdated(t, d) // still on the image it verified and committed
+	found := false
+	evs, evErr := n.cli.Events(context.Background(), st.DeviceID)
+	if evErr != nil {
+		t.Fatal(evErr)
+	}
+	for _, ev := range evs {
+		found = found || (ev.Fatal && ev.Step == wire.StepVerify && ev.Status == wire.StatusFailed && strings.Contains(ev.Message, "expired"))
+	}
+	if !found {
+		t.Errorf("the server holds no fatal verify event naming the expiry: %+v", evs)
+	}
+}
+
+// An owner who opted out of automatic updates is asked before any update installs, security
+// updates included: the image downloads, then waits until the owner consents.
+func TestOptOutWaitsForConsent(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-OPTOUT", nil)
+	if err := agent.SetOptOut(d.cfg.StateDir, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	st := d.agent.State()
+	if st.Phase != agent.PhaseDownloaded || st.Pending == nil || !strings.Contains(st.Pending.Waiting, "consent") {
+		t.Fatalf("phase %s, pending %+v; want the security update downloaded and waiting for consent", st.Phase, st.Pending)
+	}
+	if got := d.activeSHA256(t); got != n.old.SHA256 {
+		t.Fatalf("active slot holds %s before consent, want the factory image", got)
+	}
+	evs, err := n.cli.Events(context.Background(), st.DeviceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := false
+	for _, ev := range evs {
+		waiting = waiting || (ev.Step == wire.StepInstall && ev.Status == wire.StatusWaiting)
+	}
+	if !waiting {
+		t.Errorf("the server was not told the install waits: %+v", evs)
+	}
+	if err := d.cycle(t); err != nil { // still no consent: still waiting
+		t.Fatalf("cycle: %v", err)
+	}
+	if st := d.agent.State(); st.Phase != agent.PhaseDownloaded {
+		t.Fatalf("phase %s without consent, want downloaded", st.Phase)
+	}
+
+	if _, err := agent.GrantConsent(d.cfg.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle after consent: %v", err)
+	}
+	n.requireUpdated(t, d)
+	if got := d.proxy.Count(artifactPath); got != 1 {
+		t.Errorf("%d artifact requests, want 1: the download happened before consent", got)
+	}
+}
+
+// A power cut after the last checkpoint of a complete download (the journal says downloading,
+// with every byte staged): the agent verifies the staged image instead of asking the server for
+// a range past its end.
+func TestPowerCutAfterLastByteVerifiesStage(t *testing.T) {
+	t.Parallel()
+	n := newNetEnv(t)
+	d := n.device("SN-POWER-END", noRetries)
+	d.proxy.Inject(artifactPath, 1, faultproxy.Drop{After: 1 << 20})
+	requireTransient(t, d.cycle(t))
+	st := d.agent.State()
+	if st.Phase != agent.PhaseDownloading || st.Pending == nil || st.Pending.Staged <= 0 {
+		t.Fatalf("phase %s, pending %+v; want downloading with bytes staged", st.Phase, st.Pending)
+	}
+	// The rest arrives and is checkpointed, and the power goes before "downloaded" is journaled.
+	ctx := context.Background()
+	staged := st.Pending.Staged
+	w, err := (&agent.ABInstaller{Boot: d.boot, Slots: d.slots}).Stage(ctx, st.Pending, staged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(n.img[staged:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	statePath := filepath.Join(d.cfg.StateDir, "state.json")
+	journal, err := os.ReadFile(statePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	was := fmt.Appendf(nil, `"staged": %d`, staged)
+	if !bytes.Contains(journal, was) {
+		t.Fatalf("journal does not record %d staged bytes", staged)
+	}
+	journal = bytes.Replace(journal, was, fmt.Appendf(nil, `"staged": %d`, len(n.img)), 1)
+	if err := os.WriteFile(statePath, journal, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.boot.PowerOn(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d.agent, err = agent.New(ctx, d.cfg); err != nil {
+		t.Fatalf("agent after power-on: %v", err)
+	}
+	before := d.proxy.Count(artifactPath)
+	if err := d.cycle(t); err != nil {
+		t.Fatalf("cycle after power-on: %v", err)
+	}
+	n.requireUpdated(t, d)
+	if got := d.proxy.Count(artifactPath) - before; got != 0 {
+		t.Errorf("%d artifact requests after power-on, want none: the staged image was complete", got)
 	}
 }

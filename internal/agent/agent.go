@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -50,6 +51,9 @@ type Config struct {
 	// example a command the device's UI answers). Consent is also granted by writing the
 	// image's SHA-256 into the state folder's "consent" file (GrantConsent). Nil: the file only.
 	Consent func(ctx context.Context, img Image) (bool, error)
+	// HookTimeout bounds each call of Health, Consent and NoticeHook; a health check that has
+	// not answered by then has failed (the update rolls back). Default 5 minutes.
+	HookTimeout time.Duration
 	// FullCheckEvery forces a full verification at least this often even when check-ins say
 	// nothing changed, so that a frozen server shows up through metadata expiry. Default 24h.
 	FullCheckEvery time.Duration
@@ -68,19 +72,30 @@ type Config struct {
 	MaxRetryWait    time.Duration
 }
 
+// The slow-retrieval defence's defaults.
+const (
+	defaultMinRate    = 256
+	defaultSlowWindow = time.Minute
+)
+
+const defaultHookTimeout = 5 * time.Minute
+
 // withDefaults fills in the zero fields.
 func (c Config) withDefaults() Config {
 	if c.FullCheckEvery == 0 {
 		c.FullCheckEvery = 24 * time.Hour
 	}
+	if c.HookTimeout <= 0 {
+		c.HookTimeout = defaultHookTimeout
+	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 5 * time.Minute
 	}
 	if c.MinRate == 0 {
-		c.MinRate = 256
+		c.MinRate = defaultMinRate
 	}
 	if c.SlowWindow == 0 {
-		c.SlowWindow = time.Minute
+		c.SlowWindow = defaultSlowWindow
 	}
 	if c.CheckpointEvery == 0 {
 		c.CheckpointEvery = 4 << 20
@@ -115,6 +130,7 @@ type Agent struct {
 	key       ed25519.PrivateKey
 	state     *State
 	api       *client
+	dl        *client // artifacts: no total timeout (downloadClient)
 	log       *slog.Logger
 	poll      time.Duration
 }
@@ -194,6 +210,41 @@ func httpClient(cfg Config) *http.Client {
 	if cfg.HTTP != nil {
 		*c = *cfg.HTTP
 	}
+	return noAuthRedirects(c)
+}
+
+// downloadClient is the client for artifacts: cfg.HTTP (or the default transport) without a
+// total timeout, since a large image over a slow link takes as long as it takes. Connecting,
+// the TLS handshake and the wait for the response headers are bounded by the transport
+// (NewDownloadClient); the body is watched by the slow-retrieval defence (MinRate, SlowWindow).
+func downloadClient(cfg Config) *http.Client {
+	c := NewDownloadClient()
+	if cfg.HTTP != nil {
+		*c = *cfg.HTTP
+		c.Timeout = 0
+	}
+	return noAuthRedirects(c)
+}
+
+// Timeouts of the artifact transport before the body starts to arrive.
+const (
+	dialTimeout           = 30 * time.Second
+	tlsTimeout            = 30 * time.Second
+	responseHeaderTimeout = time.Minute
+)
+
+// NewDownloadClient returns an HTTP client for image downloads: no total timeout, but bounded
+// connect, TLS handshake and response-header waits. The caller bounds the body (StreamTarget
+// and the agent abort a transfer slower than a minimum rate).
+func NewDownloadClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = tlsTimeout
+	tr.ResponseHeaderTimeout = responseHeaderTimeout
+	return &http.Client{Transport: tr}
+}
+
+func noAuthRedirects(c *http.Client) *http.Client {
 	// Artifacts may be redirected to pre-signed object-storage URLs: the device token must not
 	// follow, whatever the host.
 	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
@@ -247,6 +298,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a.log = a.log.With("device", st.DeviceID)
 	a.api = &client{base: st.Server, http: httpClient(cfg), token: a.token}
+	a.dl = &client{base: st.Server, http: downloadClient(cfg), token: a.token}
 	if err := a.resume(ctx); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -100,24 +101,54 @@ func check(resp *http.Response) error {
 	return se
 }
 
+// MaxRetryAfter caps the wait a server's Retry-After can impose on the agent. A longer value,
+// from a misconfigured or hostile server, would silence the device for days; past the cap the
+// agent asks again and gets a fresh answer.
+const MaxRetryAfter = 6 * time.Hour
+
+// retryAfter parses a Retry-After header (RFC 9110 10.2.3: delay-seconds or an HTTP-date). It
+// returns 0 for an absent, malformed, negative or past value, and at most MaxRetryAfter; a huge
+// number of seconds does not overflow.
 func retryAfter(v string) time.Duration {
+	return retryAfterAt(v, time.Now())
+}
+
+func retryAfterAt(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
+	var d time.Duration
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		switch {
+		case s <= 0: // negative (or a negative overflow): ignore
+			return 0
+		case s >= int64(MaxRetryAfter/time.Second):
+			return MaxRetryAfter
+		}
+		d = time.Duration(s) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
 	}
-	if t, err := http.ParseTime(v); err == nil {
-		return time.Until(t)
-	}
-	return 0
+	return max(0, min(d, MaxRetryAfter))
 }
 
 func (c *client) call(ctx context.Context, method, path string, in, out any, hdr http.Header) (int, error) {
+	status, _, err := c.callHeader(ctx, method, path, in, out, hdr)
+	return status, err
+}
+
+// callHeader is call that also returns the answer's headers (nil if none came).
+func (c *client) callHeader(ctx context.Context, method, path string, in, out any, hdr http.Header) (int, http.Header, error) {
 	resp, err := c.do(ctx, method, path, in, hdr)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
+	status, err := decode(resp, path, out)
+	return status, resp.Header, err
+}
+
+func decode(resp *http.Response, path string, out any) (int, error) {
 	if err := check(resp); err != nil {
 		return resp.StatusCode, err
 	}

@@ -21,6 +21,7 @@ func TestInstallGate(t *testing.T) {
 		device    string // the device's own window
 		consents  bool
 		granted   bool // consent written by `upkeep-agent consent`
+		optOut    bool // `upkeep-agent opt-out on`
 		now       time.Time
 		wantBlock string // "" installs now; else a substring of why not
 	}{
@@ -37,6 +38,12 @@ func TestInstallGate(t *testing.T) {
 		{name: "critical campaign waives the window", pol: &trust.InstallPolicy{IgnoreWindow: true}, device: "02:00-04:00", now: at(12, 0)},
 		{name: "waiver does not waive consent", pol: &trust.InstallPolicy{IgnoreWindow: true, Consent: true}, device: "02:00-04:00", now: at(12, 0), wantBlock: "consent"},
 		{name: "consent given, then the window", pol: &trust.InstallPolicy{Consent: true}, consents: true, device: "02:00-04:00", now: at(12, 0), wantBlock: "maintenance window"},
+		{name: "opted out: a security update waits for consent", pol: &trust.InstallPolicy{}, optOut: true, now: at(12, 0), wantBlock: "opted out"},
+		{name: "opted out: a critical campaign waits for consent too", pol: &trust.InstallPolicy{IgnoreWindow: true}, optOut: true, now: at(12, 0), wantBlock: "consent"},
+		{name: "opted out: no policy waits for consent", optOut: true, now: at(12, 0), wantBlock: "consent"},
+		{name: "opted out, owner says yes", pol: &trust.InstallPolicy{}, optOut: true, consents: true, now: at(12, 0)},
+		{name: "opted out, consent granted on the command line", pol: &trust.InstallPolicy{}, optOut: true, granted: true, now: at(12, 0)},
+		{name: "opted out, consent given, then the window", pol: &trust.InstallPolicy{}, optOut: true, consents: true, device: "02:00-04:00", now: at(12, 0), wantBlock: "maintenance window"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -45,11 +52,14 @@ func TestInstallGate(t *testing.T) {
 			a := &Agent{log: slog.New(slog.NewTextHandler(io.Discard, nil)), state: &State{Pending: img, Phase: PhaseDownloaded},
 				cfg: Config{StateDir: dir, Window: tt.device, Now: func() time.Time { return tt.now },
 					Consent: func(context.Context, Image) (bool, error) { return tt.consents, nil }}}
+			if err := saveState(dir, a.state); err != nil {
+				t.Fatal(err)
+			}
+			if err := SetOptOut(dir, tt.optOut); err != nil {
+				t.Fatal(err)
+			}
 			if tt.granted {
 				a.cfg.Consent = nil
-				if err := saveState(dir, a.state); err != nil {
-					t.Fatal(err)
-				}
 				if _, err := GrantConsent(dir); err != nil {
 					t.Fatal(err)
 				}

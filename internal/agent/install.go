@@ -143,6 +143,20 @@ var _ Installer = (*FileInstaller)(nil)
 func (f *FileInstaller) staged() string { return f.Path + ".upkeep-new" }
 func (f *FileInstaller) backup() string { return f.Path + ".upkeep-old" }
 
+// absent marks a trial of a first install: there was no previous file, so a rollback removes
+// the new one.
+func (f *FileInstaller) absent() string { return f.Path + ".upkeep-absent" }
+
+// inTrial reports whether a backup or the first-install marker says an install awaits commit.
+func (f *FileInstaller) inTrial() bool {
+	for _, p := range []string{f.backup(), f.absent()} {
+		if _, err := os.Lstat(p); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // Prepare implements Installer.
 func (f *FileInstaller) Prepare(ctx context.Context, img *Image) error { return nil }
 
@@ -164,8 +178,14 @@ func (f *FileInstaller) Install(ctx context.Context, img *Image) (bool, error) {
 		}
 		return false, fmt.Errorf("install %s: staged image is missing", f.Path)
 	}
-	if _, err := os.Stat(f.backup()); errors.Is(err, fs.ErrNotExist) {
-		if err := os.Link(f.Path, f.backup()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if !f.inTrial() {
+		err := os.Link(f.Path, f.backup())
+		if errors.Is(err, fs.ErrNotExist) {
+			// No previous file: mark it (durably, before the rename) so that Outcome reports
+			// a trial and Rollback removes what this install put in place.
+			err = boot.WriteFileAtomic(f.absent(), nil, 0o600)
+		}
+		if err != nil {
 			return false, fmt.Errorf("keep previous %s: %w", f.Path, err)
 		}
 	}
@@ -187,7 +207,7 @@ func (f *FileInstaller) Outcome(ctx context.Context, img *Image) (Outcome, error
 	if sum != img.SHA256 {
 		return OutcomePrevious, nil
 	}
-	if _, err := os.Lstat(f.backup()); err == nil {
+	if f.inTrial() {
 		return OutcomeTrial, nil
 	}
 	return OutcomeCommitted, nil
@@ -195,17 +215,30 @@ func (f *FileInstaller) Outcome(ctx context.Context, img *Image) (Outcome, error
 
 // Commit implements Installer.
 func (f *FileInstaller) Commit(ctx context.Context, img *Image) error {
-	if err := os.Remove(f.backup()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("commit %s: %w", f.Path, err)
+	for _, p := range []string{f.backup(), f.absent()} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("commit %s: %w", f.Path, err)
+		}
 	}
 	return syncDir(filepath.Dir(f.Path))
 }
 
-// Rollback implements Installer.
+// Rollback implements Installer. After a first install (no previous file) it removes the new
+// file; the marker goes last, so a power cut in between repeats the removal.
 func (f *FileInstaller) Rollback(ctx context.Context, img *Image) (bool, error) {
 	os.Remove(f.staged())
 	if _, err := os.Lstat(f.backup()); err == nil {
 		if err := os.Rename(f.backup(), f.Path); err != nil {
+			return false, fmt.Errorf("roll back %s: %w", f.Path, err)
+		}
+	} else if _, err := os.Lstat(f.absent()); err == nil {
+		if err := os.Remove(f.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, fmt.Errorf("roll back %s: %w", f.Path, err)
+		}
+		if err := syncDir(filepath.Dir(f.Path)); err != nil {
+			return false, err
+		}
+		if err := os.Remove(f.absent()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return false, fmt.Errorf("roll back %s: %w", f.Path, err)
 		}
 	}

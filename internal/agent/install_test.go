@@ -111,3 +111,50 @@ func TestModuleErrorsCarryStderr(t *testing.T) {
 		t.Fatalf("err = %v, want the module's stderr", err)
 	}
 }
+
+// A first install (no previous file) is a trial like any other: the health check still
+// decides, and a rollback removes the new file.
+func TestFileInstallerFirstInstall(t *testing.T) {
+	ctx := context.Background()
+	data := []byte("first firmware\n")
+	for _, commit := range []bool{false, true} {
+		dst := filepath.Join(t.TempDir(), "app.bin")
+		in := &FileInstaller{Path: dst}
+		img := &Image{Target: "p/1/app.bin", SHA256: sum(data), Length: int64(len(data))}
+		stage(t, in, img, data)
+		if _, err := in.Install(ctx, img); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.Install(ctx, img); err != nil { // again, as after a power cut
+			t.Fatalf("install again: %v", err)
+		}
+		if o, err := in.Outcome(ctx, img); err != nil || o != OutcomeTrial {
+			t.Fatalf("outcome after a first install: %s, %v; want %s (the health check decides)", o, err, OutcomeTrial)
+		}
+		if commit {
+			if err := in.Commit(ctx, img); err != nil {
+				t.Fatal(err)
+			}
+			if o, err := in.Outcome(ctx, img); err != nil || o != OutcomeCommitted {
+				t.Errorf("outcome after commit: %s, %v; want %s", o, err, OutcomeCommitted)
+			}
+			if b, err := os.ReadFile(dst); err != nil || string(b) != string(data) {
+				t.Errorf("committed file: %q, %v", b, err)
+			}
+		} else {
+			if _, err := in.Rollback(ctx, img); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(dst); !os.IsNotExist(err) {
+				t.Errorf("after rolling back a first install %s: %v, want it gone", dst, err)
+			}
+			if o, err := in.Outcome(ctx, img); err != nil || o != OutcomePrevious {
+				t.Errorf("outcome after rollback: %s, %v; want %s", o, err, OutcomePrevious)
+			}
+		}
+		left, _ := filepath.Glob(dst + ".upkeep-*")
+		if len(left) != 0 {
+			t.Errorf("left behind: %v", left)
+		}
+	}
+}

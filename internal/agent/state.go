@@ -39,6 +39,9 @@ type Image struct {
 	Slot            boot.Slot `json:"slot,omitempty"`   // A/B installer: the slot it goes to
 	Staged          int64     `json:"staged,omitempty"` // bytes durably staged (download resume)
 	Reboot          bool      `json:"reboot,omitempty"` // the installer asked for a reboot
+	// HashFailures counts complete downloads whose hash differed from the signed one; the
+	// image is fetched again from byte 0 until maxHashAttempts is reached.
+	HashFailures int `json:"hash_failures,omitempty"`
 	// Install is the director's signed install policy for this image; Waiting says why the
 	// downloaded image is not installed yet (consent, maintenance window).
 	Install *trust.InstallPolicy `json:"install,omitempty"`
@@ -70,12 +73,16 @@ type State struct {
 	Pending         *Image        `json:"pending,omitempty"`
 	Outbox          []wire.Event  `json:"outbox,omitempty"` // events not yet reported
 	Notice          *trust.Notice `json:"notice,omitempty"` // lifecycle notice from the director
+	// OptOut is the owner's opt-out of automatic updates, kept in its own file (SetOptOut) and
+	// filled in by ReadStatus; the journal does not hold it.
+	OptOut bool `json:"opt_out"`
 }
 
 const (
 	stateFile   = "state.json"
 	keyFile     = "device.key"
 	consentFile = "consent"
+	optOutFile  = "opt-out"
 	maxOutbox   = 64
 	dirMeta     = "director"
 	imageMeta   = "image"
@@ -111,5 +118,12 @@ func saveState(dir string, s *State) error {
 	return nil
 }
 
-// ReadStatus reads the agent's state for `upkeep-agent status`.
-func ReadStatus(dir string) (*State, error) { return loadState(dir) }
+// ReadStatus reads the agent's state for `upkeep-agent status`, with the owner's opt-out.
+func ReadStatus(dir string) (*State, error) {
+	st, err := loadState(dir)
+	if err != nil {
+		return nil, err
+	}
+	st.OptOut = OptedOut(dir)
+	return st, nil
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"maps"
 	"net/http"
 	"os"
@@ -36,7 +37,7 @@ func (a *Agent) Cycle(ctx context.Context) error {
 	i := a.state.Installed
 	c := wire.Checkin{Installed: wire.Installed{Target: i.Target, Version: i.Version, SecurityVersion: i.SecurityVersion, SHA256: i.SHA256}, State: a.state.Phase, DirectorVersion: a.state.DirectorVersion}
 	var resp wire.CheckinResponse
-	status, err := a.api.call(ctx, http.MethodPost, "/device/v1/checkin", c, &resp, http.Header{"If-None-Match": {`"` + strconv.FormatInt(a.state.DirectorVersion, 10) + `"`}})
+	status, hdr, err := a.api.callHeader(ctx, http.MethodPost, "/device/v1/checkin", c, &resp, http.Header{"If-None-Match": {`"` + strconv.FormatInt(a.state.DirectorVersion, 10) + `"`}})
 	if err != nil {
 		var se *ServerError
 		if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
@@ -44,8 +45,9 @@ func (a *Agent) Cycle(ctx context.Context) error {
 		}
 		return fmt.Errorf("check-in: %w", err)
 	}
-	if resp.PollSeconds > 0 {
-		a.poll = max(a.cfg.PollInterval/10, min(a.cfg.PollInterval*10, secondsDur(resp.PollSeconds)))
+	if d := pollHint(status, resp.PollSeconds, hdr); d > 0 {
+		// The server's suggestion, within a factor of ten of the configured interval either way.
+		a.poll = max(a.cfg.PollInterval/10, min(a.cfg.PollInterval*10, d))
 	}
 	changed := status == http.StatusOK && resp.Changed
 	if !changed && a.state.Phase == PhaseDownloaded {
@@ -57,7 +59,25 @@ func (a *Agent) Cycle(ctx context.Context) error {
 	return a.Update(ctx)
 }
 
-func secondsDur(s int) time.Duration { return time.Duration(s) * time.Second }
+// pollHint is the poll interval the server suggests: the body's poll_seconds on a 200, else
+// the Upkeep-Poll-Seconds header, which the server sends on 304 answers too. 0: no suggestion.
+func pollHint(status, bodySeconds int, hdr http.Header) time.Duration {
+	s := int64(0)
+	if status == http.StatusOK && bodySeconds > 0 {
+		s = int64(bodySeconds)
+	} else if v := hdr.Get(wire.HeaderPollInterval); v != "" {
+		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+			s = n // beyond int64: the largest, clamped below
+		}
+	}
+	if s <= 0 {
+		return 0
+	}
+	return time.Duration(min(s, maxPollHintSeconds)) * time.Second
+}
+
+// maxPollHintSeconds bounds a poll hint before it is scaled (a week), so it cannot overflow.
+const maxPollHintSeconds = 7 * 24 * 3600
 
 // Update runs the full verification and, if it names a new image, installs it. A download that
 // an earlier cycle left unfinished resumes if the director still names the same image.
@@ -66,12 +86,17 @@ func (a *Agent) Update(ctx context.Context) error {
 		// An install step failed part-way (a boot loader tool, a module): carry the journal on.
 		return a.resume(ctx)
 	}
-	dec, dirVersion, err := a.verify(ctx)
+	dec, dirVersion, named, err := a.verify(ctx)
 	if err != nil {
 		var ve *trust.VerificationError
 		if errors.As(err, &ve) {
 			a.state.LastError = err.Error()
-			a.event("", wire.StepVerify, wire.StatusFailed, true, err.Error())
+			if named == "" && a.state.Pending != nil {
+				named = a.state.Pending.Target
+			}
+			// The target the director named, when known, so the server counts the failure
+			// against the campaign that assigned it.
+			a.event(named, wire.StepVerify, wire.StatusFailed, true, err.Error())
 			a.state.LastFullCheck = now(a.cfg) // verified failure: do not hammer, wait for a change
 			a.state.DirectorVersion = dirVersion
 			if p := a.state.Pending; p != nil && a.state.Phase == PhaseDownloading {
@@ -124,26 +149,34 @@ func (a *Agent) discardPending(ctx context.Context, why string) {
 }
 
 // verify is Uptane full verification (Uptane Standard 5.4.4.2): refresh the director's metadata
-// for this device, refresh the image repository, then apply trust.Decide.
-func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int64, err error) {
+// for this device, refresh the image repository, then apply trust.Decide. named is the one
+// target the verified director metadata names (even when the decision then fails), or "".
+func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int64, named string, err error) {
 	dirUp, err := a.updater(ctx, dirMeta, "/device/v1/director/")
 	if err != nil {
-		return nil, a.state.DirectorVersion, err
+		return nil, a.state.DirectorVersion, "", err
 	}
 	if err := refresh(dirUp, "director"); err != nil {
-		return nil, a.state.DirectorVersion, err
+		return nil, a.state.DirectorVersion, "", err
 	}
 	dirTargets := dirUp.GetTrustedMetadataSet().Targets[metadata.TARGETS]
 	dirVersion = dirTargets.Signed.Version
+	if len(dirTargets.Signed.Targets) == 1 {
+		for name := range dirTargets.Signed.Targets {
+			if trust.ValidTargetName(name) == nil {
+				named = name
+			}
+		}
+	}
 	if err := a.noticeFrom(ctx, &dirTargets.Signed); err != nil {
-		return nil, dirVersion, err
+		return nil, dirVersion, named, err
 	}
 	imgUp, err := a.updater(ctx, imageMeta, "/repo/image/")
 	if err != nil {
-		return nil, dirVersion, err
+		return nil, dirVersion, named, err
 	}
 	if err := refresh(imgUp, "image repository"); err != nil {
-		return nil, dirVersion, err
+		return nil, dirVersion, named, err
 	}
 	id := a.state.Identity
 	inst := a.state.Installed
@@ -152,7 +185,7 @@ func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int
 			err = trust.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
 			return tf, err
 		})
-	return dec, dirVersion, err
+	return dec, dirVersion, named, err
 }
 
 // refresh runs a TUF refresh and classifies its failure: network trouble is transient, anything
@@ -165,7 +198,12 @@ func refresh(up *updater.Updater, what string) error {
 	var te *TransientError
 	var dl *metadata.ErrDownloadHTTP
 	if errors.As(err, &te) || errors.As(err, &dl) {
-		return &TransientError{Err: fmt.Errorf("refresh %s: %w", what, err)}
+		// Keep the server's Retry-After (429/503 on a metadata file): Run waits at least that.
+		var retry time.Duration
+		if te != nil {
+			retry = te.RetryAfter
+		}
+		return &TransientError{Err: fmt.Errorf("refresh %s: %w", what, err), RetryAfter: retry}
 	}
 	return &trust.VerificationError{Kind: trust.FailMetadata, Msg: fmt.Sprintf("%s metadata: %v", what, err)}
 }
@@ -178,7 +216,11 @@ func (a *Agent) updater(ctx context.Context, name, path string) (*updater.Update
 // failure leaves the journal at "downloading" so the next cycle resumes; a verification failure
 // is fatal for this image.
 func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, img *Image) error {
-	if err := a.download(ctx, tf, img); err != nil {
+	for {
+		err := a.download(ctx, tf, img)
+		if err == nil {
+			break
+		}
 		var ve *trust.VerificationError
 		if !errors.As(err, &ve) {
 			a.event(img.Target, wire.StepDownload, wire.StatusFailed, false, err.Error()+"; will resume")
@@ -186,6 +228,24 @@ func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, i
 				return saveErr
 			}
 			return err
+		}
+		var mm *mismatchError
+		if errors.As(err, &mm) && img.HashFailures+1 < maxHashAttempts {
+			// A complete image whose hash differs: one flipped bit on a bad link looks the same
+			// as tampering, so the stage is discarded and the image fetched again from byte 0.
+			// Only maxHashAttempts mismatches in a row (counted in the journal) make it fatal.
+			// More bytes than signed stays fatal at once (fetchRange).
+			img.HashFailures++
+			if w, serr := a.installer.Stage(ctx, img, 0); serr == nil {
+				w.Abort() //nolint:errcheck // the next attempt starts over at byte 0 anyway
+			}
+			img.Staged = 0
+			a.event(img.Target, wire.StepDownload, wire.StatusFailed, false,
+				fmt.Sprintf("%v; downloading again from the start (%d of %d)", err, img.HashFailures+1, maxHashAttempts))
+			if saveErr := a.save(); saveErr != nil {
+				return saveErr
+			}
+			continue
 		}
 		a.discardPending(ctx, "verification failed")
 		a.state.FailedTarget, a.state.FailedSHA256, a.state.LastError = img.Target, img.SHA256, err.Error()
@@ -249,6 +309,9 @@ func (a *Agent) downloadOnce(ctx context.Context, url string, tf *metadata.Targe
 		return err
 	}
 	off := img.Staged
+	if off > tf.Length {
+		off = 0
+	}
 	if off > 0 {
 		// Re-hash the durable prefix so that the hashes cover the whole image across resumes.
 		r, err := a.installer.ReadStaged(ctx, img)
@@ -276,7 +339,11 @@ func (a *Agent) downloadOnce(ctx context.Context, url string, tf *metadata.Targe
 		img.Staged = n
 		return a.save()
 	}
-	n, err := fetchRange(ctx, a.api, url, `"`+img.SHA256+`"`, off, tf.Length, hs.tee(w), a.cfg.MinRate, a.cfg.SlowWindow, a.cfg.CheckpointEvery, ckpt)
+	n, err := off, error(nil)
+	if off < tf.Length {
+		n, err = fetchRange(ctx, a.dl, url, `"`+img.SHA256+`"`, off, tf.Length, hs.tee(w), a.cfg.MinRate, a.cfg.SlowWindow, a.cfg.CheckpointEvery, ckpt)
+	} // else the whole image was staged and journaled before a power cut: only verify it (a
+	// Range request from its length would be answered 416)
 	if err != nil {
 		ckpt(n)   //nolint:errcheck // best effort: a resume re-checks what it finds
 		w.Close() //nolint:errcheck
@@ -286,11 +353,31 @@ func (a *Agent) downloadOnce(ctx context.Context, url string, tf *metadata.Targe
 		return fmt.Errorf("stage %s: %w", img.Target, err)
 	}
 	img.Staged = n
-	return hs.verify(tf)
+	if err := hs.verify(tf); err != nil {
+		var ve *trust.VerificationError
+		if errors.As(err, &ve) {
+			return &mismatchError{ve}
+		}
+		return err
+	}
+	return nil
 }
 
+// maxHashAttempts is how many complete downloads of one image may fail its signed hash before
+// the image is declared failed.
+const maxHashAttempts = 3
+
+// mismatchError is a *trust.VerificationError for a complete download whose hash differs from
+// the signed one: worth fetching again from the start, a few times.
+type mismatchError struct{ ve *trust.VerificationError }
+
+func (e *mismatchError) Error() string { return e.ve.Error() }
+func (e *mismatchError) Unwrap() error { return e.ve }
+
 // StreamTarget downloads url into w, verifying the length and every signed SHA-256/SHA-512 hash
-// of tf while streaming. The read is bounded by the signed length (TUF "endless data"). Network
+// of tf while streaming. The read is bounded by the signed length (TUF "endless data") and
+// aborted below the agent's default minimum rate (TUF "slow retrieval"); hc should have no total
+// timeout (NewDownloadClient), so that a slow but steady link finishes. Network
 // trouble and short reads are *TransientError; anything that contradicts the signed metadata is
 // a *trust.VerificationError. On error, w holds garbage and must be discarded.
 func StreamTarget(ctx context.Context, hc *http.Client, url string, tf *metadata.TargetFiles, w io.Writer) error {
@@ -298,7 +385,7 @@ func StreamTarget(ctx context.Context, hc *http.Client, url string, tf *metadata
 	if err != nil {
 		return err
 	}
-	if _, err := fetchRange(ctx, &client{http: hc}, url, "", 0, tf.Length, hs.tee(w), 0, 0, 0, nil); err != nil {
+	if _, err := fetchRange(ctx, &client{http: hc}, url, "", 0, tf.Length, hs.tee(w), defaultMinRate, defaultSlowWindow, 0, nil); err != nil {
 		return err
 	}
 	return hs.verify(tf)
@@ -469,7 +556,10 @@ func (a *Agent) gate(ctx context.Context, p *Image) string {
 	if pol == nil {
 		pol = &trust.InstallPolicy{}
 	}
-	if pol.Consent && !a.consented(ctx, p) {
+	if optedOut := OptedOut(a.cfg.StateDir); (pol.Consent || optedOut) && !a.consented(ctx, p) {
+		if !pol.Consent {
+			return "awaiting the owner's consent (the owner opted out of automatic updates)"
+		}
 		return "awaiting the owner's consent"
 	}
 	window := cmp.Or(pol.Window, a.cfg.Window)
@@ -486,11 +576,40 @@ func (a *Agent) consented(ctx context.Context, p *Image) bool {
 	if a.cfg.Consent == nil {
 		return false
 	}
-	ok, err := a.cfg.Consent(ctx, *p)
+	hctx, cancel := a.hookContext(ctx)
+	defer cancel()
+	ok, err := a.cfg.Consent(hctx, *p) // no answer in time: not consented, asked again later
 	if err != nil {
 		a.log.Warn("consent hook", "err", err)
 	}
 	return ok && err == nil
+}
+
+// SetOptOut records the owner's choice about automatic updates in the state folder dir (a file
+// of its own, written atomically, so that a running agent's journal writes never undo it). When
+// on, every update, security updates included, is downloaded but waits for the owner's consent
+// before it is installed, as an update whose campaign asks for consent does.
+func SetOptOut(dir string, on bool) error {
+	if _, err := ReadStatus(dir); err != nil {
+		return err
+	}
+	p := filepath.Join(dir, optOutFile)
+	if !on {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("opt-out: %w", err)
+		}
+		return nil
+	}
+	if err := boot.WriteFileAtomic(p, []byte("on\n"), 0o600); err != nil {
+		return fmt.Errorf("opt-out: %w", err)
+	}
+	return nil
+}
+
+// OptedOut reports whether the owner of the agent in dir opted out of automatic updates.
+func OptedOut(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, optOutFile))
+	return err == nil && strings.TrimSpace(string(b)) == "on"
 }
 
 // GrantConsent records the owner's consent to install the image the agent in dir is waiting
@@ -599,7 +718,7 @@ func (a *Agent) resume(ctx context.Context) error {
 			}
 		case PhaseCommitted:
 			a.state.Installed = *p
-			a.state.Installed.Staged, a.state.Installed.Reboot = 0, false
+			a.state.Installed.Staged, a.state.Installed.Reboot, a.state.Installed.HashFailures = 0, false, 0
 			a.state.Phase, a.state.Pending, a.state.LastError = PhaseIdle, nil, ""
 			a.event(p.Target, wire.StepCommit, wire.StatusOK, false, "version "+p.Version)
 		case PhaseRollingBack:
@@ -639,11 +758,30 @@ func (a *Agent) resume(ctx context.Context) error {
 	}
 }
 
+// health runs the health check, bounded by HookTimeout: a check that hangs has failed.
 func (a *Agent) health(ctx context.Context) error {
 	if a.cfg.Health == nil {
 		return nil
 	}
-	return a.cfg.Health(ctx)
+	hctx, cancel := a.hookContext(ctx)
+	defer cancel()
+	err := a.cfg.Health(hctx)
+	if cause := context.Cause(hctx); errors.Is(cause, errHookTimeout) && ctx.Err() == nil {
+		return fmt.Errorf("health check: %w", cause)
+	}
+	return err
+}
+
+// errHookTimeout is the cause of a hook cancelled after HookTimeout.
+var errHookTimeout = errors.New("no answer within the hook timeout")
+
+// hookContext bounds one call of a device hook (health, consent, notice) by HookTimeout.
+func (a *Agent) hookContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := a.cfg.HookTimeout
+	if d <= 0 {
+		d = defaultHookTimeout
+	}
+	return context.WithTimeoutCause(ctx, d, fmt.Errorf("%w (%s)", errHookTimeout, d))
 }
 
 // noticeFrom records the lifecycle notice of verified director targets and, when it changed,
@@ -661,7 +799,10 @@ func (a *Agent) noticeFrom(ctx context.Context, t *metadata.TargetsType) error {
 		a.log.Warn("end-of-support notice", "product", n.Product, "end_of_support", n.EndOfSupport)
 	}
 	if a.cfg.NoticeHook != nil {
-		if err := a.cfg.NoticeHook(ctx, n); err != nil {
+		hctx, cancel := a.hookContext(ctx)
+		err := a.cfg.NoticeHook(hctx, n)
+		cancel()
+		if err != nil {
 			a.log.Error("notice hook failed", "err", err)
 		}
 	}

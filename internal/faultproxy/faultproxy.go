@@ -1,7 +1,7 @@
 // Package faultproxy is an HTTP reverse proxy for tests that misbehaves on request. It forwards
 // every request to a real server, headers and status included (Range, If-Range, Authorization,
 // 206, Content-Range), and can be told to break the next few responses whose path has a given
-// prefix: drop or reset the connection mid-body, stall, truncate, corrupt a byte, answer with an
+// prefix: drop or reset the connection mid-body, stall, throttle, truncate, corrupt a byte, answer with an
 // overload status and Retry-After, or send more bytes than the real body. It records every
 // request it sees so that tests can assert what a client asked for and when.
 package faultproxy
@@ -44,12 +44,16 @@ type Status struct {
 // Extra sends Bytes bytes after the real body and drops Content-Length.
 type Extra struct{ Bytes int64 }
 
+// Throttle sends the whole body, but at about Rate bytes per second: a slow link.
+type Throttle struct{ Rate int64 }
+
 func (Drop) fault()     {}
 func (Stall) fault()    {}
 func (Truncate) fault() {}
 func (Corrupt) fault()  {}
 func (Status) fault()   {}
 func (Extra) fault()    {}
+func (Throttle) fault() {}
 
 // Always makes Inject apply a fault to every matching request until Clear.
 const Always = -1
@@ -257,6 +261,16 @@ func (p *Proxy) copyBody(w http.ResponseWriter, r *http.Request, body io.Reader,
 				return
 			}
 			sent += int64(n)
+			if th, ok := f.(Throttle); ok && th.Rate > 0 {
+				rc.Flush() //nolint:errcheck
+				select {
+				case <-time.After(time.Duration(int64(n) * int64(time.Second) / th.Rate)):
+				case <-r.Context().Done():
+					return
+				case <-p.done:
+					return
+				}
+			}
 		}
 		if err != nil {
 			break

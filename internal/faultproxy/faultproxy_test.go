@@ -123,6 +123,11 @@ func TestProxyFaults(t *testing.T) {
 				t.Errorf("got %d bytes, err %v; want the whole blob", len(body), err)
 			}
 		}},
+		{"throttle", Throttle{Rate: 400 << 10}, func(t *testing.T, resp *http.Response, body, blob []byte, err error) {
+			if err != nil || !bytes.Equal(body, blob) {
+				t.Errorf("got %d bytes, err %v; want the whole blob", len(body), err)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -136,6 +141,12 @@ func TestProxyFaults(t *testing.T) {
 			tt.check(t, resp, body, blob, err)
 			if s, ok := tt.fault.(Stall); ok && time.Since(start) < s.For {
 				t.Errorf("took %s, want at least the stall %s", time.Since(start), s.For)
+			}
+			if th, ok := tt.fault.(Throttle); ok {
+				// 100 KiB at 400 KiB/s: about 250 ms.
+				if want := time.Duration(int64(len(blob)) * int64(time.Second) / th.Rate * 8 / 10); time.Since(start) < want {
+					t.Errorf("took %s, want at least %s at %d bytes/s", time.Since(start), want, th.Rate)
+				}
 			}
 			// Only the next request was broken.
 			if _, body, err := get(t, p, nil); err != nil || !bytes.Equal(body, blob) {

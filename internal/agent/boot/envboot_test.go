@@ -15,9 +15,7 @@ import (
 // could reach: grub-editenv is wrapped so that every read lingers, which without a lock lets
 // both calls read the same trial and write over each other.
 func TestEnvBootSerialises(t *testing.T) {
-	if _, err := exec.LookPath("grub-editenv"); err != nil {
-		t.Skip("grub-editenv not installed (Debian package grub-common)")
-	}
+	requireTool(t, "grub-editenv", "grub-common")
 	dir := t.TempDir()
 	slow := filepath.Join(dir, "slow-editenv")
 	script := "#!/bin/sh\ngrub-editenv \"$@\" || exit\n[ \"$2\" = list ] && sleep 0.3\nexit 0\n"

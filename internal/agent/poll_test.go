@@ -1,0 +1,74 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"upkeep.dev/upkeep/wire"
+)
+
+// testAgent is an enrolled-looking agent talking to srv, with its state in memory and dir.
+func testAgent(t *testing.T, srv *httptest.Server, cfg Config) *Agent {
+	t.Helper()
+	if cfg.StateDir == "" {
+		cfg.StateDir = t.TempDir()
+	}
+	cfg = cfg.withDefaults()
+	a := &Agent{cfg: cfg, installer: cfg.Installer, state: &State{DeviceID: "dev-1", Phase: PhaseIdle, Token: "tok", TokenExpires: time.Now().Add(time.Hour), LastFullCheck: now(cfg)},
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)), poll: cfg.PollInterval}
+	a.api = &client{base: srv.URL, http: srv.Client(), token: a.token}
+	return a
+}
+
+// The server's poll hint counts on a 304 check-in answer too, within a factor of ten of the
+// configured interval.
+func TestPollHintOnNotModified(t *testing.T) {
+	hint := "600"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/device/v1/checkin" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set(wire.HeaderPollInterval, hint)
+		w.WriteHeader(http.StatusNotModified)
+	}))
+	defer srv.Close()
+	a := testAgent(t, srv, Config{PollInterval: 5 * time.Minute})
+	for _, tc := range []struct {
+		hint string
+		want time.Duration
+	}{
+		{"600", 10 * time.Minute},
+		{"5", 30 * time.Second},                     // at most ten times more often than configured
+		{"999999999999999999999", 50 * time.Minute}, // at most ten times less often
+		{"junk", 50 * time.Minute},                  // ignored: the last hint stays
+		{"-1", 50 * time.Minute},
+		{"120", 2 * time.Minute},
+	} {
+		hint = tc.hint
+		if err := a.Cycle(context.Background()); err != nil {
+			t.Fatalf("cycle: %v", err)
+		}
+		if a.poll != tc.want {
+			t.Errorf("after a 304 with %s: %s, poll every %s, want %s", wire.HeaderPollInterval, tc.hint, a.poll, tc.want)
+		}
+	}
+}
+
+func TestPollHintBodyWinsOn200(t *testing.T) {
+	h := http.Header{wire.HeaderPollInterval: {"60"}}
+	if got := pollHint(http.StatusOK, 90, h); got != 90*time.Second {
+		t.Errorf("200 with poll_seconds 90: %s, want 90s", got)
+	}
+	if got := pollHint(http.StatusOK, 0, h); got != time.Minute {
+		t.Errorf("200 without poll_seconds: %s, want the header's 60s", got)
+	}
+	if got := pollHint(http.StatusNotModified, 0, nil); got != 0 {
+		t.Errorf("304 without a hint: %s, want none", got)
+	}
+}
