@@ -313,7 +313,13 @@ func (e *Engine) Act(ctx context.Context, id, action, actor string) (*Campaign, 
 		c.Wave = 0
 	}
 	if action == "resume" {
-		c.PauseReason = ""
+		// The operator looked at the failures so far and chose to go on: only failures after
+		// this point count against the threshold, else the campaign would pause again at once.
+		ms, err := e.Store.FindMembers(ctx, c.ID)
+		if err != nil {
+			return nil, err
+		}
+		c.PauseReason, c.Baseline = "", Baseline(c, ms)
 	}
 	if err := e.Store.UpdateCampaign(ctx, c, from); err != nil {
 		return nil, err

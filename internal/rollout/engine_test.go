@@ -339,3 +339,113 @@ func TestEngineTickDuringStart(t *testing.T) {
 		t.Errorf("%d devices assigned, want 250", len(calls))
 	}
 }
+
+// report sends one event for the campaign's target from each device.
+func (env *engineEnv) report(t *testing.T, ev wire.Event, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		if err := env.e.OnReport(context.Background(), id, wire.Report{Events: []wire.Event{ev}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// members lists the campaign's members in status.
+func (env *engineEnv) members(t *testing.T, id, status string) []string {
+	t.Helper()
+	ms, err := env.e.Store.FindMembers(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		if m.Status == status {
+			out = append(out, m.DeviceID)
+		}
+	}
+	return out
+}
+
+// checkIn records a check-in of every device at the engine's now.
+func (env *engineEnv) checkIn(t *testing.T, ids ...string) {
+	t.Helper()
+	seen := map[string]time.Time{}
+	for _, id := range ids {
+		seen[id] = env.now
+	}
+	if err := env.e.Devices.TouchDevices(context.Background(), seen); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (env *engineEnv) state(t *testing.T, id string) *rollout.Campaign {
+	t.Helper()
+	c, err := env.e.Store.FindCampaign(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestEngineResumeAfterAutoPause: a campaign that paused itself runs on when resumed (the
+// failures the operator accepted no longer count), completes, and pauses again on new failures.
+func TestEngineResumeAfterAutoPause(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 10)
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "4,100"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	commit := wire.Event{Target: "p/1.1/fw", Step: wire.StepCommit, Status: wire.StatusOK}
+	rollback := wire.Event{Target: "p/1.1/fw", Step: wire.StepRollback, Status: wire.StatusOK, Fatal: true, Message: "trial did not survive"}
+	wave1 := env.members(t, c.ID, rollout.MemberAssigned)
+	env.report(t, rollback, wave1[0])
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.state(t, c.ID); got.State != rollout.StatePaused {
+		t.Fatalf("after 1 of 4 rolled back: %s, want paused", got.State)
+	}
+	got, err := env.e.Act(ctx, c.ID, "resume", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != rollout.StateRunning {
+		t.Fatalf("resume left the campaign %s (%s), want running", got.State, got.PauseReason)
+	}
+	// The rest of the first wave commits and stays healthy: the second wave goes out.
+	env.report(t, commit, wave1[1:]...)
+	env.now = env.now.Add(rollout.DefaultHealthGate + time.Second)
+	env.checkIn(t, wave1[1:]...)
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wave2 := env.members(t, c.ID, rollout.MemberAssigned)
+	if got := env.state(t, c.ID); got.State != rollout.StateRunning || got.Wave != 1 || len(wave2) != 6 {
+		t.Fatalf("after the first wave passed: %s at wave %d with %d assigned, want running at wave 2 with 6", got.State, got.Wave+1, len(wave2))
+	}
+	// A new failure past the threshold pauses it again.
+	env.report(t, rollback, wave2[0])
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.state(t, c.ID); got.State != rollout.StatePaused {
+		t.Fatalf("after a new failure in wave 2: %s, want paused", got.State)
+	}
+	// Resumed again, it completes once the rest are healthy.
+	if _, err := env.e.Act(ctx, c.ID, "resume", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	env.report(t, commit, wave2[1:]...)
+	env.now = env.now.Add(rollout.DefaultHealthGate + time.Second)
+	env.checkIn(t, wave2[1:]...)
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.state(t, c.ID); got.State != rollout.StateCompleted {
+		t.Fatalf("after every other device passed: %s (%s), want completed", got.State, got.PauseReason)
+	}
+}

@@ -62,8 +62,12 @@ type Campaign struct {
 	State        string
 	Wave         int // index of the newest released wave; -1 before start
 	PauseReason  string
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// Baseline holds, per wave, how many members had failed when an operator last resumed the
+	// campaign: they accepted those failures, so the failure threshold judges only the ones
+	// after. Nil before the first resume.
+	Baseline  []int
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Member is one device's place in a campaign.
@@ -99,6 +103,15 @@ func (c Counts) Total() int {
 	return n
 }
 
+// Baseline counts, per wave, the members failed now: what a resume accepts.
+func Baseline(c *Campaign, members []Member) []int {
+	out := make([]int, len(c.Waves))
+	for i, k := range WaveCounts(c, members) {
+		out[i] = k[MemberFailed]
+	}
+	return out
+}
+
 // WaveCounts counts members per wave.
 func WaveCounts(c *Campaign, members []Member) []Counts {
 	out := make([]Counts, len(c.Waves))
@@ -132,9 +145,12 @@ type Decision struct {
 // whether the campaign advances, pauses or completes. It never changes its arguments.
 //
 // A wave's deciding members exclude superseded, cancelled and waiting (owner consent or
-// window) members: an owner's choice is neither success nor failure. A wave advances when
+// window) members, an owner's choice being neither success nor failure, and the failures an
+// operator accepted by resuming. A wave advances when
 // healthy/deciding >= SuccessThreshold (with at least one healthy member, or every member out of
-// the wave). The campaign pauses when failed/members > FailureThreshold in any released wave.
+// the wave). The campaign pauses when failed/members > FailureThreshold in any released wave,
+// counting only failures past the wave's Baseline (those an operator accepted by resuming) out
+// of the members not already failed then.
 func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	var d Decision
 	if c.State != StateRunning {
@@ -183,9 +199,17 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	}
 	for w := 0; w <= c.Wave && w < len(counts); w++ {
 		k := counts[w]
-		n := k.Total() - k[MemberSuperseded] - k[MemberCancelled]
-		if n > 0 && float64(k[MemberFailed]) > c.FailureThreshold*float64(n) {
-			d.Pause = fmt.Sprintf("wave %d: %d of %d devices failed or rolled back (threshold %s)", w+1, k[MemberFailed], n, pct(c.FailureThreshold))
+		base := 0
+		if w < len(c.Baseline) {
+			base = min(c.Baseline[w], k[MemberFailed])
+		}
+		n := k.Total() - k[MemberSuperseded] - k[MemberCancelled] - base
+		failed := k[MemberFailed] - base
+		if n > 0 && float64(failed) > c.FailureThreshold*float64(n) {
+			d.Pause = fmt.Sprintf("wave %d: %d of %d devices failed or rolled back (threshold %s)", w+1, failed, n, pct(c.FailureThreshold))
+			if base > 0 {
+				d.Pause += fmt.Sprintf(" since the resume, which accepted %d", base)
+			}
 			return d
 		}
 	}
@@ -204,8 +228,12 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	if c.Wave < 0 {
 		return d
 	}
-	k := counts[min(c.Wave, len(counts)-1)]
+	cur := min(c.Wave, len(counts)-1)
+	k := counts[cur]
 	deciding := k.Total() - k[MemberSuperseded] - k[MemberCancelled] - k[MemberWaiting]
+	if cur < len(c.Baseline) {
+		deciding -= min(c.Baseline[cur], k[MemberFailed]) // failures a resume accepted decide nothing
+	}
 	done := deciding <= 0 && k[MemberWaiting] == 0 ||
 		deciding > 0 && k[MemberHealthy] > 0 && float64(k[MemberHealthy]) >= c.SuccessThreshold*float64(deciding)
 	if !done {

@@ -38,8 +38,8 @@ type Store interface {
 	FindCampaign(ctx context.Context, id string) (*Campaign, error)
 	// FindCampaigns lists campaigns in the given states (all if none), newest first.
 	FindCampaigns(ctx context.Context, states ...string) ([]*Campaign, error)
-	// UpdateCampaign writes state, wave, pause reason and update time if the campaign is still
-	// in state from; apperr.Conflict otherwise.
+	// UpdateCampaign writes state, wave, pause reason, failure baseline and update time if the
+	// campaign is still in state from; apperr.Conflict otherwise.
 	UpdateCampaign(ctx context.Context, c *Campaign, from string) error
 	// FindMembers lists a campaign's members with their devices' last check-in.
 	FindMembers(ctx context.Context, campaignID string) ([]Member, error)

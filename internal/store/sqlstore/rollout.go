@@ -33,8 +33,8 @@ func (s *DB) CreateCampaign(ctx context.Context, c *rollout.Campaign, members []
 		return err
 	}
 	return s.inTx(ctx, "create campaign", func(tx *Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO campaigns (id, spec, state, wave, pause_reason, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
-			c.ID, string(spec), c.State, c.Wave, c.PauseReason, c.CreatedAt.UTC(), c.UpdatedAt.UTC()); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO campaigns (id, spec, state, wave, pause_reason, baseline, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+			c.ID, string(spec), c.State, c.Wave, c.PauseReason, encodeBaseline(c.Baseline), c.CreatedAt.UTC(), c.UpdatedAt.UTC()); err != nil {
 			if s.dialect.IsUnique(err) {
 				return apperr.E(apperr.Conflict, "campaign %s exists", c.ID)
 			}
@@ -54,13 +54,27 @@ func (s *DB) CreateCampaign(ctx context.Context, c *rollout.Campaign, members []
 	})
 }
 
-const campaignCols = `id, spec, state, wave, pause_reason, created_at, updated_at`
+const campaignCols = `id, spec, state, wave, pause_reason, baseline, created_at, updated_at`
+
+// encodeBaseline stores a campaign's failure baseline as a JSON array; empty before a resume.
+func encodeBaseline(b []int) string {
+	if b == nil {
+		return ""
+	}
+	out, _ := json.Marshal(b) //nolint:errcheck // ints always marshal
+	return string(out)
+}
 
 func scanCampaign(row interface{ Scan(...any) error }) (*rollout.Campaign, error) {
 	var c rollout.Campaign
-	var spec string
-	if err := row.Scan(&c.ID, &spec, &c.State, &c.Wave, &c.PauseReason, &c.CreatedAt, &c.UpdatedAt); err != nil {
+	var spec, baseline string
+	if err := row.Scan(&c.ID, &spec, &c.State, &c.Wave, &c.PauseReason, &baseline, &c.CreatedAt, &c.UpdatedAt); err != nil {
 		return nil, err
+	}
+	if baseline != "" {
+		if err := json.Unmarshal([]byte(baseline), &c.Baseline); err != nil {
+			return nil, fmt.Errorf("campaign %s baseline: %w", c.ID, err)
+		}
 	}
 	var p campaignSpec
 	if err := json.Unmarshal([]byte(spec), &p); err != nil {
@@ -115,8 +129,8 @@ func placeholders(args *[]any, vs []string) string {
 
 // UpdateCampaign implements rollout.Store.
 func (s *DB) UpdateCampaign(ctx context.Context, c *rollout.Campaign, from string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE campaigns SET state = $1, wave = $2, pause_reason = $3, updated_at = $4 WHERE id = $5 AND state = $6`,
-		c.State, c.Wave, c.PauseReason, c.UpdatedAt.UTC(), c.ID, from)
+	res, err := s.db.ExecContext(ctx, `UPDATE campaigns SET state = $1, wave = $2, pause_reason = $3, baseline = $4, updated_at = $5 WHERE id = $6 AND state = $7`,
+		c.State, c.Wave, c.PauseReason, encodeBaseline(c.Baseline), c.UpdatedAt.UTC(), c.ID, from)
 	if err != nil {
 		return fmt.Errorf("update campaign %s: %w", c.ID, err)
 	}
