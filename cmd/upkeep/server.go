@@ -269,7 +269,7 @@ func (s *Server) background(ctx context.Context) {
 		case <-s.Rollouts.Woken(): // an operator started or resumed a campaign: no rest
 			nextTick = s.tick(ctx, holder)
 		case <-resign.C:
-			if ok, err := s.DB.AcquireLease(ctx, "image-resign", holder, 5*time.Minute, time.Now()); err != nil || !ok {
+			if ok, err := s.DB.AcquireLease(ctx, "image-resign", holder, 5*time.Minute); err != nil || !ok {
 				continue
 			}
 			if err := s.Repo.RefreshImage(ctx, false); err != nil {
@@ -291,7 +291,7 @@ func (s *Server) background(ctx context.Context) {
 // that it keeps to a few percent of a core however large the campaigns are (a 10,000-device tick
 // takes ~0.1 s).
 func (s *Server) tick(ctx context.Context, holder string) time.Time {
-	ok, err := s.DB.AcquireLease(ctx, "rollout-engine", holder, 15*time.Second, time.Now())
+	ok, err := s.DB.AcquireLease(ctx, "rollout-engine", holder, 15*time.Second)
 	if err != nil {
 		s.Config.Logger.Warn("rollout engine lease", "err", err)
 	}

@@ -298,7 +298,25 @@ func (e *Engine) audit(ctx context.Context, actor, action, subject, detail strin
 // Act applies an operator action: start, pause, resume or cancel. Starting releases the first
 // wave at once; pausing stops new assignments at once (devices already assigned finish or roll
 // back); cancelling also withdraws the assignment from members that have not installed yet.
+//
+// Start, resume and cancel run under the campaign's lock (Store.LockCampaign), like every step
+// of the engine on any replica, so that no member is assigned twice; pause takes no lock, so that
+// it applies at once: a step under way re-reads the state between batches and stops.
 func (e *Engine) Act(ctx context.Context, id, action, actor string) (*Campaign, error) {
+	if action == "pause" {
+		return e.act(ctx, id, action, actor)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	unlock, err := e.Store.LockCampaign(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return e.act(ctx, id, action, actor)
+}
+
+func (e *Engine) act(ctx context.Context, id, action, actor string) (*Campaign, error) {
 	c, err := e.Store.FindCampaign(ctx, id)
 	if err != nil {
 		return nil, err
@@ -327,9 +345,7 @@ func (e *Engine) Act(ctx context.Context, id, action, actor string) (*Campaign, 
 	e.audit(ctx, actor, action, "campaign:"+c.ID, fmt.Sprintf("%s → %s", from, to))
 	switch action {
 	case "start", "resume":
-		e.mu.Lock()
 		more, err := e.step(ctx, c, cmp.Or(e.ActLimit, ActAssignLimit))
-		e.mu.Unlock()
 		if err != nil {
 			return c, err
 		}
@@ -337,10 +353,7 @@ func (e *Engine) Act(ctx context.Context, id, action, actor string) (*Campaign, 
 			e.nudge()
 		}
 	case "cancel":
-		e.mu.Lock()
-		err := e.withdraw(ctx, c)
-		e.mu.Unlock()
-		if err != nil {
+		if err := e.withdraw(ctx, c); err != nil {
 			return c, err
 		}
 	}
@@ -375,7 +388,8 @@ func (e *Engine) withdraw(ctx context.Context, c *Campaign) error {
 }
 
 // Tick drives every running campaign one step. The server calls it periodically, on one
-// replica at a time.
+// replica at a time; should two replicas tick at once (a lease that expired during a long tick),
+// the campaign lock makes them step each campaign in turn, each from what the other left.
 func (e *Engine) Tick(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -385,7 +399,7 @@ func (e *Engine) Tick(ctx context.Context) error {
 	}
 	var errs []error
 	for _, c := range cs {
-		if _, err := e.step(ctx, c, 0); err != nil {
+		if err := e.tickOne(ctx, c.ID); err != nil {
 			errs = append(errs, fmt.Errorf("campaign %s: %w", c.ID, err))
 		}
 	}
@@ -395,8 +409,25 @@ func (e *Engine) Tick(ctx context.Context) error {
 	return nil
 }
 
+// tickOne steps one campaign under its lock, from its state as stored once the lock is held
+// (another replica may have stepped it since it was listed).
+func (e *Engine) tickOne(ctx context.Context, id string) error {
+	unlock, err := e.Store.LockCampaign(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	c, err := e.Store.FindCampaign(ctx, id)
+	if err != nil || c.State != StateRunning {
+		return err
+	}
+	_, err = e.step(ctx, c, 0)
+	return err
+}
+
 // step runs Plan for one campaign and applies its decision, until it has nothing more to do now
-// or, with limit > 0, until it assigned limit members; more says that it stopped there.
+// or, with limit > 0, until it assigned limit members; more says that it stopped there. The
+// caller holds e.mu and the campaign's lock.
 func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, err error) {
 	for range MaxWaves + 1 {
 		ms, err := e.Store.FindMembers(ctx, c.ID)
@@ -518,14 +549,22 @@ func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
 			return err
 		}
 		// Members are marked assigned before the director signs, so that a device fast enough
-		// to report its commit before this loop ends finds itself assigned.
+		// to report its commit before this loop ends finds itself assigned. Only those whose
+		// status this changed (still pending, or assigned without the director naming the image)
+		// are signed for: a member a report or another campaign moved meanwhile is left alone.
 		ids := make([]string, len(todo))
 		for i, d := range todo {
 			ids[i] = d.ID
 		}
-		if err := e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending}, MemberAssigned, "", e.now()); err != nil {
+		moved, err := e.Store.MoveMembers(ctx, c.ID, ids, []string{MemberPending, MemberAssigned}, MemberAssigned, "", e.now())
+		if err != nil {
 			return err
 		}
+		ok := make(map[string]bool, len(moved))
+		for _, id := range moved {
+			ok[id] = true
+		}
+		todo = slices.DeleteFunc(todo, func(d *fleet.Device) bool { return !ok[d.ID] })
 		for id, err := range e.assignBatch(ctx, todo, rel, pol) {
 			e.log().Error("assign", "campaign", c.ID, "device", id, "err", err)
 			failed = append(failed, id)

@@ -11,7 +11,10 @@ import (
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/store/postgres"
 	"upkeep.dev/upkeep/internal/store/sqlite"
+	"upkeep.dev/upkeep/internal/store/sqlstore"
+	"upkeep.dev/upkeep/internal/store/storetest"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
 )
@@ -20,7 +23,7 @@ import (
 // recorder (the end-to-end tests in cmd/upkeep cover real signing).
 type engineEnv struct {
 	e        *rollout.Engine
-	db       interface{ Close() error }
+	db       *sqlstore.DB
 	mu       sync.Mutex
 	assigned map[string]string // device -> target
 	now      time.Time
@@ -28,28 +31,19 @@ type engineEnv struct {
 
 func newEngine(t *testing.T, devices int) *engineEnv {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "upkeep.db"))
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "upkeep.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	env := &engineEnv{db: db, assigned: map[string]string{}, now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
-	for i := range devices {
-		d := &fleet.Device{ID: fmt.Sprintf("dev%02d", i), PublicKey: []byte{byte(i)}, Serial: fmt.Sprint(i), Product: "p", HardwareID: "hw",
-			Status: fleet.StatusAccepted, InstalledTarget: "p/1.0/fw", InstalledSHA256: "00", EnrolledAt: env.now,
-			Attributes: map[string]string{"region": []string{"eu", "us"}[i%2]}}
-		if err := db.CreateDevice(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i, v := range []string{"1.1", "1.2", "1.3"} {
-		r := &release.Release{Product: "p", Version: v, HardwareIDs: []string{"hw"}, SecurityVersion: int64(i + 2), Class: "security",
-			Target: "p/" + v + "/fw", Length: 1, SHA256: fmt.Sprintf("%02d", i+1), SHA512: "00", TargetsVersion: int64(i + 2), PublishedAt: env.now.Add(time.Duration(i) * time.Hour)}
-		if err := db.CreateRelease(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	env := newEngineOn(t, db, time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
+	env.seed(t, devices)
+	return env
+}
+
+// newEngineOn makes an Engine on db whose assignments env records.
+func newEngineOn(t *testing.T, db *sqlstore.DB, now time.Time) *engineEnv {
+	env := &engineEnv{db: db, assigned: map[string]string{}, now: now}
 	env.e = &rollout.Engine{Store: db, Devices: db, Releases: db, Now: func() time.Time { return env.now },
 		Assign: func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
 			env.mu.Lock()
@@ -64,6 +58,28 @@ func newEngine(t *testing.T, devices int) *engineEnv {
 			return db.UpdateDevice(ctx, d.ID, fleet.DeviceUpdate{Assigned: &d.InstalledTarget})
 		}}
 	return env
+}
+
+// seed stores devices running p 1.0 and the releases 1.1, 1.2 and 1.3.
+func (env *engineEnv) seed(t *testing.T, devices int) {
+	t.Helper()
+	ctx := context.Background()
+	db := env.db
+	for i := range devices {
+		d := &fleet.Device{ID: fmt.Sprintf("dev%02d", i), PublicKey: []byte{byte(i), byte(i >> 8)}, Serial: fmt.Sprint(i), Product: "p", HardwareID: "hw",
+			Status: fleet.StatusAccepted, InstalledTarget: "p/1.0/fw", InstalledSHA256: "00", EnrolledAt: env.now,
+			Attributes: map[string]string{"region": []string{"eu", "us"}[i%2]}}
+		if err := db.CreateDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, v := range []string{"1.1", "1.2", "1.3"} {
+		r := &release.Release{Product: "p", Version: v, HardwareIDs: []string{"hw"}, SecurityVersion: int64(i + 2), Class: "security",
+			Target: "p/" + v + "/fw", Length: 1, SHA256: fmt.Sprintf("%02d", i+1), SHA512: "00", TargetsVersion: int64(i + 2), PublishedAt: env.now.Add(time.Duration(i) * time.Hour)}
+		if err := db.CreateRelease(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func (env *engineEnv) count(target string) int {
@@ -447,5 +463,85 @@ func TestEngineResumeAfterAutoPause(t *testing.T) {
 	}
 	if got := env.state(t, c.ID); got.State != rollout.StateCompleted {
 		t.Fatalf("after every other device passed: %s (%s), want completed", got.State, got.PauseReason)
+	}
+}
+
+// TestEnginesShareAPostgresCampaign: two engines (two replicas) on one PostgreSQL database
+// start, resume and tick the same campaign at once; every device is assigned exactly once.
+func TestEnginesShareAPostgresCampaign(t *testing.T) {
+	ctx := context.Background()
+	dsn := storetest.PostgresDSN(t)
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	var envs []*engineEnv
+	for range 2 {
+		db, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		env := newEngineOn(t, db, now)
+		env.e.ActLimit = 7
+		envs = append(envs, env)
+	}
+	a, b := envs[0], envs[1]
+	calls := map[string]int{}
+	var mu sync.Mutex
+	for _, env := range envs {
+		assign := env.e.Assign
+		env.e.Assign = func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+			mu.Lock()
+			calls[d.ID]++
+			mu.Unlock()
+			return assign(ctx, d, rel, p)
+		}
+	}
+	a.seed(t, 300)
+	c, err := a.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "100%"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	wg.Go(func() {
+		if _, err := a.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+			errs <- err
+		}
+		for range 20 {
+			if err := a.e.Tick(ctx); err != nil {
+				errs <- err
+			}
+		}
+	})
+	for range 2 {
+		wg.Go(func() {
+			for range 20 {
+				if err := b.e.Tick(ctx); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, env := range envs {
+		if err := env.e.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range calls {
+		if n != 1 {
+			t.Errorf("device %s assigned %d times", id, n)
+		}
+	}
+	if len(calls) != 300 {
+		t.Errorf("%d devices assigned, want 300", len(calls))
+	}
+	if got := statuses(t, a.e, c.ID); got[rollout.MemberAssigned] != 300 {
+		t.Errorf("members %v, want 300 assigned", got)
 	}
 }

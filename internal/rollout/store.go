@@ -45,6 +45,14 @@ type Store interface {
 	FindMembers(ctx context.Context, campaignID string) ([]Member, error)
 	// SetMembers sets the status of members whose status is one of from (any if empty).
 	SetMembers(ctx context.Context, campaignID string, ids []string, from []string, status, detail string, at time.Time) error
+	// MoveMembers is SetMembers that returns the ids whose status it changed: those whose status
+	// was one of from at the moment of the change.
+	MoveMembers(ctx context.Context, campaignID string, ids []string, from []string, status, detail string, at time.Time) ([]string, error)
+	// LockCampaign holds a lock on the campaign, across every process on the database, until
+	// unlock is called; it waits while another holds it (or until ctx ends). The engine steps a
+	// campaign only under it, so that two replicas never assign its members at once. Safe for
+	// concurrent use; the lock is not reentrant.
+	LockCampaign(ctx context.Context, id string) (unlock func(), err error)
 	// FindMemberships lists the campaigns of a device, newest first.
 	FindMemberships(ctx context.Context, deviceID string) ([]Membership, error)
 

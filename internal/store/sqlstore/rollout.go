@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -331,11 +332,98 @@ func (s *DB) FindAudit(ctx context.Context, subject string, limit int) ([]rollou
 	return out, rows.Err()
 }
 
-// AcquireLease takes or renews the named lease for holder until now+ttl, if it is free, expired
-// or already held by holder. Replicas call it before background work, so that the work runs
-// on one of them at a time; a replica that dies loses the lease when it expires.
-func (s *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration, now time.Time) (bool, error) {
-	now = now.UTC()
+// MoveMembers implements rollout.Store.
+func (s *DB) MoveMembers(ctx context.Context, campaignID string, ids []string, from []string, status, detail string, at time.Time) ([]string, error) {
+	var moved []string
+	err := s.inTx(ctx, "campaign "+campaignID+" members", func(tx *Tx) error {
+		for chunk := range slices.Chunk(ids, 500) {
+			args := []any{status, detail, at.UTC(), campaignID}
+			q := `UPDATE campaign_devices SET status = $1, detail = $2, since = $3 WHERE campaign_id = $4 AND device_id IN (` + placeholders(&args, chunk) + `)`
+			if len(from) > 0 {
+				q += ` AND status IN (` + placeholders(&args, from) + `)`
+			}
+			rows, err := tx.QueryContext(ctx, q+` RETURNING device_id`, args...)
+			if err != nil {
+				return fmt.Errorf("campaign %s members: %w", campaignID, err)
+			}
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				moved = append(moved, id)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("campaign %s members: %w", campaignID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return moved, nil
+}
+
+// campaignLockSpace is the first key of the PostgreSQL advisory locks on campaigns ("upk"); the
+// second is the hash of the campaign id.
+const campaignLockSpace = 0x75706b
+
+// LockCampaign implements rollout.Store. On PostgreSQL it takes a session advisory lock on a
+// connection of its own, so that replicas step a campaign one at a time; the lock goes with the
+// connection if the replica dies. SQLite is served by one process, whose engine already steps one
+// campaign at a time, and its writes are serialized: there is nothing to take.
+func (s *DB) LockCampaign(ctx context.Context, id string) (unlock func(), err error) {
+	switch {
+	case s.dialect.Name == "postgres":
+	case s.dialect.SingleWriter:
+		return func() {}, nil
+	default:
+		return nil, fmt.Errorf("lock campaign %s: no campaign locks on %s", id, s.dialect.Name)
+	}
+	conn, err := s.db.DB.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lock campaign %s: %w", id, err)
+	}
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1, hashtext($2))`, campaignLockSpace, id); err != nil {
+		conn.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // drops the connection
+		conn.Close()
+		return nil, fmt.Errorf("lock campaign %s: %w", id, err)
+	}
+	return func() {
+		if _, err := conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1, hashtext($2))`, campaignLockSpace, id); err != nil {
+			// A pooled connection must not keep the lock: drop it, and the lock with it.
+			conn.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // drops the connection
+		}
+		conn.Close()
+	}, nil
+}
+
+// now is the database's clock: replicas compare lease expiry with one clock, not each their own.
+// SQLite is served by one process on one machine, whose clock is the database's.
+func (s *DB) now(ctx context.Context) (time.Time, error) {
+	if s.dialect.Name != "postgres" {
+		return time.Now().UTC(), nil
+	}
+	var t time.Time
+	if err := s.db.QueryRowContext(ctx, `SELECT clock_timestamp()`).Scan(&t); err != nil {
+		return time.Time{}, fmt.Errorf("database clock: %w", err)
+	}
+	return t.UTC(), nil
+}
+
+// AcquireLease takes or renews the named lease for holder until the database's now+ttl, if it is
+// free, expired or already held by holder. Replicas call it before background work, so that the
+// work runs on one of them at a time; a replica that dies loses the lease when it expires. The
+// lease only saves the other replicas the work: a campaign's steps are serialized by
+// LockCampaign whoever runs them.
+func (s *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	now, err := s.now(ctx)
+	if err != nil {
+		return false, fmt.Errorf("lease %s: %w", name, err)
+	}
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO leases (name, holder, expires_at) VALUES ($1, '', $2) ON CONFLICT (name) DO NOTHING`, name, now.Add(-time.Second)); err != nil {
 		return false, fmt.Errorf("lease %s: %w", name, err)
 	}
