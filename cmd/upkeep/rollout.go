@@ -68,6 +68,8 @@ func rolloutCmd(g *globals) *cobra.Command {
 	f.Float64Var(&spec.FailureThreshold, "max-failures", 0, "share of a wave failed or rolled back that pauses the campaign (default 0.05)")
 	f.StringVar(&spec.HealthGate, "health-gate", "", "how long committed devices must keep checking in (default 2m; 0s: none)")
 	f.StringVar(&spec.SilentAfter, "silent-after", "", "a committed device silent this long fails the health gate (default 10m)")
+	f.StringVar(&spec.AssignTimeout, "assign-timeout", "", "an assigned device silent this long counts as timed out, out of its wave's success count (default 24h; 0s: never)")
+	f.StringVar(&spec.StaleAfter, "stale-after", "", "leave out devices not seen this long (default 168h; 0s: keep all)")
 	f.StringVar(&spec.Mode, "mode", "", "forced (install without asking) or soft (the owner consents); default forced for security, soft for feature releases")
 	f.StringVar(&spec.Window, "window", "", "maintenance window HH:MM-HH:MM UTC for its devices (default: the group's, else each device's own)")
 	f.BoolVar(&spec.IgnoreWindow, "ignore-window", false, "critical: install outside maintenance windows")
@@ -162,7 +164,7 @@ func last(xs []int) int {
 	return xs[len(xs)-1]
 }
 
-var statusOrder = []string{rollout.MemberPending, rollout.MemberAssigned, rollout.MemberWaiting, rollout.MemberCommitted, rollout.MemberHealthy,
+var statusOrder = []string{rollout.MemberPending, rollout.MemberAssigned, rollout.MemberTimedOut, rollout.MemberWaiting, rollout.MemberCommitted, rollout.MemberHealthy,
 	rollout.MemberFailed, rollout.MemberSuperseded, rollout.MemberCancelled}
 
 func printStatus(w io.Writer, st *wire.CampaignStatus) {
@@ -183,6 +185,12 @@ func printStatus(w io.Writer, st *wire.CampaignStatus) {
 		fmt.Fprint(w, "; ignores maintenance windows")
 	}
 	fmt.Fprintln(w)
+	if c.AssignTimeout != "" && c.AssignTimeout != "0s" {
+		fmt.Fprintf(w, "assigned devices silent for %s count as timed out (not in the success count)\n", c.AssignTimeout)
+	}
+	if c.Stale > 0 {
+		fmt.Fprintf(w, "left out at creation: %d devices not seen recently\n", c.Stale)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "WAVE\tSIZE\t")
 	for _, s := range statusOrder {

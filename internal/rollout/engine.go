@@ -84,9 +84,15 @@ type Spec struct {
 	FailureThreshold float64       `json:"failure_threshold,omitempty"`
 	HealthGate       time.Duration `json:"health_gate,omitempty"`
 	SilentAfter      time.Duration `json:"silent_after,omitempty"`
-	Mode             string        `json:"mode,omitempty"` // forced | soft; default forced for security, soft for feature
-	Window           string        `json:"window,omitempty"`
-	IgnoreWindow     bool          `json:"ignore_window,omitempty"`
+	// AssignTimeout: an assigned member silent this long counts as timed out (0: the default,
+	// DefaultAssignTimeout; negative: never).
+	AssignTimeout time.Duration `json:"assign_timeout,omitempty"`
+	// StaleAfter: devices not seen this long are left out (0: DefaultStaleAfter; negative:
+	// none are).
+	StaleAfter   time.Duration `json:"stale_after,omitempty"`
+	Mode         string        `json:"mode,omitempty"` // forced | soft; default forced for security, soft for feature
+	Window       string        `json:"window,omitempty"`
+	IgnoreWindow bool          `json:"ignore_window,omitempty"`
 }
 
 // ParseWindow checks a maintenance window HH:MM-HH:MM.
@@ -112,6 +118,7 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		WaveSpec: s.Waves, SuccessThreshold: cmp.Or(s.SuccessThreshold, DefaultSuccess), FailureThreshold: cmp.Or(s.FailureThreshold, DefaultFailure),
 		HealthGate: s.HealthGate, SilentAfter: cmp.Or(s.SilentAfter, DefaultSilentAfter), Window: s.Window, IgnoreWindow: s.IgnoreWindow,
 		Actor: actor, State: StateCreated, Wave: -1, CreatedAt: e.now(), UpdatedAt: e.now()}
+	c.AssignTimeout = max(cmp.Or(s.AssignTimeout, DefaultAssignTimeout), 0)
 	if s.HealthGate == 0 {
 		c.HealthGate = DefaultHealthGate
 	} else if s.HealthGate < 0 {
@@ -140,6 +147,19 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	}
 	if c.Window == "" {
 		c.Window = groupWindow
+	}
+	if stale := cmp.Or(s.StaleAfter, DefaultStaleAfter); stale > 0 && len(devs) > 0 {
+		n := len(devs)
+		devs = slices.DeleteFunc(devs, func(d *fleet.Device) bool {
+			seen := d.LastSeen
+			if seen.IsZero() {
+				seen = d.EnrolledAt // enrolled, not checked in yet
+			}
+			return c.CreatedAt.Sub(seen) > stale
+		})
+		if c.Stale = n - len(devs); len(devs) == 0 {
+			return nil, apperr.E(apperr.Invalid, "target %q: all %d devices it selects were last seen more than %s ago", s.Target, n, stale)
+		}
 	}
 	if len(devs) == 0 {
 		return nil, apperr.E(apperr.Invalid, "target %q selects no accepted %s device on hardware %s that does not already run %s",
@@ -187,17 +207,18 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		return nil, err
 	}
 	for cid, ids := range supersededBy {
-		if err := e.Store.SetMembers(ctx, cid, ids, []string{MemberPending, MemberAssigned, MemberWaiting}, MemberSuperseded, "superseded by campaign "+c.ID+" ("+rel.Ref()+")", c.CreatedAt); err != nil {
+		if err := e.Store.SetMembers(ctx, cid, ids, []string{MemberPending, MemberAssigned, MemberWaiting, MemberTimedOut}, MemberSuperseded, "superseded by campaign "+c.ID+" ("+rel.Ref()+")", c.CreatedAt); err != nil {
 			return nil, err
 		}
 		e.audit(ctx, "engine", "supersede", "campaign:"+cid, fmt.Sprintf("%d devices moved to campaign %s (%s)", len(ids), c.ID, rel.Ref()))
 	}
-	e.audit(ctx, actor, "create", "campaign:"+c.ID, fmt.Sprintf("%s to %q: %d devices in %d waves %v", rel.Ref(), s.Target, len(members), len(c.Waves), c.Waves))
+	e.audit(ctx, actor, "create", "campaign:"+c.ID, fmt.Sprintf("%s to %q: %d devices in %d waves %v; %d not seen for %s left out",
+		rel.Ref(), s.Target, len(members), len(c.Waves), c.Waves, c.Stale, cmp.Or(s.StaleAfter, DefaultStaleAfter)))
 	return c, nil
 }
 
 func active(status string) bool {
-	return status == MemberPending || status == MemberAssigned || status == MemberWaiting
+	return status == MemberPending || status == MemberAssigned || status == MemberWaiting || status == MemberTimedOut
 }
 
 // Newer reports whether a is a newer release than b (release.Compare: a higher security
@@ -384,7 +405,7 @@ func (e *Engine) withdraw(ctx context.Context, c *Campaign) error {
 			}
 		}
 	}
-	return e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending, MemberAssigned, MemberWaiting}, MemberCancelled, "campaign cancelled", e.now())
+	return e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending, MemberAssigned, MemberWaiting, MemberTimedOut}, MemberCancelled, "campaign cancelled", e.now())
 }
 
 // Tick drives every running campaign one step. The server calls it periodically, on one
@@ -437,12 +458,18 @@ func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, e
 		now := e.now()
 		d := Plan(c, ms, now)
 		if len(d.Reconciled) > 0 {
-			if err := e.Store.SetMembers(ctx, c.ID, d.Reconciled, []string{MemberAssigned, MemberWaiting}, MemberCommitted, "", now); err != nil {
+			if err := e.Store.SetMembers(ctx, c.ID, d.Reconciled, []string{MemberAssigned, MemberWaiting, MemberTimedOut}, MemberCommitted, "", now); err != nil {
 				return false, err
 			}
 		}
 		if len(d.Healthy) > 0 {
 			if err := e.Store.SetMembers(ctx, c.ID, d.Healthy, []string{MemberCommitted}, MemberHealthy, "", now); err != nil {
+				return false, err
+			}
+		}
+		if len(d.TimedOut) > 0 {
+			why := fmt.Sprintf("no word from the device within %s of its assignment", c.AssignTimeout)
+			if err := e.Store.SetMembers(ctx, c.ID, d.TimedOut, []string{MemberAssigned}, MemberTimedOut, why, now); err != nil {
 				return false, err
 			}
 		}
@@ -591,7 +618,7 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 		if m.State == StateCancelled {
 			continue // a completed campaign still follows its stragglers
 		}
-		if m.Status != MemberAssigned && m.Status != MemberWaiting && m.Status != MemberCommitted {
+		if m.Status != MemberAssigned && m.Status != MemberWaiting && m.Status != MemberCommitted && m.Status != MemberTimedOut {
 			continue
 		}
 		for _, ev := range r.Events {
@@ -599,7 +626,7 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 				continue
 			}
 			var to, detail string
-			from := []string{MemberAssigned, MemberWaiting}
+			from := []string{MemberAssigned, MemberWaiting, MemberTimedOut} // a timed-out device that speaks again is back
 			switch {
 			case ev.Step == wire.StepCommit && ev.Status == wire.StatusOK:
 				to = MemberCommitted
@@ -607,9 +634,9 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 				to, detail = MemberFailed, ev.Step+": "+ev.Message
 				from = append(from, MemberCommitted)
 			case ev.Status == wire.StatusWaiting:
-				to, detail, from = MemberWaiting, ev.Message, []string{MemberAssigned, MemberWaiting}
+				to, detail, from = MemberWaiting, ev.Message, []string{MemberAssigned, MemberWaiting, MemberTimedOut}
 			case ev.Step == wire.StepInstall && ev.Status == wire.StatusStarted:
-				to, from = MemberAssigned, []string{MemberWaiting}
+				to, from = MemberAssigned, []string{MemberWaiting, MemberTimedOut}
 			default:
 				continue
 			}

@@ -545,3 +545,49 @@ func TestEnginesShareAPostgresCampaign(t *testing.T) {
 		t.Errorf("members %v, want 300 assigned", got)
 	}
 }
+
+// TestEngineOfflineDevices: devices not seen for the stale-after time are left out of a new
+// campaign (and counted), and assigned devices that stay silent time out instead of holding
+// their wave for ever; one that speaks again is back.
+func TestEngineOfflineDevices(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 10)
+	env.now = env.now.Add(30 * 24 * time.Hour)
+	env.checkIn(t, "dev00", "dev01", "dev02", "dev03", "dev04", "dev05", "dev06", "dev07") // dev08 and dev09: not since enrolling
+	all, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", StaleAfter: -1}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.Stale != 0 || all.Waves[len(all.Waves)-1] != 10 {
+		t.Fatalf("with no stale-after: %v members, %d left out; want all 10", all.Waves, all.Stale)
+	}
+	if _, err := env.e.Act(ctx, all.ID, "cancel", "alice"); err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "4,100"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Stale != 2 || c.Waves[len(c.Waves)-1] != 8 {
+		t.Fatalf("campaign of %v with %d left out, want 8 members and 2 left out", c.Waves, c.Stale)
+	}
+	if got := env.state(t, c.ID); got.Stale != 2 || got.AssignTimeout != rollout.DefaultAssignTimeout {
+		t.Fatalf("stored: %d left out, assign timeout %s", got.Stale, got.AssignTimeout)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	wave1 := env.members(t, c.ID, rollout.MemberAssigned)
+	env.now = env.now.Add(rollout.DefaultAssignTimeout)
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.members(t, c.ID, rollout.MemberTimedOut); len(got) != 4 {
+		t.Fatalf("%d members timed out a day after the assignment, want the first wave's 4", len(got))
+	}
+	env.report(t, wire.Event{Target: "p/1.1/fw", Step: wire.StepCommit, Status: wire.StatusOK}, wave1[0])
+	if got := env.members(t, c.ID, rollout.MemberCommitted); len(got) != 1 {
+		t.Fatalf("a timed-out device that committed: %d committed, want 1", len(got))
+	}
+}

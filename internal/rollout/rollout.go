@@ -28,6 +28,7 @@ const (
 const (
 	MemberPending    = "pending"    // in a wave not yet released
 	MemberAssigned   = "assigned"   // the director names the release; the device has not finished
+	MemberTimedOut   = "timedout"   // assigned for AssignTimeout without a word from the device
 	MemberWaiting    = "waiting"    // downloaded; waits for its owner's consent or its maintenance window
 	MemberCommitted  = "committed"  // installed and committed; the health gate runs
 	MemberHealthy    = "healthy"    // committed and kept checking in for the health gate's duration
@@ -54,6 +55,13 @@ type Campaign struct {
 	// healthy; one silent for SilentAfter after committing fails the gate.
 	HealthGate  time.Duration
 	SilentAfter time.Duration
+	// AssignTimeout is how long an assigned member may stay silent (no install started, no
+	// commit, no failure) before it counts as timed out: neither success nor failure, out of
+	// the wave's deciding members. 0: never.
+	AssignTimeout time.Duration
+	// Stale is how many targeted devices were left out at creation because they had not checked
+	// in for the campaign's stale-after time.
+	Stale int
 	// Install policy sent to devices in the signed director metadata.
 	Consent      bool   // soft: the owner must consent before install
 	Window       string // HH:MM-HH:MM (UTC); empty: the device's own window
@@ -88,7 +96,12 @@ const (
 	DefaultFailure     = 0.05
 	DefaultHealthGate  = 2 * time.Minute
 	DefaultSilentAfter = 10 * time.Minute
-	MaxWaves           = 32
+	// DefaultAssignTimeout: a day covers a device that polls hourly and installs in a nightly
+	// maintenance window; one silent longer is most likely off.
+	DefaultAssignTimeout = 24 * time.Hour
+	// DefaultStaleAfter: devices not seen for a week are left out of a new campaign.
+	DefaultStaleAfter = 7 * 24 * time.Hour
+	MaxWaves          = 32
 )
 
 // Counts are the members of one wave by status.
@@ -134,6 +147,7 @@ type Decision struct {
 	Reconciled []string
 	Assign     []string          // members to assign now
 	Healthy    []string          // committed members that passed the health gate
+	TimedOut   []string          // assigned members silent for the campaign's AssignTimeout
 	Unhealthy  map[string]string // committed members that failed the health gate, with why
 	Advance    bool              // the next wave is released (its members are in Assign)
 	Pause      string            // non-empty: pause with this reason
@@ -145,8 +159,10 @@ type Decision struct {
 // whether the campaign advances, pauses or completes. It never changes its arguments.
 //
 // A wave's deciding members exclude superseded, cancelled and waiting (owner consent or
-// window) members, an owner's choice being neither success nor failure, and the failures an
-// operator accepted by resuming. A wave advances when
+// window) members, an owner's choice being neither success nor failure, timed-out members (an
+// assignment AssignTimeout old with no word from the device: most likely off), and the failures
+// an operator accepted by resuming. A wave of only timed-out members does not advance: nothing
+// shows the release works. A wave advances when
 // healthy/deciding >= SuccessThreshold (with at least one healthy member, or every member out of
 // the wave). The campaign pauses when failed/members > FailureThreshold in any released wave,
 // counting only failures past the wave's Baseline (those an operator accepted by resuming) out
@@ -159,13 +175,18 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	healthy := map[string]bool{}
 	members = slices.Clone(members) // reconciled members change below; the caller's stay as they are
 	for i, m := range members {
-		if (m.Status == MemberAssigned || m.Status == MemberWaiting) && m.Running != "" && m.Running == c.Target {
+		if (m.Status == MemberAssigned || m.Status == MemberWaiting || m.Status == MemberTimedOut) && m.Running != "" && m.Running == c.Target {
 			d.Reconciled = append(d.Reconciled, m.DeviceID)
 			m.Status, m.Since = MemberCommitted, now
 			members[i] = m
 		}
 	}
+	timedOut := map[string]bool{}
 	for _, m := range members {
+		if m.Status == MemberAssigned && m.Assigned == c.Target && m.Wave <= c.Wave && c.AssignTimeout > 0 && now.Sub(m.Since) >= c.AssignTimeout {
+			d.TimedOut = append(d.TimedOut, m.DeviceID)
+			timedOut[m.DeviceID] = true
+		}
 		if m.Status != MemberCommitted || m.Wave > c.Wave {
 			continue
 		}
@@ -189,7 +210,10 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 		if m.Wave < 0 || m.Wave >= len(counts) {
 			continue
 		}
-		if healthy[m.DeviceID] {
+		if timedOut[m.DeviceID] {
+			counts[m.Wave][MemberAssigned]--
+			counts[m.Wave][MemberTimedOut]++
+		} else if healthy[m.DeviceID] {
 			counts[m.Wave][MemberCommitted]--
 			counts[m.Wave][MemberHealthy]++
 		} else if _, bad := d.Unhealthy[m.DeviceID]; bad {
@@ -230,11 +254,11 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	}
 	cur := min(c.Wave, len(counts)-1)
 	k := counts[cur]
-	deciding := k.Total() - k[MemberSuperseded] - k[MemberCancelled] - k[MemberWaiting]
+	deciding := k.Total() - k[MemberSuperseded] - k[MemberCancelled] - k[MemberWaiting] - k[MemberTimedOut]
 	if cur < len(c.Baseline) {
 		deciding -= min(c.Baseline[cur], k[MemberFailed]) // failures a resume accepted decide nothing
 	}
-	done := deciding <= 0 && k[MemberWaiting] == 0 ||
+	done := deciding <= 0 && k[MemberWaiting] == 0 && k[MemberTimedOut] == 0 ||
 		deciding > 0 && k[MemberHealthy] > 0 && float64(k[MemberHealthy]) >= c.SuccessThreshold*float64(deciding)
 	if !done {
 		return d

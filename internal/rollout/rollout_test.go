@@ -232,3 +232,50 @@ func TestPlanReconcilesMissedCommits(t *testing.T) {
 		t.Fatalf("reconciled %v (caller's member now %s), want [a] and the argument untouched", d.Reconciled, ms[0].Status)
 	}
 }
+
+// TestPlanAssignTimeout: an assigned member that says nothing for the campaign's AssignTimeout
+// is timed out, out of the wave's deciding members and not a failure.
+func TestPlanAssignTimeout(t *testing.T) {
+	tests := []struct {
+		name      string
+		timeout   time.Duration
+		healthy   int
+		assigned  int           // assigned members, each assigned age ago
+		age       time.Duration // how long ago they were assigned
+		timedOut  int           // members already timed out
+		failed    int
+		wantOut   int // members Plan times out now
+		advance   bool
+		wantPause bool
+	}{
+		{name: "no timeout: silent members hold the wave", timeout: 0, healthy: 8, assigned: 2, age: 48 * time.Hour},
+		{name: "before the deadline: wait", timeout: 24 * time.Hour, healthy: 8, assigned: 2, age: 24*time.Hour - time.Second},
+		{name: "at the deadline: timed out, the wave advances", timeout: 24 * time.Hour, healthy: 8, assigned: 2, age: 24 * time.Hour, wantOut: 2, advance: true},
+		{name: "already timed out: out of the count", timeout: 24 * time.Hour, healthy: 8, timedOut: 2, advance: true},
+		{name: "timed out is no failure", timeout: 24 * time.Hour, healthy: 7, failed: 1, timedOut: 2, advance: false},
+		{name: "everyone timed out: no evidence, wait", timeout: 24 * time.Hour, assigned: 10, age: 48 * time.Hour, wantOut: 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := campaign(0)
+			c.Waves, c.AssignTimeout, c.Target = []int{10, 20}, tt.timeout, "p/2/fw"
+			var ms []Member
+			add := func(n int, status string, since time.Time) {
+				for range n {
+					ms = append(ms, Member{DeviceID: fmt.Sprintf("m%d", len(ms)), Status: status, Since: since, Assigned: c.Target, LastSeen: t0.Add(-time.Minute)})
+				}
+			}
+			add(tt.healthy, MemberHealthy, t0.Add(-time.Hour))
+			add(tt.assigned, MemberAssigned, t0.Add(-tt.age))
+			add(tt.timedOut, MemberTimedOut, t0.Add(-time.Hour))
+			add(tt.failed, MemberFailed, t0.Add(-time.Hour))
+			for i := range 10 {
+				ms = append(ms, Member{DeviceID: fmt.Sprintf("next%d", i), Wave: 1, Status: MemberPending, Since: t0})
+			}
+			d := Plan(c, ms, t0)
+			if len(d.TimedOut) != tt.wantOut || d.Advance != tt.advance || (d.Pause != "") != tt.wantPause {
+				t.Fatalf("timed out %d, advance %t, pause %q; want %d, %t, %t", len(d.TimedOut), d.Advance, d.Pause, tt.wantOut, tt.advance, tt.wantPause)
+			}
+		})
+	}
+}

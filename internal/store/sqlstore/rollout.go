@@ -21,7 +21,8 @@ type campaignSpec struct {
 	Release, Target, Product, Selector, Class, WaveSpec, Window, Actor string
 	Waves                                                              []int
 	SuccessThreshold, FailureThreshold                                 float64
-	HealthGate, SilentAfter                                            time.Duration
+	HealthGate, SilentAfter, AssignTimeout                             time.Duration
+	Stale                                                              int
 	Consent, IgnoreWindow                                              bool
 }
 
@@ -29,7 +30,8 @@ type campaignSpec struct {
 func (s *DB) CreateCampaign(ctx context.Context, c *rollout.Campaign, members []rollout.Member) error {
 	spec, err := json.Marshal(campaignSpec{Release: c.Release, Target: c.Target, Product: c.Product, Selector: c.Selector, Class: c.Class,
 		WaveSpec: c.WaveSpec, Window: c.Window, Actor: c.Actor, Waves: c.Waves, SuccessThreshold: c.SuccessThreshold,
-		FailureThreshold: c.FailureThreshold, HealthGate: c.HealthGate, SilentAfter: c.SilentAfter, Consent: c.Consent, IgnoreWindow: c.IgnoreWindow})
+		FailureThreshold: c.FailureThreshold, HealthGate: c.HealthGate, SilentAfter: c.SilentAfter, AssignTimeout: c.AssignTimeout, Stale: c.Stale,
+		Consent: c.Consent, IgnoreWindow: c.IgnoreWindow})
 	if err != nil {
 		return err
 	}
@@ -83,6 +85,7 @@ func scanCampaign(row interface{ Scan(...any) error }) (*rollout.Campaign, error
 	}
 	c.Release, c.Target, c.Product, c.Selector, c.Class, c.WaveSpec, c.Window, c.Actor = p.Release, p.Target, p.Product, p.Selector, p.Class, p.WaveSpec, p.Window, p.Actor
 	c.Waves, c.SuccessThreshold, c.FailureThreshold, c.HealthGate, c.SilentAfter, c.Consent, c.IgnoreWindow = p.Waves, p.SuccessThreshold, p.FailureThreshold, p.HealthGate, p.SilentAfter, p.Consent, p.IgnoreWindow
+	c.AssignTimeout, c.Stale = p.AssignTimeout, p.Stale
 	c.CreatedAt, c.UpdatedAt = c.CreatedAt.UTC(), c.UpdatedAt.UTC()
 	return &c, nil
 }
