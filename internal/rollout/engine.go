@@ -176,10 +176,8 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	var supersededBy = map[string][]string{}
 	for i, d := range devs {
 		m := Member{DeviceID: d.ID, Wave: WaveOf(c.Waves, i), Status: MemberPending, Since: c.CreatedAt}
-		if d.Assigned != "" && d.Assigned != rel.Target {
-			if cur, err := e.release(ctx, rels, d.Assigned); err == nil && Newer(cur, rel) {
-				m.Status, m.Detail = MemberSuperseded, "already assigned the newer "+cur.Ref()
-			}
+		if why := e.newerThan(ctx, rels, d, rel); why != "" {
+			m.Status, m.Detail = MemberSuperseded, why
 		}
 		if m.Status == MemberPending {
 			ms, err := e.Store.FindMemberships(ctx, d.ID)
@@ -224,6 +222,22 @@ func active(status string) bool {
 // Newer reports whether a is a newer release than b (release.Compare: a higher security
 // version, or the same and published later).
 func Newer(a, b *release.Release) bool { return release.Compare(a, b) > 0 }
+
+// newerThan says why d must not be given rel, if it runs or is assigned a newer release
+// (release.Compare): a device never goes back to an older image. Empty if it may.
+func (e *Engine) newerThan(ctx context.Context, rels map[string]*release.Release, d *fleet.Device, rel *release.Release) string {
+	if d.InstalledTarget != "" && d.InstalledTarget != rel.Target {
+		if cur, err := e.release(ctx, rels, d.InstalledTarget); err == nil && Newer(cur, rel) {
+			return "already runs the newer " + cur.Ref()
+		}
+	}
+	if d.Assigned != "" && d.Assigned != rel.Target {
+		if cur, err := e.release(ctx, rels, d.Assigned); err == nil && Newer(cur, rel) {
+			return "already assigned the newer " + cur.Ref()
+		}
+	}
+	return ""
+}
 
 func (e *Engine) release(ctx context.Context, cache map[string]*release.Release, target string) (*release.Release, error) {
 	if r, ok := cache[target]; ok {
@@ -562,18 +576,15 @@ func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
 			return err
 		}
 		var todo []*fleet.Device
-		var skipped, failed []string
+		var failed []string
 		for _, d := range devs {
-			if d.Assigned != "" && d.Assigned != c.Target {
-				if other, err := e.release(ctx, rels, d.Assigned); err == nil && Newer(other, rel) {
-					skipped = append(skipped, d.ID)
-					continue
+			if why := e.newerThan(ctx, rels, d, rel); why != "" {
+				if err := e.Store.SetMembers(ctx, c.ID, []string{d.ID}, []string{MemberPending, MemberAssigned}, MemberSuperseded, why+" meanwhile", e.now()); err != nil {
+					return err
 				}
+				continue
 			}
 			todo = append(todo, d)
-		}
-		if err := e.Store.SetMembers(ctx, c.ID, skipped, []string{MemberPending, MemberAssigned}, MemberSuperseded, "assigned a newer release meanwhile", e.now()); err != nil {
-			return err
 		}
 		// Members are marked assigned before the director signs, so that a device fast enough
 		// to report its commit before this loop ends finds itself assigned. Only those whose

@@ -591,3 +591,41 @@ func TestEngineOfflineDevices(t *testing.T) {
 		t.Fatalf("a timed-out device that committed: %d committed, want 1", len(got))
 	}
 }
+
+// TestEngineNeverAssignsAnOlderImage: a device that already runs a newer release than the
+// campaign's is left out, whether it ran it at creation or installed it since.
+func TestEngineNeverAssignsAnOlderImage(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 4)
+	newer := "p/1.3/fw"
+	if err := env.db.UpdateDevice(ctx, "dev00", fleet.DeviceUpdate{InstalledTarget: &newer}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.2", Target: "product=p"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := env.members(t, c.ID, rollout.MemberSuperseded); len(got) != 1 || got[0] != "dev00" {
+		t.Fatalf("superseded at creation: %v, want dev00, which runs 1.3", got)
+	}
+	// dev01 installs 1.3 (another campaign, or by hand) before this one starts.
+	if err := env.db.UpdateDevice(ctx, "dev01", fleet.DeviceUpdate{InstalledTarget: &newer}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.members(t, c.ID, rollout.MemberSuperseded); len(got) != 2 {
+		t.Fatalf("superseded after start: %v, want dev00 and dev01", got)
+	}
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	for _, id := range []string{"dev00", "dev01"} {
+		if tg, ok := env.assigned[id]; ok {
+			t.Errorf("%s, which runs 1.3, was assigned %s", id, tg)
+		}
+	}
+	if len(env.assigned) != 2 {
+		t.Errorf("assigned %v, want dev02 and dev03", env.assigned)
+	}
+}
