@@ -100,10 +100,8 @@ func (s *Server) createRollout(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, apperr.E(apperr.Invalid, "no device in the field is exposed to %s", spec.Fixes))
 			return
 		}
-		rs.Release, rs.Devices = rel, ids
-		if rs.Target == "" {
-			rs.Target = "fixes:" + spec.Fixes
-		}
+		// With a target too, the engine keeps the exposed devices of the target only.
+		rs.Release, rs.Devices, rs.DevicesFrom = rel, ids, "fixes:"+spec.Fixes
 	}
 	for _, id := range rs.Devices {
 		if err := trust.ValidIdent("device", id); err != nil {

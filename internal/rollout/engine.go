@@ -76,9 +76,13 @@ func (e *Engine) log() *slog.Logger {
 
 // Spec is what an operator asks for when creating a campaign.
 type Spec struct {
-	Release          string        `json:"release"`           // product@version
-	Target           string        `json:"target"`            // group name, "group:NAME", or a filter
-	Devices          []string      `json:"devices,omitempty"` // explicit device ids (from --fixes)
+	Release string `json:"release"` // product@version
+	Target  string `json:"target"`  // group name, "group:NAME", or a filter
+	// Devices are explicit device ids (--device, or the devices exposed to an advisory with
+	// --fixes); with a Target as well, the campaign takes the devices in both.
+	Devices []string `json:"devices,omitempty"`
+	// DevicesFrom names where Devices came from, for the campaign's selector ("fixes:CVE-…").
+	DevicesFrom      string        `json:"devices_from,omitempty"`
 	Waves            string        `json:"waves,omitempty"`
 	SuccessThreshold float64       `json:"success_threshold,omitempty"`
 	FailureThreshold float64       `json:"failure_threshold,omitempty"`
@@ -114,7 +118,7 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	if err != nil {
 		return nil, err
 	}
-	c := &Campaign{ID: newID(), Release: rel.Ref(), Target: rel.Target, Product: rel.Product, Selector: s.Target, Class: rel.Class,
+	c := &Campaign{ID: newID(), Release: rel.Ref(), Target: rel.Target, Product: rel.Product, Selector: selector(s), Class: rel.Class,
 		WaveSpec: s.Waves, SuccessThreshold: cmp.Or(s.SuccessThreshold, DefaultSuccess), FailureThreshold: cmp.Or(s.FailureThreshold, DefaultFailure),
 		HealthGate: s.HealthGate, SilentAfter: cmp.Or(s.SilentAfter, DefaultSilentAfter), Window: s.Window, IgnoreWindow: s.IgnoreWindow,
 		Actor: actor, State: StateCreated, Wave: -1, CreatedAt: e.now(), UpdatedAt: e.now()}
@@ -158,12 +162,12 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 			return c.CreatedAt.Sub(seen) > stale
 		})
 		if c.Stale = n - len(devs); len(devs) == 0 {
-			return nil, apperr.E(apperr.Invalid, "target %q: all %d devices it selects were last seen more than %s ago", s.Target, n, stale)
+			return nil, apperr.E(apperr.Invalid, "target %q: all %d devices it selects were last seen more than %s ago", c.Selector, n, stale)
 		}
 	}
 	if len(devs) == 0 {
 		return nil, apperr.E(apperr.Invalid, "target %q selects no accepted %s device on hardware %s that does not already run %s",
-			s.Target, rel.Product, strings.Join(rel.HardwareIDs, "/"), rel.Version)
+			c.Selector, rel.Product, strings.Join(rel.HardwareIDs, "/"), rel.Version)
 	}
 	// A stable shuffle: the order depends on the campaign id, so waves are a random sample.
 	key := func(id string) string { h := sha256.Sum256([]byte(c.ID + id)); return string(h[:]) }
@@ -254,18 +258,64 @@ func (e *Engine) release(ctx context.Context, cache map[string]*release.Release,
 	return rs[0], nil
 }
 
+// selector is what the campaign targets, as its status shows it: the target, the explicit
+// devices' origin, or both ("fixes:CVE-1 in group:eu").
+func selector(s Spec) string {
+	target := strings.TrimSpace(s.Target)
+	if len(s.Devices) == 0 {
+		return target
+	}
+	from := s.DevicesFrom
+	if from == "" {
+		from = fmt.Sprintf("%d listed devices", len(s.Devices))
+	}
+	if target == "" {
+		return from
+	}
+	return from + " in " + target
+}
+
 // resolve turns a campaign target into the accepted devices of the release's product and
-// hardware that do not run it yet.
+// hardware that do not run it yet. Explicit devices with a target are narrowed to the target's.
 func (e *Engine) resolve(ctx context.Context, s Spec, rel *release.Release) ([]*fleet.Device, string, error) {
+	sel := strings.TrimSpace(s.Target)
+	if sel == "" && len(s.Devices) == 0 {
+		return nil, "", apperr.E(apperr.Invalid, "a campaign needs a target: a group or a filter")
+	}
 	var devs []*fleet.Device
 	var window string
 	var err error
-	sel := strings.TrimSpace(s.Target)
+	if sel != "" {
+		if devs, window, err = e.selectTarget(ctx, sel, rel); err != nil {
+			return nil, "", err
+		}
+	}
+	if len(s.Devices) > 0 {
+		listed, err := e.findDevices(ctx, s.Devices)
+		if err != nil {
+			return nil, "", err
+		}
+		if sel != "" {
+			in := make(map[string]bool, len(devs))
+			for _, d := range devs {
+				in[d.ID] = true
+			}
+			listed = slices.DeleteFunc(listed, func(d *fleet.Device) bool { return !in[d.ID] })
+		}
+		devs = listed
+	}
+	devs = slices.DeleteFunc(devs, func(d *fleet.Device) bool {
+		return d.Status != fleet.StatusAccepted || d.Product != rel.Product || !slices.Contains(rel.HardwareIDs, d.HardwareID) || d.InstalledSHA256 == rel.SHA256
+	})
+	return devs, window, nil
+}
+
+// selectTarget lists the devices of a group or a filter, and the group's maintenance window.
+func (e *Engine) selectTarget(ctx context.Context, sel string, rel *release.Release) ([]*fleet.Device, string, error) {
+	var devs []*fleet.Device
+	var window string
+	var err error
 	switch {
-	case len(s.Devices) > 0:
-		devs, err = e.Devices.FindDevices(ctx, fleet.DeviceFilter{IDs: s.Devices})
-	case sel == "":
-		return nil, "", apperr.E(apperr.Invalid, "a campaign needs a target: a group or a filter")
 	case strings.Contains(strings.TrimPrefix(sel, "group:"), "="):
 		f, ferr := ParseFilter(sel)
 		if ferr != nil {
@@ -281,13 +331,20 @@ func (e *Engine) resolve(ctx context.Context, s Spec, rel *release.Release) ([]*
 		window = g.Window
 		devs, err = e.GroupMembers(ctx, g)
 	}
-	if err != nil {
-		return nil, "", err
+	return devs, window, err
+}
+
+// findDevices looks devices up by id, 500 at a time (a database takes only so many parameters).
+func (e *Engine) findDevices(ctx context.Context, ids []string) ([]*fleet.Device, error) {
+	var out []*fleet.Device
+	for chunk := range slices.Chunk(ids, 500) {
+		ds, err := e.Devices.FindDevices(ctx, fleet.DeviceFilter{IDs: chunk})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ds...)
 	}
-	devs = slices.DeleteFunc(devs, func(d *fleet.Device) bool {
-		return d.Status != fleet.StatusAccepted || d.Product != rel.Product || !slices.Contains(rel.HardwareIDs, d.HardwareID) || d.InstalledSHA256 == rel.SHA256
-	})
-	return devs, window, nil
+	return out, nil
 }
 
 // GroupMembers lists a group's devices: its static members, or the devices its filter selects.
@@ -307,15 +364,7 @@ func (e *Engine) GroupMembers(ctx context.Context, g *Group) ([]*fleet.Device, e
 	if err != nil || len(ids) == 0 {
 		return nil, err
 	}
-	var out []*fleet.Device
-	for chunk := range slices.Chunk(ids, 500) {
-		ds, err := e.Devices.FindDevices(ctx, fleet.DeviceFilter{IDs: chunk})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ds...)
-	}
-	return out, nil
+	return e.findDevices(ctx, ids)
 }
 
 func newID() string {

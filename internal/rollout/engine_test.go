@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -627,5 +628,54 @@ func TestEngineNeverAssignsAnOlderImage(t *testing.T) {
 	}
 	if len(env.assigned) != 2 {
 		t.Errorf("assigned %v, want dev02 and dev03", env.assigned)
+	}
+}
+
+// smallIN is a device store that refuses a lookup of more than 500 ids at once, as a database
+// limits a statement's parameters.
+type smallIN struct{ fleet.Store }
+
+func (s smallIN) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.Device, error) {
+	if len(f.IDs) > 500 {
+		return nil, fmt.Errorf("%d ids in one query", len(f.IDs))
+	}
+	return s.Store.FindDevices(ctx, f)
+}
+
+// TestEngineDevicesWithTarget: explicit devices (those exposed to an advisory) with a target
+// give the devices in both, the selector says so, and a long list is looked up in chunks.
+func TestEngineDevicesWithTarget(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 6)
+	env.e.Devices = smallIN{env.e.Devices}
+	exposed := []string{"dev00", "dev01", "dev02", "dev03"}
+	for i := range 1200 { // not in the fleet (any more)
+		exposed = append(exposed, fmt.Sprintf("gone%04d", i))
+	}
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Devices: exposed, DevicesFrom: "fixes:CVE-2026-1", Target: "region=eu"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := env.e.Store.FindMembers(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range ms {
+		got = append(got, m.DeviceID)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"dev00", "dev02"}) {
+		t.Fatalf("members %v, want the exposed devices in eu: [dev00 dev02]", got)
+	}
+	if c.Selector != "fixes:CVE-2026-1 in region=eu" {
+		t.Fatalf("selector %q", c.Selector)
+	}
+	all, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.2", Devices: exposed, DevicesFrom: "fixes:CVE-2026-1"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := all.Waves[len(all.Waves)-1]; n != 4 || all.Selector != "fixes:CVE-2026-1" {
+		t.Fatalf("without a target: %d members, selector %q; want the 4 exposed, fixes:CVE-2026-1", n, all.Selector)
 	}
 }
