@@ -690,7 +690,10 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 			switch {
 			case ev.Step == wire.StepCommit && ev.Status == wire.StatusOK:
 				to = MemberCommitted
-			case ev.Fatal: // the attempt ended: failed, or rolled back to the previous image
+			case ev.Fatal:
+				// The attempt ended: failed (a verification failure of the campaign's image at
+				// step verify, which the agent never retries, a download or install failure), or
+				// rolled back to the previous image. Events without a target are no campaign's.
 				to, detail = MemberFailed, ev.Step+": "+ev.Message
 				from = append(from, MemberCommitted)
 			case ev.Status == wire.StatusWaiting:

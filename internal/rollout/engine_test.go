@@ -679,3 +679,36 @@ func TestEngineDevicesWithTarget(t *testing.T) {
 		t.Fatalf("without a target: %d members, selector %q; want the 4 exposed, fixes:CVE-2026-1", n, all.Selector)
 	}
 }
+
+// TestEngineVerifyFailureCounts: a fatal verification failure the device reports for the
+// campaign's image fails its member (and counts toward the pause); one without a target, or for
+// another image, is not this campaign's.
+func TestEngineVerifyFailureCounts(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 4)
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(target string) wire.Event {
+		return wire.Event{Target: target, Step: wire.StepVerify, Status: wire.StatusFailed, Fatal: true, Message: "director targets: signature threshold not met"}
+	}
+	env.report(t, verify(""), "dev00")
+	env.report(t, verify("p/1.2/fw"), "dev01")
+	if got := env.members(t, c.ID, rollout.MemberFailed); len(got) != 0 {
+		t.Fatalf("failed %v after verification failures of no or another image, want none", got)
+	}
+	env.report(t, verify("p/1.1/fw"), "dev02")
+	if got := env.members(t, c.ID, rollout.MemberFailed); !slices.Equal(got, []string{"dev02"}) {
+		t.Fatalf("failed %v, want dev02, which failed to verify the campaign's image", got)
+	}
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.state(t, c.ID); got.State != rollout.StatePaused {
+		t.Fatalf("after 1 of 4 failed verification: %s, want paused", got.State)
+	}
+}
