@@ -37,6 +37,10 @@ func rolloutCmd(g *globals) *cobra.Command {
 				}
 				spec.Waves = ws
 			}
+			if cmd.Flags().Changed("max-failures") {
+				v, _ := cmd.Flags().GetFloat64("max-failures")
+				spec.FailureThreshold = &v
+			}
 			if spec.Release == "" && spec.Fixes == "" {
 				return fmt.Errorf("--release is required (with --fixes it defaults to the lowest release that fixes the advisory)")
 			}
@@ -65,7 +69,7 @@ func rolloutCmd(g *globals) *cobra.Command {
 	f.StringVar(&spec.Waves, "waves", "", "cumulative shares per wave, e.g. 1%,10%,50%,100%; or exp:FIRST[:FACTOR]")
 	f.String("wave-size", "", "device counts per wave, e.g. 10,100,1000 (the rest form a last wave)")
 	f.Float64Var(&spec.SuccessThreshold, "success", 0, "share of a wave that must be healthy to advance (default 0.95)")
-	f.Float64Var(&spec.FailureThreshold, "max-failures", 0, "share of a wave failed or rolled back that pauses the campaign (default 0.05)")
+	f.Float64("max-failures", rollout.DefaultFailure, "share of a wave failed or rolled back above which the campaign pauses (0: on the first failure)")
 	f.StringVar(&spec.HealthGate, "health-gate", "", "how long committed devices must keep checking in (default 2m; 0s: none)")
 	f.StringVar(&spec.SilentAfter, "silent-after", "", "a committed device silent this long fails the health gate (default 10m)")
 	f.StringVar(&spec.AssignTimeout, "assign-timeout", "", "an assigned device silent this long counts as timed out, out of its wave's success count (default 24h; 0s: never)")

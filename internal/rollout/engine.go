@@ -82,10 +82,11 @@ type Spec struct {
 	// --fixes); with a Target as well, the campaign takes the devices in both.
 	Devices []string `json:"devices,omitempty"`
 	// DevicesFrom names where Devices came from, for the campaign's selector ("fixes:CVE-…").
-	DevicesFrom      string        `json:"devices_from,omitempty"`
-	Waves            string        `json:"waves,omitempty"`
-	SuccessThreshold float64       `json:"success_threshold,omitempty"`
-	FailureThreshold float64       `json:"failure_threshold,omitempty"`
+	DevicesFrom      string  `json:"devices_from,omitempty"`
+	Waves            string  `json:"waves,omitempty"`
+	SuccessThreshold float64 `json:"success_threshold,omitempty"`
+	// FailureThreshold: nil for DefaultFailure; 0 pauses on the first failure.
+	FailureThreshold *float64      `json:"failure_threshold,omitempty"`
 	HealthGate       time.Duration `json:"health_gate,omitempty"`
 	SilentAfter      time.Duration `json:"silent_after,omitempty"`
 	// AssignTimeout: an assigned member silent this long counts as timed out (0: the default,
@@ -119,9 +120,12 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		return nil, err
 	}
 	c := &Campaign{ID: newID(), Release: rel.Ref(), Target: rel.Target, Product: rel.Product, Selector: selector(s), Class: rel.Class,
-		WaveSpec: s.Waves, SuccessThreshold: cmp.Or(s.SuccessThreshold, DefaultSuccess), FailureThreshold: cmp.Or(s.FailureThreshold, DefaultFailure),
+		WaveSpec: s.Waves, SuccessThreshold: cmp.Or(s.SuccessThreshold, DefaultSuccess), FailureThreshold: DefaultFailure,
 		HealthGate: s.HealthGate, SilentAfter: cmp.Or(s.SilentAfter, DefaultSilentAfter), Window: s.Window, IgnoreWindow: s.IgnoreWindow,
 		Actor: actor, State: StateCreated, Wave: -1, CreatedAt: e.now(), UpdatedAt: e.now()}
+	if s.FailureThreshold != nil {
+		c.FailureThreshold = *s.FailureThreshold
+	}
 	c.AssignTimeout = max(cmp.Or(s.AssignTimeout, DefaultAssignTimeout), 0)
 	if s.HealthGate == 0 {
 		c.HealthGate = DefaultHealthGate

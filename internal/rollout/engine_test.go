@@ -712,3 +712,21 @@ func TestEngineVerifyFailureCounts(t *testing.T) {
 		t.Fatalf("after 1 of 4 failed verification: %s, want paused", got.State)
 	}
 }
+
+// TestEngineZeroFailureThreshold: a failure threshold of 0 is kept, not taken for "unset"
+// (TestPlanThresholdEdges: it pauses on the first failure).
+func TestEngineZeroFailureThreshold(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 10)
+	zero := 0.0
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", FailureThreshold: &zero}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.FailureThreshold != 0 {
+		t.Fatalf("failure threshold %v, want 0", c.FailureThreshold)
+	}
+	if d, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p"}, "alice"); err != nil || d.FailureThreshold != rollout.DefaultFailure {
+		t.Fatalf("unset failure threshold: %v, %v; want the default", d, err)
+	}
+}

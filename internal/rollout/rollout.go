@@ -229,7 +229,7 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 		}
 		n := k.Total() - k[MemberSuperseded] - k[MemberCancelled] - base
 		failed := k[MemberFailed] - base
-		if n > 0 && float64(failed) > c.FailureThreshold*float64(n) {
+		if n > 0 && failed*basisPoints > bp(c.FailureThreshold)*n {
 			d.Pause = fmt.Sprintf("wave %d: %d of %d devices failed or rolled back (threshold %s)", w+1, failed, n, pct(c.FailureThreshold))
 			if base > 0 {
 				d.Pause += fmt.Sprintf(" since the resume, which accepted %d", base)
@@ -259,7 +259,7 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 		deciding -= min(c.Baseline[cur], k[MemberFailed]) // failures a resume accepted decide nothing
 	}
 	done := deciding <= 0 && k[MemberWaiting] == 0 && k[MemberTimedOut] == 0 ||
-		deciding > 0 && k[MemberHealthy] > 0 && float64(k[MemberHealthy]) >= c.SuccessThreshold*float64(deciding)
+		deciding > 0 && k[MemberHealthy] > 0 && k[MemberHealthy]*basisPoints >= bp(c.SuccessThreshold)*deciding
 	if !done {
 		return d
 	}
@@ -271,6 +271,14 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	d.Complete = true
 	return d
 }
+
+// basisPoints is one whole in basis points. Thresholds are compared in integers, counts times
+// 10,000 against basis points times counts: in floating point 0.29*100 is 28.999999999999996,
+// and 29 failures of 100 paused a campaign whose threshold was 29%.
+const basisPoints = 10000
+
+// bp is a share in basis points, to the nearest.
+func bp(share float64) int { return int(math.Round(share * basisPoints)) }
 
 func pct(f float64) string {
 	return strconv.FormatFloat(f*100, 'f', -1, 64) + "%"

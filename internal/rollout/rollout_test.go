@@ -279,3 +279,44 @@ func TestPlanAssignTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanThresholdEdges: thresholds compare exactly at the edge, where floating point did not
+// (0.29*100 > 28.99, 0.07*100 = 7.000000000000001), and a failure threshold of 0 pauses on the
+// first failure.
+func TestPlanThresholdEdges(t *testing.T) {
+	tests := []struct {
+		name             string
+		success, failure float64
+		healthy, failed  int // of 100 members in one wave; the rest assigned
+		pause, complete  bool
+	}{
+		{name: "29 of 100 failed at 29%: carry on", success: 0.5, failure: 0.29, healthy: 0, failed: 29},
+		{name: "30 of 100 failed at 29%: pause", success: 0.5, failure: 0.29, healthy: 0, failed: 30, pause: true},
+		{name: "57 of 100 failed at 57%: carry on", success: 0.5, failure: 0.57, failed: 57},
+		{name: "no failure at 0%: carry on", success: 0.5, failure: 0, healthy: 10},
+		{name: "first failure at 0%: pause", success: 0.5, failure: 0, healthy: 10, failed: 1, pause: true},
+		{name: "7 of 100 healthy at 7%: complete", success: 0.07, failure: 0.5, healthy: 7, complete: true},
+		{name: "6 of 100 healthy at 7%: wait", success: 0.07, failure: 0.5, healthy: 6},
+		{name: "95 of 100 healthy at 95%: complete", success: 0.95, failure: 0.05, healthy: 95, complete: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Campaign{ID: "c1", State: StateRunning, Wave: 0, Waves: []int{100}, SuccessThreshold: tt.success, FailureThreshold: tt.failure, SilentAfter: time.Hour}
+			var ms []Member
+			for i := range 100 {
+				st := MemberAssigned
+				switch {
+				case i < tt.healthy:
+					st = MemberHealthy
+				case i < tt.healthy+tt.failed:
+					st = MemberFailed
+				}
+				ms = append(ms, Member{DeviceID: fmt.Sprint(i), Status: st, Since: t0})
+			}
+			d := Plan(c, ms, t0)
+			if (d.Pause != "") != tt.pause || d.Complete != tt.complete {
+				t.Fatalf("pause %q complete %t; want pause %t complete %t", d.Pause, d.Complete, tt.pause, tt.complete)
+			}
+		})
+	}
+}
