@@ -52,7 +52,8 @@ type Campaign struct {
 	SuccessThreshold float64 // share of a wave's deciding members that must be healthy to advance
 	FailureThreshold float64 // share of a released wave's members whose failure pauses the campaign
 	// HealthGate is how long a committed device must keep checking in before it counts as
-	// healthy; one silent for SilentAfter after committing fails the gate.
+	// healthy: it must check in at or after commit+HealthGate. One silent for SilentAfter after
+	// committing fails the gate.
 	HealthGate  time.Duration
 	SilentAfter time.Duration
 	// AssignTimeout is how long an assigned member may stay silent (no install started, no
@@ -200,7 +201,9 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 				d.Unhealthy = map[string]string{}
 			}
 			d.Unhealthy[m.DeviceID] = fmt.Sprintf("health gate: silent for %s after committing", now.Sub(seen).Round(time.Second))
-		case now.Sub(m.Since) >= c.HealthGate && m.LastSeen.After(m.Since):
+		case now.Sub(m.Since) >= c.HealthGate && m.LastSeen.After(m.Since) && !m.LastSeen.Before(m.Since.Add(c.HealthGate)):
+			// Still checking in when the gate ended: one check-in right after committing says
+			// nothing about the minutes after.
 			d.Healthy = append(d.Healthy, m.DeviceID)
 			healthy[m.DeviceID] = true
 		}

@@ -320,3 +320,31 @@ func TestPlanThresholdEdges(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanHealthGateNeedsALateCheckin: a committed device is healthy only once it checked in at
+// or after the end of the health gate; the check-in right after its commit is not enough.
+func TestPlanHealthGateNeedsALateCheckin(t *testing.T) {
+	commit := t0.Add(-3 * time.Minute)
+	tests := []struct {
+		name    string
+		gate    time.Duration
+		seen    time.Time
+		healthy bool
+	}{
+		{name: "seen only right after committing", gate: 2 * time.Minute, seen: commit.Add(time.Second)},
+		{name: "seen just before the gate ended", gate: 2 * time.Minute, seen: commit.Add(2*time.Minute - time.Second)},
+		{name: "seen as the gate ended", gate: 2 * time.Minute, seen: commit.Add(2 * time.Minute), healthy: true},
+		{name: "seen after the gate ended", gate: 2 * time.Minute, seen: t0.Add(-time.Second), healthy: true},
+		{name: "no gate: a check-in after the commit", gate: 0, seen: commit.Add(time.Second), healthy: true},
+		{name: "no gate: not seen since committing", gate: 0, seen: commit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Campaign{ID: "c1", State: StateRunning, Wave: 0, Waves: []int{1}, SuccessThreshold: 1, FailureThreshold: 0.5, HealthGate: tt.gate, SilentAfter: time.Hour}
+			d := Plan(c, []Member{{DeviceID: "d", Status: MemberCommitted, Since: commit, LastSeen: tt.seen}}, t0)
+			if got := len(d.Healthy) == 1; got != tt.healthy {
+				t.Fatalf("healthy %t, want %t", got, tt.healthy)
+			}
+		})
+	}
+}
