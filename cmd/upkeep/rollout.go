@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -345,4 +346,28 @@ func groupsCmd(g *globals) *cobra.Command {
 	}
 	cmd.AddCommand(create, change("add", "Add devices to a static group", true), change("remove", "Remove devices from a static group", false), list, show, del)
 	return cmd
+}
+
+// keepLease renews the named lease every third of its ttl until stop is called, so that a tick
+// that runs longer than the ttl keeps it: another replica would otherwise take it over mid-tick
+// and do the same work again (safely, since each campaign is stepped under its lock, but twice).
+func (s *Server) keepLease(ctx context.Context, name, holder string, ttl time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := s.DB.AcquireLease(ctx, name, holder, ttl); err != nil && ctx.Err() == nil {
+					s.Config.Logger.Warn("renew lease", "lease", name, "err", err)
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }

@@ -298,6 +298,7 @@ func (s *Server) tick(ctx context.Context, holder string) time.Time {
 	if !ok {
 		return time.Time{}
 	}
+	defer s.keepLease(ctx, "rollout-engine", holder, 15*time.Second)()
 	t := time.Now()
 	if err := s.Rollouts.Tick(ctx); err != nil && ctx.Err() == nil {
 		s.Config.Logger.Error("rollout engine", "err", err)
