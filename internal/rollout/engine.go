@@ -218,8 +218,11 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		}
 		e.audit(ctx, "engine", "supersede", "campaign:"+cid, fmt.Sprintf("%d devices moved to campaign %s (%s)", len(ids), c.ID, rel.Ref()))
 	}
-	e.audit(ctx, actor, "create", "campaign:"+c.ID, fmt.Sprintf("%s to %q: %d devices in %d waves %v; %d not seen for %s left out",
-		rel.Ref(), s.Target, len(members), len(c.Waves), c.Waves, c.Stale, cmp.Or(s.StaleAfter, DefaultStaleAfter)))
+	detail := fmt.Sprintf("%s to %q: %d devices in %d waves %v", rel.Ref(), c.Selector, len(members), len(c.Waves), c.Waves)
+	if c.Stale > 0 {
+		detail += fmt.Sprintf("; %d not seen for %s left out", c.Stale, cmp.Or(s.StaleAfter, DefaultStaleAfter))
+	}
+	e.audit(ctx, actor, "create", "campaign:"+c.ID, detail)
 	return c, nil
 }
 
