@@ -148,11 +148,13 @@ type CampaignSpec struct {
 	Fixes            string   `json:"fixes,omitempty"`   // advisory id: target its exposed devices
 	Waves            string   `json:"waves,omitempty"`   // 1%,10%,100% | 10,100 | exp:10:2
 	SuccessThreshold float64  `json:"success_threshold,omitempty"`
-	FailureThreshold float64  `json:"failure_threshold,omitempty"`
-	HealthGate       string   `json:"health_gate,omitempty"`  // duration; "0s" for none
-	SilentAfter      string   `json:"silent_after,omitempty"` // duration
-	Mode             string   `json:"mode,omitempty"`         // forced | soft
-	Window           string   `json:"window,omitempty"`       // HH:MM-HH:MM UTC
+	FailureThreshold *float64 `json:"failure_threshold,omitempty"` // absent: the default; 0: pause on the first failure
+	HealthGate       string   `json:"health_gate,omitempty"`       // duration; "0s" for none
+	SilentAfter      string   `json:"silent_after,omitempty"`      // duration
+	AssignTimeout    string   `json:"assign_timeout,omitempty"`    // duration; "0s": never time out
+	StaleAfter       string   `json:"stale_after,omitempty"`       // duration; "0s": keep every device
+	Mode             string   `json:"mode,omitempty"`              // forced | soft
+	Window           string   `json:"window,omitempty"`            // HH:MM-HH:MM UTC
 	IgnoreWindow     bool     `json:"ignore_window,omitempty"`
 	Start            bool     `json:"start,omitempty"` // start at once
 }
@@ -170,6 +172,8 @@ type Campaign struct {
 	SuccessThreshold float64   `json:"success_threshold"`
 	FailureThreshold float64   `json:"failure_threshold"`
 	HealthGate       string    `json:"health_gate"`
+	AssignTimeout    string    `json:"assign_timeout,omitempty"` // "0s": never
+	Stale            int       `json:"stale,omitempty"`          // devices left out at creation: not seen for the stale-after time
 	Consent          bool      `json:"consent"`
 	Window           string    `json:"window,omitempty"`
 	IgnoreWindow     bool      `json:"ignore_window,omitempty"`

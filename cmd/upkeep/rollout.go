@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,6 +38,10 @@ func rolloutCmd(g *globals) *cobra.Command {
 				}
 				spec.Waves = ws
 			}
+			if cmd.Flags().Changed("max-failures") {
+				v, _ := cmd.Flags().GetFloat64("max-failures")
+				spec.FailureThreshold = &v
+			}
 			if spec.Release == "" && spec.Fixes == "" {
 				return fmt.Errorf("--release is required (with --fixes it defaults to the lowest release that fixes the advisory)")
 			}
@@ -65,9 +70,11 @@ func rolloutCmd(g *globals) *cobra.Command {
 	f.StringVar(&spec.Waves, "waves", "", "cumulative shares per wave, e.g. 1%,10%,50%,100%; or exp:FIRST[:FACTOR]")
 	f.String("wave-size", "", "device counts per wave, e.g. 10,100,1000 (the rest form a last wave)")
 	f.Float64Var(&spec.SuccessThreshold, "success", 0, "share of a wave that must be healthy to advance (default 0.95)")
-	f.Float64Var(&spec.FailureThreshold, "max-failures", 0, "share of a wave failed or rolled back that pauses the campaign (default 0.05)")
+	f.Float64("max-failures", rollout.DefaultFailure, "share of a wave failed or rolled back above which the campaign pauses (0: on the first failure)")
 	f.StringVar(&spec.HealthGate, "health-gate", "", "how long committed devices must keep checking in (default 2m; 0s: none)")
 	f.StringVar(&spec.SilentAfter, "silent-after", "", "a committed device silent this long fails the health gate (default 10m)")
+	f.StringVar(&spec.AssignTimeout, "assign-timeout", "", "an assigned device silent this long counts as timed out, out of its wave's success count (default 24h; 0s: never)")
+	f.StringVar(&spec.StaleAfter, "stale-after", "", "leave out devices not seen this long (default 168h; 0s: keep all)")
 	f.StringVar(&spec.Mode, "mode", "", "forced (install without asking) or soft (the owner consents); default forced for security, soft for feature releases")
 	f.StringVar(&spec.Window, "window", "", "maintenance window HH:MM-HH:MM UTC for its devices (default: the group's, else each device's own)")
 	f.BoolVar(&spec.IgnoreWindow, "ignore-window", false, "critical: install outside maintenance windows")
@@ -162,7 +169,7 @@ func last(xs []int) int {
 	return xs[len(xs)-1]
 }
 
-var statusOrder = []string{rollout.MemberPending, rollout.MemberAssigned, rollout.MemberWaiting, rollout.MemberCommitted, rollout.MemberHealthy,
+var statusOrder = []string{rollout.MemberPending, rollout.MemberAssigned, rollout.MemberTimedOut, rollout.MemberWaiting, rollout.MemberCommitted, rollout.MemberHealthy,
 	rollout.MemberFailed, rollout.MemberSuperseded, rollout.MemberCancelled}
 
 func printStatus(w io.Writer, st *wire.CampaignStatus) {
@@ -183,6 +190,12 @@ func printStatus(w io.Writer, st *wire.CampaignStatus) {
 		fmt.Fprint(w, "; ignores maintenance windows")
 	}
 	fmt.Fprintln(w)
+	if c.AssignTimeout != "" && c.AssignTimeout != "0s" {
+		fmt.Fprintf(w, "assigned devices silent for %s count as timed out (not in the success count)\n", c.AssignTimeout)
+	}
+	if c.Stale > 0 {
+		fmt.Fprintf(w, "left out at creation: %d devices not seen recently\n", c.Stale)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "WAVE\tSIZE\t")
 	for _, s := range statusOrder {
@@ -333,4 +346,28 @@ func groupsCmd(g *globals) *cobra.Command {
 	}
 	cmd.AddCommand(create, change("add", "Add devices to a static group", true), change("remove", "Remove devices from a static group", false), list, show, del)
 	return cmd
+}
+
+// keepLease renews the named lease every third of its ttl until stop is called, so that a tick
+// that runs longer than the ttl keeps it: another replica would otherwise take it over mid-tick
+// and do the same work again (safely, since each campaign is stepped under its lock, but twice).
+func (s *Server) keepLease(ctx context.Context, name, holder string, ttl time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := s.DB.AcquireLease(ctx, name, holder, ttl); err != nil && ctx.Err() == nil {
+					s.Config.Logger.Warn("renew lease", "lease", name, "err", err)
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }

@@ -290,7 +290,7 @@ func (s *Server) background(ctx context.Context) {
 		case <-s.Rollouts.Woken(): // an operator started or resumed a campaign: no rest
 			nextTick = s.tick(ctx, holder)
 		case <-resign.C:
-			if ok, err := s.DB.AcquireLease(ctx, "image-resign", holder, 5*time.Minute, time.Now()); err != nil || !ok {
+			if ok, err := s.DB.AcquireLease(ctx, "image-resign", holder, 5*time.Minute); err != nil || !ok {
 				continue
 			}
 			if err := s.Repo.RefreshImage(ctx, false); err != nil {
@@ -312,13 +312,14 @@ func (s *Server) background(ctx context.Context) {
 // that it keeps to a few percent of a core however large the campaigns are (a 10,000-device tick
 // takes ~0.1 s).
 func (s *Server) tick(ctx context.Context, holder string) time.Time {
-	ok, err := s.DB.AcquireLease(ctx, "rollout-engine", holder, 15*time.Second, time.Now())
+	ok, err := s.DB.AcquireLease(ctx, "rollout-engine", holder, 15*time.Second)
 	if err != nil {
 		s.Config.Logger.Warn("rollout engine lease", "err", err)
 	}
 	if !ok {
 		return time.Time{}
 	}
+	defer s.keepLease(ctx, "rollout-engine", holder, 15*time.Second)()
 	t := time.Now()
 	if err := s.Rollouts.Tick(ctx); err != nil && ctx.Err() == nil {
 		s.Config.Logger.Error("rollout engine", "err", err)

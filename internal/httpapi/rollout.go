@@ -26,7 +26,7 @@ func (s *Server) rolloutRoutes(mux *http.ServeMux) {
 func campaignToWire(c *rollout.Campaign) wire.Campaign {
 	return wire.Campaign{ID: c.ID, Release: c.Release, Target: c.Target, Selector: c.Selector, Class: c.Class, State: c.State,
 		Wave: c.Wave + 1, Waves: c.Waves, SuccessThreshold: c.SuccessThreshold, FailureThreshold: c.FailureThreshold,
-		HealthGate: c.HealthGate.String(), Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow,
+		HealthGate: c.HealthGate.String(), AssignTimeout: c.AssignTimeout.String(), Stale: c.Stale, Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow,
 		PauseReason: c.PauseReason, Actor: c.Actor, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
 }
 
@@ -72,8 +72,19 @@ func (s *Server) createRollout(w http.ResponseWriter, r *http.Request) {
 	if silent < 0 {
 		silent = 0
 	}
+	timeout, err := parseDur("assign timeout", spec.AssignTimeout)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	stale, err := parseDur("stale after", spec.StaleAfter)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	rs := rollout.Spec{Release: spec.Release, Target: spec.Target, Devices: spec.Devices, Waves: spec.Waves,
 		SuccessThreshold: spec.SuccessThreshold, FailureThreshold: spec.FailureThreshold, HealthGate: gate, SilentAfter: silent,
+		AssignTimeout: timeout, StaleAfter: stale,
 		Mode: spec.Mode, Window: spec.Window, IgnoreWindow: spec.IgnoreWindow}
 	if spec.Fixes != "" {
 		if s.Exposed == nil {
@@ -89,10 +100,8 @@ func (s *Server) createRollout(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, apperr.E(apperr.Invalid, "no device in the field is exposed to %s", spec.Fixes))
 			return
 		}
-		rs.Release, rs.Devices = rel, ids
-		if rs.Target == "" {
-			rs.Target = "fixes:" + spec.Fixes
-		}
+		// With a target too, the engine keeps the exposed devices of the target only.
+		rs.Release, rs.Devices, rs.DevicesFrom = rel, ids, "fixes:"+spec.Fixes
 	}
 	for _, id := range rs.Devices {
 		if err := trust.ValidIdent("device", id); err != nil {

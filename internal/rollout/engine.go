@@ -76,17 +76,28 @@ func (e *Engine) log() *slog.Logger {
 
 // Spec is what an operator asks for when creating a campaign.
 type Spec struct {
-	Release          string        `json:"release"`           // product@version
-	Target           string        `json:"target"`            // group name, "group:NAME", or a filter
-	Devices          []string      `json:"devices,omitempty"` // explicit device ids (from --fixes)
-	Waves            string        `json:"waves,omitempty"`
-	SuccessThreshold float64       `json:"success_threshold,omitempty"`
-	FailureThreshold float64       `json:"failure_threshold,omitempty"`
+	Release string `json:"release"` // product@version
+	Target  string `json:"target"`  // group name, "group:NAME", or a filter
+	// Devices are explicit device ids (--device, or the devices exposed to an advisory with
+	// --fixes); with a Target as well, the campaign takes the devices in both.
+	Devices []string `json:"devices,omitempty"`
+	// DevicesFrom names where Devices came from, for the campaign's selector ("fixes:CVE-…").
+	DevicesFrom      string  `json:"devices_from,omitempty"`
+	Waves            string  `json:"waves,omitempty"`
+	SuccessThreshold float64 `json:"success_threshold,omitempty"`
+	// FailureThreshold: nil for DefaultFailure; 0 pauses on the first failure.
+	FailureThreshold *float64      `json:"failure_threshold,omitempty"`
 	HealthGate       time.Duration `json:"health_gate,omitempty"`
 	SilentAfter      time.Duration `json:"silent_after,omitempty"`
-	Mode             string        `json:"mode,omitempty"` // forced | soft; default forced for security, soft for feature
-	Window           string        `json:"window,omitempty"`
-	IgnoreWindow     bool          `json:"ignore_window,omitempty"`
+	// AssignTimeout: an assigned member silent this long counts as timed out (0: the default,
+	// DefaultAssignTimeout; negative: never).
+	AssignTimeout time.Duration `json:"assign_timeout,omitempty"`
+	// StaleAfter: devices not seen this long are left out (0: DefaultStaleAfter; negative:
+	// none are).
+	StaleAfter   time.Duration `json:"stale_after,omitempty"`
+	Mode         string        `json:"mode,omitempty"` // forced | soft; default forced for security, soft for feature
+	Window       string        `json:"window,omitempty"`
+	IgnoreWindow bool          `json:"ignore_window,omitempty"`
 }
 
 // ParseWindow checks a maintenance window HH:MM-HH:MM.
@@ -108,10 +119,14 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	if err != nil {
 		return nil, err
 	}
-	c := &Campaign{ID: newID(), Release: rel.Ref(), Target: rel.Target, Product: rel.Product, Selector: s.Target, Class: rel.Class,
-		WaveSpec: s.Waves, SuccessThreshold: cmp.Or(s.SuccessThreshold, DefaultSuccess), FailureThreshold: cmp.Or(s.FailureThreshold, DefaultFailure),
+	c := &Campaign{ID: newID(), Release: rel.Ref(), Target: rel.Target, Product: rel.Product, Selector: selector(s), Class: rel.Class,
+		WaveSpec: s.Waves, SuccessThreshold: cmp.Or(s.SuccessThreshold, DefaultSuccess), FailureThreshold: DefaultFailure,
 		HealthGate: s.HealthGate, SilentAfter: cmp.Or(s.SilentAfter, DefaultSilentAfter), Window: s.Window, IgnoreWindow: s.IgnoreWindow,
 		Actor: actor, State: StateCreated, Wave: -1, CreatedAt: e.now(), UpdatedAt: e.now()}
+	if s.FailureThreshold != nil {
+		c.FailureThreshold = *s.FailureThreshold
+	}
+	c.AssignTimeout = max(cmp.Or(s.AssignTimeout, DefaultAssignTimeout), 0)
 	if s.HealthGate == 0 {
 		c.HealthGate = DefaultHealthGate
 	} else if s.HealthGate < 0 {
@@ -141,9 +156,22 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	if c.Window == "" {
 		c.Window = groupWindow
 	}
+	if stale := cmp.Or(s.StaleAfter, DefaultStaleAfter); stale > 0 && len(devs) > 0 {
+		n := len(devs)
+		devs = slices.DeleteFunc(devs, func(d *fleet.Device) bool {
+			seen := d.LastSeen
+			if seen.IsZero() {
+				seen = d.EnrolledAt // enrolled, not checked in yet
+			}
+			return c.CreatedAt.Sub(seen) > stale
+		})
+		if c.Stale = n - len(devs); len(devs) == 0 {
+			return nil, apperr.E(apperr.Invalid, "target %q: all %d devices it selects were last seen more than %s ago", c.Selector, n, stale)
+		}
+	}
 	if len(devs) == 0 {
 		return nil, apperr.E(apperr.Invalid, "target %q selects no accepted %s device on hardware %s that does not already run %s",
-			s.Target, rel.Product, strings.Join(rel.HardwareIDs, "/"), rel.Version)
+			c.Selector, rel.Product, strings.Join(rel.HardwareIDs, "/"), rel.Version)
 	}
 	// A stable shuffle: the order depends on the campaign id, so waves are a random sample.
 	key := func(id string) string { h := sha256.Sum256([]byte(c.ID + id)); return string(h[:]) }
@@ -156,10 +184,8 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	var supersededBy = map[string][]string{}
 	for i, d := range devs {
 		m := Member{DeviceID: d.ID, Wave: WaveOf(c.Waves, i), Status: MemberPending, Since: c.CreatedAt}
-		if d.Assigned != "" && d.Assigned != rel.Target {
-			if cur, err := e.release(ctx, rels, d.Assigned); err == nil && Newer(cur, rel) {
-				m.Status, m.Detail = MemberSuperseded, "already assigned the newer "+cur.Ref()
-			}
+		if why := e.newerThan(ctx, rels, d, rel); why != "" {
+			m.Status, m.Detail = MemberSuperseded, why
 		}
 		if m.Status == MemberPending {
 			ms, err := e.Store.FindMemberships(ctx, d.ID)
@@ -187,22 +213,42 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		return nil, err
 	}
 	for cid, ids := range supersededBy {
-		if err := e.Store.SetMembers(ctx, cid, ids, []string{MemberPending, MemberAssigned, MemberWaiting}, MemberSuperseded, "superseded by campaign "+c.ID+" ("+rel.Ref()+")", c.CreatedAt); err != nil {
+		if err := e.Store.SetMembers(ctx, cid, ids, []string{MemberPending, MemberAssigned, MemberWaiting, MemberTimedOut}, MemberSuperseded, "superseded by campaign "+c.ID+" ("+rel.Ref()+")", c.CreatedAt); err != nil {
 			return nil, err
 		}
 		e.audit(ctx, "engine", "supersede", "campaign:"+cid, fmt.Sprintf("%d devices moved to campaign %s (%s)", len(ids), c.ID, rel.Ref()))
 	}
-	e.audit(ctx, actor, "create", "campaign:"+c.ID, fmt.Sprintf("%s to %q: %d devices in %d waves %v", rel.Ref(), s.Target, len(members), len(c.Waves), c.Waves))
+	detail := fmt.Sprintf("%s to %q: %d devices in %d waves %v", rel.Ref(), c.Selector, len(members), len(c.Waves), c.Waves)
+	if c.Stale > 0 {
+		detail += fmt.Sprintf("; %d not seen for %s left out", c.Stale, cmp.Or(s.StaleAfter, DefaultStaleAfter))
+	}
+	e.audit(ctx, actor, "create", "campaign:"+c.ID, detail)
 	return c, nil
 }
 
 func active(status string) bool {
-	return status == MemberPending || status == MemberAssigned || status == MemberWaiting
+	return status == MemberPending || status == MemberAssigned || status == MemberWaiting || status == MemberTimedOut
 }
 
 // Newer reports whether a is a newer release than b (release.Compare: a higher security
 // version, or the same and published later).
 func Newer(a, b *release.Release) bool { return release.Compare(a, b) > 0 }
+
+// newerThan says why d must not be given rel, if it runs or is assigned a newer release
+// (release.Compare): a device never goes back to an older image. Empty if it may.
+func (e *Engine) newerThan(ctx context.Context, rels map[string]*release.Release, d *fleet.Device, rel *release.Release) string {
+	if d.InstalledTarget != "" && d.InstalledTarget != rel.Target {
+		if cur, err := e.release(ctx, rels, d.InstalledTarget); err == nil && Newer(cur, rel) {
+			return "already runs the newer " + cur.Ref()
+		}
+	}
+	if d.Assigned != "" && d.Assigned != rel.Target {
+		if cur, err := e.release(ctx, rels, d.Assigned); err == nil && Newer(cur, rel) {
+			return "already assigned the newer " + cur.Ref()
+		}
+	}
+	return ""
+}
 
 func (e *Engine) release(ctx context.Context, cache map[string]*release.Release, target string) (*release.Release, error) {
 	if r, ok := cache[target]; ok {
@@ -219,18 +265,64 @@ func (e *Engine) release(ctx context.Context, cache map[string]*release.Release,
 	return rs[0], nil
 }
 
+// selector is what the campaign targets, as its status shows it: the target, the explicit
+// devices' origin, or both ("fixes:CVE-1 in group:eu").
+func selector(s Spec) string {
+	target := strings.TrimSpace(s.Target)
+	if len(s.Devices) == 0 {
+		return target
+	}
+	from := s.DevicesFrom
+	if from == "" {
+		from = fmt.Sprintf("%d listed devices", len(s.Devices))
+	}
+	if target == "" {
+		return from
+	}
+	return from + " in " + target
+}
+
 // resolve turns a campaign target into the accepted devices of the release's product and
-// hardware that do not run it yet.
+// hardware that do not run it yet. Explicit devices with a target are narrowed to the target's.
 func (e *Engine) resolve(ctx context.Context, s Spec, rel *release.Release) ([]*fleet.Device, string, error) {
+	sel := strings.TrimSpace(s.Target)
+	if sel == "" && len(s.Devices) == 0 {
+		return nil, "", apperr.E(apperr.Invalid, "a campaign needs a target: a group or a filter")
+	}
 	var devs []*fleet.Device
 	var window string
 	var err error
-	sel := strings.TrimSpace(s.Target)
+	if sel != "" {
+		if devs, window, err = e.selectTarget(ctx, sel, rel); err != nil {
+			return nil, "", err
+		}
+	}
+	if len(s.Devices) > 0 {
+		listed, err := e.findDevices(ctx, s.Devices)
+		if err != nil {
+			return nil, "", err
+		}
+		if sel != "" {
+			in := make(map[string]bool, len(devs))
+			for _, d := range devs {
+				in[d.ID] = true
+			}
+			listed = slices.DeleteFunc(listed, func(d *fleet.Device) bool { return !in[d.ID] })
+		}
+		devs = listed
+	}
+	devs = slices.DeleteFunc(devs, func(d *fleet.Device) bool {
+		return d.Status != fleet.StatusAccepted || d.Product != rel.Product || !slices.Contains(rel.HardwareIDs, d.HardwareID) || d.InstalledSHA256 == rel.SHA256
+	})
+	return devs, window, nil
+}
+
+// selectTarget lists the devices of a group or a filter, and the group's maintenance window.
+func (e *Engine) selectTarget(ctx context.Context, sel string, rel *release.Release) ([]*fleet.Device, string, error) {
+	var devs []*fleet.Device
+	var window string
+	var err error
 	switch {
-	case len(s.Devices) > 0:
-		devs, err = e.Devices.FindDevices(ctx, fleet.DeviceFilter{IDs: s.Devices})
-	case sel == "":
-		return nil, "", apperr.E(apperr.Invalid, "a campaign needs a target: a group or a filter")
 	case strings.Contains(strings.TrimPrefix(sel, "group:"), "="):
 		f, ferr := ParseFilter(sel)
 		if ferr != nil {
@@ -246,13 +338,20 @@ func (e *Engine) resolve(ctx context.Context, s Spec, rel *release.Release) ([]*
 		window = g.Window
 		devs, err = e.GroupMembers(ctx, g)
 	}
-	if err != nil {
-		return nil, "", err
+	return devs, window, err
+}
+
+// findDevices looks devices up by id, 500 at a time (a database takes only so many parameters).
+func (e *Engine) findDevices(ctx context.Context, ids []string) ([]*fleet.Device, error) {
+	var out []*fleet.Device
+	for chunk := range slices.Chunk(ids, 500) {
+		ds, err := e.Devices.FindDevices(ctx, fleet.DeviceFilter{IDs: chunk})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ds...)
 	}
-	devs = slices.DeleteFunc(devs, func(d *fleet.Device) bool {
-		return d.Status != fleet.StatusAccepted || d.Product != rel.Product || !slices.Contains(rel.HardwareIDs, d.HardwareID) || d.InstalledSHA256 == rel.SHA256
-	})
-	return devs, window, nil
+	return out, nil
 }
 
 // GroupMembers lists a group's devices: its static members, or the devices its filter selects.
@@ -272,15 +371,7 @@ func (e *Engine) GroupMembers(ctx context.Context, g *Group) ([]*fleet.Device, e
 	if err != nil || len(ids) == 0 {
 		return nil, err
 	}
-	var out []*fleet.Device
-	for chunk := range slices.Chunk(ids, 500) {
-		ds, err := e.Devices.FindDevices(ctx, fleet.DeviceFilter{IDs: chunk})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ds...)
-	}
-	return out, nil
+	return e.findDevices(ctx, ids)
 }
 
 func newID() string {
@@ -298,7 +389,25 @@ func (e *Engine) audit(ctx context.Context, actor, action, subject, detail strin
 // Act applies an operator action: start, pause, resume or cancel. Starting releases the first
 // wave at once; pausing stops new assignments at once (devices already assigned finish or roll
 // back); cancelling also withdraws the assignment from members that have not installed yet.
+//
+// Start, resume and cancel run under the campaign's lock (Store.LockCampaign), like every step
+// of the engine on any replica, so that no member is assigned twice; pause takes no lock, so that
+// it applies at once: a step under way re-reads the state between batches and stops.
 func (e *Engine) Act(ctx context.Context, id, action, actor string) (*Campaign, error) {
+	if action == "pause" {
+		return e.act(ctx, id, action, actor)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	unlock, err := e.Store.LockCampaign(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return e.act(ctx, id, action, actor)
+}
+
+func (e *Engine) act(ctx context.Context, id, action, actor string) (*Campaign, error) {
 	c, err := e.Store.FindCampaign(ctx, id)
 	if err != nil {
 		return nil, err
@@ -313,7 +422,13 @@ func (e *Engine) Act(ctx context.Context, id, action, actor string) (*Campaign, 
 		c.Wave = 0
 	}
 	if action == "resume" {
-		c.PauseReason = ""
+		// The operator looked at the failures so far and chose to go on: only failures after
+		// this point count against the threshold, else the campaign would pause again at once.
+		ms, err := e.Store.FindMembers(ctx, c.ID)
+		if err != nil {
+			return nil, err
+		}
+		c.PauseReason, c.Baseline = "", Baseline(c, ms)
 	}
 	if err := e.Store.UpdateCampaign(ctx, c, from); err != nil {
 		return nil, err
@@ -321,9 +436,7 @@ func (e *Engine) Act(ctx context.Context, id, action, actor string) (*Campaign, 
 	e.audit(ctx, actor, action, "campaign:"+c.ID, fmt.Sprintf("%s → %s", from, to))
 	switch action {
 	case "start", "resume":
-		e.mu.Lock()
 		more, err := e.step(ctx, c, cmp.Or(e.ActLimit, ActAssignLimit))
-		e.mu.Unlock()
 		if err != nil {
 			return c, err
 		}
@@ -331,10 +444,7 @@ func (e *Engine) Act(ctx context.Context, id, action, actor string) (*Campaign, 
 			e.nudge()
 		}
 	case "cancel":
-		e.mu.Lock()
-		err := e.withdraw(ctx, c)
-		e.mu.Unlock()
-		if err != nil {
+		if err := e.withdraw(ctx, c); err != nil {
 			return c, err
 		}
 	}
@@ -365,11 +475,12 @@ func (e *Engine) withdraw(ctx context.Context, c *Campaign) error {
 			}
 		}
 	}
-	return e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending, MemberAssigned, MemberWaiting}, MemberCancelled, "campaign cancelled", e.now())
+	return e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending, MemberAssigned, MemberWaiting, MemberTimedOut}, MemberCancelled, "campaign cancelled", e.now())
 }
 
 // Tick drives every running campaign one step. The server calls it periodically, on one
-// replica at a time.
+// replica at a time; should two replicas tick at once (a lease that expired during a long tick),
+// the campaign lock makes them step each campaign in turn, each from what the other left.
 func (e *Engine) Tick(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -379,7 +490,7 @@ func (e *Engine) Tick(ctx context.Context) error {
 	}
 	var errs []error
 	for _, c := range cs {
-		if _, err := e.step(ctx, c, 0); err != nil {
+		if err := e.tickOne(ctx, c.ID); err != nil {
 			errs = append(errs, fmt.Errorf("campaign %s: %w", c.ID, err))
 		}
 	}
@@ -389,8 +500,25 @@ func (e *Engine) Tick(ctx context.Context) error {
 	return nil
 }
 
+// tickOne steps one campaign under its lock, from its state as stored once the lock is held
+// (another replica may have stepped it since it was listed).
+func (e *Engine) tickOne(ctx context.Context, id string) error {
+	unlock, err := e.Store.LockCampaign(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	c, err := e.Store.FindCampaign(ctx, id)
+	if err != nil || c.State != StateRunning {
+		return err
+	}
+	_, err = e.step(ctx, c, 0)
+	return err
+}
+
 // step runs Plan for one campaign and applies its decision, until it has nothing more to do now
-// or, with limit > 0, until it assigned limit members; more says that it stopped there.
+// or, with limit > 0, until it assigned limit members; more says that it stopped there. The
+// caller holds e.mu and the campaign's lock.
 func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, err error) {
 	for range MaxWaves + 1 {
 		ms, err := e.Store.FindMembers(ctx, c.ID)
@@ -400,12 +528,18 @@ func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, e
 		now := e.now()
 		d := Plan(c, ms, now)
 		if len(d.Reconciled) > 0 {
-			if err := e.Store.SetMembers(ctx, c.ID, d.Reconciled, []string{MemberAssigned, MemberWaiting}, MemberCommitted, "", now); err != nil {
+			if err := e.Store.SetMembers(ctx, c.ID, d.Reconciled, []string{MemberAssigned, MemberWaiting, MemberTimedOut}, MemberCommitted, "", now); err != nil {
 				return false, err
 			}
 		}
 		if len(d.Healthy) > 0 {
 			if err := e.Store.SetMembers(ctx, c.ID, d.Healthy, []string{MemberCommitted}, MemberHealthy, "", now); err != nil {
+				return false, err
+			}
+		}
+		if len(d.TimedOut) > 0 {
+			why := fmt.Sprintf("no word from the device within %s of its assignment", c.AssignTimeout)
+			if err := e.Store.SetMembers(ctx, c.ID, d.TimedOut, []string{MemberAssigned}, MemberTimedOut, why, now); err != nil {
 				return false, err
 			}
 		}
@@ -498,28 +632,33 @@ func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
 			return err
 		}
 		var todo []*fleet.Device
-		var skipped, failed []string
+		var failed []string
 		for _, d := range devs {
-			if d.Assigned != "" && d.Assigned != c.Target {
-				if other, err := e.release(ctx, rels, d.Assigned); err == nil && Newer(other, rel) {
-					skipped = append(skipped, d.ID)
-					continue
+			if why := e.newerThan(ctx, rels, d, rel); why != "" {
+				if err := e.Store.SetMembers(ctx, c.ID, []string{d.ID}, []string{MemberPending, MemberAssigned}, MemberSuperseded, why+" meanwhile", e.now()); err != nil {
+					return err
 				}
+				continue
 			}
 			todo = append(todo, d)
 		}
-		if err := e.Store.SetMembers(ctx, c.ID, skipped, []string{MemberPending, MemberAssigned}, MemberSuperseded, "assigned a newer release meanwhile", e.now()); err != nil {
-			return err
-		}
 		// Members are marked assigned before the director signs, so that a device fast enough
-		// to report its commit before this loop ends finds itself assigned.
+		// to report its commit before this loop ends finds itself assigned. Only those whose
+		// status this changed (still pending, or assigned without the director naming the image)
+		// are signed for: a member a report or another campaign moved meanwhile is left alone.
 		ids := make([]string, len(todo))
 		for i, d := range todo {
 			ids[i] = d.ID
 		}
-		if err := e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending}, MemberAssigned, "", e.now()); err != nil {
+		moved, err := e.Store.MoveMembers(ctx, c.ID, ids, []string{MemberPending, MemberAssigned}, MemberAssigned, "", e.now())
+		if err != nil {
 			return err
 		}
+		ok := make(map[string]bool, len(moved))
+		for _, id := range moved {
+			ok[id] = true
+		}
+		todo = slices.DeleteFunc(todo, func(d *fleet.Device) bool { return !ok[d.ID] })
 		for id, err := range e.assignBatch(ctx, todo, rel, pol) {
 			e.log().Error("assign", "campaign", c.ID, "device", id, "err", err)
 			failed = append(failed, id)
@@ -546,7 +685,7 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 		if m.State == StateCancelled {
 			continue // a completed campaign still follows its stragglers
 		}
-		if m.Status != MemberAssigned && m.Status != MemberWaiting && m.Status != MemberCommitted {
+		if m.Status != MemberAssigned && m.Status != MemberWaiting && m.Status != MemberCommitted && m.Status != MemberTimedOut {
 			continue
 		}
 		for _, ev := range r.Events {
@@ -554,17 +693,20 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 				continue
 			}
 			var to, detail string
-			from := []string{MemberAssigned, MemberWaiting}
+			from := []string{MemberAssigned, MemberWaiting, MemberTimedOut} // a timed-out device that speaks again is back
 			switch {
 			case ev.Step == wire.StepCommit && ev.Status == wire.StatusOK:
 				to = MemberCommitted
-			case ev.Fatal: // the attempt ended: failed, or rolled back to the previous image
+			case ev.Fatal:
+				// The attempt ended: failed (a verification failure of the campaign's image at
+				// step verify, which the agent never retries, a download or install failure), or
+				// rolled back to the previous image. Events without a target are no campaign's.
 				to, detail = MemberFailed, ev.Step+": "+ev.Message
 				from = append(from, MemberCommitted)
 			case ev.Status == wire.StatusWaiting:
-				to, detail, from = MemberWaiting, ev.Message, []string{MemberAssigned, MemberWaiting}
+				to, detail, from = MemberWaiting, ev.Message, []string{MemberAssigned, MemberWaiting, MemberTimedOut}
 			case ev.Step == wire.StepInstall && ev.Status == wire.StatusStarted:
-				to, from = MemberAssigned, []string{MemberWaiting}
+				to, from = MemberAssigned, []string{MemberWaiting, MemberTimedOut}
 			default:
 				continue
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -11,7 +12,10 @@ import (
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/store/postgres"
 	"upkeep.dev/upkeep/internal/store/sqlite"
+	"upkeep.dev/upkeep/internal/store/sqlstore"
+	"upkeep.dev/upkeep/internal/store/storetest"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
 )
@@ -20,7 +24,7 @@ import (
 // recorder (the end-to-end tests in cmd/upkeep cover real signing).
 type engineEnv struct {
 	e        *rollout.Engine
-	db       interface{ Close() error }
+	db       *sqlstore.DB
 	mu       sync.Mutex
 	assigned map[string]string // device -> target
 	now      time.Time
@@ -28,28 +32,19 @@ type engineEnv struct {
 
 func newEngine(t *testing.T, devices int) *engineEnv {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "upkeep.db"))
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "upkeep.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	env := &engineEnv{db: db, assigned: map[string]string{}, now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
-	for i := range devices {
-		d := &fleet.Device{ID: fmt.Sprintf("dev%02d", i), PublicKey: []byte{byte(i)}, Serial: fmt.Sprint(i), Product: "p", HardwareID: "hw",
-			Status: fleet.StatusAccepted, InstalledTarget: "p/1.0/fw", InstalledSHA256: "00", EnrolledAt: env.now,
-			Attributes: map[string]string{"region": []string{"eu", "us"}[i%2]}}
-		if err := db.CreateDevice(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i, v := range []string{"1.1", "1.2", "1.3"} {
-		r := &release.Release{Product: "p", Version: v, HardwareIDs: []string{"hw"}, SecurityVersion: int64(i + 2), Class: "security",
-			Target: "p/" + v + "/fw", Length: 1, SHA256: fmt.Sprintf("%02d", i+1), SHA512: "00", TargetsVersion: int64(i + 2), PublishedAt: env.now.Add(time.Duration(i) * time.Hour)}
-		if err := db.CreateRelease(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	env := newEngineOn(t, db, time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC))
+	env.seed(t, devices)
+	return env
+}
+
+// newEngineOn makes an Engine on db whose assignments env records.
+func newEngineOn(t *testing.T, db *sqlstore.DB, now time.Time) *engineEnv {
+	env := &engineEnv{db: db, assigned: map[string]string{}, now: now}
 	env.e = &rollout.Engine{Store: db, Devices: db, Releases: db, Now: func() time.Time { return env.now },
 		Assign: func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
 			env.mu.Lock()
@@ -64,6 +59,28 @@ func newEngine(t *testing.T, devices int) *engineEnv {
 			return db.UpdateDevice(ctx, d.ID, fleet.DeviceUpdate{Assigned: &d.InstalledTarget})
 		}}
 	return env
+}
+
+// seed stores devices running p 1.0 and the releases 1.1, 1.2 and 1.3.
+func (env *engineEnv) seed(t *testing.T, devices int) {
+	t.Helper()
+	ctx := context.Background()
+	db := env.db
+	for i := range devices {
+		d := &fleet.Device{ID: fmt.Sprintf("dev%02d", i), PublicKey: []byte{byte(i), byte(i >> 8)}, Serial: fmt.Sprint(i), Product: "p", HardwareID: "hw",
+			Status: fleet.StatusAccepted, InstalledTarget: "p/1.0/fw", InstalledSHA256: "00", EnrolledAt: env.now,
+			Attributes: map[string]string{"region": []string{"eu", "us"}[i%2]}}
+		if err := db.CreateDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, v := range []string{"1.1", "1.2", "1.3"} {
+		r := &release.Release{Product: "p", Version: v, HardwareIDs: []string{"hw"}, SecurityVersion: int64(i + 2), Class: "security",
+			Target: "p/" + v + "/fw", Length: 1, SHA256: fmt.Sprintf("%02d", i+1), SHA512: "00", TargetsVersion: int64(i + 2), PublishedAt: env.now.Add(time.Duration(i) * time.Hour)}
+		if err := db.CreateRelease(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func (env *engineEnv) count(target string) int {
@@ -337,5 +354,379 @@ func TestEngineTickDuringStart(t *testing.T) {
 	}
 	if len(calls) != 250 {
 		t.Errorf("%d devices assigned, want 250", len(calls))
+	}
+}
+
+// report sends one event for the campaign's target from each device.
+func (env *engineEnv) report(t *testing.T, ev wire.Event, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		if err := env.e.OnReport(context.Background(), id, wire.Report{Events: []wire.Event{ev}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// members lists the campaign's members in status.
+func (env *engineEnv) members(t *testing.T, id, status string) []string {
+	t.Helper()
+	ms, err := env.e.Store.FindMembers(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		if m.Status == status {
+			out = append(out, m.DeviceID)
+		}
+	}
+	return out
+}
+
+// checkIn records a check-in of every device at the engine's now.
+func (env *engineEnv) checkIn(t *testing.T, ids ...string) {
+	t.Helper()
+	seen := map[string]time.Time{}
+	for _, id := range ids {
+		seen[id] = env.now
+	}
+	if err := env.e.Devices.TouchDevices(context.Background(), seen); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (env *engineEnv) state(t *testing.T, id string) *rollout.Campaign {
+	t.Helper()
+	c, err := env.e.Store.FindCampaign(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestEngineResumeAfterAutoPause: a campaign that paused itself runs on when resumed (the
+// failures the operator accepted no longer count), completes, and pauses again on new failures.
+func TestEngineResumeAfterAutoPause(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 10)
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "4,100"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	commit := wire.Event{Target: "p/1.1/fw", Step: wire.StepCommit, Status: wire.StatusOK}
+	rollback := wire.Event{Target: "p/1.1/fw", Step: wire.StepRollback, Status: wire.StatusOK, Fatal: true, Message: "trial did not survive"}
+	wave1 := env.members(t, c.ID, rollout.MemberAssigned)
+	env.report(t, rollback, wave1[0])
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.state(t, c.ID); got.State != rollout.StatePaused {
+		t.Fatalf("after 1 of 4 rolled back: %s, want paused", got.State)
+	}
+	got, err := env.e.Act(ctx, c.ID, "resume", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != rollout.StateRunning {
+		t.Fatalf("resume left the campaign %s (%s), want running", got.State, got.PauseReason)
+	}
+	// The rest of the first wave commits and stays healthy: the second wave goes out.
+	env.report(t, commit, wave1[1:]...)
+	env.now = env.now.Add(rollout.DefaultHealthGate + time.Second)
+	env.checkIn(t, wave1[1:]...)
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wave2 := env.members(t, c.ID, rollout.MemberAssigned)
+	if got := env.state(t, c.ID); got.State != rollout.StateRunning || got.Wave != 1 || len(wave2) != 6 {
+		t.Fatalf("after the first wave passed: %s at wave %d with %d assigned, want running at wave 2 with 6", got.State, got.Wave+1, len(wave2))
+	}
+	// A new failure past the threshold pauses it again.
+	env.report(t, rollback, wave2[0])
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.state(t, c.ID); got.State != rollout.StatePaused {
+		t.Fatalf("after a new failure in wave 2: %s, want paused", got.State)
+	}
+	// Resumed again, it completes once the rest are healthy.
+	if _, err := env.e.Act(ctx, c.ID, "resume", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	env.report(t, commit, wave2[1:]...)
+	env.now = env.now.Add(rollout.DefaultHealthGate + time.Second)
+	env.checkIn(t, wave2[1:]...)
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.state(t, c.ID); got.State != rollout.StateCompleted {
+		t.Fatalf("after every other device passed: %s (%s), want completed", got.State, got.PauseReason)
+	}
+}
+
+// TestEnginesShareAPostgresCampaign: two engines (two replicas) on one PostgreSQL database
+// start, resume and tick the same campaign at once; every device is assigned exactly once.
+func TestEnginesShareAPostgresCampaign(t *testing.T) {
+	ctx := context.Background()
+	dsn := storetest.PostgresDSN(t)
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	var envs []*engineEnv
+	for range 2 {
+		db, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		env := newEngineOn(t, db, now)
+		env.e.ActLimit = 7
+		envs = append(envs, env)
+	}
+	a, b := envs[0], envs[1]
+	calls := map[string]int{}
+	var mu sync.Mutex
+	for _, env := range envs {
+		assign := env.e.Assign
+		env.e.Assign = func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+			mu.Lock()
+			calls[d.ID]++
+			mu.Unlock()
+			return assign(ctx, d, rel, p)
+		}
+	}
+	a.seed(t, 300)
+	c, err := a.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "100%"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	wg.Go(func() {
+		if _, err := a.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+			errs <- err
+		}
+		for range 20 {
+			if err := a.e.Tick(ctx); err != nil {
+				errs <- err
+			}
+		}
+	})
+	for range 2 {
+		wg.Go(func() {
+			for range 20 {
+				if err := b.e.Tick(ctx); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, env := range envs {
+		if err := env.e.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for id, n := range calls {
+		if n != 1 {
+			t.Errorf("device %s assigned %d times", id, n)
+		}
+	}
+	if len(calls) != 300 {
+		t.Errorf("%d devices assigned, want 300", len(calls))
+	}
+	if got := statuses(t, a.e, c.ID); got[rollout.MemberAssigned] != 300 {
+		t.Errorf("members %v, want 300 assigned", got)
+	}
+}
+
+// TestEngineOfflineDevices: devices not seen for the stale-after time are left out of a new
+// campaign (and counted), and assigned devices that stay silent time out instead of holding
+// their wave for ever; one that speaks again is back.
+func TestEngineOfflineDevices(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 10)
+	env.now = env.now.Add(30 * 24 * time.Hour)
+	env.checkIn(t, "dev00", "dev01", "dev02", "dev03", "dev04", "dev05", "dev06", "dev07") // dev08 and dev09: not since enrolling
+	all, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", StaleAfter: -1}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.Stale != 0 || all.Waves[len(all.Waves)-1] != 10 {
+		t.Fatalf("with no stale-after: %v members, %d left out; want all 10", all.Waves, all.Stale)
+	}
+	if _, err := env.e.Act(ctx, all.ID, "cancel", "alice"); err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "4,100"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Stale != 2 || c.Waves[len(c.Waves)-1] != 8 {
+		t.Fatalf("campaign of %v with %d left out, want 8 members and 2 left out", c.Waves, c.Stale)
+	}
+	if got := env.state(t, c.ID); got.Stale != 2 || got.AssignTimeout != rollout.DefaultAssignTimeout {
+		t.Fatalf("stored: %d left out, assign timeout %s", got.Stale, got.AssignTimeout)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	wave1 := env.members(t, c.ID, rollout.MemberAssigned)
+	env.now = env.now.Add(rollout.DefaultAssignTimeout)
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.members(t, c.ID, rollout.MemberTimedOut); len(got) != 4 {
+		t.Fatalf("%d members timed out a day after the assignment, want the first wave's 4", len(got))
+	}
+	env.report(t, wire.Event{Target: "p/1.1/fw", Step: wire.StepCommit, Status: wire.StatusOK}, wave1[0])
+	if got := env.members(t, c.ID, rollout.MemberCommitted); len(got) != 1 {
+		t.Fatalf("a timed-out device that committed: %d committed, want 1", len(got))
+	}
+}
+
+// TestEngineNeverAssignsAnOlderImage: a device that already runs a newer release than the
+// campaign's is left out, whether it ran it at creation or installed it since.
+func TestEngineNeverAssignsAnOlderImage(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 4)
+	newer := "p/1.3/fw"
+	if err := env.db.UpdateDevice(ctx, "dev00", fleet.DeviceUpdate{InstalledTarget: &newer}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.2", Target: "product=p"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := env.members(t, c.ID, rollout.MemberSuperseded); len(got) != 1 || got[0] != "dev00" {
+		t.Fatalf("superseded at creation: %v, want dev00, which runs 1.3", got)
+	}
+	// dev01 installs 1.3 (another campaign, or by hand) before this one starts.
+	if err := env.db.UpdateDevice(ctx, "dev01", fleet.DeviceUpdate{InstalledTarget: &newer}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.members(t, c.ID, rollout.MemberSuperseded); len(got) != 2 {
+		t.Fatalf("superseded after start: %v, want dev00 and dev01", got)
+	}
+	env.mu.Lock()
+	defer env.mu.Unlock()
+	for _, id := range []string{"dev00", "dev01"} {
+		if tg, ok := env.assigned[id]; ok {
+			t.Errorf("%s, which runs 1.3, was assigned %s", id, tg)
+		}
+	}
+	if len(env.assigned) != 2 {
+		t.Errorf("assigned %v, want dev02 and dev03", env.assigned)
+	}
+}
+
+// smallIN is a device store that refuses a lookup of more than 500 ids at once, as a database
+// limits a statement's parameters.
+type smallIN struct{ fleet.Store }
+
+func (s smallIN) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.Device, error) {
+	if len(f.IDs) > 500 {
+		return nil, fmt.Errorf("%d ids in one query", len(f.IDs))
+	}
+	return s.Store.FindDevices(ctx, f)
+}
+
+// TestEngineDevicesWithTarget: explicit devices (those exposed to an advisory) with a target
+// give the devices in both, the selector says so, and a long list is looked up in chunks.
+func TestEngineDevicesWithTarget(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 6)
+	env.e.Devices = smallIN{env.e.Devices}
+	exposed := []string{"dev00", "dev01", "dev02", "dev03"}
+	for i := range 1200 { // not in the fleet (any more)
+		exposed = append(exposed, fmt.Sprintf("gone%04d", i))
+	}
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Devices: exposed, DevicesFrom: "fixes:CVE-2026-1", Target: "region=eu"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := env.e.Store.FindMembers(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range ms {
+		got = append(got, m.DeviceID)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"dev00", "dev02"}) {
+		t.Fatalf("members %v, want the exposed devices in eu: [dev00 dev02]", got)
+	}
+	if c.Selector != "fixes:CVE-2026-1 in region=eu" {
+		t.Fatalf("selector %q", c.Selector)
+	}
+	all, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.2", Devices: exposed, DevicesFrom: "fixes:CVE-2026-1"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := all.Waves[len(all.Waves)-1]; n != 4 || all.Selector != "fixes:CVE-2026-1" {
+		t.Fatalf("without a target: %d members, selector %q; want the 4 exposed, fixes:CVE-2026-1", n, all.Selector)
+	}
+}
+
+// TestEngineVerifyFailureCounts: a fatal verification failure the device reports for the
+// campaign's image fails its member (and counts toward the pause); one without a target, or for
+// another image, is not this campaign's.
+func TestEngineVerifyFailureCounts(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 4)
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(target string) wire.Event {
+		return wire.Event{Target: target, Step: wire.StepVerify, Status: wire.StatusFailed, Fatal: true, Message: "director targets: signature threshold not met"}
+	}
+	env.report(t, verify(""), "dev00")
+	env.report(t, verify("p/1.2/fw"), "dev01")
+	if got := env.members(t, c.ID, rollout.MemberFailed); len(got) != 0 {
+		t.Fatalf("failed %v after verification failures of no or another image, want none", got)
+	}
+	env.report(t, verify("p/1.1/fw"), "dev02")
+	if got := env.members(t, c.ID, rollout.MemberFailed); !slices.Equal(got, []string{"dev02"}) {
+		t.Fatalf("failed %v, want dev02, which failed to verify the campaign's image", got)
+	}
+	if err := env.e.Tick(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := env.state(t, c.ID); got.State != rollout.StatePaused {
+		t.Fatalf("after 1 of 4 failed verification: %s, want paused", got.State)
+	}
+}
+
+// TestEngineZeroFailureThreshold: a failure threshold of 0 is kept, not taken for "unset"
+// (TestPlanThresholdEdges: it pauses on the first failure).
+func TestEngineZeroFailureThreshold(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 10)
+	zero := 0.0
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", FailureThreshold: &zero}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.FailureThreshold != 0 {
+		t.Fatalf("failure threshold %v, want 0", c.FailureThreshold)
+	}
+	if d, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p"}, "alice"); err != nil || d.FailureThreshold != rollout.DefaultFailure {
+		t.Fatalf("unset failure threshold: %v, %v; want the default", d, err)
 	}
 }

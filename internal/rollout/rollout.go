@@ -28,6 +28,7 @@ const (
 const (
 	MemberPending    = "pending"    // in a wave not yet released
 	MemberAssigned   = "assigned"   // the director names the release; the device has not finished
+	MemberTimedOut   = "timedout"   // assigned for AssignTimeout without a word from the device
 	MemberWaiting    = "waiting"    // downloaded; waits for its owner's consent or its maintenance window
 	MemberCommitted  = "committed"  // installed and committed; the health gate runs
 	MemberHealthy    = "healthy"    // committed and kept checking in for the health gate's duration
@@ -51,9 +52,17 @@ type Campaign struct {
 	SuccessThreshold float64 // share of a wave's deciding members that must be healthy to advance
 	FailureThreshold float64 // share of a released wave's members whose failure pauses the campaign
 	// HealthGate is how long a committed device must keep checking in before it counts as
-	// healthy; one silent for SilentAfter after committing fails the gate.
+	// healthy: it must check in at or after commit+HealthGate. One silent for SilentAfter after
+	// committing fails the gate.
 	HealthGate  time.Duration
 	SilentAfter time.Duration
+	// AssignTimeout is how long an assigned member may stay silent (no install started, no
+	// commit, no failure) before it counts as timed out: neither success nor failure, out of
+	// the wave's deciding members. 0: never.
+	AssignTimeout time.Duration
+	// Stale is how many targeted devices were left out at creation because they had not checked
+	// in for the campaign's stale-after time.
+	Stale int
 	// Install policy sent to devices in the signed director metadata.
 	Consent      bool   // soft: the owner must consent before install
 	Window       string // HH:MM-HH:MM (UTC); empty: the device's own window
@@ -62,8 +71,12 @@ type Campaign struct {
 	State        string
 	Wave         int // index of the newest released wave; -1 before start
 	PauseReason  string
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// Baseline holds, per wave, how many members had failed when an operator last resumed the
+	// campaign: they accepted those failures, so the failure threshold judges only the ones
+	// after. Nil before the first resume.
+	Baseline  []int
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Member is one device's place in a campaign.
@@ -84,7 +97,12 @@ const (
 	DefaultFailure     = 0.05
 	DefaultHealthGate  = 2 * time.Minute
 	DefaultSilentAfter = 10 * time.Minute
-	MaxWaves           = 32
+	// DefaultAssignTimeout: a day covers a device that polls hourly and installs in a nightly
+	// maintenance window; one silent longer is most likely off.
+	DefaultAssignTimeout = 24 * time.Hour
+	// DefaultStaleAfter: devices not seen for a week are left out of a new campaign.
+	DefaultStaleAfter = 7 * 24 * time.Hour
+	MaxWaves          = 32
 )
 
 // Counts are the members of one wave by status.
@@ -97,6 +115,15 @@ func (c Counts) Total() int {
 		n += v
 	}
 	return n
+}
+
+// Baseline counts, per wave, the members failed now: what a resume accepts.
+func Baseline(c *Campaign, members []Member) []int {
+	out := make([]int, len(c.Waves))
+	for i, k := range WaveCounts(c, members) {
+		out[i] = k[MemberFailed]
+	}
+	return out
 }
 
 // WaveCounts counts members per wave.
@@ -121,6 +148,7 @@ type Decision struct {
 	Reconciled []string
 	Assign     []string          // members to assign now
 	Healthy    []string          // committed members that passed the health gate
+	TimedOut   []string          // assigned members silent for the campaign's AssignTimeout
 	Unhealthy  map[string]string // committed members that failed the health gate, with why
 	Advance    bool              // the next wave is released (its members are in Assign)
 	Pause      string            // non-empty: pause with this reason
@@ -132,9 +160,14 @@ type Decision struct {
 // whether the campaign advances, pauses or completes. It never changes its arguments.
 //
 // A wave's deciding members exclude superseded, cancelled and waiting (owner consent or
-// window) members: an owner's choice is neither success nor failure. A wave advances when
+// window) members, an owner's choice being neither success nor failure, timed-out members (an
+// assignment AssignTimeout old with no word from the device: most likely off), and the failures
+// an operator accepted by resuming. A wave of only timed-out members does not advance: nothing
+// shows the release works. A wave advances when
 // healthy/deciding >= SuccessThreshold (with at least one healthy member, or every member out of
-// the wave). The campaign pauses when failed/members > FailureThreshold in any released wave.
+// the wave). The campaign pauses when failed/members > FailureThreshold in any released wave,
+// counting only failures past the wave's Baseline (those an operator accepted by resuming) out
+// of the members not already failed then.
 func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	var d Decision
 	if c.State != StateRunning {
@@ -143,13 +176,18 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	healthy := map[string]bool{}
 	members = slices.Clone(members) // reconciled members change below; the caller's stay as they are
 	for i, m := range members {
-		if (m.Status == MemberAssigned || m.Status == MemberWaiting) && m.Running != "" && m.Running == c.Target {
+		if (m.Status == MemberAssigned || m.Status == MemberWaiting || m.Status == MemberTimedOut) && m.Running != "" && m.Running == c.Target {
 			d.Reconciled = append(d.Reconciled, m.DeviceID)
 			m.Status, m.Since = MemberCommitted, now
 			members[i] = m
 		}
 	}
+	timedOut := map[string]bool{}
 	for _, m := range members {
+		if m.Status == MemberAssigned && m.Assigned == c.Target && m.Wave <= c.Wave && c.AssignTimeout > 0 && now.Sub(m.Since) >= c.AssignTimeout {
+			d.TimedOut = append(d.TimedOut, m.DeviceID)
+			timedOut[m.DeviceID] = true
+		}
 		if m.Status != MemberCommitted || m.Wave > c.Wave {
 			continue
 		}
@@ -163,7 +201,9 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 				d.Unhealthy = map[string]string{}
 			}
 			d.Unhealthy[m.DeviceID] = fmt.Sprintf("health gate: silent for %s after committing", now.Sub(seen).Round(time.Second))
-		case now.Sub(m.Since) >= c.HealthGate && m.LastSeen.After(m.Since):
+		case now.Sub(m.Since) >= c.HealthGate && m.LastSeen.After(m.Since) && !m.LastSeen.Before(m.Since.Add(c.HealthGate)):
+			// Still checking in when the gate ended: one check-in right after committing says
+			// nothing about the minutes after.
 			d.Healthy = append(d.Healthy, m.DeviceID)
 			healthy[m.DeviceID] = true
 		}
@@ -173,7 +213,10 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 		if m.Wave < 0 || m.Wave >= len(counts) {
 			continue
 		}
-		if healthy[m.DeviceID] {
+		if timedOut[m.DeviceID] {
+			counts[m.Wave][MemberAssigned]--
+			counts[m.Wave][MemberTimedOut]++
+		} else if healthy[m.DeviceID] {
 			counts[m.Wave][MemberCommitted]--
 			counts[m.Wave][MemberHealthy]++
 		} else if _, bad := d.Unhealthy[m.DeviceID]; bad {
@@ -183,9 +226,17 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	}
 	for w := 0; w <= c.Wave && w < len(counts); w++ {
 		k := counts[w]
-		n := k.Total() - k[MemberSuperseded] - k[MemberCancelled]
-		if n > 0 && float64(k[MemberFailed]) > c.FailureThreshold*float64(n) {
-			d.Pause = fmt.Sprintf("wave %d: %d of %d devices failed or rolled back (threshold %s)", w+1, k[MemberFailed], n, pct(c.FailureThreshold))
+		base := 0
+		if w < len(c.Baseline) {
+			base = min(c.Baseline[w], k[MemberFailed])
+		}
+		n := k.Total() - k[MemberSuperseded] - k[MemberCancelled] - base
+		failed := k[MemberFailed] - base
+		if n > 0 && failed*basisPoints > bp(c.FailureThreshold)*n {
+			d.Pause = fmt.Sprintf("wave %d: %d of %d devices failed or rolled back (threshold %s)", w+1, failed, n, pct(c.FailureThreshold))
+			if base > 0 {
+				d.Pause += fmt.Sprintf(" since the resume, which accepted %d", base)
+			}
 			return d
 		}
 	}
@@ -204,10 +255,14 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	if c.Wave < 0 {
 		return d
 	}
-	k := counts[min(c.Wave, len(counts)-1)]
-	deciding := k.Total() - k[MemberSuperseded] - k[MemberCancelled] - k[MemberWaiting]
-	done := deciding <= 0 && k[MemberWaiting] == 0 ||
-		deciding > 0 && k[MemberHealthy] > 0 && float64(k[MemberHealthy]) >= c.SuccessThreshold*float64(deciding)
+	cur := min(c.Wave, len(counts)-1)
+	k := counts[cur]
+	deciding := k.Total() - k[MemberSuperseded] - k[MemberCancelled] - k[MemberWaiting] - k[MemberTimedOut]
+	if cur < len(c.Baseline) {
+		deciding -= min(c.Baseline[cur], k[MemberFailed]) // failures a resume accepted decide nothing
+	}
+	done := deciding <= 0 && k[MemberWaiting] == 0 && k[MemberTimedOut] == 0 ||
+		deciding > 0 && k[MemberHealthy] > 0 && k[MemberHealthy]*basisPoints >= bp(c.SuccessThreshold)*deciding
 	if !done {
 		return d
 	}
@@ -219,6 +274,14 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	d.Complete = true
 	return d
 }
+
+// basisPoints is one whole in basis points. Thresholds are compared in integers, counts times
+// 10,000 against basis points times counts: in floating point 0.29*100 is 28.999999999999996,
+// and 29 failures of 100 paused a campaign whose threshold was 29%.
+const basisPoints = 10000
+
+// bp is a share in basis points, to the nearest.
+func bp(share float64) int { return int(math.Round(share * basisPoints)) }
 
 func pct(f float64) string {
 	return strconv.FormatFloat(f*100, 'f', -1, 64) + "%"

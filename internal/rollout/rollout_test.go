@@ -232,3 +232,119 @@ func TestPlanReconcilesMissedCommits(t *testing.T) {
 		t.Fatalf("reconciled %v (caller's member now %s), want [a] and the argument untouched", d.Reconciled, ms[0].Status)
 	}
 }
+
+// TestPlanAssignTimeout: an assigned member that says nothing for the campaign's AssignTimeout
+// is timed out, out of the wave's deciding members and not a failure.
+func TestPlanAssignTimeout(t *testing.T) {
+	tests := []struct {
+		name      string
+		timeout   time.Duration
+		healthy   int
+		assigned  int           // assigned members, each assigned age ago
+		age       time.Duration // how long ago they were assigned
+		timedOut  int           // members already timed out
+		failed    int
+		wantOut   int // members Plan times out now
+		advance   bool
+		wantPause bool
+	}{
+		{name: "no timeout: silent members hold the wave", timeout: 0, healthy: 8, assigned: 2, age: 48 * time.Hour},
+		{name: "before the deadline: wait", timeout: 24 * time.Hour, healthy: 8, assigned: 2, age: 24*time.Hour - time.Second},
+		{name: "at the deadline: timed out, the wave advances", timeout: 24 * time.Hour, healthy: 8, assigned: 2, age: 24 * time.Hour, wantOut: 2, advance: true},
+		{name: "already timed out: out of the count", timeout: 24 * time.Hour, healthy: 8, timedOut: 2, advance: true},
+		{name: "timed out is no failure", timeout: 24 * time.Hour, healthy: 7, failed: 1, timedOut: 2, advance: false},
+		{name: "everyone timed out: no evidence, wait", timeout: 24 * time.Hour, assigned: 10, age: 48 * time.Hour, wantOut: 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := campaign(0)
+			c.Waves, c.AssignTimeout, c.Target = []int{10, 20}, tt.timeout, "p/2/fw"
+			var ms []Member
+			add := func(n int, status string, since time.Time) {
+				for range n {
+					ms = append(ms, Member{DeviceID: fmt.Sprintf("m%d", len(ms)), Status: status, Since: since, Assigned: c.Target, LastSeen: t0.Add(-time.Minute)})
+				}
+			}
+			add(tt.healthy, MemberHealthy, t0.Add(-time.Hour))
+			add(tt.assigned, MemberAssigned, t0.Add(-tt.age))
+			add(tt.timedOut, MemberTimedOut, t0.Add(-time.Hour))
+			add(tt.failed, MemberFailed, t0.Add(-time.Hour))
+			for i := range 10 {
+				ms = append(ms, Member{DeviceID: fmt.Sprintf("next%d", i), Wave: 1, Status: MemberPending, Since: t0})
+			}
+			d := Plan(c, ms, t0)
+			if len(d.TimedOut) != tt.wantOut || d.Advance != tt.advance || (d.Pause != "") != tt.wantPause {
+				t.Fatalf("timed out %d, advance %t, pause %q; want %d, %t, %t", len(d.TimedOut), d.Advance, d.Pause, tt.wantOut, tt.advance, tt.wantPause)
+			}
+		})
+	}
+}
+
+// TestPlanThresholdEdges: thresholds compare exactly at the edge, where floating point did not
+// (0.29*100 > 28.99, 0.07*100 = 7.000000000000001), and a failure threshold of 0 pauses on the
+// first failure.
+func TestPlanThresholdEdges(t *testing.T) {
+	tests := []struct {
+		name             string
+		success, failure float64
+		healthy, failed  int // of 100 members in one wave; the rest assigned
+		pause, complete  bool
+	}{
+		{name: "29 of 100 failed at 29%: carry on", success: 0.5, failure: 0.29, healthy: 0, failed: 29},
+		{name: "30 of 100 failed at 29%: pause", success: 0.5, failure: 0.29, healthy: 0, failed: 30, pause: true},
+		{name: "57 of 100 failed at 57%: carry on", success: 0.5, failure: 0.57, failed: 57},
+		{name: "no failure at 0%: carry on", success: 0.5, failure: 0, healthy: 10},
+		{name: "first failure at 0%: pause", success: 0.5, failure: 0, healthy: 10, failed: 1, pause: true},
+		{name: "7 of 100 healthy at 7%: complete", success: 0.07, failure: 0.5, healthy: 7, complete: true},
+		{name: "6 of 100 healthy at 7%: wait", success: 0.07, failure: 0.5, healthy: 6},
+		{name: "95 of 100 healthy at 95%: complete", success: 0.95, failure: 0.05, healthy: 95, complete: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Campaign{ID: "c1", State: StateRunning, Wave: 0, Waves: []int{100}, SuccessThreshold: tt.success, FailureThreshold: tt.failure, SilentAfter: time.Hour}
+			var ms []Member
+			for i := range 100 {
+				st := MemberAssigned
+				switch {
+				case i < tt.healthy:
+					st = MemberHealthy
+				case i < tt.healthy+tt.failed:
+					st = MemberFailed
+				}
+				ms = append(ms, Member{DeviceID: fmt.Sprint(i), Status: st, Since: t0})
+			}
+			d := Plan(c, ms, t0)
+			if (d.Pause != "") != tt.pause || d.Complete != tt.complete {
+				t.Fatalf("pause %q complete %t; want pause %t complete %t", d.Pause, d.Complete, tt.pause, tt.complete)
+			}
+		})
+	}
+}
+
+// TestPlanHealthGateNeedsALateCheckin: a committed device is healthy only once it checked in at
+// or after the end of the health gate; the check-in right after its commit is not enough.
+func TestPlanHealthGateNeedsALateCheckin(t *testing.T) {
+	commit := t0.Add(-3 * time.Minute)
+	tests := []struct {
+		name    string
+		gate    time.Duration
+		seen    time.Time
+		healthy bool
+	}{
+		{name: "seen only right after committing", gate: 2 * time.Minute, seen: commit.Add(time.Second)},
+		{name: "seen just before the gate ended", gate: 2 * time.Minute, seen: commit.Add(2*time.Minute - time.Second)},
+		{name: "seen as the gate ended", gate: 2 * time.Minute, seen: commit.Add(2 * time.Minute), healthy: true},
+		{name: "seen after the gate ended", gate: 2 * time.Minute, seen: t0.Add(-time.Second), healthy: true},
+		{name: "no gate: a check-in after the commit", gate: 0, seen: commit.Add(time.Second), healthy: true},
+		{name: "no gate: not seen since committing", gate: 0, seen: commit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Campaign{ID: "c1", State: StateRunning, Wave: 0, Waves: []int{1}, SuccessThreshold: 1, FailureThreshold: 0.5, HealthGate: tt.gate, SilentAfter: time.Hour}
+			d := Plan(c, []Member{{DeviceID: "d", Status: MemberCommitted, Since: commit, LastSeen: tt.seen}}, t0)
+			if got := len(d.Healthy) == 1; got != tt.healthy {
+				t.Fatalf("healthy %t, want %t", got, tt.healthy)
+			}
+		})
+	}
+}

@@ -38,13 +38,21 @@ type Store interface {
 	FindCampaign(ctx context.Context, id string) (*Campaign, error)
 	// FindCampaigns lists campaigns in the given states (all if none), newest first.
 	FindCampaigns(ctx context.Context, states ...string) ([]*Campaign, error)
-	// UpdateCampaign writes state, wave, pause reason and update time if the campaign is still
-	// in state from; apperr.Conflict otherwise.
+	// UpdateCampaign writes state, wave, pause reason, failure baseline and update time if the
+	// campaign is still in state from; apperr.Conflict otherwise.
 	UpdateCampaign(ctx context.Context, c *Campaign, from string) error
 	// FindMembers lists a campaign's members with their devices' last check-in.
 	FindMembers(ctx context.Context, campaignID string) ([]Member, error)
 	// SetMembers sets the status of members whose status is one of from (any if empty).
 	SetMembers(ctx context.Context, campaignID string, ids []string, from []string, status, detail string, at time.Time) error
+	// MoveMembers is SetMembers that returns the ids whose status it changed: those whose status
+	// was one of from at the moment of the change.
+	MoveMembers(ctx context.Context, campaignID string, ids []string, from []string, status, detail string, at time.Time) ([]string, error)
+	// LockCampaign holds a lock on the campaign, across every process on the database, until
+	// unlock is called; it waits while another holds it (or until ctx ends). The engine steps a
+	// campaign only under it, so that two replicas never assign its members at once. Safe for
+	// concurrent use; the lock is not reentrant.
+	LockCampaign(ctx context.Context, id string) (unlock func(), err error)
 	// FindMemberships lists the campaigns of a device, newest first.
 	FindMemberships(ctx context.Context, deviceID string) ([]Membership, error)
 

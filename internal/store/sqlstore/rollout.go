@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -20,7 +21,8 @@ type campaignSpec struct {
 	Release, Target, Product, Selector, Class, WaveSpec, Window, Actor string
 	Waves                                                              []int
 	SuccessThreshold, FailureThreshold                                 float64
-	HealthGate, SilentAfter                                            time.Duration
+	HealthGate, SilentAfter, AssignTimeout                             time.Duration
+	Stale                                                              int
 	Consent, IgnoreWindow                                              bool
 }
 
@@ -28,13 +30,14 @@ type campaignSpec struct {
 func (s *DB) CreateCampaign(ctx context.Context, c *rollout.Campaign, members []rollout.Member) error {
 	spec, err := json.Marshal(campaignSpec{Release: c.Release, Target: c.Target, Product: c.Product, Selector: c.Selector, Class: c.Class,
 		WaveSpec: c.WaveSpec, Window: c.Window, Actor: c.Actor, Waves: c.Waves, SuccessThreshold: c.SuccessThreshold,
-		FailureThreshold: c.FailureThreshold, HealthGate: c.HealthGate, SilentAfter: c.SilentAfter, Consent: c.Consent, IgnoreWindow: c.IgnoreWindow})
+		FailureThreshold: c.FailureThreshold, HealthGate: c.HealthGate, SilentAfter: c.SilentAfter, AssignTimeout: c.AssignTimeout, Stale: c.Stale,
+		Consent: c.Consent, IgnoreWindow: c.IgnoreWindow})
 	if err != nil {
 		return err
 	}
 	return s.inTx(ctx, "create campaign", func(tx *Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO campaigns (id, spec, state, wave, pause_reason, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
-			c.ID, string(spec), c.State, c.Wave, c.PauseReason, c.CreatedAt.UTC(), c.UpdatedAt.UTC()); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO campaigns (id, spec, state, wave, pause_reason, baseline, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+			c.ID, string(spec), c.State, c.Wave, c.PauseReason, encodeBaseline(c.Baseline), c.CreatedAt.UTC(), c.UpdatedAt.UTC()); err != nil {
 			if s.dialect.IsUnique(err) {
 				return apperr.E(apperr.Conflict, "campaign %s exists", c.ID)
 			}
@@ -54,13 +57,27 @@ func (s *DB) CreateCampaign(ctx context.Context, c *rollout.Campaign, members []
 	})
 }
 
-const campaignCols = `id, spec, state, wave, pause_reason, created_at, updated_at`
+const campaignCols = `id, spec, state, wave, pause_reason, baseline, created_at, updated_at`
+
+// encodeBaseline stores a campaign's failure baseline as a JSON array; empty before a resume.
+func encodeBaseline(b []int) string {
+	if b == nil {
+		return ""
+	}
+	out, _ := json.Marshal(b) //nolint:errcheck // ints always marshal
+	return string(out)
+}
 
 func scanCampaign(row interface{ Scan(...any) error }) (*rollout.Campaign, error) {
 	var c rollout.Campaign
-	var spec string
-	if err := row.Scan(&c.ID, &spec, &c.State, &c.Wave, &c.PauseReason, &c.CreatedAt, &c.UpdatedAt); err != nil {
+	var spec, baseline string
+	if err := row.Scan(&c.ID, &spec, &c.State, &c.Wave, &c.PauseReason, &baseline, &c.CreatedAt, &c.UpdatedAt); err != nil {
 		return nil, err
+	}
+	if baseline != "" {
+		if err := json.Unmarshal([]byte(baseline), &c.Baseline); err != nil {
+			return nil, fmt.Errorf("campaign %s baseline: %w", c.ID, err)
+		}
 	}
 	var p campaignSpec
 	if err := json.Unmarshal([]byte(spec), &p); err != nil {
@@ -68,6 +85,7 @@ func scanCampaign(row interface{ Scan(...any) error }) (*rollout.Campaign, error
 	}
 	c.Release, c.Target, c.Product, c.Selector, c.Class, c.WaveSpec, c.Window, c.Actor = p.Release, p.Target, p.Product, p.Selector, p.Class, p.WaveSpec, p.Window, p.Actor
 	c.Waves, c.SuccessThreshold, c.FailureThreshold, c.HealthGate, c.SilentAfter, c.Consent, c.IgnoreWindow = p.Waves, p.SuccessThreshold, p.FailureThreshold, p.HealthGate, p.SilentAfter, p.Consent, p.IgnoreWindow
+	c.AssignTimeout, c.Stale = p.AssignTimeout, p.Stale
 	c.CreatedAt, c.UpdatedAt = c.CreatedAt.UTC(), c.UpdatedAt.UTC()
 	return &c, nil
 }
@@ -115,8 +133,8 @@ func placeholders(args *[]any, vs []string) string {
 
 // UpdateCampaign implements rollout.Store.
 func (s *DB) UpdateCampaign(ctx context.Context, c *rollout.Campaign, from string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE campaigns SET state = $1, wave = $2, pause_reason = $3, updated_at = $4 WHERE id = $5 AND state = $6`,
-		c.State, c.Wave, c.PauseReason, c.UpdatedAt.UTC(), c.ID, from)
+	res, err := s.db.ExecContext(ctx, `UPDATE campaigns SET state = $1, wave = $2, pause_reason = $3, baseline = $4, updated_at = $5 WHERE id = $6 AND state = $7`,
+		c.State, c.Wave, c.PauseReason, encodeBaseline(c.Baseline), c.UpdatedAt.UTC(), c.ID, from)
 	if err != nil {
 		return fmt.Errorf("update campaign %s: %w", c.ID, err)
 	}
@@ -317,11 +335,98 @@ func (s *DB) FindAudit(ctx context.Context, subject string, limit int) ([]rollou
 	return out, rows.Err()
 }
 
-// AcquireLease takes or renews the named lease for holder until now+ttl, if it is free, expired
-// or already held by holder. Replicas call it before background work, so that the work runs
-// on one of them at a time; a replica that dies loses the lease when it expires.
-func (s *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration, now time.Time) (bool, error) {
-	now = now.UTC()
+// MoveMembers implements rollout.Store.
+func (s *DB) MoveMembers(ctx context.Context, campaignID string, ids []string, from []string, status, detail string, at time.Time) ([]string, error) {
+	var moved []string
+	err := s.inTx(ctx, "campaign "+campaignID+" members", func(tx *Tx) error {
+		for chunk := range slices.Chunk(ids, 500) {
+			args := []any{status, detail, at.UTC(), campaignID}
+			q := `UPDATE campaign_devices SET status = $1, detail = $2, since = $3 WHERE campaign_id = $4 AND device_id IN (` + placeholders(&args, chunk) + `)`
+			if len(from) > 0 {
+				q += ` AND status IN (` + placeholders(&args, from) + `)`
+			}
+			rows, err := tx.QueryContext(ctx, q+` RETURNING device_id`, args...)
+			if err != nil {
+				return fmt.Errorf("campaign %s members: %w", campaignID, err)
+			}
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				moved = append(moved, id)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("campaign %s members: %w", campaignID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return moved, nil
+}
+
+// campaignLockSpace is the first key of the PostgreSQL advisory locks on campaigns ("upk"); the
+// second is the hash of the campaign id.
+const campaignLockSpace = 0x75706b
+
+// LockCampaign implements rollout.Store. On PostgreSQL it takes a session advisory lock on a
+// connection of its own, so that replicas step a campaign one at a time; the lock goes with the
+// connection if the replica dies. SQLite is served by one process, whose engine already steps one
+// campaign at a time, and its writes are serialized: there is nothing to take.
+func (s *DB) LockCampaign(ctx context.Context, id string) (unlock func(), err error) {
+	switch {
+	case s.dialect.Name == "postgres":
+	case s.dialect.SingleWriter:
+		return func() {}, nil
+	default:
+		return nil, fmt.Errorf("lock campaign %s: no campaign locks on %s", id, s.dialect.Name)
+	}
+	conn, err := s.db.DB.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lock campaign %s: %w", id, err)
+	}
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1, hashtext($2))`, campaignLockSpace, id); err != nil {
+		conn.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // drops the connection
+		conn.Close()
+		return nil, fmt.Errorf("lock campaign %s: %w", id, err)
+	}
+	return func() {
+		if _, err := conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock($1, hashtext($2))`, campaignLockSpace, id); err != nil {
+			// A pooled connection must not keep the lock: drop it, and the lock with it.
+			conn.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // drops the connection
+		}
+		conn.Close()
+	}, nil
+}
+
+// now is the database's clock: replicas compare lease expiry with one clock, not each their own.
+// SQLite is served by one process on one machine, whose clock is the database's.
+func (s *DB) now(ctx context.Context) (time.Time, error) {
+	if s.dialect.Name != "postgres" {
+		return time.Now().UTC(), nil
+	}
+	var t time.Time
+	if err := s.db.QueryRowContext(ctx, `SELECT clock_timestamp()`).Scan(&t); err != nil {
+		return time.Time{}, fmt.Errorf("database clock: %w", err)
+	}
+	return t.UTC(), nil
+}
+
+// AcquireLease takes or renews the named lease for holder until the database's now+ttl, if it is
+// free, expired or already held by holder. Replicas call it before background work, so that the
+// work runs on one of them at a time; a replica that dies loses the lease when it expires. The
+// lease only saves the other replicas the work: a campaign's steps are serialized by
+// LockCampaign whoever runs them.
+func (s *DB) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	now, err := s.now(ctx)
+	if err != nil {
+		return false, fmt.Errorf("lease %s: %w", name, err)
+	}
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO leases (name, holder, expires_at) VALUES ($1, '', $2) ON CONFLICT (name) DO NOTHING`, name, now.Add(-time.Second)); err != nil {
 		return false, fmt.Errorf("lease %s: %w", name, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/repo"
+	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/trust"
 )
 
@@ -26,6 +27,10 @@ type Store interface {
 	release.ProductStore
 	repo.MetadataStore
 	auth.Store
+	rollout.Store
+	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
+	// false if another holder's lease has not expired.
+	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
 }
 
 // Run runs the suite; newStore returns a fresh, empty store for each test.
@@ -40,6 +45,8 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"AdminTokens":   testAdminTokens,
 		"Products":      testProducts,
 		"Concurrent":    testConcurrentWrites,
+		"Leases":        testLeases,
+		"Campaigns":     testCampaigns,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
