@@ -104,8 +104,9 @@ type Store interface {
 	// CreateEnrollToken stores a token.
 	CreateEnrollToken(ctx context.Context, t *EnrollToken) error
 	// UseEnrollToken consumes one use of the token with this hash, atomically. Returns
-	// apperr.Unauthorized if it does not exist, is used up or expired at now.
-	UseEnrollToken(ctx context.Context, hash []byte, now time.Time) (*EnrollToken, error)
+	// apperr.Unauthorized if it does not exist, is used up or expired at now, and apperr.Forbidden
+	// (taking no use) if it is limited to a product other than product.
+	UseEnrollToken(ctx context.Context, hash []byte, product string, now time.Time) (*EnrollToken, error)
 }
 
 // TimedStore is a Store that tells Observe how long each call took, by operation name
@@ -175,7 +176,7 @@ func (s TimedStore) CreateEnrollToken(ctx context.Context, t *EnrollToken) error
 }
 
 // UseEnrollToken implements Store.
-func (s TimedStore) UseEnrollToken(ctx context.Context, hash []byte, now time.Time) (*EnrollToken, error) {
+func (s TimedStore) UseEnrollToken(ctx context.Context, hash []byte, product string, now time.Time) (*EnrollToken, error) {
 	defer s.done("use_enroll_token", time.Now())
-	return s.Store.UseEnrollToken(ctx, hash, now)
+	return s.Store.UseEnrollToken(ctx, hash, product, now)
 }

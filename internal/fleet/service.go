@@ -99,12 +99,9 @@ func (s *Service) Enroll(ctx context.Context, req wire.SignedRequest, enrollToke
 	}
 	status := StatusPending
 	if enrollToken != "" {
-		t, err := s.Store.UseEnrollToken(ctx, auth.HashSecret(enrollToken), s.now())
-		if err != nil {
+		// The store refuses a token limited to another product before taking a use.
+		if _, err := s.Store.UseEnrollToken(ctx, auth.HashSecret(enrollToken), p.Identity.Product, s.now()); err != nil {
 			return nil, err
-		}
-		if t.Product != "" && t.Product != p.Identity.Product {
-			return nil, apperr.E(apperr.Forbidden, "enrolment token %s is for product %s", t.Name, t.Product)
 		}
 		status = StatusAccepted
 	}

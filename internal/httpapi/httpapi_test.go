@@ -1172,9 +1172,9 @@ func (c *writeCounter) CreateEnrollToken(ctx context.Context, t *fleet.EnrollTok
 	return c.Store.CreateEnrollToken(ctx, t)
 }
 
-func (c *writeCounter) UseEnrollToken(ctx context.Context, hash []byte, now time.Time) (*fleet.EnrollToken, error) {
+func (c *writeCounter) UseEnrollToken(ctx context.Context, hash []byte, product string, now time.Time) (*fleet.EnrollToken, error) {
 	c.writes.Add(1)
-	return c.Store.UseEnrollToken(ctx, hash, now)
+	return c.Store.UseEnrollToken(ctx, hash, product, now)
 }
 
 // TestNotModifiedCheckinWritesNothing: check-ins answered 304 write nothing to the store (their

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"runtime"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -41,6 +43,12 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres dsn: %w", err)
+	}
+	// pgxpool's default (four connections on a 2-core machine) is too few for a server: a
+	// campaign step holds one for its lock while its transactions, reports, enrolments and the
+	// last-seen flush need others. pool_max_conns in the DSN still decides when given.
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns = max(16, 4*int32(runtime.NumCPU()))
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

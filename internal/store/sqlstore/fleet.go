@@ -281,7 +281,7 @@ func (s *DB) CreateEnrollToken(ctx context.Context, t *fleet.EnrollToken) error 
 }
 
 // UseEnrollToken implements fleet.Store.
-func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, now time.Time) (*fleet.EnrollToken, error) {
+func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, product string, now time.Time) (*fleet.EnrollToken, error) {
 	var tok *fleet.EnrollToken
 	err := s.inTx(ctx, "use enrolment token", func(tx *Tx) error {
 		var t fleet.EnrollToken
@@ -297,6 +297,9 @@ func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, now time.Time) (*f
 		t.ExpiresAt = exp.Time
 		if t.UsesLeft == 0 || (exp.Valid && !now.Before(exp.Time)) {
 			return apperr.E(apperr.Unauthorized, "enrolment token %s is used up or expired", t.Name)
+		}
+		if t.Product != "" && t.Product != product { // refused before a use is taken
+			return apperr.E(apperr.Forbidden, "enrolment token %s is for product %s", t.Name, t.Product)
 		}
 		if t.UsesLeft > 0 {
 			// Atomic on every database: a concurrent use that took the last one makes this a no-op.

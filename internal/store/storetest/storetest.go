@@ -138,22 +138,30 @@ func testEnrollTokens(t *testing.T, s Store) {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		tok, err := s.UseEnrollToken(ctx, hash, t0)
+		tok, err := s.UseEnrollToken(ctx, hash, "", t0)
 		if err != nil || tok.UsesLeft != 1-i {
 			t.Fatalf("use %d: %+v %v", i, tok, err)
 		}
 	}
-	_, err := s.UseEnrollToken(ctx, hash, t0)
+	_, err := s.UseEnrollToken(ctx, hash, "", t0)
 	wantCode(t, err, apperr.Unauthorized)
-	_, err = s.UseEnrollToken(ctx, auth.HashSecret("other"), t0)
+	_, err = s.UseEnrollToken(ctx, auth.HashSecret("other"), "", t0)
 	wantCode(t, err, apperr.Unauthorized)
 	exp := auth.HashSecret("expiring")
 	s.CreateEnrollToken(ctx, &fleet.EnrollToken{ID: "t2", Name: "x", Hash: exp, UsesLeft: -1, ExpiresAt: t0.Add(time.Hour), CreatedAt: t0})
-	if _, err := s.UseEnrollToken(ctx, exp, t0); err != nil {
+	if _, err := s.UseEnrollToken(ctx, exp, "", t0); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.UseEnrollToken(ctx, exp, t0.Add(2*time.Hour))
+	_, err = s.UseEnrollToken(ctx, exp, "", t0.Add(2*time.Hour))
 	wantCode(t, err, apperr.Unauthorized)
+	// A token for one product is refused for another without losing a use.
+	pt := auth.HashSecret("product-token")
+	s.CreateEnrollToken(ctx, &fleet.EnrollToken{ID: "t3", Name: "tstat", Hash: pt, UsesLeft: 1, Product: "thermostat", CreatedAt: t0})
+	_, err = s.UseEnrollToken(ctx, pt, "doorbell", t0)
+	wantCode(t, err, apperr.Forbidden)
+	if tok, err := s.UseEnrollToken(ctx, pt, "thermostat", t0); err != nil || tok.UsesLeft != 0 {
+		t.Fatalf("use after a refusal for another product: %+v %v", tok, err)
+	}
 }
 
 func testEvents(t *testing.T, s Store) {
