@@ -125,14 +125,15 @@ func (c *Config) Validate() error {
 
 // Agent runs updates on one device. It is not safe for concurrent use: one goroutine drives it.
 type Agent struct {
-	cfg       Config
-	installer Installer
-	key       ed25519.PrivateKey
-	state     *State
-	api       *client
-	dl        *client // artifacts: no total timeout (downloadClient)
-	log       *slog.Logger
-	poll      time.Duration
+	cfg        Config
+	installer  Installer
+	key        ed25519.PrivateKey
+	state      *State
+	api        *client
+	dl         *client // artifacts: no total timeout (downloadClient)
+	log        *slog.Logger
+	poll       time.Duration
+	pollJitter time.Duration // the server's suggested spread around poll; 0: ±20%
 }
 
 // EnrollOptions are the facts a device states when it enrols.
@@ -407,9 +408,23 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(jitter(wait)):
+		case <-time.After(a.spread(wait)):
 		}
 	}
+}
+
+// spread is the wait before the next poll: within the server's suggested jitter when it sent
+// one, else ±20%.
+func (a *Agent) spread(d time.Duration) time.Duration {
+	j := a.pollJitter
+	if d <= 0 || j <= 0 {
+		return jitter(d)
+	}
+	n, err := rand.Int(rand.Reader, big.NewInt(int64(2*j)+1))
+	if err != nil {
+		return d
+	}
+	return max(0, d-j+time.Duration(n.Int64()))
 }
 
 // jitter spreads d by ±20% so that a fleet does not poll in lockstep.

@@ -72,3 +72,35 @@ func TestPollHintBodyWinsOn200(t *testing.T) {
 		t.Errorf("304 without a hint: %s, want none", got)
 	}
 }
+
+func TestJitterHint(t *testing.T) {
+	h := http.Header{wire.HeaderPollJitter: {"30"}}
+	for _, tc := range []struct {
+		status, body int
+		hdr          http.Header
+		poll, want   time.Duration
+	}{
+		{http.StatusOK, 45, h, 5 * time.Minute, 45 * time.Second},          // the body wins on a 200
+		{http.StatusNotModified, 0, h, 5 * time.Minute, 30 * time.Second},  // the header on a 304
+		{http.StatusNotModified, 0, h, 40 * time.Second, 20 * time.Second}, // at most half the interval
+		{http.StatusNotModified, 0, http.Header{wire.HeaderPollJitter: {"-3"}}, time.Minute, 0},
+		{http.StatusNotModified, 0, http.Header{wire.HeaderPollJitter: {"1e99"}}, time.Minute, 0},
+		{http.StatusNotModified, 0, nil, time.Minute, 0},
+	} {
+		if got := jitterHint(tc.status, tc.body, tc.hdr, tc.poll); got != tc.want {
+			t.Errorf("jitterHint(%d, %d, %v, %s) = %s, want %s", tc.status, tc.body, tc.hdr, tc.poll, got, tc.want)
+		}
+	}
+	a := &Agent{pollJitter: 10 * time.Second}
+	for range 200 {
+		if d := a.spread(time.Minute); d < 50*time.Second || d > 70*time.Second {
+			t.Fatalf("spread of 1m with a 10s hint: %s", d)
+		}
+	}
+	a.pollJitter = 0
+	for range 200 {
+		if d := a.spread(time.Minute); d < 48*time.Second || d > 72*time.Second {
+			t.Fatalf("spread of 1m without a hint: %s", d)
+		}
+	}
+}

@@ -49,6 +49,7 @@ func (a *Agent) Cycle(ctx context.Context) error {
 		// The server's suggestion, within a factor of ten of the configured interval either way.
 		a.poll = max(a.cfg.PollInterval/10, min(a.cfg.PollInterval*10, d))
 	}
+	a.pollJitter = jitterHint(status, resp.PollJitterSeconds, hdr, a.poll)
 	changed := status == http.StatusOK && resp.Changed
 	if !changed && a.state.Phase == PhaseDownloaded {
 		return a.resume(ctx) // waiting at the install gate: ask again for consent or the window
@@ -74,6 +75,24 @@ func pollHint(status, bodySeconds int, hdr http.Header) time.Duration {
 		return 0
 	}
 	return time.Duration(min(s, maxPollHintSeconds)) * time.Second
+}
+
+// jitterHint is the spread around the poll interval the server suggests (wider while it is
+// loaded), from the body on a 200 or the Upkeep-Poll-Jitter-Seconds header, at most half of
+// poll. 0: none suggested, and the agent spreads by its own ±20%.
+func jitterHint(status, bodySeconds int, hdr http.Header, poll time.Duration) time.Duration {
+	s := int64(0)
+	if status == http.StatusOK && bodySeconds > 0 {
+		s = int64(bodySeconds)
+	} else if v := hdr.Get(wire.HeaderPollJitter); v != "" {
+		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+			s = n
+		}
+	}
+	if s <= 0 {
+		return 0
+	}
+	return min(time.Duration(min(s, maxPollHintSeconds))*time.Second, poll/2)
 }
 
 // maxPollHintSeconds bounds a poll hint before it is scaled (a week), so it cannot overflow.
