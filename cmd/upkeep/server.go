@@ -188,7 +188,7 @@ func OpenServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 		s.AdminToken = secret
 	}
-	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Assign: s.Repo.AssignWith, AssignMany: s.Repo.AssignMany, Unassign: s.Repo.Unassign, Now: now, Logger: cfg.Logger}
+	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Products: db, Assign: s.Repo.AssignWith, AssignMany: s.Repo.AssignMany, Unassign: s.Repo.Unassign, Now: now, Logger: cfg.Logger}
 	s.Patch = &patch.Service{Store: db, Devices: db, Releases: db, Targets: s.Repo.CurrentTargets, Now: now, Logger: cfg.Logger}
 	if err := s.Patch.Load(ctx); err != nil {
 		return fail(err)

@@ -25,6 +25,9 @@ type Engine struct {
 	Store    Store
 	Devices  fleet.Store
 	Releases release.Store
+	// Products, if set, holds each product's declared support policy: a campaign follows its
+	// delivery (docs/ROLLOUTS.md). Nil: every product delivers automatically.
+	Products release.ProductStore
 	// Assign makes the director name rel for d with the install policy, and signs its view.
 	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error
 	// AssignMany, if set, assigns a batch at once and returns the devices it could not assign;
@@ -100,6 +103,36 @@ type Spec struct {
 	IgnoreWindow bool          `json:"ignore_window,omitempty"`
 }
 
+// followDelivery holds a campaign to what its product's published policy promises owners: a
+// product whose updates install with the owner's consent gets consent-required campaigns and
+// refuses forced ones; a product declared to receive no updates gets none.
+func (e *Engine) followDelivery(ctx context.Context, c *Campaign, mode string) error {
+	if e.Products == nil {
+		return nil
+	}
+	p, err := e.Products.FindProduct(ctx, c.Product)
+	if apperr.Is(err, apperr.NotFound) {
+		return nil // no policy declared: the default, automatic delivery
+	}
+	if err != nil {
+		return err
+	}
+	pol, err := release.ParsePolicy(p.Policy)
+	if err != nil {
+		return err
+	}
+	switch pol.Delivery {
+	case release.DeliveryNone:
+		return apperr.E(apperr.Invalid, "product %s declares that it receives no updates (delivery none): change its policy with `upkeep product set` first", c.Product)
+	case release.DeliveryConsent:
+		if mode == "forced" {
+			return apperr.E(apperr.Invalid, "product %s declares that updates install with the owner's consent: a forced campaign would break that promise", c.Product)
+		}
+		c.Consent = true
+	}
+	return nil
+}
+
 // ParseWindow checks a maintenance window HH:MM-HH:MM.
 func ParseWindow(s string) error {
 	_, _, err := trust.ParseWindow(s)
@@ -143,6 +176,9 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	case "forced":
 	default:
 		return nil, apperr.E(apperr.Invalid, "mode %q: forced or soft", s.Mode)
+	}
+	if err := e.followDelivery(ctx, c, s.Mode); err != nil {
+		return nil, err
 	}
 	if s.Window != "" {
 		if err := ParseWindow(s.Window); err != nil {

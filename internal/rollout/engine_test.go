@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
@@ -728,5 +730,41 @@ func TestEngineZeroFailureThreshold(t *testing.T) {
 	}
 	if d, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p"}, "alice"); err != nil || d.FailureThreshold != rollout.DefaultFailure {
 		t.Fatalf("unset failure threshold: %v, %v; want the default", d, err)
+	}
+}
+
+func TestEngineFollowsProductDelivery(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 4)
+	env.e.Products = env.db
+	// No policy declared: automatic, security campaigns forced by default.
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p"}, "alice")
+	if err != nil || c.Consent {
+		t.Fatalf("no policy: %+v %v, want a campaign without consent", c, err)
+	}
+	setDelivery := func(delivery string) {
+		t.Helper()
+		pol := release.DefaultPolicy()
+		pol.Delivery = delivery
+		b, _ := json.Marshal(pol)
+		prev := time.Time{}
+		if p, err := env.db.FindProduct(ctx, "p"); err == nil {
+			prev = p.UpdatedAt
+		}
+		if err := env.db.PutProduct(ctx, &release.Product{Name: "p", Policy: b, UpdatedAt: env.now.Add(time.Duration(len(delivery)) * time.Second)}, prev, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setDelivery(release.DeliveryConsent)
+	c, err = env.e.Create(ctx, rollout.Spec{Release: "p@1.2", Target: "product=p"}, "alice")
+	if err != nil || !c.Consent {
+		t.Fatalf("consent product: %+v %v, want a campaign that needs consent", c, err)
+	}
+	if _, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.2", Target: "product=p", Mode: "forced"}, "alice"); !apperr.Is(err, apperr.Invalid) {
+		t.Fatalf("forced campaign for a consent product: %v, want refused", err)
+	}
+	setDelivery(release.DeliveryNone)
+	if _, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.3", Target: "product=p"}, "alice"); !apperr.Is(err, apperr.Invalid) {
+		t.Fatalf("campaign for a product declared without updates: %v, want refused", err)
 	}
 }
