@@ -719,6 +719,9 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 	now := e.now()
 	for _, m := range ms {
 		if m.State == StateCancelled {
+			if err := e.keepCancelledCommit(ctx, deviceID, m, ms, r); err != nil {
+				return err
+			}
 			continue // a completed campaign still follows its stragglers
 		}
 		if m.Status != MemberAssigned && m.Status != MemberWaiting && m.Status != MemberCommitted && m.Status != MemberTimedOut {
@@ -752,6 +755,36 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 		}
 	}
 	return nil
+}
+
+// keepCancelledCommit handles a device that was mid-install when its campaign was cancelled:
+// cancelling pointed its director back at the image it ran then, but the install went on and
+// committed the campaign's image. Left so, the device would next reinstall the older image; the
+// director is pointed at what it now runs instead, unless another campaign holds the device.
+func (e *Engine) keepCancelledCommit(ctx context.Context, deviceID string, m Membership, ms []Membership, r wire.Report) error {
+	if m.Status != MemberCancelled || e.Unassign == nil {
+		return nil
+	}
+	committed := false
+	for _, ev := range r.Events {
+		committed = committed || (ev.Target == m.Target && ev.Step == wire.StepCommit && ev.Status == wire.StatusOK)
+	}
+	if !committed {
+		return nil
+	}
+	for _, o := range ms {
+		if o.CampaignID != m.CampaignID && o.State != StateCancelled && active(o.Status) {
+			return nil
+		}
+	}
+	d, err := e.Devices.FindDevice(ctx, deviceID)
+	if err != nil {
+		return err
+	}
+	if d.InstalledTarget != m.Target || d.Assigned == d.InstalledTarget {
+		return nil
+	}
+	return e.Unassign(ctx, d)
 }
 
 // Status is a campaign with its per-wave counts and timeline.

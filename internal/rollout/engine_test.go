@@ -768,3 +768,38 @@ func TestEngineFollowsProductDelivery(t *testing.T) {
 		t.Fatalf("campaign for a product declared without updates: %v, want refused", err)
 	}
 }
+
+func TestEngineCancelledMidInstallKeepsItsCommit(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 4)
+	c, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "100%"}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "start", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.e.Act(ctx, c.ID, "cancel", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := env.db.FindDevice(ctx, "dev00")
+	if d.Assigned != "p/1.0/fw" {
+		t.Fatalf("after cancel the director names %q, want the running p/1.0/fw", d.Assigned)
+	}
+	// dev00 was mid-install: it commits 1.1 after the cancel (the report is stored first).
+	target := "p/1.1/fw"
+	if err := env.db.UpdateDevice(ctx, "dev00", fleet.DeviceUpdate{InstalledTarget: &target}); err != nil {
+		t.Fatal(err)
+	}
+	commit := wire.Report{Events: []wire.Event{{Step: wire.StepCommit, Status: wire.StatusOK, Target: target}}}
+	if err := env.e.OnReport(ctx, "dev00", commit); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ = env.db.FindDevice(ctx, "dev00"); d.Assigned != target {
+		t.Fatalf("after the commit the director names %q, want %s: the device would reinstall the old image", d.Assigned, target)
+	}
+	// A device that did not commit stays pointed at its image.
+	if d, _ = env.db.FindDevice(ctx, "dev01"); d.Assigned != "p/1.0/fw" {
+		t.Fatalf("dev01 names %q", d.Assigned)
+	}
+}
