@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -33,26 +36,16 @@ func openTestServer(t *testing.T) *Server {
 // Close returns; new connections are refused meanwhile.
 func TestGracefulShutdown(t *testing.T) {
 	s := openTestServer(t)
-	pr, pw := io.Pipe()
-	type result struct {
-		status int
-		err    error
-	}
-	done := make(chan result, 1)
-	go func() {
-		// The body arrives slowly: the handler is reading it when shutdown starts.
-		resp, err := http.Post(s.URL+"/device/v1/enroll", "application/json", pr)
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		done <- result{status: resp.StatusCode}
-	}()
-	if _, err := pw.Write([]byte(`{"payload":`)); err != nil { // the request has begun
+	// A raw connection, so that the request's head is surely on the wire before shutdown
+	// starts; its body arrives slowly, so the handler is reading it when shutdown starts.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer conn.Close()
+	body := `{"payload":{}, "signature": ""}`
+	fmt.Fprintf(conn, "POST /device/v1/enroll HTTP/1.1\r\nHost: upkeep\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:11])
+	time.Sleep(200 * time.Millisecond) // the server reads the head and starts the handler
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	select {
@@ -60,14 +53,16 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("Close returned (%v) with a request in flight", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	pw.Write([]byte(`{}, "signature": ""}`))
-	pw.Close()
-	r := <-done
-	if r.err != nil {
-		t.Fatalf("in-flight request failed: %v", r.err)
+	if _, err := io.WriteString(conn, body[11:]); err != nil {
+		t.Fatal(err)
 	}
-	if r.status != http.StatusBadRequest { // answered by the handler: the payload is not an enrolment
-		t.Errorf("in-flight request: %d, want 400 from the handler", r.status)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("in-flight request failed: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest { // answered by the handler: the payload is not an enrolment
+		t.Errorf("in-flight request: %d, want 400 from the handler", resp.StatusCode)
 	}
 	if err := <-closed; err != nil {
 		t.Errorf("Close: %v", err)
