@@ -197,7 +197,8 @@ func demoBadRelease(ctx context.Context, c *client.Client, out io.Writer, publis
 	fmt.Fprintln(out, "\nAct two: thermostat@1.0.2 crashes on boot, and goes out in waves of 10%, 50%, 100%")
 	img := demoImage("1.0.2", cfg.ImageSize)
 	copy(img[len("UPKEEP-DEMO-IMAGE 1.0.2\n"):], demoCrashMarker)
-	if _, err := publish("1.0.2", 2, img); err != nil {
+	bad, err := publish("1.0.2", 2, img)
+	if err != nil {
 		return err
 	}
 	camp, err := c.CreateRollout(ctx, wire.CampaignSpec{Release: "thermostat@1.0.2", Target: "product=thermostat", Waves: "10%,50%,100%", HealthGate: "30s", Start: true})
@@ -221,7 +222,18 @@ func demoBadRelease(ctx context.Context, c *client.Client, out io.Writer, publis
 			if st.Campaign.State != "paused" {
 				return fmt.Errorf("the bad release's campaign is %s, not paused", st.Campaign.State)
 			}
-			fmt.Fprintf(out, "the campaign paused itself; %d devices never received 1.0.2\n\n", last(camp.Waves)-camp.Waves[0])
+			// Counted from the fleet, not the wave sizes: devices the director never named 1.0.2.
+			ds, err := c.Devices(ctx, "")
+			if err != nil {
+				return err
+			}
+			never := 0
+			for _, d := range ds {
+				if d.Assigned != bad.Target && d.Installed.Version != bad.Version {
+					never++
+				}
+			}
+			fmt.Fprintf(out, "the campaign paused itself; %d of %d devices never received 1.0.2\n\n", never, len(ds))
 			return nil
 		}
 		select {
