@@ -46,3 +46,17 @@ func TestSimBootloaderOnlyWhenSetAndLogged(t *testing.T) {
 		t.Errorf("starting with --boot sim logged %q, want a warning that the boot loader is simulated", logs.String())
 	}
 }
+
+func TestWindowCheckedAtStart(t *testing.T) {
+	state := t.TempDir()
+	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
+	for _, tc := range []struct {
+		window  string
+		wantErr bool
+	}{{"", false}, {"02:00-05:00", false}, {"22:00-02:00", false}, {"2-5", true}, {"25:00-05:00", true}, {"02:00", true}} {
+		c := common{state: state, installer: "ab", bootKind: "sim", slots: filepath.Join(state, "slots"), window: tc.window}
+		if _, err := c.config(log); (err != nil) != tc.wantErr {
+			t.Errorf("--window %q: err %v, want error %v", tc.window, err, tc.wantErr)
+		}
+	}
+}

@@ -159,6 +159,11 @@ func loadConfig(path string, required bool) error {
 
 func (c *common) config(log *slog.Logger) (agent.Config, error) {
 	cfg := agent.Config{StateDir: c.state, Logger: log, PollInterval: c.poll, HookTimeout: c.hookTimeout, MinRate: c.minRate, SlowWindow: c.slowWindow, CheckpointEvery: c.checkpoint}
+	if c.window != "" { // a mistyped window must not silently mean "install at any time"
+		if _, _, err := trust.ParseWindow(c.window); err != nil {
+			return cfg, fmt.Errorf("maintenance window (--window, UPKEEP_WINDOW) %q: %w", c.window, err)
+		}
+	}
 	switch c.installer {
 	case "ab":
 	case "file":
