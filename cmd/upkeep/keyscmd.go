@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/trust"
 )
@@ -120,7 +121,7 @@ func stageKeys(dir, name string, keys map[string]*trust.Key) (string, error) {
 			return "", errors.Join(err, os.RemoveAll(staged))
 		}
 	}
-	if err := errors.Join(syncDir(staged), syncDir(dir)); err != nil {
+	if err := errors.Join(boot.SyncDir(staged), boot.SyncDir(dir)); err != nil {
 		return "", errors.Join(err, os.RemoveAll(staged))
 	}
 	return staged, nil
@@ -137,7 +138,7 @@ func promoteKeys(dir, staged, retired string, old []string) error {
 			return fmt.Errorf("archive old key: %w", err)
 		}
 	}
-	if err := syncDir(retired); err != nil {
+	if err := boot.SyncDir(retired); err != nil {
 		return err
 	}
 	entries, err := os.ReadDir(staged)
@@ -149,22 +150,10 @@ func promoteKeys(dir, staged, retired string, old []string) error {
 			return fmt.Errorf("move new key into place: %w", err)
 		}
 	}
-	if err := syncDir(dir); err != nil {
+	if err := boot.SyncDir(dir); err != nil {
 		return err
 	}
 	return os.Remove(staged)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // resignDirectorRootCmd renews the director root: the next version, with the same director-root

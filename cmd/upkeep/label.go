@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/label"
-	"upkeep.dev/upkeep/internal/patch"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/transparency"
 	"upkeep.dev/upkeep/internal/trust"
@@ -30,32 +28,6 @@ func (s *Server) newTransparency(db *sqlstore.DB, now func() time.Time) *transpa
 		Manufacturer: label.Manufacturer{Name: s.Config.Manufacturer}, Interval: s.Config.PublicRefresh, Now: now, Logger: s.Config.Logger,
 	}
 	return s.Transparency
-}
-
-// labelTimeToPatch gives the transparency service each advisory matched to a product, with its
-// severity, its fixed release and the moment 90% of the exposed fleet ran a fix, from
-// patch.Service.TimeToPatch.
-func labelTimeToPatch(p *patch.Service) func(ctx context.Context, product string) ([]label.TimeToPatch, error) {
-	return func(ctx context.Context, product string) ([]label.TimeToPatch, error) {
-		ttp, err := p.TimeToPatch(ctx, product)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]label.TimeToPatch, 0, len(ttp.Advisories))
-		for _, a := range ttp.Advisories {
-			lt := label.TimeToPatch{Advisory: a.Advisory, Severity: a.Severity, Published: a.Published}
-			if a.FixPublished != nil {
-				lt.FixReleased = *a.FixPublished
-			}
-			for _, f := range a.Fleet {
-				if f.Percent == 90 && f.Reached {
-					lt.Fleet90At = f.At
-				}
-			}
-			out = append(out, lt)
-		}
-		return out, nil
-	}
 }
 
 func validPublicURL(s string) bool {

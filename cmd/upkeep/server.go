@@ -219,7 +219,7 @@ func OpenServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
 	s.URL = "http://" + s.ln.Addr().String()
-	s.Transparency.TimeToPatch = labelTimeToPatch(s.Patch)
+	s.Transparency.TimeToPatch = s.Patch.LabelTimeToPatch
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
 	}

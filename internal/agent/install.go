@@ -192,7 +192,7 @@ func (f *FileInstaller) Install(ctx context.Context, img *Image) (bool, error) {
 	if err := os.Rename(f.staged(), f.Path); err != nil {
 		return false, fmt.Errorf("install %s: %w", f.Path, err)
 	}
-	return false, syncDir(filepath.Dir(f.Path))
+	return false, boot.SyncDir(filepath.Dir(f.Path))
 }
 
 // Reboot implements Installer; a file install never needs one.
@@ -220,7 +220,7 @@ func (f *FileInstaller) Commit(ctx context.Context, img *Image) error {
 			return fmt.Errorf("commit %s: %w", f.Path, err)
 		}
 	}
-	return syncDir(filepath.Dir(f.Path))
+	return boot.SyncDir(filepath.Dir(f.Path))
 }
 
 // Rollback implements Installer. After a first install (no previous file) it removes the new
@@ -235,14 +235,14 @@ func (f *FileInstaller) Rollback(ctx context.Context, img *Image) (bool, error) 
 		if err := os.Remove(f.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return false, fmt.Errorf("roll back %s: %w", f.Path, err)
 		}
-		if err := syncDir(filepath.Dir(f.Path)); err != nil {
+		if err := boot.SyncDir(filepath.Dir(f.Path)); err != nil {
 			return false, err
 		}
 		if err := os.Remove(f.absent()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return false, fmt.Errorf("roll back %s: %w", f.Path, err)
 		}
 	}
-	return false, syncDir(filepath.Dir(f.Path))
+	return false, boot.SyncDir(filepath.Dir(f.Path))
 }
 
 // ModuleInstaller hands the image to an external update module: an executable called once per
@@ -419,16 +419,4 @@ func fileSHA256(path string) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

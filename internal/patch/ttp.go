@@ -238,8 +238,8 @@ func (s *Service) timelines(ctx context.Context, product string) ([]*timeline, e
 	return out, nil
 }
 
-// LabelTimeToPatch gives the transparency service (label evidence) each advisory of the product
-// with its fixed release and the moment 90% of the exposed fleet ran a fix.
+// LabelTimeToPatch gives the transparency service (label evidence) each advisory matched to the
+// product, with its severity, its fixed release and the moment 90% of the exposed fleet ran a fix.
 func (s *Service) LabelTimeToPatch(ctx context.Context, product string) ([]label.TimeToPatch, error) {
 	p, err := s.TimeToPatch(ctx, product)
 	if err != nil {
@@ -247,7 +247,7 @@ func (s *Service) LabelTimeToPatch(ctx context.Context, product string) ([]label
 	}
 	out := make([]label.TimeToPatch, 0, len(p.Advisories))
 	for _, t := range p.Advisories {
-		lt := label.TimeToPatch{Advisory: t.Advisory, Published: t.Published}
+		lt := label.TimeToPatch{Advisory: t.Advisory, Severity: t.Severity, Published: t.Published}
 		if t.FixPublished != nil {
 			lt.FixReleased = *t.FixPublished
 		}

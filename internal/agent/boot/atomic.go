@@ -40,7 +40,7 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("write %s: rename: %w", path, err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := SyncDir(dir); err != nil {
 		// The rename happened; the temp name no longer exists, so the deferred
 		// cleanup only reports the failure.
 		return fmt.Errorf("write %s: %w", path, err)
@@ -48,8 +48,8 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	return nil
 }
 
-// syncDir fsyncs a folder so that a rename or a newly created entry in it is durable.
-func syncDir(dir string) error {
+// SyncDir fsyncs a folder so that a rename or a newly created entry in it is durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("sync dir: %w", err)

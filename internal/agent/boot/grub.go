@@ -98,7 +98,7 @@ func (g grubEnv) set(ctx context.Context, kv map[string]string) (err error) {
 	if err := os.Rename(tmp.Name(), g.cfg.EnvFile); err != nil {
 		return fmt.Errorf("write grub environment: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := SyncDir(dir); err != nil {
 		return fmt.Errorf("write grub environment: %w", err)
 	}
 	return nil

@@ -199,7 +199,7 @@ func (w *slotWriter) Close() error {
 		err = cerr
 	}
 	if err == nil && !w.device {
-		err = syncDir(filepath.Dir(w.f.Name())) // make a newly created file's entry durable
+		err = SyncDir(filepath.Dir(w.f.Name())) // make a newly created file's entry durable
 	}
 	if err != nil {
 		return fmt.Errorf("close slot %s: %w", w.slot, err)
