@@ -5,26 +5,18 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/url"
-	"os"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"upkeep.dev/upkeep/internal/testenv"
 )
 
-// PostgresServer returns UPKEEP_TEST_POSTGRES, the DSN of a PostgreSQL for tests. When it is
-// unset the test skips, or fails if UPKEEP_REQUIRE_SERVICES=1 (CI sets it: there a missing
-// database is a broken run, not a reason to skip).
+// PostgresServer returns UPKEEP_TEST_POSTGRES, the DSN of a PostgreSQL for tests; unset, the
+// test skips, or fails under CI (testenv.Service).
 func PostgresServer(t testing.TB) string {
 	t.Helper()
-	dsn := os.Getenv("UPKEEP_TEST_POSTGRES")
-	if dsn == "" {
-		if os.Getenv("UPKEEP_REQUIRE_SERVICES") == "1" {
-			t.Fatal("UPKEEP_TEST_POSTGRES is not set, and UPKEEP_REQUIRE_SERVICES=1 requires the PostgreSQL suites to run")
-		} else {
-			t.Skip("UPKEEP_TEST_POSTGRES is not set")
-		}
-	}
-	return dsn
+	return testenv.Service(t, "UPKEEP_TEST_POSTGRES", "PostgreSQL")
 }
 
 // PostgresDSN returns a DSN for a fresh, empty schema in the PostgreSQL named by
