@@ -110,7 +110,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/devices/{id}/events", s.admin(s.deviceEvents))
 	mux.Handle("PUT /api/v1/blobs/{sha256}", s.admin(s.putBlob))
 	mux.Handle("GET /api/v1/image/targets", s.admin(s.currentTargets))
-	mux.Handle("PUT /api/v1/image/root", s.admin(s.rotateRoot))
+	mux.Handle("PUT /api/v1/image/root", s.admin(s.putMeta(s.Repo.RotateRoot)))
 	mux.Handle("POST /api/v1/releases", s.admin(s.publish))
 	mux.Handle("GET /api/v1/releases", s.admin(s.listReleases))
 	mux.Handle("POST /api/v1/deployments", s.admin(s.deploy))

@@ -1,8 +1,8 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/hex"
-	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -107,48 +107,29 @@ func (s *Server) currentTargets(w http.ResponseWriter, r *http.Request) {
 	w.Write(b)
 }
 
-func (s *Server) rotateRoot(w http.ResponseWriter, r *http.Request) {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, wire.MaxMetaBody))
-	if err != nil {
-		s.fail(w, r, apperr.E(apperr.TooLarge, "root metadata larger than %d bytes", wire.MaxMetaBody))
-		return
+// putMeta serves an upload of offline-signed metadata (a root, re-signed targets) that accept
+// verifies and stores: 204 when accepted.
+func (s *Server) putMeta(accept func(ctx context.Context, data []byte) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		b, err := readBody(w, r, wire.MaxMetaBody)
+		if err == nil {
+			err = accept(r.Context(), b)
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	}
-	if err := s.Repo.RotateRoot(r.Context(), b); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // trustRoutes serves the offline-signed metadata that is renewed without a release: the
 // director root and re-signed image targets, and when each expires.
 func (s *Server) trustRoutes(mux *http.ServeMux) {
-	mux.Handle("PUT /api/v1/image/targets", s.admin(s.resignTargets))
+	mux.Handle("PUT /api/v1/image/targets", s.admin(s.putMeta(s.Repo.ResignTargets)))
 	mux.Handle("GET /api/v1/director/{file}", s.admin(s.directorRootFile))
-	mux.Handle("PUT /api/v1/director/root", s.admin(s.rotateDirectorRoot))
+	mux.Handle("PUT /api/v1/director/root", s.admin(s.putMeta(s.Repo.RotateDirectorRoot)))
 	mux.Handle("GET /api/v1/trust/expiry", s.admin(s.trustExpiry))
-}
-
-// readMeta reads a metadata body of at most wire.MaxMetaBody bytes.
-func readMeta(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, wire.MaxMetaBody))
-	if err != nil {
-		return nil, apperr.E(apperr.TooLarge, "metadata larger than %d bytes", wire.MaxMetaBody)
-	}
-	return b, nil
-}
-
-func (s *Server) resignTargets(w http.ResponseWriter, r *http.Request) {
-	b, err := readMeta(w, r)
-	if err == nil {
-		err = s.Repo.ResignTargets(r.Context(), b)
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.logger().Info("image targets re-signed", "actor", r.Context().Value(keyActor))
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // directorRootFile serves "N.root.json" of the director, for the CLI that re-signs it (devices
@@ -161,19 +142,6 @@ func (s *Server) directorRootFile(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(b)
-}
-
-func (s *Server) rotateDirectorRoot(w http.ResponseWriter, r *http.Request) {
-	b, err := readMeta(w, r)
-	if err == nil {
-		err = s.Repo.RotateDirectorRoot(r.Context(), b)
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.logger().Info("director root updated", "actor", r.Context().Value(keyActor))
-	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) trustExpiry(w http.ResponseWriter, r *http.Request) {

@@ -24,25 +24,16 @@ type Expiry struct {
 }
 
 // OfflineExpiries returns the expiry of the current image root, image targets and director
-// root. The dates are read from the stored metadata itself.
+// root, as stored with each (every write of metadata records its signed expiry), so nothing is
+// parsed and no replica's cached copy is touched.
 func (s *Service) OfflineExpiries(ctx context.Context) ([]Expiry, error) {
 	var out []Expiry
 	for _, m := range []struct{ repo, role string }{{RepoImage, trust.Root}, {RepoImage, trust.Targets}, {RepoDirector, trust.Root}} {
-		switch m.role {
-		case trust.Root:
-			r, err := s.latestRoot(ctx, m.repo)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, Expiry{Repo: m.repo, Role: m.role, Version: r.Signed.Version, Expires: r.Signed.Expires})
-		case trust.Targets:
-			s.targets.Store(nil) // the store's, not this replica's cached copy
-			t, err := s.imageTargets(ctx)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, Expiry{Repo: m.repo, Role: m.role, Version: t.Signed.Version, Expires: t.Signed.Expires})
+		cur, err := s.Meta.LatestMetadata(ctx, m.repo, m.role)
+		if err != nil {
+			return nil, err
 		}
+		out = append(out, Expiry{Repo: m.repo, Role: m.role, Version: cur.Version, Expires: cur.Expires})
 	}
 	return out, nil
 }
@@ -125,35 +116,14 @@ func (s *Service) RotateDirectorRoot(ctx context.Context, data []byte) error {
 // same targets, exactly one version newer. It is how targets metadata is renewed without a new
 // release; the current version may already have expired.
 func (s *Service) ResignTargets(ctx context.Context, data []byte) error {
-	root, err := s.imageRoot(ctx)
+	next, cur, err := s.nextTargets(ctx, data, "re-signing keeps every target")
 	if err != nil {
 		return err
-	}
-	next, err := trust.VerifyTargets(root, data, s.now())
-	if err != nil {
-		return apperr.Wrap(apperr.Verification, err, "targets metadata refused: "+err.Error())
-	}
-	s.targets.Store(nil)
-	cur, err := s.imageTargets(ctx)
-	if err != nil {
-		return err
-	}
-	if next.Signed.Version != cur.Signed.Version+1 {
-		return apperr.E(apperr.Conflict, "targets version %d, but the server has %d: fetch the current targets and sign version %d", next.Signed.Version, cur.Signed.Version, cur.Signed.Version+1)
 	}
 	if len(next.Signed.Targets) != len(cur.Signed.Targets) {
 		return apperr.E(apperr.Invalid, "re-signed targets name %d targets, the current ones %d: re-signing may not add or remove targets", len(next.Signed.Targets), len(cur.Signed.Targets))
 	}
-	for n, old := range cur.Signed.Targets {
-		nt, ok := next.Signed.Targets[n]
-		if !ok || !nt.Equal(*old) || !sameCustom(nt, old) {
-			return apperr.E(apperr.Invalid, "published target %s was removed or changed; re-signing keeps every target", n)
-		}
-	}
-	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Targets, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
-		if apperr.Is(err, apperr.Conflict) {
-			return apperr.E(apperr.Conflict, "targets version %d was published concurrently; sign again", next.Signed.Version)
-		}
+	if err := s.putTargets(ctx, next, data); err != nil {
 		return err
 	}
 	s.logger().Info("image targets re-signed", "version", next.Signed.Version, "expires", next.Signed.Expires)

@@ -385,6 +385,46 @@ func (s *Service) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// nextTargets checks image targets metadata signed offline as the successor of the stored
+// ones: signed by a threshold of the current root's targets keys (expiry aside, see
+// trust.VerifyTargets), exactly one version newer, and keeping every existing target unchanged
+// (rule says what else the caller allows, for the error). It returns the new and current
+// targets.
+func (s *Service) nextTargets(ctx context.Context, data []byte, rule string) (next, cur *metadata.Metadata[metadata.TargetsType], err error) {
+	root, err := s.imageRoot(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	next, err = trust.VerifyTargets(root, data, s.now())
+	if err != nil {
+		return nil, nil, apperr.Wrap(apperr.Verification, err, "targets metadata refused: "+err.Error())
+	}
+	s.targets.Store(nil) // checked against the store, not this replica's copy
+	cur, err = s.imageTargets(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if next.Signed.Version != cur.Signed.Version+1 {
+		return nil, nil, apperr.E(apperr.Conflict, "targets version %d, but the server has %d: fetch the current targets and sign version %d", next.Signed.Version, cur.Signed.Version, cur.Signed.Version+1)
+	}
+	for n, old := range cur.Signed.Targets {
+		nt, ok := next.Signed.Targets[n]
+		if !ok || !nt.Equal(*old) || !sameCustom(nt, old) {
+			return nil, nil, apperr.E(apperr.Invalid, "published target %s was removed or changed; %s", n, rule)
+		}
+	}
+	return next, cur, nil
+}
+
+// putTargets stores targets that nextTargets accepted.
+func (s *Service) putTargets(ctx context.Context, next *metadata.Metadata[metadata.TargetsType], data []byte) error {
+	err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Targets, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires})
+	if apperr.Is(err, apperr.Conflict) {
+		return apperr.E(apperr.Conflict, "targets version %d was published concurrently; sign again", next.Signed.Version)
+	}
+	return err
+}
+
 // Publish accepts new image targets metadata that a release engineer signed offline. It must be
 // signed by a threshold of the targets keys in the current root, be exactly one version newer
 // than the current targets, keep every existing target unchanged, and add exactly the target
@@ -393,27 +433,9 @@ func (s *Service) Publish(ctx context.Context, name string, data []byte) (*relea
 	if err := trust.ValidTargetName(name); err != nil {
 		return nil, apperr.Wrap(apperr.Invalid, err, err.Error())
 	}
-	root, err := s.imageRoot(ctx)
+	next, cur, err := s.nextTargets(ctx, data, "targets may only be added")
 	if err != nil {
 		return nil, err
-	}
-	next, err := trust.VerifyTargets(root, data, s.now())
-	if err != nil {
-		return nil, apperr.Wrap(apperr.Verification, err, "targets metadata refused: "+err.Error())
-	}
-	s.targets.Store(nil) // checked against the store, not this replica's copy
-	cur, err := s.imageTargets(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if next.Signed.Version != cur.Signed.Version+1 {
-		return nil, apperr.E(apperr.Conflict, "targets version %d, but the server has %d: fetch the current targets and sign version %d", next.Signed.Version, cur.Signed.Version, cur.Signed.Version+1)
-	}
-	for n, old := range cur.Signed.Targets {
-		nt, ok := next.Signed.Targets[n]
-		if !ok || !nt.Equal(*old) || !sameCustom(nt, old) {
-			return nil, apperr.E(apperr.Invalid, "published target %s was removed or changed; targets may only be added", n)
-		}
 	}
 	added := slices.Sorted(maps.Keys(next.Signed.Targets))
 	added = slices.DeleteFunc(added, func(n string) bool { _, ok := cur.Signed.Targets[n]; return ok })
@@ -447,10 +469,7 @@ func (s *Service) Publish(ctx context.Context, name string, data []byte) (*relea
 	if _, err := s.Releases.FindRelease(ctx, c.Product, c.Version); err == nil {
 		return nil, apperr.E(apperr.Conflict, "release %s already exists", rel.Ref())
 	}
-	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Targets, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
-		if apperr.Is(err, apperr.Conflict) {
-			return nil, apperr.E(apperr.Conflict, "targets version %d was published concurrently; sign again", next.Signed.Version)
-		}
+	if err := s.putTargets(ctx, next, data); err != nil {
 		return nil, err
 	}
 	if err := s.Releases.CreateRelease(ctx, rel); err != nil {
