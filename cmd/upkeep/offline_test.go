@@ -210,7 +210,8 @@ func TestOfflineExpiryWarning(t *testing.T) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
 	const msg = "offline-signed metadata expires soon"
-	if err := e.srv.Repo.WarnExpiring(ctx); err != nil {
+	warned := map[string]time.Time{}
+	if err := e.srv.Repo.WarnExpiring(ctx, warned); err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(logs.String(), msg); n != 0 {
@@ -218,7 +219,7 @@ func TestOfflineExpiryWarning(t *testing.T) {
 	}
 	clock.Shift(340 * 24 * time.Hour)
 	for range 2 {
-		if err := e.srv.Repo.WarnExpiring(ctx); err != nil {
+		if err := e.srv.Repo.WarnExpiring(ctx, warned); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -232,7 +233,7 @@ func TestOfflineExpiryWarning(t *testing.T) {
 		}
 	}
 	clock.Shift(341*24*time.Hour + time.Minute)
-	if err := e.srv.Repo.WarnExpiring(ctx); err != nil {
+	if err := e.srv.Repo.WarnExpiring(ctx, warned); err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(logs.String(), msg); n != 6 {

@@ -244,10 +244,7 @@ func (s *Server) background(ctx context.Context) {
 	warn := time.NewTicker(time.Hour)
 	defer warn.Stop()
 	warned := map[string]time.Time{}
-	s.warnEndOfSupport(ctx, warned)
-	if err := s.Repo.WarnExpiring(ctx); err != nil {
-		s.Config.Logger.Warn("offline metadata expiry", "err", err)
-	}
+	s.warn(ctx, warned)
 	defer flush.Stop()
 	defer resign.Stop()
 	engine := time.NewTicker(cmp.Or(s.Config.RolloutEvery, time.Second))
@@ -274,10 +271,7 @@ func (s *Server) background(ctx context.Context) {
 			}
 			s.Metrics.ObserveDB("flush_last_seen", time.Since(t))
 		case <-warn.C:
-			s.warnEndOfSupport(ctx, warned)
-			if err := s.Repo.WarnExpiring(ctx); err != nil {
-				s.Config.Logger.Warn("offline metadata expiry", "err", err)
-			}
+			s.warn(ctx, warned)
 		case <-advisories.C:
 			s.refreshAdvisories(ctx)
 		case <-follow.C:
@@ -377,6 +371,15 @@ func (s *Server) Close() error {
 	s.cancel()
 	s.wg.Wait()
 	return errors.Join(err, s.DB.Close())
+}
+
+// warn runs the operators' warnings: products whose support ends soon, offline-signed metadata
+// that expires soon. warned remembers, by product and by "repo/role", when each was last given.
+func (s *Server) warn(ctx context.Context, warned map[string]time.Time) {
+	s.warnEndOfSupport(ctx, warned)
+	if err := s.Repo.WarnExpiring(ctx, warned); err != nil {
+		s.Config.Logger.Warn("offline metadata expiry", "err", err)
+	}
 }
 
 // warnEndOfSupport tells operators, once a day per product, that a product's security-update

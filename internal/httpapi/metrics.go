@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -84,10 +85,10 @@ func (m *Metrics) reported(events []wire.Event) {
 }
 
 // Campaign states and member statuses reported even when none are counted, so that dashboards
-// see zeros rather than missing series (the same strings as the rollout package's constants).
+// see zeros rather than missing series.
 var (
-	campaignStates = []string{"created", "running", "paused", "completed", "cancelled"}
-	memberStatuses = []string{"pending", "assigned", "waiting", "committed", "healthy", "failed", "superseded", "cancelled"}
+	campaignStates = []string{rollout.StateCreated, rollout.StateRunning, rollout.StatePaused, rollout.StateCompleted, rollout.StateCancelled}
+	memberStatuses = []string{rollout.MemberPending, rollout.MemberAssigned, rollout.MemberWaiting, rollout.MemberCommitted, rollout.MemberHealthy, rollout.MemberFailed, rollout.MemberSuperseded, rollout.MemberCancelled}
 )
 
 var (

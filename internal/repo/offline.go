@@ -40,24 +40,20 @@ func (s *Service) OfflineExpiries(ctx context.Context) ([]Expiry, error) {
 
 // WarnExpiring logs a warning for each piece of offline-signed metadata that expires within
 // ExpiryWarning (or has expired), at most once a day for each: once it expires, every device
-// fails every refresh until an operator re-signs it offline. The server calls it every hour.
-func (s *Service) WarnExpiring(ctx context.Context) error {
+// fails every refresh until an operator re-signs it offline. warned holds, by "repo/role", when
+// each was last warned of; the server's background loop keeps it and calls this every hour.
+func (s *Service) WarnExpiring(ctx context.Context, warned map[string]time.Time) error {
 	es, err := s.OfflineExpiries(ctx)
 	if err != nil {
 		return fmt.Errorf("offline metadata expiry: %w", err)
 	}
 	now := s.now()
-	s.warnMu.Lock()
-	defer s.warnMu.Unlock()
-	if s.warned == nil {
-		s.warned = map[string]time.Time{}
-	}
 	for _, e := range es {
 		key := e.Repo + "/" + e.Role
-		if !now.Add(ExpiryWarning).After(e.Expires) || now.Sub(s.warned[key]) < 24*time.Hour {
+		if !now.Add(ExpiryWarning).After(e.Expires) || now.Sub(warned[key]) < 24*time.Hour {
 			continue
 		}
-		s.warned[key] = now
+		warned[key] = now
 		s.logger().Warn("offline-signed metadata expires soon; re-sign it with the offline key",
 			"repo", e.Repo, "role", e.Role, "version", e.Version, "expires", e.Expires.Format(time.RFC3339), "command", RenewCommand(e))
 	}

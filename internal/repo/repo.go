@@ -95,9 +95,6 @@ type Service struct {
 	files     sync.Map // "repo/role/version" -> []byte
 	nfiles    atomic.Int64
 	views     viewCache
-
-	warnMu sync.Mutex
-	warned map[string]time.Time // "repo/role" -> last expiry warning (WarnExpiring)
 }
 
 // viewCache keeps the director views most recently signed or read, by device and version. A
