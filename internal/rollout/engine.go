@@ -249,7 +249,7 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		return nil, err
 	}
 	for cid, ids := range supersededBy {
-		if err := e.Store.SetMembers(ctx, cid, ids, []string{MemberPending, MemberAssigned, MemberWaiting, MemberTimedOut}, MemberSuperseded, "superseded by campaign "+c.ID+" ("+rel.Ref()+")", c.CreatedAt); err != nil {
+		if err := e.Store.SetMembers(ctx, cid, ids, activeStatuses, MemberSuperseded, "superseded by campaign "+c.ID+" ("+rel.Ref()+")", c.CreatedAt); err != nil {
 			return nil, err
 		}
 		e.audit(ctx, "engine", "supersede", "campaign:"+cid, fmt.Sprintf("%d devices moved to campaign %s (%s)", len(ids), c.ID, rel.Ref()))
@@ -262,9 +262,14 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	return c, nil
 }
 
-func active(status string) bool {
-	return status == MemberPending || status == MemberAssigned || status == MemberWaiting || status == MemberTimedOut
-}
+// Members a device's report can still move on (a timed-out device that speaks again is back),
+// and, with those not yet released, the members a campaign still holds.
+var (
+	inFlight       = []string{MemberAssigned, MemberWaiting, MemberTimedOut}
+	activeStatuses = append([]string{MemberPending}, inFlight...)
+)
+
+func active(status string) bool { return slices.Contains(activeStatuses, status) }
 
 // Newer reports whether a is a newer release than b (release.Compare: a higher security
 // version, or the same and published later).
@@ -511,7 +516,7 @@ func (e *Engine) withdraw(ctx context.Context, c *Campaign) error {
 			}
 		}
 	}
-	return e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending, MemberAssigned, MemberWaiting, MemberTimedOut}, MemberCancelled, "campaign cancelled", e.now())
+	return e.Store.SetMembers(ctx, c.ID, ids, activeStatuses, MemberCancelled, "campaign cancelled", e.now())
 }
 
 // Tick drives every running campaign one step. The server calls it periodically, on one
@@ -564,7 +569,7 @@ func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, e
 		now := e.now()
 		d := Plan(c, ms, now)
 		if len(d.Reconciled) > 0 {
-			if err := e.Store.SetMembers(ctx, c.ID, d.Reconciled, []string{MemberAssigned, MemberWaiting, MemberTimedOut}, MemberCommitted, "", now); err != nil {
+			if err := e.Store.SetMembers(ctx, c.ID, d.Reconciled, inFlight, MemberCommitted, "", now); err != nil {
 				return false, err
 			}
 		}
@@ -669,14 +674,18 @@ func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
 		}
 		var todo []*fleet.Device
 		var failed []string
+		superseded := map[string][]string{} // why -> members, one write per reason
 		for _, d := range devs {
 			if why := e.newerThan(ctx, rels, d, rel); why != "" {
-				if err := e.Store.SetMembers(ctx, c.ID, []string{d.ID}, []string{MemberPending, MemberAssigned}, MemberSuperseded, why+" meanwhile", e.now()); err != nil {
-					return err
-				}
+				superseded[why] = append(superseded[why], d.ID)
 				continue
 			}
 			todo = append(todo, d)
+		}
+		for why, ids := range superseded {
+			if err := e.Store.SetMembers(ctx, c.ID, ids, []string{MemberPending, MemberAssigned}, MemberSuperseded, why+" meanwhile", e.now()); err != nil {
+				return err
+			}
 		}
 		// Members are marked assigned before the director signs, so that a device fast enough
 		// to report its commit before this loop ends finds itself assigned. Only those whose
@@ -732,7 +741,7 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 				continue
 			}
 			var to, detail string
-			from := []string{MemberAssigned, MemberWaiting, MemberTimedOut} // a timed-out device that speaks again is back
+			from := inFlight
 			switch {
 			case ev.Step == wire.StepCommit && ev.Status == wire.StatusOK:
 				to = MemberCommitted
@@ -741,9 +750,9 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 				// step verify, which the agent never retries, a download or install failure), or
 				// rolled back to the previous image. Events without a target are no campaign's.
 				to, detail = MemberFailed, ev.Step+": "+ev.Message
-				from = append(from, MemberCommitted)
+				from = append(slices.Clip(from), MemberCommitted)
 			case ev.Status == wire.StatusWaiting:
-				to, detail, from = MemberWaiting, ev.Message, []string{MemberAssigned, MemberWaiting, MemberTimedOut}
+				to, detail = MemberWaiting, ev.Message
 			case ev.Step == wire.StepInstall && ev.Status == wire.StatusStarted:
 				to, from = MemberAssigned, []string{MemberWaiting, MemberTimedOut}
 			default:

@@ -176,7 +176,7 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 	healthy := map[string]bool{}
 	members = slices.Clone(members) // reconciled members change below; the caller's stay as they are
 	for i, m := range members {
-		if (m.Status == MemberAssigned || m.Status == MemberWaiting || m.Status == MemberTimedOut) && m.Running != "" && m.Running == c.Target {
+		if slices.Contains(inFlight, m.Status) && m.Running != "" && m.Running == c.Target {
 			d.Reconciled = append(d.Reconciled, m.DeviceID)
 			m.Status, m.Since = MemberCommitted, now
 			members[i] = m
