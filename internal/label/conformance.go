@@ -1,6 +1,7 @@
 package label
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -236,7 +237,7 @@ func timeliness(d Declaration, now time.Time) (verdict, evidence, reason string)
 		}
 		return VerdictNotMet, evidence, fmt.Sprintf("over the declared %d days: %s%s", target, strings.Join(breaches, "; "), more)
 	case covered == 0 && e.AdvisoryToFixDays.Value == nil:
-		return VerdictCannotJudge, evidence, "no time-to-patch data: " + cmpOr(e.AdvisoryToFixDays.Note, "no advisory is matched to this product")
+		return VerdictCannotJudge, evidence, "no time-to-patch data: " + cmp.Or(e.AdvisoryToFixDays.Note, "no advisory is matched to this product")
 	case covered == 0:
 		return VerdictCannotJudge, evidence, "no advisory of high, critical or unknown severity is matched to this product"
 	case open > 0:

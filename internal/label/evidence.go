@@ -1,6 +1,7 @@
 package label
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -153,7 +154,7 @@ func ComputeEvidence(now time.Time, rel []ReleaseFact, dev []DeviceFact, ttp []T
 		if t.Published.IsZero() {
 			continue
 		}
-		a := AdvisoryFact{Advisory: t.Advisory, Severity: strings.ToLower(cmpOr(t.Severity, "unknown")), Published: t.Published.UTC()}
+		a := AdvisoryFact{Advisory: t.Advisory, Severity: strings.ToLower(cmp.Or(t.Severity, "unknown")), Published: t.Published.UTC()}
 		if t.FixReleased.IsZero() {
 			open++
 			e.Advisories = append(e.Advisories, a)
@@ -169,7 +170,9 @@ func ComputeEvidence(now time.Time, rel []ReleaseFact, dev []DeviceFact, ttp []T
 		}
 		e.Advisories = append(e.Advisories, a)
 	}
-	slices.SortFunc(e.Advisories, func(a, b AdvisoryFact) int { return cmpTime(a.Published, b.Published, a.Advisory, b.Advisory) })
+	slices.SortFunc(e.Advisories, func(a, b AdvisoryFact) int {
+		return cmp.Or(a.Published.Compare(b.Published), strings.Compare(a.Advisory, b.Advisory))
+	})
 	e.AdvisoryToFixDays = median(toFix, "median over fixed advisories of the days from the advisory's publication to the fixed release's; a fix released before its advisory counts as 0",
 		"not available because no advisory matched to this product has a fixed release")
 	if open > 0 {
@@ -228,20 +231,5 @@ func median(xs []float64, method, unavailable string) Figure {
 func days(d time.Duration) float64 { return round1(max(d.Hours(), 0) / 24) }
 
 func round1(x float64) float64 { return math.Round(x*10) / 10 }
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
-// cmpTime orders by time, then by name.
-func cmpTime(a, b time.Time, an, bn string) int {
-	if c := a.Compare(b); c != 0 {
-		return c
-	}
-	return strings.Compare(an, bn)
-}
 
 func ptr[T any](v T) *T { return &v }

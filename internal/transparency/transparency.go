@@ -99,7 +99,6 @@ type entry struct {
 	mu      sync.Mutex
 	checked time.Time // when the inputs were last read
 	policy  time.Time // the UpdatedAt of the policy they were read with
-	fp      [sha256.Size]byte
 	pub     *Publication // the last good publication
 	err     error        // why the last build failed, while there is no good publication
 }
@@ -161,7 +160,7 @@ func (s *Service) Publication(ctx context.Context, product string) (*Publication
 	case fresh:
 		return nil, e.err
 	}
-	pub, err := s.rebuild(ctx, p, e.fp, e.pub)
+	pub, err := s.rebuild(ctx, p, e.pub)
 	e.checked, e.policy = s.now(), p.UpdatedAt
 	if err != nil {
 		if e.pub == nil {
@@ -171,18 +170,18 @@ func (s *Service) Publication(ctx context.Context, product string) (*Publication
 		s.logger().Error("publication not rebuilt; serving the last good one", LogProduct, product, LogErr, err)
 		return e.pub, nil
 	}
-	e.fp, e.pub, e.err = pub.fp, pub, nil
+	e.pub, e.err = pub, nil
 	return pub, nil
 }
 
-// rebuild gathers p's inputs and, if their fingerprint differs from fp, builds a new publication;
-// otherwise it returns last.
-func (s *Service) rebuild(ctx context.Context, p *release.Product, fp [sha256.Size]byte, last *Publication) (*Publication, error) {
+// rebuild gathers p's inputs and, if their fingerprint differs from the one last was built
+// from, builds a new publication; otherwise it returns last.
+func (s *Service) rebuild(ctx context.Context, p *release.Product, last *Publication) (*Publication, error) {
 	in, err := s.gather(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	if last != nil && in.fp == fp {
+	if last != nil && in.fp == last.fp {
 		return last, nil
 	}
 	pub, err := s.build(in)
