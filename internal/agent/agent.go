@@ -416,25 +416,23 @@ func (a *Agent) Run(ctx context.Context) error {
 // spread is the wait before the next poll: within the server's suggested jitter when it sent
 // one, else ±20%.
 func (a *Agent) spread(d time.Duration) time.Duration {
-	j := a.pollJitter
-	if d <= 0 || j <= 0 {
+	if a.pollJitter <= 0 {
 		return jitter(d)
+	}
+	return spreadBy(d, a.pollJitter)
+}
+
+// jitter spreads d by ±20% so that a fleet does not poll in lockstep.
+func jitter(d time.Duration) time.Duration { return spreadBy(d, d/5) }
+
+// spreadBy returns a random wait in [d-j, d+j], never below 0.
+func spreadBy(d, j time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
 	}
 	n, err := rand.Int(rand.Reader, big.NewInt(int64(2*j)+1))
 	if err != nil {
 		return d
 	}
 	return max(0, d-j+time.Duration(n.Int64()))
-}
-
-// jitter spreads d by ±20% so that a fleet does not poll in lockstep.
-func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	n, err := rand.Int(rand.Reader, big.NewInt(int64(d)/5*2+1))
-	if err != nil {
-		return d
-	}
-	return d - d/5 + time.Duration(n.Int64())
 }

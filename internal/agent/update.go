@@ -63,10 +63,24 @@ func (a *Agent) Cycle(ctx context.Context) error {
 // pollHint is the poll interval the server suggests: the body's poll_seconds on a 200, else
 // the Upkeep-Poll-Seconds header, which the server sends on 304 answers too. 0: no suggestion.
 func pollHint(status, bodySeconds int, hdr http.Header) time.Duration {
+	return hintSeconds(status, bodySeconds, hdr, wire.HeaderPollInterval)
+}
+
+// jitterHint is the spread around the poll interval the server suggests (wider while it is
+// loaded), from the body on a 200 or the Upkeep-Poll-Jitter-Seconds header, at most half of
+// poll. 0: none suggested, and the agent spreads by its own ±20%.
+func jitterHint(status, bodySeconds int, hdr http.Header, poll time.Duration) time.Duration {
+	return min(hintSeconds(status, bodySeconds, hdr, wire.HeaderPollJitter), poll/2)
+}
+
+// hintSeconds reads a number of seconds the server suggests: from the body on a 200 when it
+// carries one, else from the header key; bounded by maxPollHintSeconds, 0 when absent or not
+// positive.
+func hintSeconds(status, bodySeconds int, hdr http.Header, key string) time.Duration {
 	s := int64(0)
 	if status == http.StatusOK && bodySeconds > 0 {
 		s = int64(bodySeconds)
-	} else if v := hdr.Get(wire.HeaderPollInterval); v != "" {
+	} else if v := hdr.Get(key); v != "" {
 		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
 			s = n // beyond int64: the largest, clamped below
 		}
@@ -75,24 +89,6 @@ func pollHint(status, bodySeconds int, hdr http.Header) time.Duration {
 		return 0
 	}
 	return time.Duration(min(s, maxPollHintSeconds)) * time.Second
-}
-
-// jitterHint is the spread around the poll interval the server suggests (wider while it is
-// loaded), from the body on a 200 or the Upkeep-Poll-Jitter-Seconds header, at most half of
-// poll. 0: none suggested, and the agent spreads by its own ±20%.
-func jitterHint(status, bodySeconds int, hdr http.Header, poll time.Duration) time.Duration {
-	s := int64(0)
-	if status == http.StatusOK && bodySeconds > 0 {
-		s = int64(bodySeconds)
-	} else if v := hdr.Get(wire.HeaderPollJitter); v != "" {
-		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
-			s = n
-		}
-	}
-	if s <= 0 {
-		return 0
-	}
-	return min(time.Duration(min(s, maxPollHintSeconds))*time.Second, poll/2)
 }
 
 // maxPollHintSeconds bounds a poll hint before it is scaled (a week), so it cannot overflow.

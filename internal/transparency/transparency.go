@@ -97,8 +97,8 @@ const DefaultInterval = time.Minute
 // requests reads the stores once.
 type entry struct {
 	mu      sync.Mutex
-	checked time.Time // when the inputs were last read
-	policy  time.Time // the UpdatedAt of the policy they were read with
+	checked time.Time    // when the inputs were last read
+	policy  time.Time    // the UpdatedAt of the policy they were read with
 	pub     *Publication // the last good publication
 	err     error        // why the last build failed, while there is no good publication
 }
