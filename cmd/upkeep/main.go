@@ -1,61 +1,11 @@
 // Command upkeep is Upkeep's server and operator CLI: serve, keys, release, deploy, devices,
-// enroll-token and demo.
+// rollouts, vulnerabilities, labels, the demo and the benchmarks (internal/cli).
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/spf13/cobra"
-
-	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	setupProfiling()
-	defer stopProfile()
-	if err := newRoot().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "upkeep:", userMessage(err))
-		stopProfile()
-		os.Exit(1)
-	}
-}
-
-// userMessage shows the server's user-safe message for application errors.
-func userMessage(err error) string {
-	var ae *apperr.Error
-	if e, ok := err.(*apperr.Error); ok {
-		ae = e
-	}
-	if ae != nil && ae.Err == nil {
-		return ae.Msg
-	}
-	return err.Error()
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
-func newRoot() *cobra.Command {
-	root := &cobra.Command{
-		Use:           "upkeep",
-		Short:         "Secure, honest updates for consumer IoT devices",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	g := &globals{}
-	root.PersistentFlags().StringVar(&g.server, "server", envOr("UPKEEP_SERVER", "http://127.0.0.1:8080"), "server URL (env UPKEEP_SERVER)")
-	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("UPKEEP_TOKEN"), "operator token (env UPKEEP_TOKEN)")
-	root.AddCommand(serveCmd(), keysCmd(g), releaseCmd(g), deployCmd(g), devicesCmd(g), enrollTokenCmd(g), productCmd(g), labelCmd(g), rolloutCmd(g), groupsCmd(g), simulateCmd(g), benchCmd(), demoCmd())
-	addVulnCmds(root, g)
-	return root
-}
+func main() { os.Exit(cli.Main(os.Args[1:])) }

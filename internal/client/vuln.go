@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
 	"upkeep.dev/upkeep/wire"
 
 	"upkeep.dev/upkeep/internal/vuln"

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+
 	"upkeep.dev/upkeep/wire"
 
 	"upkeep.dev/upkeep/internal/apperr"

@@ -7,6 +7,7 @@ package patch
 import (
 	"context"
 	"time"
+
 	"upkeep.dev/upkeep/wire"
 
 	"upkeep.dev/upkeep/internal/vuln"

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -133,4 +134,30 @@ func (d *Device) ActiveImageSHA256(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Image makes a deterministic pseudo-random image of size bytes that starts with its version.
+func Image(version string, size int) []byte {
+	b := make([]byte, size)
+	seed := uint32(2166136261)
+	for _, c := range version {
+		seed = (seed ^ uint32(c)) * 16777619
+	}
+	for i := range b {
+		seed ^= seed << 13
+		seed ^= seed >> 17
+		seed ^= seed << 5
+		b[i] = byte(seed)
+	}
+	copy(b, "UPKEEP-DEMO-IMAGE "+version+"\n")
+	return b
+}
+
+// TempDir is /dev/shm when there is one (thousands of simulated journals then cost no disk
+// syncs), else the default temporary folder.
+func TempDir() string {
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		return "/dev/shm"
+	}
+	return ""
 }

@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+	"upkeep.dev/upkeep/internal/bench"
+)
+
+func benchCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Measure the server: fleet rollouts and check-ins"}
+	cfg := bench.RolloutConfig{Devices: 10000, Size: 1 << 20, Waves: "1%,10%,100%", PollSeconds: 5, Hammer: 10 * time.Second, Conns: 64, Progress: 10 * time.Second}
+	rollout := &cobra.Command{
+		Use:   "rollout",
+		Short: "Start a server process, enrol N simulated devices, roll a release out to all of them and time it",
+		Long: `Starts ` + "`upkeep serve`" + ` as a separate process (so that its memory is measured alone) on
+the embedded defaults in a temporary folder, publishes a factory image and a release of --size
+bytes, enrols --devices simulated devices (real protocol and verification, in this process),
+rolls the release out in --waves and reports: the time until every device runs it, the
+server's resident memory per 10,000 devices, and check-ins per second with --conns
+connections polling as fast as they can for --hammer.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench.Rollout(cmd.Context(), cfg, cmd.OutOrStdout())
+		},
+	}
+	f := rollout.Flags()
+	f.IntVar(&cfg.Devices, "devices", cfg.Devices, "simulated devices")
+	f.IntVar(&cfg.Size, "size", cfg.Size, "release size in bytes")
+	f.StringVar(&cfg.Waves, "waves", cfg.Waves, "campaign waves")
+	f.IntVar(&cfg.PollSeconds, "poll-seconds", cfg.PollSeconds, "poll interval the server suggests")
+	f.DurationVar(&cfg.Hammer, "hammer", cfg.Hammer, "check-in saturation phase (0: skip)")
+	f.DurationVar(&cfg.Progress, "progress", cfg.Progress, "how often the rollout's progress is printed")
+	f.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections in the check-in phase")
+	f.StringVar(&cfg.Database, "db", "", "postgres:// URL (default: the embedded SQLite)")
+	cmd.AddCommand(append([]*cobra.Command{rollout}, benchHTTPCmds()...)...)
+	return cmd
+}
+
+// benchHTTPCmds returns the bench subcommands defined here.
+func benchHTTPCmds() []*cobra.Command {
+	// Each command has a configuration of its own: flag defaults differ between them.
+	common := func(c *cobra.Command, cfg *bench.HTTPConfig) {
+		c.Flags().StringVar(&cfg.Postgres, "postgres", cfg.Postgres, "existing PostgreSQL database to connect to; the bench creates and drops its own next to it (env UPKEEP_BENCH_POSTGRES; empty: skip PostgreSQL)")
+		c.Flags().DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of each measurement")
+	}
+	wrkFlags := func(c *cobra.Command, cfg *bench.HTTPConfig) {
+		common(c, cfg)
+		c.Flags().IntSliceVar(&cfg.Conns, "conns", cfg.Conns, "wrk connections (repeatable)")
+		c.Flags().IntVar(&cfg.Threads, "threads", cfg.Threads, "wrk threads")
+		c.Flags().IntVar(&cfg.Repeat, "repeat", cfg.Repeat, "wrk runs per figure (the median is reported)")
+	}
+	ccfg := bench.DefaultHTTPConfig()
+	checkin := &cobra.Command{
+		Use:   "checkin",
+		Short: "Check-ins per second with wrk, next to nginx serving a 300-byte file under the same load",
+		Long: `Starts ` + "`upkeep serve`" + ` on SQLite and (with --postgres) on a fresh PostgreSQL database,
+enrols --devices devices through the real protocol on each, and drives POST /device/v1/checkin
+with wrk (each request as the next device: its token, the agent's JSON body and If-None-Match,
+answered 304 from memory). nginx, started from a temporary configuration, serves a 300-byte file
+under the same wrk load as the reference. Needs wrk and nginx in PATH.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench.Checkin(cmd.Context(), ccfg, cmd.OutOrStdout())
+		},
+	}
+	wrkFlags(checkin, &ccfg)
+	checkin.Flags().IntVar(&ccfg.Devices, "devices", ccfg.Devices, "enrolled devices the check-ins rotate through")
+
+	dcfg := bench.DefaultHTTPConfig()
+	dcfg.Conns = []int{4}
+	download := &cobra.Command{
+		Use:   "download",
+		Short: "Artifact download throughput through the server, next to nginx serving the same file",
+		Long: `Starts ` + "`upkeep serve`" + ` (SQLite, artifacts in a folder), publishes a release of --size bytes,
+enrols one device and fetches GET /device/v1/targets/NAME with its token through wrk; nginx
+serves the same bytes from a file under the same load. Needs wrk and nginx in PATH.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench.Download(cmd.Context(), dcfg, cmd.OutOrStdout())
+		},
+	}
+	wrkFlags(download, &dcfg)
+	download.Flags().IntVar(&dcfg.Size, "size", dcfg.Size, "artifact size in bytes")
+
+	fcfg := bench.DefaultHTTPConfig()
+	fcfg.Devices, fcfg.Duration = 100000, 3*time.Minute
+	fleet := &cobra.Command{
+		Use:   "fleet",
+		Short: "A simulated fleet polling at a realistic rate against several replicas on one PostgreSQL database",
+		Long: `Creates a fresh PostgreSQL database, starts --replicas ` + "`upkeep serve`" + ` processes on it,
+enrols --devices devices through the real protocol (spread over the replicas), then polls
+check-ins: every device every --interval with ±20% jitter, each check-in to a random replica.
+After --warmup it measures for --duration: each replica's CPU and memory, PostgreSQL's writes,
+check-ins per second and their latency. Devices are lightweight: a key, a token (renewed as the
+agent does) and the director version they trust.`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench.Fleet(cmd.Context(), fcfg, cmd.OutOrStdout())
+		},
+	}
+	common(fleet, &fcfg)
+	fleet.Flags().IntVar(&fcfg.Devices, "devices", fcfg.Devices, "simulated devices")
+	fleet.Flags().IntVar(&fcfg.Replicas, "replicas", fcfg.Replicas, "server processes")
+	fleet.Flags().DurationVar(&fcfg.Interval, "interval", fcfg.Interval, "each device's poll interval")
+	fleet.Flags().DurationVar(&fcfg.Warmup, "warmup", fcfg.Warmup, "polling before the measured window")
+	fleet.Flags().IntVar(&fcfg.Enrolers, "enrolers", fcfg.Enrolers, "enrolments in flight")
+	return []*cobra.Command{checkin, download, fleet}
+}

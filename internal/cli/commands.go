@@ -1,0 +1,396 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/server"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+type globals struct {
+	server, token string
+}
+
+func (g *globals) client() (*client.Client, error) {
+	if g.token == "" {
+		return nil, fmt.Errorf("an operator token is needed: pass --token or set UPKEEP_TOKEN (printed once by the first `upkeep serve`)")
+	}
+	return &client.Client{Base: g.server, Token: g.token}, nil
+}
+
+func serveCmd() *cobra.Command {
+	cfg := server.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the server on the embedded defaults (SQLite and a local artifacts folder)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if v := os.Getenv("UPKEEP_MAX_CHECKINS"); v != "" && !cmd.Flags().Changed("max-checkins") {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					return fmt.Errorf("UPKEEP_MAX_CHECKINS=%q: want a number", v)
+				}
+				cfg.MaxCheckins = n
+			}
+			cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+			s, err := server.Open(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			// The token first: a program reading this output knows it has all of it at the
+			// "serving on" line.
+			if s.AdminToken != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "operator token (shown once, keep it): %s\n", s.AdminToken)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "upkeep serving on %s\n", s.URL)
+			<-cmd.Context().Done()
+			fmt.Fprintln(cmd.OutOrStdout(), "shutting down: finishing in-flight requests")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Addr, "addr", envOr("UPKEEP_ADDR", cfg.Addr), "listen address (env UPKEEP_ADDR)")
+	f.StringVar(&cfg.DataDir, "data", envOr("UPKEEP_DATA", cfg.DataDir), "folder for the SQLite database and artifacts (env UPKEEP_DATA)")
+	f.StringVar(&cfg.KeysDir, "keys", envOr("UPKEEP_KEYS", cfg.KeysDir), "folder with the online keys and trust roots (env UPKEEP_KEYS)")
+	f.StringVar(&cfg.Blobs, "blobs", os.Getenv("UPKEEP_BLOBS"), "s3://bucket?endpoint=URL for S3-compatible artifact storage (keys in UPKEEP_S3_ACCESS_KEY, UPKEEP_S3_SECRET_KEY); empty: a folder in --data")
+	cfg.S3AccessKey, cfg.S3SecretKey = os.Getenv("UPKEEP_S3_ACCESS_KEY"), os.Getenv("UPKEEP_S3_SECRET_KEY")
+	f.StringVar(&cfg.Database, "db", os.Getenv("UPKEEP_DB"), "postgres:// URL for the scale-out store; empty: SQLite in --data (env UPKEEP_DB)")
+	f.Int64Var(&cfg.MaxArtifact, "max-artifact", cfg.MaxArtifact, "largest artifact accepted, in bytes")
+	f.IntVar(&cfg.PollSeconds, "poll-seconds", cfg.PollSeconds, "poll interval suggested to devices")
+	f.IntVar(&cfg.MaxCheckins, "max-checkins", cfg.MaxCheckins, "check-ins in flight before devices get 429 with a spread Retry-After (env UPKEEP_MAX_CHECKINS; 0: 4096)")
+	f.StringVar(&cfg.PublicURL, "public-url", os.Getenv("UPKEEP_PUBLIC_URL"), "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
+	f.StringVar(&cfg.Manufacturer, "manufacturer", os.Getenv("UPKEEP_MANUFACTURER"), "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
+	return cmd
+}
+
+func keysCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Create and rotate the signing keys"}
+	var dir string
+	var rootKeys, threshold int
+	initCmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create the offline and online keys and the first trust roots",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			info, err := trust.InitKeySet(dir, rootKeys, threshold, trust.DefaultLifetimes(), time.Now())
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "key set written to %s\n\n", dir)
+			fmt.Fprintln(w, "OFFLINE — move these off the server and keep them offline (release engineers, an HSM):")
+			for _, f := range info.Offline {
+				fmt.Fprintf(w, "  %s\n", filepath.Join(dir, f))
+			}
+			fmt.Fprintln(w, "\nONLINE — the server needs these (upkeep serve --keys):")
+			for _, f := range info.Online {
+				fmt.Fprintf(w, "  %s\n", filepath.Join(dir, f))
+			}
+			fmt.Fprintln(w, "\nPROVISION into every device at manufacturing (its trust roots):")
+			for _, f := range info.Public {
+				fmt.Fprintf(w, "  %s\n", filepath.Join(dir, f))
+			}
+			return nil
+		},
+	}
+	initCmd.Flags().StringVar(&dir, "dir", "keys", "folder to create the key set in")
+	initCmd.Flags().IntVar(&rootKeys, "root-keys", 1, "number of offline image root keys")
+	initCmd.Flags().IntVar(&threshold, "root-threshold", 1, "signatures needed on a new root")
+
+	cmd.AddCommand(initCmd, rotateRootCmd(g), resignDirectorRootCmd(g), keysStatusCmd(g))
+	return cmd
+}
+
+func releaseCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "release", Short: "Publish and list releases"}
+	var o client.PublishOptions
+	var keyPath, rootPath string
+	var fixes string
+	publish := &cobra.Command{
+		Use:   "publish FILE",
+		Short: "Sign a release locally with the offline targets key and upload it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if o.TargetsKey, err = trust.LoadKey(keyPath); err != nil {
+				return err
+			}
+			if rootPath == "" {
+				rootPath = filepath.Join(filepath.Dir(keyPath), trust.FileImageRoot)
+			}
+			if o.TrustedRoot, err = os.ReadFile(rootPath); err != nil {
+				return fmt.Errorf("trusted root: %w", err)
+			}
+			if fixes != "" {
+				o.Custom.Fixes = splitFixes(fixes)
+			}
+			o.File, o.Expires = args[0], trust.DefaultLifetimes().Targets
+			if f, ok := cmd.OutOrStdout().(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				o.Progress = func(r io.Reader, size int64) io.Reader {
+					bar := progressbar.DefaultBytes(size, "uploading")
+					pr := progressbar.NewReader(r, bar)
+					return &pr
+				}
+			}
+			rel, err := c.Publish(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "published %s@%s as %s (%d bytes, sha256 %s)\n", rel.Product, rel.Version, rel.Target, rel.Length, rel.SHA256)
+			return nil
+		},
+	}
+	f := publish.Flags()
+	f.StringVar(&o.Custom.Product, "product", "", "product name")
+	f.StringSliceVar(&o.Custom.HardwareIDs, "hardware", nil, "hardware id the image runs on (repeatable)")
+	f.StringVar(&o.Custom.Version, "version", "", "release version")
+	f.Int64Var(&o.Custom.SecurityVersion, "security-version", 0, "anti-rollback counter: devices refuse anything lower than what they run (required: a forgotten 0 would protect nothing)")
+	f.StringVar(&o.Custom.Class, "class", trust.ClassSecurity, "security or feature")
+	f.StringVar(&fixes, "fixes", "", "comma-separated advisory ids this release fixes")
+	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): its SHA-256 is signed into the target, then it is uploaded")
+	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
+	f.StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")
+	for _, n := range []string{"product", "hardware", "version", "security-version"} {
+		publish.MarkFlagRequired(n)
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List releases",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			rels, err := c.Releases(cmd.Context(), "")
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "RELEASE\tCLASS\tSECURITY VERSION\tHARDWARE\tSIZE\tPUBLISHED")
+			for _, r := range rels {
+				fmt.Fprintf(tw, "%s@%s\t%s\t%d\t%s\t%d\t%s\n", r.Product, r.Version, r.Class, r.SecurityVersion, strings.Join(r.HardwareIDs, ","), r.Length, r.PublishedAt.Format(time.RFC3339))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			return targetsExpiryFooter(cmd, c)
+		},
+	}
+	cmd.AddCommand(publish, list, resignTargetsCmd(g))
+	return cmd
+}
+
+func deployCmd(g *globals) *cobra.Command {
+	var req wire.DeployRequest
+	cmd := &cobra.Command{
+		Use:   "deploy",
+		Short: "Make the director assign a release to devices",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			resp, err := c.Deploy(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s assigned to %d devices\n", req.Release, resp.Assigned)
+			for id, why := range resp.Skipped {
+				fmt.Fprintf(cmd.OutOrStdout(), "  skipped %s: %s\n", id, why)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&req.Release, "release", "", "product@version")
+	cmd.Flags().StringSliceVar(&req.DeviceIDs, "device", nil, "device id (repeatable)")
+	cmd.Flags().BoolVar(&req.All, "all", false, "every accepted device of the product")
+	cmd.Flags().StringVar(&req.HardwareID, "hardware", "", "with --all: only this hardware id")
+	cmd.MarkFlagRequired("release")
+	return cmd
+}
+
+func devicesCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "devices", Short: "List, inspect and accept devices"}
+	var product string
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List devices with their installed version, state and last check-in",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ds, err := c.Devices(cmd.Context(), product)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(ds)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "DEVICE\tSTATUS\tPRODUCT\tHARDWARE\tINSTALLED\tSTATE\tASSIGNED\tLAST CHECK-IN\tLAST ERROR")
+			for _, d := range ds {
+				seen := "never"
+				if !d.LastSeen.IsZero() {
+					seen = time.Since(d.LastSeen).Truncate(time.Second).String() + " ago"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Status, d.Product, d.HardwareID, d.Installed.Version, d.State, d.Assigned, seen, d.LastError)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&product, "product", "", "only this product")
+	list.Flags().BoolVar(&asJSON, "json", false, "JSON output")
+	accept := &cobra.Command{
+		Use:   "accept ID",
+		Short: "Admit a device that enrolled without a token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			return c.Accept(cmd.Context(), args[0])
+		},
+	}
+	events := &cobra.Command{
+		Use:   "events ID",
+		Short: "Show the update steps a device reported",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ev, err := c.Events(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tTARGET\tSTEP\tSTATUS\tFATAL\tMESSAGE")
+			for _, e := range ev {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", e.Time.Format(time.RFC3339), e.Target, e.Step, e.Status, e.Fatal, e.Message)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(list, accept, events)
+	return cmd
+}
+
+func enrollTokenCmd(g *globals) *cobra.Command {
+	var req wire.EnrollTokenRequest
+	cmd := &cobra.Command{
+		Use:   "enroll-token",
+		Short: "Create an enrolment token that admits devices without an operator",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.CreateEnrollToken(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\n", t.Token)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&req.Name, "name", "factory", "a name for the token")
+	cmd.Flags().IntVar(&req.Uses, "uses", 0, "how many devices it admits (0: unlimited)")
+	cmd.Flags().DurationVar(&req.TTL, "ttl", 0, "how long it is valid (0: forever)")
+	cmd.Flags().StringVar(&req.Product, "product", "", "only devices of this product")
+	return cmd
+}
+
+func productCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "product", Short: "Set and show products' support policies"}
+	var pol release.Policy
+	set := &cobra.Command{
+		Use:   "set PRODUCT",
+		Short: "Change a product's support policy: only the flags given change (the end date may be extended, never shortened)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			p, err := c.SetPolicy(cmd.Context(), args[0], policyPatch(cmd.Flags(), pol))
+			if err != nil {
+				return err
+			}
+			end := pol.SupportEnd
+			if cur, err := release.ParsePolicy(p.Policy); err == nil {
+				end = cur.SupportEnd
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: security updates until %s; its devices are told\n", p.Name, end)
+			if p.Warning != "" {
+				fmt.Fprintln(cmd.OutOrStdout(), "WARNING:", p.Warning)
+			}
+			return nil
+		},
+	}
+	policyFlags(set.Flags(), &pol)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List products, with end-of-support warnings",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ps, err := c.Products(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "PRODUCT\tPOLICY\tWARNING")
+			for _, p := range ps {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Name, p.Policy, p.Warning)
+			}
+			return tw.Flush()
+		},
+	}
+	history := &cobra.Command{
+		Use:   "history PRODUCT",
+		Short: "Show every change of a product's support policy",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.PolicyHistory(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tACTOR\tFIELD\tOLD\tNEW")
+			for _, e := range h {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.At.Format(time.RFC3339), e.Actor, e.Field, e.Old, e.New)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(set, list, history)
+	return cmd
+}

@@ -1,0 +1,109 @@
+// Package show prints what the operator CLI and the demo show a person: campaign status tables,
+// wave sizes and progress bars. It holds no state and makes no calls.
+package show
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/wire"
+)
+
+// WaveSizes turns cumulative wave ends into per-wave sizes.
+func WaveSizes(cum []int) []int {
+	out := make([]int, len(cum))
+	prev := 0
+	for i, c := range cum {
+		out[i], prev = c-prev, c
+	}
+	return out
+}
+
+// Last is the last element of xs, or 0.
+func Last(xs []int) int {
+	if len(xs) == 0 {
+		return 0
+	}
+	return xs[len(xs)-1]
+}
+
+var statusOrder = []string{rollout.MemberPending, rollout.MemberAssigned, rollout.MemberTimedOut, rollout.MemberWaiting, rollout.MemberCommitted, rollout.MemberHealthy,
+	rollout.MemberFailed, rollout.MemberSuperseded, rollout.MemberCancelled}
+
+// CampaignStatus prints a campaign's settings, its waves by member status and its timeline.
+func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
+	c := st.Campaign
+	fmt.Fprintf(w, "campaign %s: %s to %s — %s\n", c.ID, c.Release, c.Selector, strings.ToUpper(c.State))
+	if c.PauseReason != "" {
+		fmt.Fprintf(w, "paused: %s\n", c.PauseReason)
+	}
+	mode := "forced"
+	if c.Consent {
+		mode = "soft (owner consent)"
+	}
+	fmt.Fprintf(w, "thresholds: advance at %.0f%% healthy, pause above %.0f%% failed; health gate %s; %s", c.SuccessThreshold*100, c.FailureThreshold*100, c.HealthGate, mode)
+	if c.Window != "" {
+		fmt.Fprintf(w, "; window %s UTC", c.Window)
+	}
+	if c.IgnoreWindow {
+		fmt.Fprint(w, "; ignores maintenance windows")
+	}
+	fmt.Fprintln(w)
+	if c.AssignTimeout != "" && c.AssignTimeout != "0s" {
+		fmt.Fprintf(w, "assigned devices silent for %s count as timed out (not in the success count)\n", c.AssignTimeout)
+	}
+	if c.Stale > 0 {
+		fmt.Fprintf(w, "left out at creation: %d devices not seen recently\n", c.Stale)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "WAVE\tSIZE\t")
+	for _, s := range statusOrder {
+		fmt.Fprintf(tw, "%s\t", strings.ToUpper(s))
+	}
+	fmt.Fprintln(tw)
+	for i, k := range st.Waves {
+		n := 0
+		for _, v := range k {
+			n += v
+		}
+		mark := ""
+		if i+1 == c.Wave {
+			mark = "*"
+		}
+		fmt.Fprintf(tw, "%s%d\t%d\t", mark, i+1, n)
+		for _, s := range statusOrder {
+			fmt.Fprintf(tw, "%d\t", k[s])
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+	if len(st.Waiting) > 0 {
+		fmt.Fprintf(w, "\n%d devices wait (consent or maintenance window):\n", len(st.Waiting))
+		for _, m := range st.Waiting[:min(len(st.Waiting), 10)] {
+			fmt.Fprintf(w, "  %s  wave %d  %s\n", m.DeviceID, m.Wave, m.Detail)
+		}
+	}
+	if len(st.Failed) > 0 {
+		fmt.Fprintf(w, "\n%d devices failed:\n", len(st.Failed))
+		for _, m := range st.Failed[:min(len(st.Failed), 10)] {
+			fmt.Fprintf(w, "  %s  wave %d  %s\n", m.DeviceID, m.Wave, m.Detail)
+		}
+	}
+	fmt.Fprintln(w, "\ntimeline:")
+	for _, e := range st.Timeline {
+		fmt.Fprintf(w, "  %s  %-8s %-9s %s\n", e.Time.Local().Format(time.DateTime), e.Actor, e.Action, e.Detail)
+	}
+}
+
+// Bar draws n of total as a bar of width characters.
+func Bar(n, total, width int) string {
+	if total == 0 {
+		return "[" + strings.Repeat(" ", width) + "]"
+	}
+	k := n * width / total
+	return "[" + strings.Repeat("#", k) + strings.Repeat(".", width-k) + "]"
+}

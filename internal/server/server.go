@@ -1,0 +1,504 @@
+// Package server is a running Upkeep server: it opens the stores and the artifact store, wires
+// them to the domain services and the HTTP API, and owns every background job (last-seen
+// flushes, rollout ticks, re-signing, warnings, following other replicas), each stoppable and
+// awaited by Close. The upkeep command's serve, the demo, the benchmarks and the end-to-end
+// tests all start it.
+package server
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/auth"
+	blobfs "upkeep.dev/upkeep/internal/blob/fs"
+	blobs3 "upkeep.dev/upkeep/internal/blob/s3"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/httpapi"
+	"upkeep.dev/upkeep/internal/label"
+	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/repo"
+	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/store/postgres"
+	"upkeep.dev/upkeep/internal/store/sqlite"
+	"upkeep.dev/upkeep/internal/store/sqlstore"
+	"upkeep.dev/upkeep/internal/transparency"
+	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/wire"
+)
+
+// Config configures `upkeep serve`.
+type Config struct {
+	Addr        string // listen address; ":0" picks a free port
+	DataDir     string // SQLite database and artifacts folder live here
+	KeysDir     string // online keys and bootstrap trust files
+	Database    string // "" (SQLite in DataDir) or a postgres:// URL
+	Blobs       string // "" (a folder in DataDir) or s3://bucket?endpoint=...
+	S3AccessKey string
+	S3SecretKey string
+	MaxArtifact int64
+	PollSeconds int
+	// MaxCheckins bounds check-ins in flight; past it devices get 429 and a spread Retry-After.
+	// 0: the HTTP API's default (4096).
+	MaxCheckins int
+	// RolloutEvery is how often the rollout engine drives running campaigns. Default 1 s.
+	RolloutEvery time.Duration
+	TokenTTL     time.Duration
+	Lifetimes    trust.Lifetimes
+	Logger       *slog.Logger
+	Now          func() time.Time // a fake clock in tests
+	// PublicURL is the base URL the public reaches this server at; the labels' QR codes link
+	// under it (/p/{product}). Empty: the listen URL.
+	PublicURL    string
+	Manufacturer string // who places the products on the market, as declarations name it
+	// PublicRefresh is how long a product's public pages are served before their inputs are read
+	// again (0: transparency.DefaultInterval); label.go.
+	PublicRefresh time.Duration
+}
+
+// DefaultConfig returns the embedded defaults.
+func DefaultConfig() Config {
+	return Config{
+		Addr: "127.0.0.1:8080", DataDir: "upkeep-data", KeysDir: "keys", MaxArtifact: 4 << 30,
+		PollSeconds: 300, TokenTTL: time.Hour, Lifetimes: trust.DefaultLifetimes(),
+	}
+}
+
+// Validate names the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case c.Addr == "":
+		return errors.New("server config: addr is empty")
+	case c.DataDir == "":
+		return errors.New("server config: data dir is empty")
+	case c.KeysDir == "":
+		return errors.New("server config: keys dir is empty")
+	case c.MaxArtifact <= 0:
+		return errors.New("server config: max artifact size must be positive")
+	case c.PollSeconds <= 0:
+		return errors.New("server config: poll seconds must be positive")
+	case c.MaxCheckins < 0:
+		return errors.New("server config: max check-ins must not be negative")
+	case c.TokenTTL < time.Minute:
+		return errors.New("server config: device token TTL must be at least a minute")
+	case c.PublicURL != "" && !validPublicURL(c.PublicURL):
+		return errors.New("server config: public URL must be an absolute http:// or https:// URL")
+	}
+	return nil
+}
+
+// Server is a running `upkeep serve`: the wiring of stores, services and HTTP. End-to-end tests
+// start it on :0.
+type Server struct {
+	Config     Config
+	DB         *sqlstore.DB
+	Blobs      release.BlobStore
+	Repo       *repo.Service
+	Fleet      *fleet.Service
+	Metrics    *httpapi.Metrics
+	URL        string
+	AdminToken string // set only when this start created the first operator token
+	// Transparency publishes the products' declarations, labels and pages (cmd/upkeep/label.go).
+	Transparency *transparency.Service
+	Rollouts     *rollout.Engine
+	// Patch holds SBOMs, advisories and VEX, and answers exposure and time-to-patch.
+	Patch *patch.Service
+
+	http    *http.Server
+	ln      net.Listener
+	holder  string          // this replica's name for leases
+	jobCtx  context.Context // ends when Close starts stopping the jobs
+	cancel  context.CancelFunc
+	serving sync.WaitGroup // the HTTP server's goroutine
+	jobs    sync.WaitGroup // background jobs (Go, Every)
+	running atomic.Int32
+}
+
+// Open opens the stores, bootstraps the repositories and starts listening.
+func Open(ctx context.Context, cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	keys, err := trust.LoadServerKeys(cfg.KeysDir)
+	if err != nil {
+		return nil, fmt.Errorf("%w (run `upkeep keys init --dir %s` first)", err, cfg.KeysDir)
+	}
+	var db *sqlstore.DB
+	if strings.HasPrefix(cfg.Database, "postgres://") || strings.HasPrefix(cfg.Database, "postgresql://") {
+		db, err = postgres.Open(ctx, cfg.Database)
+	} else if cfg.Database == "" {
+		db, err = sqlite.Open(ctx, filepath.Join(cfg.DataDir, "upkeep.db"))
+	} else {
+		err = fmt.Errorf("database %q: want a postgres:// URL, or nothing for the embedded SQLite", cfg.Database)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Config: cfg, DB: db}
+	fail := func(err error) (*Server, error) { db.Close(); return nil, err }
+	if strings.HasPrefix(cfg.Blobs, "s3://") {
+		sc, err := blobs3.ParseURL(cfg.Blobs, cfg.S3AccessKey, cfg.S3SecretKey)
+		if err != nil {
+			return fail(err)
+		}
+		st := blobs3.New(sc)
+		if err := st.CreateBucket(ctx); err != nil {
+			return fail(err)
+		}
+		s.Blobs = st
+	} else if cfg.Blobs == "" {
+		if s.Blobs, err = blobfs.New(filepath.Join(cfg.DataDir, "artifacts")); err != nil {
+			return fail(err)
+		}
+	} else {
+		return fail(fmt.Errorf("blob store %q: want s3://bucket?endpoint=..., or nothing for a local folder", cfg.Blobs))
+	}
+	hmacKey, err := db.Setting(ctx, "device_token_key", func() []byte { _, h := auth.NewSecret(""); return h })
+	if err != nil {
+		return fail(err)
+	}
+	s.Metrics = httpapi.NewMetrics()
+	s.Metrics.Rollouts = db.RolloutCounts
+	// The device store is timed (upkeep_db_seconds): its calls are the ones on the device
+	// routes' path (first check-in of a device, token requests, reports).
+	s.Fleet = &fleet.Service{Store: fleet.TimedStore{Store: db, Observe: s.Metrics.ObserveDB}, Tokens: auth.DeviceTokens{Key: hmacKey, TTL: cfg.TokenTTL}, Now: now, PollSeconds: cfg.PollSeconds, Logger: cfg.Logger}
+	s.Repo = &repo.Service{Meta: db, Releases: db, Devices: db, Blobs: s.Blobs, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
+		Keys: repo.Keys{Snapshot: keys.Snapshot, Timestamp: keys.Timestamp, Director: keys.Director}, OnAssign: s.Fleet.SetDirectorVersion}
+	if err := s.Repo.Bootstrap(ctx, keys.ImageRoot, keys.DirectorRoot, keys.ImageTargets); err != nil {
+		return fail(err)
+	}
+	if n, err := db.CountAdminTokens(ctx); err != nil {
+		return fail(err)
+	} else if n == 0 {
+		secret, hash := auth.NewSecret(auth.AdminPrefix)
+		if err := db.CreateAdminToken(ctx, "admin", hash); err != nil {
+			return fail(err)
+		}
+		s.AdminToken = secret
+	}
+	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Products: db, Assign: s.Repo.AssignWith, AssignMany: s.Repo.AssignMany, Unassign: s.Repo.Unassign, Now: now, Logger: cfg.Logger}
+	s.Patch = &patch.Service{Store: db, Devices: db, Releases: db, Targets: s.Repo.CurrentTargets, Now: now, Logger: cfg.Logger}
+	if err := s.Patch.Load(ctx); err != nil {
+		return fail(err)
+	}
+	s.Fleet.OnEnroll = s.Patch.OnEnroll
+	s.Fleet.OnReport = func(ctx context.Context, id string, r wire.Report) error {
+		s.Patch.OnReport(ctx, id, r) //nolint:errcheck // logs its own failures
+		return s.Rollouts.OnReport(ctx, id, r)
+	}
+	s.Repo.Notice = func(ctx context.Context, product string) (*trust.Notice, error) {
+		p, err := db.FindProduct(ctx, product)
+		if apperr.Is(err, apperr.NotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		pol, err := release.ParsePolicy(p.Policy)
+		if err != nil {
+			return nil, err
+		}
+		return &trust.Notice{Product: product, EndOfSupport: pol.SupportEnd}, nil
+	}
+	api := &httpapi.Server{Fleet: s.Fleet, Repo: s.Repo, Devices: db, Releases: db, Products: db, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
+		Patch: s.Patch, Exposed: s.Patch.Exposed,
+		Metrics: s.Metrics, Transparency: s.newTransparency(db, now), Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
+	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
+	}
+	s.URL = "http://" + s.ln.Addr().String()
+	s.Transparency.TimeToPatch = s.Patch.LabelTimeToPatch
+	if s.Transparency.PublicURL == "" {
+		s.Transparency.PublicURL = s.URL
+	}
+	s.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.jobCtx, s.cancel = context.WithCancel(context.Background())
+	s.serving.Add(1)
+	go func() {
+		defer s.serving.Done()
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cfg.Logger.Error("http server stopped", "err", err)
+		}
+	}()
+	s.startJobs(s.jobCtx)
+	return s, nil
+}
+
+// startJobs starts the server's background jobs, each in a goroutine of its own that stops when
+// ctx ends; Close waits for all of them.
+func (s *Server) startJobs(ctx context.Context) {
+	s.holder = newHolderID()
+	s.Every("flush-last-seen", 2*time.Second, func(ctx context.Context) {
+		t := time.Now()
+		if err := s.Fleet.Flush(ctx); err != nil && ctx.Err() == nil {
+			s.Config.Logger.Warn("flush last-seen", "err", err)
+		}
+		s.Metrics.ObserveDB("flush_last_seen", time.Since(t))
+	}, func() {
+		s.Fleet.Flush(context.Background()) //nolint:errcheck // last try at shutdown
+	})
+	warned := map[string]time.Time{} // only the warnings job reads and writes it
+	s.warn(ctx, warned)
+	s.Every("warnings", time.Hour, func(ctx context.Context) { s.warn(ctx, warned) }, nil)
+	s.Every("advisory-refresh", advisoryRefreshEvery, s.refreshAdvisories, nil)
+	cursor, err := s.DB.LastDirectorChange(ctx)
+	if err != nil {
+		s.Config.Logger.Warn("director changes", "err", err)
+	}
+	s.Every("follow-director", 500*time.Millisecond, func(ctx context.Context) { cursor = s.followDirector(ctx, cursor) }, nil)
+	s.Every("image-resign", 10*time.Minute, func(ctx context.Context) {
+		if ok, err := s.DB.AcquireLease(ctx, "image-resign", s.holder, 5*time.Minute); err != nil || !ok {
+			return
+		}
+		if err := s.Repo.RefreshImage(ctx, false); err != nil && ctx.Err() == nil {
+			s.Config.Logger.Error("re-sign image metadata", "err", err)
+		}
+		// Drop director changes that every replica read long ago (they follow within a second).
+		if last, err := s.DB.LastDirectorChange(ctx); err == nil && last > keepDirectorChanges {
+			if err := s.DB.PruneDirectorChanges(ctx, last-keepDirectorChanges); err != nil {
+				s.Config.Logger.Warn("prune director changes", "err", err)
+			}
+		}
+	}, nil)
+	s.Go("rollout-engine", func(ctx context.Context) {
+		engine := time.NewTicker(cmp.Or(s.Config.RolloutEvery, time.Second))
+		defer engine.Stop()
+		var next time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-engine.C:
+				if time.Now().Before(next) {
+					continue
+				}
+				next = s.tick(ctx, s.holder)
+			case <-s.Rollouts.Woken(): // an operator started or resumed a campaign: no rest
+				next = s.tick(ctx, s.holder)
+			}
+		}
+	})
+}
+
+// Go runs fn as a background job named name: in a goroutine of its own, with a context that
+// ends when the server closes. Close waits for it to return. Safe for concurrent use.
+func (s *Server) Go(name string, fn func(ctx context.Context)) {
+	s.jobs.Add(1)
+	s.running.Add(1)
+	go func() {
+		defer s.jobs.Done()
+		defer s.running.Add(-1)
+		defer func() {
+			if r := recover(); r != nil {
+				s.Config.Logger.Error("background job panicked", "job", name, "panic", r)
+			}
+		}()
+		fn(s.jobCtx)
+	}()
+}
+
+// Every runs fn every d as a background job named name until the server closes, then runs last
+// (if not nil) once.
+func (s *Server) Every(name string, d time.Duration, fn func(ctx context.Context), last func()) {
+	s.Go(name, func(ctx context.Context) {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				if last != nil {
+					last()
+				}
+				return
+			case <-t.C:
+				fn(ctx)
+			}
+		}
+	})
+}
+
+// Jobs is the number of background jobs running: 0 once Close has returned.
+func (s *Server) Jobs() int { return int(s.running.Load()) }
+
+// tick drives the running campaigns if this replica holds the engine's lease (one replica at a
+// time does), and returns when the next tick may run. A tick reads every member of the running
+// campaigns; the engine rests for tickRest times as long as it took (at most maxTickRest), so
+// that it keeps to a few percent of a core however large the campaigns are (a 10,000-device tick
+// takes ~0.1 s).
+func (s *Server) tick(ctx context.Context, holder string) time.Time {
+	ok, err := s.DB.AcquireLease(ctx, "rollout-engine", holder, 15*time.Second)
+	if err != nil {
+		s.Config.Logger.Warn("rollout engine lease", "err", err)
+	}
+	if !ok {
+		return time.Time{}
+	}
+	defer s.keepLease(ctx, "rollout-engine", holder, 15*time.Second)()
+	t := time.Now()
+	if err := s.Rollouts.Tick(ctx); err != nil && ctx.Err() == nil {
+		s.Config.Logger.Error("rollout engine", "err", err)
+	}
+	s.Metrics.ObserveDB("rollout_tick", time.Since(t))
+	return t.Add(min(tickRest*time.Since(t), maxTickRest))
+}
+
+// tickRest is how many times a rollout engine tick's duration passes before the next one, and
+// maxTickRest the longest rest (a tick that assigned a large wave took long for that reason).
+const (
+	tickRest    = 20
+	maxTickRest = 5 * time.Second
+)
+
+// keepDirectorChanges is how many director changes stay for replicas to follow.
+const keepDirectorChanges = 1 << 20
+
+// followDirector brings the check-in cache up to date with director views that any replica
+// signed since cursor, and returns the new cursor. It re-reads a margin below the cursor, since
+// sequence numbers can commit out of order on PostgreSQL.
+func (s *Server) followDirector(ctx context.Context, cursor int64) int64 {
+	const margin, batch = 1024, 10000
+	for {
+		cs, err := s.DB.DirectorChanges(ctx, max(cursor-margin, 0), batch)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.Config.Logger.Warn("director changes", "err", err)
+			}
+			return cursor
+		}
+		for _, c := range cs {
+			s.Fleet.SetDirectorVersion(c.DeviceID, c.Version)
+			cursor = max(cursor, c.Seq)
+		}
+		if len(cs) < batch {
+			return cursor
+		}
+	}
+}
+
+// newHolderID names this replica for leases: host, process and a random suffix.
+func newHolderID() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	rand.Read(b[:]) //nolint:errcheck // crypto/rand does not fail
+	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
+}
+
+// Close finishes in-flight requests (up to 10 s), stops every background job and waits for it,
+// and closes the stores.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := s.http.Shutdown(ctx)
+	s.serving.Wait()
+	s.cancel()
+	s.jobs.Wait()
+	return errors.Join(err, s.DB.Close())
+}
+
+// warn runs the operators' warnings: products whose support ends soon, offline-signed metadata
+// that expires soon. warned remembers, by product and by "repo/role", when each was last given.
+func (s *Server) warn(ctx context.Context, warned map[string]time.Time) {
+	s.warnEndOfSupport(ctx, warned)
+	if err := s.Repo.WarnExpiring(ctx, warned); err != nil {
+		s.Config.Logger.Warn("offline metadata expiry", "err", err)
+	}
+}
+
+// warnEndOfSupport tells operators, once a day per product, that a product's security-update
+// support ends within its warning period (or has ended).
+func (s *Server) warnEndOfSupport(ctx context.Context, warned map[string]time.Time) {
+	ps, err := s.DB.FindProducts(ctx)
+	if err != nil {
+		s.Config.Logger.Error("end-of-support check", "err", err)
+		return
+	}
+	now := time.Now()
+	for _, p := range ps {
+		pol, err := release.ParsePolicy(p.Policy)
+		if err != nil || !pol.EndingSoon(now) || now.Sub(warned[p.Name]) < 24*time.Hour {
+			continue
+		}
+		warned[p.Name] = now
+		s.Config.Logger.Warn("security-update support is ending", "product", p.Name, "support_end", pol.SupportEnd)
+	}
+}
+
+// keepLease renews the named lease every third of its ttl until stop is called, so that a tick
+// that runs longer than the ttl keeps it: another replica would otherwise take it over mid-tick
+// and do the same work again (safely, since each campaign is stepped under its lock, but twice).
+func (s *Server) keepLease(ctx context.Context, name, holder string, ttl time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := s.DB.AcquireLease(ctx, name, holder, ttl); err != nil && ctx.Err() == nil {
+					s.Config.Logger.Warn("renew lease", "lease", name, "err", err)
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// newTransparency builds the service behind the public product pages. Open fills in the
+// listen URL when no public URL is configured.
+func (s *Server) newTransparency(db *sqlstore.DB, now func() time.Time) *transparency.Service {
+	s.Transparency = &transparency.Service{
+		Products: db, Releases: db, Devices: db, KeysDir: s.Config.KeysDir, PublicURL: s.Config.PublicURL,
+		Manufacturer: label.Manufacturer{Name: s.Config.Manufacturer}, Interval: s.Config.PublicRefresh, Now: now, Logger: s.Config.Logger,
+	}
+	return s.Transparency
+}
+
+func validPublicURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
+}
+
+// advisoryRefreshEvery is how often a server checks whether another replica changed the stored
+// advisories or VEX statements (one small query) and reloads its index if so.
+const advisoryRefreshEvery = 3 * time.Second
+
+// refreshAdvisories brings the vulnerability index up to date with imports made by other
+// replicas sharing the database.
+func (s *Server) refreshAdvisories(ctx context.Context) {
+	reloaded, err := s.Patch.Refresh(ctx)
+	if err != nil {
+		s.Config.Logger.Warn("refresh advisory index", "err", err)
+		return
+	}
+	if reloaded {
+		s.Config.Logger.Info("advisory index reloaded: another server imported advisories or VEX")
+	}
+}
