@@ -20,7 +20,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/label"
-	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/store/storetest"
@@ -390,7 +390,7 @@ func TestVulnSBOMAdvisoriesExposurePatch(t *testing.T) {
 		t.Errorf("product time-to-patch:\n%s", out)
 	}
 	// The public declaration's evidence has the figures.
-	lt, err := e.srv.Patch.LabelTimeToPatch(ctx, testProduct)
+	lt, err := e.srv.Exposure.LabelTimeToPatch(ctx, testProduct)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,18 +424,18 @@ func TestVulnExposurePostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e2.Close()
-	rep, err := e2.Patch.Exposure(ctx, patch.ExposureFilter{})
-	if err != nil || len(rep.Exposed) == 0 || !slices.ContainsFunc(rep.Exposed, func(x patch.Exposure) bool {
+	rep, err := e2.Exposure.Exposure(ctx, exposure.ExposureFilter{})
+	if err != nil || len(rep.Exposed) == 0 || !slices.ContainsFunc(rep.Exposed, func(x exposure.Exposure) bool {
 		return x.Advisory == "GO-2023-2402" || slices.Contains(x.Aliases, "GO-2023-2402")
 	}) {
 		t.Fatalf("a fresh server's exposure: %+v %v", rep, err)
 	}
 	// An import through the first server reaches the second at its next check.
 	cli(t, append(g, "advisories", "import", writeFile(t, t.TempDir(), "git-range.json", gitRangeOSV))...)
-	if reloaded, err := e2.Patch.Refresh(ctx); err != nil || !reloaded {
+	if reloaded, err := e2.Exposure.Refresh(ctx); err != nil || !reloaded {
 		t.Fatalf("second server's refresh: %v %v", reloaded, err)
 	}
-	if rep, err := e2.Patch.Exposure(ctx, patch.ExposureFilter{}); err != nil || rep.Undecided != 1 {
+	if rep, err := e2.Exposure.Exposure(ctx, exposure.ExposureFilter{}); err != nil || rep.Undecided != 1 {
 		t.Fatalf("second server after the import: %+v %v", rep, err)
 	}
 }

@@ -18,7 +18,7 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/fleet"
-	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/internal/rollout"
@@ -53,7 +53,7 @@ type Server struct {
 	// campaigns created with --fixes); nil when the server holds no vulnerability data.
 	Exposed func(ctx context.Context, advisory, release string) (fixRelease string, deviceIDs []string, err error)
 	// Patch holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
-	Patch *patch.Service
+	Exposure *exposure.Service
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight

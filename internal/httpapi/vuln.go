@@ -8,7 +8,7 @@ import (
 	"strconv"
 
 	"upkeep.dev/upkeep/internal/apperr"
-	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/internal/vuln"
 )
@@ -22,11 +22,11 @@ func (s *Server) vulnRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/products/{name}/time-to-patch", s.admin(s.timeToPatch))
 }
 
-func (s *Server) patchService(w http.ResponseWriter, r *http.Request) *patch.Service {
-	if s.Patch == nil {
+func (s *Server) patchService(w http.ResponseWriter, r *http.Request) *exposure.Service {
+	if s.Exposure == nil {
 		s.fail(w, r, apperr.E(apperr.Unavailable, "this server holds no vulnerability data"))
 	}
-	return s.Patch
+	return s.Exposure
 }
 
 func releasePath(r *http.Request) (product, version string, err error) {
@@ -112,9 +112,9 @@ func (s *Server) importAdvisories(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = "upload"
 	}
-	res, err := ps.Import(r.Context(), name, http.MaxBytesReader(w, r.Body, patch.MaxImportBytes))
+	res, err := ps.Import(r.Context(), name, http.MaxBytesReader(w, r.Body, exposure.MaxImportBytes))
 	if tooBig(err) {
-		err = apperr.E(apperr.TooLarge, "%s is larger than %d bytes", name, patch.MaxImportBytes)
+		err = apperr.E(apperr.TooLarge, "%s is larger than %d bytes", name, exposure.MaxImportBytes)
 	}
 	if err != nil {
 		s.fail(w, r, err)
@@ -132,7 +132,7 @@ func (s *Server) exposure(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	all, _ := strconv.ParseBool(q.Get("all"))
-	rep, err := ps.Exposure(r.Context(), patch.ExposureFilter{Severity: q.Get("severity"), Product: q.Get("product"), All: all})
+	rep, err := ps.Exposure(r.Context(), exposure.ExposureFilter{Severity: q.Get("severity"), Product: q.Get("product"), All: all})
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"upkeep.dev/upkeep/internal/apperr"
-	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/exposure"
 )
 
 // TestVulnRoutes checks the SBOM, advisory and exposure routes' answers to bad input, and that
@@ -17,8 +17,8 @@ func TestVulnRoutes(t *testing.T) {
 	srv := s.serve()
 	wantError(t, call(t, srv, http.MethodGet, "/api/v1/exposure", nil, bearer(s.admin)), http.StatusServiceUnavailable, apperr.Unavailable, "no vulnerability data")
 
-	s.api.Patch = &patch.Service{Store: s.db, Devices: s.db, Releases: s.db, Targets: s.repo.CurrentTargets}
-	if err := s.api.Patch.Load(t.Context()); err != nil {
+	s.api.Exposure = &exposure.Service{Store: s.db, Devices: s.db, Releases: s.db, Targets: s.repo.CurrentTargets}
+	if err := s.api.Exposure.Load(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if r := call(t, srv, http.MethodGet, "/api/v1/exposure", nil, nil); r.status != http.StatusUnauthorized {
@@ -34,17 +34,17 @@ func TestVulnRoutes(t *testing.T) {
 	wantError(t, call(t, srv, http.MethodGet, sbomPath, nil, bearer(s.admin)), http.StatusNotFound, apperr.NotFound, "has no SBOM")
 	cdx := []byte(`{"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1, "components": [{"type": "library", "name": "zlib", "version": "1.3", "purl": "pkg:generic/zlib@1.3"}]}`)
 	r := call(t, srv, http.MethodPut, sbomPath, cdx, bearer(s.admin))
-	got := decodeJSON[patch.SBOMSummary](t, r.body)
+	got := decodeJSON[exposure.SBOMSummary](t, r.body)
 	if r.status != http.StatusOK || got.Signed || got.Components != 1 || got.Format != "CycloneDX 1.6" {
 		t.Errorf("PUT SBOM of an unsigned release: %d %+v", r.status, got)
 	}
-	if r := call(t, srv, http.MethodGet, sbomPath, nil, bearer(s.admin)); r.status != http.StatusOK || decodeJSON[patch.SBOMSummary](t, r.body).SHA256 != sha256hex(cdx) {
+	if r := call(t, srv, http.MethodGet, sbomPath, nil, bearer(s.admin)); r.status != http.StatusOK || decodeJSON[exposure.SBOMSummary](t, r.body).SHA256 != sha256hex(cdx) {
 		t.Errorf("GET SBOM: %d %s", r.status, r.body)
 	}
 
 	// A malformed file is reported by the name it was uploaded under, with 200.
 	r = call(t, srv, http.MethodPost, "/api/v1/advisories?name=feeds/bad.json", []byte(`{"id": `), bearer(s.admin))
-	res := decodeJSON[patch.ImportResult](t, r.body)
+	res := decodeJSON[exposure.ImportResult](t, r.body)
 	if r.status != http.StatusOK || res.Skipped != 1 || len(res.Errors) != 1 || res.Errors[0].File != "feeds/bad.json" {
 		t.Errorf("malformed upload: %d %+v", r.status, res)
 	}

@@ -29,7 +29,7 @@ import (
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/httpapi"
 	"upkeep.dev/upkeep/internal/label"
-	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/internal/rollout"
@@ -116,7 +116,7 @@ type Server struct {
 	Transparency *transparency.Service
 	Rollouts     *rollout.Engine
 	// Patch holds SBOMs, advisories and VEX, and answers exposure and time-to-patch.
-	Patch *patch.Service
+	Exposure *exposure.Service
 
 	http    *http.Server
 	ln      net.Listener
@@ -201,13 +201,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.AdminToken = secret
 	}
 	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Products: db, Assign: s.Repo.AssignWith, AssignMany: s.Repo.AssignMany, Unassign: s.Repo.Unassign, Now: now, Logger: cfg.Logger}
-	s.Patch = &patch.Service{Store: db, Devices: db, Releases: db, Targets: s.Repo.CurrentTargets, Now: now, Logger: cfg.Logger}
-	if err := s.Patch.Load(ctx); err != nil {
+	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Targets: s.Repo.CurrentTargets, Now: now, Logger: cfg.Logger}
+	if err := s.Exposure.Load(ctx); err != nil {
 		return fail(err)
 	}
-	s.Fleet.OnEnroll = s.Patch.OnEnroll
+	s.Fleet.OnEnroll = s.Exposure.OnEnroll
 	s.Fleet.OnReport = func(ctx context.Context, id string, r wire.Report) error {
-		s.Patch.OnReport(ctx, id, r) //nolint:errcheck // logs its own failures
+		s.Exposure.OnReport(ctx, id, r) //nolint:errcheck // logs its own failures
 		return s.Rollouts.OnReport(ctx, id, r)
 	}
 	s.Repo.Notice = func(ctx context.Context, product string) (*trust.Notice, error) {
@@ -225,13 +225,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return &trust.Notice{Product: product, EndOfSupport: pol.SupportEnd}, nil
 	}
 	api := &httpapi.Server{Fleet: s.Fleet, Repo: s.Repo, Devices: db, Releases: db, Products: db, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
-		Patch: s.Patch, Exposed: s.Patch.Exposed,
+		Exposure: s.Exposure, Exposed: s.Exposure.Exposed,
 		Metrics: s.Metrics, Transparency: s.newTransparency(db, now), Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
 	s.URL = "http://" + s.ln.Addr().String()
-	s.Transparency.TimeToPatch = s.Patch.LabelTimeToPatch
+	s.Transparency.TimeToPatch = s.Exposure.LabelTimeToPatch
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
 	}
@@ -493,7 +493,7 @@ const advisoryRefreshEvery = 3 * time.Second
 // refreshAdvisories brings the vulnerability index up to date with imports made by other
 // replicas sharing the database.
 func (s *Server) refreshAdvisories(ctx context.Context) {
-	reloaded, err := s.Patch.Refresh(ctx)
+	reloaded, err := s.Exposure.Refresh(ctx)
 	if err != nil {
 		s.Config.Logger.Warn("refresh advisory index", "err", err)
 		return

@@ -9,14 +9,14 @@ import (
 	"slices"
 	"time"
 
-	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/vuln"
 )
 
-var _ patch.Store = (*DB)(nil)
+var _ exposure.Store = (*DB)(nil)
 
-// PutSBOM implements patch.Store.
-func (s *DB) PutSBOM(ctx context.Context, sb *patch.SBOM) error {
+// PutSBOM implements exposure.Store.
+func (s *DB) PutSBOM(ctx context.Context, sb *exposure.SBOM) error {
 	comps, err := json.Marshal(sb.Components)
 	if err != nil {
 		return fmt.Errorf("put SBOM %s@%s: %w", sb.Product, sb.Version, err)
@@ -30,9 +30,9 @@ ON CONFLICT (product, version) DO UPDATE SET format = excluded.format, digest = 
 	return nil
 }
 
-// FindSBOM implements patch.Store.
-func (s *DB) FindSBOM(ctx context.Context, product, version string) (*patch.SBOM, error) {
-	sb := &patch.SBOM{Product: product, Version: version}
+// FindSBOM implements exposure.Store.
+func (s *DB) FindSBOM(ctx context.Context, product, version string) (*exposure.SBOM, error) {
+	sb := &exposure.SBOM{Product: product, Version: version}
 	var comps string
 	err := s.db.QueryRowContext(ctx, `SELECT format, digest, signed, components, uploaded_at, subject FROM release_sboms WHERE product = $1 AND version = $2`, product, version).
 		Scan(&sb.Format, &sb.Digest, &sb.Signed, &comps, &sb.UploadedAt, &sb.Subject)
@@ -46,16 +46,16 @@ func (s *DB) FindSBOM(ctx context.Context, product, version string) (*patch.SBOM
 	return sb, nil
 }
 
-// FindSBOMs implements patch.Store.
-func (s *DB) FindSBOMs(ctx context.Context, product string) ([]*patch.SBOM, error) {
+// FindSBOMs implements exposure.Store.
+func (s *DB) FindSBOMs(ctx context.Context, product string) ([]*exposure.SBOM, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT product, version, format, digest, signed, uploaded_at, subject FROM release_sboms WHERE $1 = '' OR product = $1 ORDER BY product, version`, product)
 	if err != nil {
 		return nil, fmt.Errorf("find SBOMs: %w", err)
 	}
 	defer rows.Close()
-	var out []*patch.SBOM
+	var out []*exposure.SBOM
 	for rows.Next() {
-		var sb patch.SBOM
+		var sb exposure.SBOM
 		if err := rows.Scan(&sb.Product, &sb.Version, &sb.Format, &sb.Digest, &sb.Signed, &sb.UploadedAt, &sb.Subject); err != nil {
 			return nil, fmt.Errorf("find SBOMs: %w", err)
 		}
@@ -65,7 +65,7 @@ func (s *DB) FindSBOMs(ctx context.Context, product string) ([]*patch.SBOM, erro
 	return out, rows.Err()
 }
 
-// PutAdvisories implements patch.Store. The upsert's WHERE on modified_us keeps a newer stored
+// PutAdvisories implements exposure.Store. The upsert's WHERE on modified_us keeps a newer stored
 // copy even against a concurrent import of an older one.
 func (s *DB) PutAdvisories(ctx context.Context, advs []*vuln.Advisory, now time.Time) ([]string, error) {
 	var out []string
@@ -88,13 +88,13 @@ WHERE advisories.modified_us < excluded.modified_us`)
 			var old int64
 			switch err := get.QueryRowContext(ctx, a.ID).Scan(&old); {
 			case errors.Is(err, sql.ErrNoRows):
-				res[i] = patch.Imported
+				res[i] = exposure.Imported
 			case err != nil:
 				return fmt.Errorf("advisory %s: %w", a.ID, err)
 			case old < mod:
-				res[i] = patch.Updated
+				res[i] = exposure.Updated
 			default:
-				res[i] = patch.Unchanged
+				res[i] = exposure.Unchanged
 				continue
 			}
 			body, err := json.Marshal(a)
@@ -117,7 +117,7 @@ WHERE advisories.modified_us < excluded.modified_us`)
 // bumpGeneration adds one to the advisory index generation, in the transaction that stored
 // outcomes, if any of them changed something.
 func bumpGeneration(ctx context.Context, tx *Tx, outcomes []string) error {
-	if !slices.ContainsFunc(outcomes, func(o string) bool { return o != patch.Unchanged }) {
+	if !slices.ContainsFunc(outcomes, func(o string) bool { return o != exposure.Unchanged }) {
 		return nil
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE vuln_generation SET gen = gen + 1 WHERE id = 1`); err != nil {
@@ -126,7 +126,7 @@ func bumpGeneration(ctx context.Context, tx *Tx, outcomes []string) error {
 	return nil
 }
 
-// VulnGeneration implements patch.Store.
+// VulnGeneration implements exposure.Store.
 func (s *DB) VulnGeneration(ctx context.Context) (int64, error) {
 	var g int64
 	if err := s.db.QueryRowContext(ctx, `SELECT gen FROM vuln_generation WHERE id = 1`).Scan(&g); err != nil {
@@ -135,8 +135,8 @@ func (s *DB) VulnGeneration(ctx context.Context) (int64, error) {
 	return g, nil
 }
 
-// FindAdvisories implements patch.Store.
-func (s *DB) FindAdvisories(ctx context.Context, fn func(patch.StoredAdvisory) error) error {
+// FindAdvisories implements exposure.Store.
+func (s *DB) FindAdvisories(ctx context.Context, fn func(exposure.StoredAdvisory) error) error {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, body, first_seen FROM advisories ORDER BY id`)
 	if err != nil {
 		return fmt.Errorf("find advisories: %w", err)
@@ -144,7 +144,7 @@ func (s *DB) FindAdvisories(ctx context.Context, fn func(patch.StoredAdvisory) e
 	defer rows.Close()
 	for rows.Next() {
 		var id, body string
-		var a patch.StoredAdvisory
+		var a exposure.StoredAdvisory
 		if err := rows.Scan(&id, &body, &a.FirstSeen); err != nil {
 			return fmt.Errorf("find advisories: %w", err)
 		}
@@ -159,7 +159,7 @@ func (s *DB) FindAdvisories(ctx context.Context, fn func(patch.StoredAdvisory) e
 	return rows.Err()
 }
 
-// PutVEX implements patch.Store.
+// PutVEX implements exposure.Store.
 func (s *DB) PutVEX(ctx context.Context, vs []vuln.VEX, now time.Time) ([]string, error) {
 	var out []string
 	err := s.inTx(ctx, "put VEX", func(tx *Tx) error {
@@ -170,14 +170,14 @@ func (s *DB) PutVEX(ctx context.Context, vs []vuln.VEX, now time.Time) ([]string
 				Scan(&old.Status, &old.Justification, &old.Impact)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
-				res[i] = patch.Imported
+				res[i] = exposure.Imported
 			case err != nil:
 				return fmt.Errorf("VEX %s %s: %w", v.Vuln, v.PURL, err)
 			case old.Status == v.Status && old.Justification == v.Justification && old.Impact == v.Impact:
-				res[i] = patch.Unchanged
+				res[i] = exposure.Unchanged
 				continue
 			default:
-				res[i] = patch.Updated
+				res[i] = exposure.Updated
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO vex_statements (source, vuln, purl, vers_range, product, status, justification, impact, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)
 ON CONFLICT (source, vuln, purl, vers_range, product) DO UPDATE SET status = excluded.status, justification = excluded.justification, impact = excluded.impact, updated_at = excluded.updated_at`,
@@ -194,7 +194,7 @@ ON CONFLICT (source, vuln, purl, vers_range, product) DO UPDATE SET status = exc
 	return out, nil
 }
 
-// FindVEX implements patch.Store.
+// FindVEX implements exposure.Store.
 func (s *DB) FindVEX(ctx context.Context) ([]vuln.VEX, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT source, vuln, purl, vers_range, product, status, justification, impact FROM vex_statements ORDER BY source, vuln, purl, vers_range, product`)
 	if err != nil {
@@ -212,7 +212,7 @@ func (s *DB) FindVEX(ctx context.Context) ([]vuln.VEX, error) {
 	return out, rows.Err()
 }
 
-// AddInstall implements patch.Store.
+// AddInstall implements exposure.Store.
 func (s *DB) AddInstall(ctx context.Context, deviceID, target string, at time.Time) error {
 	if _, err := s.db.ExecContext(ctx, `INSERT INTO device_installs (device_id, target, first_seen) VALUES ($1,$2,$3) ON CONFLICT (device_id, target) DO NOTHING`,
 		deviceID, target, at.UTC()); err != nil {
@@ -221,9 +221,9 @@ func (s *DB) AddInstall(ctx context.Context, deviceID, target string, at time.Ti
 	return nil
 }
 
-// FindInstalls implements patch.Store.
-func (s *DB) FindInstalls(ctx context.Context, product string) ([]patch.Install, error) {
-	var out []patch.Install
+// FindInstalls implements exposure.Store.
+func (s *DB) FindInstalls(ctx context.Context, product string) ([]exposure.Install, error) {
+	var out []exposure.Install
 	for _, q := range []struct {
 		sql    string
 		commit bool
@@ -238,7 +238,7 @@ WHERE e.step = 'commit' AND e.status = 'ok' AND ($1 = '' OR EXISTS (SELECT 1 FRO
 			return nil, fmt.Errorf("find installs: %w", err)
 		}
 		for rows.Next() {
-			in := patch.Install{Commit: q.commit}
+			in := exposure.Install{Commit: q.commit}
 			if err := rows.Scan(&in.DeviceID, &in.Target, &in.At); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("find installs: %w", err)
@@ -251,6 +251,6 @@ WHERE e.step = 'commit' AND e.status = 'ok' AND ($1 = '' OR EXISTS (SELECT 1 FRO
 			return nil, fmt.Errorf("find installs: %w", err)
 		}
 	}
-	slices.SortStableFunc(out, func(a, b patch.Install) int { return a.At.Compare(b.At) })
+	slices.SortStableFunc(out, func(a, b exposure.Install) int { return a.At.Compare(b.At) })
 	return out, nil
 }

@@ -1,4 +1,4 @@
-package patch_test
+package exposure_test
 
 import (
 	"archive/zip"
@@ -12,7 +12,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
-	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/store/postgres"
 	"upkeep.dev/upkeep/internal/store/sqlite"
@@ -54,15 +54,15 @@ type clock struct{ t time.Time }
 
 func (c *clock) now() time.Time { return c.t }
 
-func newService(db *sqlstore.DB, c *clock) *patch.Service {
-	s := &patch.Service{Store: db, Devices: db, Releases: db, Now: c.now}
+func newService(db *sqlstore.DB, c *clock) *exposure.Service {
+	s := &exposure.Service{Store: db, Devices: db, Releases: db, Now: c.now}
 	if err := s.Load(ctx); err != nil {
 		panic(err)
 	}
 	return s
 }
 
-func importFile(t *testing.T, s *patch.Service, path string) *patch.ImportResult {
+func importFile(t *testing.T, s *exposure.Service, path string) *exposure.ImportResult {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -166,7 +166,7 @@ func TestTimeToPatchDefinition(t *testing.T) {
 			t.Errorf("label %+v %v", lt, err)
 		}
 
-		rep, err := s.Exposure(ctx, patch.ExposureFilter{Product: "p"})
+		rep, err := s.Exposure(ctx, exposure.ExposureFilter{Product: "p"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +178,7 @@ func TestTimeToPatchDefinition(t *testing.T) {
 		if e.Release != "1.0" || e.Devices != 2 || e.FixedIn != "1.1" || e.DaysExposed != 19 || !e.Since.Equal(t0.Add(24*time.Hour)) {
 			t.Errorf("exposure row %+v", e)
 		}
-		if rep, _ := s.Exposure(ctx, patch.ExposureFilter{Severity: "low"}); len(rep.Exposed) != 0 {
+		if rep, _ := s.Exposure(ctx, exposure.ExposureFilter{Severity: "low"}); len(rep.Exposed) != 0 {
 			t.Errorf("Go vulndb records have no severity, so none is at least low: %+v", rep.Exposed)
 		}
 		rel, devs, err := s.Exposed(ctx, "CVE-2024-45337", "")

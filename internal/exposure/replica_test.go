@@ -1,4 +1,4 @@
-package patch_test
+package exposure_test
 
 import (
 	"path/filepath"

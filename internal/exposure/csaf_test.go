@@ -1,4 +1,4 @@
-package patch_test
+package exposure_test
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/fleet"
-	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/vuln"
@@ -96,7 +96,7 @@ func csafDoc(tracking, cve string, statuses map[string][]string) string {
 type world struct {
 	t  *testing.T
 	db *sqlstore.DB
-	s  *patch.Service
+	s  *exposure.Service
 	c  *clock
 }
 
@@ -105,7 +105,7 @@ func newWorld(t *testing.T, db *sqlstore.DB, at time.Time) *world {
 	return &world{t: t, db: db, s: newService(db, c), c: c}
 }
 
-func (w *world) importString(name, doc string) *patch.ImportResult {
+func (w *world) importString(name, doc string) *exposure.ImportResult {
 	w.t.Helper()
 	res, err := w.s.Import(ctx, name, strings.NewReader(doc))
 	if err != nil {
@@ -225,14 +225,14 @@ func TestVEXScopedToProduct(t *testing.T) {
    "full_product_name": {"name": "x/crypto in thermostat 1.0", "product_id": "T10:XC"}}]},
  "vulnerabilities": [{"cve": "CVE-2023-48795", "product_status": {"known_not_affected": ["T10:XC"]}}]
 }`)
-		check := func(s *patch.Service) {
+		check := func(s *exposure.Service) {
 			t.Helper()
-			rep, err := s.Exposure(ctx, patch.ExposureFilter{All: true})
+			rep, err := s.Exposure(ctx, exposure.ExposureFilter{All: true})
 			if err != nil {
 				t.Fatal(err)
 			}
 			status := map[string]string{}
-			for _, l := range [][]patch.Exposure{rep.Exposed, rep.NotAffected} {
+			for _, l := range [][]exposure.Exposure{rep.Exposed, rep.NotAffected} {
 				for _, e := range l {
 					status[e.Product] = e.Status
 				}

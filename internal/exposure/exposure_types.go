@@ -1,8 +1,8 @@
-// Package patch drives patching from vulnerabilities: it keeps each release's SBOM and the
+// Package exposure drives patching from vulnerabilities: it keeps each release's SBOM and the
 // imported advisories and VEX statements, matches them (internal/vuln) against what the fleet
 // runs, and answers which devices are exposed to what, since when, which release fixes it, and
 // how long fixes took to ship and to reach the fleet (docs/VULNERABILITIES.md).
-package patch
+package exposure
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package patch_test
+package exposure_test
 
 import (
 	"path/filepath"
@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/fleet"
-	"upkeep.dev/upkeep/internal/patch"
+	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 )
 
@@ -30,7 +30,7 @@ func TestDaysExposedFromInstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.c.t = updated.Add(10 * 24 * time.Hour)
-		rep, err := w.s.Exposure(ctx, patch.ExposureFilter{Product: "p"})
+		rep, err := w.s.Exposure(ctx, exposure.ExposureFilter{Product: "p"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +59,7 @@ func TestAliasesOneRow(t *testing.T) {
 		w.release("p", "1.1", 2, sbom("v0.31.0"))
 		w.c.t = w.c.t.Add(24 * time.Hour)
 
-		rep, err := w.s.Exposure(ctx, patch.ExposureFilter{Product: "p"})
+		rep, err := w.s.Exposure(ctx, exposure.ExposureFilter{Product: "p"})
 		if err != nil {
 			t.Fatal(err)
 		}
