@@ -19,8 +19,8 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/client"
-	"upkeep.dev/upkeep/internal/label"
 	"upkeep.dev/upkeep/internal/exposure"
+	"upkeep.dev/upkeep/internal/label"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/store/storetest"

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/exposure"
+	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/vuln"

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/exposure"
+	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 )
 

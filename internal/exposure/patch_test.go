@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
-	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/exposure"
+	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/store/postgres"
 	"upkeep.dev/upkeep/internal/store/sqlite"

@@ -17,8 +17,8 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
-	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/exposure"
+	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/internal/rollout"
