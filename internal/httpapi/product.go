@@ -127,7 +127,7 @@ func (s *Server) resignProduct(product string) {
 				sem <- struct{}{}
 				go func() {
 					defer func() { <-sem; wg.Done() }()
-					if err := s.Repo.Resign(ctx, d.ID); err != nil {
+					if err := s.Director.Resign(ctx, d.ID); err != nil {
 						mu.Lock()
 						failed++
 						mu.Unlock()

@@ -20,7 +20,7 @@ func TestSetPolicyResignsInBackground(t *testing.T) {
 	s := newStack(t)
 	s.api.Products = s.db
 	s.api.Transparency = &transparency.Service{Products: s.db, Releases: s.db, Devices: s.db, KeysDir: t.TempDir(), PublicURL: "https://labels.example.com", Logger: quietLogger()}
-	s.repo.Notice = func(ctx context.Context, product string) (*trust.Notice, error) {
+	s.director.Notice = func(ctx context.Context, product string) (*trust.Notice, error) {
 		p, err := s.db.FindProduct(ctx, product)
 		if err != nil {
 			return nil, nil
