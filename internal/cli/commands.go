@@ -17,7 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"upkeep.dev/upkeep/internal/client"
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
@@ -324,7 +324,7 @@ func enrollTokenCmd(g *globals) *cobra.Command {
 
 func productCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "product", Short: "Set and show products' support policies"}
-	var pol release.Policy
+	var pol product.Policy
 	set := &cobra.Command{
 		Use:   "set PRODUCT",
 		Short: "Change a product's support policy: only the flags given change (the end date may be extended, never shortened)",
@@ -339,7 +339,7 @@ func productCmd(g *globals) *cobra.Command {
 				return err
 			}
 			end := pol.SupportEnd
-			if cur, err := release.ParsePolicy(p.Policy); err == nil {
+			if cur, err := product.ParsePolicy(p.Policy); err == nil {
 				end = cur.SupportEnd
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: security updates until %s; its devices are told\n", p.Name, end)
