@@ -12,7 +12,7 @@
 // Re-record only with an agent built BEFORE a protocol change, never after one (the point is that
 // old requests keep working):
 //
-//	go test -run TestGoldenDeviceRequests ./cmd/upkeep -record-golden
+//	go test -run TestGoldenDeviceRequests ./internal/cli -record-golden
 //
 // The recording is deterministic (device keys from fixed seeds, fixed serials, images and clock),
 // so re-recording an unchanged agent gives the same file. Replay substitutes only what a fresh
@@ -20,7 +20,7 @@
 // ({device_token}, from the replayed enrolment or token answer), and, should the server number
 // its metadata otherwise, the snapshot and targets versions its timestamp and snapshot announce.
 
-package main
+package cli
 
 import (
 	"bytes"
@@ -48,6 +48,7 @@ import (
 	"upkeep.dev/upkeep/internal/agent"
 	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
 )
@@ -231,7 +232,7 @@ func TestGoldenDeviceRequests(t *testing.T) {
 		g.exchanges, clock = rec.Exchanges, rec.Clock
 		checkGoldenCoverage(t, g.exchanges)
 	}
-	g.e = newEnvWith(t, func(c *ServerConfig) {
+	g.e = newEnvWith(t, func(c *server.Config) {
 		c.Now = func() time.Time { return clock }
 		// The device routes check tokens against the wall clock, the fixed clock issues them:
 		// a lifetime this long keeps them valid for both.
@@ -680,7 +681,7 @@ func loadGolden(t *testing.T) *goldenRecording {
 	t.Helper()
 	b, err := os.ReadFile(goldenPath)
 	if err != nil {
-		t.Fatalf("%v (record it: go test -run TestGoldenDeviceRequests ./cmd/upkeep -record-golden)", err)
+		t.Fatalf("%v (record it: go test -run TestGoldenDeviceRequests ./internal/cli -record-golden)", err)
 	}
 	var rec goldenRecording
 	if err := json.Unmarshal(b, &rec); err != nil {
