@@ -154,7 +154,11 @@ func printSummary(w io.Writer, d *label.Declaration, keyID string) {
 	if last == "" {
 		last = "none yet"
 	}
-	fmt.Fprintf(w, "  product:              %s (model %s), by %s\n", d.Product.Name, d.Product.ModelDesignation, d.Manufacturer.Name)
+	model := ""
+	if d.Product.ModelDesignation != "" {
+		model = " (model " + d.Product.ModelDesignation + ")"
+	}
+	fmt.Fprintf(w, "  product:              %s%s, by %s\n", d.Product.Name, model, d.Manufacturer.Name)
 	fmt.Fprintf(w, "  security updates:     %s\n", delivery)
 	fmt.Fprintf(w, "  support end:          %s\n", end)
 	fmt.Fprintf(w, "  last security update: %s\n", last)

@@ -17,15 +17,15 @@ import (
 
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/label"
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
 )
 
 // labelPolicy is the support policy the label tests publish.
-func labelPolicy(end string) release.Policy {
-	return release.Policy{SupportEnd: end, Delivery: release.DeliveryAutomatic, SecuritySeparate: true, Notification: []string{"app", "email"},
+func labelPolicy(end string) product.Policy {
+	return product.Policy{SupportEnd: end, Delivery: product.DeliveryAutomatic, SecuritySeparate: true, Notification: []string{"app", "email"},
 		VDPURL: "https://example.com/security", VDPContact: "security@example.com", RemediationDays: 30, WarnDays: 90}
 }
 

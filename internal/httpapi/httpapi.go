@@ -33,7 +33,7 @@ type Server struct {
 	Director    *director.Service  // per-device views, deployments, the director root
 	Devices     fleet.Store
 	Releases    release.Store
-	Products    release.ProductStore
+	Products    ProductService
 	Blobs       release.BlobStore
 	Admin       auth.Store
 	Logger      *slog.Logger
@@ -54,7 +54,7 @@ type Server struct {
 	// Exposed finds the devices exposed to an advisory and the release that fixes it (for
 	// campaigns created with --fixes); nil when the server holds no vulnerability data.
 	Exposed func(ctx context.Context, advisory, release string) (fixRelease string, deviceIDs []string, err error)
-	// Patch holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
+	// Exposure holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
 	Exposure *exposure.Service
 
 	inflight       atomic.Int64 // check-ins in flight

@@ -17,7 +17,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/label"
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/transparency"
 )
 
@@ -28,15 +28,15 @@ const publicBase = "https://labels.example.com"
 // testProduct a support policy.
 func (s *stack) withPublicPages(t *testing.T, baseURL string) *transparency.Service {
 	t.Helper()
-	pol := release.Policy{SupportEnd: "2031-12-31", Delivery: release.DeliveryAutomatic, SecuritySeparate: true,
+	pol := product.Policy{SupportEnd: "2031-12-31", Delivery: product.DeliveryAutomatic, SecuritySeparate: true,
 		Notification: []string{"app"}, VDPURL: "https://example.com/vdp", VDPContact: "security@example.com"}
 	b, _ := json.Marshal(pol)
 	now := time.Now().UTC().Truncate(time.Second)
-	changes, err := release.ChangePolicy(testProduct, nil, pol, "admin", now)
+	changes, err := product.ChangePolicy(testProduct, nil, pol, "admin", now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.db.PutProduct(context.Background(), &release.Product{Name: testProduct, Policy: b, UpdatedAt: now}, time.Time{}, changes); err != nil {
+	if err := s.db.PutProduct(context.Background(), &product.Product{Name: testProduct, Policy: b, UpdatedAt: now}, time.Time{}, changes); err != nil {
 		t.Fatal(err)
 	}
 	tr := &transparency.Service{Products: s.db, Releases: s.db, Devices: s.db, KeysDir: filepath.Join(s.root, "keys"),
