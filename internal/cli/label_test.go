@@ -19,6 +19,7 @@ import (
 	"upkeep.dev/upkeep/internal/label"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
+	"upkeep.dev/upkeep/internal/testenv"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
 )
@@ -327,10 +328,8 @@ func mustRead(t *testing.T, path string) []byte {
 // TestLabelPageInChromium renders the public page and the label in headless Chromium, checks
 // the key facts in the DOM, keeps the screenshots, and decodes the label's QR code.
 func TestLabelPageInChromium(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium is not installed (.ci/run installs it): the page is not rendered in a browser")
-	}
+	chromium := testenv.Tool(t, "chromium", "chromium")
+	zbar := testenv.Tool(t, "zbarimg", "zbar-tools")
 	e := newEnvWith(t, func(c *server.Config) { c.Manufacturer = "Example Devices Ltd" })
 	if _, err := e.cli.SetPolicy(context.Background(), testProduct, labelPolicy("2031-12-31")); err != nil {
 		t.Fatal(err)
@@ -372,11 +371,6 @@ func TestLabelPageInChromium(t *testing.T) {
 	labelFile := filepath.Join(shots, "label.png")
 	if err := os.WriteFile(labelFile, png, 0o644); err != nil {
 		t.Fatal(err)
-	}
-	zbar, err := exec.LookPath("zbarimg")
-	if err != nil {
-		t.Log("zbarimg is not installed: the QR code is not decoded")
-		return
 	}
 	got, err := exec.Command(zbar, "--raw", "-q", labelFile).Output()
 	if err != nil {

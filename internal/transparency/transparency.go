@@ -429,7 +429,9 @@ func (s *Service) DeclarationKey(product string) (*trust.Key, error) {
 //   - signed and verified on the device: the server publishes only releases whose targets
 //     metadata a threshold of the offline targets keys signed (imagerepo.Service.Publish), and the
 //     agent runs Uptane full verification of both repositories before it downloads
-//     (trust.Decide); keys are Ed25519, targets carry SHA-256 and SHA-512;
+//     (trust.Decide); keys are Ed25519; targets carry SHA-256 and SHA-512, and the agent checks
+//     the downloaded bytes against the signed trust.ImageHash (SHA-256), which is what the
+//     declaration's hash_alg says;
 //   - rollback protection: the agent refuses a target whose security version is below the
 //     installed one (trust.Decide); it protects a product only if its releases carry security
 //     versions, which releasesHaveSecurityVersions says;
@@ -443,7 +445,7 @@ func PlatformMechanism(releasesHaveSecurityVersions bool) label.Mechanism {
 		AutomaticRollback:         true,
 		OfflineSigningKeys:        true,
 		SignatureAlgorithm:        "ed25519",
-		HashAlgorithms:            "sha256+sha512",
+		HashAlgorithms:            trust.ImageHash,
 		TrustAnchor:               "TUF image root and Uptane director root, both signed with offline keys",
 	}
 }
