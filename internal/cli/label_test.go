@@ -249,6 +249,21 @@ func TestLabelRenderAndVerifyCLI(t *testing.T) {
 	if !strings.Contains(ok, "OK:") || !strings.Contains(ok, "product:              thermostat") || !strings.Contains(ok, "security updates:     automatic") {
 		t.Errorf("verify output:\n%s", ok)
 	}
+	// The key exported from the keys folder is the one the declaration verifies with.
+	var keyOut, keyErr bytes.Buffer
+	kc := newRoot()
+	kc.SetArgs([]string{"label", "key", testProduct, "--keys", e.keys})
+	kc.SetOut(&keyOut)
+	kc.SetErr(&keyErr)
+	if err := kc.Execute(); err != nil {
+		t.Fatalf("label key: %v\n%s", err, keyErr.String())
+	}
+	if !bytes.Equal(keyOut.Bytes(), mustRead(t, filepath.Join(out, "declaration.pub"))) {
+		t.Errorf("label key printed %q, the server serves %q", keyOut.String(), mustRead(t, filepath.Join(out, "declaration.pub")))
+	}
+	if _, err := cliErr("label", "key", "no-such-product", "--keys", e.keys); err == nil {
+		t.Error("label key of a product without a key succeeded")
+	}
 
 	// Without --pub, the key beside the file or the one the envelope carries came with the
 	// declaration: the signature is checked, the signer is not, and the exit is not 0.
