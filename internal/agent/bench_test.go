@@ -16,6 +16,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/devclient"
 )
 
 // BenchmarkHashAndWrite measures the agent's install path on a 64 MiB image file next to
@@ -43,7 +44,7 @@ func BenchmarkHashAndWrite(b *testing.B) {
 		http.ServeFile(w, r, img)
 	}))
 	defer srv.Close()
-	c := &client{http: srv.Client()}
+	c := &devclient.Client{HTTP: srv.Client()}
 
 	for _, src := range []string{"file", "http"} {
 		b.Run(src, func(b *testing.B) {
@@ -68,7 +69,7 @@ func BenchmarkHashAndWrite(b *testing.B) {
 				case "file":
 					err = copyFromFile(img, hs.tee(w), tf.Length, ckpt)
 				case "http":
-					_, err = fetchRange(b.Context(), c, srv.URL+"/image.bin", "", 0, tf.Length, hs.tee(w), 0, 0, 4<<20, ckpt)
+					_, err = fetchRange(b.Context(), c, nil, srv.URL+"/image.bin", "", 0, tf.Length, hs.tee(w), 0, 0, 4<<20, ckpt)
 				}
 				if err != nil {
 					b.Fatal(err)
