@@ -34,12 +34,10 @@ import (
 // download is pending) the full Uptane verification followed by the update it calls for.
 func (a *Agent) Cycle(ctx context.Context) error {
 	defer a.flush(ctx) //nolint:errcheck // events stay queued on failure
-	i := a.state.Installed
-	c := wire.Checkin{Installed: wire.Installed{Target: i.Target, Version: i.Version, SecurityVersion: i.SecurityVersion, SHA256: i.SHA256}, State: a.state.Phase, DirectorVersion: a.state.DirectorVersion}
 	tok, err := a.token(ctx)
 	var res devclient.CheckinResult
 	if err == nil {
-		res, err = a.api.Checkin(ctx, tok, c)
+		res, err = a.api.Checkin(ctx, tok, a.state.CheckinBody())
 	}
 	if err != nil {
 		var se *ServerError
