@@ -15,6 +15,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
@@ -27,7 +28,7 @@ type Engine struct {
 	Releases release.Store
 	// Products, if set, holds each product's declared support policy: a campaign follows its
 	// delivery (docs/ROLLOUTS.md). Nil: every product delivers automatically.
-	Products release.ProductStore
+	Products product.Store
 	// Assign makes the director name rel for d with the install policy, and signs its view.
 	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error
 	// AssignMany, if set, assigns a batch at once and returns the devices it could not assign;
@@ -35,6 +36,9 @@ type Engine struct {
 	AssignMany func(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error
 	// Unassign makes the director name what d runs, so that it installs nothing new.
 	Unassign func(ctx context.Context, d *fleet.Device) error
+	// Exposed finds the devices exposed to an advisory and the release that fixes it, for
+	// campaigns created with Spec.Fixes; nil when the server holds no vulnerability data.
+	Exposed  func(ctx context.Context, advisory, release string) (fixRelease string, deviceIDs []string, err error)
 	Now      func() time.Time
 	Logger   *slog.Logger
 	ActLimit int // members a start or resume assigns before it answers; 0: ActAssignLimit
@@ -101,6 +105,11 @@ type Spec struct {
 	Mode         string        `json:"mode,omitempty"` // forced | soft; default forced for security, soft for feature
 	Window       string        `json:"window,omitempty"`
 	IgnoreWindow bool          `json:"ignore_window,omitempty"`
+	// Fixes, if set, is an advisory: the campaign takes the devices exposed to it and the
+	// release that fixes it (Engine.Exposed); with Release set, that release.
+	Fixes string `json:"fixes,omitempty"`
+	// Start starts the campaign's first wave once it is created.
+	Start bool `json:"-"`
 }
 
 // followDelivery holds a campaign to what its product's published policy promises owners: a
@@ -117,14 +126,14 @@ func (e *Engine) followDelivery(ctx context.Context, c *Campaign, mode string) e
 	if err != nil {
 		return err
 	}
-	pol, err := release.ParsePolicy(p.Policy)
+	pol, err := product.ParsePolicy(p.Policy)
 	if err != nil {
 		return err
 	}
 	switch pol.Delivery {
-	case release.DeliveryNone:
+	case product.DeliveryNone:
 		return apperr.E(apperr.Invalid, "product %s declares that it receives no updates (delivery none): change its policy with `upkeep product set` first", c.Product)
-	case release.DeliveryConsent:
+	case product.DeliveryConsent:
 		if mode == "forced" {
 			return apperr.E(apperr.Invalid, "product %s declares that updates install with the owner's consent: a forced campaign would break that promise", c.Product)
 		}
@@ -144,6 +153,33 @@ func ParseWindow(s string) error {
 // release are members superseded from the start; older campaigns holding a device are
 // superseded for it.
 func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, error) {
+	if s.Fixes != "" {
+		if e.Exposed == nil {
+			return nil, apperr.E(apperr.Unavailable, "--fixes needs vulnerability data, which this server does not hold")
+		}
+		rel, ids, err := e.Exposed(ctx, s.Fixes, s.Release)
+		if err != nil {
+			return nil, err
+		}
+		if len(ids) == 0 {
+			return nil, apperr.E(apperr.Invalid, "no device in the field is exposed to %s", s.Fixes)
+		}
+		// With a target too, resolve keeps the exposed devices of the target only.
+		s.Release, s.Devices, s.DevicesFrom = rel, ids, "fixes:"+s.Fixes
+	}
+	for _, id := range s.Devices {
+		if err := trust.ValidIdent("device", id); err != nil {
+			return nil, apperr.E(apperr.Invalid, "%v", err)
+		}
+	}
+	c, err := e.create(ctx, s, actor)
+	if err != nil || !s.Start {
+		return c, err
+	}
+	return e.Act(ctx, c.ID, "start", actor)
+}
+
+func (e *Engine) create(ctx context.Context, s Spec, actor string) (*Campaign, error) {
 	product, version, ok := strings.Cut(s.Release, "@")
 	if !ok || product == "" || version == "" {
 		return nil, apperr.E(apperr.Invalid, "release %q: want PRODUCT@VERSION", s.Release)
@@ -182,7 +218,7 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	}
 	if s.Window != "" {
 		if err := ParseWindow(s.Window); err != nil {
-			return nil, err
+			return nil, apperr.E(apperr.Invalid, "maintenance window %q: %v", s.Window, err)
 		}
 	}
 	devs, groupWindow, err := e.resolve(ctx, s, rel)
@@ -826,4 +862,29 @@ func (e *Engine) Status(ctx context.Context, id string) (*Status, error) {
 	}
 	st.Timeline, err = e.Store.FindAudit(ctx, "campaign:"+id, 1000)
 	return st, err
+}
+
+// PutGroup validates and stores a group (its filter and maintenance window) and records who
+// changed it. Returns apperr.Invalid for a bad name, filter or window.
+func (e *Engine) PutGroup(ctx context.Context, name, filter, window, actor string) (*Group, error) {
+	if err := trust.ValidIdent("group", name); err != nil {
+		return nil, apperr.E(apperr.Invalid, "%v", err)
+	}
+	if filter != "" {
+		if _, err := ParseFilter(filter); err != nil {
+			return nil, err
+		}
+	}
+	if window != "" {
+		if err := ParseWindow(window); err != nil {
+			return nil, apperr.E(apperr.Invalid, "maintenance window %q: %v", window, err)
+		}
+	}
+	g := &Group{Name: name, Filter: filter, Window: window, CreatedAt: e.now().UTC()}
+	if err := e.Store.PutGroup(ctx, g); err != nil {
+		return nil, err
+	}
+	e.Store.AddAudit(ctx, AuditEntry{Time: g.CreatedAt, Actor: actor, Action: "put", Subject: "group:" + name, //nolint:errcheck // logged by the store
+		Detail: "filter " + filter + " window " + window})
+	return g, nil
 }

@@ -68,6 +68,14 @@ func ParseTargetCustom(tf *metadata.TargetFiles) (TargetCustom, error) {
 	return c, c.Validate()
 }
 
+// ImageHash is the digest that binds an image's bytes to its signed targets entry: Decide
+// refuses a target whose image-repository entry lacks it, and the agent computes it over the
+// bytes it downloads and compares it with the signed value before anything is installed.
+// Releases carry SHA-512 as well (NewTargetFile), which the agent does not compute
+// (docs/DECISIONS.md). The update-capability declaration states this algorithm
+// (transparency.PlatformMechanism), so that it claims what the device checks.
+const ImageHash = "sha256"
+
 // NewTargetFile builds an image target entry.
 func NewTargetFile(length int64, sha256hex, sha512hex string, c TargetCustom) (*metadata.TargetFiles, error) {
 	if err := c.Validate(); err != nil {
@@ -316,8 +324,8 @@ func Decide(deviceID, hardwareID, product string, installed Installed, director 
 	if dt.Length != it.Length {
 		return nil, vfail(FailMismatch, "target %s: director length %d, image repository %d", name, dt.Length, it.Length)
 	}
-	if _, ok := it.Hashes["sha256"]; !ok {
-		return nil, vfail(FailMismatch, "target %s: image repository has no sha256", name)
+	if _, ok := it.Hashes[ImageHash]; !ok {
+		return nil, vfail(FailMismatch, "target %s: image repository has no %s", name, ImageHash)
 	}
 	if len(dt.Hashes) == 0 {
 		return nil, vfail(FailMismatch, "target %s: director names no hashes", name)
