@@ -14,10 +14,18 @@ const (
 	StatusRejected = "rejected"
 )
 
+// Device kinds: how a device talks to the server. A DDI device verifies only its bundle's own
+// signature (SWUpdate, RAUC), never Uptane metadata; docs/ARCHITECTURE.md, "DDI devices".
+const (
+	KindAgent = "upkeep" // the Upkeep agent: /device/v1, full Uptane verification
+	KindDDI   = "ddi"    // a hawkBit DDI client: /{tenant}/controller/v1/{controllerId}
+)
+
 // Device is an enrolled device.
 type Device struct {
-	ID              string // hex of the first 16 bytes of SHA-256 of the public key
-	PublicKey       []byte // Ed25519
+	ID              string // hex of the first 16 bytes of SHA-256 of the public key; a DDI device's controller id
+	Kind            string // KindAgent or KindDDI; "" reads as KindAgent
+	PublicKey       []byte // Ed25519; empty for a DDI device
 	Serial          string
 	Product         string
 	HardwareID      string
@@ -42,6 +50,7 @@ type DeviceFilter struct {
 	Product    string
 	HardwareID string
 	Status     string
+	Kind       string
 	Offset     int
 	Limit      int // 0: no limit
 }
@@ -58,7 +67,11 @@ type DeviceUpdate struct {
 	Assigned        *string
 	AssignPolicy    *string
 	DirectorVersion *int64 // only ever raised
+	Attributes      *map[string]string
 }
+
+// IsDDI reports whether the device is a hawkBit DDI client.
+func (d *Device) IsDDI() bool { return d.Kind == KindDDI }
 
 // Event is one reported step of an update.
 type Event struct {

@@ -15,14 +15,14 @@ import (
 )
 
 const deviceCols = `id, public_key, serial, product, hardware_id, attributes, status, installed_target,
-installed_ver, security_version, installed_sha256, state, last_error, assigned, director_version, last_seen, enrolled_at, assign_policy`
+installed_ver, security_version, installed_sha256, state, last_error, assigned, director_version, last_seen, enrolled_at, assign_policy, kind`
 
 func scanDevice(row interface{ Scan(...any) error }) (*fleet.Device, error) {
 	var d fleet.Device
 	var attrs string
 	var seen sql.NullTime
 	if err := row.Scan(&d.ID, &d.PublicKey, &d.Serial, &d.Product, &d.HardwareID, &attrs, &d.Status, &d.InstalledTarget,
-		&d.InstalledVer, &d.SecurityVersion, &d.InstalledSHA256, &d.State, &d.LastError, &d.Assigned, &d.DirectorVersion, &seen, &d.EnrolledAt, &d.AssignPolicy); err != nil {
+		&d.InstalledVer, &d.SecurityVersion, &d.InstalledSHA256, &d.State, &d.LastError, &d.Assigned, &d.DirectorVersion, &seen, &d.EnrolledAt, &d.AssignPolicy, &d.Kind); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(attrs), &d.Attributes); err != nil {
@@ -38,9 +38,13 @@ func (s *DB) CreateDevice(ctx context.Context, d *fleet.Device) error {
 	if d.Attributes == nil {
 		attrs = []byte("{}")
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)`,
-		d.ID, d.PublicKey, d.Serial, d.Product, d.HardwareID, string(attrs), d.Status, d.InstalledTarget,
-		d.InstalledVer, d.SecurityVersion, d.InstalledSHA256, d.State, d.LastError, d.Assigned, d.DirectorVersion, sql.NullTime{Time: d.LastSeen, Valid: !d.LastSeen.IsZero()}, d.EnrolledAt.UTC(), d.AssignPolicy)
+	pub := d.PublicKey
+	if pub == nil {
+		pub = []byte{} // a DDI device has no key
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)`,
+		d.ID, pub, d.Serial, d.Product, d.HardwareID, string(attrs), d.Status, d.InstalledTarget,
+		d.InstalledVer, d.SecurityVersion, d.InstalledSHA256, d.State, d.LastError, d.Assigned, d.DirectorVersion, sql.NullTime{Time: d.LastSeen, Valid: !d.LastSeen.IsZero()}, d.EnrolledAt.UTC(), d.AssignPolicy, d.Kind)
 	if s.dialect.IsUnique(err) {
 		return apperr.E(apperr.Conflict, "device %s already enrolled", d.ID)
 	}
@@ -72,6 +76,11 @@ func (s *DB) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.De
 	}
 	if f.Status != "" {
 		where = append(where, "status = "+arg(f.Status))
+	}
+	if f.Kind == fleet.KindAgent {
+		where = append(where, "kind <> "+arg(fleet.KindDDI)) // '' and 'upkeep' are agents
+	} else if f.Kind != "" {
+		where = append(where, "kind = "+arg(f.Kind))
 	}
 	if len(f.IDs) > 0 {
 		ph := make([]string, len(f.IDs))
@@ -147,6 +156,13 @@ func (s *DB) updateDevice(ctx context.Context, ex execer, id string, u fleet.Dev
 	}
 	if u.AssignPolicy != nil {
 		set("assign_policy", *u.AssignPolicy)
+	}
+	if u.Attributes != nil {
+		attrs, err := json.Marshal(*u.Attributes)
+		if err != nil || *u.Attributes == nil {
+			attrs = []byte("{}")
+		}
+		set("attributes", string(attrs))
 	}
 	if u.DirectorVersion != nil {
 		// Monotonic: a slower writer never moves a device back to an older director version.
