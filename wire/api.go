@@ -8,7 +8,8 @@ import (
 // Device is a device as the management API shows it.
 type Device struct {
 	ID              string            `json:"id"`
-	Status          string            `json:"status"` // pending | accepted | rejected
+	Kind            string            `json:"kind,omitempty"` // upkeep (the agent, Uptane) | ddi (a hawkBit DDI client: bundle signature only)
+	Status          string            `json:"status"`         // pending | accepted | rejected
 	Serial          string            `json:"serial"`
 	Product         string            `json:"product"`
 	HardwareID      string            `json:"hardware_id"`
@@ -92,4 +93,18 @@ type PolicyChange struct {
 	Field string    `json:"field"`
 	Old   string    `json:"old"`
 	New   string    `json:"new"`
+}
+
+// DDIDeviceRequest creates a hawkBit DDI device ahead of time (POST /api/v1/ddi/devices).
+type DDIDeviceRequest struct {
+	ID         string `json:"id"` // the controller id
+	Product    string `json:"product"`
+	HardwareID string `json:"hardware_id"`
+}
+
+// DDIDeviceResponse carries a DDI device's target token (Authorization: TargetToken ...).
+type DDIDeviceResponse struct {
+	ID          string `json:"id"`
+	TargetToken string `json:"target_token"`
+	Tenant      string `json:"tenant"`
 }

@@ -76,8 +76,14 @@ func serveCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxCheckins, "max-checkins", cfg.MaxCheckins, "check-ins in flight before devices get 429 with a spread Retry-After (env UPKEEP_MAX_CHECKINS; 0: 4096)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
 	f.StringVar(&cfg.Manufacturer, "manufacturer", "", "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
+	f.StringVar(&cfg.DDI.Tenant, "ddi-tenant", "DEFAULT", "the hawkBit DDI tenant served at /{tenant}/controller/v1/ (env UPKEEP_DDI_TENANT; compared case-insensitively)")
+	f.StringVar(&cfg.DDI.GatewayToken, "ddi-gateway-token", "", "DDI gateway token: authenticates any controller of the tenant (env UPKEEP_DDI_GATEWAY_TOKEN; empty: target tokens only)")
+	f.StringVar(&cfg.DDI.Product, "ddi-product", "", "with --ddi-hardware: unknown controllers presenting the gateway token register as devices of this product")
+	f.StringVar(&cfg.DDI.HardwareID, "ddi-hardware", "", "hardware id of DDI devices that register with the gateway token")
+	f.BoolVar(&cfg.DDI.AutoAccept, "ddi-auto-accept", false, "accept DDI devices that register with the gateway token at once (default: pending until `devices accept`)")
 	for flag, env := range map[string]string{"addr": "UPKEEP_ADDR", "data": "UPKEEP_DATA", "keys": "UPKEEP_KEYS", "blobs": "UPKEEP_BLOBS", "db": "UPKEEP_DB",
-		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER"} {
+		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER",
+		"ddi-tenant": "UPKEEP_DDI_TENANT", "ddi-gateway-token": "UPKEEP_DDI_GATEWAY_TOKEN", "ddi-product": "UPKEEP_DDI_PRODUCT", "ddi-hardware": "UPKEEP_DDI_HARDWARE"} {
 		envFlag(f, flag, env)
 	}
 	return cmd
@@ -146,6 +152,14 @@ func releaseCmd(g *globals) *cobra.Command {
 			if fixes != "" {
 				o.Custom.Fixes = splitFixes(fixes)
 			}
+			if o.Custom.ArtifactType == "" { // from the file name: a bundle keeps its kind
+				switch strings.ToLower(filepath.Ext(args[0])) {
+				case ".swu":
+					o.Custom.ArtifactType = trust.ArtifactSWU
+				case ".raucb":
+					o.Custom.ArtifactType = trust.ArtifactRAUCB
+				}
+			}
 			o.File, o.Expires = args[0], trust.DefaultLifetimes().Targets
 			o.Progress = progress(cmd.ErrOrStderr())
 			rel, err := c.Publish(cmd.Context(), o)
@@ -164,6 +178,7 @@ func releaseCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.Custom.Class, "class", trust.ClassSecurity, "security or feature")
 	f.StringVar(&fixes, "fixes", "", "comma-separated advisory ids this release fixes")
 	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): its SHA-256 is signed into the target, then it is uploaded")
+	f.StringVar(&o.Custom.ArtifactType, "artifact-type", "", "swu (SWUpdate bundle), raucb (RAUC bundle) or raw, signed into the target (default: from the extension, .swu or .raucb; else none)")
 	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
 	f.StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")
 	for _, n := range []string{"product", "hardware", "version", "security-version"} {
@@ -245,13 +260,17 @@ func devicesCmd(g *globals) *cobra.Command {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(ds)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "DEVICE\tSTATUS\tPRODUCT\tHARDWARE\tINSTALLED\tSTATE\tASSIGNED\tLAST CHECK-IN\tLAST ERROR")
+			fmt.Fprintln(tw, "DEVICE\tKIND\tSTATUS\tPRODUCT\tHARDWARE\tINSTALLED\tSTATE\tASSIGNED\tLAST CHECK-IN\tLAST ERROR")
 			for _, d := range ds {
 				seen := "never"
 				if !d.LastSeen.IsZero() {
 					seen = time.Since(d.LastSeen).Truncate(time.Second).String() + " ago"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Status, d.Product, d.HardwareID, d.Installed.Version, d.State, d.Assigned, seen, d.LastError)
+				kind := d.Kind
+				if kind == "ddi" {
+					kind = "ddi (bundle signature only, no Uptane)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, kind, d.Status, d.Product, d.HardwareID, d.Installed.Version, d.State, d.Assigned, seen, d.LastError)
 			}
 			return tw.Flush()
 		},
@@ -295,7 +314,7 @@ func devicesCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(list, accept, events)
+	cmd.AddCommand(list, accept, events, ddiCreateCmd(g), ddiTokenCmd(g))
 	return cmd
 }
 

@@ -48,6 +48,10 @@ type Server struct {
 	Rollouts Campaigns
 	// Exposure holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
 	Exposure Vulnerabilities
+	// Routes are served as they are, with their own authentication (the hawkBit DDI API,
+	// internal/ddi); AdminRoutes behind the operator token. Keys are ServeMux patterns.
+	Routes      map[string]http.Handler
+	AdminRoutes map[string]http.HandlerFunc
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
@@ -115,6 +119,12 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/products", s.admin(s.listProducts))
 	mux.Handle("PUT /api/v1/products/{name}/policy", s.admin(s.setPolicy))
 	mux.Handle("GET /api/v1/products/{name}/history", s.admin(s.policyHistory))
+	for p, h := range s.Routes {
+		mux.Handle(p, h)
+	}
+	for p, h := range s.AdminRoutes {
+		mux.Handle(p, s.admin(h))
+	}
 	return s.recoverer(s.Metrics.instrument(mux))
 }
 

@@ -20,10 +20,17 @@ import (
 // DeviceToWire converts a device for the API.
 func DeviceToWire(d *fleet.Device) wire.Device {
 	return wire.Device{
-		ID: d.ID, Status: d.Status, Serial: d.Serial, Product: d.Product, HardwareID: d.HardwareID, Attributes: d.Attributes,
+		ID: d.ID, Kind: cmpOr(d.Kind, fleet.KindAgent), Status: d.Status, Serial: d.Serial, Product: d.Product, HardwareID: d.HardwareID, Attributes: d.Attributes,
 		Installed: wire.Installed{Target: d.InstalledTarget, Version: d.InstalledVer, SecurityVersion: d.SecurityVersion, SHA256: d.InstalledSHA256},
 		State:     d.State, LastError: d.LastError, Assigned: d.Assigned, DirectorVersion: d.DirectorVersion, LastSeen: d.LastSeen, EnrolledAt: d.EnrolledAt,
 	}
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func releaseToWire(r *release.Release) wire.Release {
@@ -33,7 +40,7 @@ func releaseToWire(r *release.Release) wire.Release {
 
 func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := fleet.DeviceFilter{Product: q.Get("product"), HardwareID: q.Get("hardware_id"), Status: q.Get("status")}
+	f := fleet.DeviceFilter{Product: q.Get("product"), HardwareID: q.Get("hardware_id"), Status: q.Get("status"), Kind: q.Get("kind")}
 	f.Limit, _ = strconv.Atoi(q.Get("limit"))
 	f.Offset, _ = strconv.Atoi(q.Get("offset"))
 	ds, err := s.Devices.FindDevices(r.Context(), f)

@@ -25,6 +25,7 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 	blobs3 "upkeep.dev/upkeep/internal/blob/s3"
+	"upkeep.dev/upkeep/internal/ddi"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
@@ -69,6 +70,9 @@ type Config struct {
 	// PublicRefresh is how long a product's public pages are served before their inputs are read
 	// again (0: transparency.DefaultInterval); label.go.
 	PublicRefresh time.Duration
+	// DDI configures the hawkBit DDI API (internal/ddi): tenant, gateway token, auto-registration.
+	// PollSeconds, PublicURL and the target-token key are filled in by Open.
+	DDI ddi.Config
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -121,6 +125,8 @@ type Server struct {
 	Exposure *exposure.Service
 	// Products owns the support policies.
 	Products *product.Service
+	// DDI serves hawkBit DDI clients (SWUpdate, RAUC, Zephyr) at /{tenant}/controller/v1/.
+	DDI *ddi.Service
 
 	http    *http.Server
 	ln      net.Listener
@@ -224,7 +230,14 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.newTransparency(db, now)
 	s.Products = &product.Service{Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Director.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
 	s.Director.Notice = s.Products.Notice
-	api := &httpapi.Server{Fleet: s.Fleet, Images: s.Images, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
+	ddiKey, err := db.Setting(ctx, "ddi_token_key", func() []byte { _, h := auth.NewSecret(""); return h })
+	if err != nil {
+		return fail(err)
+	}
+	dc := cfg.DDI
+	dc.TokenKey, dc.PollSeconds, dc.PublicURL = ddiKey, cfg.PollSeconds, cmp.Or(dc.PublicURL, cfg.PublicURL)
+	s.DDI = &ddi.Service{Config: dc, Devices: db, Fleet: s.Fleet, Actions: db, Targets: s.Images, Blobs: s.Blobs, AllowDDI: s.Products.AllowDDI, Now: now, Logger: cfg.Logger}
+	api := &httpapi.Server{Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(),Fleet: s.Fleet, Images: s.Images, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		Exposure: s.Exposure,
 		Metrics:  s.Metrics, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {

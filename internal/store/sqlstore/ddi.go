@@ -96,4 +96,3 @@ func (s *DB) UpdateAction(ctx context.Context, deviceID string, id int64, from [
 	}
 	return false, nil
 }
-
