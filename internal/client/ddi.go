@@ -19,3 +19,9 @@ func (c *Client) DDIToken(ctx context.Context, id string) (*wire.DDIDeviceRespon
 	var out wire.DDIDeviceResponse
 	return &out, c.Do(ctx, http.MethodGet, "/api/v1/ddi/devices/"+url.PathEscape(id)+"/token", nil, &out)
 }
+
+// Device returns one device.
+func (c *Client) Device(ctx context.Context, id string) (*wire.Device, error) {
+	var out wire.Device
+	return &out, c.Do(ctx, http.MethodGet, "/api/v1/devices/"+url.PathEscape(id), nil, &out)
+}

@@ -301,8 +301,12 @@ func (s *Service) root(w http.ResponseWriter, r *http.Request, q *request) {
 		case p.Consent && !active.Confirmed:
 			body.Links["confirmationBase"] = link{q.base + "/confirmationBase/" + id + "?c=" + actionHash(active, "")}
 		default:
-			_, _, window := s.modes(p)
-			body.Links["deploymentBase"] = link{q.base + "/deploymentBase/" + id + "?c=" + actionHash(active, window)}
+			// Outside its maintenance window the action is held back: not offered at all. (A
+			// deployment with update "skip", as hawkBit gives, makes SWUpdate 2022.12 report the
+			// action closed with success without installing anything.)
+			if _, _, window := s.modes(p); window != "unavailable" {
+				body.Links["deploymentBase"] = link{q.base + "/deploymentBase/" + id + "?c=" + actionHash(active, window)}
+			}
 		}
 	}
 	if len(d.Attributes) == 0 { // asked for until the device sent its attributes once
