@@ -332,6 +332,24 @@ func TestDDIAPIShapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.want(403, "GET", "/DEFAULT/controller/v1/ctrl-b", b, nil)
+	// The published declaration and conformance report say which devices speak DDI and what
+	// that means.
+	for _, f := range []string{"declaration.json", "conformance.json"} {
+		resp, err := http.Get(e.srv.URL + "/p/" + testProduct + "/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if f == "declaration.json" {
+			var env struct{ Payload []byte }
+			json.Unmarshal(body, &env)
+			body = env.Payload
+		}
+		if !bytes.Contains(body, []byte("hawkBit DDI")) || !bytes.Contains(body, []byte("not the platform")) {
+			t.Errorf("%s does not name the DDI devices:\n%.2000s", f, body)
+		}
+	}
 	if _, err := e.cli.CreateDDIDevice(ctx, wire.DDIDeviceRequest{ID: "ctrl-c", Product: testProduct, HardwareID: testHardware}); err == nil {
 		t.Fatal("a DDI device was created for a product that forbids them")
 	}

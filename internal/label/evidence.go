@@ -47,6 +47,8 @@ type Evidence struct {
 	FleetOnSupported   Figure     `json:"fleet_on_supported_release"`
 	Devices            Figure     `json:"devices"`
 	ActiveDevices      Figure     `json:"active_devices"`
+	// DDIDevices counts the devices that speak hawkBit DDI; absent when there are none.
+	DDIDevices *Figure `json:"ddi_devices,omitempty"`
 	// Advisories lists every advisory matched to the product, fixed or not, so that the
 	// remediation commitment can be judged advisory by advisory.
 	Advisories []AdvisoryFact `json:"advisories,omitempty"`
@@ -196,6 +198,15 @@ func ComputeEvidence(now time.Time, rel []ReleaseFact, dev []DeviceFact, ttp []T
 	}
 	e.Devices = Figure{Value: ptr(float64(len(dev))), Unit: "count", Samples: len(dev), Method: "devices of this product known to the platform"}
 	e.ActiveDevices = Figure{Value: ptr(float64(active)), Unit: "count", Samples: active, Method: "devices seen in the 30 days up to computed_at"}
+	ddi := 0
+	for _, d := range dev {
+		if d.DDI {
+			ddi++
+		}
+	}
+	if ddi > 0 {
+		e.DDIDevices = &Figure{Value: ptr(float64(ddi)), Unit: "count", Samples: len(dev), Method: "devices of this product that speak hawkBit DDI (SWUpdate, RAUC, Zephyr clients): " + DDIMeaning}
+	}
 	e.FleetOnSupported = Figure{Unit: "percent", Samples: active,
 		Method: "share of the devices seen in the 30 days up to computed_at that run " + SupportedMethod}
 	switch {
@@ -233,3 +244,9 @@ func days(d time.Duration) float64 { return round1(max(d.Hours(), 0) / 24) }
 func round1(x float64) float64 { return math.Round(x*10) / 10 }
 
 func ptr[T any](v T) *T { return &v }
+
+// DDIMeaning says what a DDI device's updates are checked by, for the evidence, the page and the
+// device list.
+const DDIMeaning = "they verify only their update bundle's own signature, not the platform's Uptane metadata " +
+	"(no rollback or freeze protection from the platform); the platform offers them only releases signed by the " +
+	"offline targets key"

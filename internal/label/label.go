@@ -103,6 +103,9 @@ type ReleaseFact struct {
 type DeviceFact struct {
 	InstalledVersion string
 	LastSeen         time.Time
+	// DDI: the device speaks hawkBit DDI (SWUpdate, RAUC, Zephyr) and verifies only its
+	// bundle's own signature, not the platform's Uptane metadata.
+	DDI bool
 }
 
 // TimeToPatch ties one advisory to the release that fixed it. FixReleased is zero while no

@@ -301,7 +301,7 @@ func (s *Service) gather(ctx context.Context, p *product.Product) (*inputs, erro
 	}
 	devices := make([]label.DeviceFact, 0, len(devs))
 	for _, d := range devs {
-		devices = append(devices, label.DeviceFact{InstalledVersion: d.InstalledVer, LastSeen: d.LastSeen})
+		devices = append(devices, label.DeviceFact{InstalledVersion: d.InstalledVer, LastSeen: d.LastSeen, DDI: d.IsDDI()})
 	}
 	// label.SupportedMethod: a release the manufacturer published, not older than the newest
 	// security release, while the product is within its support period.
