@@ -74,10 +74,23 @@ func serveCmd() *cobra.Command {
 	f.Int64Var(&cfg.MaxArtifact, "max-artifact", cfg.MaxArtifact, "largest artifact accepted, in bytes (env UPKEEP_MAX_ARTIFACT)")
 	f.IntVar(&cfg.PollSeconds, "poll-seconds", cfg.PollSeconds, "poll interval suggested to devices (env UPKEEP_POLL_SECONDS)")
 	f.IntVar(&cfg.MaxCheckins, "max-checkins", cfg.MaxCheckins, "check-ins in flight before devices get 429 with a spread Retry-After (env UPKEEP_MAX_CHECKINS; 0: 4096)")
+	f.IntVar(&cfg.MaxTokenRequests, "max-token-requests", cfg.MaxTokenRequests, "device token requests in flight before devices get 429 (env UPKEEP_MAX_TOKEN_REQUESTS; 0: 256)")
+	f.DurationVar(&cfg.BodyTimeout, "body-timeout", cfg.BodyTimeout, "time a device request's body may take to arrive before 408 (env UPKEEP_BODY_TIMEOUT)")
+	f.IntVar(&cfg.MaxPerDevice, "max-per-device", cfg.MaxPerDevice, "check-ins and reports of one device in flight (env UPKEEP_MAX_PER_DEVICE)")
+	f.IntVar(&cfg.MaxPerIP, "max-per-ip", cfg.MaxPerIP, "token requests and enrolments in flight from one address, IPv6 per /64 (env UPKEEP_MAX_PER_IP)")
+	f.IntVar(&cfg.EnrollPerMinute, "enroll-per-minute", cfg.EnrollPerMinute, "enrolments without an enrolment token per minute from one address (env UPKEEP_ENROLL_PER_MINUTE)")
+	f.IntVar(&cfg.ReportsPerMinute, "reports-per-minute", cfg.ReportsPerMinute, "reports per minute from one device (env UPKEEP_REPORTS_PER_MINUTE)")
+	f.IntVar(&cfg.MaxPending, "max-pending", cfg.MaxPending, "devices awaiting approval before enrolments without a token get 429 (env UPKEEP_MAX_PENDING)")
+	f.DurationVar(&cfg.PendingTTL, "pending-ttl", cfg.PendingTTL, "time a pending enrolment waits for approval before it is removed (env UPKEEP_PENDING_TTL)")
+	f.DurationVar(&cfg.EventRetention, "event-retention", cfg.EventRetention, "time device events are kept (env UPKEEP_EVENT_RETENTION)")
+	f.IntVar(&cfg.MaxDeviceEvents, "max-device-events", cfg.MaxDeviceEvents, "device events kept per device, newest first (env UPKEEP_MAX_DEVICE_EVENTS)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
 	f.StringVar(&cfg.Manufacturer, "manufacturer", "", "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
 	for flag, env := range map[string]string{"addr": "UPKEEP_ADDR", "data": "UPKEEP_DATA", "keys": "UPKEEP_KEYS", "blobs": "UPKEEP_BLOBS", "db": "UPKEEP_DB",
-		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER"} {
+		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS",
+		"max-token-requests": "UPKEEP_MAX_TOKEN_REQUESTS", "body-timeout": "UPKEEP_BODY_TIMEOUT", "max-per-device": "UPKEEP_MAX_PER_DEVICE", "max-per-ip": "UPKEEP_MAX_PER_IP",
+		"enroll-per-minute": "UPKEEP_ENROLL_PER_MINUTE", "reports-per-minute": "UPKEEP_REPORTS_PER_MINUTE", "max-pending": "UPKEEP_MAX_PENDING", "pending-ttl": "UPKEEP_PENDING_TTL",
+		"event-retention": "UPKEEP_EVENT_RETENTION", "max-device-events": "UPKEEP_MAX_DEVICE_EVENTS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER"} {
 		envFlag(f, flag, env)
 	}
 	return cmd
