@@ -21,7 +21,7 @@ import (
 // limited per source address (EnrollPerMinute), and so is the next one after a refused token.
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 	var body bytes.Buffer
-	if err := s.readBody(w, r, wire.MaxEnrollBody, &body); err != nil {
+	if err := s.readDeviceBody(w, r, wire.MaxEnrollBody, &body); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -54,7 +54,7 @@ func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
 // told to come back later. The body is read first: a slow sender holds no place.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	var body bytes.Buffer
-	if err := s.readBody(w, r, wire.MaxEnrollBody, &body); err != nil {
+	if err := s.readDeviceBody(w, r, wire.MaxEnrollBody, &body); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -125,7 +125,7 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request, id string) {
 	br := bodyReaders.Get().(*bytes.Buffer)
 	defer bodyReaders.Put(br)
 	br.Reset()
-	if err := s.readBody(w, r, wire.MaxCheckinBody, br); err != nil {
+	if err := s.readDeviceBody(w, r, wire.MaxCheckinBody, br); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -199,7 +199,7 @@ func (h *intHeader) get(n int) []string {
 // and sends them then.
 func (s *Server) report(w http.ResponseWriter, r *http.Request, id string) {
 	var body bytes.Buffer
-	if err := s.readBody(w, r, wire.MaxReportBody, &body); err != nil {
+	if err := s.readDeviceBody(w, r, wire.MaxReportBody, &body); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -227,7 +227,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, id string) {
 }
 
 func (s *Server) directorMeta(w http.ResponseWriter, r *http.Request, id string) {
-	b, err := s.Repo.DirectorMetadata(r.Context(), id, r.PathValue("file"))
+	b, err := s.Director.Metadata(r.Context(), id, r.PathValue("file"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -238,7 +238,7 @@ func (s *Server) directorMeta(w http.ResponseWriter, r *http.Request, id string)
 }
 
 func (s *Server) imageMeta(w http.ResponseWriter, r *http.Request) {
-	b, err := s.Repo.ImageMetadata(r.Context(), r.PathValue("file"))
+	b, err := s.Images.Metadata(r.Context(), r.PathValue("file"))
 	if err != nil {
 		s.fail(w, r, err)
 		return

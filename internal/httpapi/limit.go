@@ -26,13 +26,13 @@ const (
 	DefaultReportsPerMinute = 20
 )
 
-// readBody reads a device request's whole body, at most limit bytes, into buf before the request
+// readDeviceBody reads a device request's whole body, at most limit bytes, into buf before the request
 // takes any shared slot: a client that trickles its body holds only its own connection, never a
 // place among MaxCheckins or MaxTokenRequests. The body must arrive within BodyTimeout
 // (http.ResponseController's read deadline on the connection); after that the answer is 408 and
 // the connection is closed. The deadline is lifted once the body is in, so that the server's
 // background read does not cancel the request while it is being served.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64, buf *bytes.Buffer) error {
+func (s *Server) readDeviceBody(w http.ResponseWriter, r *http.Request, limit int64, buf *bytes.Buffer) error {
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Now().Add(s.BodyTimeout)) //nolint:errcheck // not supported by test recorders
 	lr := io.LimitedReader{R: r.Body, N: limit + 1}
