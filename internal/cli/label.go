@@ -14,7 +14,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/label"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 // labelFiles are the files `label render` writes, each with the public route it comes from
@@ -42,7 +42,7 @@ No operator token is needed: the pages are public.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			product := args[0]
-			if err := trust.ValidIdent("product", product); err != nil {
+			if err := tuf.ValidIdent("product", product); err != nil {
 				return err
 			}
 			c := &client.Client{Base: g.server, Token: g.token}

@@ -13,7 +13,7 @@ import (
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/transparency"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -38,7 +38,7 @@ func productToWire(p *release.Product, now time.Time) wire.Product {
 // director views in the background so that they learn the end-of-support date.
 func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if err := trust.ValidIdent("product", name); err != nil {
+	if err := tuf.ValidIdent("product", name); err != nil {
 		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
 		return
 	}

@@ -9,7 +9,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/transparency"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -20,7 +20,7 @@ func TestSetPolicyResignsInBackground(t *testing.T) {
 	s := newStack(t)
 	s.api.Products = s.db
 	s.api.Transparency = &transparency.Service{Products: s.db, Releases: s.db, Devices: s.db, KeysDir: t.TempDir(), PublicURL: "https://labels.example.com", Logger: quietLogger()}
-	s.repo.Notice = func(ctx context.Context, product string) (*trust.Notice, error) {
+	s.repo.Notice = func(ctx context.Context, product string) (*uptane.Notice, error) {
 		p, err := s.db.FindProduct(ctx, product)
 		if err != nil {
 			return nil, nil
@@ -29,7 +29,7 @@ func TestSetPolicyResignsInBackground(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return &trust.Notice{Product: product, EndOfSupport: pol.SupportEnd}, nil
+		return &uptane.Notice{Product: product, EndOfSupport: pol.SupportEnd}, nil
 	}
 	srv := s.serve()
 	var ids []string

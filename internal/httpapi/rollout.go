@@ -6,8 +6,9 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/rollout"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -104,7 +105,7 @@ func (s *Server) createRollout(w http.ResponseWriter, r *http.Request) {
 		rs.Release, rs.Devices, rs.DevicesFrom = rel, ids, "fixes:"+spec.Fixes
 	}
 	for _, id := range rs.Devices {
-		if err := trust.ValidIdent("device", id); err != nil {
+		if err := tuf.ValidIdent("device", id); err != nil {
 			s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
 			return
 		}
@@ -226,7 +227,7 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) findGroup(w http.ResponseWriter, r *http.Request) *rollout.Group {
 	name := r.PathValue("name")
-	if err := trust.ValidIdent("group", name); err != nil {
+	if err := tuf.ValidIdent("group", name); err != nil {
 		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
 		return nil
 	}
@@ -257,7 +258,7 @@ func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) putGroup(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if err := trust.ValidIdent("group", name); err != nil {
+	if err := tuf.ValidIdent("group", name); err != nil {
 		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
 		return
 	}
@@ -277,7 +278,7 @@ func (s *Server) putGroup(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if in.Window != "" {
-		if err := rollout.ParseWindow(in.Window); err != nil {
+		if err := installpolicy.ValidWindow(in.Window); err != nil {
 			s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
 			return
 		}
@@ -325,7 +326,7 @@ func (s *Server) groupDevices(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, id := range append(append([]string{}, in.Add...), in.Remove...) {
-		if err := trust.ValidIdent("device", id); err != nil {
+		if err := tuf.ValidIdent("device", id); err != nil {
 			s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
 			return
 		}

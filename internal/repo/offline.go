@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 // ExpiryWarning is how long before offline-signed metadata expires the server starts warning.
@@ -18,7 +18,7 @@ const ExpiryWarning = 30 * 24 * time.Hour
 // (image targets), `upkeep keys resign-director-root` (director root).
 type Expiry struct {
 	Repo    string // RepoImage or RepoDirector
-	Role    string // trust.Root or trust.Targets
+	Role    string // tuf.Root or tuf.Targets
 	Version int64
 	Expires time.Time
 }
@@ -28,7 +28,7 @@ type Expiry struct {
 // parsed and no replica's cached copy is touched.
 func (s *Service) OfflineExpiries(ctx context.Context) ([]Expiry, error) {
 	var out []Expiry
-	for _, m := range []struct{ repo, role string }{{RepoImage, trust.Root}, {RepoImage, trust.Targets}, {RepoDirector, trust.Root}} {
+	for _, m := range []struct{ repo, role string }{{RepoImage, tuf.Root}, {RepoImage, tuf.Targets}, {RepoDirector, tuf.Root}} {
 		cur, err := s.Meta.LatestMetadata(ctx, m.repo, m.role)
 		if err != nil {
 			return nil, err
@@ -65,7 +65,7 @@ func RenewCommand(e Expiry) string {
 	switch {
 	case e.Repo == RepoDirector:
 		return "upkeep keys resign-director-root"
-	case e.Role == trust.Targets:
+	case e.Role == tuf.Targets:
 		return "upkeep release resign-targets"
 	default:
 		return "upkeep keys rotate-root"
@@ -82,14 +82,14 @@ func (s *Service) RotateDirectorRoot(ctx context.Context, data []byte) error {
 	if err != nil {
 		return err
 	}
-	next, err := trust.VerifyRootUpdate(cur, data)
+	next, err := tuf.VerifyRootUpdate(cur, data)
 	if err != nil {
 		return apperr.Wrap(apperr.Verification, err, "director root refused: "+err.Error())
 	}
 	if !next.Signed.ConsistentSnapshot {
 		return apperr.E(apperr.Invalid, "director root refused: it must keep consistent snapshots")
 	}
-	for _, role := range []string{trust.Targets, trust.Snapshot, trust.Timestamp} {
+	for _, role := range []string{tuf.Targets, tuf.Snapshot, tuf.Timestamp} {
 		r := next.Signed.Roles[role]
 		if r == nil || s.Keys.Director == nil || !slices.Contains(r.KeyIDs, s.Keys.Director.ID) {
 			return apperr.E(apperr.Invalid, "director root refused: it does not trust the server's director key for %s", role)
@@ -98,7 +98,7 @@ func (s *Service) RotateDirectorRoot(ctx context.Context, data []byte) error {
 	if !next.Signed.Expires.After(s.now()) {
 		return apperr.E(apperr.Invalid, "director root refused: it expired at %s", next.Signed.Expires.Format(time.RFC3339))
 	}
-	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoDirector, Role: trust.Root, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
+	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoDirector, Role: tuf.Root, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
 		if apperr.Is(err, apperr.Conflict) {
 			return apperr.E(apperr.Conflict, "director root version %d was stored concurrently; sign again", next.Signed.Version)
 		}

@@ -22,8 +22,10 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // Repository names in the MetadataStore.
@@ -54,7 +56,7 @@ type MetadataStore interface {
 	// transaction it raises the device's director version to the view's and, when as is not
 	// nil, records the assignment the view carries, so that a view and the assignment it names
 	// are never apart. Returns apperr.Conflict if another writer got there first.
-	PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView, as *Assignment) error
+	PutDirectorView(ctx context.Context, deviceID string, prev int64, v *uptane.DirectorView, as *Assignment) error
 	// PutDirectorViews stores several devices' views in one transaction, each as
 	// PutDirectorView would. A device whose latest version is no longer its Prev is skipped
 	// and listed in stale; any error stores nothing.
@@ -63,12 +65,12 @@ type MetadataStore interface {
 	LatestDirectorVersions(ctx context.Context, ids []string) (map[string]int64, error)
 	// FindDirectorView returns one version of a device's view (0: the latest), or
 	// apperr.NotFound.
-	FindDirectorView(ctx context.Context, deviceID string, version int64) (*trust.DirectorView, error)
+	FindDirectorView(ctx context.Context, deviceID string, version int64) (*uptane.DirectorView, error)
 }
 
 // Keys are the online keys the server holds.
 type Keys struct {
-	Snapshot, Timestamp, Director *trust.Key
+	Snapshot, Timestamp, Director *tuf.Key
 }
 
 // Service signs and serves both repositories. It is safe for concurrent use.
@@ -78,13 +80,13 @@ type Service struct {
 	Devices   fleet.Store
 	Blobs     release.BlobStore
 	Keys      Keys
-	Lifetimes trust.Lifetimes
+	Lifetimes tuf.Lifetimes
 	Now       func() time.Time
 	Logger    *slog.Logger
 	// OnAssign, if set, is told each device's new director version (the check-in cache).
 	OnAssign func(deviceID string, version int64)
 	// Notice, if set, returns the lifecycle notice for a product's devices (nil: none).
-	Notice func(ctx context.Context, product string) (*trust.Notice, error)
+	Notice func(ctx context.Context, product string) (*uptane.Notice, error)
 
 	mu sync.Mutex // serialises image snapshot/timestamp signing in this process
 
@@ -104,7 +106,7 @@ type Service struct {
 // store. It holds at most viewCacheSize views (a few MiB), forgetting the oldest first.
 type viewCache struct {
 	mu    sync.Mutex
-	views map[viewKey]*trust.DirectorView
+	views map[viewKey]*uptane.DirectorView
 	order []viewKey // ring of the keys in insertion order
 	next  int
 }
@@ -116,18 +118,18 @@ type viewKey struct {
 
 const viewCacheSize = 4096
 
-func (c *viewCache) get(device string, version int64) *trust.DirectorView {
+func (c *viewCache) get(device string, version int64) *uptane.DirectorView {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.views[viewKey{device, version}]
 }
 
-func (c *viewCache) put(device string, v *trust.DirectorView) {
+func (c *viewCache) put(device string, v *uptane.DirectorView) {
 	k := viewKey{device, v.Version}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.views == nil {
-		c.views, c.order = map[viewKey]*trust.DirectorView{}, make([]viewKey, viewCacheSize)
+		c.views, c.order = map[viewKey]*uptane.DirectorView{}, make([]viewKey, viewCacheSize)
 	}
 	if _, ok := c.views[k]; ok {
 		return
@@ -169,7 +171,7 @@ func (s *Service) Bootstrap(ctx context.Context, imageRoot, directorRoot, imageT
 	for _, b := range []struct {
 		repo, role string
 		data       []byte
-	}{{RepoImage, trust.Root, imageRoot}, {RepoDirector, trust.Root, directorRoot}, {RepoImage, trust.Targets, imageTargets}} {
+	}{{RepoImage, tuf.Root, imageRoot}, {RepoDirector, tuf.Root, directorRoot}, {RepoImage, tuf.Targets, imageTargets}} {
 		if _, err := s.Meta.LatestMetadata(ctx, b.repo, b.role); err == nil {
 			continue
 		} else if !apperr.Is(err, apperr.NotFound) {
@@ -180,18 +182,18 @@ func (s *Service) Bootstrap(ctx context.Context, imageRoot, directorRoot, imageT
 		}
 		m := &Meta{Repo: b.repo, Role: b.role, Version: 1, Body: b.data}
 		switch b.role {
-		case trust.Root:
-			r, err := trust.ParseRoot(b.data)
+		case tuf.Root:
+			r, err := tuf.ParseRoot(b.data)
 			if err != nil {
 				return fmt.Errorf("bootstrap %s: %w", b.repo, err)
 			}
 			m.Version, m.Expires = r.Signed.Version, r.Signed.Expires
-		case trust.Targets:
+		case tuf.Targets:
 			root, err := s.imageRoot(ctx)
 			if err != nil {
 				return err
 			}
-			t, err := trust.VerifyTargets(root, b.data, s.now())
+			t, err := uptane.VerifyImageTargets(root, b.data, s.now())
 			if err != nil {
 				return fmt.Errorf("bootstrap image targets: %w", err)
 			}
@@ -219,8 +221,8 @@ func (s *Service) checkKeys(ctx context.Context) error {
 	for _, c := range []struct {
 		root *metadata.Metadata[metadata.RootType]
 		role string
-		key  *trust.Key
-	}{{ir, trust.Snapshot, s.Keys.Snapshot}, {ir, trust.Timestamp, s.Keys.Timestamp}, {dr, trust.Targets, s.Keys.Director}, {dr, trust.Snapshot, s.Keys.Director}, {dr, trust.Timestamp, s.Keys.Director}} {
+		key  *tuf.Key
+	}{{ir, tuf.Snapshot, s.Keys.Snapshot}, {ir, tuf.Timestamp, s.Keys.Timestamp}, {dr, tuf.Targets, s.Keys.Director}, {dr, tuf.Snapshot, s.Keys.Director}, {dr, tuf.Timestamp, s.Keys.Director}} {
 		if c.key == nil || !slices.Contains(c.root.Signed.Roles[c.role].KeyIDs, c.key.ID) {
 			return fmt.Errorf("the configured online key is not trusted for %s in the current root", c.role)
 		}
@@ -237,7 +239,7 @@ func (s *Service) directorRoot(ctx context.Context) (*metadata.Metadata[metadata
 }
 
 func (s *Service) latestRoot(ctx context.Context, repo string) (*metadata.Metadata[metadata.RootType], error) {
-	m, err := s.Meta.LatestMetadata(ctx, repo, trust.Root)
+	m, err := s.Meta.LatestMetadata(ctx, repo, tuf.Root)
 	if err != nil {
 		return nil, fmt.Errorf("load %s root: %w", repo, err)
 	}
@@ -257,7 +259,7 @@ func (s *Service) imageTargets(ctx context.Context) (*metadata.Metadata[metadata
 	if c := s.targets.Load(); c != nil && recent(c.at, now) {
 		return c.t, nil
 	}
-	m, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Targets)
+	m, err := s.Meta.LatestMetadata(ctx, RepoImage, tuf.Targets)
 	if err != nil {
 		return nil, fmt.Errorf("load image targets: %w", err)
 	}
@@ -316,14 +318,14 @@ func (s *Service) refreshImage(ctx context.Context, force bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	tm, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Targets)
+	tm, err := s.Meta.LatestMetadata(ctx, RepoImage, tuf.Targets)
 	if err != nil {
 		return err
 	}
 	var next int64 = 1
-	if ts, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Timestamp); err == nil {
+	if ts, err := s.Meta.LatestMetadata(ctx, RepoImage, tuf.Timestamp); err == nil {
 		next = ts.Version + 1
-		snap, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Snapshot)
+		snap, err := s.Meta.LatestMetadata(ctx, RepoImage, tuf.Snapshot)
 		if err != nil {
 			return err
 		}
@@ -338,15 +340,15 @@ func (s *Service) refreshImage(ctx context.Context, force bool) error {
 	} else if !apperr.Is(err, apperr.NotFound) {
 		return err
 	}
-	st, err := trust.SignSnapshotTimestamp(s.Keys.Snapshot, s.Keys.Timestamp, next, tm.Version, now.Add(s.Lifetimes.Snapshot), now.Add(s.Lifetimes.Timestamp))
+	st, err := tuf.SignSnapshotTimestamp(s.Keys.Snapshot, s.Keys.Timestamp, next, tm.Version, now.Add(s.Lifetimes.Snapshot), now.Add(s.Lifetimes.Timestamp))
 	if err != nil {
 		return err
 	}
 	// Snapshot first: a reader that sees the new timestamp must find its snapshot.
-	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Snapshot, Version: next, Body: st.Snapshot, Expires: now.Add(s.Lifetimes.Snapshot)}); err != nil {
+	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: tuf.Snapshot, Version: next, Body: st.Snapshot, Expires: now.Add(s.Lifetimes.Snapshot)}); err != nil {
 		return err
 	}
-	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Timestamp, Version: next, Body: st.Timestamp, Expires: now.Add(s.Lifetimes.Timestamp)}); err != nil {
+	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: tuf.Timestamp, Version: next, Body: st.Timestamp, Expires: now.Add(s.Lifetimes.Timestamp)}); err != nil {
 		return err
 	}
 	s.invalidate()
@@ -362,15 +364,15 @@ func (s *Service) trusted(ctx context.Context, tsBody []byte, sm *metadata.Metad
 	if err != nil {
 		return false
 	}
-	err = trust.Guard("timestamp", func() error {
+	err = tuf.Guard("timestamp", func() error {
 		tm, err := metadata.Timestamp().FromBytes(tsBody)
 		if err != nil {
 			return err
 		}
-		if err := root.VerifyDelegate(trust.Timestamp, tm); err != nil {
+		if err := root.VerifyDelegate(tuf.Timestamp, tm); err != nil {
 			return err
 		}
-		return root.VerifyDelegate(trust.Snapshot, sm)
+		return root.VerifyDelegate(tuf.Snapshot, sm)
 	})
 	return err == nil
 }
@@ -384,7 +386,7 @@ func (s *Service) logger() *slog.Logger {
 
 // nextTargets checks image targets metadata signed offline as the successor of the stored
 // ones: signed by a threshold of the current root's targets keys (expiry aside, see
-// trust.VerifyTargets), exactly one version newer, and keeping every existing target unchanged
+// uptane.VerifyImageTargets), exactly one version newer, and keeping every existing target unchanged
 // (rule says what else the caller allows, for the error). It returns the new and current
 // targets.
 func (s *Service) nextTargets(ctx context.Context, data []byte, rule string) (next, cur *metadata.Metadata[metadata.TargetsType], err error) {
@@ -392,7 +394,7 @@ func (s *Service) nextTargets(ctx context.Context, data []byte, rule string) (ne
 	if err != nil {
 		return nil, nil, err
 	}
-	next, err = trust.VerifyTargets(root, data, s.now())
+	next, err = uptane.VerifyImageTargets(root, data, s.now())
 	if err != nil {
 		return nil, nil, apperr.Wrap(apperr.Verification, err, "targets metadata refused: "+err.Error())
 	}
@@ -415,7 +417,7 @@ func (s *Service) nextTargets(ctx context.Context, data []byte, rule string) (ne
 
 // putTargets stores targets that nextTargets accepted.
 func (s *Service) putTargets(ctx context.Context, next *metadata.Metadata[metadata.TargetsType], data []byte) error {
-	err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Targets, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires})
+	err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: tuf.Targets, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires})
 	if apperr.Is(err, apperr.Conflict) {
 		return apperr.E(apperr.Conflict, "targets version %d was published concurrently; sign again", next.Signed.Version)
 	}
@@ -427,7 +429,7 @@ func (s *Service) putTargets(ctx context.Context, next *metadata.Metadata[metada
 // than the current targets, keep every existing target unchanged, and add exactly the target
 // name, whose artifact must already be uploaded with the same length and hashes.
 func (s *Service) Publish(ctx context.Context, name string, data []byte) (*release.Release, error) {
-	if err := trust.ValidTargetName(name); err != nil {
+	if err := tuf.ValidTargetName(name); err != nil {
 		return nil, apperr.Wrap(apperr.Invalid, err, err.Error())
 	}
 	next, cur, err := s.nextTargets(ctx, data, "targets may only be added")
@@ -440,8 +442,8 @@ func (s *Service) Publish(ctx context.Context, name string, data []byte) (*relea
 		return nil, apperr.E(apperr.Invalid, "targets metadata must add exactly the target %s, it adds %v", name, added)
 	}
 	tf := next.Signed.Targets[name]
-	c, _ := trust.ParseTargetCustom(tf) // validated by VerifyTargets
-	if want := trust.TargetName(c.Product, c.Version, lastSegment(name)); want != name {
+	c, _ := uptane.ParseTargetCustom(tf) // validated by VerifyTargets
+	if want := tuf.TargetName(c.Product, c.Version, lastSegment(name)); want != name {
 		return nil, apperr.E(apperr.Invalid, "target name %s must be %s (product/version/file)", name, want)
 	}
 	sha256hex, sha512hex := hex.EncodeToString(tf.Hashes["sha256"]), hex.EncodeToString(tf.Hashes["sha512"])
@@ -493,11 +495,11 @@ func (s *Service) RotateRoot(ctx context.Context, data []byte) error {
 	if err != nil {
 		return err
 	}
-	next, err := trust.VerifyRootUpdate(cur, data)
+	next, err := tuf.VerifyRootUpdate(cur, data)
 	if err != nil {
 		return apperr.Wrap(apperr.Verification, err, "root refused: "+err.Error())
 	}
-	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Root, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
+	if err := s.Meta.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: tuf.Root, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
 		return err
 	}
 	if err := s.checkKeys(ctx); err != nil {
@@ -509,12 +511,12 @@ func (s *Service) RotateRoot(ctx context.Context, data []byte) error {
 // ImageMetadata serves an image-repository file: "N.root.json", "timestamp.json",
 // "N.snapshot.json" or "N.targets.json". Returns apperr.NotFound for anything else.
 func (s *Service) ImageMetadata(ctx context.Context, file string) ([]byte, error) {
-	return s.serveMeta(ctx, RepoImage, file, map[string]bool{trust.Root: true, trust.Snapshot: true, trust.Targets: true})
+	return s.serveMeta(ctx, RepoImage, file, map[string]bool{tuf.Root: true, tuf.Snapshot: true, tuf.Targets: true})
 }
 
 // DirectorRoot serves "N.root.json" of the director repository.
 func (s *Service) DirectorRoot(ctx context.Context, file string) ([]byte, error) {
-	return s.serveMeta(ctx, RepoDirector, file, map[string]bool{trust.Root: true})
+	return s.serveMeta(ctx, RepoDirector, file, map[string]bool{tuf.Root: true})
 }
 
 func (s *Service) serveMeta(ctx context.Context, repo, file string, versioned map[string]bool) ([]byte, error) {
@@ -526,7 +528,7 @@ func (s *Service) serveMeta(ctx context.Context, repo, file string, versioned ma
 		if err := s.RefreshImage(ctx, false); err != nil {
 			return nil, err
 		}
-		m, err := s.Meta.LatestMetadata(ctx, repo, trust.Timestamp)
+		m, err := s.Meta.LatestMetadata(ctx, repo, tuf.Timestamp)
 		if err != nil {
 			return nil, err
 		}
@@ -562,7 +564,7 @@ func (s *Service) Assign(ctx context.Context, d *fleet.Device, rel *release.Rele
 
 // AssignWith is Assign with an install policy (consent, maintenance window) that the device
 // receives signed with the assignment.
-func (s *Service) AssignWith(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+func (s *Service) AssignWith(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error {
 	if err := assignable(d, rel); err != nil {
 		return err
 	}
@@ -574,7 +576,7 @@ func (s *Service) AssignWith(ctx context.Context, d *fleet.Device, rel *release.
 }
 
 // assignable refuses a device that is not accepted, or of another product, or whose hardware
-// rel is not for. Devices check the product too (trust.Decide); refusing here gives the operator
+// rel is not for. Devices check the product too (uptane.Decide); refusing here gives the operator
 // a clear answer instead of a device's verification failure.
 func assignable(d *fleet.Device, rel *release.Release) error {
 	if d.Status != fleet.StatusAccepted {
@@ -590,7 +592,7 @@ func assignable(d *fleet.Device, rel *release.Release) error {
 }
 
 // encodePolicy is the stored form of an install policy ("" for none).
-func encodePolicy(p *trust.InstallPolicy) (string, error) {
+func encodePolicy(p *installpolicy.Policy) (string, error) {
 	if p == nil {
 		return "", nil
 	}
@@ -611,7 +613,7 @@ type Assignment struct{ Target, Policy string }
 type ViewPut struct {
 	DeviceID string
 	Prev     int64
-	View     *trust.DirectorView
+	View     *uptane.DirectorView
 	Assign   *Assignment
 }
 
@@ -622,7 +624,7 @@ const assignSigners = 4
 // them in one transaction, so that a wave of thousands costs a few write transactions rather
 // than one per device. A device whose view changed meanwhile is assigned on its own. It
 // returns the devices it could not assign, with the reason.
-func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error {
+func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *installpolicy.Policy) map[string]error {
 	failed := map[string]error{}
 	pol, perr := encodePolicy(p)
 	var todo []*fleet.Device
@@ -669,7 +671,7 @@ func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *relea
 		one(ids)
 		return failed
 	}
-	notices := map[string]*trust.Notice{}
+	notices := map[string]*uptane.Notice{}
 	for _, d := range todo {
 		if _, ok := notices[d.Product]; ok || s.Notice == nil {
 			continue
@@ -692,7 +694,7 @@ func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *relea
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			v := prev[d.ID]
-			view, err := trust.SignView(s.Keys.Director, trust.ViewSpec{Version: v + 1, Expires: s.now().Add(s.Lifetimes.Director),
+			view, err := uptane.SignView(s.Keys.Director, uptane.ViewSpec{Version: v + 1, Expires: s.now().Add(s.Lifetimes.Director),
 				DeviceID: d.ID, HardwareID: d.HardwareID, Name: rel.Target, Target: tf, Notice: notices[d.Product], Install: p})
 			puts[i], errs[i] = ViewPut{DeviceID: d.ID, Prev: v, View: view, Assign: as}, err
 		}()
@@ -761,9 +763,9 @@ func (s *Service) resignAs(ctx context.Context, id string, as *Assignment) error
 				return apperr.E(apperr.NotFound, "target %s is not in the image repository", target)
 			}
 		}
-		var pol *trust.InstallPolicy
+		var pol *installpolicy.Policy
 		if policy != "" && target != "" {
-			pol = &trust.InstallPolicy{}
+			pol = &installpolicy.Policy{}
 			if err := json.Unmarshal([]byte(policy), pol); err != nil {
 				return fmt.Errorf("device %s install policy: %w", id, err)
 			}
@@ -777,15 +779,15 @@ func (s *Service) resignAs(ctx context.Context, id string, as *Assignment) error
 	return apperr.E(apperr.Conflict, "director view of %s changed concurrently", id)
 }
 
-func (s *Service) put(ctx context.Context, d *fleet.Device, prev int64, target string, tf *metadata.TargetFiles, pol *trust.InstallPolicy, as *Assignment) error {
-	var notice *trust.Notice
+func (s *Service) put(ctx context.Context, d *fleet.Device, prev int64, target string, tf *metadata.TargetFiles, pol *installpolicy.Policy, as *Assignment) error {
+	var notice *uptane.Notice
 	if s.Notice != nil {
 		var err error
 		if notice, err = s.Notice(ctx, d.Product); err != nil {
 			return err
 		}
 	}
-	view, err := trust.SignView(s.Keys.Director, trust.ViewSpec{Version: prev + 1, Expires: s.now().Add(s.Lifetimes.Director),
+	view, err := uptane.SignView(s.Keys.Director, uptane.ViewSpec{Version: prev + 1, Expires: s.now().Add(s.Lifetimes.Director),
 		DeviceID: d.ID, HardwareID: d.HardwareID, Name: target, Target: tf, Notice: notice, Install: pol})
 	if err != nil {
 		return err
@@ -842,11 +844,11 @@ func (s *Service) DirectorMetadata(ctx context.Context, deviceID, file string) (
 	if !ok || !strings.HasSuffix(file, ".json") {
 		return nil, apperr.E(apperr.NotFound, "no metadata file %s", file)
 	}
-	if role == trust.Root {
+	if role == tuf.Root {
 		return s.DirectorRoot(ctx, file)
 	}
 	n, err := strconv.ParseInt(ver, 10, 64)
-	if err != nil || n < 1 || (role != trust.Snapshot && role != trust.Targets) {
+	if err != nil || n < 1 || (role != tuf.Snapshot && role != tuf.Targets) {
 		return nil, apperr.E(apperr.NotFound, "no metadata file %s", file)
 	}
 	v := s.views.get(deviceID, n)
@@ -856,7 +858,7 @@ func (s *Service) DirectorMetadata(ctx context.Context, deviceID, file string) (
 		}
 		s.views.put(deviceID, v)
 	}
-	if role == trust.Snapshot {
+	if role == tuf.Snapshot {
 		return v.Snapshot, nil
 	}
 	return v.Targets, nil
@@ -864,7 +866,7 @@ func (s *Service) DirectorMetadata(ctx context.Context, deviceID, file string) (
 
 // CurrentTargets returns the latest image targets metadata, for the release CLI to extend.
 func (s *Service) CurrentTargets(ctx context.Context) ([]byte, error) {
-	m, err := s.Meta.LatestMetadata(ctx, RepoImage, trust.Targets)
+	m, err := s.Meta.LatestMetadata(ctx, RepoImage, tuf.Targets)
 	if err != nil {
 		return nil, err
 	}

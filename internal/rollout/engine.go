@@ -15,8 +15,8 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -29,10 +29,10 @@ type Engine struct {
 	// delivery (docs/ROLLOUTS.md). Nil: every product delivers automatically.
 	Products release.ProductStore
 	// Assign makes the director name rel for d with the install policy, and signs its view.
-	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error
+	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error
 	// AssignMany, if set, assigns a batch at once and returns the devices it could not assign;
 	// else Assign is called for each device.
-	AssignMany func(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error
+	AssignMany func(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *installpolicy.Policy) map[string]error
 	// Unassign makes the director name what d runs, so that it installs nothing new.
 	Unassign func(ctx context.Context, d *fleet.Device) error
 	Now      func() time.Time
@@ -133,12 +133,6 @@ func (e *Engine) followDelivery(ctx context.Context, c *Campaign, mode string) e
 	return nil
 }
 
-// ParseWindow checks a maintenance window HH:MM-HH:MM.
-func ParseWindow(s string) error {
-	_, _, err := trust.ParseWindow(s)
-	return err
-}
-
 // Create resolves the target to devices, splits them into waves and stores the campaign in
 // state created. Devices that already run the release are left out; devices assigned a newer
 // release are members superseded from the start; older campaigns holding a device are
@@ -181,7 +175,7 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		return nil, err
 	}
 	if s.Window != "" {
-		if err := ParseWindow(s.Window); err != nil {
+		if err := installpolicy.ValidWindow(s.Window); err != nil {
 			return nil, err
 		}
 	}
@@ -635,7 +629,7 @@ func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, e
 
 // assignBatch assigns rel to devices with AssignMany, or one by one with Assign if it is not
 // set, and returns the devices it could not assign.
-func (e *Engine) assignBatch(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error {
+func (e *Engine) assignBatch(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *installpolicy.Policy) map[string]error {
 	if e.AssignMany != nil {
 		return e.AssignMany(ctx, ds, rel, p)
 	}
@@ -659,7 +653,7 @@ func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
 		return err
 	}
 	rels := map[string]*release.Release{c.Target: rel}
-	pol := &trust.InstallPolicy{Campaign: c.ID, Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow}
+	pol := &installpolicy.Policy{Campaign: c.ID, Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow}
 	for chunk := range slices.Chunk(ids, 200) {
 		cur, err := e.Store.FindCampaign(ctx, c.ID)
 		if err != nil {

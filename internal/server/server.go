@@ -37,7 +37,8 @@ import (
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/transparency"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -58,7 +59,7 @@ type Config struct {
 	// RolloutEvery is how often the rollout engine drives running campaigns. Default 1 s.
 	RolloutEvery time.Duration
 	TokenTTL     time.Duration
-	Lifetimes    trust.Lifetimes
+	Lifetimes    tuf.Lifetimes
 	Logger       *slog.Logger
 	Now          func() time.Time // a fake clock in tests
 	// PublicURL is the base URL the public reaches this server at; the labels' QR codes link
@@ -74,7 +75,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", DataDir: "upkeep-data", KeysDir: "keys", MaxArtifact: 4 << 30,
-		PollSeconds: 300, TokenTTL: time.Hour, Lifetimes: trust.DefaultLifetimes(),
+		PollSeconds: 300, TokenTTL: time.Hour, Lifetimes: tuf.DefaultLifetimes(),
 	}
 }
 
@@ -143,7 +144,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	keys, err := trust.LoadServerKeys(cfg.KeysDir)
+	keys, err := tuf.LoadServerKeys(cfg.KeysDir)
 	if err != nil {
 		return nil, fmt.Errorf("%w (run `upkeep keys init --dir %s` first)", err, cfg.KeysDir)
 	}
@@ -210,7 +211,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.Exposure.OnReport(ctx, id, r) //nolint:errcheck // logs its own failures
 		return s.Rollouts.OnReport(ctx, id, r)
 	}
-	s.Repo.Notice = func(ctx context.Context, product string) (*trust.Notice, error) {
+	s.Repo.Notice = func(ctx context.Context, product string) (*uptane.Notice, error) {
 		p, err := db.FindProduct(ctx, product)
 		if apperr.Is(err, apperr.NotFound) {
 			return nil, nil
@@ -222,7 +223,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &trust.Notice{Product: product, EndOfSupport: pol.SupportEnd}, nil
+		return &uptane.Notice{Product: product, EndOfSupport: pol.SupportEnd}, nil
 	}
 	api := &httpapi.Server{Fleet: s.Fleet, Repo: s.Repo, Devices: db, Releases: db, Products: db, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		Exposure: s.Exposure, Exposed: s.Exposure.Exposed,

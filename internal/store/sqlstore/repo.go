@@ -10,7 +10,7 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/repo"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 const releaseCols = `product, version, hardware_ids, security_version, class, fixes, target, length, sha256, sha512, targets_version, published_at`
@@ -107,7 +107,7 @@ func (s *DB) FindMetadata(ctx context.Context, repoName, role string, version in
 const directorViewsKept = 3
 
 // PutDirectorView implements repo.MetadataStore.
-func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView, as *repo.Assignment) error {
+func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v *uptane.DirectorView, as *repo.Assignment) error {
 	return s.inTx(ctx, "put director view "+deviceID, func(tx *Tx) error {
 		stale, err := s.putView(ctx, tx, repo.ViewPut{DeviceID: deviceID, Prev: prev, View: v, Assign: as})
 		if stale {
@@ -247,8 +247,8 @@ func (s *DB) PruneDirectorChanges(ctx context.Context, seq int64) error {
 }
 
 // FindDirectorView implements repo.MetadataStore.
-func (s *DB) FindDirectorView(ctx context.Context, deviceID string, version int64) (*trust.DirectorView, error) {
-	var v trust.DirectorView
+func (s *DB) FindDirectorView(ctx context.Context, deviceID string, version int64) (*uptane.DirectorView, error) {
+	var v uptane.DirectorView
 	err := s.db.QueryRowContext(ctx, `SELECT version, targets, snapshot, timestamp, expires FROM director_views
 		WHERE device_id = $1 AND ($2 = 0 OR version = $2) ORDER BY version DESC LIMIT 1`, deviceID, version).
 		Scan(&v.Version, &v.Targets, &v.Snapshot, &v.Timestamp, &v.Expires)
