@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -35,5 +39,21 @@ func TestLoadConfig(t *testing.T) {
 	// The packaged example must load.
 	if err := loadConfig("../../packaging/agent.env", true); err != nil {
 		t.Errorf("packaging/agent.env: %v", err)
+	}
+}
+
+// TestHelp checks that asking for help prints the usage and succeeds, and that a command's -h
+// shows no enrolment token taken from the environment.
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "--help", "help"} {
+		if !isHelp(arg) {
+			t.Errorf("%s is not help", arg)
+		}
+	}
+	t.Setenv("UPKEEP_ENROLL_TOKEN", "upk_enroll_secret-value")
+	var out strings.Builder
+	err := run(context.Background(), "enroll", []string{"-h"}, &out)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("enroll -h: %v, want flag.ErrHelp (exit 0)", err)
 	}
 }

@@ -16,12 +16,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"upkeep.dev/upkeep/internal/agent"
 	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/envfile"
 	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
@@ -44,7 +44,8 @@ const usage = `upkeep-agent: the Upkeep device agent
                       (the TUF conformance suite's client protocol; see docs/TUF-CONFORMANCE.md)
 
 Common flags (each also an UPKEEP_* variable, see packaging/agent.env):
-  --state DIR (default /var/lib/upkeep), --installer ab|file|module,
+  --state DIR (default /var/lib/upkeep, which needs root: try it as a user with --state ./agent-state),
+  --installer ab|file|module,
   --boot uboot|grub|sim (required by --installer ab; sim only simulates one), --boot-env FILE, --slots DIR (file-backed A/B slots),
   --slot-a PATH --slot-b PATH (raw partitions or image files),
   --file-path PATH, --module PATH, --health-cmd CMD, --hook-timeout 5m, --poll 5m,
@@ -71,7 +72,13 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	if err := run(ctx, args[0], args[1:], os.Stdout); err != nil {
+	if isHelp(args[0]) {
+		fmt.Fprint(os.Stdout, usage)
+		return
+	}
+	if err := run(ctx, args[0], args[1:], os.Stdout); errors.Is(err, flag.ErrHelp) {
+		return // the command's flags were printed
+	} else if err != nil {
 		fmt.Fprintln(os.Stderr, "upkeep-agent:", err)
 		os.Exit(1)
 	}
@@ -128,29 +135,14 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.slowWindow, "slow-window", envDuration("UPKEEP_SLOW_WINDOW", 0), "slow-retrieval window (0: default 60s)")
 }
 
-// loadConfig reads KEY=VALUE lines (the systemd EnvironmentFile format) into the environment,
-// without overriding variables that are already set.
+// loadConfig reads KEY=VALUE lines (the systemd EnvironmentFile format, internal/envfile) into
+// the environment, without overriding variables that are already set.
 func loadConfig(path string, required bool) error {
-	b, err := os.ReadFile(path)
+	vals, err := envfile.Read(path, required)
 	if err != nil {
-		if !required && errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return fmt.Errorf("config: %w", err)
+		return err
 	}
-	for i, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok || !strings.HasPrefix(k, "UPKEEP_") {
-			return fmt.Errorf("config %s line %d: want UPKEEP_NAME=value", path, i+1)
-		}
-		if i := strings.Index(v, " #"); i >= 0 { // an inline comment
-			v = v[:i]
-		}
-		v = strings.Trim(strings.TrimSpace(v), `"'`)
+	for k, v := range vals {
 		if _, set := os.LookupEnv(k); !set {
 			os.Setenv(k, v)
 		}
@@ -287,7 +279,7 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 		var o agent.EnrollOptions
 		var imageRoot, directorRoot string
 		fs.StringVar(&o.Server, "server", os.Getenv("UPKEEP_SERVER"), "server URL (UPKEEP_SERVER)")
-		fs.StringVar(&o.EnrollToken, "token", os.Getenv("UPKEEP_ENROLL_TOKEN"), "enrolment token (none: wait for an operator)")
+		fs.StringVar(&o.EnrollToken, "token", "", "enrolment token (env UPKEEP_ENROLL_TOKEN; none: wait for an operator)")
 		fs.StringVar(&o.Identity.Serial, "serial", "", "serial number")
 		fs.StringVar(&o.Identity.Product, "product", "", "product")
 		fs.StringVar(&o.Identity.HardwareID, "hardware", "", "hardware id")
@@ -299,6 +291,9 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 		fs.StringVar(&o.Installed.SHA256, "installed-sha256", "", "sha256 of the factory image")
 		if err := fs.Parse(args); err != nil {
 			return err
+		}
+		if o.EnrollToken == "" { // not a flag default, so that -h never prints it
+			o.EnrollToken = os.Getenv("UPKEEP_ENROLL_TOKEN")
 		}
 		if o.Server == "" {
 			return errors.New("--server is required")
@@ -394,4 +389,13 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 	default:
 		return fmt.Errorf("unknown command %q\n%s", cmd, usage)
 	}
+}
+
+// isHelp says whether arg asks for the usage.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
 }

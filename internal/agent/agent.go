@@ -406,10 +406,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		default:
 			backoff = 0
 		}
+		next := a.spread(wait)
+		if next > 0 {
+			// One line per idle period, so that whoever reads the log sees the agent waiting.
+			a.log.Info("idle until the next check-in", "next_checkin", time.Now().Add(next).UTC().Format(time.RFC3339), "in", next.Round(time.Second).String())
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(a.spread(wait)):
+		case <-time.After(next):
 		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,4 +105,46 @@ func TestJitterHint(t *testing.T) {
 			t.Fatalf("spread of 1m without a hint: %s", d)
 		}
 	}
+}
+
+// TestIdleLogLine checks that the agent says, at info level, when it goes idle and when it will
+// check in next.
+func TestIdleLogLine(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotModified)
+	}))
+	defer srv.Close()
+	a := testAgent(t, srv, Config{PollInterval: time.Hour})
+	var logs lockedLog
+	a.log = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "idle until the next check-in") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	out := logs.String()
+	if !strings.Contains(out, `"level":"INFO","msg":"idle until the next check-in"`) || !strings.Contains(out, `"next_checkin":`) {
+		t.Errorf("no idle line at info level with the next check-in time:\n%s", out)
+	}
+}
+
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

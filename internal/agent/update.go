@@ -397,8 +397,8 @@ type mismatchError struct{ ve *uptane.VerificationError }
 func (e *mismatchError) Error() string { return e.ve.Error() }
 func (e *mismatchError) Unwrap() error { return e.ve }
 
-// StreamTarget downloads url into w, verifying the length and every signed SHA-256/SHA-512 hash
-// of tf while streaming. The read is bounded by the signed length (TUF "endless data") and
+// StreamTarget downloads url into w, verifying the length and the signed digest newHashes picks
+// (SHA-256, or SHA-512 when tf lists no SHA-256) while streaming. The read is bounded by the signed length (TUF "endless data") and
 // aborted below the agent's default minimum rate (TUF "slow retrieval"); hc should have no total
 // timeout (NewDownloadClient), so that a slow but steady link finishes. Network
 // trouble and short reads are *TransientError; anything that contradicts the signed metadata is
@@ -414,21 +414,25 @@ func StreamTarget(ctx context.Context, hc *http.Client, url string, tf *metadata
 	return hs.verify(tf)
 }
 
-// hashes computes the signed digest the agent checks while an image streams past: SHA-256 when
-// the targets entry lists it, else SHA-512. One collision-resistant digest signed by the
-// offline targets key binds the bytes; computing a second one would double the CPU an install
-// costs a small device without making a forgery any harder (docs/DECISIONS.md).
+// hashes computes the signed digest the agent checks while an image streams past:
+// uptane.ImageHash (SHA-256) when the targets entry lists it, as every entry uptane.Decide
+// accepts does, else SHA-512 (tuf-client, on other repositories). One collision-resistant
+// digest signed by the offline targets key binds the bytes; computing a second one would
+// double the CPU an install costs a small device without making a forgery any harder
+// (docs/DECISIONS.md).
 type hashes map[string]hash.Hash
 
 func newHashes(tf *metadata.TargetFiles) (hashes, error) {
-	switch {
-	case tf.Hashes["sha256"] != nil:
-		return hashes{"sha256": sha256.New()}, nil
-	case tf.Hashes["sha512"] != nil:
-		return hashes{"sha512": sha512.New()}, nil
+	for _, alg := range []string{uptane.ImageHash, "sha512"} {
+		if tf.Hashes[alg] != nil {
+			return hashes{alg: hashFuncs[alg]()}, nil
+		}
 	}
 	return nil, &uptane.VerificationError{Reason: uptane.ReasonHashMismatch, Msg: "target has neither sha256 nor sha512"}
 }
+
+// hashFuncs are the digests newHashes can compute, by their TUF names.
+var hashFuncs = map[string]func() hash.Hash{"sha256": sha256.New, "sha512": sha512.New}
 
 func (hs hashes) Write(p []byte) (int, error) {
 	for _, h := range hs {

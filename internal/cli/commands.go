@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,7 +16,8 @@ import (
 	"golang.org/x/term"
 
 	"upkeep.dev/upkeep/internal/client"
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/envfile"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
@@ -37,17 +37,17 @@ func (g *globals) client() (*client.Client, error) {
 
 func serveCmd() *cobra.Command {
 	cfg := server.DefaultConfig()
+	var configPath string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the server on the embedded defaults (SQLite and a local artifacts folder)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if v := os.Getenv("UPKEEP_MAX_CHECKINS"); v != "" && !cmd.Flags().Changed("max-checkins") {
-				n, err := strconv.Atoi(v)
-				if err != nil {
-					return fmt.Errorf("UPKEEP_MAX_CHECKINS=%q: want a number", v)
-				}
-				cfg.MaxCheckins = n
+			file, err := applyEnv(cmd)
+			if err != nil {
+				return err
 			}
+			cfg.S3AccessKey, _ = envfile.Lookup(file, "UPKEEP_S3_ACCESS_KEY")
+			cfg.S3SecretKey, _ = envfile.Lookup(file, "UPKEEP_S3_SECRET_KEY")
 			cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 			s, err := server.Open(cmd.Context(), cfg)
 			if err != nil {
@@ -66,17 +66,21 @@ func serveCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Addr, "addr", envOr("UPKEEP_ADDR", cfg.Addr), "listen address (env UPKEEP_ADDR)")
-	f.StringVar(&cfg.DataDir, "data", envOr("UPKEEP_DATA", cfg.DataDir), "folder for the SQLite database and artifacts (env UPKEEP_DATA)")
-	f.StringVar(&cfg.KeysDir, "keys", envOr("UPKEEP_KEYS", cfg.KeysDir), "folder with the online keys and trust roots (env UPKEEP_KEYS)")
-	f.StringVar(&cfg.Blobs, "blobs", os.Getenv("UPKEEP_BLOBS"), "s3://bucket?endpoint=URL for S3-compatible artifact storage (keys in UPKEEP_S3_ACCESS_KEY, UPKEEP_S3_SECRET_KEY); empty: a folder in --data")
-	cfg.S3AccessKey, cfg.S3SecretKey = os.Getenv("UPKEEP_S3_ACCESS_KEY"), os.Getenv("UPKEEP_S3_SECRET_KEY")
-	f.StringVar(&cfg.Database, "db", os.Getenv("UPKEEP_DB"), "postgres:// URL for the scale-out store; empty: SQLite in --data (env UPKEEP_DB)")
-	f.Int64Var(&cfg.MaxArtifact, "max-artifact", cfg.MaxArtifact, "largest artifact accepted, in bytes")
-	f.IntVar(&cfg.PollSeconds, "poll-seconds", cfg.PollSeconds, "poll interval suggested to devices")
+	f.StringVar(&configPath, "config", "", "configuration file of UPKEEP_*=value lines, as packaging/server.env (env UPKEEP_CONFIG); flags win over the environment, which wins over the file")
+	f.StringVar(&cfg.Addr, "addr", cfg.Addr, "listen address (env UPKEEP_ADDR)")
+	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "folder for the SQLite database and artifacts (env UPKEEP_DATA)")
+	f.StringVar(&cfg.KeysDir, "keys", cfg.KeysDir, "folder with the online keys and trust roots (env UPKEEP_KEYS)")
+	f.StringVar(&cfg.Blobs, "blobs", "", "s3://bucket?endpoint=URL for S3-compatible artifact storage (keys in UPKEEP_S3_ACCESS_KEY, UPKEEP_S3_SECRET_KEY); empty: a folder in --data (env UPKEEP_BLOBS)")
+	f.StringVar(&cfg.Database, "db", "", "postgres:// URL for the scale-out store; empty: SQLite in --data (env UPKEEP_DB)")
+	f.Int64Var(&cfg.MaxArtifact, "max-artifact", cfg.MaxArtifact, "largest artifact accepted, in bytes (env UPKEEP_MAX_ARTIFACT)")
+	f.IntVar(&cfg.PollSeconds, "poll-seconds", cfg.PollSeconds, "poll interval suggested to devices (env UPKEEP_POLL_SECONDS)")
 	f.IntVar(&cfg.MaxCheckins, "max-checkins", cfg.MaxCheckins, "check-ins in flight before devices get 429 with a spread Retry-After (env UPKEEP_MAX_CHECKINS; 0: 4096)")
-	f.StringVar(&cfg.PublicURL, "public-url", os.Getenv("UPKEEP_PUBLIC_URL"), "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
-	f.StringVar(&cfg.Manufacturer, "manufacturer", os.Getenv("UPKEEP_MANUFACTURER"), "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
+	f.StringVar(&cfg.Manufacturer, "manufacturer", "", "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
+	for flag, env := range map[string]string{"addr": "UPKEEP_ADDR", "data": "UPKEEP_DATA", "keys": "UPKEEP_KEYS", "blobs": "UPKEEP_BLOBS", "db": "UPKEEP_DB",
+		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER"} {
+		envFlag(f, flag, env)
+	}
 	return cmd
 }
 
@@ -144,13 +148,7 @@ func releaseCmd(g *globals) *cobra.Command {
 				o.Custom.Fixes = splitFixes(fixes)
 			}
 			o.File, o.Expires = args[0], tuf.DefaultLifetimes().Targets
-			if f, ok := cmd.OutOrStdout().(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-				o.Progress = func(r io.Reader, size int64) io.Reader {
-					bar := progressbar.DefaultBytes(size, "uploading")
-					pr := progressbar.NewReader(r, bar)
-					return &pr
-				}
-			}
+			o.Progress = progress(cmd.ErrOrStderr())
 			rel, err := c.Publish(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -270,7 +268,11 @@ func devicesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.Accept(cmd.Context(), args[0])
+			if err := c.Accept(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "device %s accepted: it gets a token at its next request\n", args[0])
+			return nil
 		},
 	}
 	events := &cobra.Command{
@@ -325,7 +327,7 @@ func enrollTokenCmd(g *globals) *cobra.Command {
 
 func productCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "product", Short: "Set and show products' support policies"}
-	var pol release.Policy
+	var pol product.Policy
 	set := &cobra.Command{
 		Use:   "set PRODUCT",
 		Short: "Change a product's support policy: only the flags given change (the end date may be extended, never shortened)",
@@ -340,7 +342,7 @@ func productCmd(g *globals) *cobra.Command {
 				return err
 			}
 			end := pol.SupportEnd
-			if cur, err := release.ParsePolicy(p.Policy); err == nil {
+			if cur, err := product.ParsePolicy(p.Policy); err == nil {
 				end = cur.SupportEnd
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: security updates until %s; its devices are told\n", p.Name, end)
@@ -394,4 +396,33 @@ func productCmd(g *globals) *cobra.Command {
 	}
 	cmd.AddCommand(set, list, history)
 	return cmd
+}
+
+// progress shows a long read (hashing, uploading) on w: a progress bar on a terminal, else one
+// line per phase, so that a 1.5 GB publish never looks stuck.
+func progress(w io.Writer) func(phase string, r io.Reader, size int64) io.Reader {
+	return func(phase string, r io.Reader, size int64) io.Reader {
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			pr := progressbar.NewReader(r, progressbar.NewOptions64(size, progressbar.OptionSetDescription(phase), progressbar.OptionSetWriter(w),
+				progressbar.OptionShowBytes(true), progressbar.OptionSetWidth(30), progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionShowCount(),
+				progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }), progressbar.OptionFullWidth()))
+			return &pr
+		}
+		fmt.Fprintf(w, "%s %s\n", phase, humanBytes(size))
+		return r
+	}
+}
+
+// humanBytes is n in B, KiB, MiB or GiB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 2; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMG"[exp])
 }

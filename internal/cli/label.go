@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/label"
+	"upkeep.dev/upkeep/internal/transparency"
 	"upkeep.dev/upkeep/internal/tuf"
 )
 
@@ -136,7 +138,43 @@ it prints "signature consistent but signer not checked" with the key id to compa
 		},
 	}
 	verify.Flags().StringVar(&pubFile, "pub", "", "PEM public key you trust, to verify with (required for OK)")
-	cmd.AddCommand(render, verify)
+	var keysDir string
+	key := &cobra.Command{
+		Use:   "key PRODUCT --keys DIR",
+		Short: "Print a product's declaration public key (PEM), read from the server's keys folder, for `label verify --pub`",
+		Long: `Reads the product's declaration signing key from the server's keys folder
+(DIR/declaration/PRODUCT.key, created when the product's declaration is first published) and
+prints its public key as PEM, with its key id on standard error. Publish that key through a
+channel of your own (your website, the product's documentation): buyers and auditors then check
+a declaration with ` + "`upkeep label verify declaration.json --pub KEY.pem`" + `, which only says OK for a
+key obtained apart from the declaration.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := tuf.ValidIdent("product", args[0]); err != nil {
+				return err
+			}
+			path := filepath.Join(keysDir, transparency.KeyDir, args[0]+".key")
+			k, err := tuf.LoadKey(path)
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("%s has no declaration key in %s yet: it is created when the product's public page is first served (upkeep product set, then /p/%s)", args[0], keysDir, args[0])
+			}
+			if err != nil {
+				return err
+			}
+			pub := k.Private.Public().(ed25519.PublicKey)
+			pem, err := label.MarshalPublicKey(pub)
+			if err != nil {
+				return err
+			}
+			id, _ := label.KeyID(pub)
+			fmt.Fprintf(cmd.ErrOrStderr(), "declaration key of %s: key id %s\n", args[0], id)
+			_, err = cmd.OutOrStdout().Write(pem)
+			return err
+		},
+	}
+	key.Flags().StringVar(&keysDir, "keys", "keys", "the server's keys folder (env UPKEEP_KEYS)")
+	envFlag(key.Flags(), "keys", "UPKEEP_KEYS")
+	cmd.AddCommand(render, verify, key)
 	return cmd
 }
 
@@ -154,7 +192,11 @@ func printSummary(w io.Writer, d *label.Declaration, keyID string) {
 	if last == "" {
 		last = "none yet"
 	}
-	fmt.Fprintf(w, "  product:              %s (model %s), by %s\n", d.Product.Name, d.Product.ModelDesignation, d.Manufacturer.Name)
+	model := ""
+	if d.Product.ModelDesignation != "" {
+		model = " (model " + d.Product.ModelDesignation + ")"
+	}
+	fmt.Fprintf(w, "  product:              %s%s, by %s\n", d.Product.Name, model, d.Manufacturer.Name)
 	fmt.Fprintf(w, "  security updates:     %s\n", delivery)
 	fmt.Fprintf(w, "  support end:          %s\n", end)
 	fmt.Fprintf(w, "  last security update: %s\n", last)

@@ -17,15 +17,16 @@ import (
 
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/label"
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
+	"upkeep.dev/upkeep/internal/testenv"
 	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
 // labelPolicy is the support policy the label tests publish.
-func labelPolicy(end string) release.Policy {
-	return release.Policy{SupportEnd: end, Delivery: release.DeliveryAutomatic, SecuritySeparate: true, Notification: []string{"app", "email"},
+func labelPolicy(end string) product.Policy {
+	return product.Policy{SupportEnd: end, Delivery: product.DeliveryAutomatic, SecuritySeparate: true, Notification: []string{"app", "email"},
 		VDPURL: "https://example.com/security", VDPContact: "security@example.com", RemediationDays: 30, WarnDays: 90}
 }
 
@@ -248,6 +249,21 @@ func TestLabelRenderAndVerifyCLI(t *testing.T) {
 	if !strings.Contains(ok, "OK:") || !strings.Contains(ok, "product:              thermostat") || !strings.Contains(ok, "security updates:     automatic") {
 		t.Errorf("verify output:\n%s", ok)
 	}
+	// The key exported from the keys folder is the one the declaration verifies with.
+	var keyOut, keyErr bytes.Buffer
+	kc := newRoot()
+	kc.SetArgs([]string{"label", "key", testProduct, "--keys", e.keys})
+	kc.SetOut(&keyOut)
+	kc.SetErr(&keyErr)
+	if err := kc.Execute(); err != nil {
+		t.Fatalf("label key: %v\n%s", err, keyErr.String())
+	}
+	if !bytes.Equal(keyOut.Bytes(), mustRead(t, filepath.Join(out, "declaration.pub"))) {
+		t.Errorf("label key printed %q, the server serves %q", keyOut.String(), mustRead(t, filepath.Join(out, "declaration.pub")))
+	}
+	if _, err := cliErr("label", "key", "no-such-product", "--keys", e.keys); err == nil {
+		t.Error("label key of a product without a key succeeded")
+	}
 
 	// Without --pub, the key beside the file or the one the envelope carries came with the
 	// declaration: the signature is checked, the signer is not, and the exit is not 0.
@@ -327,10 +343,8 @@ func mustRead(t *testing.T, path string) []byte {
 // TestLabelPageInChromium renders the public page and the label in headless Chromium, checks
 // the key facts in the DOM, keeps the screenshots, and decodes the label's QR code.
 func TestLabelPageInChromium(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium is not installed (.ci/run installs it): the page is not rendered in a browser")
-	}
+	chromium := testenv.Tool(t, "chromium", "chromium")
+	zbar := testenv.Tool(t, "zbarimg", "zbar-tools")
 	e := newEnvWith(t, func(c *server.Config) { c.Manufacturer = "Example Devices Ltd" })
 	if _, err := e.cli.SetPolicy(context.Background(), testProduct, labelPolicy("2031-12-31")); err != nil {
 		t.Fatal(err)
@@ -372,11 +386,6 @@ func TestLabelPageInChromium(t *testing.T) {
 	labelFile := filepath.Join(shots, "label.png")
 	if err := os.WriteFile(labelFile, png, 0o644); err != nil {
 		t.Fatal(err)
-	}
-	zbar, err := exec.LookPath("zbarimg")
-	if err != nil {
-		t.Log("zbarimg is not installed: the QR code is not decoded")
-		return
 	}
 	got, err := exec.Command(zbar, "--raw", "-q", labelFile).Output()
 	if err != nil {

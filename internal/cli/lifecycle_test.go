@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/agent"
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/uptane"
 )
 
@@ -46,13 +46,13 @@ func TestSupportPolicyAndEndOfSupportNotice(t *testing.T) {
 	waitNotice(t, d.Agent, "2032-06-30")
 	pol := storedPolicy(t, e)
 	if pol.SupportEnd != "2032-06-30" || pol.VDPURL != "https://example.com/vdp" || len(pol.Notification) != 1 || pol.Notification[0] != "app" ||
-		pol.Delivery != release.DeliveryAutomatic || !pol.SecuritySeparate {
+		pol.Delivery != product.DeliveryAutomatic || !pol.SecuritySeparate {
 		t.Fatalf("after extending the end only: %+v", pol)
 	}
 	// Other flags change their field alone; an empty value given explicitly clears it.
 	cli(t, append(g, "product", "set", testProduct, "--delivery", "consent", "--vdp-url", "", "--name", "Acme Thermostat", "--model", "T2-EU")...)
 	pol = storedPolicy(t, e)
-	if pol.SupportEnd != "2032-06-30" || pol.VDPURL != "" || pol.Delivery != release.DeliveryConsent || pol.ProductName != "Acme Thermostat" ||
+	if pol.SupportEnd != "2032-06-30" || pol.VDPURL != "" || pol.Delivery != product.DeliveryConsent || pol.ProductName != "Acme Thermostat" ||
 		pol.ModelDesignation != "T2-EU" || len(pol.Notification) != 1 {
 		t.Fatalf("after a partial update: %+v", pol)
 	}
@@ -102,7 +102,7 @@ func waitNotice(t *testing.T, a *agent.Agent, end string) *uptane.Notice {
 }
 
 // storedPolicy reads testProduct's policy through the API.
-func storedPolicy(t *testing.T, e *env) release.Policy {
+func storedPolicy(t *testing.T, e *env) product.Policy {
 	t.Helper()
 	ps, err := e.cli.Products(context.Background())
 	if err != nil {
@@ -110,7 +110,7 @@ func storedPolicy(t *testing.T, e *env) release.Policy {
 	}
 	for _, p := range ps {
 		if p.Name == testProduct {
-			var pol release.Policy
+			var pol product.Policy
 			if err := json.Unmarshal(p.Policy, &pol); err != nil {
 				t.Fatal(err)
 			}
@@ -118,5 +118,5 @@ func storedPolicy(t *testing.T, e *env) release.Policy {
 		}
 	}
 	t.Fatalf("no product %s", testProduct)
-	return release.Policy{}
+	return product.Policy{}
 }

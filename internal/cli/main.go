@@ -43,13 +43,6 @@ func userMessage(err error) string {
 	return err.Error()
 }
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "upkeep",
@@ -58,8 +51,15 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	g := &globals{}
-	root.PersistentFlags().StringVar(&g.server, "server", envOr("UPKEEP_SERVER", "http://127.0.0.1:8080"), "server URL (env UPKEEP_SERVER)")
-	root.PersistentFlags().StringVar(&g.token, "token", os.Getenv("UPKEEP_TOKEN"), "operator token (env UPKEEP_TOKEN)")
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.server, "server", "http://127.0.0.1:8080", "server URL (env UPKEEP_SERVER)")
+	pf.StringVar(&g.token, "token", "", "operator token (env UPKEEP_TOKEN)")
+	envFlag(pf, "server", "UPKEEP_SERVER")
+	envFlag(pf, "token", "UPKEEP_TOKEN")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		_, err := applyEnv(cmd)
+		return err
+	}
 	root.AddCommand(serveCmd(), keysCmd(g), releaseCmd(g), deployCmd(g), devicesCmd(g), enrollTokenCmd(g), productCmd(g), labelCmd(g), rolloutCmd(g), groupsCmd(g), simulateCmd(g), benchCmd(), demoCmd())
 	addVulnCmds(root, g)
 	return root

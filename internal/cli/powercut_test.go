@@ -44,7 +44,23 @@ const (
 	unhealthyOffset    = 32          // past the "UPKEEP-IMAGE <version>" header
 	agentLogTail       = 2 << 10     // bytes of the agent's log quoted in a failure
 	maxViolations      = 10          // the loop stops after this many; each is reported
+	// Every powercutAimEvery-th cut is aimed: it still comes at its random instant, unless the
+	// agent enters, before then, the phase of the update step that fewest cuts have landed in so
+	// far (powercutSteps); it is then cut at once. The install step lasts a few milliseconds
+	// (arming the trial: two fsynced writes), so random instants alone rarely land in it.
+	powercutAimEvery = 4
+	powercutAimPoll  = 200 * time.Microsecond // how often an aimed cut reads the journal
 )
+
+// powercutSteps are the steps of an update the cuts must land in, each with the journal phases
+// that stand for it. The test fails unless at least one cut lands in each. They are in order of
+// how rarely a cut at a random instant lands in them: an aimed cut whose candidates are tied
+// goes to the first.
+var powercutSteps = []powercutStep{
+	{"install", []string{agent.PhaseInstalling}},
+	{"trial boot", []string{agent.PhaseRebooting, agent.PhaseVerifying}},
+	{"download", []string{agent.PhaseDownloading}},
+}
 
 // TestPowerCuts runs the real upkeep-agent binary against a real server and cuts its power at
 // random instants: SIGKILL 0–400 ms after it starts, then the boot ROM and boot loader's
@@ -52,7 +68,9 @@ const (
 // boot limit), then the agent again. The server keeps assigning newer releases (2–4 MiB, rising
 // security versions, every fifth one failing its health check on the device), so that cuts
 // land in the download, at checkpoints, in the install, the trial boot, the health check and
-// the commit.
+// the commit. Every fourth cut is aimed at the update step fewest cuts have reached so far
+// (powercutAimEvery); the journal phase read right after each cut says where it landed, and
+// the test fails unless cuts landed in the download, the install and the trial boot.
 //
 // After every cut the booted slot, and the committed slot the boot loader falls back to, must
 // hold complete images that the offline targets key signed, each the image the journal says is
@@ -60,8 +78,8 @@ const (
 // cuts and must converge: idle on the newest assignment, or a clean rollback to the previous
 // image, with the server's view matching the device.
 //
-// UPKEEP_POWERCUTS sets the number of cuts (default 200); UPKEEP_POWERCUT_SEED repeats the cut
-// instants and release sizes of an earlier run.
+// UPKEEP_POWERCUTS sets the number of cuts (default 200; too few for a cut to land in every step
+// fail); UPKEEP_POWERCUT_SEED repeats the cut instants and release sizes of an earlier run.
 func TestPowerCuts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the agent binary and cuts its power hundreds of times")
@@ -110,11 +128,21 @@ func TestPowerCuts(t *testing.T) {
 	h.assignNext(d.id)
 
 	var st powercutStats
-	phaseAtCut := map[string]int{}
+	phaseAtCut, byPhase := map[string]int{}, map[string]int{}
+	aimed, aimedHit := 0, 0
 	fellBack, rearmed := map[string]bool{}, map[string]bool{} // pending images, by sha256
 	for i := range cuts {
+		wait := time.Duration(rng.Int64N(int64(powercutMaxSleep) + 1))
+		from := d.journalPhase()
 		run := d.start(t)
-		time.Sleep(time.Duration(rng.Int64N(int64(powercutMaxSleep) + 1)))
+		if i%powercutAimEvery == powercutAimEvery-1 {
+			aimed++
+			if d.awaitPhase(from, leastCutStep(byPhase).phases, wait) {
+				aimedHit++
+			}
+		} else {
+			time.Sleep(wait)
+		}
 		if err := run.cut(); err != nil {
 			st.agentExits++
 			t.Errorf("cut %d: %v", i, err)
@@ -134,6 +162,7 @@ func TestPowerCuts(t *testing.T) {
 			label += " (trial running)"
 		}
 		phaseAtCut[label]++
+		byPhase[before.Phase]++
 
 		// Power comes back: the boot ROM and boot loader run before anything else.
 		envBefore := d.env(t)
@@ -224,11 +253,51 @@ func TestPowerCuts(t *testing.T) {
 		cuts, st.updates, st.rollbacks, st.healthRollbacks, st.rollbacks-st.healthRollbacks, st.bricked, st.wrongImage, st.agentExits,
 		len(h.signed), final.Installed.Version, final.Phase, time.Since(start).Round(time.Second))
 	t.Logf("journal phase at the cut: %s", formatCounts(phaseAtCut))
+	t.Logf("aimed cuts: %d, of which %d came when the agent entered the step aimed at", aimed, aimedHit)
 	t.Logf("boot loader fallbacks at power-on: %d; images armed for a trial again after their fallback: %d", st.fallbacks, len(rearmed))
 	t.Logf("temporary files left behind by interrupted atomic writes: %s", formatCounts(leftovers))
 	if st.bricked != 0 || st.wrongImage != 0 {
 		t.Errorf("bricked=%d wrong_image_boots=%d; want 0 and 0", st.bricked, st.wrongImage)
 	}
+	var steps, missed []string
+	for _, s := range powercutSteps {
+		n := stepCount(byPhase, s.phases)
+		steps = append(steps, fmt.Sprintf("%s %d", s.name, n))
+		if n == 0 {
+			missed = append(missed, s.name)
+		}
+	}
+	t.Logf("cuts by update step: %s", strings.Join(steps, ", "))
+	if len(missed) > 0 {
+		t.Errorf("no cut landed in the %s step (cuts by step: %s; journal phase at the cut: %s)",
+			strings.Join(missed, " or the "), strings.Join(steps, ", "), formatCounts(phaseAtCut))
+	}
+}
+
+type powercutStep struct {
+	name   string
+	phases []string
+}
+
+// stepCount is how many cuts landed in one of phases.
+func stepCount(byPhase map[string]int, phases []string) int {
+	n := 0
+	for _, p := range phases {
+		n += byPhase[p]
+	}
+	return n
+}
+
+// leastCutStep is the update step fewest cuts have landed in so far (the first such in
+// powercutSteps).
+func leastCutStep(byPhase map[string]int) powercutStep {
+	step := powercutSteps[0]
+	for _, s := range powercutSteps[1:] {
+		if stepCount(byPhase, s.phases) < stepCount(byPhase, step.phases) {
+			step = s
+		}
+	}
+	return step
 }
 
 // powercutStats counts what the cuts led to.
@@ -466,6 +535,34 @@ fi
 	d.args = []string{"run", "--state", state, "--boot", "sim", "--poll", powercutPoll, "--checkpoint-bytes", powercutCheckpoint,
 		"--health-cmd", "/bin/sh '" + health + "'"}
 	return d
+}
+
+// journalPhase is the phase the journal names now, or "" if it cannot be read.
+func (d *powercutDevice) journalPhase() string {
+	var j struct {
+		Phase string `json:"phase"`
+	}
+	b, err := os.ReadFile(filepath.Join(d.state, "state.json"))
+	if err != nil || json.Unmarshal(b, &j) != nil {
+		return ""
+	}
+	return j.Phase
+}
+
+// awaitPhase waits up to max for the agent to enter one of phases, reading the journal every
+// powercutAimPoll. It reports whether it did: the journal moved to one of them from another
+// phase during the wait (the journal at the start, from, does not count, so that a resumed
+// phase is not cut before the agent has done anything).
+func (d *powercutDevice) awaitPhase(from string, phases []string, max time.Duration) bool {
+	prev := from
+	for deadline := time.Now().Add(max); time.Now().Before(deadline); time.Sleep(powercutAimPoll) {
+		p := d.journalPhase()
+		if p != prev && slices.Contains(phases, p) {
+			return true
+		}
+		prev = p
+	}
+	return false
 }
 
 func (d *powercutDevice) slotPath(s boot.Slot) string {

@@ -2,8 +2,7 @@ package cli
 
 import (
 	"github.com/spf13/pflag"
-
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/product"
 )
 
 // policyFlag ties a `product set` flag to the policy field (its JSON name) it sets.
@@ -28,9 +27,9 @@ var policyFlagFields = []policyFlag{
 }
 
 // policyFlags registers the `product set` flags. Their defaults are those of a new product
-// (release.DefaultPolicy); only the flags given on the command line are sent (policyPatch).
-func policyFlags(f *pflag.FlagSet, pol *release.Policy) {
-	def := release.DefaultPolicy()
+// (product.DefaultPolicy); only the flags given on the command line are sent (policyPatch).
+func policyFlags(f *pflag.FlagSet, pol *product.Policy) {
+	def := product.DefaultPolicy()
 	f.StringVar(&pol.SupportEnd, "support-end", "", "last day of security updates, YYYY-MM-DD (required for a new product)")
 	f.StringVar(&pol.SupportStart, "support-start", "", "first day of the support period, YYYY-MM-DD (EU CRA Art.13(8))")
 	f.StringVar(&pol.SupportStartBasis, "support-start-basis", "", "what the support period counts from: placed_on_market, purchase or activation")
@@ -50,7 +49,7 @@ func policyFlags(f *pflag.FlagSet, pol *release.Policy) {
 // policyPatch returns the policy fields whose flags were given, for a partial update: the
 // server keeps every other field as stored. An empty value given explicitly (--vdp-url "")
 // clears the field.
-func policyPatch(f *pflag.FlagSet, pol release.Policy) map[string]any {
+func policyPatch(f *pflag.FlagSet, pol product.Policy) map[string]any {
 	vals := map[string]any{
 		"support_end": pol.SupportEnd, "support_start": pol.SupportStart, "support_start_basis": pol.SupportStartBasis,
 		"justification_lt_5y": pol.JustificationUnder5y, "delivery": pol.Delivery, "security_separate": pol.SecuritySeparate,

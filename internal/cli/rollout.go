@@ -53,7 +53,7 @@ func rolloutCmd(g *globals) *cobra.Command {
 			if asJSON {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(camp)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "campaign %s: %s to %s, %d devices in waves of %v, %s\n", camp.ID, camp.Release, camp.Selector, show.Last(camp.Waves), show.WaveSizes(camp.Waves), camp.State)
+			fmt.Fprintf(cmd.OutOrStdout(), "campaign %s: %s to %s, %s, %s\n", camp.ID, camp.Release, camp.Selector, show.Waves(camp.Waves), camp.State)
 			if camp.State == rollout.StateCreated {
 				fmt.Fprintf(cmd.OutOrStdout(), "start it: upkeep rollout start %s\n", camp.ID)
 			}

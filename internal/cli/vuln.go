@@ -118,6 +118,9 @@ func advisoriesCmd(g *globals) *cobra.Command {
 				for _, e := range res.Errors {
 					fmt.Fprintf(w, "  malformed %s: %s\n", e.File, e.Error)
 				}
+				if err == nil && res.Imported+res.Updated+res.Unchanged+res.VEXImported+res.VEXUpdated+res.VEXUnchanged == 0 {
+					return fmt.Errorf("nothing was imported from %s: no OSV record or CSAF document found (%d skipped, %d malformed)", strings.Join(args, ", "), res.Skipped, len(res.Errors))
+				}
 			}
 			return err
 		},

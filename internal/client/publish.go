@@ -30,8 +30,9 @@ type PublishOptions struct {
 	// are fetched from the server and accepted only along a verified rotation chain.
 	TrustedRoot []byte
 	Expires     time.Duration // lifetime of the new targets metadata
-	// Progress, if set, wraps the artifact upload (a progress bar).
-	Progress func(r io.Reader, size int64) io.Reader
+	// Progress, if set, wraps the artifact's reads while it is hashed (phase "hashing") and
+	// uploaded ("uploading"): a progress bar.
+	Progress func(phase string, r io.Reader, size int64) io.Reader
 	// SBOM, if set, is the release's SBOM file: its SHA-256 is signed into the target's custom
 	// (sbom_sha256) and it is uploaded after the release.
 	SBOM string
@@ -41,7 +42,7 @@ type PublishOptions struct {
 // with the offline targets key, uploads the artifact and then the signed metadata. It never
 // signs targets metadata it could not verify against the trusted root.
 func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, error) {
-	blob, err := hashFile(o.File)
+	blob, err := hashFile(o.File, o.Progress)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +114,7 @@ func (c *Client) uploadBlob(ctx context.Context, o PublishOptions, b *wire.BlobI
 	defer f.Close()
 	var r io.Reader = f
 	if o.Progress != nil {
-		r = o.Progress(f, b.Length)
+		r = o.Progress("uploading", f, b.Length)
 	}
 	var got wire.BlobInfo
 	if err := c.Do(ctx, http.MethodPut, "/api/v1/blobs/"+b.SHA256, sized{r, b.Length}, &got); err != nil {
@@ -132,14 +133,22 @@ type sized struct {
 
 func (s sized) Size() int64 { return s.n }
 
-func hashFile(path string) (*wire.BlobInfo, error) {
+func hashFile(path string, progress func(string, io.Reader, int64) io.Reader) (*wire.BlobInfo, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open artifact: %w", err)
 	}
 	defer f.Close()
+	var r io.Reader = f
+	if progress != nil {
+		st, err := f.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("artifact: %w", err)
+		}
+		r = progress("hashing", f, st.Size())
+	}
 	h256, h512 := sha256.New(), sha512.New()
-	n, err := io.Copy(io.MultiWriter(h256, h512), f)
+	n, err := io.Copy(io.MultiWriter(h256, h512), r)
 	if err != nil {
 		return nil, fmt.Errorf("hash artifact: %w", err)
 	}

@@ -43,9 +43,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Once {
-		defer os.RemoveAll(dir)
-	}
+	// The folder holds the demo's offline keys: it goes however the demo ends.
+	defer os.RemoveAll(dir)
 	keys := filepath.Join(dir, "keys")
 	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		return err
@@ -66,6 +65,10 @@ func Run(ctx context.Context, cfg Config) error {
 	defer srv.Close()
 	fmt.Fprintf(out, "server listening on %s (SQLite and artifacts in %s)\n", srv.URL, scfg.DataDir)
 	c := &client.Client{Base: srv.URL, Token: srv.AdminToken}
+	if _, err := c.SetPolicy(ctx, "thermostat", demoPolicy()); err != nil {
+		return fmt.Errorf("support policy: %w", err)
+	}
+	fmt.Fprintf(out, "thermostat's support policy is public: %s/p/thermostat (label, signed declaration, conformance report)\n", srv.URL)
 	targetsKey, err := tuf.LoadKey(filepath.Join(keys, tuf.FileTargetsKey))
 	if err != nil {
 		return err
@@ -148,8 +151,11 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if !cfg.Once {
-		fmt.Fprintf(out, "\nThe server keeps running: %s\n  export UPKEEP_SERVER=%s UPKEEP_TOKEN=%s\n  go run ./cmd/upkeep devices list\nPress Ctrl-C to stop.\n", srv.URL, srv.URL, srv.AdminToken)
+		fmt.Fprintf(out, "\n%d/%d devices updated to %s. The server keeps running:\n  open %s/ and %s/p/thermostat\n  export UPKEEP_SERVER=%s UPKEEP_TOKEN=%s\n  go run ./cmd/upkeep devices list\n  go run ./cmd/upkeep rollout list\nPress Ctrl-C to stop; the demo's folder (keys and data) is removed.\n",
+			updated, cfg.Devices, r101.Version, srv.URL, srv.URL, srv.URL, srv.AdminToken)
 		<-ctx.Done()
+		fmt.Fprintln(out, "demo stopped")
+		return nil
 	}
 	fmt.Fprintf(out, "%d/%d devices updated to %s\n", updated, cfg.Devices, r101.Version)
 	if updated != cfg.Devices {
@@ -172,7 +178,7 @@ func demoHealth(header []byte) error {
 // in waves; the devices of the first wave roll back, and the campaign pauses itself before any
 // other device gets it.
 func demoBadRelease(ctx context.Context, c *client.Client, out io.Writer, publish func(string, int64, []byte) (*wire.Release, error), cfg Config) error {
-	fmt.Fprintln(out, "\nAct two: thermostat@1.0.2 crashes on boot, and goes out in waves of 10%, 50%, 100%")
+	fmt.Fprintln(out, "\nAct two: thermostat@1.0.2 crashes on boot, and goes out as a campaign whose waves take 10%, 50% and 100% of the fleet")
 	img := sim.Image("1.0.2", cfg.ImageSize)
 	copy(img[len("UPKEEP-DEMO-IMAGE 1.0.2\n"):], demoCrashMarker)
 	bad, err := publish("1.0.2", 2, img)
@@ -183,7 +189,7 @@ func demoBadRelease(ctx context.Context, c *client.Client, out io.Writer, publis
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "campaign %s started: %d devices in waves of %v\n", camp.ID, show.Last(camp.Waves), show.WaveSizes(camp.Waves))
+	fmt.Fprintf(out, "campaign %s started: %s\n", camp.ID, show.Waves(camp.Waves))
 	deadline := time.Now().Add(cfg.Timeout)
 	for {
 		st, err := c.RolloutStatus(ctx, camp.ID)
@@ -270,5 +276,17 @@ func watchRollout(ctx context.Context, c *client.Client, out io.Writer, cfg Conf
 			return updated, ctx.Err()
 		case <-time.After(300 * time.Millisecond):
 		}
+	}
+}
+
+// demoPolicy is the demo product's support policy: five years of security updates, installed
+// automatically, with a vulnerability contact, so that its public page and label exist.
+func demoPolicy() map[string]any {
+	return map[string]any{
+		"support_end":       time.Now().AddDate(5, 0, 0).UTC().Format(time.DateOnly),
+		"notification":      []string{"app"},
+		"vdp_url":           "https://example.com/security",
+		"product_name":      "Demo thermostat",
+		"model_designation": "TS2",
 	}
 }

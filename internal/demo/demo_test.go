@@ -3,6 +3,8 @@ package demo
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +23,17 @@ func TestDemoOnce(t *testing.T) {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	text := out.String()
+	if !strings.Contains(text, "/p/thermostat") {
+		t.Errorf("the demo names no public page:\n%s", text)
+	}
+	if _, after, ok := strings.Cut(text, "keys created in "); ok {
+		keys, _, _ := strings.Cut(after, " ")
+		if _, err := os.Stat(filepath.Dir(keys)); !os.IsNotExist(err) {
+			t.Errorf("the demo left its folder with the offline keys behind: %s (%v)", filepath.Dir(keys), err)
+		}
+	} else {
+		t.Errorf("no keys line:\n%s", text)
+	}
 	lines := strings.Split(strings.TrimSpace(text), "\n")
 	if got := lines[len(lines)-1]; got != "10/10 devices updated to 1.0.1" {
 		t.Errorf("last line %q, want %q", got, "10/10 devices updated to 1.0.1")

@@ -31,7 +31,7 @@ type Server struct {
 	Repo        *repo.Service
 	Devices     fleet.Store
 	Releases    release.Store
-	Products    release.ProductStore
+	Products    ProductService
 	Blobs       release.BlobStore
 	Admin       auth.Store
 	Logger      *slog.Logger
@@ -52,7 +52,7 @@ type Server struct {
 	// Exposed finds the devices exposed to an advisory and the release that fixes it (for
 	// campaigns created with --fixes); nil when the server holds no vulnerability data.
 	Exposed func(ctx context.Context, advisory, release string) (fixRelease string, deviceIDs []string, err error)
-	// Patch holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
+	// Exposure holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
 	Exposure *exposure.Service
 
 	inflight       atomic.Int64 // check-ins in flight

@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/transparency"
-	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -18,19 +17,11 @@ import (
 // body changes only the fields it holds, refusing what the declaration schema would refuse.
 func TestSetPolicyResignsInBackground(t *testing.T) {
 	s := newStack(t)
-	s.api.Products = s.db
-	s.api.Transparency = &transparency.Service{Products: s.db, Releases: s.db, Devices: s.db, KeysDir: t.TempDir(), PublicURL: "https://labels.example.com", Logger: quietLogger()}
-	s.repo.Notice = func(ctx context.Context, product string) (*uptane.Notice, error) {
-		p, err := s.db.FindProduct(ctx, product)
-		if err != nil {
-			return nil, nil
-		}
-		pol, err := release.ParsePolicy(p.Policy)
-		if err != nil {
-			return nil, err
-		}
-		return &uptane.Notice{Product: product, EndOfSupport: pol.SupportEnd}, nil
-	}
+	tr := &transparency.Service{Products: s.db, Releases: s.db, Devices: s.db, KeysDir: t.TempDir(), PublicURL: "https://labels.example.com", Logger: quietLogger()}
+	s.api.Transparency = tr
+	products := &product.Service{Store: s.db, Devices: s.db, Check: tr.CheckPolicy, Resign: s.repo.Resign, Logger: quietLogger()}
+	s.api.Products = products
+	s.repo.Notice = products.Notice
 	srv := s.serve()
 	var ids []string
 	for range 5 {
@@ -76,8 +67,8 @@ func TestSetPolicyResignsInBackground(t *testing.T) {
 	if len(ps) != 1 {
 		t.Fatalf("products %s", r.body)
 	}
-	pol, _ := release.ParsePolicy(ps[0].Policy)
-	if pol.SupportEnd != "2032-06-30" || pol.VDPURL != "https://example.com/vdp" || len(pol.Notification) != 1 || pol.Delivery != release.DeliveryAutomatic || !pol.SecuritySeparate {
+	pol, _ := product.ParsePolicy(ps[0].Policy)
+	if pol.SupportEnd != "2032-06-30" || pol.VDPURL != "https://example.com/vdp" || len(pol.Notification) != 1 || pol.Delivery != product.DeliveryAutomatic || !pol.SecuritySeparate {
 		t.Errorf("stored policy after the partial changes: %+v", pol)
 	}
 }

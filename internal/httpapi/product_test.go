@@ -5,14 +5,14 @@ import (
 	"testing"
 	"time"
 
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/product"
 )
 
 // TestProductWarning checks the operator's warning around the support end date: support lasts
 // through the end date, so the last day says "ends", and the next day "ended".
 func TestProductWarning(t *testing.T) {
-	pol, _ := json.Marshal(release.Policy{SupportEnd: "2030-06-30", Delivery: release.DeliveryAutomatic})
-	p := &release.Product{Name: "thermostat", Policy: pol}
+	pol, _ := json.Marshal(product.Policy{SupportEnd: "2030-06-30", Delivery: product.DeliveryAutomatic})
+	p := &product.Product{Name: "thermostat", Policy: pol}
 	at := func(s string) time.Time { t, _ := time.Parse(time.RFC3339, s); return t }
 	tests := []struct {
 		now  time.Time

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"html/template"
 	"io"
 	"net/http"
 	"strings"
@@ -50,7 +51,9 @@ var publicFiles = map[string]publicFile{
 //	GET /p/{product}/declaration.pub   the PEM public key that verifies it
 //	GET /p/{product}/conformance.json  the conformance report
 //	GET /p/{product}/conformance.html  the conformance report alone, HTML
+//	GET /                              an index of the products' public pages
 func (s *Server) publicRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /{$}", s.index)
 	mux.HandleFunc("GET /p/{product}", s.public)
 	mux.HandleFunc("GET /p/{product}/{file}", s.public)
 }
@@ -99,4 +102,39 @@ func (s *Server) publicFail(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(apperr.HTTPStatus(code))
 	io.WriteString(w, msg+"\n")
+}
+
+var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Upkeep</title><style>body{font-family:system-ui,sans-serif;max-width:40em;margin:2em auto;padding:0 1em;line-height:1.5}</style></head>
+<body><h1>Upkeep</h1>
+<p>Security updates and their support periods, published by this server.</p>
+{{if .}}<h2>Products</h2><ul>{{range .}}<li><a href="/p/{{.}}">{{.}}</a> (<a href="/p/{{.}}/label.svg">label</a>, <a href="/p/{{.}}/declaration.json">signed declaration</a>, <a href="/p/{{.}}/conformance.html">conformance report</a>)</li>{{end}}</ul>
+{{else}}<p>No product has a published support policy yet (<code>upkeep product set NAME --support-end YYYY-MM-DD</code>).</p>{{end}}
+<p>Operators use the <code>upkeep</code> command against this server's <code>/api/v1</code>.</p>
+</body></html>
+`))
+
+// index lists the products that have public pages. It is public, as those pages are.
+func (s *Server) index(w http.ResponseWriter, r *http.Request) {
+	var names []string
+	if s.Products != nil && s.Transparency != nil {
+		ps, err := s.Products.Products(r.Context())
+		if err != nil {
+			s.publicFail(w, r, err)
+			return
+		}
+		for _, p := range ps {
+			names = append(names, p.Name)
+		}
+	}
+	var buf bytes.Buffer
+	if err := indexPage.Execute(&buf, names); err != nil {
+		s.publicFail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", pageCSP)
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Write(buf.Bytes()) //nolint:errcheck // the client went away
 }

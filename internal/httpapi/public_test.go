@@ -17,7 +17,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/label"
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/transparency"
 )
 
@@ -28,15 +28,15 @@ const publicBase = "https://labels.example.com"
 // testProduct a support policy.
 func (s *stack) withPublicPages(t *testing.T, baseURL string) *transparency.Service {
 	t.Helper()
-	pol := release.Policy{SupportEnd: "2031-12-31", Delivery: release.DeliveryAutomatic, SecuritySeparate: true,
+	pol := product.Policy{SupportEnd: "2031-12-31", Delivery: product.DeliveryAutomatic, SecuritySeparate: true,
 		Notification: []string{"app"}, VDPURL: "https://example.com/vdp", VDPContact: "security@example.com"}
 	b, _ := json.Marshal(pol)
 	now := time.Now().UTC().Truncate(time.Second)
-	changes, err := release.ChangePolicy(testProduct, nil, pol, "admin", now)
+	changes, err := product.ChangePolicy(testProduct, nil, pol, "admin", now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.db.PutProduct(context.Background(), &release.Product{Name: testProduct, Policy: b, UpdatedAt: now}, time.Time{}, changes); err != nil {
+	if err := s.db.PutProduct(context.Background(), &product.Product{Name: testProduct, Policy: b, UpdatedAt: now}, time.Time{}, changes); err != nil {
 		t.Fatal(err)
 	}
 	tr := &transparency.Service{Products: s.db, Releases: s.db, Devices: s.db, KeysDir: filepath.Join(s.root, "keys"),
@@ -178,4 +178,26 @@ func TestPublicRoutesOff(t *testing.T) {
 	s := newStack(t)
 	srv := s.serve()
 	wantError(t, call(t, srv, http.MethodGet, "/p/"+testProduct, nil, nil), http.StatusNotFound, apperr.NotFound, "no product pages")
+}
+
+// TestIndexListsProductPages checks that / is a public page linking each product's public pages,
+// with device-free, escaped content and the strict page policy.
+func TestIndexListsProductPages(t *testing.T) {
+	s := newStack(t)
+	tr := s.withPublicPages(t, publicBase)
+	s.api.Products = &product.Service{Store: s.db, Check: tr.CheckPolicy}
+	srv := s.serve()
+	r := call(t, srv, http.MethodGet, "/", nil, nil)
+	if r.status != http.StatusOK || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") {
+		t.Fatalf("GET /: %d %s", r.status, r.header.Get("Content-Type"))
+	}
+	if !strings.Contains(string(r.body), `href="/p/`+testProduct+`"`) {
+		t.Errorf("index does not link %s's page:\n%s", testProduct, r.body)
+	}
+	if csp := r.header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+		t.Errorf("CSP %q", csp)
+	}
+	if r := call(t, srv, http.MethodGet, "/nothing-here", nil, nil); r.status != http.StatusNotFound {
+		t.Errorf("GET /nothing-here: %d, want 404", r.status)
+	}
 }

@@ -13,6 +13,9 @@ const (
 	VerdictMet         = "met"
 	VerdictNotMet      = "not_met"
 	VerdictCannotJudge = "cannot_judge" // the declaration and platform data cannot tell
+	// VerdictNotApplicable: the provision applies only to other devices (ETSI 5.3-14 and
+	// 5.3-15: constrained devices that cannot be updated), as the declaration shows.
+	VerdictNotApplicable = "not_applicable"
 )
 
 // Sources of provisions.
@@ -26,7 +29,7 @@ const (
 const notJudgedVD = "the policy's timelines and the reachability of its address are not checked here"
 
 // Verdict is the outcome for one provision. Evidence quotes the declaration fields the verdict
-// rests on; Reason explains a not_met or cannot_judge, or a limit of a met.
+// rests on; Reason explains a not_met, cannot_judge or not_applicable, or a limit of a met.
 type Verdict struct {
 	Provision string `json:"provision"`
 	Source    string `json:"source"`
@@ -135,15 +138,19 @@ func Conformance(d Declaration, now time.Time) Report {
 	add(SourceETSI, "5.3-12", "The owner is warned when an update disrupts the device's basic function", VerdictCannotJudge,
 		fmt.Sprintf("atomic_ab=%t, automatic_rollback=%t", m.AtomicAB, m.AutomaticRollback), "disruption warnings are not part of the declaration")
 	add(SourceETSI, "5.3-13", "The defined support period is published", pick(supportOK, VerdictMet, VerdictNotMet), supportEv, supportWhy)
+	// 5.3-14 and 5.3-15 are for constrained devices whose software cannot be updated: for a
+	// device that receives updates they do not apply (ETSI EN 303 645 V3, 5.3-14/15).
 	if updatable {
-		add(SourceETSI, "5.3-14", "Constrained devices: rationale, hardware replacement and support period are published", VerdictMet,
-			"update_capable=yes; "+supportEv, "applies only to devices that cannot be updated; this one can")
+		add(SourceETSI, "5.3-14", "Constrained devices: rationale, hardware replacement and support period are published", VerdictNotApplicable,
+			"update_capable=yes", "applies only to devices whose software cannot be updated; this one receives updates")
+		add(SourceETSI, "5.3-15", "Constrained devices: the device can be isolated and its hardware replaced", VerdictNotApplicable,
+			"update_capable=yes", "applies only to devices whose software cannot be updated; this one receives updates")
 	} else {
 		add(SourceETSI, "5.3-14", "Constrained devices: rationale, hardware replacement and support period are published", VerdictCannotJudge,
 			"update_capable="+d.UpdateCapable+"; "+supportEv, "the rationale and the hardware replacement offer are not part of the declaration")
+		add(SourceETSI, "5.3-15", "Constrained devices: the device can be isolated and its hardware replaced", VerdictCannotJudge, "update_capable="+d.UpdateCapable,
+			"isolability and hardware replacement are physical properties that platform data cannot show")
 	}
-	add(SourceETSI, "5.3-15", "Constrained devices: the device can be isolated and its hardware replaced", VerdictCannotJudge, "update_capable="+d.UpdateCapable,
-		"isolability and hardware replacement are physical properties that platform data cannot show")
 	add(SourceETSI, "5.3-16", "The model designation is clearly recognisable", pick(d.Product.ModelDesignation != "", VerdictMet, VerdictNotMet),
 		fmt.Sprintf("model_designation=%q", d.Product.ModelDesignation),
 		pick(d.Product.ModelDesignation != "", "matching against the model the devices report is not part of the declaration", "no model designation"))

@@ -11,13 +11,13 @@ import (
 
 // baseline is the verdict of every provision for testPolicy, testMechanism and testEvidence.
 func baseline() map[string]string {
-	const m, c = VerdictMet, VerdictCannotJudge
+	const m, c, na = VerdictMet, VerdictCannotJudge, VerdictNotApplicable
 	return map[string]string{
 		"ETSI EN 303 645 5.2-1": m, "ETSI EN 303 645 5.2-2": m, "ETSI EN 303 645 5.2-3": m,
 		"ETSI EN 303 645 5.3-1": c, "ETSI EN 303 645 5.3-2": m, "ETSI EN 303 645 5.3-3": m, "ETSI EN 303 645 5.3-4": m,
 		"ETSI EN 303 645 5.3-5": c, "ETSI EN 303 645 5.3-6": m, "ETSI EN 303 645 5.3-7": m, "ETSI EN 303 645 5.3-8": m,
 		"ETSI EN 303 645 5.3-9": m, "ETSI EN 303 645 5.3-10": m, "ETSI EN 303 645 5.3-11": m, "ETSI EN 303 645 5.3-12": c,
-		"ETSI EN 303 645 5.3-13": m, "ETSI EN 303 645 5.3-14": m, "ETSI EN 303 645 5.3-15": c, "ETSI EN 303 645 5.3-16": m,
+		"ETSI EN 303 645 5.3-13": m, "ETSI EN 303 645 5.3-14": na, "ETSI EN 303 645 5.3-15": na, "ETSI EN 303 645 5.3-16": m,
 		"NISTIR 8259A Software Update 1": m, "NISTIR 8259A Software Update 2": m, "NISTIR 8259A Software Update 3": m,
 		"EU CRA Annex I Pt I(2)(c)": m, "EU CRA Annex I Pt II(2)": m, "EU CRA Annex I Pt II(7)": m, "EU CRA Annex I Pt II(8)": m,
 		"EU CRA Art.13(8)": m,
@@ -93,7 +93,7 @@ func TestConformance(t *testing.T) {
 		{name: "no updates", policy: func(p *Policy) { p.Delivery = DeliveryNone },
 			want: map[string]string{"ETSI EN 303 645 5.3-1": VerdictNotMet, "ETSI EN 303 645 5.3-2": VerdictNotMet, "ETSI EN 303 645 5.3-3": VerdictNotMet,
 				"ETSI EN 303 645 5.3-4": VerdictNotMet, "ETSI EN 303 645 5.3-6": VerdictNotMet, "ETSI EN 303 645 5.3-7": VerdictNotMet,
-				"ETSI EN 303 645 5.3-9": VerdictNotMet, "ETSI EN 303 645 5.3-10": VerdictNotMet, "ETSI EN 303 645 5.3-14": VerdictCannotJudge,
+				"ETSI EN 303 645 5.3-9": VerdictNotMet, "ETSI EN 303 645 5.3-10": VerdictNotMet, "ETSI EN 303 645 5.3-14": VerdictCannotJudge, "ETSI EN 303 645 5.3-15": VerdictCannotJudge,
 				"NISTIR 8259A Software Update 1": VerdictNotMet, "NISTIR 8259A Software Update 2": VerdictNotMet, "NISTIR 8259A Software Update 3": VerdictNotMet,
 				"EU CRA Annex I Pt I(2)(c)": VerdictNotMet, "EU CRA Annex I Pt II(7)": VerdictNotMet}},
 		{name: "weak hash", mech: func(m *Mechanism) { m.HashAlgorithms = "sha1" },
@@ -169,7 +169,7 @@ func TestReportStatus(t *testing.T) {
 		}
 	}
 	r := Conformance(d, testNow)
-	if got, want := r.Count(VerdictMet)+r.Count(VerdictNotMet)+r.Count(VerdictCannotJudge), len(r.Verdicts); got != want {
+	if got, want := r.Count(VerdictMet)+r.Count(VerdictNotMet)+r.Count(VerdictCannotJudge)+r.Count(VerdictNotApplicable), len(r.Verdicts); got != want {
 		t.Errorf("counts add up to %d, want %d", got, want)
 	}
 }

@@ -34,7 +34,7 @@ func testPolicy() Policy {
 
 func testMechanism() Mechanism {
 	return Mechanism{SignedAndVerifiedOnDevice: true, RollbackProtection: true, AtomicAB: true, AutomaticRollback: true, OfflineSigningKeys: true,
-		SignatureAlgorithm: "ed25519", HashAlgorithms: "sha256+sha512", TrustAnchor: "TUF root (offline keys) + Uptane director"}
+		SignatureAlgorithm: "ed25519", HashAlgorithms: "sha256", TrustAnchor: "TUF root (offline keys) + Uptane director"}
 }
 
 func testEvidence() Evidence {
@@ -72,7 +72,7 @@ func TestBuildDeclaration(t *testing.T) {
 		"urn:upkeep:declaration:thermo-2:20260501T120000Z", StatusSupported, "2031-03-31", "yes",
 		UpdateMechanism{Delivery: "network_ota", Initiation: "automatic", Defaults: Defaults{AutoInstall: true, Notifications: true},
 			UserControls: UserControls{Disable: true},
-			Crypto: Crypto{SigAlg: "ed25519", HashAlg: "sha256+sha512", VerifiedOnDevice: true, AntiRollback: true, OfflineKeys: true,
+			Crypto: Crypto{SigAlg: "ed25519", HashAlg: "sha256", VerifiedOnDevice: true, AntiRollback: true, OfflineKeys: true,
 				TrustAnchor: "TUF root (offline keys) + Uptane director"}, AtomicAB: true, AutomaticRollback: true},
 		[]SupportChange{{At: day(2026, 2, 1), Field: "support_end", Old: "", New: "2030-12-31"}, {At: day(2026, 4, 1), Field: "support_end", Old: "2030-12-31", New: "2031-03-31"}},
 		testNow,

@@ -87,7 +87,7 @@ type Mechanism struct {
 	AutomaticRollback         bool
 	OfflineSigningKeys        bool
 	SignatureAlgorithm        string // e.g. "ed25519"
-	HashAlgorithms            string // e.g. "sha256+sha512"
+	HashAlgorithms            string // the digests the device checks an image against, e.g. "sha256" or "sha256+sha512"
 	TrustAnchor               string // e.g. "TUF root (offline keys) + Uptane director"
 }
 

@@ -111,7 +111,7 @@ func renderPage(d Declaration, r Report, labelSVG []byte, links PageLinks, repor
 		"Protection": protection(m),
 		"ComputedAt": d.Evidence.ComputedAt.Format("2 January 2006 15:04 MST"),
 		"Evidence":   evidenceRows(d.Evidence),
-		"Met":        r.Count(VerdictMet), "NotMet": r.Count(VerdictNotMet), "CannotJudge": r.Count(VerdictCannotJudge),
+		"Met":        r.Count(VerdictMet), "NotMet": r.Count(VerdictNotMet), "CannotJudge": r.Count(VerdictCannotJudge), "NotApplicable": r.Count(VerdictNotApplicable),
 		"Verdicts": verdictRows(r), "History": d.Support.History, "JSON": string(raw),
 		"Links": links, "HasLinks": links != PageLinks{},
 		"ID": d.DeclarationID, "Schema": d.SchemaVersion, "Updated": d.LastUpdated.Format("2 January 2006 15:04 MST"),
@@ -217,7 +217,7 @@ func evidenceRows(e Evidence) []pageRow {
 }
 
 func verdictRows(r Report) []pageVerdict {
-	words := map[string]string{VerdictMet: "Met", VerdictNotMet: "Not met", VerdictCannotJudge: "Cannot judge"}
+	words := map[string]string{VerdictMet: "Met", VerdictNotMet: "Not met", VerdictCannotJudge: "Cannot judge", VerdictNotApplicable: "Not applicable"}
 	var out []pageVerdict
 	for _, v := range r.Verdicts {
 		w, ok := words[v.Verdict]

@@ -16,6 +16,7 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/installpolicy"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/wire"
 )
@@ -27,7 +28,7 @@ type Engine struct {
 	Releases release.Store
 	// Products, if set, holds each product's declared support policy: a campaign follows its
 	// delivery (docs/ROLLOUTS.md). Nil: every product delivers automatically.
-	Products release.ProductStore
+	Products product.Store
 	// Assign makes the director name rel for d with the install policy, and signs its view.
 	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error
 	// AssignMany, if set, assigns a batch at once and returns the devices it could not assign;
@@ -117,14 +118,14 @@ func (e *Engine) followDelivery(ctx context.Context, c *Campaign, mode string) e
 	if err != nil {
 		return err
 	}
-	pol, err := release.ParsePolicy(p.Policy)
+	pol, err := product.ParsePolicy(p.Policy)
 	if err != nil {
 		return err
 	}
 	switch pol.Delivery {
-	case release.DeliveryNone:
+	case product.DeliveryNone:
 		return apperr.E(apperr.Invalid, "product %s declares that it receives no updates (delivery none): change its policy with `upkeep product set` first", c.Product)
-	case release.DeliveryConsent:
+	case product.DeliveryConsent:
 		if mode == "forced" {
 			return apperr.E(apperr.Invalid, "product %s declares that updates install with the owner's consent: a forced campaign would break that promise", c.Product)
 		}

@@ -13,6 +13,7 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/installpolicy"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/store/postgres"
@@ -744,18 +745,18 @@ func TestEngineFollowsProductDelivery(t *testing.T) {
 	}
 	setDelivery := func(delivery string) {
 		t.Helper()
-		pol := release.DefaultPolicy()
+		pol := product.DefaultPolicy()
 		pol.Delivery = delivery
 		b, _ := json.Marshal(pol)
 		prev := time.Time{}
 		if p, err := env.db.FindProduct(ctx, "p"); err == nil {
 			prev = p.UpdatedAt
 		}
-		if err := env.db.PutProduct(ctx, &release.Product{Name: "p", Policy: b, UpdatedAt: env.now.Add(time.Duration(len(delivery)) * time.Second)}, prev, nil); err != nil {
+		if err := env.db.PutProduct(ctx, &product.Product{Name: "p", Policy: b, UpdatedAt: env.now.Add(time.Duration(len(delivery)) * time.Second)}, prev, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	setDelivery(release.DeliveryConsent)
+	setDelivery(product.DeliveryConsent)
 	c, err = env.e.Create(ctx, rollout.Spec{Release: "p@1.2", Target: "product=p"}, "alice")
 	if err != nil || !c.Consent {
 		t.Fatalf("consent product: %+v %v, want a campaign that needs consent", c, err)
@@ -763,7 +764,7 @@ func TestEngineFollowsProductDelivery(t *testing.T) {
 	if _, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.2", Target: "product=p", Mode: "forced"}, "alice"); !apperr.Is(err, apperr.Invalid) {
 		t.Fatalf("forced campaign for a consent product: %v, want refused", err)
 	}
-	setDelivery(release.DeliveryNone)
+	setDelivery(product.DeliveryNone)
 	if _, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.3", Target: "product=p"}, "alice"); !apperr.Is(err, apperr.Invalid) {
 		t.Fatalf("campaign for a product declared without updates: %v, want refused", err)
 	}

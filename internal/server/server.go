@@ -22,7 +22,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 	blobs3 "upkeep.dev/upkeep/internal/blob/s3"
@@ -30,6 +29,7 @@ import (
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/httpapi"
 	"upkeep.dev/upkeep/internal/label"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/internal/rollout"
@@ -38,7 +38,6 @@ import (
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/transparency"
 	"upkeep.dev/upkeep/internal/tuf"
-	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -116,8 +115,10 @@ type Server struct {
 	// Transparency publishes the products' declarations, labels and pages (cmd/upkeep/label.go).
 	Transparency *transparency.Service
 	Rollouts     *rollout.Engine
-	// Patch holds SBOMs, advisories and VEX, and answers exposure and time-to-patch.
+	// Exposure holds SBOMs, advisories and VEX, and answers exposure and time-to-patch.
 	Exposure *exposure.Service
+	// Products owns the support policies.
+	Products *product.Service
 
 	http    *http.Server
 	ln      net.Listener
@@ -160,7 +161,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{Config: cfg, DB: db}
-	fail := func(err error) (*Server, error) { db.Close(); return nil, err }
+	s.jobCtx, s.cancel = context.WithCancel(context.Background())
+	fail := func(err error) (*Server, error) { s.cancel(); s.jobs.Wait(); db.Close(); return nil, err }
 	if strings.HasPrefix(cfg.Blobs, "s3://") {
 		sc, err := blobs3.ParseURL(cfg.Blobs, cfg.S3AccessKey, cfg.S3SecretKey)
 		if err != nil {
@@ -211,23 +213,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.Exposure.OnReport(ctx, id, r) //nolint:errcheck // logs its own failures
 		return s.Rollouts.OnReport(ctx, id, r)
 	}
-	s.Repo.Notice = func(ctx context.Context, product string) (*uptane.Notice, error) {
-		p, err := db.FindProduct(ctx, product)
-		if apperr.Is(err, apperr.NotFound) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		pol, err := release.ParsePolicy(p.Policy)
-		if err != nil {
-			return nil, err
-		}
-		return &uptane.Notice{Product: product, EndOfSupport: pol.SupportEnd}, nil
-	}
-	api := &httpapi.Server{Fleet: s.Fleet, Repo: s.Repo, Devices: db, Releases: db, Products: db, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
+	s.newTransparency(db, now)
+	s.Products = &product.Service{Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Repo.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
+	s.Repo.Notice = s.Products.Notice
+	api := &httpapi.Server{Fleet: s.Fleet, Repo: s.Repo, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		Exposure: s.Exposure, Exposed: s.Exposure.Exposed,
-		Metrics: s.Metrics, Transparency: s.newTransparency(db, now), Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
+		Metrics: s.Metrics, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
@@ -237,7 +228,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.Transparency.PublicURL = s.URL
 	}
 	s.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	s.jobCtx, s.cancel = context.WithCancel(context.Background())
 	s.serving.Add(1)
 	go func() {
 		defer s.serving.Done()
@@ -423,28 +413,9 @@ func (s *Server) Close() error {
 // warn runs the operators' warnings: products whose support ends soon, offline-signed metadata
 // that expires soon. warned remembers, by product and by "repo/role", when each was last given.
 func (s *Server) warn(ctx context.Context, warned map[string]time.Time) {
-	s.warnEndOfSupport(ctx, warned)
+	s.Products.WarnEndOfSupport(ctx, warned)
 	if err := s.Repo.WarnExpiring(ctx, warned); err != nil {
 		s.Config.Logger.Warn("offline metadata expiry", "err", err)
-	}
-}
-
-// warnEndOfSupport tells operators, once a day per product, that a product's security-update
-// support ends within its warning period (or has ended).
-func (s *Server) warnEndOfSupport(ctx context.Context, warned map[string]time.Time) {
-	ps, err := s.DB.FindProducts(ctx)
-	if err != nil {
-		s.Config.Logger.Error("end-of-support check", "err", err)
-		return
-	}
-	now := time.Now()
-	for _, p := range ps {
-		pol, err := release.ParsePolicy(p.Policy)
-		if err != nil || !pol.EndingSoon(now) || now.Sub(warned[p.Name]) < 24*time.Hour {
-			continue
-		}
-		warned[p.Name] = now
-		s.Config.Logger.Warn("security-update support is ending", "product", p.Name, "support_end", pol.SupportEnd)
 	}
 }
 

@@ -1,9 +1,11 @@
 // Package testenv gives tests the real services named in the environment (PostgreSQL, an
-// S3-compatible server), which `.ci/run` starts.
+// S3-compatible server), which `.ci/run` starts, and the installed tools they run (chromium,
+// zbarimg, the boot loaders' environment tools), which `.ci/run` installs.
 package testenv
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -22,4 +24,27 @@ func Service(t testing.TB, env, what string) string {
 		}
 	}
 	return v
+}
+
+// Required reports whether a missing service or tool fails the test rather than skipping it: in
+// CI (the CI environment variable set, as `.ci/run` does) or with UPKEEP_REQUIRE_SERVICES=1.
+func Required() bool {
+	return os.Getenv("CI") != "" || os.Getenv("UPKEEP_REQUIRE_SERVICES") == "1"
+}
+
+// Tool returns the path of the installed program name, which pkg (a Debian package) provides.
+// When it is not installed the test skips, or fails where Required says so (`.ci/run`
+// installs every tool the tests use: there a missing one is a broken run, not a reason to skip).
+func Tool(t testing.TB, name, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		msg := name + " is not installed (Debian package " + pkg + ")"
+		if Required() {
+			t.Fatal(msg + ", and CI requires the tests that use it to run")
+		} else {
+			t.Skip(msg)
+		}
+	}
+	return path
 }

@@ -35,3 +35,24 @@ func TestServiceRequired(t *testing.T) {
 		}
 	}
 }
+
+// TestToolRequired: a missing tool skips the test, unless CI is set or
+// UPKEEP_REQUIRE_SERVICES=1, where it fails; an installed one's path is returned.
+func TestToolRequired(t *testing.T) {
+	for _, c := range []struct {
+		ci, require   string
+		skip, failure bool
+	}{{"", "", true, false}, {"true", "", false, true}, {"", "1", false, true}, {"1", "1", false, true}} {
+		t.Setenv("CI", c.ci)
+		t.Setenv("UPKEEP_REQUIRE_SERVICES", c.require)
+		r := &recorder{TB: t}
+		Tool(r, "upkeep-no-such-tool", "no-such-package")
+		if r.skipped != c.skip || r.failed != c.failure {
+			t.Errorf("missing tool, CI=%q UPKEEP_REQUIRE_SERVICES=%q: skipped %v failed %v, want %v %v", c.ci, c.require, r.skipped, r.failed, c.skip, c.failure)
+		}
+		r = &recorder{TB: t}
+		if got := Tool(r, "sh", "dash"); got == "" || r.skipped || r.failed {
+			t.Errorf("Tool(sh) = %q, skipped %v failed %v", got, r.skipped, r.failed)
+		}
+	}
+}

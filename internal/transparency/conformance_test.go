@@ -8,28 +8,28 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/label"
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/product"
 )
 
-// setPolicy stores the policy that a `product set` with these fields (as JSON) gives: merged
-// over the stored one, or over release.DefaultPolicy for a new product, as the API does.
+// setPolicy stores the policy that a `testProduct set` with these fields (as JSON) gives: merged
+// over the stored one, or over product.DefaultPolicy for a new testProduct, as the API does.
 func (f *fixture) setPolicy(t *testing.T, patch string) error {
 	t.Helper()
 	ctx := context.Background()
-	cur, err := f.db.FindProduct(ctx, product)
+	cur, err := f.db.FindProduct(ctx, testProduct)
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, _ := release.ParsePolicy(cur.Policy)
-	next, err := release.MergePolicy(*old, []byte(patch))
+	old, _ := product.ParsePolicy(cur.Policy)
+	next, err := product.MergePolicy(*old, []byte(patch))
 	if err != nil {
 		return err
 	}
-	changes, err := release.ChangePolicy(product, old, next, "admin", f.clock.Now())
+	changes, err := product.ChangePolicy(testProduct, old, next, "admin", f.clock.Now())
 	if err != nil {
 		return err
 	}
-	p := &release.Product{Name: product, Policy: policyJSON(next), UpdatedAt: f.clock.Now().Add(time.Millisecond)}
+	p := &product.Product{Name: testProduct, Policy: policyJSON(next), UpdatedAt: f.clock.Now().Add(time.Millisecond)}
 	if err := f.svc.CheckPolicy(ctx, p); err != nil {
 		return err
 	}
@@ -37,8 +37,8 @@ func (f *fixture) setPolicy(t *testing.T, patch string) error {
 }
 
 // TestTransparencyConformance checks, through the service, the verdicts that rest on policy
-// fields an operator sets with `product set`: the support start and its justification, the
-// advisories address, the product name and model.
+// fields an operator sets with `testProduct set`: the support start and its justification, the
+// advisories address, the testProduct name and model.
 func TestTransparencyConformance(t *testing.T) {
 	verdict := func(r label.Report, prov string) label.Verdict {
 		for _, v := range r.Verdicts {
@@ -60,7 +60,7 @@ func TestTransparencyConformance(t *testing.T) {
 	)
 	tests := []struct {
 		name  string
-		patch string // the fields `product set` sends, over the fixture's policy (ends 2031-12-31)
+		patch string // the fields `testProduct set` sends, over the fixture's policy (ends 2031-12-31)
 		want  map[string]string
 	}{
 		{"the fixture's policy", `{}`, map[string]string{art138: cannotJ, pt2_8: notMet, etsi11: notMet, etsi16: notMet}},
@@ -87,8 +87,8 @@ func TestTransparencyConformance(t *testing.T) {
 	}
 }
 
-// TestTransparencyAdvisoriesPage checks that a server that matches advisories to the product
-// publishes them on the product's page and declares that section as the advisories address,
+// TestTransparencyAdvisoriesPage checks that a server that matches advisories to the testProduct
+// publishes them on the testProduct's page and declares that section as the advisories address,
 // unless the operator gave one.
 func TestTransparencyAdvisoriesPage(t *testing.T) {
 	f := newFixture(t, "2031-12-31")
@@ -117,23 +117,23 @@ func TestTransparencyAdvisoriesPage(t *testing.T) {
 	}
 }
 
-// TestTransparencyProductName checks that the label and the page show the product's name and
-// model, and fall back to the product key without a name.
+// TestTransparencyProductName checks that the label and the page show the testProduct's name and
+// model, and fall back to the testProduct key without a name.
 func TestTransparencyProductName(t *testing.T) {
 	f := newFixture(t, "2031-12-31")
-	if p := f.publication(t); p.Declaration.Product.Name != product || p.Declaration.Product.ModelDesignation != "" {
+	if p := f.publication(t); p.Declaration.Product.Name != testProduct || p.Declaration.Product.ModelDesignation != "" {
 		t.Errorf("without a name: %+v", p.Declaration.Product)
 	}
 	if err := f.setPolicy(t, `{"product_name":"Acme Smart Thermostat","model_designation":"T2-EU"}`); err != nil {
 		t.Fatal(err)
 	}
 	p := f.publication(t)
-	if p.Declaration.Product.Name != "Acme Smart Thermostat" || p.Declaration.Product.ID != product || p.Declaration.Product.ModelDesignation != "T2-EU" {
-		t.Errorf("declaration product %+v", p.Declaration.Product)
+	if p.Declaration.Product.Name != "Acme Smart Thermostat" || p.Declaration.Product.ID != testProduct || p.Declaration.Product.ModelDesignation != "T2-EU" {
+		t.Errorf("declaration testProduct %+v", p.Declaration.Product)
 	}
 	for what, b := range map[string][]byte{"label": p.LabelSVG, "page": p.Page} {
 		if !strings.Contains(string(b), "Acme Smart Thermostat") || !strings.Contains(string(b), "T2-EU") {
-			t.Errorf("the %s does not show the product name and model", what)
+			t.Errorf("the %s does not show the testProduct name and model", what)
 		}
 	}
 }
@@ -158,16 +158,16 @@ func TestCheckPolicy(t *testing.T) {
 	if err := f.setPolicy(t, `{"support_end":"2032-06-30"}`); err != nil {
 		t.Fatal(err)
 	}
-	cur, _ := f.db.FindProduct(context.Background(), product)
-	pol, _ := release.ParsePolicy(cur.Policy)
+	cur, _ := f.db.FindProduct(context.Background(), testProduct)
+	pol, _ := product.ParsePolicy(cur.Policy)
 	if pol.SupportEnd != "2032-06-30" || pol.VDPURL != "https://example.com/vdp" || pol.VDPContact != "security@example.com" ||
-		len(pol.Notification) != 1 || pol.RemediationDays != 30 || pol.Delivery != release.DeliveryAutomatic {
+		len(pol.Notification) != 1 || pol.RemediationDays != 30 || pol.Delivery != product.DeliveryAutomatic {
 		t.Errorf("extending the end changed other fields: %+v", pol)
 	}
 }
 
-// TestTransparencyCompletePolicy checks that a product whose operator gave every flag of
-// `product set`, on a server that matches advisories and fixes them within the commitment,
+// TestTransparencyCompletePolicy checks that a testProduct whose operator gave every flag of
+// `testProduct set`, on a server that matches advisories and fixes them within the commitment,
 // meets every provision that platform data can judge.
 func TestTransparencyCompletePolicy(t *testing.T) {
 	f := newFixture(t, "2031-12-31")

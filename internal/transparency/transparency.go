@@ -28,8 +28,10 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/label"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // KeyDir is the folder, inside the server's keys folder, that holds one declaration signing key
@@ -44,12 +46,12 @@ const (
 	LogErr     = "err"
 )
 
-// Products is the part of release.ProductStore the service reads.
+// Products is the part of product.Store the service reads.
 type Products interface {
 	// FindProduct returns apperr.NotFound if the product has no policy.
-	FindProduct(ctx context.Context, name string) (*release.Product, error)
+	FindProduct(ctx context.Context, name string) (*product.Product, error)
 	// FindPolicyHistory returns a product's policy changes, oldest first.
-	FindPolicyHistory(ctx context.Context, name string) ([]release.PolicyChange, error)
+	FindPolicyHistory(ctx context.Context, name string) ([]product.PolicyChange, error)
 }
 
 // Releases is the part of release.Store the service reads.
@@ -176,7 +178,7 @@ func (s *Service) Publication(ctx context.Context, product string) (*Publication
 
 // rebuild gathers p's inputs and, if their fingerprint differs from the one last was built
 // from, builds a new publication; otherwise it returns last.
-func (s *Service) rebuild(ctx context.Context, p *release.Product, last *Publication) (*Publication, error) {
+func (s *Service) rebuild(ctx context.Context, p *product.Product, last *Publication) (*Publication, error) {
 	in, err := s.gather(ctx, p)
 	if err != nil {
 		return nil, err
@@ -195,8 +197,8 @@ func (s *Service) rebuild(ctx context.Context, p *release.Product, last *Publica
 // CheckPolicy tells whether p's policy gives a declaration that matches the schema, so that a bad
 // value is refused when it is set rather than when the page is built. It reads nothing. Returns
 // apperr.Invalid with the schema's complaint.
-func (s *Service) CheckPolicy(_ context.Context, p *release.Product) error {
-	pol, err := release.ParsePolicy(p.Policy)
+func (s *Service) CheckPolicy(_ context.Context, p *product.Product) error {
+	pol, err := product.ParsePolicy(p.Policy)
 	if err != nil {
 		return apperr.Wrap(apperr.Invalid, err, "the policy of "+p.Name+" cannot be read")
 	}
@@ -246,10 +248,10 @@ type inputs struct {
 }
 
 // gather reads the platform's records about p and builds (without signing) its declaration.
-func (s *Service) gather(ctx context.Context, p *release.Product) (*inputs, error) {
+func (s *Service) gather(ctx context.Context, p *product.Product) (*inputs, error) {
 	at := s.now().UTC()
 	now := at.Truncate(time.Second)
-	pol, err := release.ParsePolicy(p.Policy)
+	pol, err := product.ParsePolicy(p.Policy)
 	if err != nil {
 		return nil, fmt.Errorf("publication of %s: %w", p.Name, err)
 	}
@@ -428,7 +430,9 @@ func (s *Service) DeclarationKey(product string) (*tuf.Key, error) {
 //   - signed and verified on the device: the server publishes only releases whose targets
 //     metadata a threshold of the offline targets keys signed (repo.Service.Publish), and the
 //     agent runs Uptane full verification of both repositories before it downloads
-//     (uptane.Decide); keys are Ed25519, targets carry SHA-256 and SHA-512;
+//     (uptane.Decide); keys are Ed25519; targets carry SHA-256 and SHA-512, and the agent checks
+//     the downloaded bytes against the signed uptane.ImageHash (SHA-256), which is what the
+//     declaration's hash_alg says;
 //   - rollback protection: the agent refuses a target whose security version is below the
 //     installed one (uptane.Decide); it protects a product only if its releases carry security
 //     versions, which releasesHaveSecurityVersions says;
@@ -442,7 +446,7 @@ func PlatformMechanism(releasesHaveSecurityVersions bool) label.Mechanism {
 		AutomaticRollback:         true,
 		OfflineSigningKeys:        true,
 		SignatureAlgorithm:        "ed25519",
-		HashAlgorithms:            "sha256+sha512",
+		HashAlgorithms:            uptane.ImageHash,
 		TrustAnchor:               "TUF image root and Uptane director root, both signed with offline keys",
 	}
 }
@@ -451,12 +455,12 @@ func PlatformMechanism(releasesHaveSecurityVersions bool) label.Mechanism {
 // product key; one without a model designation declares none (ETSI EN 303 645 5.3-16 is then not
 // met). The owner's opt-out is claimed for automatic delivery: `upkeep-agent opt-out on` turns
 // automatic installation off on the device.
-func labelPolicy(p *release.Product, pol *release.Policy, hist []release.PolicyChange, m label.Manufacturer) label.Policy {
+func labelPolicy(p *product.Product, pol *product.Policy, hist []product.PolicyChange, m label.Manufacturer) label.Policy {
 	start, _ := time.Parse(time.DateOnly, pol.SupportStart)
 	lp := label.Policy{
 		Product: p.Name, ProductName: cmp.Or(pol.ProductName, p.Name), ModelDesignation: pol.ModelDesignation, Manufacturer: m,
 		SupportEnd: pol.End(), SupportStart: start, SupportStartBasis: pol.SupportStartBasis, JustificationUnder5y: pol.JustificationUnder5y,
-		Delivery: pol.Delivery, OwnerOptOut: pol.Delivery == release.DeliveryAutomatic,
+		Delivery: pol.Delivery, OwnerOptOut: pol.Delivery == product.DeliveryAutomatic,
 		SecuritySeparate: pol.SecuritySeparate, Notification: pol.Notification, VDPURL: pol.VDPURL, VDPContact: pol.VDPContact,
 		AdvisoriesURL: pol.AdvisoriesURL, RemediationDays: pol.RemediationDays, UpdatedAt: p.UpdatedAt,
 	}

@@ -16,13 +16,14 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/label"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/transparency"
 	"upkeep.dev/upkeep/internal/tuf"
 )
 
-const product = "thermostat"
+const testProduct = "thermostat"
 
 // clock is a settable clock.
 type clock struct {
@@ -41,7 +42,7 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
-func policyJSON(p release.Policy) []byte { return must(json.Marshal(p)) }
+func policyJSON(p product.Policy) []byte { return must(json.Marshal(p)) }
 
 type fixture struct {
 	db    *sqlite.DB
@@ -60,13 +61,13 @@ func newFixture(t *testing.T, end string) *fixture {
 	}
 	t.Cleanup(func() { db.Close() })
 	f := &fixture{db: db, clock: &clock{t: day("2026-03-01")}, keys: filepath.Join(dir, "keys")}
-	pol := release.Policy{SupportEnd: end, Delivery: release.DeliveryAutomatic, SecuritySeparate: true, Notification: []string{"app"},
+	pol := product.Policy{SupportEnd: end, Delivery: product.DeliveryAutomatic, SecuritySeparate: true, Notification: []string{"app"},
 		VDPURL: "https://example.com/vdp", VDPContact: "security@example.com", RemediationDays: 30}
-	changes, err := release.ChangePolicy(product, nil, pol, "admin", f.clock.Now())
+	changes, err := product.ChangePolicy(testProduct, nil, pol, "admin", f.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.PutProduct(ctx, &release.Product{Name: product, Policy: policyJSON(pol), UpdatedAt: f.clock.Now()}, time.Time{}, changes); err != nil {
+	if err := db.PutProduct(ctx, &product.Product{Name: testProduct, Policy: policyJSON(pol), UpdatedAt: f.clock.Now()}, time.Time{}, changes); err != nil {
 		t.Fatal(err)
 	}
 	f.svc = &transparency.Service{Products: db, Releases: db, Devices: db, KeysDir: f.keys, PublicURL: "https://labels.example.com/",
@@ -76,8 +77,8 @@ func newFixture(t *testing.T, end string) *fixture {
 
 func (f *fixture) release(t *testing.T, version, class string, secVer int64, at time.Time) {
 	t.Helper()
-	r := &release.Release{Product: product, Version: version, HardwareIDs: []string{"hw"}, SecurityVersion: secVer, Class: class,
-		Target: tuf.TargetName(product, version, "fw.img"), Length: 1, SHA256: strings.Repeat("a", 64), SHA512: strings.Repeat("b", 128), TargetsVersion: secVer + 1, PublishedAt: at}
+	r := &release.Release{Product: testProduct, Version: version, HardwareIDs: []string{"hw"}, SecurityVersion: secVer, Class: class,
+		Target: tuf.TargetName(testProduct, version, "fw.img"), Length: 1, SHA256: strings.Repeat("a", 64), SHA512: strings.Repeat("b", 128), TargetsVersion: secVer + 1, PublishedAt: at}
 	if err := f.db.CreateRelease(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +86,7 @@ func (f *fixture) release(t *testing.T, version, class string, secVer int64, at 
 
 func (f *fixture) device(t *testing.T, id, version string, seen time.Time) {
 	t.Helper()
-	d := &fleet.Device{ID: id, PublicKey: make([]byte, 32), Serial: id, Product: product, HardwareID: "hw", Status: fleet.StatusAccepted,
+	d := &fleet.Device{ID: id, PublicKey: make([]byte, 32), Serial: id, Product: testProduct, HardwareID: "hw", Status: fleet.StatusAccepted,
 		InstalledVer: version, LastSeen: seen, EnrolledAt: seen}
 	if err := f.db.CreateDevice(context.Background(), d); err != nil {
 		t.Fatal(err)
@@ -94,7 +95,7 @@ func (f *fixture) device(t *testing.T, id, version string, seen time.Time) {
 
 func (f *fixture) publication(t *testing.T) *transparency.Publication {
 	t.Helper()
-	p, err := f.svc.Publication(context.Background(), product)
+	p, err := f.svc.Publication(context.Background(), testProduct)
 	if err != nil {
 		t.Fatalf("Publication: %v", err)
 	}
@@ -153,7 +154,7 @@ func TestTransparencyEvidence(t *testing.T) {
 	}
 }
 
-// TestTransparencyStableUntilFactsChange checks that an unchanged product keeps its signed
+// TestTransparencyStableUntilFactsChange checks that an unchanged testProduct keeps its signed
 // declaration and ETag as the clock moves, and gets a new one when a release lands.
 func TestTransparencyStableUntilFactsChange(t *testing.T) {
 	f := newFixture(t, "2031-12-31")
@@ -197,12 +198,12 @@ func TestTransparencyEndOfSupport(t *testing.T) {
 	}
 }
 
-// TestTransparencyDeclarationKey checks the per-product key: generated once (0600) and reused,
+// TestTransparencyDeclarationKey checks the per-testProduct key: generated once (0600) and reused,
 // or the operator's own when they put it there first.
 func TestTransparencyDeclarationKey(t *testing.T) {
 	f := newFixture(t, "2031-12-31")
 	a := f.publication(t)
-	path := filepath.Join(f.keys, transparency.KeyDir, product+".key")
+	path := filepath.Join(f.keys, transparency.KeyDir, testProduct+".key")
 	fi, err := os.Stat(path)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("generated key: %v %v", fi, err)
@@ -250,7 +251,7 @@ func TestTransparencyRefuses(t *testing.T) {
 		}
 	}
 	if _, err := f.svc.Publication(ctx, "toaster"); !apperr.Is(err, apperr.NotFound) || !strings.Contains(apperr.Message(err), `"toaster"`) {
-		t.Errorf("unknown product: %v", err)
+		t.Errorf("unknown testProduct: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(f.keys, transparency.KeyDir, "toaster.key")); err == nil {
 		t.Error("a key was generated for an unknown product")
@@ -258,12 +259,12 @@ func TestTransparencyRefuses(t *testing.T) {
 	// A policy whose VDP address is not a URL (stored behind the API's back: the API refuses it)
 	// would give a declaration outside the schema. With no good publication yet, that is an
 	// internal error naming the schema.
-	cur, _ := f.db.FindProduct(ctx, product)
-	bad := release.Policy{SupportEnd: "2031-12-31", Delivery: release.DeliveryAutomatic, VDPURL: "not a url"}
-	if err := f.db.PutProduct(ctx, &release.Product{Name: product, Policy: policyJSON(bad), UpdatedAt: f.clock.Now().Add(time.Second)}, cur.UpdatedAt, nil); err != nil {
+	cur, _ := f.db.FindProduct(ctx, testProduct)
+	bad := product.Policy{SupportEnd: "2031-12-31", Delivery: product.DeliveryAutomatic, VDPURL: "not a url"}
+	if err := f.db.PutProduct(ctx, &product.Product{Name: testProduct, Policy: policyJSON(bad), UpdatedAt: f.clock.Now().Add(time.Second)}, cur.UpdatedAt, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.Publication(ctx, product); !apperr.Is(err, apperr.Internal) || !strings.Contains(apperr.Message(err), "schema") {
+	if _, err := f.svc.Publication(ctx, testProduct); !apperr.Is(err, apperr.Internal) || !strings.Contains(apperr.Message(err), "schema") {
 		t.Errorf("invalid declaration: %v, want an internal error naming the schema", err)
 	}
 }
@@ -274,13 +275,13 @@ func TestTransparencyKeepsLastGood(t *testing.T) {
 	f := newFixture(t, "2031-12-31")
 	ctx := context.Background()
 	good := f.publication(t)
-	cur, _ := f.db.FindProduct(ctx, product)
-	bad := release.Policy{SupportEnd: "2032-12-31", Delivery: release.DeliveryAutomatic, VDPURL: "security.example.com"}
-	if err := f.db.PutProduct(ctx, &release.Product{Name: product, Policy: policyJSON(bad), UpdatedAt: f.clock.Now().Add(time.Second)}, cur.UpdatedAt, nil); err != nil {
+	cur, _ := f.db.FindProduct(ctx, testProduct)
+	bad := product.Policy{SupportEnd: "2032-12-31", Delivery: product.DeliveryAutomatic, VDPURL: "security.example.com"}
+	if err := f.db.PutProduct(ctx, &product.Product{Name: testProduct, Policy: policyJSON(bad), UpdatedAt: f.clock.Now().Add(time.Second)}, cur.UpdatedAt, nil); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		p, err := f.svc.Publication(ctx, product)
+		p, err := f.svc.Publication(ctx, testProduct)
 		if err != nil || p.ETag != good.ETag {
 			t.Fatalf("after a bad stored policy: %v, ETag %v; want the last good publication", err, p)
 		}
@@ -288,14 +289,14 @@ func TestTransparencyKeepsLastGood(t *testing.T) {
 	}
 }
 
-// countingStore counts the reads the service makes beyond the product row.
+// countingStore counts the reads the service makes beyond the testProduct row.
 type countingStore struct {
 	*sqlite.DB
 	mu                      sync.Mutex
 	history, releases, devs int
 }
 
-func (c *countingStore) FindPolicyHistory(ctx context.Context, name string) ([]release.PolicyChange, error) {
+func (c *countingStore) FindPolicyHistory(ctx context.Context, name string) ([]product.PolicyChange, error) {
 	c.mu.Lock()
 	c.history++
 	c.mu.Unlock()
@@ -347,7 +348,7 @@ func TestTransparencyGathersOncePerInterval(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
-		go func() { defer wg.Done(); f.svc.Publication(ctx, product) }()
+		go func() { defer wg.Done(); f.svc.Publication(ctx, testProduct) }()
 	}
 	wg.Wait()
 	want(1, "20 concurrent requests within the interval")
@@ -356,14 +357,14 @@ func TestTransparencyGathersOncePerInterval(t *testing.T) {
 	f.publication(t)
 	want(2, "after the interval")
 	// A policy change is seen at once.
-	cur, _ := f.db.FindProduct(ctx, product)
-	pol, _ := release.ParsePolicy(cur.Policy)
+	cur, _ := f.db.FindProduct(ctx, testProduct)
+	pol, _ := product.ParsePolicy(cur.Policy)
 	pol.ProductName = "Acme Thermostat T2"
-	if err := f.db.PutProduct(ctx, &release.Product{Name: product, Policy: policyJSON(*pol), UpdatedAt: f.clock.Now()}, cur.UpdatedAt, nil); err != nil {
+	if err := f.db.PutProduct(ctx, &product.Product{Name: testProduct, Policy: policyJSON(*pol), UpdatedAt: f.clock.Now()}, cur.UpdatedAt, nil); err != nil {
 		t.Fatal(err)
 	}
 	if p := f.publication(t); p.Declaration.Product.Name != "Acme Thermostat T2" {
-		t.Errorf("after a policy change: product name %q", p.Declaration.Product.Name)
+		t.Errorf("after a policy change: testProduct name %q", p.Declaration.Product.Name)
 	}
 	want(3, "after a policy change")
 }

@@ -69,6 +69,14 @@ func ParseTargetCustom(tf *metadata.TargetFiles) (TargetCustom, error) {
 	return c, c.Validate()
 }
 
+// ImageHash is the digest that binds an image's bytes to its signed targets entry: Decide
+// refuses a target whose image-repository entry lacks it, and the agent computes it over the
+// bytes it downloads and compares it with the signed value before anything is installed.
+// Releases carry SHA-512 as well (NewTargetFile), which the agent does not compute
+// (docs/DECISIONS.md). The update-capability declaration states this algorithm
+// (transparency.PlatformMechanism), so that it claims what the device checks.
+const ImageHash = "sha256"
+
 // NewTargetFile builds an image target entry.
 func NewTargetFile(length int64, sha256hex, sha512hex string, c TargetCustom) (*metadata.TargetFiles, error) {
 	if err := c.Validate(); err != nil {

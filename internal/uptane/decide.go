@@ -80,8 +80,8 @@ func Decide(deviceID, hardwareID, product string, installed Installed, director 
 	if dt.Length != it.Length {
 		return nil, vfail(ReasonMismatchImageDirector, nil, fmt.Sprintf("target %s: director length %d, image repository %d", name, dt.Length, it.Length))
 	}
-	if _, ok := it.Hashes["sha256"]; !ok {
-		return nil, vfail(ReasonMismatchImageDirector, nil, fmt.Sprintf("target %s: image repository has no sha256", name))
+	if _, ok := it.Hashes[ImageHash]; !ok {
+		return nil, vfail(ReasonMismatchImageDirector, nil, fmt.Sprintf("target %s: image repository has no %s", name, ImageHash))
 	}
 	if len(dt.Hashes) == 0 {
 		return nil, vfail(ReasonMismatchImageDirector, nil, fmt.Sprintf("target %s: director names no hashes", name))

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"upkeep.dev/upkeep/internal/testenv"
 )
 
 // device is a boot loader under test plus what its firmware does at power-on.
@@ -54,9 +56,9 @@ func envDevice(t *testing.T, b *envBoot, booted *Slot) device {
 }
 
 func newUBootDevice(t *testing.T) device {
-	requireTool(t, "fw_printenv", "libubootenv-tool")
-	requireTool(t, "fw_setenv", "libubootenv-tool")
-	requireTool(t, "mkenvimage", "u-boot-tools")
+	testenv.Tool(t, "fw_printenv", "libubootenv-tool")
+	testenv.Tool(t, "fw_setenv", "libubootenv-tool")
+	testenv.Tool(t, "mkenvimage", "u-boot-tools")
 	dir := t.TempDir()
 	env, conf := filepath.Join(dir, "uboot.env"), filepath.Join(dir, "fw_env.config")
 	os.WriteFile(filepath.Join(dir, "init.txt"), []byte("boot_part=2\nbootlimit=1\n"), 0o600)
@@ -74,7 +76,7 @@ func newUBootDevice(t *testing.T) device {
 }
 
 func newGRUBDevice(t *testing.T) device {
-	requireTool(t, "grub-editenv", "grub-common")
+	testenv.Tool(t, "grub-editenv", "grub-common")
 	env := filepath.Join(t.TempDir(), "grubenv")
 	if out, err := exec.Command("grub-editenv", env, "create").CombinedOutput(); err != nil {
 		t.Fatalf("grub-editenv create: %v %s", err, out)
@@ -150,13 +152,15 @@ func TestAdapterConformance(t *testing.T) {
 }
 
 func TestAdapterToolErrors(t *testing.T) {
-	if toolPresent(t, "fw_printenv", "libubootenv-tool") {
+	t.Run("u-boot", func(t *testing.T) {
+		testenv.Tool(t, "fw_printenv", "libubootenv-tool")
 		_, err := NewUBoot(UBootConfig{ConfigFile: filepath.Join(t.TempDir(), "missing.config")})
 		if err == nil || !strings.Contains(err.Error(), "fw_printenv") || !strings.Contains(err.Error(), "Configuration file wrong") {
 			t.Errorf("u-boot with a missing config: %v", err)
 		}
-	}
-	if toolPresent(t, "grub-editenv", "grub-common") {
+	})
+	t.Run("grub", func(t *testing.T) {
+		testenv.Tool(t, "grub-editenv", "grub-common")
 		_, err := NewGRUB(GRUBConfig{EnvFile: filepath.Join(t.TempDir(), "no", "such", "grubenv")})
 		if !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("grub with a missing env file: %v, want fs.ErrNotExist", err)
@@ -169,7 +173,7 @@ func TestAdapterToolErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "grub-editenv") || !strings.Contains(err.Error(), "invalid environment block") {
 			t.Errorf("grub with a corrupt env file: %v, want grub-editenv's stderr", err)
 		}
-	}
+	})
 }
 
 func TestCmdlineSlot(t *testing.T) {
@@ -182,26 +186,4 @@ func TestCmdlineSlot(t *testing.T) {
 	if _, err := CmdlineSlot(p)(context.Background()); err == nil {
 		t.Fatal("no upkeep.slot= accepted")
 	}
-}
-
-// requireTool skips the test when tool (from the Debian package pkg) is not installed, and
-// fails it instead in CI (the CI environment variable set), where .ci/run installs the tools:
-// there a missing tool must not pass as a skipped adapter test.
-func requireTool(t *testing.T, tool, pkg string) {
-	t.Helper()
-	if !toolPresent(t, tool, pkg) {
-		t.Skipf("%s not installed (Debian package %s)", tool, pkg)
-	}
-}
-
-// toolPresent reports whether tool is installed; in CI a missing tool fails the test.
-func toolPresent(t *testing.T, tool, pkg string) bool {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not installed (Debian package %s), and CI is set: the adapter tests must run against the real tool", tool, pkg)
-		}
-		return false
-	}
-	return true
 }

@@ -9,13 +9,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"upkeep.dev/upkeep/internal/testenv"
 )
 
 // TestEnvBootSerialises checks that Commit and Abort racing in one process end in a state Sim
 // could reach: grub-editenv is wrapped so that every read lingers, which without a lock lets
 // both calls read the same trial and write over each other.
 func TestEnvBootSerialises(t *testing.T) {
-	requireTool(t, "grub-editenv", "grub-common")
+	testenv.Tool(t, "grub-editenv", "grub-common")
 	dir := t.TempDir()
 	slow := filepath.Join(dir, "slow-editenv")
 	script := "#!/bin/sh\ngrub-editenv \"$@\" || exit\n[ \"$2\" = list ] && sleep 0.3\nexit 0\n"

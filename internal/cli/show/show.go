@@ -5,6 +5,7 @@ package show
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -106,4 +107,15 @@ func Bar(n, total, width int) string {
 	}
 	k := n * width / total
 	return "[" + strings.Repeat("#", k) + strings.Repeat(".", width-k) + "]"
+}
+
+// Waves describes a campaign's waves from their cumulative ends, in devices:
+// "10 devices in waves of 1, 4, 5".
+func Waves(cum []int) string {
+	sizes := WaveSizes(cum)
+	parts := make([]string, len(sizes))
+	for i, n := range sizes {
+		parts[i] = strconv.Itoa(n)
+	}
+	return fmt.Sprintf("%d devices in waves of %s", Last(cum), strings.Join(parts, ", "))
 }

@@ -6,13 +6,13 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
-	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/product"
 )
 
-var _ release.ProductStore = (*DB)(nil)
+var _ product.Store = (*DB)(nil)
 
-func scanProduct(row interface{ Scan(...any) error }) (*release.Product, error) {
-	var p release.Product
+func scanProduct(row interface{ Scan(...any) error }) (*product.Product, error) {
+	var p product.Product
 	var policy string
 	if err := row.Scan(&p.Name, &policy, &p.DeclarationKey, &p.UpdatedAt); err != nil {
 		return nil, err
@@ -21,8 +21,8 @@ func scanProduct(row interface{ Scan(...any) error }) (*release.Product, error) 
 	return &p, nil
 }
 
-// FindProduct implements release.ProductStore.
-func (s *DB) FindProduct(ctx context.Context, name string) (*release.Product, error) {
+// FindProduct implements product.Store.
+func (s *DB) FindProduct(ctx context.Context, name string) (*product.Product, error) {
 	p, err := scanProduct(s.db.QueryRowContext(ctx, `SELECT name, policy, declaration_key, updated_at FROM products WHERE name = $1`, name))
 	if err != nil {
 		return nil, notFound(err, "product %s has no support policy yet", name)
@@ -30,14 +30,14 @@ func (s *DB) FindProduct(ctx context.Context, name string) (*release.Product, er
 	return p, nil
 }
 
-// FindProducts implements release.ProductStore.
-func (s *DB) FindProducts(ctx context.Context) ([]*release.Product, error) {
+// FindProducts implements product.Store.
+func (s *DB) FindProducts(ctx context.Context) ([]*product.Product, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT name, policy, declaration_key, updated_at FROM products ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("find products: %w", err)
 	}
 	defer rows.Close()
-	var out []*release.Product
+	var out []*product.Product
 	for rows.Next() {
 		p, err := scanProduct(rows)
 		if err != nil {
@@ -48,8 +48,8 @@ func (s *DB) FindProducts(ctx context.Context) ([]*release.Product, error) {
 	return out, rows.Err()
 }
 
-// PutProduct implements release.ProductStore.
-func (s *DB) PutProduct(ctx context.Context, p *release.Product, prev time.Time, changes []release.PolicyChange) error {
+// PutProduct implements product.Store.
+func (s *DB) PutProduct(ctx context.Context, p *product.Product, prev time.Time, changes []product.PolicyChange) error {
 	return s.inTx(ctx, "put product "+p.Name, func(tx *Tx) error {
 		var err error
 		if prev.IsZero() {
@@ -80,16 +80,16 @@ func (s *DB) PutProduct(ctx context.Context, p *release.Product, prev time.Time,
 	})
 }
 
-// FindPolicyHistory implements release.ProductStore.
-func (s *DB) FindPolicyHistory(ctx context.Context, name string) ([]release.PolicyChange, error) {
+// FindPolicyHistory implements product.Store.
+func (s *DB) FindPolicyHistory(ctx context.Context, name string) ([]product.PolicyChange, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT product, at, actor, field, old, new FROM policy_history WHERE product = $1 ORDER BY id`, name)
 	if err != nil {
 		return nil, fmt.Errorf("policy history: %w", err)
 	}
 	defer rows.Close()
-	var out []release.PolicyChange
+	var out []product.PolicyChange
 	for rows.Next() {
-		var c release.PolicyChange
+		var c product.PolicyChange
 		if err := rows.Scan(&c.Product, &c.At, &c.Actor, &c.Field, &c.Old, &c.New); err != nil {
 			return nil, fmt.Errorf("policy history: %w", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/internal/rollout"
@@ -24,7 +25,7 @@ import (
 type Store interface {
 	fleet.Store
 	release.Store
-	release.ProductStore
+	product.Store
 	repo.MetadataStore
 	auth.Store
 	rollout.Store
@@ -342,8 +343,8 @@ func testAdminTokens(t *testing.T, s Store) {
 func testProducts(t *testing.T, s Store) {
 	_, err := s.FindProduct(ctx, "p")
 	wantCode(t, err, apperr.NotFound)
-	p := &release.Product{Name: "p", Policy: []byte(`{"support_end":"2031-01-01"}`), DeclarationKey: []byte("PEM"), UpdatedAt: t0}
-	if err := s.PutProduct(ctx, p, time.Time{}, []release.PolicyChange{{At: t0, Actor: "admin", Field: "support_end", Old: "", New: "2031-01-01"}}); err != nil {
+	p := &product.Product{Name: "p", Policy: []byte(`{"support_end":"2031-01-01"}`), DeclarationKey: []byte("PEM"), UpdatedAt: t0}
+	if err := s.PutProduct(ctx, p, time.Time{}, []product.PolicyChange{{At: t0, Actor: "admin", Field: "support_end", Old: "", New: "2031-01-01"}}); err != nil {
 		t.Fatal(err)
 	}
 	wantCode(t, s.PutProduct(ctx, p, time.Time{}, nil), apperr.Conflict)
@@ -357,7 +358,7 @@ func testProducts(t *testing.T, s Store) {
 	p2 := *got
 	p2.Policy, p2.UpdatedAt = []byte(`{"support_end":"2032-01-01"}`), t0.Add(time.Hour)
 	wantCode(t, s.PutProduct(ctx, &p2, t0.Add(-time.Hour), nil), apperr.Conflict) // stale read
-	if err := s.PutProduct(ctx, &p2, got.UpdatedAt, []release.PolicyChange{{At: t0.Add(time.Hour), Actor: "admin", Field: "support_end", Old: "2031-01-01", New: "2032-01-01"}}); err != nil {
+	if err := s.PutProduct(ctx, &p2, got.UpdatedAt, []product.PolicyChange{{At: t0.Add(time.Hour), Actor: "admin", Field: "support_end", Old: "2031-01-01", New: "2032-01-01"}}); err != nil {
 		t.Fatal(err)
 	}
 	h, err := s.FindPolicyHistory(ctx, "p")

@@ -1,4 +1,4 @@
-package release
+package product
 
 import (
 	"bytes"
