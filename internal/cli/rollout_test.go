@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/agent"
+	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/sim"
@@ -257,6 +259,14 @@ func TestRolloutCLI(t *testing.T) {
 		t.Fatalf("groups list: %s", out)
 	}
 	e.publish("1.1.0", 2, image("1.1.0", 16<<10))
+	// A bad window is the operator's mistake: 400 with the reason, on campaigns as on groups.
+	for _, args := range [][]string{{"rollout", "create", "--release", "thermostat@1.1.0", "--target", "eu", "--window", "25:00-26:00"}, {"groups", "create", "bad", "--window", "25:00-26:00"}} {
+		_, err := cliErr(append(g, args...)...)
+		var ae *apperr.Error
+		if !errors.As(err, &ae) || ae.Code != apperr.Invalid || !strings.Contains(ae.Msg, "25:00-26:00") {
+			t.Errorf("%s with a bad window: %v, want an invalid-input error naming it", args[0], err)
+		}
+	}
 	out := cli(t, append(g, "rollout", "create", "--release", "thermostat@1.1.0", "--target", "eu", "--wave-size", "2,4", "--health-gate", "0s", "--json")...)
 	var camp wire.Campaign
 	if err := json.Unmarshal([]byte(out), &camp); err != nil {

@@ -49,9 +49,6 @@ type Server struct {
 	Transparency Publisher
 	// Rollouts runs campaigns and holds groups; nil disables their routes.
 	Rollouts *rollout.Engine
-	// Exposed finds the devices exposed to an advisory and the release that fixes it (for
-	// campaigns created with --fixes); nil when the server holds no vulnerability data.
-	Exposed func(ctx context.Context, advisory, release string) (fixRelease string, deviceIDs []string, err error)
 	// Exposure holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
 	Exposure *exposure.Service
 

@@ -6,7 +6,6 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
-	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
@@ -86,40 +85,11 @@ func (s *Server) createRollout(w http.ResponseWriter, r *http.Request) {
 	rs := rollout.Spec{Release: spec.Release, Target: spec.Target, Devices: spec.Devices, Waves: spec.Waves,
 		SuccessThreshold: spec.SuccessThreshold, FailureThreshold: spec.FailureThreshold, HealthGate: gate, SilentAfter: silent,
 		AssignTimeout: timeout, StaleAfter: stale,
-		Mode: spec.Mode, Window: spec.Window, IgnoreWindow: spec.IgnoreWindow}
-	if spec.Fixes != "" {
-		if s.Exposed == nil {
-			s.fail(w, r, apperr.E(apperr.Unavailable, "--fixes needs vulnerability data, which this server does not hold"))
-			return
-		}
-		rel, ids, err := s.Exposed(r.Context(), spec.Fixes, spec.Release)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		if len(ids) == 0 {
-			s.fail(w, r, apperr.E(apperr.Invalid, "no device in the field is exposed to %s", spec.Fixes))
-			return
-		}
-		// With a target too, the engine keeps the exposed devices of the target only.
-		rs.Release, rs.Devices, rs.DevicesFrom = rel, ids, "fixes:"+spec.Fixes
-	}
-	for _, id := range rs.Devices {
-		if err := tuf.ValidIdent("device", id); err != nil {
-			s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
-			return
-		}
-	}
+		Mode: spec.Mode, Window: spec.Window, IgnoreWindow: spec.IgnoreWindow, Fixes: spec.Fixes, Start: spec.Start}
 	c, err := s.Rollouts.Create(r.Context(), rs, actorOf(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return
-	}
-	if spec.Start {
-		if c, err = s.Rollouts.Act(r.Context(), c.ID, "start", actorOf(r)); err != nil {
-			s.fail(w, r, err)
-			return
-		}
 	}
 	s.logger().Info("campaign created", "campaign", c.ID, "release", c.Release, "target", c.Selector, "actor", actorOf(r))
 	writeJSON(w, http.StatusCreated, campaignToWire(c))
@@ -257,11 +227,6 @@ func (s *Server) getGroup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) putGroup(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	if err := tuf.ValidIdent("group", name); err != nil {
-		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
-		return
-	}
 	if s.Rollouts == nil {
 		s.fail(w, r, apperr.E(apperr.Unavailable, "rollouts are not configured"))
 		return
@@ -271,25 +236,11 @@ func (s *Server) putGroup(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if in.Filter != "" {
-		if _, err := rollout.ParseFilter(in.Filter); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-	}
-	if in.Window != "" {
-		if err := installpolicy.ValidWindow(in.Window); err != nil {
-			s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
-			return
-		}
-	}
-	g := &rollout.Group{Name: name, Filter: in.Filter, Window: in.Window, CreatedAt: time.Now().UTC()}
-	if err := s.Rollouts.Store.PutGroup(r.Context(), g); err != nil {
+	g, err := s.Rollouts.PutGroup(r.Context(), r.PathValue("name"), in.Filter, in.Window, actorOf(r))
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.Rollouts.Store.AddAudit(r.Context(), rollout.AuditEntry{Time: g.CreatedAt, Actor: actorOf(r), Action: "put", Subject: "group:" + name, //nolint:errcheck // logged by the store
-		Detail: "filter " + in.Filter + " window " + in.Window})
 	out, err := s.groupToWire(r, g, false)
 	if err != nil {
 		s.fail(w, r, err)

@@ -18,6 +18,7 @@ import (
 	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -36,6 +37,9 @@ type Engine struct {
 	AssignMany func(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *installpolicy.Policy) map[string]error
 	// Unassign makes the director name what d runs, so that it installs nothing new.
 	Unassign func(ctx context.Context, d *fleet.Device) error
+	// Exposed finds the devices exposed to an advisory and the release that fixes it, for
+	// campaigns created with Spec.Fixes; nil when the server holds no vulnerability data.
+	Exposed  func(ctx context.Context, advisory, release string) (fixRelease string, deviceIDs []string, err error)
 	Now      func() time.Time
 	Logger   *slog.Logger
 	ActLimit int // members a start or resume assigns before it answers; 0: ActAssignLimit
@@ -102,6 +106,11 @@ type Spec struct {
 	Mode         string        `json:"mode,omitempty"` // forced | soft; default forced for security, soft for feature
 	Window       string        `json:"window,omitempty"`
 	IgnoreWindow bool          `json:"ignore_window,omitempty"`
+	// Fixes, if set, is an advisory: the campaign takes the devices exposed to it and the
+	// release that fixes it (Engine.Exposed); with Release set, that release.
+	Fixes string `json:"fixes,omitempty"`
+	// Start starts the campaign's first wave once it is created.
+	Start bool `json:"-"`
 }
 
 // followDelivery holds a campaign to what its product's published policy promises owners: a
@@ -139,6 +148,33 @@ func (e *Engine) followDelivery(ctx context.Context, c *Campaign, mode string) e
 // release are members superseded from the start; older campaigns holding a device are
 // superseded for it.
 func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, error) {
+	if s.Fixes != "" {
+		if e.Exposed == nil {
+			return nil, apperr.E(apperr.Unavailable, "--fixes needs vulnerability data, which this server does not hold")
+		}
+		rel, ids, err := e.Exposed(ctx, s.Fixes, s.Release)
+		if err != nil {
+			return nil, err
+		}
+		if len(ids) == 0 {
+			return nil, apperr.E(apperr.Invalid, "no device in the field is exposed to %s", s.Fixes)
+		}
+		// With a target too, resolve keeps the exposed devices of the target only.
+		s.Release, s.Devices, s.DevicesFrom = rel, ids, "fixes:"+s.Fixes
+	}
+	for _, id := range s.Devices {
+		if err := tuf.ValidIdent("device", id); err != nil {
+			return nil, apperr.E(apperr.Invalid, "%v", err)
+		}
+	}
+	c, err := e.create(ctx, s, actor)
+	if err != nil || !s.Start {
+		return c, err
+	}
+	return e.Act(ctx, c.ID, "start", actor)
+}
+
+func (e *Engine) create(ctx context.Context, s Spec, actor string) (*Campaign, error) {
 	product, version, ok := strings.Cut(s.Release, "@")
 	if !ok || product == "" || version == "" {
 		return nil, apperr.E(apperr.Invalid, "release %q: want PRODUCT@VERSION", s.Release)
@@ -177,7 +213,7 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	}
 	if s.Window != "" {
 		if err := installpolicy.ValidWindow(s.Window); err != nil {
-			return nil, err
+			return nil, apperr.E(apperr.Invalid, "maintenance window %q: %v", s.Window, err)
 		}
 	}
 	devs, groupWindow, err := e.resolve(ctx, s, rel)
@@ -821,4 +857,29 @@ func (e *Engine) Status(ctx context.Context, id string) (*Status, error) {
 	}
 	st.Timeline, err = e.Store.FindAudit(ctx, "campaign:"+id, 1000)
 	return st, err
+}
+
+// PutGroup validates and stores a group (its filter and maintenance window) and records who
+// changed it. Returns apperr.Invalid for a bad name, filter or window.
+func (e *Engine) PutGroup(ctx context.Context, name, filter, window, actor string) (*Group, error) {
+	if err := tuf.ValidIdent("group", name); err != nil {
+		return nil, apperr.E(apperr.Invalid, "%v", err)
+	}
+	if filter != "" {
+		if _, err := ParseFilter(filter); err != nil {
+			return nil, err
+		}
+	}
+	if window != "" {
+		if err := installpolicy.ValidWindow(window); err != nil {
+			return nil, apperr.E(apperr.Invalid, "maintenance window %q: %v", window, err)
+		}
+	}
+	g := &Group{Name: name, Filter: filter, Window: window, CreatedAt: e.now().UTC()}
+	if err := e.Store.PutGroup(ctx, g); err != nil {
+		return nil, err
+	}
+	e.Store.AddAudit(ctx, AuditEntry{Time: g.CreatedAt, Actor: actor, Action: "put", Subject: "group:" + name, //nolint:errcheck // logged by the store
+		Detail: "filter " + filter + " window " + window})
+	return g, nil
 }

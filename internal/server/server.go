@@ -208,6 +208,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.Exposure.Load(ctx); err != nil {
 		return fail(err)
 	}
+	s.Rollouts.Exposed = s.Exposure.Exposed
 	s.Fleet.OnEnroll = s.Exposure.OnEnroll
 	s.Fleet.OnReport = func(ctx context.Context, id string, r wire.Report) error {
 		s.Exposure.OnReport(ctx, id, r) //nolint:errcheck // logs its own failures
@@ -217,8 +218,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Products = &product.Service{Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Repo.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
 	s.Repo.Notice = s.Products.Notice
 	api := &httpapi.Server{Fleet: s.Fleet, Repo: s.Repo, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
-		Exposure: s.Exposure, Exposed: s.Exposure.Exposed,
-		Metrics: s.Metrics, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
+		Exposure: s.Exposure,
+		Metrics:  s.Metrics, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
