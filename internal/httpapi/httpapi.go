@@ -17,10 +17,11 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/wire"
 )
@@ -28,7 +29,8 @@ import (
 // Server holds what the handlers need.
 type Server struct {
 	Fleet       *fleet.Service
-	Repo        *repo.Service
+	Images      *imagerepo.Service // the image repository: /repo/image, publish, offline-signed metadata
+	Director    *director.Service  // per-device views, deployments, the director root
 	Devices     fleet.Store
 	Releases    release.Store
 	Products    ProductService
@@ -107,7 +109,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/devices/{id}/events", s.admin(s.deviceEvents))
 	mux.Handle("PUT /api/v1/blobs/{sha256}", s.admin(s.putBlob))
 	mux.Handle("GET /api/v1/image/targets", s.admin(s.currentTargets))
-	mux.Handle("PUT /api/v1/image/root", s.admin(s.putMeta(s.Repo.RotateRoot)))
+	mux.Handle("PUT /api/v1/image/root", s.admin(s.putMeta(s.Images.RotateRoot)))
 	mux.Handle("POST /api/v1/releases", s.admin(s.publish))
 	mux.Handle("GET /api/v1/releases", s.admin(s.listReleases))
 	mux.Handle("POST /api/v1/deployments", s.admin(s.deploy))

@@ -17,7 +17,7 @@ func TestVulnRoutes(t *testing.T) {
 	srv := s.serve()
 	wantError(t, call(t, srv, http.MethodGet, "/api/v1/exposure", nil, bearer(s.admin)), http.StatusServiceUnavailable, apperr.Unavailable, "no vulnerability data")
 
-	s.api.Exposure = &exposure.Service{Store: s.db, Devices: s.db, Releases: s.db, Targets: s.repo.CurrentTargets}
+	s.api.Exposure = &exposure.Service{Store: s.db, Devices: s.db, Releases: s.db, Targets: s.images.CurrentTargets}
 	if err := s.api.Exposure.Load(t.Context()); err != nil {
 		t.Fatal(err)
 	}
