@@ -831,3 +831,8 @@ func (s *Service) OnEnroll(ctx context.Context, d *fleet.Device) {
 	}
 	s.reported.Store(d.ID, d.InstalledTarget)
 }
+
+// SBOM returns the stored SBOM of product@version; apperr.NotFound if it has none.
+func (s *Service) SBOM(ctx context.Context, product, version string) (*SBOM, error) {
+	return s.Store.FindSBOM(ctx, product, version)
+}

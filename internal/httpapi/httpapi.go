@@ -13,24 +13,19 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
-	"upkeep.dev/upkeep/internal/director"
-	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
-	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/wire"
 )
 
 // Server holds what the handlers need.
 type Server struct {
-	Fleet       *fleet.Service
-	Images      *imagerepo.Service // the image repository: /repo/image, publish, offline-signed metadata
-	Director    *director.Service  // per-device views, deployments, the director root
+	Fleet       DeviceService
+	Images      ImageRepository // the image repository: /repo/image, publish, offline-signed metadata
+	Director    Director        // per-device views, deployments, the director root
 	Devices     fleet.Store
 	Releases    release.Store
 	Products    ProductService
@@ -50,9 +45,9 @@ type Server struct {
 	// Transparency builds the public product pages under /p/ (public.go); nil serves none.
 	Transparency Publisher
 	// Rollouts runs campaigns and holds groups; nil disables their routes.
-	Rollouts *rollout.Engine
+	Rollouts Campaigns
 	// Exposure holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
-	Exposure *exposure.Service
+	Exposure Vulnerabilities
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
@@ -198,7 +193,7 @@ type deviceHandler func(w http.ResponseWriter, r *http.Request, id string)
 // a request copied with a new context cost more than the rest of a check-in's routing).
 func (s *Server) device(h deviceHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := s.Fleet.Tokens.Check(bearer(r), time.Now())
+		id, err := s.Fleet.Authenticate(bearer(r))
 		if err != nil {
 			s.fail(w, r, apperr.Wrap(apperr.Unauthorized, err, "invalid or expired device token: request a new one"))
 			return
