@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"upkeep.dev/upkeep/internal/cli/show"
+	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/sim"
