@@ -38,7 +38,7 @@ import (
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/transparency"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -81,7 +81,7 @@ type Config struct {
 	// RolloutEvery is how often the rollout engine drives running campaigns. Default 1 s.
 	RolloutEvery time.Duration
 	TokenTTL     time.Duration
-	Lifetimes    trust.Lifetimes
+	Lifetimes    tuf.Lifetimes
 	Logger       *slog.Logger
 	Now          func() time.Time // a fake clock in tests
 	// PublicURL is the base URL the public reaches this server at; the labels' QR codes link
@@ -97,7 +97,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", DataDir: "upkeep-data", KeysDir: "keys", MaxArtifact: 4 << 30,
-		PollSeconds: 300, TokenTTL: time.Hour, Lifetimes: trust.DefaultLifetimes(),
+		PollSeconds: 300, TokenTTL: time.Hour, Lifetimes: tuf.DefaultLifetimes(),
 		BodyTimeout: httpapi.DefaultBodyTimeout, MaxPerDevice: httpapi.DefaultMaxPerDevice, MaxPerIP: httpapi.DefaultMaxPerIP,
 		EnrollPerMinute: httpapi.DefaultEnrollPerMinute, ReportsPerMinute: httpapi.DefaultReportsPerMinute,
 		MaxPending: DefaultMaxPending, PendingTTL: DefaultPendingTTL, EventRetention: DefaultEventRetention,
@@ -208,7 +208,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	keys, err := trust.LoadServerKeys(cfg.KeysDir)
+	keys, err := tuf.LoadServerKeys(cfg.KeysDir)
 	if err != nil {
 		return nil, fmt.Errorf("%w (run `upkeep keys init --dir %s` first)", err, cfg.KeysDir)
 	}
