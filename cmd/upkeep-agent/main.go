@@ -24,8 +24,8 @@ import (
 	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/envfile"
 	"upkeep.dev/upkeep/internal/installpolicy"
-	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/internal/tlsclient"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 

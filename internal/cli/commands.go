@@ -20,9 +20,9 @@ import (
 	"upkeep.dev/upkeep/internal/envfile"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
+	"upkeep.dev/upkeep/internal/tlsclient"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
-	"upkeep.dev/upkeep/internal/tlsclient"
 	"upkeep.dev/upkeep/wire"
 )
 
