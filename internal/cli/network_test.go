@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -442,8 +443,9 @@ func TestPowerCutMidDownloadResumes(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		st, err := agent.ReadStatus(d.cfg.StateDir)
-		if err == nil && st.Pending != nil && st.Phase == agent.PhaseDownloading {
+		// The bytes just read, not a second read: the agent may write a newer journal between.
+		var st agent.State
+		if err := json.Unmarshal(b, &st); err == nil && st.Pending != nil && st.Phase == agent.PhaseDownloading {
 			journal, ckpt = b, st.Pending.Staged
 		}
 	}

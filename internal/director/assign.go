@@ -184,9 +184,19 @@ func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *relea
 }
 
 // Unassign makes the director name the image the device runs, so that it installs nothing new;
-// a download in progress is abandoned at the device's next verification.
+// a download in progress is abandoned at the device's next verification. A device that runs an
+// image the image repository does not hold (a factory image never published) gets a view that
+// names no image at all: withdrawn, it installs nothing (Uptane: no director target, no update).
 func (s *Service) Unassign(ctx context.Context, d *fleet.Device) error {
-	return s.reassign(ctx, d.ID, d.InstalledTarget, "")
+	target := d.InstalledTarget
+	if target != "" {
+		if _, err := s.Images.TargetFile(ctx, target); apperr.Is(err, apperr.NotFound) {
+			target = ""
+		} else if err != nil {
+			return err
+		}
+	}
+	return s.reassign(ctx, d.ID, target, "")
 }
 
 // resign signs a new director view for a device from its stored assignment. The device is read
