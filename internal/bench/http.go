@@ -819,6 +819,10 @@ func Download(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// A device fetches only what its director view names.
+	if _, err := c.Deploy(ctx, wire.DeployRequest{Release: rel.Product + "@" + rel.Version, DeviceIDs: []string{devs[0].id}}); err != nil {
+		return err
+	}
 	// Check once that the device gets the whole artifact, byte for byte.
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/device/v1/targets/"+rel.Target, nil)
 	req.Header.Set("Authorization", "Bearer "+devs[0].token)
