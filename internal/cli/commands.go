@@ -295,7 +295,29 @@ func devicesCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(list, accept, events)
+	var simulated bool
+	remove := &cobra.Command{
+		Use:   "remove --simulated",
+		Short: "Remove the devices `upkeep simulate` enrolled, with their events and views",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !simulated {
+				return fmt.Errorf("only simulated devices can be removed: give --simulated")
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			n, err := c.RemoveSimulatedDevices(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d simulated devices removed\n", n)
+			return nil
+		},
+	}
+	remove.Flags().BoolVar(&simulated, "simulated", false, "remove every device enrolled by `upkeep simulate`")
+	cmd.AddCommand(list, accept, events, remove)
 	return cmd
 }
 

@@ -214,6 +214,9 @@ func (s *Service) timelines(ctx context.Context, c *catalog, product string) ([]
 	byID := make(map[string]*timeline, len(devs))
 	out := make([]*timeline, 0, len(devs))
 	for _, d := range devs {
+		if d.Simulated {
+			continue // time to patch is a public figure: simulated devices are left out
+		}
 		if !c.known(d.InstalledTarget, d.InstalledSHA256) {
 			dd := *d
 			dd.InstalledTarget = ""

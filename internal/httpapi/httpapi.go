@@ -102,6 +102,7 @@ func (s *Server) Handler() http.Handler {
 	s.publicRoutes(mux)
 
 	mux.Handle("GET /api/v1/devices", s.admin(s.listDevices))
+	mux.Handle("DELETE /api/v1/devices", s.admin(s.removeDevices))
 	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
 	mux.Handle("POST /api/v1/devices/{id}/accept", s.admin(s.acceptDevice))
 	mux.Handle("GET /api/v1/devices/{id}/events", s.admin(s.deviceEvents))

@@ -305,6 +305,9 @@ func (s *Service) gather(ctx context.Context, p *product.Product) (*inputs, erro
 	}
 	devices := make([]label.DeviceFact, 0, len(devs))
 	for _, d := range devs {
+		if d.Simulated {
+			continue // `upkeep simulate`'s devices are no one's: they count in no public figure
+		}
 		// The version is the signed release's, never the one the device states: an image whose
 		// name and SHA-256 are not a signed target of this product is unknown.
 		f := label.DeviceFact{LastSeen: d.LastSeen}
