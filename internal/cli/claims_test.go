@@ -14,6 +14,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/server"
+	"upkeep.dev/upkeep/wire"
 )
 
 // TestArtifactOnlyForOwnView: a device gets an image only while its director view names it
@@ -118,5 +119,34 @@ func TestSimulatedDevicesLeftOut(t *testing.T) {
 	}
 	if ds, _ := e.cli.Devices(ctx, ""); len(ds) != 1 {
 		t.Fatalf("after simulate --cleanup: %d devices", len(ds))
+	}
+}
+
+// TestOperatorOutputEscapesDeviceText: what a device reports (event messages, its last error,
+// its state) reaches `devices list` and `devices events` with escape sequences, carriage
+// returns, bells and bidi controls shown as escapes, never as the characters themselves.
+func TestOperatorOutputEscapesDeviceText(t *testing.T) {
+	t.Parallel()
+	f := newAttackFixture(t, nil)
+	evil := "\x1b]0;owned\a\x1b[2J\x1b[1;32mOK\rall good \u202eexe.gpj\u2066"
+	rep := wire.Report{
+		Installed: wire.Installed{Target: f.r100.Target, Version: f.r100.Version, SecurityVersion: f.r100.SecurityVersion, SHA256: f.r100.SHA256},
+		State:     "idle\x1b[8m",
+		Events:    []wire.Event{{Time: time.Now().UTC(), Target: f.r100.Target + "\x1b[5m", Step: wire.StepInstall, Status: wire.StatusFailed, Message: evil}},
+	}
+	if status, body := f.call(http.MethodPost, "/device/v1/report", f.dev.Agent.State().Token, attackJSON(t, rep)); status != http.StatusNoContent {
+		t.Fatalf("report: %d %s", status, body)
+	}
+	g := []string{"--server", f.srv.URL, "--token", f.srv.AdminToken}
+	for _, args := range [][]string{{"devices", "list"}, {"devices", "events", f.id}} {
+		out := cli(t, append(g, args...)...)
+		if i := strings.IndexFunc(out, func(r rune) bool {
+			return r != '\n' && (r < 0x20 || r == 0x7f || r == '\u202e' || r == '\u2066')
+		}); i >= 0 {
+			t.Errorf("upkeep %s prints %q at %d: %q", strings.Join(args, " "), out[i], i, out)
+		}
+		if !strings.Contains(out, `\x1b]0;owned\x07\x1b[2J\x1b[1;32mOK\x0dall good \u202eexe.gpj\u2066`) {
+			t.Errorf("upkeep %s does not show the device's text escaped: %q", strings.Join(args, " "), out)
+		}
 	}
 }

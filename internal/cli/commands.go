@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"upkeep.dev/upkeep/internal/cli/show"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/envfile"
 	"upkeep.dev/upkeep/internal/product"
@@ -212,7 +213,7 @@ func deployCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s assigned to %d devices\n", req.Release, resp.Assigned)
 			for id, why := range resp.Skipped {
-				fmt.Fprintf(cmd.OutOrStdout(), "  skipped %s: %s\n", id, why)
+				fmt.Fprintf(cmd.OutOrStdout(), "  skipped %s: %s\n", show.Text(id), show.Text(why))
 			}
 			return nil
 		},
@@ -251,7 +252,12 @@ func devicesCmd(g *globals) *cobra.Command {
 				if !d.LastSeen.IsZero() {
 					seen = time.Since(d.LastSeen).Truncate(time.Second).String() + " ago"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Status, d.Product, d.HardwareID, d.Installed.Version, d.State, d.Assigned, seen, d.LastError)
+				installed := d.Installed.Version
+				if d.Simulated {
+					installed += " (simulated)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", show.Text(d.ID), show.Text(d.Status), show.Text(d.Product), show.Text(d.HardwareID),
+					show.Text(installed), show.Text(d.State), show.Text(d.Assigned), seen, show.Text(d.LastError))
 			}
 			return tw.Flush()
 		},
@@ -290,7 +296,7 @@ func devicesCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tTARGET\tSTEP\tSTATUS\tFATAL\tMESSAGE")
 			for _, e := range ev {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", e.Time.Format(time.RFC3339), e.Target, e.Step, e.Status, e.Fatal, e.Message)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", e.Time.Format(time.RFC3339), show.Text(e.Target), show.Text(e.Step), show.Text(e.Status), e.Fatal, show.Text(e.Message))
 			}
 			return tw.Flush()
 		},
