@@ -40,7 +40,7 @@ func TestArtifactOnlyForOwnView(t *testing.T) {
 
 	// The assignment is withdrawn while the device downloads: the previous view, still valid,
 	// lets it finish (a ranged request, as the agent resumes).
-	if err := f.srv.Repo.Unassign(f.ctx, f.fleetDevice()); err != nil {
+	if err := f.srv.Director.Unassign(f.ctx, f.fleetDevice()); err != nil {
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequestWithContext(f.ctx, http.MethodGet, f.srv.URL+path, nil)

@@ -15,22 +15,19 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
-	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/repo"
-	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/wire"
 )
 
 // Server holds what the handlers need.
 type Server struct {
-	Fleet       *fleet.Service
-	Repo        *repo.Service
+	Fleet       DeviceService
+	Images      ImageRepository // the image repository: /repo/image, publish, offline-signed metadata
+	Director    Director        // per-device views, deployments, the director root
 	Devices     fleet.Store
 	Releases    release.Store
 	Products    ProductService
@@ -53,9 +50,9 @@ type Server struct {
 	// Transparency builds the public product pages under /p/ (public.go); nil serves none.
 	Transparency Publisher
 	// Rollouts runs campaigns and holds groups; nil disables their routes.
-	Rollouts *rollout.Engine
+	Rollouts Campaigns
 	// Exposure holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
-	Exposure *exposure.Service
+	Exposure Vulnerabilities
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
@@ -113,7 +110,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/devices/{id}/events", s.admin(s.deviceEvents))
 	mux.Handle("PUT /api/v1/blobs/{sha256}", s.admin(s.putBlob))
 	mux.Handle("GET /api/v1/image/targets", s.admin(s.currentTargets))
-	mux.Handle("PUT /api/v1/image/root", s.admin(s.putMeta(s.Repo.RotateRoot)))
+	mux.Handle("PUT /api/v1/image/root", s.admin(s.putMeta(s.Images.RotateRoot)))
 	mux.Handle("POST /api/v1/releases", s.admin(s.publish))
 	mux.Handle("GET /api/v1/releases", s.admin(s.listReleases))
 	mux.Handle("POST /api/v1/deployments", s.admin(s.deploy))
@@ -202,7 +199,7 @@ type deviceHandler func(w http.ResponseWriter, r *http.Request, id string)
 // a request copied with a new context cost more than the rest of a check-in's routing).
 func (s *Server) device(h deviceHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := s.Fleet.Tokens.Check(bearer(r), time.Now())
+		id, err := s.Fleet.Authenticate(bearer(r))
 		if err != nil {
 			s.fail(w, r, apperr.Wrap(apperr.Unauthorized, err, "invalid or expired device token: request a new one"))
 			return

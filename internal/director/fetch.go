@@ -1,4 +1,4 @@
-package repo
+package director
 
 import (
 	"context"
@@ -23,7 +23,7 @@ const keptViews = 3
 // Returns nil if allowed, apperr.Forbidden (HTTP 403) if not: the image repository's targets
 // metadata is public, so refusing with 404 would hide nothing.
 func (s *Service) MayFetch(ctx context.Context, deviceID, target string) error {
-	latest, err := s.Meta.FindDirectorView(ctx, deviceID, 0)
+	latest, err := s.Store.FindDirectorView(ctx, deviceID, 0)
 	if err != nil && !apperr.Is(err, apperr.NotFound) {
 		return err
 	}
@@ -35,7 +35,7 @@ func (s *Service) MayFetch(ctx context.Context, deviceID, target string) error {
 		for n := latest.Version - 1; n >= 1 && n > latest.Version-keptViews; n-- {
 			v := s.views.get(deviceID, n)
 			if v == nil {
-				if v, err = s.Meta.FindDirectorView(ctx, deviceID, n); apperr.Is(err, apperr.NotFound) {
+				if v, err = s.Store.FindDirectorView(ctx, deviceID, n); apperr.Is(err, apperr.NotFound) {
 					break
 				} else if err != nil {
 					return err
