@@ -22,7 +22,8 @@ import (
 	"upkeep.dev/upkeep/internal/agent"
 	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/envfile"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/installpolicy"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -152,7 +153,7 @@ func loadConfig(path string, required bool) error {
 func (c *common) config(log *slog.Logger) (agent.Config, error) {
 	cfg := agent.Config{StateDir: c.state, Logger: log, PollInterval: c.poll, HookTimeout: c.hookTimeout, MinRate: c.minRate, SlowWindow: c.slowWindow, CheckpointEvery: c.checkpoint}
 	if c.window != "" { // a mistyped window must not silently mean "install at any time"
-		if _, _, err := trust.ParseWindow(c.window); err != nil {
+		if _, _, err := installpolicy.ParseWindow(c.window); err != nil {
 			return cfg, fmt.Errorf("maintenance window (--window, UPKEEP_WINDOW) %q: %w", c.window, err)
 		}
 	}
@@ -243,7 +244,7 @@ func (c *common) withHealth(cfg agent.Config) agent.Config {
 	}
 	if c.noticeCmd != "" {
 		cmdline := c.noticeCmd
-		cfg.NoticeHook = func(ctx context.Context, n *trust.Notice) error {
+		cfg.NoticeHook = func(ctx context.Context, n *uptane.Notice) error {
 			cmd := shellCommand(ctx, cmdline)
 			cmd.Env = os.Environ()
 			if n != nil {

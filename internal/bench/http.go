@@ -39,7 +39,8 @@ import (
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/sim"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -98,7 +99,7 @@ func newBenchStack() (*benchStack, error) {
 		return nil, err
 	}
 	b := &benchStack{dir: dir, keys: filepath.Join(dir, "keys")}
-	if _, err := trust.InitKeySet(b.keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+	if _, err := tuf.InitKeySet(b.keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -761,11 +762,11 @@ func Download(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	targetsKey, err := trust.LoadKey(filepath.Join(stack.keys, trust.FileTargetsKey))
+	targetsKey, err := tuf.LoadKey(filepath.Join(stack.keys, tuf.FileTargetsKey))
 	if err != nil {
 		return err
 	}
-	imageRoot, err := os.ReadFile(filepath.Join(stack.keys, trust.FileImageRoot))
+	imageRoot, err := os.ReadFile(filepath.Join(stack.keys, tuf.FileImageRoot))
 	if err != nil {
 		return err
 	}
@@ -773,8 +774,8 @@ func Download(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 	if err := os.WriteFile(file, sim.Image("2.0.0", cfg.Size), 0o644); err != nil {
 		return err
 	}
-	rel, err := c.Publish(ctx, client.PublishOptions{File: file, TargetsKey: targetsKey, TrustedRoot: imageRoot, Expires: trust.DefaultLifetimes().Targets,
-		Custom: trust.TargetCustom{Product: "thermostat", HardwareIDs: []string{"tstat-v2"}, Version: "2.0.0", SecurityVersion: 2, Class: trust.ClassSecurity}})
+	rel, err := c.Publish(ctx, client.PublishOptions{File: file, TargetsKey: targetsKey, TrustedRoot: imageRoot, Expires: tuf.DefaultLifetimes().Targets,
+		Custom: uptane.TargetCustom{Product: "thermostat", HardwareIDs: []string{"tstat-v2"}, Version: "2.0.0", SecurityVersion: 2, Class: uptane.ClassSecurity}})
 	if err != nil {
 		return err
 	}

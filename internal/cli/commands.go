@@ -15,12 +15,13 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"upkeep.dev/upkeep/internal/cli/show"
+	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/envfile"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -93,7 +94,7 @@ func keysCmd(g *globals) *cobra.Command {
 		Use:   "init",
 		Short: "Create the offline and online keys and the first trust roots",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			info, err := trust.InitKeySet(dir, rootKeys, threshold, trust.DefaultLifetimes(), time.Now())
+			info, err := tuf.InitKeySet(dir, rootKeys, threshold, tuf.DefaultLifetimes(), time.Now())
 			if err != nil {
 				return err
 			}
@@ -136,11 +137,11 @@ func releaseCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if o.TargetsKey, err = trust.LoadKey(keyPath); err != nil {
+			if o.TargetsKey, err = tuf.LoadKey(keyPath); err != nil {
 				return err
 			}
 			if rootPath == "" {
-				rootPath = filepath.Join(filepath.Dir(keyPath), trust.FileImageRoot)
+				rootPath = filepath.Join(filepath.Dir(keyPath), tuf.FileImageRoot)
 			}
 			if o.TrustedRoot, err = os.ReadFile(rootPath); err != nil {
 				return fmt.Errorf("trusted root: %w", err)
@@ -148,7 +149,7 @@ func releaseCmd(g *globals) *cobra.Command {
 			if fixes != "" {
 				o.Custom.Fixes = splitFixes(fixes)
 			}
-			o.File, o.Expires = args[0], trust.DefaultLifetimes().Targets
+			o.File, o.Expires = args[0], tuf.DefaultLifetimes().Targets
 			o.Progress = progress(cmd.ErrOrStderr())
 			rel, err := c.Publish(cmd.Context(), o)
 			if err != nil {
@@ -163,7 +164,7 @@ func releaseCmd(g *globals) *cobra.Command {
 	f.StringSliceVar(&o.Custom.HardwareIDs, "hardware", nil, "hardware id the image runs on (repeatable)")
 	f.StringVar(&o.Custom.Version, "version", "", "release version")
 	f.Int64Var(&o.Custom.SecurityVersion, "security-version", 0, "anti-rollback counter: devices refuse anything lower than what they run (required: a forgotten 0 would protect nothing)")
-	f.StringVar(&o.Custom.Class, "class", trust.ClassSecurity, "security or feature")
+	f.StringVar(&o.Custom.Class, "class", uptane.ClassSecurity, "security or feature")
 	f.StringVar(&fixes, "fixes", "", "comma-separated advisory ids this release fixes")
 	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): its SHA-256 is signed into the target, then it is uploaded")
 	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 // TestMetricsToken: `serve` with UPKEEP_METRICS_TOKEN (bound to --metrics-token) answers
@@ -18,7 +18,7 @@ import (
 func TestMetricsToken(t *testing.T) {
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
-	if _, err := trust.InitKeySet(keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	serve := func(data string) (url string, stop func()) {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"upkeep.dev/upkeep/internal/cli/show"
+	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/client"
 )
 

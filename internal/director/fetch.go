@@ -6,7 +6,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/apperr"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // keptViews is how many versions of a device's view the store keeps (the latest and the two
@@ -51,7 +51,7 @@ func (s *Service) MayFetch(ctx context.Context, deviceID, target string) error {
 }
 
 // viewNames reports whether a director view's signed targets name target.
-func viewNames(v *trust.DirectorView, target string) bool {
+func viewNames(v *uptane.DirectorView, target string) bool {
 	md, err := metadata.Targets().FromBytes(v.Targets)
 	if err != nil {
 		return false

@@ -15,9 +15,10 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -30,10 +31,10 @@ type Engine struct {
 	// delivery (docs/ROLLOUTS.md). Nil: every product delivers automatically.
 	Products product.Store
 	// Assign makes the director name rel for d with the install policy, and signs its view.
-	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error
+	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error
 	// AssignMany, if set, assigns a batch at once and returns the devices it could not assign;
 	// else Assign is called for each device.
-	AssignMany func(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error
+	AssignMany func(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *installpolicy.Policy) map[string]error
 	// Unassign makes the director name what d runs, so that it installs nothing new.
 	Unassign func(ctx context.Context, d *fleet.Device) error
 	// Exposed finds the devices exposed to an advisory and the release that fixes it, for
@@ -142,12 +143,6 @@ func (e *Engine) followDelivery(ctx context.Context, c *Campaign, mode string) e
 	return nil
 }
 
-// ParseWindow checks a maintenance window HH:MM-HH:MM.
-func ParseWindow(s string) error {
-	_, _, err := trust.ParseWindow(s)
-	return err
-}
-
 // Create resolves the target to devices, splits them into waves and stores the campaign in
 // state created. Devices that already run the release are left out; devices assigned a newer
 // release are members superseded from the start; older campaigns holding a device are
@@ -168,7 +163,7 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		s.Release, s.Devices, s.DevicesFrom = rel, ids, "fixes:"+s.Fixes
 	}
 	for _, id := range s.Devices {
-		if err := trust.ValidIdent("device", id); err != nil {
+		if err := tuf.ValidIdent("device", id); err != nil {
 			return nil, apperr.E(apperr.Invalid, "%v", err)
 		}
 	}
@@ -217,7 +212,7 @@ func (e *Engine) create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		return nil, err
 	}
 	if s.Window != "" {
-		if err := ParseWindow(s.Window); err != nil {
+		if err := installpolicy.ValidWindow(s.Window); err != nil {
 			return nil, apperr.E(apperr.Invalid, "maintenance window %q: %v", s.Window, err)
 		}
 	}
@@ -671,7 +666,7 @@ func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, e
 
 // assignBatch assigns rel to devices with AssignMany, or one by one with Assign if it is not
 // set, and returns the devices it could not assign.
-func (e *Engine) assignBatch(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error {
+func (e *Engine) assignBatch(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *installpolicy.Policy) map[string]error {
 	if e.AssignMany != nil {
 		return e.AssignMany(ctx, ds, rel, p)
 	}
@@ -695,7 +690,7 @@ func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
 		return err
 	}
 	rels := map[string]*release.Release{c.Target: rel}
-	pol := &trust.InstallPolicy{Campaign: c.ID, Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow}
+	pol := &installpolicy.Policy{Campaign: c.ID, Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow}
 	for chunk := range slices.Chunk(ids, 200) {
 		cur, err := e.Store.FindCampaign(ctx, c.ID)
 		if err != nil {
@@ -867,7 +862,7 @@ func (e *Engine) Status(ctx context.Context, id string) (*Status, error) {
 // PutGroup validates and stores a group (its filter and maintenance window) and records who
 // changed it. Returns apperr.Invalid for a bad name, filter or window.
 func (e *Engine) PutGroup(ctx context.Context, name, filter, window, actor string) (*Group, error) {
-	if err := trust.ValidIdent("group", name); err != nil {
+	if err := tuf.ValidIdent("group", name); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
 	if filter != "" {
@@ -876,7 +871,7 @@ func (e *Engine) PutGroup(ctx context.Context, name, filter, window, actor strin
 		}
 	}
 	if window != "" {
-		if err := ParseWindow(window); err != nil {
+		if err := installpolicy.ValidWindow(window); err != nil {
 			return nil, apperr.E(apperr.Invalid, "maintenance window %q: %v", window, err)
 		}
 	}
@@ -899,7 +894,7 @@ func (e *Engine) Groups(ctx context.Context) ([]*Group, error) { return e.Store.
 
 // Group returns apperr.Invalid for a bad name and apperr.NotFound for an unknown group.
 func (e *Engine) Group(ctx context.Context, name string) (*Group, error) {
-	if err := trust.ValidIdent("group", name); err != nil {
+	if err := tuf.ValidIdent("group", name); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
 	return e.Store.FindGroup(ctx, name)
@@ -922,7 +917,7 @@ func (e *Engine) ChangeGroupDevices(ctx context.Context, g *Group, add, remove [
 		return apperr.E(apperr.Invalid, "group %s is defined by a filter; its members follow the inventory", g.Name)
 	}
 	for _, id := range append(append([]string{}, add...), remove...) {
-		if err := trust.ValidIdent("device", id); err != nil {
+		if err := tuf.ValidIdent("device", id); err != nil {
 			return apperr.E(apperr.Invalid, "%v", err)
 		}
 	}

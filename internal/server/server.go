@@ -39,7 +39,7 @@ import (
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/transparency"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -60,7 +60,7 @@ type Config struct {
 	// RolloutEvery is how often the rollout engine drives running campaigns. Default 1 s.
 	RolloutEvery time.Duration
 	TokenTTL     time.Duration
-	Lifetimes    trust.Lifetimes
+	Lifetimes    tuf.Lifetimes
 	Logger       *slog.Logger
 	Now          func() time.Time // a fake clock in tests
 	// PublicURL is the base URL the public reaches this server at; the labels' QR codes link
@@ -80,7 +80,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", DataDir: "upkeep-data", KeysDir: "keys", MaxArtifact: 4 << 30,
-		PollSeconds: 300, TokenTTL: time.Hour, Lifetimes: trust.DefaultLifetimes(),
+		PollSeconds: 300, TokenTTL: time.Hour, Lifetimes: tuf.DefaultLifetimes(),
 	}
 }
 
@@ -152,7 +152,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	keys, err := trust.LoadServerKeys(cfg.KeysDir)
+	keys, err := tuf.LoadServerKeys(cfg.KeysDir)
 	if err != nil {
 		return nil, fmt.Errorf("%w (run `upkeep keys init --dir %s` first)", err, cfg.KeysDir)
 	}

@@ -20,7 +20,7 @@ import (
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/transparency"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 const testProduct = "thermostat"
@@ -78,7 +78,7 @@ func newFixture(t *testing.T, end string) *fixture {
 func (f *fixture) release(t *testing.T, version, class string, secVer int64, at time.Time) {
 	t.Helper()
 	r := &release.Release{Product: testProduct, Version: version, HardwareIDs: []string{"hw"}, SecurityVersion: secVer, Class: class,
-		Target: trust.TargetName(testProduct, version, "fw.img"), Length: 1, SHA256: strings.Repeat("a", 64), SHA512: strings.Repeat("b", 128), TargetsVersion: secVer + 1, PublishedAt: at}
+		Target: tuf.TargetName(testProduct, version, "fw.img"), Length: 1, SHA256: strings.Repeat("a", 64), SHA512: strings.Repeat("b", 128), TargetsVersion: secVer + 1, PublishedAt: at}
 	if err := f.db.CreateRelease(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func (f *fixture) release(t *testing.T, version, class string, secVer int64, at 
 // device adds a device that reports the image of version as f.release signs it.
 func (f *fixture) device(t *testing.T, id, version string, seen time.Time) {
 	t.Helper()
-	f.deviceImage(t, id, trust.TargetName(testProduct, version, "fw.img"), version, strings.Repeat("a", 64), seen)
+	f.deviceImage(t, id, tuf.TargetName(testProduct, version, "fw.img"), version, strings.Repeat("a", 64), seen)
 }
 
 // deviceImage adds a device that reports running target with this SHA-256 and version.
@@ -225,18 +225,18 @@ func TestTransparencyDeclarationKey(t *testing.T) {
 	if _, err := label.Verify(a.Envelope, pub); err != nil {
 		t.Fatal(err)
 	}
-	k, err := trust.LoadKey(path)
+	k, err := tuf.LoadKey(path)
 	if err != nil || !k.Private.Public().(ed25519.PublicKey).Equal(pub) {
 		t.Fatalf("published key is not the file's: %v", err)
 	}
 
 	// The operator replaces it with a key of their choosing: the next publication uses it.
-	own, err := trust.GenerateKey()
+	own, err := tuf.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Remove(path)
-	if err := trust.SaveKey(path, own); err != nil {
+	if err := tuf.SaveKey(path, own); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Add(transparency.DefaultInterval)
@@ -388,8 +388,8 @@ func TestTransparencyUnknownImage(t *testing.T) {
 	now := f.clock.Now()
 	f.release(t, "1.1.1", "security", 2, now.AddDate(0, -1, 0))
 	f.device(t, "d1", "1.1.1", now.Add(-time.Hour))
-	f.deviceImage(t, "d2", trust.TargetName(testProduct, "1.1.1", "fw.img"), "1.1.1", strings.Repeat("c", 64), now.Add(-time.Hour))
-	f.deviceImage(t, "d3", trust.TargetName(testProduct, "9.9.9", "fw.img"), "1.1.1", strings.Repeat("a", 64), now.Add(-time.Hour))
+	f.deviceImage(t, "d2", tuf.TargetName(testProduct, "1.1.1", "fw.img"), "1.1.1", strings.Repeat("c", 64), now.Add(-time.Hour))
+	f.deviceImage(t, "d3", tuf.TargetName(testProduct, "9.9.9", "fw.img"), "1.1.1", strings.Repeat("a", 64), now.Add(-time.Hour))
 	f.deviceImage(t, "d4", "", "1.1.1", "", now.Add(-time.Hour))
 	e := f.publication(t).Declaration.Evidence
 	if e.FleetOnSupported.Value == nil || *e.FleetOnSupported.Value != 25 {
