@@ -12,8 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/show"
 )
 
 // addVulnCmds registers sbom, advisories and exposure, and `product time-to-patch`.

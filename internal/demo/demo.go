@@ -13,9 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/server"
+	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/sim"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
