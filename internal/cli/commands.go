@@ -20,6 +20,7 @@ import (
 	"upkeep.dev/upkeep/internal/envfile"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
+	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/tlsclient"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
@@ -97,6 +98,7 @@ func serveCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxDeviceEvents, "max-device-events", cfg.MaxDeviceEvents, "device events kept per device, newest first (env UPKEEP_MAX_DEVICE_EVENTS)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
 	f.StringVar(&cfg.Manufacturer, "manufacturer", "", "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
+	f.StringVar(&cfg.MetricsToken, "metrics-token", "", "bearer token that GET /metrics requires (env UPKEEP_METRICS_TOKEN, preferred: a flag shows in the process list); empty: /metrics is open, meant for the loopback address")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with, reloaded when the file changes (env UPKEEP_TLS_CERT; with --tls-key)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert, reloaded with it (env UPKEEP_TLS_KEY)")
 	f.BoolVar(&cfg.BehindProxy, "behind-proxy", false, "a TLS-terminating proxy is in front: allow plain HTTP on a non-loopback --addr (env UPKEEP_BEHIND_PROXY)")
@@ -105,7 +107,7 @@ func serveCmd() *cobra.Command {
 		"max-token-requests": "UPKEEP_MAX_TOKEN_REQUESTS", "body-timeout": "UPKEEP_BODY_TIMEOUT", "max-per-device": "UPKEEP_MAX_PER_DEVICE", "max-per-ip": "UPKEEP_MAX_PER_IP",
 		"enroll-per-minute": "UPKEEP_ENROLL_PER_MINUTE", "reports-per-minute": "UPKEEP_REPORTS_PER_MINUTE", "max-pending": "UPKEEP_MAX_PENDING", "pending-ttl": "UPKEEP_PENDING_TTL",
 		"event-retention": "UPKEEP_EVENT_RETENTION", "max-device-events": "UPKEEP_MAX_DEVICE_EVENTS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER",
-		"tls-cert": "UPKEEP_TLS_CERT", "tls-key": "UPKEEP_TLS_KEY", "behind-proxy": "UPKEEP_BEHIND_PROXY"} {
+		"metrics-token": "UPKEEP_METRICS_TOKEN", "tls-cert": "UPKEEP_TLS_CERT", "tls-key": "UPKEEP_TLS_KEY", "behind-proxy": "UPKEEP_BEHIND_PROXY"} {
 		envFlag(f, flag, env)
 	}
 	return cmd
@@ -240,7 +242,7 @@ func deployCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s assigned to %d devices\n", req.Release, resp.Assigned)
 			for id, why := range resp.Skipped {
-				fmt.Fprintf(cmd.OutOrStdout(), "  skipped %s: %s\n", id, why)
+				fmt.Fprintf(cmd.OutOrStdout(), "  skipped %s: %s\n", show.Text(id), show.Text(why))
 			}
 			return nil
 		},
@@ -279,7 +281,12 @@ func devicesCmd(g *globals) *cobra.Command {
 				if !d.LastSeen.IsZero() {
 					seen = time.Since(d.LastSeen).Truncate(time.Second).String() + " ago"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Status, d.Product, d.HardwareID, d.Installed.Version, d.State, d.Assigned, seen, d.LastError)
+				installed := d.Installed.Version
+				if d.Simulated {
+					installed += " (simulated)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", show.Text(d.ID), show.Text(d.Status), show.Text(d.Product), show.Text(d.HardwareID),
+					show.Text(installed), show.Text(d.State), show.Text(d.Assigned), seen, show.Text(d.LastError))
 			}
 			return tw.Flush()
 		},
@@ -318,12 +325,34 @@ func devicesCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tTARGET\tSTEP\tSTATUS\tFATAL\tMESSAGE")
 			for _, e := range ev {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", e.Time.Format(time.RFC3339), e.Target, e.Step, e.Status, e.Fatal, e.Message)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", e.Time.Format(time.RFC3339), show.Text(e.Target), show.Text(e.Step), show.Text(e.Status), e.Fatal, show.Text(e.Message))
 			}
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(list, accept, events)
+	var simulated bool
+	remove := &cobra.Command{
+		Use:   "remove --simulated",
+		Short: "Remove the devices `upkeep simulate` enrolled, with their events and views",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !simulated {
+				return fmt.Errorf("only simulated devices can be removed: give --simulated")
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			n, err := c.RemoveSimulatedDevices(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d simulated devices removed\n", n)
+			return nil
+		},
+	}
+	remove.Flags().BoolVar(&simulated, "simulated", false, "remove every device enrolled by `upkeep simulate`")
+	cmd.AddCommand(list, accept, events, remove)
 	return cmd
 }
 

@@ -5,6 +5,8 @@ package httpapi
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +40,9 @@ type Server struct {
 	Logger      *slog.Logger
 	MaxArtifact int64 // bytes; uploads past it get 413
 	Metrics     *Metrics
+	// MetricsToken, if set, is the bearer token GET /metrics requires (compared in constant
+	// time); empty leaves /metrics open, for a server on a loopback address.
+	MetricsToken string
 	// Ready reports whether the server can serve (the database answers); for /readyz.
 	Ready func(ctx context.Context) error
 	// MaxCheckins bounds check-ins in flight; past it devices get 429 with Retry-After and
@@ -114,7 +119,7 @@ func (s *Server) Handler() http.Handler {
 	s.ReportsPerMinute = cmp.Or(s.ReportsPerMinute, DefaultReportsPerMinute)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", s.Metrics.Handler())
+	mux.Handle("GET /metrics", s.metricsAuth(s.Metrics.Handler()))
 
 	mux.HandleFunc("POST /device/v1/enroll", s.enroll)
 	mux.HandleFunc("POST /device/v1/token", s.token)
@@ -126,6 +131,7 @@ func (s *Server) Handler() http.Handler {
 	s.publicRoutes(mux)
 
 	mux.Handle("GET /api/v1/devices", s.admin(s.listDevices))
+	mux.Handle("DELETE /api/v1/devices", s.admin(s.removeDevices))
 	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
 	mux.Handle("POST /api/v1/devices/{id}/accept", s.admin(s.acceptDevice))
 	mux.Handle("GET /api/v1/devices/{id}/events", s.admin(s.deviceEvents))
@@ -245,6 +251,23 @@ func (s *Server) known(h deviceHandler) deviceHandler {
 }
 
 // admin authenticates an operator token.
+// metricsAuth requires MetricsToken, when one is set, before h.
+func (s *Server) metricsAuth(h http.Handler) http.Handler {
+	if s.MetricsToken == "" {
+		return h
+	}
+	want := sha256.Sum256([]byte(s.MetricsToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(bearer(r)))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
+			s.fail(w, r, apperr.E(apperr.Unauthorized, "metrics token required (Authorization: Bearer ...)"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 func (s *Server) admin(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok := bearer(r)

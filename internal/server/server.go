@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -99,6 +100,10 @@ type Config struct {
 	// PublicRefresh is how long a product's public pages are served before their inputs are read
 	// again (0: transparency.DefaultInterval); label.go.
 	PublicRefresh time.Duration
+	// MetricsToken, if set, is the bearer token /metrics requires. Empty: /metrics is open, as
+	// it is meant to be on the default loopback address; a warning is logged when the server
+	// listens on another one.
+	MetricsToken string
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -302,7 +307,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
 		Exposure: s.Exposure,
-		Metrics:  s.Metrics, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
+		Metrics:  s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
@@ -314,6 +319,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 			return fail(err)
 		}
 		s.URL = "https://" + s.ln.Addr().String()
+	}
+	if ap, err := netip.ParseAddrPort(s.ln.Addr().String()); cfg.MetricsToken == "" && (err != nil || !ap.Addr().IsLoopback()) {
+		cfg.Logger.Warn("/metrics is open to anyone who reaches the listen address: set --metrics-token (UPKEEP_METRICS_TOKEN)", "addr", s.ln.Addr().String())
 	}
 	s.Transparency.TimeToPatch = s.Exposure.LabelTimeToPatch
 	if s.Transparency.PublicURL == "" {

@@ -57,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"Concurrent":    testConcurrentWrites,
 		"Leases":        testLeases,
 		"Campaigns":     testCampaigns,
+		"Simulated":     testSimulated,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
@@ -507,5 +508,50 @@ func testConcurrentWrites(t *testing.T, s Store) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// testSimulated: a simulation token says so when used, simulated devices read back as such, and
+// removing them takes their events and views and leaves every other device alone.
+func testSimulated(t *testing.T, s Store) {
+	hash := auth.HashSecret("simulation")
+	if err := s.CreateEnrollToken(ctx, &fleet.EnrollToken{ID: "sim", Name: "simulator", Hash: hash, UsesLeft: 1, Simulation: true, CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := s.UseEnrollToken(ctx, hash, "thermostat", t0); err != nil || !tok.Simulation {
+		t.Fatalf("simulation token used: %+v %v", tok, err)
+	}
+	for _, d := range []*fleet.Device{
+		{ID: "real", PublicKey: []byte("k1"), Serial: "s1", Product: "thermostat", HardwareID: "hw", Status: fleet.StatusAccepted, EnrolledAt: t0},
+		{ID: "sim1", PublicKey: []byte("k2"), Serial: "s2", Product: "thermostat", HardwareID: "hw", Status: fleet.StatusAccepted, EnrolledAt: t0, Simulated: true},
+		{ID: "sim2", PublicKey: []byte("k3"), Serial: "s3", Product: "thermostat", HardwareID: "hw", Status: fleet.StatusAccepted, EnrolledAt: t0, Simulated: true},
+	} {
+		if err := s.CreateDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddEvents(ctx, []fleet.Event{{DeviceID: d.ID, Time: t0, Step: "check", Status: "ok"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, err := s.FindDevice(ctx, "sim1"); err != nil || !d.Simulated {
+		t.Fatalf("simulated device reads back as %+v %v", d, err)
+	}
+	ids, err := s.RemoveSimulatedDevices(ctx)
+	if err != nil || len(ids) != 2 || ids[0] != "sim1" || ids[1] != "sim2" {
+		t.Fatalf("removed %v %v, want sim1 and sim2", ids, err)
+	}
+	_, err = s.FindDevice(ctx, "sim1")
+	wantCode(t, err, apperr.NotFound)
+	if ev, err := s.FindEvents(ctx, "sim2", 10); err != nil || len(ev) != 0 {
+		t.Errorf("events of a removed device: %+v %v", ev, err)
+	}
+	if d, err := s.FindDevice(ctx, "real"); err != nil || d.Simulated {
+		t.Fatalf("real device after the removal: %+v %v", d, err)
+	}
+	if ev, err := s.FindEvents(ctx, "real", 10); err != nil || len(ev) != 1 {
+		t.Errorf("events of the real device: %+v %v", ev, err)
+	}
+	if ids, err := s.RemoveSimulatedDevices(ctx); err != nil || len(ids) != 0 {
+		t.Errorf("second removal: %v %v", ids, err)
 	}
 }
