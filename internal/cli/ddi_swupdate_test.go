@@ -20,7 +20,7 @@ import (
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/testenv"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -214,8 +214,8 @@ func (e *env) publishSWU(version string, secVer int64, file string) *wire.Releas
 	e.t.Helper()
 	rel, err := e.cli.Publish(context.Background(), client.PublishOptions{
 		File: file, TargetsKey: e.targetsKey, TrustedRoot: e.imageRoot, Expires: 30 * 24 * time.Hour,
-		Custom: trust.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer,
-			Class: trust.ClassSecurity, ArtifactType: trust.ArtifactSWU},
+		Custom: uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer,
+			Class: uptane.ClassSecurity, ArtifactType: uptane.ArtifactSWU},
 	})
 	if err != nil {
 		e.t.Fatalf("publish %s: %v", version, err)

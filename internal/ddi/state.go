@@ -16,7 +16,8 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/installpolicy"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -86,8 +87,8 @@ func (s *Service) report(ctx context.Context, id string, r wire.Report) {
 }
 
 // policyOf returns the install policy signed with the device's assignment of target.
-func policyOf(d *fleet.Device, target string) trust.InstallPolicy {
-	var p trust.InstallPolicy
+func policyOf(d *fleet.Device, target string) installpolicy.Policy {
+	var p installpolicy.Policy
 	if d.Assigned == target && d.AssignPolicy != "" {
 		json.Unmarshal([]byte(d.AssignPolicy), &p) //nolint:errcheck // the director wrote it; zero is "install at once"
 	}
@@ -97,13 +98,13 @@ func policyOf(d *fleet.Device, target string) trust.InstallPolicy {
 // modes returns the deployment's download and update modes and its maintenance window
 // ("available", "unavailable", or "" when none applies): forced without consent, attempt with
 // it (hawkBit's soft action), and update skip outside the window.
-func (s *Service) modes(p trust.InstallPolicy) (download, update, window string) {
+func (s *Service) modes(p installpolicy.Policy) (download, update, window string) {
 	download, update = "forced", "forced"
 	if p.Consent {
 		download, update = "attempt", "attempt"
 	}
 	if p.Window != "" && !p.IgnoreWindow {
-		start, end, err := trust.ParseWindow(p.Window)
+		start, end, err := installpolicy.ParseWindow(p.Window)
 		if err == nil {
 			now := s.now()
 			m := now.Hour()*60 + now.Minute()
@@ -127,14 +128,14 @@ type artifact struct {
 	SHA256   string
 	MD5      string
 	SHA1     string
-	Custom   trust.TargetCustom
+	Custom   uptane.TargetCustom
 }
 
 // artifactName is the file name a DDI client is given: the target's last path element, with
 // the extension its client requires (SWUpdate accepts only .swu) added when missing.
 func artifactName(target, typ string) string {
 	name := path.Base(target)
-	ext := map[string]string{trust.ArtifactSWU: ".swu", trust.ArtifactRAUCB: ".raucb"}[typ]
+	ext := map[string]string{uptane.ArtifactSWU: ".swu", uptane.ArtifactRAUCB: ".raucb"}[typ]
 	if ext != "" && !strings.HasSuffix(strings.ToLower(name), ext) {
 		name += ext
 	}
@@ -148,7 +149,7 @@ func (s *Service) artifactOf(ctx context.Context, target string) (*artifact, err
 	if err != nil {
 		return nil, err
 	}
-	c, err := trust.ParseTargetCustom(tf)
+	c, err := uptane.ParseTargetCustom(tf)
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", target, err)
 	}
