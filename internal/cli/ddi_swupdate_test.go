@@ -193,7 +193,6 @@ func (s *suricatta) waitFor(within time.Duration, what string, cond func() bool)
 	if len(out) > 6000 {
 		out = out[len(out)-6000:]
 	}
-	os.WriteFile("/tmp/swu-last.log", []byte(s.output()), 0o644)
 	s.t.Fatalf("%s did not happen within %s; swupdate's log ends:\n%s", what, within, out)
 }
 
