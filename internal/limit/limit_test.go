@@ -18,7 +18,7 @@ import (
 // apperr.TooLarge.
 func TestReadBodyDeadline(t *testing.T) {
 	var got error
-	done := make(chan struct{})
+	done := make(chan struct{}, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var buf bytes.Buffer
 		got = ReadBody(w, r, 64, 200*time.Millisecond, &buf)
