@@ -371,7 +371,7 @@ func devicesCmd(g *globals) *cobra.Command {
 		},
 	}
 	remove.Flags().BoolVar(&simulated, "simulated", false, "remove every device enrolled by `upkeep simulate`")
-	cmd.AddCommand(list, accept, events, remove, ddiCreateCmd(g), ddiTokenCmd(g))
+	cmd.AddCommand(list, accept, events, remove, ddiCreateCmd(g), ddiTokenCmd(g), ddiTokenRotateCmd(g))
 	return cmd
 }
 

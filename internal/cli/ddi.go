@@ -69,3 +69,39 @@ func ddiTokenCmd(g *globals) *cobra.Command {
 	cmd.MarkFlagRequired("ddi")
 	return cmd
 }
+
+// ddiTokenRotateCmd prints a DDI device's target token, or with --rotate issues a new one.
+func ddiTokenRotateCmd(g *globals) *cobra.Command {
+	var rotate bool
+	cmd := &cobra.Command{
+		Use:   "ddi-token ID [--rotate]",
+		Short: "Print a DDI device's target token, or issue a new one (--rotate)",
+		Long: `Print the target token of a hawkBit DDI device. With --rotate, issue a new one: the old
+token stops working at once on the server that answers, and within the DDI cache time (5 s by
+default) on the other replicas. Put the new token into the device's client configuration
+(SWUpdate: targettoken) before rotating, or register it again with the gateway token.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			var out *wire.DDIDeviceResponse
+			if rotate {
+				out, err = c.RotateDDIToken(cmd.Context(), args[0])
+			} else {
+				out, err = c.DDIToken(cmd.Context(), args[0])
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), out.TargetToken)
+			if rotate {
+				fmt.Fprintf(cmd.ErrOrStderr(), "DDI device %s: new target token above; the old one no longer works\n", out.ID)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&rotate, "rotate", false, "issue a new target token and revoke the old one")
+	return cmd
+}

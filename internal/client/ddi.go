@@ -25,3 +25,9 @@ func (c *Client) Device(ctx context.Context, id string) (*wire.Device, error) {
 	var out wire.Device
 	return &out, c.Do(ctx, http.MethodGet, "/api/v1/devices/"+url.PathEscape(id), nil, &out)
 }
+
+// RotateDDIToken issues a DDI device a new target token; the old one stops working.
+func (c *Client) RotateDDIToken(ctx context.Context, id string) (*wire.DDIDeviceResponse, error) {
+	var out wire.DDIDeviceResponse
+	return &out, c.Do(ctx, http.MethodPost, "/api/v1/ddi/devices/"+url.PathEscape(id)+"/token", nil, &out)
+}

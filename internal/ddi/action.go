@@ -53,4 +53,13 @@ type Store interface {
 	// UpdateAction changes the device's action if its status is one of from (any status if from
 	// is empty) and reports whether it did. apperr.NotFound if there is no such action.
 	UpdateAction(ctx context.Context, deviceID string, id int64, from []string, u ActionUpdate) (bool, error)
+	// TokenGeneration returns the generation of the device's target token: 0 if it was never
+	// raised.
+	TokenGeneration(ctx context.Context, deviceID string) (int64, error)
+	// RotateToken raises the generation of the device's target token by one and returns it.
+	RotateToken(ctx context.Context, deviceID string) (int64, error)
 }
+
+// MaxActionsKept is how many actions of a device the actions' retention keeps at least (the
+// server's housekeeping: sqlstore.DB.PruneActions); the handlers read at most the newest 16.
+const MaxActionsKept = 64

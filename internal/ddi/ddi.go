@@ -13,6 +13,7 @@
 package ddi
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -22,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +33,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/limit"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/wire"
 )
@@ -87,9 +90,32 @@ type Config struct {
 	MaxInFlight int
 	// CacheFor is how long a poll answer is reused while nothing changes on this replica
 	// (feedback, configData, confirmation and new assignments invalidate it at once; a change
-	// made through another replica shows after at most this long). 0: 5 s.
+	// made through another replica shows after at most this long). It is also how long a
+	// replica trusts what it read of a device to check its target token (the token generation,
+	// the device's kind and status): a token rotated or a device rejected through another
+	// replica stops working there after at most this long. 0: 5 s.
 	CacheFor time.Duration
+	// BodyTimeout is how long the body of a write (feedback, configData) may take to arrive; it
+	// is read in full before the request takes any place in flight, and after it the answer is
+	// 408. 0: limit.DefaultBodyTimeout (10 s).
+	BodyTimeout time.Duration
+	// MaxPerDevice bounds one controller's requests in flight, MaxPerIP one source address's
+	// (IPv6: its /64) requests while their token is checked and its gateway registrations, so
+	// that one client cannot take the others' share of MaxInFlight. 0: limit.DefaultMaxPerDevice
+	// (4), limit.DefaultMaxPerIP (32).
+	MaxPerDevice, MaxPerIP int
+	// WritesPerMinute is how many writes (feedback of any kind, configData) one device may send
+	// a minute; RegisterPerMinute how many controllers one source address may register with the
+	// gateway token a minute. Beyond either: 429 with the Retry-After when the allowance is
+	// back. 0: DefaultWritesPerMinute (20), DefaultRegisterPerMinute (30).
+	WritesPerMinute, RegisterPerMinute int
 }
+
+// Defaults of the per-device and per-address rates (Config fields of the same meaning).
+const (
+	DefaultWritesPerMinute   = 20
+	DefaultRegisterPerMinute = 30
+)
 
 // Service answers DDI devices. It is safe for concurrent use.
 type Service struct {
@@ -105,9 +131,14 @@ type Service struct {
 	Now      func() time.Time
 	Logger   *slog.Logger
 
-	inflight atomic.Int64
-	polls    sync.Map // device id → *pollEntry
-	digests  sync.Map // sha256 → *digest (md5 and sha1 of a blob, computed once)
+	inflight     atomic.Int64
+	polls        sync.Map // device id → *pollEntry
+	digests      sync.Map // sha256 → *digest (md5 and sha1 of a blob, computed once)
+	creds        sync.Map // device id → *cred: what a target token is checked against
+	perDevice    limit.PerKey
+	perIP        limit.PerKey
+	writeRate    limit.Rate // writes per device
+	registerRate limit.Rate // gateway registrations per source address
 }
 
 func (s *Service) now() time.Time {
@@ -149,14 +180,66 @@ func ValidControllerID(id string) error {
 	return nil
 }
 
-// TargetToken is the target security token of a controller: an HMAC of its id under the
-// server's key, so it is checked without the database. It is printed by `upkeep devices create
-// --ddi` and goes into the device's DDI client configuration.
-func (s *Service) TargetToken(controllerID string) string {
+// TargetToken is the target security token of a controller: an HMAC under the server's key of
+// its id and its token generation (Store.TokenGeneration), so a token is rotated by raising the
+// generation. Generation 0, a device whose token was never rotated, keeps the first derivation
+// (the id alone). It is printed by `upkeep devices create --ddi` and goes into the device's DDI
+// client configuration.
+func (s *Service) TargetToken(controllerID string, generation int64) string {
 	m := hmac.New(sha256.New, s.Config.TokenKey)
-	m.Write([]byte("upkeep-ddi-target-token/v1\x00"))
-	m.Write([]byte(controllerID))
+	if generation == 0 {
+		m.Write([]byte("upkeep-ddi-target-token/v1\x00"))
+		m.Write([]byte(controllerID))
+	} else { // a controller id holds no NUL: the fields cannot run into each other
+		m.Write([]byte("upkeep-ddi-target-token/v2\x00"))
+		m.Write([]byte(controllerID))
+		m.Write([]byte("\x00" + strconv.FormatInt(generation, 10)))
+	}
 	return hex.EncodeToString(m.Sum(nil)[:20])
+}
+
+// cred is what a replica read of a device to check its target token: the token generation and
+// whether the device may use a token at all (a DDI device, accepted or pending).
+type cred struct {
+	gen    int64
+	usable bool
+	dev    *fleet.Device // as read then; nil if the device does not exist
+	at     time.Time
+}
+
+// credOf returns the device's cred, read from the store at most every CacheFor; fresh reports
+// whether it was read for this call (its dev is then current).
+func (s *Service) credOf(ctx context.Context, id string) (c *cred, fresh bool, err error) {
+	if v, ok := s.creds.Load(id); ok {
+		if c := v.(*cred); time.Since(c.at) < s.cacheFor() {
+			return c, false, nil
+		}
+	}
+	c = &cred{at: time.Now()}
+	d, err := s.Devices.FindDevice(ctx, id)
+	switch {
+	case apperr.Is(err, apperr.NotFound):
+	case err != nil:
+		return nil, false, err
+	default:
+		c.dev = d
+		c.usable = d.IsDDI() && (d.Status == fleet.StatusAccepted || d.Status == fleet.StatusPending)
+		if c.usable {
+			if c.gen, err = s.Actions.TokenGeneration(ctx, id); err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	if c.dev != nil { // unknown ids are not remembered: they would fill the map
+		s.creds.Store(id, c)
+	}
+	return c, true, nil
+}
+
+// forget drops what this replica remembers of a device: its cred and its poll answer.
+func (s *Service) forget(id string) {
+	s.creds.Delete(id)
+	s.polls.Delete(id)
 }
 
 // authKind is how a request authenticated.
@@ -168,46 +251,101 @@ const (
 	authGateway
 )
 
-// authenticate checks the Authorization header of a request for controllerID: a target token
-// (hawkBit's "TargetToken") or the tenant's gateway token ("GatewayToken").
-func (s *Service) authenticate(header, controllerID string) authKind {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(header), " ")
+// Authorization schemes of DDI (hawkBit's "TargetToken" and "GatewayToken").
+const (
+	SchemeTarget  = "TargetToken"
+	SchemeGateway = "GatewayToken"
+)
+
+// parseAuthorization splits an Authorization header into its scheme, canonical (SchemeTarget or
+// SchemeGateway; the header's is case-insensitive), and its token. ok is false for any other
+// scheme, an empty token, or a token that is not 1-256 printable ASCII characters.
+func parseAuthorization(header string) (scheme, token string, ok bool) {
+	sc, tok, found := strings.Cut(strings.TrimSpace(header), " ")
 	tok = strings.TrimSpace(tok)
-	if !ok || tok == "" {
-		return authNone
+	if !found || tok == "" || len(tok) > 256 {
+		return "", "", false
+	}
+	for i := 0; i < len(tok); i++ {
+		if tok[i] <= ' ' || tok[i] > '~' {
+			return "", "", false
+		}
 	}
 	switch {
-	case strings.EqualFold(scheme, "TargetToken") && len(s.Config.TokenKey) > 0:
-		if subtle.ConstantTimeCompare([]byte(tok), []byte(s.TargetToken(controllerID))) == 1 {
-			return authTarget
+	case strings.EqualFold(sc, SchemeTarget):
+		return SchemeTarget, tok, true
+	case strings.EqualFold(sc, SchemeGateway):
+		return SchemeGateway, tok, true
+	}
+	return "", "", false
+}
+
+// authenticate checks the Authorization header of a request for controllerID: a target token
+// of the device's current generation, the device a DDI device accepted or pending (a rejected
+// device's token stops working, and so does that of any status but these two), or the tenant's
+// gateway token. With a target token it also returns the device when it was read for this
+// call. An error is the store's.
+func (s *Service) authenticate(ctx context.Context, header, controllerID string) (authKind, *fleet.Device, error) {
+	scheme, tok, ok := parseAuthorization(header)
+	if !ok {
+		return authNone, nil, nil
+	}
+	switch {
+	case scheme == SchemeTarget && len(s.Config.TokenKey) > 0:
+		c, fresh, err := s.credOf(ctx, controllerID)
+		if err != nil || !c.usable {
+			return authNone, nil, err
 		}
-	case strings.EqualFold(scheme, "GatewayToken") && s.Config.GatewayToken != "":
+		if subtle.ConstantTimeCompare([]byte(tok), []byte(s.TargetToken(controllerID, c.gen))) == 1 {
+			if fresh {
+				return authTarget, c.dev, nil
+			}
+			return authTarget, nil, nil
+		}
+	case scheme == SchemeGateway && s.Config.GatewayToken != "":
 		a, b := sha256.Sum256([]byte(tok)), sha256.Sum256([]byte(s.Config.GatewayToken))
 		if subtle.ConstantTimeCompare(a[:], b[:]) == 1 {
-			return authGateway
+			return authGateway, nil, nil
 		}
 	}
-	return authNone
+	return authNone, nil, nil
 }
 
 // errNotDDI is returned for a controller id that names a device of another kind.
 var errNotDDI = errors.New("not a DDI device")
 
+// retryLater is a refusal (apperr.Busy) with the time after which the client may try again; fail
+// sends it as Retry-After.
+type retryLater struct {
+	wait time.Duration
+	err  error
+}
+
+func (e *retryLater) Error() string { return e.err.Error() }
+func (e *retryLater) Unwrap() error { return e.err }
+
+func busy(wait time.Duration, format string, args ...any) error {
+	return &retryLater{wait: wait, err: apperr.E(apperr.Busy, format, args...)}
+}
+
 // device returns the DDI device a request speaks for, registering it on its first request with
 // the gateway token if the server is configured so. A device that is not accepted is returned
 // with its status; the handlers give it no action.
-func (s *Service) device(ctx context.Context, id string, how authKind) (*fleet.Device, error) {
+//
+// Registration is bounded as enrolment is: per source address, RegisterPerMinute registrations
+// and MaxPerIP in flight; a pending registration takes a place among fleet.Service.MaxPending
+// (the fleet refuses it with apperr.Busy past that), so a gateway token holder cannot fill the
+// table with controller ids awaiting approval.
+func (s *Service) device(ctx context.Context, q *request) (*fleet.Device, error) {
+	id := q.id
+	if q.dev != nil {
+		d := q.dev
+		q.dev = nil // read for this request: good once
+		return s.check(ctx, d)
+	}
 	d, err := s.Devices.FindDevice(ctx, id)
-	if apperr.Is(err, apperr.NotFound) && how == authGateway && s.Config.Product != "" && s.Config.HardwareID != "" {
-		if err := s.allow(ctx, s.Config.Product); err != nil {
-			return nil, err
-		}
-		st := fleet.StatusPending
-		if s.Config.AutoAccept {
-			st = fleet.StatusAccepted
-		}
-		nd := &fleet.Device{ID: id, Kind: fleet.KindDDI, Serial: id, Product: s.Config.Product, HardwareID: s.Config.HardwareID, Status: st}
-		if err := s.Fleet.Register(ctx, nd); err != nil && !apperr.Is(err, apperr.Conflict) {
+	if apperr.Is(err, apperr.NotFound) && q.how == authGateway && s.Config.Product != "" && s.Config.HardwareID != "" {
+		if err := s.register(ctx, q); err != nil {
 			return nil, err
 		}
 		d, err = s.Devices.FindDevice(ctx, id)
@@ -218,6 +356,40 @@ func (s *Service) device(ctx context.Context, id string, how authKind) (*fleet.D
 	if err != nil {
 		return nil, err
 	}
+	return s.check(ctx, d)
+}
+
+// register stores a controller that presented the gateway token, within its source address's
+// limits.
+func (s *Service) register(ctx context.Context, q *request) error {
+	if err := s.allow(ctx, s.Config.Product); err != nil {
+		return err
+	}
+	if !s.perIP.Acquire(q.client, cmp.Or(s.Config.MaxPerIP, limit.DefaultMaxPerIP)) {
+		return busy(time.Second, "too many registrations from this address in flight: try again later")
+	}
+	defer s.perIP.Release(q.client)
+	if ok, wait := s.registerRate.Allow(q.client, cmp.Or(s.Config.RegisterPerMinute, DefaultRegisterPerMinute), time.Now()); !ok {
+		return busy(wait, "too many controllers registered from this address: try again later")
+	}
+	st := fleet.StatusPending
+	if s.Config.AutoAccept {
+		st = fleet.StatusAccepted
+	}
+	nd := &fleet.Device{ID: q.id, Kind: fleet.KindDDI, Serial: q.id, Product: s.Config.Product, HardwareID: s.Config.HardwareID, Status: st}
+	if err := s.Fleet.Register(ctx, nd); err != nil && !apperr.Is(err, apperr.Conflict) {
+		if apperr.Is(err, apperr.Busy) {
+			return &retryLater{wait: time.Minute, err: err}
+		}
+		return err
+	}
+	return nil
+}
+
+// check applies the rules every request of a DDI device passes: a DDI device, of a product that
+// allows DDI, accepted or pending.
+func (s *Service) check(ctx context.Context, d *fleet.Device) (*fleet.Device, error) {
+	id := d.ID
 	if !d.IsDDI() {
 		return nil, apperr.Wrap(apperr.Unauthorized, errNotDDI, "controller "+id+" is not a DDI device")
 	}
@@ -238,7 +410,8 @@ func (s *Service) allow(ctx context.Context, product string) error {
 }
 
 // Create stores a DDI device created ahead of time by an operator, accepted, and returns its
-// target token.
+// target token. The token generation is raised first, so a device created again under the id of
+// a removed one does not get the removed one's token.
 func (s *Service) Create(ctx context.Context, id, product, hardwareID string) (string, error) {
 	if err := ValidControllerID(id); err != nil {
 		return "", err
@@ -260,11 +433,21 @@ func (s *Service) Create(ctx context.Context, id, product, hardwareID string) (s
 		}
 		return "", err
 	}
-	return s.TargetToken(id), nil
+	gen, err := s.Actions.RotateToken(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	s.forget(id)
+	return s.TargetToken(id, gen), nil
 }
 
-// Token returns the target token of an existing DDI device.
-func (s *Service) Token(ctx context.Context, id string) (string, error) {
+// Token returns the target token of an existing DDI device; with rotate, a new one (the next
+// generation), and the old one stops working: at once on this replica, within CacheFor on the
+// others.
+func (s *Service) Token(ctx context.Context, id string, rotate bool) (string, error) {
+	if len(s.Config.TokenKey) == 0 {
+		return "", apperr.E(apperr.Unavailable, "DDI is not enabled on this server")
+	}
 	d, err := s.Devices.FindDevice(ctx, id)
 	if err != nil {
 		return "", err
@@ -272,7 +455,20 @@ func (s *Service) Token(ctx context.Context, id string) (string, error) {
 	if !d.IsDDI() {
 		return "", apperr.E(apperr.Invalid, "device %s is not a DDI device", id)
 	}
-	return s.TargetToken(id), nil
+	var gen int64
+	if rotate {
+		gen, err = s.Actions.RotateToken(ctx, id)
+		s.forget(id)
+		if err == nil {
+			s.logger().Info("DDI target token rotated", "device", id, "generation", gen)
+		}
+	} else {
+		gen, err = s.Actions.TokenGeneration(ctx, id)
+	}
+	if err != nil {
+		return "", err
+	}
+	return s.TargetToken(id, gen), nil
 }
 
 // sleep formats a polling interval as DDI's "HH:MM:SS".

@@ -2,10 +2,12 @@ package ddi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -15,6 +17,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/limit"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -32,43 +35,64 @@ const base = "/{tenant}/controller/v1/{controllerId}"
 // own authentication).
 func (s *Service) Routes() map[string]http.Handler {
 	return map[string]http.Handler{
-		"GET " + base: s.call(s.root),
-		"GET " + base + "/deploymentBase/{action}":                   s.call(s.withDevice(s.deploymentBase)),
-		"POST " + base + "/deploymentBase/{action}/feedback":         s.call(s.withDevice(s.deploymentFeedback)),
-		"GET " + base + "/cancelAction/{action}":                     s.call(s.withDevice(s.cancelAction)),
-		"POST " + base + "/cancelAction/{action}/feedback":           s.call(s.withDevice(s.cancelFeedback)),
-		"PUT " + base + "/configData":                                s.call(s.withDevice(s.configData)),
-		"GET " + base + "/installedBase/{action}":                    s.call(s.withDevice(s.installedBase)),
-		"GET " + base + "/confirmationBase":                          s.call(s.withDevice(s.confirmationRoot)),
-		"GET " + base + "/confirmationBase/{action}":                 s.call(s.withDevice(s.confirmationBase)),
-		"POST " + base + "/confirmationBase/{action}/feedback":       s.call(s.withDevice(s.confirmationFeedback)),
-		"GET " + base + "/softwaremodules/{module}/artifacts/{file}": s.call(s.withDevice(s.artifact)),
+		"GET " + base: s.call(0, s.root),
+		"GET " + base + "/deploymentBase/{action}":                   s.call(0, s.withDevice(s.deploymentBase)),
+		"POST " + base + "/deploymentBase/{action}/feedback":         s.call(MaxFeedbackBody, s.withDevice(s.deploymentFeedback)),
+		"GET " + base + "/cancelAction/{action}":                     s.call(0, s.withDevice(s.cancelAction)),
+		"POST " + base + "/cancelAction/{action}/feedback":           s.call(MaxFeedbackBody, s.withDevice(s.cancelFeedback)),
+		"PUT " + base + "/configData":                                s.call(MaxConfigBody, s.withDevice(s.configData)),
+		"GET " + base + "/installedBase/{action}":                    s.call(0, s.withDevice(s.installedBase)),
+		"GET " + base + "/confirmationBase":                          s.call(0, s.withDevice(s.confirmationRoot)),
+		"GET " + base + "/confirmationBase/{action}":                 s.call(0, s.withDevice(s.confirmationBase)),
+		"POST " + base + "/confirmationBase/{action}/feedback":       s.call(MaxFeedbackBody, s.withDevice(s.confirmationFeedback)),
+		"GET " + base + "/softwaremodules/{module}/artifacts/{file}": s.call(0, s.withDevice(s.artifact)),
 	}
 }
 
 // request is an authenticated DDI request.
 type request struct {
-	id   string // controller id
-	how  authKind
-	auth string // the Authorization header that authenticated it
-	base string // absolute URL of the controller's base resource, for links
+	id     string // controller id
+	how    authKind
+	auth   string        // the Authorization header that authenticated it
+	base   string        // absolute URL of the controller's base resource, for links
+	client string        // source address (limit.ClientKey)
+	body   []byte        // a write's body, read before the request took any place
+	dev    *fleet.Device // the device as read to check its token for this request; nil: not read
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, q *request)
 
 type deviceHandler func(w http.ResponseWriter, r *http.Request, q *request, d *fleet.Device)
 
-// call checks the tenant, the controller id and the token, and bounds the requests in flight.
-func (s *Service) call(h handler) http.Handler {
+// call bounds a DDI request and authenticates it, in this order, as /device/v1 does:
+//
+//   - a write's body (maxBody > 0) is read in full within BodyTimeout before anything else, so a
+//     client trickling its body holds only its own connection (408 after the deadline);
+//   - the request takes a place among MaxInFlight;
+//   - the tenant and the controller id are checked, then the token, while the request holds a
+//     place among its source address's MaxPerIP (checking a target token may read the store:
+//     a client guessing tokens for many ids holds only its address's share);
+//   - an authenticated request takes a place among its device's MaxPerDevice, and a write one
+//     of its device's WritesPerMinute, so that one device cannot take the others' share or
+//     write without bound (429 with Retry-After).
+func (s *Service) call(maxBody int64, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body []byte
+		if maxBody > 0 {
+			var buf bytes.Buffer
+			if err := limit.ReadBody(w, r, maxBody, cmp.Or(s.Config.BodyTimeout, limit.DefaultBodyTimeout), &buf); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			body = buf.Bytes()
+		}
 		max := int64(s.Config.MaxInFlight)
 		if max <= 0 {
 			max = 4096
 		}
 		if n := s.inflight.Add(1); n > max {
 			s.inflight.Add(-1)
-			w.Header().Set("Retry-After", strconv.Itoa(30+rand.IntN(60)))
-			s.fail(w, r, apperr.E(apperr.Busy, "too many requests in flight; retry later"))
+			s.fail(w, r, busy(time.Duration(30+rand.IntN(60))*time.Second, "too many requests in flight; retry later"))
 			return
 		}
 		defer s.inflight.Add(-1)
@@ -81,10 +105,32 @@ func (s *Service) call(h handler) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		q := &request{id: id, auth: r.Header.Get("Authorization")}
-		if q.how = s.authenticate(q.auth, id); q.how == authNone {
+		q := &request{id: id, auth: r.Header.Get("Authorization"), client: limit.ClientKey(r), body: body}
+		if !s.perIP.Acquire(q.client, cmp.Or(s.Config.MaxPerIP, limit.DefaultMaxPerIP)) {
+			s.fail(w, r, busy(time.Second, "too many requests from this address in flight; retry later"))
+			return
+		}
+		var err error
+		q.how, q.dev, err = s.authenticate(r.Context(), q.auth, id)
+		s.perIP.Release(q.client)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if q.how == authNone {
 			s.fail(w, r, apperr.E(apperr.Unauthorized, "a valid TargetToken or GatewayToken is required"))
 			return
+		}
+		if !s.perDevice.Acquire(id, cmp.Or(s.Config.MaxPerDevice, limit.DefaultMaxPerDevice)) {
+			s.fail(w, r, busy(time.Second, "too many requests of this controller in flight; retry later"))
+			return
+		}
+		defer s.perDevice.Release(id)
+		if maxBody > 0 {
+			if ok, wait := s.writeRate.Allow(id, cmp.Or(s.Config.WritesPerMinute, DefaultWritesPerMinute), time.Now()); !ok {
+				s.fail(w, r, busy(wait, "too many feedback and configData requests from this controller; send again later"))
+				return
+			}
 		}
 		pub := s.Config.PublicURL
 		if pub == "" {
@@ -103,7 +149,7 @@ func (s *Service) call(h handler) http.Handler {
 // nothing else.
 func (s *Service) withDevice(h deviceHandler) handler {
 	return func(w http.ResponseWriter, r *http.Request, q *request) {
-		d, err := s.device(r.Context(), q.id, q.how)
+		d, err := s.device(r.Context(), q)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -127,6 +173,9 @@ func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status := apperr.HTTPStatus(code)
 	if errors.Is(err, errGone) {
 		status = http.StatusGone
+	}
+	if rl := (*retryLater)(nil); errors.As(err, &rl) {
+		limit.RetryAfter(w, rl.wait)
 	}
 	if code == apperr.Internal {
 		s.logger().Error("DDI request failed", "path", r.URL.Path, "err", err)
@@ -268,7 +317,7 @@ func (s *Service) root(w http.ResponseWriter, r *http.Request, q *request) {
 			}
 		}
 	}
-	d, err := s.device(ctx, q.id, q.how)
+	d, err := s.device(ctx, q)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -279,7 +328,7 @@ func (s *Service) root(w http.ResponseWriter, r *http.Request, q *request) {
 		return
 	}
 	if c.DirectorVersion > d.DirectorVersion { // the assignment changed after the device was read
-		if d, err = s.device(ctx, q.id, q.how); err != nil {
+		if d, err = s.device(ctx, q); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -331,9 +380,9 @@ func (s *Service) root(w http.ResponseWriter, r *http.Request, q *request) {
 
 // actionOf returns the device's action named in the path, or apperr.NotFound.
 func (s *Service) actionOf(ctx context.Context, r *http.Request, name string, d *fleet.Device) (*Action, error) {
-	id, err := strconv.ParseInt(r.PathValue(name), 10, 64)
-	if err != nil || id <= 0 {
-		return nil, apperr.E(apperr.NotFound, "no action %.32q", r.PathValue(name))
+	id, err := parseActionID(r.PathValue(name))
+	if err != nil {
+		return nil, err
 	}
 	return s.Actions.FindAction(ctx, d.ID, id)
 }
@@ -447,16 +496,15 @@ func (s *Service) confirmationBase(w http.ResponseWriter, r *http.Request, q *re
 	writeJSON(w, http.StatusOK, deploymentBody{ID: strconv.FormatInt(a.ID, 10), Confirmation: dep})
 }
 
-// decode reads a JSON body of at most limit bytes. Unknown fields are allowed: DDI clients send
-// id, time and other fields this server does not use.
-func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+// decode parses a JSON body (its size was bounded when it was read). Unknown fields are allowed:
+// DDI clients send id, time and other fields this server does not use. One JSON value only.
+func decode(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return apperr.E(apperr.TooLarge, "request body is larger than %d bytes", limit)
-		}
 		return apperr.Wrap(apperr.Invalid, err, "malformed JSON body: "+err.Error())
+	}
+	if dec.More() {
+		return apperr.E(apperr.Invalid, "malformed JSON body: more than one value")
 	}
 	return nil
 }
@@ -492,9 +540,12 @@ func message(prefix string, f *feedbackBody) string {
 	return b.String()
 }
 
-func (s *Service) readFeedback(w http.ResponseWriter, r *http.Request) (*feedbackBody, error) {
+// parseFeedback parses the body of a deployment or cancel feedback: status.execution one of
+// executions, status.result.finished success, failure or none (none if absent), at most 256
+// detail lines.
+func parseFeedback(body []byte) (*feedbackBody, error) {
 	var f feedbackBody
-	if err := decode(w, r, MaxFeedbackBody, &f); err != nil {
+	if err := decode(body, &f); err != nil {
 		return nil, err
 	}
 	if !slices.Contains(executions, f.Status.Execution) {
@@ -510,6 +561,67 @@ func (s *Service) readFeedback(w http.ResponseWriter, r *http.Request) (*feedbac
 		return nil, apperr.E(apperr.Invalid, "at most 256 detail lines")
 	}
 	return &f, nil
+}
+
+// parseConfirmation parses the body of a confirmation feedback: confirmed or denied, at most 256
+// detail lines.
+func parseConfirmation(body []byte) (*confirmationFeedbackBody, error) {
+	var f confirmationFeedbackBody
+	if err := decode(body, &f); err != nil {
+		return nil, err
+	}
+	if f.Confirmation != "confirmed" && f.Confirmation != "denied" {
+		return nil, apperr.E(apperr.Invalid, "confirmation %.32q: want confirmed or denied", f.Confirmation)
+	}
+	if len(f.Details) > 256 {
+		return nil, apperr.E(apperr.Invalid, "at most 256 detail lines")
+	}
+	return &f, nil
+}
+
+// configDataAttrs applies a configData body to a device's attributes and returns the new ones: merge
+// (the default) adds and replaces keys, replace sets exactly these, remove deletes the keys
+// given. The result follows the enrolment rules (fleet.ValidAttributes).
+func configDataAttrs(old map[string]string, body []byte) (map[string]string, error) {
+	var c configBody
+	if err := decode(body, &c); err != nil {
+		return nil, err
+	}
+	attrs := map[string]string{}
+	switch c.Mode {
+	case "", "merge":
+		for k, v := range old {
+			attrs[k] = v
+		}
+		for k, v := range c.Data {
+			attrs[k] = v
+		}
+	case "replace":
+		for k, v := range c.Data {
+			attrs[k] = v
+		}
+	case "remove":
+		for k, v := range old {
+			if _, ok := c.Data[k]; !ok {
+				attrs[k] = v
+			}
+		}
+	default:
+		return nil, apperr.E(apperr.Invalid, "mode %.32q: want merge, replace or remove", c.Mode)
+	}
+	if err := fleet.ValidAttributes(attrs); err != nil {
+		return nil, err
+	}
+	return attrs, nil
+}
+
+// parseActionID parses an action id of a path: a positive decimal integer, else apperr.NotFound.
+func parseActionID(v string) (int64, error) {
+	id, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, apperr.E(apperr.NotFound, "no action %.32q", v)
+	}
+	return id, nil
 }
 
 // close ends an action if it is still active; errGone if it was not.
@@ -532,7 +644,7 @@ func (s *Service) close(ctx context.Context, d *fleet.Device, a *Action, result 
 // (it counts against the campaign's failure threshold), the other executions progress events.
 func (s *Service) deploymentFeedback(w http.ResponseWriter, r *http.Request, q *request, d *fleet.Device) {
 	ctx := r.Context()
-	f, err := s.readFeedback(w, r)
+	f, err := parseFeedback(q.body)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -609,7 +721,7 @@ func (s *Service) deploymentFeedback(w http.ResponseWriter, r *http.Request, q *
 // on the deployment still counts.
 func (s *Service) cancelFeedback(w http.ResponseWriter, r *http.Request, q *request, d *fleet.Device) {
 	ctx := r.Context()
-	f, err := s.readFeedback(w, r)
+	f, err := parseFeedback(q.body)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -646,13 +758,9 @@ func (s *Service) cancelFeedback(w http.ResponseWriter, r *http.Request, q *requ
 // leaves the action waiting, as hawkBit does.
 func (s *Service) confirmationFeedback(w http.ResponseWriter, r *http.Request, q *request, d *fleet.Device) {
 	ctx := r.Context()
-	var f confirmationFeedbackBody
-	if err := decode(w, r, MaxFeedbackBody, &f); err != nil {
+	f, err := parseConfirmation(q.body)
+	if err != nil {
 		s.fail(w, r, err)
-		return
-	}
-	if f.Confirmation != "confirmed" && f.Confirmation != "denied" {
-		s.fail(w, r, apperr.E(apperr.Invalid, "confirmation %.32q: want confirmed or denied", f.Confirmation))
 		return
 	}
 	a, err := s.actionOf(ctx, r, "action", d)
@@ -692,35 +800,8 @@ func (s *Service) confirmationFeedback(w http.ResponseWriter, r *http.Request, q
 // campaign filters then select on: merge (the default) adds and replaces keys, replace sets
 // exactly these, remove deletes the keys given.
 func (s *Service) configData(w http.ResponseWriter, r *http.Request, q *request, d *fleet.Device) {
-	var c configBody
-	if err := decode(w, r, MaxConfigBody, &c); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	attrs := map[string]string{}
-	switch c.Mode {
-	case "", "merge":
-		for k, v := range d.Attributes {
-			attrs[k] = v
-		}
-		for k, v := range c.Data {
-			attrs[k] = v
-		}
-	case "replace":
-		for k, v := range c.Data {
-			attrs[k] = v
-		}
-	case "remove":
-		for k, v := range d.Attributes {
-			if _, ok := c.Data[k]; !ok {
-				attrs[k] = v
-			}
-		}
-	default:
-		s.fail(w, r, apperr.E(apperr.Invalid, "mode %.32q: want merge, replace or remove", c.Mode))
-		return
-	}
-	if err := fleet.ValidAttributes(attrs); err != nil {
+	attrs, err := configDataAttrs(d.Attributes, q.body)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -752,7 +833,7 @@ func (s *Service) artifact(w http.ResponseWriter, r *http.Request, q *request, d
 		b := []byte(art.MD5 + "  " + art.Filename)
 		w.Header().Set("Content-Type", "text/plain")
 		w.Header().Set("Content-Disposition", "attachment; filename="+art.Filename+".MD5SUM")
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
+		serveFile(w, r, bytes.NewReader(b), "")
 	case art.Filename:
 		rd, _, err := s.Blobs.Open(ctx, art.SHA256)
 		if err != nil {
@@ -761,10 +842,23 @@ func (s *Service) artifact(w http.ResponseWriter, r *http.Request, q *request, d
 		}
 		defer rd.Close()
 		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("ETag", `"`+art.SHA1+`"`)
 		w.Header().Set("Content-Disposition", "attachment; filename="+art.Filename)
-		http.ServeContent(w, r, "", time.Time{}, rd)
+		serveFile(w, r, rd, `"`+art.SHA1+`"`)
 	default:
 		s.fail(w, r, apperr.E(apperr.NotFound, "action %d has no artifact %.64q", a.ID, file))
 	}
+}
+
+// serveFile serves an artifact with Range and If-Range (http.ServeContent). A Range header of
+// more than limit.MaxRanges ranges is ignored and the whole file is served, as /repo/image does:
+// RFC 9110 14.2 allows it, and a multipart answer to many tiny ranges would be many times the
+// file's size.
+func serveFile(w http.ResponseWriter, r *http.Request, content io.ReadSeeker, etag string) {
+	if limit.TooManyRanges(r.Header.Get("Range")) {
+		r.Header.Del("Range")
+	}
+	if etag != "" {
+		w.Header().Set("ETag", etag)
+	}
+	http.ServeContent(w, r, "", time.Time{}, content)
 }

@@ -2,6 +2,8 @@ package ddi
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
 	"net/http"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -12,17 +14,35 @@ import (
 // DDI device ahead of time (its target token in the answer) and reading a device's token again.
 func (s *Service) AdminRoutes() map[string]http.HandlerFunc {
 	return map[string]http.HandlerFunc{
-		"POST /api/v1/ddi/devices":           s.createDevice,
-		"GET /api/v1/ddi/devices/{id}/token": s.deviceToken,
+		"POST /api/v1/ddi/devices":            s.createDevice,
+		"GET /api/v1/ddi/devices/{id}/token":  s.deviceToken,
+		"POST /api/v1/ddi/devices/{id}/token": s.rotateToken,
 	}
 }
 
-func (s *Service) createDevice(w http.ResponseWriter, r *http.Request) {
+// parseDeviceRequest parses the body of POST /api/v1/ddi/devices (`upkeep devices create
+// --ddi`): one JSON object, no unknown fields; the values are checked by Create.
+func parseDeviceRequest(body io.Reader) (*wire.DDIDeviceRequest, error) {
 	var req wire.DDIDeviceRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		s.fail(w, r, apperr.Wrap(apperr.Invalid, err, "malformed JSON body: "+err.Error()))
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, apperr.E(apperr.TooLarge, "request body is larger than %d bytes", tooBig.Limit)
+		}
+		return nil, apperr.Wrap(apperr.Invalid, err, "malformed JSON body: "+err.Error())
+	}
+	if dec.More() {
+		return nil, apperr.E(apperr.Invalid, "malformed JSON body: more than one value")
+	}
+	return &req, nil
+}
+
+func (s *Service) createDevice(w http.ResponseWriter, r *http.Request) {
+	req, err := parseDeviceRequest(http.MaxBytesReader(w, r.Body, 4<<10))
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	tok, err := s.Create(r.Context(), req.ID, req.Product, req.HardwareID)
@@ -34,7 +54,17 @@ func (s *Service) createDevice(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) deviceToken(w http.ResponseWriter, r *http.Request) {
-	tok, err := s.Token(r.Context(), r.PathValue("id"))
+	tok, err := s.Token(r.Context(), r.PathValue("id"), false)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wire.DDIDeviceResponse{ID: r.PathValue("id"), TargetToken: tok, Tenant: s.tenant()})
+}
+
+// rotateToken issues a device a new target token; the old one stops working.
+func (s *Service) rotateToken(w http.ResponseWriter, r *http.Request) {
+	tok, err := s.Token(r.Context(), r.PathValue("id"), true)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -9,7 +9,9 @@ import (
 
 // Register stores a device that has no Upkeep identity key: a hawkBit DDI client, created by an
 // operator or registered with its tenant's gateway token (internal/ddi). The caller chose its
-// status; identity fields follow the enrolment rules. Returns apperr.Conflict if the id exists.
+// status; identity fields follow the enrolment rules. A pending device takes a place among
+// MaxPending as an enrolment without a token does (apperr.Busy past it). Returns
+// apperr.Conflict if the id exists.
 func (s *Service) Register(ctx context.Context, d *Device) error {
 	if d.Kind != KindDDI {
 		return apperr.E(apperr.Invalid, "only DDI devices are registered without a key")
@@ -23,7 +25,15 @@ func (s *Service) Register(ctx context.Context, d *Device) error {
 	if d.State == "" {
 		d.State = "enrolled"
 	}
+	if d.Status == StatusPending {
+		if err := s.admitPending(ctx); err != nil {
+			return err
+		}
+	}
 	if err := s.Store.CreateDevice(ctx, d); err != nil {
+		if d.Status == StatusPending {
+			s.unreservePending()
+		}
 		return err
 	}
 	if s.OnEnroll != nil {

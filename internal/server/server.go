@@ -315,6 +315,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	dc := cfg.DDI
 	dc.TokenKey, dc.PollSeconds, dc.PublicURL = ddiKey, cfg.PollSeconds, cmp.Or(dc.PublicURL, cfg.PublicURL)
+	// DDI devices are held to the device API's limits unless configured apart: the same body
+	// deadline and shares in flight, feedback and configData at the rate of reports,
+	// gateway registrations at the rate of enrolments.
+	dc.BodyTimeout = cmp.Or(dc.BodyTimeout, cfg.BodyTimeout)
+	dc.MaxPerDevice, dc.MaxPerIP = cmp.Or(dc.MaxPerDevice, cfg.MaxPerDevice), cmp.Or(dc.MaxPerIP, cfg.MaxPerIP)
+	dc.WritesPerMinute, dc.RegisterPerMinute = cmp.Or(dc.WritesPerMinute, cfg.ReportsPerMinute), cmp.Or(dc.RegisterPerMinute, cfg.EnrollPerMinute)
 	s.DDI = &ddi.Service{Config: dc, Devices: db, Fleet: s.Fleet, Actions: db, Targets: s.Images, Blobs: s.Blobs, AllowDDI: s.Products.AllowDDI, Now: now, Logger: cfg.Logger}
 	api := &httpapi.Server{Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
@@ -416,7 +422,9 @@ func (s *Server) startJobs(ctx context.Context) {
 
 // housekeep removes what devices and unauthenticated clients left that is no longer wanted:
 // enrolments that waited longer than PendingTTL for an operator, and device events beyond the
-// retention (older than EventRetention, or past MaxDeviceEvents of a device). One replica at a
+// retention (older than EventRetention, or past MaxDeviceEvents of a device), and DDI actions
+// likewise (those of removed devices; closed ones older than EventRetention or past
+// ddi.MaxActionsKept of a device, but the last installed). One replica at a
 // time does it (the "housekeeping" lease); the work is idempotent either way.
 func (s *Server) housekeep(ctx context.Context) {
 	if ok, err := s.DB.AcquireLease(ctx, "housekeeping", s.holder, s.Config.HousekeepingEvery); err != nil || !ok {
@@ -439,6 +447,15 @@ func (s *Server) housekeep(ctx context.Context) {
 		s.Config.Logger.Info("pruned device events", "events", n)
 	}
 	s.Metrics.ObserveDB("prune_events", time.Since(t))
+	t = time.Now()
+	if n, err := s.DB.PruneActions(ctx, now.Add(-s.Config.EventRetention), ddi.MaxActionsKept); err != nil {
+		if ctx.Err() == nil {
+			s.Config.Logger.Warn("prune DDI actions", "err", err)
+		}
+	} else if n > 0 {
+		s.Config.Logger.Info("pruned DDI actions", "actions", n)
+	}
+	s.Metrics.ObserveDB("prune_ddi_actions", time.Since(t))
 }
 
 func (s *Server) now() time.Time {

@@ -2,8 +2,11 @@ package sqlstore
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"upkeep.dev/upkeep/internal/ddi"
 )
@@ -95,4 +98,65 @@ func (s *DB) UpdateAction(ctx context.Context, deviceID string, id int64, from [
 		return false, err
 	}
 	return false, nil
+}
+
+// TokenGeneration implements ddi.Store.
+func (s *DB) TokenGeneration(ctx context.Context, deviceID string) (int64, error) {
+	var gen int64
+	err := s.db.QueryRowContext(ctx, `SELECT generation FROM ddi_tokens WHERE device_id = $1`, deviceID).Scan(&gen)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read ddi token generation of %s: %w", deviceID, err)
+	}
+	return gen, nil
+}
+
+// RotateToken implements ddi.Store.
+func (s *DB) RotateToken(ctx context.Context, deviceID string) (int64, error) {
+	var gen int64
+	err := s.db.QueryRowContext(ctx, `INSERT INTO ddi_tokens (device_id, generation) VALUES ($1, 1)
+ON CONFLICT (device_id) DO UPDATE SET generation = ddi_tokens.generation + 1 RETURNING generation`, deviceID).Scan(&gen)
+	if err != nil {
+		return 0, fmt.Errorf("rotate ddi token of %s: %w", deviceID, err)
+	}
+	return gen, nil
+}
+
+// PruneActions applies the DDI actions' retention and returns how many it deleted: the actions
+// of devices that no longer exist; and of each device, the closed actions older than before
+// (before zero: none by age) and all but its newest keep (keep <= 0: no bound by count). A
+// device's open or canceling action stays, and so does its newest successful one (the
+// installedBase DDI clients ask for).
+func (s *DB) PruneActions(ctx context.Context, before time.Time, keep int) (int64, error) {
+	const kept = ` AND a.status = 'closed' AND a.id <> COALESCE((SELECT MAX(b.id) FROM ddi_actions b
+  WHERE b.device_id = a.device_id AND b.status = 'closed' AND b.result = 'success'), 0)`
+	var total int64
+	del := func(q string, args ...any) error {
+		res, err := s.db.ExecContext(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("prune ddi actions: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+		return nil
+	}
+	if err := del(`DELETE FROM ddi_actions WHERE device_id NOT IN (SELECT id FROM devices)`); err != nil {
+		return total, err
+	}
+	if !before.IsZero() {
+		if err := del(`DELETE FROM ddi_actions WHERE id IN (SELECT a.id FROM ddi_actions a WHERE a.updated_at < $1`+kept+`)`, before.UTC()); err != nil {
+			return total, err
+		}
+	}
+	if keep > 0 {
+		if err := del(`DELETE FROM ddi_actions WHERE id IN (
+SELECT a.id FROM (SELECT id, device_id, status, ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY id DESC) AS rn
+  FROM ddi_actions WHERE device_id IN (SELECT device_id FROM ddi_actions GROUP BY device_id HAVING COUNT(*) > $1)) a
+WHERE a.rn > $1`+kept+`)`, keep); err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
