@@ -8,7 +8,7 @@ import (
 // Device is a device as the management API shows it.
 type Device struct {
 	ID              string            `json:"id"`
-	Status          string            `json:"status"` // pending | accepted | rejected
+	Status          string            `json:"status"` // pending | accepted | rejected | decommissioned
 	Serial          string            `json:"serial"`
 	Product         string            `json:"product"`
 	HardwareID      string            `json:"hardware_id"`
@@ -59,9 +59,40 @@ type DeployResponse struct {
 // EnrollTokenRequest creates an enrolment token.
 type EnrollTokenRequest struct {
 	Name    string        `json:"name"`
-	Uses    int           `json:"uses"` // 0: unlimited
-	TTL     time.Duration `json:"ttl"`  // 0: never expires
+	Uses    int           `json:"uses"` // 0: the default (1,000); at most 1,000,000
+	TTL     time.Duration `json:"ttl"`  // 0: the default (30 days); at most 366 days
 	Product string        `json:"product,omitempty"`
+}
+
+// EnrollToken is an enrolment token as the management API lists it (never its secret).
+type EnrollToken struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Product   string    `json:"product,omitempty"`
+	UsesLeft  int       `json:"uses_left"` // -1: unlimited (tokens made before limits existed)
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	CreatedAt time.Time `json:"created_at"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+}
+
+// OperatorTokenRequest creates an operator token.
+type OperatorTokenRequest struct {
+	Name string        `json:"name"`
+	Role string        `json:"role"` // admin | viewer
+	TTL  time.Duration `json:"ttl"`  // 0: the default (90 days); at most 366 days
+}
+
+// OperatorToken is an operator token as the management API lists it; Token (the secret) is set
+// only in the answer that created it.
+type OperatorToken struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"` // zero: never
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	LastUsed  time.Time `json:"last_used,omitzero"`
+	Token     string    `json:"token,omitempty"`
 }
 
 // EnrollTokenResponse returns the token once.

@@ -334,7 +334,7 @@ func benchEnrollToken(ctx context.Context, srv *ServerProcess) (*client.Client, 
 		return nil, "", errors.New("the new server printed no operator token")
 	}
 	c := &client.Client{Base: srv.URL, Token: srv.Token}
-	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "bench"})
+	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "bench", Uses: 1_000_000})
 	if err != nil {
 		return nil, "", err
 	}

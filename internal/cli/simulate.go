@@ -94,7 +94,7 @@ func RunSimulate(ctx context.Context, cfg SimulateConfig, out io.Writer) error {
 	if factory == nil {
 		return fmt.Errorf("no release %q of %s to run at first: publish one", cfg.Factory, cfg.Product)
 	}
-	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "simulator"})
+	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "simulator", Uses: 1_000_000})
 	if err != nil {
 		return err
 	}

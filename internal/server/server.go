@@ -57,10 +57,12 @@ type Config struct {
 	MaxCheckins int
 	// RolloutEvery is how often the rollout engine drives running campaigns. Default 1 s.
 	RolloutEvery time.Duration
-	TokenTTL     time.Duration
-	Lifetimes    trust.Lifetimes
-	Logger       *slog.Logger
-	Now          func() time.Time // a fake clock in tests
+	// TokenTTL is the device token lifetime, at most auth.MaxTokenTTL (24 h); tokens that
+	// expire further than this (and auth.TokenSkew) from now are refused.
+	TokenTTL  time.Duration
+	Lifetimes trust.Lifetimes
+	Logger    *slog.Logger
+	Now       func() time.Time // a fake clock in tests
 	// PublicURL is the base URL the public reaches this server at; the labels' QR codes link
 	// under it (/p/{product}). Empty: the listen URL.
 	PublicURL    string
@@ -95,6 +97,8 @@ func (c Config) Validate() error {
 		return errors.New("server config: max check-ins must not be negative")
 	case c.TokenTTL < time.Minute:
 		return errors.New("server config: device token TTL must be at least a minute")
+	case c.TokenTTL > auth.MaxTokenTTL:
+		return fmt.Errorf("server config: device token TTL must be at most %s", auth.MaxTokenTTL)
 	case c.PublicURL != "" && !validPublicURL(c.PublicURL):
 		return errors.New("server config: public URL must be an absolute http:// or https:// URL")
 	}
@@ -128,6 +132,9 @@ type Server struct {
 	serving sync.WaitGroup // the HTTP server's goroutine
 	jobs    sync.WaitGroup // background jobs (Go, Every)
 	running atomic.Int32
+	api     *httpapi.Server
+	// revocations is the revocation generation this replica last read (followRevocations).
+	revocations atomic.Int64
 }
 
 // Open opens the stores, bootstraps the repositories and starts listening.
@@ -142,7 +149,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if now == nil {
 		now = time.Now
 	}
+	// The data folder holds the database and the artifacts: the server's user's alone, whatever
+	// the umask, and closed again if an earlier version left it open.
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	keys, err := trust.LoadServerKeys(cfg.KeysDir)
@@ -180,7 +192,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	} else {
 		return fail(fmt.Errorf("blob store %q: want s3://bucket?endpoint=..., or nothing for a local folder", cfg.Blobs))
 	}
-	hmacKey, err := db.Setting(ctx, "device_token_key", func() []byte { _, h := auth.NewSecret(""); return h })
+	hmacKey, err := deviceTokenKey(ctx, db, cfg.KeysDir)
 	if err != nil {
 		return fail(err)
 	}
@@ -197,11 +209,20 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if n, err := db.CountAdminTokens(ctx); err != nil {
 		return fail(err)
 	} else if n == 0 {
+		// The first operator token: admin, without expiry, as before roles existed.
 		secret, hash := auth.NewSecret(auth.AdminPrefix)
-		if err := db.CreateAdminToken(ctx, "admin", hash); err != nil {
+		if err := db.CreateOperatorToken(ctx, &auth.OperatorToken{ID: auth.TokenID(hash), Name: "admin", Role: auth.RoleAdmin, Hash: hash, CreatedAt: now().UTC()}); err != nil {
 			return fail(err)
 		}
 		s.AdminToken = secret
+	}
+	gen, err := db.RevocationGeneration(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	s.revocations.Store(gen)
+	if err := s.Fleet.Refresh(ctx); err != nil {
+		return fail(err)
 	}
 	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Products: db, Assign: s.Repo.AssignWith, AssignMany: s.Repo.AssignMany, Unassign: s.Repo.Unassign, Now: now, Logger: cfg.Logger}
 	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Targets: s.Repo.CurrentTargets, Now: now, Logger: cfg.Logger}
@@ -218,8 +239,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Products = &product.Service{Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Repo.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
 	s.Repo.Notice = s.Products.Notice
 	api := &httpapi.Server{Fleet: s.Fleet, Repo: s.Repo, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
-		Exposure: s.Exposure,
-		Metrics:  s.Metrics, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
+		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now,
+		Metrics: s.Metrics, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
@@ -228,6 +249,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
 	}
+	s.api = api
 	s.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	s.serving.Add(1)
 	go func() {
@@ -252,6 +274,15 @@ func (s *Server) startJobs(ctx context.Context) {
 		s.Metrics.ObserveDB("flush_last_seen", time.Since(t))
 	}, func() {
 		s.Fleet.Flush(context.Background()) //nolint:errcheck // last try at shutdown
+	})
+	s.Every("follow-revocations", followRevocationsEvery, s.followRevocations, nil)
+	s.Every("prune-used-requests", pruneRequestsEvery, s.pruneRequests, nil)
+	s.Every("flush-token-use", 5*time.Second, func(ctx context.Context) {
+		if err := s.api.FlushTokenUse(ctx); err != nil && ctx.Err() == nil {
+			s.Config.Logger.Warn("flush operator token use", "err", err)
+		}
+	}, func() {
+		s.api.FlushTokenUse(context.Background()) //nolint:errcheck // last try at shutdown
 	})
 	warned := map[string]time.Time{} // only the warnings job reads and writes it
 	s.warn(ctx, warned)
@@ -364,6 +395,55 @@ const (
 	tickRest    = 20
 	maxTickRest = 5 * time.Second
 )
+
+// followRevocationsEvery is how often a replica reads the revocation generation: a revoked
+// operator token or a decommissioned device's token stops working on every replica within this
+// time and one query (well under a second).
+const followRevocationsEvery = 250 * time.Millisecond
+
+// pruneRequestsEvery is how often used signed requests whose window closed are forgotten.
+const pruneRequestsEvery = 5 * time.Minute
+
+// followRevocations reads the revocation generation and, when another replica (or this one)
+// revoked something, reloads the decommissioned devices and makes every cached operator token be
+// read again.
+func (s *Server) followRevocations(ctx context.Context) {
+	gen, err := s.DB.RevocationGeneration(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.Config.Logger.Warn("revocation generation", "err", err)
+		}
+		return
+	}
+	if gen == s.revocations.Load() {
+		return
+	}
+	if err := s.Fleet.Refresh(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.Config.Logger.Warn("reload decommissioned devices", "err", err)
+		}
+		return // the generation is read again next time
+	}
+	s.revocations.Store(gen) // cached operator tokens of older generations are read again
+}
+
+// pruneRequests forgets the used signed device requests whose window has closed (a minute
+// after, for clocks that differ between replicas); only one replica does it at a time.
+func (s *Server) pruneRequests(ctx context.Context) {
+	if ok, err := s.DB.AcquireLease(ctx, "prune-used-requests", s.holder, pruneRequestsEvery/2); err != nil || !ok {
+		return
+	}
+	if _, err := s.DB.PruneRequests(ctx, s.now().Add(-time.Minute)); err != nil && ctx.Err() == nil {
+		s.Config.Logger.Warn("prune used requests", "err", err)
+	}
+}
+
+func (s *Server) now() time.Time {
+	if s.Config.Now != nil {
+		return s.Config.Now()
+	}
+	return time.Now()
+}
 
 // keepDirectorChanges is how many director changes stay for replicas to follow.
 const keepDirectorChanges = 1 << 20

@@ -28,10 +28,17 @@ type Store struct {
 
 var _ release.BlobStore = (*Store)(nil)
 
-// New opens (creating) the blob folder.
+// New opens (creating) the blob folder. The folder is the server's alone: 0700, its files 0600
+// (temporary files are created so, the side files written so), whatever the umask; a folder
+// made more open by an earlier version is closed again.
 func New(dir string) (*Store, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("blob dir: %w", err)
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "tmp")} {
+		if err := os.Chmod(d, 0o700); err != nil {
+			return nil, fmt.Errorf("blob dir: %w", err)
+		}
 	}
 	return &Store{dir: dir}, nil
 }
@@ -80,11 +87,11 @@ func (s *Store) Put(ctx context.Context, r io.Reader, maxLength int64, want stri
 		return nil, fmt.Errorf("blob close: %w", err)
 	}
 	dst := s.path(b.SHA256)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return nil, fmt.Errorf("blob dir: %w", err)
 	}
 	side, _ := json.Marshal(b)
-	if err := os.WriteFile(dst+".meta", side, 0o640); err != nil {
+	if err := os.WriteFile(dst+".meta", side, 0o600); err != nil {
 		return nil, fmt.Errorf("blob meta: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), dst); err != nil {

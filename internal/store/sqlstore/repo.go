@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/release"
@@ -256,30 +255,6 @@ func (s *DB) FindDirectorView(ctx context.Context, deviceID string, version int6
 		return nil, notFound(err, "no director metadata version %d for %s", version, deviceID)
 	}
 	return &v, nil
-}
-
-// CreateAdminToken implements auth.Store.
-func (s *DB) CreateAdminToken(ctx context.Context, name string, hash []byte) error {
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO admin_tokens (hash, name, created_at) VALUES ($1,$2,$3)`, hash, name, time.Now().UTC()); err != nil {
-		return fmt.Errorf("create admin token: %w", err)
-	}
-	return nil
-}
-
-// FindAdminToken implements auth.Store.
-func (s *DB) FindAdminToken(ctx context.Context, hash []byte) (string, error) {
-	var name string
-	if err := s.db.QueryRowContext(ctx, `SELECT name FROM admin_tokens WHERE hash = $1`, hash).Scan(&name); err != nil {
-		return "", notFound(err, "unknown token")
-	}
-	return name, nil
-}
-
-// CountAdminTokens implements auth.Store.
-func (s *DB) CountAdminTokens(ctx context.Context) (int, error) {
-	var n int
-	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM admin_tokens`).Scan(&n)
-	return n, err
 }
 
 // Setting implements auth.Store.
