@@ -2,9 +2,13 @@
 # Measures upkeep-agent's stripped size and idle RSS next to Debian's mender and rauc, measured
 # the same way in the same run (scripts/agent-footprint-ref.sh).
 # Usage: scripts/agent-footprint.sh   (root; installs mender-client and rauc if missing)
+#   IDLE_SECS=N   seconds the agents idle before they are measured (default 5)
+#   FOOTPRINT_REF=0   measure upkeep-agent only, without the mender/rauc reference (no apt-get)
+# The agent runs with the simulated boot loader (--boot sim) and file slots in its state folder.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 IDLE_SECS=${IDLE_SECS:-5}
+FOOTPRINT_REF=${FOOTPRINT_REF:-1}
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
@@ -17,19 +21,25 @@ size=$(stat -c %s "$tmp/upkeep-agent")
 "$tmp/upkeep" keys init --dir "$tmp/keys" >/dev/null
 "$tmp/upkeep" serve --addr 127.0.0.1:0 --data "$tmp/data" --keys "$tmp/keys" >"$tmp/serve.out" 2>/dev/null &
 pids+=($!)
-for _ in $(seq 50); do grep -q 'operator token' "$tmp/serve.out" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -q '^upkeep serving on ' "$tmp/serve.out" && break; sleep 0.1; done
 url=$(sed -n 's/^upkeep serving on //p' "$tmp/serve.out")
 token=$(sed -n 's/^operator token (shown once, keep it): //p' "$tmp/serve.out")
-enroll=$("$tmp/upkeep" --server "$url" --token "$token" enroll-token)
+[ -n "$url" ] && [ -n "$token" ] || { echo "agent-footprint: upkeep serve did not start" >&2; exit 1; }
+enroll=$("$tmp/upkeep" --server "$url" --token "$token" enroll-token) || exit 1
 mkdir -p "$tmp/dev/slots" && head -c 1048576 /dev/urandom >"$tmp/dev/slots/slot-a.img"
 "$tmp/upkeep-agent" enroll --state "$tmp/dev" --server "$url" --token "$enroll" --serial S1 --product p \
   --hardware h --image-root "$tmp/keys/root.json" --director-root "$tmp/keys/director-root.json" \
   --installed-version 1.0.0 >/dev/null || exit 1
-"$tmp/upkeep-agent" run --state "$tmp/dev" --poll 2s 2>/dev/null &
+"$tmp/upkeep-agent" run --state "$tmp/dev" --boot sim --poll 2s 2>"$tmp/agent.log" &
 agent=$!
 pids+=($agent)
 sleep "$IDLE_SECS"
+if ! kill -0 "$agent" 2>/dev/null; then
+  echo "agent-footprint: upkeep-agent run exited:" >&2; tail -n 5 "$tmp/agent.log" >&2; exit 1
+fi
 rss=$(awk '/^VmRSS/ {print $2}' /proc/$agent/status)
 anon=$(awk '/^RssAnon/ {print $2}' /proc/$agent/status)
 echo "upkeep-agent stripped_bytes=$size idle_rss_kb=$rss rss_anon_kb=$anon version=$(go version | awk '{print $3}')"
-IDLE_SECS=$IDLE_SECS bash scripts/agent-footprint-ref.sh
+if [ "$FOOTPRINT_REF" != 0 ]; then
+  IDLE_SECS=$IDLE_SECS bash scripts/agent-footprint-ref.sh
+fi

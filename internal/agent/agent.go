@@ -9,12 +9,10 @@ package agent
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +22,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
 )
@@ -129,11 +128,11 @@ type Agent struct {
 	installer  Installer
 	key        ed25519.PrivateKey
 	state      *State
-	api        *client
-	dl         *client // artifacts: no total timeout (downloadClient)
+	api        *devclient.Client
+	dl         *devclient.Client // artifacts: no total timeout (downloadClient)
 	log        *slog.Logger
 	poll       time.Duration
-	pollJitter time.Duration // the server's suggested spread around poll; 0: ±20%
+	pollJitter time.Duration // the server's suggested spread around poll (devclient.NextPoll); 0: ±20%
 }
 
 // EnrollOptions are the facts a device states when it enrols.
@@ -176,20 +175,12 @@ func Enroll(ctx context.Context, cfg Config, o EnrollOptions) (*State, error) {
 		st = &State{Phase: PhaseIdle, Installed: o.Installed}
 	}
 	st.Identity, st.Server = o.Identity, strings.TrimRight(o.Server, "/")
-	req, err := signRequest(key, wire.EnrollPayload{
+	c := &devclient.Client{Base: st.Server, HTTP: httpClient(cfg)}
+	resp, err := c.Enroll(ctx, key, wire.EnrollPayload{
 		PublicKey: fmt.Sprintf("%x", key.Public()), Identity: o.Identity, Time: now(cfg),
 		Installed: wire.Installed{Target: st.Installed.Target, Version: st.Installed.Version, SecurityVersion: st.Installed.SecurityVersion, SHA256: st.Installed.SHA256},
-	})
+	}, o.EnrollToken)
 	if err != nil {
-		return nil, err
-	}
-	c := &client{base: st.Server, http: httpClient(cfg)}
-	hdr := http.Header{}
-	if o.EnrollToken != "" {
-		hdr.Set(wire.HeaderEnrollToken, o.EnrollToken)
-	}
-	var resp wire.EnrollResponse
-	if _, err := c.call(ctx, http.MethodPost, "/device/v1/enroll", req, &resp, hdr); err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	st.DeviceID, st.Status, st.Token, st.TokenExpires = resp.DeviceID, resp.Status, resp.Token, resp.ExpiresAt
@@ -298,8 +289,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		a.log = slog.Default()
 	}
 	a.log = a.log.With("device", st.DeviceID)
-	a.api = &client{base: st.Server, http: httpClient(cfg), token: a.token}
-	a.dl = &client{base: st.Server, http: downloadClient(cfg), token: a.token}
+	a.api = &devclient.Client{Base: st.Server, HTTP: httpClient(cfg)}
+	a.dl = &devclient.Client{Base: st.Server, HTTP: downloadClient(cfg)}
 	if err := a.resume(ctx); err != nil {
 		return nil, err
 	}
@@ -328,13 +319,8 @@ func (a *Agent) token(ctx context.Context) (string, error) {
 	if a.state.Token != "" && now(a.cfg).Add(time.Minute).Before(a.state.TokenExpires) {
 		return a.state.Token, nil
 	}
-	req, err := signRequest(a.key, wire.TokenPayload{DeviceID: a.state.DeviceID, Time: now(a.cfg)})
+	resp, err := a.api.Token(ctx, a.key, wire.TokenPayload{DeviceID: a.state.DeviceID, Time: now(a.cfg)})
 	if err != nil {
-		return "", err
-	}
-	c := &client{base: a.api.base, http: a.api.http}
-	var resp wire.EnrollResponse
-	if _, err := c.call(ctx, http.MethodPost, "/device/v1/token", req, &resp, nil); err != nil {
 		return "", fmt.Errorf("device token: %w", err)
 	}
 	a.state.Status = resp.Status
@@ -365,7 +351,11 @@ func (a *Agent) flush(ctx context.Context) error {
 	}
 	i := a.state.Installed
 	rep := wire.Report{Installed: wire.Installed{Target: i.Target, Version: i.Version, SecurityVersion: i.SecurityVersion, SHA256: i.SHA256}, State: a.state.Phase, Events: ev}
-	if _, err := a.api.call(ctx, http.MethodPost, "/device/v1/report", rep, nil, nil); err != nil {
+	tok, err := a.token(ctx)
+	if err == nil {
+		err = a.api.Report(ctx, tok, rep)
+	}
+	if err != nil {
 		return fmt.Errorf("report: %w", err)
 	}
 	a.state.Outbox = a.state.Outbox[len(ev):]
@@ -396,7 +386,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-time.After(max(jitter(wait), te.RetryAfter)): // never sooner than the server asked
+			case <-time.After(max(devclient.Jitter(wait), te.RetryAfter)): // never sooner than the server asked
 			}
 			continue
 		case err != nil:
@@ -405,7 +395,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		default:
 			backoff = 0
 		}
-		next := a.spread(wait)
+		next := devclient.NextPoll(wait, a.pollJitter)
 		if next > 0 {
 			// One line per idle period, so that whoever reads the log sees the agent waiting.
 			a.log.Info("idle until the next check-in", "next_checkin", time.Now().Add(next).UTC().Format(time.RFC3339), "in", next.Round(time.Second).String())
@@ -416,28 +406,4 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-time.After(next):
 		}
 	}
-}
-
-// spread is the wait before the next poll: within the server's suggested jitter when it sent
-// one, else ±20%.
-func (a *Agent) spread(d time.Duration) time.Duration {
-	if a.pollJitter <= 0 {
-		return jitter(d)
-	}
-	return spreadBy(d, a.pollJitter)
-}
-
-// jitter spreads d by ±20% so that a fleet does not poll in lockstep.
-func jitter(d time.Duration) time.Duration { return spreadBy(d, d/5) }
-
-// spreadBy returns a random wait in [d-j, d+j], never below 0.
-func spreadBy(d, j time.Duration) time.Duration {
-	if d <= 0 {
-		return 0
-	}
-	n, err := rand.Int(rand.Reader, big.NewInt(int64(2*j)+1))
-	if err != nil {
-		return d
-	}
-	return max(0, d-j+time.Duration(n.Int64()))
 }

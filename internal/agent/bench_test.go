@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,6 +16,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/testenv"
 	"upkeep.dev/upkeep/internal/trust"
 )
@@ -55,15 +55,14 @@ func BenchmarkHashAndWrite(b *testing.B) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		b.Fatal(err)
 	}
-	token := func(context.Context) (string, error) { return "upk_dev.bench", nil }
 	a := &Agent{cfg: cfg, installer: &ABInstaller{Slots: slots}, log: slog.New(slog.DiscardHandler),
-		api: &client{base: srv.URL, http: srv.Client(), token: token}, dl: &client{base: srv.URL, http: downloadClient(cfg), token: token}}
+		api: &devclient.Client{Base: srv.URL, HTTP: srv.Client()}, dl: &devclient.Client{Base: srv.URL, HTTP: downloadClient(cfg)}}
 
 	b.SetBytes(tf.Length)
 	best := time.Duration(1 << 62)
 	for b.Loop() {
 		p := &Image{Target: "fw-1.0.1.img", Version: "1.0.1", SHA256: hex.EncodeToString(sum[:]), Length: tf.Length, Slot: boot.SlotB}
-		a.state = &State{DeviceID: "bench", Phase: PhaseDownloading, Pending: p}
+		a.state = &State{DeviceID: "bench", Phase: PhaseDownloading, Pending: p, Token: "upk_dev.bench", TokenExpires: time.Now().Add(time.Hour)}
 		start := time.Now()
 		if err := a.download(b.Context(), tf, p); err != nil {
 			b.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -23,7 +24,7 @@ func testAgent(t *testing.T, srv *httptest.Server, cfg Config) *Agent {
 	cfg = cfg.withDefaults()
 	a := &Agent{cfg: cfg, installer: cfg.Installer, state: &State{DeviceID: "dev-1", Phase: PhaseIdle, Token: "tok", TokenExpires: time.Now().Add(time.Hour), LastFullCheck: now(cfg)},
 		log: slog.New(slog.NewTextHandler(io.Discard, nil)), poll: cfg.PollInterval}
-	a.api = &client{base: srv.URL, http: srv.Client(), token: a.token}
+	a.api = &devclient.Client{Base: srv.URL, HTTP: srv.Client()}
 	return a
 }
 
@@ -58,51 +59,6 @@ func TestPollHintOnNotModified(t *testing.T) {
 		}
 		if a.poll != tc.want {
 			t.Errorf("after a 304 with %s: %s, poll every %s, want %s", wire.HeaderPollInterval, tc.hint, a.poll, tc.want)
-		}
-	}
-}
-
-func TestPollHintBodyWinsOn200(t *testing.T) {
-	h := http.Header{wire.HeaderPollInterval: {"60"}}
-	if got := pollHint(http.StatusOK, 90, h); got != 90*time.Second {
-		t.Errorf("200 with poll_seconds 90: %s, want 90s", got)
-	}
-	if got := pollHint(http.StatusOK, 0, h); got != time.Minute {
-		t.Errorf("200 without poll_seconds: %s, want the header's 60s", got)
-	}
-	if got := pollHint(http.StatusNotModified, 0, nil); got != 0 {
-		t.Errorf("304 without a hint: %s, want none", got)
-	}
-}
-
-func TestJitterHint(t *testing.T) {
-	h := http.Header{wire.HeaderPollJitter: {"30"}}
-	for _, tc := range []struct {
-		status, body int
-		hdr          http.Header
-		poll, want   time.Duration
-	}{
-		{http.StatusOK, 45, h, 5 * time.Minute, 45 * time.Second},          // the body wins on a 200
-		{http.StatusNotModified, 0, h, 5 * time.Minute, 30 * time.Second},  // the header on a 304
-		{http.StatusNotModified, 0, h, 40 * time.Second, 20 * time.Second}, // at most half the interval
-		{http.StatusNotModified, 0, http.Header{wire.HeaderPollJitter: {"-3"}}, time.Minute, 0},
-		{http.StatusNotModified, 0, http.Header{wire.HeaderPollJitter: {"1e99"}}, time.Minute, 0},
-		{http.StatusNotModified, 0, nil, time.Minute, 0},
-	} {
-		if got := jitterHint(tc.status, tc.body, tc.hdr, tc.poll); got != tc.want {
-			t.Errorf("jitterHint(%d, %d, %v, %s) = %s, want %s", tc.status, tc.body, tc.hdr, tc.poll, got, tc.want)
-		}
-	}
-	a := &Agent{pollJitter: 10 * time.Second}
-	for range 200 {
-		if d := a.spread(time.Minute); d < 50*time.Second || d > 70*time.Second {
-			t.Fatalf("spread of 1m with a 10s hint: %s", d)
-		}
-	}
-	a.pollJitter = 0
-	for range 200 {
-		if d := a.spread(time.Minute); d < 48*time.Second || d > 72*time.Second {
-			t.Fatalf("spread of 1m without a hint: %s", d)
 		}
 	}
 }

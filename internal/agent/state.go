@@ -55,6 +55,13 @@ func (i *Image) where() string {
 	return ""
 }
 
+// CheckinBody is the check-in the agent sends in state st: what it runs, the journal's phase
+// and the director version it trusts.
+func (st *State) CheckinBody() wire.Checkin {
+	i := st.Installed
+	return wire.Checkin{Installed: wire.Installed{Target: i.Target, Version: i.Version, SecurityVersion: i.SecurityVersion, SHA256: i.SHA256}, State: st.Phase, DirectorVersion: st.DirectorVersion}
+}
+
 // State is the agent's persistent state and journal, kept in one file written atomically.
 type State struct {
 	DeviceID        string        `json:"device_id"`

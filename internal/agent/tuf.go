@@ -11,6 +11,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
+	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/trust"
 )
 
@@ -20,8 +21,9 @@ type TUFOptions struct {
 	MetadataURL string // base URL of the metadata files
 	MetadataDir string // trusted metadata, kept on persistent storage; must hold root.json
 	HTTP        *http.Client
-	Now         func() time.Time // reference time for expiry checks; nil: the system clock
-	client      *client          // set by the agent: authenticated device client
+	Now         func() time.Time    // reference time for expiry checks; nil: the system clock
+	client      *devclient.Client   // set by the agent: the device client
+	token       devclient.TokenFunc // set by the agent: the device token for each request
 }
 
 // NewUpdater builds a go-tuf updater bound to ctx, trusting MetadataDir/root.json. It is used
@@ -43,9 +45,9 @@ func NewUpdater(ctx context.Context, o TUFOptions) (*updater.Updater, error) {
 		if hc == nil {
 			hc = &http.Client{Timeout: 5 * time.Minute}
 		}
-		c = &client{http: hc}
+		c = &devclient.Client{HTTP: hc}
 	}
-	cfg.Fetcher = fetcher{ctx: ctx, c: c}
+	cfg.Fetcher = c.Fetcher(ctx, o.token)
 	up, err := updater.New(cfg)
 	if err != nil {
 		return nil, &trust.VerificationError{Kind: trust.FailMetadata, Msg: fmt.Sprintf("load trusted metadata in %s: %v", o.MetadataDir, err)}

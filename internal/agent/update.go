@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +25,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
 )
@@ -34,10 +34,11 @@ import (
 // download is pending) the full Uptane verification followed by the update it calls for.
 func (a *Agent) Cycle(ctx context.Context) error {
 	defer a.flush(ctx) //nolint:errcheck // events stay queued on failure
-	i := a.state.Installed
-	c := wire.Checkin{Installed: wire.Installed{Target: i.Target, Version: i.Version, SecurityVersion: i.SecurityVersion, SHA256: i.SHA256}, State: a.state.Phase, DirectorVersion: a.state.DirectorVersion}
-	var resp wire.CheckinResponse
-	status, hdr, err := a.api.callHeader(ctx, http.MethodPost, "/device/v1/checkin", c, &resp, http.Header{"If-None-Match": {`"` + strconv.FormatInt(a.state.DirectorVersion, 10) + `"`}})
+	tok, err := a.token(ctx)
+	var res devclient.CheckinResult
+	if err == nil {
+		res, err = a.api.Checkin(ctx, tok, a.state.CheckinBody())
+	}
 	if err != nil {
 		var se *ServerError
 		if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
@@ -45,12 +46,12 @@ func (a *Agent) Cycle(ctx context.Context) error {
 		}
 		return fmt.Errorf("check-in: %w", err)
 	}
-	if d := pollHint(status, resp.PollSeconds, hdr); d > 0 {
+	if res.Poll > 0 {
 		// The server's suggestion, within a factor of ten of the configured interval either way.
-		a.poll = max(a.cfg.PollInterval/10, min(a.cfg.PollInterval*10, d))
+		a.poll = max(a.cfg.PollInterval/10, min(a.cfg.PollInterval*10, res.Poll))
 	}
-	a.pollJitter = jitterHint(status, resp.PollJitterSeconds, hdr, a.poll)
-	changed := status == http.StatusOK && resp.Changed
+	a.pollJitter = res.Jitter // bounded by half of poll where it is used (devclient.NextPoll)
+	changed := res.Changed
 	if !changed && a.state.Phase == PhaseDownloaded {
 		return a.resume(ctx) // waiting at the install gate: ask again for consent or the window
 	}
@@ -59,40 +60,6 @@ func (a *Agent) Cycle(ctx context.Context) error {
 	}
 	return a.Update(ctx)
 }
-
-// pollHint is the poll interval the server suggests: the body's poll_seconds on a 200, else
-// the Upkeep-Poll-Seconds header, which the server sends on 304 answers too. 0: no suggestion.
-func pollHint(status, bodySeconds int, hdr http.Header) time.Duration {
-	return hintSeconds(status, bodySeconds, hdr, wire.HeaderPollInterval)
-}
-
-// jitterHint is the spread around the poll interval the server suggests (wider while it is
-// loaded), from the body on a 200 or the Upkeep-Poll-Jitter-Seconds header, at most half of
-// poll. 0: none suggested, and the agent spreads by its own ±20%.
-func jitterHint(status, bodySeconds int, hdr http.Header, poll time.Duration) time.Duration {
-	return min(hintSeconds(status, bodySeconds, hdr, wire.HeaderPollJitter), poll/2)
-}
-
-// hintSeconds reads a number of seconds the server suggests: from the body on a 200 when it
-// carries one, else from the header key; bounded by maxPollHintSeconds, 0 when absent or not
-// positive.
-func hintSeconds(status, bodySeconds int, hdr http.Header, key string) time.Duration {
-	s := int64(0)
-	if status == http.StatusOK && bodySeconds > 0 {
-		s = int64(bodySeconds)
-	} else if v := hdr.Get(key); v != "" {
-		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
-			s = n // beyond int64: the largest, clamped below
-		}
-	}
-	if s <= 0 {
-		return 0
-	}
-	return time.Duration(min(s, maxPollHintSeconds)) * time.Second
-}
-
-// maxPollHintSeconds bounds a poll hint before it is scaled (a week), so it cannot overflow.
-const maxPollHintSeconds = 7 * 24 * 3600
 
 // Update runs the full verification and, if it names a new image, installs it. A download that
 // an earlier cycle left unfinished resumes if the director still names the same image.
@@ -167,7 +134,7 @@ func (a *Agent) discardPending(ctx context.Context, why string) {
 // for this device, refresh the image repository, then apply trust.Decide. named is the one
 // target the verified director metadata names (even when the decision then fails), or "".
 func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int64, named string, err error) {
-	dirUp, err := a.updater(ctx, dirMeta, "/device/v1/director/")
+	dirUp, err := a.updater(ctx, dirMeta, devclient.DirectorPath)
 	if err != nil {
 		return nil, a.state.DirectorVersion, "", err
 	}
@@ -186,7 +153,7 @@ func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int
 	if err := a.noticeFrom(ctx, &dirTargets.Signed); err != nil {
 		return nil, dirVersion, named, err
 	}
-	imgUp, err := a.updater(ctx, imageMeta, "/repo/image/")
+	imgUp, err := a.updater(ctx, imageMeta, devclient.ImagePath)
 	if err != nil {
 		return nil, dirVersion, named, err
 	}
@@ -224,7 +191,7 @@ func refresh(up *updater.Updater, what string) error {
 }
 
 func (a *Agent) updater(ctx context.Context, name, path string) (*updater.Updater, error) {
-	return NewUpdater(ctx, TUFOptions{MetadataURL: a.api.base + path, MetadataDir: filepath.Join(a.cfg.StateDir, name), client: a.api, Now: a.cfg.Now})
+	return NewUpdater(ctx, TUFOptions{MetadataURL: a.api.Base + path, MetadataDir: filepath.Join(a.cfg.StateDir, name), client: a.api, token: a.token, Now: a.cfg.Now})
 }
 
 // fetchAndInstall downloads img (resuming from what is staged), then installs it. A transient
@@ -283,7 +250,7 @@ func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, i
 // Range request. Within one cycle it retries transient failures with exponential backoff and
 // jitter, honouring Retry-After.
 func (a *Agent) download(ctx context.Context, tf *metadata.TargetFiles, img *Image) error {
-	url := a.api.base + "/device/v1/targets/" + img.Target
+	url := a.dl.TargetURL(img.Target)
 	var err error
 	backoff := time.Second
 	for attempt := 0; attempt <= a.cfg.DownloadRetries; attempt++ {
@@ -298,7 +265,7 @@ func (a *Agent) download(ctx context.Context, tf *metadata.TargetFiles, img *Ima
 			if wait > a.cfg.MaxRetryWait {
 				return err // leave it to the next cycle
 			}
-			d := jitter(wait)
+			d := devclient.Jitter(wait)
 			if te != nil && d < te.RetryAfter {
 				d = te.RetryAfter // jitter may spread a wait, never shorten what the server asked
 			}
@@ -356,7 +323,7 @@ func (a *Agent) downloadOnce(ctx context.Context, url string, tf *metadata.Targe
 	}
 	n, err := off, error(nil)
 	if off < tf.Length {
-		n, err = fetchRange(ctx, a.dl, url, `"`+img.SHA256+`"`, off, tf.Length, hs.tee(w), a.cfg.MinRate, a.cfg.SlowWindow, a.cfg.CheckpointEvery, ckpt)
+		n, err = fetchRange(ctx, a.dl, a.token, url, `"`+img.SHA256+`"`, off, tf.Length, hs.tee(w), a.cfg.MinRate, a.cfg.SlowWindow, a.cfg.CheckpointEvery, ckpt)
 	} // else the whole image was staged and journaled before a power cut: only verify it (a
 	// Range request from its length would be answered 416)
 	if err != nil {
@@ -400,7 +367,7 @@ func StreamTarget(ctx context.Context, hc *http.Client, url string, tf *metadata
 	if err != nil {
 		return err
 	}
-	if _, err := fetchRange(ctx, &client{http: hc}, url, "", 0, tf.Length, hs.tee(w), defaultMinRate, defaultSlowWindow, 0, nil); err != nil {
+	if _, err := fetchRange(ctx, &devclient.Client{HTTP: hc}, nil, url, "", 0, tf.Length, hs.tee(w), defaultMinRate, defaultSlowWindow, 0, nil); err != nil {
 		return err
 	}
 	return hs.verify(tf)
@@ -461,43 +428,30 @@ func (hs hashes) verify(tf *metadata.TargetFiles) error {
 	return nil
 }
 
-// fetchRange GETs url from byte off to length, writing to w. It returns the total bytes now
-// staged (off plus what arrived). ifRange guards a resume: if the artifact changed, the server
-// answers with the whole file and the download starts over (the returned count is then from 0
-// and the caller's hashes are wrong, so it fails verification and is retried cleanly). A
-// watchdog aborts the transfer when fewer than minRate bytes per second arrive over window
-// (TUF "slow retrieval"). ckpt, if set, is called every ckptEvery bytes.
-func fetchRange(ctx context.Context, c *client, url, ifRange string, off, length int64, w io.Writer, minRate int64, window time.Duration, ckptEvery int64, ckpt func(int64) error) (int64, error) {
+// fetchRange GETs url from byte off to length, writing to w, with the device token from token
+// (nil: none). It returns the total bytes now staged (off plus what arrived). ifRange guards a
+// resume: if the artifact changed, the server answers with the whole file and the download
+// starts over from 0 (devclient.ErrRangeIgnored). A watchdog aborts the transfer when fewer
+// than minRate bytes per second arrive over window (TUF "slow retrieval"). ckpt, if set, is
+// called every ckptEvery bytes.
+func fetchRange(ctx context.Context, c *devclient.Client, token devclient.TokenFunc, url, ifRange string, off, length int64, w io.Writer, minRate int64, window time.Duration, ckptEvery int64, ckpt func(int64) error) (int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	hdr := http.Header{}
-	if off > 0 {
-		hdr.Set("Range", fmt.Sprintf("bytes=%d-", off))
-		if ifRange != "" {
-			hdr.Set("If-Range", ifRange)
+	tok := ""
+	if token != nil {
+		var err error
+		if tok, err = token(ctx); err != nil {
+			return off, err
 		}
 	}
-	resp, err := c.doURL(ctx, http.MethodGet, url, nil, hdr)
+	resp, err := c.FetchArtifact(ctx, tok, url, off, ifRange)
 	if err != nil {
-		return off, err
-	}
-	if err := check(resp); err != nil {
+		if errors.Is(err, devclient.ErrRangeIgnored) {
+			return 0, err
+		}
 		return off, err
 	}
 	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusPartialContent:
-		var start int64
-		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-", &start); err != nil || start != off {
-			return off, &TransientError{Err: fmt.Errorf("server resumed at %q, asked for byte %d", resp.Header.Get("Content-Range"), off)}
-		}
-	case http.StatusOK:
-		if off > 0 {
-			return 0, &TransientError{Err: errors.New("server ignored the range request; starting over")}
-		}
-	default:
-		return off, &TransientError{Err: fmt.Errorf("unexpected answer %s", resp.Status)}
-	}
 	if resp.ContentLength > length-off {
 		return off, &trust.VerificationError{Kind: trust.FailLength, Msg: fmt.Sprintf("server offers %d more bytes, %d were signed", resp.ContentLength, length-off)}
 	}

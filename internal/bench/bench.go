@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/sim"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
@@ -328,10 +328,11 @@ func requestsByRoute(ctx context.Context, base string) (map[string]float64, erro
 }
 
 // hammerCheckins sends check-ins as fast as conns connections allow, each as a different device
-// that holds the newest director version (the server answers 304 from memory).
+// that holds the newest director version (the server answers 304 from memory): the device's
+// own check-in, with its token, through the device client.
 func hammerCheckins(ctx context.Context, url string, fleet *sim.Fleet, conns int, d time.Duration) (float64, time.Duration, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	c := &devclient.Client{HTTP: &http.Client{Transport: tr, Timeout: 10 * time.Second}, Base: url}
 	var n atomic.Int64
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -345,21 +346,9 @@ func hammerCheckins(ctx context.Context, url string, fleet *sim.Fleet, conns int
 			var mine []time.Duration
 			for i := w; time.Now().Before(deadline) && ctx.Err() == nil; i += conns {
 				st := fleet.Members[i%len(fleet.Members)].Agent.State()
-				body := fmt.Sprintf(`{"installed":{"target":%q,"security_version":%d,"sha256":%q},"director_version":%d}`,
-					st.Installed.Target, st.Installed.SecurityVersion, st.Installed.SHA256, st.DirectorVersion)
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/device/v1/checkin", bytes.NewBufferString(body))
-				req.Header.Set("Authorization", "Bearer "+st.Token)
-				req.Header.Set("If-None-Match", `"`+strconv.FormatInt(st.DirectorVersion, 10)+`"`)
 				t := time.Now()
-				resp, err := hc.Do(req)
-				if err == nil {
-					io.Copy(io.Discard, resp.Body) //nolint:errcheck // drained for reuse
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusNotModified && resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("check-in: HTTP %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
+				if _, err := c.Checkin(ctx, st.Token, st.CheckinBody()); err != nil {
+					err = fmt.Errorf("check-in: %w", err)
 					mu.Lock()
 					if firstErr == nil && ctx.Err() == nil {
 						firstErr = err

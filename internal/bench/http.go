@@ -37,6 +37,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/sim"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
@@ -55,7 +56,7 @@ type HTTPConfig struct {
 	Devices  int           // enrolled devices whose tokens the check-ins rotate through
 	Size     int           // download: artifact bytes
 	Replicas int           // fleet: `upkeep serve` processes on one database
-	Interval time.Duration // fleet: each device's poll interval (±20% jitter, as the agent)
+	Interval time.Duration // fleet: the poll interval the servers suggest (serve --poll-seconds); devices follow the server's hints
 	Warmup   time.Duration // fleet: polling before the window opens
 	Enrolers int           // fleet: enrolments in flight
 }
@@ -168,7 +169,8 @@ var benchImage = func() wire.Installed {
 }()
 
 // benchDevice is a lightweight device: its key, its token and the director version it trusts.
-// One goroutine at a time uses it.
+// It speaks the protocol through the device client, as the agent does. One goroutine at a time
+// uses it.
 type benchDevice struct {
 	key     ed25519.PrivateKey
 	id      string
@@ -177,69 +179,28 @@ type benchDevice struct {
 	version int64
 }
 
-// benchPost sends a JSON POST as the agent does (protocol header, JSON content type).
-func benchPost(ctx context.Context, hc *http.Client, u string, body any, hdr http.Header) (*http.Response, error) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
-	if err != nil {
-		return nil, err
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	req.Header.Set(wire.HeaderProtocol, strconv.Itoa(wire.ProtocolVersion))
-	req.Header.Set("Content-Type", "application/json")
-	return hc.Do(req)
-}
-
-// signedCall posts payload signed by key and decodes the enrolment answer.
-func signedCall(ctx context.Context, hc *http.Client, u string, key ed25519.PrivateKey, payload any, hdr http.Header) (*wire.EnrollResponse, error) {
-	p, err := json.Marshal(payload)
-	if err != nil {
-		return nil, err
-	}
-	req := wire.SignedRequest{Payload: p, Signature: hex.EncodeToString(ed25519.Sign(key, p))}
-	resp, err := benchPost(ctx, hc, u, req, hdr)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: HTTP %d: %s", u, resp.StatusCode, bytes.TrimSpace(b))
-	}
-	var out wire.EnrollResponse
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("%s: %w", u, err)
-	}
-	if out.Token == "" {
-		return nil, fmt.Errorf("%s: device %s is %s, no token", u, out.DeviceID, out.Status)
-	}
-	return &out, nil
-}
-
 // enrolBenchDevice creates a device key and enrols it with an enrolment token, as the agent's
 // Enroll does.
-func enrolBenchDevice(ctx context.Context, hc *http.Client, base, enrollToken string, i int) (*benchDevice, error) {
+func enrolBenchDevice(ctx context.Context, c *devclient.Client, enrollToken string, i int) (*benchDevice, error) {
 	pub, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := signedCall(ctx, hc, base+"/device/v1/enroll", key, wire.EnrollPayload{
+	resp, err := c.Enroll(ctx, key, wire.EnrollPayload{
 		PublicKey: hex.EncodeToString(pub), Time: time.Now().UTC(), Installed: benchImage,
 		Identity: wire.Identity{Serial: fmt.Sprintf("BENCH-%06d", i), Product: "thermostat", HardwareID: "tstat-v2"},
-	}, http.Header{wire.HeaderEnrollToken: {enrollToken}})
+	}, enrollToken)
 	if err != nil {
 		return nil, fmt.Errorf("enrol device %d: %w", i, err)
+	}
+	if resp.Token == "" {
+		return nil, fmt.Errorf("enrol device %d: device %s is %s, no token", i, resp.DeviceID, resp.Status)
 	}
 	return &benchDevice{key: key, id: resp.DeviceID, token: resp.Token, expires: resp.ExpiresAt}, nil
 }
 
 // enrolBenchDevices enrols n devices, conc at a time, spreading them over the servers.
-func enrolBenchDevices(ctx context.Context, hc *http.Client, bases []string, enrollToken string, n, conc int) ([]*benchDevice, error) {
+func enrolBenchDevices(ctx context.Context, servers []*devclient.Client, enrollToken string, n, conc int) ([]*benchDevice, error) {
 	devs := make([]*benchDevice, n)
 	var next atomic.Int64
 	var firstErr error
@@ -254,7 +215,7 @@ func enrolBenchDevices(ctx context.Context, hc *http.Client, bases []string, enr
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				d, err := enrolBenchDevice(ctx, hc, bases[i%len(bases)], enrollToken, i)
+				d, err := enrolBenchDevice(ctx, servers[i%len(servers)], enrollToken, i)
 				if err != nil {
 					once.Do(func() { firstErr = err })
 					next.Store(int64(n))
@@ -273,13 +234,16 @@ func enrolBenchDevices(ctx context.Context, hc *http.Client, bases []string, enr
 
 // ensureToken renews the device token as the agent does: when it is missing or expires within
 // a minute, with a request signed by the device key.
-func (d *benchDevice) ensureToken(ctx context.Context, hc *http.Client, base string) (renewed bool, err error) {
+func (d *benchDevice) ensureToken(ctx context.Context, c *devclient.Client) (renewed bool, err error) {
 	if d.token != "" && time.Now().Add(time.Minute).Before(d.expires) {
 		return false, nil
 	}
-	resp, err := signedCall(ctx, hc, base+"/device/v1/token", d.key, wire.TokenPayload{DeviceID: d.id, Time: time.Now().UTC()}, nil)
+	resp, err := c.Token(ctx, d.key, wire.TokenPayload{DeviceID: d.id, Time: time.Now().UTC()})
 	if err != nil {
 		return false, fmt.Errorf("device token: %w", err)
+	}
+	if resp.Token == "" {
+		return false, fmt.Errorf("device token: device %s is %s, no token", d.id, resp.Status)
 	}
 	d.token, d.expires = resp.Token, resp.ExpiresAt
 	return true, nil
@@ -292,32 +256,31 @@ func (d *benchDevice) checkinBody() wire.Checkin {
 
 // checkin polls once as the agent's Cycle does: If-None-Match with the director version it
 // trusts; a 401 drops the token so that the next poll asks for a fresh one. A 200 (the
-// director changed) is taken as if the full refresh had followed.
-func (d *benchDevice) checkin(ctx context.Context, hc *http.Client, base string) (status int, err error) {
-	if _, err := d.ensureToken(ctx, hc, base); err != nil {
-		return 0, err
+// director changed) is taken as if the full refresh had followed. The result carries the
+// server's poll hints; a *devclient.TransientError its Retry-After.
+func (d *benchDevice) checkin(ctx context.Context, c *devclient.Client) (devclient.CheckinResult, error) {
+	if _, err := d.ensureToken(ctx, c); err != nil {
+		return devclient.CheckinResult{}, err
 	}
-	resp, err := benchPost(ctx, hc, base+"/device/v1/checkin", d.checkinBody(), http.Header{
-		"Authorization": {"Bearer " + d.token}, "If-None-Match": {`"` + strconv.FormatInt(d.version, 10) + `"`}})
+	res, err := c.Checkin(ctx, d.token, d.checkinBody())
 	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	switch resp.StatusCode {
-	case http.StatusNotModified:
-		return resp.StatusCode, nil
-	case http.StatusOK:
-		var cr wire.CheckinResponse
-		if err := json.Unmarshal(b, &cr); err != nil {
-			return resp.StatusCode, fmt.Errorf("check-in answer: %w", err)
+		var se *devclient.ServerError
+		if errors.As(err, &se) && se.Status == http.StatusUnauthorized {
+			d.token = ""
 		}
-		d.version = cr.DirectorVersion
-		return resp.StatusCode, nil
-	case http.StatusUnauthorized:
-		d.token = ""
+		return res, fmt.Errorf("check-in: %w", err)
 	}
-	return resp.StatusCode, fmt.Errorf("check-in: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+	d.version = res.Version
+	return res, nil
+}
+
+// benchClients returns a device client for each server, over hc.
+func benchClients(hc *http.Client, bases ...string) []*devclient.Client {
+	cs := make([]*devclient.Client, len(bases))
+	for i, b := range bases {
+		cs[i] = &devclient.Client{HTTP: hc, Base: b}
+	}
+	return cs
 }
 
 // benchHTTPClient keeps up to conns connections per server alive, as a load balancer in front of
@@ -723,7 +686,8 @@ func Checkin(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 			return err
 		}
 		t := time.Now()
-		devs, err := enrolBenchDevices(ctx, hc, []string{s.proc.URL}, tok, cfg.Devices, 16)
+		dc := benchClients(hc, s.proc.URL)
+		devs, err := enrolBenchDevices(ctx, dc, tok, cfg.Devices, 16)
 		if err != nil {
 			return err
 		}
@@ -731,12 +695,12 @@ func Checkin(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 		// One check-in per device before measuring: every one must be answered 304, and the
 		// server's check-in cache then holds every device (the steady state).
 		for _, d := range devs {
-			st, err := d.checkin(ctx, hc, s.proc.URL)
+			res, err := d.checkin(ctx, dc[0])
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
 			}
-			if st != http.StatusNotModified {
-				return fmt.Errorf("%s: check-in answered %d, want 304", s.name, st)
+			if res.Status != http.StatusNotModified {
+				return fmt.Errorf("%s: check-in answered %d, want 304", s.name, res.Status)
 			}
 		}
 		file := filepath.Join(stack.dir, fmt.Sprintf("devices-%d.tsv", i))
@@ -814,17 +778,15 @@ func Download(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	hc := benchHTTPClient(4)
-	devs, err := enrolBenchDevices(ctx, hc, []string{srv.URL}, tok, 1, 1)
+	dc := benchClients(benchHTTPClient(4), srv.URL)[0]
+	devs, err := enrolBenchDevices(ctx, []*devclient.Client{dc}, tok, 1, 1)
 	if err != nil {
 		return err
 	}
 	// Check once that the device gets the whole artifact, byte for byte.
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/device/v1/targets/"+rel.Target, nil)
-	req.Header.Set("Authorization", "Bearer "+devs[0].token)
-	resp, err := hc.Do(req)
+	resp, err := dc.FetchArtifact(ctx, devs[0].token, dc.TargetURL(rel.Target), 0, "")
 	if err != nil {
-		return err
+		return fmt.Errorf("download check: %w", err)
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, resp.Body)
@@ -842,7 +804,7 @@ func Download(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 	auth := []string{"-H", "Authorization: Bearer " + devs[0].token}
 	targets := []*wrkTarget{
 		{name: "nginx (same file)", url: ng.URL + "/artifact.img", extra: auth},
-		{name: "upkeep (device GET)", url: srv.URL + "/device/v1/targets/" + rel.Target, extra: auth},
+		{name: "upkeep (device GET)", url: dc.TargetURL(rel.Target), extra: auth},
 	}
 	if err := runWrkRounds(ctx, cfg, cfg.Conns, targets, out); err != nil {
 		return err
@@ -921,9 +883,16 @@ func (q *pollQueue) Pop() any {
 	return it
 }
 
-// benchJitter spreads d by ±20%, as the agent's poll loop does.
-func benchJitter(d time.Duration) time.Duration {
-	return d - d/5 + time.Duration(mrand.Int64N(int64(d)/5*2+1))
+// nextPoll is when a bench device polls again after a check-in that gave res or err: as the
+// agent, within the poll interval and jitter the server suggested (interval when it suggested
+// none; ±20% without a jitter hint), and never sooner than a Retry-After (a shed check-in).
+func nextPoll(res devclient.CheckinResult, err error, interval time.Duration) time.Duration {
+	next := devclient.NextPoll(cmp.Or(res.Poll, interval), res.Jitter)
+	var te *devclient.TransientError
+	if errors.As(err, &te) {
+		next = max(next, te.RetryAfter)
+	}
+	return next
 }
 
 // fleetCounters are what the pollers count.
@@ -931,6 +900,7 @@ type fleetCounters struct {
 	measuring         atomic.Bool
 	checkins, changed atomic.Int64
 	errors, renewals  atomic.Int64
+	poll, jitter      atomic.Int64 // the last hints a check-in answer carried
 	mu                sync.Mutex
 	latencies         []time.Duration
 	firstErr          error
@@ -981,9 +951,8 @@ func Fleet(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 	}
 	defer pg.Close(context.Background())
 
-	hc := benchHTTPClient(cfg.Enrolers)
 	t0 := time.Now()
-	devs, err := enrolBenchDevices(ctx, hc, bases, tok, cfg.Devices, cfg.Enrolers)
+	devs, err := enrolBenchDevices(ctx, benchClients(benchHTTPClient(cfg.Enrolers), bases...), tok, cfg.Devices, cfg.Enrolers)
 	if err != nil {
 		return err
 	}
@@ -995,9 +964,10 @@ func Fleet(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 		fmt.Fprintf(out, "replica %d RSS after enrolment: %d KiB\n", i+1, rss)
 	}
 
-	// Poll: each device's first check-in falls at random within one interval, the next ones an
-	// interval (±20%) after the previous one finished, each to a random replica.
-	pollHC := benchHTTPClient(64)
+	// Poll: each device's first check-in falls at random within one interval, the next ones when
+	// the previous answer's poll and jitter hints say, as the agent's (devclient.NextPoll; no
+	// sooner than a Retry-After), each to a random replica.
+	pollers := benchClients(benchHTTPClient(64), bases...)
 	cnt := &fleetCounters{perReplica: make([]atomic.Int64, len(replicas))}
 	var qmu sync.Mutex
 	q := make(pollQueue, 0, len(devs))
@@ -1017,9 +987,9 @@ func Fleet(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 		r := mrand.IntN(len(bases))
 		renew := d.token == "" || !time.Now().Add(time.Minute).Before(d.expires)
 		t := time.Now()
-		st, err := d.checkin(pctx, pollHC, bases[r])
+		res, err := d.checkin(pctx, pollers[r])
 		lat := time.Since(t)
-		next := benchJitter(cfg.Interval)
+		next := nextPoll(res, err, cfg.Interval)
 		if pctx.Err() != nil {
 			return
 		}
@@ -1037,9 +1007,11 @@ func Fleet(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 			} else {
 				cnt.checkins.Add(1)
 				cnt.perReplica[r].Add(1)
-				if st == http.StatusOK {
+				if res.Status == http.StatusOK {
 					cnt.changed.Add(1)
 				}
+				cnt.poll.Store(int64(res.Poll))
+				cnt.jitter.Store(int64(min(res.Jitter, cmp.Or(res.Poll, cfg.Interval)/2)))
 				cnt.mu.Lock()
 				cnt.latencies = append(cnt.latencies, lat)
 				cnt.mu.Unlock()
@@ -1078,7 +1050,7 @@ func Fleet(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 			}
 		}
 	}()
-	fmt.Fprintf(out, "polling: %d devices every %s ±20%% (%.0f check-ins/s expected), warm-up %s, window %s\n",
+	fmt.Fprintf(out, "polling: %d devices every %s, spread as the server suggests (%.0f check-ins/s expected), warm-up %s, window %s\n",
 		len(devs), cfg.Interval, float64(len(devs))/cfg.Interval.Seconds(), cfg.Warmup, cfg.Duration)
 	sleep := func(d time.Duration) error {
 		select {
@@ -1135,6 +1107,11 @@ func Fleet(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 		win, n, float64(n)/win, cnt.changed.Load(), cnt.errors.Load(), cnt.renewals.Load())
 	if cnt.firstErr != nil {
 		fmt.Fprintf(out, "first error: %v\n", cnt.firstErr)
+	}
+	if p, j := time.Duration(cnt.poll.Load()), time.Duration(cnt.jitter.Load()); p > 0 && j > 0 {
+		fmt.Fprintf(out, "last hints from the servers: poll every %s ±%s\n", p, j)
+	} else if p > 0 {
+		fmt.Fprintf(out, "last hints from the servers: poll every %s, no jitter hint (±20%%)\n", p)
 	}
 	if l := cnt.latencies; len(l) > 0 {
 		slices.Sort(l)

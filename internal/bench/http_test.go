@@ -2,12 +2,20 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"upkeep.dev/upkeep/internal/devclient"
+	"upkeep.dev/upkeep/wire"
 )
 
 const wrkReport = `Running 10s test @ http://127.0.0.1:41923/device/v1/checkin
@@ -91,5 +99,77 @@ func TestBenchNginxWrk(t *testing.T) {
 	}
 	if r.RPS <= 0 || r.Bad != 0 || r.Transfer < 300*r.RPS {
 		t.Errorf("wrk against nginx: %+v", r)
+	}
+}
+
+// A bench device speaks the protocol as the agent does, through the device client: the
+// director version it trusts as If-None-Match, a fresh token after a 401.
+func TestBenchDeviceCheckin(t *testing.T) {
+	var paths []string
+	var etags []string
+	status := http.StatusNotModified
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		paths = append(paths, r.URL.Path)
+		switch r.URL.Path {
+		case "/device/v1/enroll", "/device/v1/token":
+			json.NewEncoder(w).Encode(wire.EnrollResponse{DeviceID: "d1", Status: "accepted", Token: "tok", ExpiresAt: time.Now().Add(time.Hour)})
+		case "/device/v1/checkin":
+			etags = append(etags, r.Header.Get("If-None-Match"))
+			w.Header().Set(wire.HeaderPollInterval, "600")
+			w.Header().Set(wire.HeaderPollJitter, "60")
+			if status == http.StatusOK {
+				json.NewEncoder(w).Encode(wire.CheckinResponse{Changed: true, DirectorVersion: 5})
+				return
+			}
+			w.WriteHeader(status)
+		}
+	}))
+	defer srv.Close()
+	c := benchClients(srv.Client(), srv.URL)[0]
+	ctx := context.Background()
+	d, err := enrolBenchDevice(ctx, c, "upk_enroll_x", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := d.checkin(ctx, c)
+	if err != nil || res.Status != http.StatusNotModified || res.Poll != 10*time.Minute || res.Jitter != time.Minute {
+		t.Fatalf("check-in: %+v, %v", res, err)
+	}
+	status = http.StatusOK
+	if res, err := d.checkin(ctx, c); err != nil || !res.Changed || d.version != 5 {
+		t.Fatalf("changed: %+v, %v, version %d", res, err, d.version)
+	}
+	status = http.StatusUnauthorized
+	if _, err := d.checkin(ctx, c); err == nil || d.token != "" {
+		t.Fatalf("401: %v, token %q", err, d.token)
+	}
+	status = http.StatusNotModified
+	if _, err := d.checkin(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/device/v1/enroll", "/device/v1/checkin", "/device/v1/checkin", "/device/v1/checkin", "/device/v1/token", "/device/v1/checkin"}
+	if !slices.Equal(paths, want) || !slices.Equal(etags, []string{`"0"`, `"0"`, `"5"`, `"5"`}) {
+		t.Errorf("requests %v, If-None-Match %v", paths, etags)
+	}
+}
+
+// `bench fleet` schedules each device's next poll from its check-in's hints, as the agent.
+func TestBenchNextPoll(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		res    devclient.CheckinResult
+		err    error
+		lo, hi time.Duration
+	}{
+		{"hints", devclient.CheckinResult{Poll: 10 * time.Minute, Jitter: time.Minute}, nil, 9 * time.Minute, 11 * time.Minute},
+		{"wide jitter under load", devclient.CheckinResult{Poll: 10 * time.Minute, Jitter: 5 * time.Minute}, nil, 5 * time.Minute, 15 * time.Minute},
+		{"no hints: the interval ±20%", devclient.CheckinResult{}, nil, 4 * time.Minute, 6 * time.Minute},
+		{"shed: Retry-After", devclient.CheckinResult{}, &devclient.TransientError{Err: errors.New("busy"), RetryAfter: time.Hour}, time.Hour, time.Hour},
+	} {
+		for range 100 {
+			if d := nextPoll(tc.res, tc.err, 5*time.Minute); d < tc.lo || d > tc.hi {
+				t.Fatalf("%s: next poll in %s, want within [%s, %s]", tc.name, d, tc.lo, tc.hi)
+			}
+		}
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/apperr"
-	"upkeep.dev/upkeep/internal/repo"
+	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
@@ -127,7 +127,7 @@ func TestAttackFastForward(t *testing.T) {
 	t.Parallel()
 	f := newAttackFixture(t, nil)
 	const forgedTargets, forgedSnapshot = 9999, 1_000_000_000
-	cur, err := f.srv.DB.LatestMetadata(f.ctx, repo.RepoImage, trust.Targets)
+	cur, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, trust.Targets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,17 +139,17 @@ func TestAttackFastForward(t *testing.T) {
 	}
 	// The store records a targets version 9999 (holding the real, older targets, as the attacker
 	// cannot sign new ones) so that the server serves the forged pair instead of re-signing.
-	for _, m := range []*repo.Meta{
-		{Repo: repo.RepoImage, Role: trust.Targets, Version: forgedTargets, Body: cur.Body, Expires: cur.Expires},
-		{Repo: repo.RepoImage, Role: trust.Snapshot, Version: forgedSnapshot, Body: st.Snapshot, Expires: snapExp},
-		{Repo: repo.RepoImage, Role: trust.Timestamp, Version: forgedSnapshot, Body: st.Timestamp, Expires: tsExp},
+	for _, m := range []*imagerepo.Meta{
+		{Repo: imagerepo.RepoImage, Role: trust.Targets, Version: forgedTargets, Body: cur.Body, Expires: cur.Expires},
+		{Repo: imagerepo.RepoImage, Role: trust.Snapshot, Version: forgedSnapshot, Body: st.Snapshot, Expires: snapExp},
+		{Repo: imagerepo.RepoImage, Role: trust.Timestamp, Version: forgedSnapshot, Body: st.Timestamp, Expires: tsExp},
 	} {
 		if err := f.srv.DB.PutMetadata(f.ctx, m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	f.srv.Repo.ForgetCache() // the compromised server serves what it stored
-	if served, err := f.srv.Repo.ImageMetadata(f.ctx, "timestamp.json"); err != nil || !bytes.Equal(served, st.Timestamp) {
+	f.srv.Images.ForgetCache() // the compromised server serves what it stored
+	if served, err := f.srv.Images.Metadata(f.ctx, "timestamp.json"); err != nil || !bytes.Equal(served, st.Timestamp) {
 		t.Fatalf("the forged timestamp is not served: %v", err)
 	}
 	// A fresh director view (same image) makes the device run a full verification.
@@ -176,7 +176,7 @@ func TestAttackFastForward(t *testing.T) {
 
 	// The operator removes the planted targets record and publishes a legitimate release. The
 	// device now refuses it: its trusted snapshot says targets version 9999 was already out.
-	if _, err := f.srv.DB.SQL().ExecContext(f.ctx, `DELETE FROM metadata WHERE repo = $1 AND role = $2 AND version = $3`, repo.RepoImage, trust.Targets, forgedTargets); err != nil {
+	if _, err := f.srv.DB.SQL().ExecContext(f.ctx, `DELETE FROM metadata WHERE repo = $1 AND role = $2 AND version = $3`, imagerepo.RepoImage, trust.Targets, forgedTargets); err != nil {
 		t.Fatal(err)
 	}
 	r101 := f.publish("1.0.1", 2, image("1.0.1", 80<<10))
@@ -235,7 +235,7 @@ func TestAttackFastForward(t *testing.T) {
 	if err := root2.VerifyDelegate(trust.Timestamp, ts); err != nil {
 		t.Errorf("device's trusted timestamp is not signed by the new timestamp key: %v", err)
 	}
-	latest, err := f.srv.DB.LatestMetadata(f.ctx, repo.RepoImage, trust.Targets)
+	latest, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, trust.Targets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,22 +397,22 @@ func TestAttackKeyCompromiseBelowThreshold(t *testing.T) {
 
 			// The compromised server stores them anyway, signs snapshot and timestamp naming them,
 			// and has the director assign the evil image.
-			if err := f.srv.DB.PutMetadata(f.ctx, &repo.Meta{Repo: repo.RepoImage, Role: trust.Targets, Version: ver, Body: signed, Expires: time.Now().Add(30 * 24 * time.Hour)}); err != nil {
+			if err := f.srv.DB.PutMetadata(f.ctx, &imagerepo.Meta{Repo: imagerepo.RepoImage, Role: trust.Targets, Version: ver, Body: signed, Expires: time.Now().Add(30 * 24 * time.Hour)}); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.srv.Repo.RefreshImage(f.ctx, false); err != nil {
+			if err := f.srv.Images.Refresh(f.ctx, false); err != nil {
 				t.Fatal(err)
 			}
 			f.plantArtifact(name, "6.6.6", evil, ver)
 			f.signDirector(name, tf)
-			if served, err := f.srv.Repo.ImageMetadata(f.ctx, "timestamp.json"); err != nil {
+			if served, err := f.srv.Images.Metadata(f.ctx, "timestamp.json"); err != nil {
 				t.Fatal(err)
 			} else if ts, err := metadata.Timestamp().FromBytes(served); err != nil {
 				t.Fatal(err)
 			} else if err := root2.VerifyDelegate(trust.Timestamp, ts); err != nil {
 				t.Fatalf("the served timestamp does not verify, so the attack would not reach the targets check: %v", err)
 			}
-			if sn, err := f.srv.DB.LatestMetadata(f.ctx, repo.RepoImage, trust.Snapshot); err != nil {
+			if sn, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, trust.Snapshot); err != nil {
 				t.Fatal(err)
 			} else if s, err := metadata.Snapshot().FromBytes(sn.Body); err != nil {
 				t.Fatal(err)

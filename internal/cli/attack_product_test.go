@@ -43,8 +43,8 @@ func TestAttackOtherProductImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.srv.Repo.Assign(f.ctx, f.fleetDevice(), rel); apperr.CodeOf(err) != apperr.Invalid {
-		t.Fatalf("Repo.Assign of another product's release: %v, want invalid", err)
+	if err := f.srv.Director.Assign(f.ctx, f.fleetDevice(), rel); apperr.CodeOf(err) != apperr.Invalid {
+		t.Fatalf("Director.Assign of another product's release: %v, want invalid", err)
 	}
 
 	f.signDirector(other.Target, f.imageEntry(other.Target))

@@ -28,8 +28,8 @@ import (
 	"upkeep.dev/upkeep/internal/agent"
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/sim"
 	"upkeep.dev/upkeep/internal/trust"
@@ -98,7 +98,7 @@ func (f *attackFixture) fleetDevice() *fleet.Device {
 // imageEntry is the image repository's current entry for a target.
 func (f *attackFixture) imageEntry(name string) *metadata.TargetFiles {
 	f.t.Helper()
-	b, err := f.srv.Repo.CurrentTargets(f.ctx)
+	b, err := f.srv.Images.CurrentTargets(f.ctx)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -116,7 +116,7 @@ func (f *attackFixture) imageEntry(name string) *metadata.TargetFiles {
 // signDirector plays the compromised director: it signs a view for the device naming any target.
 func (f *attackFixture) signDirector(name string, tf *metadata.TargetFiles) {
 	f.t.Helper()
-	if err := f.srv.Repo.SignDirector(f.ctx, f.fleetDevice(), name, tf); err != nil {
+	if err := f.srv.Director.SignView(f.ctx, f.fleetDevice(), name, tf); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -330,7 +330,7 @@ func TestAttackTamperedArtifact(t *testing.T) {
 // that are not the offline targets key.
 func (f *attackFixture) forgeTargets(evil []byte, version string, keys ...*trust.Key) (name string, tf *metadata.TargetFiles, signed []byte, ver int64) {
 	f.t.Helper()
-	cur, err := f.srv.Repo.CurrentTargets(f.ctx)
+	cur, err := f.srv.Images.CurrentTargets(f.ctx)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -405,15 +405,15 @@ func TestAttackOnlineKeysOnly(t *testing.T) {
 
 			// The compromised server stores it anyway, signs snapshot and timestamp naming it, and
 			// has the director assign it.
-			if err := f.srv.DB.PutMetadata(f.ctx, &repo.Meta{Repo: repo.RepoImage, Role: trust.Targets, Version: ver, Body: signed, Expires: time.Now().Add(30 * 24 * time.Hour)}); err != nil {
+			if err := f.srv.DB.PutMetadata(f.ctx, &imagerepo.Meta{Repo: imagerepo.RepoImage, Role: trust.Targets, Version: ver, Body: signed, Expires: time.Now().Add(30 * 24 * time.Hour)}); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.srv.Repo.RefreshImage(f.ctx, false); err != nil {
+			if err := f.srv.Images.Refresh(f.ctx, false); err != nil {
 				t.Fatal(err)
 			}
 			f.plantArtifact(name, "6.6.6", evil, ver)
 			f.signDirector(name, tf)
-			if served, err := f.srv.Repo.ImageMetadata(f.ctx, fmt.Sprintf("%d.targets.json", ver)); err != nil || !bytes.Equal(served, signed) {
+			if served, err := f.srv.Images.Metadata(f.ctx, fmt.Sprintf("%d.targets.json", ver)); err != nil || !bytes.Equal(served, signed) {
 				t.Fatalf("the forged targets are not served: %v", err)
 			}
 			status, served := f.call(http.MethodGet, "/device/v1/targets/"+name, f.dev.Agent.State().Token, nil)
@@ -511,7 +511,7 @@ func TestAttackWrongHardware(t *testing.T) {
 			}
 			d := f.fleetDevice()
 			d.HardwareID = tc.bind
-			if err := f.srv.Repo.SignDirector(f.ctx, d, r200.Target, f.imageEntry(r200.Target)); err != nil {
+			if err := f.srv.Director.SignView(f.ctx, d, r200.Target, f.imageEntry(r200.Target)); err != nil {
 				t.Fatal(err)
 			}
 			err = f.dev.Agent.Cycle(f.ctx)
@@ -625,7 +625,7 @@ func TestAttackFreeze(t *testing.T) {
 			},
 			thaw: func(f *attackFixture, _ *wire.Release) {
 				f.clock.Shift(0)
-				if err := f.srv.Repo.RefreshImage(f.ctx, true); err != nil {
+				if err := f.srv.Images.Refresh(f.ctx, true); err != nil {
 					f.t.Fatal(err)
 				}
 			},
@@ -732,16 +732,16 @@ func TestAttackReplayOldMetadata(t *testing.T) {
 		name string
 		// replay stores, as the newest image timestamp, one that is validly signed but older
 		// than what the device trusts (or names an older snapshot).
-		replay func(f *attackFixture, latest *repo.Meta) []byte
+		replay func(f *attackFixture, latest *imagerepo.Meta) []byte
 	}{
-		{"image timestamp", func(f *attackFixture, latest *repo.Meta) []byte {
-			old, err := f.srv.DB.FindMetadata(f.ctx, repo.RepoImage, trust.Timestamp, latest.Version-1)
+		{"image timestamp", func(f *attackFixture, latest *imagerepo.Meta) []byte {
+			old, err := f.srv.DB.FindMetadata(f.ctx, imagerepo.RepoImage, trust.Timestamp, latest.Version-1)
 			if err != nil {
 				f.t.Fatal(err)
 			}
 			return old.Body
 		}},
-		{"image snapshot", func(f *attackFixture, latest *repo.Meta) []byte {
+		{"image snapshot", func(f *attackFixture, latest *imagerepo.Meta) []byte {
 			ts := metadata.Timestamp(latest.Expires.UTC().Truncate(time.Second))
 			ts.Signed.Version = latest.Version + 1
 			ts.Signed.Meta["snapshot.json"] = metadata.MetaFile(latest.Version - 1)
@@ -760,16 +760,16 @@ func TestAttackReplayOldMetadata(t *testing.T) {
 			f := newAttackFixture(t, nil)
 			r101 := f.publish("1.0.1", 2, image("1.0.1", 80<<10))
 			f.update(r101)
-			latest, err := f.srv.DB.LatestMetadata(f.ctx, repo.RepoImage, trust.Timestamp)
+			latest, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, trust.Timestamp)
 			if err != nil {
 				t.Fatal(err)
 			}
 			body := tc.replay(f, latest)
-			if err := f.srv.DB.PutMetadata(f.ctx, &repo.Meta{Repo: repo.RepoImage, Role: trust.Timestamp, Version: latest.Version + 1, Body: body, Expires: latest.Expires}); err != nil {
+			if err := f.srv.DB.PutMetadata(f.ctx, &imagerepo.Meta{Repo: imagerepo.RepoImage, Role: trust.Timestamp, Version: latest.Version + 1, Body: body, Expires: latest.Expires}); err != nil {
 				t.Fatal(err)
 			}
-			f.srv.Repo.ForgetCache() // the compromised server serves what it stored
-			if served, err := f.srv.Repo.ImageMetadata(f.ctx, "timestamp.json"); err != nil || !bytes.Equal(served, body) {
+			f.srv.Images.ForgetCache() // the compromised server serves what it stored
+			if served, err := f.srv.Images.Metadata(f.ctx, "timestamp.json"); err != nil || !bytes.Equal(served, body) {
 				t.Fatalf("the replayed timestamp is not served: %v", err)
 			}
 			// A fresh director view makes the device run a full verification.

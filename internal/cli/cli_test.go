@@ -71,7 +71,7 @@ func TestCLIAndAgentBinary(t *testing.T) {
 	token := strings.TrimSpace(cli(t, append(g, "enroll-token", "--name", "line-1")...))
 
 	agentBin := filepath.Join(dir, "upkeep-agent")
-	if b, err := exec.Command("go", "build", "-o", agentBin, "../upkeep-agent").CombinedOutput(); err != nil {
+	if b, err := exec.Command("go", "build", "-o", agentBin, "../../cmd/upkeep-agent").CombinedOutput(); err != nil {
 		t.Fatalf("build agent: %v\n%s", err, b)
 	}
 	state := filepath.Join(dir, "device")

@@ -14,7 +14,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/client"
-	"upkeep.dev/upkeep/internal/repo"
+	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/trust"
 )
 
@@ -254,12 +254,12 @@ func keysStatusCmd(g *globals) *cobra.Command {
 }
 
 // expiryState says whether metadata expiring at exp needs renewing (the server warns
-// repo.ExpiryWarning ahead).
+// imagerepo.ExpiryWarning ahead).
 func expiryState(exp, now time.Time) string {
 	switch left := exp.Sub(now); {
 	case left <= 0:
 		return "EXPIRED"
-	case left < repo.ExpiryWarning:
+	case left < imagerepo.ExpiryWarning:
 		return fmt.Sprintf("RENEW: %d days left", int(left.Hours()/24))
 	default:
 		return fmt.Sprintf("ok (%d days)", int(left.Hours()/24))
@@ -309,7 +309,7 @@ func targetsExpiryFooter(cmd *cobra.Command, c *client.Client) error {
 		return err
 	}
 	for _, e := range es {
-		if e.Repo == repo.RepoImage && e.Role == trust.Targets {
+		if e.Repo == imagerepo.RepoImage && e.Role == trust.Targets {
 			fmt.Fprintf(cmd.OutOrStdout(), "\nimage targets version %d expire %s: %s (renew with %s)\n", e.Version, e.Expires.Format(time.RFC3339), expiryState(e.Expires, time.Now()), e.Renew)
 		}
 	}

@@ -177,7 +177,7 @@ func TestImageTargetsResigned(t *testing.T) {
 	}
 
 	// Re-signing may not change the targets: a release cannot be slipped in this way.
-	if err := e.srv.Repo.ResignTargets(ctx, []byte(`{}`)); err == nil {
+	if err := e.srv.Images.ResignTargets(ctx, []byte(`{}`)); err == nil {
 		t.Fatal("ResignTargets accepted garbage")
 	}
 }
@@ -212,7 +212,7 @@ func TestOfflineExpiryWarning(t *testing.T) {
 	})
 	const msg = "offline-signed metadata expires soon"
 	warned := map[string]time.Time{}
-	if err := e.srv.Repo.WarnExpiring(ctx, warned); err != nil {
+	if err := e.srv.Images.WarnExpiring(ctx, warned); err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(logs.String(), msg); n != 0 {
@@ -220,7 +220,7 @@ func TestOfflineExpiryWarning(t *testing.T) {
 	}
 	clock.Shift(340 * 24 * time.Hour)
 	for range 2 {
-		if err := e.srv.Repo.WarnExpiring(ctx, warned); err != nil {
+		if err := e.srv.Images.WarnExpiring(ctx, warned); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -234,7 +234,7 @@ func TestOfflineExpiryWarning(t *testing.T) {
 		}
 	}
 	clock.Shift(341*24*time.Hour + time.Minute)
-	if err := e.srv.Repo.WarnExpiring(ctx, warned); err != nil {
+	if err := e.srv.Images.WarnExpiring(ctx, warned); err != nil {
 		t.Fatal(err)
 	}
 	if n := strings.Count(logs.String(), msg); n != 6 {

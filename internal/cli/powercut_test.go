@@ -117,7 +117,7 @@ func TestPowerCuts(t *testing.T) {
 	e := newEnvWith(t, func(c *server.Config) { c.PollSeconds = 1 })
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "upkeep-agent")
-	if out, err := exec.Command("go", "build", "-o", bin, "../upkeep-agent").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/upkeep-agent").CombinedOutput(); err != nil {
 		t.Fatalf("build agent: %v\n%s", err, out)
 	}
 

@@ -41,7 +41,10 @@ verification of director and image metadata, hash-checked downloads. Images are 
 dropped, not stored, so that thousands of devices fit on one machine. --fail-rate devices fail
 their health check after an install (the agent rolls back); --rollback-rate devices do not come
 up from the trial boot (the boot loader falls back). The trusted roots come from --keys (root.json
-and director-root.json, as provisioned at manufacturing).`,
+and director-root.json, as provisioned at manufacturing).
+
+It runs until interrupted (Ctrl-C), or for --duration, printing what the fleet runs every few
+seconds.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Server, cfg.Token = g.server, g.token
 			defer debug.SetGCPercent(debug.SetGCPercent(bench.SimGCPercent))
@@ -119,6 +122,11 @@ func RunSimulate(ctx context.Context, cfg SimulateConfig, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "%d simulated devices enrolled in %s, running %s@%s\n", cfg.Devices, time.Since(start).Round(time.Millisecond), cfg.Product, factory.Version)
+	if cfg.Duration > 0 {
+		fmt.Fprintf(out, "simulating for %s (Ctrl-C stops sooner)\n", cfg.Duration)
+	} else {
+		fmt.Fprintln(out, "simulating until Ctrl-C (or give --duration)")
+	}
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)

@@ -41,7 +41,7 @@ type Service struct {
 	Store    Store
 	Devices  fleet.Store
 	Releases release.Store
-	// Targets returns the current image targets metadata (repo.Service.CurrentTargets), which
+	// Targets returns the current image targets metadata (imagerepo.Service.CurrentTargets), which
 	// the server verified when it was published: each release's signed custom is read from it.
 	Targets func(ctx context.Context) ([]byte, error)
 	Now     func() time.Time
@@ -830,4 +830,9 @@ func (s *Service) OnEnroll(ctx context.Context, d *fleet.Device) {
 		return
 	}
 	s.reported.Store(d.ID, d.InstalledTarget)
+}
+
+// SBOM returns the stored SBOM of product@version; apperr.NotFound if it has none.
+func (s *Service) SBOM(ctx context.Context, product, version string) (*SBOM, error) {
+	return s.Store.FindSBOM(ctx, product, version)
 }

@@ -288,9 +288,10 @@ func (s *Service) Denied(id string) bool {
 	return ok
 }
 
-// CheckToken returns the device id of a valid device token (TokenClock), refusing the
-// tokens of decommissioned devices.
-func (s *Service) CheckToken(token string) (string, error) {
+// Authenticate returns the device id a valid device token was issued to, checked on TokenClock
+// (the clock that issued it), refusing the tokens of decommissioned devices (ErrDecommissioned).
+// It reads no store.
+func (s *Service) Authenticate(token string) (string, error) {
 	id, err := s.Tokens.Check(token, s.tokenNow())
 	if err != nil {
 		return "", err
@@ -301,7 +302,7 @@ func (s *Service) CheckToken(token string) (string, error) {
 	return id, nil
 }
 
-// ErrDecommissioned is CheckToken's error for a well-signed token of a decommissioned device.
+// ErrDecommissioned is Authenticate's error for a well-signed token of a decommissioned device.
 var ErrDecommissioned = errors.New("device is decommissioned")
 
 // RequireAccepted returns nil if the device exists and is accepted, else apperr.Unauthorized.

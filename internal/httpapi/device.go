@@ -151,7 +151,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, id string) {
 }
 
 func (s *Server) directorMeta(w http.ResponseWriter, r *http.Request, id string) {
-	b, err := s.Repo.DirectorMetadata(r.Context(), id, r.PathValue("file"))
+	b, err := s.Director.Metadata(r.Context(), id, r.PathValue("file"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -162,7 +162,7 @@ func (s *Server) directorMeta(w http.ResponseWriter, r *http.Request, id string)
 }
 
 func (s *Server) imageMeta(w http.ResponseWriter, r *http.Request) {
-	b, err := s.Repo.ImageMetadata(r.Context(), r.PathValue("file"))
+	b, err := s.Images.Metadata(r.Context(), r.PathValue("file"))
 	if err != nil {
 		s.fail(w, r, err)
 		return

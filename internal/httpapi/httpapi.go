@@ -17,18 +17,16 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
-	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/repo"
-	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/wire"
 )
 
 // Server holds what the handlers need.
 type Server struct {
-	Fleet       *fleet.Service
-	Repo        *repo.Service
+	Fleet       DeviceService
+	Images      ImageRepository // the image repository: /repo/image, publish, offline-signed metadata
+	Director    Director        // per-device views, deployments, the director root
 	Devices     fleet.Store
 	Releases    release.Store
 	Products    ProductService
@@ -48,9 +46,9 @@ type Server struct {
 	// Transparency builds the public product pages under /p/ (public.go); nil serves none.
 	Transparency Publisher
 	// Rollouts runs campaigns and holds groups; nil disables their routes.
-	Rollouts *rollout.Engine
+	Rollouts Campaigns
 	// Exposure holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
-	Exposure *exposure.Service
+	Exposure Vulnerabilities
 	// Generation returns the revocation generation this replica last read (auth.Store
 	// RevocationGeneration, polled by the server). A cached operator token is trusted only while
 	// the generation it was read at is current. Nil: cached tokens are re-read after
@@ -118,7 +116,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/devices/{id}/events", s.admin(s.deviceEvents))
 	mux.Handle("PUT /api/v1/blobs/{sha256}", s.admin(s.putBlob))
 	mux.Handle("GET /api/v1/image/targets", s.admin(s.currentTargets))
-	mux.Handle("PUT /api/v1/image/root", s.admin(s.putMeta(s.Repo.RotateRoot)))
+	mux.Handle("PUT /api/v1/image/root", s.admin(s.putMeta(s.Images.RotateRoot)))
 	mux.Handle("POST /api/v1/releases", s.admin(s.publish))
 	mux.Handle("GET /api/v1/releases", s.admin(s.listReleases))
 	mux.Handle("POST /api/v1/deployments", s.admin(s.deploy))
@@ -211,7 +209,7 @@ type deviceHandler func(w http.ResponseWriter, r *http.Request, id string)
 // token of a decommissioned device is refused.
 func (s *Server) device(h deviceHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := s.Fleet.CheckToken(bearer(r))
+		id, err := s.Fleet.Authenticate(bearer(r))
 		if err != nil {
 			msg := "invalid or expired device token: request a new one"
 			if errors.Is(err, fleet.ErrDecommissioned) {

@@ -26,10 +26,11 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
+	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/httpapi"
+	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
@@ -49,7 +50,8 @@ type stack struct {
 	db         *sqlite.DB
 	blobs      *blobfs.Store
 	fleet      *fleet.Service
-	repo       *repo.Service
+	images     *imagerepo.Service
+	director   *director.Service
 	api        *httpapi.Server
 	handler    http.Handler
 	admin      string // operator token
@@ -91,9 +93,14 @@ func newStack(t testing.TB) *stack {
 	}
 	logger := quietLogger()
 	s.fleet = &fleet.Service{Store: s.db, Tokens: auth.DeviceTokens{Key: hmacKey, TTL: time.Hour}, Now: time.Now, PollSeconds: 60, Logger: logger}
-	s.repo = &repo.Service{Meta: s.db, Releases: s.db, Devices: s.db, Blobs: s.blobs, Lifetimes: trust.DefaultLifetimes(), Now: time.Now, Logger: logger,
-		Keys: repo.Keys{Snapshot: keys.Snapshot, Timestamp: keys.Timestamp, Director: keys.Director}, OnAssign: s.fleet.SetDirectorVersion}
-	if err := s.repo.Bootstrap(ctx, keys.ImageRoot, keys.DirectorRoot, keys.ImageTargets); err != nil {
+	s.images = &imagerepo.Service{Store: s.db, Blobs: s.blobs, Lifetimes: trust.DefaultLifetimes(), Now: time.Now, Logger: logger,
+		Keys: imagerepo.Keys{Snapshot: keys.Snapshot, Timestamp: keys.Timestamp}}
+	s.director = &director.Service{Store: s.db, Images: s.images, Devices: s.db, Releases: s.db, Key: keys.Director, Lifetimes: trust.DefaultLifetimes(), Now: time.Now, Logger: logger,
+		OnAssign: s.fleet.SetDirectorVersion}
+	if err := s.images.Bootstrap(ctx, keys.ImageRoot, keys.ImageTargets); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.director.Bootstrap(ctx, keys.DirectorRoot); err != nil {
 		t.Fatal(err)
 	}
 	secret, hash := auth.NewSecret(auth.AdminPrefix)
@@ -101,7 +108,7 @@ func newStack(t testing.TB) *stack {
 		t.Fatal(err)
 	}
 	s.admin = secret
-	s.api = &httpapi.Server{Fleet: s.fleet, Repo: s.repo, Devices: s.db, Releases: s.db, Blobs: s.blobs, Admin: s.db, Logger: logger, MaxArtifact: maxArtifact}
+	s.api = &httpapi.Server{Fleet: s.fleet, Images: s.images, Director: s.director, Devices: s.db, Releases: s.db, Blobs: s.blobs, Admin: s.db, Logger: logger, MaxArtifact: maxArtifact}
 	s.handler = s.api.Handler()
 	return s
 }
@@ -1037,7 +1044,7 @@ func TestAssignManyBatch(t *testing.T) {
 	}
 	i := slices.IndexFunc(ds, func(d *fleet.Device) bool { return d.ID == pending.id })
 	ds[0], ds[i] = ds[i], ds[0] // the refused device comes first
-	failed := s.repo.AssignMany(ctx, ds, rels[0], &trust.InstallPolicy{Campaign: "c1"})
+	failed := s.director.AssignMany(ctx, ds, rels[0], &trust.InstallPolicy{Campaign: "c1"})
 	if len(failed) != 1 || failed[pending.id] == nil {
 		t.Fatalf("failed = %v, want only the pending device", failed)
 	}

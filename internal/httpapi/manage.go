@@ -5,15 +5,15 @@ import (
 	"context"
 	"encoding/hex"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -96,7 +96,7 @@ func (s *Server) putBlob(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) currentTargets(w http.ResponseWriter, r *http.Request) {
-	b, err := s.Repo.CurrentTargets(r.Context())
+	b, err := s.Images.CurrentTargets(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -124,16 +124,16 @@ func (s *Server) putMeta(accept func(ctx context.Context, data []byte) error) ht
 // trustRoutes serves the offline-signed metadata that is renewed without a release: the
 // director root and re-signed image targets, and when each expires.
 func (s *Server) trustRoutes(mux *http.ServeMux) {
-	mux.Handle("PUT /api/v1/image/targets", s.admin(s.putMeta(s.Repo.ResignTargets)))
+	mux.Handle("PUT /api/v1/image/targets", s.admin(s.putMeta(s.Images.ResignTargets)))
 	mux.Handle("GET /api/v1/director/{file}", s.admin(s.directorRootFile))
-	mux.Handle("PUT /api/v1/director/root", s.admin(s.putMeta(s.Repo.RotateDirectorRoot)))
+	mux.Handle("PUT /api/v1/director/root", s.admin(s.putMeta(s.Director.RotateRoot)))
 	mux.Handle("GET /api/v1/trust/expiry", s.admin(s.trustExpiry))
 }
 
 // directorRootFile serves "N.root.json" of the director, for the CLI that re-signs it (devices
 // read the same files under /device/v1/director/).
 func (s *Server) directorRootFile(w http.ResponseWriter, r *http.Request) {
-	b, err := s.Repo.DirectorRoot(r.Context(), r.PathValue("file"))
+	b, err := s.Director.Root(r.Context(), r.PathValue("file"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -143,14 +143,14 @@ func (s *Server) directorRootFile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) trustExpiry(w http.ResponseWriter, r *http.Request) {
-	es, err := s.Repo.OfflineExpiries(r.Context())
+	es, err := s.Images.OfflineExpiries(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	out := make([]wire.MetadataExpiry, len(es))
 	for i, e := range es {
-		out[i] = wire.MetadataExpiry{Repo: e.Repo, Role: e.Role, Version: e.Version, Expires: e.Expires, Renew: repo.RenewCommand(e)}
+		out[i] = wire.MetadataExpiry{Repo: e.Repo, Role: e.Role, Version: e.Version, Expires: e.Expires, Renew: imagerepo.RenewCommand(e)}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -161,7 +161,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	rel, err := s.Repo.Publish(r.Context(), req.Target, req.Targets)
+	rel, err := s.Images.Publish(r.Context(), req.Target, req.Targets)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -183,70 +183,19 @@ func (s *Server) listReleases(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// deployBatch is how many devices a deployment assigns per repo.AssignMany call.
-const deployBatch = 200
-
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	var req wire.DeployRequest
 	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	product, version, ok := strings.Cut(req.Release, "@")
-	if !ok || product == "" || version == "" {
-		s.fail(w, r, apperr.E(apperr.Invalid, "release must be product@version"))
-		return
-	}
-	rel, err := s.Releases.FindRelease(r.Context(), product, version)
+	res, err := s.Director.Deploy(r.Context(), director.Deployment{Release: req.Release, DeviceIDs: req.DeviceIDs, All: req.All, HardwareID: req.HardwareID})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	var devs []*fleet.Device
-	switch {
-	case req.All && len(req.DeviceIDs) > 0:
-		err = apperr.E(apperr.Invalid, "give device ids or all, not both")
-	case req.All:
-		devs, err = s.Devices.FindDevices(r.Context(), fleet.DeviceFilter{Product: product, HardwareID: req.HardwareID, Status: fleet.StatusAccepted})
-	case len(req.DeviceIDs) > 0:
-		for _, id := range req.DeviceIDs {
-			d, e := s.Devices.FindDevice(r.Context(), id)
-			if e == nil && d.Product != rel.Product {
-				e = apperr.E(apperr.Invalid, "release %s is for product %s, device %s is a %s: nothing was deployed", rel.Ref(), rel.Product, d.ID, d.Product)
-			}
-			if e != nil {
-				err = e
-				break
-			}
-			devs = append(devs, d)
-		}
-	default:
-		err = apperr.E(apperr.Invalid, "name devices or set all")
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	resp := wire.DeployResponse{Skipped: map[string]string{}}
-	// In batches, as campaigns do: each batch's views are signed a few at a time and stored in
-	// one transaction.
-	for batch := range slices.Chunk(devs, deployBatch) {
-		failed := s.Repo.AssignMany(r.Context(), batch, rel, nil)
-		for _, d := range batch {
-			err, ok := failed[d.ID]
-			if !ok {
-				resp.Assigned++
-				continue
-			}
-			if apperr.CodeOf(err) == apperr.Internal {
-				s.fail(w, r, err)
-				return
-			}
-			resp.Skipped[d.ID] = apperr.Message(err)
-		}
-	}
-	s.logger().Info("release deployed", "release", rel.Ref(), "devices", resp.Assigned, "actor", r.Context().Value(keyActor))
-	writeJSON(w, http.StatusOK, resp)
+	s.logger().Info("release deployed", "release", res.Release.Ref(), "devices", res.Assigned, "actor", r.Context().Value(keyActor))
+	writeJSON(w, http.StatusOK, wire.DeployResponse{Assigned: res.Assigned, Skipped: res.Skipped})
 }
 
 func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request) {

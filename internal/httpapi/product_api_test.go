@@ -19,9 +19,9 @@ func TestSetPolicyResignsInBackground(t *testing.T) {
 	s := newStack(t)
 	tr := &transparency.Service{Products: s.db, Releases: s.db, Devices: s.db, KeysDir: t.TempDir(), PublicURL: "https://labels.example.com", Logger: quietLogger()}
 	s.api.Transparency = tr
-	products := &product.Service{Store: s.db, Devices: s.db, Check: tr.CheckPolicy, Resign: s.repo.Resign, Logger: quietLogger()}
+	products := &product.Service{Store: s.db, Devices: s.db, Check: tr.CheckPolicy, Resign: s.director.Resign, Logger: quietLogger()}
 	s.api.Products = products
-	s.repo.Notice = products.Notice
+	s.director.Notice = products.Notice
 	srv := s.serve()
 	var ids []string
 	for range 5 {

@@ -5,9 +5,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
-	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/rollout"
-	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -104,7 +102,7 @@ func (s *Server) listRollouts(w http.ResponseWriter, r *http.Request) {
 	if st := r.URL.Query().Get("state"); st != "" {
 		states = append(states, st)
 	}
-	cs, err := s.Rollouts.Store.FindCampaigns(r.Context(), states...)
+	cs, err := s.Rollouts.Campaigns(r.Context(), states...)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -178,7 +176,7 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, []wire.Group{})
 		return
 	}
-	gs, err := s.Rollouts.Store.FindGroups(r.Context())
+	gs, err := s.Rollouts.Groups(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -197,15 +195,11 @@ func (s *Server) listGroups(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) findGroup(w http.ResponseWriter, r *http.Request) *rollout.Group {
 	name := r.PathValue("name")
-	if err := trust.ValidIdent("group", name); err != nil {
-		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
-		return nil
-	}
 	if s.Rollouts == nil {
 		s.fail(w, r, apperr.E(apperr.NotFound, "group %s not found", name))
 		return nil
 	}
-	g, err := s.Rollouts.Store.FindGroup(r.Context(), name)
+	g, err := s.Rollouts.Group(r.Context(), name)
 	if err != nil {
 		s.fail(w, r, err)
 		return nil
@@ -254,11 +248,10 @@ func (s *Server) deleteGroup(w http.ResponseWriter, r *http.Request) {
 	if g == nil {
 		return
 	}
-	if err := s.Rollouts.Store.DeleteGroup(r.Context(), g.Name); err != nil {
+	if err := s.Rollouts.DeleteGroup(r.Context(), g.Name, actorOf(r)); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.Rollouts.Store.AddAudit(r.Context(), rollout.AuditEntry{Time: time.Now().UTC(), Actor: actorOf(r), Action: "delete", Subject: "group:" + g.Name}) //nolint:errcheck // best effort
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -267,41 +260,14 @@ func (s *Server) groupDevices(w http.ResponseWriter, r *http.Request) {
 	if g == nil {
 		return
 	}
-	if g.Filter != "" {
-		s.fail(w, r, apperr.E(apperr.Invalid, "group %s is defined by a filter; its members follow the inventory", g.Name))
-		return
-	}
 	var in wire.GroupDevices
 	if err := decode(w, r, wire.MaxAPIBody, &in); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	for _, id := range append(append([]string{}, in.Add...), in.Remove...) {
-		if err := trust.ValidIdent("device", id); err != nil {
-			s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
-			return
-		}
-	}
-	if len(in.Add) > 0 {
-		found, err := s.Devices.FindDevices(r.Context(), fleet.DeviceFilter{IDs: in.Add})
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		if len(found) != len(in.Add) {
-			s.fail(w, r, apperr.E(apperr.NotFound, "%d of the %d devices to add are not enrolled", len(in.Add)-len(found), len(in.Add)))
-			return
-		}
-		if err := s.Rollouts.Store.AddGroupDevices(r.Context(), g.Name, in.Add); err != nil {
-			s.fail(w, r, err)
-			return
-		}
-	}
-	if len(in.Remove) > 0 {
-		if err := s.Rollouts.Store.RemoveGroupDevices(r.Context(), g.Name, in.Remove); err != nil {
-			s.fail(w, r, err)
-			return
-		}
+	if err := s.Rollouts.ChangeGroupDevices(r.Context(), g, in.Add, in.Remove); err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	out, err := s.groupToWire(r, g, false)
 	if err != nil {

@@ -22,7 +22,7 @@ func (s *Server) vulnRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/products/{name}/time-to-patch", s.admin(s.timeToPatch))
 }
 
-func (s *Server) patchService(w http.ResponseWriter, r *http.Request) *exposure.Service {
+func (s *Server) patchService(w http.ResponseWriter, r *http.Request) Vulnerabilities {
 	if s.Exposure == nil {
 		s.fail(w, r, apperr.E(apperr.Unavailable, "this server holds no vulnerability data"))
 	}
@@ -93,7 +93,7 @@ func (s *Server) getSBOM(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	sb, err := ps.Store.FindSBOM(r.Context(), product, version)
+	sb, err := ps.SBOM(r.Context(), product, version)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -17,8 +17,9 @@ func TestVulnRoutes(t *testing.T) {
 	srv := s.serve()
 	wantError(t, call(t, srv, http.MethodGet, "/api/v1/exposure", nil, bearer(s.admin)), http.StatusServiceUnavailable, apperr.Unavailable, "no vulnerability data")
 
-	s.api.Exposure = &exposure.Service{Store: s.db, Devices: s.db, Releases: s.db, Targets: s.repo.CurrentTargets}
-	if err := s.api.Exposure.Load(t.Context()); err != nil {
+	vulns := &exposure.Service{Store: s.db, Devices: s.db, Releases: s.db, Targets: s.images.CurrentTargets}
+	s.api.Exposure = vulns
+	if err := vulns.Load(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if r := call(t, srv, http.MethodGet, "/api/v1/exposure", nil, nil); r.status != http.StatusUnauthorized {

@@ -888,3 +888,58 @@ func (e *Engine) PutGroup(ctx context.Context, name, filter, window, actor strin
 		Detail: "filter " + filter + " window " + window})
 	return g, nil
 }
+
+// Campaigns lists campaigns, newest first, in any of states (all when none).
+func (e *Engine) Campaigns(ctx context.Context, states ...string) ([]*Campaign, error) {
+	return e.Store.FindCampaigns(ctx, states...)
+}
+
+// Groups lists the groups by name.
+func (e *Engine) Groups(ctx context.Context) ([]*Group, error) { return e.Store.FindGroups(ctx) }
+
+// Group returns apperr.Invalid for a bad name and apperr.NotFound for an unknown group.
+func (e *Engine) Group(ctx context.Context, name string) (*Group, error) {
+	if err := trust.ValidIdent("group", name); err != nil {
+		return nil, apperr.E(apperr.Invalid, "%v", err)
+	}
+	return e.Store.FindGroup(ctx, name)
+}
+
+// DeleteGroup deletes a group and records who did.
+func (e *Engine) DeleteGroup(ctx context.Context, name, actor string) error {
+	if err := e.Store.DeleteGroup(ctx, name); err != nil {
+		return err
+	}
+	e.Store.AddAudit(ctx, AuditEntry{Time: e.now().UTC(), Actor: actor, Action: "delete", Subject: "group:" + name}) //nolint:errcheck // logged by the store
+	return nil
+}
+
+// ChangeGroupDevices adds and removes devices of a static group. Returns apperr.Invalid for a
+// group defined by a filter or a bad device id, apperr.NotFound when a device to add is not
+// enrolled.
+func (e *Engine) ChangeGroupDevices(ctx context.Context, g *Group, add, remove []string) error {
+	if g.Filter != "" {
+		return apperr.E(apperr.Invalid, "group %s is defined by a filter; its members follow the inventory", g.Name)
+	}
+	for _, id := range append(append([]string{}, add...), remove...) {
+		if err := trust.ValidIdent("device", id); err != nil {
+			return apperr.E(apperr.Invalid, "%v", err)
+		}
+	}
+	if len(add) > 0 {
+		found, err := e.Devices.FindDevices(ctx, fleet.DeviceFilter{IDs: add})
+		if err != nil {
+			return err
+		}
+		if len(found) != len(add) {
+			return apperr.E(apperr.NotFound, "%d of the %d devices to add are not enrolled", len(add)-len(found), len(add))
+		}
+		if err := e.Store.AddGroupDevices(ctx, g.Name, add); err != nil {
+			return err
+		}
+	}
+	if len(remove) > 0 {
+		return e.Store.RemoveGroupDevices(ctx, g.Name, remove)
+	}
+	return nil
+}

@@ -126,7 +126,7 @@ func TestDeviceTokenKeyLeavesDatabase(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(b)) != hex.EncodeToString(legacy) {
 		t.Fatalf("key file %q %v, want the key the database held", b, err)
 	}
-	if id, err := s.Fleet.CheckToken(issued); err != nil || id != "dev-1" {
+	if id, err := s.Fleet.Authenticate(issued); err != nil || id != "dev-1" {
 		t.Fatalf("a token issued before the move: %q %v", id, err)
 	}
 	if v, err := s.DB.FindSetting(ctx, "device_token_key"); err == nil {
@@ -144,9 +144,9 @@ func TestDeviceTokenKeyLeavesDatabase(t *testing.T) {
 		}
 		t.Fatalf("a replica with another device-token key: %v", err)
 	}
-	// Nor does it start with a key file others can read.
+	// Nor does it start with a key file every user can read.
 	os.Chmod(filepath.Join(cfg.KeysDir, server.FileDeviceTokenKey), 0o644)
-	if s, err := server.Open(ctx, cfg); err == nil || !strings.Contains(err.Error(), "others may read it") {
+	if s, err := server.Open(ctx, cfg); err == nil || !strings.Contains(err.Error(), "every user may read it") {
 		if s != nil {
 			s.Close()
 		}
@@ -165,4 +165,29 @@ func TestTokenLifetimeCapped(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestDeviceTokenKeyReadOnlyKeys: with a keys folder the server may not write (the packaged
+// service's), the key is written to the data folder, 0600, and read from there at the next start.
+func TestDeviceTokenKeyReadOnlyKeys(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root writes into a read-only folder")
+	}
+	ctx := context.Background()
+	cfg := config(t, t.TempDir())
+	os.Chmod(cfg.KeysDir, 0o500)
+	defer os.Chmod(cfg.KeysDir, 0o700)
+	s, err := server.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	fi, err := os.Stat(filepath.Join(cfg.DataDir, server.FileDeviceTokenKey))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key in the data folder: %v %v", fi, err)
+	}
+	if s, err = server.Open(ctx, cfg); err != nil {
+		t.Fatalf("second start: %v", err)
+	}
+	s.Close()
 }

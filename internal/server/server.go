@@ -25,13 +25,14 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 	blobs3 "upkeep.dev/upkeep/internal/blob/s3"
+	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/httpapi"
+	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/label"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/store/postgres"
 	"upkeep.dev/upkeep/internal/store/sqlite"
@@ -111,7 +112,8 @@ type Server struct {
 	Config     Config
 	DB         *sqlstore.DB
 	Blobs      release.BlobStore
-	Repo       *repo.Service
+	Images     *imagerepo.Service
+	Director   *director.Service
 	Fleet      *fleet.Service
 	Metrics    *httpapi.Metrics
 	URL        string
@@ -192,18 +194,24 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	} else {
 		return fail(fmt.Errorf("blob store %q: want s3://bucket?endpoint=..., or nothing for a local folder", cfg.Blobs))
 	}
-	hmacKey, err := deviceTokenKey(ctx, db, cfg.KeysDir)
+	hmacKey, keyPath, err := deviceTokenKey(ctx, db, cfg.KeysDir, cfg.DataDir)
 	if err != nil {
 		return fail(err)
 	}
+	cfg.Logger.Debug("device-token key", "path", keyPath)
 	s.Metrics = httpapi.NewMetrics()
 	s.Metrics.Rollouts = db.RolloutCounts
 	// The device store is timed (upkeep_db_seconds): its calls are the ones on the device
 	// routes' path (first check-in of a device, token requests, reports).
 	s.Fleet = &fleet.Service{Store: fleet.TimedStore{Store: db, Observe: s.Metrics.ObserveDB}, Tokens: auth.DeviceTokens{Key: hmacKey, TTL: cfg.TokenTTL}, Now: now, PollSeconds: cfg.PollSeconds, Logger: cfg.Logger}
-	s.Repo = &repo.Service{Meta: db, Releases: db, Devices: db, Blobs: s.Blobs, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
-		Keys: repo.Keys{Snapshot: keys.Snapshot, Timestamp: keys.Timestamp, Director: keys.Director}, OnAssign: s.Fleet.SetDirectorVersion}
-	if err := s.Repo.Bootstrap(ctx, keys.ImageRoot, keys.DirectorRoot, keys.ImageTargets); err != nil {
+	s.Images = &imagerepo.Service{Store: db, Blobs: s.Blobs, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
+		Keys: imagerepo.Keys{Snapshot: keys.Snapshot, Timestamp: keys.Timestamp}}
+	s.Director = &director.Service{Store: db, Images: s.Images, Devices: db, Releases: db, Key: keys.Director, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
+		OnAssign: s.Fleet.SetDirectorVersion}
+	if err := s.Images.Bootstrap(ctx, keys.ImageRoot, keys.ImageTargets); err != nil {
+		return fail(err)
+	}
+	if err := s.Director.Bootstrap(ctx, keys.DirectorRoot); err != nil {
 		return fail(err)
 	}
 	if n, err := db.CountAdminTokens(ctx); err != nil {
@@ -224,8 +232,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.Fleet.Refresh(ctx); err != nil {
 		return fail(err)
 	}
-	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Products: db, Assign: s.Repo.AssignWith, AssignMany: s.Repo.AssignMany, Unassign: s.Repo.Unassign, Now: now, Logger: cfg.Logger}
-	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Targets: s.Repo.CurrentTargets, Now: now, Logger: cfg.Logger}
+	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Products: db, Assign: s.Director.AssignWith, AssignMany: s.Director.AssignMany, Unassign: s.Director.Unassign, Now: now, Logger: cfg.Logger}
+	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
 	if err := s.Exposure.Load(ctx); err != nil {
 		return fail(err)
 	}
@@ -236,9 +244,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return s.Rollouts.OnReport(ctx, id, r)
 	}
 	s.newTransparency(db, now)
-	s.Products = &product.Service{Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Repo.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
-	s.Repo.Notice = s.Products.Notice
-	api := &httpapi.Server{Fleet: s.Fleet, Repo: s.Repo, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
+	s.Products = &product.Service{Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Director.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
+	s.Director.Notice = s.Products.Notice
+	api := &httpapi.Server{Fleet: s.Fleet, Images: s.Images, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now,
 		Metrics: s.Metrics, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
@@ -297,7 +305,7 @@ func (s *Server) startJobs(ctx context.Context) {
 		if ok, err := s.DB.AcquireLease(ctx, "image-resign", s.holder, 5*time.Minute); err != nil || !ok {
 			return
 		}
-		if err := s.Repo.RefreshImage(ctx, false); err != nil && ctx.Err() == nil {
+		if err := s.Images.Refresh(ctx, false); err != nil && ctx.Err() == nil {
 			s.Config.Logger.Error("re-sign image metadata", "err", err)
 		}
 		// Drop director changes that every replica read long ago (they follow within a second).
@@ -495,7 +503,7 @@ func (s *Server) Close() error {
 // that expires soon. warned remembers, by product and by "repo/role", when each was last given.
 func (s *Server) warn(ctx context.Context, warned map[string]time.Time) {
 	s.Products.WarnEndOfSupport(ctx, warned)
-	if err := s.Repo.WarnExpiring(ctx, warned); err != nil {
+	if err := s.Images.WarnExpiring(ctx, warned); err != nil {
 		s.Config.Logger.Warn("offline metadata expiry", "err", err)
 	}
 }

@@ -427,7 +427,7 @@ func (s *Service) DeclarationKey(product string) (*trust.Key, error) {
 // typed by an operator:
 //
 //   - signed and verified on the device: the server publishes only releases whose targets
-//     metadata a threshold of the offline targets keys signed (repo.Service.Publish), and the
+//     metadata a threshold of the offline targets keys signed (imagerepo.Service.Publish), and the
 //     agent runs Uptane full verification of both repositories before it downloads
 //     (trust.Decide); keys are Ed25519; targets carry SHA-256 and SHA-512, and the agent checks
 //     the downloaded bytes against the signed trust.ImageHash (SHA-256), which is what the

@@ -162,3 +162,15 @@ func (s *DB) DeleteSetting(ctx context.Context, key string) error {
 	}
 	return nil
 }
+
+// Setting implements auth.Store.
+func (s *DB) Setting(ctx context.Context, key string, init func() []byte) ([]byte, error) {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, key, init()); err != nil {
+		return nil, fmt.Errorf("setting %s: %w", key, err)
+	}
+	var v []byte
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = $1`, key).Scan(&v); err != nil {
+		return nil, fmt.Errorf("setting %s: %w", key, err)
+	}
+	return v, nil
+}

@@ -13,9 +13,10 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/repo"
 )
 
 // Dialect holds what differs between databases.
@@ -193,10 +194,11 @@ func (c *stmtCache) Close() error {
 }
 
 var (
-	_ fleet.Store        = (*DB)(nil)
-	_ release.Store      = (*DB)(nil)
-	_ repo.MetadataStore = (*DB)(nil)
-	_ auth.Store         = (*DB)(nil)
+	_ fleet.Store     = (*DB)(nil)
+	_ release.Store   = (*DB)(nil)
+	_ imagerepo.Store = (*DB)(nil)
+	_ director.Store  = (*DB)(nil)
+	_ auth.Store      = (*DB)(nil)
 )
 
 // New wraps an open, migrated database.

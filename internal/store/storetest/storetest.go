@@ -13,10 +13,11 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/repo"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/trust"
 )
@@ -26,7 +27,8 @@ type Store interface {
 	fleet.Store
 	release.Store
 	product.Store
-	repo.MetadataStore
+	imagerepo.Store
+	director.Store
 	auth.Store
 	rollout.Store
 	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
@@ -42,6 +44,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"Events":        testEvents,
 		"Releases":      testReleases,
 		"Metadata":      testMetadata,
+		"Publish":       testPublish,
 		"DirectorViews": testDirectorViews,
 		"AdminTokens":   testAdminTokens,
 		"UsedRequests":  testUsedRequests,
@@ -253,11 +256,11 @@ func testReleases(t *testing.T, s Store) {
 
 func testMetadata(t *testing.T, s Store) {
 	for v := int64(1); v <= 3; v++ {
-		if err := s.PutMetadata(ctx, &repo.Meta{Repo: "image", Role: "targets", Version: v, Body: []byte{byte(v)}, Expires: t0}); err != nil {
+		if err := s.PutMetadata(ctx, &imagerepo.Meta{Repo: "image", Role: "targets", Version: v, Body: []byte{byte(v)}, Expires: t0}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wantCode(t, s.PutMetadata(ctx, &repo.Meta{Repo: "image", Role: "targets", Version: 2, Body: []byte{9}, Expires: t0}), apperr.Conflict)
+	wantCode(t, s.PutMetadata(ctx, &imagerepo.Meta{Repo: "image", Role: "targets", Version: 2, Body: []byte{9}, Expires: t0}), apperr.Conflict)
 	m, err := s.LatestMetadata(ctx, "image", "targets")
 	if err != nil || m.Version != 3 || !bytes.Equal(m.Body, []byte{3}) || !m.Expires.Equal(t0) {
 		t.Fatalf("latest: %+v %v", m, err)
@@ -267,6 +270,44 @@ func testMetadata(t *testing.T, s Store) {
 		t.Fatalf("find: %+v %v", m, err)
 	}
 	_, err = s.LatestMetadata(ctx, "director", "targets")
+	wantCode(t, err, apperr.NotFound)
+}
+
+// testPublish: targets metadata and the release it publishes are stored together or not at
+// all. A release insert that fails after the targets were written (here: the release exists)
+// leaves the targets version unstored, and a retry then stores both.
+func testPublish(t *testing.T, s Store) {
+	if err := s.PutMetadata(ctx, &imagerepo.Meta{Repo: "image", Role: "targets", Version: 1, Body: []byte{1}, Expires: t0}); err != nil {
+		t.Fatal(err)
+	}
+	rel := &release.Release{Product: "p", Version: "1.0.0", HardwareIDs: []string{"h"}, Target: "p/1.0.0/f.img", Length: 1, SHA256: "a", SHA512: "b", TargetsVersion: 2, PublishedAt: t0}
+	if err := s.CreateRelease(ctx, rel); err != nil {
+		t.Fatal(err)
+	}
+	v2 := &imagerepo.Meta{Repo: "image", Role: "targets", Version: 2, Body: []byte{2}, Expires: t0}
+	wantCode(t, s.PublishTargets(ctx, v2, rel), apperr.Conflict)
+	_, err := s.FindMetadata(ctx, "image", "targets", 2)
+	wantCode(t, err, apperr.NotFound)
+	if m, err := s.LatestMetadata(ctx, "image", "targets"); err != nil || m.Version != 1 {
+		t.Fatalf("after a failed publish the latest targets are %+v %v, want version 1", m, err)
+	}
+
+	rel2 := *rel
+	rel2.Version, rel2.Target = "1.0.1", "p/1.0.1/f.img"
+	if err := s.PublishTargets(ctx, v2, &rel2); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if m, err := s.LatestMetadata(ctx, "image", "targets"); err != nil || m.Version != 2 || !bytes.Equal(m.Body, []byte{2}) {
+		t.Fatalf("after the retry the latest targets are %+v %v", m, err)
+	}
+	if got, err := s.FindRelease(ctx, "p", "1.0.1"); err != nil || got.TargetsVersion != 2 {
+		t.Fatalf("published release: %+v %v", got, err)
+	}
+	// The targets version exists now: publishing it again stores no release either.
+	rel3 := rel2
+	rel3.Version, rel3.Target = "1.0.2", "p/1.0.2/f.img"
+	wantCode(t, s.PublishTargets(ctx, v2, &rel3), apperr.Conflict)
+	_, err = s.FindRelease(ctx, "p", "1.0.2")
 	wantCode(t, err, apperr.NotFound)
 }
 
@@ -298,7 +339,7 @@ func testDirectorViews(t *testing.T, s Store) {
 	if err := s.CreateDevice(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.PutDirectorView(ctx, "d2", 0, view(1), &repo.Assignment{Target: "fw-1.1.bin", Policy: `{"consent":true}`}); err != nil {
+	if err := s.PutDirectorView(ctx, "d2", 0, view(1), &director.Assignment{Target: "fw-1.1.bin", Policy: `{"consent":true}`}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.PutDirectorView(ctx, "d2", 1, view(2), nil); err != nil { // a re-signature keeps the assignment
@@ -317,8 +358,8 @@ func testDirectorViews(t *testing.T, s Store) {
 	if err := s.CreateDevice(ctx, d3); err != nil {
 		t.Fatal(err)
 	}
-	as := &repo.Assignment{Target: "fw-1.2.bin"}
-	stale, err := s.PutDirectorViews(ctx, []repo.ViewPut{{DeviceID: "d2", Prev: 1, View: view(2), Assign: as}, {DeviceID: "d3", Prev: 0, View: view(1), Assign: as}})
+	as := &director.Assignment{Target: "fw-1.2.bin"}
+	stale, err := s.PutDirectorViews(ctx, []director.ViewPut{{DeviceID: "d2", Prev: 1, View: view(2), Assign: as}, {DeviceID: "d3", Prev: 0, View: view(1), Assign: as}})
 	if err != nil || len(stale) != 1 || stale[0] != "d2" {
 		t.Fatalf("batch: stale %v, err %v; want d2 stale", stale, err)
 	}
@@ -329,7 +370,7 @@ func testDirectorViews(t *testing.T, s Store) {
 	if err != nil || len(vs) != 2 || vs["d2"] != 2 || vs["d3"] != 1 {
 		t.Fatalf("latest versions: %v %v", vs, err)
 	}
-	wantCode(t, s.PutDirectorView(ctx, "d2", 1, view(2), &repo.Assignment{Target: "fw-9.bin"}), apperr.Conflict)
+	wantCode(t, s.PutDirectorView(ctx, "d2", 1, view(2), &director.Assignment{Target: "fw-9.bin"}), apperr.Conflict)
 	if dev, err := s.FindDevice(ctx, "d2"); err != nil || dev.Assigned != "fw-1.1.bin" {
 		t.Fatalf("a losing writer changed the assignment: %+v %v", dev, err)
 	}
@@ -497,7 +538,7 @@ func testConcurrentWrites(t *testing.T, s Store) {
 				err = s.RecordReport(ctx, id, fleet.DeviceUpdate{State: &state}, []fleet.Event{{DeviceID: id, Time: t0, Step: "commit", Status: "ok"}})
 			}
 			if err == nil {
-				err = s.PutDirectorView(ctx, id, 0, &trust.DirectorView{Version: 1, Targets: []byte{1}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}, &repo.Assignment{Target: "t"})
+				err = s.PutDirectorView(ctx, id, 0, &trust.DirectorView{Version: 1, Targets: []byte{1}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}, &director.Assignment{Target: "t"})
 			}
 			errs <- err
 		}()

@@ -2,113 +2,25 @@ package sqlstore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 
 	"upkeep.dev/upkeep/internal/apperr"
-	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/repo"
+	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/trust"
 )
 
-const releaseCols = `product, version, hardware_ids, security_version, class, fixes, target, length, sha256, sha512, targets_version, published_at`
-
-// CreateRelease implements release.Store.
-func (s *DB) CreateRelease(ctx context.Context, r *release.Release) error {
-	hw, _ := json.Marshal(r.HardwareIDs)
-	fixes, _ := json.Marshal(r.Fixes)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO releases (`+releaseCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)`,
-		r.Product, r.Version, string(hw), r.SecurityVersion, r.Class, string(fixes), r.Target, r.Length, r.SHA256, r.SHA512, r.TargetsVersion, r.PublishedAt.UTC())
-	if s.dialect.IsUnique(err) {
-		return apperr.E(apperr.Conflict, "release %s already exists", r.Ref())
-	}
-	if err != nil {
-		return fmt.Errorf("create release %s: %w", r.Ref(), err)
-	}
-	return nil
-}
-
-func scanRelease(row interface{ Scan(...any) error }) (*release.Release, error) {
-	var r release.Release
-	var hw, fixes string
-	if err := row.Scan(&r.Product, &r.Version, &hw, &r.SecurityVersion, &r.Class, &fixes, &r.Target, &r.Length, &r.SHA256, &r.SHA512, &r.TargetsVersion, &r.PublishedAt); err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal([]byte(hw), &r.HardwareIDs); err != nil {
-		return nil, fmt.Errorf("release %s hardware ids: %w", r.Ref(), err)
-	}
-	if err := json.Unmarshal([]byte(fixes), &r.Fixes); err != nil {
-		return nil, fmt.Errorf("release %s fixes: %w", r.Ref(), err)
-	}
-	return &r, nil
-}
-
-// FindRelease implements release.Store.
-func (s *DB) FindRelease(ctx context.Context, product, version string) (*release.Release, error) {
-	r, err := scanRelease(s.db.QueryRowContext(ctx, `SELECT `+releaseCols+` FROM releases WHERE product = $1 AND version = $2`, product, version))
-	if err != nil {
-		return nil, notFound(err, "release %s@%s not found", product, version)
-	}
-	return r, nil
-}
-
-// FindReleases implements release.Store.
-func (s *DB) FindReleases(ctx context.Context, f release.Filter) ([]*release.Release, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+releaseCols+` FROM releases WHERE ($1 = '' OR product = $1) AND ($2 = '' OR target = $2) ORDER BY published_at DESC, targets_version DESC`, f.Product, f.Target)
-	if err != nil {
-		return nil, fmt.Errorf("find releases: %w", err)
-	}
-	defer rows.Close()
-	var out []*release.Release
-	for rows.Next() {
-		r, err := scanRelease(rows)
-		if err != nil {
-			return nil, fmt.Errorf("find releases: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
-}
-
-// PutMetadata implements repo.MetadataStore.
-func (s *DB) PutMetadata(ctx context.Context, m *repo.Meta) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO metadata (repo, role, version, body, expires) VALUES ($1,$2,$3,$4,$5)`, m.Repo, m.Role, m.Version, m.Body, m.Expires.UTC())
-	if s.dialect.IsUnique(err) {
-		return apperr.E(apperr.Conflict, "%s %s version %d exists", m.Repo, m.Role, m.Version)
-	}
-	if err != nil {
-		return fmt.Errorf("put %s %s v%d: %w", m.Repo, m.Role, m.Version, err)
-	}
-	return nil
-}
-
-func (s *DB) scanMeta(row interface{ Scan(...any) error }, repoName, role string) (*repo.Meta, error) {
-	m := repo.Meta{Repo: repoName, Role: role}
-	if err := row.Scan(&m.Version, &m.Body, &m.Expires); err != nil {
-		return nil, notFound(err, "no %s %s metadata", repoName, role)
-	}
-	return &m, nil
-}
-
-// LatestMetadata implements repo.MetadataStore.
-func (s *DB) LatestMetadata(ctx context.Context, repoName, role string) (*repo.Meta, error) {
-	return s.scanMeta(s.db.QueryRowContext(ctx, `SELECT version, body, expires FROM metadata WHERE repo = $1 AND role = $2 ORDER BY version DESC LIMIT 1`, repoName, role), repoName, role)
-}
-
-// FindMetadata implements repo.MetadataStore.
-func (s *DB) FindMetadata(ctx context.Context, repoName, role string, version int64) (*repo.Meta, error) {
-	return s.scanMeta(s.db.QueryRowContext(ctx, `SELECT version, body, expires FROM metadata WHERE repo = $1 AND role = $2 AND version = $3`, repoName, role, version), repoName, role)
-}
+// The director's tables: director_views (the latest few views of each device, stored with the
+// device's assignment) and director_changes (new views in order, which replicas follow).
 
 // directorViewsKept is how many versions of a device's director view stay servable, so that a
 // device that read timestamp N can still fetch snapshot N and targets N while N+1 is signed.
 const directorViewsKept = 3
 
-// PutDirectorView implements repo.MetadataStore.
-func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView, as *repo.Assignment) error {
+// PutDirectorView implements director.Store.
+func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView, as *director.Assignment) error {
 	return s.inTx(ctx, "put director view "+deviceID, func(tx *Tx) error {
-		stale, err := s.putView(ctx, tx, repo.ViewPut{DeviceID: deviceID, Prev: prev, View: v, Assign: as})
+		stale, err := s.putView(ctx, tx, director.ViewPut{DeviceID: deviceID, Prev: prev, View: v, Assign: as})
 		if stale {
 			return apperr.E(apperr.Conflict, "director view of %s changed concurrently", deviceID)
 		}
@@ -116,8 +28,8 @@ func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v
 	})
 }
 
-// PutDirectorViews implements repo.MetadataStore.
-func (s *DB) PutDirectorViews(ctx context.Context, puts []repo.ViewPut) (stale []string, err error) {
+// PutDirectorViews implements director.Store.
+func (s *DB) PutDirectorViews(ctx context.Context, puts []director.ViewPut) (stale []string, err error) {
 	err = s.inTx(ctx, "put director views", func(tx *Tx) error {
 		for _, p := range puts {
 			old, err := s.putView(ctx, tx, p)
@@ -139,7 +51,7 @@ func (s *DB) PutDirectorViews(ctx context.Context, puts []repo.ViewPut) (stale [
 // putView writes one view in tx. stale: the device's latest version is not p.Prev, and nothing
 // was written. A unique violation (another writer won between the check and the insert) is an
 // apperr.Conflict error, after which the transaction is unusable on PostgreSQL.
-func (s *DB) putView(ctx context.Context, tx *Tx, p repo.ViewPut) (stale bool, err error) {
+func (s *DB) putView(ctx context.Context, tx *Tx, p director.ViewPut) (stale bool, err error) {
 	deviceID, v, as := p.DeviceID, p.View, p.Assign
 	if v.Version != p.Prev+1 {
 		return false, fmt.Errorf("put director view %s: version %d after %d", deviceID, v.Version, p.Prev)
@@ -178,7 +90,7 @@ func (s *DB) putView(ctx context.Context, tx *Tx, p repo.ViewPut) (stale bool, e
 	return false, nil
 }
 
-// LatestDirectorVersions implements repo.MetadataStore.
+// LatestDirectorVersions implements director.Store.
 func (s *DB) LatestDirectorVersions(ctx context.Context, ids []string) (map[string]int64, error) {
 	out := make(map[string]int64, len(ids))
 	for chunk := range slices.Chunk(ids, 500) {
@@ -245,7 +157,7 @@ func (s *DB) PruneDirectorChanges(ctx context.Context, seq int64) error {
 	return err
 }
 
-// FindDirectorView implements repo.MetadataStore.
+// FindDirectorView implements director.Store.
 func (s *DB) FindDirectorView(ctx context.Context, deviceID string, version int64) (*trust.DirectorView, error) {
 	var v trust.DirectorView
 	err := s.db.QueryRowContext(ctx, `SELECT version, targets, snapshot, timestamp, expires FROM director_views
@@ -255,16 +167,4 @@ func (s *DB) FindDirectorView(ctx context.Context, deviceID string, version int6
 		return nil, notFound(err, "no director metadata version %d for %s", version, deviceID)
 	}
 	return &v, nil
-}
-
-// Setting implements auth.Store.
-func (s *DB) Setting(ctx context.Context, key string, init func() []byte) ([]byte, error) {
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING`, key, init()); err != nil {
-		return nil, fmt.Errorf("setting %s: %w", key, err)
-	}
-	var v []byte
-	if err := s.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = $1`, key).Scan(&v); err != nil {
-		return nil, fmt.Errorf("setting %s: %w", key, err)
-	}
-	return v, nil
 }

@@ -1,4 +1,4 @@
-package agent
+package devclient
 
 import (
 	"net/http"
@@ -8,7 +8,7 @@ import (
 	"upkeep.dev/upkeep/wire"
 )
 
-// FuzzServerHints feeds the agent's parsers of the server's scheduling headers (Retry-After,
+// FuzzServerHints feeds the parsers of the server's scheduling headers (Retry-After,
 // Upkeep-Poll-Seconds, Upkeep-Poll-Jitter-Seconds) arbitrary values: whatever a server or a
 // proxy sends, the waits stay within their bounds and nothing panics.
 func FuzzServerHints(f *testing.F) {
@@ -21,11 +21,19 @@ func FuzzServerHints(f *testing.F) {
 			t.Fatalf("Retry-After %q: %s, outside [0, %s]", v, d, MaxRetryAfter)
 		}
 		h := http.Header{wire.HeaderPollInterval: {v}, wire.HeaderPollJitter: {v}}
-		if d := pollHint(http.StatusNotModified, 0, h); d < 0 || d > maxPollHintSeconds*time.Second {
-			t.Fatalf("poll hint %q: %s", v, d)
+		poll := hintSeconds(http.StatusNotModified, 0, h, wire.HeaderPollInterval)
+		if poll < 0 || poll > maxPollHintSeconds*time.Second {
+			t.Fatalf("poll hint %q: %s", v, poll)
 		}
-		if d := jitterHint(http.StatusNotModified, 0, h, 5*time.Minute); d < 0 || d > 150*time.Second {
-			t.Fatalf("jitter hint %q: %s, more than half the interval", v, d)
+		jitter := hintSeconds(http.StatusNotModified, 0, h, wire.HeaderPollJitter)
+		if jitter < 0 || jitter > maxPollHintSeconds*time.Second {
+			t.Fatalf("jitter hint %q: %s", v, jitter)
+		}
+		if d := NextPoll(5*time.Minute, jitter); d < 150*time.Second || d > 450*time.Second {
+			t.Fatalf("jitter hint %q: next poll in %s, beyond half the interval", v, d)
+		}
+		if d := NextPoll(poll, jitter); d < poll/2 || d > poll+poll/2 {
+			t.Fatalf("hints %q: next poll in %s, interval %s", v, d, poll)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package repo_test
+package imagerepo_test
 
 import (
 	"bytes"
@@ -10,28 +10,28 @@ import (
 	"testing"
 	"time"
 
-	"upkeep.dev/upkeep/internal/repo"
+	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/trust"
 )
 
 // racingStore lets a test run something just before a metadata version is stored.
 type racingStore struct {
-	repo.MetadataStore
-	before func(m *repo.Meta)
+	imagerepo.Store
+	before func(m *imagerepo.Meta)
 }
 
-func (r *racingStore) PutMetadata(ctx context.Context, m *repo.Meta) error {
+func (r *racingStore) PutMetadata(ctx context.Context, m *imagerepo.Meta) error {
 	if r.before != nil {
 		r.before(m)
 	}
-	return r.MetadataStore.PutMetadata(ctx, m)
+	return r.Store.PutMetadata(ctx, m)
 }
 
-// TestRefreshImageAnotherReplicaFirst: two replicas on one store both find the image timestamp
+// TestRefreshAnotherReplicaFirst: two replicas on one store both find the image timestamp
 // due; the one that stores second does not fail the device's request with a conflict but serves
 // what the first stored.
-func TestRefreshImageAnotherReplicaFirst(t *testing.T) {
+func TestRefreshAnotherReplicaFirst(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
@@ -50,38 +50,38 @@ func TestRefreshImageAnotherReplicaFirst(t *testing.T) {
 	t.Cleanup(func() { db.Close() })
 	var offset atomic.Int64
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
-	race := &racingStore{MetadataStore: db}
-	newService := func(meta repo.MetadataStore) *repo.Service {
-		return &repo.Service{Meta: meta, Releases: db, Devices: db, Keys: repo.Keys{Snapshot: sk.Snapshot, Timestamp: sk.Timestamp, Director: sk.Director},
+	race := &racingStore{Store: db}
+	newService := func(st imagerepo.Store) *imagerepo.Service {
+		return &imagerepo.Service{Store: st, Keys: imagerepo.Keys{Snapshot: sk.Snapshot, Timestamp: sk.Timestamp},
 			Lifetimes: trust.DefaultLifetimes(), Now: now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	}
 	a, b := newService(db), newService(race)
-	if err := a.Bootstrap(ctx, sk.ImageRoot, sk.DirectorRoot, sk.ImageTargets); err != nil {
+	if err := a.Bootstrap(ctx, sk.ImageRoot, sk.ImageTargets); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Bootstrap(ctx, sk.ImageRoot, sk.DirectorRoot, sk.ImageTargets); err != nil {
+	if err := b.Bootstrap(ctx, sk.ImageRoot, sk.ImageTargets); err != nil {
 		t.Fatal(err)
 	}
 
 	// 20 hours on, the 24-hour timestamp is due on both. Replica a signs it while b is signing.
 	offset.Store(int64(20 * time.Hour))
 	raced := false
-	race.before = func(m *repo.Meta) {
+	race.before = func(m *imagerepo.Meta) {
 		if !raced && m.Role == trust.Snapshot {
 			raced = true
-			if err := a.RefreshImage(ctx, true); err != nil {
+			if err := a.Refresh(ctx, true); err != nil {
 				t.Errorf("replica a: %v", err)
 			}
 		}
 	}
-	got, err := b.ImageMetadata(ctx, "timestamp.json")
+	got, err := b.Metadata(ctx, "timestamp.json")
 	if err != nil {
 		t.Fatalf("replica b serving timestamp.json after a signed first: %v", err)
 	}
 	if !raced {
 		t.Fatal("replica b did not sign: the race was not played")
 	}
-	stored, err := db.LatestMetadata(ctx, repo.RepoImage, trust.Timestamp)
+	stored, err := db.LatestMetadata(ctx, imagerepo.RepoImage, trust.Timestamp)
 	if err != nil {
 		t.Fatal(err)
 	}

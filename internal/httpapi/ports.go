@@ -1,0 +1,86 @@
+package httpapi
+
+import (
+	"context"
+	"io"
+
+	"upkeep.dev/upkeep/internal/director"
+	"upkeep.dev/upkeep/internal/exposure"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/imagerepo"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/wire"
+)
+
+// The services the handlers call, each as small as the handlers need. The server wires the
+// domain packages' services to them; tests may wire their own.
+
+// DeviceService is the device side of the fleet; *fleet.Service implements it.
+type DeviceService interface {
+	Enroll(ctx context.Context, req wire.SignedRequest, enrollToken string) (*wire.EnrollResponse, error)
+	Token(ctx context.Context, req wire.SignedRequest) (*wire.EnrollResponse, error)
+	// Authenticate returns the device id a token was issued to, or an error if it is not valid
+	// (fleet.ErrDecommissioned for a decommissioned device's token).
+	Authenticate(token string) (string, error)
+	Checkin(ctx context.Context, id string, c wire.Checkin) (wire.CheckinResponse, error)
+	Report(ctx context.Context, id string, r wire.Report) error
+	// Accept admits a pending or rejected device; a decommissioned one only with readmit.
+	Accept(ctx context.Context, id string, readmit bool) error
+	// Reject refuses a pending device.
+	Reject(ctx context.Context, id string) error
+	// Decommission takes an accepted device out of service.
+	Decommission(ctx context.Context, id string) error
+	// RequireAccepted returns apperr.Forbidden or apperr.NotFound unless the device is accepted.
+	RequireAccepted(ctx context.Context, id string) error
+}
+
+// ImageRepository is the image repository's server side; *imagerepo.Service implements it.
+type ImageRepository interface {
+	Metadata(ctx context.Context, file string) ([]byte, error)
+	CurrentTargets(ctx context.Context) ([]byte, error)
+	Publish(ctx context.Context, name string, data []byte) (*release.Release, error)
+	RotateRoot(ctx context.Context, data []byte) error
+	ResignTargets(ctx context.Context, data []byte) error
+	OfflineExpiries(ctx context.Context) ([]imagerepo.Expiry, error)
+}
+
+// Director is the director's server side; *director.Service implements it.
+type Director interface {
+	Metadata(ctx context.Context, deviceID, file string) ([]byte, error)
+	Root(ctx context.Context, file string) ([]byte, error)
+	RotateRoot(ctx context.Context, data []byte) error
+	Deploy(ctx context.Context, dep director.Deployment) (*director.DeployResult, error)
+}
+
+// Campaigns runs rollouts and holds groups; *rollout.Engine implements it.
+type Campaigns interface {
+	Create(ctx context.Context, s rollout.Spec, actor string) (*rollout.Campaign, error)
+	Act(ctx context.Context, id, action, actor string) (*rollout.Campaign, error)
+	Status(ctx context.Context, id string) (*rollout.Status, error)
+	Campaigns(ctx context.Context, states ...string) ([]*rollout.Campaign, error)
+	Groups(ctx context.Context) ([]*rollout.Group, error)
+	Group(ctx context.Context, name string) (*rollout.Group, error)
+	PutGroup(ctx context.Context, name, filter, window, actor string) (*rollout.Group, error)
+	DeleteGroup(ctx context.Context, name, actor string) error
+	ChangeGroupDevices(ctx context.Context, g *rollout.Group, add, remove []string) error
+	GroupMembers(ctx context.Context, g *rollout.Group) ([]*fleet.Device, error)
+}
+
+// Vulnerabilities holds SBOMs and advisories and answers exposure; *exposure.Service implements
+// it.
+type Vulnerabilities interface {
+	PutSBOM(ctx context.Context, product, version string, raw []byte) (*exposure.SBOM, error)
+	SBOM(ctx context.Context, product, version string) (*exposure.SBOM, error)
+	Import(ctx context.Context, name string, r io.Reader) (*exposure.ImportResult, error)
+	Exposure(ctx context.Context, f exposure.ExposureFilter) (*exposure.ExposureReport, error)
+	TimeToPatch(ctx context.Context, product string) (*exposure.ProductTimeToPatch, error)
+}
+
+var (
+	_ DeviceService   = (*fleet.Service)(nil)
+	_ ImageRepository = (*imagerepo.Service)(nil)
+	_ Director        = (*director.Service)(nil)
+	_ Campaigns       = (*rollout.Engine)(nil)
+	_ Vulnerabilities = (*exposure.Service)(nil)
+)

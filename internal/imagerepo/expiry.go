@@ -1,0 +1,72 @@
+package imagerepo
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"upkeep.dev/upkeep/internal/trust"
+)
+
+// ExpiryWarning is how long before offline-signed metadata expires the server starts warning.
+const ExpiryWarning = 30 * 24 * time.Hour
+
+// Expiry is when one piece of offline-signed metadata expires. Only an operator with the offline
+// keys can renew it: `upkeep keys rotate-root` (image root), `upkeep release resign-targets`
+// (image targets), `upkeep keys resign-director-root` (director root).
+type Expiry struct {
+	Repo    string // RepoImage or RepoDirector
+	Role    string // trust.Root or trust.Targets
+	Version int64
+	Expires time.Time
+}
+
+// OfflineExpiries returns the expiry of the current image root, image targets and director
+// root, as stored with each (every write of metadata records its signed expiry), so nothing is
+// parsed and no replica's cached copy is touched. The director root is listed here too: it
+// lives in the same metadata store and is renewed by the same kind of offline ceremony.
+func (s *Service) OfflineExpiries(ctx context.Context) ([]Expiry, error) {
+	var out []Expiry
+	for _, m := range []struct{ repo, role string }{{RepoImage, trust.Root}, {RepoImage, trust.Targets}, {RepoDirector, trust.Root}} {
+		cur, err := s.Store.LatestMetadata(ctx, m.repo, m.role)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Expiry{Repo: m.repo, Role: m.role, Version: cur.Version, Expires: cur.Expires})
+	}
+	return out, nil
+}
+
+// WarnExpiring logs a warning for each piece of offline-signed metadata that expires within
+// ExpiryWarning (or has expired), at most once a day for each: once it expires, every device
+// fails every refresh until an operator re-signs it offline. warned holds, by "repo/role", when
+// each was last warned of; the server's background loop keeps it and calls this every hour.
+func (s *Service) WarnExpiring(ctx context.Context, warned map[string]time.Time) error {
+	es, err := s.OfflineExpiries(ctx)
+	if err != nil {
+		return fmt.Errorf("offline metadata expiry: %w", err)
+	}
+	now := s.now()
+	for _, e := range es {
+		key := e.Repo + "/" + e.Role
+		if !now.Add(ExpiryWarning).After(e.Expires) || now.Sub(warned[key]) < 24*time.Hour {
+			continue
+		}
+		warned[key] = now
+		s.logger().Warn("offline-signed metadata expires soon; re-sign it with the offline key",
+			"repo", e.Repo, "role", e.Role, "version", e.Version, "expires", e.Expires.Format(time.RFC3339), "command", RenewCommand(e))
+	}
+	return nil
+}
+
+// RenewCommand names the CLI command that renews e.
+func RenewCommand(e Expiry) string {
+	switch {
+	case e.Repo == RepoDirector:
+		return "upkeep keys resign-director-root"
+	case e.Role == trust.Targets:
+		return "upkeep release resign-targets"
+	default:
+		return "upkeep keys rotate-root"
+	}
+}

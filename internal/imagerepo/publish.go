@@ -1,0 +1,172 @@
+package imagerepo
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/trust"
+)
+
+// nextTargets checks image targets metadata signed offline as the successor of the stored
+// ones: signed by a threshold of the current root's targets keys (expiry aside, see
+// trust.VerifyTargets), exactly one version newer, and keeping every existing target unchanged
+// (rule says what else the caller allows, for the error). It returns the new and current
+// targets.
+func (s *Service) nextTargets(ctx context.Context, data []byte, rule string) (next, cur *metadata.Metadata[metadata.TargetsType], err error) {
+	root, err := s.root(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	next, err = trust.VerifyTargets(root, data, s.now())
+	if err != nil {
+		return nil, nil, apperr.Wrap(apperr.Verification, err, "targets metadata refused: "+err.Error())
+	}
+	s.targets.Store(nil) // checked against the store, not this replica's copy
+	cur, err = s.imageTargets(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if next.Signed.Version != cur.Signed.Version+1 {
+		return nil, nil, apperr.E(apperr.Conflict, "targets version %d, but the server has %d: fetch the current targets and sign version %d", next.Signed.Version, cur.Signed.Version, cur.Signed.Version+1)
+	}
+	for n, old := range cur.Signed.Targets {
+		nt, ok := next.Signed.Targets[n]
+		if !ok || !nt.Equal(*old) || !sameCustom(nt, old) {
+			return nil, nil, apperr.E(apperr.Invalid, "published target %s was removed or changed; %s", n, rule)
+		}
+	}
+	return next, cur, nil
+}
+
+// putTargets stores targets that nextTargets accepted.
+func (s *Service) putTargets(ctx context.Context, next *metadata.Metadata[metadata.TargetsType], data []byte) error {
+	err := s.Store.PutMetadata(ctx, targetsMeta(next, data))
+	if apperr.Is(err, apperr.Conflict) {
+		return publishedConcurrently(next)
+	}
+	return err
+}
+
+func targetsMeta(t *metadata.Metadata[metadata.TargetsType], data []byte) *Meta {
+	return &Meta{Repo: RepoImage, Role: trust.Targets, Version: t.Signed.Version, Body: data, Expires: t.Signed.Expires}
+}
+
+func publishedConcurrently(t *metadata.Metadata[metadata.TargetsType]) error {
+	return apperr.E(apperr.Conflict, "targets version %d was published concurrently; sign again", t.Signed.Version)
+}
+
+// Publish accepts new image targets metadata that a release engineer signed offline. It must be
+// signed by a threshold of the targets keys in the current root, be exactly one version newer
+// than the current targets, keep every existing target unchanged, and add exactly the target
+// name, whose artifact must already be uploaded with the same length and hashes.
+func (s *Service) Publish(ctx context.Context, name string, data []byte) (*release.Release, error) {
+	if err := trust.ValidTargetName(name); err != nil {
+		return nil, apperr.Wrap(apperr.Invalid, err, err.Error())
+	}
+	next, cur, err := s.nextTargets(ctx, data, "targets may only be added")
+	if err != nil {
+		return nil, err
+	}
+	added := slices.Sorted(maps.Keys(next.Signed.Targets))
+	added = slices.DeleteFunc(added, func(n string) bool { _, ok := cur.Signed.Targets[n]; return ok })
+	if len(added) != 1 || added[0] != name {
+		return nil, apperr.E(apperr.Invalid, "targets metadata must add exactly the target %s, it adds %v", name, added)
+	}
+	tf := next.Signed.Targets[name]
+	c, _ := trust.ParseTargetCustom(tf) // validated by VerifyTargets
+	if want := trust.TargetName(c.Product, c.Version, lastSegment(name)); want != name {
+		return nil, apperr.E(apperr.Invalid, "target name %s must be %s (product/version/file)", name, want)
+	}
+	sha256hex, sha512hex := hex.EncodeToString(tf.Hashes["sha256"]), hex.EncodeToString(tf.Hashes["sha512"])
+	if len(tf.Hashes["sha256"]) != 32 || len(tf.Hashes["sha512"]) != 64 {
+		return nil, apperr.E(apperr.Invalid, "target %s needs sha256 and sha512 hashes", name)
+	}
+	blob, err := s.Blobs.Stat(ctx, sha256hex)
+	if err != nil {
+		if apperr.Is(err, apperr.NotFound) {
+			return nil, apperr.E(apperr.Invalid, "artifact %s (sha256 %s) has not been uploaded", name, sha256hex)
+		}
+		return nil, err
+	}
+	if blob.Length != tf.Length || blob.SHA512 != sha512hex {
+		return nil, apperr.E(apperr.Verification, "uploaded artifact differs from the signed target %s (length %d, signed %d)", name, blob.Length, tf.Length)
+	}
+	rel := &release.Release{
+		Product: c.Product, Version: c.Version, HardwareIDs: c.HardwareIDs, SecurityVersion: c.SecurityVersion,
+		Class: c.Class, Fixes: c.Fixes, Target: name, Length: tf.Length, SHA256: sha256hex, SHA512: sha512hex,
+		TargetsVersion: next.Signed.Version, PublishedAt: s.now(),
+	}
+	if _, err := s.Store.FindRelease(ctx, c.Product, c.Version); err == nil {
+		return nil, apperr.E(apperr.Conflict, "release %s already exists", rel.Ref())
+	}
+	// The targets and the release row are stored in one transaction: a release is never
+	// listed that the image repository does not serve, nor a target served without its release.
+	if err := s.Store.PublishTargets(ctx, targetsMeta(next, data), rel); err != nil {
+		if !apperr.Is(err, apperr.Conflict) {
+			return nil, err
+		}
+		// Another publisher got there first, with this release or this targets version.
+		if _, ferr := s.Store.FindRelease(ctx, c.Product, c.Version); ferr == nil {
+			return nil, apperr.E(apperr.Conflict, "release %s already exists", rel.Ref())
+		}
+		return nil, publishedConcurrently(next)
+	}
+	if err := s.Refresh(ctx, true); err != nil {
+		return nil, err
+	}
+	return rel, nil
+}
+
+func sameCustom(a, b *metadata.TargetFiles) bool {
+	if a.Custom == nil || b.Custom == nil {
+		return a.Custom == b.Custom
+	}
+	return bytes.Equal(*a.Custom, *b.Custom)
+}
+
+func lastSegment(name string) string { return name[strings.LastIndexByte(name, '/')+1:] }
+
+// RotateRoot accepts a new image root signed by a threshold of the current and of the new root keys.
+func (s *Service) RotateRoot(ctx context.Context, data []byte) error {
+	cur, err := s.root(ctx)
+	if err != nil {
+		return err
+	}
+	next, err := trust.VerifyRootUpdate(cur, data)
+	if err != nil {
+		return apperr.Wrap(apperr.Verification, err, "root refused: "+err.Error())
+	}
+	if err := s.Store.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Root, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
+		return err
+	}
+	if err := s.checkKeys(ctx); err != nil {
+		s.logger().Warn("after root rotation the server's online keys are not trusted", "err", err)
+	}
+	return s.Refresh(ctx, true)
+}
+
+// ResignTargets accepts the current image targets re-signed offline with a later expiry: the
+// same targets, exactly one version newer. It is how targets metadata is renewed without a new
+// release; the current version may already have expired.
+func (s *Service) ResignTargets(ctx context.Context, data []byte) error {
+	next, cur, err := s.nextTargets(ctx, data, "re-signing keeps every target")
+	if err != nil {
+		return err
+	}
+	if len(next.Signed.Targets) != len(cur.Signed.Targets) {
+		return apperr.E(apperr.Invalid, "re-signed targets name %d targets, the current ones %d: re-signing may not add or remove targets", len(next.Signed.Targets), len(cur.Signed.Targets))
+	}
+	if err := s.putTargets(ctx, next, data); err != nil {
+		return err
+	}
+	s.logger().Info("image targets re-signed", "version", next.Signed.Version, "expires", next.Signed.Expires)
+	return s.Refresh(ctx, true)
+}
