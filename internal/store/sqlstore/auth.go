@@ -79,12 +79,14 @@ func (s *DB) RevokeOperatorToken(ctx context.Context, id string, at time.Time) e
 		}
 		if role == auth.RoleAdmin {
 			// Another active admin must remain. Two replicas revoking the last two admins at once
-			// could both pass on PostgreSQL's read committed; the lock on the admin rows orders them.
+			// could both pass on PostgreSQL's read committed: each locks every active admin row
+			// (this one included, in id order), so the second waits, re-reads and finds the
+			// first's token revoked. SQLite transactions here take the write lock at begin.
 			lock := ""
 			if s.dialect.Name == "postgres" {
 				lock = " FOR UPDATE"
 			}
-			rows, err := tx.QueryContext(ctx, `SELECT id, expires_at FROM admin_tokens WHERE role = $1 AND revoked_at IS NULL AND id <> $2`+lock, auth.RoleAdmin, id)
+			rows, err := tx.QueryContext(ctx, `SELECT id, expires_at FROM admin_tokens WHERE role = $1 AND revoked_at IS NULL ORDER BY id`+lock, auth.RoleAdmin)
 			if err != nil {
 				return fmt.Errorf("revoke operator token %s: %w", id, err)
 			}
@@ -96,7 +98,7 @@ func (s *DB) RevokeOperatorToken(ctx context.Context, id string, at time.Time) e
 					rows.Close()
 					return fmt.Errorf("revoke operator token %s: %w", id, err)
 				}
-				if !exp.Valid || at.Before(exp.Time) {
+				if other != id && (!exp.Valid || at.Before(exp.Time)) {
 					others++
 				}
 			}

@@ -49,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"AdminTokens":   testAdminTokens,
 		"UsedRequests":  testUsedRequests,
 		"DeviceStatus":  testDeviceStatus,
+		"LastAdmin":     testLastAdmin,
 		"Products":      testProducts,
 		"Concurrent":    testConcurrentWrites,
 		"Leases":        testLeases,
@@ -445,6 +446,33 @@ func testAdminTokens(t *testing.T, s Store) {
 	}
 	_, err = s.FindSetting(ctx, "k")
 	wantCode(t, err, apperr.NotFound)
+}
+
+// testLastAdmin: two admins revoking each other's token at once leave one of them active.
+func testLastAdmin(t *testing.T, s Store) {
+	ids := make([]string, 2)
+	for i := range ids {
+		h := auth.HashSecret(fmt.Sprint("upk_admin_", i))
+		ids[i] = auth.TokenID(h)
+		if err := s.CreateOperatorToken(ctx, &auth.OperatorToken{ID: ids[i], Name: "a", Role: auth.RoleAdmin, Hash: h, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make(chan error, 2)
+	for _, id := range ids {
+		go func() { errs <- s.RevokeOperatorToken(ctx, id, t0) }()
+	}
+	var ok int
+	for range ids {
+		if err := <-errs; err == nil {
+			ok++
+		} else if apperr.CodeOf(err) != apperr.Conflict {
+			t.Fatal(err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of two concurrent revocations of the last two admin tokens succeeded, want 1", ok)
+	}
 }
 
 // testUsedRequests: a signed request id is used once, across every handle on the database, and
