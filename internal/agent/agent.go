@@ -23,7 +23,8 @@ import (
 
 	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/devclient"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -38,7 +39,7 @@ type Config struct {
 	Health func(ctx context.Context) error
 	// NoticeHook is told when the director's lifecycle notice (end of support) appears or
 	// changes, so the device can tell its owner. nil n: the notice was withdrawn.
-	NoticeHook func(ctx context.Context, n *trust.Notice) error
+	NoticeHook func(ctx context.Context, n *uptane.Notice) error
 	HTTP       *http.Client
 	Logger     *slog.Logger
 	Now        func() time.Time
@@ -153,7 +154,7 @@ func Enroll(ctx context.Context, cfg Config, o EnrollOptions) (*State, error) {
 		return nil, errors.New("enroll: state directory required")
 	}
 	for name, root := range map[string][]byte{imageMeta: o.ImageRoot, dirMeta: o.DirectorRoot} {
-		if _, err := trust.ParseRoot(root); err != nil {
+		if _, err := tuf.ParseRoot(root); err != nil {
 			return nil, fmt.Errorf("enroll: provisioned %s root: %w", name, err)
 		}
 		dir := filepath.Join(cfg.StateDir, name)
@@ -254,16 +255,16 @@ func loadOrCreateKey(dir string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
 	path := filepath.Join(dir, keyFile)
-	if k, err := trust.LoadKey(path); err == nil {
+	if k, err := tuf.LoadKey(path); err == nil {
 		return k.Private, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	k, err := trust.GenerateKey()
+	k, err := tuf.GenerateKey()
 	if err != nil {
 		return nil, err
 	}
-	if err := trust.SaveKey(path, k); err != nil {
+	if err := tuf.SaveKey(path, k); err != nil {
 		return nil, err
 	}
 	return k.Private, nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,19 +20,29 @@ import (
 	"upkeep.dev/upkeep/internal/envfile"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tlsclient"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
 type globals struct {
-	server, token string
+	server, token, ca string
 }
 
 func (g *globals) client() (*client.Client, error) {
 	if g.token == "" {
 		return nil, fmt.Errorf("an operator token is needed: pass --token or set UPKEEP_TOKEN (printed once by the first `upkeep serve`)")
 	}
-	return &client.Client{Base: g.server, Token: g.token}, nil
+	c := &client.Client{Base: g.server, Token: g.token}
+	if g.ca != "" {
+		tr, err := tlsclient.Transport(g.ca)
+		if err != nil {
+			return nil, err
+		}
+		c.HTTP = &http.Client{Transport: tr, Timeout: 10 * time.Minute}
+	}
+	return c, nil
 }
 
 func serveCmd() *cobra.Command {
@@ -76,8 +87,12 @@ func serveCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxCheckins, "max-checkins", cfg.MaxCheckins, "check-ins in flight before devices get 429 with a spread Retry-After (env UPKEEP_MAX_CHECKINS; 0: 4096)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
 	f.StringVar(&cfg.Manufacturer, "manufacturer", "", "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with, reloaded when the file changes (env UPKEEP_TLS_CERT; with --tls-key)")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert, reloaded with it (env UPKEEP_TLS_KEY)")
+	f.BoolVar(&cfg.BehindProxy, "behind-proxy", false, "a TLS-terminating proxy is in front: allow plain HTTP on a non-loopback --addr (env UPKEEP_BEHIND_PROXY)")
 	for flag, env := range map[string]string{"addr": "UPKEEP_ADDR", "data": "UPKEEP_DATA", "keys": "UPKEEP_KEYS", "blobs": "UPKEEP_BLOBS", "db": "UPKEEP_DB",
-		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER"} {
+		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER",
+		"tls-cert": "UPKEEP_TLS_CERT", "tls-key": "UPKEEP_TLS_KEY", "behind-proxy": "UPKEEP_BEHIND_PROXY"} {
 		envFlag(f, flag, env)
 	}
 	return cmd
@@ -91,7 +106,7 @@ func keysCmd(g *globals) *cobra.Command {
 		Use:   "init",
 		Short: "Create the offline and online keys and the first trust roots",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			info, err := trust.InitKeySet(dir, rootKeys, threshold, trust.DefaultLifetimes(), time.Now())
+			info, err := tuf.InitKeySet(dir, rootKeys, threshold, tuf.DefaultLifetimes(), time.Now())
 			if err != nil {
 				return err
 			}
@@ -134,11 +149,11 @@ func releaseCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if o.TargetsKey, err = trust.LoadKey(keyPath); err != nil {
+			if o.TargetsKey, err = tuf.LoadKey(keyPath); err != nil {
 				return err
 			}
 			if rootPath == "" {
-				rootPath = filepath.Join(filepath.Dir(keyPath), trust.FileImageRoot)
+				rootPath = filepath.Join(filepath.Dir(keyPath), tuf.FileImageRoot)
 			}
 			if o.TrustedRoot, err = os.ReadFile(rootPath); err != nil {
 				return fmt.Errorf("trusted root: %w", err)
@@ -146,7 +161,7 @@ func releaseCmd(g *globals) *cobra.Command {
 			if fixes != "" {
 				o.Custom.Fixes = splitFixes(fixes)
 			}
-			o.File, o.Expires = args[0], trust.DefaultLifetimes().Targets
+			o.File, o.Expires = args[0], tuf.DefaultLifetimes().Targets
 			o.Progress = progress(cmd.ErrOrStderr())
 			rel, err := c.Publish(cmd.Context(), o)
 			if err != nil {
@@ -161,7 +176,7 @@ func releaseCmd(g *globals) *cobra.Command {
 	f.StringSliceVar(&o.Custom.HardwareIDs, "hardware", nil, "hardware id the image runs on (repeatable)")
 	f.StringVar(&o.Custom.Version, "version", "", "release version")
 	f.Int64Var(&o.Custom.SecurityVersion, "security-version", 0, "anti-rollback counter: devices refuse anything lower than what they run (required: a forgotten 0 would protect nothing)")
-	f.StringVar(&o.Custom.Class, "class", trust.ClassSecurity, "security or feature")
+	f.StringVar(&o.Custom.Class, "class", uptane.ClassSecurity, "security or feature")
 	f.StringVar(&fixes, "fixes", "", "comma-separated advisory ids this release fixes")
 	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): its SHA-256 is signed into the target, then it is uploaded")
 	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")

@@ -10,7 +10,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -179,7 +179,7 @@ func (s *Server) imageMeta(w http.ResponseWriter, r *http.Request) {
 // artifact streams a target's bytes, with Range support so that interrupted downloads resume.
 func (s *Server) artifact(w http.ResponseWriter, r *http.Request, _ string) {
 	name := r.PathValue("name")
-	if err := trust.ValidTargetName(name); err != nil {
+	if err := tuf.ValidTargetName(name); err != nil {
 		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
 		return
 	}

@@ -17,14 +17,14 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/store/sqlite"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 func config(t *testing.T, dir string) server.Config {
 	t.Helper()
 	keys := filepath.Join(dir, "keys")
 	if _, err := os.Stat(keys); err != nil {
-		if _, err := trust.InitKeySet(keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+		if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -38,7 +38,7 @@ import (
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/transparency"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -61,13 +61,21 @@ type Config struct {
 	// TokenTTL is the device token lifetime, at most auth.MaxTokenTTL (24 h); tokens that
 	// expire further than this (and auth.TokenSkew) from now are refused.
 	TokenTTL  time.Duration
-	Lifetimes trust.Lifetimes
+	Lifetimes tuf.Lifetimes
 	Logger    *slog.Logger
 	Now       func() time.Time // a fake clock in tests
 	// PublicURL is the base URL the public reaches this server at; the labels' QR codes link
 	// under it (/p/{product}). Empty: the listen URL.
 	PublicURL    string
 	Manufacturer string // who places the products on the market, as declarations name it
+	// TLSCert and TLSKey are PEM files of the server's certificate (chain) and key: the server
+	// speaks HTTPS, and loads them again when they change (checked at most every TLSCheckEvery,
+	// 0: a second), so a renewed certificate needs no restart. Empty: plain HTTP, which Validate
+	// allows only on a loopback address or BehindProxy.
+	TLSCert, TLSKey string
+	TLSCheckEvery   time.Duration
+	// BehindProxy says a TLS-terminating proxy is in front: plain HTTP on any address.
+	BehindProxy bool
 	// PublicRefresh is how long a product's public pages are served before their inputs are read
 	// again (0: transparency.DefaultInterval); label.go.
 	PublicRefresh time.Duration
@@ -77,7 +85,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", DataDir: "upkeep-data", KeysDir: "keys", MaxArtifact: 4 << 30,
-		PollSeconds: 300, TokenTTL: time.Hour, Lifetimes: trust.DefaultLifetimes(),
+		PollSeconds: 300, TokenTTL: time.Hour, Lifetimes: tuf.DefaultLifetimes(),
 	}
 }
 
@@ -102,6 +110,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("server config: device token TTL must be at most %s", auth.MaxTokenTTL)
 	case c.PublicURL != "" && !validPublicURL(c.PublicURL):
 		return errors.New("server config: public URL must be an absolute http:// or https:// URL")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("server config: tls cert and tls key go together")
+	case c.TLSCert == "" && !c.BehindProxy && !loopback(c.Addr):
+		return fmt.Errorf("server config: addr %s is not a loopback address, and plain HTTP there would carry device tokens and operator secrets in clear: "+
+			"give a certificate (--tls-cert, --tls-key), or --behind-proxy if a TLS-terminating proxy is in front", c.Addr)
 	}
 	return nil
 }
@@ -159,7 +172,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	keys, err := trust.LoadServerKeys(cfg.KeysDir)
+	keys, err := tuf.LoadServerKeys(cfg.KeysDir)
 	if err != nil {
 		return nil, fmt.Errorf("%w (run `upkeep keys init --dir %s` first)", err, cfg.KeysDir)
 	}
@@ -253,16 +266,29 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
 	s.URL = "http://" + s.ln.Addr().String()
+	var certs *certReloader
+	if cfg.TLSCert != "" {
+		if certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, cmp.Or(cfg.TLSCheckEvery, time.Second), cfg.Logger); err != nil {
+			s.ln.Close()
+			return fail(err)
+		}
+		s.URL = "https://" + s.ln.Addr().String()
+	}
 	s.Transparency.TimeToPatch = s.Exposure.LabelTimeToPatch
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
 	}
 	s.api = api
 	s.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	serve := func() error { return s.http.Serve(s.ln) }
+	if certs != nil {
+		s.http.TLSConfig = tlsConfig(certs)
+		serve = func() error { return s.http.ServeTLS(s.ln, "", "") }
+	}
 	s.serving.Add(1)
 	go func() {
 		defer s.serving.Done()
-		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			cfg.Logger.Error("http server stopped", "err", err)
 		}
 	}()

@@ -19,7 +19,7 @@ import (
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // Store is everything a full Upkeep store implements.
@@ -313,8 +313,8 @@ func testPublish(t *testing.T, s Store) {
 }
 
 func testDirectorViews(t *testing.T, s Store) {
-	view := func(v int64) *trust.DirectorView {
-		return &trust.DirectorView{Version: v, Targets: []byte{byte(v)}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}
+	view := func(v int64) *uptane.DirectorView {
+		return &uptane.DirectorView{Version: v, Targets: []byte{byte(v)}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}
 	}
 	_, err := s.FindDirectorView(ctx, "d1", 0)
 	wantCode(t, err, apperr.NotFound)
@@ -566,7 +566,7 @@ func testConcurrentWrites(t *testing.T, s Store) {
 				err = s.RecordReport(ctx, id, fleet.DeviceUpdate{State: &state}, []fleet.Event{{DeviceID: id, Time: t0, Step: "commit", Status: "ok"}})
 			}
 			if err == nil {
-				err = s.PutDirectorView(ctx, id, 0, &trust.DirectorView{Version: 1, Targets: []byte{1}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}, &director.Assignment{Target: "t"})
+				err = s.PutDirectorView(ctx, id, 0, &uptane.DirectorView{Version: 1, Targets: []byte{1}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}, &director.Assignment{Target: "t"})
 			}
 			errs <- err
 		}()
