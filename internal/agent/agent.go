@@ -134,6 +134,9 @@ type Agent struct {
 	log        *slog.Logger
 	poll       time.Duration
 	pollJitter time.Duration // the server's suggested spread around poll (devclient.NextPoll); 0: ±20%
+	// reportAfter is when the server's Retry-After on a refused report ends: until then queued
+	// events stay queued instead of being sent again.
+	reportAfter time.Time
 }
 
 // EnrollOptions are the facts a device states when it enrols.
@@ -341,10 +344,18 @@ func (a *Agent) event(target, step, status string, fatal bool, msg string) {
 	a.log.Info("update step", "target", target, "step", step, "status", status, "fatal", fatal, "msg", msg)
 }
 
-// flush reports queued events. Failure keeps them for the next try.
+// errReportLater is flush's answer while the server's Retry-After on a report runs.
+var errReportLater = errors.New("report: the server asked to report later")
+
+// flush reports queued events. Failure keeps them for the next try; a report the server refused
+// with Retry-After (429: this device's report allowance is used up) is not tried again before
+// then.
 func (a *Agent) flush(ctx context.Context) error {
 	if len(a.state.Outbox) == 0 {
 		return nil
+	}
+	if time.Now().Before(a.reportAfter) {
+		return errReportLater
 	}
 	ev := a.state.Outbox
 	if len(ev) > wire.MaxReportEvents {
@@ -357,6 +368,10 @@ func (a *Agent) flush(ctx context.Context) error {
 		err = a.api.Report(ctx, tok, rep)
 	}
 	if err != nil {
+		var te *TransientError
+		if errors.As(err, &te) && te.RetryAfter > 0 {
+			a.reportAfter = time.Now().Add(te.RetryAfter)
+		}
 		return fmt.Errorf("report: %w", err)
 	}
 	a.state.Outbox = a.state.Outbox[len(ev):]

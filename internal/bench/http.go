@@ -878,6 +878,10 @@ func Download(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// A device fetches only what its director view names.
+	if _, err := c.Deploy(ctx, wire.DeployRequest{Release: rel.Product + "@" + rel.Version, DeviceIDs: []string{devs[0].id}}); err != nil {
+		return err
+	}
 	// Check once that the device gets the whole artifact, byte for byte.
 	resp, err := dc.FetchArtifact(ctx, devs[0].token, dc.TargetURL(rel.Target), 0, "")
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -111,7 +112,7 @@ func enrollTokenCmd(g *globals) *cobra.Command {
 				case t.UsesLeft == 0:
 					state = "used up"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, or(t.Product, "any"), uses, timeOr(t.ExpiresAt, "never"), state)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", show.Text(t.ID), show.Text(t.Name), show.Text(or(t.Product, "any")), uses, timeOr(t.ExpiresAt, "never"), state)
 			}
 			return tw.Flush()
 		},
@@ -153,7 +154,7 @@ func tokensCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s\n", t.Token)
-			fmt.Fprintf(cmd.ErrOrStderr(), "operator token %s (%s, role %s) expires %s; shown once, keep it\n", t.ID, t.Name, t.Role, timeOr(t.ExpiresAt, "never"))
+			fmt.Fprintf(cmd.ErrOrStderr(), "operator token %s (%s, role %s) expires %s; shown once, keep it\n", show.Text(t.ID), show.Text(t.Name), show.Text(t.Role), timeOr(t.ExpiresAt, "never"))
 			return nil
 		},
 	}
@@ -185,7 +186,7 @@ func tokensCmd(g *globals) *cobra.Command {
 				case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt):
 					state = "expired"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, t.CreatedAt.Format(time.RFC3339), timeOr(t.ExpiresAt, "never"), timeOr(t.LastUsed, "never"), state)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", show.Text(t.ID), show.Text(t.Name), show.Text(t.Role), t.CreatedAt.Format(time.RFC3339), timeOr(t.ExpiresAt, "never"), timeOr(t.LastUsed, "never"), state)
 			}
 			return tw.Flush()
 		},

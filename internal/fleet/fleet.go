@@ -38,6 +38,9 @@ type Device struct {
 	DirectorVersion int64
 	LastSeen        time.Time
 	EnrolledAt      time.Time
+	// Simulated marks a device enrolled with a simulation token (`upkeep simulate`): it counts
+	// in no public figure and `devices remove --simulated` removes it.
+	Simulated bool
 }
 
 // DeviceFilter selects devices. Zero fields match everything.
@@ -83,8 +86,10 @@ type EnrollToken struct {
 	UsesLeft  int    // -1: unlimited
 	ExpiresAt time.Time
 	Product   string // if set, only devices of this product
-	CreatedAt time.Time
-	RevokedAt time.Time // zero: not revoked
+	// Simulation marks every device enrolled with the token as Simulated.
+	Simulation bool
+	CreatedAt  time.Time
+	RevokedAt  time.Time // zero: not revoked
 }
 
 // Defaults and bounds of enrolment tokens.
@@ -103,6 +108,8 @@ type Store interface {
 	FindDevice(ctx context.Context, id string) (*Device, error)
 	// FindDevices lists devices ordered by id.
 	FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, error)
+	// CountDevices counts the devices f selects; its Offset and Limit are ignored.
+	CountDevices(ctx context.Context, f DeviceFilter) (int, error)
 	// UpdateDevice returns apperr.NotFound if the device does not exist.
 	UpdateDevice(ctx context.Context, id string, u DeviceUpdate) error
 	// TouchDevices records last-seen times in one batch; unknown ids are ignored.
@@ -136,6 +143,10 @@ type Store interface {
 	UseRequest(ctx context.Context, id []byte, expires time.Time) error
 	// PruneRequests forgets request ids that expired before before, and returns how many.
 	PruneRequests(ctx context.Context, before time.Time) (int64, error)
+	// RemoveSimulatedDevices deletes every Simulated device with its events, director views,
+	// campaign and group memberships and install history, in one transaction, and returns
+	// their ids.
+	RemoveSimulatedDevices(ctx context.Context) ([]string, error)
 }
 
 // TimedStore is a Store that tells Observe how long each call took, by operation name
@@ -166,6 +177,12 @@ func (s TimedStore) FindDevice(ctx context.Context, id string) (*Device, error) 
 func (s TimedStore) FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, error) {
 	defer s.done("find_devices", time.Now())
 	return s.Store.FindDevices(ctx, f)
+}
+
+// CountDevices implements Store.
+func (s TimedStore) CountDevices(ctx context.Context, f DeviceFilter) (int, error) {
+	defer s.done("count_devices", time.Now())
+	return s.Store.CountDevices(ctx, f)
 }
 
 // UpdateDevice implements Store.
@@ -214,4 +231,10 @@ func (s TimedStore) UseRequest(ctx context.Context, id []byte, expires time.Time
 func (s TimedStore) UseEnrollToken(ctx context.Context, hash []byte, product string, now time.Time) (*EnrollToken, error) {
 	defer s.done("use_enroll_token", time.Now())
 	return s.Store.UseEnrollToken(ctx, hash, product, now)
+}
+
+// RemoveSimulatedDevices implements Store.
+func (s TimedStore) RemoveSimulatedDevices(ctx context.Context) ([]string, error) {
+	defer s.done("remove_simulated_devices", time.Now())
+	return s.Store.RemoveSimulatedDevices(ctx)
 }
