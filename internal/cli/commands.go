@@ -271,7 +271,7 @@ func deployCmd(g *globals) *cobra.Command {
 }
 
 func devicesCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "devices", Short: "List, inspect and accept devices"}
+	cmd := &cobra.Command{Use: "devices", Short: "List, inspect, accept, reject and decommission devices"}
 	var product string
 	var asJSON bool
 	list := &cobra.Command{
@@ -312,22 +312,28 @@ func devicesCmd(g *globals) *cobra.Command {
 	}
 	list.Flags().StringVar(&product, "product", "", "only this product")
 	list.Flags().BoolVar(&asJSON, "json", false, "JSON output")
+	var readmit bool
 	accept := &cobra.Command{
 		Use:   "accept ID",
-		Short: "Admit a device that enrolled without a token",
+		Short: "Admit a device that enrolled without a token (or was rejected; --readmit: was decommissioned)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			if err := c.Accept(cmd.Context(), args[0]); err != nil {
+			accept := c.Accept
+			if readmit {
+				accept = c.Readmit
+			}
+			if err := accept(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "device %s accepted: it gets a token at its next request\n", args[0])
 			return nil
 		},
 	}
+	accept.Flags().BoolVar(&readmit, "readmit", false, "also readmit a decommissioned device (with the same key)")
 	events := &cobra.Command{
 		Use:   "events ID",
 		Short: "Show the update steps a device reported",
@@ -371,32 +377,7 @@ func devicesCmd(g *globals) *cobra.Command {
 		},
 	}
 	remove.Flags().BoolVar(&simulated, "simulated", false, "remove every device enrolled by `upkeep simulate`")
-	cmd.AddCommand(list, accept, events, remove, ddiCreateCmd(g), ddiTokenCmd(g))
-	return cmd
-}
-
-func enrollTokenCmd(g *globals) *cobra.Command {
-	var req wire.EnrollTokenRequest
-	cmd := &cobra.Command{
-		Use:   "enroll-token",
-		Short: "Create an enrolment token that admits devices without an operator",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			t, err := c.CreateEnrollToken(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s\n", t.Token)
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&req.Name, "name", "factory", "a name for the token")
-	cmd.Flags().IntVar(&req.Uses, "uses", 0, "how many devices it admits (0: unlimited)")
-	cmd.Flags().DurationVar(&req.TTL, "ttl", 0, "how long it is valid (0: forever)")
-	cmd.Flags().StringVar(&req.Product, "product", "", "only devices of this product")
+	cmd.AddCommand(list, accept, events, remove, rejectCmd(g), decommissionCmd(g), ddiCreateCmd(g), ddiTokenCmd(g))
 	return cmd
 }
 
