@@ -37,7 +37,7 @@ func sbomCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sbom", Short: "Attach and show releases' software bills of materials"}
 	attach := &cobra.Command{
 		Use:   "attach PRODUCT@VERSION FILE",
-		Short: "Upload a release's SBOM (CycloneDX 1.4–1.6 or SPDX 2.2–2.3 JSON)",
+		Short: "Upload a release's SBOM (CycloneDX 1.2–1.6 or SPDX 2.2–2.3 JSON)",
 		Long: "Upload a release's SBOM. If the release was published with --sbom, its signed target names the\n" +
 			"SBOM's SHA-256 and the server accepts only that file.",
 		Args: cobra.ExactArgs(2),

@@ -190,7 +190,7 @@ func TestVulnSBOMAdvisoriesExposurePatch(t *testing.T) {
 	}
 	// Not an SBOM at all: a clear error before anything is sent.
 	notSBOM := writeFile(t, dir, "not-an-sbom.json", `{"hello": "world"}`)
-	if err := runCLI(append(g, "sbom", "attach", "thermostat@1.0.0", notSBOM)...); err == nil || !strings.Contains(err.Error(), "want CycloneDX 1.4–1.6 or SPDX 2.2–2.3 JSON") {
+	if err := runCLI(append(g, "sbom", "attach", "thermostat@1.0.0", notSBOM)...); err == nil || !strings.Contains(err.Error(), "want CycloneDX 1.2–1.6 or SPDX 2.2–2.3 JSON") {
 		t.Fatalf("sbom attach of a non-SBOM: %v", err)
 	}
 	// The same SBOM again is accepted.

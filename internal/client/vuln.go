@@ -34,7 +34,7 @@ func sbomPath(product, version string) string {
 	return "/api/v1/releases/" + url.PathEscape(product) + "/" + url.PathEscape(version) + "/sbom"
 }
 
-// ReadSBOM reads and parses an SBOM file (CycloneDX 1.4–1.6 or SPDX 2.2–2.3 JSON).
+// ReadSBOM reads and parses an SBOM file (CycloneDX 1.2–1.6 or SPDX 2.2–2.3 JSON).
 func ReadSBOM(path string) ([]byte, *vuln.SBOM, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -42,7 +42,7 @@ func ReadSBOM(path string) ([]byte, *vuln.SBOM, error) {
 	}
 	sb, err := vuln.ParseSBOM(raw)
 	if err != nil {
-		return nil, nil, fmt.Errorf("SBOM %s: %w (want CycloneDX 1.4–1.6 or SPDX 2.2–2.3 JSON)", path, err)
+		return nil, nil, fmt.Errorf("SBOM %s: %w (want CycloneDX 1.2–1.6 or SPDX 2.2–2.3 JSON)", path, err)
 	}
 	return raw, sb, nil
 }

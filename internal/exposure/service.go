@@ -350,7 +350,7 @@ func (s *Service) PutSBOM(ctx context.Context, product, version string, raw []by
 	}
 	sb, err := vuln.ParseSBOM(raw)
 	if err != nil {
-		return nil, apperr.Wrap(apperr.Invalid, err, "SBOM refused: "+err.Error()+" (want CycloneDX 1.4–1.6 or SPDX 2.2–2.3 JSON)")
+		return nil, apperr.Wrap(apperr.Invalid, err, "SBOM refused: "+err.Error()+" (want CycloneDX 1.2–1.6 or SPDX 2.2–2.3 JSON)")
 	}
 	c, err := s.custom(ctx, rel.Target)
 	if err != nil {

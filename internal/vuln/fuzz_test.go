@@ -84,3 +84,26 @@ func FuzzParseCSAF(f *testing.F) {
 		ix.Match(comps)
 	})
 }
+
+func FuzzParseOSVYAML(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "osvyaml", "*.yaml"))
+	for _, p := range files {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	f.Add([]byte("id: X\naffected:\n- package: {name: a, ecosystem: PyPI}\n  ranges:\n  - type: ECOSYSTEM\n    events: [{introduced: '0'}, {fixed: 1.0}]\n"))
+	f.Add([]byte("a: &a [x, *a]"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		a, err := ParseOSV(raw)
+		if err != nil {
+			return
+		}
+		if a.ID == "" {
+			t.Fatal("record without id")
+		}
+		NewIndex().Add(a)
+	})
+}

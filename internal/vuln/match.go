@@ -430,8 +430,11 @@ func (pr *preparedRange) addEvent(e Event) error {
 }
 
 // sortEvents orders events by version, introduced "0" first (OSV schema,
-// "Evaluation": sorted(range.events)). At equal versions the order is
-// introduced, last_affected, fixed, so that [x, x) stays empty.
+// "Evaluation": sorted(range.events)). Events on the same version keep the
+// record's own order (a stable sort): a record written as a timeline —
+// fixed 3.1.1, then introduced 3.1.1, fixed 3.1.3 — reopens at 3.1.1, as the
+// record's generated versions list implies, and [x, x) written in that order
+// stays empty.
 func sortEvents(es []preparedEvent) error {
 	var cerr error
 	slices.SortStableFunc(es, func(a, b preparedEvent) int {
@@ -447,22 +450,9 @@ func sortEvents(es []preparedEvent) error {
 		if err != nil && cerr == nil {
 			cerr = err
 		}
-		if c != 0 {
-			return c
-		}
-		return cmpInt(kindRank(a.kind), kindRank(b.kind))
+		return c
 	})
 	return cerr
-}
-
-func kindRank(k byte) int {
-	switch k {
-	case 'i':
-		return 0
-	case 'l':
-		return 1
-	}
-	return 2
 }
 
 // versionCache parses a component's version once per ordering.

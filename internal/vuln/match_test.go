@@ -342,3 +342,33 @@ func TestMatchOrderStable(t *testing.T) {
 		t.Error("matches not ordered by advisory ID")
 	}
 }
+
+// TestTimelineEventsKeepOrder: events on one version keep the record's order. The record
+// below is written as a timeline — introduced 0, fixed 3.1.1, then introduced 3.1.1 (a
+// regression) and fixed 3.1.3 — and its generated versions list (…, 3.1.0, 3.1.1, 3.1.2)
+// says 3.1.1 and 3.1.2 are affected. Sorting introduced before fixed at ties loses the second
+// range.
+func TestTimelineEventsKeepOrder(t *testing.T) {
+	a := &Advisory{ID: "GHSA-TIMELINE", Affected: []Affected{{Ecosystem: "npm", Name: "pkg", Ranges: []Range{{Type: "SEMVER",
+		Events: []Event{{Introduced: "0"}, {Fixed: "3.1.1"}, {Introduced: "3.1.1"}, {Fixed: "3.1.3"}}}}}}}
+	ix := NewIndex()
+	ix.Add(a)
+	for v, want := range map[string]bool{"3.1.0": true, "3.1.1": true, "3.1.2": true, "3.1.3": false, "3.2.0": false} {
+		c := Component{PURL: "pkg:npm/pkg@" + v, Ecosystem: "npm", Name: "pkg", Version: v}
+		got := ix.Match([]Component{c})
+		if affected := len(got) == 1 && got[0].Status == StatusAffected; affected != want {
+			t.Errorf("%s: affected %v, want %v", v, affected, want)
+		}
+		if naive := NaiveMatch([]*Advisory{a}, nil, []Component{c}); !cmp.Equal(got, naive) {
+			t.Errorf("%s: NaiveMatch disagrees: %+v", v, naive)
+		}
+	}
+	// Written the other way round, [3.1.1, 3.1.1) stays empty.
+	b := &Advisory{ID: "EMPTY", Affected: []Affected{{Ecosystem: "npm", Name: "pkg", Ranges: []Range{{Type: "SEMVER",
+		Events: []Event{{Introduced: "3.1.1"}, {Fixed: "3.1.1"}}}}}}}
+	ix = NewIndex()
+	ix.Add(b)
+	if got := ix.Match([]Component{{PURL: "pkg:npm/pkg@3.1.1", Ecosystem: "npm", Name: "pkg", Version: "3.1.1"}}); len(got) != 0 {
+		t.Errorf("[3.1.1, 3.1.1): %+v", got)
+	}
+}
