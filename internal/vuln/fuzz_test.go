@@ -1,6 +1,7 @@
 package vuln
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -105,5 +106,67 @@ func FuzzParseOSVYAML(f *testing.F) {
 			t.Fatal("record without id")
 		}
 		NewIndex().Add(a)
+	})
+}
+
+// seedFiles adds every file matching glob under testdata as a seed.
+func seedFiles(f *testing.F, glob string) {
+	files, _ := filepath.Glob(filepath.Join("testdata", glob))
+	if len(files) == 0 {
+		f.Fatalf("no seeds for %s", glob)
+	}
+	for _, p := range files {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+}
+
+func FuzzParseKEV(f *testing.F) {
+	seedFiles(f, "kev/*.json")
+	f.Add([]byte(`{"catalogVersion":"1","count":1,"vulnerabilities":[{"cveID":"CVE-2024-0001","dateAdded":"2024-01-01","dueDate":""}]}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		c, err := ParseKEV(raw)
+		if err != nil {
+			return
+		}
+		for _, k := range c.Entries {
+			if !ValidCVE(k.CVE) || k.DateAdded.IsZero() {
+				t.Fatalf("bad entry accepted: %+v", k)
+			}
+		}
+	})
+}
+
+func FuzzParseEPSS(f *testing.F) {
+	seedFiles(f, "epss/*.csv")
+	f.Add([]byte("cve,epss,percentile\nCVE-2024-0001,0.5,0.5\n"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		es, err := ParseEPSS(bytes.NewReader(raw))
+		if err != nil {
+			return
+		}
+		for _, e := range es {
+			if !ValidCVE(e.CVE) || !unit(e.Score) || !unit(e.Percentile) {
+				t.Fatalf("bad row accepted: %+v", e)
+			}
+		}
+	})
+}
+
+func FuzzParseNVD(f *testing.F) {
+	seedFiles(f, "nvd/*.json")
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		cs, err := ParseNVD(raw)
+		if err != nil {
+			return
+		}
+		for _, c := range cs {
+			if !ValidCVE(c.CVE) || severityRank(c.Severity) == 0 {
+				t.Fatalf("bad CVE accepted: %+v", c)
+			}
+		}
 	})
 }

@@ -372,3 +372,31 @@ func TestTimelineEventsKeepOrder(t *testing.T) {
 		t.Errorf("[3.1.1, 3.1.1): %+v", got)
 	}
 }
+
+// TestProductWideVEX: a statement with a product and no component purl (an analyst's "not
+// affected in thermostat 1.2.0") covers every component of that product's SBOMs and no other.
+func TestProductWideVEX(t *testing.T) {
+	a := &Advisory{ID: "GO-2023-2402", Aliases: []string{"CVE-2023-48795"}, Affected: []Affected{{Ecosystem: "Go", Name: "golang.org/x/crypto",
+		Ranges: []Range{{Type: "SEMVER", Events: []Event{{Introduced: "0"}, {Fixed: "0.17.0"}}}}}}}
+	c := Component{PURL: "pkg:golang/golang.org/x/crypto@v0.16.0", Ecosystem: "Go", Name: "golang.org/x/crypto", Version: "v0.16.0"}
+	ix := NewIndex()
+	ix.Add(a)
+	v := VEX{Vuln: "CVE-2023-48795", Product: "pkg:generic/thermostat@1.2.0", Status: VEXNotAffected, Justification: "vulnerable_code_not_in_execute_path", Source: "upkeep"}
+	ix.AddVEX(v)
+	ix.AddVEX(VEX{Vuln: "CVE-2023-48795", Product: "pkg:generic/camera@2.0", Status: VEXAffected, Impact: "Update to 2.1", Source: "upkeep"})
+	thermo := []Component{{PURL: "pkg:generic/thermostat@1.2.0", Name: "thermostat", Version: "1.2.0"}}
+	camera := []Component{{PURL: "pkg:generic/camera@2.0", Name: "camera", Version: "2.0"}}
+	if got := ix.MatchIn(thermo, []Component{c}); len(got) != 1 || got[0].Status != StatusNotAffected {
+		t.Errorf("thermostat: %+v", got)
+	}
+	got := ix.MatchIn(camera, []Component{c})
+	if len(got) != 1 || got[0].Status != StatusAffected {
+		t.Fatalf("camera: %+v", got)
+	}
+	if st := ix.Statements(got[0], camera); len(st) != 1 || st[0].Status != VEXAffected {
+		t.Errorf("camera statements %+v", st)
+	}
+	if naive := NaiveMatchIn([]*Advisory{a}, []VEX{v}, thermo, []Component{c}); len(naive) != 1 || naive[0].Status != StatusNotAffected {
+		t.Errorf("naive: %+v", naive)
+	}
+}

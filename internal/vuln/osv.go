@@ -28,6 +28,10 @@ type Advisory struct {
 	Affected  []Affected
 	Source    string // "osv" | "csaf"
 	Withdrawn *time.Time
+	// SeveritySource says where Severity came from: "severity (CVSS v3)" or "database_specific"
+	// in an OSV record, "cvss_v3", "cvss_v2" or "aggregate_severity" in a CSAF document; "" when
+	// the record has none.
+	SeveritySource string `json:",omitempty"`
 }
 
 // Affected names one package and the versions of it that are affected.
@@ -107,10 +111,9 @@ func ParseOSV(raw []byte) (*Advisory, error) {
 		t := osvTime(v.GetWithdrawn())
 		a.Withdrawn = &t
 	}
-	sev := severityRank(SeverityUnknown)
-	sev = max(sev, osvSeverity(v.GetSeverity()), dbSeverity(v.GetDatabaseSpecific()))
+	scored, db := osvSeverity(v.GetSeverity()), dbSeverity(v.GetDatabaseSpecific())
 	for _, aff := range v.GetAffected() {
-		sev = max(sev, osvSeverity(aff.GetSeverity()), dbSeverity(aff.GetDatabaseSpecific()))
+		scored, db = max(scored, osvSeverity(aff.GetSeverity())), max(db, dbSeverity(aff.GetDatabaseSpecific()))
 		pkg := aff.GetPackage()
 		if pkg.GetName() == "" || pkg.GetEcosystem() == "" {
 			continue
@@ -128,7 +131,13 @@ func ParseOSV(raw []byte) (*Advisory, error) {
 		}
 		a.Affected = append(a.Affected, out)
 	}
-	a.Severity = severityName(sev)
+	a.Severity = severityName(max(scored, db))
+	switch {
+	case scored > 0 && scored >= db:
+		a.SeveritySource = "severity (CVSS)"
+	case db > 0:
+		a.SeveritySource = "database_specific"
+	}
 	return a, nil
 }
 
