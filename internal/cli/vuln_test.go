@@ -475,7 +475,7 @@ func checkCSVParity(t *testing.T, rep *client.ExposureReport, rows [][]string) {
 		rec := body[i]
 		if rec[0] != r.Advisory || rec[1] != strings.Join(r.Aliases, " ") || rec[2] != r.Severity || rec[4] != r.Product || rec[5] != r.Release ||
 			rec[6] != strconv.Itoa(r.Devices) || rec[8] != strconv.FormatFloat(r.DaysExposed, 'f', 1, 64) || rec[9] != r.FixedIn ||
-			rec[10] != r.Status || rec[11] != r.Reason || rec[12] != strings.Join(r.Components, " ") || rec[13] != at {
+			rec[10] != r.Status || rec[11] != r.Reason || rec[12] != componentsText(r) || rec[13] != at {
 			t.Errorf("CSV row %d %v differs from JSON %+v (at %s)", i, rec, r, at)
 		}
 	}

@@ -211,11 +211,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.AdminToken = secret
 	}
 	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Products: db, Assign: s.Director.AssignWith, AssignMany: s.Director.AssignMany, Unassign: s.Director.Unassign, Now: now, Logger: cfg.Logger}
-	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
+	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Products: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
 	if err := s.Exposure.Load(ctx); err != nil {
 		return fail(err)
 	}
 	s.Rollouts.Exposed = s.Exposure.Exposed
+	s.Rollouts.Gate = s.Exposure.GateRelease
 	s.Fleet.OnEnroll = s.Exposure.OnEnroll
 	s.Fleet.OnReport = func(ctx context.Context, id string, r wire.Report) error {
 		s.Exposure.OnReport(ctx, id, r) //nolint:errcheck // logs its own failures
