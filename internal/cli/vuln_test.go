@@ -502,7 +502,7 @@ func TestExposureCSVParity(t *testing.T) {
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	for _, rep := range []*client.ExposureReport{
 		{At: at, Exposed: []client.Exposure{{Advisory: "GO-1", Aliases: []string{"CVE-1", "GHSA-1"}, Severity: "high", Product: "p", Release: "1.0", Devices: 3,
-			Since: at.Add(-48 * time.Hour), DaysExposed: 2, FixedIn: "1.1", Status: "affected", Components: []string{"pkg:golang/x@v1"}}},
+			Since: at.Add(-48 * time.Hour), DaysExposed: 2, FixedIn: "1.1", Status: "affected", Components: []wire.ComponentFinding{{PURL: "pkg:golang/x@v1", Status: "affected"}, {PURL: "pkg:golang/y@v2", Status: "unmatched", Reason: "GIT range: no version order"}}}},
 			WithoutSBOM: []string{"p@0.9", "q@2.0"}, Undecided: 2},
 		{At: at, Unmatched: []client.Exposure{{Advisory: "G-1", Product: "p", Release: "1.0", Status: "unmatched", Reason: "GIT range: no version order"}}, Undecided: 1},
 		{At: at},
