@@ -1,12 +1,20 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/client"
@@ -70,5 +78,51 @@ func TestReleaseGateCLI(t *testing.T) {
 	}
 	if _, err := e.cli.Publish(context.Background(), opts); err != nil {
 		t.Errorf("publish after VEX: %v", err)
+	}
+
+	// The statements are published without login: CSAF provider, ROLIE feed, the signed VEX
+	// document with its hashes, and OpenVEX.
+	get := func(p string) []byte {
+		t.Helper()
+		resp, err := http.Get(e.srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", p, resp.StatusCode, b)
+		}
+		return b
+	}
+	var pm struct {
+		Keys []struct{ Fingerprint, URL string } `json:"public_openpgp_keys"`
+	}
+	if err := json.Unmarshal(get("/.well-known/csaf/provider-metadata.json"), &pm); err != nil || len(pm.Keys) != 1 {
+		t.Fatalf("provider metadata: %v %+v", err, pm)
+	}
+	feed := string(get("/.well-known/csaf/feed-tlp-white.json"))
+	i := strings.Index(feed, "/.well-known/csaf/white/")
+	if i < 0 {
+		t.Fatalf("feed lists no document:\n%s", feed)
+	}
+	docPath := feed[i : i+strings.Index(feed[i:], `"`)]
+	doc := get(docPath)
+	if !strings.Contains(string(doc), "vulnerable_code_not_in_execute_path") {
+		t.Errorf("VEX document:\n%s", doc)
+	}
+	ring, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(get(strings.TrimPrefix(pm.Keys[0].URL, e.srv.URL))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openpgp.CheckArmoredDetachedSignature(ring, bytes.NewReader(doc), bytes.NewReader(get(docPath+".asc")), nil); err != nil {
+		t.Errorf("signature: %v", err)
+	}
+	sum := sha256.Sum256(doc)
+	if !strings.HasPrefix(string(get(docPath+".sha256")), hex.EncodeToString(sum[:])) {
+		t.Error("sha256 file does not match")
+	}
+	if ov := string(get("/p/" + testProduct + "/openvex.json")); !strings.Contains(ov, "https://openvex.dev/ns/v0.2.0") || !strings.Contains(ov, "CVE-2023-48795") {
+		t.Errorf("OpenVEX:\n%s", ov)
 	}
 }

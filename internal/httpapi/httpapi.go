@@ -48,6 +48,8 @@ type Server struct {
 	Rollouts Campaigns
 	// Exposure holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
 	Exposure Vulnerabilities
+	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
+	CSAF CSAF
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight

@@ -26,6 +26,7 @@ import (
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 	blobs3 "upkeep.dev/upkeep/internal/blob/s3"
 	"upkeep.dev/upkeep/internal/director"
+	"upkeep.dev/upkeep/internal/csafpub"
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/httpapi"
@@ -119,6 +120,8 @@ type Server struct {
 	Rollouts     *rollout.Engine
 	// Exposure holds SBOMs, advisories and VEX, and answers exposure and time-to-patch.
 	Exposure *exposure.Service
+	// CSAF publishes the products' CSAF advisories, VEX and OpenVEX documents.
+	CSAF *csafpub.Service
 	// Products owns the support policies.
 	Products *product.Service
 
@@ -235,6 +238,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Transparency.TimeToPatch = s.Exposure.LabelTimeToPatch
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
+	}
+	if err := s.newCSAF(db, now, api); err != nil {
+		return fail(err)
 	}
 	s.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	s.serving.Add(1)
@@ -460,6 +466,62 @@ func (s *Server) newTransparency(db *sqlstore.DB, now func() time.Time) *transpa
 		Manufacturer: label.Manufacturer{Name: s.Config.Manufacturer}, Interval: s.Config.PublicRefresh, Now: now, Logger: s.Config.Logger,
 	}
 	return s.Transparency
+}
+
+// newCSAF builds the CSAF provider and OpenVEX publisher (docs/VULNERABILITIES.md): each
+// product's analysts' statements and the vulnerabilities its releases fixed, signed with the
+// provider's OpenPGP key KEYS/csaf/provider.asc (generated on first use).
+func (s *Server) newCSAF(db *sqlstore.DB, now func() time.Time, api *httpapi.Server) error {
+	name := s.Config.Manufacturer
+	if name == "" {
+		name = "Upkeep"
+	}
+	signer, err := csafpub.LoadOrCreateSigner(filepath.Join(s.Config.KeysDir, "csaf", "provider.asc"), name, "")
+	if err != nil {
+		return err
+	}
+	s.CSAF = &csafpub.Service{
+		Publisher: csafpub.Publisher{Name: name, Namespace: s.Transparency.PublicURL},
+		PublicURL: s.Transparency.PublicURL, Signer: signer, Interval: s.Config.PublicRefresh, Now: now, Logger: s.Config.Logger,
+		Source: csafpub.Source{
+			Products: func(ctx context.Context) ([][2]string, error) {
+				ps, err := s.Products.Products(ctx)
+				if err != nil {
+					return nil, err
+				}
+				out := make([][2]string, 0, len(ps))
+				for _, p := range ps {
+					display := p.Name
+					if pol, err := product.ParsePolicy(p.Policy); err == nil && pol.ProductName != "" {
+						display = pol.ProductName
+					}
+					out = append(out, [2]string{p.Name, display})
+				}
+				return out, nil
+			},
+			Releases: func(ctx context.Context, p string) ([]csafpub.Release, error) {
+				rels, err := db.FindReleases(ctx, release.Filter{Product: p})
+				if err != nil {
+					return nil, err
+				}
+				out := make([]csafpub.Release, len(rels))
+				for i, r := range rels {
+					out[i] = csafpub.Release{Version: r.Version, Published: r.PublishedAt}
+				}
+				return out, nil
+			},
+			Triage: s.Exposure.Triage,
+			Fixed: func(ctx context.Context, p string) ([]wire.TimeToPatch, error) {
+				t, err := s.Exposure.TimeToPatch(ctx, p)
+				if err != nil {
+					return nil, err
+				}
+				return t.Advisories, nil
+			},
+		},
+	}
+	api.CSAF = s.CSAF
+	return nil
 }
 
 func validPublicURL(s string) bool {
