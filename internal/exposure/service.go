@@ -762,6 +762,7 @@ type catalog struct {
 	byTarget  map[string]*release.Release
 	byProduct map[string][]*release.Release // oldest first (newer)
 	sboms     map[string]*SBOM              // product@version
+	fixMemo   map[string]bool               // release target + advisory id → fixes (one request)
 }
 
 func (s *Service) catalog(ctx context.Context, product string) (*catalog, error) {
@@ -817,6 +818,21 @@ func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a
 // or an alias in fixes, or it has an SBOM that no longer matches the advisory as affected (nor
 // as undecidable).
 func (s *Service) fixes(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
+	key := r.Target + "\x00" + a.ID
+	if v, ok := c.fixMemo[key]; ok {
+		return v, nil
+	}
+	ok, err := s.fixesUncached(ctx, c, r, a)
+	if err == nil {
+		if c.fixMemo == nil {
+			c.fixMemo = map[string]bool{}
+		}
+		c.fixMemo[key] = ok
+	}
+	return ok, err
+}
+
+func (s *Service) fixesUncached(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
 	for _, f := range r.Fixes {
 		if names(a, f) {
 			return true, nil
