@@ -120,7 +120,6 @@ func TestCSAFDocumentsValidate(t *testing.T) {
 	}
 }
 
-
 // TestOpenVEX: the OpenVEX v0.2.0 document carries each statement with its status,
 // justification or action, and the releases as products.
 func TestOpenVEX(t *testing.T) {

@@ -50,7 +50,9 @@ var bvEcos = []bvEco{
 	{"PyPI", "pypi", func(r *rand.Rand) string { return fmt.Sprintf("%d.%d.%d", r.IntN(10), r.IntN(30), r.IntN(10)) },
 		func(i int) (string, string) { return "", fmt.Sprintf("py-pkg-%d", i) }},
 	{"Maven", "maven", func(r *rand.Rand) string { return fmt.Sprintf("%d.%d.%d", r.IntN(10), r.IntN(30), r.IntN(10)) },
-		func(i int) (string, string) { return fmt.Sprintf("org.example%d", i%331), fmt.Sprintf("artifact-%d", i) }},
+		func(i int) (string, string) {
+			return fmt.Sprintf("org.example%d", i%331), fmt.Sprintf("artifact-%d", i)
+		}},
 	{"crates.io", "cargo", func(r *rand.Rand) string { return fmt.Sprintf("0.%d.%d", r.IntN(50), r.IntN(20)) },
 		func(i int) (string, string) { return "", fmt.Sprintf("crate_%d", i) }},
 }
