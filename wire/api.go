@@ -20,6 +20,7 @@ type Device struct {
 	DirectorVersion int64             `json:"director_version"`
 	LastSeen        time.Time         `json:"last_seen,omitzero"`
 	EnrolledAt      time.Time         `json:"enrolled_at"`
+	Simulated       bool              `json:"simulated,omitempty"` // enrolled by `upkeep simulate`
 }
 
 // Release is a published release.
@@ -62,6 +63,14 @@ type EnrollTokenRequest struct {
 	Uses    int           `json:"uses"` // 0: unlimited
 	TTL     time.Duration `json:"ttl"`  // 0: never expires
 	Product string        `json:"product,omitempty"`
+	// Simulation marks every device enrolled with the token as simulated: left out of public
+	// figures and removable with `upkeep devices remove --simulated`.
+	Simulation bool `json:"simulation,omitempty"`
+}
+
+// RemoveDevicesResponse says how many devices DELETE /api/v1/devices?simulated=true removed.
+type RemoveDevicesResponse struct {
+	Removed int `json:"removed"`
 }
 
 // EnrollTokenResponse returns the token once.

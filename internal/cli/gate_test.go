@@ -18,7 +18,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/client"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -48,7 +48,7 @@ func TestReleaseGateCLI(t *testing.T) {
 	fw := filepath.Join(dir, "fw.img")
 	os.WriteFile(fw, image("1.0.0", 4<<10), 0o644)
 	opts := client.PublishOptions{File: fw, TargetsKey: e.targetsKey, TrustedRoot: e.imageRoot, Expires: 30 * 24 * time.Hour, SBOM: sbom,
-		Custom: trust.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: "1.0.0", SecurityVersion: 2, Class: trust.ClassSecurity}}
+		Custom: uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: "1.0.0", SecurityVersion: 2, Class: uptane.ClassSecurity}}
 	if _, err := e.cli.Publish(context.Background(), opts); !apperr.Is(err, apperr.Forbidden) {
 		t.Errorf("publish --sbom: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/show"
 )
 
 // addVulnCmds registers sbom, advisories and exposure, and `product time-to-patch`.
@@ -282,12 +283,12 @@ func exposureTable(w io.Writer, rep *client.ExposureReport, all bool) error {
 		if epss == "" {
 			epss = "-"
 		}
-		summary := e.Summary
+		summary := show.Text(e.Summary)
 		if n := undecidedIn(e); n > 0 {
 			summary += fmt.Sprintf(" (+%d undecided components)", n)
 		}
 		if v := vexText(e); v != "" {
-			summary += " [VEX " + v + "]"
+			summary += " [VEX " + show.Text(v) + "]"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s@%s\t%d\t%.1f\t%s\t%s\n", e.Advisory, e.Severity, kev, epss, e.Product, e.Release, e.Devices, e.DaysExposed, fix, summary)
 	}
@@ -307,7 +308,7 @@ func exposureTable(w io.Writer, rep *client.ExposureReport, all bool) error {
 				fmt.Fprintln(w, "  none")
 			}
 			for _, e := range sec.rows {
-				fmt.Fprintf(w, "  %s %s@%s (%d devices): %s\n", e.Advisory, e.Product, e.Release, e.Devices, e.Reason)
+				fmt.Fprintf(w, "  %s %s@%s (%d devices): %s\n", e.Advisory, e.Product, e.Release, e.Devices, show.Text(e.Reason))
 			}
 		}
 	}

@@ -15,7 +15,8 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/internal/vuln"
 	"upkeep.dev/upkeep/wire"
 )
@@ -50,11 +51,11 @@ func (s *Service) policy(ctx context.Context, name string) (product.Policy, erro
 // gate. No device and no published release is needed. The SBOM is kept by digest, so that
 // publishing the release whose signed target names it passes the same gate (GatePublish).
 func (s *Service) CheckRelease(ctx context.Context, productName, version string, raw []byte) (*ReleaseCheck, error) {
-	if err := trust.ValidIdent("product", productName); err != nil {
+	if err := tuf.ValidIdent("product", productName); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
 	if version != "" {
-		if err := trust.ValidIdent("version", version); err != nil {
+		if err := tuf.ValidIdent("version", version); err != nil {
 			return nil, apperr.E(apperr.Invalid, "%v", err)
 		}
 	}
@@ -164,7 +165,7 @@ func (s *Service) GatePublish(ctx context.Context, target string, targets []byte
 	if !ok {
 		return nil // the image repository refuses it with its own message
 	}
-	c, err := trust.ParseTargetCustom(tf)
+	c, err := uptane.ParseTargetCustom(tf)
 	if err != nil {
 		return nil
 	}
@@ -226,11 +227,11 @@ func (s *Service) GateRelease(ctx context.Context, rel *release.Release) error {
 // Justifications; an affected one an action statement. actor is recorded as the analyst when
 // the statement names none.
 func (s *Service) SetTriage(ctx context.Context, t Triage, actor string) (*Triage, error) {
-	if err := trust.ValidIdent("product", t.Product); err != nil {
+	if err := tuf.ValidIdent("product", t.Product); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
 	if t.Version != "" {
-		if err := trust.ValidIdent("version", t.Version); err != nil {
+		if err := tuf.ValidIdent("version", t.Version); err != nil {
 			return nil, apperr.E(apperr.Invalid, "%v", err)
 		}
 	}
@@ -286,11 +287,11 @@ func (s *Service) Triage(ctx context.Context, product string) ([]Triage, error) 
 // (one release, or every release when Version is ""). Reason and CreatedBy are required; the
 // waiver is never deleted, only revoked.
 func (s *Service) CreateWaiver(ctx context.Context, w Waiver) (*Waiver, error) {
-	if err := trust.ValidIdent("product", w.Product); err != nil {
+	if err := tuf.ValidIdent("product", w.Product); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
 	if w.Version != "" {
-		if err := trust.ValidIdent("version", w.Version); err != nil {
+		if err := tuf.ValidIdent("version", w.Version); err != nil {
 			return nil, apperr.E(apperr.Invalid, "%v", err)
 		}
 	}

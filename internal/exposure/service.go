@@ -21,7 +21,7 @@ import (
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/internal/vuln"
 	"upkeep.dev/upkeep/wire"
 )
@@ -64,7 +64,7 @@ type Service struct {
 	exploit *exploitData
 	customs struct {
 		sum [sha256.Size]byte
-		m   map[string]trust.TargetCustom
+		m   map[string]uptane.TargetCustom
 	}
 
 	reported sync.Map // device id → the installed target last recorded
@@ -398,13 +398,13 @@ func (s *Service) PutSBOM(ctx context.Context, product, version string, raw []by
 }
 
 // custom returns the signed custom of an image target, from the current targets metadata.
-func (s *Service) custom(ctx context.Context, target string) (trust.TargetCustom, error) {
+func (s *Service) custom(ctx context.Context, target string) (uptane.TargetCustom, error) {
 	if s.Targets == nil {
-		return trust.TargetCustom{}, nil
+		return uptane.TargetCustom{}, nil
 	}
 	raw, err := s.Targets(ctx)
 	if err != nil {
-		return trust.TargetCustom{}, fmt.Errorf("current targets: %w", err)
+		return uptane.TargetCustom{}, fmt.Errorf("current targets: %w", err)
 	}
 	sum := sha256.Sum256(raw)
 	s.mu.Lock()
@@ -412,11 +412,11 @@ func (s *Service) custom(ctx context.Context, target string) (trust.TargetCustom
 	if s.customs.m == nil || s.customs.sum != sum {
 		md, err := metadata.Targets().FromBytes(raw)
 		if err != nil {
-			return trust.TargetCustom{}, fmt.Errorf("current targets: %w", err)
+			return uptane.TargetCustom{}, fmt.Errorf("current targets: %w", err)
 		}
-		m := make(map[string]trust.TargetCustom, len(md.Signed.Targets))
+		m := make(map[string]uptane.TargetCustom, len(md.Signed.Targets))
 		for name, tf := range md.Signed.Targets {
-			if c, err := trust.ParseTargetCustom(tf); err == nil {
+			if c, err := uptane.ParseTargetCustom(tf); err == nil {
 				m[name] = c
 			}
 		}
@@ -747,6 +747,12 @@ func (s *Service) OnReport(ctx context.Context, id string, r wire.Report) error 
 	if last, ok := s.reported.Load(id); ok && last.(string) == t {
 		return nil
 	}
+	if known, err := s.signedImage(ctx, t, r.Installed.SHA256); err != nil || !known {
+		if err != nil {
+			s.logger().Warn("record installed target", "device", id, "err", err)
+		}
+		return nil // an unknown image is no point of the timeline
+	}
 	if err := s.Store.AddInstall(ctx, id, t, s.now()); err != nil {
 		s.logger().Warn("record installed target", "device", id, "err", err)
 		return nil
@@ -757,12 +763,33 @@ func (s *Service) OnReport(ctx context.Context, id string, r wire.Report) error 
 
 // ---- releases and fixes ----
 
+// signedImage reports whether target with this SHA-256 is a published release's signed image.
+// A device's report is only its claim: the install timeline, which time to patch and the public
+// figures are computed from, records only images that are.
+func (s *Service) signedImage(ctx context.Context, target, sha256 string) (bool, error) {
+	rels, err := s.Releases.FindReleases(ctx, release.Filter{Target: target})
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rels {
+		if r.Matches(target, sha256) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // catalog is one read of releases and SBOMs.
 type catalog struct {
 	byTarget  map[string]*release.Release
 	byProduct map[string][]*release.Release // oldest first (newer)
 	sboms     map[string]*SBOM              // product@version
 	fixMemo   map[string]bool               // release target + advisory id → fixes (one request)
+}
+
+// known reports whether target with this SHA-256 is the signed image of a release in c.
+func (c *catalog) known(target, sha256 string) bool {
+	return c.byTarget[target].Matches(target, sha256)
 }
 
 func (s *Service) catalog(ctx context.Context, product string) (*catalog, error) {
@@ -880,6 +907,12 @@ func sign(d time.Duration) float64 {
 // A failure is logged; the enrolment stands.
 func (s *Service) OnEnroll(ctx context.Context, d *fleet.Device) {
 	if d.InstalledTarget == "" {
+		return
+	}
+	if known, err := s.signedImage(ctx, d.InstalledTarget, d.InstalledSHA256); err != nil || !known {
+		if err != nil {
+			s.logger().Warn("record enrolled image", "device", d.ID, "err", err)
+		}
 		return
 	}
 	if err := s.Store.AddInstall(ctx, d.ID, d.InstalledTarget, d.EnrolledAt); err != nil {

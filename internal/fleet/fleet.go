@@ -34,6 +34,9 @@ type Device struct {
 	DirectorVersion int64
 	LastSeen        time.Time
 	EnrolledAt      time.Time
+	// Simulated marks a device enrolled with a simulation token (`upkeep simulate`): it counts
+	// in no public figure and `devices remove --simulated` removes it.
+	Simulated bool
 }
 
 // DeviceFilter selects devices. Zero fields match everything.
@@ -79,7 +82,9 @@ type EnrollToken struct {
 	UsesLeft  int    // -1: unlimited
 	ExpiresAt time.Time
 	Product   string // if set, only devices of this product
-	CreatedAt time.Time
+	// Simulation marks every device enrolled with the token as Simulated.
+	Simulation bool
+	CreatedAt  time.Time
 }
 
 // Store persists the fleet. Implementations are safe for concurrent use.
@@ -90,6 +95,8 @@ type Store interface {
 	FindDevice(ctx context.Context, id string) (*Device, error)
 	// FindDevices lists devices ordered by id.
 	FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, error)
+	// CountDevices counts the devices f selects; its Offset and Limit are ignored.
+	CountDevices(ctx context.Context, f DeviceFilter) (int, error)
 	// UpdateDevice returns apperr.NotFound if the device does not exist.
 	UpdateDevice(ctx context.Context, id string, u DeviceUpdate) error
 	// TouchDevices records last-seen times in one batch; unknown ids are ignored.
@@ -107,6 +114,10 @@ type Store interface {
 	// apperr.Unauthorized if it does not exist, is used up or expired at now, and apperr.Forbidden
 	// (taking no use) if it is limited to a product other than product.
 	UseEnrollToken(ctx context.Context, hash []byte, product string, now time.Time) (*EnrollToken, error)
+	// RemoveSimulatedDevices deletes every Simulated device with its events, director views,
+	// campaign and group memberships and install history, in one transaction, and returns
+	// their ids.
+	RemoveSimulatedDevices(ctx context.Context) ([]string, error)
 }
 
 // TimedStore is a Store that tells Observe how long each call took, by operation name
@@ -137,6 +148,12 @@ func (s TimedStore) FindDevice(ctx context.Context, id string) (*Device, error) 
 func (s TimedStore) FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, error) {
 	defer s.done("find_devices", time.Now())
 	return s.Store.FindDevices(ctx, f)
+}
+
+// CountDevices implements Store.
+func (s TimedStore) CountDevices(ctx context.Context, f DeviceFilter) (int, error) {
+	defer s.done("count_devices", time.Now())
+	return s.Store.CountDevices(ctx, f)
 }
 
 // UpdateDevice implements Store.
@@ -179,4 +196,10 @@ func (s TimedStore) CreateEnrollToken(ctx context.Context, t *EnrollToken) error
 func (s TimedStore) UseEnrollToken(ctx context.Context, hash []byte, product string, now time.Time) (*EnrollToken, error) {
 	defer s.done("use_enroll_token", time.Now())
 	return s.Store.UseEnrollToken(ctx, hash, product, now)
+}
+
+// RemoveSimulatedDevices implements Store.
+func (s TimedStore) RemoveSimulatedDevices(ctx context.Context) ([]string, error) {
+	defer s.done("remove_simulated_devices", time.Now())
+	return s.Store.RemoveSimulatedDevices(ctx)
 }

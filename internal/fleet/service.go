@@ -32,11 +32,55 @@ type Service struct {
 	// OnEnroll is told of every newly stored device (the patch service records the image it
 	// enrolled with); its failure does not undo the enrolment.
 	OnEnroll func(ctx context.Context, d *Device)
+	// MaxPending bounds the devices awaiting an operator's approval: past it, an enrolment
+	// without an enrolment token is apperr.Busy. 0: no bound. The count is read from the store
+	// at most every pendingRecount and kept up to date in between, so that a flood of
+	// enrolments does not count the table each time; with several replicas the bound holds to
+	// within what the others admitted in that time.
+	MaxPending int
 
 	mu       sync.Mutex
 	versions map[string]int64     // director version per known device
 	seen     map[string]time.Time // last-seen times not yet written
 	accepted sync.Map             // device id → struct{}: accepted devices (acceptance is final)
+
+	pendingMu      sync.Mutex
+	pending        int       // devices pending, as last counted plus those enrolled since
+	pendingCounted time.Time // when last counted; zero: never
+}
+
+// pendingRecount is how long a count of pending devices is trusted.
+const pendingRecount = 10 * time.Second
+
+// admitPending reserves a place for one more pending device, or refuses with apperr.Busy when
+// MaxPending are pending. A reservation whose device is not stored is returned with
+// unreservePending.
+func (s *Service) admitPending(ctx context.Context) error {
+	if s.MaxPending <= 0 {
+		return nil
+	}
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	if now := s.now(); s.pendingCounted.IsZero() || now.Sub(s.pendingCounted) > pendingRecount || now.Before(s.pendingCounted) {
+		n, err := s.Store.CountDevices(ctx, DeviceFilter{Status: StatusPending})
+		if err != nil {
+			return err
+		}
+		s.pending, s.pendingCounted = n, s.now()
+	}
+	if s.pending >= s.MaxPending {
+		return apperr.E(apperr.Busy, "%d devices already await an operator's approval: enrol again later, or with an enrolment token", s.pending)
+	}
+	s.pending++
+	return nil
+}
+
+func (s *Service) unreservePending() {
+	if s.MaxPending > 0 {
+		s.pendingMu.Lock()
+		s.pending--
+		s.pendingMu.Unlock()
+	}
 }
 
 func (s *Service) now() time.Time {
@@ -97,20 +141,29 @@ func (s *Service) Enroll(ctx context.Context, req wire.SignedRequest, enrollToke
 	} else if !apperr.Is(err, apperr.NotFound) {
 		return nil, err
 	}
-	status := StatusPending
+	status, simulated := StatusPending, false
 	if enrollToken != "" {
 		// The store refuses a token limited to another product before taking a use.
-		if _, err := s.Store.UseEnrollToken(ctx, auth.HashSecret(enrollToken), p.Identity.Product, s.now()); err != nil {
+		tok, err := s.Store.UseEnrollToken(ctx, auth.HashSecret(enrollToken), p.Identity.Product, s.now())
+		if err != nil {
 			return nil, err
 		}
-		status = StatusAccepted
+		status, simulated = StatusAccepted, tok.Simulation
+	} else {
+		if err := s.admitPending(ctx); err != nil {
+			return nil, err
+		}
 	}
 	d := &Device{
 		ID: id, PublicKey: pub, Serial: p.Identity.Serial, Product: p.Identity.Product, HardwareID: p.Identity.HardwareID,
 		Attributes: p.Identity.Attributes, Status: status, InstalledTarget: p.Installed.Target, InstalledVer: p.Installed.Version,
 		SecurityVersion: p.Installed.SecurityVersion, InstalledSHA256: p.Installed.SHA256, State: "enrolled", EnrolledAt: s.now(),
+		Simulated: simulated,
 	}
 	if err := s.Store.CreateDevice(ctx, d); err != nil {
+		if status == StatusPending {
+			s.unreservePending()
+		}
 		if apperr.Is(err, apperr.Conflict) { // a concurrent retry of the same enrolment
 			if d, err = s.Store.FindDevice(ctx, id); err != nil {
 				return nil, err
@@ -164,6 +217,29 @@ func (s *Service) Token(ctx context.Context, req wire.SignedRequest) (*wire.Enro
 func (s *Service) Accept(ctx context.Context, id string) error {
 	st := StatusAccepted
 	return s.Store.UpdateDevice(ctx, id, DeviceUpdate{Status: &st})
+}
+
+// RemoveSimulated deletes every simulated device (Store.RemoveSimulatedDevices) and forgets
+// what this replica cached about them; it returns how many it removed. A removed device's
+// token stops working at its next request on this replica (the store no longer knows it);
+// another replica that cached it as accepted serves it until the token expires, with no
+// director view left to name anything.
+func (s *Service) RemoveSimulated(ctx context.Context) (int, error) {
+	ids, err := s.Store.RemoveSimulatedDevices(ctx)
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	for _, id := range ids {
+		delete(s.versions, id)
+		delete(s.seen, id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		s.accepted.Delete(id)
+	}
+	s.logger().Info("simulated devices removed", "devices", len(ids))
+	return len(ids), nil
 }
 
 // RequireAccepted returns nil if the device exists and is accepted, else apperr.Unauthorized.

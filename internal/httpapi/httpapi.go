@@ -3,16 +3,22 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
@@ -34,6 +40,9 @@ type Server struct {
 	Logger      *slog.Logger
 	MaxArtifact int64 // bytes; uploads past it get 413
 	Metrics     *Metrics
+	// MetricsToken, if set, is the bearer token GET /metrics requires (compared in constant
+	// time); empty leaves /metrics open, for a server on a loopback address.
+	MetricsToken string
 	// Ready reports whether the server can serve (the database answers); for /readyz.
 	Ready func(ctx context.Context) error
 	// MaxCheckins bounds check-ins in flight; past it devices get 429 with Retry-After and
@@ -42,6 +51,20 @@ type Server struct {
 	// MaxTokenRequests bounds device token requests in flight in the same way (each checks a
 	// signature and reads the store). Default 256.
 	MaxTokenRequests int
+	// BodyTimeout is how long a device request's body may take to arrive (enrol, token,
+	// check-in, report); it is read in full before the request takes a place among the bounds
+	// above. Default DefaultBodyTimeout (10 s).
+	BodyTimeout time.Duration
+	// MaxPerDevice bounds one device's check-ins and reports in flight, and MaxPerIP one source
+	// address's (IPv6: its /64) token requests and enrolments, in front of the global bounds, so
+	// that one client cannot take the others' share. Defaults DefaultMaxPerDevice (4) and
+	// DefaultMaxPerIP (32).
+	MaxPerDevice, MaxPerIP int
+	// EnrollPerMinute is how many enrolments without an enrolment token (or with a refused one)
+	// one source address may make per minute; ReportsPerMinute how many reports one device may
+	// send per minute. Beyond either: 429 with the Retry-After when the allowance is back.
+	// Defaults DefaultEnrollPerMinute (30) and DefaultReportsPerMinute (20).
+	EnrollPerMinute, ReportsPerMinute int
 	// Transparency builds the public product pages under /p/ (public.go); nil serves none.
 	Transparency Publisher
 	// Rollouts runs campaigns and holds groups; nil disables their routes.
@@ -55,6 +78,10 @@ type Server struct {
 	tokensInflight atomic.Int64 // token requests in flight
 	poll, jitter   intHeader    // header values of the check-in answer
 	checkins       checkinBodies
+	perDevice      perKey // check-ins and reports in flight per device
+	perIP          perKey // token requests and enrolments in flight per source address
+	enrolRate      rate   // enrolments per source address
+	reportRate     rate   // reports per device
 
 	admins     sync.Map // token hash (string) -> name, for tokens that verified
 	artifacts  sync.Map // target name -> SHA-256 of its bytes
@@ -87,9 +114,14 @@ func (s *Server) Handler() http.Handler {
 	if s.MaxTokenRequests <= 0 {
 		s.MaxTokenRequests = 256
 	}
+	s.BodyTimeout = cmp.Or(s.BodyTimeout, DefaultBodyTimeout)
+	s.MaxPerDevice = cmp.Or(s.MaxPerDevice, DefaultMaxPerDevice)
+	s.MaxPerIP = cmp.Or(s.MaxPerIP, DefaultMaxPerIP)
+	s.EnrollPerMinute = cmp.Or(s.EnrollPerMinute, DefaultEnrollPerMinute)
+	s.ReportsPerMinute = cmp.Or(s.ReportsPerMinute, DefaultReportsPerMinute)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", s.Metrics.Handler())
+	mux.Handle("GET /metrics", s.metricsAuth(s.Metrics.Handler()))
 
 	mux.HandleFunc("POST /device/v1/enroll", s.enroll)
 	mux.HandleFunc("POST /device/v1/token", s.token)
@@ -101,6 +133,7 @@ func (s *Server) Handler() http.Handler {
 	s.publicRoutes(mux)
 
 	mux.Handle("GET /api/v1/devices", s.admin(s.listDevices))
+	mux.Handle("DELETE /api/v1/devices", s.admin(s.removeDevices))
 	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
 	mux.Handle("POST /api/v1/devices/{id}/accept", s.admin(s.acceptDevice))
 	mux.Handle("GET /api/v1/devices/{id}/events", s.admin(s.deviceEvents))
@@ -146,6 +179,9 @@ func (s *Server) recoverer(h http.Handler) http.Handler {
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := apperr.CodeOf(err)
 	status := apperr.HTTPStatus(code)
+	if code == apperr.Busy && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", strconv.Itoa(retryMinSeconds+rand.IntN(retrySpreadSeconds)))
+	}
 	if code == apperr.Internal {
 		s.logger().Error("request failed", LogPath, r.URL.Path, LogErr, err)
 	}
@@ -217,6 +253,23 @@ func (s *Server) known(h deviceHandler) deviceHandler {
 }
 
 // admin authenticates an operator token.
+// metricsAuth requires MetricsToken, when one is set, before h.
+func (s *Server) metricsAuth(h http.Handler) http.Handler {
+	if s.MetricsToken == "" {
+		return h
+	}
+	want := sha256.Sum256([]byte(s.MetricsToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(bearer(r)))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
+			s.fail(w, r, apperr.E(apperr.Unauthorized, "metrics token required (Authorization: Bearer ...)"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 func (s *Server) admin(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok := bearer(r)

@@ -16,7 +16,7 @@ const ActiveWindow = 30 * 24 * time.Hour
 
 // SupportedMethod is what a supported release means in the fleet share: the callers of
 // ComputeEvidence implement it in their supported function.
-const SupportedMethod = "a supported release: a release of this product that the manufacturer published through the platform's signed image repository and that is not older (by publication time) than the newest security release, while the product is within its support period (on or before the support end date)"
+const SupportedMethod = "a supported release: a release of this product that the manufacturer published through the platform's signed image repository (the image the device reports matches the signed target's name and SHA-256) and that is not older (by publication time) than the newest security release, while the product is within its support period (on or before the support end date)"
 
 // Figure is one computed number with the method that produced it. Value is nil when the data
 // cannot give it, and Note then says why ("not available because ...").
@@ -184,13 +184,17 @@ func ComputeEvidence(now time.Time, rel []ReleaseFact, dev []DeviceFact, ttp []T
 		e.FixToFleet90Days.Note = strings.TrimPrefix(e.FixToFleet90Days.Note+fmt.Sprintf("; %d fixed releases have not reached 90%% of the fleet yet and are not in the median", notAt90), "; ")
 	}
 
-	active, onSupported := 0, 0
+	active, onSupported, unknown := 0, 0, 0
 	for _, d := range dev {
 		if now.Sub(d.LastSeen) > ActiveWindow {
 			continue
 		}
 		active++
-		if supported != nil && supported(d.InstalledVersion) {
+		if d.UnknownImage {
+			unknown++
+			continue
+		}
+		if supported != nil && d.InstalledVersion != "" && supported(d.InstalledVersion) {
 			onSupported++
 		}
 	}
@@ -205,6 +209,9 @@ func ComputeEvidence(now time.Time, rel []ReleaseFact, dev []DeviceFact, ttp []T
 		e.FleetOnSupported.Note = "not available because the platform gave no way to tell supported versions"
 	default:
 		e.FleetOnSupported.Value = ptr(round1(100 * float64(onSupported) / float64(active)))
+		if unknown > 0 {
+			e.FleetOnSupported.Note = fmt.Sprintf("%d of these devices report an unknown image (not a signed release of this product) and count as not on a supported release", unknown)
+		}
 	}
 	return e
 }

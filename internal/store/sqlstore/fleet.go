@@ -15,14 +15,14 @@ import (
 )
 
 const deviceCols = `id, public_key, serial, product, hardware_id, attributes, status, installed_target,
-installed_ver, security_version, installed_sha256, state, last_error, assigned, director_version, last_seen, enrolled_at, assign_policy`
+installed_ver, security_version, installed_sha256, state, last_error, assigned, director_version, last_seen, enrolled_at, assign_policy, simulated`
 
 func scanDevice(row interface{ Scan(...any) error }) (*fleet.Device, error) {
 	var d fleet.Device
 	var attrs string
 	var seen sql.NullTime
 	if err := row.Scan(&d.ID, &d.PublicKey, &d.Serial, &d.Product, &d.HardwareID, &attrs, &d.Status, &d.InstalledTarget,
-		&d.InstalledVer, &d.SecurityVersion, &d.InstalledSHA256, &d.State, &d.LastError, &d.Assigned, &d.DirectorVersion, &seen, &d.EnrolledAt, &d.AssignPolicy); err != nil {
+		&d.InstalledVer, &d.SecurityVersion, &d.InstalledSHA256, &d.State, &d.LastError, &d.Assigned, &d.DirectorVersion, &seen, &d.EnrolledAt, &d.AssignPolicy, &d.Simulated); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(attrs), &d.Attributes); err != nil {
@@ -38,9 +38,9 @@ func (s *DB) CreateDevice(ctx context.Context, d *fleet.Device) error {
 	if d.Attributes == nil {
 		attrs = []byte("{}")
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)`,
 		d.ID, d.PublicKey, d.Serial, d.Product, d.HardwareID, string(attrs), d.Status, d.InstalledTarget,
-		d.InstalledVer, d.SecurityVersion, d.InstalledSHA256, d.State, d.LastError, d.Assigned, d.DirectorVersion, sql.NullTime{Time: d.LastSeen, Valid: !d.LastSeen.IsZero()}, d.EnrolledAt.UTC(), d.AssignPolicy)
+		d.InstalledVer, d.SecurityVersion, d.InstalledSHA256, d.State, d.LastError, d.Assigned, d.DirectorVersion, sql.NullTime{Time: d.LastSeen, Valid: !d.LastSeen.IsZero()}, d.EnrolledAt.UTC(), d.AssignPolicy, d.Simulated)
 	if s.dialect.IsUnique(err) {
 		return apperr.E(apperr.Conflict, "device %s already enrolled", d.ID)
 	}
@@ -59,11 +59,10 @@ func (s *DB) FindDevice(ctx context.Context, id string) (*fleet.Device, error) {
 	return d, nil
 }
 
-// FindDevices implements fleet.Store.
-func (s *DB) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.Device, error) {
+// deviceWhere is the WHERE clause (empty or starting with " WHERE") selecting f's devices, with
+// its arguments; arg numbers the arguments.
+func deviceWhere(f fleet.DeviceFilter, arg func(v any) string) string {
 	var where []string
-	var args []any
-	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
 	if f.Product != "" {
 		where = append(where, "product = "+arg(f.Product))
 	}
@@ -80,11 +79,17 @@ func (s *DB) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.De
 		}
 		where = append(where, "id IN ("+strings.Join(ph, ",")+")")
 	}
-	q := `SELECT ` + deviceCols + ` FROM devices`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+	if len(where) == 0 {
+		return ""
 	}
-	q += " ORDER BY id"
+	return " WHERE " + strings.Join(where, " AND ")
+}
+
+// FindDevices implements fleet.Store.
+func (s *DB) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.Device, error) {
+	var args []any
+	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
+	q := `SELECT ` + deviceCols + ` FROM devices` + deviceWhere(f, arg) + " ORDER BY id"
 	if f.Limit > 0 {
 		q += " LIMIT " + arg(f.Limit) + " OFFSET " + arg(f.Offset)
 	}
@@ -102,6 +107,65 @@ func (s *DB) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.De
 		out = append(out, d)
 	}
 	return out, rows.Err()
+}
+
+// CountDevices implements fleet.Store.
+func (s *DB) CountDevices(ctx context.Context, f fleet.DeviceFilter) (int, error) {
+	var args []any
+	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM devices`+deviceWhere(f, arg), args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count devices: %w", err)
+	}
+	return n, nil
+}
+
+// DeletePendingDevices removes the devices still pending (never accepted by an operator) that
+// enrolled before before, and returns how many. Pending devices have no events, views or
+// assignments: they cannot report or be deployed to.
+func (s *DB) DeletePendingDevices(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM devices WHERE status = $1 AND enrolled_at < $2`, fleet.StatusPending, before.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("delete pending devices: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+// PruneEvents applies the device events' retention: it deletes the events older than before and,
+// of each device, all but its newest keep (keep <= 0: no bound by count), and returns how many
+// it deleted. A device's first successful commit of a published release stays whatever its age:
+// it is the evidence of time to patch (FindInstalls), at most one per release and device.
+func (s *DB) PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error) {
+	const evidence = ` AND NOT (e.step = 'commit' AND e.status = 'ok'
+  AND EXISTS (SELECT 1 FROM releases r WHERE r.target = e.target)
+  AND e.id = (SELECT MIN(c.id) FROM device_events c WHERE c.device_id = e.device_id AND c.target = e.target AND c.step = 'commit' AND c.status = 'ok'))`
+	var total int64
+	del := func(q string, args ...any) error {
+		res, err := s.db.ExecContext(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("prune device events: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+		return nil
+	}
+	if !before.IsZero() {
+		if err := del(`DELETE FROM device_events WHERE id IN (SELECT e.id FROM device_events e WHERE e.time < $1`+evidence+`)`, before.UTC()); err != nil {
+			return total, err
+		}
+	}
+	if keep > 0 {
+		// Only devices over the bound are ranked; the index on (device_id, id) serves both steps.
+		if err := del(`DELETE FROM device_events WHERE id IN (
+SELECT e.id FROM (SELECT id, device_id, target, step, status,
+    ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY id DESC) AS rn
+  FROM device_events WHERE device_id IN (SELECT device_id FROM device_events GROUP BY device_id HAVING COUNT(*) > $1)) e
+WHERE e.rn > $1`+evidence+`)`, keep); err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // UpdateDevice implements fleet.Store.
@@ -269,8 +333,8 @@ func (s *DB) FindEvents(ctx context.Context, deviceID string, limit int) ([]flee
 
 // CreateEnrollToken implements fleet.Store.
 func (s *DB) CreateEnrollToken(ctx context.Context, t *fleet.EnrollToken) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO enroll_tokens (id, hash, name, uses_left, expires_at, product, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
-		t.ID, t.Hash, t.Name, t.UsesLeft, sql.NullTime{Time: t.ExpiresAt.UTC(), Valid: !t.ExpiresAt.IsZero()}, t.Product, t.CreatedAt.UTC())
+	_, err := s.db.ExecContext(ctx, `INSERT INTO enroll_tokens (id, hash, name, uses_left, expires_at, product, created_at, simulation) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+		t.ID, t.Hash, t.Name, t.UsesLeft, sql.NullTime{Time: t.ExpiresAt.UTC(), Valid: !t.ExpiresAt.IsZero()}, t.Product, t.CreatedAt.UTC(), t.Simulation)
 	if s.dialect.IsUnique(err) {
 		return apperr.E(apperr.Conflict, "enrolment token %s exists", t.ID)
 	}
@@ -286,8 +350,8 @@ func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, product string, no
 	err := s.inTx(ctx, "use enrolment token", func(tx *Tx) error {
 		var t fleet.EnrollToken
 		var exp sql.NullTime
-		err := tx.QueryRowContext(ctx, `SELECT id, hash, name, uses_left, expires_at, product, created_at FROM enroll_tokens WHERE hash = $1`, hash).
-			Scan(&t.ID, &t.Hash, &t.Name, &t.UsesLeft, &exp, &t.Product, &t.CreatedAt)
+		err := tx.QueryRowContext(ctx, `SELECT id, hash, name, uses_left, expires_at, product, created_at, simulation FROM enroll_tokens WHERE hash = $1`, hash).
+			Scan(&t.ID, &t.Hash, &t.Name, &t.UsesLeft, &exp, &t.Product, &t.CreatedAt, &t.Simulation)
 		if err != nil {
 			if err == sql.ErrNoRows {
 				return apperr.E(apperr.Unauthorized, "unknown enrolment token")
@@ -319,4 +383,47 @@ func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, product string, no
 		return nil, err
 	}
 	return tok, nil
+}
+
+// simulatedTables hold rows keyed by device_id that go with a removed simulated device.
+var simulatedTables = []string{"device_events", "director_views", "campaign_devices", "group_devices", "device_installs"}
+
+// RemoveSimulatedDevices implements fleet.Store.
+func (s *DB) RemoveSimulatedDevices(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := s.inTx(ctx, "remove simulated devices", func(tx *Tx) error {
+		ids = ids[:0]
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM devices WHERE simulated ORDER BY id`)
+		if err != nil {
+			return fmt.Errorf("find simulated devices: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return fmt.Errorf("find simulated devices: %w", err)
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("find simulated devices: %w", err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		for _, table := range simulatedTables {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE device_id IN (SELECT id FROM devices WHERE simulated)`); err != nil {
+				return fmt.Errorf("remove simulated devices from %s: %w", table, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE simulated`); err != nil {
+			return fmt.Errorf("remove simulated devices: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
 }
