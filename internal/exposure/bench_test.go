@@ -209,7 +209,7 @@ func TestBenchVuln(t *testing.T) {
 		for d := range 10 {
 			id := fmt.Sprintf("d%03d-%d", i, d)
 			if err := db.CreateDevice(ctx, &fleet.Device{ID: id, PublicKey: []byte(id), Serial: id, Product: "gw", HardwareID: "hw", Status: fleet.StatusAccepted,
-				InstalledTarget: r.Target, InstalledVer: v, EnrolledAt: c.t.Add(-24 * time.Hour)}); err != nil {
+				InstalledTarget: r.Target, InstalledVer: v, InstalledSHA256: "00", EnrolledAt: c.t.Add(-24 * time.Hour)}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -129,7 +129,7 @@ func deviceOn(t *testing.T, db *sqlstore.DB, p, v string) *release.Release {
 		t.Fatal(err)
 	}
 	d := &fleet.Device{ID: "d-" + p + v, PublicKey: []byte(p + v), Serial: p + v, Product: p, HardwareID: "hw", Status: fleet.StatusAccepted,
-		InstalledTarget: r.Target, InstalledVer: v, EnrolledAt: time.Date(2025, 2, 1, 0, 0, 0, 0, time.UTC)}
+		InstalledTarget: r.Target, InstalledVer: v, InstalledSHA256: "00", EnrolledAt: time.Date(2025, 2, 1, 0, 0, 0, 0, time.UTC)}
 	if err := db.CreateDevice(ctx, d); err != nil {
 		t.Fatal(err)
 	}
