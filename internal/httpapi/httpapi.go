@@ -82,6 +82,8 @@ type Server struct {
 	Generation func() int64
 	// Now is the clock of operator token expiry; nil: time.Now.
 	Now func() time.Time
+	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
+	CSAF CSAF
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
