@@ -56,7 +56,8 @@ type Store interface {
 	// TokenGeneration returns the generation of the device's target token: 0 if it was never
 	// raised.
 	TokenGeneration(ctx context.Context, deviceID string) (int64, error)
-	// RotateToken raises the generation of the device's target token by one and returns it.
+	// RotateToken raises the generation of the device's target token by one and returns it,
+	// and moves the revocation generation (Service.Revocations) with it.
 	RotateToken(ctx context.Context, deviceID string) (int64, error)
 }
 

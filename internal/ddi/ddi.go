@@ -130,6 +130,11 @@ type Service struct {
 	AllowDDI func(ctx context.Context, product string) error
 	Now      func() time.Time
 	Logger   *slog.Logger
+	// Revocations returns the server's revocation generation, which every replica follows and
+	// which moves when a device is rejected or decommissioned or a target token rotated: what a
+	// replica remembers of a device to check its token, and its poll answer, are read again
+	// when it moved. nil: only CacheFor bounds them.
+	Revocations func() int64
 
 	inflight     atomic.Int64
 	polls        sync.Map // device id → *pollEntry
@@ -205,17 +210,27 @@ type cred struct {
 	usable bool
 	dev    *fleet.Device // as read then; nil if the device does not exist
 	at     time.Time
+	revs   int64 // the revocation generation it was read at
 }
 
-// credOf returns the device's cred, read from the store at most every CacheFor; fresh reports
-// whether it was read for this call (its dev is then current).
+func (s *Service) revocations() int64 {
+	if s.Revocations == nil {
+		return 0
+	}
+	return s.Revocations()
+}
+
+// credOf returns the device's cred, read from the store at most every CacheFor and whenever
+// the revocation generation moved; fresh reports whether it was read for this call (its dev is
+// then current). The poll path stays cheap: a device polling within CacheFor is not read.
 func (s *Service) credOf(ctx context.Context, id string) (c *cred, fresh bool, err error) {
+	revs := s.revocations()
 	if v, ok := s.creds.Load(id); ok {
-		if c := v.(*cred); time.Since(c.at) < s.cacheFor() {
+		if c := v.(*cred); time.Since(c.at) < s.cacheFor() && c.revs == revs {
 			return c, false, nil
 		}
 	}
-	c = &cred{at: time.Now()}
+	c = &cred{at: time.Now(), revs: revs}
 	d, err := s.Devices.FindDevice(ctx, id)
 	switch {
 	case apperr.Is(err, apperr.NotFound):

@@ -293,6 +293,7 @@ var (
 // pollEntry is a cached answer to a device's poll.
 type pollEntry struct {
 	version int64 // the director version it was built at
+	revs    int64 // the revocation generation it was built at
 	at      time.Time
 	auth    string
 	base    string
@@ -306,9 +307,10 @@ func (s *Service) invalidate(id string) { s.polls.Delete(id) }
 // previous answer is sent again without reading the database.
 func (s *Service) root(w http.ResponseWriter, r *http.Request, q *request) {
 	ctx := r.Context()
+	revs := s.revocations() // before the device is read: a revocation after it is seen next time
 	if v, ok := s.polls.Load(q.id); ok {
 		e := v.(*pollEntry)
-		if e.auth == q.auth && e.base == q.base && time.Since(e.at) < s.cacheFor() {
+		if e.auth == q.auth && e.base == q.base && time.Since(e.at) < s.cacheFor() && e.revs == s.revocations() {
 			if c, err := s.Fleet.Checkin(ctx, q.id, wire.Checkin{}); err == nil && c.DirectorVersion == e.version {
 				w.Header().Set("Content-Type", "application/hal+json")
 				w.Header().Set("Content-Length", strconv.Itoa(len(e.body)))
@@ -371,7 +373,7 @@ func (s *Service) root(w http.ResponseWriter, r *http.Request, q *request) {
 	if active == nil || active.Status != ActionOpen || !policyOf(d, active.Target).Consent || active.Confirmed {
 		// An answer whose maintenance window may open is not cached past a minute boundary;
 		// CacheFor (5 s) is short enough.
-		s.polls.Store(d.ID, &pollEntry{version: c.DirectorVersion, at: time.Now(), auth: q.auth, base: q.base, body: b})
+		s.polls.Store(d.ID, &pollEntry{version: c.DirectorVersion, revs: revs, at: time.Now(), auth: q.auth, base: q.base, body: b})
 	}
 	w.Header().Set("Content-Type", "application/hal+json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))

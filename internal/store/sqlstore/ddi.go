@@ -113,15 +113,18 @@ func (s *DB) TokenGeneration(ctx context.Context, deviceID string) (int64, error
 	return gen, nil
 }
 
-// RotateToken implements ddi.Store.
+// RotateToken implements ddi.Store. It moves the revocation generation in the same transaction,
+// so that every replica reads the device's token generation again within a second.
 func (s *DB) RotateToken(ctx context.Context, deviceID string) (int64, error) {
 	var gen int64
-	err := s.db.QueryRowContext(ctx, `INSERT INTO ddi_tokens (device_id, generation) VALUES ($1, 1)
-ON CONFLICT (device_id) DO UPDATE SET generation = ddi_tokens.generation + 1 RETURNING generation`, deviceID).Scan(&gen)
-	if err != nil {
-		return 0, fmt.Errorf("rotate ddi token of %s: %w", deviceID, err)
-	}
-	return gen, nil
+	err := s.inTx(ctx, "rotate ddi token of "+deviceID, func(tx *Tx) error {
+		if err := tx.QueryRowContext(ctx, `INSERT INTO ddi_tokens (device_id, generation) VALUES ($1, 1)
+ON CONFLICT (device_id) DO UPDATE SET generation = ddi_tokens.generation + 1 RETURNING generation`, deviceID).Scan(&gen); err != nil {
+			return fmt.Errorf("rotate ddi token of %s: %w", deviceID, err)
+		}
+		return bumpRevocations(ctx, tx)
+	})
+	return gen, err
 }
 
 // PruneActions applies the DDI actions' retention and returns how many it deleted: the actions
