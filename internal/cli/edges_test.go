@@ -64,7 +64,11 @@ func slowBody(t *testing.T, addr, path, token string, n int, tick time.Duration,
 	}
 	hdr := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n", path, addr, n)
 	if token != "" {
-		hdr += "Authorization: Bearer " + token + "\r\n"
+		auth := "Bearer " + token
+		if strings.Contains(token, " ") { // a whole Authorization value: "TargetToken ..." of DDI
+			auth = token
+		}
+		hdr += "Authorization: " + auth + "\r\n"
 	}
 	if _, err := io.WriteString(c, hdr+"\r\n{"); err != nil {
 		t.Fatal(err)
