@@ -41,6 +41,10 @@ type Store interface {
 	// PruneEvents deletes events older than before and all but each device's newest keep,
 	// sparing each device's first commit of a published release; how many.
 	PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error)
+	// PruneActions deletes the DDI actions of removed devices, and of each device the closed
+	// ones older than before and past its newest keep, sparing its newest successful one; how
+	// many.
+	PruneActions(ctx context.Context, before time.Time, keep int) (int64, error)
 }
 
 // Run runs the suite; newStore returns a fresh, empty store for each test.
@@ -64,6 +68,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"Campaigns":     testCampaigns,
 		"Simulated":     testSimulated,
 		"DDIActions":    testDDIActions,
+		"DDITokens":     testDDITokens,
 		"DeviceKinds":   testDeviceKinds,
 	}
 	for name, f := range tests {
@@ -770,5 +775,59 @@ func testDDIActions(t *testing.T, s Store) {
 	got, _ = s.FindAction(ctx, "c1", a.ID)
 	if got.Status != closed || got.Result != success || !got.UpdatedAt.Equal(t0.Add(time.Minute)) {
 		t.Fatalf("after close: %+v", got)
+	}
+}
+
+// testDDITokens: a target token's generation starts at 0, each rotation raises it by one and moves
+// the revocation generation; PruneActions spares the open and the last successful action.
+func testDDITokens(t *testing.T, s Store) {
+	if gen, err := s.TokenGeneration(ctx, "tok-1"); err != nil || gen != 0 {
+		t.Fatalf("generation of a never rotated token: %d %v", gen, err)
+	}
+	rev0, err := s.RevocationGeneration(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for want := int64(1); want <= 2; want++ {
+		if gen, err := s.RotateToken(ctx, "tok-1"); err != nil || gen != want {
+			t.Fatalf("rotation %d: %d %v", want, gen, err)
+		}
+	}
+	if gen, err := s.TokenGeneration(ctx, "tok-1"); err != nil || gen != 2 {
+		t.Fatalf("generation after two rotations: %d %v", gen, err)
+	}
+	if rev, err := s.RevocationGeneration(ctx); err != nil || rev < rev0+2 {
+		t.Fatalf("revocation generation %d after two rotations from %d: %v", rev, rev0, err)
+	}
+
+	if err := s.CreateDevice(ctx, &fleet.Device{ID: "prune-1", Kind: fleet.KindDDI, Serial: "prune-1", Product: "p", HardwareID: "h", Status: fleet.StatusAccepted, EnrolledAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(dev, status, result string, at time.Time) int64 {
+		a := &ddi.Action{DeviceID: dev, Target: "t", Status: status, Result: result, CreatedAt: at, UpdatedAt: at}
+		if err := s.CreateAction(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		return a.ID
+	}
+	installed := mk("prune-1", ddi.ActionClosed, ddi.ResultSuccess, t0)
+	for i := range 10 {
+		mk("prune-1", ddi.ActionClosed, ddi.ResultFailure, t0.Add(time.Duration(i)*time.Hour))
+	}
+	open := mk("prune-1", ddi.ActionOpen, "", t0)
+	mk("no-such-device", ddi.ActionClosed, ddi.ResultFailure, t0.Add(100*time.Hour))
+	n, err := s.PruneActions(ctx, t0.Add(5*time.Hour), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Gone: the removed device's one, failures at 0-4 h (age), then of 5-9 h all but the two
+	// newest that fit with the open one among the newest 3.
+	list, _ := s.FindActions(ctx, "prune-1", 100)
+	var ids []int64
+	for _, a := range list {
+		ids = append(ids, a.ID)
+	}
+	if n != 1+5+3 || len(list) != 4 || list[0].ID != open || list[len(list)-1].ID != installed {
+		t.Fatalf("pruned %d, kept %v (open %d, installed %d)", n, ids, open, installed)
 	}
 }
