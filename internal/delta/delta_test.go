@@ -12,9 +12,11 @@ import (
 
 // mutate returns a copy of b with the kinds of change a firmware update makes: bytes changed
 // here and there, a block inserted, a block removed, a block moved.
-func mutate(r *rand.Rand, b []byte) []byte {
+func mutate(r *rand.Rand, b []byte) []byte { return mutateN(r, b, len(b)/5000) }
+
+func mutateN(r *rand.Rand, b []byte, flips int) []byte {
 	out := append([]byte(nil), b...)
-	for range len(out) / 5000 {
+	for range flips {
 		out[r.IntN(len(out))] ^= byte(1 + r.IntN(255))
 	}
 	ins := make([]byte, 40000)
@@ -207,5 +209,63 @@ func TestIndexRoundTrip(t *testing.T) {
 	}
 	if missing > 2 {
 		t.Errorf("%d chunks differ after a one-place change", missing)
+	}
+}
+
+func TestAssemble(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	old := randomImage(r, 4<<20)
+	dst := mutateN(r, old, 5)
+	src, _ := MakeIndex(bytes.NewReader(old))
+	dx, _ := MakeIndex(bytes.NewReader(dst))
+	fetch := func(tamper bool) Fetch {
+		return func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+			b := append([]byte(nil), dst[off:off+n]...)
+			if tamper {
+				b[len(b)/2] ^= 1
+			}
+			return io.NopCloser(bytes.NewReader(b)), nil
+		}
+	}
+	a := &Assembler{Dst: dx, Src: src, Active: bytes.NewReader(old), CkptEvery: 1 << 20}
+	var out bytes.Buffer
+	st, err := a.Assemble(context.Background(), fetch(false), &out, ChunkState{}, nil)
+	if err != nil || !bytes.Equal(out.Bytes(), dst) {
+		t.Fatalf("assemble: %v, equal %v", err, bytes.Equal(out.Bytes(), dst))
+	}
+	if st.Downloaded > int64(len(dst))/3 || st.Downloaded != a.NeedBytes() {
+		t.Errorf("downloaded %d of %d (need %d)", st.Downloaded, len(dst), a.NeedBytes())
+	}
+	t.Logf("downloaded %d, reused %d of %d", st.Downloaded, st.Reused, len(dst))
+	// a tampered chunk
+	a = &Assembler{Dst: dx, Src: src, Active: bytes.NewReader(old)}
+	if _, err := a.Assemble(context.Background(), fetch(true), io.Discard, ChunkState{}, nil); !errors.Is(err, ErrChunk) {
+		t.Fatalf("tampered chunk: %v", err)
+	}
+	// an active image that differs from its index: the chunks are fetched instead
+	bad := append([]byte(nil), old...)
+	for i := range bad {
+		bad[i] ^= 0x55
+	}
+	a = &Assembler{Dst: dx, Src: src, Active: bytes.NewReader(bad)}
+	out.Reset()
+	if st, err := a.Assemble(context.Background(), fetch(false), &out, ChunkState{}, nil); err != nil || !bytes.Equal(out.Bytes(), dst) || st.Downloaded != int64(len(dst)) {
+		t.Fatalf("wrong active image: %v", err)
+	}
+	// resume after every checkpoint
+	errCut := errors.New("cut")
+	var got []byte
+	st = ChunkState{}
+	for range 100 {
+		a = &Assembler{Dst: dx, Src: src, Active: bytes.NewReader(old), CkptEvery: 1 << 20}
+		w := bytes.NewBuffer(got[:st.OutOff])
+		_, err := a.Assemble(context.Background(), fetch(false), w, st, func(s ChunkState) error { st = s; got = append(got[:0], w.Bytes()...); return errCut })
+		if err == nil {
+			got = w.Bytes()
+			break
+		}
+	}
+	if !bytes.Equal(got, dst) {
+		t.Fatal("resumed assembly differs")
 	}
 }
