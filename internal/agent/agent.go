@@ -21,7 +21,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
@@ -133,6 +135,9 @@ type Agent struct {
 	log        *slog.Logger
 	poll       time.Duration
 	pollJitter time.Duration // the server's suggested spread around poll (devclient.NextPoll); 0: ±20%
+	// hint and lookup are the last verification's delta hint and image-repository lookup.
+	hint   *delta.Hint
+	lookup func(name string) (*metadata.TargetFiles, error)
 }
 
 // EnrollOptions are the facts a device states when it enrols.

@@ -25,6 +25,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
@@ -113,6 +114,12 @@ func (a *Agent) Update(ctx context.Context) error {
 	if err := a.installer.Prepare(ctx, img); err != nil {
 		return err
 	}
+	plan, why := a.planDelta(ctx, a.hint, dec, a.lookup)
+	if why != "" {
+		a.log.Info("delta not used", "target", dec.Name, "why", why)
+		a.event(img.Target, wire.StepDownload, wire.StatusStarted, false, "delta not used: "+why)
+	}
+	img.Delta = plan
 	a.state.Phase, a.state.Pending = PhaseDownloading, img
 	a.event(img.Target, wire.StepDownload, wire.StatusStarted, false, "")
 	if err := a.save(); err != nil {
@@ -160,6 +167,14 @@ func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int
 	if err := refresh(imgUp, "image repository"); err != nil {
 		return nil, dirVersion, named, err
 	}
+	a.hint, a.lookup = nil, nil
+	if named != "" {
+		a.hint = directorHint(dirTargets.Signed.Targets[named])
+	}
+	a.lookup = func(name string) (tf *metadata.TargetFiles, err error) {
+		err = trust.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
+		return tf, err
+	}
 	id := a.state.Identity
 	inst := a.state.Installed
 	dec, err = trust.Decide(a.state.DeviceID, id.HardwareID, id.Product, trust.Installed{Target: inst.Target, SHA256: inst.SHA256, SecurityVersion: inst.SecurityVersion},
@@ -167,6 +182,13 @@ func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int
 			err = trust.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
 			return tf, err
 		})
+	if err == nil && dec.Info != nil && dec.Info.Custom != nil {
+		// A delta target is signed like an image but is not one: the director may hint at it,
+		// never name it as the image to install.
+		if b, berr := delta.ParseBinding(*dec.Info.Custom); b != nil || berr != nil {
+			return nil, dirVersion, named, &trust.VerificationError{Kind: trust.FailBadCustom, Msg: fmt.Sprintf("target %s is a delta, not an image", dec.Name)}
+		}
+	}
 	return dec, dirVersion, named, err
 }
 
@@ -238,7 +260,7 @@ func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, i
 		return err
 	}
 	a.state.Phase = PhaseDownloaded
-	a.event(img.Target, wire.StepDownload, wire.StatusOK, false, "")
+	a.event(img.Target, wire.StepDownload, wire.StatusOK, false, img.downloadSummary())
 	if err := a.save(); err != nil {
 		return err
 	}
@@ -250,6 +272,17 @@ func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, i
 // Range request. Within one cycle it retries transient failures with exponential backoff and
 // jitter, honouring Retry-After.
 func (a *Agent) download(ctx context.Context, tf *metadata.TargetFiles, img *Image) error {
+	if img.Delta != nil && !img.Delta.Failed {
+		err := a.downloadDelta(ctx, tf, img)
+		var ed *errDelta
+		if !errors.As(err, &ed) {
+			return err // done, or the network: the next cycle resumes the delta
+		}
+		a.log.Warn("delta failed; downloading the full image", "target", img.Target, "err", err)
+		if err := a.deltaFallback(img, err); err != nil {
+			return err
+		}
+	}
 	url := a.dl.TargetURL(img.Target)
 	var err error
 	backoff := time.Second
