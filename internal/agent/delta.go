@@ -263,6 +263,7 @@ func (a *Agent) applyPatch(ctx context.Context, active io.ReaderAt, img *Image, 
 		}
 		return &errDelta{err}
 	}
+	p.Downloaded += st.PatchOff - start
 	p.Patch = st
 	if st.PatchOff != p.Length || hex.EncodeToString(ph.Sum(nil)) != p.SHA256 {
 		return &errDelta{&trust.VerificationError{Kind: trust.FailHash, Msg: fmt.Sprintf("delta %s differs from the signed one", p.Target)}}
@@ -301,7 +302,7 @@ func (a *Agent) assemble(ctx context.Context, active io.ReaderAt, img *Image, si
 	fetch := func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
 		var buf bytes.Buffer
 		buf.Grow(int(n))
-		got, err := fetchRange(ctx, a.dl, a.token, url, `"`+img.SHA256+`"`, off, off+n, &buf, a.cfg.MinRate, a.cfg.SlowWindow, 0, nil)
+		got, err := fetchPart(ctx, a.dl, a.token, url, `"`+img.SHA256+`"`, off, off+n, true, &buf, a.cfg.MinRate, a.cfg.SlowWindow, 0, nil)
 		if err != nil {
 			return nil, err
 		}

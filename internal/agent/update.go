@@ -468,6 +468,12 @@ func (hs hashes) verify(tf *metadata.TargetFiles) error {
 // than minRate bytes per second arrive over window (TUF "slow retrieval"). ckpt, if set, is
 // called every ckptEvery bytes.
 func fetchRange(ctx context.Context, c *devclient.Client, token devclient.TokenFunc, url, ifRange string, off, length int64, w io.Writer, minRate int64, window time.Duration, ckptEvery int64, ckpt func(int64) error) (int64, error) {
+	return fetchPart(ctx, c, token, url, ifRange, off, length, false, w, minRate, window, ckptEvery, ckpt)
+}
+
+// fetchPart is fetchRange; with part, length is the end of a range inside a longer artifact
+// (the chunks a delta lacks), asked for with a closed Range.
+func fetchPart(ctx context.Context, c *devclient.Client, token devclient.TokenFunc, url, ifRange string, off, length int64, part bool, w io.Writer, minRate int64, window time.Duration, ckptEvery int64, ckpt func(int64) error) (int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	tok := ""
@@ -477,7 +483,11 @@ func fetchRange(ctx context.Context, c *devclient.Client, token devclient.TokenF
 			return off, err
 		}
 	}
-	resp, err := c.FetchArtifact(ctx, tok, url, off, ifRange)
+	want := int64(-1)
+	if part {
+		want = length - off
+	}
+	resp, err := c.FetchArtifactRange(ctx, tok, url, off, want, ifRange)
 	if err != nil {
 		if errors.Is(err, devclient.ErrRangeIgnored) {
 			return 0, err

@@ -193,7 +193,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Fleet = &fleet.Service{Store: fleet.TimedStore{Store: db, Observe: s.Metrics.ObserveDB}, Tokens: auth.DeviceTokens{Key: hmacKey, TTL: cfg.TokenTTL}, Now: now, PollSeconds: cfg.PollSeconds, Logger: cfg.Logger}
 	s.Images = &imagerepo.Service{Store: db, Blobs: s.Blobs, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
 		Keys: imagerepo.Keys{Snapshot: keys.Snapshot, Timestamp: keys.Timestamp}}
-	s.Director = &director.Service{Store: db, Images: s.Images, Devices: db, Releases: db, Key: keys.Director, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
+	s.Director = &director.Service{Store: db, Images: s.Images, Deltas: s.Images.Deltas, Devices: db, Releases: db, Key: keys.Director, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
 		OnAssign: s.Fleet.SetDirectorVersion}
 	if err := s.Images.Bootstrap(ctx, keys.ImageRoot, keys.ImageTargets); err != nil {
 		return fail(err)
@@ -224,7 +224,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.newTransparency(db, now)
 	s.Products = &product.Service{Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Director.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
 	s.Director.Notice = s.Products.Notice
-	api := &httpapi.Server{Fleet: s.Fleet, Images: s.Images, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
+	api := &httpapi.Server{Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		Exposure: s.Exposure,
 		Metrics:  s.Metrics, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {

@@ -100,6 +100,9 @@ type DirectorCustom struct {
 	DeviceID   string         `json:"device_id"`
 	HardwareID string         `json:"hardware_id"`
 	Install    *InstallPolicy `json:"install,omitempty"`
+	// Delta is the director's delta hint (delta.Hint): only a hint, checked by the device
+	// against the offline-signed delta target.
+	Delta json.RawMessage `json:"delta,omitempty"`
 }
 
 // InstallPolicy tells a device when it may install its assigned image. It is signed with the
@@ -207,6 +210,7 @@ type ViewSpec struct {
 	Target               *metadata.TargetFiles // the image repository's entry for Name
 	Notice               *Notice
 	Install              *InstallPolicy
+	Delta                json.RawMessage // the delta hint for this device (delta.Hint), or nil
 }
 
 // SignView signs a device's director view: targets, snapshot and timestamp.
@@ -222,7 +226,7 @@ func SignView(key *Key, spec ViewSpec) (*DirectorView, error) {
 		tf := metadata.TargetFile()
 		tf.Length = target.Length
 		tf.Hashes = target.Hashes
-		tf.Custom = marshalCustom(DirectorCustom{DeviceID: spec.DeviceID, HardwareID: spec.HardwareID, Install: spec.Install})
+		tf.Custom = marshalCustom(DirectorCustom{DeviceID: spec.DeviceID, HardwareID: spec.HardwareID, Install: spec.Install, Delta: spec.Delta})
 		tf.Path = name
 		t.Signed.Targets[name] = tf
 	}
