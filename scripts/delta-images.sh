@@ -22,17 +22,21 @@ same=(perl-base perl-modules-5.36 libperl5.36 perl python3.11-minimal libpython3
 updated=(libssl3 openssl libc6 libc-bin systemd libsystemd0 libudev1 curl libcurl4 tzdata)
 vers() { apt-cache madison "$1" | awk '{print $3}' | sort -uV; }
 : >packages.txt
-fetch() { # name version
+deb() { # name version: the downloaded .deb of that version
 	local f
-	f=$(ls debs/"$1"_*.deb 2>/dev/null | grep -F "_$(echo "$2" | sed 's/^[0-9]*://')_" || true)
-	if [ -z "$f" ]; then (cd debs && apt-get download -q "$1=$2" >/dev/null); fi
+	for f in debs/"$1"_*.deb; do
+		[ -e "$f" ] && [ "$(dpkg-deb -f "$f" Version)" = "$2" ] && { echo "$f"; return; }
+	done
+	true
+}
+fetch() { # name version
+	if [ -z "$(deb "$1" "$2")" ]; then (cd debs && apt-get download -q "$1=$2" >/dev/null 2>&1); fi
 }
 for p in "${same[@]}"; do v=$(vers "$p" | tail -1); fetch "$p" "$v"; echo "both $p $v" >>packages.txt; done
 for p in "${updated[@]}"; do
 	v1=$(vers "$p" | head -1); v2=$(vers "$p" | tail -1)
 	fetch "$p" "$v1"; fetch "$p" "$v2"; echo "v1 $p $v1" >>packages.txt; echo "v2 $p $v2" >>packages.txt
 done
-deb() { ls debs/"$1"_"$(echo "$2" | sed 's/^[0-9]*://' | sed 's/+/%2b/g;s/~/%7e/g')"_*.deb debs/"$1"_"$(echo "$2" | sed 's/^[0-9]*://')"_*.deb 2>/dev/null | head -1; }
 build() { # which
 	local root=root-$1
 	rm -rf "$root" && mkdir "$root"

@@ -31,16 +31,16 @@ type DeltaConfig struct {
 
 // DeltaResult is one tool on one pair.
 type DeltaResult struct {
-	Pair, Tool            string
-	PatchBytes            int64
-	Download              int64 // bytes a device downloads (the patch, or index plus missing chunks)
-	GenSeconds            float64
-	GenRSSKiB             int64
-	ApplySeconds          float64
-	ApplyRSSKiB           int64
-	ApplyIdleKiB          int64 // RSS of the applying process before it applied (Upkeep only)
-	ImageBytes            int64
-	Note                  string
+	Pair, Tool   string
+	PatchBytes   int64
+	Download     int64 // bytes a device downloads (the patch, or index plus missing chunks)
+	GenSeconds   float64
+	GenRSSKiB    int64
+	ApplySeconds float64
+	ApplyRSSKiB  int64
+	ApplyIdleKiB int64 // RSS of the applying process before it applied (Upkeep only)
+	ImageBytes   int64
+	Note         string
 }
 
 // Delta measures the per-pair delta, the chunked form and Debian's bsdiff, xdelta3, zstd
