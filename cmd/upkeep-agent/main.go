@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -22,7 +23,9 @@ import (
 	"upkeep.dev/upkeep/internal/agent"
 	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/envfile"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/installpolicy"
+	"upkeep.dev/upkeep/internal/tlsclient"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -30,7 +33,7 @@ const usage = `upkeep-agent: the Upkeep device agent
 
   upkeep-agent [--config /etc/upkeep/agent.env] COMMAND [flags]
 
-  upkeep-agent enroll --server URL [--token T] --serial S --product P --hardware H
+  upkeep-agent enroll --server https://HOST [--ca ca.pem] [--token T] --serial S --product P --hardware H
                       --image-root root.json --director-root director-root.json
   upkeep-agent run    [--poll 5m]
   upkeep-agent status
@@ -43,6 +46,7 @@ const usage = `upkeep-agent: the Upkeep device agent
                       (the TUF conformance suite's client protocol; see docs/TUF-CONFORMANCE.md)
 
 Common flags (each also an UPKEEP_* variable, see packaging/agent.env):
+  --ca FILE (a private CA for the server's certificate; http:// servers are refused off loopback),
   --state DIR (default /var/lib/upkeep, which needs root: try it as a user with --state ./agent-state),
   --installer ab|file|module,
   --boot uboot|grub|sim (required by --installer ab; sim only simulates one), --boot-env FILE, --slots DIR (file-backed A/B slots),
@@ -86,7 +90,7 @@ func main() {
 type common struct {
 	state, bootKind, bootEnv, slots, slotA, slotB, healthCmd string
 	installer, filePath, module, noticeCmd                   string
-	window, consentCmd                                       string
+	window, consentCmd, ca                                   string
 	poll, slowWindow, hookTimeout                            time.Duration
 	minRate, checkpoint                                      int64
 }
@@ -114,6 +118,7 @@ func envInt(k string, def int64) int64 {
 }
 
 func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.ca, "ca", os.Getenv("UPKEEP_CA"), "PEM file of a private CA to trust for the server's certificate, besides the system's roots (UPKEEP_CA)")
 	fs.StringVar(&c.state, "state", envOr("UPKEEP_STATE", "/var/lib/upkeep"), "state directory, outside the A/B slots (UPKEEP_STATE)")
 	fs.StringVar(&c.installer, "installer", envOr("UPKEEP_INSTALLER", "ab"), "ab, file or module (UPKEEP_INSTALLER)")
 	fs.StringVar(&c.bootKind, "boot", os.Getenv("UPKEEP_BOOT"), "boot loader adapter: uboot, grub or sim (simulated; no default) (UPKEEP_BOOT)")
@@ -149,10 +154,27 @@ func loadConfig(path string, required bool) error {
 	return nil
 }
 
+// httpClient is the agent's HTTP client: the download transport's timeouts, TLS with session
+// resumption, and the private CA of --ca trusted besides the system's roots.
+func (c *common) httpClient() (*http.Client, error) {
+	tls, err := tlsclient.Config(c.ca)
+	if err != nil {
+		return nil, err
+	}
+	hc := agent.NewDownloadClient()
+	hc.Transport.(*http.Transport).TLSClientConfig = tls
+	hc.Timeout = 5 * time.Minute // the download client drops it for artifacts
+	return hc, nil
+}
+
 func (c *common) config(log *slog.Logger) (agent.Config, error) {
 	cfg := agent.Config{StateDir: c.state, Logger: log, PollInterval: c.poll, HookTimeout: c.hookTimeout, MinRate: c.minRate, SlowWindow: c.slowWindow, CheckpointEvery: c.checkpoint}
+	var err error
+	if cfg.HTTP, err = c.httpClient(); err != nil {
+		return cfg, err
+	}
 	if c.window != "" { // a mistyped window must not silently mean "install at any time"
-		if _, _, err := trust.ParseWindow(c.window); err != nil {
+		if _, _, err := installpolicy.ParseWindow(c.window); err != nil {
 			return cfg, fmt.Errorf("maintenance window (--window, UPKEEP_WINDOW) %q: %w", c.window, err)
 		}
 	}
@@ -243,7 +265,7 @@ func (c *common) withHealth(cfg agent.Config) agent.Config {
 	}
 	if c.noticeCmd != "" {
 		cmdline := c.noticeCmd
-		cfg.NoticeHook = func(ctx context.Context, n *trust.Notice) error {
+		cfg.NoticeHook = func(ctx context.Context, n *uptane.Notice) error {
 			cmd := shellCommand(ctx, cmdline)
 			cmd.Env = os.Environ()
 			if n != nil {
@@ -297,14 +319,20 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 		if o.Server == "" {
 			return errors.New("--server is required")
 		}
-		var err error
+		if err := tlsclient.CheckServerURL(o.Server); err != nil {
+			return err
+		}
+		hc, err := c.httpClient()
+		if err != nil {
+			return err
+		}
 		if o.ImageRoot, err = os.ReadFile(imageRoot); err != nil {
 			return fmt.Errorf("image root (provisioned at manufacturing): %w", err)
 		}
 		if o.DirectorRoot, err = os.ReadFile(directorRoot); err != nil {
 			return fmt.Errorf("director root (provisioned at manufacturing): %w", err)
 		}
-		cfg := agent.Config{StateDir: c.state}
+		cfg := agent.Config{StateDir: c.state, HTTP: hc}
 		st, err := agent.Enroll(ctx, cfg, o)
 		if err != nil {
 			return err
@@ -317,6 +345,11 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 	case "run":
 		if err := fs.Parse(args); err != nil {
 			return err
+		}
+		if st, err := agent.ReadStatus(c.state); err == nil {
+			if err := tlsclient.CheckServerURL(st.Server); err != nil {
+				return fmt.Errorf("enrolled with %w: enroll again with an https:// server", err)
+			}
 		}
 		cfg, err := c.config(log)
 		if err != nil {

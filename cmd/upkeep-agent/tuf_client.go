@@ -18,7 +18,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/agent"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 // tufClient implements the client-under-test command line of the public TUF conformance suite
@@ -84,7 +84,7 @@ func tufClient(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := trust.Guard("repository", up.Refresh); err != nil {
+		if err := tuf.Guard("repository", up.Refresh); err != nil {
 			return err
 		}
 		fmt.Fprintln(out, "upkeep tuf-client: metadata refreshed")
@@ -97,13 +97,13 @@ func tufClient(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if err := trust.Guard("repository", up.Refresh); err != nil {
+		if err := tuf.Guard("repository", up.Refresh); err != nil {
 			return err
 		}
 		consistent := up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot
 		for _, name := range targetNames { // in order, one updater, stop at the first failure
 			var tf *metadata.TargetFiles
-			if err := trust.Guard("targets", func() (err error) { tf, err = up.GetTargetInfo(name); return err }); err != nil {
+			if err := tuf.Guard("targets", func() (err error) { tf, err = up.GetTargetInfo(name); return err }); err != nil {
 				return fmt.Errorf("target %s: %w", name, err)
 			}
 			local := filepath.Join(targetDir, url.PathEscape(name))

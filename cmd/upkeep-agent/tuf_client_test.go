@@ -17,7 +17,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 // repoServer is a TUF repository with consistent snapshots, built with go-tuf and served over
@@ -26,15 +26,15 @@ type repoServer struct {
 	t                       *testing.T
 	files                   map[string][]byte
 	srv                     *httptest.Server
-	root, targets, snap, ts *trust.Key
+	root, targets, snap, ts *tuf.Key
 	rootMeta                *metadata.Metadata[metadata.RootType]
 	content                 []byte
 }
 
 func newRepoServer(t *testing.T, expires time.Time) *repoServer {
 	r := &repoServer{t: t, files: map[string][]byte{}, content: []byte("target file contents\n")}
-	gen := func() *trust.Key {
-		k, err := trust.GenerateKey()
+	gen := func() *tuf.Key {
+		k, err := tuf.GenerateKey()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -42,7 +42,7 @@ func newRepoServer(t *testing.T, expires time.Time) *repoServer {
 	}
 	r.root, r.targets, r.snap, r.ts = gen(), gen(), gen(), gen()
 	var err error
-	if r.rootMeta, err = trust.NewRoot([]*trust.Key{r.root}, 1, r.targets, r.snap, r.ts, time.Now().Add(365*24*time.Hour), true); err != nil {
+	if r.rootMeta, err = tuf.NewRoot([]*tuf.Key{r.root}, 1, r.targets, r.snap, r.ts, time.Now().Add(365*24*time.Hour), true); err != nil {
 		t.Fatal(err)
 	}
 	rb, _ := r.rootMeta.ToBytes(false)
@@ -71,11 +71,11 @@ func (r *repoServer) publish(v int64, expires time.Time) {
 		r.t.Fatal(err)
 	}
 	tm.Signed.Targets["dir/file.txt"] = tf
-	tb, err := trust.SignTargets(tm, r.targets)
+	tb, err := tuf.SignTargets(tm, r.targets)
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	st, err := trust.SignSnapshotTimestamp(r.snap, r.ts, v, v, expires, expires)
+	st, err := tuf.SignSnapshotTimestamp(r.snap, r.ts, v, v, expires, expires)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -172,8 +172,8 @@ func TestTUFClientProtocol(t *testing.T) {
 	})
 	t.Run("root rotation followed", func(t *testing.T) {
 		dir := r.initClient(t)
-		nk, _ := trust.GenerateKey()
-		next, err := trust.RotateRoot(r.rootMeta, []*trust.Key{r.root}, []*trust.Key{nk}, 1, time.Now().Add(365*24*time.Hour))
+		nk, _ := tuf.GenerateKey()
+		next, err := tuf.RotateRoot(r.rootMeta, []*tuf.Key{r.root}, []*tuf.Key{nk}, 1, time.Now().Add(365*24*time.Hour))
 		if err != nil {
 			t.Fatal(err)
 		}

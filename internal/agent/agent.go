@@ -25,7 +25,8 @@ import (
 	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/devclient"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -40,7 +41,7 @@ type Config struct {
 	Health func(ctx context.Context) error
 	// NoticeHook is told when the director's lifecycle notice (end of support) appears or
 	// changes, so the device can tell its owner. nil n: the notice was withdrawn.
-	NoticeHook func(ctx context.Context, n *trust.Notice) error
+	NoticeHook func(ctx context.Context, n *uptane.Notice) error
 	HTTP       *http.Client
 	Logger     *slog.Logger
 	Now        func() time.Time
@@ -135,6 +136,9 @@ type Agent struct {
 	log        *slog.Logger
 	poll       time.Duration
 	pollJitter time.Duration // the server's suggested spread around poll (devclient.NextPoll); 0: ±20%
+	// reportAfter is when the server's Retry-After on a refused report ends: until then queued
+	// events stay queued instead of being sent again.
+	reportAfter time.Time
 	// hint and lookup are the last verification's delta hint and image-repository lookup.
 	hint   *delta.Hint
 	lookup func(name string) (*metadata.TargetFiles, error)
@@ -158,7 +162,7 @@ func Enroll(ctx context.Context, cfg Config, o EnrollOptions) (*State, error) {
 		return nil, errors.New("enroll: state directory required")
 	}
 	for name, root := range map[string][]byte{imageMeta: o.ImageRoot, dirMeta: o.DirectorRoot} {
-		if _, err := trust.ParseRoot(root); err != nil {
+		if _, err := tuf.ParseRoot(root); err != nil {
 			return nil, fmt.Errorf("enroll: provisioned %s root: %w", name, err)
 		}
 		dir := filepath.Join(cfg.StateDir, name)
@@ -259,16 +263,16 @@ func loadOrCreateKey(dir string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
 	path := filepath.Join(dir, keyFile)
-	if k, err := trust.LoadKey(path); err == nil {
+	if k, err := tuf.LoadKey(path); err == nil {
 		return k.Private, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	k, err := trust.GenerateKey()
+	k, err := tuf.GenerateKey()
 	if err != nil {
 		return nil, err
 	}
-	if err := trust.SaveKey(path, k); err != nil {
+	if err := tuf.SaveKey(path, k); err != nil {
 		return nil, err
 	}
 	return k.Private, nil
@@ -345,10 +349,18 @@ func (a *Agent) event(target, step, status string, fatal bool, msg string) {
 	a.log.Info("update step", "target", target, "step", step, "status", status, "fatal", fatal, "msg", msg)
 }
 
-// flush reports queued events. Failure keeps them for the next try.
+// errReportLater is flush's answer while the server's Retry-After on a report runs.
+var errReportLater = errors.New("report: the server asked to report later")
+
+// flush reports queued events. Failure keeps them for the next try; a report the server refused
+// with Retry-After (429: this device's report allowance is used up) is not tried again before
+// then.
 func (a *Agent) flush(ctx context.Context) error {
 	if len(a.state.Outbox) == 0 {
 		return nil
+	}
+	if time.Now().Before(a.reportAfter) {
+		return errReportLater
 	}
 	ev := a.state.Outbox
 	if len(ev) > wire.MaxReportEvents {
@@ -361,6 +373,10 @@ func (a *Agent) flush(ctx context.Context) error {
 		err = a.api.Report(ctx, tok, rep)
 	}
 	if err != nil {
+		var te *TransientError
+		if errors.As(err, &te) && te.RetryAfter > 0 {
+			a.reportAfter = time.Now().Add(te.RetryAfter)
+		}
 		return fmt.Errorf("report: %w", err)
 	}
 	a.state.Outbox = a.state.Outbox[len(ev):]

@@ -18,14 +18,14 @@ import (
 	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/testenv"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // BenchmarkHashAndWrite measures the agent's download of a 64 MiB image next to `sha256sum`
 // reading the same file in the same run (issue figure: at least 0.8x). The agent side is the
 // real download: Agent.download, as Agent.Update calls it, fetches the image from a loopback
 // HTTP server serving the file (http.ServeFile, from the page cache) through fetchRange's
-// 256 KiB reads, computes the signed digest (trust.ImageHash, SHA-256) on its own goroutine
+// 256 KiB reads, computes the signed digest (uptane.ImageHash, SHA-256) on its own goroutine
 // while each chunk is written to a file-backed A/B slot (ABInstaller on boot.FileSlots),
 // checkpoints every 4 MiB (the agent's default: fsync of the slot, then the journal's atomic
 // save of the agent's state) and checks the digest at the end. The reported sha256sum-ratio is
@@ -40,7 +40,7 @@ func BenchmarkHashAndWrite(b *testing.B) {
 	}
 	sum := sha256.Sum256(data)
 	data = nil
-	tf := &metadata.TargetFiles{Length: 64 << 20, Hashes: metadata.Hashes{trust.ImageHash: sum[:]}}
+	tf := &metadata.TargetFiles{Length: 64 << 20, Hashes: metadata.Hashes{uptane.ImageHash: sum[:]}}
 	ref := sha256sumBest(b, img, 3)
 
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

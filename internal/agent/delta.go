@@ -15,7 +15,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/delta"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -92,7 +92,7 @@ func directorHint(tf *metadata.TargetFiles) *delta.Hint {
 
 // planDelta checks the director's hint against the offline-signed bindings and returns the plan,
 // or nil (with the reason) when the full image is to be downloaded.
-func (a *Agent) planDelta(ctx context.Context, hint *delta.Hint, dec *trust.Decision, lookup func(string) (*metadata.TargetFiles, error)) (*DeltaPlan, string) {
+func (a *Agent) planDelta(ctx context.Context, hint *delta.Hint, dec *uptane.Decision, lookup func(string) (*metadata.TargetFiles, error)) (*DeltaPlan, string) {
 	if hint == nil || lookup == nil {
 		return nil, ""
 	}
@@ -105,8 +105,8 @@ func (a *Agent) planDelta(ctx context.Context, hint *delta.Hint, dec *trust.Deci
 		if err != nil {
 			return nil, nil, err
 		}
-		if tf.Hashes[trust.ImageHash] == nil {
-			return nil, nil, fmt.Errorf("%s has no %s", name, trust.ImageHash)
+		if tf.Hashes[uptane.ImageHash] == nil {
+			return nil, nil, fmt.Errorf("%s has no %s", name, uptane.ImageHash)
 		}
 		var raw []byte
 		if tf.Custom != nil {
@@ -122,11 +122,11 @@ func (a *Agent) planDelta(ctx context.Context, hint *delta.Hint, dec *trust.Deci
 	if err != nil {
 		return nil, err.Error()
 	}
-	imgSHA := dec.Info.Hashes[trust.ImageHash].String()
+	imgSHA := dec.Info.Hashes[uptane.ImageHash].String()
 	if b.Format != hint.Format || b.Image != dec.Name || b.ImageSHA256 != imgSHA || b.ImageLength != dec.Info.Length {
 		return nil, fmt.Sprintf("%s is signed for another image", hint.Target)
 	}
-	p := &DeltaPlan{Format: b.Format, Target: hint.Target, Length: tf.Length, SHA256: tf.Hashes[trust.ImageHash].String()}
+	p := &DeltaPlan{Format: b.Format, Target: hint.Target, Length: tf.Length, SHA256: tf.Hashes[uptane.ImageHash].String()}
 	switch b.Format {
 	case delta.FormatPatch:
 		if b.SourceSHA256 != inst.SHA256 {
@@ -141,7 +141,7 @@ func (a *Agent) planDelta(ctx context.Context, hint *delta.Hint, dec *trust.Deci
 		if sb.Format != delta.FormatCaibx || sb.ImageSHA256 != inst.SHA256 {
 			return nil, fmt.Sprintf("%s indexes another image than the installed one", hint.SourceIndex)
 		}
-		p.SourceIndex, p.SourceIndexLength, p.SourceIndexSHA256, p.SourceLength = hint.SourceIndex, stf.Length, stf.Hashes[trust.ImageHash].String(), sb.ImageLength
+		p.SourceIndex, p.SourceIndexLength, p.SourceIndexSHA256, p.SourceLength = hint.SourceIndex, stf.Length, stf.Hashes[uptane.ImageHash].String(), sb.ImageLength
 	}
 	if p.Length > dec.Info.Length+1<<20 {
 		return nil, "the delta is larger than the image"
@@ -202,8 +202,8 @@ func (a *Agent) downloadDelta(ctx context.Context, tf *metadata.TargetFiles, img
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("stage %s: %w", img.Target, err)
 	}
-	if hex.EncodeToString(out.Sum(nil)) != tf.Hashes[trust.ImageHash].String() {
-		return &errDelta{&trust.VerificationError{Kind: trust.FailHash, Msg: "the image rebuilt from the delta differs from the signed one"}}
+	if hex.EncodeToString(out.Sum(nil)) != tf.Hashes[uptane.ImageHash].String() {
+		return &errDelta{&uptane.VerificationError{Reason: uptane.ReasonHashMismatch, Msg: "the image rebuilt from the delta differs from the signed one"}}
 	}
 	img.Staged = tf.Length
 	return nil
@@ -251,7 +251,7 @@ func (a *Agent) applyPatch(ctx context.Context, active io.ReaderAt, img *Image, 
 	cancel()
 	ferr := <-fetchErr
 	if err != nil {
-		var ve *trust.VerificationError
+		var ve *uptane.VerificationError
 		if errors.As(ferr, &ve) {
 			return &errDelta{ferr}
 		}
@@ -266,7 +266,7 @@ func (a *Agent) applyPatch(ctx context.Context, active io.ReaderAt, img *Image, 
 	p.Downloaded += st.PatchOff - start
 	p.Patch = st
 	if st.PatchOff != p.Length || hex.EncodeToString(ph.Sum(nil)) != p.SHA256 {
-		return &errDelta{&trust.VerificationError{Kind: trust.FailHash, Msg: fmt.Sprintf("delta %s differs from the signed one", p.Target)}}
+		return &errDelta{&uptane.VerificationError{Reason: uptane.ReasonHashMismatch, Msg: fmt.Sprintf("delta %s differs from the signed one", p.Target)}}
 	}
 	return nil
 }
@@ -320,9 +320,9 @@ func (a *Agent) assemble(ctx context.Context, active io.ReaderAt, img *Image, si
 	})
 	if err != nil {
 		if errors.Is(err, delta.ErrChunk) {
-			return &errDelta{&trust.VerificationError{Kind: trust.FailHash, Msg: err.Error()}}
+			return &errDelta{&uptane.VerificationError{Reason: uptane.ReasonHashMismatch, Msg: err.Error()}}
 		}
-		var ve *trust.VerificationError
+		var ve *uptane.VerificationError
 		if errors.As(err, &ve) {
 			return &errDelta{err}
 		}
@@ -342,14 +342,14 @@ func (a *Agent) fetchIndex(ctx context.Context, name string, length int64, sha s
 	var buf bytes.Buffer
 	h := sha256.New()
 	if _, err := fetchRange(ctx, a.dl, a.token, a.dl.TargetURL(name), "", 0, length, io.MultiWriter(&buf, h), a.cfg.MinRate, a.cfg.SlowWindow, 0, nil); err != nil {
-		var ve *trust.VerificationError
+		var ve *uptane.VerificationError
 		if errors.As(err, &ve) {
 			return nil, &errDelta{err}
 		}
 		return nil, err
 	}
 	if hex.EncodeToString(h.Sum(nil)) != sha {
-		return nil, &errDelta{&trust.VerificationError{Kind: trust.FailHash, Msg: fmt.Sprintf("chunk index %s differs from the signed one", name)}}
+		return nil, &errDelta{&uptane.VerificationError{Reason: uptane.ReasonHashMismatch, Msg: fmt.Sprintf("chunk index %s differs from the signed one", name)}}
 	}
 	x, err := delta.ReadIndex(&buf, imageLength)
 	if err != nil {

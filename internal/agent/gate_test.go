@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/installpolicy"
 )
 
 // TestInstallGate: the decision whether a downloaded image may be installed now, from its
@@ -17,7 +17,7 @@ func TestInstallGate(t *testing.T) {
 	at := func(h, m int) time.Time { return time.Date(2026, 11, 25, h, m, 0, 0, time.UTC) }
 	tests := []struct {
 		name      string
-		pol       *trust.InstallPolicy
+		pol       *installpolicy.Policy
 		device    string // the device's own window
 		consents  bool
 		granted   bool // consent written by `upkeep-agent consent`
@@ -26,24 +26,24 @@ func TestInstallGate(t *testing.T) {
 		wantBlock string // "" installs now; else a substring of why not
 	}{
 		{name: "no policy: install", now: at(12, 0)},
-		{name: "forced security update outside any window", pol: &trust.InstallPolicy{}, now: at(12, 0)},
-		{name: "consent asked, owner says no", pol: &trust.InstallPolicy{Consent: true}, now: at(12, 0), wantBlock: "consent"},
-		{name: "consent asked, owner says yes", pol: &trust.InstallPolicy{Consent: true}, consents: true, now: at(12, 0)},
-		{name: "consent granted on the command line", pol: &trust.InstallPolicy{Consent: true}, granted: true, now: at(12, 0)},
-		{name: "campaign window, inside", pol: &trust.InstallPolicy{Window: "02:00-04:00"}, now: at(2, 0)},
-		{name: "campaign window, at its end", pol: &trust.InstallPolicy{Window: "02:00-04:00"}, now: at(4, 0), wantBlock: "maintenance window 02:00-04:00"},
-		{name: "window across midnight, inside", pol: &trust.InstallPolicy{Window: "23:00-01:00"}, now: at(0, 30)},
-		{name: "device's own window, outside", pol: &trust.InstallPolicy{}, device: "02:00-04:00", now: at(12, 0), wantBlock: "maintenance window 02:00-04:00"},
-		{name: "campaign window overrides the device's", pol: &trust.InstallPolicy{Window: "11:00-13:00"}, device: "02:00-04:00", now: at(12, 0)},
-		{name: "critical campaign waives the window", pol: &trust.InstallPolicy{IgnoreWindow: true}, device: "02:00-04:00", now: at(12, 0)},
-		{name: "waiver does not waive consent", pol: &trust.InstallPolicy{IgnoreWindow: true, Consent: true}, device: "02:00-04:00", now: at(12, 0), wantBlock: "consent"},
-		{name: "consent given, then the window", pol: &trust.InstallPolicy{Consent: true}, consents: true, device: "02:00-04:00", now: at(12, 0), wantBlock: "maintenance window"},
-		{name: "opted out: a security update waits for consent", pol: &trust.InstallPolicy{}, optOut: true, now: at(12, 0), wantBlock: "opted out"},
-		{name: "opted out: a critical campaign waits for consent too", pol: &trust.InstallPolicy{IgnoreWindow: true}, optOut: true, now: at(12, 0), wantBlock: "consent"},
+		{name: "forced security update outside any window", pol: &installpolicy.Policy{}, now: at(12, 0)},
+		{name: "consent asked, owner says no", pol: &installpolicy.Policy{Consent: true}, now: at(12, 0), wantBlock: "consent"},
+		{name: "consent asked, owner says yes", pol: &installpolicy.Policy{Consent: true}, consents: true, now: at(12, 0)},
+		{name: "consent granted on the command line", pol: &installpolicy.Policy{Consent: true}, granted: true, now: at(12, 0)},
+		{name: "campaign window, inside", pol: &installpolicy.Policy{Window: "02:00-04:00"}, now: at(2, 0)},
+		{name: "campaign window, at its end", pol: &installpolicy.Policy{Window: "02:00-04:00"}, now: at(4, 0), wantBlock: "maintenance window 02:00-04:00"},
+		{name: "window across midnight, inside", pol: &installpolicy.Policy{Window: "23:00-01:00"}, now: at(0, 30)},
+		{name: "device's own window, outside", pol: &installpolicy.Policy{}, device: "02:00-04:00", now: at(12, 0), wantBlock: "maintenance window 02:00-04:00"},
+		{name: "campaign window overrides the device's", pol: &installpolicy.Policy{Window: "11:00-13:00"}, device: "02:00-04:00", now: at(12, 0)},
+		{name: "critical campaign waives the window", pol: &installpolicy.Policy{IgnoreWindow: true}, device: "02:00-04:00", now: at(12, 0)},
+		{name: "waiver does not waive consent", pol: &installpolicy.Policy{IgnoreWindow: true, Consent: true}, device: "02:00-04:00", now: at(12, 0), wantBlock: "consent"},
+		{name: "consent given, then the window", pol: &installpolicy.Policy{Consent: true}, consents: true, device: "02:00-04:00", now: at(12, 0), wantBlock: "maintenance window"},
+		{name: "opted out: a security update waits for consent", pol: &installpolicy.Policy{}, optOut: true, now: at(12, 0), wantBlock: "opted out"},
+		{name: "opted out: a critical campaign waits for consent too", pol: &installpolicy.Policy{IgnoreWindow: true}, optOut: true, now: at(12, 0), wantBlock: "consent"},
 		{name: "opted out: no policy waits for consent", optOut: true, now: at(12, 0), wantBlock: "consent"},
-		{name: "opted out, owner says yes", pol: &trust.InstallPolicy{}, optOut: true, consents: true, now: at(12, 0)},
-		{name: "opted out, consent granted on the command line", pol: &trust.InstallPolicy{}, optOut: true, granted: true, now: at(12, 0)},
-		{name: "opted out, consent given, then the window", pol: &trust.InstallPolicy{}, optOut: true, consents: true, device: "02:00-04:00", now: at(12, 0), wantBlock: "maintenance window"},
+		{name: "opted out, owner says yes", pol: &installpolicy.Policy{}, optOut: true, consents: true, now: at(12, 0)},
+		{name: "opted out, consent granted on the command line", pol: &installpolicy.Policy{}, optOut: true, granted: true, now: at(12, 0)},
+		{name: "opted out, consent given, then the window", pol: &installpolicy.Policy{}, optOut: true, consents: true, device: "02:00-04:00", now: at(12, 0), wantBlock: "maintenance window"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

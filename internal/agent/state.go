@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/agent/boot"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/installpolicy"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -44,8 +45,8 @@ type Image struct {
 	HashFailures int `json:"hash_failures,omitempty"`
 	// Install is the director's signed install policy for this image; Waiting says why the
 	// downloaded image is not installed yet (consent, maintenance window).
-	Install *trust.InstallPolicy `json:"install,omitempty"`
-	Waiting string               `json:"waiting,omitempty"`
+	Install *installpolicy.Policy `json:"install,omitempty"`
+	Waiting string                `json:"waiting,omitempty"`
 	// Delta is the delta this image is rebuilt from, and how far that got (nil: full image).
 	Delta *DeltaPlan `json:"delta,omitempty"`
 }
@@ -66,22 +67,22 @@ func (st *State) CheckinBody() wire.Checkin {
 
 // State is the agent's persistent state and journal, kept in one file written atomically.
 type State struct {
-	DeviceID        string        `json:"device_id"`
-	Identity        wire.Identity `json:"identity"`
-	Server          string        `json:"server"`
-	Token           string        `json:"token,omitempty"`
-	TokenExpires    time.Time     `json:"token_expires,omitzero"`
-	Status          string        `json:"status"` // pending | accepted
-	Installed       Image         `json:"installed"`
-	DirectorVersion int64         `json:"director_version"` // director targets version last verified
-	LastFullCheck   time.Time     `json:"last_full_check,omitzero"`
-	FailedTarget    string        `json:"failed_target,omitempty"` // do not retry this image
-	FailedSHA256    string        `json:"failed_sha256,omitempty"`
-	LastError       string        `json:"last_error,omitempty"`
-	Phase           string        `json:"phase"`
-	Pending         *Image        `json:"pending,omitempty"`
-	Outbox          []wire.Event  `json:"outbox,omitempty"` // events not yet reported
-	Notice          *trust.Notice `json:"notice,omitempty"` // lifecycle notice from the director
+	DeviceID        string         `json:"device_id"`
+	Identity        wire.Identity  `json:"identity"`
+	Server          string         `json:"server"`
+	Token           string         `json:"token,omitempty"`
+	TokenExpires    time.Time      `json:"token_expires,omitzero"`
+	Status          string         `json:"status"` // pending | accepted
+	Installed       Image          `json:"installed"`
+	DirectorVersion int64          `json:"director_version"` // director targets version last verified
+	LastFullCheck   time.Time      `json:"last_full_check,omitzero"`
+	FailedTarget    string         `json:"failed_target,omitempty"` // do not retry this image
+	FailedSHA256    string         `json:"failed_sha256,omitempty"`
+	LastError       string         `json:"last_error,omitempty"`
+	Phase           string         `json:"phase"`
+	Pending         *Image         `json:"pending,omitempty"`
+	Outbox          []wire.Event   `json:"outbox,omitempty"` // events not yet reported
+	Notice          *uptane.Notice `json:"notice,omitempty"` // lifecycle notice from the director
 	// OptOut is the owner's opt-out of automatic updates, kept in its own file (SetOptOut) and
 	// filled in by ReadStatus; the journal does not hold it.
 	OptOut bool `json:"opt_out"`

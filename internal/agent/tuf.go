@@ -12,7 +12,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"upkeep.dev/upkeep/internal/devclient"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // TUFOptions configure a TUF metadata updater: the same verification code serves the agent's
@@ -50,7 +50,7 @@ func NewUpdater(ctx context.Context, o TUFOptions) (*updater.Updater, error) {
 	cfg.Fetcher = c.Fetcher(ctx, o.token)
 	up, err := updater.New(cfg)
 	if err != nil {
-		return nil, &trust.VerificationError{Kind: trust.FailMetadata, Msg: fmt.Sprintf("load trusted metadata in %s: %v", o.MetadataDir, err)}
+		return nil, &uptane.VerificationError{Reason: uptane.MetadataReason(err), Msg: "load trusted metadata in " + o.MetadataDir, Err: err}
 	}
 	if o.Now != nil {
 		up.UnsafeSetRefTime(o.Now())

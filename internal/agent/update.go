@@ -27,7 +27,9 @@ import (
 	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/devclient"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/installpolicy"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -71,7 +73,7 @@ func (a *Agent) Update(ctx context.Context) error {
 	}
 	dec, dirVersion, named, err := a.verify(ctx)
 	if err != nil {
-		var ve *trust.VerificationError
+		var ve *uptane.VerificationError
 		if errors.As(err, &ve) {
 			a.state.LastError = err.Error()
 			if named == "" && a.state.Pending != nil {
@@ -138,9 +140,9 @@ func (a *Agent) discardPending(ctx context.Context, why string) {
 }
 
 // verify is Uptane full verification (Uptane Standard 5.4.4.2): refresh the director's metadata
-// for this device, refresh the image repository, then apply trust.Decide. named is the one
+// for this device, refresh the image repository, then apply uptane.Decide. named is the one
 // target the verified director metadata names (even when the decision then fails), or "".
-func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int64, named string, err error) {
+func (a *Agent) verify(ctx context.Context) (dec *uptane.Decision, dirVersion int64, named string, err error) {
 	dirUp, err := a.updater(ctx, dirMeta, devclient.DirectorPath)
 	if err != nil {
 		return nil, a.state.DirectorVersion, "", err
@@ -152,7 +154,7 @@ func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int
 	dirVersion = dirTargets.Signed.Version
 	if len(dirTargets.Signed.Targets) == 1 {
 		for name := range dirTargets.Signed.Targets {
-			if trust.ValidTargetName(name) == nil {
+			if tuf.ValidTargetName(name) == nil {
 				named = name
 			}
 		}
@@ -172,30 +174,36 @@ func (a *Agent) verify(ctx context.Context) (dec *trust.Decision, dirVersion int
 		a.hint = directorHint(dirTargets.Signed.Targets[named])
 	}
 	a.lookup = func(name string) (tf *metadata.TargetFiles, err error) {
-		err = trust.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
+		err = tuf.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
 		return tf, err
 	}
 	id := a.state.Identity
 	inst := a.state.Installed
-	dec, err = trust.Decide(a.state.DeviceID, id.HardwareID, id.Product, trust.Installed{Target: inst.Target, SHA256: inst.SHA256, SecurityVersion: inst.SecurityVersion},
+	dec, err = uptane.Decide(a.state.DeviceID, id.HardwareID, id.Product, uptane.Installed{Target: inst.Target, SHA256: inst.SHA256, SecurityVersion: inst.SecurityVersion},
 		dirTargets.Signed.Targets, func(name string) (tf *metadata.TargetFiles, err error) {
-			err = trust.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
+			err = tuf.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
 			return tf, err
 		})
 	if err == nil && dec.Info != nil && dec.Info.Custom != nil {
 		// A delta target is signed like an image but is not one: the director may hint at it,
 		// never name it as the image to install.
 		if b, berr := delta.ParseBinding(*dec.Info.Custom); b != nil || berr != nil {
-			return nil, dirVersion, named, &trust.VerificationError{Kind: trust.FailBadCustom, Msg: fmt.Sprintf("target %s is a delta, not an image", dec.Name)}
+			return nil, dirVersion, named, &uptane.VerificationError{Reason: uptane.ReasonBadCustom, Msg: fmt.Sprintf("target %s is a delta, not an image", dec.Name)}
 		}
 	}
 	return dec, dirVersion, named, err
 }
 
 // refresh runs a TUF refresh and classifies its failure: network trouble is transient, anything
-// else is a verification failure.
+// else is a verification failure whose Reason is the precise one (uptane.MetadataError: a replayed
+// timestamp is a version rollback, a frozen one expired, a forged one short of its threshold),
+// wrapping go-tuf's typed error.
 func refresh(up *updater.Updater, what string) error {
-	err := trust.Guard(what, up.Refresh)
+	return classifyRefresh(what, tuf.Guard(what, up.Refresh))
+}
+
+// classifyRefresh is refresh's classification of a failed refresh of what; nil stays nil.
+func classifyRefresh(what string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -209,7 +217,7 @@ func refresh(up *updater.Updater, what string) error {
 		}
 		return &TransientError{Err: fmt.Errorf("refresh %s: %w", what, err), RetryAfter: retry}
 	}
-	return &trust.VerificationError{Kind: trust.FailMetadata, Msg: fmt.Sprintf("%s metadata: %v", what, err)}
+	return uptane.MetadataError(what, err)
 }
 
 func (a *Agent) updater(ctx context.Context, name, path string) (*updater.Updater, error) {
@@ -225,7 +233,7 @@ func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, i
 		if err == nil {
 			break
 		}
-		var ve *trust.VerificationError
+		var ve *uptane.VerificationError
 		if !errors.As(err, &ve) {
 			a.event(img.Target, wire.StepDownload, wire.StatusFailed, false, err.Error()+"; will resume")
 			if saveErr := a.save(); saveErr != nil {
@@ -310,7 +318,7 @@ func (a *Agent) download(ctx context.Context, tf *metadata.TargetFiles, img *Ima
 			backoff *= 2
 		}
 		err = a.downloadOnce(ctx, url, tf, img)
-		var ve *trust.VerificationError
+		var ve *uptane.VerificationError
 		if err == nil || errors.As(err, &ve) || ctx.Err() != nil {
 			return err
 		}
@@ -369,7 +377,7 @@ func (a *Agent) downloadOnce(ctx context.Context, url string, tf *metadata.Targe
 	}
 	img.Staged = n
 	if err := hs.verify(tf); err != nil {
-		var ve *trust.VerificationError
+		var ve *uptane.VerificationError
 		if errors.As(err, &ve) {
 			return &mismatchError{ve}
 		}
@@ -382,9 +390,9 @@ func (a *Agent) downloadOnce(ctx context.Context, url string, tf *metadata.Targe
 // the image is declared failed.
 const maxHashAttempts = 3
 
-// mismatchError is a *trust.VerificationError for a complete download whose hash differs from
+// mismatchError is a *uptane.VerificationError for a complete download whose hash differs from
 // the signed one: worth fetching again from the start, a few times.
-type mismatchError struct{ ve *trust.VerificationError }
+type mismatchError struct{ ve *uptane.VerificationError }
 
 func (e *mismatchError) Error() string { return e.ve.Error() }
 func (e *mismatchError) Unwrap() error { return e.ve }
@@ -394,7 +402,7 @@ func (e *mismatchError) Unwrap() error { return e.ve }
 // aborted below the agent's default minimum rate (TUF "slow retrieval"); hc should have no total
 // timeout (NewDownloadClient), so that a slow but steady link finishes. Network
 // trouble and short reads are *TransientError; anything that contradicts the signed metadata is
-// a *trust.VerificationError. On error, w holds garbage and must be discarded.
+// a *uptane.VerificationError. On error, w holds garbage and must be discarded.
 func StreamTarget(ctx context.Context, hc *http.Client, url string, tf *metadata.TargetFiles, w io.Writer) error {
 	hs, err := newHashes(tf)
 	if err != nil {
@@ -407,7 +415,7 @@ func StreamTarget(ctx context.Context, hc *http.Client, url string, tf *metadata
 }
 
 // hashes computes the signed digest the agent checks while an image streams past:
-// trust.ImageHash (SHA-256) when the targets entry lists it, as every entry trust.Decide
+// uptane.ImageHash (SHA-256) when the targets entry lists it, as every entry uptane.Decide
 // accepts does, else SHA-512 (tuf-client, on other repositories). One collision-resistant
 // digest signed by the offline targets key binds the bytes; computing a second one would
 // double the CPU an install costs a small device without making a forgery any harder
@@ -415,12 +423,12 @@ func StreamTarget(ctx context.Context, hc *http.Client, url string, tf *metadata
 type hashes map[string]hash.Hash
 
 func newHashes(tf *metadata.TargetFiles) (hashes, error) {
-	for _, alg := range []string{trust.ImageHash, "sha512"} {
+	for _, alg := range []string{uptane.ImageHash, "sha512"} {
 		if tf.Hashes[alg] != nil {
 			return hashes{alg: hashFuncs[alg]()}, nil
 		}
 	}
-	return nil, &trust.VerificationError{Kind: trust.FailHash, Msg: "target has neither sha256 nor sha512"}
+	return nil, &uptane.VerificationError{Reason: uptane.ReasonHashMismatch, Msg: "target has neither sha256 nor sha512"}
 }
 
 // hashFuncs are the digests newHashes can compute, by their TUF names.
@@ -455,7 +463,7 @@ func (t teeHasher) Write(p []byte) (int, error) {
 func (hs hashes) verify(tf *metadata.TargetFiles) error {
 	for _, alg := range slices.Sorted(maps.Keys(hs)) {
 		if got := hs[alg].Sum(nil); hex.EncodeToString(got) != tf.Hashes[alg].String() {
-			return &trust.VerificationError{Kind: trust.FailHash, Msg: fmt.Sprintf("%s of the downloaded image differs from the signed one", alg)}
+			return &uptane.VerificationError{Reason: uptane.ReasonHashMismatch, Msg: fmt.Sprintf("%s of the downloaded image differs from the signed one", alg)}
 		}
 	}
 	return nil
@@ -496,7 +504,7 @@ func fetchPart(ctx context.Context, c *devclient.Client, token devclient.TokenFu
 	}
 	defer resp.Body.Close()
 	if resp.ContentLength > length-off {
-		return off, &trust.VerificationError{Kind: trust.FailLength, Msg: fmt.Sprintf("server offers %d more bytes, %d were signed", resp.ContentLength, length-off)}
+		return off, &uptane.VerificationError{Reason: uptane.ReasonLengthMismatch, Msg: fmt.Sprintf("server offers %d more bytes, %d were signed", resp.ContentLength, length-off)}
 	}
 	var got atomic.Int64
 	if minRate > 0 && window > 0 {
@@ -510,7 +518,7 @@ func fetchPart(ctx context.Context, c *devclient.Client, token devclient.TokenFu
 		k, rerr := body.Read(buf)
 		if k > 0 {
 			if n+int64(k) > length {
-				return n, &trust.VerificationError{Kind: trust.FailLength, Msg: fmt.Sprintf("server sent more than the %d signed bytes", length)}
+				return n, &uptane.VerificationError{Reason: uptane.ReasonLengthMismatch, Msg: fmt.Sprintf("server sent more than the %d signed bytes", length)}
 			}
 			if _, err := w.Write(buf[:k]); err != nil {
 				return n, fmt.Errorf("write image: %w", err)
@@ -570,7 +578,7 @@ func watchRate(ctx context.Context, cancel context.CancelCauseFunc, got *atomic.
 func (a *Agent) gate(ctx context.Context, p *Image) string {
 	pol := p.Install
 	if pol == nil {
-		pol = &trust.InstallPolicy{}
+		pol = &installpolicy.Policy{}
 	}
 	if optedOut := OptedOut(a.cfg.StateDir); (pol.Consent || optedOut) && !a.consented(ctx, p) {
 		if !pol.Consent {
@@ -579,7 +587,7 @@ func (a *Agent) gate(ctx context.Context, p *Image) string {
 		return "awaiting the owner's consent"
 	}
 	window := cmp.Or(pol.Window, a.cfg.Window)
-	if window != "" && !pol.IgnoreWindow && !trust.InWindow(window, now(a.cfg)) {
+	if window != "" && !pol.IgnoreWindow && !installpolicy.InWindow(window, now(a.cfg)) {
 		return "outside the maintenance window " + window + " UTC"
 	}
 	return ""
@@ -803,9 +811,9 @@ func (a *Agent) hookContext(ctx context.Context) (context.Context, context.Cance
 // noticeFrom records the lifecycle notice of verified director targets and, when it changed,
 // tells the device (the notice hook) so that it can tell its owner.
 func (a *Agent) noticeFrom(ctx context.Context, t *metadata.TargetsType) error {
-	n, err := trust.ReadNotice(t)
+	n, err := uptane.ReadNotice(t)
 	if err != nil {
-		return &trust.VerificationError{Kind: trust.FailBadCustom, Msg: err.Error()}
+		return &uptane.VerificationError{Reason: uptane.ReasonBadCustom, Msg: "director lifecycle notice", Err: err}
 	}
 	if (n == nil) == (a.state.Notice == nil) && (n == nil || *n == *a.state.Notice) {
 		return nil

@@ -21,6 +21,7 @@ const (
 	TooLarge     Code = "too_large"    // body or upload over its limit
 	Unavailable  Code = "unavailable"  // not available here or now (shutting down, not configured)
 	Busy         Code = "busy"         // overloaded: retry after the Retry-After the answer carries
+	Timeout      Code = "timeout"      // the request (its body) did not arrive in time
 	Internal     Code = "internal"     // a bug or an infrastructure failure
 	Pending      Code = "pending"      // the request waits on an operator (device enrolment)
 	Verification Code = "verification" // a signature or hash did not verify
@@ -92,6 +93,8 @@ func HTTPStatus(code Code) int {
 		return http.StatusServiceUnavailable
 	case Busy:
 		return http.StatusTooManyRequests
+	case Timeout:
+		return http.StatusRequestTimeout
 	case Pending:
 		return http.StatusAccepted
 	case Verification:

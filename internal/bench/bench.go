@@ -22,7 +22,8 @@ import (
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/sim"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -130,7 +131,7 @@ func Rollout(ctx context.Context, cfg RolloutConfig, out io.Writer) error {
 	}
 	defer os.RemoveAll(dir)
 	keys := filepath.Join(dir, "keys")
-	if _, err := trust.InitKeySet(keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		return err
 	}
 	args := []string{"--poll-seconds", strconv.Itoa(cfg.PollSeconds)}
@@ -158,19 +159,19 @@ func Rollout(ctx context.Context, cfg RolloutConfig, out io.Writer) error {
 	fmt.Fprintf(out, "reference: sha256sum of 64 MiB takes %s on this machine now\n", ref.Round(time.Millisecond))
 	fmt.Fprintf(out, "server pid %d on %s (%s, artifacts on %s), RSS %d KiB at start\n", srv.cmd.Process.Pid, srv.URL, store, dir, rss0)
 	c := &client.Client{Base: srv.URL, Token: srv.Token}
-	targetsKey, err := trust.LoadKey(filepath.Join(keys, trust.FileTargetsKey))
+	targetsKey, err := tuf.LoadKey(filepath.Join(keys, tuf.FileTargetsKey))
 	if err != nil {
 		return err
 	}
-	imageRoot, _ := os.ReadFile(filepath.Join(keys, trust.FileImageRoot))
-	directorRoot, _ := os.ReadFile(filepath.Join(keys, trust.FileDirectorRoot))
+	imageRoot, _ := os.ReadFile(filepath.Join(keys, tuf.FileImageRoot))
+	directorRoot, _ := os.ReadFile(filepath.Join(keys, tuf.FileDirectorRoot))
 	publish := func(version string, sv int64, size int) (*wire.Release, error) {
 		f := filepath.Join(dir, "fw-"+version+".img")
 		if err := os.WriteFile(f, sim.Image(version, size), 0o644); err != nil {
 			return nil, err
 		}
-		return c.Publish(ctx, client.PublishOptions{File: f, TargetsKey: targetsKey, TrustedRoot: imageRoot, Expires: trust.DefaultLifetimes().Targets,
-			Custom: trust.TargetCustom{Product: "thermostat", HardwareIDs: []string{"tstat-v2"}, Version: version, SecurityVersion: sv, Class: trust.ClassSecurity}})
+		return c.Publish(ctx, client.PublishOptions{File: f, TargetsKey: targetsKey, TrustedRoot: imageRoot, Expires: tuf.DefaultLifetimes().Targets,
+			Custom: uptane.TargetCustom{Product: "thermostat", HardwareIDs: []string{"tstat-v2"}, Version: version, SecurityVersion: sv, Class: uptane.ClassSecurity}})
 	}
 	factory, err := publish("1.0.0", 1, 4<<10)
 	if err != nil {

@@ -12,6 +12,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -39,7 +41,8 @@ import (
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/sim"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -59,6 +62,9 @@ type HTTPConfig struct {
 	Interval time.Duration // fleet: the poll interval the servers suggest (serve --poll-seconds); devices follow the server's hints
 	Warmup   time.Duration // fleet: polling before the window opens
 	Enrolers int           // fleet: enrolments in flight
+	// TLS (checkin): the server and nginx serve HTTPS with one self-signed certificate made for
+	// the run, and the full and resumed handshake rates are measured too.
+	TLS bool
 }
 
 func DefaultHTTPConfig() HTTPConfig {
@@ -98,7 +104,7 @@ func newBenchStack() (*benchStack, error) {
 		return nil, err
 	}
 	b := &benchStack{dir: dir, keys: filepath.Join(dir, "keys")}
-	if _, err := trust.InitKeySet(b.keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+	if _, err := tuf.InitKeySet(b.keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
@@ -293,10 +299,15 @@ func benchHTTPClient(conns int) *http.Client {
 
 // operatorClient returns a client for the first server's operator token and an enrolment token.
 func benchEnrollToken(ctx context.Context, srv *ServerProcess) (*client.Client, string, error) {
+	return benchEnrollTokenWith(ctx, srv, nil)
+}
+
+// benchEnrollTokenWith is benchEnrollToken through hc (nil: the default client).
+func benchEnrollTokenWith(ctx context.Context, srv *ServerProcess, hc *http.Client) (*client.Client, string, error) {
 	if srv.Token == "" {
 		return nil, "", errors.New("the new server printed no operator token")
 	}
-	c := &client.Client{Base: srv.URL, Token: srv.Token}
+	c := &client.Client{Base: srv.URL, Token: srv.Token, HTTP: hc}
 	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "bench"})
 	if err != nil {
 		return nil, "", err
@@ -484,6 +495,12 @@ func freeLoopbackPort() (int, error) {
 // startNginx serves files (name -> path to copy or link) from a temporary folder: worker
 // processes auto, access log off, keep-alive without a request limit (as the Go server).
 func startNginx(ctx context.Context, files map[string]string) (*nginxProcess, error) {
+	return startNginxTLS(ctx, files, "", "")
+}
+
+// startNginxTLS is startNginx serving HTTPS with the certificate and key given (none: HTTP):
+// TLS 1.2 and 1.3, session tickets on (nginx's default) and a shared session cache.
+func startNginxTLS(ctx context.Context, files map[string]string, certFile, keyFile string) (*nginxProcess, error) {
 	dir, err := os.MkdirTemp(sim.TempDir(), "upkeep-bench-nginx-")
 	if err != nil {
 		return nil, err
@@ -519,6 +536,12 @@ func startNginx(ctx context.Context, files map[string]string) (*nginxProcess, er
 		return fail(err)
 	}
 	tmp := filepath.Join(dir, "tmp")
+	scheme, sslListen, sslConf := "http", "", ""
+	if certFile != "" {
+		scheme, sslListen = "https", " ssl"
+		sslConf = fmt.Sprintf("        ssl_certificate %s;\n        ssl_certificate_key %s;\n        ssl_protocols TLSv1.2 TLSv1.3;\n"+
+			"        ssl_session_cache shared:SSL:10m;\n        ssl_session_tickets on;\n", certFile, keyFile)
+	}
 	conf := fmt.Sprintf(`worker_processes auto;
 daemon off;
 pid %[1]s/nginx.pid;
@@ -537,11 +560,11 @@ http {
     uwsgi_temp_path %[2]s/uwsgi;
     scgi_temp_path %[2]s/scgi;
     server {
-        listen 127.0.0.1:%[3]d;
+        listen 127.0.0.1:%[3]d%[5]s;
         root %[4]s;
-    }
+%[6]s    }
 }
-`, dir, tmp, port, www)
+`, dir, tmp, port, www, sslListen, sslConf)
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return fail(err)
@@ -552,7 +575,7 @@ http {
 	if err := cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start nginx: %w", err))
 	}
-	p := &nginxProcess{cmd: cmd, dir: dir, URL: fmt.Sprintf("http://127.0.0.1:%d", port), done: make(chan struct{})}
+	p := &nginxProcess{cmd: cmd, dir: dir, URL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), done: make(chan struct{})}
 	go func() { cmd.Wait(); close(p.done) }() //nolint:errcheck // the exit status says nothing here
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		select {
@@ -651,7 +674,16 @@ func Checkin(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 		proc *ServerProcess
 	}
 	servers := []server{}
-	sq, err := stack.start(ctx, "sqlite")
+	var tlsArgs []string
+	var pool *x509.CertPool
+	certFile, keyFile := filepath.Join(stack.dir, "tls-cert.pem"), filepath.Join(stack.dir, "tls-key.pem")
+	if cfg.TLS {
+		if pool, err = selfSignedCert(certFile, keyFile); err != nil {
+			return err
+		}
+		tlsArgs = []string{"--tls-cert", certFile, "--tls-key", keyFile}
+	}
+	sq, err := stack.start(ctx, "sqlite", tlsArgs...)
 	if err != nil {
 		return err
 	}
@@ -662,7 +694,7 @@ func Checkin(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 			return err
 		}
 		stack.after = append(stack.after, drop)
-		pg, err := stack.start(ctx, "postgres", "--db", dbURL)
+		pg, err := stack.start(ctx, "postgres", append([]string{"--db", dbURL}, tlsArgs...)...)
 		if err != nil {
 			return err
 		}
@@ -678,10 +710,14 @@ func Checkin(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 		return err
 	}
 	hc := benchHTTPClient(64)
+	if pool != nil {
+		hc.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
 	var targets []*wrkTarget
 	var firstDevices string
+	var firstDevs []*benchDevice
 	for i, s := range servers {
-		_, tok, err := benchEnrollToken(ctx, s.proc)
+		_, tok, err := benchEnrollTokenWith(ctx, s.proc, hc)
 		if err != nil {
 			return err
 		}
@@ -708,17 +744,25 @@ func Checkin(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 			return err
 		}
 		if firstDevices == "" {
-			firstDevices = file
+			firstDevices, firstDevs = file, devs
 		}
 		fmt.Fprintf(out, "%s: pid %d on %s, %d devices enrolled in %s\n", s.name, s.proc.cmd.Process.Pid, s.proc.URL, len(devs), took.Round(time.Millisecond))
 		targets = append(targets, &wrkTarget{name: s.name, url: s.proc.URL + "/device/v1/checkin", script: script, args: []string{file, "POST", "/device/v1/checkin"}})
 	}
-	ng, err := startNginx(ctx, map[string]string{"static-300.json": static})
+	var ng *nginxProcess
+	if cfg.TLS {
+		ng, err = startNginxTLS(ctx, map[string]string{"static-300.json": static}, certFile, keyFile)
+	} else {
+		ng, err = startNginx(ctx, map[string]string{"static-300.json": static})
+	}
 	if err != nil {
 		return err
 	}
 	defer ng.Stop()
 	fmt.Fprintf(out, "nginx: pid %d on %s, a 300-byte file\n", ng.cmd.Process.Pid, ng.URL)
+	if cfg.TLS {
+		fmt.Fprintf(out, "TLS: one self-signed ECDSA P-256 certificate for 127.0.0.1 (%s) on both; wrk keeps its connections alive\n", certFile)
+	}
 	targets = append([]*wrkTarget{{name: "nginx (300 B file)", url: ng.URL + "/static-300.json", script: script,
 		args: []string{firstDevices, "GET", "/static-300.json"}}}, targets...)
 	fmt.Fprintf(out, "wrk -t%d, %s per run, %d runs, connections %v\n", cfg.Threads, cfg.Duration, cfg.Repeat, cfg.Conns)
@@ -733,6 +777,57 @@ func Checkin(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 		for _, t := range targets {
 			m := median(t.runs[c])
 			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%s\t%.2fx\t\n", c, t.name, m.RPS, m.P99.Round(10*time.Microsecond), m.RPS/ref.RPS)
+		}
+	}
+	if err := tw.Flush(); err != nil || !cfg.TLS {
+		return err
+	}
+	return handshakeRates(ctx, cfg, pool, ng.URL+"/static-300.json", servers[0].name, servers[0].proc.URL, firstDevs, out)
+}
+
+// handshakeRates measures, for nginx and the first server, requests per second when every
+// request opens a new TLS connection: full handshakes (no client session cache) and resumed
+// ones (a session cache, as the agent keeps). The server is sent check-ins, nginx the file.
+func handshakeRates(ctx context.Context, cfg HTTPConfig, pool *x509.CertPool, staticURL, name, base string, devs []*benchDevice, out io.Writer) error {
+	const conc = 16
+	var next [conc]int // each client checks its own devices in: w, w+conc, w+2·conc, …
+	checkin := func(ctx context.Context, hc *http.Client, w int) error {
+		i := (w + next[w]*conc) % len(devs)
+		next[w]++
+		res, err := devs[i].checkin(ctx, &devclient.Client{HTTP: hc, Base: base})
+		if err == nil && res.Status != http.StatusNotModified {
+			err = fmt.Errorf("check-in answered %d, want 304", res.Status)
+		}
+		return err
+	}
+	fmt.Fprintf(out, "\na new TLS connection per request, %d clients in Go, %s per run, median of %d runs:\n", conc, cfg.Duration, cfg.Repeat)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "handshake\tserver\treq/s\tresumed\tratio to nginx\t")
+	for _, resume := range []bool{false, true} {
+		kind := "full"
+		if resume {
+			kind = "resumed"
+		}
+		var ref float64
+		for _, t := range []struct {
+			name string
+			req  func(context.Context, *http.Client, int) error
+		}{{"nginx (300 B file)", getOK(staticURL)}, {name, checkin}} {
+			var runs []float64
+			var share float64
+			for range cfg.Repeat {
+				rps, res, err := handshakeRate(ctx, pool, resume, conc, cfg.Duration, t.req)
+				if err != nil {
+					return fmt.Errorf("%s, %s handshakes: %w", t.name, kind, err)
+				}
+				runs, share = append(runs, rps), res
+			}
+			slices.Sort(runs)
+			m := runs[len(runs)/2]
+			if ref == 0 {
+				ref = m
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f%%\t%.2fx\t\n", kind, t.name, m, share*100, m/ref)
 		}
 	}
 	return tw.Flush()
@@ -761,11 +856,11 @@ func Download(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	targetsKey, err := trust.LoadKey(filepath.Join(stack.keys, trust.FileTargetsKey))
+	targetsKey, err := tuf.LoadKey(filepath.Join(stack.keys, tuf.FileTargetsKey))
 	if err != nil {
 		return err
 	}
-	imageRoot, err := os.ReadFile(filepath.Join(stack.keys, trust.FileImageRoot))
+	imageRoot, err := os.ReadFile(filepath.Join(stack.keys, tuf.FileImageRoot))
 	if err != nil {
 		return err
 	}
@@ -773,8 +868,8 @@ func Download(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 	if err := os.WriteFile(file, sim.Image("2.0.0", cfg.Size), 0o644); err != nil {
 		return err
 	}
-	rel, err := c.Publish(ctx, client.PublishOptions{File: file, TargetsKey: targetsKey, TrustedRoot: imageRoot, Expires: trust.DefaultLifetimes().Targets,
-		Custom: trust.TargetCustom{Product: "thermostat", HardwareIDs: []string{"tstat-v2"}, Version: "2.0.0", SecurityVersion: 2, Class: trust.ClassSecurity}})
+	rel, err := c.Publish(ctx, client.PublishOptions{File: file, TargetsKey: targetsKey, TrustedRoot: imageRoot, Expires: tuf.DefaultLifetimes().Targets,
+		Custom: uptane.TargetCustom{Product: "thermostat", HardwareIDs: []string{"tstat-v2"}, Version: "2.0.0", SecurityVersion: 2, Class: uptane.ClassSecurity}})
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,8 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/server"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -42,14 +43,14 @@ func (f *attackFixture) nextImageRoot(edit func(r *metadata.RootType)) *metadata
 	edit(&next.Signed)
 	next.Signed.Version = cur.Signed.Version + 1
 	next.Signed.Expires = time.Now().Add(365 * 24 * time.Hour).UTC().Truncate(time.Second)
-	signed, err := trust.SignRoot(next, f.key(trust.RootKeyFile(1)))
+	signed, err := tuf.SignRoot(next, f.key(tuf.RootKeyFile(1)))
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	if err := f.cli.RotateRoot(f.ctx, signed); err != nil {
 		f.t.Fatalf("rotate the image root to version %d: %v", next.Signed.Version, err)
 	}
-	r, err := trust.ParseRoot(signed)
+	r, err := tuf.ParseRoot(signed)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func (f *attackFixture) nextImageRoot(edit func(r *metadata.RootType)) *metadata
 }
 
 // replaceRoleKeys makes keys the only keys of role.
-func replaceRoleKeys(t *testing.T, r *metadata.RootType, role string, keys ...*trust.Key) {
+func replaceRoleKeys(t *testing.T, r *metadata.RootType, role string, keys ...*tuf.Key) {
 	t.Helper()
 	for _, id := range slices.Clone(r.Roles[role].KeyIDs) {
 		if err := r.RevokeKey(id, role); err != nil {
@@ -73,14 +74,14 @@ func replaceRoleKeys(t *testing.T, r *metadata.RootType, role string, keys ...*t
 
 // restartWithOnlineKeys stops the server and starts it again on the same address and data, with
 // a keys folder holding the given image snapshot and timestamp keys (and the same director key).
-func (f *attackFixture) restartWithOnlineKeys(snapshot, timestamp *trust.Key) {
+func (f *attackFixture) restartWithOnlineKeys(snapshot, timestamp *tuf.Key) {
 	f.t.Helper()
 	dir := filepath.Join(f.dir, "keys-online-next")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		f.t.Fatal(err)
 	}
-	for name, k := range map[string]*trust.Key{trust.FileSnapshotKey: snapshot, trust.FileTimestampKey: timestamp, trust.FileDirectorKey: f.key(trust.FileDirectorKey)} {
-		if err := trust.SaveKey(filepath.Join(dir, name), k); err != nil {
+	for name, k := range map[string]*tuf.Key{tuf.FileSnapshotKey: snapshot, tuf.FileTimestampKey: timestamp, tuf.FileDirectorKey: f.key(tuf.FileDirectorKey)} {
+		if err := tuf.SaveKey(filepath.Join(dir, name), k); err != nil {
 			f.t.Fatal(err)
 		}
 	}
@@ -121,22 +122,22 @@ func TestAttackFastForward(t *testing.T) {
 	t.Parallel()
 	f := newAttackFixture(t, nil)
 	const forgedTargets, forgedSnapshot = 9999, 1_000_000_000
-	cur, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, trust.Targets)
+	cur, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, tuf.Targets)
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
 	snapExp, tsExp := now.Add(7*24*time.Hour), now.Add(24*time.Hour)
-	st, err := trust.SignSnapshotTimestamp(f.key(trust.FileSnapshotKey), f.key(trust.FileTimestampKey), forgedSnapshot, forgedTargets, snapExp, tsExp)
+	st, err := tuf.SignSnapshotTimestamp(f.key(tuf.FileSnapshotKey), f.key(tuf.FileTimestampKey), forgedSnapshot, forgedTargets, snapExp, tsExp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The store records a targets version 9999 (holding the real, older targets, as the attacker
 	// cannot sign new ones) so that the server serves the forged pair instead of re-signing.
 	for _, m := range []*imagerepo.Meta{
-		{Repo: imagerepo.RepoImage, Role: trust.Targets, Version: forgedTargets, Body: cur.Body, Expires: cur.Expires},
-		{Repo: imagerepo.RepoImage, Role: trust.Snapshot, Version: forgedSnapshot, Body: st.Snapshot, Expires: snapExp},
-		{Repo: imagerepo.RepoImage, Role: trust.Timestamp, Version: forgedSnapshot, Body: st.Timestamp, Expires: tsExp},
+		{Repo: imagerepo.RepoImage, Role: tuf.Targets, Version: forgedTargets, Body: cur.Body, Expires: cur.Expires},
+		{Repo: imagerepo.RepoImage, Role: tuf.Snapshot, Version: forgedSnapshot, Body: st.Snapshot, Expires: snapExp},
+		{Repo: imagerepo.RepoImage, Role: tuf.Timestamp, Version: forgedSnapshot, Body: st.Timestamp, Expires: tsExp},
 	} {
 		if err := f.srv.DB.PutMetadata(f.ctx, m); err != nil {
 			t.Fatal(err)
@@ -149,18 +150,18 @@ func TestAttackFastForward(t *testing.T) {
 	// A fresh director view (same image) makes the device run a full verification.
 	f.signDirector(f.r100.Target, f.imageEntry(f.r100.Target))
 	err = f.dev.Agent.Cycle(f.ctx)
-	f.requireRefused(err, trust.FailMetadata, wire.StepVerify, f.r100)
+	f.requireRefused(err, uptane.ReasonVersionRollback, wire.StepVerify, f.r100)
 	if st := f.dev.Agent.State(); !strings.Contains(st.LastError, "9999") {
 		t.Errorf("last error %q does not name targets version 9999", st.LastError)
 	}
-	sn, err := metadata.Snapshot().FromBytes(f.trustedImageMeta(trust.Snapshot))
+	sn, err := metadata.Snapshot().FromBytes(f.trustedImageMeta(tuf.Snapshot))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := sn.Signed.Meta["targets.json"].Version; got != forgedTargets {
 		t.Fatalf("device's trusted snapshot names targets version %d, want the forged %d", got, forgedTargets)
 	}
-	tg, err := metadata.Targets().FromBytes(f.trustedImageMeta(trust.Targets))
+	tg, err := metadata.Targets().FromBytes(f.trustedImageMeta(tuf.Targets))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,30 +171,30 @@ func TestAttackFastForward(t *testing.T) {
 
 	// The operator removes the planted targets record and publishes a legitimate release. The
 	// device now refuses it: its trusted snapshot says targets version 9999 was already out.
-	if _, err := f.srv.DB.SQL().ExecContext(f.ctx, `DELETE FROM metadata WHERE repo = $1 AND role = $2 AND version = $3`, imagerepo.RepoImage, trust.Targets, forgedTargets); err != nil {
+	if _, err := f.srv.DB.SQL().ExecContext(f.ctx, `DELETE FROM metadata WHERE repo = $1 AND role = $2 AND version = $3`, imagerepo.RepoImage, tuf.Targets, forgedTargets); err != nil {
 		t.Fatal(err)
 	}
 	r101 := f.publish("1.0.1", 2, image("1.0.1", 80<<10))
 	f.deploy(r101, f.id)
 	err = f.dev.Agent.Cycle(f.ctx)
-	f.requireRefused(err, trust.FailMetadata, wire.StepVerify, f.r100)
+	f.requireRefused(err, uptane.ReasonVersionRollback, wire.StepVerify, f.r100)
 	if st := f.dev.Agent.State(); !strings.Contains(st.LastError, "9999") {
 		t.Errorf("last error %q does not name targets version 9999", st.LastError)
 	}
 
 	// Recovery: the next image root names new snapshot and timestamp keys (same root and targets
 	// keys), and the server restarts with them.
-	newSnap, err := trust.GenerateKey()
+	newSnap, err := tuf.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	newTS, err := trust.GenerateKey()
+	newTS, err := tuf.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	root2 := f.nextImageRoot(func(r *metadata.RootType) {
-		replaceRoleKeys(t, r, trust.Snapshot, newSnap)
-		replaceRoleKeys(t, r, trust.Timestamp, newTS)
+		replaceRoleKeys(t, r, tuf.Snapshot, newSnap)
+		replaceRoleKeys(t, r, tuf.Timestamp, newTS)
 	})
 	if root2.Signed.Version != 2 {
 		t.Fatalf("rotated root version %d, want 2", root2.Signed.Version)
@@ -207,7 +208,7 @@ func TestAttackFastForward(t *testing.T) {
 	}
 	if ts, err := metadata.Timestamp().FromBytes(body); err != nil {
 		t.Errorf("image timestamp served after the restart does not parse: %v", err)
-	} else if err := root2.VerifyDelegate(trust.Timestamp, ts); err != nil {
+	} else if err := root2.VerifyDelegate(tuf.Timestamp, ts); err != nil {
 		t.Errorf("after restarting with the rotated online keys, the server serves image timestamp version %d that root version 2 does not trust (%v): it signed it with the retired key and does not re-sign at start-up", ts.Signed.Version, err)
 	}
 
@@ -215,25 +216,25 @@ func TestAttackFastForward(t *testing.T) {
 	r102 := f.publish("1.0.2", 3, image("1.0.2", 88<<10))
 	f.update(r102)
 
-	trustedRoot, err := trust.ParseRoot(f.trustedImageMeta(trust.Root))
+	trustedRoot, err := tuf.ParseRoot(f.trustedImageMeta(tuf.Root))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if trustedRoot.Signed.Version != 2 {
 		t.Errorf("device trusts image root version %d, want 2", trustedRoot.Signed.Version)
 	}
-	ts, err := metadata.Timestamp().FromBytes(f.trustedImageMeta(trust.Timestamp))
+	ts, err := metadata.Timestamp().FromBytes(f.trustedImageMeta(tuf.Timestamp))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := root2.VerifyDelegate(trust.Timestamp, ts); err != nil {
+	if err := root2.VerifyDelegate(tuf.Timestamp, ts); err != nil {
 		t.Errorf("device's trusted timestamp is not signed by the new timestamp key: %v", err)
 	}
-	latest, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, trust.Targets)
+	latest, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, tuf.Targets)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sn, err = metadata.Snapshot().FromBytes(f.trustedImageMeta(trust.Snapshot))
+	sn, err = metadata.Snapshot().FromBytes(f.trustedImageMeta(tuf.Snapshot))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +277,7 @@ func TestAttackExtraneousDependencies(t *testing.T) {
 				t.Fatalf("director timestamp: %d %s", status, served)
 			}
 			err := f.dev.Agent.Cycle(f.ctx)
-			f.requireRefused(err, trust.FailTooMany, wire.StepVerify, f.r100)
+			f.requireRefused(err, uptane.ReasonTooManyTargets, wire.StepVerify, f.r100)
 
 			// Naming one image again, the director is obeyed.
 			f.update(r101)
@@ -286,7 +287,7 @@ func TestAttackExtraneousDependencies(t *testing.T) {
 
 // publishSignedBy publishes a release through the management API with image targets metadata
 // signed by every key in keys.
-func (f *attackFixture) publishSignedBy(version string, secVer int64, content []byte, keys ...*trust.Key) *wire.Release {
+func (f *attackFixture) publishSignedBy(version string, secVer int64, content []byte, keys ...*tuf.Key) *wire.Release {
 	f.t.Helper()
 	s256, s512 := artifactDigests(content)
 	var got wire.BlobInfo
@@ -304,9 +305,9 @@ func (f *attackFixture) publishSignedBy(version string, secVer int64, content []
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	name := trust.TargetName(testProduct, version, "firmware-"+version+".img")
-	tf, err := trust.NewTargetFile(int64(len(content)), s256, s512, trust.TargetCustom{
-		Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer, Class: trust.ClassSecurity,
+	name := tuf.TargetName(testProduct, version, "firmware-"+version+".img")
+	tf, err := uptane.NewTargetFile(int64(len(content)), s256, s512, uptane.TargetCustom{
+		Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer, Class: uptane.ClassSecurity,
 	})
 	if err != nil {
 		f.t.Fatal(err)
@@ -314,7 +315,7 @@ func (f *attackFixture) publishSignedBy(version string, secVer int64, content []
 	t.Signed.Targets[name] = tf
 	t.Signed.Version++
 	t.Signed.Expires = time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
-	signed, err := trust.SignTargets(t, keys...)
+	signed, err := tuf.SignTargets(t, keys...)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -332,45 +333,48 @@ func TestAttackKeyCompromiseBelowThreshold(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// signers picks the keys the attacker signs with, from the two targets keys.
-		signers func(f *attackFixture, first, second *trust.Key) []*trust.Key
+		signers func(f *attackFixture, first, second *tuf.Key) []*tuf.Key
+		want    uptane.Reason
 	}{
-		{"first targets key", func(_ *attackFixture, first, _ *trust.Key) []*trust.Key { return []*trust.Key{first} }},
-		{"second targets key", func(_ *attackFixture, _, second *trust.Key) []*trust.Key { return []*trust.Key{second} }},
-		{"one targets key twice", func(_ *attackFixture, _, second *trust.Key) []*trust.Key { return []*trust.Key{second, second} }},
-		{"one targets key and every online key", func(f *attackFixture, first, _ *trust.Key) []*trust.Key {
-			return []*trust.Key{first, f.key(trust.FileSnapshotKey), f.key(trust.FileTimestampKey), f.key(trust.FileDirectorKey)}
-		}},
+		{"first targets key", func(_ *attackFixture, first, _ *tuf.Key) []*tuf.Key { return []*tuf.Key{first} }, uptane.ReasonThreshold},
+		{"second targets key", func(_ *attackFixture, _, second *tuf.Key) []*tuf.Key { return []*tuf.Key{second} }, uptane.ReasonThreshold},
+		// Two signatures by one key id: go-tuf refuses the metadata while parsing it
+		// (*metadata.ErrValue), before counting signatures.
+		{"one targets key twice", func(_ *attackFixture, _, second *tuf.Key) []*tuf.Key { return []*tuf.Key{second, second} }, uptane.ReasonMalformed},
+		{"one targets key and every online key", func(f *attackFixture, first, _ *tuf.Key) []*tuf.Key {
+			return []*tuf.Key{first, f.key(tuf.FileSnapshotKey), f.key(tuf.FileTimestampKey), f.key(tuf.FileDirectorKey)}
+		}, uptane.ReasonThreshold},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newAttackFixture(t, nil)
-			generated, err := trust.GenerateKey()
+			generated, err := tuf.GenerateKey()
 			if err != nil {
 				t.Fatal(err)
 			}
 			secondFile := filepath.Join(t.TempDir(), "targets-2.key")
-			if err := trust.SaveKey(secondFile, generated); err != nil {
+			if err := tuf.SaveKey(secondFile, generated); err != nil {
 				t.Fatal(err)
 			}
-			first := f.key(trust.FileTargetsKey)
-			second, err := trust.LoadKey(secondFile)
+			first := f.key(tuf.FileTargetsKey)
+			second, err := tuf.LoadKey(secondFile)
 			if err != nil {
 				t.Fatal(err)
 			}
 			root2 := f.nextImageRoot(func(r *metadata.RootType) {
-				if err := r.AddKey(second.Public(), trust.Targets); err != nil {
+				if err := r.AddKey(second.Public(), tuf.Targets); err != nil {
 					t.Fatal(err)
 				}
-				r.Roles[trust.Targets].Threshold = 2
+				r.Roles[tuf.Targets].Threshold = 2
 			})
-			if role := root2.Signed.Roles[trust.Targets]; role.Threshold != 2 || len(role.KeyIDs) != 2 {
+			if role := root2.Signed.Roles[tuf.Targets]; role.Threshold != 2 || len(role.KeyIDs) != 2 {
 				t.Fatalf("targets role of root version %d: %+v", root2.Signed.Version, role)
 			}
 
 			// A release signed by both targets keys is accepted by the server and the device.
 			r101 := f.publishSignedBy("1.0.1", 2, image("1.0.1", 80<<10), first, second)
 			f.update(r101)
-			if r, err := trust.ParseRoot(f.trustedImageMeta(trust.Root)); err != nil || r.Signed.Version != 2 {
+			if r, err := tuf.ParseRoot(f.trustedImageMeta(tuf.Root)); err != nil || r.Signed.Version != 2 {
 				t.Fatalf("device trusts image root %v (%v), want version 2", r, err)
 			}
 
@@ -391,7 +395,7 @@ func TestAttackKeyCompromiseBelowThreshold(t *testing.T) {
 
 			// The compromised server stores them anyway, signs snapshot and timestamp naming them,
 			// and has the director assign the evil image.
-			if err := f.srv.DB.PutMetadata(f.ctx, &imagerepo.Meta{Repo: imagerepo.RepoImage, Role: trust.Targets, Version: ver, Body: signed, Expires: time.Now().Add(30 * 24 * time.Hour)}); err != nil {
+			if err := f.srv.DB.PutMetadata(f.ctx, &imagerepo.Meta{Repo: imagerepo.RepoImage, Role: tuf.Targets, Version: ver, Body: signed, Expires: time.Now().Add(30 * 24 * time.Hour)}); err != nil {
 				t.Fatal(err)
 			}
 			if err := f.srv.Images.Refresh(f.ctx, false); err != nil {
@@ -403,10 +407,10 @@ func TestAttackKeyCompromiseBelowThreshold(t *testing.T) {
 				t.Fatal(err)
 			} else if ts, err := metadata.Timestamp().FromBytes(served); err != nil {
 				t.Fatal(err)
-			} else if err := root2.VerifyDelegate(trust.Timestamp, ts); err != nil {
+			} else if err := root2.VerifyDelegate(tuf.Timestamp, ts); err != nil {
 				t.Fatalf("the served timestamp does not verify, so the attack would not reach the targets check: %v", err)
 			}
-			if sn, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, trust.Snapshot); err != nil {
+			if sn, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, tuf.Snapshot); err != nil {
 				t.Fatal(err)
 			} else if s, err := metadata.Snapshot().FromBytes(sn.Body); err != nil {
 				t.Fatal(err)
@@ -415,7 +419,7 @@ func TestAttackKeyCompromiseBelowThreshold(t *testing.T) {
 			}
 
 			err = f.dev.Agent.Cycle(f.ctx)
-			f.requireRefused(err, trust.FailMetadata, wire.StepVerify, r101)
+			f.requireRefused(err, tc.want, wire.StepVerify, r101)
 			if st := f.dev.Agent.State(); !strings.Contains(st.LastError, "signature") {
 				t.Errorf("last error %q does not name missing signatures", st.LastError)
 			}

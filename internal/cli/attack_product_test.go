@@ -9,7 +9,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/client"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -25,7 +25,7 @@ func TestAttackOtherProductImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	other, err := f.cli.Publish(f.ctx, client.PublishOptions{File: file, TargetsKey: f.targetsKey, TrustedRoot: f.imageRoot, Expires: 30 * 24 * time.Hour,
-		Custom: trust.TargetCustom{Product: "doorbell", HardwareIDs: []string{testHardware}, Version: "2.0.0", SecurityVersion: 9, Class: trust.ClassSecurity}})
+		Custom: uptane.TargetCustom{Product: "doorbell", HardwareIDs: []string{testHardware}, Version: "2.0.0", SecurityVersion: 9, Class: uptane.ClassSecurity}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,5 +49,5 @@ func TestAttackOtherProductImage(t *testing.T) {
 
 	f.signDirector(other.Target, f.imageEntry(other.Target))
 	err = f.dev.Agent.Cycle(f.ctx)
-	f.requireRefused(err, trust.FailProduct, wire.StepVerify, f.r100)
+	f.requireRefused(err, uptane.ReasonProduct, wire.StepVerify, f.r100)
 }

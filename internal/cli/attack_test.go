@@ -32,7 +32,8 @@ import (
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/sim"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -77,9 +78,9 @@ func newAttackFixture(t *testing.T, configure func(*server.Config)) *attackFixtu
 	return f
 }
 
-func (f *attackFixture) key(file string) *trust.Key {
+func (f *attackFixture) key(file string) *tuf.Key {
 	f.t.Helper()
-	k, err := trust.LoadKey(filepath.Join(f.keys, file))
+	k, err := tuf.LoadKey(filepath.Join(f.keys, file))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -131,6 +132,28 @@ func (f *attackFixture) update(rel *wire.Release) {
 	f.requireRunning(rel)
 }
 
+// requireTUFCause checks that a verification failure for a TUF metadata reason wraps go-tuf's
+// typed error for it, reachable with errors.Is (go-tuf's error types match their subsets).
+func requireTUFCause(t testing.TB, err error, r uptane.Reason) {
+	t.Helper()
+	var cause error
+	switch r {
+	case uptane.ReasonVersionRollback:
+		cause = &metadata.ErrBadVersionNumber{}
+	case uptane.ReasonExpired:
+		cause = &metadata.ErrExpiredMetadata{}
+	case uptane.ReasonThreshold:
+		cause = &metadata.ErrUnsignedMetadata{}
+	case uptane.ReasonMalformed:
+		cause = &metadata.ErrValue{}
+	default:
+		return
+	}
+	if !errors.Is(err, cause) {
+		t.Errorf("%v does not wrap go-tuf's %T", err, cause)
+	}
+}
+
 func (f *attackFixture) requireRunning(rel *wire.Release) {
 	f.t.Helper()
 	st := f.dev.Agent.State()
@@ -146,21 +169,22 @@ func (f *attackFixture) requireRunning(rel *wire.Release) {
 	}
 }
 
-// requireRefused checks that the agent refused an attack: err is a verification failure of the
-// given kind, the device still runs stay from a committed slot, and the server holds a fatal
+// requireRefused checks that the agent refused an attack: err is a verification failure for
+// the given reason (wrapping go-tuf's error of that kind, for the metadata reasons), the device still runs stay from a committed slot, and the server holds a fatal
 // failure event for step.
-func (f *attackFixture) requireRefused(err error, kind, step string, stay *wire.Release) {
+func (f *attackFixture) requireRefused(err error, kind uptane.Reason, step string, stay *wire.Release) {
 	f.t.Helper()
 	if err == nil {
 		f.t.Fatalf("the agent did not refuse the attack (state %+v)", f.dev.Agent.State())
 	}
-	var ve *trust.VerificationError
+	var ve *uptane.VerificationError
 	if !errors.As(err, &ve) {
 		f.t.Fatalf("the agent failed with %v, want a verification failure (%s)", err, kind)
 	}
-	if kind != "" && ve.Kind != kind {
-		f.t.Errorf("verification failure kind %q (%v), want %q", ve.Kind, err, kind)
+	if ve.Reason != kind || !errors.Is(err, kind) {
+		f.t.Errorf("verification failure %q (%v), want %q", ve.Reason, err, kind)
 	}
+	requireTUFCause(f.t, err, kind)
 	st := f.dev.Agent.State()
 	if st.Installed.Version != stay.Version || st.Installed.SHA256 != stay.SHA256 || st.Installed.SecurityVersion != stay.SecurityVersion {
 		f.t.Errorf("device now runs %+v, want %s unchanged", st.Installed, stay.Version)
@@ -315,7 +339,7 @@ func TestAttackTamperedArtifact(t *testing.T) {
 	f.deploy(r101, f.id)
 
 	err := f.dev.Agent.Cycle(f.ctx)
-	f.requireRefused(err, trust.FailHash, wire.StepDownload, f.r100)
+	f.requireRefused(err, uptane.ReasonHashMismatch, wire.StepDownload, f.r100)
 	if st := f.dev.Agent.State(); st.FailedTarget != r101.Target {
 		t.Errorf("failed target %q, want %s", st.FailedTarget, r101.Target)
 	}
@@ -328,7 +352,7 @@ func TestAttackTamperedArtifact(t *testing.T) {
 
 // forgeTargets builds the next image targets metadata with an extra evil target, signed with keys
 // that are not the offline targets key.
-func (f *attackFixture) forgeTargets(evil []byte, version string, keys ...*trust.Key) (name string, tf *metadata.TargetFiles, signed []byte, ver int64) {
+func (f *attackFixture) forgeTargets(evil []byte, version string, keys ...*tuf.Key) (name string, tf *metadata.TargetFiles, signed []byte, ver int64) {
 	f.t.Helper()
 	cur, err := f.srv.Images.CurrentTargets(f.ctx)
 	if err != nil {
@@ -339,17 +363,17 @@ func (f *attackFixture) forgeTargets(evil []byte, version string, keys ...*trust
 		f.t.Fatal(err)
 	}
 	s256, s512 := artifactDigests(evil)
-	tf, err = trust.NewTargetFile(int64(len(evil)), s256, s512, trust.TargetCustom{
-		Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: 99, Class: trust.ClassSecurity,
+	tf, err = uptane.NewTargetFile(int64(len(evil)), s256, s512, uptane.TargetCustom{
+		Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: 99, Class: uptane.ClassSecurity,
 	})
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	name = trust.TargetName(testProduct, version, "firmware-"+version+".img")
+	name = tuf.TargetName(testProduct, version, "firmware-"+version+".img")
 	t.Signed.Targets[name] = tf
 	t.Signed.Version++
 	t.Signed.Expires = time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
-	if signed, err = trust.SignTargets(t, keys...); err != nil {
+	if signed, err = tuf.SignTargets(t, keys...); err != nil {
 		f.t.Fatal(err)
 	}
 	return name, tf, signed, t.Signed.Version
@@ -363,7 +387,7 @@ func (f *attackFixture) plantArtifact(name, version string, b []byte, targetsVer
 		f.t.Fatal(err)
 	}
 	if err := f.srv.DB.CreateRelease(f.ctx, &release.Release{
-		Product: testProduct, Version: version, HardwareIDs: []string{testHardware}, SecurityVersion: 99, Class: trust.ClassSecurity,
+		Product: testProduct, Version: version, HardwareIDs: []string{testHardware}, SecurityVersion: 99, Class: uptane.ClassSecurity,
 		Target: name, Length: blob.Length, SHA256: blob.SHA256, SHA512: blob.SHA512, TargetsVersion: targetsVersion, PublishedAt: time.Now().UTC(),
 	}); err != nil {
 		f.t.Fatal(err)
@@ -377,15 +401,15 @@ func TestAttackOnlineKeysOnly(t *testing.T) {
 		name string
 		keys []string
 	}{
-		{"snapshot key", []string{trust.FileSnapshotKey}},
-		{"timestamp key", []string{trust.FileTimestampKey}},
-		{"director key", []string{trust.FileDirectorKey}},
-		{"all online keys", []string{trust.FileSnapshotKey, trust.FileTimestampKey, trust.FileDirectorKey}},
+		{"snapshot key", []string{tuf.FileSnapshotKey}},
+		{"timestamp key", []string{tuf.FileTimestampKey}},
+		{"director key", []string{tuf.FileDirectorKey}},
+		{"all online keys", []string{tuf.FileSnapshotKey, tuf.FileTimestampKey, tuf.FileDirectorKey}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newAttackFixture(t, nil)
-			var keys []*trust.Key
+			var keys []*tuf.Key
 			for _, k := range tc.keys {
 				keys = append(keys, f.key(k))
 			}
@@ -405,7 +429,7 @@ func TestAttackOnlineKeysOnly(t *testing.T) {
 
 			// The compromised server stores it anyway, signs snapshot and timestamp naming it, and
 			// has the director assign it.
-			if err := f.srv.DB.PutMetadata(f.ctx, &imagerepo.Meta{Repo: imagerepo.RepoImage, Role: trust.Targets, Version: ver, Body: signed, Expires: time.Now().Add(30 * 24 * time.Hour)}); err != nil {
+			if err := f.srv.DB.PutMetadata(f.ctx, &imagerepo.Meta{Repo: imagerepo.RepoImage, Role: tuf.Targets, Version: ver, Body: signed, Expires: time.Now().Add(30 * 24 * time.Hour)}); err != nil {
 				t.Fatal(err)
 			}
 			if err := f.srv.Images.Refresh(f.ctx, false); err != nil {
@@ -422,7 +446,7 @@ func TestAttackOnlineKeysOnly(t *testing.T) {
 			}
 
 			err = f.dev.Agent.Cycle(f.ctx)
-			f.requireRefused(err, trust.FailMetadata, wire.StepVerify, f.r100)
+			f.requireRefused(err, uptane.ReasonThreshold, wire.StepVerify, f.r100)
 		})
 	}
 
@@ -431,11 +455,11 @@ func TestAttackOnlineKeysOnly(t *testing.T) {
 		t.Parallel()
 		f := newAttackFixture(t, nil)
 		evil := image("6.6.6", 72<<10)
-		name := trust.TargetName(testProduct, "6.6.6", "firmware-6.6.6.img")
+		name := tuf.TargetName(testProduct, "6.6.6", "firmware-6.6.6.img")
 		f.plantArtifact(name, "6.6.6", evil, 0)
 		f.signDirector(name, directorEntryFor(evil))
 		err := f.dev.Agent.Cycle(f.ctx)
-		f.requireRefused(err, trust.FailNotInImage, wire.StepVerify, f.r100)
+		f.requireRefused(err, uptane.ReasonMissingTarget, wire.StepVerify, f.r100)
 	})
 }
 
@@ -477,7 +501,7 @@ func TestAttackMixAndMatch(t *testing.T) {
 			f.overwriteBlob(r101.SHA256, served)
 			f.signDirector(r101.Target, dir)
 			err := f.dev.Agent.Cycle(f.ctx)
-			f.requireRefused(err, trust.FailMismatch, wire.StepVerify, f.r100)
+			f.requireRefused(err, uptane.ReasonMismatchImageDirector, wire.StepVerify, f.r100)
 			f.requireFatalEventFor(f.id, wire.StepVerify, r101.Target)
 		})
 	}
@@ -515,7 +539,7 @@ func TestAttackWrongHardware(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = f.dev.Agent.Cycle(f.ctx)
-			f.requireRefused(err, trust.FailHardware, wire.StepVerify, f.r100)
+			f.requireRefused(err, uptane.ReasonHardware, wire.StepVerify, f.r100)
 		})
 	}
 }
@@ -538,7 +562,7 @@ func TestAttackRollback(t *testing.T) {
 			old := tc.old(f)
 			f.deploy(old, f.id)
 			err := f.dev.Agent.Cycle(f.ctx)
-			f.requireRefused(err, trust.FailRollback, wire.StepVerify, r101)
+			f.requireRefused(err, uptane.ReasonSecurityDowngrade, wire.StepVerify, r101)
 			if st := f.dev.Agent.State(); st.Installed.SecurityVersion != 2 {
 				t.Errorf("installed security version %d, want 2", st.Installed.SecurityVersion)
 			}
@@ -558,7 +582,7 @@ func (f *attackFixture) putDirectorView(name string, entry *metadata.TargetFiles
 // timestamp at otherExpires.
 func (f *attackFixture) putDirectorViewOf(entries map[string]*metadata.TargetFiles, targetsExpires, otherExpires time.Time) {
 	f.t.Helper()
-	key := f.key(trust.FileDirectorKey)
+	key := f.key(tuf.FileDirectorKey)
 	cur, err := f.srv.DB.FindDirectorView(f.ctx, f.id, 0)
 	if err != nil {
 		f.t.Fatal(err)
@@ -570,19 +594,19 @@ func (f *attackFixture) putDirectorViewOf(entries map[string]*metadata.TargetFil
 	for name, entry := range entries {
 		dt := metadata.TargetFile()
 		dt.Length, dt.Hashes = entry.Length, entry.Hashes
-		custom := json.RawMessage(attackJSON(f.t, trust.DirectorCustom{DeviceID: f.id, HardwareID: testHardware}))
+		custom := json.RawMessage(attackJSON(f.t, uptane.DirectorCustom{DeviceID: f.id, HardwareID: testHardware}))
 		dt.Custom = &custom
 		t.Signed.Targets[name] = dt
 	}
-	tb, err := trust.SignTargets(t, key)
+	tb, err := tuf.SignTargets(t, key)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	st, err := trust.SignSnapshotTimestamp(key, key, v, v, otherExpires, otherExpires)
+	st, err := tuf.SignSnapshotTimestamp(key, key, v, v, otherExpires, otherExpires)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	view := &trust.DirectorView{Version: v, Targets: tb, Snapshot: st.Snapshot, Timestamp: st.Timestamp, Expires: otherExpires}
+	view := &uptane.DirectorView{Version: v, Targets: tb, Snapshot: st.Snapshot, Timestamp: st.Timestamp, Expires: otherExpires}
 	if err := f.srv.DB.PutDirectorView(f.ctx, f.id, cur.Version, view, nil); err != nil {
 		f.t.Fatal(err)
 	}
@@ -657,7 +681,7 @@ func TestAttackFreeze(t *testing.T) {
 			f := newAttackFixture(t, tc.configure)
 			rel := tc.attack(f, image("1.0.1", 80<<10))
 			err := f.dev.Agent.Cycle(f.ctx)
-			f.requireRefused(err, trust.FailMetadata, wire.StepVerify, f.r100)
+			f.requireRefused(err, uptane.ReasonExpired, wire.StepVerify, f.r100)
 			if st := f.dev.Agent.State(); !strings.Contains(st.LastError, "expired") {
 				t.Errorf("last error %q does not name expiry", st.LastError)
 			}
@@ -681,7 +705,7 @@ func TestAttackEndlessData(t *testing.T) {
 	f.deploy(r101, f.id)
 
 	err := f.dev.Agent.Cycle(f.ctx)
-	f.requireRefused(err, trust.FailLength, wire.StepDownload, f.r100)
+	f.requireRefused(err, uptane.ReasonLengthMismatch, wire.StepDownload, f.r100)
 	if st := f.dev.Agent.State(); st.FailedTarget != r101.Target {
 		t.Errorf("failed target %q, want %s", st.FailedTarget, r101.Target)
 	}
@@ -711,7 +735,7 @@ func TestAttackReplayOldMetadata(t *testing.T) {
 		// The older view names 1.0.1, which has the same security version: only the metadata
 		// version check stands between the device and a downgrade. The server stores its bytes as
 		// the newest view.
-		replay := &trust.DirectorView{Version: cur.Version + 1, Targets: older.Targets, Snapshot: older.Snapshot, Timestamp: older.Timestamp, Expires: older.Expires}
+		replay := &uptane.DirectorView{Version: cur.Version + 1, Targets: older.Targets, Snapshot: older.Snapshot, Timestamp: older.Timestamp, Expires: older.Expires}
 		if err := f.srv.DB.PutDirectorView(f.ctx, f.id, cur.Version, replay, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -722,7 +746,7 @@ func TestAttackReplayOldMetadata(t *testing.T) {
 		}
 
 		err = f.dev.Agent.Cycle(f.ctx)
-		f.requireRefused(err, trust.FailMetadata, wire.StepVerify, r102)
+		f.requireRefused(err, uptane.ReasonVersionRollback, wire.StepVerify, r102)
 		if st := f.dev.Agent.State(); st.DirectorVersion != cur.Version {
 			t.Errorf("device director version %d, want %d", st.DirectorVersion, cur.Version)
 		}
@@ -735,7 +759,7 @@ func TestAttackReplayOldMetadata(t *testing.T) {
 		replay func(f *attackFixture, latest *imagerepo.Meta) []byte
 	}{
 		{"image timestamp", func(f *attackFixture, latest *imagerepo.Meta) []byte {
-			old, err := f.srv.DB.FindMetadata(f.ctx, imagerepo.RepoImage, trust.Timestamp, latest.Version-1)
+			old, err := f.srv.DB.FindMetadata(f.ctx, imagerepo.RepoImage, tuf.Timestamp, latest.Version-1)
 			if err != nil {
 				f.t.Fatal(err)
 			}
@@ -745,7 +769,7 @@ func TestAttackReplayOldMetadata(t *testing.T) {
 			ts := metadata.Timestamp(latest.Expires.UTC().Truncate(time.Second))
 			ts.Signed.Version = latest.Version + 1
 			ts.Signed.Meta["snapshot.json"] = metadata.MetaFile(latest.Version - 1)
-			if _, err := ts.Sign(f.key(trust.FileTimestampKey).Signer()); err != nil {
+			if _, err := ts.Sign(f.key(tuf.FileTimestampKey).Signer()); err != nil {
 				f.t.Fatal(err)
 			}
 			b, err := ts.ToBytes(false)
@@ -760,12 +784,12 @@ func TestAttackReplayOldMetadata(t *testing.T) {
 			f := newAttackFixture(t, nil)
 			r101 := f.publish("1.0.1", 2, image("1.0.1", 80<<10))
 			f.update(r101)
-			latest, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, trust.Timestamp)
+			latest, err := f.srv.DB.LatestMetadata(f.ctx, imagerepo.RepoImage, tuf.Timestamp)
 			if err != nil {
 				t.Fatal(err)
 			}
 			body := tc.replay(f, latest)
-			if err := f.srv.DB.PutMetadata(f.ctx, &imagerepo.Meta{Repo: imagerepo.RepoImage, Role: trust.Timestamp, Version: latest.Version + 1, Body: body, Expires: latest.Expires}); err != nil {
+			if err := f.srv.DB.PutMetadata(f.ctx, &imagerepo.Meta{Repo: imagerepo.RepoImage, Role: tuf.Timestamp, Version: latest.Version + 1, Body: body, Expires: latest.Expires}); err != nil {
 				t.Fatal(err)
 			}
 			f.srv.Images.ForgetCache() // the compromised server serves what it stored
@@ -775,7 +799,7 @@ func TestAttackReplayOldMetadata(t *testing.T) {
 			// A fresh director view makes the device run a full verification.
 			f.signDirector(r101.Target, f.imageEntry(r101.Target))
 			err = f.dev.Agent.Cycle(f.ctx)
-			f.requireRefused(err, trust.FailMetadata, wire.StepVerify, r101)
+			f.requireRefused(err, uptane.ReasonVersionRollback, wire.StepVerify, r101)
 		})
 	}
 }
@@ -796,7 +820,7 @@ func TestDeviceIsolation(t *testing.T) {
 
 	// directorFile is the URL path of a director role file in version v, as a TUF client names it.
 	consistent := false
-	if r, err := trust.ParseRoot(f.directorRoot); err != nil {
+	if r, err := tuf.ParseRoot(f.directorRoot); err != nil {
 		t.Fatal(err)
 	} else {
 		consistent = r.Signed.ConsistentSnapshot
@@ -826,7 +850,7 @@ func TestDeviceIsolation(t *testing.T) {
 			return // a timestamp or snapshot: it names no device
 		}
 		for name, tf := range md.Signed.Targets {
-			var dc trust.DirectorCustom
+			var dc uptane.DirectorCustom
 			if tf.Custom == nil || json.Unmarshal(*tf.Custom, &dc) != nil || dc.DeviceID != owner {
 				t.Errorf("GET %s: target %s is bound to %+v, want device %s", path, name, dc, owner)
 			}
@@ -843,14 +867,14 @@ func TestDeviceIsolation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p = directorFile(trust.Snapshot, ts.Signed.Meta["snapshot.json"].Version) + query
+		p = directorFile(tuf.Snapshot, ts.Signed.Meta["snapshot.json"].Version) + query
 		body = get(p, token)
 		requireOwn(p, body, owner, other)
 		sn, err := metadata.Snapshot().FromBytes(body)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p = directorFile(trust.Targets, sn.Signed.Meta["targets.json"].Version) + query
+		p = directorFile(tuf.Targets, sn.Signed.Meta["targets.json"].Version) + query
 		body = get(p, token)
 		requireOwn(p, body, owner, other)
 		md, err := metadata.Targets().FromBytes(body)
@@ -868,7 +892,7 @@ func TestDeviceIsolation(t *testing.T) {
 	walk(tokA, a, b, "?device="+b)
 	// Every version number B's metadata uses, asked for with A's token, is A's or nothing.
 	for v := int64(1); v <= mdB.Signed.Version+1; v++ {
-		for _, role := range []string{trust.Snapshot, trust.Targets} {
+		for _, role := range []string{tuf.Snapshot, tuf.Targets} {
 			p := directorFile(role, v)
 			status, body := f.call(http.MethodGet, p, tokA, nil)
 			switch status {
@@ -952,7 +976,7 @@ func TestDeviceIsolation(t *testing.T) {
 		body         []byte
 	}{
 		{http.MethodGet, "/device/v1/director/timestamp.json", nil},
-		{http.MethodGet, directorFile(trust.Targets, mdB.Signed.Version), nil},
+		{http.MethodGet, directorFile(tuf.Targets, mdB.Signed.Version), nil},
 		{http.MethodPost, "/device/v1/checkin", checkin},
 		{http.MethodPost, "/device/v1/report", report},
 		{http.MethodGet, "/device/v1/targets/" + r101.Target, nil},
@@ -1028,25 +1052,25 @@ func attackDevices(t *testing.T, f *attackFixture) []wire.Device {
 func TestRootRotation(t *testing.T) {
 	t.Parallel()
 	f := newAttackFixture(t, nil)
-	oldKey := f.key(trust.RootKeyFile(1))
-	newKey, err := trust.GenerateKey()
+	oldKey := f.key(tuf.RootKeyFile(1))
+	newKey, err := tuf.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	parse := func() *metadata.Metadata[metadata.RootType] {
-		r, err := trust.ParseRoot(f.imageRoot)
+		r, err := tuf.ParseRoot(f.imageRoot)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return r
 	}
 	expires := time.Now().Add(365 * 24 * time.Hour)
-	good, err := trust.RotateRoot(parse(), []*trust.Key{oldKey}, []*trust.Key{newKey}, 1, expires)
+	good, err := tuf.RotateRoot(parse(), []*tuf.Key{oldKey}, []*tuf.Key{newKey}, 1, expires)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	newOnly, err := trust.RotateRoot(parse(), nil, []*trust.Key{newKey}, 1, expires)
+	newOnly, err := tuf.RotateRoot(parse(), nil, []*tuf.Key{newKey}, 1, expires)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1054,7 +1078,7 @@ func TestRootRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	oldOnly, err := trust.SignRoot(unsigned, oldKey)
+	oldOnly, err := tuf.SignRoot(unsigned, oldKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1082,14 +1106,14 @@ func TestRootRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trusted, err := trust.ParseRoot(b)
+	trusted, err := tuf.ParseRoot(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if trusted.Signed.Version != 2 {
 		t.Fatalf("device trusts image root version %d, want 2", trusted.Signed.Version)
 	}
-	if ids := trusted.Signed.Roles[trust.Root].KeyIDs; len(ids) != 1 || ids[0] != newKey.ID {
+	if ids := trusted.Signed.Roles[tuf.Root].KeyIDs; len(ids) != 1 || ids[0] != newKey.ID {
 		t.Errorf("device's trusted root keys %v, want only the new key %s", ids, newKey.ID)
 	}
 }

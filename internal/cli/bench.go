@@ -66,6 +66,7 @@ under the same wrk load as the reference. Needs wrk and nginx in PATH.`,
 	}
 	wrkFlags(checkin, &ccfg)
 	checkin.Flags().IntVar(&ccfg.Devices, "devices", ccfg.Devices, "enrolled devices the check-ins rotate through")
+	checkin.Flags().BoolVar(&ccfg.TLS, "tls", false, "serve HTTPS (upkeep and nginx, one self-signed certificate for 127.0.0.1 made for the run), and measure full and resumed handshake rates")
 
 	dcfg := bench.DefaultHTTPConfig()
 	dcfg.Conns = []int{4}

@@ -15,7 +15,7 @@ import (
 	"upkeep.dev/upkeep/internal/agent"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/server"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -165,14 +165,14 @@ func TestCLIRotateRoot(t *testing.T) {
 	g := []string{"--server", srv.URL, "--token", srv.AdminToken}
 	ctx := context.Background()
 	c := &client.Client{Base: srv.URL, Token: srv.AdminToken}
-	trusted, err := os.ReadFile(filepath.Join(keys, trust.FileImageRoot))
+	trusted, err := os.ReadFile(filepath.Join(keys, tuf.FileImageRoot))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rootKeyIDs := func() []string {
 		var ids []string
 		for i := 1; ; i++ {
-			k, err := trust.LoadKey(filepath.Join(keys, trust.RootKeyFile(i)))
+			k, err := tuf.LoadKey(filepath.Join(keys, tuf.RootKeyFile(i)))
 			if err != nil {
 				return ids
 			}
@@ -189,7 +189,7 @@ func TestCLIRotateRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := root.Signed.Roles[trust.Root]
+	r := root.Signed.Roles[tuf.Root]
 	now := rootKeyIDs()
 	slices.Sort(now)
 	ids := slices.Sorted(slices.Values(r.KeyIDs))
@@ -197,7 +197,7 @@ func TestCLIRotateRoot(t *testing.T) {
 		t.Fatalf("server root v%d trusts %v (threshold %d); the key files hold %v", root.Signed.Version, r.KeyIDs, r.Threshold, now)
 	}
 	for i, id := range old {
-		k, err := trust.LoadKey(filepath.Join(keys, "retired-root-v1", trust.RootKeyFile(i+1)))
+		k, err := tuf.LoadKey(filepath.Join(keys, "retired-root-v1", tuf.RootKeyFile(i+1)))
 		if err != nil || k.ID != id {
 			t.Fatalf("old key %d not archived: %v", i+1, err)
 		}
@@ -226,7 +226,7 @@ func TestCLIRotateRoot(t *testing.T) {
 	if !strings.Contains(out, "root version 3 uploaded: 1 keys, threshold 1") {
 		t.Fatalf("rotate-root to 1-of-1: %s", out)
 	}
-	if _, err := os.Stat(filepath.Join(keys, trust.RootKeyFile(2))); err == nil {
+	if _, err := os.Stat(filepath.Join(keys, tuf.RootKeyFile(2))); err == nil {
 		t.Fatal("root-2.key is still in place after rotating to one key")
 	}
 }

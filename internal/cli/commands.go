@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,19 +20,29 @@ import (
 	"upkeep.dev/upkeep/internal/envfile"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tlsclient"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
 type globals struct {
-	server, token string
+	server, token, ca string
 }
 
 func (g *globals) client() (*client.Client, error) {
 	if g.token == "" {
 		return nil, fmt.Errorf("an operator token is needed: pass --token or set UPKEEP_TOKEN (printed once by the first `upkeep serve`)")
 	}
-	return &client.Client{Base: g.server, Token: g.token}, nil
+	c := &client.Client{Base: g.server, Token: g.token}
+	if g.ca != "" {
+		tr, err := tlsclient.Transport(g.ca)
+		if err != nil {
+			return nil, err
+		}
+		c.HTTP = &http.Client{Transport: tr, Timeout: 10 * time.Minute}
+	}
+	return c, nil
 }
 
 func serveCmd() *cobra.Command {
@@ -74,10 +85,27 @@ func serveCmd() *cobra.Command {
 	f.Int64Var(&cfg.MaxArtifact, "max-artifact", cfg.MaxArtifact, "largest artifact accepted, in bytes (env UPKEEP_MAX_ARTIFACT)")
 	f.IntVar(&cfg.PollSeconds, "poll-seconds", cfg.PollSeconds, "poll interval suggested to devices (env UPKEEP_POLL_SECONDS)")
 	f.IntVar(&cfg.MaxCheckins, "max-checkins", cfg.MaxCheckins, "check-ins in flight before devices get 429 with a spread Retry-After (env UPKEEP_MAX_CHECKINS; 0: 4096)")
+	f.IntVar(&cfg.MaxTokenRequests, "max-token-requests", cfg.MaxTokenRequests, "device token requests in flight before devices get 429 (env UPKEEP_MAX_TOKEN_REQUESTS; 0: 256)")
+	f.DurationVar(&cfg.BodyTimeout, "body-timeout", cfg.BodyTimeout, "time a device request's body may take to arrive before 408 (env UPKEEP_BODY_TIMEOUT)")
+	f.IntVar(&cfg.MaxPerDevice, "max-per-device", cfg.MaxPerDevice, "check-ins and reports of one device in flight (env UPKEEP_MAX_PER_DEVICE)")
+	f.IntVar(&cfg.MaxPerIP, "max-per-ip", cfg.MaxPerIP, "token requests and enrolments in flight from one address, IPv6 per /64 (env UPKEEP_MAX_PER_IP)")
+	f.IntVar(&cfg.EnrollPerMinute, "enroll-per-minute", cfg.EnrollPerMinute, "enrolments without an enrolment token per minute from one address (env UPKEEP_ENROLL_PER_MINUTE)")
+	f.IntVar(&cfg.ReportsPerMinute, "reports-per-minute", cfg.ReportsPerMinute, "reports per minute from one device (env UPKEEP_REPORTS_PER_MINUTE)")
+	f.IntVar(&cfg.MaxPending, "max-pending", cfg.MaxPending, "devices awaiting approval before enrolments without a token get 429 (env UPKEEP_MAX_PENDING)")
+	f.DurationVar(&cfg.PendingTTL, "pending-ttl", cfg.PendingTTL, "time a pending enrolment waits for approval before it is removed (env UPKEEP_PENDING_TTL)")
+	f.DurationVar(&cfg.EventRetention, "event-retention", cfg.EventRetention, "time device events are kept (env UPKEEP_EVENT_RETENTION)")
+	f.IntVar(&cfg.MaxDeviceEvents, "max-device-events", cfg.MaxDeviceEvents, "device events kept per device, newest first (env UPKEEP_MAX_DEVICE_EVENTS)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
 	f.StringVar(&cfg.Manufacturer, "manufacturer", "", "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with, reloaded when the file changes (env UPKEEP_TLS_CERT; with --tls-key)")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert, reloaded with it (env UPKEEP_TLS_KEY)")
+	f.BoolVar(&cfg.BehindProxy, "behind-proxy", false, "a TLS-terminating proxy is in front: allow plain HTTP on a non-loopback --addr (env UPKEEP_BEHIND_PROXY)")
 	for flag, env := range map[string]string{"addr": "UPKEEP_ADDR", "data": "UPKEEP_DATA", "keys": "UPKEEP_KEYS", "blobs": "UPKEEP_BLOBS", "db": "UPKEEP_DB",
-		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER"} {
+		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS",
+		"max-token-requests": "UPKEEP_MAX_TOKEN_REQUESTS", "body-timeout": "UPKEEP_BODY_TIMEOUT", "max-per-device": "UPKEEP_MAX_PER_DEVICE", "max-per-ip": "UPKEEP_MAX_PER_IP",
+		"enroll-per-minute": "UPKEEP_ENROLL_PER_MINUTE", "reports-per-minute": "UPKEEP_REPORTS_PER_MINUTE", "max-pending": "UPKEEP_MAX_PENDING", "pending-ttl": "UPKEEP_PENDING_TTL",
+		"event-retention": "UPKEEP_EVENT_RETENTION", "max-device-events": "UPKEEP_MAX_DEVICE_EVENTS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER",
+		"tls-cert": "UPKEEP_TLS_CERT", "tls-key": "UPKEEP_TLS_KEY", "behind-proxy": "UPKEEP_BEHIND_PROXY"} {
 		envFlag(f, flag, env)
 	}
 	return cmd
@@ -91,7 +119,7 @@ func keysCmd(g *globals) *cobra.Command {
 		Use:   "init",
 		Short: "Create the offline and online keys and the first trust roots",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			info, err := trust.InitKeySet(dir, rootKeys, threshold, trust.DefaultLifetimes(), time.Now())
+			info, err := tuf.InitKeySet(dir, rootKeys, threshold, tuf.DefaultLifetimes(), time.Now())
 			if err != nil {
 				return err
 			}
@@ -135,11 +163,11 @@ func releaseCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if o.TargetsKey, err = trust.LoadKey(keyPath); err != nil {
+			if o.TargetsKey, err = tuf.LoadKey(keyPath); err != nil {
 				return err
 			}
 			if rootPath == "" {
-				rootPath = filepath.Join(filepath.Dir(keyPath), trust.FileImageRoot)
+				rootPath = filepath.Join(filepath.Dir(keyPath), tuf.FileImageRoot)
 			}
 			if o.TrustedRoot, err = os.ReadFile(rootPath); err != nil {
 				return fmt.Errorf("trusted root: %w", err)
@@ -147,7 +175,7 @@ func releaseCmd(g *globals) *cobra.Command {
 			if fixes != "" {
 				o.Custom.Fixes = splitFixes(fixes)
 			}
-			o.File, o.Expires = args[0], trust.DefaultLifetimes().Targets
+			o.File, o.Expires = args[0], tuf.DefaultLifetimes().Targets
 			o.Progress = progress(cmd.ErrOrStderr())
 			for _, d := range deltaFrom {
 				v, file, ok := strings.Cut(d, "=")
@@ -169,7 +197,7 @@ func releaseCmd(g *globals) *cobra.Command {
 	f.StringSliceVar(&o.Custom.HardwareIDs, "hardware", nil, "hardware id the image runs on (repeatable)")
 	f.StringVar(&o.Custom.Version, "version", "", "release version")
 	f.Int64Var(&o.Custom.SecurityVersion, "security-version", 0, "anti-rollback counter: devices refuse anything lower than what they run (required: a forgotten 0 would protect nothing)")
-	f.StringVar(&o.Custom.Class, "class", trust.ClassSecurity, "security or feature")
+	f.StringVar(&o.Custom.Class, "class", uptane.ClassSecurity, "security or feature")
 	f.StringVar(&fixes, "fixes", "", "comma-separated advisory ids this release fixes")
 	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): its SHA-256 is signed into the target, then it is uploaded")
 	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")

@@ -12,7 +12,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/delta"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -54,7 +54,7 @@ func (e *env) publishDelta(version string, secVer int64, content []byte, from ma
 	}
 	o := client.PublishOptions{
 		File: f, TargetsKey: e.targetsKey, TrustedRoot: e.imageRoot, Expires: 30 * 24 * time.Hour,
-		Custom: trust.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer, Class: trust.ClassSecurity},
+		Custom: uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer, Class: uptane.ClassSecurity},
 	}
 	for v, b := range from {
 		p := filepath.Join(dir, "src-"+v)

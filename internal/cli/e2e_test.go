@@ -19,7 +19,8 @@ import (
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/sim"
 	"upkeep.dev/upkeep/internal/store/storetest"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -34,7 +35,7 @@ type env struct {
 	dir, keys    string
 	srv          *server.Server
 	cli          *client.Client
-	targetsKey   *trust.Key
+	targetsKey   *tuf.Key
 	imageRoot    []byte
 	directorRoot []byte
 	enrollToken  string
@@ -50,7 +51,7 @@ func newEnvWith(t *testing.T, configure func(*server.Config)) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir()}
 	e.keys = filepath.Join(e.dir, "keys")
-	if _, err := trust.InitKeySet(e.keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+	if _, err := tuf.InitKeySet(e.keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := server.DefaultConfig()
@@ -65,11 +66,11 @@ func newEnvWith(t *testing.T, configure func(*server.Config)) *env {
 	t.Cleanup(func() { srv.Close() })
 	e.srv = srv
 	e.cli = &client.Client{Base: srv.URL, Token: srv.AdminToken}
-	if e.targetsKey, err = trust.LoadKey(filepath.Join(e.keys, trust.FileTargetsKey)); err != nil {
+	if e.targetsKey, err = tuf.LoadKey(filepath.Join(e.keys, tuf.FileTargetsKey)); err != nil {
 		t.Fatal(err)
 	}
-	e.imageRoot = e.read(trust.FileImageRoot)
-	e.directorRoot = e.read(trust.FileDirectorRoot)
+	e.imageRoot = e.read(tuf.FileImageRoot)
+	e.directorRoot = e.read(tuf.FileDirectorRoot)
 	tok, err := e.cli.CreateEnrollToken(context.Background(), wire.EnrollTokenRequest{Name: "factory"})
 	if err != nil {
 		t.Fatal(err)
@@ -106,7 +107,7 @@ func (e *env) publish(version string, secVer int64, content []byte) *wire.Releas
 }
 
 func (e *env) tryPublish(version string, secVer int64, hw []string, content []byte) (*wire.Release, error) {
-	return e.tryPublishWith(version, secVer, hw, trust.ClassSecurity, content)
+	return e.tryPublishWith(version, secVer, hw, uptane.ClassSecurity, content)
 }
 
 func (e *env) tryPublishWith(version string, secVer int64, hw []string, class string, content []byte) (*wire.Release, error) {
@@ -116,7 +117,7 @@ func (e *env) tryPublishWith(version string, secVer int64, hw []string, class st
 	}
 	return e.cli.Publish(context.Background(), client.PublishOptions{
 		File: f, TargetsKey: e.targetsKey, TrustedRoot: e.imageRoot, Expires: 30 * 24 * time.Hour,
-		Custom: trust.TargetCustom{Product: testProduct, HardwareIDs: hw, Version: version, SecurityVersion: secVer, Class: class},
+		Custom: uptane.TargetCustom{Product: testProduct, HardwareIDs: hw, Version: version, SecurityVersion: secVer, Class: class},
 	})
 }
 

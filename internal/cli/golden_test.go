@@ -49,7 +49,7 @@ import (
 	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/server"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -286,11 +286,11 @@ func (g *goldenRun) newDevice(serial string, seed byte) *goldenDevice {
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	k, err := trust.NewKey(key)
+	k, err := tuf.NewKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := trust.SaveKey(filepath.Join(state, "device.key"), k); err != nil {
+	if err := tuf.SaveKey(filepath.Join(state, "device.key"), k); err != nil {
 		t.Fatal(err)
 	}
 	bl, err := boot.NewSim(filepath.Join(dir, "bootenv.json"))

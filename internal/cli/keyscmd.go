@@ -15,7 +15,7 @@ import (
 	"upkeep.dev/upkeep/internal/agent/boot"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/imagerepo"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 // rotateRootCmd replaces the offline image root keys. The new keys are written (and synced)
@@ -32,7 +32,7 @@ func rotateRootCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			trusted, err := os.ReadFile(filepath.Join(dir, trust.FileImageRoot))
+			trusted, err := os.ReadFile(filepath.Join(dir, tuf.FileImageRoot))
 			if err != nil {
 				return err
 			}
@@ -44,7 +44,7 @@ func rotateRootCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cr := cur.Signed.Roles[trust.Root]
+			cr := cur.Signed.Roles[tuf.Root]
 			if newKeys == 0 {
 				newKeys = len(cr.KeyIDs)
 			}
@@ -54,17 +54,17 @@ func rotateRootCmd(g *globals) *cobra.Command {
 			if newKeys < 1 || threshold < 1 || threshold > newKeys {
 				return fmt.Errorf("root threshold %d with %d new keys: want 1 <= threshold <= keys", threshold, newKeys)
 			}
-			fresh := map[string]*trust.Key{}
-			var freshKeys []*trust.Key
+			fresh := map[string]*tuf.Key{}
+			var freshKeys []*tuf.Key
 			for i := range newKeys {
-				k, err := trust.GenerateKey()
+				k, err := tuf.GenerateKey()
 				if err != nil {
 					return err
 				}
-				fresh[trust.RootKeyFile(i+1)] = k
+				fresh[tuf.RootKeyFile(i+1)] = k
 				freshKeys = append(freshKeys, k)
 			}
-			next, err := trust.RotateRoot(cur, old, freshKeys, threshold, time.Now().Add(trust.DefaultLifetimes().Root))
+			next, err := tuf.RotateRoot(cur, old, freshKeys, threshold, time.Now().Add(tuf.DefaultLifetimes().Root))
 			if err != nil {
 				return err
 			}
@@ -91,12 +91,12 @@ func rotateRootCmd(g *globals) *cobra.Command {
 }
 
 // loadRootKeys reads root-1.key, root-2.key, ... up to the first that does not exist.
-func loadRootKeys(dir string) ([]*trust.Key, []string, error) {
-	var keys []*trust.Key
+func loadRootKeys(dir string) ([]*tuf.Key, []string, error) {
+	var keys []*tuf.Key
 	var files []string
 	for i := 1; ; i++ {
-		name := trust.RootKeyFile(i)
-		k, err := trust.LoadKey(filepath.Join(dir, name))
+		name := tuf.RootKeyFile(i)
+		k, err := tuf.LoadKey(filepath.Join(dir, name))
 		if errors.Is(err, fs.ErrNotExist) {
 			break
 		}
@@ -106,19 +106,19 @@ func loadRootKeys(dir string) ([]*trust.Key, []string, error) {
 		keys, files = append(keys, k), append(files, name)
 	}
 	if len(keys) == 0 {
-		return nil, nil, fmt.Errorf("no root keys (%s) in %s", trust.RootKeyFile(1), dir)
+		return nil, nil, fmt.Errorf("no root keys (%s) in %s", tuf.RootKeyFile(1), dir)
 	}
 	return keys, files, nil
 }
 
 // stageKeys writes keys into the new folder dir/name, each file synced, then the folders.
-func stageKeys(dir, name string, keys map[string]*trust.Key) (string, error) {
+func stageKeys(dir, name string, keys map[string]*tuf.Key) (string, error) {
 	staged := filepath.Join(dir, name)
 	if err := os.Mkdir(staged, 0o700); err != nil {
 		return "", fmt.Errorf("stage new keys: %w (a previous attempt left it? check it and remove it)", err)
 	}
 	for file, k := range keys {
-		if err := trust.SaveKey(filepath.Join(staged, file), k); err != nil {
+		if err := tuf.SaveKey(filepath.Join(staged, file), k); err != nil {
 			return "", errors.Join(err, os.RemoveAll(staged))
 		}
 	}
@@ -171,7 +171,7 @@ func resignDirectorRootCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			trusted, err := os.ReadFile(filepath.Join(dir, trust.FileDirectorRoot))
+			trusted, err := os.ReadFile(filepath.Join(dir, tuf.FileDirectorRoot))
 			if err != nil {
 				return err
 			}
@@ -179,27 +179,27 @@ func resignDirectorRootCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			old, err := trust.LoadKey(filepath.Join(dir, trust.FileDirectorRootKey))
+			old, err := tuf.LoadKey(filepath.Join(dir, tuf.FileDirectorRootKey))
 			if err != nil {
 				return err
 			}
-			if !slices.Contains(cur.Signed.Roles[trust.Root].KeyIDs, old.ID) {
-				return fmt.Errorf("%s is not a key of director root version %d", trust.FileDirectorRootKey, cur.Signed.Version)
+			if !slices.Contains(cur.Signed.Roles[tuf.Root].KeyIDs, old.ID) {
+				return fmt.Errorf("%s is not a key of director root version %d", tuf.FileDirectorRootKey, cur.Signed.Version)
 			}
 			next := old
 			if newKey {
-				if next, err = trust.GenerateKey(); err != nil {
+				if next, err = tuf.GenerateKey(); err != nil {
 					return err
 				}
 			}
-			body, err := trust.RotateRoot(cur, []*trust.Key{old}, []*trust.Key{next}, 1, time.Now().Add(lifetime))
+			body, err := tuf.RotateRoot(cur, []*tuf.Key{old}, []*tuf.Key{next}, 1, time.Now().Add(lifetime))
 			if err != nil {
 				return err
 			}
 			v := cur.Signed.Version + 1
 			var staged string
 			if newKey {
-				if staged, err = stageKeys(dir, fmt.Sprintf("new-director-root-v%d", v), map[string]*trust.Key{trust.FileDirectorRootKey: next}); err != nil {
+				if staged, err = stageKeys(dir, fmt.Sprintf("new-director-root-v%d", v), map[string]*tuf.Key{tuf.FileDirectorRootKey: next}); err != nil {
 					return err
 				}
 			}
@@ -212,7 +212,7 @@ func resignDirectorRootCmd(g *globals) *cobra.Command {
 			w := cmd.OutOrStdout()
 			if newKey {
 				retired := filepath.Join(dir, fmt.Sprintf("retired-director-root-v%d", cur.Signed.Version))
-				if err := promoteKeys(dir, staged, retired, []string{trust.FileDirectorRootKey}); err != nil {
+				if err := promoteKeys(dir, staged, retired, []string{tuf.FileDirectorRootKey}); err != nil {
 					return fmt.Errorf("director root version %d is uploaded and its key is in %s, but moving it into place failed (finish by hand): %w", v, staged, err)
 				}
 				fmt.Fprintf(w, "old director-root key moved to %s (keep it offline)\n", retired)
@@ -225,7 +225,7 @@ func resignDirectorRootCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&dir, "keys", "keys", "same as --dir")
 	cmd.Flags().MarkHidden("keys")
 	cmd.Flags().BoolVar(&newKey, "new-key", false, "replace the director-root key too")
-	cmd.Flags().DurationVar(&lifetime, "expires", trust.DefaultLifetimes().Root, "lifetime of the new director root")
+	cmd.Flags().DurationVar(&lifetime, "expires", tuf.DefaultLifetimes().Root, "lifetime of the new director root")
 	return cmd
 }
 
@@ -279,11 +279,11 @@ func resignTargetsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			o := client.ResignOptions{Expires: lifetime}
-			if o.TargetsKey, err = trust.LoadKey(keyPath); err != nil {
+			if o.TargetsKey, err = tuf.LoadKey(keyPath); err != nil {
 				return err
 			}
 			if rootPath == "" {
-				rootPath = filepath.Join(filepath.Dir(keyPath), trust.FileImageRoot)
+				rootPath = filepath.Join(filepath.Dir(keyPath), tuf.FileImageRoot)
 			}
 			if o.TrustedRoot, err = os.ReadFile(rootPath); err != nil {
 				return fmt.Errorf("trusted root: %w", err)
@@ -298,7 +298,7 @@ func resignTargetsCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
 	cmd.Flags().StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")
-	cmd.Flags().DurationVar(&lifetime, "expires", trust.DefaultLifetimes().Targets, "lifetime of the re-signed targets")
+	cmd.Flags().DurationVar(&lifetime, "expires", tuf.DefaultLifetimes().Targets, "lifetime of the re-signed targets")
 	return cmd
 }
 
@@ -309,7 +309,7 @@ func targetsExpiryFooter(cmd *cobra.Command, c *client.Client) error {
 		return err
 	}
 	for _, e := range es {
-		if e.Repo == imagerepo.RepoImage && e.Role == trust.Targets {
+		if e.Repo == imagerepo.RepoImage && e.Role == tuf.Targets {
 			fmt.Fprintf(cmd.OutOrStdout(), "\nimage targets version %d expire %s: %s (renew with %s)\n", e.Version, e.Expires.Format(time.RFC3339), expiryState(e.Expires, time.Now()), e.Renew)
 		}
 	}

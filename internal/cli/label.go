@@ -16,7 +16,7 @@ import (
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/label"
 	"upkeep.dev/upkeep/internal/transparency"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 // labelFiles are the files `label render` writes, each with the public route it comes from
@@ -44,7 +44,7 @@ No operator token is needed: the pages are public.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			product := args[0]
-			if err := trust.ValidIdent("product", product); err != nil {
+			if err := tuf.ValidIdent("product", product); err != nil {
 				return err
 			}
 			c := &client.Client{Base: g.server, Token: g.token}
@@ -150,11 +150,11 @@ a declaration with ` + "`upkeep label verify declaration.json --pub KEY.pem`" + 
 key obtained apart from the declaration.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := trust.ValidIdent("product", args[0]); err != nil {
+			if err := tuf.ValidIdent("product", args[0]); err != nil {
 				return err
 			}
 			path := filepath.Join(keysDir, transparency.KeyDir, args[0]+".key")
-			k, err := trust.LoadKey(path)
+			k, err := tuf.LoadKey(path)
 			if errors.Is(err, fs.ErrNotExist) {
 				return fmt.Errorf("%s has no declaration key in %s yet: it is created when the product's public page is first served (upkeep product set, then /p/%s)", args[0], keysDir, args[0])
 			}

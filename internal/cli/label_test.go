@@ -20,7 +20,7 @@ import (
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/testenv"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -80,7 +80,7 @@ func (e *env) publishLabelRelease(version string, secVer int64, class string) *w
 	}
 	rel, err := e.cli.Publish(context.Background(), client.PublishOptions{
 		File: f, TargetsKey: e.targetsKey, TrustedRoot: e.imageRoot, Expires: 30 * 24 * time.Hour,
-		Custom: trust.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer, Class: class},
+		Custom: uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer, Class: class},
 	})
 	if err != nil {
 		e.t.Fatalf("publish %s: %v", version, err)
@@ -151,7 +151,7 @@ func TestLabelEvidenceFromPlatform(t *testing.T) {
 	v100 := image("1.0.0", 32<<10)
 	r100 := e.publish("1.0.0", 1, v100)
 	dev := e.device("SN-LABEL", v100, r100)
-	e.publishLabelRelease("1.0.1", 1, trust.ClassFeature)
+	e.publishLabelRelease("1.0.1", 1, uptane.ClassFeature)
 	d = e.declaration(testProduct)
 	today := time.Now().UTC().Format(time.DateOnly)
 	if got := d.Evidence.LastSecurityUpdate; got.Date != today || got.Version != "1.0.0" || *d.Evidence.SecurityUpdates12m.Value != 1 {
@@ -160,7 +160,7 @@ func TestLabelEvidenceFromPlatform(t *testing.T) {
 	if *d.Evidence.Devices.Value != 1 {
 		t.Errorf("devices %v, want the enrolled one", *d.Evidence.Devices.Value)
 	}
-	r102 := e.publishLabelRelease("1.0.2", 2, trust.ClassSecurity)
+	r102 := e.publishLabelRelease("1.0.2", 2, uptane.ClassSecurity)
 	d = e.declaration(testProduct)
 	if got := d.Evidence.LastSecurityUpdate; got.Version != "1.0.2" || *d.Evidence.SecurityUpdates12m.Value != 2 {
 		t.Fatalf("after a second security release: last %+v, count %v", got, *d.Evidence.SecurityUpdates12m.Value)

@@ -9,7 +9,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/agent"
 	"upkeep.dev/upkeep/internal/product"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // TestSupportPolicyAndEndOfSupportNotice sets a product's support policy through the CLI: the
@@ -84,7 +84,7 @@ func TestSupportPolicyAndEndOfSupportNotice(t *testing.T) {
 
 // waitNotice runs the agent's cycle until the end-of-support notice says end: the server re-signs
 // the devices' director views in the background after a policy change.
-func waitNotice(t *testing.T, a *agent.Agent, end string) *trust.Notice {
+func waitNotice(t *testing.T, a *agent.Agent, end string) *uptane.Notice {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

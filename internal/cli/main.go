@@ -54,7 +54,9 @@ func newRoot() *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.server, "server", "http://127.0.0.1:8080", "server URL (env UPKEEP_SERVER)")
 	pf.StringVar(&g.token, "token", "", "operator token (env UPKEEP_TOKEN)")
+	pf.StringVar(&g.ca, "ca", "", "PEM file of a private CA that signed the server's certificate (env UPKEEP_CA)")
 	envFlag(pf, "server", "UPKEEP_SERVER")
+	envFlag(pf, "ca", "UPKEEP_CA")
 	envFlag(pf, "token", "UPKEEP_TOKEN")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		_, err := applyEnv(cmd)

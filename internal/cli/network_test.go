@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -20,7 +21,7 @@ import (
 	"upkeep.dev/upkeep/internal/faultproxy"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/sim"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -172,12 +173,13 @@ func rangeStart(t *testing.T, r faultproxy.Request) int64 {
 	return n
 }
 
-func requireVerification(t *testing.T, err error, kind string) {
+func requireVerification(t *testing.T, err error, r uptane.Reason) {
 	t.Helper()
-	var ve *trust.VerificationError
-	if !errors.As(err, &ve) || ve.Kind != kind {
-		t.Fatalf("cycle: %v, want a %s verification failure", err, kind)
+	var ve *uptane.VerificationError
+	if !errors.As(err, &ve) || ve.Reason != r || !errors.Is(err, r) {
+		t.Fatalf("cycle: %v, want a %q verification failure", err, r)
 	}
+	requireTUFCause(t, err, r)
 }
 
 func requireTransient(t *testing.T, err error) *agent.TransientError {
@@ -299,7 +301,7 @@ func TestDownloadCorrupted(t *testing.T) {
 		n := newNetEnv(t)
 		d := n.device("SN-CORRUPT", nil)
 		d.proxy.Inject(artifactPath, faultproxy.Always, faultproxy.Corrupt{At: 2 << 20})
-		requireVerification(t, d.cycle(t), trust.FailHash)
+		requireVerification(t, d.cycle(t), uptane.ReasonHashMismatch)
 		n.requireOld(t, d)
 		if st := d.agent.State(); st.FailedTarget != n.rel.Target || st.FailedSHA256 != n.rel.SHA256 {
 			t.Errorf("failed target %s %s, want %s %s", st.FailedTarget, st.FailedSHA256, n.rel.Target, n.rel.SHA256)
@@ -411,7 +413,7 @@ func TestEndlessDataThroughProxy(t *testing.T) {
 	n := newNetEnv(t)
 	d := n.device("SN-ENDLESS", nil)
 	d.proxy.Inject(artifactPath, faultproxy.Always, faultproxy.Extra{Bytes: 1 << 20})
-	requireVerification(t, d.cycle(t), trust.FailLength)
+	requireVerification(t, d.cycle(t), uptane.ReasonLengthMismatch)
 	n.requireOld(t, d)
 	if got := d.proxy.Count(artifactPath); got != 1 {
 		t.Errorf("%d artifact requests, want 1", got)
@@ -441,8 +443,9 @@ func TestPowerCutMidDownloadResumes(t *testing.T) {
 		if err != nil {
 			continue
 		}
-		st, err := agent.ReadStatus(d.cfg.StateDir)
-		if err == nil && st.Pending != nil && st.Phase == agent.PhaseDownloading {
+		// The bytes just read, not a second read: the agent may write a newer journal between.
+		var st agent.State
+		if err := json.Unmarshal(b, &st); err == nil && st.Pending != nil && st.Phase == agent.PhaseDownloading {
 			journal, ckpt = b, st.Pending.Staged
 		}
 	}
@@ -617,7 +620,7 @@ func TestFullVerificationWhenDirectorUnchanged(t *testing.T) {
 
 	clock.Advance(every/2 + time.Minute)
 	err := d.cycle(t)
-	requireVerification(t, err, trust.FailMetadata)
+	requireVerification(t, err, uptane.ReasonExpired)
 	if !strings.Contains(err.Error(), "expired") {
 		t.Errorf("full verification: %v, want the expired timestamp named", err)
 	}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 // TestHelpShowsNoSecret checks that a token in the environment never appears in --help, where
@@ -48,7 +48,7 @@ func TestTokenFromEnvironment(t *testing.T) {
 func TestServeConfigFile(t *testing.T) {
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
-	if _, err := trust.InitKeySet(keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(dir, "server.env")

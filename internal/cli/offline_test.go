@@ -12,18 +12,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/server"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
 // requireExpiredRefusal checks that a device refused metadata because it expired.
 func requireExpiredRefusal(t *testing.T, err error) {
 	t.Helper()
-	var ve *trust.VerificationError
-	if !errors.As(err, &ve) || ve.Kind != trust.FailMetadata || !strings.Contains(err.Error(), "expired") {
-		t.Fatalf("device refresh: %v, want a metadata verification failure naming expiry", err)
+	var ve *uptane.VerificationError
+	var exp *metadata.ErrExpiredMetadata
+	if !errors.As(err, &ve) || ve.Reason != uptane.ReasonExpired || !errors.As(err, &exp) {
+		t.Fatalf("device refresh: %v, want an %q verification failure wrapping go-tuf's", err, uptane.ReasonExpired)
 	}
 }
 
@@ -34,15 +37,15 @@ func TestDirectorRootResigned(t *testing.T) {
 	ctx := context.Background()
 	e := newEnvWith(t, func(c *server.Config) {
 		// A director root that has already expired, as a year-old key set would have.
-		rk, err := trust.LoadKey(filepath.Join(c.KeysDir, trust.FileDirectorRootKey))
+		rk, err := tuf.LoadKey(filepath.Join(c.KeysDir, tuf.FileDirectorRootKey))
 		if err != nil {
 			t.Fatal(err)
 		}
-		dk, err := trust.LoadKey(filepath.Join(c.KeysDir, trust.FileDirectorKey))
+		dk, err := tuf.LoadKey(filepath.Join(c.KeysDir, tuf.FileDirectorKey))
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := trust.NewRoot([]*trust.Key{rk}, 1, dk, dk, dk, time.Now().Add(-time.Hour), true)
+		r, err := tuf.NewRoot([]*tuf.Key{rk}, 1, dk, dk, dk, time.Now().Add(-time.Hour), true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,7 +53,7 @@ func TestDirectorRootResigned(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(c.KeysDir, trust.FileDirectorRoot), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(c.KeysDir, tuf.FileDirectorRoot), b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -77,15 +80,15 @@ func TestDirectorRootResigned(t *testing.T) {
 	}
 
 	// A new director-root key: the old one is archived only after the server took the root.
-	oldKey := e.read(trust.FileDirectorRootKey)
+	oldKey := e.read(tuf.FileDirectorRootKey)
 	out = cli(t, append(g, "keys", "resign-director-root", "--dir", e.keys, "--new-key")...)
 	if !strings.Contains(out, "director root version 3 uploaded") {
 		t.Fatalf("resign-director-root --new-key: %s", out)
 	}
-	if string(e.read(trust.FileDirectorRootKey)) == string(oldKey) {
+	if string(e.read(tuf.FileDirectorRootKey)) == string(oldKey) {
 		t.Fatal("director-root.key was not replaced")
 	}
-	if b, err := os.ReadFile(filepath.Join(e.keys, "retired-director-root-v2", trust.FileDirectorRootKey)); err != nil || string(b) != string(oldKey) {
+	if b, err := os.ReadFile(filepath.Join(e.keys, "retired-director-root-v2", tuf.FileDirectorRootKey)); err != nil || string(b) != string(oldKey) {
 		t.Fatalf("old director-root key not archived: %v", err)
 	}
 	r102 := e.publish("1.0.2", 3, image("1.0.2", 72<<10))
@@ -103,14 +106,14 @@ func TestDirectorRootResigned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rk, err := trust.LoadKey(filepath.Join(e.keys, trust.FileDirectorRootKey))
+	rk, err := tuf.LoadKey(filepath.Join(e.keys, tuf.FileDirectorRootKey))
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := trust.GenerateKey()
-	cur.Signed.Roles[trust.Targets].KeyIDs = []string{other.ID}
+	other, _ := tuf.GenerateKey()
+	cur.Signed.Roles[tuf.Targets].KeyIDs = []string{other.ID}
 	cur.Signed.Keys[other.ID] = other.Public()
-	bad, err := trust.RotateRoot(cur, []*trust.Key{rk}, []*trust.Key{rk}, 1, time.Now().Add(time.Hour))
+	bad, err := tuf.RotateRoot(cur, []*tuf.Key{rk}, []*tuf.Key{rk}, 1, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +144,7 @@ func TestImageTargetsResigned(t *testing.T) {
 	expire(func() {
 		var err error
 		r100, err = e.cli.Publish(ctx, client.PublishOptions{File: f100, TargetsKey: e.targetsKey, TrustedRoot: e.imageRoot, Expires: -time.Hour,
-			Custom: trust.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: "1.0.0", SecurityVersion: 1, Class: trust.ClassSecurity}})
+			Custom: uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: "1.0.0", SecurityVersion: 1, Class: uptane.ClassSecurity}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,7 +155,7 @@ func TestImageTargetsResigned(t *testing.T) {
 		t.Fatalf("release list does not show the expired targets:\n%s", out)
 	}
 
-	out := cli(t, append(g, "release", "resign-targets", "--key", filepath.Join(e.keys, trust.FileTargetsKey))...)
+	out := cli(t, append(g, "release", "resign-targets", "--key", filepath.Join(e.keys, tuf.FileTargetsKey))...)
 	if !strings.Contains(out, "image targets version 3 uploaded") {
 		t.Fatalf("resign-targets: %s", out)
 	}

@@ -26,7 +26,7 @@ import (
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/sim"
 	"upkeep.dev/upkeep/internal/store/storetest"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -89,7 +89,7 @@ func TestReplicasSurviveKill(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	keys := filepath.Join(dir, "keys")
-	if _, err := trust.InitKeySet(keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	var replicas []*bench.ServerProcess
@@ -114,8 +114,8 @@ func TestReplicasSurviveKill(t *testing.T) {
 	t.Cleanup(func() { front.Close() })
 	base := "http://" + ln.Addr().String()
 	cli := &client.Client{Base: base, Token: token}
-	e := &env{t: t, dir: dir, keys: keys, cli: cli, imageRoot: readFile(t, filepath.Join(keys, trust.FileImageRoot)), directorRoot: readFile(t, filepath.Join(keys, trust.FileDirectorRoot))}
-	if e.targetsKey, err = trust.LoadKey(filepath.Join(keys, trust.FileTargetsKey)); err != nil {
+	e := &env{t: t, dir: dir, keys: keys, cli: cli, imageRoot: readFile(t, filepath.Join(keys, tuf.FileImageRoot)), directorRoot: readFile(t, filepath.Join(keys, tuf.FileDirectorRoot))}
+	if e.targetsKey, err = tuf.LoadKey(filepath.Join(keys, tuf.FileTargetsKey)); err != nil {
 		t.Fatal(err)
 	}
 	factory := e.publish("1.0.0", 1, image("1.0.0", 4<<10))

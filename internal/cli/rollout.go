@@ -9,8 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"upkeep.dev/upkeep/internal/cli/show"
 	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/wire"
 )
 

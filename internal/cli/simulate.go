@@ -16,7 +16,7 @@ import (
 	"upkeep.dev/upkeep/internal/bench"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/sim"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -74,11 +74,11 @@ func RunSimulate(ctx context.Context, cfg SimulateConfig, out io.Writer) error {
 		return fmt.Errorf("an operator token is needed (--token or UPKEEP_TOKEN): the simulator makes its own enrolment token")
 	}
 	c := &client.Client{Base: cfg.Server, Token: cfg.Token}
-	imageRoot, err := os.ReadFile(filepath.Join(cfg.Keys, trust.FileImageRoot))
+	imageRoot, err := os.ReadFile(filepath.Join(cfg.Keys, tuf.FileImageRoot))
 	if err != nil {
 		return fmt.Errorf("image root: %w", err)
 	}
-	directorRoot, err := os.ReadFile(filepath.Join(cfg.Keys, trust.FileDirectorRoot))
+	directorRoot, err := os.ReadFile(filepath.Join(cfg.Keys, tuf.FileDirectorRoot))
 	if err != nil {
 		return fmt.Errorf("director root: %w", err)
 	}

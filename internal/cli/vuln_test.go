@@ -24,7 +24,8 @@ import (
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/store/storetest"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -80,7 +81,7 @@ func (e *env) publishSBOM(version string, secVer int64, sbom string) *wire.Relea
 	}
 	rel, err := e.cli.Publish(context.Background(), client.PublishOptions{
 		File: f, TargetsKey: e.targetsKey, TrustedRoot: e.imageRoot, Expires: 30 * 24 * time.Hour, SBOM: sbom,
-		Custom: trust.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer, Class: trust.ClassSecurity},
+		Custom: uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer, Class: uptane.ClassSecurity},
 	})
 	if err != nil {
 		e.t.Fatalf("publish %s with SBOM: %v", version, err)
@@ -89,7 +90,7 @@ func (e *env) publishSBOM(version string, secVer int64, sbom string) *wire.Relea
 }
 
 // signedCustom reads the signed custom of a published target from the server's image targets.
-func (e *env) signedCustom(target string) trust.TargetCustom {
+func (e *env) signedCustom(target string) uptane.TargetCustom {
 	e.t.Helper()
 	var raw []byte
 	if err := e.cli.Do(context.Background(), "GET", "/api/v1/image/targets", nil, &raw); err != nil {
@@ -103,7 +104,7 @@ func (e *env) signedCustom(target string) trust.TargetCustom {
 	if !ok {
 		e.t.Fatalf("target %s is not in the image targets", target)
 	}
-	c, err := trust.ParseTargetCustom(tf)
+	c, err := uptane.ParseTargetCustom(tf)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -167,7 +168,7 @@ func TestVulnSBOMAdvisoriesExposurePatch(t *testing.T) {
 
 	// 1.0.0 is published with --sbom: the signed custom carries its digest.
 	img := writeFile(t, dir, "firmware-1.0.0.img", string(image("1.0.0", 4<<10)))
-	key := filepath.Join(e.keys, trust.FileTargetsKey)
+	key := filepath.Join(e.keys, tuf.FileTargetsKey)
 	out := cli(t, append(g, "release", "publish", img, "--product", testProduct, "--hardware", testHardware, "--version", "1.0.0",
 		"--security-version", "1", "--key", key, "--sbom", vulnSBOM)...)
 	if !strings.Contains(out, "published thermostat@1.0.0") {

@@ -12,7 +12,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/delta"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -72,7 +72,7 @@ func makePatch(ctx context.Context, targets map[string]*metadata.TargetFiles, pr
 	var srcName string
 	var srcTF *metadata.TargetFiles
 	for n, tf := range targets {
-		c, err := trust.ParseTargetCustom(tf)
+		c, err := uptane.ParseTargetCustom(tf)
 		if err != nil || c.Product != product || c.Version != src.Version {
 			continue
 		}
@@ -124,8 +124,8 @@ func makePatch(ctx context.Context, targets map[string]*metadata.TargetFiles, pr
 }
 
 // target is the signed entry of a delta: the image's custom fields plus the binding.
-func (d *deltaFile) target(c trust.TargetCustom) (*metadata.TargetFiles, error) {
-	tf, err := trust.NewTargetFile(d.blob.Length, d.blob.SHA256, d.blob.SHA512, c)
+func (d *deltaFile) target(c uptane.TargetCustom) (*metadata.TargetFiles, error) {
+	tf, err := uptane.NewTargetFile(d.blob.Length, d.blob.SHA256, d.blob.SHA512, c)
 	if err != nil {
 		return nil, err
 	}

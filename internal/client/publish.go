@@ -16,15 +16,16 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/apperr"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
 // PublishOptions describe a release to publish.
 type PublishOptions struct {
 	File       string
-	Custom     trust.TargetCustom
-	TargetsKey *trust.Key
+	Custom     uptane.TargetCustom
+	TargetsKey *tuf.Key
 	// TrustedRoot is the release engineer's copy of the image root (keys/root.json). Newer roots
 	// are fetched from the server and accepted only along a verified rotation chain.
 	TrustedRoot []byte
@@ -51,8 +52,8 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 	if err != nil {
 		return nil, err
 	}
-	name := trust.TargetName(o.Custom.Product, o.Custom.Version, filepath.Base(o.File))
-	if err := trust.ValidTargetName(name); err != nil {
+	name := tuf.TargetName(o.Custom.Product, o.Custom.Version, filepath.Base(o.File))
+	if err := tuf.ValidTargetName(name); err != nil {
 		return nil, err
 	}
 	var sbom []byte
@@ -63,7 +64,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 		}
 		sbom, o.Custom.SBOM = raw, sb.Digest
 	}
-	tf, err := trust.NewTargetFile(blob.Length, blob.SHA256, blob.SHA512, o.Custom)
+	tf, err := uptane.NewTargetFile(blob.Length, blob.SHA256, blob.SHA512, o.Custom)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +97,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 			return nil, err
 		}
 		// The base may have expired (a new signature is what renews it); its signatures must hold.
-		t, err := trust.VerifyTargetsSigned(root, cur)
+		t, err := uptane.VerifyImageTargetsSigned(root, cur)
 		if err != nil {
 			return nil, fmt.Errorf("the server's current targets do not verify against the trusted root; refusing to sign on top of them: %w", err)
 		}
@@ -128,7 +129,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 		}
 		t.Signed.Version++
 		t.Signed.Expires = time.Now().Add(o.Expires).UTC().Truncate(time.Second)
-		signed, err := trust.SignTargets(t, o.TargetsKey)
+		signed, err := tuf.SignTargets(t, o.TargetsKey)
 		if err != nil {
 			return nil, err
 		}
@@ -210,7 +211,7 @@ func (c *Client) LatestDirectorRoot(ctx context.Context, trusted []byte) (*metad
 }
 
 func (c *Client) latestRoot(ctx context.Context, prefix string, trusted []byte) (*metadata.Metadata[metadata.RootType], error) {
-	root, err := trust.ParseRoot(trusted)
+	root, err := tuf.ParseRoot(trusted)
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +224,7 @@ func (c *Client) latestRoot(ctx context.Context, prefix string, trusted []byte) 
 		if err != nil {
 			return nil, err
 		}
-		if root, err = trust.VerifyRootUpdate(root, next); err != nil {
+		if root, err = tuf.VerifyRootUpdate(root, next); err != nil {
 			return nil, err
 		}
 	}

@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
 // ResignOptions renew the image targets metadata without a new release.
 type ResignOptions struct {
-	TargetsKey  *trust.Key
+	TargetsKey  *tuf.Key
 	TrustedRoot []byte        // the release engineer's image root.json
 	Expires     time.Duration // lifetime of the re-signed targets
 }
@@ -32,13 +33,13 @@ func (c *Client) ResignTargets(ctx context.Context, o ResignOptions) (int64, tim
 		if err := c.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
 			return 0, time.Time{}, err
 		}
-		t, err := trust.VerifyTargetsSigned(root, cur)
+		t, err := uptane.VerifyImageTargetsSigned(root, cur)
 		if err != nil {
 			return 0, time.Time{}, fmt.Errorf("the server's current targets do not verify against the trusted root; refusing to sign them: %w", err)
 		}
 		t.Signed.Version++
 		t.Signed.Expires = time.Now().Add(o.Expires).UTC().Truncate(time.Second)
-		signed, err := trust.SignTargets(t, o.TargetsKey)
+		signed, err := tuf.SignTargets(t, o.TargetsKey)
 		if err != nil {
 			return 0, time.Time{}, err
 		}

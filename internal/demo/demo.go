@@ -13,11 +13,12 @@ import (
 	"sync"
 	"time"
 
-	"upkeep.dev/upkeep/internal/cli/show"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/server"
+	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/sim"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -45,7 +46,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The folder holds the demo's offline keys: it goes however the demo ends.
 	defer os.RemoveAll(dir)
 	keys := filepath.Join(dir, "keys")
-	if _, err := trust.InitKeySet(keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "keys created in %s (root-1.key and targets.key are the offline keys)\n", keys)
@@ -68,19 +69,19 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("support policy: %w", err)
 	}
 	fmt.Fprintf(out, "thermostat's support policy is public: %s/p/thermostat (label, signed declaration, conformance report)\n", srv.URL)
-	targetsKey, err := trust.LoadKey(filepath.Join(keys, trust.FileTargetsKey))
+	targetsKey, err := tuf.LoadKey(filepath.Join(keys, tuf.FileTargetsKey))
 	if err != nil {
 		return err
 	}
-	imageRoot, _ := os.ReadFile(filepath.Join(keys, trust.FileImageRoot))
-	directorRoot, _ := os.ReadFile(filepath.Join(keys, trust.FileDirectorRoot))
+	imageRoot, _ := os.ReadFile(filepath.Join(keys, tuf.FileImageRoot))
+	directorRoot, _ := os.ReadFile(filepath.Join(keys, tuf.FileDirectorRoot))
 	publish := func(version string, secVer int64, content []byte) (*wire.Release, error) {
 		f := filepath.Join(dir, "thermostat-"+version+".img")
 		if err := os.WriteFile(f, content, 0o644); err != nil {
 			return nil, err
 		}
-		rel, err := c.Publish(ctx, client.PublishOptions{File: f, TargetsKey: targetsKey, TrustedRoot: imageRoot, Expires: trust.DefaultLifetimes().Targets,
-			Custom: trust.TargetCustom{Product: "thermostat", HardwareIDs: []string{"tstat-v2"}, Version: version, SecurityVersion: secVer, Class: trust.ClassSecurity}})
+		rel, err := c.Publish(ctx, client.PublishOptions{File: f, TargetsKey: targetsKey, TrustedRoot: imageRoot, Expires: tuf.DefaultLifetimes().Targets,
+			Custom: uptane.TargetCustom{Product: "thermostat", HardwareIDs: []string{"tstat-v2"}, Version: version, SecurityVersion: secVer, Class: uptane.ClassSecurity}})
 		if err != nil {
 			return nil, fmt.Errorf("publish %s: %w", version, err)
 		}

@@ -12,8 +12,9 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // Assign makes the director name rel's image for device d and signs the device's new view.
@@ -23,7 +24,7 @@ func (s *Service) Assign(ctx context.Context, d *fleet.Device, rel *release.Rele
 
 // AssignWith is Assign with an install policy (consent, maintenance window) that the device
 // receives signed with the assignment.
-func (s *Service) AssignWith(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+func (s *Service) AssignWith(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error {
 	if err := assignable(d, rel); err != nil {
 		return err
 	}
@@ -35,7 +36,7 @@ func (s *Service) AssignWith(ctx context.Context, d *fleet.Device, rel *release.
 }
 
 // assignable refuses a device that is not accepted, or of another product, or whose hardware
-// rel is not for. Devices check the product too (trust.Decide); refusing here gives the operator
+// rel is not for. Devices check the product too (uptane.Decide); refusing here gives the operator
 // a clear answer instead of a device's verification failure.
 func assignable(d *fleet.Device, rel *release.Release) error {
 	if d.Status != fleet.StatusAccepted {
@@ -51,7 +52,7 @@ func assignable(d *fleet.Device, rel *release.Release) error {
 }
 
 // encodePolicy is the stored form of an install policy ("" for none).
-func encodePolicy(p *trust.InstallPolicy) (string, error) {
+func encodePolicy(p *installpolicy.Policy) (string, error) {
 	if p == nil {
 		return "", nil
 	}
@@ -72,7 +73,7 @@ type Assignment struct{ Target, Policy string }
 type ViewPut struct {
 	DeviceID string
 	Prev     int64
-	View     *trust.DirectorView
+	View     *uptane.DirectorView
 	Assign   *Assignment
 }
 
@@ -83,7 +84,7 @@ const assignSigners = 4
 // them in one transaction, so that a wave of thousands costs a few write transactions rather
 // than one per device. A device whose view changed meanwhile is assigned on its own. It
 // returns the devices it could not assign, with the reason.
-func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error {
+func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *installpolicy.Policy) map[string]error {
 	failed := map[string]error{}
 	pol, perr := encodePolicy(p)
 	var todo []*fleet.Device
@@ -128,7 +129,7 @@ func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *relea
 		one(ids)
 		return failed
 	}
-	notices := map[string]*trust.Notice{}
+	notices := map[string]*uptane.Notice{}
 	for _, d := range todo {
 		if _, ok := notices[d.Product]; ok || s.Notice == nil {
 			continue
@@ -157,7 +158,7 @@ func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *relea
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			v := prev[d.ID]
-			view, err := trust.SignView(s.Key, trust.ViewSpec{Version: v + 1, Expires: s.now().Add(s.Lifetimes.Director),
+			view, err := uptane.SignView(s.Key, uptane.ViewSpec{Version: v + 1, Expires: s.now().Add(s.Lifetimes.Director),
 				DeviceID: d.ID, HardwareID: d.HardwareID, Name: rel.Target, Target: tf, Notice: notices[d.Product], Install: p,
 				Delta: s.deltaHint(ctx, d.InstalledSHA256, rel.Target, deltas)})
 			puts[i], errs[i] = ViewPut{DeviceID: d.ID, Prev: v, View: view, Assign: as}, err
@@ -191,9 +192,19 @@ func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *relea
 }
 
 // Unassign makes the director name the image the device runs, so that it installs nothing new;
-// a download in progress is abandoned at the device's next verification.
+// a download in progress is abandoned at the device's next verification. A device that runs an
+// image the image repository does not hold (a factory image never published) gets a view that
+// names no image at all: withdrawn, it installs nothing (Uptane: no director target, no update).
 func (s *Service) Unassign(ctx context.Context, d *fleet.Device) error {
-	return s.reassign(ctx, d.ID, d.InstalledTarget, "")
+	target := d.InstalledTarget
+	if target != "" {
+		if _, err := s.Images.TargetFile(ctx, target); apperr.Is(err, apperr.NotFound) {
+			target = ""
+		} else if err != nil {
+			return err
+		}
+	}
+	return s.reassign(ctx, d.ID, target, "")
 }
 
 // resign signs a new director view for a device from its stored assignment. The device is read
@@ -223,9 +234,9 @@ func (s *Service) resignAs(ctx context.Context, id string, as *Assignment) error
 				return err
 			}
 		}
-		var pol *trust.InstallPolicy
+		var pol *installpolicy.Policy
 		if policy != "" && target != "" {
-			pol = &trust.InstallPolicy{}
+			pol = &installpolicy.Policy{}
 			if err := json.Unmarshal([]byte(policy), pol); err != nil {
 				return fmt.Errorf("device %s install policy: %w", id, err)
 			}
@@ -239,15 +250,15 @@ func (s *Service) resignAs(ctx context.Context, id string, as *Assignment) error
 	return apperr.E(apperr.Conflict, "director view of %s changed concurrently", id)
 }
 
-func (s *Service) put(ctx context.Context, d *fleet.Device, prev int64, target string, tf *metadata.TargetFiles, pol *trust.InstallPolicy, as *Assignment) error {
-	var notice *trust.Notice
+func (s *Service) put(ctx context.Context, d *fleet.Device, prev int64, target string, tf *metadata.TargetFiles, pol *installpolicy.Policy, as *Assignment) error {
+	var notice *uptane.Notice
 	if s.Notice != nil {
 		var err error
 		if notice, err = s.Notice(ctx, d.Product); err != nil {
 			return err
 		}
 	}
-	view, err := trust.SignView(s.Key, trust.ViewSpec{Version: prev + 1, Expires: s.now().Add(s.Lifetimes.Director),
+	view, err := uptane.SignView(s.Key, uptane.ViewSpec{Version: prev + 1, Expires: s.now().Add(s.Lifetimes.Director),
 		DeviceID: d.ID, HardwareID: d.HardwareID, Name: target, Target: tf, Notice: notice, Install: pol,
 		Delta: s.deltaHint(ctx, d.InstalledSHA256, target, nil)})
 	if err != nil {

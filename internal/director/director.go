@@ -21,7 +21,8 @@ import (
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // Store keeps the director root (in the metadata store, under imagerepo.RepoDirector) and each
@@ -33,7 +34,7 @@ type Store interface {
 	// transaction it raises the device's director version to the view's and, when as is not
 	// nil, records the assignment the view carries, so that a view and the assignment it names
 	// are never apart. Returns apperr.Conflict if another writer got there first.
-	PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView, as *Assignment) error
+	PutDirectorView(ctx context.Context, deviceID string, prev int64, v *uptane.DirectorView, as *Assignment) error
 	// PutDirectorViews stores several devices' views in one transaction, each as
 	// PutDirectorView would. A device whose latest version is no longer its Prev is skipped
 	// and listed in stale; any error stores nothing.
@@ -42,7 +43,7 @@ type Store interface {
 	LatestDirectorVersions(ctx context.Context, ids []string) (map[string]int64, error)
 	// FindDirectorView returns one version of a device's view (0: the latest), or
 	// apperr.NotFound.
-	FindDirectorView(ctx context.Context, deviceID string, version int64) (*trust.DirectorView, error)
+	FindDirectorView(ctx context.Context, deviceID string, version int64) (*uptane.DirectorView, error)
 }
 
 // Devices finds the devices the director signs for (fleet.Store has these).
@@ -73,14 +74,14 @@ type Service struct {
 	Images    Images
 	Devices   Devices
 	Releases  Releases
-	Key       *trust.Key // the online director key: targets, snapshot and timestamp of every view
-	Lifetimes trust.Lifetimes
+	Key       *tuf.Key // the online director key: targets, snapshot and timestamp of every view
+	Lifetimes tuf.Lifetimes
 	Now       func() time.Time
 	Logger    *slog.Logger
 	// OnAssign, if set, is told each device's new director version (the check-in cache).
 	OnAssign func(deviceID string, version int64)
 	// Notice, if set, returns the lifecycle notice for a product's devices (nil: none).
-	Notice func(ctx context.Context, product string) (*trust.Notice, error)
+	Notice func(ctx context.Context, product string) (*uptane.Notice, error)
 	// Deltas, if set, lists the delta targets of the image repository (imagerepo.Service.Deltas):
 	// a device whose installed image one of them starts from is told of it (delta.Choose).
 	Deltas func(ctx context.Context) ([]delta.Target, error)
@@ -110,15 +111,15 @@ func (s *Service) logger() *slog.Logger {
 // Bootstrap stores the initial director root on first start. On later starts it checks that
 // the current director root trusts the online director key for targets, snapshot and timestamp.
 func (s *Service) Bootstrap(ctx context.Context, root []byte) error {
-	if _, err := s.Store.LatestMetadata(ctx, imagerepo.RepoDirector, trust.Root); apperr.Is(err, apperr.NotFound) {
+	if _, err := s.Store.LatestMetadata(ctx, imagerepo.RepoDirector, tuf.Root); apperr.Is(err, apperr.NotFound) {
 		if root == nil {
-			return fmt.Errorf("bootstrap: no %s %s metadata: run `upkeep keys init` and pass --keys", imagerepo.RepoDirector, trust.Root)
+			return fmt.Errorf("bootstrap: no %s %s metadata: run `upkeep keys init` and pass --keys", imagerepo.RepoDirector, tuf.Root)
 		}
-		r, err := trust.ParseRoot(root)
+		r, err := tuf.ParseRoot(root)
 		if err != nil {
 			return fmt.Errorf("bootstrap %s: %w", imagerepo.RepoDirector, err)
 		}
-		m := &imagerepo.Meta{Repo: imagerepo.RepoDirector, Role: trust.Root, Version: r.Signed.Version, Body: root, Expires: r.Signed.Expires}
+		m := &imagerepo.Meta{Repo: imagerepo.RepoDirector, Role: tuf.Root, Version: r.Signed.Version, Body: root, Expires: r.Signed.Expires}
 		if err := s.Store.PutMetadata(ctx, m); err != nil && !apperr.Is(err, apperr.Conflict) {
 			return err
 		}
@@ -129,7 +130,7 @@ func (s *Service) Bootstrap(ctx context.Context, root []byte) error {
 	if err != nil {
 		return err
 	}
-	for _, role := range []string{trust.Targets, trust.Snapshot, trust.Timestamp} {
+	for _, role := range []string{tuf.Targets, tuf.Snapshot, tuf.Timestamp} {
 		if s.Key == nil || !slices.Contains(dr.Signed.Roles[role].KeyIDs, s.Key.ID) {
 			return fmt.Errorf("the configured online key is not trusted for %s in the current root", role)
 		}
@@ -145,13 +146,13 @@ func (s *Service) root(ctx context.Context) (*metadata.Metadata[metadata.RootTyp
 // else.
 func (s *Service) Root(ctx context.Context, file string) ([]byte, error) {
 	role, v, ok := imagerepo.VersionedFile(file)
-	if !ok || role != trust.Root {
+	if !ok || role != tuf.Root {
 		return nil, apperr.E(apperr.NotFound, "no metadata file %s", file)
 	}
 	if b, ok := s.roots.Load(v); ok {
 		return b.([]byte), nil
 	}
-	m, err := s.Store.FindMetadata(ctx, imagerepo.RepoDirector, trust.Root, v)
+	m, err := s.Store.FindMetadata(ctx, imagerepo.RepoDirector, tuf.Root, v)
 	if err != nil {
 		return nil, err
 	}
@@ -183,10 +184,10 @@ func (s *Service) Metadata(ctx context.Context, deviceID, file string) ([]byte, 
 		return v.Timestamp, nil
 	}
 	role, n, ok := imagerepo.VersionedFile(file)
-	if ok && role == trust.Root {
+	if ok && role == tuf.Root {
 		return s.Root(ctx, file)
 	}
-	if !ok || (role != trust.Snapshot && role != trust.Targets) {
+	if !ok || (role != tuf.Snapshot && role != tuf.Targets) {
 		return nil, apperr.E(apperr.NotFound, "no metadata file %s", file)
 	}
 	v := s.views.get(deviceID, n)
@@ -197,7 +198,7 @@ func (s *Service) Metadata(ctx context.Context, deviceID, file string) ([]byte, 
 		}
 		s.views.put(deviceID, v)
 	}
-	if role == trust.Snapshot {
+	if role == tuf.Snapshot {
 		return v.Snapshot, nil
 	}
 	return v.Targets, nil
@@ -213,14 +214,14 @@ func (s *Service) RotateRoot(ctx context.Context, data []byte) error {
 	if err != nil {
 		return err
 	}
-	next, err := trust.VerifyRootUpdate(cur, data)
+	next, err := tuf.VerifyRootUpdate(cur, data)
 	if err != nil {
 		return apperr.Wrap(apperr.Verification, err, "director root refused: "+err.Error())
 	}
 	if !next.Signed.ConsistentSnapshot {
 		return apperr.E(apperr.Invalid, "director root refused: it must keep consistent snapshots")
 	}
-	for _, role := range []string{trust.Targets, trust.Snapshot, trust.Timestamp} {
+	for _, role := range []string{tuf.Targets, tuf.Snapshot, tuf.Timestamp} {
 		r := next.Signed.Roles[role]
 		if r == nil || s.Key == nil || !slices.Contains(r.KeyIDs, s.Key.ID) {
 			return apperr.E(apperr.Invalid, "director root refused: it does not trust the server's director key for %s", role)
@@ -229,7 +230,7 @@ func (s *Service) RotateRoot(ctx context.Context, data []byte) error {
 	if !next.Signed.Expires.After(s.now()) {
 		return apperr.E(apperr.Invalid, "director root refused: it expired at %s", next.Signed.Expires.Format(time.RFC3339))
 	}
-	if err := s.Store.PutMetadata(ctx, &imagerepo.Meta{Repo: imagerepo.RepoDirector, Role: trust.Root, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
+	if err := s.Store.PutMetadata(ctx, &imagerepo.Meta{Repo: imagerepo.RepoDirector, Role: tuf.Root, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
 		if apperr.Is(err, apperr.Conflict) {
 			return apperr.E(apperr.Conflict, "director root version %d was stored concurrently; sign again", next.Signed.Version)
 		}

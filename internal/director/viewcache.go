@@ -3,7 +3,7 @@ package director
 import (
 	"sync"
 
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // viewCache keeps the director views most recently signed or read, by device and version. A
@@ -13,7 +13,7 @@ import (
 // store. It holds at most viewCacheSize views (a few MiB), forgetting the oldest first.
 type viewCache struct {
 	mu    sync.Mutex
-	views map[viewKey]*trust.DirectorView
+	views map[viewKey]*uptane.DirectorView
 	order []viewKey // ring of the keys in insertion order
 	next  int
 }
@@ -25,18 +25,18 @@ type viewKey struct {
 
 const viewCacheSize = 4096
 
-func (c *viewCache) get(device string, version int64) *trust.DirectorView {
+func (c *viewCache) get(device string, version int64) *uptane.DirectorView {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.views[viewKey{device, version}]
 }
 
-func (c *viewCache) put(device string, v *trust.DirectorView) {
+func (c *viewCache) put(device string, v *uptane.DirectorView) {
 	k := viewKey{device, v.Version}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.views == nil {
-		c.views, c.order = map[viewKey]*trust.DirectorView{}, make([]viewKey, viewCacheSize)
+		c.views, c.order = map[viewKey]*uptane.DirectorView{}, make([]viewKey, viewCacheSize)
 	}
 	if _, ok := c.views[k]; ok {
 		return

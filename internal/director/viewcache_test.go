@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"testing"
 
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 func TestViewCacheKeepsTheNewestViews(t *testing.T) {
@@ -13,7 +13,7 @@ func TestViewCacheKeepsTheNewestViews(t *testing.T) {
 		t.Fatal("an empty cache answered")
 	}
 	for i := range viewCacheSize + 10 {
-		c.put(fmt.Sprintf("d%d", i), &trust.DirectorView{Version: int64(i + 1)})
+		c.put(fmt.Sprintf("d%d", i), &uptane.DirectorView{Version: int64(i + 1)})
 	}
 	for i := range 10 {
 		if c.get(fmt.Sprintf("d%d", i), int64(i+1)) != nil {
@@ -27,7 +27,7 @@ func TestViewCacheKeepsTheNewestViews(t *testing.T) {
 	if c.get(fmt.Sprintf("d%d", last), int64(last)) != nil {
 		t.Error("a view was found under another version")
 	}
-	c.put("d20", &trust.DirectorView{Version: 21}) // again: no second slot
+	c.put("d20", &uptane.DirectorView{Version: 21}) // again: no second slot
 	if n := len(c.views); n != viewCacheSize {
 		t.Errorf("cache holds %d views, want %d", n, viewCacheSize)
 	}

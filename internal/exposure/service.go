@@ -20,7 +20,7 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/internal/vuln"
 	"upkeep.dev/upkeep/wire"
 )
@@ -59,7 +59,7 @@ type Service struct {
 	matches map[string]cachedMatches // product@version → matches
 	customs struct {
 		sum [sha256.Size]byte
-		m   map[string]trust.TargetCustom
+		m   map[string]uptane.TargetCustom
 	}
 
 	reported sync.Map // device id → the installed target last recorded
@@ -377,13 +377,13 @@ func (s *Service) PutSBOM(ctx context.Context, product, version string, raw []by
 }
 
 // custom returns the signed custom of an image target, from the current targets metadata.
-func (s *Service) custom(ctx context.Context, target string) (trust.TargetCustom, error) {
+func (s *Service) custom(ctx context.Context, target string) (uptane.TargetCustom, error) {
 	if s.Targets == nil {
-		return trust.TargetCustom{}, nil
+		return uptane.TargetCustom{}, nil
 	}
 	raw, err := s.Targets(ctx)
 	if err != nil {
-		return trust.TargetCustom{}, fmt.Errorf("current targets: %w", err)
+		return uptane.TargetCustom{}, fmt.Errorf("current targets: %w", err)
 	}
 	sum := sha256.Sum256(raw)
 	s.mu.Lock()
@@ -391,11 +391,11 @@ func (s *Service) custom(ctx context.Context, target string) (trust.TargetCustom
 	if s.customs.m == nil || s.customs.sum != sum {
 		md, err := metadata.Targets().FromBytes(raw)
 		if err != nil {
-			return trust.TargetCustom{}, fmt.Errorf("current targets: %w", err)
+			return uptane.TargetCustom{}, fmt.Errorf("current targets: %w", err)
 		}
-		m := make(map[string]trust.TargetCustom, len(md.Signed.Targets))
+		m := make(map[string]uptane.TargetCustom, len(md.Signed.Targets))
 		for name, tf := range md.Signed.Targets {
-			if c, err := trust.ParseTargetCustom(tf); err == nil {
+			if c, err := uptane.ParseTargetCustom(tf); err == nil {
 				m[name] = c
 			}
 		}

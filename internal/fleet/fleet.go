@@ -90,6 +90,8 @@ type Store interface {
 	FindDevice(ctx context.Context, id string) (*Device, error)
 	// FindDevices lists devices ordered by id.
 	FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, error)
+	// CountDevices counts the devices f selects; its Offset and Limit are ignored.
+	CountDevices(ctx context.Context, f DeviceFilter) (int, error)
 	// UpdateDevice returns apperr.NotFound if the device does not exist.
 	UpdateDevice(ctx context.Context, id string, u DeviceUpdate) error
 	// TouchDevices records last-seen times in one batch; unknown ids are ignored.
@@ -137,6 +139,12 @@ func (s TimedStore) FindDevice(ctx context.Context, id string) (*Device, error) 
 func (s TimedStore) FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, error) {
 	defer s.done("find_devices", time.Now())
 	return s.Store.FindDevices(ctx, f)
+}
+
+// CountDevices implements Store.
+func (s TimedStore) CountDevices(ctx context.Context, f DeviceFilter) (int, error) {
+	defer s.done("count_devices", time.Now())
+	return s.Store.CountDevices(ctx, f)
 }
 
 // UpdateDevice implements Store.

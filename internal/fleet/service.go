@@ -32,11 +32,55 @@ type Service struct {
 	// OnEnroll is told of every newly stored device (the patch service records the image it
 	// enrolled with); its failure does not undo the enrolment.
 	OnEnroll func(ctx context.Context, d *Device)
+	// MaxPending bounds the devices awaiting an operator's approval: past it, an enrolment
+	// without an enrolment token is apperr.Busy. 0: no bound. The count is read from the store
+	// at most every pendingRecount and kept up to date in between, so that a flood of
+	// enrolments does not count the table each time; with several replicas the bound holds to
+	// within what the others admitted in that time.
+	MaxPending int
 
 	mu       sync.Mutex
 	versions map[string]int64     // director version per known device
 	seen     map[string]time.Time // last-seen times not yet written
 	accepted sync.Map             // device id → struct{}: accepted devices (acceptance is final)
+
+	pendingMu      sync.Mutex
+	pending        int       // devices pending, as last counted plus those enrolled since
+	pendingCounted time.Time // when last counted; zero: never
+}
+
+// pendingRecount is how long a count of pending devices is trusted.
+const pendingRecount = 10 * time.Second
+
+// admitPending reserves a place for one more pending device, or refuses with apperr.Busy when
+// MaxPending are pending. A reservation whose device is not stored is returned with
+// unreservePending.
+func (s *Service) admitPending(ctx context.Context) error {
+	if s.MaxPending <= 0 {
+		return nil
+	}
+	s.pendingMu.Lock()
+	defer s.pendingMu.Unlock()
+	if now := s.now(); s.pendingCounted.IsZero() || now.Sub(s.pendingCounted) > pendingRecount || now.Before(s.pendingCounted) {
+		n, err := s.Store.CountDevices(ctx, DeviceFilter{Status: StatusPending})
+		if err != nil {
+			return err
+		}
+		s.pending, s.pendingCounted = n, s.now()
+	}
+	if s.pending >= s.MaxPending {
+		return apperr.E(apperr.Busy, "%d devices already await an operator's approval: enrol again later, or with an enrolment token", s.pending)
+	}
+	s.pending++
+	return nil
+}
+
+func (s *Service) unreservePending() {
+	if s.MaxPending > 0 {
+		s.pendingMu.Lock()
+		s.pending--
+		s.pendingMu.Unlock()
+	}
 }
 
 func (s *Service) now() time.Time {
@@ -104,6 +148,10 @@ func (s *Service) Enroll(ctx context.Context, req wire.SignedRequest, enrollToke
 			return nil, err
 		}
 		status = StatusAccepted
+	} else {
+		if err := s.admitPending(ctx); err != nil {
+			return nil, err
+		}
 	}
 	d := &Device{
 		ID: id, PublicKey: pub, Serial: p.Identity.Serial, Product: p.Identity.Product, HardwareID: p.Identity.HardwareID,
@@ -111,6 +159,9 @@ func (s *Service) Enroll(ctx context.Context, req wire.SignedRequest, enrollToke
 		SecurityVersion: p.Installed.SecurityVersion, InstalledSHA256: p.Installed.SHA256, State: "enrolled", EnrolledAt: s.now(),
 	}
 	if err := s.Store.CreateDevice(ctx, d); err != nil {
+		if status == StatusPending {
+			s.unreservePending()
+		}
 		if apperr.Is(err, apperr.Conflict) { // a concurrent retry of the same enrolment
 			if d, err = s.Store.FindDevice(ctx, id); err != nil {
 				return nil, err

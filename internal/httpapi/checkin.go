@@ -3,11 +3,8 @@ package httpapi
 import (
 	"bytes"
 	"hash/maphash"
-	"io"
-	"net/http"
 	"sync"
 
-	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -29,30 +26,12 @@ type checkinMemo struct {
 	dirVersion int64
 }
 
-// bodyReader reads a check-in body of at most wire.MaxCheckinBody bytes; pooled.
-type bodyReader struct {
-	buf   bytes.Buffer
-	limit io.LimitedReader
-}
+// bodyReaders pools the buffers check-in bodies are read into.
+var bodyReaders = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-var bodyReaders = sync.Pool{New: func() any { return new(bodyReader) }}
-
-// decodeCheckin reads and decodes device id's check-in body; if it is unchanged since the last
-// one, only c.DirectorVersion is set, from memory.
-func (s *Server) decodeCheckin(r *http.Request, id string, c *wire.Checkin) error {
-	br := bodyReaders.Get().(*bodyReader)
-	defer bodyReaders.Put(br)
-	buf := &br.buf
-	buf.Reset()
-	br.limit = io.LimitedReader{R: r.Body, N: wire.MaxCheckinBody + 1}
-	_, err := buf.ReadFrom(&br.limit)
-	br.limit.R = nil // the pool keeps no request alive
-	if err != nil {
-		return apperr.Wrap(apperr.Invalid, err, "reading the request body: "+err.Error())
-	}
-	if buf.Len() > wire.MaxCheckinBody {
-		return apperr.E(apperr.TooLarge, "request body is larger than %d bytes", wire.MaxCheckinBody)
-	}
+// decodeCheckin decodes device id's check-in body; if it is unchanged since the last one, only
+// c.DirectorVersion is set, from memory.
+func (s *Server) decodeCheckin(body []byte, id string, c *wire.Checkin) error {
 	b := &s.checkins
 	b.mu.Lock()
 	if b.last == nil {
@@ -61,12 +40,12 @@ func (s *Server) decodeCheckin(r *http.Request, id string, c *wire.Checkin) erro
 	seed := b.seed
 	m, seen := b.last[id]
 	b.mu.Unlock()
-	sum := maphash.Bytes(seed, buf.Bytes())
+	sum := maphash.Bytes(seed, body)
 	if seen && m.sum == sum {
 		c.DirectorVersion = m.dirVersion
 		return nil
 	}
-	if err := decodeFrom(bytes.NewReader(buf.Bytes()), wire.MaxCheckinBody, c); err != nil {
+	if err := decodeFrom(bytes.NewReader(body), wire.MaxCheckinBody, c); err != nil {
 		return err
 	}
 	b.mu.Lock()

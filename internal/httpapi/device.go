@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"math/rand/v2"
 	"net/http"
@@ -10,27 +12,66 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
+// enroll admits a device. Its body is read (within BodyTimeout) before anything else; then an
+// enrolment without an enrolment token, which creates a pending entry for an operator, is
+// limited per source address (EnrollPerMinute), and so is the next one after a refused token.
 func (s *Server) enroll(w http.ResponseWriter, r *http.Request) {
-	s.signed(w, r, func(req wire.SignedRequest) (*wire.EnrollResponse, error) {
-		return s.Fleet.Enroll(r.Context(), req, r.Header.Get(wire.HeaderEnrollToken))
+	var body bytes.Buffer
+	if err := s.readDeviceBody(w, r, wire.MaxEnrollBody, &body); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	client, token := clientKey(r), r.Header.Get(wire.HeaderEnrollToken)
+	perMinute := cmp.Or(s.EnrollPerMinute, DefaultEnrollPerMinute)
+	if token == "" {
+		if ok, wait := s.enrolRate.allow(client, perMinute, time.Now()); !ok {
+			s.Metrics.enrolShed.Inc()
+			s.busyFor(w, r, wait, "too many enrolments from this address: try again later")
+			return
+		}
+	}
+	if !s.perIP.acquire(client, cmp.Or(s.MaxPerIP, DefaultMaxPerIP)) {
+		s.busy(w, r, "too many requests in flight from this address: try again later")
+		return
+	}
+	defer s.perIP.release(client)
+	s.signed(w, r, &body, func(req wire.SignedRequest) (*wire.EnrollResponse, error) {
+		resp, err := s.Fleet.Enroll(r.Context(), req, token)
+		if token != "" && (apperr.Is(err, apperr.Unauthorized) || apperr.Is(err, apperr.Forbidden)) {
+			s.enrolRate.charge(client, perMinute, time.Now()) // guessing tokens costs the guesser
+		}
+		return resp, err
 	})
 }
 
 // token issues a fresh device token. It costs a signature check and a store read, and after an
 // outage longer than the token lifetime every device asks at once, so token requests in flight
-// are bounded like check-ins (MaxTokenRequests) and the excess told to come back later.
+// are bounded like check-ins (MaxTokenRequests, and MaxPerIP per source address) and the excess
+// told to come back later. The body is read first: a slow sender holds no place.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	var body bytes.Buffer
+	if err := s.readDeviceBody(w, r, wire.MaxEnrollBody, &body); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	client := clientKey(r)
+	if !s.perIP.acquire(client, cmp.Or(s.MaxPerIP, DefaultMaxPerIP)) {
+		s.Metrics.tokensShed.Inc()
+		s.busy(w, r, "too many token requests in flight from this address: ask again later")
+		return
+	}
+	defer s.perIP.release(client)
 	if !admit(&s.tokensInflight, s.MaxTokenRequests) {
 		s.Metrics.tokensShed.Inc()
 		s.busy(w, r, "server busy: ask for a token again later")
 		return
 	}
 	defer s.tokensInflight.Add(-1)
-	s.signed(w, r, func(req wire.SignedRequest) (*wire.EnrollResponse, error) { return s.Fleet.Token(r.Context(), req) })
+	s.signed(w, r, &body, func(req wire.SignedRequest) (*wire.EnrollResponse, error) { return s.Fleet.Token(r.Context(), req) })
 }
 
 // admit counts a request in flight on n unless max are already; the caller that is admitted
@@ -58,9 +99,9 @@ func (s *Server) busy(w http.ResponseWriter, r *http.Request, msg string) {
 
 // signed serves a device-signed request: 200 with a token when the device is accepted, 202
 // while it waits for an operator.
-func (s *Server) signed(w http.ResponseWriter, r *http.Request, f func(wire.SignedRequest) (*wire.EnrollResponse, error)) {
+func (s *Server) signed(w http.ResponseWriter, r *http.Request, body *bytes.Buffer, f func(wire.SignedRequest) (*wire.EnrollResponse, error)) {
 	var req wire.SignedRequest
-	if err := decode(w, r, wire.MaxEnrollBody, &req); err != nil {
+	if err := decodeFrom(body, wire.MaxEnrollBody, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -77,8 +118,23 @@ func (s *Server) signed(w http.ResponseWriter, r *http.Request, f func(wire.Sign
 }
 
 // checkin is the hot path: answered from memory, no signing, no per-request write. An agent that
-// sends If-None-Match with the director version it holds gets 304 when nothing changed.
+// sends If-None-Match with the director version it holds gets 304 when nothing changed. The body
+// is read (within BodyTimeout) before the check-in takes a place among its device's
+// (MaxPerDevice) and everyone's (MaxCheckins).
 func (s *Server) checkin(w http.ResponseWriter, r *http.Request, id string) {
+	br := bodyReaders.Get().(*bytes.Buffer)
+	defer bodyReaders.Put(br)
+	br.Reset()
+	if err := s.readDeviceBody(w, r, wire.MaxCheckinBody, br); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !s.perDevice.acquire(id, cmp.Or(s.MaxPerDevice, DefaultMaxPerDevice)) {
+		s.Metrics.shed.Inc()
+		s.busy(w, r, "too many check-ins of this device in flight: check in again later")
+		return
+	}
+	defer s.perDevice.release(id)
 	if !admit(&s.inflight, s.MaxCheckins) {
 		s.Metrics.shed.Inc()
 		s.busy(w, r, "server busy: check in again later")
@@ -87,7 +143,7 @@ func (s *Server) checkin(w http.ResponseWriter, r *http.Request, id string) {
 	defer s.inflight.Add(-1)
 	s.Metrics.checkins.Inc()
 	var c wire.Checkin
-	if err := s.decodeCheckin(r, id, &c); err != nil {
+	if err := s.decodeCheckin(br.Bytes(), id, &c); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -136,9 +192,29 @@ func (h *intHeader) get(n int) []string {
 	return v.value
 }
 
+// report stores a device's events. The body is read (within BodyTimeout) first; then the
+// report takes a place among its device's requests in flight (MaxPerDevice) and one of its
+// allowance of ReportsPerMinute, so that one device cannot write without bound. A refused
+// report is 429 with the Retry-After when the allowance is back; the agent keeps its events
+// and sends them then.
 func (s *Server) report(w http.ResponseWriter, r *http.Request, id string) {
+	var body bytes.Buffer
+	if err := s.readDeviceBody(w, r, wire.MaxReportBody, &body); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !s.perDevice.acquire(id, cmp.Or(s.MaxPerDevice, DefaultMaxPerDevice)) {
+		s.busy(w, r, "too many requests of this device in flight: report again later")
+		return
+	}
+	defer s.perDevice.release(id)
+	if ok, wait := s.reportRate.allow(id, cmp.Or(s.ReportsPerMinute, DefaultReportsPerMinute), time.Now()); !ok {
+		s.Metrics.reportsShed.Inc()
+		s.busyFor(w, r, wait, "too many reports from this device: report again later")
+		return
+	}
 	var rep wire.Report
-	if err := decode(w, r, wire.MaxReportBody, &rep); err != nil {
+	if err := decodeFrom(&body, wire.MaxReportBody, &rep); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -179,7 +255,7 @@ func (s *Server) imageMeta(w http.ResponseWriter, r *http.Request) {
 // artifact streams a target's bytes, with Range support so that interrupted downloads resume.
 func (s *Server) artifact(w http.ResponseWriter, r *http.Request, _ string) {
 	name := r.PathValue("name")
-	if err := trust.ValidTargetName(name); err != nil {
+	if err := tuf.ValidTargetName(name); err != nil {
 		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
 		return
 	}
@@ -206,6 +282,9 @@ func (s *Server) artifact(w http.ResponseWriter, r *http.Request, _ string) {
 	defer f.Close()
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("ETag", `"`+sha+`"`)
+	if tooManyRanges(r.Header.Get("Range")) {
+		r.Header.Del("Range") // the whole file instead (RFC 9110 14.2)
+	}
 	http.ServeContent(w, r, "", time.Time{}, f)
 }
 

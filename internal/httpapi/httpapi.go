@@ -3,16 +3,20 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
@@ -46,6 +50,20 @@ type Server struct {
 	// MaxTokenRequests bounds device token requests in flight in the same way (each checks a
 	// signature and reads the store). Default 256.
 	MaxTokenRequests int
+	// BodyTimeout is how long a device request's body may take to arrive (enrol, token,
+	// check-in, report); it is read in full before the request takes a place among the bounds
+	// above. Default DefaultBodyTimeout (10 s).
+	BodyTimeout time.Duration
+	// MaxPerDevice bounds one device's check-ins and reports in flight, and MaxPerIP one source
+	// address's (IPv6: its /64) token requests and enrolments, in front of the global bounds, so
+	// that one client cannot take the others' share. Defaults DefaultMaxPerDevice (4) and
+	// DefaultMaxPerIP (32).
+	MaxPerDevice, MaxPerIP int
+	// EnrollPerMinute is how many enrolments without an enrolment token (or with a refused one)
+	// one source address may make per minute; ReportsPerMinute how many reports one device may
+	// send per minute. Beyond either: 429 with the Retry-After when the allowance is back.
+	// Defaults DefaultEnrollPerMinute (30) and DefaultReportsPerMinute (20).
+	EnrollPerMinute, ReportsPerMinute int
 	// Transparency builds the public product pages under /p/ (public.go); nil serves none.
 	Transparency Publisher
 	// Rollouts runs campaigns and holds groups; nil disables their routes.
@@ -57,6 +75,10 @@ type Server struct {
 	tokensInflight atomic.Int64 // token requests in flight
 	poll, jitter   intHeader    // header values of the check-in answer
 	checkins       checkinBodies
+	perDevice      perKey // check-ins and reports in flight per device
+	perIP          perKey // token requests and enrolments in flight per source address
+	enrolRate      rate   // enrolments per source address
+	reportRate     rate   // reports per device
 
 	admins     sync.Map // token hash (string) -> name, for tokens that verified
 	artifacts  sync.Map // target name -> SHA-256 of its bytes
@@ -89,6 +111,11 @@ func (s *Server) Handler() http.Handler {
 	if s.MaxTokenRequests <= 0 {
 		s.MaxTokenRequests = 256
 	}
+	s.BodyTimeout = cmp.Or(s.BodyTimeout, DefaultBodyTimeout)
+	s.MaxPerDevice = cmp.Or(s.MaxPerDevice, DefaultMaxPerDevice)
+	s.MaxPerIP = cmp.Or(s.MaxPerIP, DefaultMaxPerIP)
+	s.EnrollPerMinute = cmp.Or(s.EnrollPerMinute, DefaultEnrollPerMinute)
+	s.ReportsPerMinute = cmp.Or(s.ReportsPerMinute, DefaultReportsPerMinute)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", s.Metrics.Handler())
@@ -148,6 +175,9 @@ func (s *Server) recoverer(h http.Handler) http.Handler {
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := apperr.CodeOf(err)
 	status := apperr.HTTPStatus(code)
+	if code == apperr.Busy && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", strconv.Itoa(retryMinSeconds+rand.IntN(retrySpreadSeconds)))
+	}
 	if code == apperr.Internal {
 		s.logger().Error("request failed", LogPath, r.URL.Path, LogErr, err)
 	}

@@ -30,9 +30,11 @@ import (
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/httpapi"
 	"upkeep.dev/upkeep/internal/imagerepo"
+	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/store/sqlite"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -55,7 +57,7 @@ type stack struct {
 	api        *httpapi.Server
 	handler    http.Handler
 	admin      string // operator token
-	targetsKey *trust.Key
+	targetsKey *tuf.Key
 	imageRoot  []byte
 }
 
@@ -66,14 +68,14 @@ func newStack(t testing.TB) *stack {
 	ctx := context.Background()
 	s := &stack{t: t, root: t.TempDir()}
 	keysDir, dataDir := filepath.Join(s.root, "keys"), filepath.Join(s.root, "data")
-	if _, err := trust.InitKeySet(keysDir, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+	if _, err := tuf.InitKeySet(keysDir, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := trust.LoadServerKeys(keysDir)
+	keys, err := tuf.LoadServerKeys(keysDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.targetsKey, err = trust.LoadKey(filepath.Join(keysDir, trust.FileTargetsKey)); err != nil {
+	if s.targetsKey, err = tuf.LoadKey(filepath.Join(keysDir, tuf.FileTargetsKey)); err != nil {
 		t.Fatal(err)
 	}
 	s.imageRoot = keys.ImageRoot
@@ -93,9 +95,9 @@ func newStack(t testing.TB) *stack {
 	}
 	logger := quietLogger()
 	s.fleet = &fleet.Service{Store: s.db, Tokens: auth.DeviceTokens{Key: hmacKey, TTL: time.Hour}, Now: time.Now, PollSeconds: 60, Logger: logger}
-	s.images = &imagerepo.Service{Store: s.db, Blobs: s.blobs, Lifetimes: trust.DefaultLifetimes(), Now: time.Now, Logger: logger,
+	s.images = &imagerepo.Service{Store: s.db, Blobs: s.blobs, Lifetimes: tuf.DefaultLifetimes(), Now: time.Now, Logger: logger,
 		Keys: imagerepo.Keys{Snapshot: keys.Snapshot, Timestamp: keys.Timestamp}}
-	s.director = &director.Service{Store: s.db, Images: s.images, Devices: s.db, Releases: s.db, Key: keys.Director, Lifetimes: trust.DefaultLifetimes(), Now: time.Now, Logger: logger,
+	s.director = &director.Service{Store: s.db, Images: s.images, Devices: s.db, Releases: s.db, Key: keys.Director, Lifetimes: tuf.DefaultLifetimes(), Now: time.Now, Logger: logger,
 		OnAssign: s.fleet.SetDirectorVersion}
 	if err := s.images.Bootstrap(ctx, keys.ImageRoot, keys.ImageTargets); err != nil {
 		t.Fatal(err)
@@ -327,7 +329,7 @@ func sha256hex(b []byte) string {
 
 // uploadAndSign uploads content and returns the release's target name and image targets metadata
 // adding it, signed by keys (none: unsigned).
-func (s *stack) uploadAndSign(srv *httptest.Server, version string, content []byte, keys ...*trust.Key) (string, []byte) {
+func (s *stack) uploadAndSign(srv *httptest.Server, version string, content []byte, keys ...*tuf.Key) (string, []byte) {
 	s.t.Helper()
 	r := call(s.t, srv, http.MethodPut, "/api/v1/blobs/"+sha256hex(content), content, bearer(s.admin))
 	if r.status != http.StatusCreated {
@@ -341,17 +343,17 @@ func (s *stack) uploadAndSign(srv *httptest.Server, version string, content []by
 	if r.status != http.StatusOK {
 		s.t.Fatalf("current targets: %d %s", r.status, r.body)
 	}
-	root, err := trust.ParseRoot(s.imageRoot)
+	root, err := tuf.ParseRoot(s.imageRoot)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	cur, err := trust.VerifyTargets(root, r.body, time.Now())
+	cur, err := uptane.VerifyImageTargets(root, r.body, time.Now())
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	name := trust.TargetName(testProduct, version, "fw.img")
-	tf, err := trust.NewTargetFile(info.Length, info.SHA256, info.SHA512, trust.TargetCustom{
-		Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: 2, Class: trust.ClassSecurity,
+	name := tuf.TargetName(testProduct, version, "fw.img")
+	tf, err := uptane.NewTargetFile(info.Length, info.SHA256, info.SHA512, uptane.TargetCustom{
+		Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: 2, Class: uptane.ClassSecurity,
 	})
 	if err != nil {
 		s.t.Fatal(err)
@@ -359,7 +361,7 @@ func (s *stack) uploadAndSign(srv *httptest.Server, version string, content []by
 	cur.Signed.Targets[name] = tf
 	cur.Signed.Version++
 	cur.Signed.Expires = time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
-	signed, err := trust.SignTargets(cur, keys...)
+	signed, err := tuf.SignTargets(cur, keys...)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -889,7 +891,7 @@ func TestPublishUnsignedTargets(t *testing.T) {
 	rootKeySigned := func() []byte {
 		// Signed by the image root's own key, which is not a targets key.
 		dir := filepath.Join(s.root, "keys")
-		k, err := trust.LoadKey(filepath.Join(dir, trust.RootKeyFile(1)))
+		k, err := tuf.LoadKey(filepath.Join(dir, tuf.RootKeyFile(1)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -927,9 +929,9 @@ func TestPublishUnsignedTargets(t *testing.T) {
 	}
 }
 
-func mustKey(t testing.TB) *trust.Key {
+func mustKey(t testing.TB) *tuf.Key {
 	t.Helper()
-	k, err := trust.GenerateKey()
+	k, err := tuf.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1044,7 +1046,7 @@ func TestAssignManyBatch(t *testing.T) {
 	}
 	i := slices.IndexFunc(ds, func(d *fleet.Device) bool { return d.ID == pending.id })
 	ds[0], ds[i] = ds[i], ds[0] // the refused device comes first
-	failed := s.director.AssignMany(ctx, ds, rels[0], &trust.InstallPolicy{Campaign: "c1"})
+	failed := s.director.AssignMany(ctx, ds, rels[0], &installpolicy.Policy{Campaign: "c1"})
 	if len(failed) != 1 || failed[pending.id] == nil {
 		t.Fatalf("failed = %v, want only the pending device", failed)
 	}

@@ -19,15 +19,17 @@ import (
 // Metrics are the server's Prometheus metrics. One value per server: tests run several servers
 // in one process, so nothing is registered globally.
 type Metrics struct {
-	reg        *prometheus.Registry
-	requests   *prometheus.CounterVec
-	latency    *prometheus.HistogramVec
-	checkins   prometheus.Counter
-	shed       prometheus.Counter
-	tokensShed prometheus.Counter
-	failures   *prometheus.CounterVec
-	dbLatency  *prometheus.HistogramVec
-	routes     sync.Map // route pattern -> *routeMetrics
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	checkins    prometheus.Counter
+	shed        prometheus.Counter
+	tokensShed  prometheus.Counter
+	enrolShed   prometheus.Counter
+	reportsShed prometheus.Counter
+	failures    *prometheus.CounterVec
+	dbLatency   *prometheus.HistogramVec
+	routes      sync.Map // route pattern -> *routeMetrics
 
 	// Rollouts, if set, counts campaigns by state and the members of unfinished campaigns by
 	// status; it is called at every scrape of /metrics (upkeep_rollout_campaigns,
@@ -43,15 +45,17 @@ func NewMetrics() *Metrics {
 			[]string{"route", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "upkeep_http_request_seconds", Help: "HTTP request latency by route.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5}}, []string{"route"}),
-		checkins:   prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_checkins_total", Help: "Device check-ins answered."}),
-		shed:       prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_checkins_shed_total", Help: "Check-ins refused with 429 under overload."}),
-		tokensShed: prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_token_requests_shed_total", Help: "Device token requests refused with 429 under overload."}),
+		checkins:    prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_checkins_total", Help: "Device check-ins answered."}),
+		shed:        prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_checkins_shed_total", Help: "Check-ins refused with 429 under overload."}),
+		tokensShed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_token_requests_shed_total", Help: "Device token requests refused with 429 under overload."}),
+		enrolShed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_enrolments_limited_total", Help: "Enrolments refused with 429: the source address's EnrollPerMinute was used up."}),
+		reportsShed: prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_reports_limited_total", Help: "Device reports refused with 429: the device's ReportsPerMinute was used up."}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "upkeep_device_failures_total", Help: "Failed update steps reported by devices, by step and fatality."},
 			[]string{"step", "fatal"}),
 		dbLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "upkeep_db_seconds", Help: "Latency of database work by operation."},
 			[]string{"op"}),
 	}
-	m.reg.MustRegister(rolloutCollector{m}, m.requests, m.latency, m.checkins, m.shed, m.tokensShed, m.failures, m.dbLatency,
+	m.reg.MustRegister(rolloutCollector{m}, m.requests, m.latency, m.checkins, m.shed, m.tokensShed, m.enrolShed, m.reportsShed, m.failures, m.dbLatency,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -9,7 +9,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/exposure"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/vuln"
 )
 
@@ -31,10 +31,10 @@ func (s *Server) patchService(w http.ResponseWriter, r *http.Request) Vulnerabil
 
 func releasePath(r *http.Request) (product, version string, err error) {
 	product, version = r.PathValue("product"), r.PathValue("version")
-	if err := trust.ValidIdent("product", product); err != nil {
+	if err := tuf.ValidIdent("product", product); err != nil {
 		return "", "", apperr.E(apperr.Invalid, "%v", err)
 	}
-	if err := trust.ValidIdent("version", version); err != nil {
+	if err := tuf.ValidIdent("version", version); err != nil {
 		return "", "", apperr.E(apperr.Invalid, "%v", err)
 	}
 	return product, version, nil
@@ -146,7 +146,7 @@ func (s *Server) timeToPatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	if err := trust.ValidIdent("product", name); err != nil {
+	if err := tuf.ValidIdent("product", name); err != nil {
 		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
 		return
 	}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 // ExpiryWarning is how long before offline-signed metadata expires the server starts warning.
@@ -16,7 +16,7 @@ const ExpiryWarning = 30 * 24 * time.Hour
 // (image targets), `upkeep keys resign-director-root` (director root).
 type Expiry struct {
 	Repo    string // RepoImage or RepoDirector
-	Role    string // trust.Root or trust.Targets
+	Role    string // tuf.Root or tuf.Targets
 	Version int64
 	Expires time.Time
 }
@@ -27,7 +27,7 @@ type Expiry struct {
 // lives in the same metadata store and is renewed by the same kind of offline ceremony.
 func (s *Service) OfflineExpiries(ctx context.Context) ([]Expiry, error) {
 	var out []Expiry
-	for _, m := range []struct{ repo, role string }{{RepoImage, trust.Root}, {RepoImage, trust.Targets}, {RepoDirector, trust.Root}} {
+	for _, m := range []struct{ repo, role string }{{RepoImage, tuf.Root}, {RepoImage, tuf.Targets}, {RepoDirector, tuf.Root}} {
 		cur, err := s.Store.LatestMetadata(ctx, m.repo, m.role)
 		if err != nil {
 			return nil, err
@@ -64,7 +64,7 @@ func RenewCommand(e Expiry) string {
 	switch {
 	case e.Repo == RepoDirector:
 		return "upkeep keys resign-director-root"
-	case e.Role == trust.Targets:
+	case e.Role == tuf.Targets:
 		return "upkeep release resign-targets"
 	default:
 		return "upkeep keys rotate-root"

@@ -20,7 +20,8 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // Repository names in the metadata store.
@@ -63,7 +64,7 @@ type Store interface {
 
 // Keys are the online keys of the image repository.
 type Keys struct {
-	Snapshot, Timestamp *trust.Key
+	Snapshot, Timestamp *tuf.Key
 }
 
 // Service signs and serves the image repository. It is safe for concurrent use.
@@ -71,7 +72,7 @@ type Service struct {
 	Store     Store
 	Blobs     release.BlobStore
 	Keys      Keys
-	Lifetimes trust.Lifetimes
+	Lifetimes tuf.Lifetimes
 	Now       func() time.Time
 	Logger    *slog.Logger
 
@@ -116,7 +117,7 @@ func (s *Service) Bootstrap(ctx context.Context, root, targets []byte) error {
 	for _, b := range []struct {
 		role string
 		data []byte
-	}{{trust.Root, root}, {trust.Targets, targets}} {
+	}{{tuf.Root, root}, {tuf.Targets, targets}} {
 		if _, err := s.Store.LatestMetadata(ctx, RepoImage, b.role); err == nil {
 			continue
 		} else if !apperr.Is(err, apperr.NotFound) {
@@ -127,18 +128,18 @@ func (s *Service) Bootstrap(ctx context.Context, root, targets []byte) error {
 		}
 		m := &Meta{Repo: RepoImage, Role: b.role, Version: 1, Body: b.data}
 		switch b.role {
-		case trust.Root:
-			r, err := trust.ParseRoot(b.data)
+		case tuf.Root:
+			r, err := tuf.ParseRoot(b.data)
 			if err != nil {
 				return fmt.Errorf("bootstrap %s: %w", RepoImage, err)
 			}
 			m.Version, m.Expires = r.Signed.Version, r.Signed.Expires
-		case trust.Targets:
+		case tuf.Targets:
 			root, err := s.root(ctx)
 			if err != nil {
 				return err
 			}
-			t, err := trust.VerifyTargets(root, b.data, s.now())
+			t, err := uptane.VerifyImageTargets(root, b.data, s.now())
 			if err != nil {
 				return fmt.Errorf("bootstrap image targets: %w", err)
 			}
@@ -162,8 +163,8 @@ func (s *Service) checkKeys(ctx context.Context) error {
 	}
 	for _, c := range []struct {
 		role string
-		key  *trust.Key
-	}{{trust.Snapshot, s.Keys.Snapshot}, {trust.Timestamp, s.Keys.Timestamp}} {
+		key  *tuf.Key
+	}{{tuf.Snapshot, s.Keys.Snapshot}, {tuf.Timestamp, s.Keys.Timestamp}} {
 		if c.key == nil || !slices.Contains(root.Signed.Roles[c.role].KeyIDs, c.key.ID) {
 			return fmt.Errorf("the configured online key is not trusted for %s in the current root", c.role)
 		}
@@ -178,7 +179,7 @@ func (s *Service) root(ctx context.Context) (*metadata.Metadata[metadata.RootTyp
 
 // LatestRoot returns the latest root of repo in the store, parsed.
 func LatestRoot(ctx context.Context, st MetadataStore, repo string) (*metadata.Metadata[metadata.RootType], error) {
-	m, err := st.LatestMetadata(ctx, repo, trust.Root)
+	m, err := st.LatestMetadata(ctx, repo, tuf.Root)
 	if err != nil {
 		return nil, fmt.Errorf("load %s root: %w", repo, err)
 	}
@@ -198,7 +199,7 @@ func (s *Service) imageTargets(ctx context.Context) (*metadata.Metadata[metadata
 	if c := s.targets.Load(); c != nil && recent(c.at, now) {
 		return c.t, nil
 	}
-	m, err := s.Store.LatestMetadata(ctx, RepoImage, trust.Targets)
+	m, err := s.Store.LatestMetadata(ctx, RepoImage, tuf.Targets)
 	if err != nil {
 		return nil, fmt.Errorf("load image targets: %w", err)
 	}
@@ -273,14 +274,14 @@ func (s *Service) refresh(ctx context.Context, force bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	tm, err := s.Store.LatestMetadata(ctx, RepoImage, trust.Targets)
+	tm, err := s.Store.LatestMetadata(ctx, RepoImage, tuf.Targets)
 	if err != nil {
 		return err
 	}
 	var next int64 = 1
-	if ts, err := s.Store.LatestMetadata(ctx, RepoImage, trust.Timestamp); err == nil {
+	if ts, err := s.Store.LatestMetadata(ctx, RepoImage, tuf.Timestamp); err == nil {
 		next = ts.Version + 1
-		snap, err := s.Store.LatestMetadata(ctx, RepoImage, trust.Snapshot)
+		snap, err := s.Store.LatestMetadata(ctx, RepoImage, tuf.Snapshot)
 		if err != nil {
 			return err
 		}
@@ -295,15 +296,15 @@ func (s *Service) refresh(ctx context.Context, force bool) error {
 	} else if !apperr.Is(err, apperr.NotFound) {
 		return err
 	}
-	st, err := trust.SignSnapshotTimestamp(s.Keys.Snapshot, s.Keys.Timestamp, next, tm.Version, now.Add(s.Lifetimes.Snapshot), now.Add(s.Lifetimes.Timestamp))
+	st, err := tuf.SignSnapshotTimestamp(s.Keys.Snapshot, s.Keys.Timestamp, next, tm.Version, now.Add(s.Lifetimes.Snapshot), now.Add(s.Lifetimes.Timestamp))
 	if err != nil {
 		return err
 	}
 	// Snapshot first: a reader that sees the new timestamp must find its snapshot.
-	if err := s.Store.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Snapshot, Version: next, Body: st.Snapshot, Expires: now.Add(s.Lifetimes.Snapshot)}); err != nil {
+	if err := s.Store.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: tuf.Snapshot, Version: next, Body: st.Snapshot, Expires: now.Add(s.Lifetimes.Snapshot)}); err != nil {
 		return err
 	}
-	if err := s.Store.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Timestamp, Version: next, Body: st.Timestamp, Expires: now.Add(s.Lifetimes.Timestamp)}); err != nil {
+	if err := s.Store.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: tuf.Timestamp, Version: next, Body: st.Timestamp, Expires: now.Add(s.Lifetimes.Timestamp)}); err != nil {
 		return err
 	}
 	s.invalidate()
@@ -319,15 +320,15 @@ func (s *Service) trusted(ctx context.Context, tsBody []byte, sm *metadata.Metad
 	if err != nil {
 		return false
 	}
-	err = trust.Guard("timestamp", func() error {
+	err = tuf.Guard("timestamp", func() error {
 		tm, err := metadata.Timestamp().FromBytes(tsBody)
 		if err != nil {
 			return err
 		}
-		if err := root.VerifyDelegate(trust.Timestamp, tm); err != nil {
+		if err := root.VerifyDelegate(tuf.Timestamp, tm); err != nil {
 			return err
 		}
-		return root.VerifyDelegate(trust.Snapshot, sm)
+		return root.VerifyDelegate(tuf.Snapshot, sm)
 	})
 	return err == nil
 }
@@ -350,7 +351,7 @@ func (s *Service) Metadata(ctx context.Context, file string) ([]byte, error) {
 		if err := s.Refresh(ctx, false); err != nil {
 			return nil, err
 		}
-		m, err := s.Store.LatestMetadata(ctx, RepoImage, trust.Timestamp)
+		m, err := s.Store.LatestMetadata(ctx, RepoImage, tuf.Timestamp)
 		if err != nil {
 			return nil, err
 		}
@@ -358,7 +359,7 @@ func (s *Service) Metadata(ctx context.Context, file string) ([]byte, error) {
 		return m.Body, nil
 	}
 	role, v, ok := VersionedFile(file)
-	if !ok || (role != trust.Root && role != trust.Snapshot && role != trust.Targets) {
+	if !ok || (role != tuf.Root && role != tuf.Snapshot && role != tuf.Targets) {
 		return nil, apperr.E(apperr.NotFound, "no metadata file %s", file)
 	}
 	key := role + "/" + strconv.FormatInt(v, 10)
@@ -391,7 +392,7 @@ func VersionedFile(file string) (role string, version int64, ok bool) {
 
 // CurrentTargets returns the latest image targets metadata, for the release CLI to extend.
 func (s *Service) CurrentTargets(ctx context.Context) ([]byte, error) {
-	m, err := s.Store.LatestMetadata(ctx, RepoImage, trust.Targets)
+	m, err := s.Store.LatestMetadata(ctx, RepoImage, tuf.Targets)
 	if err != nil {
 		return nil, err
 	}

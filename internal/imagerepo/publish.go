@@ -13,12 +13,13 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // nextTargets checks image targets metadata signed offline as the successor of the stored
 // ones: signed by a threshold of the current root's targets keys (expiry aside, see
-// trust.VerifyTargets), exactly one version newer, and keeping every existing target unchanged
+// uptane.VerifyImageTargets), exactly one version newer, and keeping every existing target unchanged
 // (rule says what else the caller allows, for the error). It returns the new and current
 // targets.
 func (s *Service) nextTargets(ctx context.Context, data []byte, rule string) (next, cur *metadata.Metadata[metadata.TargetsType], err error) {
@@ -26,7 +27,7 @@ func (s *Service) nextTargets(ctx context.Context, data []byte, rule string) (ne
 	if err != nil {
 		return nil, nil, err
 	}
-	next, err = trust.VerifyTargets(root, data, s.now())
+	next, err = uptane.VerifyImageTargets(root, data, s.now())
 	if err != nil {
 		return nil, nil, apperr.Wrap(apperr.Verification, err, "targets metadata refused: "+err.Error())
 	}
@@ -57,7 +58,7 @@ func (s *Service) putTargets(ctx context.Context, next *metadata.Metadata[metada
 }
 
 func targetsMeta(t *metadata.Metadata[metadata.TargetsType], data []byte) *Meta {
-	return &Meta{Repo: RepoImage, Role: trust.Targets, Version: t.Signed.Version, Body: data, Expires: t.Signed.Expires}
+	return &Meta{Repo: RepoImage, Role: tuf.Targets, Version: t.Signed.Version, Body: data, Expires: t.Signed.Expires}
 }
 
 func publishedConcurrently(t *metadata.Metadata[metadata.TargetsType]) error {
@@ -69,7 +70,7 @@ func publishedConcurrently(t *metadata.Metadata[metadata.TargetsType]) error {
 // than the current targets, keep every existing target unchanged, and add exactly the target
 // name, whose artifact must already be uploaded with the same length and hashes.
 func (s *Service) Publish(ctx context.Context, name string, data []byte) (*release.Release, error) {
-	if err := trust.ValidTargetName(name); err != nil {
+	if err := tuf.ValidTargetName(name); err != nil {
 		return nil, apperr.Wrap(apperr.Invalid, err, err.Error())
 	}
 	next, cur, err := s.nextTargets(ctx, data, "targets may only be added")
@@ -95,8 +96,8 @@ func (s *Service) Publish(ctx context.Context, name string, data []byte) (*relea
 			return nil, err
 		}
 	}
-	c, _ := trust.ParseTargetCustom(tf) // validated by VerifyTargets
-	if want := trust.TargetName(c.Product, c.Version, lastSegment(name)); want != name {
+	c, _ := uptane.ParseTargetCustom(tf) // validated by VerifyTargets
+	if want := tuf.TargetName(c.Product, c.Version, lastSegment(name)); want != name {
 		return nil, apperr.E(apperr.Invalid, "target name %s must be %s (product/version/file)", name, want)
 	}
 	sha256hex, sha512hex := hex.EncodeToString(tf.Hashes["sha256"]), hex.EncodeToString(tf.Hashes["sha512"])
@@ -154,11 +155,11 @@ func (s *Service) RotateRoot(ctx context.Context, data []byte) error {
 	if err != nil {
 		return err
 	}
-	next, err := trust.VerifyRootUpdate(cur, data)
+	next, err := tuf.VerifyRootUpdate(cur, data)
 	if err != nil {
 		return apperr.Wrap(apperr.Verification, err, "root refused: "+err.Error())
 	}
-	if err := s.Store.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: trust.Root, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
+	if err := s.Store.PutMetadata(ctx, &Meta{Repo: RepoImage, Role: tuf.Root, Version: next.Signed.Version, Body: data, Expires: next.Signed.Expires}); err != nil {
 		return err
 	}
 	if err := s.checkKeys(ctx); err != nil {
@@ -188,7 +189,7 @@ func (s *Service) ResignTargets(ctx context.Context, data []byte) error {
 // checkDelta checks a delta target added with a release: a binding (delta.Binding) whose images
 // are targets of the same metadata with the bound lengths and hashes, and an uploaded blob.
 func (s *Service) checkDelta(ctx context.Context, name string, targets map[string]*metadata.TargetFiles) error {
-	if err := trust.ValidTargetName(name); err != nil {
+	if err := tuf.ValidTargetName(name); err != nil {
 		return apperr.Wrap(apperr.Invalid, err, err.Error())
 	}
 	tf := targets[name]

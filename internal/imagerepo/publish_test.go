@@ -19,7 +19,8 @@ import (
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/store/storetest"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // TestPublishAtomic: a failure between storing the new targets metadata and the release row
@@ -58,14 +59,14 @@ func testPublishAtomic(t *testing.T, db *sqlstore.DB, inject, heal []string) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
-	if _, err := trust.InitKeySet(keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
+	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	sk, err := trust.LoadServerKeys(keys)
+	sk, err := tuf.LoadServerKeys(keys)
 	if err != nil {
 		t.Fatal(err)
 	}
-	targetsKey, err := trust.LoadKey(filepath.Join(keys, trust.FileTargetsKey))
+	targetsKey, err := tuf.LoadKey(filepath.Join(keys, tuf.FileTargetsKey))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func testPublishAtomic(t *testing.T, db *sqlstore.DB, inject, heal []string) {
 		t.Fatal(err)
 	}
 	s := &imagerepo.Service{Store: db, Blobs: blobs, Keys: imagerepo.Keys{Snapshot: sk.Snapshot, Timestamp: sk.Timestamp},
-		Lifetimes: trust.DefaultLifetimes(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		Lifetimes: tuf.DefaultLifetimes(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if err := s.Bootstrap(ctx, sk.ImageRoot, sk.ImageTargets); err != nil {
 		t.Fatal(err)
 	}
@@ -85,9 +86,9 @@ func testPublishAtomic(t *testing.T, db *sqlstore.DB, inject, heal []string) {
 	if _, err := blobs.Put(ctx, bytes.NewReader(image), 1<<20, hex.EncodeToString(h256[:])); err != nil {
 		t.Fatal(err)
 	}
-	name := trust.TargetName("cam", "1.1.0", "fw.img")
-	tf, err := trust.NewTargetFile(int64(len(image)), hex.EncodeToString(h256[:]), hex.EncodeToString(h512[:]),
-		trust.TargetCustom{Product: "cam", HardwareIDs: []string{"cam-v1"}, Version: "1.1.0", SecurityVersion: 1, Class: "security"})
+	name := tuf.TargetName("cam", "1.1.0", "fw.img")
+	tf, err := uptane.NewTargetFile(int64(len(image)), hex.EncodeToString(h256[:]), hex.EncodeToString(h512[:]),
+		uptane.TargetCustom{Product: "cam", HardwareIDs: []string{"cam-v1"}, Version: "1.1.0", SecurityVersion: 1, Class: "security"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,18 +96,18 @@ func testPublishAtomic(t *testing.T, db *sqlstore.DB, inject, heal []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := trust.ParseRoot(sk.ImageRoot)
+	root, err := tuf.ParseRoot(sk.ImageRoot)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tm, err := trust.VerifyTargets(root, cur, time.Now())
+	tm, err := uptane.VerifyImageTargets(root, cur, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	tm.Signed.Targets[name] = tf
 	tm.Signed.Version++
 	tm.Signed.Expires = time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
-	signed, err := trust.SignTargets(tm, targetsKey)
+	signed, err := tuf.SignTargets(tm, targetsKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,7 @@ func testPublishAtomic(t *testing.T, db *sqlstore.DB, inject, heal []string) {
 	if _, err := s.Publish(ctx, name, signed); err == nil {
 		t.Fatal("publish succeeded although the release insert fails")
 	}
-	if _, err := db.FindMetadata(ctx, imagerepo.RepoImage, trust.Targets, 2); !apperr.Is(err, apperr.NotFound) {
+	if _, err := db.FindMetadata(ctx, imagerepo.RepoImage, tuf.Targets, 2); !apperr.Is(err, apperr.NotFound) {
 		t.Fatalf("targets version 2 after the failed publish: %v, want not found", err)
 	}
 	if got, err := s.CurrentTargets(ctx); err != nil || !bytes.Equal(got, cur) {

@@ -12,7 +12,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/store/sqlite"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 // racingStore lets a test run something just before a metadata version is stored.
@@ -36,10 +36,10 @@ func TestRefreshAnotherReplicaFirst(t *testing.T) {
 	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
 	start := time.Now()
-	if _, err := trust.InitKeySet(keys, 1, 1, trust.DefaultLifetimes(), start); err != nil {
+	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), start); err != nil {
 		t.Fatal(err)
 	}
-	sk, err := trust.LoadServerKeys(keys)
+	sk, err := tuf.LoadServerKeys(keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestRefreshAnotherReplicaFirst(t *testing.T) {
 	race := &racingStore{Store: db}
 	newService := func(st imagerepo.Store) *imagerepo.Service {
 		return &imagerepo.Service{Store: st, Keys: imagerepo.Keys{Snapshot: sk.Snapshot, Timestamp: sk.Timestamp},
-			Lifetimes: trust.DefaultLifetimes(), Now: now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			Lifetimes: tuf.DefaultLifetimes(), Now: now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	}
 	a, b := newService(db), newService(race)
 	if err := a.Bootstrap(ctx, sk.ImageRoot, sk.ImageTargets); err != nil {
@@ -67,7 +67,7 @@ func TestRefreshAnotherReplicaFirst(t *testing.T) {
 	offset.Store(int64(20 * time.Hour))
 	raced := false
 	race.before = func(m *imagerepo.Meta) {
-		if !raced && m.Role == trust.Snapshot {
+		if !raced && m.Role == tuf.Snapshot {
 			raced = true
 			if err := a.Refresh(ctx, true); err != nil {
 				t.Errorf("replica a: %v", err)
@@ -81,7 +81,7 @@ func TestRefreshAnotherReplicaFirst(t *testing.T) {
 	if !raced {
 		t.Fatal("replica b did not sign: the race was not played")
 	}
-	stored, err := db.LatestMetadata(ctx, imagerepo.RepoImage, trust.Timestamp)
+	stored, err := db.LatestMetadata(ctx, imagerepo.RepoImage, tuf.Timestamp)
 	if err != nil {
 		t.Fatal(err)
 	}

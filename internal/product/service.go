@@ -11,7 +11,8 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // DeviceFinder lists devices; fleet.Store implements it.
@@ -61,7 +62,7 @@ func (s *Service) logger() *slog.Logger {
 // their next check-in. Returns apperr.Invalid for a bad name or policy, apperr.Conflict if
 // another writer changed the product meanwhile.
 func (s *Service) SetPolicy(ctx context.Context, name string, patch []byte, actor string) (*Product, error) {
-	if err := trust.ValidIdent("product", name); err != nil {
+	if err := tuf.ValidIdent("product", name); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
 	now := s.now().UTC()
@@ -131,7 +132,7 @@ func Warning(p *Product, now time.Time) string {
 
 // Notice is the end-of-support notice signed into the director metadata of the product's
 // devices; nil for a product without a policy.
-func (s *Service) Notice(ctx context.Context, name string) (*trust.Notice, error) {
+func (s *Service) Notice(ctx context.Context, name string) (*uptane.Notice, error) {
 	p, err := s.Store.FindProduct(ctx, name)
 	if apperr.Is(err, apperr.NotFound) {
 		return nil, nil
@@ -143,7 +144,7 @@ func (s *Service) Notice(ctx context.Context, name string) (*trust.Notice, error
 	if err != nil {
 		return nil, err
 	}
-	return &trust.Notice{Product: name, EndOfSupport: pol.SupportEnd}, nil
+	return &uptane.Notice{Product: name, EndOfSupport: pol.SupportEnd}, nil
 }
 
 // WarnEndOfSupport logs, once a day per product, that a product's security-update support ends

@@ -6,8 +6,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -15,9 +17,10 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -30,10 +33,10 @@ type Engine struct {
 	// delivery (docs/ROLLOUTS.md). Nil: every product delivers automatically.
 	Products product.Store
 	// Assign makes the director name rel for d with the install policy, and signs its view.
-	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error
+	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error
 	// AssignMany, if set, assigns a batch at once and returns the devices it could not assign;
 	// else Assign is called for each device.
-	AssignMany func(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error
+	AssignMany func(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *installpolicy.Policy) map[string]error
 	// Unassign makes the director name what d runs, so that it installs nothing new.
 	Unassign func(ctx context.Context, d *fleet.Device) error
 	// Exposed finds the devices exposed to an advisory and the release that fixes it, for
@@ -142,12 +145,6 @@ func (e *Engine) followDelivery(ctx context.Context, c *Campaign, mode string) e
 	return nil
 }
 
-// ParseWindow checks a maintenance window HH:MM-HH:MM.
-func ParseWindow(s string) error {
-	_, _, err := trust.ParseWindow(s)
-	return err
-}
-
 // Create resolves the target to devices, splits them into waves and stores the campaign in
 // state created. Devices that already run the release are left out; devices assigned a newer
 // release are members superseded from the start; older campaigns holding a device are
@@ -168,7 +165,7 @@ func (e *Engine) Create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		s.Release, s.Devices, s.DevicesFrom = rel, ids, "fixes:"+s.Fixes
 	}
 	for _, id := range s.Devices {
-		if err := trust.ValidIdent("device", id); err != nil {
+		if err := tuf.ValidIdent("device", id); err != nil {
 			return nil, apperr.E(apperr.Invalid, "%v", err)
 		}
 	}
@@ -217,7 +214,7 @@ func (e *Engine) create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		return nil, err
 	}
 	if s.Window != "" {
-		if err := ParseWindow(s.Window); err != nil {
+		if err := installpolicy.ValidWindow(s.Window); err != nil {
 			return nil, apperr.E(apperr.Invalid, "maintenance window %q: %v", s.Window, err)
 		}
 	}
@@ -467,6 +464,14 @@ func (e *Engine) audit(ctx context.Context, actor, action, subject, detail strin
 // wave at once; pausing stops new assignments at once (devices already assigned finish or roll
 // back); cancelling also withdraws the assignment from members that have not installed yet.
 //
+// Each action lands whole or not at all, so that a failed one can be retried: the new state, the
+// members' statuses and the audit entry are written in one transaction (Store.ApplyChange).
+// Cancel first withdraws every assignment (idempotent: a device the director no longer names
+// the campaign's image for is left alone), and only then marks the campaign cancelled; if a
+// withdrawal fails, the campaign keeps its state and a retry withdraws the rest. Start and
+// resume land with the state change; the assignments they then make are the engine's own work
+// (a failure there is logged and the next tick, woken at once, assigns from the stored state).
+//
 // Start, resume and cancel run under the campaign's lock (Store.LockCampaign), like every step
 // of the engine on any replica, so that no member is assigned twice; pause takes no lock, so that
 // it applies at once: a step under way re-reads the state between batches and stops.
@@ -494,44 +499,52 @@ func (e *Engine) act(ctx context.Context, id, action, actor string) (*Campaign, 
 		return nil, err
 	}
 	from := c.State
-	c.State, c.UpdatedAt = to, e.now()
-	if action == "start" {
-		c.Wave = 0
-	}
-	if action == "resume" {
+	next := *c
+	next.State, next.UpdatedAt = to, e.now()
+	ch := Change{Campaign: &next, From: from,
+		Audit: []AuditEntry{{Time: next.UpdatedAt, Actor: actor, Action: action, Subject: "campaign:" + c.ID, Detail: fmt.Sprintf("%s → %s", from, to)}}}
+	switch action {
+	case "start":
+		next.Wave = 0
+	case "resume":
 		// The operator looked at the failures so far and chose to go on: only failures after
 		// this point count against the threshold, else the campaign would pause again at once.
 		ms, err := e.Store.FindMembers(ctx, c.ID)
 		if err != nil {
 			return nil, err
 		}
-		c.PauseReason, c.Baseline = "", Baseline(c, ms)
+		next.PauseReason, next.Baseline = "", Baseline(c, ms)
+	case "cancel":
+		ids, err := e.withdraw(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("cancel campaign %s: %w (nothing changed; retry the cancel)", c.ID, err)
+		}
+		ch.Members = []MemberSet{{IDs: ids, From: activeStatuses, Status: MemberCancelled, Detail: "campaign cancelled"}}
 	}
-	if err := e.Store.UpdateCampaign(ctx, c, from); err != nil {
+	if err := e.Store.ApplyChange(ctx, ch); err != nil {
 		return nil, err
 	}
-	e.audit(ctx, actor, action, "campaign:"+c.ID, fmt.Sprintf("%s → %s", from, to))
-	switch action {
-	case "start", "resume":
-		more, err := e.step(ctx, c, cmp.Or(e.ActLimit, ActAssignLimit))
+	if action == "start" || action == "resume" {
+		more, err := e.step(ctx, &next, cmp.Or(e.ActLimit, ActAssignLimit))
 		if err != nil {
-			return c, err
+			// The campaign runs: the next tick assigns what this step could not.
+			e.log().Error("campaign step after "+action, "campaign", c.ID, "err", err)
+			more = true
 		}
 		if more {
 			e.nudge()
-		}
-	case "cancel":
-		if err := e.withdraw(ctx, c); err != nil {
-			return c, err
 		}
 	}
 	return e.Store.FindCampaign(ctx, id)
 }
 
-func (e *Engine) withdraw(ctx context.Context, c *Campaign) error {
+// withdraw makes the director stop naming the campaign's image for every member that has not
+// finished, and returns the members the cancel marks cancelled. It changes no campaign state and
+// may be run again: a device whose director no longer names the image is left alone.
+func (e *Engine) withdraw(ctx context.Context, c *Campaign) ([]string, error) {
 	ms, err := e.Store.FindMembers(ctx, c.ID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var ids []string
 	for _, m := range ms {
@@ -539,20 +552,21 @@ func (e *Engine) withdraw(ctx context.Context, c *Campaign) error {
 			continue
 		}
 		ids = append(ids, m.DeviceID)
-		if m.Status == MemberPending {
-			continue
+		if m.Assigned != c.Target || e.Unassign == nil {
+			continue // pending, or its director already names something else
 		}
 		d, err := e.Devices.FindDevice(ctx, m.DeviceID)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if d.Assigned == c.Target && e.Unassign != nil {
-			if err := e.Unassign(ctx, d); err != nil {
-				return err
-			}
+		if d.Assigned != c.Target {
+			continue
+		}
+		if err := e.Unassign(ctx, d); err != nil {
+			return nil, fmt.Errorf("withdraw %s from device %s: %w", c.Release, d.ID, err)
 		}
 	}
-	return e.Store.SetMembers(ctx, c.ID, ids, activeStatuses, MemberCancelled, "campaign cancelled", e.now())
+	return ids, nil
 }
 
 // Tick drives every running campaign one step. The server calls it periodically, on one
@@ -571,10 +585,7 @@ func (e *Engine) Tick(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("campaign %s: %w", c.ID, err))
 		}
 	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%v", errs)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // tickOne steps one campaign under its lock, from its state as stored once the lock is held
@@ -604,43 +615,50 @@ func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, e
 		}
 		now := e.now()
 		d := Plan(c, ms, now)
+		// The members' verdicts land with the pause or the advance they lead to, in one
+		// transaction: a step that fails leaves the stored state as it was, and the next tick
+		// decides again from it.
+		var sets []MemberSet
 		if len(d.Reconciled) > 0 {
-			if err := e.Store.SetMembers(ctx, c.ID, d.Reconciled, inFlight, MemberCommitted, "", now); err != nil {
-				return false, err
-			}
+			sets = append(sets, MemberSet{IDs: d.Reconciled, From: inFlight, Status: MemberCommitted})
 		}
 		if len(d.Healthy) > 0 {
-			if err := e.Store.SetMembers(ctx, c.ID, d.Healthy, []string{MemberCommitted}, MemberHealthy, "", now); err != nil {
-				return false, err
-			}
+			sets = append(sets, MemberSet{IDs: d.Healthy, From: []string{MemberCommitted}, Status: MemberHealthy})
 		}
 		if len(d.TimedOut) > 0 {
 			why := fmt.Sprintf("no word from the device within %s of its assignment", c.AssignTimeout)
-			if err := e.Store.SetMembers(ctx, c.ID, d.TimedOut, []string{MemberAssigned}, MemberTimedOut, why, now); err != nil {
-				return false, err
-			}
+			sets = append(sets, MemberSet{IDs: d.TimedOut, From: []string{MemberAssigned}, Status: MemberTimedOut, Detail: why})
 		}
-		for id, why := range d.Unhealthy {
-			if err := e.Store.SetMembers(ctx, c.ID, []string{id}, []string{MemberCommitted}, MemberFailed, why, now); err != nil {
+		for _, id := range slices.Sorted(maps.Keys(d.Unhealthy)) {
+			sets = append(sets, MemberSet{IDs: []string{id}, From: []string{MemberCommitted}, Status: MemberFailed, Detail: d.Unhealthy[id]})
+		}
+		next := *c
+		next.UpdatedAt = now
+		ch := Change{Campaign: &next, From: StateRunning, Members: sets}
+		switch {
+		case d.Pause != "":
+			next.State, next.PauseReason = StatePaused, d.Pause
+			ch.Audit = []AuditEntry{{Time: now, Actor: "engine", Action: "pause", Subject: "campaign:" + c.ID, Detail: d.Pause}}
+		case d.Advance:
+			next.Wave++
+			ch.Audit = []AuditEntry{{Time: now, Actor: "engine", Action: "advance", Subject: "campaign:" + c.ID,
+				Detail: fmt.Sprintf("wave %d of %d released", next.Wave+1, len(c.Waves))}}
+		case d.Complete && len(d.Assign) == 0:
+			next.State = StateCompleted
+			ch.Audit = []AuditEntry{completeEntry(c.ID, now)}
+		}
+		if len(sets) > 0 || ch.Audit != nil {
+			if err := e.Store.ApplyChange(ctx, ch); err != nil {
 				return false, err
 			}
+			*c = next
 		}
 		if d.Pause != "" {
-			c.State, c.PauseReason, c.UpdatedAt = StatePaused, d.Pause, now
-			if err := e.Store.UpdateCampaign(ctx, c, StateRunning); err != nil {
-				return false, err
-			}
-			e.audit(ctx, "engine", "pause", "campaign:"+c.ID, d.Pause)
 			e.log().Warn("campaign paused itself", "campaign", c.ID, "release", c.Release, "reason", d.Pause)
 			return false, nil
 		}
-		if d.Advance {
-			c.Wave++
-			c.UpdatedAt = now
-			if err := e.Store.UpdateCampaign(ctx, c, StateRunning); err != nil {
-				return false, err
-			}
-			e.audit(ctx, "engine", "advance", "campaign:"+c.ID, fmt.Sprintf("wave %d of %d released", c.Wave+1, len(c.Waves)))
+		if c.State == StateCompleted {
+			return false, nil
 		}
 		if limit > 0 && len(d.Assign) > limit {
 			// Pending members of a released wave go out at the next step (Plan releases them).
@@ -655,11 +673,13 @@ func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, e
 			}
 		}
 		if d.Complete {
-			c.State, c.UpdatedAt = StateCompleted, now
-			if err := e.Store.UpdateCampaign(ctx, c, StateRunning); err != nil {
+			// The last wave's stragglers were assigned above (a restart between two writes).
+			next := *c
+			next.State, next.UpdatedAt = StateCompleted, now
+			if err := e.Store.ApplyChange(ctx, Change{Campaign: &next, From: StateRunning, Audit: []AuditEntry{completeEntry(c.ID, now)}}); err != nil {
 				return false, err
 			}
-			e.audit(ctx, "engine", "complete", "campaign:"+c.ID, "every wave met its success threshold")
+			*c = next
 			return false, nil
 		}
 		if !d.Advance {
@@ -669,9 +689,13 @@ func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, e
 	return false, nil
 }
 
+func completeEntry(id string, now time.Time) AuditEntry {
+	return AuditEntry{Time: now, Actor: "engine", Action: "complete", Subject: "campaign:" + id, Detail: "every wave met its success threshold"}
+}
+
 // assignBatch assigns rel to devices with AssignMany, or one by one with Assign if it is not
 // set, and returns the devices it could not assign.
-func (e *Engine) assignBatch(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *trust.InstallPolicy) map[string]error {
+func (e *Engine) assignBatch(ctx context.Context, ds []*fleet.Device, rel *release.Release, p *installpolicy.Policy) map[string]error {
 	if e.AssignMany != nil {
 		return e.AssignMany(ctx, ds, rel, p)
 	}
@@ -695,7 +719,7 @@ func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
 		return err
 	}
 	rels := map[string]*release.Release{c.Target: rel}
-	pol := &trust.InstallPolicy{Campaign: c.ID, Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow}
+	pol := &installpolicy.Policy{Campaign: c.ID, Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow}
 	for chunk := range slices.Chunk(ids, 200) {
 		cur, err := e.Store.FindCampaign(ctx, c.ID)
 		if err != nil {
@@ -867,7 +891,7 @@ func (e *Engine) Status(ctx context.Context, id string) (*Status, error) {
 // PutGroup validates and stores a group (its filter and maintenance window) and records who
 // changed it. Returns apperr.Invalid for a bad name, filter or window.
 func (e *Engine) PutGroup(ctx context.Context, name, filter, window, actor string) (*Group, error) {
-	if err := trust.ValidIdent("group", name); err != nil {
+	if err := tuf.ValidIdent("group", name); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
 	if filter != "" {
@@ -876,7 +900,7 @@ func (e *Engine) PutGroup(ctx context.Context, name, filter, window, actor strin
 		}
 	}
 	if window != "" {
-		if err := ParseWindow(window); err != nil {
+		if err := installpolicy.ValidWindow(window); err != nil {
 			return nil, apperr.E(apperr.Invalid, "maintenance window %q: %v", window, err)
 		}
 	}
@@ -899,7 +923,7 @@ func (e *Engine) Groups(ctx context.Context) ([]*Group, error) { return e.Store.
 
 // Group returns apperr.Invalid for a bad name and apperr.NotFound for an unknown group.
 func (e *Engine) Group(ctx context.Context, name string) (*Group, error) {
-	if err := trust.ValidIdent("group", name); err != nil {
+	if err := tuf.ValidIdent("group", name); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
 	return e.Store.FindGroup(ctx, name)
@@ -922,7 +946,7 @@ func (e *Engine) ChangeGroupDevices(ctx context.Context, g *Group, add, remove [
 		return apperr.E(apperr.Invalid, "group %s is defined by a filter; its members follow the inventory", g.Name)
 	}
 	for _, id := range append(append([]string{}, add...), remove...) {
-		if err := trust.ValidIdent("device", id); err != nil {
+		if err := tuf.ValidIdent("device", id); err != nil {
 			return apperr.E(apperr.Invalid, "%v", err)
 		}
 	}

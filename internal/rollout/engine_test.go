@@ -12,6 +12,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
@@ -19,7 +20,6 @@ import (
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/store/storetest"
-	"upkeep.dev/upkeep/internal/trust"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -49,7 +49,7 @@ func newEngine(t *testing.T, devices int) *engineEnv {
 func newEngineOn(t *testing.T, db *sqlstore.DB, now time.Time) *engineEnv {
 	env := &engineEnv{db: db, assigned: map[string]string{}, now: now}
 	env.e = &rollout.Engine{Store: db, Devices: db, Releases: db, Now: func() time.Time { return env.now },
-		Assign: func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+		Assign: func(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error {
 			env.mu.Lock()
 			env.assigned[d.ID] = rel.Target
 			env.mu.Unlock()
@@ -279,7 +279,7 @@ func TestEngineStartAssignsALimitAndWakesTheEngine(t *testing.T) {
 	env := newEngine(t, 10)
 	var calls int
 	assign := env.e.Assign
-	env.e.Assign = func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+	env.e.Assign = func(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error {
 		calls++
 		return assign(ctx, d, rel, p)
 	}
@@ -320,7 +320,7 @@ func TestEngineTickDuringStart(t *testing.T) {
 	env := newEngine(t, 250)
 	calls := map[string]int{}
 	assign := env.e.Assign
-	env.e.Assign = func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+	env.e.Assign = func(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error {
 		env.mu.Lock()
 		calls[d.ID]++
 		env.mu.Unlock()
@@ -492,7 +492,7 @@ func TestEnginesShareAPostgresCampaign(t *testing.T) {
 	var mu sync.Mutex
 	for _, env := range envs {
 		assign := env.e.Assign
-		env.e.Assign = func(ctx context.Context, d *fleet.Device, rel *release.Release, p *trust.InstallPolicy) error {
+		env.e.Assign = func(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error {
 			mu.Lock()
 			calls[d.ID]++
 			mu.Unlock()

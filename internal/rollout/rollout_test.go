@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -179,28 +178,6 @@ func TestNewer(t *testing.T) {
 	c := &release.Release{SecurityVersion: 2, PublishedAt: t0.Add(time.Hour)}
 	if !Newer(a, b) || Newer(b, a) || !Newer(c, a) || Newer(a, c) || Newer(a, a) {
 		t.Error("Newer orders by security version, then publication")
-	}
-}
-
-func TestWindows(t *testing.T) {
-	at := func(h, m int) time.Time { return time.Date(2026, 11, 25, h, m, 0, 0, time.UTC) }
-	tests := []struct {
-		window string
-		t      time.Time
-		in     bool
-	}{
-		{"02:00-05:00", at(1, 59), false}, {"02:00-05:00", at(2, 0), true}, {"02:00-05:00", at(4, 59), true}, {"02:00-05:00", at(5, 0), false},
-		{"22:00-04:00", at(23, 30), true}, {"22:00-04:00", at(3, 59), true}, {"22:00-04:00", at(4, 0), false}, {"22:00-04:00", at(12, 0), false},
-	}
-	for _, tt := range tests {
-		if got := trust.InWindow(tt.window, tt.t); got != tt.in {
-			t.Errorf("InWindow(%s, %s) = %t", tt.window, tt.t.Format("15:04"), got)
-		}
-	}
-	for _, bad := range []string{"", "2-5", "02:00", "02:00-02:00", "25:00-01:00", "02:00-05:60"} {
-		if ParseWindow(bad) == nil {
-			t.Errorf("ParseWindow(%q) accepted", bad)
-		}
 	}
 }
 

@@ -30,6 +30,25 @@ type Membership struct {
 	Status     string // the member's status
 }
 
+// MemberSet sets the status of a campaign's members whose status is one of From (any if empty),
+// as Store.SetMembers does.
+type MemberSet struct {
+	IDs    []string
+	From   []string
+	Status string
+	Detail string
+}
+
+// Change is one step of a campaign that lands whole or not at all: its new state (start, pause,
+// resume, cancel, an advance, an automatic pause, completion), the member statuses that go with
+// it, and the audit entries that record it.
+type Change struct {
+	Campaign *Campaign // written as UpdateCampaign writes it, if the campaign is still in state From
+	From     string
+	Members  []MemberSet // stamped Campaign.UpdatedAt
+	Audit    []AuditEntry
+}
+
 // Store persists campaigns, members, groups and the audit trail.
 type Store interface {
 	// CreateCampaign stores a campaign and its members in one transaction.
@@ -41,6 +60,9 @@ type Store interface {
 	// UpdateCampaign writes state, wave, pause reason, failure baseline and update time if the
 	// campaign is still in state from; apperr.Conflict otherwise.
 	UpdateCampaign(ctx context.Context, c *Campaign, from string) error
+	// ApplyChange writes a change in one transaction: all of it, or on any error nothing.
+	// apperr.Conflict, and nothing written, if the campaign is no longer in state From.
+	ApplyChange(ctx context.Context, ch Change) error
 	// FindMembers lists a campaign's members with their devices' last check-in.
 	FindMembers(ctx context.Context, campaignID string) ([]Member, error)
 	// SetMembers sets the status of members whose status is one of from (any if empty).

@@ -38,7 +38,7 @@ import (
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/transparency"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -56,16 +56,46 @@ type Config struct {
 	// MaxCheckins bounds check-ins in flight; past it devices get 429 and a spread Retry-After.
 	// 0: the HTTP API's default (4096).
 	MaxCheckins int
+	// MaxTokenRequests bounds device token requests in flight. 0: the HTTP API's default (256).
+	MaxTokenRequests int
+	// BodyTimeout is how long a device request's body may take to arrive; it is read in full
+	// before the request takes a place among MaxCheckins or MaxTokenRequests. Default 10 s.
+	BodyTimeout time.Duration
+	// MaxPerDevice bounds one device's check-ins and reports in flight (default 4), MaxPerIP one
+	// source address's (IPv6: /64) token requests and enrolments in flight (default 32).
+	MaxPerDevice, MaxPerIP int
+	// EnrollPerMinute limits enrolments without an enrolment token per source address (default
+	// 30); ReportsPerMinute limits reports per device (default 20). Beyond: 429 + Retry-After.
+	EnrollPerMinute, ReportsPerMinute int
+	// MaxPending bounds the devices awaiting approval (default 10,000); PendingTTL is how long
+	// one waits before the housekeeping job removes it (default 7 days).
+	MaxPending int
+	PendingTTL time.Duration
+	// EventRetention is how long device events are kept (default 90 days), MaxDeviceEvents how
+	// many per device at most (default 1,000); the housekeeping job applies both.
+	EventRetention  time.Duration
+	MaxDeviceEvents int
+	// HousekeepingEvery is how often the housekeeping job (pending expiry, event retention)
+	// runs. Default 10 minutes.
+	HousekeepingEvery time.Duration
 	// RolloutEvery is how often the rollout engine drives running campaigns. Default 1 s.
 	RolloutEvery time.Duration
 	TokenTTL     time.Duration
-	Lifetimes    trust.Lifetimes
+	Lifetimes    tuf.Lifetimes
 	Logger       *slog.Logger
 	Now          func() time.Time // a fake clock in tests
 	// PublicURL is the base URL the public reaches this server at; the labels' QR codes link
 	// under it (/p/{product}). Empty: the listen URL.
 	PublicURL    string
 	Manufacturer string // who places the products on the market, as declarations name it
+	// TLSCert and TLSKey are PEM files of the server's certificate (chain) and key: the server
+	// speaks HTTPS, and loads them again when they change (checked at most every TLSCheckEvery,
+	// 0: a second), so a renewed certificate needs no restart. Empty: plain HTTP, which Validate
+	// allows only on a loopback address or BehindProxy.
+	TLSCert, TLSKey string
+	TLSCheckEvery   time.Duration
+	// BehindProxy says a TLS-terminating proxy is in front: plain HTTP on any address.
+	BehindProxy bool
 	// PublicRefresh is how long a product's public pages are served before their inputs are read
 	// again (0: transparency.DefaultInterval); label.go.
 	PublicRefresh time.Duration
@@ -75,8 +105,32 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Addr: "127.0.0.1:8080", DataDir: "upkeep-data", KeysDir: "keys", MaxArtifact: 4 << 30,
-		PollSeconds: 300, TokenTTL: time.Hour, Lifetimes: trust.DefaultLifetimes(),
+		PollSeconds: 300, TokenTTL: time.Hour, Lifetimes: tuf.DefaultLifetimes(),
+		BodyTimeout: httpapi.DefaultBodyTimeout, MaxPerDevice: httpapi.DefaultMaxPerDevice, MaxPerIP: httpapi.DefaultMaxPerIP,
+		EnrollPerMinute: httpapi.DefaultEnrollPerMinute, ReportsPerMinute: httpapi.DefaultReportsPerMinute,
+		MaxPending: DefaultMaxPending, PendingTTL: DefaultPendingTTL, EventRetention: DefaultEventRetention,
+		MaxDeviceEvents: DefaultMaxDeviceEvents, HousekeepingEvery: DefaultHousekeepingEvery,
 	}
+}
+
+// Defaults of the bounds on what unauthenticated clients and devices can make the server store.
+const (
+	DefaultMaxPending        = 10000
+	DefaultPendingTTL        = 7 * 24 * time.Hour
+	DefaultEventRetention    = 90 * 24 * time.Hour
+	DefaultMaxDeviceEvents   = 1000
+	DefaultHousekeepingEvery = 10 * time.Minute
+)
+
+// withDefaults fills in the zero limits of a configuration not made by DefaultConfig.
+func (c Config) withDefaults() Config {
+	c.BodyTimeout = cmp.Or(c.BodyTimeout, httpapi.DefaultBodyTimeout)
+	c.MaxPending = cmp.Or(c.MaxPending, DefaultMaxPending)
+	c.PendingTTL = cmp.Or(c.PendingTTL, DefaultPendingTTL)
+	c.EventRetention = cmp.Or(c.EventRetention, DefaultEventRetention)
+	c.MaxDeviceEvents = cmp.Or(c.MaxDeviceEvents, DefaultMaxDeviceEvents)
+	c.HousekeepingEvery = cmp.Or(c.HousekeepingEvery, DefaultHousekeepingEvery)
+	return c
 }
 
 // Validate names the first bad field.
@@ -94,10 +148,29 @@ func (c Config) Validate() error {
 		return errors.New("server config: poll seconds must be positive")
 	case c.MaxCheckins < 0:
 		return errors.New("server config: max check-ins must not be negative")
+	case c.MaxTokenRequests < 0:
+		return errors.New("server config: max token requests must not be negative")
+	case c.BodyTimeout < 0:
+		return errors.New("server config: body timeout must not be negative")
+	case c.MaxPerDevice < 0 || c.MaxPerIP < 0:
+		return errors.New("server config: max per device and max per IP must not be negative")
+	case c.EnrollPerMinute < 0 || c.ReportsPerMinute < 0:
+		return errors.New("server config: enrolments and reports per minute must not be negative")
+	case c.MaxPending < 0 || c.PendingTTL < 0:
+		return errors.New("server config: max pending and pending TTL must not be negative")
+	case c.EventRetention < 0 || c.MaxDeviceEvents < 0:
+		return errors.New("server config: event retention and max device events must not be negative")
+	case c.HousekeepingEvery < 0:
+		return errors.New("server config: housekeeping interval must not be negative")
 	case c.TokenTTL < time.Minute:
 		return errors.New("server config: device token TTL must be at least a minute")
 	case c.PublicURL != "" && !validPublicURL(c.PublicURL):
 		return errors.New("server config: public URL must be an absolute http:// or https:// URL")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("server config: tls cert and tls key go together")
+	case c.TLSCert == "" && !c.BehindProxy && !loopback(c.Addr):
+		return fmt.Errorf("server config: addr %s is not a loopback address, and plain HTTP there would carry device tokens and operator secrets in clear: "+
+			"give a certificate (--tls-cert, --tls-key), or --behind-proxy if a TLS-terminating proxy is in front", c.Addr)
 	}
 	return nil
 }
@@ -137,6 +210,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -147,7 +221,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	keys, err := trust.LoadServerKeys(cfg.KeysDir)
+	keys, err := tuf.LoadServerKeys(cfg.KeysDir)
 	if err != nil {
 		return nil, fmt.Errorf("%w (run `upkeep keys init --dir %s` first)", err, cfg.KeysDir)
 	}
@@ -190,7 +264,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Metrics.Rollouts = db.RolloutCounts
 	// The device store is timed (upkeep_db_seconds): its calls are the ones on the device
 	// routes' path (first check-in of a device, token requests, reports).
-	s.Fleet = &fleet.Service{Store: fleet.TimedStore{Store: db, Observe: s.Metrics.ObserveDB}, Tokens: auth.DeviceTokens{Key: hmacKey, TTL: cfg.TokenTTL}, Now: now, PollSeconds: cfg.PollSeconds, Logger: cfg.Logger}
+	s.Fleet = &fleet.Service{Store: fleet.TimedStore{Store: db, Observe: s.Metrics.ObserveDB}, Tokens: auth.DeviceTokens{Key: hmacKey, TTL: cfg.TokenTTL}, Now: now, PollSeconds: cfg.PollSeconds, Logger: cfg.Logger, MaxPending: cfg.MaxPending}
 	s.Images = &imagerepo.Service{Store: db, Blobs: s.Blobs, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
 		Keys: imagerepo.Keys{Snapshot: keys.Snapshot, Timestamp: keys.Timestamp}}
 	s.Director = &director.Service{Store: db, Images: s.Images, Deltas: s.Images.Deltas, Devices: db, Releases: db, Key: keys.Director, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
@@ -225,21 +299,36 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Products = &product.Service{Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Director.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
 	s.Director.Notice = s.Products.Notice
 	api := &httpapi.Server{Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
+		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
+		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
 		Exposure: s.Exposure,
 		Metrics:  s.Metrics, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
 	s.URL = "http://" + s.ln.Addr().String()
+	var certs *certReloader
+	if cfg.TLSCert != "" {
+		if certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, cmp.Or(cfg.TLSCheckEvery, time.Second), cfg.Logger); err != nil {
+			s.ln.Close()
+			return fail(err)
+		}
+		s.URL = "https://" + s.ln.Addr().String()
+	}
 	s.Transparency.TimeToPatch = s.Exposure.LabelTimeToPatch
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
 	}
 	s.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	serve := func() error { return s.http.Serve(s.ln) }
+	if certs != nil {
+		s.http.TLSConfig = tlsConfig(certs)
+		serve = func() error { return s.http.ServeTLS(s.ln, "", "") }
+	}
 	s.serving.Add(1)
 	go func() {
 		defer s.serving.Done()
-		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			cfg.Logger.Error("http server stopped", "err", err)
 		}
 	}()
@@ -263,6 +352,7 @@ func (s *Server) startJobs(ctx context.Context) {
 	warned := map[string]time.Time{} // only the warnings job reads and writes it
 	s.warn(ctx, warned)
 	s.Every("warnings", time.Hour, func(ctx context.Context) { s.warn(ctx, warned) }, nil)
+	s.Every("housekeeping", s.Config.HousekeepingEvery, s.housekeep, nil)
 	s.Every("advisory-refresh", advisoryRefreshEvery, s.refreshAdvisories, nil)
 	cursor, err := s.DB.LastDirectorChange(ctx)
 	if err != nil {
@@ -301,6 +391,40 @@ func (s *Server) startJobs(ctx context.Context) {
 			}
 		}
 	})
+}
+
+// housekeep removes what devices and unauthenticated clients left that is no longer wanted:
+// enrolments that waited longer than PendingTTL for an operator, and device events beyond the
+// retention (older than EventRetention, or past MaxDeviceEvents of a device). One replica at a
+// time does it (the "housekeeping" lease); the work is idempotent either way.
+func (s *Server) housekeep(ctx context.Context) {
+	if ok, err := s.DB.AcquireLease(ctx, "housekeeping", s.holder, s.Config.HousekeepingEvery); err != nil || !ok {
+		return
+	}
+	now := s.now()
+	if n, err := s.DB.DeletePendingDevices(ctx, now.Add(-s.Config.PendingTTL)); err != nil {
+		if ctx.Err() == nil {
+			s.Config.Logger.Warn("expire pending enrolments", "err", err)
+		}
+	} else if n > 0 {
+		s.Config.Logger.Info("expired pending enrolments", "devices", n, "older_than", s.Config.PendingTTL.String())
+	}
+	t := time.Now()
+	if n, err := s.DB.PruneEvents(ctx, now.Add(-s.Config.EventRetention), s.Config.MaxDeviceEvents); err != nil {
+		if ctx.Err() == nil {
+			s.Config.Logger.Warn("prune device events", "err", err)
+		}
+	} else if n > 0 {
+		s.Config.Logger.Info("pruned device events", "events", n)
+	}
+	s.Metrics.ObserveDB("prune_events", time.Since(t))
+}
+
+func (s *Server) now() time.Time {
+	if s.Config.Now != nil {
+		return s.Config.Now()
+	}
+	return time.Now()
 }
 
 // Go runs fn as a background job named name: in a goroutine of its own, with a context that

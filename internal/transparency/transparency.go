@@ -30,7 +30,8 @@ import (
 	"upkeep.dev/upkeep/internal/label"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // KeyDir is the folder, inside the server's keys folder, that holds one declaration signing key
@@ -141,7 +142,7 @@ func PageURL(base, product string) string {
 // Returns apperr.Invalid for a name that is not a product name, and apperr.NotFound for a
 // product without a support policy.
 func (s *Service) Publication(ctx context.Context, product string) (*Publication, error) {
-	if err := trust.ValidIdent("product", product); err != nil {
+	if err := tuf.ValidIdent("product", product); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
 	p, err := s.Products.FindProduct(ctx, product)
@@ -241,7 +242,7 @@ type inputs struct {
 	product string
 	pageURL string
 	decl    label.Declaration
-	key     *trust.Key
+	key     *tuf.Key
 	keyID   string
 	fp      [sha256.Size]byte // fingerprint of everything above but now and the build times
 }
@@ -394,13 +395,13 @@ func (s *Service) build(in *inputs) (*Publication, error) {
 // it there (mode 0600); an operator who wants a key of their own places the file first. Two
 // servers racing to create it end up with the same key: the file is created exclusively and the
 // loser reads the winner's.
-func (s *Service) DeclarationKey(product string) (*trust.Key, error) {
-	if err := trust.ValidIdent("product", product); err != nil {
+func (s *Service) DeclarationKey(product string) (*tuf.Key, error) {
+	if err := tuf.ValidIdent("product", product); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
 	dir := filepath.Join(s.KeysDir, KeyDir)
 	path := filepath.Join(dir, product+".key")
-	k, err := trust.LoadKey(path)
+	k, err := tuf.LoadKey(path)
 	if err == nil {
 		return k, nil
 	}
@@ -410,11 +411,11 @@ func (s *Service) DeclarationKey(product string) (*trust.Key, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("declaration key of %s: %w", product, err)
 	}
-	if k, err = trust.GenerateKey(); err != nil {
+	if k, err = tuf.GenerateKey(); err != nil {
 		return nil, fmt.Errorf("declaration key of %s: %w", product, err)
 	}
-	if err := trust.SaveKey(path, k); errors.Is(err, fs.ErrExist) {
-		return trust.LoadKey(path)
+	if err := tuf.SaveKey(path, k); errors.Is(err, fs.ErrExist) {
+		return tuf.LoadKey(path)
 	} else if err != nil {
 		return nil, fmt.Errorf("declaration key of %s: %w", product, err)
 	}
@@ -429,11 +430,11 @@ func (s *Service) DeclarationKey(product string) (*trust.Key, error) {
 //   - signed and verified on the device: the server publishes only releases whose targets
 //     metadata a threshold of the offline targets keys signed (imagerepo.Service.Publish), and the
 //     agent runs Uptane full verification of both repositories before it downloads
-//     (trust.Decide); keys are Ed25519; targets carry SHA-256 and SHA-512, and the agent checks
-//     the downloaded bytes against the signed trust.ImageHash (SHA-256), which is what the
+//     (uptane.Decide); keys are Ed25519; targets carry SHA-256 and SHA-512, and the agent checks
+//     the downloaded bytes against the signed uptane.ImageHash (SHA-256), which is what the
 //     declaration's hash_alg says;
 //   - rollback protection: the agent refuses a target whose security version is below the
-//     installed one (trust.Decide); it protects a product only if its releases carry security
+//     installed one (uptane.Decide); it protects a product only if its releases carry security
 //     versions, which releasesHaveSecurityVersions says;
 //   - atomic A/B with automatic rollback: the agent's default installer writes the inactive
 //     slot and boots it once on trial; a trial that does not commit falls back.
@@ -445,7 +446,7 @@ func PlatformMechanism(releasesHaveSecurityVersions bool) label.Mechanism {
 		AutomaticRollback:         true,
 		OfflineSigningKeys:        true,
 		SignatureAlgorithm:        "ed25519",
-		HashAlgorithms:            trust.ImageHash,
+		HashAlgorithms:            uptane.ImageHash,
 		TrustAnchor:               "TUF image root and Uptane director root, both signed with offline keys",
 	}
 }

@@ -20,7 +20,7 @@ import (
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/transparency"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
 )
 
 const testProduct = "thermostat"
@@ -78,7 +78,7 @@ func newFixture(t *testing.T, end string) *fixture {
 func (f *fixture) release(t *testing.T, version, class string, secVer int64, at time.Time) {
 	t.Helper()
 	r := &release.Release{Product: testProduct, Version: version, HardwareIDs: []string{"hw"}, SecurityVersion: secVer, Class: class,
-		Target: trust.TargetName(testProduct, version, "fw.img"), Length: 1, SHA256: strings.Repeat("a", 64), SHA512: strings.Repeat("b", 128), TargetsVersion: secVer + 1, PublishedAt: at}
+		Target: tuf.TargetName(testProduct, version, "fw.img"), Length: 1, SHA256: strings.Repeat("a", 64), SHA512: strings.Repeat("b", 128), TargetsVersion: secVer + 1, PublishedAt: at}
 	if err := f.db.CreateRelease(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
@@ -215,18 +215,18 @@ func TestTransparencyDeclarationKey(t *testing.T) {
 	if _, err := label.Verify(a.Envelope, pub); err != nil {
 		t.Fatal(err)
 	}
-	k, err := trust.LoadKey(path)
+	k, err := tuf.LoadKey(path)
 	if err != nil || !k.Private.Public().(ed25519.PublicKey).Equal(pub) {
 		t.Fatalf("published key is not the file's: %v", err)
 	}
 
 	// The operator replaces it with a key of their choosing: the next publication uses it.
-	own, err := trust.GenerateKey()
+	own, err := tuf.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Remove(path)
-	if err := trust.SaveKey(path, own); err != nil {
+	if err := tuf.SaveKey(path, own); err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Add(transparency.DefaultInterval)

@@ -7,7 +7,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/director"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // The director's tables: director_views (the latest few views of each device, stored with the
@@ -18,7 +18,7 @@ import (
 const directorViewsKept = 3
 
 // PutDirectorView implements director.Store.
-func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v *trust.DirectorView, as *director.Assignment) error {
+func (s *DB) PutDirectorView(ctx context.Context, deviceID string, prev int64, v *uptane.DirectorView, as *director.Assignment) error {
 	return s.inTx(ctx, "put director view "+deviceID, func(tx *Tx) error {
 		stale, err := s.putView(ctx, tx, director.ViewPut{DeviceID: deviceID, Prev: prev, View: v, Assign: as})
 		if stale {
@@ -158,8 +158,8 @@ func (s *DB) PruneDirectorChanges(ctx context.Context, seq int64) error {
 }
 
 // FindDirectorView implements director.Store.
-func (s *DB) FindDirectorView(ctx context.Context, deviceID string, version int64) (*trust.DirectorView, error) {
-	var v trust.DirectorView
+func (s *DB) FindDirectorView(ctx context.Context, deviceID string, version int64) (*uptane.DirectorView, error) {
+	var v uptane.DirectorView
 	err := s.db.QueryRowContext(ctx, `SELECT version, targets, snapshot, timestamp, expires FROM director_views
 		WHERE device_id = $1 AND ($2 = 0 OR version = $2) ORDER BY version DESC LIMIT 1`, deviceID, version).
 		Scan(&v.Version, &v.Targets, &v.Snapshot, &v.Timestamp, &v.Expires)

@@ -59,11 +59,10 @@ func (s *DB) FindDevice(ctx context.Context, id string) (*fleet.Device, error) {
 	return d, nil
 }
 
-// FindDevices implements fleet.Store.
-func (s *DB) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.Device, error) {
+// deviceWhere is the WHERE clause (empty or starting with " WHERE") selecting f's devices, with
+// its arguments; arg numbers the arguments.
+func deviceWhere(f fleet.DeviceFilter, arg func(v any) string) string {
 	var where []string
-	var args []any
-	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
 	if f.Product != "" {
 		where = append(where, "product = "+arg(f.Product))
 	}
@@ -80,11 +79,17 @@ func (s *DB) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.De
 		}
 		where = append(where, "id IN ("+strings.Join(ph, ",")+")")
 	}
-	q := `SELECT ` + deviceCols + ` FROM devices`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+	if len(where) == 0 {
+		return ""
 	}
-	q += " ORDER BY id"
+	return " WHERE " + strings.Join(where, " AND ")
+}
+
+// FindDevices implements fleet.Store.
+func (s *DB) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.Device, error) {
+	var args []any
+	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
+	q := `SELECT ` + deviceCols + ` FROM devices` + deviceWhere(f, arg) + " ORDER BY id"
 	if f.Limit > 0 {
 		q += " LIMIT " + arg(f.Limit) + " OFFSET " + arg(f.Offset)
 	}
@@ -102,6 +107,65 @@ func (s *DB) FindDevices(ctx context.Context, f fleet.DeviceFilter) ([]*fleet.De
 		out = append(out, d)
 	}
 	return out, rows.Err()
+}
+
+// CountDevices implements fleet.Store.
+func (s *DB) CountDevices(ctx context.Context, f fleet.DeviceFilter) (int, error) {
+	var args []any
+	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM devices`+deviceWhere(f, arg), args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count devices: %w", err)
+	}
+	return n, nil
+}
+
+// DeletePendingDevices removes the devices still pending (never accepted by an operator) that
+// enrolled before before, and returns how many. Pending devices have no events, views or
+// assignments: they cannot report or be deployed to.
+func (s *DB) DeletePendingDevices(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM devices WHERE status = $1 AND enrolled_at < $2`, fleet.StatusPending, before.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("delete pending devices: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+// PruneEvents applies the device events' retention: it deletes the events older than before and,
+// of each device, all but its newest keep (keep <= 0: no bound by count), and returns how many
+// it deleted. A device's first successful commit of a published release stays whatever its age:
+// it is the evidence of time to patch (FindInstalls), at most one per release and device.
+func (s *DB) PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error) {
+	const evidence = ` AND NOT (e.step = 'commit' AND e.status = 'ok'
+  AND EXISTS (SELECT 1 FROM releases r WHERE r.target = e.target)
+  AND e.id = (SELECT MIN(c.id) FROM device_events c WHERE c.device_id = e.device_id AND c.target = e.target AND c.step = 'commit' AND c.status = 'ok'))`
+	var total int64
+	del := func(q string, args ...any) error {
+		res, err := s.db.ExecContext(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("prune device events: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+		return nil
+	}
+	if !before.IsZero() {
+		if err := del(`DELETE FROM device_events WHERE id IN (SELECT e.id FROM device_events e WHERE e.time < $1`+evidence+`)`, before.UTC()); err != nil {
+			return total, err
+		}
+	}
+	if keep > 0 {
+		// Only devices over the bound are ranked; the index on (device_id, id) serves both steps.
+		if err := del(`DELETE FROM device_events WHERE id IN (
+SELECT e.id FROM (SELECT id, device_id, target, step, status,
+    ROW_NUMBER() OVER (PARTITION BY device_id ORDER BY id DESC) AS rn
+  FROM device_events WHERE device_id IN (SELECT device_id FROM device_events GROUP BY device_id HAVING COUNT(*) > $1)) e
+WHERE e.rn > $1`+evidence+`)`, keep); err != nil {
+			return total, err
+		}
+	}
+	return total, nil
 }
 
 // UpdateDevice implements fleet.Store.

@@ -144,6 +144,39 @@ func (s *DB) UpdateCampaign(ctx context.Context, c *rollout.Campaign, from strin
 	return nil
 }
 
+// ApplyChange implements rollout.Store.
+func (s *DB) ApplyChange(ctx context.Context, ch rollout.Change) error {
+	c := ch.Campaign
+	return s.inTx(ctx, "campaign "+c.ID+": "+ch.From+" to "+c.State, func(tx *Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE campaigns SET state = $1, wave = $2, pause_reason = $3, baseline = $4, updated_at = $5 WHERE id = $6 AND state = $7`,
+			c.State, c.Wave, c.PauseReason, encodeBaseline(c.Baseline), c.UpdatedAt.UTC(), c.ID, ch.From)
+		if err != nil {
+			return fmt.Errorf("update campaign %s: %w", c.ID, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return apperr.E(apperr.Conflict, "campaign %s is no longer %s", c.ID, ch.From)
+		}
+		for _, m := range ch.Members {
+			for chunk := range slices.Chunk(m.IDs, 500) {
+				args := []any{m.Status, m.Detail, c.UpdatedAt.UTC(), c.ID}
+				q := `UPDATE campaign_devices SET status = $1, detail = $2, since = $3 WHERE campaign_id = $4 AND device_id IN (` + placeholders(&args, chunk) + `)`
+				if len(m.From) > 0 {
+					q += ` AND status IN (` + placeholders(&args, m.From) + `)`
+				}
+				if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+					return fmt.Errorf("campaign %s members: %w", c.ID, err)
+				}
+			}
+		}
+		for _, e := range ch.Audit {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO audit (at, actor, action, subject, detail) VALUES ($1,$2,$3,$4,$5)`, e.Time.UTC(), e.Actor, e.Action, e.Subject, e.Detail); err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
 // FindMembers implements rollout.Store.
 func (s *DB) FindMembers(ctx context.Context, campaignID string) ([]rollout.Member, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT m.device_id, m.wave, m.status, m.since, m.detail, d.last_seen, coalesce(d.installed_target, ''), coalesce(d.assigned, '')

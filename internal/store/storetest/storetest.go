@@ -19,7 +19,7 @@ import (
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // Store is everything a full Upkeep store implements.
@@ -34,6 +34,11 @@ type Store interface {
 	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
 	// false if another holder's lease has not expired.
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	// DeletePendingDevices removes devices pending since before before; how many.
+	DeletePendingDevices(ctx context.Context, before time.Time) (int64, error)
+	// PruneEvents deletes events older than before and all but each device's newest keep,
+	// sparing each device's first commit of a published release; how many.
+	PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error)
 }
 
 // Run runs the suite; newStore returns a fresh, empty store for each test.
@@ -42,6 +47,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"Devices":       testDevices,
 		"EnrollTokens":  testEnrollTokens,
 		"Events":        testEvents,
+		"Retention":     testRetention,
 		"Releases":      testReleases,
 		"Metadata":      testMetadata,
 		"Publish":       testPublish,
@@ -207,6 +213,71 @@ func testEvents(t *testing.T, s Store) {
 	}
 }
 
+// testRetention: pending enrolments expire, device events are kept by age and by count per
+// device, and the evidence of time to patch (a device's first commit of a published release)
+// outlives both.
+func testRetention(t *testing.T, s Store) {
+	for i, st := range []string{fleet.StatusPending, fleet.StatusPending, fleet.StatusAccepted} {
+		d := &fleet.Device{ID: fmt.Sprintf("r%d", i), PublicKey: []byte{byte(i)}, Serial: "SN", Product: "p", HardwareID: "h",
+			Status: st, EnrolledAt: t0.Add(time.Duration(i) * time.Hour)}
+		if err := s.CreateDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := s.CountDevices(ctx, fleet.DeviceFilter{Status: fleet.StatusPending, Limit: 1}); err != nil || n != 2 {
+		t.Fatalf("pending devices counted: %d, %v; want 2", n, err)
+	}
+	// r0 enrolled at t0, r1 an hour later, r2 (accepted) two hours later.
+	if n, err := s.DeletePendingDevices(ctx, t0.Add(30*time.Minute)); err != nil || n != 1 {
+		t.Fatalf("deleted %d pending devices, %v; want 1", n, err)
+	}
+	if n, err := s.DeletePendingDevices(ctx, t0.Add(24*time.Hour)); err != nil || n != 1 {
+		t.Fatalf("deleted %d pending devices, %v; want 1 (never an accepted one)", n, err)
+	}
+	if n, err := s.CountDevices(ctx, fleet.DeviceFilter{}); err != nil || n != 1 {
+		t.Fatalf("%d devices left, %v; want the accepted one", n, err)
+	}
+
+	if err := s.CreateRelease(ctx, &release.Release{Product: "p", Version: "2.0.0", HardwareIDs: []string{"h"}, Target: "p-2.0.0.img",
+		Length: 1, SHA256: "aa", SHA512: "bb", TargetsVersion: 2, PublishedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	var ev []fleet.Event
+	// d1: an old commit of a published release, then 20 events an hour apart; d2: 3 events.
+	ev = append(ev, fleet.Event{DeviceID: "d1", Time: t0, Target: "p-2.0.0.img", Step: "commit", Status: "ok"})
+	for i := range 20 {
+		ev = append(ev, fleet.Event{DeviceID: "d1", Time: t0.Add(time.Duration(i+1) * time.Hour), Target: "x", Step: "commit", Status: "ok", Message: fmt.Sprint(i)})
+	}
+	for i := range 3 {
+		ev = append(ev, fleet.Event{DeviceID: "d2", Time: t0.Add(time.Duration(i) * time.Hour), Step: "download", Status: "ok"})
+	}
+	if err := s.AddEvents(ctx, ev); err != nil {
+		t.Fatal(err)
+	}
+	// By age: everything before t0+10h goes, except d1's commit of the release.
+	if n, err := s.PruneEvents(ctx, t0.Add(10*time.Hour), 0); err != nil || n != 9+3 {
+		t.Fatalf("pruned %d events by age, %v; want 12", n, err)
+	}
+	// By count: d1 keeps its newest 5 and the evidence.
+	if n, err := s.PruneEvents(ctx, time.Time{}, 5); err != nil || n != 6 {
+		t.Fatalf("pruned %d events by count, %v; want 6", n, err)
+	}
+	got, err := s.FindEvents(ctx, "d1", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []string
+	for _, e := range got {
+		msgs = append(msgs, e.Target+":"+e.Message)
+	}
+	if diff := cmp.Diff([]string{"x:19", "x:18", "x:17", "x:16", "x:15", "p-2.0.0.img:"}, msgs); diff != "" {
+		t.Fatalf("events kept (-want +got):\n%s", diff)
+	}
+	if got, _ := s.FindEvents(ctx, "d2", 100); len(got) != 0 {
+		t.Fatalf("d2 kept %d events older than the retention", len(got))
+	}
+}
+
 func testReleases(t *testing.T, s Store) {
 	r := &release.Release{Product: "p", Version: "1.0.0", HardwareIDs: []string{"h"}, SecurityVersion: 1, Class: "security",
 		Fixes: []string{"CVE-1"}, Target: "p/1.0.0/f.img", Length: 10, SHA256: "aa", SHA512: "bb", TargetsVersion: 2, PublishedAt: t0}
@@ -294,8 +365,8 @@ func testPublish(t *testing.T, s Store) {
 }
 
 func testDirectorViews(t *testing.T, s Store) {
-	view := func(v int64) *trust.DirectorView {
-		return &trust.DirectorView{Version: v, Targets: []byte{byte(v)}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}
+	view := func(v int64) *uptane.DirectorView {
+		return &uptane.DirectorView{Version: v, Targets: []byte{byte(v)}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}
 	}
 	_, err := s.FindDirectorView(ctx, "d1", 0)
 	wantCode(t, err, apperr.NotFound)
@@ -427,7 +498,7 @@ func testConcurrentWrites(t *testing.T, s Store) {
 				err = s.RecordReport(ctx, id, fleet.DeviceUpdate{State: &state}, []fleet.Event{{DeviceID: id, Time: t0, Step: "commit", Status: "ok"}})
 			}
 			if err == nil {
-				err = s.PutDirectorView(ctx, id, 0, &trust.DirectorView{Version: 1, Targets: []byte{1}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}, &director.Assignment{Target: "t"})
+				err = s.PutDirectorView(ctx, id, 0, &uptane.DirectorView{Version: 1, Targets: []byte{1}, Snapshot: []byte{2}, Timestamp: []byte{3}, Expires: t0}, &director.Assignment{Target: "t"})
 			}
 			errs <- err
 		}()

@@ -1,10 +1,13 @@
-// Package trust builds, signs and checks the TUF and Uptane metadata of Upkeep's two
-// repositories: the image repository (offline root and targets keys, online snapshot and
-// timestamp keys) and the director repository (per-device targets signed with online keys).
+// Package tuf is the plain TUF layer of Upkeep's two repositories: Ed25519 keys and key files,
+// the key set `upkeep keys init` writes, building and signing roots, targets, snapshot and
+// timestamp, verifying offline-signed uploads (a root update, targets), metadata lifetimes, and
+// the rules for target names and identifiers.
 //
-// The TUF metadata model is go-tuf v2's metadata package; this package adds the Upkeep custom
-// fields, key files and the Uptane checks that go beyond plain TUF.
-package trust
+// The metadata model is go-tuf v2's metadata package. Verification failures wrap go-tuf's typed
+// errors (metadata.ErrUnsignedMetadata, ErrExpiredMetadata, ErrBadVersionNumber), so callers
+// test them with errors.As. What Upkeep signs inside targets (custom fields, director views) and
+// the Uptane checks live in package uptane.
+package tuf
 
 import (
 	"crypto/ed25519"

@@ -1,4 +1,4 @@
-package trust_test
+package uptane_test
 
 import (
 	"bytes"
@@ -15,7 +15,8 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
-	"upkeep.dev/upkeep/internal/trust"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
 )
 
 // fuzzTargetsSeeds returns good and tampered targets metadata for the fixed repository.
@@ -57,7 +58,7 @@ func FuzzVerifyTargets(f *testing.F) {
 	roots := []*metadata.Metadata[metadata.RootType]{r.root}
 	for _, project := range []string{"python-tuf", "go-tuf"} {
 		f.Add(readTestdata(f, project, "1.targets.json"))
-		root, err := trust.ParseRoot(readTestdata(f, project, "1.root.json"))
+		root, err := tuf.ParseRoot(readTestdata(f, project, "1.root.json"))
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -65,7 +66,7 @@ func FuzzVerifyTargets(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, root := range roots {
-			md, err := trust.VerifyTargets(root, data, testNow)
+			md, err := uptane.VerifyImageTargets(root, data, testNow)
 			if err != nil {
 				if md != nil {
 					t.Fatalf("VerifyTargets returned metadata with its error %v", err)
@@ -78,55 +79,17 @@ func FuzzVerifyTargets(f *testing.F) {
 			if md.Signed.IsExpired(testNow) {
 				t.Fatalf("accepted targets expired at %v", md.Signed.Expires)
 			}
-			if err := root.VerifyDelegate(trust.Targets, md); err != nil {
+			if err := root.VerifyDelegate(tuf.Targets, md); err != nil {
 				t.Fatalf("accepted targets that do not verify: %v", err)
 			}
 			for name, tf := range md.Signed.Targets {
-				if err := trust.ValidTargetName(name); err != nil {
+				if err := tuf.ValidTargetName(name); err != nil {
 					t.Fatalf("accepted target name %q: %v", name, err)
 				}
-				if _, err := trust.ParseTargetCustom(tf); err != nil {
+				if _, err := uptane.ParseTargetCustom(tf); err != nil {
 					t.Fatalf("accepted target %q with bad custom fields: %v", name, err)
 				}
 			}
-		}
-	})
-}
-
-func FuzzParseRoot(f *testing.F) {
-	r := newFixedRepo(f)
-	f.Add(r.rootJSON)
-	f.Add(bytes.Replace(r.rootJSON, []byte(`"version":1`), []byte(`"version":2`), 1))
-	f.Add(bytes.Replace(r.rootJSON, []byte(`"threshold":1`), []byte(`"threshold":0`), 1))
-	rotated, err := trust.RotateRoot(r.root, []*trust.Key{r.rootKey}, []*trust.Key{seededKey(f, 9)}, 1, fixedExpires)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(rotated)
-	f.Add(signedTargets(f, fixedExpires, nil, r.targetsKey))
-	for _, project := range []string{"python-tuf", "go-tuf"} {
-		f.Add(readTestdata(f, project, "1.root.json"))
-	}
-	f.Add([]byte(`{"signed":{"_type":"root","keys":{},"roles":{"root":{"keyids":[],"threshold":1}}},"signatures":[]}`))
-	f.Add([]byte(`{"signed":{"_type":"root"},"signatures":null}`))
-	f.Add([]byte(`null`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		root, err := trust.ParseRoot(data)
-		if err != nil {
-			if root != nil {
-				t.Fatalf("ParseRoot returned a root with its error %v", err)
-			}
-			return
-		}
-		if root.Signed.Type != metadata.ROOT {
-			t.Fatalf("accepted a root of type %q", root.Signed.Type)
-		}
-		if err := root.VerifyDelegate(trust.Root, root); err != nil {
-			t.Fatalf("accepted a root that does not verify itself: %v", err)
-		}
-		// An accepted root is never its own successor.
-		if _, err := trust.VerifyRootUpdate(root, data); err == nil {
-			t.Fatal("a root verified as the update of itself")
 		}
 	})
 }
@@ -189,10 +152,10 @@ func FuzzDecide(f *testing.F) {
 			}
 			return fuzzImageEntry(custom), nil
 		}
-		installed := trust.Installed{Target: installedTarget, SHA256: h256, SecurityVersion: installedSecVer}
-		d, err := trust.Decide(devID, devHW, devProd, installed, director, image)
+		installed := uptane.Installed{Target: installedTarget, SHA256: h256, SecurityVersion: installedSecVer}
+		d, err := uptane.Decide(devID, devHW, devProd, installed, director, image)
 		if err != nil {
-			var ve *trust.VerificationError
+			var ve *uptane.VerificationError
 			if !errors.As(err, &ve) {
 				t.Fatalf("Decide error %v is not a VerificationError", err)
 			}
@@ -213,7 +176,7 @@ func FuzzDecide(f *testing.F) {
 		if len(director) != 1 {
 			t.Fatalf("accepted %d director targets", len(director))
 		}
-		if err := trust.ValidTargetName(d.Name); err != nil {
+		if err := tuf.ValidTargetName(d.Name); err != nil {
 			t.Fatalf("accepted target name %q: %v", d.Name, err)
 		}
 		dt := director[d.Name]
@@ -264,7 +227,7 @@ func TestVerifyTargetsCorpus(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if _, err := trust.VerifyTargets(r.root, []byte(data), testNow); (err == nil) != ok {
+		if _, err := uptane.VerifyImageTargets(r.root, []byte(data), testNow); (err == nil) != ok {
 			t.Errorf("%s: VerifyTargets = %v, want ok=%v", name, err, ok)
 		}
 	}

@@ -1,10 +1,8 @@
-package trust
+package tuf
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -65,13 +63,16 @@ func NewRoot(rootKeys []*Key, threshold int, targets, snapshot, timestamp *Key, 
 	return root, nil
 }
 
-// guard turns a panic inside go-tuf (or sigstore) into an error. go-tuf v2.4.2 panics on some
+// ErrMalformed is the error for metadata that made the TUF library panic while parsing it.
+var ErrMalformed = errors.New("malformed metadata")
+
+// guard turns a panic inside go-tuf (or sigstore) into an error wrapping ErrMalformed. go-tuf v2.4.2 panics on some
 // malformed metadata before checking signatures: a null target entry, a null role or key, an
 // Ed25519 key of the wrong length (go-tuf PR 739, sigstore PR 2378; the fixed sigstore needs a
 // newer Go than this project builds with). Every parse of untrusted metadata goes through it.
 func guard(what string, err *error) {
 	if v := recover(); v != nil {
-		*err = fmt.Errorf("malformed %s metadata: %v", what, v)
+		*err = fmt.Errorf("%w (%s): %v", ErrMalformed, what, v)
 	}
 }
 
@@ -81,8 +82,8 @@ func guarded[T any](what string, f func() (T, error)) (v T, err error) {
 	return f()
 }
 
-// Guard runs f, turning a panic in the TUF library into an error. The agent wraps go-tuf's
-// updater with it.
+// Guard runs f, turning a panic in the TUF library into an error wrapping ErrMalformed. The
+// agent wraps go-tuf's updater with it.
 func Guard(what string, f func() error) (err error) {
 	defer guard(what, &err)
 	return f()
@@ -122,28 +123,20 @@ func verifyRootUpdate(trusted *metadata.Metadata[metadata.RootType], data []byte
 		return nil, fmt.Errorf("new root not signed by a threshold of its own keys: %w", err)
 	}
 	if next.Signed.Version != trusted.Signed.Version+1 {
-		return nil, fmt.Errorf("new root version %d, want %d", next.Signed.Version, trusted.Signed.Version+1)
+		return nil, fmt.Errorf("new root: %w", &metadata.ErrBadVersionNumber{Msg: fmt.Sprintf("version %d, want %d", next.Signed.Version, trusted.Signed.Version+1)})
 	}
 	return next, nil
 }
 
-// VerifyTargets checks targets metadata against root (TUF client workflow 5.6): a threshold of the
-// targets keys signed it and it has not expired at now. Every target name must be valid and every
-// target must carry valid Upkeep custom fields.
+// VerifyTargets checks targets metadata against root (TUF client workflow 5.6): a threshold of
+// the targets keys signed it (else the error wraps *metadata.ErrUnsignedMetadata), it has not
+// expired at now (*metadata.ErrExpiredMetadata; a zero now skips the check) and every target
+// name is valid (ErrBadName). It knows nothing of Upkeep's custom fields: image-repository
+// targets are verified with uptane.VerifyImageTargets, which calls it.
 func VerifyTargets(root *metadata.Metadata[metadata.RootType], data []byte, now time.Time) (*metadata.Metadata[metadata.TargetsType], error) {
 	return guarded("targets", func() (*metadata.Metadata[metadata.TargetsType], error) { return verifyTargets(root, data, now) })
 }
 
-// VerifyTargetsSigned is VerifyTargets without the expiry check: the release CLI and the server
-// extend or re-sign the current targets even after they expired, since only a new offline
-// signature can renew them. Anything a device trusts is still checked with VerifyTargets.
-func VerifyTargetsSigned(root *metadata.Metadata[metadata.RootType], data []byte) (*metadata.Metadata[metadata.TargetsType], error) {
-	return guarded("targets", func() (*metadata.Metadata[metadata.TargetsType], error) {
-		return verifyTargets(root, data, time.Time{})
-	})
-}
-
-// verifyTargets checks the expiry too unless now is zero.
 func verifyTargets(root *metadata.Metadata[metadata.RootType], data []byte, now time.Time) (*metadata.Metadata[metadata.TargetsType], error) {
 	t, err := metadata.Targets().FromBytes(data)
 	if err != nil {
@@ -153,14 +146,11 @@ func verifyTargets(root *metadata.Metadata[metadata.RootType], data []byte, now 
 		return nil, fmt.Errorf("targets not signed by a threshold of the offline targets keys: %w", err)
 	}
 	if !now.IsZero() && t.Signed.IsExpired(now) {
-		return nil, fmt.Errorf("targets version %d expired at %s", t.Signed.Version, t.Signed.Expires.Format(time.RFC3339))
+		return nil, &metadata.ErrExpiredMetadata{Msg: fmt.Sprintf("targets version %d expired at %s", t.Signed.Version, t.Signed.Expires.Format(time.RFC3339))}
 	}
-	for name, tf := range t.Signed.Targets {
+	for name := range t.Signed.Targets {
 		if err := ValidTargetName(name); err != nil {
 			return nil, err
-		}
-		if _, err := ParseTargetCustom(tf); err != nil {
-			return nil, fmt.Errorf("target %s: %w", name, err)
 		}
 	}
 	return t, nil
@@ -228,49 +218,4 @@ func SignSnapshotTimestamp(snapKey, tsKey *Key, v, targetsVersion int64, snapExp
 		exp = snapExpires
 	}
 	return &SnapshotTimestamp{Snapshot: snapBytes, Timestamp: tsBytes, Expires: exp}, nil
-}
-
-// ErrBadName is returned for target names with path tricks.
-var ErrBadName = errors.New("invalid target name")
-
-// ValidTargetName accepts names made of 1 to 8 segments of [A-Za-z0-9._+-], each not "." or
-// "..", separated by single slashes, at most 255 bytes long.
-func ValidTargetName(name string) error {
-	if name == "" || len(name) > 255 {
-		return fmt.Errorf("%w %q: length must be 1-255", ErrBadName, name)
-	}
-	segs := strings.Split(name, "/")
-	if len(segs) > 8 {
-		return fmt.Errorf("%w %q: too many segments", ErrBadName, name)
-	}
-	for _, s := range segs {
-		if s == "" || s == "." || s == ".." {
-			return fmt.Errorf("%w %q: empty, . or .. segment", ErrBadName, name)
-		}
-		for _, c := range s {
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == '+') {
-				return fmt.Errorf("%w %q: character %q not allowed", ErrBadName, name, c)
-			}
-		}
-	}
-	return nil
-}
-
-// ValidIdent checks product names, hardware ids and versions: 1-64 characters of [A-Za-z0-9._+-].
-func ValidIdent(kind, s string) error {
-	if s == "" || len(s) > 64 || strings.Contains(s, "/") || s == "." || s == ".." || ValidTargetName(s) != nil {
-		return fmt.Errorf("invalid %s %q: 1-64 characters of A-Z a-z 0-9 . _ + -", kind, s)
-	}
-	return nil
-}
-
-// TargetName is the image-repository name of a release's artifact.
-func TargetName(product, version, file string) string {
-	return product + "/" + version + "/" + file
-}
-
-func marshalCustom(v any) *json.RawMessage {
-	b, _ := json.Marshal(v) // plain structs cannot fail
-	raw := json.RawMessage(b)
-	return &raw
 }

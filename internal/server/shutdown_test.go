@@ -1,42 +1,20 @@
-package cli
+package server_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"upkeep.dev/upkeep/internal/server"
-	"upkeep.dev/upkeep/internal/trust"
 )
-
-// openTestServer starts `upkeep serve` on :0 in a temporary folder; the caller closes it.
-func openTestServer(t *testing.T) *server.Server {
-	t.Helper()
-	dir := t.TempDir()
-	keys := filepath.Join(dir, "keys")
-	if _, err := trust.InitKeySet(keys, 1, 1, trust.DefaultLifetimes(), time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	cfg := server.DefaultConfig()
-	cfg.Addr, cfg.DataDir, cfg.KeysDir, cfg.Logger = "127.0.0.1:0", filepath.Join(dir, "data"), keys, quietLogger()
-	s, err := server.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // TestGracefulShutdown: a request in flight when the server is told to stop is answered before
 // Close returns; new connections are refused meanwhile.
 func TestGracefulShutdown(t *testing.T) {
-	s := openTestServer(t)
+	s := open(t)
 	// A raw connection, so that the request's head is surely on the wire before shutdown
 	// starts; its body arrives slowly, so the handler is reading it when shutdown starts.
 	conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
@@ -73,7 +51,7 @@ func TestGracefulShutdown(t *testing.T) {
 // TestServerMetricsWired: the served /metrics carries the rollout gauges (read from the store)
 // and database latency of the device store.
 func TestServerMetricsWired(t *testing.T) {
-	s := openTestServer(t)
+	s := open(t)
 	defer s.Close()
 	http.Post(s.URL+"/device/v1/token", "application/json", strings.NewReader(`{"payload":{"device_id":"nope","time":"2026-01-01T00:00:00Z"},"signature":"00"}`))
 	resp, err := http.Get(s.URL + "/metrics")
