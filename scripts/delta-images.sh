@@ -13,14 +13,15 @@ set -euo pipefail
 out=${1:?usage: delta-images.sh OUT}
 mkdir -p "$out/debs" && cd "$out"
 # Packages at the same version in both images.
-same=(perl-base perl-modules-5.36 libperl5.36 perl python3.11-minimal libpython3.11-minimal
-	libpython3.11-stdlib python3.11 libglib2.0-0 libxml2 libexpat1 zlib1g openssh-server
+same=(perl-base
+	libglib2.0-0 libxml2 libexpat1 zlib1g openssh-server
 	openssh-client util-linux libblkid1 apt libapt-pkg6.0 ca-certificates coreutils bash
 	busybox iproute2 e2fsprogs libnss3 libsqlite3-0 sqlite3 libgnutls30 libkrb5-3 dpkg
 	tar gzip libpam-modules)
 # Packages updated in v2 (older version in v1, newest in v2).
 updated=(libssl3 openssl libc6 libc-bin systemd libsystemd0 libudev1 curl libcurl4 tzdata)
-vers() { apt-cache madison "$1" | awk '{print $3}' | sort -uV; }
+apt-cache madison "${same[@]}" "${updated[@]}" >madison.txt
+vers() { awk -v p="$1" '$1 == p {print $3}' madison.txt | sort -uV; }
 : >packages.txt
 deb() { # name version: the downloaded .deb of that version
 	local f
@@ -48,7 +49,7 @@ build() { # which
 	rm -f "$1.img"
 	E2FSPROGS_FAKE_TIME=1767225600 mkfs.ext4 -q -F -b 4096 -L rootfs -U 6e0a3a62-43b1-4c7c-9a0e-3b8f5e6a0001 \
 		-E hash_seed=6e0a3a62-43b1-4c7c-9a0e-3b8f5e6a0002,root_owner=0:0,lazy_itable_init=0,nodiscard \
-		-d "$root" "$1.img" 120M
+		-d "$root" "$1.img" 160M
 }
 build v1
 build v2
