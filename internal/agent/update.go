@@ -742,7 +742,7 @@ func (a *Agent) resume(ctx context.Context) error {
 			}
 		case PhaseCommitted:
 			a.state.Installed = *p
-			a.state.Installed.Staged, a.state.Installed.Reboot, a.state.Installed.HashFailures = 0, false, 0
+			a.state.Installed.Staged, a.state.Installed.Reboot, a.state.Installed.HashFailures, a.state.Installed.Delta = 0, false, 0, nil
 			a.state.Phase, a.state.Pending, a.state.LastError = PhaseIdle, nil, ""
 			a.event(p.Target, wire.StepCommit, wire.StatusOK, false, "version "+p.Version)
 		case PhaseRollingBack:

@@ -110,7 +110,7 @@ func TestDeltaUpdate(t *testing.T) {
 			e := newEnv(t)
 			ctx := context.Background()
 			v1 := fsImage(1, 3<<20)
-			r1 := e.publish("1.0.0", 1, v1)
+			r1 := e.publishDelta("1.0.0", 1, v1, nil)
 			d := e.device("SN-1", v1, r1)
 			v2 := nextImage(v1)
 			from := map[string][]byte{}
@@ -144,7 +144,7 @@ func TestDeltaTamperedFallsBack(t *testing.T) {
 		e := newEnv(t)
 		ctx := context.Background()
 		v1 := fsImage(2, 2<<20)
-		r1 := e.publish("1.0.0", 1, v1)
+		r1 := e.publishDelta("1.0.0", 1, v1, nil)
 		d := e.device("SN-1", v1, r1)
 		r2 := e.publishDelta("1.0.1", 2, nextImage(v1), map[string][]byte{"1.0.0": v1})
 		p := e.deltaTarget(delta.PatchName(r2.Target, "1.0.0"))
@@ -169,10 +169,10 @@ func TestDeltaTamperedFallsBack(t *testing.T) {
 		e := newEnv(t)
 		ctx := context.Background()
 		v1 := fsImage(4, 2<<20)
-		r1 := e.publish("1.0.0", 1, v1)
+		r1 := e.publishDelta("1.0.0", 1, v1, nil)
 		d := e.device("SN-1", v1, r1)
 		v2 := nextImage(v1)
-		r2 := e.publish("1.0.1", 2, v2)
+		r2 := e.publishDelta("1.0.1", 2, v2, nil)
 		evil := bytes.Clone(v2)
 		copy(evil[len(evil)/3+10:], "EVIL CHUNK") // inside a changed chunk, which is downloaded
 		if err := os.WriteFile(e.blobPath(r2.SHA256), evil, 0o600); err != nil {
