@@ -8,7 +8,8 @@ import (
 // Device is a device as the management API shows it.
 type Device struct {
 	ID              string            `json:"id"`
-	Status          string            `json:"status"` // pending | accepted | rejected
+	Kind            string            `json:"kind,omitempty"` // upkeep (the agent, Uptane) | ddi (a hawkBit DDI client: bundle signature only)
+	Status          string            `json:"status"`         // pending | accepted | rejected
 	Serial          string            `json:"serial"`
 	Product         string            `json:"product"`
 	HardwareID      string            `json:"hardware_id"`
@@ -20,6 +21,7 @@ type Device struct {
 	DirectorVersion int64             `json:"director_version"`
 	LastSeen        time.Time         `json:"last_seen,omitzero"`
 	EnrolledAt      time.Time         `json:"enrolled_at"`
+	Simulated       bool              `json:"simulated,omitempty"` // enrolled by `upkeep simulate`
 }
 
 // Release is a published release.
@@ -62,6 +64,14 @@ type EnrollTokenRequest struct {
 	Uses    int           `json:"uses"` // 0: unlimited
 	TTL     time.Duration `json:"ttl"`  // 0: never expires
 	Product string        `json:"product,omitempty"`
+	// Simulation marks every device enrolled with the token as simulated: left out of public
+	// figures and removable with `upkeep devices remove --simulated`.
+	Simulation bool `json:"simulation,omitempty"`
+}
+
+// RemoveDevicesResponse says how many devices DELETE /api/v1/devices?simulated=true removed.
+type RemoveDevicesResponse struct {
+	Removed int `json:"removed"`
 }
 
 // EnrollTokenResponse returns the token once.
@@ -92,4 +102,18 @@ type PolicyChange struct {
 	Field string    `json:"field"`
 	Old   string    `json:"old"`
 	New   string    `json:"new"`
+}
+
+// DDIDeviceRequest creates a hawkBit DDI device ahead of time (POST /api/v1/ddi/devices).
+type DDIDeviceRequest struct {
+	ID         string `json:"id"` // the controller id
+	Product    string `json:"product"`
+	HardwareID string `json:"hardware_id"`
+}
+
+// DDIDeviceResponse carries a DDI device's target token (Authorization: TargetToken ...).
+type DDIDeviceResponse struct {
+	ID          string `json:"id"`
+	TargetToken string `json:"target_token"`
+	Tenant      string `json:"tenant"`
 }

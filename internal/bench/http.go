@@ -461,6 +461,73 @@ request = function()
 end
 `
 
+// ddiLua polls the DDI base resource of one device in turn: args are the device file
+// (controller id TAB target token per line).
+const ddiLua = `local devices = {}
+local i = 0
+local started = 0
+
+setup = function(thread)
+  started = started + 1
+  thread:set("thread_number", started)
+end
+
+init = function(args)
+  for line in io.lines(args[1]) do
+    local id, token = line:match("^([^\t]+)\t(.*)$")
+    devices[#devices + 1] = {path = "/DEFAULT/controller/v1/" .. id, auth = "TargetToken " .. token}
+  end
+  i = ((thread_number or 1) - 1) * 7919 % #devices
+end
+
+request = function()
+  i = i % #devices + 1
+  local d = devices[i]
+  return wrk.format("GET", d.path, {["Authorization"] = d.auth, ["Content-Type"] = "application/json"})
+end
+`
+
+// ddiTarget creates n DDI devices on srv, each of which sends its configData and polls once
+// (the steady state: nothing new to do), and returns the wrk target polling them in turn.
+func ddiTarget(ctx context.Context, srv *ServerProcess, dir string, n int) (*wrkTarget, error) {
+	c := &client.Client{Base: srv.URL, Token: srv.Token}
+	var lines bytes.Buffer
+	hc := &http.Client{Timeout: 10 * time.Second}
+	for i := range n {
+		id := fmt.Sprintf("ddi-bench-%05d", i)
+		r, err := c.CreateDDIDevice(ctx, wire.DDIDeviceRequest{ID: id, Product: "bench", HardwareID: "bench-hw"})
+		if err != nil {
+			return nil, err
+		}
+		for _, req := range []struct{ method, path, body string }{
+			{http.MethodPut, "/configData", `{"mode":"merge","data":{"hwRevision":"1"}}`},
+			{http.MethodGet, "", ""},
+		} {
+			hr, _ := http.NewRequestWithContext(ctx, req.method, srv.URL+"/DEFAULT/controller/v1/"+id+req.path, strings.NewReader(req.body))
+			hr.Header.Set("Authorization", "TargetToken "+r.TargetToken)
+			hr.Header.Set("Content-Type", "application/json")
+			resp, err := hc.Do(hr)
+			if err != nil {
+				return nil, err
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return nil, fmt.Errorf("DDI %s %s answered %d", req.method, req.path, resp.StatusCode)
+			}
+		}
+		fmt.Fprintf(&lines, "%s\t%s\n", id, r.TargetToken)
+	}
+	file, script := filepath.Join(dir, "ddi-devices.tsv"), filepath.Join(dir, "ddi.lua")
+	if err := os.WriteFile(file, lines.Bytes(), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(script, []byte(ddiLua), 0o644); err != nil {
+		return nil, err
+	}
+	return &wrkTarget{name: "upkeep DDI poll (SQLite)", url: srv.URL + "/DEFAULT/controller/v1/", script: script, args: []string{file}}, nil
+}
+
 // writeDeviceFile writes token, ETag and check-in body of each device, one a line, for checkinLua.
 func writeDeviceFile(path string, devs []*benchDevice) error {
 	var b bytes.Buffer
@@ -748,6 +815,14 @@ func Checkin(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "%s: pid %d on %s, %d devices enrolled in %s\n", s.name, s.proc.cmd.Process.Pid, s.proc.URL, len(devs), took.Round(time.Millisecond))
 		targets = append(targets, &wrkTarget{name: s.name, url: s.proc.URL + "/device/v1/checkin", script: script, args: []string{file, "POST", "/device/v1/checkin"}})
+		if i == 0 { // the hawkBit DDI poll with nothing new, on the same server
+			t, err := ddiTarget(ctx, s.proc, stack.dir, min(cfg.Devices, 1000))
+			if err != nil {
+				return fmt.Errorf("%s: DDI devices: %w", s.name, err)
+			}
+			fmt.Fprintf(out, "%s: %d DDI devices created, each sent configData and polled once\n", s.name, min(cfg.Devices, 1000))
+			targets = append(targets, t)
+		}
 	}
 	var ng *nginxProcess
 	if cfg.TLS {
@@ -876,6 +951,10 @@ func Download(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 	dc := benchClients(benchHTTPClient(4), srv.URL)[0]
 	devs, err := enrolBenchDevices(ctx, []*devclient.Client{dc}, tok, 1, 1)
 	if err != nil {
+		return err
+	}
+	// A device fetches only what its director view names.
+	if _, err := c.Deploy(ctx, wire.DeployRequest{Release: rel.Product + "@" + rel.Version, DeviceIDs: []string{devs[0].id}}); err != nil {
 		return err
 	}
 	// Check once that the device gets the whole artifact, byte for byte.

@@ -20,6 +20,7 @@ import (
 	"upkeep.dev/upkeep/internal/envfile"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
+	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/tlsclient"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
@@ -97,15 +98,22 @@ func serveCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxDeviceEvents, "max-device-events", cfg.MaxDeviceEvents, "device events kept per device, newest first (env UPKEEP_MAX_DEVICE_EVENTS)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
 	f.StringVar(&cfg.Manufacturer, "manufacturer", "", "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
+	f.StringVar(&cfg.MetricsToken, "metrics-token", "", "bearer token that GET /metrics requires (env UPKEEP_METRICS_TOKEN, preferred: a flag shows in the process list); empty: /metrics is open, meant for the loopback address")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with, reloaded when the file changes (env UPKEEP_TLS_CERT; with --tls-key)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert, reloaded with it (env UPKEEP_TLS_KEY)")
 	f.BoolVar(&cfg.BehindProxy, "behind-proxy", false, "a TLS-terminating proxy is in front: allow plain HTTP on a non-loopback --addr (env UPKEEP_BEHIND_PROXY)")
+	f.StringVar(&cfg.DDI.Tenant, "ddi-tenant", "DEFAULT", "the hawkBit DDI tenant served at /{tenant}/controller/v1/ (env UPKEEP_DDI_TENANT; compared case-insensitively)")
+	f.StringVar(&cfg.DDI.GatewayToken, "ddi-gateway-token", "", "DDI gateway token: authenticates any controller of the tenant (env UPKEEP_DDI_GATEWAY_TOKEN; empty: target tokens only)")
+	f.StringVar(&cfg.DDI.Product, "ddi-product", "", "with --ddi-hardware: unknown controllers presenting the gateway token register as devices of this product")
+	f.StringVar(&cfg.DDI.HardwareID, "ddi-hardware", "", "hardware id of DDI devices that register with the gateway token")
+	f.BoolVar(&cfg.DDI.AutoAccept, "ddi-auto-accept", false, "accept DDI devices that register with the gateway token at once (default: pending until `devices accept`)")
 	for flag, env := range map[string]string{"addr": "UPKEEP_ADDR", "data": "UPKEEP_DATA", "keys": "UPKEEP_KEYS", "blobs": "UPKEEP_BLOBS", "db": "UPKEEP_DB",
 		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS",
 		"max-token-requests": "UPKEEP_MAX_TOKEN_REQUESTS", "body-timeout": "UPKEEP_BODY_TIMEOUT", "max-per-device": "UPKEEP_MAX_PER_DEVICE", "max-per-ip": "UPKEEP_MAX_PER_IP",
 		"enroll-per-minute": "UPKEEP_ENROLL_PER_MINUTE", "reports-per-minute": "UPKEEP_REPORTS_PER_MINUTE", "max-pending": "UPKEEP_MAX_PENDING", "pending-ttl": "UPKEEP_PENDING_TTL",
 		"event-retention": "UPKEEP_EVENT_RETENTION", "max-device-events": "UPKEEP_MAX_DEVICE_EVENTS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER",
-		"tls-cert": "UPKEEP_TLS_CERT", "tls-key": "UPKEEP_TLS_KEY", "behind-proxy": "UPKEEP_BEHIND_PROXY"} {
+		"metrics-token": "UPKEEP_METRICS_TOKEN", "tls-cert": "UPKEEP_TLS_CERT", "tls-key": "UPKEEP_TLS_KEY", "behind-proxy": "UPKEEP_BEHIND_PROXY",
+		"ddi-tenant": "UPKEEP_DDI_TENANT", "ddi-gateway-token": "UPKEEP_DDI_GATEWAY_TOKEN", "ddi-product": "UPKEEP_DDI_PRODUCT", "ddi-hardware": "UPKEEP_DDI_HARDWARE"} {
 		envFlag(f, flag, env)
 	}
 	return cmd
@@ -175,6 +183,14 @@ func releaseCmd(g *globals) *cobra.Command {
 			if fixes != "" {
 				o.Custom.Fixes = splitFixes(fixes)
 			}
+			if o.Custom.ArtifactType == "" { // from the file name: a bundle keeps its kind
+				switch strings.ToLower(filepath.Ext(args[0])) {
+				case ".swu":
+					o.Custom.ArtifactType = uptane.ArtifactSWU
+				case ".raucb":
+					o.Custom.ArtifactType = uptane.ArtifactRAUCB
+				}
+			}
 			o.File, o.Expires = args[0], tuf.DefaultLifetimes().Targets
 			o.Progress = progress(cmd.ErrOrStderr())
 			for _, d := range deltaFrom {
@@ -200,6 +216,7 @@ func releaseCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.Custom.Class, "class", uptane.ClassSecurity, "security or feature")
 	f.StringVar(&fixes, "fixes", "", "comma-separated advisory ids this release fixes")
 	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): its SHA-256 is signed into the target, then it is uploaded")
+	f.StringVar(&o.Custom.ArtifactType, "artifact-type", "", "swu (SWUpdate bundle), raucb (RAUC bundle) or raw, signed into the target (default: from the extension, .swu or .raucb; else none)")
 	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
 	f.StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")
 	f.StringArrayVar(&deltaFrom, "delta-from", nil, "VERSION=FILE: an earlier release's image; a per-pair delta from it is made and signed with the release (repeatable)")
@@ -250,7 +267,7 @@ func deployCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s assigned to %d devices\n", req.Release, resp.Assigned)
 			for id, why := range resp.Skipped {
-				fmt.Fprintf(cmd.OutOrStdout(), "  skipped %s: %s\n", id, why)
+				fmt.Fprintf(cmd.OutOrStdout(), "  skipped %s: %s\n", show.Text(id), show.Text(why))
 			}
 			return nil
 		},
@@ -283,13 +300,22 @@ func devicesCmd(g *globals) *cobra.Command {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(ds)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "DEVICE\tSTATUS\tPRODUCT\tHARDWARE\tINSTALLED\tSTATE\tASSIGNED\tLAST CHECK-IN\tLAST ERROR")
+			fmt.Fprintln(tw, "DEVICE\tKIND\tSTATUS\tPRODUCT\tHARDWARE\tINSTALLED\tSTATE\tASSIGNED\tLAST CHECK-IN\tLAST ERROR")
 			for _, d := range ds {
 				seen := "never"
 				if !d.LastSeen.IsZero() {
 					seen = time.Since(d.LastSeen).Truncate(time.Second).String() + " ago"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Status, d.Product, d.HardwareID, d.Installed.Version, d.State, d.Assigned, seen, d.LastError)
+				installed := d.Installed.Version
+				if d.Simulated {
+					installed += " (simulated)"
+				}
+				kind := d.Kind
+				if kind == "ddi" {
+					kind = "ddi (bundle signature only, no Uptane)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", show.Text(d.ID), show.Text(kind), show.Text(d.Status), show.Text(d.Product), show.Text(d.HardwareID),
+					show.Text(installed), show.Text(d.State), show.Text(d.Assigned), seen, show.Text(d.LastError))
 			}
 			return tw.Flush()
 		},
@@ -328,12 +354,34 @@ func devicesCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tTARGET\tSTEP\tSTATUS\tFATAL\tMESSAGE")
 			for _, e := range ev {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", e.Time.Format(time.RFC3339), e.Target, e.Step, e.Status, e.Fatal, e.Message)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%t\t%s\n", e.Time.Format(time.RFC3339), show.Text(e.Target), show.Text(e.Step), show.Text(e.Status), e.Fatal, show.Text(e.Message))
 			}
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(list, accept, events)
+	var simulated bool
+	remove := &cobra.Command{
+		Use:   "remove --simulated",
+		Short: "Remove the devices `upkeep simulate` enrolled, with their events and views",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !simulated {
+				return fmt.Errorf("only simulated devices can be removed: give --simulated")
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			n, err := c.RemoveSimulatedDevices(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d simulated devices removed\n", n)
+			return nil
+		},
+	}
+	remove.Flags().BoolVar(&simulated, "simulated", false, "remove every device enrolled by `upkeep simulate`")
+	cmd.AddCommand(list, accept, events, remove, ddiCreateCmd(g), ddiTokenCmd(g))
 	return cmd
 }
 

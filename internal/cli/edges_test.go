@@ -180,9 +180,12 @@ func TestSlowBodiesDoNotLockOut(t *testing.T) {
 // with a few ranges is still served as ranges.
 func TestManyRangesServeWholeFile(t *testing.T) {
 	e := newEnv(t)
-	img := image("1.0.0", 64<<10)
-	rel := e.publish("1.0.0", 1, img)
-	d := e.device("dev", img, rel)
+	factory := image("1.0.0", 16<<10)
+	d := e.device("dev", factory, e.publish("1.0.0", 1, factory))
+	// A device fetches only what its director view names: assign it the image to fetch.
+	img := image("1.0.1", 64<<10)
+	rel := e.publish("1.0.1", 2, img)
+	e.deploy(rel, d.Agent.State().DeviceID)
 	get := func(rng string) (int, []byte) {
 		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/device/v1/targets/"+rel.Target, nil)
 		req.Header.Set("Authorization", "Bearer "+d.Agent.State().Token)

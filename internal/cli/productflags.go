@@ -24,6 +24,7 @@ var policyFlagFields = []policyFlag{
 	{"warn-days", "warn_days"},
 	{"name", "product_name"},
 	{"model", "model_designation"},
+	{"forbid-ddi", "forbid_ddi"},
 }
 
 // policyFlags registers the `product set` flags. Their defaults are those of a new product
@@ -44,6 +45,7 @@ func policyFlags(f *pflag.FlagSet, pol *product.Policy) {
 	f.IntVar(&pol.WarnDays, "warn-days", 0, "warn operators this many days before the end (0: 90)")
 	f.StringVar(&pol.ProductName, "name", "", "product name as the owner sees it (default: the product key)")
 	f.StringVar(&pol.ModelDesignation, "model", "", "model designation as printed on the device")
+	f.BoolVar(&pol.ForbidDDI, "forbid-ddi", false, "refuse hawkBit DDI devices (bundle signature only, no Uptane) for this product")
 }
 
 // policyPatch returns the policy fields whose flags were given, for a partial update: the
@@ -55,7 +57,7 @@ func policyPatch(f *pflag.FlagSet, pol product.Policy) map[string]any {
 		"justification_lt_5y": pol.JustificationUnder5y, "delivery": pol.Delivery, "security_separate": pol.SecuritySeparate,
 		"notification": pol.Notification, "vdp_url": pol.VDPURL, "vdp_contact": pol.VDPContact, "advisories_url": pol.AdvisoriesURL,
 		"remediation_days": pol.RemediationDays, "warn_days": pol.WarnDays, "product_name": pol.ProductName,
-		"model_designation": pol.ModelDesignation,
+		"model_designation": pol.ModelDesignation, "forbid_ddi": pol.ForbidDDI,
 	}
 	out := map[string]any{}
 	for _, pf := range policyFlagFields {

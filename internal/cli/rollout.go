@@ -117,7 +117,7 @@ func rolloutCmd(g *globals) *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "CAMPAIGN\tRELEASE\tTARGET\tSTATE\tWAVE\tDEVICES\tCREATED\tNOTE")
 			for _, c := range cs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\n", c.ID, c.Release, c.Selector, c.State, c.Wave, len(c.Waves), show.Last(c.Waves), c.CreatedAt.Format(time.DateTime), c.PauseReason)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\n", c.ID, c.Release, c.Selector, c.State, c.Wave, len(c.Waves), show.Last(c.Waves), c.CreatedAt.Format(time.DateTime), show.Text(c.PauseReason))
 			}
 			return tw.Flush()
 		},
@@ -241,7 +241,7 @@ func groupsCmd(g *globals) *cobra.Command {
 			fmt.Fprintln(cmd.OutOrStdout())
 			slices.Sort(out.Devices)
 			for _, d := range out.Devices {
-				fmt.Fprintln(cmd.OutOrStdout(), "  "+d)
+				fmt.Fprintln(cmd.OutOrStdout(), "  "+show.Text(d))
 			}
 			return nil
 		},

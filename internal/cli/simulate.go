@@ -29,7 +29,13 @@ type SimulateConfig struct {
 	Product, Hardware, Factory string
 	Regions                    []string
 	Seed                       uint64
+	// Cleanup removes every simulated device when the simulation ends.
+	Cleanup bool
 }
+
+// simulationTokenTTL bounds the simulator's enrolment token, should enrolment stop before it
+// used every one of its uses.
+const simulationTokenTTL = time.Hour
 
 func simulateCmd(g *globals) *cobra.Command {
 	cfg := SimulateConfig{Devices: 100, Poll: 30 * time.Second, Product: "thermostat", Hardware: "tstat-v2", Keys: "keys", Regions: []string{"eu-west", "eu-north", "us-east", "apac"}}
@@ -44,7 +50,10 @@ up from the trial boot (the boot loader falls back). The trusted roots come from
 and director-root.json, as provisioned at manufacturing).
 
 It runs until interrupted (Ctrl-C), or for --duration, printing what the fleet runs every few
-seconds.`,
+seconds. The devices are enrolled with a simulation token (admitting exactly --devices devices,
+for an hour at most) and marked simulated: no public figure, declaration or conformance report
+counts them. --cleanup removes them when the simulation ends; otherwise
+"upkeep devices remove --simulated" does.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Server, cfg.Token = g.server, g.token
 			defer debug.SetGCPercent(debug.SetGCPercent(bench.SimGCPercent))
@@ -65,6 +74,7 @@ seconds.`,
 	f.StringSliceVar(&cfg.Regions, "regions", cfg.Regions, "region attributes dealt out to the devices (for group filters)")
 	f.StringVar(&cfg.Dir, "dir", "", "state folders (default: a temporary folder, in /dev/shm when there is one)")
 	f.Uint64Var(&cfg.Seed, "seed", 1, "seed for failures")
+	f.BoolVar(&cfg.Cleanup, "cleanup", false, "remove the simulated devices when the simulation ends (else: upkeep devices remove --simulated)")
 	return cmd
 }
 
@@ -97,9 +107,24 @@ func RunSimulate(ctx context.Context, cfg SimulateConfig, out io.Writer) error {
 	if factory == nil {
 		return fmt.Errorf("no release %q of %s to run at first: publish one", cfg.Factory, cfg.Product)
 	}
-	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "simulator"})
+	// A simulation token marks its devices as simulated (left out of every public figure) and
+	// admits exactly this many devices of this product, within the hour: once the fleet has
+	// enrolled it admits nothing more.
+	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "simulator", Simulation: true, Uses: cfg.Devices,
+		TTL: simulationTokenTTL, Product: cfg.Product})
 	if err != nil {
 		return err
+	}
+	if cfg.Cleanup {
+		defer func() {
+			fin, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if n, err := c.RemoveSimulatedDevices(fin); err != nil {
+				fmt.Fprintln(out, "simulated devices not removed:", err)
+			} else {
+				fmt.Fprintf(out, "%d simulated devices removed\n", n)
+			}
+		}()
 	}
 	dir := cfg.Dir
 	if dir == "" {

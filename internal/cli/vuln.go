@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/show"
 )
 
 // addVulnCmds registers sbom, advisories and exposure, and `product time-to-patch`.
@@ -224,7 +225,7 @@ func exposureTable(w io.Writer, rep *client.ExposureReport, all bool) error {
 		if fix == "" {
 			fix = "none"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s@%s\t%d\t%.1f\t%s\t%s\n", e.Advisory, e.Severity, e.Product, e.Release, e.Devices, e.DaysExposed, fix, e.Summary)
+		fmt.Fprintf(tw, "%s\t%s\t%s@%s\t%d\t%.1f\t%s\t%s\n", e.Advisory, e.Severity, e.Product, e.Release, e.Devices, e.DaysExposed, fix, show.Text(e.Summary))
 	}
 	if len(rep.Exposed) == 0 {
 		fmt.Fprintln(tw, "(no device runs a release affected by a known advisory)")
@@ -242,7 +243,7 @@ func exposureTable(w io.Writer, rep *client.ExposureReport, all bool) error {
 				fmt.Fprintln(w, "  none")
 			}
 			for _, e := range sec.rows {
-				fmt.Fprintf(w, "  %s %s@%s (%d devices): %s\n", e.Advisory, e.Product, e.Release, e.Devices, e.Reason)
+				fmt.Fprintf(w, "  %s %s@%s (%d devices): %s\n", e.Advisory, e.Product, e.Release, e.Devices, show.Text(e.Reason))
 			}
 		}
 	}

@@ -102,6 +102,12 @@ func (c *Client) Devices(ctx context.Context, product string) ([]wire.Device, er
 	return out, c.Do(ctx, http.MethodGet, "/api/v1/devices"+q, nil, &out)
 }
 
+// RemoveSimulatedDevices removes every simulated device and returns how many.
+func (c *Client) RemoveSimulatedDevices(ctx context.Context) (int, error) {
+	var out wire.RemoveDevicesResponse
+	return out.Removed, c.Do(ctx, http.MethodDelete, "/api/v1/devices?simulated=true", nil, &out)
+}
+
 // Accept admits a pending device.
 func (c *Client) Accept(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodPost, "/api/v1/devices/"+url.PathEscape(id)+"/accept", nil, nil)

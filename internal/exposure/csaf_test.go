@@ -137,7 +137,7 @@ func (w *world) release(product, version string, sv int64, sb []byte) {
 func (w *world) enrol(id, product, version string) {
 	w.t.Helper()
 	d := &fleet.Device{ID: id, PublicKey: []byte(id), Serial: id, Product: product, HardwareID: "hw",
-		Status: fleet.StatusAccepted, InstalledTarget: product + "/" + version + "/fw", InstalledVer: version, EnrolledAt: w.c.t}
+		Status: fleet.StatusAccepted, InstalledTarget: product + "/" + version + "/fw", InstalledVer: version, InstalledSHA256: "00", EnrolledAt: w.c.t}
 	if err := w.db.CreateDevice(ctx, d); err != nil {
 		w.t.Fatal(err)
 	}

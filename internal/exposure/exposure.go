@@ -77,8 +77,8 @@ func (s *Service) field(ctx context.Context, c *catalog, product string) ([]*fie
 	unknown := map[string]bool{}
 	for _, d := range devs {
 		r := c.byTarget[d.InstalledTarget]
-		if r == nil {
-			continue
+		if !r.Matches(d.InstalledTarget, d.InstalledSHA256) {
+			continue // no release, or an image that is not the signed one: unknown
 		}
 		if c.sboms[r.Ref()] == nil {
 			unknown[r.Ref()] = true

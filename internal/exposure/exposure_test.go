@@ -3,12 +3,14 @@ package exposure_test
 import (
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
+	"upkeep.dev/upkeep/wire"
 )
 
 // TestDaysExposedFromInstall: a device enrolled on a clean release and updated later onto the
@@ -83,6 +85,63 @@ func TestAliasesOneRow(t *testing.T) {
 		}
 		if len(ttp.Advisories) != 1 || ttp.Advisories[0].Advisory != e.Advisory || ttp.Advisories[0].FixedIn != "1.1" {
 			t.Errorf("time to patch %+v", ttp.Advisories)
+		}
+	})
+}
+
+// TestUnknownImageNotCounted: a device's report is only its claim. A device that names a
+// release's target with another SHA-256 (at enrolment or in a report) runs an unknown image:
+// it is in no exposure row, no install timeline and no time-to-patch figure. A simulated device
+// is in no time-to-patch figure either.
+func TestUnknownImageNotCounted(t *testing.T) {
+	stores(t, func(t *testing.T, db *sqlstore.DB) {
+		w := newWorld(t, db, time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC))
+		importFile(t, w.s, filepath.Join(osvDir, "GO-2023-2402.json"))
+		w.release("p", "1.0", 1, sbom("v0.16.0")) // affected
+		w.enrol("d1", "p", "1.0")
+		forged := &fleet.Device{ID: "d2", PublicKey: []byte("d2"), Serial: "d2", Product: "p", HardwareID: "hw", Status: fleet.StatusAccepted,
+			InstalledTarget: "p/1.0/fw", InstalledVer: "1.0", InstalledSHA256: strings.Repeat("f", 64), EnrolledAt: w.c.t}
+		if err := db.CreateDevice(ctx, forged); err != nil {
+			t.Fatal(err)
+		}
+		w.s.OnEnroll(ctx, forged)
+		w.enrol("d3", "p", "0.9") // a target that is no release
+		// A simulated device on the signed image: the operator's exposure lists it (a campaign
+		// may patch it), time to patch, a public figure, leaves it out.
+		sim := &fleet.Device{ID: "s1", PublicKey: []byte("s1"), Serial: "s1", Product: "p", HardwareID: "hw", Status: fleet.StatusAccepted,
+			InstalledTarget: "p/1.0/fw", InstalledVer: "1.0", InstalledSHA256: "00", EnrolledAt: w.c.t, Simulated: true}
+		if err := db.CreateDevice(ctx, sim); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.s.OnReport(ctx, "d3", wire.Report{Installed: wire.Installed{Target: "p/1.0/fw", Version: "1.0", SHA256: "ee"}}); err != nil {
+			t.Fatal(err)
+		}
+		w.c.t = w.c.t.Add(24 * time.Hour)
+		w.release("p", "1.1", 2, sbom("v0.17.0")) // the fix
+		w.c.t = w.c.t.Add(24 * time.Hour)
+
+		rep, err := w.s.Exposure(ctx, exposure.ExposureFilter{Product: "p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Exposed) != 1 || rep.Exposed[0].Devices != 2 {
+			t.Fatalf("exposure %+v, want one row with d1 and s1", rep.Exposed)
+		}
+		ins, err := db.FindInstalls(ctx, "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range ins {
+			if in.DeviceID != "d1" {
+				t.Errorf("install timeline holds %+v, a claim of an image that is not signed", in)
+			}
+		}
+		ttp, err := w.s.TimeToPatch(ctx, "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ttp.Advisories) != 1 || ttp.Advisories[0].ExposedAtFix != 1 {
+			t.Errorf("time to patch %+v, want 1 device exposed at the fix (d1; not s1, d2, d3)", ttp.Advisories)
 		}
 	})
 }

@@ -111,7 +111,7 @@ func TestTimeToPatchDefinition(t *testing.T) {
 		// from its publication; one more enrols after the fix.
 		enrol := func(id string, at time.Time) {
 			d := &fleet.Device{ID: id, PublicKey: []byte(id), Serial: id, Product: "p", HardwareID: "hw",
-				Status: fleet.StatusAccepted, InstalledTarget: "p/1.0/fw", InstalledVer: "1.0", EnrolledAt: at}
+				Status: fleet.StatusAccepted, InstalledTarget: "p/1.0/fw", InstalledVer: "1.0", InstalledSHA256: "00", EnrolledAt: at}
 			if err := db.CreateDevice(ctx, d); err != nil {
 				t.Fatal(err)
 			}

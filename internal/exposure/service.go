@@ -706,6 +706,12 @@ func (s *Service) OnReport(ctx context.Context, id string, r wire.Report) error 
 	if last, ok := s.reported.Load(id); ok && last.(string) == t {
 		return nil
 	}
+	if known, err := s.signedImage(ctx, t, r.Installed.SHA256); err != nil || !known {
+		if err != nil {
+			s.logger().Warn("record installed target", "device", id, "err", err)
+		}
+		return nil // an unknown image is no point of the timeline
+	}
 	if err := s.Store.AddInstall(ctx, id, t, s.now()); err != nil {
 		s.logger().Warn("record installed target", "device", id, "err", err)
 		return nil
@@ -716,11 +722,32 @@ func (s *Service) OnReport(ctx context.Context, id string, r wire.Report) error 
 
 // ---- releases and fixes ----
 
+// signedImage reports whether target with this SHA-256 is a published release's signed image.
+// A device's report is only its claim: the install timeline, which time to patch and the public
+// figures are computed from, records only images that are.
+func (s *Service) signedImage(ctx context.Context, target, sha256 string) (bool, error) {
+	rels, err := s.Releases.FindReleases(ctx, release.Filter{Target: target})
+	if err != nil {
+		return false, err
+	}
+	for _, r := range rels {
+		if r.Matches(target, sha256) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // catalog is one read of releases and SBOMs.
 type catalog struct {
 	byTarget  map[string]*release.Release
 	byProduct map[string][]*release.Release // oldest first (newer)
 	sboms     map[string]*SBOM              // product@version
+}
+
+// known reports whether target with this SHA-256 is the signed image of a release in c.
+func (c *catalog) known(target, sha256 string) bool {
+	return c.byTarget[target].Matches(target, sha256)
 }
 
 func (s *Service) catalog(ctx context.Context, product string) (*catalog, error) {
@@ -823,6 +850,12 @@ func sign(d time.Duration) float64 {
 // A failure is logged; the enrolment stands.
 func (s *Service) OnEnroll(ctx context.Context, d *fleet.Device) {
 	if d.InstalledTarget == "" {
+		return
+	}
+	if known, err := s.signedImage(ctx, d.InstalledTarget, d.InstalledSHA256); err != nil || !known {
+		if err != nil {
+			s.logger().Warn("record enrolled image", "device", d.ID, "err", err)
+		}
 		return
 	}
 	if err := s.Store.AddInstall(ctx, d.ID, d.InstalledTarget, d.EnrolledAt); err != nil {

@@ -94,7 +94,7 @@ func (s *Service) TimeToPatch(ctx context.Context, product string) (*ProductTime
 	if len(affected) == 0 {
 		return out, nil
 	}
-	tls, err := s.timelines(ctx, product)
+	tls, err := s.timelines(ctx, c, product)
 	if err != nil {
 		return nil, err
 	}
@@ -199,8 +199,10 @@ func fleetFigures(tls []*timeline, tf time.Time, affected, fixing map[string]boo
 	return exposed, n, figs
 }
 
-// timelines reads the accepted devices of product with their install timelines.
-func (s *Service) timelines(ctx context.Context, product string) ([]*timeline, error) {
+// timelines reads the accepted devices of product with their install timelines. A device whose
+// reported image is not a signed target (name and SHA-256 of a release in c) has an unknown
+// installed target: it counts as running nothing until its timeline says otherwise.
+func (s *Service) timelines(ctx context.Context, c *catalog, product string) ([]*timeline, error) {
 	devs, err := s.Devices.FindDevices(ctx, fleet.DeviceFilter{Product: product, Status: fleet.StatusAccepted})
 	if err != nil {
 		return nil, err
@@ -212,6 +214,14 @@ func (s *Service) timelines(ctx context.Context, product string) ([]*timeline, e
 	byID := make(map[string]*timeline, len(devs))
 	out := make([]*timeline, 0, len(devs))
 	for _, d := range devs {
+		if d.Simulated {
+			continue // time to patch is a public figure: simulated devices are left out
+		}
+		if !c.known(d.InstalledTarget, d.InstalledSHA256) {
+			dd := *d
+			dd.InstalledTarget = ""
+			d = &dd
+		}
 		tl := &timeline{dev: d}
 		byID[d.ID] = tl
 		out = append(out, tl)

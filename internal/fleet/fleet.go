@@ -14,10 +14,18 @@ const (
 	StatusRejected = "rejected"
 )
 
+// Device kinds: how a device talks to the server. A DDI device verifies only its bundle's own
+// signature (SWUpdate, RAUC), never Uptane metadata; docs/ARCHITECTURE.md, "DDI devices".
+const (
+	KindAgent = "upkeep" // the Upkeep agent: /device/v1, full Uptane verification
+	KindDDI   = "ddi"    // a hawkBit DDI client: /{tenant}/controller/v1/{controllerId}
+)
+
 // Device is an enrolled device.
 type Device struct {
-	ID              string // hex of the first 16 bytes of SHA-256 of the public key
-	PublicKey       []byte // Ed25519
+	ID              string // hex of the first 16 bytes of SHA-256 of the public key; a DDI device's controller id
+	Kind            string // KindAgent or KindDDI; "" reads as KindAgent
+	PublicKey       []byte // Ed25519; empty for a DDI device
 	Serial          string
 	Product         string
 	HardwareID      string
@@ -34,6 +42,9 @@ type Device struct {
 	DirectorVersion int64
 	LastSeen        time.Time
 	EnrolledAt      time.Time
+	// Simulated marks a device enrolled with a simulation token (`upkeep simulate`): it counts
+	// in no public figure and `devices remove --simulated` removes it.
+	Simulated bool
 }
 
 // DeviceFilter selects devices. Zero fields match everything.
@@ -42,6 +53,7 @@ type DeviceFilter struct {
 	Product    string
 	HardwareID string
 	Status     string
+	Kind       string
 	Offset     int
 	Limit      int // 0: no limit
 }
@@ -58,7 +70,11 @@ type DeviceUpdate struct {
 	Assigned        *string
 	AssignPolicy    *string
 	DirectorVersion *int64 // only ever raised
+	Attributes      *map[string]string
 }
+
+// IsDDI reports whether the device is a hawkBit DDI client.
+func (d *Device) IsDDI() bool { return d.Kind == KindDDI }
 
 // Event is one reported step of an update.
 type Event struct {
@@ -79,7 +95,9 @@ type EnrollToken struct {
 	UsesLeft  int    // -1: unlimited
 	ExpiresAt time.Time
 	Product   string // if set, only devices of this product
-	CreatedAt time.Time
+	// Simulation marks every device enrolled with the token as Simulated.
+	Simulation bool
+	CreatedAt  time.Time
 }
 
 // Store persists the fleet. Implementations are safe for concurrent use.
@@ -109,6 +127,10 @@ type Store interface {
 	// apperr.Unauthorized if it does not exist, is used up or expired at now, and apperr.Forbidden
 	// (taking no use) if it is limited to a product other than product.
 	UseEnrollToken(ctx context.Context, hash []byte, product string, now time.Time) (*EnrollToken, error)
+	// RemoveSimulatedDevices deletes every Simulated device with its events, director views,
+	// campaign and group memberships and install history, in one transaction, and returns
+	// their ids.
+	RemoveSimulatedDevices(ctx context.Context) ([]string, error)
 }
 
 // TimedStore is a Store that tells Observe how long each call took, by operation name
@@ -187,4 +209,10 @@ func (s TimedStore) CreateEnrollToken(ctx context.Context, t *EnrollToken) error
 func (s TimedStore) UseEnrollToken(ctx context.Context, hash []byte, product string, now time.Time) (*EnrollToken, error) {
 	defer s.done("use_enroll_token", time.Now())
 	return s.Store.UseEnrollToken(ctx, hash, product, now)
+}
+
+// RemoveSimulatedDevices implements Store.
+func (s TimedStore) RemoveSimulatedDevices(ctx context.Context) ([]string, error) {
+	defer s.done("remove_simulated_devices", time.Now())
+	return s.Store.RemoveSimulatedDevices(ctx)
 }

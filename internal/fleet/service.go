@@ -141,13 +141,14 @@ func (s *Service) Enroll(ctx context.Context, req wire.SignedRequest, enrollToke
 	} else if !apperr.Is(err, apperr.NotFound) {
 		return nil, err
 	}
-	status := StatusPending
+	status, simulated := StatusPending, false
 	if enrollToken != "" {
 		// The store refuses a token limited to another product before taking a use.
-		if _, err := s.Store.UseEnrollToken(ctx, auth.HashSecret(enrollToken), p.Identity.Product, s.now()); err != nil {
+		tok, err := s.Store.UseEnrollToken(ctx, auth.HashSecret(enrollToken), p.Identity.Product, s.now())
+		if err != nil {
 			return nil, err
 		}
-		status = StatusAccepted
+		status, simulated = StatusAccepted, tok.Simulation
 	} else {
 		if err := s.admitPending(ctx); err != nil {
 			return nil, err
@@ -157,6 +158,7 @@ func (s *Service) Enroll(ctx context.Context, req wire.SignedRequest, enrollToke
 		ID: id, PublicKey: pub, Serial: p.Identity.Serial, Product: p.Identity.Product, HardwareID: p.Identity.HardwareID,
 		Attributes: p.Identity.Attributes, Status: status, InstalledTarget: p.Installed.Target, InstalledVer: p.Installed.Version,
 		SecurityVersion: p.Installed.SecurityVersion, InstalledSHA256: p.Installed.SHA256, State: "enrolled", EnrolledAt: s.now(),
+		Simulated: simulated,
 	}
 	if err := s.Store.CreateDevice(ctx, d); err != nil {
 		if status == StatusPending {
@@ -215,6 +217,29 @@ func (s *Service) Token(ctx context.Context, req wire.SignedRequest) (*wire.Enro
 func (s *Service) Accept(ctx context.Context, id string) error {
 	st := StatusAccepted
 	return s.Store.UpdateDevice(ctx, id, DeviceUpdate{Status: &st})
+}
+
+// RemoveSimulated deletes every simulated device (Store.RemoveSimulatedDevices) and forgets
+// what this replica cached about them; it returns how many it removed. A removed device's
+// token stops working at its next request on this replica (the store no longer knows it);
+// another replica that cached it as accepted serves it until the token expires, with no
+// director view left to name anything.
+func (s *Service) RemoveSimulated(ctx context.Context) (int, error) {
+	ids, err := s.Store.RemoveSimulatedDevices(ctx)
+	if err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	for _, id := range ids {
+		delete(s.versions, id)
+		delete(s.seen, id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		s.accepted.Delete(id)
+	}
+	s.logger().Info("simulated devices removed", "devices", len(ids))
+	return len(ids), nil
 }
 
 // RequireAccepted returns nil if the device exists and is accepted, else apperr.Unauthorized.

@@ -253,10 +253,16 @@ func (s *Server) imageMeta(w http.ResponseWriter, r *http.Request) {
 }
 
 // artifact streams a target's bytes, with Range support so that interrupted downloads resume.
-func (s *Server) artifact(w http.ResponseWriter, r *http.Request, _ string) {
+// A device gets only a target its own director view names (repo.Service.MayFetch: 403
+// otherwise), checked before the bytes are served or the pre-signed URL is made.
+func (s *Server) artifact(w http.ResponseWriter, r *http.Request, id string) {
 	name := r.PathValue("name")
 	if err := tuf.ValidTargetName(name); err != nil {
 		s.fail(w, r, apperr.E(apperr.Invalid, "%v", err))
+		return
+	}
+	if err := s.Director.MayFetch(r.Context(), id, name); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	sha, err := s.artifactDigest(r.Context(), name)

@@ -5,6 +5,8 @@ package httpapi
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,6 +44,9 @@ type Server struct {
 	Logger      *slog.Logger
 	MaxArtifact int64 // bytes; uploads past it get 413
 	Metrics     *Metrics
+	// MetricsToken, if set, is the bearer token GET /metrics requires (compared in constant
+	// time); empty leaves /metrics open, for a server on a loopback address.
+	MetricsToken string
 	// Ready reports whether the server can serve (the database answers); for /readyz.
 	Ready func(ctx context.Context) error
 	// MaxCheckins bounds check-ins in flight; past it devices get 429 with Retry-After and
@@ -70,6 +75,10 @@ type Server struct {
 	Rollouts Campaigns
 	// Exposure holds SBOMs, advisories and VEX (vuln.go); nil answers those routes with 503.
 	Exposure Vulnerabilities
+	// Routes are served as they are, with their own authentication (the hawkBit DDI API,
+	// internal/ddi); AdminRoutes behind the operator token. Keys are ServeMux patterns.
+	Routes      map[string]http.Handler
+	AdminRoutes map[string]http.HandlerFunc
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
@@ -118,7 +127,7 @@ func (s *Server) Handler() http.Handler {
 	s.ReportsPerMinute = cmp.Or(s.ReportsPerMinute, DefaultReportsPerMinute)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", s.Metrics.Handler())
+	mux.Handle("GET /metrics", s.metricsAuth(s.Metrics.Handler()))
 
 	mux.HandleFunc("POST /device/v1/enroll", s.enroll)
 	mux.HandleFunc("POST /device/v1/token", s.token)
@@ -130,6 +139,7 @@ func (s *Server) Handler() http.Handler {
 	s.publicRoutes(mux)
 
 	mux.Handle("GET /api/v1/devices", s.admin(s.listDevices))
+	mux.Handle("DELETE /api/v1/devices", s.admin(s.removeDevices))
 	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
 	mux.Handle("POST /api/v1/devices/{id}/accept", s.admin(s.acceptDevice))
 	mux.Handle("GET /api/v1/devices/{id}/events", s.admin(s.deviceEvents))
@@ -146,6 +156,12 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/products", s.admin(s.listProducts))
 	mux.Handle("PUT /api/v1/products/{name}/policy", s.admin(s.setPolicy))
 	mux.Handle("GET /api/v1/products/{name}/history", s.admin(s.policyHistory))
+	for p, h := range s.Routes {
+		mux.Handle(p, h)
+	}
+	for p, h := range s.AdminRoutes {
+		mux.Handle(p, s.admin(h))
+	}
 	return s.recoverer(s.Metrics.instrument(mux))
 }
 
@@ -249,6 +265,23 @@ func (s *Server) known(h deviceHandler) deviceHandler {
 }
 
 // admin authenticates an operator token.
+// metricsAuth requires MetricsToken, when one is set, before h.
+func (s *Server) metricsAuth(h http.Handler) http.Handler {
+	if s.MetricsToken == "" {
+		return h
+	}
+	want := sha256.Sum256([]byte(s.MetricsToken))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(bearer(r)))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
+			s.fail(w, r, apperr.E(apperr.Unauthorized, "metrics token required (Authorization: Bearer ...)"))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 func (s *Server) admin(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok := bearer(r)

@@ -863,17 +863,24 @@ func TestPathTricks(t *testing.T) {
 func TestArtifactServed(t *testing.T) {
 	s := newStack(t)
 	srv := s.serve()
-	_, tok := s.enrolled(srv)
+	d, tok := s.enrolled(srv)
+	_, otherTok := s.enrolled(srv)
 	content := []byte("firmware 1.0.0 for the thermostat")
 	name, targets := s.uploadAndSign(srv, "1.0.0", content, s.targetsKey)
 	if r := s.publish(srv, name, targets); r.status != http.StatusCreated {
 		t.Fatalf("publish: %d %s", r.status, r.body)
 	}
+	// Published but assigned to no device: no device's director view names it yet.
+	wantError(t, call(t, srv, http.MethodGet, "/device/v1/targets/"+name, nil, bearer(tok)), http.StatusForbidden, apperr.Forbidden, "not assigned to this device")
+	if r := call(t, srv, http.MethodPost, "/api/v1/deployments", mustJSON(t, wire.DeployRequest{Release: "thermostat@1.0.0", DeviceIDs: []string{d.id}}), bearer(s.admin)); r.status != http.StatusOK {
+		t.Fatalf("deploy: %d %s", r.status, r.body)
+	}
+	wantError(t, call(t, srv, http.MethodGet, "/device/v1/targets/"+name, nil, bearer(otherTok)), http.StatusForbidden, apperr.Forbidden, "not assigned to this device")
 	r := call(t, srv, http.MethodGet, "/device/v1/targets/"+name, nil, bearer(tok))
 	if r.status != http.StatusOK || !bytes.Equal(r.body, content) {
 		t.Fatalf("artifact: %d %q", r.status, r.body)
 	}
-	wantError(t, call(t, srv, http.MethodGet, "/device/v1/targets/thermostat/9.9.9/fw.img", nil, bearer(tok)), http.StatusNotFound, apperr.NotFound, "no target")
+	wantError(t, call(t, srv, http.MethodGet, "/device/v1/targets/thermostat/9.9.9/fw.img", nil, bearer(tok)), http.StatusForbidden, apperr.Forbidden, "not assigned")
 	wantError(t, call(t, srv, http.MethodGet, "/device/v1/targets/thermostat/1.0.0/fw%20.img", nil, bearer(tok)), http.StatusBadRequest, apperr.Invalid, "invalid target name")
 }
 

@@ -20,10 +20,18 @@ import (
 // DeviceToWire converts a device for the API.
 func DeviceToWire(d *fleet.Device) wire.Device {
 	return wire.Device{
-		ID: d.ID, Status: d.Status, Serial: d.Serial, Product: d.Product, HardwareID: d.HardwareID, Attributes: d.Attributes,
+		ID: d.ID, Kind: cmpOr(d.Kind, fleet.KindAgent), Status: d.Status, Serial: d.Serial, Product: d.Product, HardwareID: d.HardwareID, Attributes: d.Attributes,
 		Installed: wire.Installed{Target: d.InstalledTarget, Version: d.InstalledVer, SecurityVersion: d.SecurityVersion, SHA256: d.InstalledSHA256},
 		State:     d.State, LastError: d.LastError, Assigned: d.Assigned, DirectorVersion: d.DirectorVersion, LastSeen: d.LastSeen, EnrolledAt: d.EnrolledAt,
+		Simulated: d.Simulated,
 	}
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 func releaseToWire(r *release.Release) wire.Release {
@@ -33,7 +41,7 @@ func releaseToWire(r *release.Release) wire.Release {
 
 func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := fleet.DeviceFilter{Product: q.Get("product"), HardwareID: q.Get("hardware_id"), Status: q.Get("status")}
+	f := fleet.DeviceFilter{Product: q.Get("product"), HardwareID: q.Get("hardware_id"), Status: q.Get("status"), Kind: q.Get("kind")}
 	f.Limit, _ = strconv.Atoi(q.Get("limit"))
 	f.Offset, _ = strconv.Atoi(q.Get("offset"))
 	ds, err := s.Devices.FindDevices(r.Context(), f)
@@ -46,6 +54,22 @@ func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
 		out[i] = DeviceToWire(d)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// removeDevices removes the simulated devices; only those: ?simulated=true is required, so
+// that no request removes real devices by accident.
+func (s *Server) removeDevices(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Query().Get("simulated") != "true" {
+		s.fail(w, r, apperr.E(apperr.Invalid, "only simulated devices can be removed: give simulated=true"))
+		return
+	}
+	n, err := s.Fleet.RemoveSimulated(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("simulated devices removed", "devices", n, "actor", r.Context().Value(keyActor))
+	writeJSON(w, http.StatusOK, wire.RemoveDevicesResponse{Removed: n})
 }
 
 func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
@@ -210,7 +234,7 @@ func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request) {
 		req.Name = "enrol"
 	}
 	secret, hash := auth.NewSecret(auth.EnrollPrefix)
-	t := &fleet.EnrollToken{ID: hex.EncodeToString(hash[:8]), Name: req.Name, Hash: hash, UsesLeft: req.Uses, Product: req.Product, CreatedAt: time.Now().UTC()}
+	t := &fleet.EnrollToken{ID: hex.EncodeToString(hash[:8]), Name: req.Name, Hash: hash, UsesLeft: req.Uses, Product: req.Product, Simulation: req.Simulation, CreatedAt: time.Now().UTC()}
 	if req.Uses <= 0 {
 		t.UsesLeft = -1
 	}

@@ -27,6 +27,8 @@ type DeviceService interface {
 	Accept(ctx context.Context, id string) error
 	// RequireAccepted returns apperr.Forbidden or apperr.NotFound unless the device is accepted.
 	RequireAccepted(ctx context.Context, id string) error
+	// RemoveSimulated removes every simulated device and returns how many.
+	RemoveSimulated(ctx context.Context) (int, error)
 }
 
 // ImageRepository is the image repository's server side; *imagerepo.Service implements it.
@@ -45,6 +47,9 @@ type Director interface {
 	Root(ctx context.Context, file string) ([]byte, error)
 	RotateRoot(ctx context.Context, data []byte) error
 	Deploy(ctx context.Context, dep director.Deployment) (*director.DeployResult, error)
+	// MayFetch returns nil if the device's director view names target (the latest, or a
+	// previous one not yet expired), else apperr.Forbidden.
+	MayFetch(ctx context.Context, deviceID, target string) error
 }
 
 // Campaigns runs rollouts and holds groups; *rollout.Engine implements it.

@@ -99,8 +99,13 @@ func Conformance(d Declaration, now time.Time) Report {
 	} else {
 		add(SourceETSI, "5.3-1", "All software components are securely updatable", VerdictNotMet, "update_capable="+d.UpdateCapable, "the device receives no updates")
 	}
-	add(SourceETSI, "5.3-2", "A secure update mechanism exists", pick(secure, VerdictMet, VerdictNotMet), cryptoEv,
-		pick(secure, "", "updates must be signed and verified on the device"))
+	why53_2 := pick(secure, "", "updates must be signed and verified on the device")
+	if f := d.Evidence.DDIDevices; f != nil && f.Value != nil {
+		// The declared mechanism is the agent's; DDI devices check less, and the report says so.
+		cryptoEv += fmt.Sprintf("; %.0f of the devices speak hawkBit DDI", *f.Value)
+		why53_2 = strings.TrimPrefix(why53_2+"; ", "; ") + fmt.Sprintf("%.0f devices speak hawkBit DDI: %s", *f.Value, DDIMeaning)
+	}
+	add(SourceETSI, "5.3-2", "A secure update mechanism exists", pick(secure, VerdictMet, VerdictNotMet), cryptoEv, why53_2)
 	switch {
 	case auto:
 		add(SourceETSI, "5.3-3", "Updates are simple to apply", VerdictMet, "initiation=automatic", "")

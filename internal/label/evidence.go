@@ -16,7 +16,7 @@ const ActiveWindow = 30 * 24 * time.Hour
 
 // SupportedMethod is what a supported release means in the fleet share: the callers of
 // ComputeEvidence implement it in their supported function.
-const SupportedMethod = "a supported release: a release of this product that the manufacturer published through the platform's signed image repository and that is not older (by publication time) than the newest security release, while the product is within its support period (on or before the support end date)"
+const SupportedMethod = "a supported release: a release of this product that the manufacturer published through the platform's signed image repository (the image the device reports matches the signed target's name and SHA-256) and that is not older (by publication time) than the newest security release, while the product is within its support period (on or before the support end date)"
 
 // Figure is one computed number with the method that produced it. Value is nil when the data
 // cannot give it, and Note then says why ("not available because ...").
@@ -47,6 +47,8 @@ type Evidence struct {
 	FleetOnSupported   Figure     `json:"fleet_on_supported_release"`
 	Devices            Figure     `json:"devices"`
 	ActiveDevices      Figure     `json:"active_devices"`
+	// DDIDevices counts the devices that speak hawkBit DDI; absent when there are none.
+	DDIDevices *Figure `json:"ddi_devices,omitempty"`
 	// Advisories lists every advisory matched to the product, fixed or not, so that the
 	// remediation commitment can be judged advisory by advisory.
 	Advisories []AdvisoryFact `json:"advisories,omitempty"`
@@ -184,18 +186,31 @@ func ComputeEvidence(now time.Time, rel []ReleaseFact, dev []DeviceFact, ttp []T
 		e.FixToFleet90Days.Note = strings.TrimPrefix(e.FixToFleet90Days.Note+fmt.Sprintf("; %d fixed releases have not reached 90%% of the fleet yet and are not in the median", notAt90), "; ")
 	}
 
-	active, onSupported := 0, 0
+	active, onSupported, unknown := 0, 0, 0
 	for _, d := range dev {
 		if now.Sub(d.LastSeen) > ActiveWindow {
 			continue
 		}
 		active++
-		if supported != nil && supported(d.InstalledVersion) {
+		if d.UnknownImage {
+			unknown++
+			continue
+		}
+		if supported != nil && d.InstalledVersion != "" && supported(d.InstalledVersion) {
 			onSupported++
 		}
 	}
 	e.Devices = Figure{Value: ptr(float64(len(dev))), Unit: "count", Samples: len(dev), Method: "devices of this product known to the platform"}
 	e.ActiveDevices = Figure{Value: ptr(float64(active)), Unit: "count", Samples: active, Method: "devices seen in the 30 days up to computed_at"}
+	ddi := 0
+	for _, d := range dev {
+		if d.DDI {
+			ddi++
+		}
+	}
+	if ddi > 0 {
+		e.DDIDevices = &Figure{Value: ptr(float64(ddi)), Unit: "count", Samples: len(dev), Method: "devices of this product that speak hawkBit DDI (SWUpdate, RAUC, Zephyr clients): " + DDIMeaning}
+	}
 	e.FleetOnSupported = Figure{Unit: "percent", Samples: active,
 		Method: "share of the devices seen in the 30 days up to computed_at that run " + SupportedMethod}
 	switch {
@@ -205,6 +220,9 @@ func ComputeEvidence(now time.Time, rel []ReleaseFact, dev []DeviceFact, ttp []T
 		e.FleetOnSupported.Note = "not available because the platform gave no way to tell supported versions"
 	default:
 		e.FleetOnSupported.Value = ptr(round1(100 * float64(onSupported) / float64(active)))
+		if unknown > 0 {
+			e.FleetOnSupported.Note = fmt.Sprintf("%d of these devices report an unknown image (not a signed release of this product) and count as not on a supported release", unknown)
+		}
 	}
 	return e
 }
@@ -233,3 +251,9 @@ func days(d time.Duration) float64 { return round1(max(d.Hours(), 0) / 24) }
 func round1(x float64) float64 { return math.Round(x*10) / 10 }
 
 func ptr[T any](v T) *T { return &v }
+
+// DDIMeaning says what a DDI device's updates are checked by, for the evidence, the page and the
+// device list.
+const DDIMeaning = "they verify only their update bundle's own signature, not the platform's Uptane metadata " +
+	"(no rollback or freeze protection from the platform); the platform offers them only releases signed by the " +
+	"offline targets key"

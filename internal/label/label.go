@@ -101,8 +101,17 @@ type ReleaseFact struct {
 
 // DeviceFact is one device of the product's fleet.
 type DeviceFact struct {
+	// InstalledVersion is the version of the signed release whose image the device runs; empty
+	// when the image it reports is not one (UnknownImage) or it reports none.
 	InstalledVersion string
-	LastSeen         time.Time
+	// UnknownImage is set when the device reports an image that is not a signed target of the
+	// product (its name and SHA-256 match no release): what a device says it runs is only its
+	// claim, and such a device never counts as on a supported release.
+	UnknownImage bool
+	LastSeen     time.Time
+	// DDI: the device speaks hawkBit DDI (SWUpdate, RAUC, Zephyr) and verifies only its
+	// bundle's own signature, not the platform's Uptane metadata.
+	DDI bool
 }
 
 // TimeToPatch ties one advisory to the release that fixed it. FixReleased is zero while no

@@ -55,6 +55,10 @@ type Policy struct {
 	// AdvisoriesURL is where the product's security advisories are published (EU CRA Annex I
 	// Pt II(8)).
 	AdvisoriesURL string `json:"advisories_url,omitempty"`
+	// ForbidDDI refuses hawkBit DDI devices of this product (they verify only their bundle's
+	// signature, no Uptane metadata): none can be created or register, and existing ones are
+	// answered 403.
+	ForbidDDI bool `json:"forbid_ddi,omitempty"`
 }
 
 // DefaultPolicy is what a new product's policy starts from before the first update is merged

@@ -130,6 +130,25 @@ func Warning(p *Product, now time.Time) string {
 	return fmt.Sprintf("security-update support ends on %s", pol.SupportEnd)
 }
 
+// AllowDDI returns apperr.Forbidden if the product's policy forbids hawkBit DDI devices.
+func (s *Service) AllowDDI(ctx context.Context, name string) error {
+	p, err := s.Store.FindProduct(ctx, name)
+	if apperr.Is(err, apperr.NotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	pol, err := ParsePolicy(p.Policy)
+	if err != nil {
+		return err
+	}
+	if pol.ForbidDDI {
+		return apperr.E(apperr.Forbidden, "product %s does not allow DDI devices (its policy: forbid_ddi)", name)
+	}
+	return nil
+}
+
 // Notice is the end-of-support notice signed into the director metadata of the product's
 // devices; nil for a product without a policy.
 func (s *Service) Notice(ctx context.Context, name string) (*uptane.Notice, error) {

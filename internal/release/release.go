@@ -32,6 +32,14 @@ func Compare(a, b *Release) int {
 	return cmp.Or(cmp.Compare(a.SecurityVersion, b.SecurityVersion), a.PublishedAt.Compare(b.PublishedAt), strings.Compare(a.Version, b.Version))
 }
 
+// Matches reports whether a device that says it runs target, with this SHA-256 (hex), runs this
+// release's signed image: the same target name and exactly the signed digest. What a device
+// reports is only its claim; an image that matches no release is unknown and counts in no public
+// figure (docs/TRANSPARENCY.md).
+func (r *Release) Matches(target, sha256 string) bool {
+	return r != nil && target != "" && r.Target == target && len(sha256) == len(r.SHA256) && strings.EqualFold(r.SHA256, sha256)
+}
+
 // Ref is "product@version".
 func (r *Release) Ref() string { return r.Product + "@" + r.Version }
 

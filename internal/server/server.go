@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 	blobs3 "upkeep.dev/upkeep/internal/blob/s3"
+	"upkeep.dev/upkeep/internal/ddi"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
@@ -99,6 +101,13 @@ type Config struct {
 	// PublicRefresh is how long a product's public pages are served before their inputs are read
 	// again (0: transparency.DefaultInterval); label.go.
 	PublicRefresh time.Duration
+	// MetricsToken, if set, is the bearer token /metrics requires. Empty: /metrics is open, as
+	// it is meant to be on the default loopback address; a warning is logged when the server
+	// listens on another one.
+	MetricsToken string
+	// DDI configures the hawkBit DDI API (internal/ddi): tenant, gateway token, auto-registration.
+	// PollSeconds, PublicURL and the target-token key are filled in by Open.
+	DDI ddi.Config
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -194,6 +203,8 @@ type Server struct {
 	Exposure *exposure.Service
 	// Products owns the support policies.
 	Products *product.Service
+	// DDI serves hawkBit DDI clients (SWUpdate, RAUC, Zephyr) at /{tenant}/controller/v1/.
+	DDI *ddi.Service
 
 	http    *http.Server
 	ln      net.Listener
@@ -298,11 +309,18 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.newTransparency(db, now)
 	s.Products = &product.Service{Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Director.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
 	s.Director.Notice = s.Products.Notice
-	api := &httpapi.Server{Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
+	ddiKey, err := db.Setting(ctx, "ddi_token_key", func() []byte { _, h := auth.NewSecret(""); return h })
+	if err != nil {
+		return fail(err)
+	}
+	dc := cfg.DDI
+	dc.TokenKey, dc.PollSeconds, dc.PublicURL = ddiKey, cfg.PollSeconds, cmp.Or(dc.PublicURL, cfg.PublicURL)
+	s.DDI = &ddi.Service{Config: dc, Devices: db, Fleet: s.Fleet, Actions: db, Targets: s.Images, Blobs: s.Blobs, AllowDDI: s.Products.AllowDDI, Now: now, Logger: cfg.Logger}
+	api := &httpapi.Server{Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
 		Exposure: s.Exposure,
-		Metrics:  s.Metrics, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
+		Metrics:  s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
@@ -314,6 +332,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 			return fail(err)
 		}
 		s.URL = "https://" + s.ln.Addr().String()
+	}
+	if ap, err := netip.ParseAddrPort(s.ln.Addr().String()); cfg.MetricsToken == "" && (err != nil || !ap.Addr().IsLoopback()) {
+		cfg.Logger.Warn("/metrics is open to anyone who reaches the listen address: set --metrics-token (UPKEEP_METRICS_TOKEN)", "addr", s.ln.Addr().String())
 	}
 	s.Transparency.TimeToPatch = s.Exposure.LabelTimeToPatch
 	if s.Transparency.PublicURL == "" {

@@ -9,10 +9,49 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/wire"
 )
+
+// Text makes text that came from devices (event messages, errors, states, attributes, serials)
+// safe to print on an operator's terminal: control characters (C0, DEL and C1: escape sequences,
+// carriage return, bell, backspace), Unicode format characters (the bidi overrides and isolates
+// such as U+202E, zero-width characters) and line and paragraph separators are written as
+// escapes (\x1b, \u202e). So a device can neither drive the terminal nor make a line read other
+// than it is. Tab and newline are escaped too: one field stays on its line and in its column.
+// Invalid UTF-8 shows as U+FFFD. Every place the CLI and the demo print device text uses it.
+func Text(s string) string {
+	plain := true
+	for _, r := range s {
+		if unsafeRune(r) || r == utf8.RuneError {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r < 0x100 && unsafeRune(r):
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case unsafeRune(r):
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// unsafeRune reports whether r must not reach a terminal as it is.
+func unsafeRune(r rune) bool {
+	return r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == '\u2028' || r == '\u2029' || unicode.Is(unicode.Cf, r)
+}
 
 // WaveSizes turns cumulative wave ends into per-wave sizes.
 func WaveSizes(cum []int) []int {
@@ -40,7 +79,7 @@ func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
 	c := st.Campaign
 	fmt.Fprintf(w, "campaign %s: %s to %s — %s\n", c.ID, c.Release, c.Selector, strings.ToUpper(c.State))
 	if c.PauseReason != "" {
-		fmt.Fprintf(w, "paused: %s\n", c.PauseReason)
+		fmt.Fprintf(w, "paused: %s\n", Text(c.PauseReason))
 	}
 	mode := "forced"
 	if c.Consent {
@@ -85,18 +124,18 @@ func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
 	if len(st.Waiting) > 0 {
 		fmt.Fprintf(w, "\n%d devices wait (consent or maintenance window):\n", len(st.Waiting))
 		for _, m := range st.Waiting[:min(len(st.Waiting), 10)] {
-			fmt.Fprintf(w, "  %s  wave %d  %s\n", m.DeviceID, m.Wave, m.Detail)
+			fmt.Fprintf(w, "  %s  wave %d  %s\n", Text(m.DeviceID), m.Wave, Text(m.Detail))
 		}
 	}
 	if len(st.Failed) > 0 {
 		fmt.Fprintf(w, "\n%d devices failed:\n", len(st.Failed))
 		for _, m := range st.Failed[:min(len(st.Failed), 10)] {
-			fmt.Fprintf(w, "  %s  wave %d  %s\n", m.DeviceID, m.Wave, m.Detail)
+			fmt.Fprintf(w, "  %s  wave %d  %s\n", Text(m.DeviceID), m.Wave, Text(m.Detail))
 		}
 	}
 	fmt.Fprintln(w, "\ntimeline:")
 	for _, e := range st.Timeline {
-		fmt.Fprintf(w, "  %s  %-8s %-9s %s\n", e.Time.Local().Format(time.DateTime), e.Actor, e.Action, e.Detail)
+		fmt.Fprintf(w, "  %s  %-8s %-9s %s\n", e.Time.Local().Format(time.DateTime), Text(e.Actor), Text(e.Action), Text(e.Detail))
 	}
 }
 

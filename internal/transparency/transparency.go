@@ -300,9 +300,24 @@ func (s *Service) gather(ctx context.Context, p *product.Product) (*inputs, erro
 			newestSecurity = r.PublishedAt
 		}
 	}
+	byTarget := make(map[string]*release.Release, len(rels))
+	for _, r := range rels {
+		byTarget[r.Target] = r
+	}
 	devices := make([]label.DeviceFact, 0, len(devs))
 	for _, d := range devs {
-		devices = append(devices, label.DeviceFact{InstalledVersion: d.InstalledVer, LastSeen: d.LastSeen})
+		if d.Simulated {
+			continue // `upkeep simulate`'s devices are no one's: they count in no public figure
+		}
+		// The version is the signed release's, never the one the device states: an image whose
+		// name and SHA-256 are not a signed target of this product is unknown.
+		f := label.DeviceFact{LastSeen: d.LastSeen, DDI: d.IsDDI()}
+		if r := byTarget[d.InstalledTarget]; r.Matches(d.InstalledTarget, d.InstalledSHA256) {
+			f.InstalledVersion = r.Version
+		} else if d.InstalledTarget != "" || d.InstalledSHA256 != "" || d.InstalledVer != "" {
+			f.UnknownImage = true
+		}
+		devices = append(devices, f)
 	}
 	// label.SupportedMethod: a release the manufacturer published, not older than the newest
 	// security release, while the product is within its support period.

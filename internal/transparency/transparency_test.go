@@ -84,10 +84,17 @@ func (f *fixture) release(t *testing.T, version, class string, secVer int64, at 
 	}
 }
 
+// device adds a device that reports the image of version as f.release signs it.
 func (f *fixture) device(t *testing.T, id, version string, seen time.Time) {
 	t.Helper()
+	f.deviceImage(t, id, tuf.TargetName(testProduct, version, "fw.img"), version, strings.Repeat("a", 64), seen)
+}
+
+// deviceImage adds a device that reports running target with this SHA-256 and version.
+func (f *fixture) deviceImage(t *testing.T, id, target, version, sha string, seen time.Time) {
+	t.Helper()
 	d := &fleet.Device{ID: id, PublicKey: make([]byte, 32), Serial: id, Product: testProduct, HardwareID: "hw", Status: fleet.StatusAccepted,
-		InstalledVer: version, LastSeen: seen, EnrolledAt: seen}
+		InstalledTarget: target, InstalledVer: version, InstalledSHA256: sha, LastSeen: seen, EnrolledAt: seen}
 	if err := f.db.CreateDevice(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +138,9 @@ func TestTransparencyEvidence(t *testing.T) {
 	}
 	if !strings.Contains(e.FleetOnSupported.Method, label.SupportedMethod) {
 		t.Errorf("fleet share method %q does not state the definition", e.FleetOnSupported.Method)
+	}
+	if !strings.Contains(e.FleetOnSupported.Note, "1 of these devices report an unknown image") {
+		t.Errorf("fleet share note %q does not show d3's unknown image", e.FleetOnSupported.Note)
 	}
 	if e.AdvisoryToFixDays.Value != nil || !strings.Contains(e.AdvisoryToFixDays.Note, "not connected") {
 		t.Errorf("time to patch without the hook: %+v", e.AdvisoryToFixDays)
@@ -367,4 +377,25 @@ func TestTransparencyGathersOncePerInterval(t *testing.T) {
 		t.Errorf("after a policy change: testProduct name %q", p.Declaration.Product.Name)
 	}
 	want(3, "after a policy change")
+}
+
+// TestTransparencyUnknownImage: a device's report is only its claim. A device that says it runs
+// the newest security release, with that release's version and target name but another image
+// (another SHA-256), or a target name that is no release, is on an unknown image: it counts
+// neither toward the supported share nor with the version it states.
+func TestTransparencyUnknownImage(t *testing.T) {
+	f := newFixture(t, "2031-12-31")
+	now := f.clock.Now()
+	f.release(t, "1.1.1", "security", 2, now.AddDate(0, -1, 0))
+	f.device(t, "d1", "1.1.1", now.Add(-time.Hour))
+	f.deviceImage(t, "d2", tuf.TargetName(testProduct, "1.1.1", "fw.img"), "1.1.1", strings.Repeat("c", 64), now.Add(-time.Hour))
+	f.deviceImage(t, "d3", tuf.TargetName(testProduct, "9.9.9", "fw.img"), "1.1.1", strings.Repeat("a", 64), now.Add(-time.Hour))
+	f.deviceImage(t, "d4", "", "1.1.1", "", now.Add(-time.Hour))
+	e := f.publication(t).Declaration.Evidence
+	if e.FleetOnSupported.Value == nil || *e.FleetOnSupported.Value != 25 {
+		t.Errorf("fleet on a supported release %+v, want 25 (only d1 runs the signed image)", e.FleetOnSupported)
+	}
+	if !strings.Contains(e.FleetOnSupported.Note, "3 of these devices report an unknown image") {
+		t.Errorf("fleet share note %q, want the 3 unknown images named", e.FleetOnSupported.Note)
+	}
 }

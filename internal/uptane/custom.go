@@ -30,7 +30,17 @@ type TargetCustom struct {
 	// SBOM is the SHA-256 (hex) of the release's SBOM, so that the targets signature binds
 	// what the image contains, as the SBOM says, to the image.
 	SBOM string `json:"sbom_sha256,omitempty"`
+	// ArtifactType is what the bytes are: "" or "raw" (an image for the Upkeep agent), "swu" (an
+	// SWUpdate bundle) or "raucb" (a RAUC bundle), for DDI clients (internal/ddi).
+	ArtifactType string `json:"artifact_type,omitempty"`
 }
+
+// Artifact types of TargetCustom.ArtifactType.
+const (
+	ArtifactRaw   = "raw"
+	ArtifactSWU   = "swu"
+	ArtifactRAUCB = "raucb"
+)
 
 // Validate checks the custom fields.
 func (c TargetCustom) Validate() error {
@@ -53,6 +63,11 @@ func (c TargetCustom) Validate() error {
 	}
 	if c.Class != ClassSecurity && c.Class != ClassFeature {
 		return fmt.Errorf("class %q: want %s or %s", c.Class, ClassSecurity, ClassFeature)
+	}
+	switch c.ArtifactType {
+	case "", ArtifactRaw, ArtifactSWU, ArtifactRAUCB:
+	default:
+		return fmt.Errorf("artifact type %q: want %s, %s or %s", c.ArtifactType, ArtifactSWU, ArtifactRAUCB, ArtifactRaw)
 	}
 	return nil
 }

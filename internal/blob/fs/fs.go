@@ -1,7 +1,8 @@
 // Package fs is the local-folder artifact store, Upkeep's embedded default. Blobs are kept by
 // SHA-256 under dir/sha256/xx/<hex>, with their SHA-512 and length in a sidecar file. Writes go
 // to a temporary file that is renamed into place only after the digests are known, so a
-// partial upload is never visible.
+// partial upload is never visible; the temporary files a crash left behind are removed when the
+// store is next opened.
 package fs
 
 import (
@@ -16,6 +17,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/release"
@@ -28,12 +30,46 @@ type Store struct {
 
 var _ release.BlobStore = (*Store)(nil)
 
-// New opens (creating) the blob folder.
+// StaleTemp is how long an upload's temporary file may go unmodified before New removes it: an
+// upload under way writes to its file all along, so one this old was left by a crash (or a
+// killed process) in the middle of an upload, and would otherwise stay for ever.
+const StaleTemp = time.Hour
+
+// New opens (creating) the blob folder and removes the temporary files of uploads that a crash
+// interrupted (unmodified for StaleTemp); a younger one may be another process's upload under
+// way in a shared folder, and is left alone.
 func New(dir string) (*Store, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o750); err != nil {
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o750); err != nil {
 		return nil, fmt.Errorf("blob dir: %w", err)
 	}
+	if err := removeStale(tmp, time.Now().Add(-StaleTemp)); err != nil {
+		return nil, err
+	}
 	return &Store{dir: dir}, nil
+}
+
+// removeStale removes the files of dir last modified before cutoff.
+func removeStale(dir string, cutoff time.Time) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("blob temp dir: %w", err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		if info.ModTime().Before(cutoff) {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("remove stale upload: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func validDigest(h string) error {

@@ -15,14 +15,14 @@ import (
 )
 
 const deviceCols = `id, public_key, serial, product, hardware_id, attributes, status, installed_target,
-installed_ver, security_version, installed_sha256, state, last_error, assigned, director_version, last_seen, enrolled_at, assign_policy`
+installed_ver, security_version, installed_sha256, state, last_error, assigned, director_version, last_seen, enrolled_at, assign_policy, simulated, kind`
 
 func scanDevice(row interface{ Scan(...any) error }) (*fleet.Device, error) {
 	var d fleet.Device
 	var attrs string
 	var seen sql.NullTime
 	if err := row.Scan(&d.ID, &d.PublicKey, &d.Serial, &d.Product, &d.HardwareID, &attrs, &d.Status, &d.InstalledTarget,
-		&d.InstalledVer, &d.SecurityVersion, &d.InstalledSHA256, &d.State, &d.LastError, &d.Assigned, &d.DirectorVersion, &seen, &d.EnrolledAt, &d.AssignPolicy); err != nil {
+		&d.InstalledVer, &d.SecurityVersion, &d.InstalledSHA256, &d.State, &d.LastError, &d.Assigned, &d.DirectorVersion, &seen, &d.EnrolledAt, &d.AssignPolicy, &d.Simulated, &d.Kind); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal([]byte(attrs), &d.Attributes); err != nil {
@@ -38,9 +38,13 @@ func (s *DB) CreateDevice(ctx context.Context, d *fleet.Device) error {
 	if d.Attributes == nil {
 		attrs = []byte("{}")
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)`,
-		d.ID, d.PublicKey, d.Serial, d.Product, d.HardwareID, string(attrs), d.Status, d.InstalledTarget,
-		d.InstalledVer, d.SecurityVersion, d.InstalledSHA256, d.State, d.LastError, d.Assigned, d.DirectorVersion, sql.NullTime{Time: d.LastSeen, Valid: !d.LastSeen.IsZero()}, d.EnrolledAt.UTC(), d.AssignPolicy)
+	pub := d.PublicKey
+	if pub == nil {
+		pub = []byte{} // a DDI device has no key
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)`,
+		d.ID, pub, d.Serial, d.Product, d.HardwareID, string(attrs), d.Status, d.InstalledTarget,
+		d.InstalledVer, d.SecurityVersion, d.InstalledSHA256, d.State, d.LastError, d.Assigned, d.DirectorVersion, sql.NullTime{Time: d.LastSeen, Valid: !d.LastSeen.IsZero()}, d.EnrolledAt.UTC(), d.AssignPolicy, d.Simulated, d.Kind)
 	if s.dialect.IsUnique(err) {
 		return apperr.E(apperr.Conflict, "device %s already enrolled", d.ID)
 	}
@@ -71,6 +75,11 @@ func deviceWhere(f fleet.DeviceFilter, arg func(v any) string) string {
 	}
 	if f.Status != "" {
 		where = append(where, "status = "+arg(f.Status))
+	}
+	if f.Kind == fleet.KindAgent {
+		where = append(where, "kind <> "+arg(fleet.KindDDI)) // '' and 'upkeep' are agents
+	} else if f.Kind != "" {
+		where = append(where, "kind = "+arg(f.Kind))
 	}
 	if len(f.IDs) > 0 {
 		ph := make([]string, len(f.IDs))
@@ -212,6 +221,13 @@ func (s *DB) updateDevice(ctx context.Context, ex execer, id string, u fleet.Dev
 	if u.AssignPolicy != nil {
 		set("assign_policy", *u.AssignPolicy)
 	}
+	if u.Attributes != nil {
+		attrs, err := json.Marshal(*u.Attributes)
+		if err != nil || *u.Attributes == nil {
+			attrs = []byte("{}")
+		}
+		set("attributes", string(attrs))
+	}
 	if u.DirectorVersion != nil {
 		// Monotonic: a slower writer never moves a device back to an older director version.
 		args = append(args, *u.DirectorVersion)
@@ -333,8 +349,8 @@ func (s *DB) FindEvents(ctx context.Context, deviceID string, limit int) ([]flee
 
 // CreateEnrollToken implements fleet.Store.
 func (s *DB) CreateEnrollToken(ctx context.Context, t *fleet.EnrollToken) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO enroll_tokens (id, hash, name, uses_left, expires_at, product, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
-		t.ID, t.Hash, t.Name, t.UsesLeft, sql.NullTime{Time: t.ExpiresAt.UTC(), Valid: !t.ExpiresAt.IsZero()}, t.Product, t.CreatedAt.UTC())
+	_, err := s.db.ExecContext(ctx, `INSERT INTO enroll_tokens (id, hash, name, uses_left, expires_at, product, created_at, simulation) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+		t.ID, t.Hash, t.Name, t.UsesLeft, sql.NullTime{Time: t.ExpiresAt.UTC(), Valid: !t.ExpiresAt.IsZero()}, t.Product, t.CreatedAt.UTC(), t.Simulation)
 	if s.dialect.IsUnique(err) {
 		return apperr.E(apperr.Conflict, "enrolment token %s exists", t.ID)
 	}
@@ -350,8 +366,8 @@ func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, product string, no
 	err := s.inTx(ctx, "use enrolment token", func(tx *Tx) error {
 		var t fleet.EnrollToken
 		var exp sql.NullTime
-		err := tx.QueryRowContext(ctx, `SELECT id, hash, name, uses_left, expires_at, product, created_at FROM enroll_tokens WHERE hash = $1`, hash).
-			Scan(&t.ID, &t.Hash, &t.Name, &t.UsesLeft, &exp, &t.Product, &t.CreatedAt)
+		err := tx.QueryRowContext(ctx, `SELECT id, hash, name, uses_left, expires_at, product, created_at, simulation FROM enroll_tokens WHERE hash = $1`, hash).
+			Scan(&t.ID, &t.Hash, &t.Name, &t.UsesLeft, &exp, &t.Product, &t.CreatedAt, &t.Simulation)
 		if err != nil {
 			if err == sql.ErrNoRows {
 				return apperr.E(apperr.Unauthorized, "unknown enrolment token")
@@ -383,4 +399,47 @@ func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, product string, no
 		return nil, err
 	}
 	return tok, nil
+}
+
+// simulatedTables hold rows keyed by device_id that go with a removed simulated device.
+var simulatedTables = []string{"device_events", "director_views", "campaign_devices", "group_devices", "device_installs"}
+
+// RemoveSimulatedDevices implements fleet.Store.
+func (s *DB) RemoveSimulatedDevices(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := s.inTx(ctx, "remove simulated devices", func(tx *Tx) error {
+		ids = ids[:0]
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM devices WHERE simulated ORDER BY id`)
+		if err != nil {
+			return fmt.Errorf("find simulated devices: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return fmt.Errorf("find simulated devices: %w", err)
+			}
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("find simulated devices: %w", err)
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		for _, table := range simulatedTables {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE device_id IN (SELECT id FROM devices WHERE simulated)`); err != nil {
+				return fmt.Errorf("remove simulated devices from %s: %w", table, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM devices WHERE simulated`); err != nil {
+			return fmt.Errorf("remove simulated devices: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ids, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/ddi"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/imagerepo"
@@ -31,6 +32,7 @@ type Store interface {
 	director.Store
 	auth.Store
 	rollout.Store
+	ddi.Store
 	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
 	// false if another holder's lease has not expired.
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -57,6 +59,9 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"Concurrent":    testConcurrentWrites,
 		"Leases":        testLeases,
 		"Campaigns":     testCampaigns,
+		"Simulated":     testSimulated,
+		"DDIActions":    testDDIActions,
+		"DeviceKinds":   testDeviceKinds,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
@@ -507,5 +512,124 @@ func testConcurrentWrites(t *testing.T, s Store) {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// testSimulated: a simulation token says so when used, simulated devices read back as such, and
+// removing them takes their events and views and leaves every other device alone.
+func testSimulated(t *testing.T, s Store) {
+	hash := auth.HashSecret("simulation")
+	if err := s.CreateEnrollToken(ctx, &fleet.EnrollToken{ID: "sim", Name: "simulator", Hash: hash, UsesLeft: 1, Simulation: true, CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := s.UseEnrollToken(ctx, hash, "thermostat", t0); err != nil || !tok.Simulation {
+		t.Fatalf("simulation token used: %+v %v", tok, err)
+	}
+	for _, d := range []*fleet.Device{
+		{ID: "real", PublicKey: []byte("k1"), Serial: "s1", Product: "thermostat", HardwareID: "hw", Status: fleet.StatusAccepted, EnrolledAt: t0},
+		{ID: "sim1", PublicKey: []byte("k2"), Serial: "s2", Product: "thermostat", HardwareID: "hw", Status: fleet.StatusAccepted, EnrolledAt: t0, Simulated: true},
+		{ID: "sim2", PublicKey: []byte("k3"), Serial: "s3", Product: "thermostat", HardwareID: "hw", Status: fleet.StatusAccepted, EnrolledAt: t0, Simulated: true},
+	} {
+		if err := s.CreateDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.AddEvents(ctx, []fleet.Event{{DeviceID: d.ID, Time: t0, Step: "check", Status: "ok"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, err := s.FindDevice(ctx, "sim1"); err != nil || !d.Simulated {
+		t.Fatalf("simulated device reads back as %+v %v", d, err)
+	}
+	ids, err := s.RemoveSimulatedDevices(ctx)
+	if err != nil || len(ids) != 2 || ids[0] != "sim1" || ids[1] != "sim2" {
+		t.Fatalf("removed %v %v, want sim1 and sim2", ids, err)
+	}
+	_, err = s.FindDevice(ctx, "sim1")
+	wantCode(t, err, apperr.NotFound)
+	if ev, err := s.FindEvents(ctx, "sim2", 10); err != nil || len(ev) != 0 {
+		t.Errorf("events of a removed device: %+v %v", ev, err)
+	}
+	if d, err := s.FindDevice(ctx, "real"); err != nil || d.Simulated {
+		t.Fatalf("real device after the removal: %+v %v", d, err)
+	}
+	if ev, err := s.FindEvents(ctx, "real", 10); err != nil || len(ev) != 1 {
+		t.Errorf("events of the real device: %+v %v", ev, err)
+	}
+	if ids, err := s.RemoveSimulatedDevices(ctx); err != nil || len(ids) != 0 {
+		t.Errorf("second removal: %v %v", ids, err)
+	}
+}
+
+func testDeviceKinds(t *testing.T, s Store) {
+	for _, d := range []*fleet.Device{
+		{ID: "agent", PublicKey: []byte{1}, Serial: "a", Product: "p", HardwareID: "h", Status: fleet.StatusAccepted, EnrolledAt: t0},
+		{ID: "ctrl-1", Kind: fleet.KindDDI, Serial: "ctrl-1", Product: "p", HardwareID: "h", Status: fleet.StatusAccepted, EnrolledAt: t0},
+	} {
+		if err := s.CreateDevice(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for kind, want := range map[string]string{fleet.KindDDI: "ctrl-1", fleet.KindAgent: "agent"} {
+		ds, err := s.FindDevices(ctx, fleet.DeviceFilter{Kind: kind})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ds) != 1 || ds[0].ID != want {
+			t.Errorf("kind %s: got %d devices, want %s", kind, len(ds), want)
+		}
+	}
+	attrs := map[string]string{"hwRevision": "2", "board": "x"}
+	if err := s.UpdateDevice(ctx, "ctrl-1", fleet.DeviceUpdate{Attributes: &attrs}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.FindDevice(ctx, "ctrl-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(attrs, got.Attributes); diff != "" || got.Kind != fleet.KindDDI || len(got.PublicKey) != 0 {
+		t.Errorf("DDI device after attribute update: kind %q, key %x, attributes (-want +got):\n%s", got.Kind, got.PublicKey, diff)
+	}
+}
+
+func testDDIActions(t *testing.T, s Store) {
+	a := &ddi.Action{DeviceID: "c1", Target: "fw-1.swu", Status: ddi.ActionOpen, CreatedAt: t0, UpdatedAt: t0}
+	if err := s.CreateAction(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	b := &ddi.Action{DeviceID: "c1", Target: "fw-2.swu", Status: ddi.ActionOpen, CreatedAt: t0, UpdatedAt: t0}
+	if err := s.CreateAction(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if a.ID <= 0 || b.ID <= a.ID {
+		t.Fatalf("ids %d, %d: want positive and increasing", a.ID, b.ID)
+	}
+	got, err := s.FindAction(ctx, "c1", a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(a, got); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+	_, err = s.FindAction(ctx, "other", a.ID) // another device's action does not exist for it
+	wantCode(t, err, apperr.NotFound)
+	list, err := s.FindActions(ctx, "c1", 1)
+	if err != nil || len(list) != 1 || list[0].ID != b.ID {
+		t.Fatalf("FindActions newest first: %v %v", list, err)
+	}
+	closed, success := ddi.ActionClosed, ddi.ResultSuccess
+	ok, err := s.UpdateAction(ctx, "c1", a.ID, []string{ddi.ActionOpen}, ddi.ActionUpdate{Status: &closed, Result: &success, At: t0.Add(time.Minute)})
+	if err != nil || !ok {
+		t.Fatalf("close: %v %v", ok, err)
+	}
+	canceling := ddi.ActionCanceling
+	ok, err = s.UpdateAction(ctx, "c1", a.ID, []string{ddi.ActionOpen}, ddi.ActionUpdate{Status: &canceling, At: t0})
+	if err != nil || ok {
+		t.Fatalf("a closed action must not move: %v %v", ok, err)
+	}
+	_, err = s.UpdateAction(ctx, "other", a.ID, nil, ddi.ActionUpdate{Status: &canceling, At: t0})
+	wantCode(t, err, apperr.NotFound)
+	got, _ = s.FindAction(ctx, "c1", a.ID)
+	if got.Status != closed || got.Result != success || !got.UpdatedAt.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("after close: %+v", got)
 	}
 }
