@@ -13,7 +13,7 @@ import (
 
 // GenOptions tune Generate.
 type GenOptions struct {
-	// MaxIndexSlots bounds the source index (8 bytes a slot): 1<<24 slots, 128 MiB, by
+	// MaxIndexSlots bounds the source index (8 bytes a slot): 1<<23 slots, 64 MiB, by
 	// default. A larger source is sampled more sparsely, so memory stays put and only matches
 	// shorter than the sampling step are missed.
 	MaxIndexSlots int
@@ -44,7 +44,7 @@ type GenStats struct {
 
 // Generate writes a patch that turns old (oldLen bytes, read at random: a file) into the
 // destination read from dst (destLen bytes, read once, in order). Memory: the source index
-// (GenOptions.MaxIndexSlots) plus a few segment buffers, whatever the image sizes.
+// (GenOptions.MaxIndexSlots) plus a few segment buffers and the zstd encoder, whatever the image sizes.
 func Generate(ctx context.Context, old io.ReaderAt, oldLen int64, dst io.Reader, destLen int64, w io.Writer, o GenOptions) (*GenStats, error) {
 	g, err := newGen(old, oldLen, o)
 	if err != nil {
@@ -95,7 +95,7 @@ type gen struct {
 func newGen(old io.ReaderAt, oldLen int64, o GenOptions) (*gen, error) {
 	maxSlots := o.MaxIndexSlots
 	if maxSlots <= 0 {
-		maxSlots = 1 << 24
+		maxSlots = 1 << 23
 	}
 	step := int64(minStep)
 	for oldLen/step > int64(maxSlots)/2 {
@@ -103,7 +103,7 @@ func newGen(old io.ReaderAt, oldLen int64, o GenOptions) (*gen, error) {
 	}
 	slots := 1 << bits.Len64(uint64(max(oldLen/step*2, 1024)-1))
 	slots = min(slots, 1<<bits.Len64(uint64(maxSlots)-1))
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithEncoderConcurrency(1),
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1),
 		zstd.WithWindowSize(4<<20), zstd.WithEncoderCRC(true))
 	if err != nil {
 		return nil, err
