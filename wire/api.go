@@ -9,7 +9,7 @@ import (
 type Device struct {
 	ID              string            `json:"id"`
 	Kind            string            `json:"kind,omitempty"` // upkeep (the agent, Uptane) | ddi (a hawkBit DDI client: bundle signature only)
-	Status          string            `json:"status"`         // pending | accepted | rejected
+	Status          string            `json:"status"`         // pending | accepted | rejected | decommissioned
 	Serial          string            `json:"serial"`
 	Product         string            `json:"product"`
 	HardwareID      string            `json:"hardware_id"`
@@ -61,8 +61,8 @@ type DeployResponse struct {
 // EnrollTokenRequest creates an enrolment token.
 type EnrollTokenRequest struct {
 	Name    string        `json:"name"`
-	Uses    int           `json:"uses"` // 0: unlimited
-	TTL     time.Duration `json:"ttl"`  // 0: never expires
+	Uses    int           `json:"uses"` // 0: the default (1,000); at most 1,000,000
+	TTL     time.Duration `json:"ttl"`  // 0: the default (30 days); at most 366 days
 	Product string        `json:"product,omitempty"`
 	// Simulation marks every device enrolled with the token as simulated: left out of public
 	// figures and removable with `upkeep devices remove --simulated`.
@@ -72,6 +72,37 @@ type EnrollTokenRequest struct {
 // RemoveDevicesResponse says how many devices DELETE /api/v1/devices?simulated=true removed.
 type RemoveDevicesResponse struct {
 	Removed int `json:"removed"`
+}
+
+// EnrollToken is an enrolment token as the management API lists it (never its secret).
+type EnrollToken struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Product   string    `json:"product,omitempty"`
+	UsesLeft  int       `json:"uses_left"` // -1: unlimited (tokens made before limits existed)
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	CreatedAt time.Time `json:"created_at"`
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+}
+
+// OperatorTokenRequest creates an operator token.
+type OperatorTokenRequest struct {
+	Name string        `json:"name"`
+	Role string        `json:"role"` // admin | viewer
+	TTL  time.Duration `json:"ttl"`  // 0: the default (90 days); at most 366 days
+}
+
+// OperatorToken is an operator token as the management API lists it; Token (the secret) is set
+// only in the answer that created it.
+type OperatorToken struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at,omitzero"` // zero: never
+	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	LastUsed  time.Time `json:"last_used,omitzero"`
+	Token     string    `json:"token,omitempty"`
 }
 
 // EnrollTokenResponse returns the token once.

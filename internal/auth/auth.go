@@ -63,7 +63,17 @@ func (t DeviceTokens) Issue(deviceID string, now time.Time) (string, time.Time) 
 	return devicePrefix + body + "." + t.mac(body), exp
 }
 
-// Check returns the device id of a valid, unexpired token.
+// TokenSkew is how much later than now+TTL a token may expire and still be accepted: replicas
+// whose clocks differ a little issue tokens that end a little later.
+const TokenSkew = 5 * time.Minute
+
+// MaxTokenTTL caps the device token lifetime a server may be configured with.
+const MaxTokenTTL = 24 * time.Hour
+
+// Check returns the device id of a valid, unexpired token. A token whose expiry lies further
+// than TTL+TokenSkew from now is refused however well it is signed: no server of this
+// configuration issued it, and one who holds the key must not mint tokens that outlive a
+// revocation for years.
 func (t DeviceTokens) Check(token string, now time.Time) (string, error) {
 	rest, ok := strings.CutPrefix(token, devicePrefix)
 	if !ok {
@@ -87,7 +97,7 @@ func (t DeviceTokens) Check(token string, now time.Time) (string, error) {
 	}
 	id, expStr, ok := strings.Cut(body, ".")
 	exp, err := strconv.ParseInt(expStr, 10, 64)
-	if !ok || err != nil || now.Unix() >= exp {
+	if !ok || err != nil || now.Unix() >= exp || exp > now.Add(t.TTL+TokenSkew).Unix() {
 		return "", ErrBadToken
 	}
 	return id, nil
@@ -146,16 +156,84 @@ func VerifyDeviceSignature(pub ed25519.PublicKey, payload []byte, sigHex string,
 	return nil
 }
 
+// Operator roles. A role is stored as its name; ValidRole checks a name against Roles.
+const (
+	RoleAdmin  = "admin"  // every management route
+	RoleViewer = "viewer" // read-only: GET routes only
+)
+
+// Roles lists the operator roles, most powerful first.
+var Roles = []string{RoleAdmin, RoleViewer}
+
+// ValidRole reports whether role names an operator role.
+func ValidRole(role string) bool {
+	for _, r := range Roles {
+		if r == role {
+			return true
+		}
+	}
+	return false
+}
+
+// Allows reports whether an operator of role may make a request with method: admins anything,
+// viewers only reads.
+func Allows(role, method string) bool {
+	switch role {
+	case RoleAdmin:
+		return true
+	case RoleViewer:
+		return method == "GET" || method == "HEAD"
+	}
+	return false
+}
+
+// OperatorToken is an operator's credential: its secret is stored only as Hash.
+type OperatorToken struct {
+	ID        string // first 8 bytes of Hash, in hex: names the token in lists and revocations
+	Name      string
+	Role      string
+	Hash      []byte
+	CreatedAt time.Time
+	ExpiresAt time.Time // zero: never (the first token a server prints)
+	RevokedAt time.Time // zero: not revoked
+	LastUsed  time.Time // zero: never used; written in batches, so up to a minute late
+}
+
+// Active reports whether the token may be used at now.
+func (t *OperatorToken) Active(now time.Time) bool {
+	return t.RevokedAt.IsZero() && (t.ExpiresAt.IsZero() || now.Before(t.ExpiresAt))
+}
+
+// TokenID is the id of the token whose secret hashes to hash.
+func TokenID(hash []byte) string { return hex.EncodeToString(hash[:8]) }
+
 // Store persists operator tokens and server-wide secrets. Implementations are safe for
 // concurrent use.
 type Store interface {
-	// CreateAdminToken stores the hash of an operator token.
-	CreateAdminToken(ctx context.Context, name string, hash []byte) error
-	// FindAdminToken returns the token's name, or apperr.NotFound.
-	FindAdminToken(ctx context.Context, hash []byte) (string, error)
-	// CountAdminTokens counts operator tokens.
+	// CreateOperatorToken stores a token. Returns apperr.Conflict if its id exists.
+	CreateOperatorToken(ctx context.Context, t *OperatorToken) error
+	// FindOperatorToken returns the token with this hash, revoked or expired ones included, or
+	// apperr.NotFound.
+	FindOperatorToken(ctx context.Context, hash []byte) (*OperatorToken, error)
+	// FindOperatorTokens lists every token, oldest first.
+	FindOperatorTokens(ctx context.Context) ([]*OperatorToken, error)
+	// RevokeOperatorToken marks a token revoked at at and moves the revocation generation, in one
+	// transaction. Returns apperr.NotFound if there is no such token, and apperr.Conflict if it
+	// is the last active admin token (operators would lock themselves out).
+	RevokeOperatorToken(ctx context.Context, id string, at time.Time) error
+	// TouchOperatorTokens records last-use times by token id; unknown ids are ignored and a time
+	// never moves back.
+	TouchOperatorTokens(ctx context.Context, used map[string]time.Time) error
+	// CountAdminTokens counts operator tokens (any role, revoked ones included).
 	CountAdminTokens(ctx context.Context) (int, error)
+	// RevocationGeneration returns a number that moves whenever a credential is revoked (an
+	// operator token, a decommissioned device). Servers poll it to drop what they cached.
+	RevocationGeneration(ctx context.Context) (int64, error)
 	// Setting returns a server-wide value, storing init() first if it is absent. When several
 	// replicas race, the first stored value wins and all of them return it.
 	Setting(ctx context.Context, key string, init func() []byte) ([]byte, error)
+	// FindSetting returns a server-wide value, or apperr.NotFound.
+	FindSetting(ctx context.Context, key string) ([]byte, error)
+	// DeleteSetting removes a server-wide value; absent is not an error.
+	DeleteSetting(ctx context.Context, key string) error
 }

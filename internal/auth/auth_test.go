@@ -82,3 +82,19 @@ func FuzzDeviceToken(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckRefusesLongLivedToken: a well-signed token that expires further than TTL+TokenSkew
+// from now (one minted with the key for ten years) is refused.
+func TestCheckRefusesLongLivedToken(t *testing.T) {
+	now := time.Now()
+	key := []byte("server key")
+	long, _ := DeviceTokens{Key: key, TTL: 10 * 365 * 24 * time.Hour}.Issue("dev", now)
+	tokens := DeviceTokens{Key: key, TTL: time.Hour}
+	if _, err := tokens.Check(long, now); err != ErrBadToken {
+		t.Fatalf("ten-year token: %v, want ErrBadToken", err)
+	}
+	skewed, _ := DeviceTokens{Key: key, TTL: time.Hour + TokenSkew/2}.Issue("dev", now)
+	if id, err := tokens.Check(skewed, now); err != nil || id != "dev" {
+		t.Fatalf("a token within the skew: %q %v", id, err)
+	}
+}

@@ -181,7 +181,7 @@ func Rollout(ctx context.Context, cfg RolloutConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "bench"})
+	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "bench", Uses: 1_000_000})
 	if err != nil {
 		return err
 	}

@@ -308,7 +308,7 @@ func benchEnrollTokenWith(ctx context.Context, srv *ServerProcess, hc *http.Clie
 		return nil, "", errors.New("the new server printed no operator token")
 	}
 	c := &client.Client{Base: srv.URL, Token: srv.Token, HTTP: hc}
-	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "bench"})
+	tok, err := c.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "bench", Uses: 1_000_000})
 	if err != nil {
 		return nil, "", err
 	}

@@ -85,6 +85,12 @@ func (f *attackFixture) restartWithOnlineKeys(snapshot, timestamp *tuf.Key) {
 			f.t.Fatal(err)
 		}
 	}
+	// The device-token key is an online secret too, and stays the same.
+	if b, err := os.ReadFile(filepath.Join(f.keys, server.FileDeviceTokenKey)); err != nil {
+		f.t.Fatal(err)
+	} else if err := os.WriteFile(filepath.Join(dir, server.FileDeviceTokenKey), b, 0o600); err != nil {
+		f.t.Fatal(err)
+	}
 	old := f.srv
 	cfg := old.Config
 	cfg.KeysDir = dir

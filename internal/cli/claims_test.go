@@ -57,7 +57,7 @@ func TestArtifactOnlyForOwnView(t *testing.T) {
 
 	// Once that previous view has expired, the image is no longer the device's to fetch.
 	f.clock.Shift(8 * 24 * time.Hour)
-	tok, _ := f.srv.Fleet.Tokens.Issue(f.id, f.clock.Now())
+	tok, _ := f.srv.Fleet.Tokens.Issue(f.id, time.Now()) // device tokens follow the wall clock (fleet.Service.TokenClock)
 	status, body = f.call(http.MethodGet, path, tok, nil)
 	requireAPIRefusal(t, "image of an expired view", status, body, apperr.Forbidden)
 }

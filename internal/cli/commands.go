@@ -200,6 +200,7 @@ func releaseCmd(g *globals) *cobra.Command {
 				}
 				o.DeltaFrom = append(o.DeltaFrom, client.DeltaSource{Version: v, File: file})
 			}
+			o.Checked = func(chk *client.ReleaseCheck) { printCheck(cmd.ErrOrStderr(), chk) }
 			rel, err := c.Publish(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -215,7 +216,7 @@ func releaseCmd(g *globals) *cobra.Command {
 	f.Int64Var(&o.Custom.SecurityVersion, "security-version", 0, "anti-rollback counter: devices refuse anything lower than what they run (required: a forgotten 0 would protect nothing)")
 	f.StringVar(&o.Custom.Class, "class", uptane.ClassSecurity, "security or feature")
 	f.StringVar(&fixes, "fixes", "", "comma-separated advisory ids this release fixes")
-	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): its SHA-256 is signed into the target, then it is uploaded")
+	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): checked against the advisories and the product's release gate, its SHA-256 signed into the target, then uploaded")
 	f.StringVar(&o.Custom.ArtifactType, "artifact-type", "", "swu (SWUpdate bundle), raucb (RAUC bundle) or raw, signed into the target (default: from the extension, .swu or .raucb; else none)")
 	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
 	f.StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")
@@ -281,7 +282,7 @@ func deployCmd(g *globals) *cobra.Command {
 }
 
 func devicesCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "devices", Short: "List, inspect and accept devices"}
+	cmd := &cobra.Command{Use: "devices", Short: "List, inspect, accept, reject and decommission devices"}
 	var product string
 	var asJSON bool
 	list := &cobra.Command{
@@ -322,22 +323,28 @@ func devicesCmd(g *globals) *cobra.Command {
 	}
 	list.Flags().StringVar(&product, "product", "", "only this product")
 	list.Flags().BoolVar(&asJSON, "json", false, "JSON output")
+	var readmit bool
 	accept := &cobra.Command{
 		Use:   "accept ID",
-		Short: "Admit a device that enrolled without a token",
+		Short: "Admit a device that enrolled without a token (or was rejected; --readmit: was decommissioned)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			if err := c.Accept(cmd.Context(), args[0]); err != nil {
+			accept := c.Accept
+			if readmit {
+				accept = c.Readmit
+			}
+			if err := accept(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "device %s accepted: it gets a token at its next request\n", args[0])
 			return nil
 		},
 	}
+	accept.Flags().BoolVar(&readmit, "readmit", false, "also readmit a decommissioned device (with the same key)")
 	events := &cobra.Command{
 		Use:   "events ID",
 		Short: "Show the update steps a device reported",
@@ -381,32 +388,7 @@ func devicesCmd(g *globals) *cobra.Command {
 		},
 	}
 	remove.Flags().BoolVar(&simulated, "simulated", false, "remove every device enrolled by `upkeep simulate`")
-	cmd.AddCommand(list, accept, events, remove, ddiCreateCmd(g), ddiTokenCmd(g))
-	return cmd
-}
-
-func enrollTokenCmd(g *globals) *cobra.Command {
-	var req wire.EnrollTokenRequest
-	cmd := &cobra.Command{
-		Use:   "enroll-token",
-		Short: "Create an enrolment token that admits devices without an operator",
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			t, err := c.CreateEnrollToken(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s\n", t.Token)
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&req.Name, "name", "factory", "a name for the token")
-	cmd.Flags().IntVar(&req.Uses, "uses", 0, "how many devices it admits (0: unlimited)")
-	cmd.Flags().DurationVar(&req.TTL, "ttl", 0, "how long it is valid (0: forever)")
-	cmd.Flags().StringVar(&req.Product, "product", "", "only devices of this product")
+	cmd.AddCommand(list, accept, events, remove, rejectCmd(g), decommissionCmd(g), ddiCreateCmd(g), ddiTokenCmd(g))
 	return cmd
 }
 

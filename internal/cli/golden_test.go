@@ -233,7 +233,7 @@ func TestGoldenDeviceRequests(t *testing.T) {
 		checkGoldenCoverage(t, g.exchanges)
 	}
 	g.e = newEnvWith(t, func(c *server.Config) {
-		c.Now = func() time.Time { return clock } // issues and checks device tokens too
+		c.Now = func() time.Time { return clock } // the signed requests' times (device tokens follow the wall clock)
 	})
 	g.factory, g.update = image("1.0.0", 64<<10), image("1.0.1", 80<<10)
 	g.factRel = g.e.publish("1.0.0", 1, g.factory)

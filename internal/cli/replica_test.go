@@ -120,7 +120,7 @@ func TestReplicasSurviveKill(t *testing.T) {
 	}
 	factory := e.publish("1.0.0", 1, image("1.0.0", 4<<10))
 	rel := e.publish("1.1.0", 2, image("1.1.0", 32<<10))
-	tok, err := cli.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "replicas"})
+	tok, err := cli.CreateEnrollToken(ctx, wire.EnrollTokenRequest{Name: "replicas", Uses: 1_000_000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -158,3 +158,47 @@ func (c *Client) PolicyHistory(ctx context.Context, product string) ([]wire.Poli
 	var out []wire.PolicyChange
 	return out, c.Do(ctx, http.MethodGet, "/api/v1/products/"+url.PathEscape(product)+"/history", nil, &out)
 }
+
+// Readmit accepts a decommissioned device again (or a pending or rejected one).
+func (c *Client) Readmit(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/devices/"+url.PathEscape(id)+"/accept?readmit=true", nil, nil)
+}
+
+// Reject refuses a pending device.
+func (c *Client) Reject(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/devices/"+url.PathEscape(id)+"/reject", nil, nil)
+}
+
+// Decommission takes an accepted device out of service: its token stops working, the director
+// serves it nothing, its history stays.
+func (c *Client) Decommission(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/devices/"+url.PathEscape(id)+"/decommission", nil, nil)
+}
+
+// EnrollTokens lists enrolment tokens (never their secrets).
+func (c *Client) EnrollTokens(ctx context.Context) ([]wire.EnrollToken, error) {
+	var out []wire.EnrollToken
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/enroll-tokens", nil, &out)
+}
+
+// RevokeEnrollToken revokes an enrolment token by id.
+func (c *Client) RevokeEnrollToken(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/enroll-tokens/"+url.PathEscape(id)+"/revoke", nil, nil)
+}
+
+// CreateToken makes an operator token; the answer holds its secret, shown once.
+func (c *Client) CreateToken(ctx context.Context, req wire.OperatorTokenRequest) (*wire.OperatorToken, error) {
+	var out wire.OperatorToken
+	return &out, c.Do(ctx, http.MethodPost, "/api/v1/tokens", req, &out)
+}
+
+// Tokens lists operator tokens (never their secrets).
+func (c *Client) Tokens(ctx context.Context) ([]wire.OperatorToken, error) {
+	var out []wire.OperatorToken
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/tokens", nil, &out)
+}
+
+// RevokeToken revokes an operator token by id.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/tokens/"+url.PathEscape(id)+"/revoke", nil, nil)
+}

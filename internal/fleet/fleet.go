@@ -11,7 +11,11 @@ import (
 const (
 	StatusPending  = "pending"  // enrolled without a token; waits for an operator
 	StatusAccepted = "accepted" // may fetch metadata and artifacts
-	StatusRejected = "rejected"
+	StatusRejected = "rejected" // refused by an operator while pending
+	// StatusDecommissioned: taken out of service by an operator. Its token stops working, the
+	// director serves it nothing, its history stays, and it cannot enrol again with the same
+	// key until an operator readmits it (Service.Accept with readmit).
+	StatusDecommissioned = "decommissioned"
 )
 
 // Device kinds: how a device talks to the server. A DDI device verifies only its bundle's own
@@ -98,7 +102,16 @@ type EnrollToken struct {
 	// Simulation marks every device enrolled with the token as Simulated.
 	Simulation bool
 	CreatedAt  time.Time
+	RevokedAt  time.Time // zero: not revoked
 }
+
+// Defaults and bounds of enrolment tokens.
+const (
+	DefaultEnrollUses = 1000
+	DefaultEnrollTTL  = 30 * 24 * time.Hour
+	MaxEnrollUses     = 1_000_000
+	MaxEnrollTTL      = 366 * 24 * time.Hour
+)
 
 // Store persists the fleet. Implementations are safe for concurrent use.
 type Store interface {
@@ -127,6 +140,22 @@ type Store interface {
 	// apperr.Unauthorized if it does not exist, is used up or expired at now, and apperr.Forbidden
 	// (taking no use) if it is limited to a product other than product.
 	UseEnrollToken(ctx context.Context, hash []byte, product string, now time.Time) (*EnrollToken, error)
+	// FindEnrollTokens lists enrolment tokens, oldest first, without their hashes.
+	FindEnrollTokens(ctx context.Context) ([]*EnrollToken, error)
+	// RevokeEnrollToken marks a token revoked at at; it admits no device after that. Returns
+	// apperr.NotFound if there is no such token.
+	RevokeEnrollToken(ctx context.Context, id string, at time.Time) error
+	// SetDeviceStatus moves a device from one of the statuses from to status to, atomically, and
+	// moves the revocation generation in the same transaction. Returns apperr.NotFound if the
+	// device does not exist and apperr.Conflict (changing nothing) if its status is not in from.
+	SetDeviceStatus(ctx context.Context, id string, from []string, to string) error
+	// DecommissionedDevices lists the ids of decommissioned devices.
+	DecommissionedDevices(ctx context.Context) ([]string, error)
+	// UseRequest records the id of a signed device request until expires. Returns
+	// apperr.Conflict if the id is recorded already: the request is a replay.
+	UseRequest(ctx context.Context, id []byte, expires time.Time) error
+	// PruneRequests forgets request ids that expired before before, and returns how many.
+	PruneRequests(ctx context.Context, before time.Time) (int64, error)
 	// RemoveSimulatedDevices deletes every Simulated device with its events, director views,
 	// campaign and group memberships and install history, in one transaction, and returns
 	// their ids.
@@ -203,6 +232,12 @@ func (s TimedStore) FindEvents(ctx context.Context, deviceID string, limit int) 
 func (s TimedStore) CreateEnrollToken(ctx context.Context, t *EnrollToken) error {
 	defer s.done("create_enroll_token", time.Now())
 	return s.Store.CreateEnrollToken(ctx, t)
+}
+
+// UseRequest implements Store.
+func (s TimedStore) UseRequest(ctx context.Context, id []byte, expires time.Time) error {
+	defer s.done("use_request", time.Now())
+	return s.Store.UseRequest(ctx, id, expires)
 }
 
 // UseEnrollToken implements Store.

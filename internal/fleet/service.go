@@ -3,13 +3,16 @@ package fleet
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -22,9 +25,14 @@ import (
 // memory: director versions are cached and last-seen times are written in batches by Flush.
 // It is safe for concurrent use.
 type Service struct {
-	Store       Store
-	Tokens      auth.DeviceTokens
-	Now         func() time.Time
+	Store  Store
+	Tokens auth.DeviceTokens
+	// Now is the service's clock: signed request times, enrolment and event times. Tests set a
+	// fake one to sign metadata at other times.
+	Now func() time.Time
+	// TokenClock issues and checks device tokens; nil: the wall clock, which the devices'
+	// own clocks follow too.
+	TokenClock  func() time.Time
 	PollSeconds int
 	Logger      *slog.Logger
 	// OnReport is told of every stored report (the rollout engine moves campaign members on).
@@ -42,7 +50,10 @@ type Service struct {
 	mu       sync.Mutex
 	versions map[string]int64     // director version per known device
 	seen     map[string]time.Time // last-seen times not yet written
-	accepted sync.Map             // device id → struct{}: accepted devices (acceptance is final)
+	accepted sync.Map             // device id → struct{}: devices found accepted
+	// denied holds the decommissioned devices (Refresh): their tokens are refused at once,
+	// whatever a replica cached about them.
+	denied atomic.Pointer[map[string]struct{}]
 
 	pendingMu      sync.Mutex
 	pending        int       // devices pending, as last counted plus those enrolled since
@@ -88,6 +99,13 @@ func (s *Service) now() time.Time {
 		return s.Now().UTC()
 	}
 	return time.Now().UTC()
+}
+
+func (s *Service) tokenNow() time.Time {
+	if s.TokenClock != nil {
+		return s.TokenClock()
+	}
+	return time.Now()
 }
 
 func parseSigned(req wire.SignedRequest, v any) error {
@@ -136,13 +154,18 @@ func (s *Service) Enroll(ctx context.Context, req wire.SignedRequest, enrollToke
 	}
 	p.Installed = cleanInstalled(p.Installed)
 	id := auth.DeviceID(pub)
+	sr := signedRequest{req.Payload, p.Time}
 	if d, err := s.Store.FindDevice(ctx, id); err == nil {
-		return s.answer(d), nil // enrolment is idempotent for the same key
+		return s.grant(ctx, d, sr, false) // enrolment is idempotent for the same key
 	} else if !apperr.Is(err, apperr.NotFound) {
 		return nil, err
 	}
 	status, simulated := StatusPending, false
 	if enrollToken != "" {
+		// This request will issue a token: it is spent before anything else is taken.
+		if err := s.spend(ctx, sr); err != nil {
+			return nil, err
+		}
 		// The store refuses a token limited to another product before taking a use.
 		tok, err := s.Store.UseEnrollToken(ctx, auth.HashSecret(enrollToken), p.Identity.Product, s.now())
 		if err != nil {
@@ -168,7 +191,7 @@ func (s *Service) Enroll(ctx context.Context, req wire.SignedRequest, enrollToke
 			if d, err = s.Store.FindDevice(ctx, id); err != nil {
 				return nil, err
 			}
-			return s.answer(d), nil
+			return s.grant(ctx, d, sr, status == StatusAccepted)
 		}
 		return nil, err
 	}
@@ -186,10 +209,45 @@ func (s *Service) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// signedRequest is a verified device request: its signed payload bytes and its stated time.
+type signedRequest struct {
+	payload []byte
+	at      time.Time
+}
+
+// spend records a signed request as used, so that it issues a token once. Its id is the SHA-256
+// of the signed payload (which names the device and the time; the Ed25519 signature over it is
+// deterministic and cannot be varied), kept until the request's time window has closed, in the
+// database that every replica shares. Returns apperr.Conflict for a replay.
+func (s *Service) spend(ctx context.Context, r signedRequest) error {
+	sum := sha256.Sum256(r.payload)
+	err := s.Store.UseRequest(ctx, sum[:], r.at.Add(auth.MaxClockSkew).UTC())
+	if apperr.Is(err, apperr.Conflict) {
+		return apperr.Wrap(apperr.Conflict, err, "signed request already used: each signed request gets one answer with a token; sign a new one")
+	}
+	return err
+}
+
+// grant answers a verified request of an existing device: a decommissioned device is refused,
+// and a request that issues a token is spent first (unless spent already). A request answered
+// "pending" is not spent: it issues nothing, and agents whose clocks stand still (the recorded
+// golden requests) repeat the same bytes once they are accepted.
+func (s *Service) grant(ctx context.Context, d *Device, r signedRequest, spent bool) (*wire.EnrollResponse, error) {
+	if d.Status == StatusDecommissioned {
+		return nil, apperr.E(apperr.Forbidden, "device %s is decommissioned: an operator must readmit it (upkeep devices accept --readmit)", d.ID)
+	}
+	if d.Status == StatusAccepted && !spent {
+		if err := s.spend(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	return s.answer(d), nil
+}
+
 func (s *Service) answer(d *Device) *wire.EnrollResponse {
 	r := &wire.EnrollResponse{DeviceID: d.ID, Status: d.Status}
 	if d.Status == StatusAccepted {
-		r.Token, r.ExpiresAt = s.Tokens.Issue(d.ID, s.now())
+		r.Token, r.ExpiresAt = s.Tokens.Issue(d.ID, s.tokenNow())
 	}
 	return r
 }
@@ -210,14 +268,95 @@ func (s *Service) Token(ctx context.Context, req wire.SignedRequest) (*wire.Enro
 	if err := auth.VerifyDeviceSignature(d.PublicKey, req.Payload, req.Signature, p.Time, s.now()); err != nil {
 		return nil, apperr.Wrap(apperr.Unauthorized, err, "token refused: "+err.Error())
 	}
-	return s.answer(d), nil
+	return s.grant(ctx, d, signedRequest{req.Payload, p.Time}, false)
 }
 
-// Accept lets a pending device in.
-func (s *Service) Accept(ctx context.Context, id string) error {
-	st := StatusAccepted
-	return s.Store.UpdateDevice(ctx, id, DeviceUpdate{Status: &st})
+// Accept lets a pending or rejected device in (an accepted one stays so). A decommissioned
+// device is readmitted only if readmit is set; otherwise apperr.Conflict.
+func (s *Service) Accept(ctx context.Context, id string, readmit bool) error {
+	from := []string{StatusPending, StatusRejected, StatusAccepted}
+	if readmit {
+		from = append(from, StatusDecommissioned)
+	}
+	err := s.Store.SetDeviceStatus(ctx, id, from, StatusAccepted)
+	if apperr.Is(err, apperr.Conflict) {
+		return apperr.Wrap(apperr.Conflict, err, apperr.Message(err)+": a decommissioned device is readmitted only on purpose (accept --readmit)")
+	}
+	if err != nil {
+		return err
+	}
+	s.logger().Info("device accepted", "device", id, "readmit", readmit)
+	return s.Refresh(ctx)
 }
+
+// Reject refuses a pending device; it stays known (enrolling again answers "rejected") until an
+// operator accepts it. apperr.Conflict if the device is not pending.
+func (s *Service) Reject(ctx context.Context, id string) error {
+	err := s.Store.SetDeviceStatus(ctx, id, []string{StatusPending, StatusRejected}, StatusRejected)
+	if apperr.Is(err, apperr.Conflict) {
+		return apperr.Wrap(apperr.Conflict, err, apperr.Message(err)+": only a pending device is rejected (decommission an accepted one)")
+	}
+	return err
+}
+
+// Decommission takes an accepted device out of service: its token stops working on every
+// replica within a second (each follows the revocation generation, Refresh), the director
+// serves it nothing, and its events and reports stay. apperr.Conflict if it is not accepted.
+func (s *Service) Decommission(ctx context.Context, id string) error {
+	err := s.Store.SetDeviceStatus(ctx, id, []string{StatusAccepted, StatusDecommissioned}, StatusDecommissioned)
+	if apperr.Is(err, apperr.Conflict) {
+		return apperr.Wrap(apperr.Conflict, err, apperr.Message(err)+": only an accepted device is decommissioned (reject a pending one)")
+	}
+	if err != nil {
+		return err
+	}
+	s.logger().Info("device decommissioned", "device", id)
+	return s.Refresh(ctx)
+}
+
+// Refresh reloads the decommissioned devices from the store. The server calls it whenever the
+// revocation generation moves (another replica, or this one, revoked something).
+func (s *Service) Refresh(ctx context.Context) error {
+	ids, err := s.Store.DecommissionedDevices(ctx)
+	if err != nil {
+		return err
+	}
+	m := make(map[string]struct{}, len(ids))
+	for _, id := range ids {
+		m[id] = struct{}{}
+		s.accepted.Delete(id)
+	}
+	s.denied.Store(&m)
+	return nil
+}
+
+// Denied reports whether the device was decommissioned (as of the last Refresh): its tokens are
+// refused. Cheap: every device request asks.
+func (s *Service) Denied(id string) bool {
+	m := s.denied.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[id]
+	return ok
+}
+
+// Authenticate returns the device id a valid device token was issued to, checked on TokenClock
+// (the clock that issued it), refusing the tokens of decommissioned devices (ErrDecommissioned).
+// It reads no store.
+func (s *Service) Authenticate(token string) (string, error) {
+	id, err := s.Tokens.Check(token, s.tokenNow())
+	if err != nil {
+		return "", err
+	}
+	if s.Denied(id) {
+		return "", ErrDecommissioned
+	}
+	return id, nil
+}
+
+// ErrDecommissioned is Authenticate's error for a well-signed token of a decommissioned device.
+var ErrDecommissioned = errors.New("device is decommissioned")
 
 // RemoveSimulated deletes every simulated device (Store.RemoveSimulatedDevices) and forgets
 // what this replica cached about them; it returns how many it removed. A removed device's
@@ -243,9 +382,12 @@ func (s *Service) RemoveSimulated(ctx context.Context) (int, error) {
 }
 
 // RequireAccepted returns nil if the device exists and is accepted, else apperr.Unauthorized.
-// Acceptance is final (no device is ever un-accepted), so each replica remembers the devices
-// it found accepted and asks the store once per device, not on every request.
+// Each replica remembers the devices it found accepted and asks the store once per device, not
+// on every request; a decommissioned device is refused first (Denied), whatever is remembered.
 func (s *Service) RequireAccepted(ctx context.Context, id string) error {
+	if s.Denied(id) {
+		return apperr.E(apperr.Unauthorized, "device is decommissioned")
+	}
 	if _, ok := s.accepted.Load(id); ok {
 		return nil
 	}
@@ -398,10 +540,4 @@ func (s *Service) Report(ctx context.Context, id string, r wire.Report) error {
 		return s.OnReport(ctx, id, r)
 	}
 	return nil
-}
-
-// Authenticate checks a device token against the service's clock and returns the device id it
-// was issued to. It reads no store.
-func (s *Service) Authenticate(token string) (string, error) {
-	return s.Tokens.Check(token, s.now())
 }

@@ -79,6 +79,15 @@ type Server struct {
 	// internal/ddi); AdminRoutes behind the operator token. Keys are ServeMux patterns.
 	Routes      map[string]http.Handler
 	AdminRoutes map[string]http.HandlerFunc
+	// Generation returns the revocation generation this replica last read (auth.Store
+	// RevocationGeneration, polled by the server). A cached operator token is trusted only while
+	// the generation it was read at is current. Nil: cached tokens are re-read after
+	// operatorCacheTTL.
+	Generation func() int64
+	// Now is the clock of operator token expiry; nil: time.Now.
+	Now func() time.Time
+	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
+	CSAF CSAF
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
@@ -89,8 +98,10 @@ type Server struct {
 	enrolRate      rate   // enrolments per source address
 	reportRate     rate   // reports per device
 
-	admins     sync.Map // token hash (string) -> name, for tokens that verified
-	artifacts  sync.Map // target name -> SHA-256 of its bytes
+	admins     sync.Map // token hash (string) -> *cachedOperator, for tokens that verified
+	usedMu     sync.Mutex
+	used       map[string]time.Time // operator token id -> last use, not yet written
+	artifacts  sync.Map             // target name -> SHA-256 of its bytes
 	nartifacts atomic.Int64
 }
 
@@ -142,6 +153,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /api/v1/devices", s.admin(s.removeDevices))
 	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
 	mux.Handle("POST /api/v1/devices/{id}/accept", s.admin(s.acceptDevice))
+	mux.Handle("POST /api/v1/devices/{id}/reject", s.admin(s.rejectDevice))
+	mux.Handle("POST /api/v1/devices/{id}/decommission", s.admin(s.decommissionDevice))
 	mux.Handle("GET /api/v1/devices/{id}/events", s.admin(s.deviceEvents))
 	mux.Handle("PUT /api/v1/blobs/{sha256}", s.admin(s.putBlob))
 	mux.Handle("GET /api/v1/image/targets", s.admin(s.currentTargets))
@@ -150,6 +163,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /api/v1/releases", s.admin(s.listReleases))
 	mux.Handle("POST /api/v1/deployments", s.admin(s.deploy))
 	mux.Handle("POST /api/v1/enroll-tokens", s.admin(s.createEnrollToken))
+	mux.Handle("GET /api/v1/enroll-tokens", s.admin(s.listEnrollTokens))
+	mux.Handle("POST /api/v1/enroll-tokens/{id}/revoke", s.admin(s.revokeEnrollToken))
+	s.tokenRoutes(mux)
 	s.trustRoutes(mux)
 	s.rolloutRoutes(mux)
 	s.vulnRoutes(mux)
@@ -240,12 +256,17 @@ func bearer(r *http.Request) string {
 type deviceHandler func(w http.ResponseWriter, r *http.Request, id string)
 
 // device authenticates a device token and hands the handler the device's id (as an argument:
-// a request copied with a new context cost more than the rest of a check-in's routing).
+// a request copied with a new context cost more than the rest of a check-in's routing). The
+// token of a decommissioned device is refused.
 func (s *Server) device(h deviceHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id, err := s.Fleet.Authenticate(bearer(r))
 		if err != nil {
-			s.fail(w, r, apperr.Wrap(apperr.Unauthorized, err, "invalid or expired device token: request a new one"))
+			msg := "invalid or expired device token: request a new one"
+			if errors.Is(err, fleet.ErrDecommissioned) {
+				msg = "device token revoked: the device is decommissioned"
+			}
+			s.fail(w, r, apperr.Wrap(apperr.Unauthorized, err, msg))
 			return
 		}
 		h(w, r, id)
@@ -264,7 +285,6 @@ func (s *Server) known(h deviceHandler) deviceHandler {
 	}
 }
 
-// admin authenticates an operator token.
 // metricsAuth requires MetricsToken, when one is set, before h.
 func (s *Server) metricsAuth(h http.Handler) http.Handler {
 	if s.MetricsToken == "" {
@@ -279,30 +299,5 @@ func (s *Server) metricsAuth(h http.Handler) http.Handler {
 			return
 		}
 		h.ServeHTTP(w, r)
-	})
-}
-
-func (s *Server) admin(h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok := bearer(r)
-		if tok == "" {
-			s.fail(w, r, apperr.E(apperr.Unauthorized, "operator token required (Authorization: Bearer ...)"))
-			return
-		}
-		hash := string(auth.HashSecret(tok))
-		name, ok := s.admins.Load(hash)
-		if !ok {
-			n, err := s.Admin.FindAdminToken(r.Context(), []byte(hash))
-			if err != nil {
-				if apperr.Is(err, apperr.NotFound) {
-					err = apperr.E(apperr.Unauthorized, "unknown operator token")
-				}
-				s.fail(w, r, err)
-				return
-			}
-			s.admins.Store(hash, n)
-			name = n
-		}
-		h(w, r.WithContext(context.WithValue(r.Context(), keyActor, name)))
 	})
 }

@@ -106,7 +106,7 @@ func newStack(t testing.TB) *stack {
 		t.Fatal(err)
 	}
 	secret, hash := auth.NewSecret(auth.AdminPrefix)
-	if err := s.db.CreateAdminToken(ctx, "admin", hash); err != nil {
+	if err := s.db.CreateOperatorToken(ctx, &auth.OperatorToken{ID: auth.TokenID(hash), Name: "admin", Role: auth.RoleAdmin, Hash: hash, CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	s.admin = secret
@@ -630,7 +630,7 @@ func TestEnrollPendingUntilAccepted(t *testing.T) {
 	wantError(t, call(t, srv, http.MethodPost, "/device/v1/token", forged, nil), http.StatusUnauthorized, apperr.Unauthorized, "token refused")
 	wantError(t, call(t, srv, http.MethodPost, "/device/v1/token", other.tokenBody(t), nil), http.StatusUnauthorized, apperr.Unauthorized, "enrol first")
 
-	if err := s.fleet.Accept(context.Background(), d.id); err != nil {
+	if err := s.fleet.Accept(context.Background(), d.id, false); err != nil {
 		t.Fatal(err)
 	}
 	r = call(t, srv, http.MethodPost, "/device/v1/token", d.tokenBody(t), nil)
@@ -1014,7 +1014,7 @@ func TestKnownDevicesOnly(t *testing.T) {
 		wantError(t, call(t, srv, http.MethodPost, "/device/v1/report", report, bearer(tok)), http.StatusUnauthorized, apperr.Unauthorized, "unknown or not accepted")
 		wantError(t, call(t, srv, http.MethodGet, "/device/v1/director/timestamp.json", nil, bearer(tok)), http.StatusUnauthorized, apperr.Unauthorized, "unknown or not accepted")
 	}
-	if err := s.fleet.Accept(context.Background(), d.id); err != nil {
+	if err := s.fleet.Accept(context.Background(), d.id, false); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 { // the second answer comes from the replica's memory

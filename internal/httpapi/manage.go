@@ -1,12 +1,12 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
@@ -81,12 +81,10 @@ func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, DeviceToWire(d))
 }
 
+// acceptDevice admits a pending or rejected device; ?readmit=true also a decommissioned one.
 func (s *Server) acceptDevice(w http.ResponseWriter, r *http.Request) {
-	if err := s.Fleet.Accept(r.Context(), r.PathValue("id")); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	readmit, _ := strconv.ParseBool(r.URL.Query().Get("readmit"))
+	s.deviceAction(w, r, "accepted", func(ctx context.Context, id string) error { return s.Fleet.Accept(ctx, id, readmit) })
 }
 
 func (s *Server) deviceEvents(w http.ResponseWriter, r *http.Request) {
@@ -187,6 +185,13 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// The product's release gate (docs/VULNERABILITIES.md) refuses before anything is stored.
+	if s.Exposure != nil {
+		if err := s.Exposure.GatePublish(r.Context(), req.Target, req.Targets); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	rel, err := s.Images.Publish(r.Context(), req.Target, req.Targets)
 	if err != nil {
 		s.fail(w, r, err)
@@ -233,14 +238,19 @@ func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request) {
 	if req.Name == "" {
 		req.Name = "enrol"
 	}
+	switch {
+	case req.Uses < 0 || req.Uses > fleet.MaxEnrollUses:
+		s.fail(w, r, apperr.E(apperr.Invalid, "uses must be between 0 (the default, %d) and %d", fleet.DefaultEnrollUses, fleet.MaxEnrollUses))
+		return
+	case req.TTL < 0 || req.TTL > fleet.MaxEnrollTTL:
+		s.fail(w, r, apperr.E(apperr.Invalid, "ttl must be between 0 (the default, %s) and %s", fleet.DefaultEnrollTTL, fleet.MaxEnrollTTL))
+		return
+	}
+	// Every token expires and admits a bounded number of devices.
+	req.Uses, req.TTL = cmp.Or(req.Uses, fleet.DefaultEnrollUses), cmp.Or(req.TTL, fleet.DefaultEnrollTTL)
 	secret, hash := auth.NewSecret(auth.EnrollPrefix)
-	t := &fleet.EnrollToken{ID: hex.EncodeToString(hash[:8]), Name: req.Name, Hash: hash, UsesLeft: req.Uses, Product: req.Product, Simulation: req.Simulation, CreatedAt: time.Now().UTC()}
-	if req.Uses <= 0 {
-		t.UsesLeft = -1
-	}
-	if req.TTL > 0 {
-		t.ExpiresAt = time.Now().Add(req.TTL).UTC()
-	}
+	now := s.now()
+	t := &fleet.EnrollToken{ID: hex.EncodeToString(hash[:8]), Name: req.Name, Hash: hash, UsesLeft: req.Uses, Product: req.Product, Simulation: req.Simulation, CreatedAt: now, ExpiresAt: now.Add(req.TTL)}
 	if err := s.Devices.CreateEnrollToken(r.Context(), t); err != nil {
 		s.fail(w, r, err)
 		return

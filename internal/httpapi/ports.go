@@ -20,11 +20,17 @@ import (
 type DeviceService interface {
 	Enroll(ctx context.Context, req wire.SignedRequest, enrollToken string) (*wire.EnrollResponse, error)
 	Token(ctx context.Context, req wire.SignedRequest) (*wire.EnrollResponse, error)
-	// Authenticate returns the device id a token was issued to, or an error if it is not valid.
+	// Authenticate returns the device id a token was issued to, or an error if it is not valid
+	// (fleet.ErrDecommissioned for a decommissioned device's token).
 	Authenticate(token string) (string, error)
 	Checkin(ctx context.Context, id string, c wire.Checkin) (wire.CheckinResponse, error)
 	Report(ctx context.Context, id string, r wire.Report) error
-	Accept(ctx context.Context, id string) error
+	// Accept admits a pending or rejected device; a decommissioned one only with readmit.
+	Accept(ctx context.Context, id string, readmit bool) error
+	// Reject refuses a pending device.
+	Reject(ctx context.Context, id string) error
+	// Decommission takes an accepted device out of service.
+	Decommission(ctx context.Context, id string) error
 	// RequireAccepted returns apperr.Forbidden or apperr.NotFound unless the device is accepted.
 	RequireAccepted(ctx context.Context, id string) error
 	// RemoveSimulated removes every simulated device and returns how many.
@@ -74,6 +80,13 @@ type Vulnerabilities interface {
 	Import(ctx context.Context, name string, r io.Reader) (*exposure.ImportResult, error)
 	Exposure(ctx context.Context, f exposure.ExposureFilter) (*exposure.ExposureReport, error)
 	TimeToPatch(ctx context.Context, product string) (*exposure.ProductTimeToPatch, error)
+	CheckRelease(ctx context.Context, product, version string, raw []byte) (*exposure.ReleaseCheck, error)
+	GatePublish(ctx context.Context, target string, targets []byte) error
+	SetTriage(ctx context.Context, t exposure.Triage, actor string) (*exposure.Triage, error)
+	Triage(ctx context.Context, product string) ([]exposure.Triage, error)
+	CreateWaiver(ctx context.Context, w exposure.Waiver) (*exposure.Waiver, error)
+	RevokeWaiver(ctx context.Context, id, by string) error
+	Waivers(ctx context.Context, product string) ([]exposure.Waiver, error)
 }
 
 var (

@@ -26,6 +26,7 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 	blobs3 "upkeep.dev/upkeep/internal/blob/s3"
+	"upkeep.dev/upkeep/internal/csafpub"
 	"upkeep.dev/upkeep/internal/ddi"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/exposure"
@@ -82,10 +83,12 @@ type Config struct {
 	HousekeepingEvery time.Duration
 	// RolloutEvery is how often the rollout engine drives running campaigns. Default 1 s.
 	RolloutEvery time.Duration
-	TokenTTL     time.Duration
-	Lifetimes    tuf.Lifetimes
-	Logger       *slog.Logger
-	Now          func() time.Time // a fake clock in tests
+	// TokenTTL is the device token lifetime, at most auth.MaxTokenTTL (24 h); tokens that
+	// expire further than this (and auth.TokenSkew) from now are refused.
+	TokenTTL  time.Duration
+	Lifetimes tuf.Lifetimes
+	Logger    *slog.Logger
+	Now       func() time.Time // a fake clock in tests
 	// PublicURL is the base URL the public reaches this server at; the labels' QR codes link
 	// under it (/p/{product}). Empty: the listen URL.
 	PublicURL    string
@@ -173,6 +176,8 @@ func (c Config) Validate() error {
 		return errors.New("server config: housekeeping interval must not be negative")
 	case c.TokenTTL < time.Minute:
 		return errors.New("server config: device token TTL must be at least a minute")
+	case c.TokenTTL > auth.MaxTokenTTL:
+		return fmt.Errorf("server config: device token TTL must be at most %s", auth.MaxTokenTTL)
 	case c.PublicURL != "" && !validPublicURL(c.PublicURL):
 		return errors.New("server config: public URL must be an absolute http:// or https:// URL")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
@@ -201,6 +206,8 @@ type Server struct {
 	Rollouts     *rollout.Engine
 	// Exposure holds SBOMs, advisories and VEX, and answers exposure and time-to-patch.
 	Exposure *exposure.Service
+	// CSAF publishes the products' CSAF advisories, VEX and OpenVEX documents.
+	CSAF *csafpub.Service
 	// Products owns the support policies.
 	Products *product.Service
 	// DDI serves hawkBit DDI clients (SWUpdate, RAUC, Zephyr) at /{tenant}/controller/v1/.
@@ -214,6 +221,9 @@ type Server struct {
 	serving sync.WaitGroup // the HTTP server's goroutine
 	jobs    sync.WaitGroup // background jobs (Go, Every)
 	running atomic.Int32
+	api     *httpapi.Server
+	// revocations is the revocation generation this replica last read (followRevocations).
+	revocations atomic.Int64
 }
 
 // Open opens the stores, bootstraps the repositories and starts listening.
@@ -229,7 +239,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if now == nil {
 		now = time.Now
 	}
+	// The data folder holds the database and the artifacts: the server's user's alone, whatever
+	// the umask, and closed again if an earlier version left it open.
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	keys, err := tuf.LoadServerKeys(cfg.KeysDir)
@@ -267,10 +282,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	} else {
 		return fail(fmt.Errorf("blob store %q: want s3://bucket?endpoint=..., or nothing for a local folder", cfg.Blobs))
 	}
-	hmacKey, err := db.Setting(ctx, "device_token_key", func() []byte { _, h := auth.NewSecret(""); return h })
+	hmacKey, keyPath, err := deviceTokenKey(ctx, db, cfg.KeysDir, cfg.DataDir)
 	if err != nil {
 		return fail(err)
 	}
+	cfg.Logger.Debug("device-token key", "path", keyPath)
 	s.Metrics = httpapi.NewMetrics()
 	s.Metrics.Rollouts = db.RolloutCounts
 	// The device store is timed (upkeep_db_seconds): its calls are the ones on the device
@@ -289,18 +305,28 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if n, err := db.CountAdminTokens(ctx); err != nil {
 		return fail(err)
 	} else if n == 0 {
+		// The first operator token: admin, without expiry, as before roles existed.
 		secret, hash := auth.NewSecret(auth.AdminPrefix)
-		if err := db.CreateAdminToken(ctx, "admin", hash); err != nil {
+		if err := db.CreateOperatorToken(ctx, &auth.OperatorToken{ID: auth.TokenID(hash), Name: "admin", Role: auth.RoleAdmin, Hash: hash, CreatedAt: now().UTC()}); err != nil {
 			return fail(err)
 		}
 		s.AdminToken = secret
 	}
+	gen, err := db.RevocationGeneration(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	s.revocations.Store(gen)
+	if err := s.Fleet.Refresh(ctx); err != nil {
+		return fail(err)
+	}
 	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Products: db, Assign: s.Director.AssignWith, AssignMany: s.Director.AssignMany, Unassign: s.Director.Unassign, Now: now, Logger: cfg.Logger}
-	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
+	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Products: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
 	if err := s.Exposure.Load(ctx); err != nil {
 		return fail(err)
 	}
 	s.Rollouts.Exposed = s.Exposure.Exposed
+	s.Rollouts.Gate = s.Exposure.GateRelease
 	s.Fleet.OnEnroll = s.Exposure.OnEnroll
 	s.Fleet.OnReport = func(ctx context.Context, id string, r wire.Report) error {
 		s.Exposure.OnReport(ctx, id, r) //nolint:errcheck // logs its own failures
@@ -319,8 +345,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	api := &httpapi.Server{Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
-		Exposure: s.Exposure,
-		Metrics:  s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
+		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now,
+		Metrics: s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
@@ -339,6 +365,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Transparency.TimeToPatch = s.Exposure.LabelTimeToPatch
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
+	}
+	s.api = api
+	if err := s.newCSAF(db, now, api); err != nil {
+		return fail(err)
 	}
 	s.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serve := func() error { return s.http.Serve(s.ln) }
@@ -369,6 +399,15 @@ func (s *Server) startJobs(ctx context.Context) {
 		s.Metrics.ObserveDB("flush_last_seen", time.Since(t))
 	}, func() {
 		s.Fleet.Flush(context.Background()) //nolint:errcheck // last try at shutdown
+	})
+	s.Every("follow-revocations", followRevocationsEvery, s.followRevocations, nil)
+	s.Every("prune-used-requests", pruneRequestsEvery, s.pruneRequests, nil)
+	s.Every("flush-token-use", 5*time.Second, func(ctx context.Context) {
+		if err := s.api.FlushTokenUse(ctx); err != nil && ctx.Err() == nil {
+			s.Config.Logger.Warn("flush operator token use", "err", err)
+		}
+	}, func() {
+		s.api.FlushTokenUse(context.Background()) //nolint:errcheck // last try at shutdown
 	})
 	warned := map[string]time.Time{} // only the warnings job reads and writes it
 	s.warn(ctx, warned)
@@ -517,6 +556,48 @@ const (
 	maxTickRest = 5 * time.Second
 )
 
+// followRevocationsEvery is how often a replica reads the revocation generation: a revoked
+// operator token or a decommissioned device's token stops working on every replica within this
+// time and one query (well under a second).
+const followRevocationsEvery = 250 * time.Millisecond
+
+// pruneRequestsEvery is how often used signed requests whose window closed are forgotten.
+const pruneRequestsEvery = 5 * time.Minute
+
+// followRevocations reads the revocation generation and, when another replica (or this one)
+// revoked something, reloads the decommissioned devices and makes every cached operator token be
+// read again.
+func (s *Server) followRevocations(ctx context.Context) {
+	gen, err := s.DB.RevocationGeneration(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.Config.Logger.Warn("revocation generation", "err", err)
+		}
+		return
+	}
+	if gen == s.revocations.Load() {
+		return
+	}
+	if err := s.Fleet.Refresh(ctx); err != nil {
+		if ctx.Err() == nil {
+			s.Config.Logger.Warn("reload decommissioned devices", "err", err)
+		}
+		return // the generation is read again next time
+	}
+	s.revocations.Store(gen) // cached operator tokens of older generations are read again
+}
+
+// pruneRequests forgets the used signed device requests whose window has closed (a minute
+// after, for clocks that differ between replicas); only one replica does it at a time.
+func (s *Server) pruneRequests(ctx context.Context) {
+	if ok, err := s.DB.AcquireLease(ctx, "prune-used-requests", s.holder, pruneRequestsEvery/2); err != nil || !ok {
+		return
+	}
+	if _, err := s.DB.PruneRequests(ctx, s.now().Add(-time.Minute)); err != nil && ctx.Err() == nil {
+		s.Config.Logger.Warn("prune used requests", "err", err)
+	}
+}
+
 // keepDirectorChanges is how many director changes stay for replicas to follow.
 const keepDirectorChanges = 1 << 20
 
@@ -604,6 +685,62 @@ func (s *Server) newTransparency(db *sqlstore.DB, now func() time.Time) *transpa
 		Manufacturer: label.Manufacturer{Name: s.Config.Manufacturer}, Interval: s.Config.PublicRefresh, Now: now, Logger: s.Config.Logger,
 	}
 	return s.Transparency
+}
+
+// newCSAF builds the CSAF provider and OpenVEX publisher (docs/VULNERABILITIES.md): each
+// product's analysts' statements and the vulnerabilities its releases fixed, signed with the
+// provider's OpenPGP key KEYS/csaf/provider.asc (generated on first use).
+func (s *Server) newCSAF(db *sqlstore.DB, now func() time.Time, api *httpapi.Server) error {
+	name := s.Config.Manufacturer
+	if name == "" {
+		name = "Upkeep"
+	}
+	signer, err := csafpub.LoadOrCreateSigner(filepath.Join(s.Config.KeysDir, "csaf", "provider.asc"), name, "")
+	if err != nil {
+		return err
+	}
+	s.CSAF = &csafpub.Service{
+		Publisher: csafpub.Publisher{Name: name, Namespace: s.Transparency.PublicURL},
+		PublicURL: s.Transparency.PublicURL, Signer: signer, Interval: s.Config.PublicRefresh, Now: now, Logger: s.Config.Logger,
+		Source: csafpub.Source{
+			Products: func(ctx context.Context) ([][2]string, error) {
+				ps, err := s.Products.Products(ctx)
+				if err != nil {
+					return nil, err
+				}
+				out := make([][2]string, 0, len(ps))
+				for _, p := range ps {
+					display := p.Name
+					if pol, err := product.ParsePolicy(p.Policy); err == nil && pol.ProductName != "" {
+						display = pol.ProductName
+					}
+					out = append(out, [2]string{p.Name, display})
+				}
+				return out, nil
+			},
+			Releases: func(ctx context.Context, p string) ([]csafpub.Release, error) {
+				rels, err := db.FindReleases(ctx, release.Filter{Product: p})
+				if err != nil {
+					return nil, err
+				}
+				out := make([]csafpub.Release, len(rels))
+				for i, r := range rels {
+					out[i] = csafpub.Release{Version: r.Version, Published: r.PublishedAt}
+				}
+				return out, nil
+			},
+			Triage: s.Exposure.Triage,
+			Fixed: func(ctx context.Context, p string) ([]wire.TimeToPatch, error) {
+				t, err := s.Exposure.TimeToPatch(ctx, p)
+				if err != nil {
+					return nil, err
+				}
+				return t.Advisories, nil
+			},
+		},
+	}
+	api.CSAF = s.CSAF
+	return nil
 }
 
 func validPublicURL(s string) bool {

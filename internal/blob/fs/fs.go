@@ -37,11 +37,18 @@ const StaleTemp = time.Hour
 
 // New opens (creating) the blob folder and removes the temporary files of uploads that a crash
 // interrupted (unmodified for StaleTemp); a younger one may be another process's upload under
-// way in a shared folder, and is left alone.
+// way in a shared folder, and is left alone. The folder is the server's alone: 0700, its files
+// 0600 (temporary files are created so, the side files written so), whatever the umask; a
+// folder made more open by an earlier version is closed again.
 func New(dir string) (*Store, error) {
 	tmp := filepath.Join(dir, "tmp")
-	if err := os.MkdirAll(tmp, 0o750); err != nil {
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("blob dir: %w", err)
+	}
+	for _, d := range []string{dir, tmp} {
+		if err := os.Chmod(d, 0o700); err != nil {
+			return nil, fmt.Errorf("blob dir: %w", err)
+		}
 	}
 	if err := removeStale(tmp, time.Now().Add(-StaleTemp)); err != nil {
 		return nil, err
@@ -116,11 +123,11 @@ func (s *Store) Put(ctx context.Context, r io.Reader, maxLength int64, want stri
 		return nil, fmt.Errorf("blob close: %w", err)
 	}
 	dst := s.path(b.SHA256)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return nil, fmt.Errorf("blob dir: %w", err)
 	}
 	side, _ := json.Marshal(b)
-	if err := os.WriteFile(dst+".meta", side, 0o640); err != nil {
+	if err := os.WriteFile(dst+".meta", side, 0o600); err != nil {
 		return nil, fmt.Errorf("blob meta: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), dst); err != nil {

@@ -7,8 +7,10 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"strings"
 
 	"github.com/pressly/goose/v3"
@@ -33,8 +35,19 @@ var Dialect = sqlstore.Dialect{
 	SingleWriter: true,
 }
 
-// Open opens (creating if needed) the database at path and runs migrations.
+// Open opens (creating if needed) the database at path and runs migrations. The database and
+// its -wal and -shm files are readable by the server's user only (0600), whatever the umask:
+// the file is created so before SQLite opens it (SQLite gives its journal files the database
+// file's mode), and files made more open by an earlier version are closed again.
 func Open(ctx context.Context, path string) (*DB, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	f.Close()
+	if err := private(path); err != nil {
+		return nil, err
+	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=cache_size(-16384)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -56,5 +69,19 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
 	}
+	if err := private(path); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return sqlstore.New(db, Dialect), nil
+}
+
+// private makes the database file and its -wal and -shm files (those that exist) 0600.
+func private(path string) error {
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("sqlite file mode: %w", err)
+		}
+	}
+	return nil
 }

@@ -366,8 +366,9 @@ func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, product string, no
 	err := s.inTx(ctx, "use enrolment token", func(tx *Tx) error {
 		var t fleet.EnrollToken
 		var exp sql.NullTime
-		err := tx.QueryRowContext(ctx, `SELECT id, hash, name, uses_left, expires_at, product, created_at, simulation FROM enroll_tokens WHERE hash = $1`, hash).
-			Scan(&t.ID, &t.Hash, &t.Name, &t.UsesLeft, &exp, &t.Product, &t.CreatedAt, &t.Simulation)
+		var revoked sql.NullTime
+		err := tx.QueryRowContext(ctx, `SELECT id, hash, name, uses_left, expires_at, product, created_at, simulation, revoked_at FROM enroll_tokens WHERE hash = $1`, hash).
+			Scan(&t.ID, &t.Hash, &t.Name, &t.UsesLeft, &exp, &t.Product, &t.CreatedAt, &t.Simulation, &revoked)
 		if err != nil {
 			if err == sql.ErrNoRows {
 				return apperr.E(apperr.Unauthorized, "unknown enrolment token")
@@ -375,6 +376,9 @@ func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, product string, no
 			return fmt.Errorf("use enrolment token: %w", err)
 		}
 		t.ExpiresAt = exp.Time
+		if revoked.Valid {
+			return apperr.E(apperr.Unauthorized, "enrolment token %s is revoked", t.Name)
+		}
 		if t.UsesLeft == 0 || (exp.Valid && !now.Before(exp.Time)) {
 			return apperr.E(apperr.Unauthorized, "enrolment token %s is used up or expired", t.Name)
 		}
@@ -399,6 +403,108 @@ func (s *DB) UseEnrollToken(ctx context.Context, hash []byte, product string, no
 		return nil, err
 	}
 	return tok, nil
+}
+
+// FindEnrollTokens implements fleet.Store.
+func (s *DB) FindEnrollTokens(ctx context.Context) ([]*fleet.EnrollToken, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, uses_left, expires_at, product, created_at, revoked_at FROM enroll_tokens ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("find enrolment tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []*fleet.EnrollToken
+	for rows.Next() {
+		var t fleet.EnrollToken
+		var exp, revoked sql.NullTime
+		if err := rows.Scan(&t.ID, &t.Name, &t.UsesLeft, &exp, &t.Product, &t.CreatedAt, &revoked); err != nil {
+			return nil, fmt.Errorf("find enrolment tokens: %w", err)
+		}
+		t.ExpiresAt, t.RevokedAt = exp.Time, revoked.Time
+		out = append(out, &t)
+	}
+	return out, rows.Err()
+}
+
+// RevokeEnrollToken implements fleet.Store.
+func (s *DB) RevokeEnrollToken(ctx context.Context, id string, at time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE enroll_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2`, at.UTC(), id)
+	if err != nil {
+		return fmt.Errorf("revoke enrolment token %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return apperr.E(apperr.NotFound, "no enrolment token %s", id)
+	}
+	return nil
+}
+
+// SetDeviceStatus implements fleet.Store.
+func (s *DB) SetDeviceStatus(ctx context.Context, id string, from []string, to string) error {
+	return s.inTx(ctx, "set status of device "+id, func(tx *Tx) error {
+		var cur string
+		if err := tx.QueryRowContext(ctx, `SELECT status FROM devices WHERE id = $1`, id).Scan(&cur); err != nil {
+			return notFound(err, "device %s not found", id)
+		}
+		if !slices.Contains(from, cur) {
+			return apperr.E(apperr.Conflict, "device %s is %s", id, cur)
+		}
+		// Conditional, so that a concurrent change on PostgreSQL (read committed) is not undone.
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET status = $1 WHERE id = $2 AND status = $3`, to, id, cur)
+		if err != nil {
+			return fmt.Errorf("set status of device %s: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return apperr.E(apperr.Conflict, "device %s changed status meanwhile: try again", id)
+		}
+		return bumpRevocations(ctx, tx)
+	})
+}
+
+// bumpRevocations moves the revocation generation, in the caller's transaction.
+func bumpRevocations(ctx context.Context, tx *Tx) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE revocation_generation SET gen = gen + 1 WHERE id = 1`); err != nil {
+		return fmt.Errorf("bump revocation generation: %w", err)
+	}
+	return nil
+}
+
+// DecommissionedDevices implements fleet.Store.
+func (s *DB) DecommissionedDevices(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM devices WHERE status = $1 ORDER BY id`, fleet.StatusDecommissioned)
+	if err != nil {
+		return nil, fmt.Errorf("decommissioned devices: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("decommissioned devices: %w", err)
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// UseRequest implements fleet.Store: the primary key makes the first use win on every database
+// and across replicas.
+func (s *DB) UseRequest(ctx context.Context, id []byte, expires time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO used_requests (id, expires_at) VALUES ($1, $2)`, id, expires.UTC())
+	if s.dialect.IsUnique(err) {
+		return apperr.E(apperr.Conflict, "request %x was used already", id[:8])
+	}
+	if err != nil {
+		return fmt.Errorf("use request: %w", err)
+	}
+	return nil
+}
+
+// PruneRequests implements fleet.Store.
+func (s *DB) PruneRequests(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM used_requests WHERE expires_at < $1`, before.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("prune used requests: %w", err)
+	}
+	return res.RowsAffected()
 }
 
 // simulatedTables hold rows keyed by device_id that go with a removed simulated device.

@@ -55,6 +55,9 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"Publish":       testPublish,
 		"DirectorViews": testDirectorViews,
 		"AdminTokens":   testAdminTokens,
+		"UsedRequests":  testUsedRequests,
+		"DeviceStatus":  testDeviceStatus,
+		"LastAdmin":     testLastAdmin,
 		"Products":      testProducts,
 		"Concurrent":    testConcurrentWrites,
 		"Leases":        testLeases,
@@ -176,6 +179,22 @@ func testEnrollTokens(t *testing.T, s Store) {
 	wantCode(t, err, apperr.Forbidden)
 	if tok, err := s.UseEnrollToken(ctx, pt, "thermostat", t0); err != nil || tok.UsesLeft != 0 {
 		t.Fatalf("use after a refusal for another product: %+v %v", tok, err)
+	}
+	// A revoked token admits no device; the list shows it revoked.
+	rt := auth.HashSecret("revoked-token")
+	s.CreateEnrollToken(ctx, &fleet.EnrollToken{ID: "t4", Name: "line-2", Hash: rt, UsesLeft: 10, CreatedAt: t0.Add(time.Second)})
+	if err := s.RevokeEnrollToken(ctx, "t4", t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, s.RevokeEnrollToken(ctx, "nope", t0), apperr.NotFound)
+	_, err = s.UseEnrollToken(ctx, rt, "", t0.Add(2*time.Minute))
+	wantCode(t, err, apperr.Unauthorized)
+	list, err := s.FindEnrollTokens(ctx)
+	if err != nil || len(list) != 4 {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	if last := list[3]; last.ID != "t4" || last.UsesLeft != 10 || !last.RevokedAt.Equal(t0.Add(time.Minute)) || last.Hash != nil {
+		t.Fatalf("listed %+v", last)
 	}
 }
 
@@ -439,14 +458,54 @@ func testAdminTokens(t *testing.T, s Store) {
 		t.Fatalf("count %d %v", n, err)
 	}
 	h := auth.HashSecret("upk_admin_x")
-	if err := s.CreateAdminToken(ctx, "admin", h); err != nil {
+	first := &auth.OperatorToken{ID: auth.TokenID(h), Name: "admin", Role: auth.RoleAdmin, Hash: h, CreatedAt: t0}
+	if err := s.CreateOperatorToken(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	if name, err := s.FindAdminToken(ctx, h); err != nil || name != "admin" {
-		t.Fatalf("find: %q %v", name, err)
+	wantCode(t, s.CreateOperatorToken(ctx, first), apperr.Conflict)
+	got, err := s.FindOperatorToken(ctx, h)
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, err := s.FindAdminToken(ctx, auth.HashSecret("nope"))
+	if diff := cmp.Diff(first, got); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+	_, err = s.FindOperatorToken(ctx, auth.HashSecret("nope"))
 	wantCode(t, err, apperr.NotFound)
+
+	// The last active admin token cannot be revoked; a viewer can.
+	gen0, err := s.RevocationGeneration(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, s.RevokeOperatorToken(ctx, first.ID, t0), apperr.Conflict)
+	vh := auth.HashSecret("upk_admin_viewer")
+	viewer := &auth.OperatorToken{ID: auth.TokenID(vh), Name: "ci", Role: auth.RoleViewer, Hash: vh, CreatedAt: t0.Add(time.Second), ExpiresAt: t0.Add(time.Hour)}
+	if err := s.CreateOperatorToken(ctx, viewer); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeOperatorToken(ctx, viewer.ID, t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, s.RevokeOperatorToken(ctx, "0000000000000000", t0), apperr.NotFound)
+	if gen, err := s.RevocationGeneration(ctx); err != nil || gen <= gen0 {
+		t.Fatalf("revocation generation %d after a revocation, was %d (%v)", gen, gen0, err)
+	}
+	if err := s.TouchOperatorTokens(ctx, map[string]time.Time{first.ID: t0.Add(2 * time.Hour), "unknown": t0}); err != nil {
+		t.Fatal(err)
+	}
+	s.TouchOperatorTokens(ctx, map[string]time.Time{first.ID: t0.Add(time.Hour)}) // never back
+	list, err := s.FindOperatorTokens(ctx)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("list: %+v %v", list, err)
+	}
+	if !list[0].LastUsed.Equal(t0.Add(2*time.Hour)) || !list[1].RevokedAt.Equal(t0.Add(time.Minute)) || list[1].Active(t0.Add(2*time.Minute)) {
+		t.Fatalf("list: %+v %+v", list[0], list[1])
+	}
+	if n, _ := s.CountAdminTokens(ctx); n != 2 {
+		t.Fatalf("count %d", n)
+	}
+
 	a, err := s.Setting(ctx, "k", func() []byte { return []byte("first") })
 	if err != nil {
 		t.Fatal(err)
@@ -454,6 +513,86 @@ func testAdminTokens(t *testing.T, s Store) {
 	b, _ := s.Setting(ctx, "k", func() []byte { return []byte("second") })
 	if string(a) != "first" || string(b) != "first" {
 		t.Fatalf("setting: %q %q, the first value must win", a, b)
+	}
+	if v, err := s.FindSetting(ctx, "k"); err != nil || string(v) != "first" {
+		t.Fatalf("find setting: %q %v", v, err)
+	}
+	if err := s.DeleteSetting(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.FindSetting(ctx, "k")
+	wantCode(t, err, apperr.NotFound)
+}
+
+// testLastAdmin: two admins revoking each other's token at once leave one of them active.
+func testLastAdmin(t *testing.T, s Store) {
+	ids := make([]string, 2)
+	for i := range ids {
+		h := auth.HashSecret(fmt.Sprint("upk_admin_", i))
+		ids[i] = auth.TokenID(h)
+		if err := s.CreateOperatorToken(ctx, &auth.OperatorToken{ID: ids[i], Name: "a", Role: auth.RoleAdmin, Hash: h, CreatedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make(chan error, 2)
+	for _, id := range ids {
+		go func() { errs <- s.RevokeOperatorToken(ctx, id, t0) }()
+	}
+	var ok int
+	for range ids {
+		if err := <-errs; err == nil {
+			ok++
+		} else if apperr.CodeOf(err) != apperr.Conflict {
+			t.Fatal(err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of two concurrent revocations of the last two admin tokens succeeded, want 1", ok)
+	}
+}
+
+// testUsedRequests: a signed request id is used once, across every handle on the database, and
+// forgotten after its window.
+func testUsedRequests(t *testing.T, s Store) {
+	id := bytes.Repeat([]byte{7}, 32)
+	if err := s.UseRequest(ctx, id, t0.Add(15*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, s.UseRequest(ctx, id, t0.Add(15*time.Minute)), apperr.Conflict)
+	other := bytes.Repeat([]byte{8}, 32)
+	if err := s.UseRequest(ctx, other, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneRequests(ctx, t0.Add(30*time.Minute)); err != nil || n != 1 {
+		t.Fatalf("pruned %d (%v), want 1", n, err)
+	}
+	if err := s.UseRequest(ctx, id, t0.Add(45*time.Minute)); err != nil {
+		t.Fatalf("a pruned id is usable again: %v", err)
+	}
+	wantCode(t, s.UseRequest(ctx, other, t0.Add(time.Hour)), apperr.Conflict)
+}
+
+// testDeviceStatus: status changes are conditional and move the revocation generation.
+func testDeviceStatus(t *testing.T, s Store) {
+	d := &fleet.Device{ID: "d1", PublicKey: []byte{1}, Serial: "SN1", Product: "p", HardwareID: "h", Status: fleet.StatusPending, EnrolledAt: t0}
+	if err := s.CreateDevice(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	gen0, _ := s.RevocationGeneration(ctx)
+	wantCode(t, s.SetDeviceStatus(ctx, "d1", []string{fleet.StatusAccepted}, fleet.StatusDecommissioned), apperr.Conflict)
+	wantCode(t, s.SetDeviceStatus(ctx, "nope", []string{fleet.StatusAccepted}, fleet.StatusDecommissioned), apperr.NotFound)
+	if err := s.SetDeviceStatus(ctx, "d1", []string{fleet.StatusPending}, fleet.StatusAccepted); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetDeviceStatus(ctx, "d1", []string{fleet.StatusAccepted}, fleet.StatusDecommissioned); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := s.DecommissionedDevices(ctx)
+	if err != nil || len(ids) != 1 || ids[0] != "d1" {
+		t.Fatalf("decommissioned: %v %v", ids, err)
+	}
+	if gen, _ := s.RevocationGeneration(ctx); gen < gen0+2 {
+		t.Fatalf("revocation generation %d, want at least %d", gen, gen0+2)
 	}
 }
 

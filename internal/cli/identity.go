@@ -1,0 +1,226 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/show"
+	"upkeep.dev/upkeep/wire"
+)
+
+// Operator tokens, enrolment tokens and device decommissioning: who may act, and revoking it.
+
+func rejectCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reject ID",
+		Short: "Refuse a pending device: it gets no token (accept undoes it)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Reject(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "device %s rejected\n", args[0])
+			return nil
+		},
+	}
+}
+
+func decommissionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "decommission ID",
+		Short: "Take an accepted device out of service: its token stops working, the director serves it nothing, its history stays",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.Decommission(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "device %s decommissioned: it cannot enrol again with its key unless readmitted (devices accept --readmit)\n", args[0])
+			return nil
+		},
+	}
+}
+
+func enrollTokenCmd(g *globals) *cobra.Command {
+	var req wire.EnrollTokenRequest
+	create := func(cmd *cobra.Command, _ []string) error {
+		c, err := g.client()
+		if err != nil {
+			return err
+		}
+		t, err := c.CreateEnrollToken(cmd.Context(), req)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s\n", t.Token)
+		return nil
+	}
+	flags := func(cmd *cobra.Command) {
+		cmd.Flags().StringVar(&req.Name, "name", "factory", "a name for the token")
+		cmd.Flags().IntVar(&req.Uses, "uses", fleet.DefaultEnrollUses, fmt.Sprintf("how many devices it admits (at most %d)", fleet.MaxEnrollUses))
+		cmd.Flags().DurationVar(&req.TTL, "ttl", fleet.DefaultEnrollTTL, fmt.Sprintf("how long it is valid (at most %s)", fleet.MaxEnrollTTL))
+		cmd.Flags().StringVar(&req.Product, "product", "", "only devices of this product")
+	}
+	cmd := &cobra.Command{
+		Use:   "enroll-token",
+		Short: "Create (as enroll-token create), list and revoke enrolment tokens, which admit devices without an operator",
+		Args:  cobra.NoArgs,
+		RunE:  create,
+	}
+	flags(cmd)
+	createCmd := &cobra.Command{Use: "create", Short: "Create an enrolment token and print it (shown once)", Args: cobra.NoArgs, RunE: create}
+	flags(createCmd)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List enrolment tokens: uses left, expiry, revocation",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ts, err := c.EnrollTokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tPRODUCT\tUSES LEFT\tEXPIRES\tSTATE")
+			now := time.Now()
+			for _, t := range ts {
+				uses := fmt.Sprint(t.UsesLeft)
+				if t.UsesLeft < 0 {
+					uses = "unlimited"
+				}
+				state := "active"
+				switch {
+				case !t.RevokedAt.IsZero():
+					state = "revoked " + t.RevokedAt.Format(time.RFC3339)
+				case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt):
+					state = "expired"
+				case t.UsesLeft == 0:
+					state = "used up"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", show.Text(t.ID), show.Text(t.Name), show.Text(or(t.Product, "any")), uses, timeOr(t.ExpiresAt, "never"), state)
+			}
+			return tw.Flush()
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an enrolment token: it admits no device from now on (devices it admitted stay)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.RevokeEnrollToken(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "enrolment token %s revoked\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(createCmd, list, revoke)
+	return cmd
+}
+
+func tokensCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "tokens", Short: "Create, list and revoke operator tokens (roles: " + fmt.Sprint(auth.Roles) + ")"}
+	var req wire.OperatorTokenRequest
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create an operator token and print it (shown once)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			t, err := c.CreateToken(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\n", t.Token)
+			fmt.Fprintf(cmd.ErrOrStderr(), "operator token %s (%s, role %s) expires %s; shown once, keep it\n", show.Text(t.ID), show.Text(t.Name), show.Text(t.Role), timeOr(t.ExpiresAt, "never"))
+			return nil
+		},
+	}
+	create.Flags().StringVar(&req.Name, "name", "", "who or what uses the token")
+	create.Flags().StringVar(&req.Role, "role", auth.RoleViewer, fmt.Sprintf("one of %v: viewer may only read (GET)", auth.Roles))
+	create.Flags().DurationVar(&req.TTL, "ttl", 90*24*time.Hour, "how long it is valid (at most 366 days)")
+	create.MarkFlagRequired("name")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List operator tokens with their role, expiry and last use",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ts, err := c.Tokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED\tEXPIRES\tLAST USED\tSTATE")
+			now := time.Now()
+			for _, t := range ts {
+				state := "active"
+				switch {
+				case !t.RevokedAt.IsZero():
+					state = "revoked " + t.RevokedAt.Format(time.RFC3339)
+				case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt):
+					state = "expired"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", show.Text(t.ID), show.Text(t.Name), show.Text(t.Role), t.CreatedAt.Format(time.RFC3339), timeOr(t.ExpiresAt, "never"), timeOr(t.LastUsed, "never"), state)
+			}
+			return tw.Flush()
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an operator token: it stops working on every server within a second",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.RevokeToken(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "operator token %s revoked\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+func or(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
+}
+
+func timeOr(t time.Time, alt string) string {
+	if t.IsZero() {
+		return alt
+	}
+	return t.Format(time.RFC3339)
+}
