@@ -52,7 +52,7 @@ var publicFiles = map[string]publicFile{
 //	GET /p/{product}/conformance.json  the conformance report
 //	GET /p/{product}/conformance.html  the conformance report alone, HTML
 //	GET /                              an index of the products' public pages
-func (s *Server) publicRoutes(mux *http.ServeMux) {
+func (s *Server) publicRoutes(mux *router) {
 	mux.HandleFunc("GET /{$}", s.index)
 	mux.HandleFunc("GET /p/{product}", s.public)
 	mux.HandleFunc("GET /p/{product}/{file}", s.public)

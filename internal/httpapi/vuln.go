@@ -8,18 +8,19 @@ import (
 	"strconv"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/vuln"
 )
 
 // vulnRoutes serves SBOMs, advisory imports, exposure and time-to-patch (internal/patch).
-func (s *Server) vulnRoutes(mux *http.ServeMux) {
-	mux.Handle("PUT /api/v1/releases/{product}/{version}/sbom", s.admin(s.putSBOM))
-	mux.Handle("GET /api/v1/releases/{product}/{version}/sbom", s.admin(s.getSBOM))
-	mux.Handle("POST /api/v1/advisories", s.admin(s.importAdvisories))
-	mux.Handle("GET /api/v1/exposure", s.admin(s.exposure))
-	mux.Handle("GET /api/v1/products/{name}/time-to-patch", s.admin(s.timeToPatch))
+func (s *Server) vulnRoutes(mux *router) {
+	mux.api("PUT /api/v1/releases/{product}/{version}/sbom", auth.PermPublish, s.putSBOM)
+	mux.api("GET /api/v1/releases/{product}/{version}/sbom", auth.PermReleasesRead, s.getSBOM)
+	mux.api("POST /api/v1/advisories", auth.PermVulnWrite, s.importAdvisories)
+	mux.api("GET /api/v1/exposure", auth.PermVulnRead, s.exposure)
+	mux.api("GET /api/v1/products/{name}/time-to-patch", auth.PermVulnRead, s.timeToPatch)
 }
 
 func (s *Server) patchService(w http.ResponseWriter, r *http.Request) Vulnerabilities {

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 	blobs3 "upkeep.dev/upkeep/internal/blob/s3"
@@ -302,9 +303,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if n, err := db.CountAdminTokens(ctx); err != nil {
 		return fail(err)
 	} else if n == 0 {
-		// The first operator token: admin, without expiry, as before roles existed.
+		// The first operator token: admin, without expiry, as before roles existed, owned by the
+		// user "admin" (who has no password until one is set: users password admin).
+		if err := db.CreateUser(ctx, &auth.User{Name: "admin", Role: auth.RoleAdmin, CreatedAt: now().UTC()}); err != nil && !apperr.Is(err, apperr.Conflict) {
+			return fail(err)
+		}
 		secret, hash := auth.NewSecret(auth.AdminPrefix)
-		if err := db.CreateOperatorToken(ctx, &auth.OperatorToken{ID: auth.TokenID(hash), Name: "admin", Role: auth.RoleAdmin, Hash: hash, CreatedAt: now().UTC()}); err != nil {
+		if err := db.CreateOperatorToken(ctx, &auth.OperatorToken{ID: auth.TokenID(hash), Name: "admin", Role: auth.RoleAdmin, Hash: hash, CreatedAt: now().UTC(), User: "admin"}); err != nil {
 			return fail(err)
 		}
 		s.AdminToken = secret
