@@ -192,6 +192,7 @@ func releaseCmd(g *globals) *cobra.Command {
 			}
 			o.File, o.Expires = args[0], tuf.DefaultLifetimes().Targets
 			o.Progress = progress(cmd.ErrOrStderr())
+			o.Checked = func(chk *client.ReleaseCheck) { printCheck(cmd.ErrOrStderr(), chk) }
 			rel, err := c.Publish(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -207,7 +208,7 @@ func releaseCmd(g *globals) *cobra.Command {
 	f.Int64Var(&o.Custom.SecurityVersion, "security-version", 0, "anti-rollback counter: devices refuse anything lower than what they run (required: a forgotten 0 would protect nothing)")
 	f.StringVar(&o.Custom.Class, "class", uptane.ClassSecurity, "security or feature")
 	f.StringVar(&fixes, "fixes", "", "comma-separated advisory ids this release fixes")
-	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): its SHA-256 is signed into the target, then it is uploaded")
+	f.StringVar(&o.SBOM, "sbom", "", "the release's SBOM (CycloneDX or SPDX JSON): checked against the advisories and the product's release gate, its SHA-256 signed into the target, then uploaded")
 	f.StringVar(&o.Custom.ArtifactType, "artifact-type", "", "swu (SWUpdate bundle), raucb (RAUC bundle) or raw, signed into the target (default: from the extension, .swu or .raucb; else none)")
 	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
 	f.StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")

@@ -2,7 +2,7 @@ package cli
 
 // Tests of the bounds on what slow or greedy clients can take from the server: body deadlines
 // and per-client shares, enrolment and report limits, event retention, byte ranges
-// (docs/SECURITY-EDGES-1.md).
+// (docs/SECURITY.md).
 
 import (
 	"bytes"

@@ -25,6 +25,8 @@ var policyFlagFields = []policyFlag{
 	{"name", "product_name"},
 	{"model", "model_designation"},
 	{"forbid-ddi", "forbid_ddi"},
+	{"gate-kev", "gate_kev"},
+	{"gate-severity", "gate_severity"},
 }
 
 // policyFlags registers the `product set` flags. Their defaults are those of a new product
@@ -46,6 +48,8 @@ func policyFlags(f *pflag.FlagSet, pol *product.Policy) {
 	f.StringVar(&pol.ProductName, "name", "", "product name as the owner sees it (default: the product key)")
 	f.StringVar(&pol.ModelDesignation, "model", "", "model designation as printed on the device")
 	f.BoolVar(&pol.ForbidDDI, "forbid-ddi", false, "refuse hawkBit DDI devices (bundle signature only, no Uptane) for this product")
+	f.BoolVar(&pol.GateKEV, "gate-kev", false, "release gate: refuse to publish or roll out a release with a known exploited vulnerability (CISA KEV) that no VEX statement or waiver covers")
+	f.StringVar(&pol.GateSeverity, "gate-severity", "", "release gate: refuse a release with a vulnerability of at least this severity (critical, high, medium, low; \"\" for none)")
 }
 
 // policyPatch returns the policy fields whose flags were given, for a partial update: the
@@ -57,7 +61,7 @@ func policyPatch(f *pflag.FlagSet, pol product.Policy) map[string]any {
 		"justification_lt_5y": pol.JustificationUnder5y, "delivery": pol.Delivery, "security_separate": pol.SecuritySeparate,
 		"notification": pol.Notification, "vdp_url": pol.VDPURL, "vdp_contact": pol.VDPContact, "advisories_url": pol.AdvisoriesURL,
 		"remediation_days": pol.RemediationDays, "warn_days": pol.WarnDays, "product_name": pol.ProductName,
-		"model_designation": pol.ModelDesignation, "forbid_ddi": pol.ForbidDDI,
+		"model_designation": pol.ModelDesignation, "forbid_ddi": pol.ForbidDDI, "gate_kev": pol.GateKEV, "gate_severity": pol.GateSeverity,
 	}
 	out := map[string]any{}
 	for _, pf := range policyFlagFields {

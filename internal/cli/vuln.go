@@ -18,10 +18,13 @@ import (
 
 // addVulnCmds registers sbom, advisories and exposure, and `product time-to-patch`.
 func addVulnCmds(root *cobra.Command, g *globals) {
-	root.AddCommand(sbomCmd(g), advisoriesCmd(g), exposureCmd(g))
+	root.AddCommand(sbomCmd(g), advisoriesCmd(g), exposureCmd(g), vexCmd(g), waiverCmd(g))
 	for _, c := range root.Commands() {
-		if c.Name() == "product" {
+		switch c.Name() {
+		case "product":
 			c.AddCommand(timeToPatchCmd(g))
+		case "release":
+			c.AddCommand(releaseCheckCmd(g))
 		}
 	}
 }
@@ -38,7 +41,7 @@ func sbomCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "sbom", Short: "Attach and show releases' software bills of materials"}
 	attach := &cobra.Command{
 		Use:   "attach PRODUCT@VERSION FILE",
-		Short: "Upload a release's SBOM (CycloneDX 1.4–1.6 or SPDX 2.2–2.3 JSON)",
+		Short: "Upload a release's SBOM (CycloneDX 1.2–1.6 or SPDX 2.2–2.3 JSON)",
 		Long: "Upload a release's SBOM. If the release was published with --sbom, its signed target names the\n" +
 			"SBOM's SHA-256 and the server accepts only that file.",
 		Args: cobra.ExactArgs(2),
@@ -131,6 +134,7 @@ func advisoriesCmd(g *globals) *cobra.Command {
 }
 
 func exposureCmd(g *globals) *cobra.Command {
+	var q client.ExposureQuery
 	var severity, product, format string
 	var all bool
 	cmd := &cobra.Command{
@@ -149,7 +153,8 @@ func exposureCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rep, err := c.Exposure(cmd.Context(), severity, product, all)
+			q.Severity, q.Product, q.All = severity, product, all
+			rep, err := c.Exposure(cmd.Context(), q)
 			if err != nil {
 				return err
 			}
@@ -170,6 +175,9 @@ func exposureCmd(g *globals) *cobra.Command {
 	f.StringVar(&product, "product", "", "only this product")
 	f.StringVar(&format, "format", "table", "table, csv or json")
 	f.BoolVar(&all, "all", false, "also list matches a VEX statement suppresses (not_affected) and those that cannot be decided (unmatched)")
+	f.BoolVar(&q.KEV, "kev", false, "only vulnerabilities in the CISA Known Exploited Vulnerabilities catalog")
+	f.Float64Var(&q.MinEPSS, "min-epss", 0, "only vulnerabilities whose EPSS score is at least this (0 to 1)")
+	f.StringVar(&q.Sort, "sort", "", "order: kev (default: known exploited first, then severity, EPSS, days), severity, epss or days")
 	return cmd
 }
 
@@ -178,7 +186,49 @@ func exposureRows(rep *client.ExposureReport) []client.Exposure {
 	return append(append(append([]client.Exposure{}, rep.Exposed...), rep.NotAffected...), rep.Unmatched...)
 }
 
-var exposureHeader = []string{"advisory", "aliases", "severity", "summary", "product", "release", "devices", "since", "days_exposed", "fixed_in", "status", "reason", "components", "report_at"}
+var exposureHeader = []string{"advisory", "aliases", "severity", "summary", "product", "release", "devices", "since", "days_exposed", "fixed_in", "status", "reason", "components", "report_at", "severity_source", "kev_date_added", "epss", "vex"}
+
+// componentsText writes a row's components as "purl" for those with the row's status and
+// "purl[status]" for the others (an undecided component inside an affected row).
+func componentsText(e client.Exposure) string {
+	parts := make([]string, len(e.Components))
+	for i, c := range e.Components {
+		parts[i] = c.PURL
+		if c.Status != e.Status {
+			parts[i] += "[" + c.Status + "]"
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+func kevText(e client.Exposure) string {
+	if e.KEV == nil {
+		return ""
+	}
+	return e.KEV.DateAdded.Format(time.DateOnly)
+}
+
+func epssText(e client.Exposure) string {
+	if e.EPSS == nil {
+		return ""
+	}
+	return strconv.FormatFloat(e.EPSS.Score, 'f', 5, 64)
+}
+
+func vexText(e client.Exposure) string {
+	var parts []string
+	for _, v := range e.VEX {
+		t := v.Status
+		if v.Justification != "" {
+			t += " (" + v.Justification + ")"
+		}
+		if v.Statement != "" {
+			t += ": " + v.Statement
+		}
+		parts = append(parts, t)
+	}
+	return strings.Join(parts, "; ")
+}
 
 // CSV statuses beyond the rows' own: a release without an SBOM, and the count of undecided
 // findings when their rows are not listed (without --all).
@@ -200,14 +250,14 @@ func exposureCSV(w io.Writer, rep *client.ExposureReport) error {
 			since = e.Since.UTC().Format(time.RFC3339)
 		}
 		cw.Write([]string{e.Advisory, strings.Join(e.Aliases, " "), e.Severity, e.Summary, e.Product, e.Release, strconv.Itoa(e.Devices), //nolint:errcheck // checked by Flush
-			since, strconv.FormatFloat(e.DaysExposed, 'f', 1, 64), e.FixedIn, e.Status, e.Reason, strings.Join(e.Components, " "), at})
+			since, strconv.FormatFloat(e.DaysExposed, 'f', 1, 64), e.FixedIn, e.Status, e.Reason, componentsText(e), at, e.SeveritySource, kevText(e), epssText(e), vexText(e)})
 	}
 	for _, ref := range rep.WithoutSBOM {
 		product, version, _ := strings.Cut(ref, "@")
-		cw.Write([]string{"", "", "", "", product, version, "", "", "", "", csvStatusUnknown, "no SBOM: exposure unknown", "", at}) //nolint:errcheck // checked by Flush
+		cw.Write([]string{"", "", "", "", product, version, "", "", "", "", csvStatusUnknown, "no SBOM: exposure unknown", "", at, "", "", "", ""}) //nolint:errcheck // checked by Flush
 	}
 	if rep.Undecided > 0 && len(rep.Unmatched) == 0 {
-		cw.Write([]string{"", "", "", "", "", "", "", "", "", "", csvStatusUndecided, undecidedLine(rep.Undecided), "", at}) //nolint:errcheck // checked by Flush
+		cw.Write([]string{"", "", "", "", "", "", "", "", "", "", csvStatusUndecided, undecidedLine(rep.Undecided), "", at, "", "", "", ""}) //nolint:errcheck // checked by Flush
 	}
 	cw.Flush()
 	return cw.Error()
@@ -219,13 +269,28 @@ func undecidedLine(n int) string {
 
 func exposureTable(w io.Writer, rep *client.ExposureReport, all bool) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ADVISORY\tSEVERITY\tRELEASE\tDEVICES\tDAYS EXPOSED\tFIXED IN\tSUMMARY")
+	fmt.Fprintln(tw, "ADVISORY\tSEVERITY\tKEV\tEPSS\tRELEASE\tDEVICES\tDAYS EXPOSED\tFIXED IN\tSUMMARY")
 	for _, e := range rep.Exposed {
 		fix := e.FixedIn
 		if fix == "" {
 			fix = "none"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s@%s\t%d\t%.1f\t%s\t%s\n", e.Advisory, e.Severity, e.Product, e.Release, e.Devices, e.DaysExposed, fix, show.Text(e.Summary))
+		kev := kevText(e)
+		if kev == "" {
+			kev = "-"
+		}
+		epss := epssText(e)
+		if epss == "" {
+			epss = "-"
+		}
+		summary := show.Text(e.Summary)
+		if n := undecidedIn(e); n > 0 {
+			summary += fmt.Sprintf(" (+%d undecided components)", n)
+		}
+		if v := vexText(e); v != "" {
+			summary += " [VEX " + show.Text(v) + "]"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s@%s\t%d\t%.1f\t%s\t%s\n", e.Advisory, e.Severity, kev, epss, e.Product, e.Release, e.Devices, e.DaysExposed, fix, summary)
 	}
 	if len(rep.Exposed) == 0 {
 		fmt.Fprintln(tw, "(no device runs a release affected by a known advisory)")
@@ -253,7 +318,20 @@ func exposureTable(w io.Writer, rep *client.ExposureReport, all bool) error {
 	if !all && rep.Undecided > 0 {
 		fmt.Fprintf(w, "\n%s\n", undecidedLine(rep.Undecided))
 	}
+	if rep.NoSeverity > 0 {
+		fmt.Fprintf(w, "\n%d affected findings have no severity from any source and were left out: import an NVD CVE feed or the GHSA records, or see --severity unknown\n", rep.NoSeverity)
+	}
 	return nil
+}
+
+func undecidedIn(e client.Exposure) int {
+	n := 0
+	for _, c := range e.Components {
+		if c.Status == "unmatched" && e.Status != "unmatched" {
+			n++
+		}
+	}
+	return n
 }
 
 func timeToPatchCmd(g *globals) *cobra.Command {
@@ -277,34 +355,56 @@ func timeToPatchCmd(g *globals) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(t)
 			}
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ADVISORY\tSEVERITY\tAFFECTED\tFIXED IN\tA (DAYS)\tEXPOSED\tB50\tB90\tB99")
+			var exploited, other []client.TimeToPatch
 			for _, a := range t.Advisories {
-				fix, vendor := a.FixedIn, fmt.Sprintf("%.1f", a.VendorDays)
-				if a.VendorOpen {
-					fix, vendor = "none", fmt.Sprintf("open, %.1f", a.VendorDays)
+				if a.Exploited {
+					exploited = append(exploited, a)
+				} else {
+					other = append(other, a)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d", a.Advisory, a.Severity, strings.Join(a.Affected, ","), fix, vendor, a.ExposedAtFix)
-				for _, f := range a.Fleet {
-					switch {
-					case f.Reached:
-						fmt.Fprintf(tw, "\t%.1f", *f.Days)
-					case a.ExposedAtFix > 0:
-						fmt.Fprintf(tw, "\tnot reached (%d%%)", a.PatchedNow*100/a.ExposedAtFix)
-					default:
-						fmt.Fprint(tw, "\t-")
-					}
-				}
-				if a.VendorOpen {
-					fmt.Fprint(tw, "\t-\t-\t-")
-				}
-				fmt.Fprintln(tw)
 			}
-			return tw.Flush()
+			if len(exploited) > 0 {
+				fmt.Fprintln(w, "Known exploited (CISA KEV; counted from the earlier of publication and the catalog's date added):")
+				if err := ttpTable(w, exploited); err != nil {
+					return err
+				}
+				if len(other) == 0 {
+					return nil
+				}
+				fmt.Fprintln(w, "\nOther advisories:")
+			}
+			return ttpTable(w, other)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+func ttpTable(w io.Writer, advs []client.TimeToPatch) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ADVISORY\tSEVERITY\tAFFECTED\tFIXED IN\tA (DAYS)\tEXPOSED\tB50\tB90\tB99")
+	for _, a := range advs {
+		fix, vendor := a.FixedIn, fmt.Sprintf("%.1f", a.VendorDays)
+		if a.VendorOpen {
+			fix, vendor = "none", fmt.Sprintf("open, %.1f", a.VendorDays)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d", a.Advisory, a.Severity, strings.Join(a.Affected, ","), fix, vendor, a.ExposedAtFix)
+		for _, f := range a.Fleet {
+			switch {
+			case f.Reached:
+				fmt.Fprintf(tw, "\t%.1f", *f.Days)
+			case a.ExposedAtFix > 0:
+				fmt.Fprintf(tw, "\tnot reached (%d%%)", a.PatchedNow*100/a.ExposedAtFix)
+			default:
+				fmt.Fprint(tw, "\t-")
+			}
+		}
+		if a.VendorOpen {
+			fmt.Fprint(tw, "\t-\t-\t-")
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
 }
 
 // splitFixes reads release publish --fixes: advisory ids separated by commas, spaces or both

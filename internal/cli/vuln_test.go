@@ -191,7 +191,7 @@ func TestVulnSBOMAdvisoriesExposurePatch(t *testing.T) {
 	}
 	// Not an SBOM at all: a clear error before anything is sent.
 	notSBOM := writeFile(t, dir, "not-an-sbom.json", `{"hello": "world"}`)
-	if err := runCLI(append(g, "sbom", "attach", "thermostat@1.0.0", notSBOM)...); err == nil || !strings.Contains(err.Error(), "want CycloneDX 1.4–1.6 or SPDX 2.2–2.3 JSON") {
+	if err := runCLI(append(g, "sbom", "attach", "thermostat@1.0.0", notSBOM)...); err == nil || !strings.Contains(err.Error(), "want CycloneDX 1.2–1.6 or SPDX 2.2–2.3 JSON") {
 		t.Fatalf("sbom attach of a non-SBOM: %v", err)
 	}
 	// The same SBOM again is accepted.
@@ -476,7 +476,7 @@ func checkCSVParity(t *testing.T, rep *client.ExposureReport, rows [][]string) {
 		rec := body[i]
 		if rec[0] != r.Advisory || rec[1] != strings.Join(r.Aliases, " ") || rec[2] != r.Severity || rec[4] != r.Product || rec[5] != r.Release ||
 			rec[6] != strconv.Itoa(r.Devices) || rec[8] != strconv.FormatFloat(r.DaysExposed, 'f', 1, 64) || rec[9] != r.FixedIn ||
-			rec[10] != r.Status || rec[11] != r.Reason || rec[12] != strings.Join(r.Components, " ") || rec[13] != at {
+			rec[10] != r.Status || rec[11] != r.Reason || rec[12] != componentsText(r) || rec[13] != at {
 			t.Errorf("CSV row %d %v differs from JSON %+v (at %s)", i, rec, r, at)
 		}
 	}
@@ -503,7 +503,7 @@ func TestExposureCSVParity(t *testing.T) {
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	for _, rep := range []*client.ExposureReport{
 		{At: at, Exposed: []client.Exposure{{Advisory: "GO-1", Aliases: []string{"CVE-1", "GHSA-1"}, Severity: "high", Product: "p", Release: "1.0", Devices: 3,
-			Since: at.Add(-48 * time.Hour), DaysExposed: 2, FixedIn: "1.1", Status: "affected", Components: []string{"pkg:golang/x@v1"}}},
+			Since: at.Add(-48 * time.Hour), DaysExposed: 2, FixedIn: "1.1", Status: "affected", Components: []wire.ComponentFinding{{PURL: "pkg:golang/x@v1", Status: "affected"}, {PURL: "pkg:golang/y@v2", Status: "unmatched", Reason: "GIT range: no version order"}}}},
 			WithoutSBOM: []string{"p@0.9", "q@2.0"}, Undecided: 2},
 		{At: at, Unmatched: []client.Exposure{{Advisory: "G-1", Product: "p", Release: "1.0", Status: "unmatched", Reason: "GIT range: no version order"}}, Undecided: 1},
 		{At: at},

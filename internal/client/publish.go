@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -36,6 +37,8 @@ type PublishOptions struct {
 	// SBOM, if set, is the release's SBOM file: its SHA-256 is signed into the target's custom
 	// (sbom_sha256) and it is uploaded after the release.
 	SBOM string
+	// Checked, if set, receives the release check of the SBOM, made before anything is signed.
+	Checked func(*ReleaseCheck)
 }
 
 // Publish hashes the artifact, extends the current image targets with it, signs them locally
@@ -57,6 +60,17 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 			return nil, err
 		}
 		sbom, o.Custom.SBOM = raw, sb.Digest
+		// The server's release gate reads the SBOM it was sent for a check before publishing.
+		chk, err := c.checkRelease(ctx, o.Custom.Product, o.Custom.Version, raw)
+		if err != nil {
+			return nil, fmt.Errorf("release check: %w", err)
+		}
+		if o.Checked != nil {
+			o.Checked(chk)
+		}
+		if chk.Gate.Blocked {
+			return nil, apperr.E(apperr.Forbidden, "the release gate of %s refuses %s@%s: %s (see `upkeep release check`)", o.Custom.Product, o.Custom.Product, o.Custom.Version, strings.Join(chk.Gate.Blockers, ", "))
+		}
 	}
 	tf, err := uptane.NewTargetFile(blob.Length, blob.SHA256, blob.SHA512, o.Custom)
 	if err != nil {

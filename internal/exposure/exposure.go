@@ -34,7 +34,17 @@ type ExposureFilter struct {
 	Severity string
 	Product  string
 	All      bool // also VEX-suppressed (not_affected) and undecidable (unmatched) matches
+	// KEV keeps the vulnerabilities in the CISA KEV catalog only.
+	KEV bool
+	// MinEPSS keeps the vulnerabilities whose EPSS score is at least this (0 to 1).
+	MinEPSS float64
+	// Sort orders the rows: "kev" (default: known exploited first, then severity, EPSS, days
+	// exposed), "severity", "epss" or "days".
+	Sort string
 }
+
+// Sort orders of the exposure report.
+var Sorts = []string{"kev", "severity", "epss", "days"}
 
 // Exposure and ExposureReport are the wire types of the exposure report.
 type (
@@ -121,11 +131,129 @@ func mapsKeys(m map[string]bool) func(func(string) bool) {
 	}
 }
 
+// rowRank orders a row's verdicts: affected wins over undecidable over suppressed.
+var rowRank = map[string]int{vuln.StatusAffected: 3, vuln.StatusUnmatched: 2, vuln.StatusNotAffected: 1}
+
+// rows groups an SBOM's matches into one row per vulnerability (records that alias each other —
+// GO-2023-2402, GHSA-45x7-px36-x8w8, a vendor's CSAF record of CVE-2023-48795 — are one row),
+// each component with its own verdict, enriched with severity, KEV, EPSS and the VEX statements
+// that speak of it. groups caches record id → group across calls.
+func (s *Service) rows(ms []vuln.Match, subj []vuln.Component, product, version string, groups map[string]*StoredAdvisory) ([]*Exposure, map[string]*StoredAdvisory) {
+	ix, _ := s.state()
+	rows := map[string]*Exposure{}
+	bygroup := map[string]*StoredAdvisory{}
+	var order []string
+	for _, m := range ms {
+		g := groups[m.Advisory.ID]
+		if g == nil {
+			if g = s.vulnGroup(m.Advisory.ID); g == nil {
+				continue // withdrawn meanwhile
+			}
+			groups[m.Advisory.ID] = g
+		}
+		a := g.Advisory
+		row := rows[a.ID]
+		if row == nil {
+			f := s.facts(g)
+			row = &Exposure{Advisory: a.ID, Aliases: a.Aliases, Severity: f.severity, SeveritySource: f.source, Summary: a.Summary,
+				Product: product, Release: version, Components: []wire.ComponentFinding{}, KEV: f.kev, EPSS: f.epss}
+			rows[a.ID] = row
+			order = append(order, a.ID)
+			bygroup[a.ID] = g
+		}
+		if !slices.ContainsFunc(row.Components, func(c wire.ComponentFinding) bool { return c.PURL == m.Component.PURL }) {
+			row.Components = append(row.Components, wire.ComponentFinding{PURL: m.Component.PURL, Status: m.Status, Reason: m.Reason})
+		}
+		if rowRank[m.Status] > rowRank[row.Status] {
+			row.Status, row.Reason = m.Status, m.Reason
+		}
+		for _, v := range ix.Statements(m, subj) {
+			n := wire.VEXNote{Status: v.Status, Justification: v.Justification, Statement: v.Impact, Source: v.Source}
+			if !slices.Contains(row.VEX, n) {
+				row.VEX = append(row.VEX, n)
+			}
+		}
+	}
+	out := make([]*Exposure, len(order))
+	for i, id := range order {
+		out[i] = rows[id]
+	}
+	return out, bygroup
+}
+
+// undecided counts a row's components that could not be decided.
+func undecided(e *Exposure) int {
+	n := 0
+	for _, c := range e.Components {
+		if c.Status == vuln.StatusUnmatched {
+			n++
+		}
+	}
+	return n
+}
+
+// keep applies a filter's severity, KEV and EPSS conditions; noSeverity reports a row left out
+// only because it has no severity.
+func (f ExposureFilter) keep(e *Exposure) (ok, noSeverity bool) {
+	if f.KEV && e.KEV == nil {
+		return false, false
+	}
+	if f.MinEPSS > 0 && (e.EPSS == nil || e.EPSS.Score < f.MinEPSS) {
+		return false, false
+	}
+	if severityRank(e.Severity) < severityRank(f.Severity) {
+		return false, severityRank(e.Severity) == 0
+	}
+	return true, false
+}
+
+func epssScore(e Exposure) float64 {
+	if e.EPSS == nil {
+		return -1
+	}
+	return e.EPSS.Score
+}
+
+func kevRank(e Exposure) int {
+	if e.KEV != nil {
+		return 1
+	}
+	return 0
+}
+
+// sortRows orders rows by the filter's Sort.
+func sortRows(l []Exposure, by string) {
+	slices.SortStableFunc(l, func(a, b Exposure) int {
+		sev := -cmp.Compare(severityRank(a.Severity), severityRank(b.Severity))
+		kev := -cmp.Compare(kevRank(a), kevRank(b))
+		epss := -cmp.Compare(epssScore(a), epssScore(b))
+		days := -cmp.Compare(a.DaysExposed, b.DaysExposed)
+		var first int
+		switch by {
+		case "severity":
+			first = cmp.Or(sev, kev, epss, days)
+		case "epss":
+			first = cmp.Or(epss, kev, sev, days)
+		case "days":
+			first = cmp.Or(days, kev, sev, epss)
+		default:
+			first = cmp.Or(kev, sev, epss, days)
+		}
+		return cmp.Or(first, strings.Compare(a.Advisory, b.Advisory), strings.Compare(a.Product, b.Product), strings.Compare(a.Release, b.Release))
+	})
+}
+
 // Exposure lists, for each advisory affecting a release that accepted devices still run, the
 // release, the number of devices, the days exposed and the lowest newer release that fixes it.
 func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureReport, error) {
 	if !ValidSeverity(f.Severity) {
 		return nil, apperr.E(apperr.Invalid, "severity %q: want critical, high, medium, low or unknown", f.Severity)
+	}
+	if f.Sort != "" && !slices.Contains(Sorts, f.Sort) {
+		return nil, apperr.E(apperr.Invalid, "sort %q: want %s", f.Sort, strings.Join(Sorts, ", "))
+	}
+	if f.MinEPSS < 0 || f.MinEPSS > 1 {
+		return nil, apperr.E(apperr.Invalid, "EPSS threshold %v: want a probability from 0 to 1", f.MinEPSS)
 	}
 	now := s.now()
 	c, err := s.catalog(ctx, f.Product)
@@ -137,51 +265,27 @@ func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureRepo
 		return nil, err
 	}
 	rep := &ExposureReport{At: now, Exposed: []Exposure{}, WithoutSBOM: noSBOM}
-	min := severityRank(f.Severity)
-	groups := map[string]*StoredAdvisory{}  // record id → its group
-	bygroup := map[string]*StoredAdvisory{} // group id → group
+	groups := map[string]*StoredAdvisory{} // record id → its group
 	for _, fr := range frs {
-		ms, err := s.releaseMatches(ctx, c.sboms[fr.rel.Ref()])
+		sb := c.sboms[fr.rel.Ref()]
+		ms, err := s.releaseMatches(ctx, sb)
 		if err != nil {
 			return nil, err
 		}
-		// One row per vulnerability: records that alias each other (GO-2023-2402,
-		// GHSA-45x7-px36-x8w8, a vendor's CSAF record of CVE-2023-48795) are one row.
-		rows := map[string]*Exposure{}
-		var order []string
-		for _, m := range ms {
-			g := groups[m.Advisory.ID]
-			if g == nil {
-				if g = s.vulnGroup(m.Advisory.ID); g == nil {
-					continue // withdrawn meanwhile
-				}
-				groups[m.Advisory.ID] = g
+		rows, bygroup := s.rows(ms, subject(sb), fr.rel.Product, fr.rel.Version, groups)
+		for _, row := range rows {
+			row.Devices = len(fr.devices)
+			ok, noSev := f.keep(row)
+			if noSev && row.Status == vuln.StatusAffected {
+				rep.NoSeverity++
 			}
-			a := g.Advisory
-			if severityRank(a.Severity) < min {
+			if !ok {
 				continue
 			}
-			row := rows[a.ID]
-			if row == nil {
-				row = &Exposure{Advisory: a.ID, Aliases: a.Aliases, Severity: a.Severity, Summary: a.Summary, Product: fr.rel.Product,
-					Release: fr.rel.Version, Devices: len(fr.devices), Components: []string{}}
-				rows[a.ID] = row
-				order = append(order, a.ID)
-				bygroup[a.ID] = g
-			}
-			if !slices.Contains(row.Components, m.Component.PURL) {
-				row.Components = append(row.Components, m.Component.PURL)
-			}
-			// One advisory, several components: affected wins over undecidable over suppressed.
-			if rank := map[string]int{vuln.StatusAffected: 3, vuln.StatusUnmatched: 2, vuln.StatusNotAffected: 1}; rank[m.Status] > rank[row.Status] {
-				row.Status, row.Reason = m.Status, m.Reason
-			}
-		}
-		for _, id := range order {
-			row := rows[id]
+			rep.Undecided += undecided(row)
 			switch row.Status {
 			case vuln.StatusAffected:
-				sa := bygroup[id]
+				sa := bygroup[row.Advisory]
 				row.Since = later(published(sa), fr.firstInstall)
 				row.DaysExposed = max(days(now.Sub(row.Since)), 0)
 				fix, err := s.lowestFix(ctx, c, fr.rel, sa.Advisory)
@@ -197,7 +301,6 @@ func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureRepo
 					rep.NotAffected = append(rep.NotAffected, *row)
 				}
 			case vuln.StatusUnmatched:
-				rep.Undecided++
 				if f.All {
 					rep.Unmatched = append(rep.Unmatched, *row)
 				}
@@ -205,10 +308,7 @@ func (s *Service) Exposure(ctx context.Context, f ExposureFilter) (*ExposureRepo
 		}
 	}
 	for _, l := range [][]Exposure{rep.Exposed, rep.NotAffected, rep.Unmatched} {
-		slices.SortStableFunc(l, func(a, b Exposure) int {
-			return cmp.Or(-cmp.Compare(severityRank(a.Severity), severityRank(b.Severity)), -cmp.Compare(a.DaysExposed, b.DaysExposed),
-				strings.Compare(a.Advisory, b.Advisory), strings.Compare(a.Product, b.Product), strings.Compare(a.Release, b.Release))
-		})
+		sortRows(l, f.Sort)
 	}
 	return rep, nil
 }

@@ -39,6 +39,9 @@ const (
 type StoredAdvisory struct {
 	Advisory  *vuln.Advisory
 	FirstSeen time.Time
+	// SeverityFrom names the record whose severity a merged group took, and how that record
+	// got it; "" for a single record (its Advisory.SeveritySource says).
+	SeverityFrom string
 }
 
 // Install is one point of a device's timeline: from At on, the device ran Target. Commit is
@@ -80,6 +83,8 @@ type Store interface {
 	// FindInstalls returns the timeline points of the devices of product ("" for all): the
 	// first reports of each target and the commit events with status ok, ordered by time.
 	FindInstalls(ctx context.Context, product string) ([]Install, error)
+	// The release gate, analysts' VEX statements and the exploitability feeds.
+	GateStore
 }
 
 // SBOMSummary is what the API tells about a release's SBOM.

@@ -19,6 +19,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/internal/vuln"
@@ -46,6 +47,9 @@ type Service struct {
 	Targets func(ctx context.Context) ([]byte, error)
 	Now     func() time.Time
 	Logger  *slog.Logger
+	// Products holds each product's policy, whose release gate (gate_kev, gate_severity)
+	// CheckRelease, GatePublish and GateRelease apply; nil: no product has a gate.
+	Products product.Store
 
 	importMu sync.Mutex // serialises imports and index rebuilds
 
@@ -57,6 +61,7 @@ type Service struct {
 	aliases map[string][]string        // upper-case alias → ids
 	comps   map[string][]vuln.Component
 	matches map[string]cachedMatches // product@version → matches
+	exploit *exploitData
 	customs struct {
 		sum [sha256.Size]byte
 		m   map[string]uptane.TargetCustom
@@ -117,7 +122,19 @@ func (s *Service) load(ctx context.Context) error {
 	for _, v := range vs {
 		ix.AddVEX(v)
 	}
+	ts, err := s.Store.FindTriage(ctx, "")
+	if err != nil {
+		return fmt.Errorf("load VEX triage: %w", err)
+	}
+	for _, t := range ts {
+		ix.AddVEX(triageVEX(t))
+	}
+	ex, err := loadExploitData(ctx, s.Store)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
+	s.exploit = ex
 	s.index, s.advs, s.aliases = ix, advs, aliases
 	s.gen++
 	s.dbGen = dbGen
@@ -296,6 +313,9 @@ func mergeAdvisories(id string, members []*StoredAdvisory) *StoredAdvisory {
 		}
 	}
 	out := &StoredAdvisory{Advisory: &m, FirstSeen: members[0].FirstSeen}
+	if first.SeveritySource != "" {
+		out.SeverityFrom = first.ID + " " + first.SeveritySource
+	}
 	seen := map[string]bool{strings.ToUpper(m.ID): true}
 	var aliases []string
 	for _, sa := range members {
@@ -308,6 +328,7 @@ func mergeAdvisories(id string, members []*StoredAdvisory) *StoredAdvisory {
 		}
 		if severityRank(a.Severity) > severityRank(m.Severity) {
 			m.Severity = a.Severity
+			out.SeverityFrom = a.ID + " " + a.SeveritySource
 		}
 		if !a.Published.IsZero() && (m.Published.IsZero() || a.Published.Before(m.Published)) {
 			m.Published = a.Published
@@ -350,7 +371,7 @@ func (s *Service) PutSBOM(ctx context.Context, product, version string, raw []by
 	}
 	sb, err := vuln.ParseSBOM(raw)
 	if err != nil {
-		return nil, apperr.Wrap(apperr.Invalid, err, "SBOM refused: "+err.Error()+" (want CycloneDX 1.4–1.6 or SPDX 2.2–2.3 JSON)")
+		return nil, apperr.Wrap(apperr.Invalid, err, "SBOM refused: "+err.Error()+" (want CycloneDX 1.2–1.6 or SPDX 2.2–2.3 JSON)")
 	}
 	c, err := s.custom(ctx, rel.Target)
 	if err != nil {
@@ -494,9 +515,29 @@ func (s *Service) Import(ctx context.Context, name string, r io.Reader) (*Import
 	if bytes.Equal(head, []byte("PK\x03\x04")) {
 		return s.importZip(ctx, name, br, res)
 	}
-	raw, err := io.ReadAll(io.LimitReader(br, vuln.MaxCSAFBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
+	var raw []byte
+	if bytes.HasPrefix(head, []byte{0x1f, 0x8b}) {
+		if raw, err = gunzip(br); err != nil {
+			return bad(fmt.Errorf("gzip: %w", err))
+		}
+	} else {
+		if raw, err = io.ReadAll(io.LimitReader(br, vuln.MaxFeedBytes+1)); err != nil {
+			return nil, fmt.Errorf("read %s: %w", name, err)
+		}
+		if len(raw) > vuln.MaxFeedBytes {
+			return bad(fmt.Errorf("over the %d byte limit", vuln.MaxFeedBytes))
+		}
+	}
+	// The CISA KEV catalog, an EPSS CSV or an NVD CVE 2.0 feed.
+	if kind := feedKind(raw); kind != "" {
+		if err := s.importFeed(ctx, kind, raw, res); err != nil {
+			var se *storeError
+			if errors.As(err, &se) {
+				return nil, se.err
+			}
+			return bad(err)
+		}
+		return res, nil
 	}
 	if len(raw) > vuln.MaxCSAFBytes {
 		return bad(fmt.Errorf("over the %d byte limit of a JSON document", vuln.MaxCSAFBytes))
@@ -743,6 +784,7 @@ type catalog struct {
 	byTarget  map[string]*release.Release
 	byProduct map[string][]*release.Release // oldest first (newer)
 	sboms     map[string]*SBOM              // product@version
+	fixMemo   map[string]bool               // release target + advisory id → fixes (one request)
 }
 
 // known reports whether target with this SHA-256 is the signed image of a release in c.
@@ -803,6 +845,21 @@ func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a
 // or an alias in fixes, or it has an SBOM that no longer matches the advisory as affected (nor
 // as undecidable).
 func (s *Service) fixes(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
+	key := r.Target + "\x00" + a.ID
+	if v, ok := c.fixMemo[key]; ok {
+		return v, nil
+	}
+	ok, err := s.fixesUncached(ctx, c, r, a)
+	if err == nil {
+		if c.fixMemo == nil {
+			c.fixMemo = map[string]bool{}
+		}
+		c.fixMemo[key] = ok
+	}
+	return ok, err
+}
+
+func (s *Service) fixesUncached(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
 	for _, f := range r.Fixes {
 		if names(a, f) {
 			return true, nil

@@ -106,7 +106,16 @@ func (s *Service) TimeToPatch(ctx context.Context, product string) (*ProductTime
 		}
 	}) {
 		sa, ars := advs[id], affected[id]
-		t := TimeToPatch{Advisory: id, Aliases: sa.Advisory.Aliases, Severity: sa.Advisory.Severity, Published: published(sa)}
+		f := s.facts(sa)
+		t := TimeToPatch{Advisory: id, Aliases: sa.Advisory.Aliases, Severity: f.severity, Published: published(sa), PublishedFrom: "advisory"}
+		// Time to patch counts from the advisory's publication, or from the day the
+		// vulnerability entered the KEV catalog if that came first.
+		if f.kev != nil {
+			t.Exploited = true
+			if f.kev.DateAdded.Before(t.Published) {
+				t.Published, t.PublishedFrom = f.kev.DateAdded.UTC(), "kev"
+			}
+		}
 		for _, r := range ars {
 			t.Affected = append(t.Affected, r.Version)
 		}
@@ -143,7 +152,7 @@ func (s *Service) TimeToPatch(ctx context.Context, product string) (*ProductTime
 		out.Advisories = append(out.Advisories, t)
 	}
 	slices.SortStableFunc(out.Advisories, func(a, b TimeToPatch) int {
-		return cmp.Or(-cmp.Compare(severityRank(a.Severity), severityRank(b.Severity)), a.Published.Compare(b.Published), strings.Compare(a.Advisory, b.Advisory))
+		return cmp.Or(-cmp.Compare(b2i(a.Exploited), b2i(b.Exploited)), -cmp.Compare(severityRank(a.Severity), severityRank(b.Severity)), a.Published.Compare(b.Published), strings.Compare(a.Advisory, b.Advisory))
 	})
 	return out, nil
 }
@@ -258,7 +267,7 @@ func (s *Service) LabelTimeToPatch(ctx context.Context, product string) ([]label
 	}
 	out := make([]label.TimeToPatch, 0, len(p.Advisories))
 	for _, t := range p.Advisories {
-		lt := label.TimeToPatch{Advisory: t.Advisory, Severity: t.Severity, Published: t.Published}
+		lt := label.TimeToPatch{Advisory: t.Advisory, Severity: t.Severity, Published: t.Published, Exploited: t.Exploited}
 		if t.FixPublished != nil {
 			lt.FixReleased = *t.FixPublished
 		}
@@ -270,4 +279,11 @@ func (s *Service) LabelTimeToPatch(ctx context.Context, product string) ([]label
 		out = append(out, lt)
 	}
 	return out, nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -89,6 +89,8 @@ type Server struct {
 	// LoginsPerMinuteIP per source address (default DefaultLoginsPerMinuteIP): 429 with
 	// Retry-After past them.
 	LoginsPerMinute, LoginsPerMinuteIP int
+	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
+	CSAF CSAF
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight

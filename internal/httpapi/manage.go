@@ -185,6 +185,13 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// The product's release gate (docs/VULNERABILITIES.md) refuses before anything is stored.
+	if s.Exposure != nil {
+		if err := s.Exposure.GatePublish(r.Context(), req.Target, req.Targets); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	rel, err := s.Images.Publish(r.Context(), req.Target, req.Targets)
 	if err != nil {
 		s.fail(w, r, err)

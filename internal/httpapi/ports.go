@@ -80,6 +80,13 @@ type Vulnerabilities interface {
 	Import(ctx context.Context, name string, r io.Reader) (*exposure.ImportResult, error)
 	Exposure(ctx context.Context, f exposure.ExposureFilter) (*exposure.ExposureReport, error)
 	TimeToPatch(ctx context.Context, product string) (*exposure.ProductTimeToPatch, error)
+	CheckRelease(ctx context.Context, product, version string, raw []byte) (*exposure.ReleaseCheck, error)
+	GatePublish(ctx context.Context, target string, targets []byte) error
+	SetTriage(ctx context.Context, t exposure.Triage, actor string) (*exposure.Triage, error)
+	Triage(ctx context.Context, product string) ([]exposure.Triage, error)
+	CreateWaiver(ctx context.Context, w exposure.Waiver) (*exposure.Waiver, error)
+	RevokeWaiver(ctx context.Context, id, by string) error
+	Waivers(ctx context.Context, product string) ([]exposure.Waiver, error)
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/transparency"
@@ -52,8 +53,12 @@ var publicFiles = map[string]publicFile{
 //	GET /p/{product}/conformance.json  the conformance report
 //	GET /p/{product}/conformance.html  the conformance report alone, HTML
 //	GET /                              an index of the products' public pages
+//	GET /p/{product}/openvex.json      the product's VEX statements, OpenVEX v0.2.0
+//	GET /.well-known/csaf/...          the CSAF 2.0 provider: provider-metadata.json, the ROLIE
+//	                                   feed, the documents with .asc, .sha256 and .sha512, the key
 func (s *Server) publicRoutes(mux *router) {
 	mux.HandleFunc("GET /{$}", s.index)
+	mux.HandleFunc("GET /.well-known/csaf/{path...}", s.csafFile)
 	mux.HandleFunc("GET /p/{product}", s.public)
 	mux.HandleFunc("GET /p/{product}/{file}", s.public)
 }
@@ -61,6 +66,10 @@ func (s *Server) publicRoutes(mux *router) {
 func (s *Server) public(w http.ResponseWriter, r *http.Request) {
 	if s.Transparency == nil {
 		s.publicFail(w, r, apperr.E(apperr.NotFound, "this server publishes no product pages"))
+		return
+	}
+	if r.PathValue("file") == "openvex.json" {
+		s.openVEX(w, r)
 		return
 	}
 	f, ok := publicFiles[r.PathValue("file")]
@@ -86,6 +95,49 @@ func (s *Server) public(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", pub.Modified, bytes.NewReader(f.body(pub)))
 }
 
+// CSAF serves the CSAF provider and OpenVEX documents; *csafpub.Service implements it.
+type CSAF interface {
+	File(ctx context.Context, path string) ([]byte, string, error)
+	OpenVEX(ctx context.Context, product string) ([]byte, error)
+}
+
+// csafFile serves the CSAF provider's files (CSAF 2.0 §7.1.7–7.1.20), publicly, as aggregators
+// and scanners fetch them.
+func (s *Server) csafFile(w http.ResponseWriter, r *http.Request) {
+	if s.CSAF == nil {
+		s.publicFail(w, r, apperr.E(apperr.NotFound, "this server publishes no CSAF documents"))
+		return
+	}
+	b, ct, err := s.CSAF.File(r.Context(), r.PathValue("path"))
+	if err != nil {
+		s.publicFail(w, r, err)
+		return
+	}
+	s.publicBytes(w, r, ct, b)
+}
+
+func (s *Server) openVEX(w http.ResponseWriter, r *http.Request) {
+	if s.CSAF == nil {
+		s.publicFail(w, r, apperr.E(apperr.NotFound, "this server publishes no VEX documents"))
+		return
+	}
+	b, err := s.CSAF.OpenVEX(r.Context(), r.PathValue("product"))
+	if err != nil {
+		s.publicFail(w, r, err)
+		return
+	}
+	s.publicBytes(w, r, "application/json", b)
+}
+
+func (s *Server) publicBytes(w http.ResponseWriter, r *http.Request, ct string, b []byte) {
+	h := w.Header()
+	h.Set("Content-Type", ct)
+	h.Set("Cache-Control", PublicMaxAge)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Access-Control-Allow-Origin", "*")
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
+}
+
 // publicFail answers a browser in plain text and a program in the API's JSON error form.
 func (s *Server) publicFail(w http.ResponseWriter, r *http.Request, err error) {
 	w.Header().Set("Cache-Control", "no-store")
@@ -109,7 +161,8 @@ var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
 <title>Upkeep</title><style>body{font-family:system-ui,sans-serif;max-width:40em;margin:2em auto;padding:0 1em;line-height:1.5}</style></head>
 <body><h1>Upkeep</h1>
 <p>Security updates and their support periods, published by this server.</p>
-{{if .}}<h2>Products</h2><ul>{{range .}}<li><a href="/p/{{.}}">{{.}}</a> (<a href="/p/{{.}}/label.svg">label</a>, <a href="/p/{{.}}/declaration.json">signed declaration</a>, <a href="/p/{{.}}/conformance.html">conformance report</a>)</li>{{end}}</ul>
+{{if .}}<h2>Products</h2><ul>{{range .}}<li><a href="/p/{{.}}">{{.}}</a> (<a href="/p/{{.}}/label.svg">label</a>, <a href="/p/{{.}}/declaration.json">signed declaration</a>, <a href="/p/{{.}}/conformance.html">conformance report</a>, <a href="/p/{{.}}/openvex.json">OpenVEX</a>)</li>{{end}}</ul>
+<p>Security advisories and VEX documents: <a href="/.well-known/csaf/provider-metadata.json">CSAF 2.0 provider</a>.</p>
 {{else}}<p>No product has a published support policy yet (<code>upkeep product set NAME --support-end YYYY-MM-DD</code>).</p>{{end}}
 <p>Operators use the <code>upkeep</code> command against this server's <code>/api/v1</code>.</p>
 </body></html>

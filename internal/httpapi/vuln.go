@@ -12,6 +12,7 @@ import (
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/vuln"
+	"upkeep.dev/upkeep/wire"
 )
 
 // vulnRoutes serves SBOMs, advisory imports, exposure and time-to-patch (internal/patch).
@@ -21,6 +22,12 @@ func (s *Server) vulnRoutes(mux *router) {
 	mux.api("POST /api/v1/advisories", auth.PermVulnWrite, s.importAdvisories)
 	mux.api("GET /api/v1/exposure", auth.PermVulnRead, s.exposure)
 	mux.api("GET /api/v1/products/{name}/time-to-patch", auth.PermVulnRead, s.timeToPatch)
+	mux.api("POST /api/v1/releases/check", auth.PermReleasesRead, s.checkRelease)
+	mux.api("PUT /api/v1/products/{name}/vex", auth.PermVulnWrite, s.putTriage)
+	mux.api("GET /api/v1/products/{name}/vex", auth.PermVulnRead, s.listTriage)
+	mux.api("POST /api/v1/waivers", auth.PermVulnWrite, s.createWaiver)
+	mux.api("GET /api/v1/waivers", auth.PermVulnRead, s.listWaivers)
+	mux.api("POST /api/v1/waivers/{id}/revoke", auth.PermVulnWrite, s.revokeWaiver)
 }
 
 func (s *Server) patchService(w http.ResponseWriter, r *http.Request) Vulnerabilities {
@@ -133,7 +140,17 @@ func (s *Server) exposure(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	all, _ := strconv.ParseBool(q.Get("all"))
-	rep, err := ps.Exposure(r.Context(), exposure.ExposureFilter{Severity: q.Get("severity"), Product: q.Get("product"), All: all})
+	kev, _ := strconv.ParseBool(q.Get("kev"))
+	var minEPSS float64
+	if v := q.Get("min_epss"); v != "" {
+		var err error
+		if minEPSS, err = strconv.ParseFloat(v, 64); err != nil {
+			s.fail(w, r, apperr.E(apperr.Invalid, "min_epss %q: want a number from 0 to 1", v))
+			return
+		}
+	}
+	rep, err := ps.Exposure(r.Context(), exposure.ExposureFilter{Severity: q.Get("severity"), Product: q.Get("product"), All: all,
+		KEV: kev, MinEPSS: minEPSS, Sort: q.Get("sort")})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -157,4 +174,121 @@ func (s *Server) timeToPatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// checkRelease matches an uploaded SBOM as ?product=&version= and answers the release gate's
+// verdict; the SBOM is kept by digest for the publish gate.
+func (s *Server) checkRelease(w http.ResponseWriter, r *http.Request) {
+	ps := s.patchService(w, r)
+	if ps == nil {
+		return
+	}
+	raw, err := readBody(w, r, vuln.MaxSBOMBytes)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	out, err := ps.CheckRelease(r.Context(), q.Get("product"), q.Get("version"), raw)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("release checked", "product", out.Product, "version", out.Version, "sha256", out.SHA256, "findings", len(out.Findings),
+		"blocked", out.Gate.Blocked, "actor", actorOf(r))
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) putTriage(w http.ResponseWriter, r *http.Request) {
+	ps := s.patchService(w, r)
+	if ps == nil {
+		return
+	}
+	var t exposure.Triage
+	if err := decode(w, r, wire.MaxAPIBody, &t); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	t.Product = r.PathValue("name")
+	out, err := ps.SetTriage(r.Context(), t, actorOf(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("VEX statement recorded", "product", out.Product, "version", out.Version, "vulnerability", out.Vuln, "component", out.Component,
+		"status", out.Status, "justification", out.Justification, "analyst", out.Analyst, "actor", actorOf(r))
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) listTriage(w http.ResponseWriter, r *http.Request) {
+	ps := s.patchService(w, r)
+	if ps == nil {
+		return
+	}
+	out, err := ps.Triage(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(out))
+}
+
+func (s *Server) createWaiver(w http.ResponseWriter, r *http.Request) {
+	ps := s.patchService(w, r)
+	if ps == nil {
+		return
+	}
+	var req exposure.Waiver
+	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out, err := ps.CreateWaiver(r.Context(), req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Warn("release gate waiver granted", "waiver", out.ID, "product", out.Product, "version", out.Version, "vulnerability", out.Vuln,
+		"by", out.CreatedBy, "reason", out.Reason, "actor", actorOf(r))
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (s *Server) listWaivers(w http.ResponseWriter, r *http.Request) {
+	ps := s.patchService(w, r)
+	if ps == nil {
+		return
+	}
+	out, err := ps.Waivers(r.Context(), r.URL.Query().Get("product"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(out))
+}
+
+func (s *Server) revokeWaiver(w http.ResponseWriter, r *http.Request) {
+	ps := s.patchService(w, r)
+	if ps == nil {
+		return
+	}
+	var req struct {
+		By string `json:"by"`
+	}
+	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := ps.RevokeWaiver(r.Context(), r.PathValue("id"), req.By); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Warn("release gate waiver revoked", "waiver", r.PathValue("id"), "by", req.By, "actor", actorOf(r))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }

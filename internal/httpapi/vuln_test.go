@@ -31,7 +31,7 @@ func TestVulnRoutes(t *testing.T) {
 		t.Fatalf("publish: %d %s", r.status, r.body)
 	}
 	sbomPath := "/api/v1/releases/" + testProduct + "/1.0.0/sbom"
-	wantError(t, call(t, srv, http.MethodPut, sbomPath, []byte(`<bom xmlns="http://cyclonedx.org/schema/bom/1.5"/>`), bearer(s.admin)), http.StatusBadRequest, apperr.Invalid, "want CycloneDX 1.4–1.6 or SPDX 2.2–2.3 JSON")
+	wantError(t, call(t, srv, http.MethodPut, sbomPath, []byte(`<bom xmlns="http://cyclonedx.org/schema/bom/1.5"/>`), bearer(s.admin)), http.StatusBadRequest, apperr.Invalid, "want CycloneDX 1.2–1.6 or SPDX 2.2–2.3 JSON")
 	wantError(t, call(t, srv, http.MethodGet, sbomPath, nil, bearer(s.admin)), http.StatusNotFound, apperr.NotFound, "has no SBOM")
 	cdx := []byte(`{"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1, "components": [{"type": "library", "name": "zlib", "version": "1.3", "purl": "pkg:generic/zlib@1.3"}]}`)
 	r := call(t, srv, http.MethodPut, sbomPath, cdx, bearer(s.admin))

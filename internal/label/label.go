@@ -123,4 +123,7 @@ type TimeToPatch struct {
 	Published   time.Time
 	FixReleased time.Time
 	Fleet90At   *time.Time
+	// Exploited: in the CISA KEV catalog; Published is then the earlier of the advisory's
+	// publication and the catalog's dateAdded.
+	Exploited bool
 }

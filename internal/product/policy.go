@@ -59,7 +59,17 @@ type Policy struct {
 	// signature, no Uptane metadata): none can be created or register, and existing ones are
 	// answered 403.
 	ForbidDDI bool `json:"forbid_ddi,omitempty"`
+	// GateKEV refuses to publish, or to roll out, a release with a vulnerability in the CISA
+	// Known Exploited Vulnerabilities catalog (EU CRA Annex I Pt I(2)(a)), unless a VEX
+	// statement or a waiver covers it.
+	GateKEV bool `json:"gate_kev,omitempty"`
+	// GateSeverity ("critical", "high", "medium", "low"; "" for none) refuses a release with a
+	// vulnerability of at least that severity, unless a VEX statement or a waiver covers it.
+	GateSeverity string `json:"gate_severity,omitempty"`
 }
+
+// Gated reports whether the policy holds a release gate.
+func (p Policy) Gated() bool { return p.GateKEV || p.GateSeverity != "" }
 
 // DefaultPolicy is what a new product's policy starts from before the first update is merged
 // into it: automatic delivery, security updates separate from feature updates.
@@ -112,6 +122,9 @@ func (p Policy) Validate() error {
 		if start.After(p.End()) {
 			return apperr.E(apperr.Invalid, "support_start %s is after support_end %s", p.SupportStart, p.SupportEnd)
 		}
+	}
+	if !slices.Contains([]string{"", "critical", "high", "medium", "low"}, p.GateSeverity) {
+		return apperr.E(apperr.Invalid, "gate_severity must be critical, high, medium or low")
 	}
 	if p.SupportStartBasis != "" && !slices.Contains([]string{StartPlacedOnMarket, StartPurchase, StartActivation}, p.SupportStartBasis) {
 		return apperr.E(apperr.Invalid, "support_start_basis must be placed_on_market, purchase or activation")

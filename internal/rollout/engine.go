@@ -32,6 +32,10 @@ type Engine struct {
 	// Products, if set, holds each product's declared support policy: a campaign follows its
 	// delivery (docs/ROLLOUTS.md). Nil: every product delivers automatically.
 	Products product.Store
+	// Gate, if set, applies the product's release gate (known exploited or severe
+	// vulnerabilities without a VEX statement or waiver) before a campaign is created; its
+	// error refuses the campaign.
+	Gate func(ctx context.Context, rel *release.Release) error
 	// Assign makes the director name rel for d with the install policy, and signs its view.
 	Assign func(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error
 	// AssignMany, if set, assigns a batch at once and returns the devices it could not assign;
@@ -184,6 +188,11 @@ func (e *Engine) create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	rel, err := e.Releases.FindRelease(ctx, product, version)
 	if err != nil {
 		return nil, err
+	}
+	if e.Gate != nil {
+		if err := e.Gate(ctx, rel); err != nil {
+			return nil, err
+		}
 	}
 	c := &Campaign{ID: newID(), Release: rel.Ref(), Target: rel.Target, Product: rel.Product, Selector: selector(s), Class: rel.Class,
 		WaveSpec: s.Waves, SuccessThreshold: cmp.Or(s.SuccessThreshold, DefaultSuccess), FailureThreshold: DefaultFailure,

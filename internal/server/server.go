@@ -27,6 +27,7 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 	blobs3 "upkeep.dev/upkeep/internal/blob/s3"
+	"upkeep.dev/upkeep/internal/csafpub"
 	"upkeep.dev/upkeep/internal/ddi"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/exposure"
@@ -206,6 +207,8 @@ type Server struct {
 	Rollouts     *rollout.Engine
 	// Exposure holds SBOMs, advisories and VEX, and answers exposure and time-to-patch.
 	Exposure *exposure.Service
+	// CSAF publishes the products' CSAF advisories, VEX and OpenVEX documents.
+	CSAF *csafpub.Service
 	// Products owns the support policies.
 	Products *product.Service
 	// DDI serves hawkBit DDI clients (SWUpdate, RAUC, Zephyr) at /{tenant}/controller/v1/.
@@ -323,11 +326,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Products: db, Assign: s.Director.AssignWith, AssignMany: s.Director.AssignMany, Unassign: s.Director.Unassign, Now: now, Logger: cfg.Logger}
-	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
+	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Products: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
 	if err := s.Exposure.Load(ctx); err != nil {
 		return fail(err)
 	}
 	s.Rollouts.Exposed = s.Exposure.Exposed
+	s.Rollouts.Gate = s.Exposure.GateRelease
 	s.Fleet.OnEnroll = s.Exposure.OnEnroll
 	s.Fleet.OnReport = func(ctx context.Context, id string, r wire.Report) error {
 		s.Exposure.OnReport(ctx, id, r) //nolint:errcheck // logs its own failures
@@ -368,6 +372,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		s.Transparency.PublicURL = s.URL
 	}
 	s.api = api
+	if err := s.newCSAF(db, now, api); err != nil {
+		return fail(err)
+	}
 	s.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serve := func() error { return s.http.Serve(s.ln) }
 	if certs != nil {
@@ -683,6 +690,62 @@ func (s *Server) newTransparency(db *sqlstore.DB, now func() time.Time) *transpa
 		Manufacturer: label.Manufacturer{Name: s.Config.Manufacturer}, Interval: s.Config.PublicRefresh, Now: now, Logger: s.Config.Logger,
 	}
 	return s.Transparency
+}
+
+// newCSAF builds the CSAF provider and OpenVEX publisher (docs/VULNERABILITIES.md): each
+// product's analysts' statements and the vulnerabilities its releases fixed, signed with the
+// provider's OpenPGP key KEYS/csaf/provider.asc (generated on first use).
+func (s *Server) newCSAF(db *sqlstore.DB, now func() time.Time, api *httpapi.Server) error {
+	name := s.Config.Manufacturer
+	if name == "" {
+		name = "Upkeep"
+	}
+	signer, err := csafpub.LoadOrCreateSigner(filepath.Join(s.Config.KeysDir, "csaf", "provider.asc"), name, "")
+	if err != nil {
+		return err
+	}
+	s.CSAF = &csafpub.Service{
+		Publisher: csafpub.Publisher{Name: name, Namespace: s.Transparency.PublicURL},
+		PublicURL: s.Transparency.PublicURL, Signer: signer, Interval: s.Config.PublicRefresh, Now: now, Logger: s.Config.Logger,
+		Source: csafpub.Source{
+			Products: func(ctx context.Context) ([][2]string, error) {
+				ps, err := s.Products.Products(ctx)
+				if err != nil {
+					return nil, err
+				}
+				out := make([][2]string, 0, len(ps))
+				for _, p := range ps {
+					display := p.Name
+					if pol, err := product.ParsePolicy(p.Policy); err == nil && pol.ProductName != "" {
+						display = pol.ProductName
+					}
+					out = append(out, [2]string{p.Name, display})
+				}
+				return out, nil
+			},
+			Releases: func(ctx context.Context, p string) ([]csafpub.Release, error) {
+				rels, err := db.FindReleases(ctx, release.Filter{Product: p})
+				if err != nil {
+					return nil, err
+				}
+				out := make([]csafpub.Release, len(rels))
+				for i, r := range rels {
+					out[i] = csafpub.Release{Version: r.Version, Published: r.PublishedAt}
+				}
+				return out, nil
+			},
+			Triage: s.Exposure.Triage,
+			Fixed: func(ctx context.Context, p string) ([]wire.TimeToPatch, error) {
+				t, err := s.Exposure.TimeToPatch(ctx, p)
+				if err != nil {
+					return nil, err
+				}
+				return t.Advisories, nil
+			},
+		},
+	}
+	api.CSAF = s.CSAF
+	return nil
 }
 
 func validPublicURL(s string) bool {

@@ -103,6 +103,13 @@ func ParseCSAF(raw []byte) ([]*Advisory, []VEX, error) {
 			Modified:  modified,
 			Source:    SourceCSAF,
 		}
+		switch {
+		case a.Severity == SeverityUnknown:
+		case a.Severity == docSeverity && csafSeverity(v, SeverityUnknown) == SeverityUnknown:
+			a.SeveritySource = "aggregate_severity"
+		default:
+			a.SeveritySource = "scores (CVSS)"
+		}
 		if v.Title != nil {
 			a.Summary = *v.Title
 		}

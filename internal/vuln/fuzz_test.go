@@ -1,6 +1,7 @@
 package vuln
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
@@ -82,5 +83,90 @@ func FuzzParseCSAF(f *testing.F) {
 			ix.AddVEX(v)
 		}
 		ix.Match(comps)
+	})
+}
+
+func FuzzParseOSVYAML(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "osvyaml", "*.yaml"))
+	for _, p := range files {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	f.Add([]byte("id: X\naffected:\n- package: {name: a, ecosystem: PyPI}\n  ranges:\n  - type: ECOSYSTEM\n    events: [{introduced: '0'}, {fixed: 1.0}]\n"))
+	f.Add([]byte("a: &a [x, *a]"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		a, err := ParseOSV(raw)
+		if err != nil {
+			return
+		}
+		if a.ID == "" {
+			t.Fatal("record without id")
+		}
+		NewIndex().Add(a)
+	})
+}
+
+// seedFiles adds every file matching glob under testdata as a seed.
+func seedFiles(f *testing.F, glob string) {
+	files, _ := filepath.Glob(filepath.Join("testdata", glob))
+	if len(files) == 0 {
+		f.Fatalf("no seeds for %s", glob)
+	}
+	for _, p := range files {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+}
+
+func FuzzParseKEV(f *testing.F) {
+	seedFiles(f, "kev/*.json")
+	f.Add([]byte(`{"catalogVersion":"1","count":1,"vulnerabilities":[{"cveID":"CVE-2024-0001","dateAdded":"2024-01-01","dueDate":""}]}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		c, err := ParseKEV(raw)
+		if err != nil {
+			return
+		}
+		for _, k := range c.Entries {
+			if !ValidCVE(k.CVE) || k.DateAdded.IsZero() {
+				t.Fatalf("bad entry accepted: %+v", k)
+			}
+		}
+	})
+}
+
+func FuzzParseEPSS(f *testing.F) {
+	seedFiles(f, "epss/*.csv")
+	f.Add([]byte("cve,epss,percentile\nCVE-2024-0001,0.5,0.5\n"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		es, err := ParseEPSS(bytes.NewReader(raw))
+		if err != nil {
+			return
+		}
+		for _, e := range es {
+			if !ValidCVE(e.CVE) || !unit(e.Score) || !unit(e.Percentile) {
+				t.Fatalf("bad row accepted: %+v", e)
+			}
+		}
+	})
+}
+
+func FuzzParseNVD(f *testing.F) {
+	seedFiles(f, "nvd/*.json")
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		cs, err := ParseNVD(raw)
+		if err != nil {
+			return
+		}
+		for _, c := range cs {
+			if !ValidCVE(c.CVE) || severityRank(c.Severity) == 0 {
+				t.Fatalf("bad CVE accepted: %+v", c)
+			}
+		}
 	})
 }

@@ -430,8 +430,11 @@ func (pr *preparedRange) addEvent(e Event) error {
 }
 
 // sortEvents orders events by version, introduced "0" first (OSV schema,
-// "Evaluation": sorted(range.events)). At equal versions the order is
-// introduced, last_affected, fixed, so that [x, x) stays empty.
+// "Evaluation": sorted(range.events)). Events on the same version keep the
+// record's own order (a stable sort): a record written as a timeline —
+// fixed 3.1.1, then introduced 3.1.1, fixed 3.1.3 — reopens at 3.1.1, as the
+// record's generated versions list implies, and [x, x) written in that order
+// stays empty.
 func sortEvents(es []preparedEvent) error {
 	var cerr error
 	slices.SortStableFunc(es, func(a, b preparedEvent) int {
@@ -447,22 +450,9 @@ func sortEvents(es []preparedEvent) error {
 		if err != nil && cerr == nil {
 			cerr = err
 		}
-		if c != 0 {
-			return c
-		}
-		return cmpInt(kindRank(a.kind), kindRank(b.kind))
+		return c
 	})
 	return cerr
-}
-
-func kindRank(k byte) int {
-	switch k {
-	case 'i':
-		return 0
-	case 'l':
-		return 1
-	}
-	return 2
 }
 
 // versionCache parses a component's version once per ordering.
@@ -661,21 +651,35 @@ func (e vexEntry) suppresses(c Component, subject []Component) (string, bool) {
 	if e.v.Status != VEXNotAffected && e.v.Status != VEXFixed {
 		return "", false
 	}
-	if !e.inScope(subject) {
+	if !e.covers(c, subject) {
 		return "", false
+	}
+	return e.reason(), true
+}
+
+// covers reports whether the statement speaks of component c in an SBOM with this subject,
+// whatever its status.
+func (e vexEntry) covers(c Component, subject []Component) bool {
+	if !e.inScope(subject) {
+		return false
+	}
+	if e.v.PURL == "" && e.v.Product != "" {
+		// A statement about the product as a whole (an analyst's "not affected in
+		// thermostat 1.2.0"): every component of it.
+		return true
 	}
 	if !e.ok {
 		if e.v.PURL != c.PURL {
-			return "", false
+			return false
 		}
 	} else {
 		if e.key != keyOf(c.Ecosystem, c.Name) {
-			return "", false
+			return false
 		}
 		if e.version != "" && e.version != c.Version {
 			cv, err := Compare(c.Ecosystem, e.version, c.Version)
 			if err != nil || cv != 0 {
-				return "", false
+				return false
 			}
 		}
 	}
@@ -683,10 +687,27 @@ func (e vexEntry) suppresses(c Component, subject []Component) (string, bool) {
 		// A statement on a version range speaks only of the versions in it;
 		// a version it cannot place is not suppressed.
 		if in, err := versContains(c.Ecosystem, e.v.Range, c.Version); err != nil || !in {
-			return "", false
+			return false
 		}
 	}
-	return e.reason(), true
+	return true
+}
+
+// Statements returns the VEX statements, of any status, that speak of m's advisory (by id or
+// alias) and component in an SBOM with this subject: known_affected and under_investigation
+// statements annotate a finding they do not suppress.
+func (ix *Index) Statements(m Match, subject []Component) []VEX {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	var out []VEX
+	for _, id := range advisoryIDs(m.Advisory) {
+		for _, v := range ix.vex[strings.ToUpper(id)] {
+			if v.covers(m.Component, subject) && !slices.Contains(out, v.v) {
+				out = append(out, v.v)
+			}
+		}
+	}
+	return out
 }
 
 func (e vexEntry) reason() string {

@@ -342,3 +342,61 @@ func TestMatchOrderStable(t *testing.T) {
 		t.Error("matches not ordered by advisory ID")
 	}
 }
+
+// TestTimelineEventsKeepOrder: events on one version keep the record's order. The record
+// below is written as a timeline — introduced 0, fixed 3.1.1, then introduced 3.1.1 (a
+// regression) and fixed 3.1.3 — and its generated versions list (…, 3.1.0, 3.1.1, 3.1.2)
+// says 3.1.1 and 3.1.2 are affected. Sorting introduced before fixed at ties loses the second
+// range.
+func TestTimelineEventsKeepOrder(t *testing.T) {
+	a := &Advisory{ID: "GHSA-TIMELINE", Affected: []Affected{{Ecosystem: "npm", Name: "pkg", Ranges: []Range{{Type: "SEMVER",
+		Events: []Event{{Introduced: "0"}, {Fixed: "3.1.1"}, {Introduced: "3.1.1"}, {Fixed: "3.1.3"}}}}}}}
+	ix := NewIndex()
+	ix.Add(a)
+	for v, want := range map[string]bool{"3.1.0": true, "3.1.1": true, "3.1.2": true, "3.1.3": false, "3.2.0": false} {
+		c := Component{PURL: "pkg:npm/pkg@" + v, Ecosystem: "npm", Name: "pkg", Version: v}
+		got := ix.Match([]Component{c})
+		if affected := len(got) == 1 && got[0].Status == StatusAffected; affected != want {
+			t.Errorf("%s: affected %v, want %v", v, affected, want)
+		}
+		if naive := NaiveMatch([]*Advisory{a}, nil, []Component{c}); !cmp.Equal(got, naive) {
+			t.Errorf("%s: NaiveMatch disagrees: %+v", v, naive)
+		}
+	}
+	// Written the other way round, [3.1.1, 3.1.1) stays empty.
+	b := &Advisory{ID: "EMPTY", Affected: []Affected{{Ecosystem: "npm", Name: "pkg", Ranges: []Range{{Type: "SEMVER",
+		Events: []Event{{Introduced: "3.1.1"}, {Fixed: "3.1.1"}}}}}}}
+	ix = NewIndex()
+	ix.Add(b)
+	if got := ix.Match([]Component{{PURL: "pkg:npm/pkg@3.1.1", Ecosystem: "npm", Name: "pkg", Version: "3.1.1"}}); len(got) != 0 {
+		t.Errorf("[3.1.1, 3.1.1): %+v", got)
+	}
+}
+
+// TestProductWideVEX: a statement with a product and no component purl (an analyst's "not
+// affected in thermostat 1.2.0") covers every component of that product's SBOMs and no other.
+func TestProductWideVEX(t *testing.T) {
+	a := &Advisory{ID: "GO-2023-2402", Aliases: []string{"CVE-2023-48795"}, Affected: []Affected{{Ecosystem: "Go", Name: "golang.org/x/crypto",
+		Ranges: []Range{{Type: "SEMVER", Events: []Event{{Introduced: "0"}, {Fixed: "0.17.0"}}}}}}}
+	c := Component{PURL: "pkg:golang/golang.org/x/crypto@v0.16.0", Ecosystem: "Go", Name: "golang.org/x/crypto", Version: "v0.16.0"}
+	ix := NewIndex()
+	ix.Add(a)
+	v := VEX{Vuln: "CVE-2023-48795", Product: "pkg:generic/thermostat@1.2.0", Status: VEXNotAffected, Justification: "vulnerable_code_not_in_execute_path", Source: "upkeep"}
+	ix.AddVEX(v)
+	ix.AddVEX(VEX{Vuln: "CVE-2023-48795", Product: "pkg:generic/camera@2.0", Status: VEXAffected, Impact: "Update to 2.1", Source: "upkeep"})
+	thermo := []Component{{PURL: "pkg:generic/thermostat@1.2.0", Name: "thermostat", Version: "1.2.0"}}
+	camera := []Component{{PURL: "pkg:generic/camera@2.0", Name: "camera", Version: "2.0"}}
+	if got := ix.MatchIn(thermo, []Component{c}); len(got) != 1 || got[0].Status != StatusNotAffected {
+		t.Errorf("thermostat: %+v", got)
+	}
+	got := ix.MatchIn(camera, []Component{c})
+	if len(got) != 1 || got[0].Status != StatusAffected {
+		t.Fatalf("camera: %+v", got)
+	}
+	if st := ix.Statements(got[0], camera); len(st) != 1 || st[0].Status != VEXAffected {
+		t.Errorf("camera statements %+v", st)
+	}
+	if naive := NaiveMatchIn([]*Advisory{a}, []VEX{v}, thermo, []Component{c}); len(naive) != 1 || naive[0].Status != StatusNotAffected {
+		t.Errorf("naive: %+v", naive)
+	}
+}

@@ -28,6 +28,10 @@ type Advisory struct {
 	Affected  []Affected
 	Source    string // "osv" | "csaf"
 	Withdrawn *time.Time
+	// SeveritySource says where Severity came from: "severity (CVSS v3)" or "database_specific"
+	// in an OSV record, "cvss_v3", "cvss_v2" or "aggregate_severity" in a CSAF document; "" when
+	// the record has none.
+	SeveritySource string `json:",omitempty"`
 }
 
 // Affected names one package and the versions of it that are affected.
@@ -68,7 +72,8 @@ const (
 // are a few MiB.
 const MaxOSVBytes = 16 << 20
 
-// ParseOSV reads one OSV record (schema 1.x, JSON). Unknown fields are
+// ParseOSV reads one OSV record (schema 1.x), in JSON or in YAML as
+// pypa/advisory-database writes them (osvYAMLToJSON). Unknown fields are
 // ignored. The record must have an id. Severity is the highest of the CVSS
 // v2/v3 base scores computed from the record's vectors (top level and per
 // affected package), of an Ubuntu priority, and of database_specific.severity
@@ -79,6 +84,13 @@ const MaxOSVBytes = 16 << 20
 func ParseOSV(raw []byte) (*Advisory, error) {
 	if len(raw) > MaxOSVBytes {
 		return nil, fmt.Errorf("OSV record of %d bytes is over the %d byte limit", len(raw), MaxOSVBytes)
+	}
+	if isYAML(raw) {
+		j, err := osvYAMLToJSON(raw)
+		if err != nil {
+			return nil, err
+		}
+		raw = j
 	}
 	var v osvschema.Vulnerability
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(raw, &v); err != nil {
@@ -99,10 +111,9 @@ func ParseOSV(raw []byte) (*Advisory, error) {
 		t := osvTime(v.GetWithdrawn())
 		a.Withdrawn = &t
 	}
-	sev := severityRank(SeverityUnknown)
-	sev = max(sev, osvSeverity(v.GetSeverity()), dbSeverity(v.GetDatabaseSpecific()))
+	scored, db := osvSeverity(v.GetSeverity()), dbSeverity(v.GetDatabaseSpecific())
 	for _, aff := range v.GetAffected() {
-		sev = max(sev, osvSeverity(aff.GetSeverity()), dbSeverity(aff.GetDatabaseSpecific()))
+		scored, db = max(scored, osvSeverity(aff.GetSeverity())), max(db, dbSeverity(aff.GetDatabaseSpecific()))
 		pkg := aff.GetPackage()
 		if pkg.GetName() == "" || pkg.GetEcosystem() == "" {
 			continue
@@ -120,7 +131,13 @@ func ParseOSV(raw []byte) (*Advisory, error) {
 		}
 		a.Affected = append(a.Affected, out)
 	}
-	a.Severity = severityName(sev)
+	a.Severity = severityName(max(scored, db))
+	switch {
+	case scored > 0 && scored >= db:
+		a.SeveritySource = "severity (CVSS)"
+	case db > 0:
+		a.SeveritySource = "database_specific"
+	}
 	return a, nil
 }
 
@@ -203,7 +220,7 @@ func severityName(r int) string {
 // ReadOSV calls fn for every OSV record under path: a single .json file, a
 // folder (walked recursively), or a .zip of .json files as osv.dev publishes
 // per ecosystem (all.zip). One file is in memory at a time, each at most
-// MaxOSVBytes. Files not ending in .json are skipped. A malformed or
+// MaxOSVBytes. Files not ending in .json, .yaml or .yml are skipped. A malformed or
 // oversized file does not stop the walk: ReadOSV goes on and returns the
 // problems at the end, each naming its file. An error from fn stops the walk
 // and is returned as is.
@@ -295,7 +312,14 @@ func readOne(name string, r io.Reader, fn func(*Advisory) error, bad *badFiles) 
 	return fn(a)
 }
 
-func isJSONName(p string) bool { return strings.EqualFold(filepath.Ext(p), ".json") }
+// isJSONName reports whether p names an OSV record file: JSON, or YAML (.yaml, .yml).
+func isJSONName(p string) bool {
+	switch strings.ToLower(filepath.Ext(p)) {
+	case ".json", ".yaml", ".yml":
+		return true
+	}
+	return false
+}
 
 // badFiles collects per-file problems, keeping the first few in full.
 type badFiles struct {

@@ -153,3 +153,49 @@ func TestReadOSV(t *testing.T) {
 		t.Errorf("fn error = %v, want it returned as is", stop)
 	}
 }
+
+// TestParseOSVYAML reads OSV records as pypa/advisory-database writes them: YAML, with
+// unquoted versions that a YAML reader would take for numbers.
+func TestParseOSVYAML(t *testing.T) {
+	a, err := ParseOSV(readFixture(t, "osvyaml/PYSEC-2019-217.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID != "PYSEC-2019-217" || !slices.Contains(a.Aliases, "CVE-2019-10906") || a.Published.Year() != 2019 {
+		t.Errorf("got %+v", a)
+	}
+	if got, want := a.Affected[0].Versions, []string{"2.0", "2.0rc1", "2.1", "2.1.1", "2.10", "2.9.6"}; !slices.Equal(got, want) {
+		t.Errorf("versions %q, want %q (text kept, not numbers)", got, want)
+	}
+	b, err := ParseOSV(readFixture(t, "osvyaml/PYSEC-2021-66.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Affected[0].Ranges[0].Events[0].Introduced; got != "1.1" {
+		t.Errorf("introduced %q, want 1.1", got)
+	}
+	ix := NewIndex()
+	ix.Add(a)
+	ix.Add(b)
+	ms := ix.Match([]Component{
+		{PURL: "pkg:pypi/jinja2@2.10", Ecosystem: "PyPI", Name: "jinja2", Version: "2.10"},
+		{PURL: "pkg:pypi/pygments@2.7.3", Ecosystem: "PyPI", Name: "pygments", Version: "2.7.3"},
+		{PURL: "pkg:pypi/pygments@2.7.4", Ecosystem: "PyPI", Name: "pygments", Version: "2.7.4"},
+	})
+	var got []string
+	for _, m := range ms {
+		got = append(got, m.Advisory.ID+" "+m.Component.Version+" "+m.Status)
+	}
+	if want := []string{"PYSEC-2019-217 2.10 affected", "PYSEC-2021-66 2.7.3 affected"}; !slices.Equal(got, want) {
+		t.Errorf("matches %q, want %q", got, want)
+	}
+	for _, bad := range []string{"id: [", "- a\n- b", "a: &x [*x]", "id: X\n<<: {a: 1}"} {
+		if _, err := ParseOSV([]byte(bad)); err == nil {
+			t.Errorf("ParseOSV(%q): no error", bad)
+		}
+	}
+	n := 0
+	if err := ReadOSV("testdata/osvyaml", func(*Advisory) error { n++; return nil }); err != nil || n != 2 {
+		t.Errorf("ReadOSV of a YAML folder: %d records, %v", n, err)
+	}
+}

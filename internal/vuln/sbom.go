@@ -42,7 +42,7 @@ type SBOM struct {
 // ErrSBOMFormat reports input that is not a supported SBOM.
 var ErrSBOMFormat = errors.New("unsupported SBOM format")
 
-// ParseSBOM reads a CycloneDX JSON (spec 1.4 to 1.6) or SPDX JSON (2.2, 2.3)
+// ParseSBOM reads a CycloneDX JSON (spec 1.2 to 1.6) or SPDX JSON (2.2, 2.3)
 // document. The CycloneDX metadata.component (the SBOM's subject) is the
 // first component, followed by components and their nested components;
 // every SPDX package is a component. Components without a purl get pkg:generic/name@version when they
@@ -78,9 +78,9 @@ func ParseSBOM(raw []byte) (sb *SBOM, err error) {
 	switch {
 	case head.BOMFormat == cyclonedx.BOMFormat:
 		switch head.SpecVersion {
-		case "1.4", "1.5", "1.6":
+		case "1.2", "1.3", "1.4", "1.5", "1.6":
 		default:
-			return nil, fmt.Errorf("%w: CycloneDX %q (want 1.4, 1.5 or 1.6)", ErrSBOMFormat, head.SpecVersion)
+			return nil, fmt.Errorf("%w: CycloneDX %q (want 1.2 to 1.6)", ErrSBOMFormat, head.SpecVersion)
 		}
 		var bom cyclonedx.BOM
 		if err := cyclonedx.NewBOMDecoder(bytes.NewReader(raw), cyclonedx.BOMFileFormatJSON).Decode(&bom); err != nil {

@@ -94,7 +94,7 @@ func TestParseSBOMErrors(t *testing.T) {
 		format bool // wraps ErrSBOMFormat
 	}{
 		{"xml", []byte(`<?xml version="1.0"?><bom xmlns="http://cyclonedx.org/schema/bom/1.5"/>`), true},
-		{"cyclonedx 1.3", []byte(`{"bomFormat":"CycloneDX","specVersion":"1.3"}`), true},
+		{"cyclonedx 1.1", []byte(`{"bomFormat":"CycloneDX","specVersion":"1.1"}`), true},
 		{"spdx 2.1", []byte(`{"spdxVersion":"SPDX-2.1"}`), true},
 		{"other json", []byte(`{"hello":"world"}`), true},
 		{"array", []byte(`[1,2]`), true},
@@ -145,5 +145,22 @@ func TestComponentFromPURL(t *testing.T) {
 	}
 	if NormalizeName("Go", "github.com/Azure/x") == NormalizeName("Go", "github.com/azure/x") {
 		t.Error("Go module paths must stay case sensitive")
+	}
+}
+
+// TestParseSBOMCycloneDXOld reads CycloneDX 1.2 and 1.3 documents, which older generators
+// (cyclonedx-gomod v1, syft before 0.60) still write.
+func TestParseSBOMCycloneDXOld(t *testing.T) {
+	for _, v := range []string{"1.2", "1.3"} {
+		sb, err := ParseSBOM(readFixture(t, "sbom/gateway-"+v+".cdx.json"))
+		if err != nil {
+			t.Fatalf("CycloneDX %s: %v", v, err)
+		}
+		if sb.Format != "CycloneDX "+v || len(sb.Components) != 3 || sb.Subject == nil || sb.Subject.Name != "gateway" {
+			t.Errorf("CycloneDX %s: %+v", v, sb)
+		}
+		if c := sb.Components[2]; c.Ecosystem != "Alpine:v3.13" || c.Name != "openssl" || c.Version != "1.1.1k-r0" {
+			t.Errorf("CycloneDX %s: openssl %+v", v, c)
+		}
 	}
 }
