@@ -118,7 +118,7 @@ func (s *Server) authenticate(r *http.Request) (*principal, error) {
 	}
 	c, err := r.Cookie(wire.SessionCookie)
 	if r.Header.Get("Authorization") != "" || err != nil || c.Value == "" {
-		return nil, apperr.E(apperr.Unauthorized, "operator token (Authorization: Bearer ...) or login session required")
+		return nil, apperr.E(apperr.Unauthorized, "operator token required (Authorization: Bearer ...), or a login session")
 	}
 	ss, u, err := s.session(r.Context(), c.Value)
 	if err != nil {
