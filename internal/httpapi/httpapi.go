@@ -102,6 +102,7 @@ type Server struct {
 	enrolRate      rate   // enrolments per source address
 	reportRate     rate   // reports per device
 
+	noAuth     bool     // serve /api/v1 without authentication: BenchmarkOperatorGet's baseline, set only by a test
 	routes     []Route  // every registered route, with its permission (Handler fills it)
 	sessions   sync.Map // session hash (string) -> *cachedSession
 	loginUser  rate     // login attempts per user name
