@@ -65,6 +65,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"Simulated":     testSimulated,
 		"DDIActions":    testDDIActions,
 		"DeviceKinds":   testDeviceKinds,
+		"Users":         testUsers,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
