@@ -287,7 +287,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: secret, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
+	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: secret, Path: "/", HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
 		SameSite: http.SameSiteStrictMode, Expires: ss.ExpiresAt, MaxAge: int(ttl.Seconds())})
 	s.logger().Info("login", "user", u.Name, "session", ss.ID)
 	writeJSON(w, http.StatusOK, sessionToWire(&principal{Name: u.Name, User: u.Name, Role: u.Role, Groups: u.Groups, Session: ss}))
@@ -323,7 +323,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.forgetCredentials()
-	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -307,4 +308,19 @@ func wantErrorReply(t *testing.T, r reply, status int, msg string) reply {
 	t.Helper()
 	wantError(t, r, status, apperr.Busy, msg)
 	return r
+}
+
+// TestSessionCookieSecureOverTLS: over TLS the session cookie is Secure.
+func TestSessionCookieSecureOverTLS(t *testing.T) {
+	s := newStack(t)
+	srv := httptest.NewTLSServer(s.handler)
+	defer srv.Close()
+	if r := call(t, srv, http.MethodPost, "/api/v1/users", mustJSON(t, wire.UserRequest{Name: "alice", Role: auth.RoleViewer, Password: "correct horse battery"}), bearer(s.admin)); r.status != http.StatusCreated {
+		t.Fatalf("add user: %d %s", r.status, r.body)
+	}
+	r := call(t, srv, http.MethodPost, "/api/v1/login", mustJSON(t, wire.LoginRequest{User: "alice", Password: "correct horse battery"}), map[string]string{"Content-Type": "application/json"})
+	cs := (&http.Response{Header: r.header}).Cookies()
+	if r.status != http.StatusOK || len(cs) != 1 || !cs[0].Secure || !cs[0].HttpOnly || cs[0].SameSite != http.SameSiteStrictMode {
+		t.Fatalf("login over TLS: %d %s, cookies %+v", r.status, r.body, cs)
+	}
 }

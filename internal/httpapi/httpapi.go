@@ -85,6 +85,9 @@ type Server struct {
 	// SessionTTL is a login session's absolute lifetime (default DefaultSessionTTL), SessionIdle
 	// how long it may go unused (default DefaultSessionIdle).
 	SessionTTL, SessionIdle time.Duration
+	// SecureCookies marks the session cookie Secure even on plain HTTP requests: a
+	// TLS-terminating proxy is in front. Requests over TLS always get Secure cookies.
+	SecureCookies bool
 	// LoginsPerMinute bounds login attempts per user name (default DefaultLoginsPerMinute) and
 	// LoginsPerMinuteIP per source address (default DefaultLoginsPerMinuteIP): 429 with
 	// Retry-After past them.

@@ -347,7 +347,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	dc := cfg.DDI
 	dc.TokenKey, dc.PollSeconds, dc.PublicURL = ddiKey, cfg.PollSeconds, cmp.Or(dc.PublicURL, cfg.PublicURL)
 	s.DDI = &ddi.Service{Config: dc, Devices: db, Fleet: s.Fleet, Actions: db, Targets: s.Images, Blobs: s.Blobs, AllowDDI: s.Products.AllowDDI, Now: now, Logger: cfg.Logger}
-	api := &httpapi.Server{Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
+	api := &httpapi.Server{SecureCookies: cfg.BehindProxy, Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
 		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now,
