@@ -286,6 +286,8 @@ func TestLoginSessions(t *testing.T) {
 // 429 and Retry-After, before any password is checked.
 func TestLoginThrottled(t *testing.T) {
 	s := newStack(t)
+	now := time.Now()
+	s.api.Now = func() time.Time { return now } // no allowance comes back while the test runs
 	srv := s.serve()
 	jsonHdr := map[string]string{"Content-Type": "application/json"}
 	try := func(user string) reply {
