@@ -21,7 +21,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
@@ -137,6 +139,9 @@ type Agent struct {
 	// reportAfter is when the server's Retry-After on a refused report ends: until then queued
 	// events stay queued instead of being sent again.
 	reportAfter time.Time
+	// hint and lookup are the last verification's delta hint and image-repository lookup.
+	hint   *delta.Hint
+	lookup func(name string) (*metadata.TargetFiles, error)
 }
 
 // EnrollOptions are the facts a device states when it enrols.

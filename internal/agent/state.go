@@ -47,6 +47,8 @@ type Image struct {
 	// downloaded image is not installed yet (consent, maintenance window).
 	Install *installpolicy.Policy `json:"install,omitempty"`
 	Waiting string                `json:"waiting,omitempty"`
+	// Delta is the delta this image is rebuilt from, and how far that got (nil: full image).
+	Delta *DeltaPlan `json:"delta,omitempty"`
 }
 
 func (i *Image) where() string {

@@ -25,6 +25,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/tuf"
@@ -115,6 +116,12 @@ func (a *Agent) Update(ctx context.Context) error {
 	if err := a.installer.Prepare(ctx, img); err != nil {
 		return err
 	}
+	plan, why := a.planDelta(ctx, a.hint, dec, a.lookup)
+	if why != "" {
+		a.log.Info("delta not used", "target", dec.Name, "why", why)
+		a.event(img.Target, wire.StepDownload, wire.StatusStarted, false, "delta not used: "+why)
+	}
+	img.Delta = plan
 	a.state.Phase, a.state.Pending = PhaseDownloading, img
 	a.event(img.Target, wire.StepDownload, wire.StatusStarted, false, "")
 	if err := a.save(); err != nil {
@@ -162,6 +169,14 @@ func (a *Agent) verify(ctx context.Context) (dec *uptane.Decision, dirVersion in
 	if err := refresh(imgUp, "image repository"); err != nil {
 		return nil, dirVersion, named, err
 	}
+	a.hint, a.lookup = nil, nil
+	if named != "" {
+		a.hint = directorHint(dirTargets.Signed.Targets[named])
+	}
+	a.lookup = func(name string) (tf *metadata.TargetFiles, err error) {
+		err = tuf.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
+		return tf, err
+	}
 	id := a.state.Identity
 	inst := a.state.Installed
 	dec, err = uptane.Decide(a.state.DeviceID, id.HardwareID, id.Product, uptane.Installed{Target: inst.Target, SHA256: inst.SHA256, SecurityVersion: inst.SecurityVersion},
@@ -169,6 +184,13 @@ func (a *Agent) verify(ctx context.Context) (dec *uptane.Decision, dirVersion in
 			err = tuf.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
 			return tf, err
 		})
+	if err == nil && dec.Info != nil && dec.Info.Custom != nil {
+		// A delta target is signed like an image but is not one: the director may hint at it,
+		// never name it as the image to install.
+		if b, berr := delta.ParseBinding(*dec.Info.Custom); b != nil || berr != nil {
+			return nil, dirVersion, named, &uptane.VerificationError{Reason: uptane.ReasonBadCustom, Msg: fmt.Sprintf("target %s is a delta, not an image", dec.Name)}
+		}
+	}
 	return dec, dirVersion, named, err
 }
 
@@ -246,7 +268,7 @@ func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, i
 		return err
 	}
 	a.state.Phase = PhaseDownloaded
-	a.event(img.Target, wire.StepDownload, wire.StatusOK, false, "")
+	a.event(img.Target, wire.StepDownload, wire.StatusOK, false, img.downloadSummary())
 	if err := a.save(); err != nil {
 		return err
 	}
@@ -258,6 +280,17 @@ func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, i
 // Range request. Within one cycle it retries transient failures with exponential backoff and
 // jitter, honouring Retry-After.
 func (a *Agent) download(ctx context.Context, tf *metadata.TargetFiles, img *Image) error {
+	if img.Delta != nil && !img.Delta.Failed {
+		err := a.downloadDelta(ctx, tf, img)
+		var ed *errDelta
+		if !errors.As(err, &ed) {
+			return err // done, or the network: the next cycle resumes the delta
+		}
+		a.log.Warn("delta failed; downloading the full image", "target", img.Target, "err", err)
+		if err := a.deltaFallback(img, err); err != nil {
+			return err
+		}
+	}
 	url := a.dl.TargetURL(img.Target)
 	var err error
 	backoff := time.Second
@@ -443,6 +476,12 @@ func (hs hashes) verify(tf *metadata.TargetFiles) error {
 // than minRate bytes per second arrive over window (TUF "slow retrieval"). ckpt, if set, is
 // called every ckptEvery bytes.
 func fetchRange(ctx context.Context, c *devclient.Client, token devclient.TokenFunc, url, ifRange string, off, length int64, w io.Writer, minRate int64, window time.Duration, ckptEvery int64, ckpt func(int64) error) (int64, error) {
+	return fetchPart(ctx, c, token, url, ifRange, off, length, false, w, minRate, window, ckptEvery, ckpt)
+}
+
+// fetchPart is fetchRange; with part, length is the end of a range inside a longer artifact
+// (the chunks a delta lacks), asked for with a closed Range.
+func fetchPart(ctx context.Context, c *devclient.Client, token devclient.TokenFunc, url, ifRange string, off, length int64, part bool, w io.Writer, minRate int64, window time.Duration, ckptEvery int64, ckpt func(int64) error) (int64, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	tok := ""
@@ -452,7 +491,11 @@ func fetchRange(ctx context.Context, c *devclient.Client, token devclient.TokenF
 			return off, err
 		}
 	}
-	resp, err := c.FetchArtifact(ctx, tok, url, off, ifRange)
+	want := int64(-1)
+	if part {
+		want = length - off
+	}
+	resp, err := c.FetchArtifactRange(ctx, tok, url, off, want, ifRange)
 	if err != nil {
 		if errors.Is(err, devclient.ErrRangeIgnored) {
 			return 0, err
@@ -699,7 +742,7 @@ func (a *Agent) resume(ctx context.Context) error {
 			}
 		case PhaseCommitted:
 			a.state.Installed = *p
-			a.state.Installed.Staged, a.state.Installed.Reboot, a.state.Installed.HashFailures = 0, false, 0
+			a.state.Installed.Staged, a.state.Installed.Reboot, a.state.Installed.HashFailures, a.state.Installed.Delta = 0, false, 0, nil
 			a.state.Phase, a.state.Pending, a.state.LastError = PhaseIdle, nil, ""
 			a.event(p.Target, wire.StepCommit, wire.StatusOK, false, "version "+p.Version)
 		case PhaseRollingBack:

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,7 +34,7 @@ connections polling as fast as they can for --hammer.`,
 	f.DurationVar(&cfg.Progress, "progress", cfg.Progress, "how often the rollout's progress is printed")
 	f.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections in the check-in phase")
 	f.StringVar(&cfg.Database, "db", "", "postgres:// URL (default: the embedded SQLite)")
-	cmd.AddCommand(append([]*cobra.Command{rollout}, benchHTTPCmds()...)...)
+	cmd.AddCommand(append([]*cobra.Command{rollout, benchDeltaCmd(), benchDeltaStepCmd()}, benchHTTPCmds()...)...)
 	return cmd
 }
 
@@ -103,4 +105,51 @@ agent does) and the director version they trust.`,
 	fleet.Flags().DurationVar(&fcfg.Warmup, "warmup", fcfg.Warmup, "polling before the measured window")
 	fleet.Flags().IntVar(&fcfg.Enrolers, "enrolers", fcfg.Enrolers, "enrolments in flight")
 	return []*cobra.Command{checkin, download, fleet}
+}
+
+func benchDeltaCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "delta OLD NEW [OLD NEW ...]",
+		Short: "Delta updates: patch size, generation and apply time and peak RSS, next to bsdiff, xdelta3, zstd --patch-from and casync",
+		Long: `For each image pair, makes and applies the per-pair delta (upkdlt1) and the chunked form
+(caibx index; the device reuses the chunks of its active image and fetches the rest), and the same
+with Debian's bsdiff/bspatch, xdelta3 -9, zstd -19 --long=31 --patch-from and casync when they are
+installed, each step in a process of its own, so that the peak RSS (getrusage) is that step's.
+Every applied image is compared with NEW. scripts/delta-images.sh builds the pairs from Debian
+packages.`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 || len(args)%2 != 0 {
+				return fmt.Errorf("want pairs of image files, got %d arguments", len(args))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if dir == "" {
+				if dir, err = os.MkdirTemp("", "upkeep-delta-bench"); err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+			}
+			cfg := bench.DeltaConfig{Exe: exe, Dir: dir, Out: cmd.OutOrStdout()}
+			for i := 0; i < len(args); i += 2 {
+				cfg.Pairs = append(cfg.Pairs, [2]string{args[i], args[i+1]})
+			}
+			_, err = bench.Delta(cmd.Context(), cfg)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "scratch folder (default: a temporary one, removed after)")
+	return cmd
+}
+
+func benchDeltaStepCmd() *cobra.Command {
+	return &cobra.Command{Use: "delta-step", Hidden: true, DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return bench.DeltaStep(cmd.Context(), args, cmd.OutOrStdout())
+		}}
 }

@@ -161,6 +161,7 @@ func releaseCmd(g *globals) *cobra.Command {
 	var o client.PublishOptions
 	var keyPath, rootPath string
 	var fixes string
+	var deltaFrom []string
 	publish := &cobra.Command{
 		Use:   "publish FILE",
 		Short: "Sign a release locally with the offline targets key and upload it",
@@ -192,6 +193,13 @@ func releaseCmd(g *globals) *cobra.Command {
 			}
 			o.File, o.Expires = args[0], tuf.DefaultLifetimes().Targets
 			o.Progress = progress(cmd.ErrOrStderr())
+			for _, d := range deltaFrom {
+				v, file, ok := strings.Cut(d, "=")
+				if !ok || v == "" || file == "" {
+					return fmt.Errorf("--delta-from %q: want VERSION=FILE", d)
+				}
+				o.DeltaFrom = append(o.DeltaFrom, client.DeltaSource{Version: v, File: file})
+			}
 			o.Checked = func(chk *client.ReleaseCheck) { printCheck(cmd.ErrOrStderr(), chk) }
 			rel, err := c.Publish(cmd.Context(), o)
 			if err != nil {
@@ -212,6 +220,8 @@ func releaseCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.Custom.ArtifactType, "artifact-type", "", "swu (SWUpdate bundle), raucb (RAUC bundle) or raw, signed into the target (default: from the extension, .swu or .raucb; else none)")
 	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
 	f.StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")
+	f.StringArrayVar(&deltaFrom, "delta-from", nil, "VERSION=FILE: an earlier release's image; a per-pair delta from it is made and signed with the release (repeatable)")
+	f.BoolVar(&o.NoIndex, "no-index", false, "do not sign a chunk index (caibx) with the image")
 	for _, n := range []string{"product", "hardware", "version", "security-version"} {
 		publish.MarkFlagRequired(n)
 	}

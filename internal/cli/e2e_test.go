@@ -117,7 +117,8 @@ func (e *env) tryPublishWith(version string, secVer int64, hw []string, class st
 	}
 	return e.cli.Publish(context.Background(), client.PublishOptions{
 		File: f, TargetsKey: e.targetsKey, TrustedRoot: e.imageRoot, Expires: 30 * 24 * time.Hour,
-		Custom: uptane.TargetCustom{Product: testProduct, HardwareIDs: hw, Version: version, SecurityVersion: secVer, Class: class},
+		NoIndex: true, // the full-image path; delta_test.go publishes indexes and patches
+		Custom:  uptane.TargetCustom{Product: testProduct, HardwareIDs: hw, Version: version, SecurityVersion: secVer, Class: class},
 	})
 }
 

@@ -37,6 +37,12 @@ type PublishOptions struct {
 	// SBOM, if set, is the release's SBOM file: its SHA-256 is signed into the target's custom
 	// (sbom_sha256) and it is uploaded after the release.
 	SBOM string
+	// NoIndex leaves out the chunk index (a caibx target signed with the image), which lets
+	// devices running any indexed release fetch only the chunks they lack.
+	NoIndex bool
+	// DeltaFrom are earlier releases' image files: a per-pair delta from each is made here and
+	// signed with the release.
+	DeltaFrom []DeltaSource
 	// Checked, if set, receives the release check of the SBOM, made before anything is signed.
 	Checked func(*ReleaseCheck)
 }
@@ -79,6 +85,22 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 	if err := c.uploadBlob(ctx, o, blob); err != nil {
 		return nil, err
 	}
+	var deltas []*deltaFile
+	var tmp string
+	if !o.NoIndex || len(o.DeltaFrom) > 0 {
+		if tmp, err = os.MkdirTemp("", "upkeep-delta"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(tmp)
+	}
+	if !o.NoIndex {
+		d, err := makeIndex(o.File, tmp, name, blob)
+		if err != nil {
+			return nil, err
+		}
+		deltas = append(deltas, d)
+	}
+	madePatches := false
 	for attempt := 0; ; attempt++ {
 		root, err := c.LatestRoot(ctx, o.TrustedRoot)
 		if err != nil {
@@ -96,7 +118,29 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 		if _, ok := t.Signed.Targets[name]; ok {
 			return nil, apperr.E(apperr.Conflict, "target %s is already published", name)
 		}
+		if !madePatches {
+			for _, src := range o.DeltaFrom {
+				d, err := makePatch(ctx, t.Signed.Targets, o.Custom.Product, src, o.File, tmp, name, blob)
+				if err != nil {
+					return nil, err
+				}
+				deltas = append(deltas, d)
+			}
+			for _, d := range deltas {
+				if err := c.uploadBlob(ctx, PublishOptions{File: d.path}, d.blob); err != nil {
+					return nil, fmt.Errorf("upload delta %s: %w", d.name, err)
+				}
+			}
+			madePatches = true
+		}
 		t.Signed.Targets[name] = tf
+		for _, d := range deltas {
+			dt, err := d.target(o.Custom)
+			if err != nil {
+				return nil, err
+			}
+			t.Signed.Targets[d.name] = dt
+		}
 		t.Signed.Version++
 		t.Signed.Expires = time.Now().Add(o.Expires).UTC().Truncate(time.Second)
 		signed, err := tuf.SignTargets(t, o.TargetsKey)

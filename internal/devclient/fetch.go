@@ -82,8 +82,20 @@ var ErrRangeIgnored = errors.New("server ignored the range request; starting ove
 // answer is 200 (off 0) or 206 starting at off; its body is the caller's to read, bound by the
 // signed length, and close. Failures are *TransientError or *ServerError.
 func (c *Client) FetchArtifact(ctx context.Context, token, url string, off int64, ifRange string) (*http.Response, error) {
+	return c.FetchArtifactRange(ctx, token, url, off, -1, ifRange)
+}
+
+// FetchArtifactRange is FetchArtifact for the n bytes from off (n < 0: to the end), as the
+// chunked form of delta updates fetches the chunks it lacks. The body may be longer than n if
+// the server ignores the end of the range; the caller reads n bytes.
+func (c *Client) FetchArtifactRange(ctx context.Context, token, url string, off, n int64, ifRange string) (*http.Response, error) {
 	hdr := http.Header{}
-	if off > 0 {
+	if n >= 0 {
+		hdr.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
+		if ifRange != "" {
+			hdr.Set("If-Range", ifRange)
+		}
+	} else if off > 0 {
 		hdr.Set("Range", fmt.Sprintf("bytes=%d-", off))
 		if ifRange != "" {
 			hdr.Set("If-Range", ifRange)

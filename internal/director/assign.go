@@ -10,6 +10,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/release"
@@ -141,6 +142,12 @@ func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *relea
 		notices[d.Product] = n
 	}
 	as := &Assignment{Target: rel.Target, Policy: pol}
+	var deltas []delta.Target
+	if s.Deltas != nil {
+		if deltas, err = s.Deltas(ctx); err != nil {
+			s.logger().Warn("delta targets", "err", err)
+		}
+	}
 	puts := make([]ViewPut, len(todo))
 	errs := make([]error, len(todo))
 	var wg sync.WaitGroup
@@ -152,7 +159,8 @@ func (s *Service) AssignMany(ctx context.Context, ds []*fleet.Device, rel *relea
 			defer func() { <-sem; wg.Done() }()
 			v := prev[d.ID]
 			view, err := uptane.SignView(s.Key, uptane.ViewSpec{Version: v + 1, Expires: s.now().Add(s.Lifetimes.Director),
-				DeviceID: d.ID, HardwareID: d.HardwareID, Name: rel.Target, Target: tf, Notice: notices[d.Product], Install: p})
+				DeviceID: d.ID, HardwareID: d.HardwareID, Name: rel.Target, Target: tf, Notice: notices[d.Product], Install: p,
+				Delta: s.deltaHint(ctx, d.InstalledSHA256, rel.Target, deltas)})
 			puts[i], errs[i] = ViewPut{DeviceID: d.ID, Prev: v, View: view, Assign: as}, err
 		}()
 	}
@@ -251,7 +259,8 @@ func (s *Service) put(ctx context.Context, d *fleet.Device, prev int64, target s
 		}
 	}
 	view, err := uptane.SignView(s.Key, uptane.ViewSpec{Version: prev + 1, Expires: s.now().Add(s.Lifetimes.Director),
-		DeviceID: d.ID, HardwareID: d.HardwareID, Name: target, Target: tf, Notice: notice, Install: pol})
+		DeviceID: d.ID, HardwareID: d.HardwareID, Name: target, Target: tf, Notice: notice, Install: pol,
+		Delta: s.deltaHint(ctx, d.InstalledSHA256, target, nil)})
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ package director
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/release"
@@ -80,6 +82,9 @@ type Service struct {
 	OnAssign func(deviceID string, version int64)
 	// Notice, if set, returns the lifecycle notice for a product's devices (nil: none).
 	Notice func(ctx context.Context, product string) (*uptane.Notice, error)
+	// Deltas, if set, lists the delta targets of the image repository (imagerepo.Service.Deltas):
+	// a device whose installed image one of them starts from is told of it (delta.Choose).
+	Deltas func(ctx context.Context) ([]delta.Target, error)
 
 	views  viewCache
 	roots  sync.Map // version -> []byte of the director root, which never changes once stored
@@ -233,4 +238,26 @@ func (s *Service) RotateRoot(ctx context.Context, data []byte) error {
 	}
 	s.logger().Info("director root updated", "version", next.Signed.Version, "expires", next.Signed.Expires)
 	return nil
+}
+
+// deltaHint is the delta hint for a device that runs the image with SHA-256 installed and is
+// assigned target: nil when none applies or on any error (the device then downloads the full
+// image, which is always correct).
+func (s *Service) deltaHint(ctx context.Context, installed, target string, ds []delta.Target) json.RawMessage {
+	if target == "" {
+		return nil
+	}
+	if ds == nil && s.Deltas != nil {
+		var err error
+		if ds, err = s.Deltas(ctx); err != nil {
+			s.logger().Warn("delta targets", "err", err)
+			return nil
+		}
+	}
+	h := delta.Choose(installed, target, ds)
+	if h == nil {
+		return nil
+	}
+	b, _ := json.Marshal(h)
+	return b
 }

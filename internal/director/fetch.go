@@ -2,10 +2,12 @@ package director
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/uptane"
 )
 
@@ -56,6 +58,19 @@ func viewNames(v *uptane.DirectorView, target string) bool {
 	if err != nil {
 		return false
 	}
-	_, ok := md.Signed.Targets[target]
-	return ok
+	if _, ok := md.Signed.Targets[target]; ok {
+		return true
+	}
+	// The delta the view hints at (and the installed image's chunk index) may be fetched too.
+	for _, tf := range md.Signed.Targets {
+		var c uptane.DirectorCustom
+		if tf == nil || tf.Custom == nil || json.Unmarshal(*tf.Custom, &c) != nil || c.Delta == nil {
+			continue
+		}
+		var h delta.Hint
+		if json.Unmarshal(c.Delta, &h) == nil && (h.Target == target || h.SourceIndex == target) {
+			return true
+		}
+	}
+	return false
 }

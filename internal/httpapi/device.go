@@ -307,11 +307,25 @@ func (s *Server) artifactDigest(ctx context.Context, name string) (string, error
 	if err != nil {
 		return "", err
 	}
-	if len(rels) == 0 {
+	sha := ""
+	if len(rels) > 0 {
+		sha = rels[0].SHA256
+	} else if s.Deltas != nil { // a delta target: no release row, its digest is signed
+		ds, err := s.Deltas(ctx)
+		if err != nil {
+			return "", err
+		}
+		for _, d := range ds {
+			if d.Name == name {
+				sha = d.SHA256
+			}
+		}
+	}
+	if sha == "" {
 		return "", apperr.E(apperr.NotFound, "no target %s", name)
 	}
 	if s.nartifacts.Add(1) <= maxCachedArtifacts {
-		s.artifacts.Store(name, rels[0].SHA256)
+		s.artifacts.Store(name, sha)
 	}
-	return rels[0].SHA256, nil
+	return sha, nil
 }

@@ -22,6 +22,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/wire"
@@ -29,9 +30,12 @@ import (
 
 // Server holds what the handlers need.
 type Server struct {
-	Fleet       DeviceService
-	Images      ImageRepository // the image repository: /repo/image, publish, offline-signed metadata
-	Director    Director        // per-device views, deployments, the director root
+	Fleet    DeviceService
+	Images   ImageRepository // the image repository: /repo/image, publish, offline-signed metadata
+	Director Director        // per-device views, deployments, the director root
+	// Deltas lists the delta targets (imagerepo.Service.Deltas), which devices fetch like
+	// images but which have no release row; nil: none are served.
+	Deltas      func(ctx context.Context) ([]delta.Target, error)
 	Devices     fleet.Store
 	Releases    release.Store
 	Products    ProductService

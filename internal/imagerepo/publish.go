@@ -11,6 +11,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
@@ -78,10 +79,23 @@ func (s *Service) Publish(ctx context.Context, name string, data []byte) (*relea
 	}
 	added := slices.Sorted(maps.Keys(next.Signed.Targets))
 	added = slices.DeleteFunc(added, func(n string) bool { _, ok := cur.Signed.Targets[n]; return ok })
-	if len(added) != 1 || added[0] != name {
-		return nil, apperr.E(apperr.Invalid, "targets metadata must add exactly the target %s, it adds %v", name, added)
+	// Besides the image, a publication may add delta targets (its chunk index, patches to it
+	// from earlier images): each bound to the image, or to published images, and uploaded.
+	var companions []string
+	for _, n := range added {
+		if n != name {
+			companions = append(companions, n)
+		}
+	}
+	if len(companions) == len(added) {
+		return nil, apperr.E(apperr.Invalid, "targets metadata must add the target %s, it adds %v", name, added)
 	}
 	tf := next.Signed.Targets[name]
+	for _, n := range companions {
+		if err := s.checkDelta(ctx, n, next.Signed.Targets); err != nil {
+			return nil, err
+		}
+	}
 	c, _ := uptane.ParseTargetCustom(tf) // validated by VerifyTargets
 	if want := tuf.TargetName(c.Product, c.Version, lastSegment(name)); want != name {
 		return nil, apperr.E(apperr.Invalid, "target name %s must be %s (product/version/file)", name, want)
@@ -170,4 +184,70 @@ func (s *Service) ResignTargets(ctx context.Context, data []byte) error {
 	}
 	s.logger().Info("image targets re-signed", "version", next.Signed.Version, "expires", next.Signed.Expires)
 	return s.Refresh(ctx, true)
+}
+
+// checkDelta checks a delta target added with a release: a binding (delta.Binding) whose images
+// are targets of the same metadata with the bound lengths and hashes, and an uploaded blob.
+func (s *Service) checkDelta(ctx context.Context, name string, targets map[string]*metadata.TargetFiles) error {
+	if err := tuf.ValidTargetName(name); err != nil {
+		return apperr.Wrap(apperr.Invalid, err, err.Error())
+	}
+	tf := targets[name]
+	var raw []byte
+	if tf.Custom != nil {
+		raw = *tf.Custom
+	}
+	b, err := delta.ParseBinding(raw)
+	if err != nil || b == nil {
+		return apperr.E(apperr.Invalid, "target %s: only one image per publication; other targets must be deltas (%v)", name, err)
+	}
+	bound := func(img, sha string, length int64) error {
+		it := targets[img]
+		if it == nil || it.Length != length || hex.EncodeToString(it.Hashes["sha256"]) != sha {
+			return apperr.E(apperr.Invalid, "delta %s is bound to %s (%d bytes, sha256 %s), which the targets do not sign so", name, img, length, sha)
+		}
+		return nil
+	}
+	if err := bound(b.Image, b.ImageSHA256, b.ImageLength); err != nil {
+		return err
+	}
+	if b.Format == delta.FormatPatch {
+		if err := bound(b.Source, b.SourceSHA256, b.SourceLength); err != nil {
+			return err
+		}
+	}
+	sha := hex.EncodeToString(tf.Hashes["sha256"])
+	blob, err := s.Blobs.Stat(ctx, sha)
+	if err != nil {
+		if apperr.Is(err, apperr.NotFound) {
+			return apperr.E(apperr.Invalid, "delta %s (sha256 %s) has not been uploaded", name, sha)
+		}
+		return err
+	}
+	if blob.Length != tf.Length || blob.SHA512 != hex.EncodeToString(tf.Hashes["sha512"]) {
+		return apperr.E(apperr.Verification, "uploaded delta differs from the signed target %s", name)
+	}
+	return nil
+}
+
+// Deltas lists the delta targets of the current image targets (never nil). Safe for
+// concurrent use.
+func (s *Service) Deltas(ctx context.Context) ([]delta.Target, error) {
+	it, err := s.imageTargets(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []delta.Target{}
+	for name, tf := range it.Signed.Targets {
+		if tf.Custom == nil {
+			continue
+		}
+		b, err := delta.ParseBinding(*tf.Custom)
+		if err != nil || b == nil {
+			continue
+		}
+		out = append(out, delta.Target{Name: name, Length: tf.Length, SHA256: hex.EncodeToString(tf.Hashes["sha256"]), Binding: *b})
+	}
+	slices.SortFunc(out, func(a, b delta.Target) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }

@@ -295,7 +295,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Fleet = &fleet.Service{Store: fleet.TimedStore{Store: db, Observe: s.Metrics.ObserveDB}, Tokens: auth.DeviceTokens{Key: hmacKey, TTL: cfg.TokenTTL}, Now: now, PollSeconds: cfg.PollSeconds, Logger: cfg.Logger, MaxPending: cfg.MaxPending}
 	s.Images = &imagerepo.Service{Store: db, Blobs: s.Blobs, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
 		Keys: imagerepo.Keys{Snapshot: keys.Snapshot, Timestamp: keys.Timestamp}}
-	s.Director = &director.Service{Store: db, Images: s.Images, Devices: db, Releases: db, Key: keys.Director, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
+	s.Director = &director.Service{Store: db, Images: s.Images, Deltas: s.Images.Deltas, Devices: db, Releases: db, Key: keys.Director, Lifetimes: cfg.Lifetimes, Now: now, Logger: cfg.Logger,
 		OnAssign: s.Fleet.SetDirectorVersion}
 	if err := s.Images.Bootstrap(ctx, keys.ImageRoot, keys.ImageTargets); err != nil {
 		return fail(err)
@@ -347,7 +347,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	dc := cfg.DDI
 	dc.TokenKey, dc.PollSeconds, dc.PublicURL = ddiKey, cfg.PollSeconds, cmp.Or(dc.PublicURL, cfg.PublicURL)
 	s.DDI = &ddi.Service{Config: dc, Devices: db, Fleet: s.Fleet, Actions: db, Targets: s.Images, Blobs: s.Blobs, AllowDDI: s.Products.AllowDDI, Now: now, Logger: cfg.Logger}
-	api := &httpapi.Server{SecureCookies: cfg.BehindProxy, Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
+	api := &httpapi.Server{SecureCookies: cfg.BehindProxy, Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
 		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now,

@@ -116,6 +116,9 @@ type DirectorCustom struct {
 	DeviceID   string                `json:"device_id"`
 	HardwareID string                `json:"hardware_id"`
 	Install    *installpolicy.Policy `json:"install,omitempty"`
+	// Delta is the director's delta hint (delta.Hint): only a hint, checked by the device
+	// against the offline-signed delta target.
+	Delta json.RawMessage `json:"delta,omitempty"`
 }
 
 // VerifyImageTargets checks image-repository targets metadata against root: the TUF checks of

@@ -38,6 +38,7 @@ type ViewSpec struct {
 	Target               *metadata.TargetFiles // the image repository's entry for Name
 	Notice               *Notice
 	Install              *installpolicy.Policy
+	Delta                json.RawMessage // the delta hint for this device (delta.Hint), or nil
 }
 
 // SignView signs a device's director view: targets, snapshot and timestamp.
@@ -53,7 +54,7 @@ func SignView(key *tuf.Key, spec ViewSpec) (*DirectorView, error) {
 		tf := metadata.TargetFile()
 		tf.Length = target.Length
 		tf.Hashes = target.Hashes
-		tf.Custom = marshalCustom(DirectorCustom{DeviceID: spec.DeviceID, HardwareID: spec.HardwareID, Install: spec.Install})
+		tf.Custom = marshalCustom(DirectorCustom{DeviceID: spec.DeviceID, HardwareID: spec.HardwareID, Install: spec.Install, Delta: spec.Delta})
 		tf.Path = name
 		t.Signed.Targets[name] = tf
 	}

@@ -1,0 +1,194 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/delta"
+	"upkeep.dev/upkeep/internal/uptane"
+	"upkeep.dev/upkeep/wire"
+)
+
+// fsImage is a file-system-like image: runs of random and of repetitive bytes.
+func fsImage(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := 0; i < n; {
+		k := min(n-i, 1+r.IntN(16384))
+		if r.IntN(2) == 0 {
+			for j := range k {
+				b[i+j] = byte(r.Uint32())
+			}
+		} else {
+			for j := range k {
+				b[i+j] = byte(j % 13)
+			}
+		}
+		i += k
+	}
+	return b
+}
+
+// nextImage is img with a few packages changed: some bytes replaced in two places and a block
+// inserted.
+func nextImage(img []byte) []byte {
+	out := bytes.Clone(img)
+	copy(out[len(out)/3:], bytes.Repeat([]byte("NEW PACKAGE"), 2000))
+	copy(out[2*len(out)/3:], "patched")
+	return append(out[:len(out)/2], append(bytes.Repeat([]byte{0xAB}, 30000), out[len(out)/2:]...)...)
+}
+
+func (e *env) publishDelta(version string, secVer int64, content []byte, from map[string][]byte) *wire.Release {
+	e.t.Helper()
+	dir := e.t.TempDir()
+	f := filepath.Join(dir, "firmware-"+version+".img")
+	if err := os.WriteFile(f, content, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	o := client.PublishOptions{
+		File: f, TargetsKey: e.targetsKey, TrustedRoot: e.imageRoot, Expires: 30 * 24 * time.Hour,
+		Custom: uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer, Class: uptane.ClassSecurity},
+	}
+	for v, b := range from {
+		p := filepath.Join(dir, "src-"+v)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			e.t.Fatal(err)
+		}
+		o.DeltaFrom = append(o.DeltaFrom, client.DeltaSource{Version: v, File: p})
+	}
+	rel, err := e.cli.Publish(context.Background(), o)
+	if err != nil {
+		e.t.Fatalf("publish %s: %v", version, err)
+	}
+	return rel
+}
+
+// downloadEvents returns the messages of a device's download events, oldest first.
+func (e *env) downloadEvents(id string) []string {
+	e.t.Helper()
+	evs, err := e.srv.DB.FindEvents(context.Background(), id, 100)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Step == wire.StepDownload {
+			out = append(out, evs[i].Status+": "+evs[i].Message)
+		}
+	}
+	return out
+}
+
+func (e *env) deltaTarget(name string) delta.Target {
+	e.t.Helper()
+	ds, err := e.srv.Images.Deltas(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, d := range ds {
+		if d.Name == name {
+			return d
+		}
+	}
+	e.t.Fatalf("no delta target %s in %v", name, ds)
+	return delta.Target{}
+}
+
+// TestDeltaUpdate updates a device with each form of delta: the director names it because the
+// device runs its source, the device downloads a fraction of the image and runs exactly the
+// signed image.
+func TestDeltaUpdate(t *testing.T) {
+	for _, form := range []string{delta.FormatPatch, delta.FormatCaibx} {
+		t.Run(form, func(t *testing.T) {
+			e := newEnv(t)
+			ctx := context.Background()
+			v1 := fsImage(1, 3<<20)
+			r1 := e.publishDelta("1.0.0", 1, v1, nil)
+			d := e.device("SN-1", v1, r1)
+			v2 := nextImage(v1)
+			from := map[string][]byte{}
+			if form == delta.FormatPatch {
+				from["1.0.0"] = v1
+			}
+			r2 := e.publishDelta("1.0.1", 2, v2, from)
+			e.deploy(r2, d.Agent.State().DeviceID)
+			if err := d.Agent.Cycle(ctx); err != nil {
+				t.Fatalf("cycle: %v", err)
+			}
+			got, err := d.ActiveImageSHA256(ctx)
+			if err != nil || got != r2.SHA256 {
+				t.Fatalf("active slot holds %s (%v), want %s; last error %q", got, err, r2.SHA256, d.Agent.State().LastError)
+			}
+			evs := e.downloadEvents(d.Agent.State().DeviceID)
+			last := evs[len(evs)-1]
+			if !strings.Contains(last, "delta "+form+": downloaded") {
+				t.Fatalf("download events %q: want the delta named", evs)
+			}
+			t.Log(last)
+		})
+	}
+}
+
+// TestDeltaTamperedFallsBack: a delta whose bytes were replaced on the server (same length) is
+// reported and the device downloads the full image, which it installs; a tampered chunk of the
+// image itself makes the delta fail and then the full image, which is refused.
+func TestDeltaTamperedFallsBack(t *testing.T) {
+	t.Run("patch", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := context.Background()
+		v1 := fsImage(2, 2<<20)
+		r1 := e.publishDelta("1.0.0", 1, v1, nil)
+		d := e.device("SN-1", v1, r1)
+		r2 := e.publishDelta("1.0.1", 2, nextImage(v1), map[string][]byte{"1.0.0": v1})
+		p := e.deltaTarget(delta.PatchName(r2.Target, "1.0.0"))
+		evil := fsImage(3, int(p.Length))
+		copy(evil, "UPKDLT1\n")
+		if err := os.WriteFile(e.blobPath(p.SHA256), evil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e.deploy(r2, d.Agent.State().DeviceID)
+		if err := d.Agent.Cycle(ctx); err != nil {
+			t.Fatalf("cycle: %v", err)
+		}
+		if got, _ := d.ActiveImageSHA256(ctx); got != r2.SHA256 {
+			t.Fatalf("active slot holds %s, want the full image %s", got, r2.SHA256)
+		}
+		evs := strings.Join(e.downloadEvents(d.Agent.State().DeviceID), "\n")
+		if !strings.Contains(evs, "delta failed") || !strings.Contains(evs, "downloading the full image") {
+			t.Fatalf("events %s: want the failed delta reported", evs)
+		}
+	})
+	t.Run("tampered chunk", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := context.Background()
+		v1 := fsImage(4, 2<<20)
+		r1 := e.publishDelta("1.0.0", 1, v1, nil)
+		d := e.device("SN-1", v1, r1)
+		v2 := nextImage(v1)
+		r2 := e.publishDelta("1.0.1", 2, v2, nil)
+		evil := bytes.Clone(v2)
+		copy(evil[len(evil)/3+10:], "EVIL CHUNK") // inside a changed chunk, which is downloaded
+		if err := os.WriteFile(e.blobPath(r2.SHA256), evil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e.deploy(r2, d.Agent.State().DeviceID)
+		err := d.Agent.Cycle(ctx)
+		if err == nil {
+			t.Fatal("a tampered image was accepted")
+		}
+		if got, _ := d.ActiveImageSHA256(ctx); got != r1.SHA256 {
+			t.Fatalf("active slot holds %s, want the old image", got)
+		}
+		evs := strings.Join(e.downloadEvents(d.Agent.State().DeviceID), "\n")
+		if !strings.Contains(evs, "chunk does not match its id") {
+			t.Fatalf("events %s: want the tampered chunk reported", evs)
+		}
+	})
+}
