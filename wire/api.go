@@ -87,9 +87,10 @@ type EnrollToken struct {
 
 // OperatorTokenRequest creates an operator token.
 type OperatorTokenRequest struct {
-	Name string        `json:"name"`
-	Role string        `json:"role"` // admin | viewer
-	TTL  time.Duration `json:"ttl"`  // 0: the default (90 days); at most 366 days
+	Name   string        `json:"name"`
+	Role   string        `json:"role"`             // one of the roles (docs/OPERATORS.md)
+	TTL    time.Duration `json:"ttl"`              // 0: the default (90 days); at most 366 days
+	Groups []string      `json:"groups,omitempty"` // group scope; role deployer only
 }
 
 // OperatorToken is an operator token as the management API lists it; Token (the secret) is set
@@ -102,8 +103,67 @@ type OperatorToken struct {
 	ExpiresAt time.Time `json:"expires_at,omitzero"` // zero: never
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 	LastUsed  time.Time `json:"last_used,omitzero"`
+	User      string    `json:"user,omitempty"`   // who created it
+	Groups    []string  `json:"groups,omitempty"` // group scope
 	Token     string    `json:"token,omitempty"`
 }
+
+// UserRequest adds an operator user. An empty password leaves the user without password login
+// (tokens only).
+type UserRequest struct {
+	Name     string   `json:"name"`
+	Role     string   `json:"role"`
+	Groups   []string `json:"groups,omitempty"` // group scope; role deployer only
+	Password string   `json:"password,omitempty"`
+}
+
+// UserRoleRequest changes a user's role and group scope; it ends the user's sessions and
+// revokes their tokens.
+type UserRoleRequest struct {
+	Role   string   `json:"role"`
+	Groups []string `json:"groups,omitempty"`
+}
+
+// PasswordRequest sets a user's password.
+type PasswordRequest struct {
+	Password string `json:"password"`
+}
+
+// User is an operator user as the management API lists it (never the password hash).
+type User struct {
+	Name        string    `json:"name"`
+	Role        string    `json:"role"`
+	Groups      []string  `json:"groups,omitempty"`
+	HasPassword bool      `json:"has_password"`
+	CreatedAt   time.Time `json:"created_at"`
+	DisabledAt  time.Time `json:"disabled_at,omitzero"`
+}
+
+// LoginRequest is POST /api/v1/login.
+type LoginRequest struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+}
+
+// Session says who the caller is (GET /api/v1/session, and the answer to a login). CSRFToken,
+// set for login sessions only, goes in HeaderCSRF of every state-changing request made with
+// the session cookie.
+type Session struct {
+	User        string    `json:"user,omitempty"`
+	Role        string    `json:"role"`
+	Groups      []string  `json:"groups,omitempty"`
+	Permissions []string  `json:"permissions"`
+	Kind        string    `json:"kind"` // session | token
+	TokenID     string    `json:"token_id,omitempty"`
+	CSRFToken   string    `json:"csrf_token,omitempty"`
+	ExpiresAt   time.Time `json:"expires_at,omitzero"`
+}
+
+// Login sessions: the cookie and the CSRF header.
+const (
+	SessionCookie = "upkeep_session"
+	HeaderCSRF    = "X-CSRF-Token"
+)
 
 // EnrollTokenResponse returns the token once.
 type EnrollTokenResponse struct {

@@ -156,37 +156,6 @@ func VerifyDeviceSignature(pub ed25519.PublicKey, payload []byte, sigHex string,
 	return nil
 }
 
-// Operator roles. A role is stored as its name; ValidRole checks a name against Roles.
-const (
-	RoleAdmin  = "admin"  // every management route
-	RoleViewer = "viewer" // read-only: GET routes only
-)
-
-// Roles lists the operator roles, most powerful first.
-var Roles = []string{RoleAdmin, RoleViewer}
-
-// ValidRole reports whether role names an operator role.
-func ValidRole(role string) bool {
-	for _, r := range Roles {
-		if r == role {
-			return true
-		}
-	}
-	return false
-}
-
-// Allows reports whether an operator of role may make a request with method: admins anything,
-// viewers only reads.
-func Allows(role, method string) bool {
-	switch role {
-	case RoleAdmin:
-		return true
-	case RoleViewer:
-		return method == "GET" || method == "HEAD"
-	}
-	return false
-}
-
 // OperatorToken is an operator's credential: its secret is stored only as Hash.
 type OperatorToken struct {
 	ID        string // first 8 bytes of Hash, in hex: names the token in lists and revocations
@@ -197,6 +166,8 @@ type OperatorToken struct {
 	ExpiresAt time.Time // zero: never (the first token a server prints)
 	RevokedAt time.Time // zero: not revoked
 	LastUsed  time.Time // zero: never used; written in batches, so up to a minute late
+	User      string    // the user who created it (owns it); empty for tokens of no user
+	Groups    []string  // group scope (role deployer only); empty: unscoped
 }
 
 // Active reports whether the token may be used at now.
@@ -210,6 +181,7 @@ func TokenID(hash []byte) string { return hex.EncodeToString(hash[:8]) }
 // Store persists operator tokens and server-wide secrets. Implementations are safe for
 // concurrent use.
 type Store interface {
+	UserStore
 	// CreateOperatorToken stores a token. Returns apperr.Conflict if its id exists.
 	CreateOperatorToken(ctx context.Context, t *OperatorToken) error
 	// FindOperatorToken returns the token with this hash, revoked or expired ones included, or

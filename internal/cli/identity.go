@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -154,12 +155,13 @@ func tokensCmd(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s\n", t.Token)
-			fmt.Fprintf(cmd.ErrOrStderr(), "operator token %s (%s, role %s) expires %s; shown once, keep it\n", show.Text(t.ID), show.Text(t.Name), show.Text(t.Role), timeOr(t.ExpiresAt, "never"))
+			fmt.Fprintf(cmd.ErrOrStderr(), "operator token %s (%s, role %s%s) expires %s; shown once, keep it\n", show.Text(t.ID), show.Text(t.Name), show.Text(t.Role), groupScopeText(t.Groups), timeOr(t.ExpiresAt, "never"))
 			return nil
 		},
 	}
 	create.Flags().StringVar(&req.Name, "name", "", "who or what uses the token")
-	create.Flags().StringVar(&req.Role, "role", auth.RoleViewer, fmt.Sprintf("one of %v: viewer may only read (GET)", auth.Roles))
+	create.Flags().StringVar(&req.Role, "role", auth.RoleViewer, fmt.Sprintf("one of %v (docs/OPERATORS.md)", auth.Roles))
+	create.Flags().StringSliceVar(&req.Groups, "groups", nil, "limit a deployer token to these device groups")
 	create.Flags().DurationVar(&req.TTL, "ttl", 90*24*time.Hour, "how long it is valid (at most 366 days)")
 	create.MarkFlagRequired("name")
 	list := &cobra.Command{
@@ -176,7 +178,7 @@ func tokensCmd(g *globals) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED\tEXPIRES\tLAST USED\tSTATE")
+			fmt.Fprintln(tw, "ID\tNAME\tROLE\tGROUPS\tUSER\tCREATED\tEXPIRES\tLAST USED\tSTATE")
 			now := time.Now()
 			for _, t := range ts {
 				state := "active"
@@ -186,7 +188,7 @@ func tokensCmd(g *globals) *cobra.Command {
 				case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt):
 					state = "expired"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", show.Text(t.ID), show.Text(t.Name), show.Text(t.Role), t.CreatedAt.Format(time.RFC3339), timeOr(t.ExpiresAt, "never"), timeOr(t.LastUsed, "never"), state)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", show.Text(t.ID), show.Text(t.Name), show.Text(t.Role), show.Text(or(strings.Join(t.Groups, ","), "all")), show.Text(or(t.User, "-")), t.CreatedAt.Format(time.RFC3339), timeOr(t.ExpiresAt, "never"), timeOr(t.LastUsed, "never"), state)
 			}
 			return tw.Flush()
 		},

@@ -202,3 +202,36 @@ func (c *Client) Tokens(ctx context.Context) ([]wire.OperatorToken, error) {
 func (c *Client) RevokeToken(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodPost, "/api/v1/tokens/"+url.PathEscape(id)+"/revoke", nil, nil)
 }
+
+// CreateUser adds an operator user.
+func (c *Client) CreateUser(ctx context.Context, req wire.UserRequest) (*wire.User, error) {
+	var out wire.User
+	return &out, c.Do(ctx, http.MethodPost, "/api/v1/users", req, &out)
+}
+
+// Users lists operator users (never their password hashes).
+func (c *Client) Users(ctx context.Context) ([]wire.User, error) {
+	var out []wire.User
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/users", nil, &out)
+}
+
+// DisableUser disables a user: no more logins, sessions ended, tokens revoked.
+func (c *Client) DisableUser(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/users/"+url.PathEscape(name)+"/disable", nil, nil)
+}
+
+// SetUserRole changes a user's role and group scope (ending their sessions and tokens).
+func (c *Client) SetUserRole(ctx context.Context, name string, req wire.UserRoleRequest) error {
+	return c.Do(ctx, http.MethodPut, "/api/v1/users/"+url.PathEscape(name)+"/role", req, nil)
+}
+
+// SetUserPassword sets a user's password.
+func (c *Client) SetUserPassword(ctx context.Context, name, password string) error {
+	return c.Do(ctx, http.MethodPut, "/api/v1/users/"+url.PathEscape(name)+"/password", wire.PasswordRequest{Password: password}, nil)
+}
+
+// Session says who the client's token belongs to: role, permissions, group scope.
+func (c *Client) Session(ctx context.Context) (*wire.Session, error) {
+	var out wire.Session
+	return &out, c.Do(ctx, http.MethodGet, "/api/v1/session", nil, &out)
+}

@@ -84,13 +84,24 @@ type Server struct {
 	// the generation it was read at is current. Nil: cached tokens are re-read after
 	// operatorCacheTTL.
 	Generation func() int64
-	// Now is the clock of operator token expiry; nil: time.Now.
+	// Now is the clock of operator token and session expiry; nil: time.Now.
 	Now func() time.Time
+	// SessionTTL is a login session's absolute lifetime (default DefaultSessionTTL), SessionIdle
+	// how long it may go unused (default DefaultSessionIdle).
+	SessionTTL, SessionIdle time.Duration
+	// SecureCookies marks the session cookie Secure even on plain HTTP requests: a
+	// TLS-terminating proxy is in front. Requests over TLS always get Secure cookies.
+	SecureCookies bool
+	// LoginsPerMinute bounds login attempts per user name (default DefaultLoginsPerMinute) and
+	// LoginsPerMinuteIP per source address (default DefaultLoginsPerMinuteIP): 429 with
+	// Retry-After past them.
+	LoginsPerMinute, LoginsPerMinuteIP int
 	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
 	CSAF CSAF
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
+	loginsInflight atomic.Int64 // password checks in flight
 	poll, jitter   intHeader    // header values of the check-in answer
 	checkins       checkinBodies
 	perDevice      perKey // check-ins and reports in flight per device
@@ -98,6 +109,11 @@ type Server struct {
 	enrolRate      rate   // enrolments per source address
 	reportRate     rate   // reports per device
 
+	noAuth     bool     // serve /api/v1 without authentication: BenchmarkOperatorGet's baseline, set only by a test
+	routes     []Route  // every registered route, with its permission (Handler fills it)
+	sessions   sync.Map // session hash (string) -> *cachedSession
+	loginUser  rate     // login attempts per user name
+	loginIP    rate     // login attempts per source address
 	admins     sync.Map // token hash (string) -> *cachedOperator, for tokens that verified
 	usedMu     sync.Mutex
 	used       map[string]time.Time // operator token id -> last use, not yet written
@@ -109,6 +125,7 @@ type ctxKey int
 
 const (
 	keyActor ctxKey = iota
+	keyPrincipal
 )
 
 // Logging attribute keys.
@@ -121,7 +138,7 @@ const (
 
 // Handler returns the routed handler.
 func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
+	mux := &router{mux: http.NewServeMux(), s: s}
 	if s.Metrics == nil {
 		s.Metrics = NewMetrics()
 	}
@@ -149,36 +166,42 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /repo/image/{file}", s.imageMeta)
 	s.publicRoutes(mux)
 
-	mux.Handle("GET /api/v1/devices", s.admin(s.listDevices))
-	mux.Handle("DELETE /api/v1/devices", s.admin(s.removeDevices))
-	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
-	mux.Handle("POST /api/v1/devices/{id}/accept", s.admin(s.acceptDevice))
-	mux.Handle("POST /api/v1/devices/{id}/reject", s.admin(s.rejectDevice))
-	mux.Handle("POST /api/v1/devices/{id}/decommission", s.admin(s.decommissionDevice))
-	mux.Handle("GET /api/v1/devices/{id}/events", s.admin(s.deviceEvents))
-	mux.Handle("PUT /api/v1/blobs/{sha256}", s.admin(s.putBlob))
-	mux.Handle("GET /api/v1/image/targets", s.admin(s.currentTargets))
-	mux.Handle("PUT /api/v1/image/root", s.admin(s.putMeta(s.Images.RotateRoot)))
-	mux.Handle("POST /api/v1/releases", s.admin(s.publish))
-	mux.Handle("GET /api/v1/releases", s.admin(s.listReleases))
-	mux.Handle("POST /api/v1/deployments", s.admin(s.deploy))
-	mux.Handle("POST /api/v1/enroll-tokens", s.admin(s.createEnrollToken))
-	mux.Handle("GET /api/v1/enroll-tokens", s.admin(s.listEnrollTokens))
-	mux.Handle("POST /api/v1/enroll-tokens/{id}/revoke", s.admin(s.revokeEnrollToken))
+	mux.api("GET /api/v1/devices", auth.PermDevicesRead, s.listDevices)
+	mux.api("DELETE /api/v1/devices", auth.PermDevicesRemove, s.removeDevices)
+	mux.api("GET /api/v1/devices/{id}", auth.PermDevicesRead, s.getDevice)
+	mux.api("POST /api/v1/devices/{id}/accept", auth.PermDevicesAdmit, s.acceptDevice)
+	mux.api("POST /api/v1/devices/{id}/reject", auth.PermDevicesAdmit, s.rejectDevice)
+	mux.api("POST /api/v1/devices/{id}/decommission", auth.PermDevicesAdmit, s.decommissionDevice)
+	mux.api("GET /api/v1/devices/{id}/events", auth.PermDevicesRead, s.deviceEvents)
+	mux.api("PUT /api/v1/blobs/{sha256}", auth.PermPublish, s.putBlob)
+	mux.api("GET /api/v1/image/targets", auth.PermReleasesRead, s.currentTargets)
+	mux.api("PUT /api/v1/image/root", auth.PermRotate, s.putMeta(s.Images.RotateRoot))
+	mux.api("POST /api/v1/releases", auth.PermPublish, s.publish)
+	mux.api("GET /api/v1/releases", auth.PermReleasesRead, s.listReleases)
+	mux.api("POST /api/v1/deployments", auth.PermDeploy, s.deploy)
+	mux.api("POST /api/v1/enroll-tokens", auth.PermEnrollWrite, s.createEnrollToken)
+	mux.api("GET /api/v1/enroll-tokens", auth.PermEnrollRead, s.listEnrollTokens)
+	mux.api("POST /api/v1/enroll-tokens/{id}/revoke", auth.PermEnrollWrite, s.revokeEnrollToken)
 	s.tokenRoutes(mux)
+	s.userRoutes(mux)
 	s.trustRoutes(mux)
 	s.rolloutRoutes(mux)
 	s.vulnRoutes(mux)
-	mux.Handle("GET /api/v1/products", s.admin(s.listProducts))
-	mux.Handle("PUT /api/v1/products/{name}/policy", s.admin(s.setPolicy))
-	mux.Handle("GET /api/v1/products/{name}/history", s.admin(s.policyHistory))
+	mux.api("GET /api/v1/products", auth.PermProductsRead, s.listProducts)
+	mux.api("PUT /api/v1/products/{name}/policy", auth.PermProductsWrite, s.setPolicy)
+	mux.api("GET /api/v1/products/{name}/history", auth.PermProductsRead, s.policyHistory)
 	for p, h := range s.Routes {
 		mux.Handle(p, h)
 	}
 	for p, h := range s.AdminRoutes {
-		mux.Handle(p, s.admin(h))
+		perm, ok := adminRoutePermissions[p]
+		if !ok {
+			panic(fmt.Sprintf("httpapi: admin route %q declares no permission: add it to adminRoutePermissions", p))
+		}
+		mux.api(p, perm, h)
 	}
-	return s.recoverer(s.Metrics.instrument(mux))
+	s.routes = mux.routes
+	return s.recoverer(s.Metrics.instrument(mux.mux))
 }
 
 func (s *Server) logger() *slog.Logger {

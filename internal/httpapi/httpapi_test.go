@@ -105,8 +105,11 @@ func newStack(t testing.TB) *stack {
 	if err := s.director.Bootstrap(ctx, keys.DirectorRoot); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.db.CreateUser(ctx, &auth.User{Name: "admin", Role: auth.RoleAdmin, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	secret, hash := auth.NewSecret(auth.AdminPrefix)
-	if err := s.db.CreateOperatorToken(ctx, &auth.OperatorToken{ID: auth.TokenID(hash), Name: "admin", Role: auth.RoleAdmin, Hash: hash, CreatedAt: time.Now()}); err != nil {
+	if err := s.db.CreateOperatorToken(ctx, &auth.OperatorToken{ID: auth.TokenID(hash), Name: "admin", Role: auth.RoleAdmin, Hash: hash, CreatedAt: time.Now(), User: "admin"}); err != nil {
 		t.Fatal(err)
 	}
 	s.admin = secret
@@ -713,6 +716,11 @@ func TestAdminAuth(t *testing.T) {
 		{http.MethodGet, "/api/v1/releases", nil},
 		{http.MethodPost, "/api/v1/deployments", []byte(`{"release":"thermostat@1.0.0","all":true}`)},
 		{http.MethodPost, "/api/v1/enroll-tokens", []byte(`{"name":"x"}`)},
+		{http.MethodGet, "/api/v1/users", nil},
+		{http.MethodPost, "/api/v1/users", []byte(`{"name":"eve","role":"admin","password":"a long password"}`)},
+		{http.MethodPut, "/api/v1/users/admin/role", []byte(`{"role":"viewer"}`)},
+		{http.MethodGet, "/api/v1/session", nil},
+		{http.MethodPost, "/api/v1/logout", nil},
 	}
 	for name, c := range map[string]struct {
 		hdr map[string]string

@@ -147,11 +147,11 @@ func (s *Server) putMeta(accept func(ctx context.Context, data []byte) error) ht
 
 // trustRoutes serves the offline-signed metadata that is renewed without a release: the
 // director root and re-signed image targets, and when each expires.
-func (s *Server) trustRoutes(mux *http.ServeMux) {
-	mux.Handle("PUT /api/v1/image/targets", s.admin(s.putMeta(s.Images.ResignTargets)))
-	mux.Handle("GET /api/v1/director/{file}", s.admin(s.directorRootFile))
-	mux.Handle("PUT /api/v1/director/root", s.admin(s.putMeta(s.Director.RotateRoot)))
-	mux.Handle("GET /api/v1/trust/expiry", s.admin(s.trustExpiry))
+func (s *Server) trustRoutes(mux *router) {
+	mux.api("PUT /api/v1/image/targets", auth.PermResign, s.putMeta(s.Images.ResignTargets))
+	mux.api("GET /api/v1/director/{file}", auth.PermTrustRead, s.directorRootFile)
+	mux.api("PUT /api/v1/director/root", auth.PermRotate, s.putMeta(s.Director.RotateRoot))
+	mux.api("GET /api/v1/trust/expiry", auth.PermTrustRead, s.trustExpiry)
 }
 
 // directorRootFile serves "N.root.json" of the director, for the CLI that re-signs it (devices
@@ -217,6 +217,10 @@ func (s *Server) listReleases(w http.ResponseWriter, r *http.Request) {
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	var req wire.DeployRequest
 	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.checkDeployScope(r, req); err != nil {
 		s.fail(w, r, err)
 		return
 	}

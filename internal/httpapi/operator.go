@@ -36,31 +36,6 @@ func (s *Server) now() time.Time {
 	return time.Now().UTC()
 }
 
-// admin authenticates an operator token and checks that its role allows the request: admins
-// anything, viewers only GET. A verified token is cached while the revocation generation it was
-// read at is current, so a revocation on any replica takes effect here as soon as this replica
-// reads the new generation (the server polls it every 250 ms); expiry is checked on every use.
-func (s *Server) admin(h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		secret := bearer(r)
-		if secret == "" {
-			s.fail(w, r, apperr.E(apperr.Unauthorized, "operator token required (Authorization: Bearer ...)"))
-			return
-		}
-		tok, err := s.operator(r.Context(), secret)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		if !auth.Allows(tok.Role, r.Method) {
-			s.fail(w, r, apperr.E(apperr.Forbidden, "operator token %s has role %s, which may not %s %s", tok.ID, tok.Role, r.Method, r.URL.Path))
-			return
-		}
-		s.markUsed(tok.ID)
-		h(w, r.WithContext(context.WithValue(r.Context(), keyActor, tok.Name)))
-	})
-}
-
 // operator returns the active operator token with this secret, from the cache if it is fresh.
 func (s *Server) operator(ctx context.Context, secret string) (*auth.OperatorToken, error) {
 	hash := auth.HashSecret(secret)
@@ -97,8 +72,9 @@ func (s *Server) operator(ctx context.Context, secret string) (*auth.OperatorTok
 	return tok, nil
 }
 
-// ForgetOperators drops every cached operator token (after a revocation on this replica).
-func (s *Server) ForgetOperators() { s.admins.Clear() }
+// ForgetOperators drops every cached operator token and login session (after a revocation on
+// this replica).
+func (s *Server) ForgetOperators() { s.forgetCredentials() }
 
 func (s *Server) markUsed(id string) {
 	now := s.now()
@@ -136,14 +112,14 @@ func (s *Server) FlushTokenUse(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) tokenRoutes(mux *http.ServeMux) {
-	mux.Handle("GET /api/v1/tokens", s.admin(s.listOperatorTokens))
-	mux.Handle("POST /api/v1/tokens", s.admin(s.createOperatorToken))
-	mux.Handle("POST /api/v1/tokens/{id}/revoke", s.admin(s.revokeOperatorToken))
+func (s *Server) tokenRoutes(mux *router) {
+	mux.api("GET /api/v1/tokens", auth.PermTokensRead, s.listOperatorTokens)
+	mux.api("POST /api/v1/tokens", auth.PermTokensWrite, s.createOperatorToken)
+	mux.api("POST /api/v1/tokens/{id}/revoke", auth.PermTokensWrite, s.revokeOperatorToken)
 }
 
 func operatorToWire(t *auth.OperatorToken) wire.OperatorToken {
-	return wire.OperatorToken{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, RevokedAt: t.RevokedAt, LastUsed: t.LastUsed}
+	return wire.OperatorToken{ID: t.ID, Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, RevokedAt: t.RevokedAt, LastUsed: t.LastUsed, User: t.User, Groups: t.Groups}
 }
 
 func (s *Server) createOperatorToken(w http.ResponseWriter, r *http.Request) {
@@ -156,8 +132,8 @@ func (s *Server) createOperatorToken(w http.ResponseWriter, r *http.Request) {
 	case req.Name == "" || len(req.Name) > 64:
 		s.fail(w, r, apperr.E(apperr.Invalid, "a token needs a name of 1-64 characters"))
 		return
-	case !auth.ValidRole(req.Role):
-		s.fail(w, r, apperr.E(apperr.Invalid, "role %.32q: want one of %v", req.Role, auth.Roles))
+	case checkRole(req.Role, req.Groups) != nil:
+		s.fail(w, r, checkRole(req.Role, req.Groups))
 		return
 	case req.TTL < 0 || req.TTL > MaxOperatorTTL:
 		s.fail(w, r, apperr.E(apperr.Invalid, "ttl must be between 0 (the default, %s) and %s", DefaultOperatorTTL, MaxOperatorTTL))
@@ -168,7 +144,8 @@ func (s *Server) createOperatorToken(w http.ResponseWriter, r *http.Request) {
 	}
 	secret, hash := auth.NewSecret(auth.AdminPrefix)
 	now := s.now()
-	t := &auth.OperatorToken{ID: auth.TokenID(hash), Name: req.Name, Role: req.Role, Hash: hash, CreatedAt: now, ExpiresAt: now.Add(req.TTL).Truncate(time.Second)}
+	t := &auth.OperatorToken{ID: auth.TokenID(hash), Name: req.Name, Role: req.Role, Hash: hash, CreatedAt: now, ExpiresAt: now.Add(req.TTL).Truncate(time.Second),
+		User: principalOf(r).User, Groups: req.Groups}
 	if err := s.Admin.CreateOperatorToken(r.Context(), t); err != nil {
 		s.fail(w, r, err)
 		return

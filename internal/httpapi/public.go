@@ -56,7 +56,7 @@ var publicFiles = map[string]publicFile{
 //	GET /p/{product}/openvex.json      the product's VEX statements, OpenVEX v0.2.0
 //	GET /.well-known/csaf/...          the CSAF 2.0 provider: provider-metadata.json, the ROLIE
 //	                                   feed, the documents with .asc, .sha256 and .sha512, the key
-func (s *Server) publicRoutes(mux *http.ServeMux) {
+func (s *Server) publicRoutes(mux *router) {
 	mux.HandleFunc("GET /{$}", s.index)
 	mux.HandleFunc("GET /.well-known/csaf/{path...}", s.csafFile)
 	mux.HandleFunc("GET /p/{product}", s.public)

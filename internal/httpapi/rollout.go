@@ -5,20 +5,21 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/wire"
 )
 
-func (s *Server) rolloutRoutes(mux *http.ServeMux) {
-	mux.Handle("POST /api/v1/rollouts", s.admin(s.createRollout))
-	mux.Handle("GET /api/v1/rollouts", s.admin(s.listRollouts))
-	mux.Handle("GET /api/v1/rollouts/{id}", s.admin(s.rolloutStatus))
-	mux.Handle("POST /api/v1/rollouts/{id}/{action}", s.admin(s.rolloutAction))
-	mux.Handle("GET /api/v1/groups", s.admin(s.listGroups))
-	mux.Handle("GET /api/v1/groups/{name}", s.admin(s.getGroup))
-	mux.Handle("PUT /api/v1/groups/{name}", s.admin(s.putGroup))
-	mux.Handle("DELETE /api/v1/groups/{name}", s.admin(s.deleteGroup))
-	mux.Handle("POST /api/v1/groups/{name}/devices", s.admin(s.groupDevices))
+func (s *Server) rolloutRoutes(mux *router) {
+	mux.api("POST /api/v1/rollouts", auth.PermDeploy, s.createRollout)
+	mux.api("GET /api/v1/rollouts", auth.PermRolloutsRead, s.listRollouts)
+	mux.api("GET /api/v1/rollouts/{id}", auth.PermRolloutsRead, s.rolloutStatus)
+	mux.api("POST /api/v1/rollouts/{id}/{action}", auth.PermDeploy, s.rolloutAction)
+	mux.api("GET /api/v1/groups", auth.PermGroupsRead, s.listGroups)
+	mux.api("GET /api/v1/groups/{name}", auth.PermGroupsRead, s.getGroup)
+	mux.api("PUT /api/v1/groups/{name}", auth.PermGroupsWrite, s.putGroup)
+	mux.api("DELETE /api/v1/groups/{name}", auth.PermGroupsWrite, s.deleteGroup)
+	mux.api("POST /api/v1/groups/{name}/devices", auth.PermGroupsWrite, s.groupDevices)
 }
 
 func campaignToWire(c *rollout.Campaign) wire.Campaign {
@@ -54,6 +55,10 @@ func (s *Server) createRollout(w http.ResponseWriter, r *http.Request) {
 	}
 	var spec wire.CampaignSpec
 	if err := decode(w, r, wire.MaxAPIBody, &spec); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.checkCampaignScope(r, spec); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -145,6 +150,10 @@ func (s *Server) rolloutStatus(w http.ResponseWriter, r *http.Request) {
 func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request) {
 	if s.Rollouts == nil {
 		s.fail(w, r, apperr.E(apperr.NotFound, "campaign %s not found", r.PathValue("id")))
+		return
+	}
+	if err := s.checkActionScope(r, r.PathValue("id")); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	c, err := s.Rollouts.Act(r.Context(), r.PathValue("id"), r.PathValue("action"), actorOf(r))

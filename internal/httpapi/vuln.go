@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/vuln"
@@ -15,18 +16,18 @@ import (
 )
 
 // vulnRoutes serves SBOMs, advisory imports, exposure and time-to-patch (internal/patch).
-func (s *Server) vulnRoutes(mux *http.ServeMux) {
-	mux.Handle("PUT /api/v1/releases/{product}/{version}/sbom", s.admin(s.putSBOM))
-	mux.Handle("GET /api/v1/releases/{product}/{version}/sbom", s.admin(s.getSBOM))
-	mux.Handle("POST /api/v1/advisories", s.admin(s.importAdvisories))
-	mux.Handle("GET /api/v1/exposure", s.admin(s.exposure))
-	mux.Handle("GET /api/v1/products/{name}/time-to-patch", s.admin(s.timeToPatch))
-	mux.Handle("POST /api/v1/releases/check", s.admin(s.checkRelease))
-	mux.Handle("PUT /api/v1/products/{name}/vex", s.admin(s.putTriage))
-	mux.Handle("GET /api/v1/products/{name}/vex", s.admin(s.listTriage))
-	mux.Handle("POST /api/v1/waivers", s.admin(s.createWaiver))
-	mux.Handle("GET /api/v1/waivers", s.admin(s.listWaivers))
-	mux.Handle("POST /api/v1/waivers/{id}/revoke", s.admin(s.revokeWaiver))
+func (s *Server) vulnRoutes(mux *router) {
+	mux.api("PUT /api/v1/releases/{product}/{version}/sbom", auth.PermPublish, s.putSBOM)
+	mux.api("GET /api/v1/releases/{product}/{version}/sbom", auth.PermReleasesRead, s.getSBOM)
+	mux.api("POST /api/v1/advisories", auth.PermVulnWrite, s.importAdvisories)
+	mux.api("GET /api/v1/exposure", auth.PermVulnRead, s.exposure)
+	mux.api("GET /api/v1/products/{name}/time-to-patch", auth.PermVulnRead, s.timeToPatch)
+	mux.api("POST /api/v1/releases/check", auth.PermReleasesRead, s.checkRelease)
+	mux.api("PUT /api/v1/products/{name}/vex", auth.PermVulnWrite, s.putTriage)
+	mux.api("GET /api/v1/products/{name}/vex", auth.PermVulnRead, s.listTriage)
+	mux.api("POST /api/v1/waivers", auth.PermVulnWrite, s.createWaiver)
+	mux.api("GET /api/v1/waivers", auth.PermVulnRead, s.listWaivers)
+	mux.api("POST /api/v1/waivers/{id}/revoke", auth.PermVulnWrite, s.revokeWaiver)
 }
 
 func (s *Server) patchService(w http.ResponseWriter, r *http.Request) Vulnerabilities {

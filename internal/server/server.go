@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
 	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 	blobs3 "upkeep.dev/upkeep/internal/blob/s3"
@@ -305,9 +306,13 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if n, err := db.CountAdminTokens(ctx); err != nil {
 		return fail(err)
 	} else if n == 0 {
-		// The first operator token: admin, without expiry, as before roles existed.
+		// The first operator token: admin, without expiry, as before roles existed, owned by the
+		// user "admin" (who has no password until one is set: users password admin).
+		if err := db.CreateUser(ctx, &auth.User{Name: "admin", Role: auth.RoleAdmin, CreatedAt: now().UTC()}); err != nil && !apperr.Is(err, apperr.Conflict) {
+			return fail(err)
+		}
 		secret, hash := auth.NewSecret(auth.AdminPrefix)
-		if err := db.CreateOperatorToken(ctx, &auth.OperatorToken{ID: auth.TokenID(hash), Name: "admin", Role: auth.RoleAdmin, Hash: hash, CreatedAt: now().UTC()}); err != nil {
+		if err := db.CreateOperatorToken(ctx, &auth.OperatorToken{ID: auth.TokenID(hash), Name: "admin", Role: auth.RoleAdmin, Hash: hash, CreatedAt: now().UTC(), User: "admin"}); err != nil {
 			return fail(err)
 		}
 		s.AdminToken = secret
@@ -348,7 +353,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	dc.MaxPerDevice, dc.MaxPerIP = cmp.Or(dc.MaxPerDevice, cfg.MaxPerDevice), cmp.Or(dc.MaxPerIP, cfg.MaxPerIP)
 	dc.WritesPerMinute, dc.RegisterPerMinute = cmp.Or(dc.WritesPerMinute, cfg.ReportsPerMinute), cmp.Or(dc.RegisterPerMinute, cfg.EnrollPerMinute)
 	s.DDI = &ddi.Service{Config: dc, Devices: db, Fleet: s.Fleet, Actions: db, Targets: s.Images, Blobs: s.Blobs, AllowDDI: s.Products.AllowDDI, Now: now, Logger: cfg.Logger, Revocations: s.revocations.Load}
-	api := &httpapi.Server{Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
+	api := &httpapi.Server{SecureCookies: cfg.BehindProxy, Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
 		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now,

@@ -12,14 +12,16 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 )
 
-const operatorCols = `id, name, role, hash, created_at, expires_at, revoked_at, last_used`
+const operatorCols = `id, name, role, hash, created_at, expires_at, revoked_at, last_used, user_name, scope_groups`
 
 func scanOperator(row interface{ Scan(...any) error }) (*auth.OperatorToken, error) {
 	var t auth.OperatorToken
 	var exp, revoked, used sql.NullTime
-	if err := row.Scan(&t.ID, &t.Name, &t.Role, &t.Hash, &t.CreatedAt, &exp, &revoked, &used); err != nil {
+	var groups string
+	if err := row.Scan(&t.ID, &t.Name, &t.Role, &t.Hash, &t.CreatedAt, &exp, &revoked, &used, &t.User, &groups); err != nil {
 		return nil, err
 	}
+	t.Groups = auth.SplitGroups(groups)
 	t.ExpiresAt, t.RevokedAt, t.LastUsed = exp.Time, revoked.Time, used.Time
 	return &t, nil
 }
@@ -28,8 +30,8 @@ func nullTime(t time.Time) sql.NullTime { return sql.NullTime{Time: t.UTC(), Val
 
 // CreateOperatorToken implements auth.Store.
 func (s *DB) CreateOperatorToken(ctx context.Context, t *auth.OperatorToken) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO admin_tokens (`+operatorCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
-		t.ID, t.Name, t.Role, t.Hash, t.CreatedAt.UTC(), nullTime(t.ExpiresAt), nullTime(t.RevokedAt), nullTime(t.LastUsed))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO admin_tokens (`+operatorCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)`,
+		t.ID, t.Name, t.Role, t.Hash, t.CreatedAt.UTC(), nullTime(t.ExpiresAt), nullTime(t.RevokedAt), nullTime(t.LastUsed), t.User, auth.JoinGroups(t.Groups))
 	if s.dialect.IsUnique(err) {
 		return apperr.E(apperr.Conflict, "operator token %s exists", t.ID)
 	}

@@ -70,6 +70,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"DDIActions":    testDDIActions,
 		"DDITokens":     testDDITokens,
 		"DeviceKinds":   testDeviceKinds,
+		"Users":         testUsers,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
