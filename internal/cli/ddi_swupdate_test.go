@@ -283,7 +283,7 @@ func TestDDISWUpdateSuccess(t *testing.T) {
 		t.Fatalf("before the restart with the result the action must stay open: %+v", a)
 	}
 	s.restart("-c 2")
-	st := e.waitCampaign(camp.ID, 30*time.Second, "completion", func(s *wire.CampaignStatus) bool { return s.Campaign.State == rollout.StateCompleted })
+	st := e.waitCampaign(camp.ID, 2*time.Minute, "completion", func(s *wire.CampaignStatus) bool { return s.Campaign.State == rollout.StateCompleted })
 	if st.Waves[0][rollout.MemberHealthy] != 1 {
 		t.Fatalf("waves %+v", st.Waves)
 	}
@@ -307,7 +307,7 @@ func TestDDISWUpdateFailureAutoPauses(t *testing.T) {
 	s := k.startSuricatta(e, "swu-fail", fmt.Sprintf("targettoken = %q;", gw), "")
 	zero := 0.0
 	camp := e.campaignFor(bad, wire.CampaignSpec{Devices: []string{"swu-fail"}, Mode: "forced", FailureThreshold: &zero})
-	e.waitCampaign(camp.ID, 45*time.Second, "automatic pause", func(st *wire.CampaignStatus) bool {
+	e.waitCampaign(camp.ID, 2*time.Minute, "automatic pause", func(st *wire.CampaignStatus) bool {
 		return st.Campaign.State == rollout.StatePaused && len(st.Failed) == 1
 	})
 	if a := e.lastAction("swu-fail"); a.Status != ddi.ActionClosed || a.Result != ddi.ResultFailure {
@@ -320,7 +320,7 @@ func TestDDISWUpdateFailureAutoPauses(t *testing.T) {
 	tok := e.ddiDevice("swu-tampered")
 	s = k.startSuricatta(e, "swu-tampered", fmt.Sprintf("targettoken = %q;", tok), "")
 	camp = e.campaignFor(tampered, wire.CampaignSpec{Devices: []string{"swu-tampered"}, Mode: "forced", FailureThreshold: &zero})
-	st := e.waitCampaign(camp.ID, 45*time.Second, "the tampered bundle failed", func(st *wire.CampaignStatus) bool { return len(st.Failed) == 1 })
+	st := e.waitCampaign(camp.ID, 2*time.Minute, "the tampered bundle failed", func(st *wire.CampaignStatus) bool { return len(st.Failed) == 1 })
 	if _, err := os.Stat(dest); err == nil {
 		t.Fatal("the tampered payload was installed")
 	}
