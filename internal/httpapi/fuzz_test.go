@@ -114,7 +114,9 @@ func FuzzEnroll(f *testing.F) {
 			if resp.DeviceID == "" || (resp.Token != "") != (rec.Code == http.StatusOK) {
 				t.Fatalf("status %d with answer %+v", rec.Code, resp)
 			}
-		case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusRequestEntityTooLarge:
+		case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusRequestEntityTooLarge,
+			http.StatusConflict,        // a signed request already used (replay)
+			http.StatusTooManyRequests: // the per-address enrolment rate
 		default:
 			t.Fatalf("unexpected status %d: %s", rec.Code, rec.Body)
 		}
