@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/wire"
@@ -17,38 +19,31 @@ import (
 // Operator tokens, enrolment tokens and device decommissioning: who may act, and revoking it.
 
 func rejectCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "reject ID",
-		Short: "Refuse a pending device: it gets no token (accept undoes it)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			if err := c.Reject(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "device %s rejected\n", args[0])
-			return nil
-		},
-	}
+	return idCommand(g, "reject ID", "Refuse a pending device: it gets no token (accept undoes it)",
+		(*client.Client).Reject, "device %s rejected")
 }
 
 func decommissionCmd(g *globals) *cobra.Command {
+	return idCommand(g, "decommission ID", "Take an accepted device out of service: its token stops working, the director serves it nothing, its history stays",
+		(*client.Client).Decommission, "device %s decommissioned: it cannot enrol again with its key unless readmitted (devices accept --readmit)")
+}
+
+// idCommand is a command that applies one client call to the ID it is given and says so:
+// "USE ID", then done (a format taking the ID) on success.
+func idCommand(g *globals, use, short string, call func(*client.Client, context.Context, string) error, done string) *cobra.Command {
 	return &cobra.Command{
-		Use:   "decommission ID",
-		Short: "Take an accepted device out of service: its token stops working, the director serves it nothing, its history stays",
+		Use:   use,
+		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
 				return err
 			}
-			if err := c.Decommission(cmd.Context(), args[0]); err != nil {
+			if err := call(c, cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "device %s decommissioned: it cannot enrol again with its key unless readmitted (devices accept --readmit)\n", args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), done+"\n", args[0])
 			return nil
 		},
 	}
@@ -118,22 +113,8 @@ func enrollTokenCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	revoke := &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke an enrolment token: it admits no device from now on (devices it admitted stay)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			if err := c.RevokeEnrollToken(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "enrolment token %s revoked\n", args[0])
-			return nil
-		},
-	}
+	revoke := idCommand(g, "revoke ID", "Revoke an enrolment token: it admits no device from now on (devices it admitted stay)",
+		(*client.Client).RevokeEnrollToken, "enrolment token %s revoked")
 	cmd.AddCommand(createCmd, list, revoke)
 	return cmd
 }
@@ -193,22 +174,8 @@ func tokensCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	revoke := &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke an operator token: it stops working on every server within a second",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			if err := c.RevokeToken(cmd.Context(), args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "operator token %s revoked\n", args[0])
-			return nil
-		},
-	}
+	revoke := idCommand(g, "revoke ID", "Revoke an operator token: it stops working on every server within a second",
+		(*client.Client).RevokeToken, "operator token %s revoked")
 	cmd.AddCommand(create, list, revoke)
 	return cmd
 }
