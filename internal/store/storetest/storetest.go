@@ -15,6 +15,7 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/ddi"
 	"upkeep.dev/upkeep/internal/director"
+	"upkeep.dev/upkeep/internal/faillog"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/product"
@@ -33,6 +34,7 @@ type Store interface {
 	auth.Store
 	rollout.Store
 	ddi.Store
+	faillog.Store
 	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
 	// false if another holder's lease has not expired.
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -71,6 +73,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"DDITokens":     testDDITokens,
 		"DeviceKinds":   testDeviceKinds,
 		"Users":         testUsers,
+		"DeviceLogs":    testDeviceLogs,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
