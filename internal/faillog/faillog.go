@@ -53,11 +53,11 @@ const (
 
 // Bounds of a bundle's content, checked after decompression.
 const (
-	MaxLines    = 5000     // agent log lines
-	MaxLineLen  = 8 << 10  // bytes of one line
-	MaxOutput   = 4 << 20  // bytes of the hook's output
-	MaxFieldLen = 4 << 10  // target, step, message
-	maxRateKeys = 1 << 20  // devices whose recent uploads are remembered
+	MaxLines    = 5000    // agent log lines
+	MaxLineLen  = 8 << 10 // bytes of one line
+	MaxOutput   = 4 << 20 // bytes of the hook's output
+	MaxFieldLen = 4 << 10 // target, step, message
+	maxRateKeys = 1 << 20 // devices whose recent uploads are remembered
 	rateWindow  = time.Hour
 )
 
