@@ -92,6 +92,7 @@ type common struct {
 	installer, filePath, module, noticeCmd                   string
 	window, consentCmd, ca                                   string
 	poll, slowWindow, hookTimeout                            time.Duration
+	push                                                     string
 	minRate, checkpoint                                      int64
 }
 
@@ -134,6 +135,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.consentCmd, "consent-cmd", os.Getenv("UPKEEP_CONSENT_CMD"), "command asked for the owner's consent when an update needs it; exit 0 grants (UPKEEP_TARGET, UPKEEP_VERSION set)")
 	fs.DurationVar(&c.hookTimeout, "hook-timeout", envDuration("UPKEEP_HOOK_TIMEOUT", 5*time.Minute), "how long the health, consent and notice commands may run; a health check that times out has failed (UPKEEP_HOOK_TIMEOUT)")
 	fs.DurationVar(&c.poll, "poll", envDuration("UPKEEP_POLL", 5*time.Minute), "poll interval until the server suggests one")
+	c.registerPush(fs)
 	fs.Int64Var(&c.minRate, "min-rate", envInt("UPKEEP_MIN_RATE", 0), "slow-retrieval defence: minimum bytes/s (0: default 256, -1: off)")
 	fs.Int64Var(&c.checkpoint, "checkpoint-bytes", envInt("UPKEEP_CHECKPOINT_BYTES", 0), "downloaded bytes between journal checkpoints (0: default 4 MiB)")
 	fs.DurationVar(&c.slowWindow, "slow-window", envDuration("UPKEEP_SLOW_WINDOW", 0), "slow-retrieval window (0: default 60s)")
@@ -282,7 +284,7 @@ func (c *common) withHealth(cfg agent.Config) agent.Config {
 		cfg.Health = func(ctx context.Context) error {
 			out, err := shellCommand(ctx, cmdline).CombinedOutput()
 			if err != nil {
-				return fmt.Errorf("health check %q: %w: %.200s", cmdline, err, out)
+				return &agent.OutputError{Err: fmt.Errorf("health check %q: %w: %.200s", cmdline, err, out), Output: agent.Tail(out, agent.MaxOutput)}
 			}
 			return nil
 		}
@@ -359,6 +361,10 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		if err := c.enablePush(a); err != nil {
+			return err
+		}
+		defer a.ClosePush()
 		err = a.Run(ctx)
 		if errors.Is(err, context.Canceled) {
 			return nil
@@ -378,7 +384,8 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 		return enc.Encode(struct {
 			Protocol int `json:"protocol"`
 			*agent.State
-		}{wire.ProtocolVersion, st})
+			Push agent.PushStatus `json:"push"`
+		}{wire.ProtocolVersion, st, agent.ReadPushStatus(c.state)})
 	case "consent":
 		if err := fs.Parse(args); err != nil {
 			return err

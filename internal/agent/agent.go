@@ -142,6 +142,13 @@ type Agent struct {
 	// hint and lookup are the last verification's delta hint and image-repository lookup.
 	hint   *delta.Hint
 	lookup func(name string) (*metadata.TargetFiles, error)
+	// ring keeps the agent's recent log lines; failLog is the failure log bundle waiting to be
+	// sent, not before failLogAfter (faillog.go).
+	ring         *LogRing
+	failLog      *wire.LogBundle
+	failLogAfter time.Time
+	// push is the broker connection's state and nudges (push.go).
+	push *pushState
 }
 
 // EnrollOptions are the facts a device states when it enrols.
@@ -297,6 +304,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if a.log == nil {
 		a.log = slog.Default()
 	}
+	a.log, a.ring = withRing(a.log)
 	a.log = a.log.With("device", st.DeviceID)
 	a.api = &devclient.Client{Base: st.Server, HTTP: httpClient(cfg)}
 	a.dl = &devclient.Client{Base: st.Server, HTTP: downloadClient(cfg)}
@@ -356,6 +364,7 @@ var errReportLater = errors.New("report: the server asked to report later")
 // with Retry-After (429: this device's report allowance is used up) is not tried again before
 // then.
 func (a *Agent) flush(ctx context.Context) error {
+	defer a.uploadFailLog(ctx)
 	if len(a.state.Outbox) == 0 {
 		return nil
 	}
@@ -421,10 +430,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			// One line per idle period, so that whoever reads the log sees the agent waiting.
 			a.log.Info("idle until the next check-in", "next_checkin", time.Now().Add(next).UTC().Format(time.RFC3339), "in", next.Round(time.Second).String())
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(next):
+		a.pushTick(ctx)
+		if err := a.sleep(ctx, next); err != nil { // a push nudge ends it early (push.go)
+			return err
 		}
 	}
 }

@@ -107,6 +107,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.DDI.Product, "ddi-product", "", "with --ddi-hardware: unknown controllers presenting the gateway token register as devices of this product")
 	f.StringVar(&cfg.DDI.HardwareID, "ddi-hardware", "", "hardware id of DDI devices that register with the gateway token")
 	f.BoolVar(&cfg.DDI.AutoAccept, "ddi-auto-accept", false, "accept DDI devices that register with the gateway token at once (default: pending until `devices accept`)")
+	pushFlags(f, &cfg)
 	for flag, env := range map[string]string{"addr": "UPKEEP_ADDR", "data": "UPKEEP_DATA", "keys": "UPKEEP_KEYS", "blobs": "UPKEEP_BLOBS", "db": "UPKEEP_DB",
 		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS",
 		"max-token-requests": "UPKEEP_MAX_TOKEN_REQUESTS", "body-timeout": "UPKEEP_BODY_TIMEOUT", "max-per-device": "UPKEEP_MAX_PER_DEVICE", "max-per-ip": "UPKEEP_MAX_PER_IP",
@@ -388,7 +389,7 @@ func devicesCmd(g *globals) *cobra.Command {
 		},
 	}
 	remove.Flags().BoolVar(&simulated, "simulated", false, "remove every device enrolled by `upkeep simulate`")
-	cmd.AddCommand(list, accept, events, remove, rejectCmd(g), decommissionCmd(g), ddiCreateCmd(g), ddiTokenCmd(g), ddiTokenRotateCmd(g))
+	cmd.AddCommand(list, accept, events, remove, rejectCmd(g), decommissionCmd(g), ddiCreateCmd(g), ddiTokenCmd(g), ddiTokenRotateCmd(g), logsCmd(g))
 	return cmd
 }
 

@@ -31,11 +31,13 @@ import (
 	"upkeep.dev/upkeep/internal/ddi"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/exposure"
+	"upkeep.dev/upkeep/internal/faillog"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/httpapi"
 	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/label"
 	"upkeep.dev/upkeep/internal/product"
+	"upkeep.dev/upkeep/internal/push"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/store/postgres"
@@ -112,6 +114,11 @@ type Config struct {
 	// DDI configures the hawkBit DDI API (internal/ddi): tenant, gateway token, auto-registration.
 	// PollSeconds, PublicURL and the target-token key are filled in by Open.
 	DDI ddi.Config
+	// Logs bounds devices' failure log bundles (push.go).
+	Logs LogConfig
+	// Push configures the MQTT broker that nudges devices to check in (internal/push); an
+	// empty URL turns push off, and devices poll.
+	Push push.Config
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -213,6 +220,8 @@ type Server struct {
 	Products *product.Service
 	// DDI serves hawkBit DDI clients (SWUpdate, RAUC, Zephyr) at /{tenant}/controller/v1/.
 	DDI *ddi.Service
+	// Logs keeps devices' failure log bundles.
+	Logs *faillog.Service
 
 	http    *http.Server
 	ln      net.Listener
@@ -225,6 +234,7 @@ type Server struct {
 	api     *httpapi.Server
 	// revocations is the revocation generation this replica last read (followRevocations).
 	revocations atomic.Int64
+	push        pusher // the push broker, once connected (push.go)
 }
 
 // Open opens the stores, bootstraps the repositories and starts listening.
@@ -358,6 +368,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
 		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now,
 		Metrics: s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
+	s.Logs = s.newFailureLogs()
+	api.Logs, api.Push = s.Logs, &s.push
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
 	}
@@ -394,6 +406,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 			cfg.Logger.Error("http server stopped", "err", err)
 		}
 	}()
+	s.startPush(ctx)
 	s.startJobs(s.jobCtx)
 	return s, nil
 }
@@ -500,6 +513,7 @@ func (s *Server) housekeep(ctx context.Context) {
 		s.Config.Logger.Info("pruned DDI actions", "actions", n)
 	}
 	s.Metrics.ObserveDB("prune_ddi_actions", time.Since(t))
+	s.pruneLogs(ctx)
 }
 
 func (s *Server) now() time.Time {
@@ -663,6 +677,9 @@ func (s *Server) Close() error {
 	s.serving.Wait()
 	s.cancel()
 	s.jobs.Wait()
+	if p := s.push.Service(); p != nil {
+		p.Close()
+	}
 	return errors.Join(err, s.DB.Close())
 }
 
