@@ -2,6 +2,10 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +13,8 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/agent"
+	"upkeep.dev/upkeep/internal/devclient"
+	"upkeep.dev/upkeep/internal/faillog"
 	"upkeep.dev/upkeep/internal/push/brokertest"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/sim"
@@ -151,4 +157,69 @@ func TestPushBrokerDownPollingDelivers(t *testing.T) {
 	r101 := e.publish("1.0.1", 2, image("1.0.1", 4<<10))
 	e.deploy(r101, d.Agent.State().DeviceID)
 	waitFor(t, "polling delivers 1.0.1", 30*time.Second, func() bool { return installed(t, e, d.Agent.State().DeviceID) == "1.0.1" })
+}
+
+// The failure log route's bounds: 413 past the size bound, 429 with Retry-After past the hourly
+// allowance, 400 for a body that is not a bundle; nothing is stored for any of them.
+func TestFailureLogLimits(t *testing.T) {
+	e := newEnvWith(t, func(c *server.Config) { c.Logs.PerHour = 3 })
+	ctx := context.Background()
+	v100 := image("1.0.0", 4<<10)
+	r100 := e.publish("1.0.0", 1, v100)
+	d := e.device("SN-LIM", v100, r100)
+	st := d.Agent.State()
+	dc := &devclient.Client{Base: e.srv.URL}
+	var se *devclient.ServerError
+	big := make([]byte, wire.MaxLogBundle+1)
+	if err := dc.UploadLog(ctx, st.Token, big); !errors.As(err, &se) || se.Status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized bundle: %v, want 413", err)
+	}
+	if err := dc.UploadLog(ctx, st.Token, []byte("not gzip")); !errors.As(err, &se) || se.Status != http.StatusBadRequest {
+		t.Fatalf("garbage: %v, want 400", err)
+	}
+	ok, err := agent.EncodeLogBundle(&wire.LogBundle{Step: wire.StepHealth, Output: strings.Repeat("health check failed\n", 100)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := dc.UploadLog(ctx, st.Token, ok); err != nil {
+			t.Fatalf("upload %d: %v", i, err)
+		}
+	}
+	var te *devclient.TransientError
+	if err := dc.UploadLog(ctx, st.Token, ok); !errors.As(err, &te) || te.RetryAfter < 30*time.Minute {
+		t.Fatalf("third upload within the hour: %v, want 429 with a Retry-After near an hour", err)
+	}
+	ls, err := e.cli.DeviceLogs(ctx, st.DeviceID, true)
+	if err != nil || len(ls) != 2 {
+		t.Fatalf("kept %d bundles, %v; want the 2 accepted", len(ls), err)
+	}
+	if _, err := e.cli.DeviceLogs(ctx, st.DeviceID, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A bundle too large for the bound loses its oldest log lines first and still goes through.
+func TestFailureLogTruncated(t *testing.T) {
+	lines := make([]string, 4000)
+	for i := range lines {
+		h := sha256.Sum256([]byte{byte(i), byte(i >> 8)})
+		h2 := sha256.Sum256(h[:])
+		h3 := sha256.Sum256(h2[:])
+		lines[i] = fmt.Sprintf("%06d %x%x%x", i, h, h2, h3)
+	}
+	body, err := agent.EncodeLogBundle(&wire.LogBundle{Step: wire.StepInstall, Output: "tail of the output", AgentLog: lines})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(body) > wire.MaxLogBundle {
+		t.Fatalf("%d bytes, over the bound", len(body))
+	}
+	b, err := faillog.Parse(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Truncated || len(b.AgentLog) == 0 || b.AgentLog[len(b.AgentLog)-1] != lines[len(lines)-1] || b.Output != "tail of the output" {
+		t.Fatalf("truncated=%v, %d lines kept, last %q", b.Truncated, len(b.AgentLog), b.AgentLog[len(b.AgentLog)-1])
+	}
 }
