@@ -26,6 +26,9 @@ const (
 type Broker struct {
 	URL  string // tcp://127.0.0.1:PORT
 	Addr string
+	// AnonURL is a second listener without access control, for benchmarks whose simulated
+	// devices need no credentials of their own (StartAnonymous).
+	AnonURL string
 	cmd  *exec.Cmd
 	conf string
 	dir  string
@@ -44,6 +47,27 @@ func tool(t testing.TB, name, path string) string {
 // Start starts a broker with the dynamic-security plugin and no anonymous access.
 func Start(t testing.TB) *Broker {
 	t.Helper()
+	return start(t, false)
+}
+
+// StartAnonymous is Start with a second listener, AnonURL, open to anyone: for benchmarks of
+// fan-out to many simulated devices, which would otherwise each need credentials provisioned.
+func StartAnonymous(t testing.TB) *Broker {
+	t.Helper()
+	return start(t, true)
+}
+
+func freeAddr(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func start(t testing.TB, anon bool) *Broker {
+	t.Helper()
 	bin := tool(t, "mosquitto", "/usr/sbin/mosquitto")
 	ctl := tool(t, "mosquitto_ctrl", "/usr/bin/mosquitto_ctrl")
 	if _, err := os.Stat(plugin); err != nil {
@@ -57,15 +81,17 @@ func Start(t testing.TB) *Broker {
 	if out, err := exec.Command(ctl, "dynsec", "init", dynsec, AdminUser, AdminPassword).CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_ctrl dynsec init: %v: %s", err, out)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	b := &Broker{URL: "tcp://" + addr, Addr: addr, dir: dir, conf: filepath.Join(dir, "mosquitto.conf")}
 	_, port, _ := net.SplitHostPort(addr)
-	conf := fmt.Sprintf("per_listener_settings false\nallow_anonymous false\npersistence false\nlistener %s 127.0.0.1\nplugin %s\nplugin_opt_config_file %s\nlog_dest stderr\nlog_type error\nlog_type warning\nmax_keepalive 600\n", port, plugin, dynsec)
+	conf := fmt.Sprintf("per_listener_settings true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nmax_keepalive 600\n"+
+		"listener %s 127.0.0.1\nallow_anonymous false\nplugin %s\nplugin_opt_config_file %s\n", port, plugin, dynsec)
+	if anon {
+		a := freeAddr(t)
+		_, aport, _ := net.SplitHostPort(a)
+		b.AnonURL = "tcp://" + a
+		conf += fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\n", aport)
+	}
 	if os.Geteuid() == 0 {
 		conf += "user root\n" // as root mosquitto would switch to the mosquitto user, who cannot read the test's folder
 	}
