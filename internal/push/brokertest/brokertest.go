@@ -29,9 +29,9 @@ type Broker struct {
 	// AnonURL is a second listener without access control, for benchmarks whose simulated
 	// devices need no credentials of their own (StartAnonymous).
 	AnonURL string
-	cmd  *exec.Cmd
-	conf string
-	dir  string
+	cmd     *exec.Cmd
+	conf    string
+	dir     string
 }
 
 // plugin is where Debian's mosquitto package puts the dynamic-security plugin.
