@@ -5,7 +5,9 @@
 //
 //	1: enrolment, device tokens, check-in, reports, director and image metadata, artifacts;
 //	   later, without a version change (optional, ignored by older agents): the poll jitter
-//	   hint (HeaderPollJitter, CheckinResponse.PollJitterSeconds).
+//	   hint (HeaderPollJitter, CheckinResponse.PollJitterSeconds); failure log bundles
+//	   (POST /device/v1/logs, LogBundle) and push credentials (POST /device/v1/push,
+//	   PushCredentials), which a server without them answers 404.
 package wire
 
 import (

@@ -52,7 +52,8 @@ Common flags (each also an UPKEEP_* variable, see packaging/agent.env):
   --boot uboot|grub|sim (required by --installer ab; sim only simulates one), --boot-env FILE, --slots DIR (file-backed A/B slots),
   --slot-a PATH --slot-b PATH (raw partitions or image files),
   --file-path PATH, --module PATH, --health-cmd CMD, --hook-timeout 5m, --poll 5m,
-  --window HH:MM-HH:MM (maintenance window, UTC), --consent-cmd CMD.
+  --window HH:MM-HH:MM (maintenance window, UTC), --consent-cmd CMD,
+  --push on|off (keep an MQTT connection to the broker the server offers; default on).
 `
 
 func main() {
