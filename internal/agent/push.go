@@ -168,7 +168,8 @@ func (a *Agent) pushTick(ctx context.Context) {
 		return
 	}
 	p.mu.Lock()
-	c, stale := p.client, p.status.State == PushDisconnected && time.Since(p.status.Since) > pushStaleAfter
+	// Down (or never up) this long: the broker may have lost the credentials, ask for new ones.
+	c, stale := p.client, (p.status.State == PushDisconnected || p.status.State == PushConnecting) && time.Since(p.status.Since) > pushStaleAfter
 	due := time.Now().After(p.askAfter)
 	p.mu.Unlock()
 	if c != nil && !stale || !due {

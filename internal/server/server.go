@@ -393,6 +393,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.newCSAF(db, now, api); err != nil {
 		return fail(err)
 	}
+	s.startPush(ctx) // before serving: it wraps the director's OnAssign
 	s.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serve := func() error { return s.http.Serve(s.ln) }
 	if certs != nil {
@@ -406,7 +407,6 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 			cfg.Logger.Error("http server stopped", "err", err)
 		}
 	}()
-	s.startPush(ctx)
 	s.startJobs(s.jobCtx)
 	return s, nil
 }
