@@ -113,12 +113,12 @@ func TestPushNudgeReachesOnlyItsDevice(t *testing.T) {
 	v100 := image("1.0.0", 4<<10)
 	r100 := e.publish("1.0.0", 1, v100)
 	da, db := e.device("SN-PA", v100, r100), e.device("SN-PB", v100, r100)
+	ida, idb := da.Agent.State().DeviceID, db.Agent.State().DeviceID // before the agents run: State is not safe beside Run
 	runAgent(t, da)
 	runAgent(t, db)
 	waitFor(t, "both agents connected to the broker", 15*time.Second, func() bool {
 		return da.Agent.PushState() == agent.PushConnected && db.Agent.PushState() == agent.PushConnected
 	})
-	ida, idb := da.Agent.State().DeviceID, db.Agent.State().DeviceID
 	r101 := e.publish("1.0.1", 2, image("1.0.1", 4<<10))
 	start := time.Now()
 	e.deploy(r101, ida)
@@ -150,13 +150,14 @@ func TestPushBrokerDownPollingDelivers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	id := d.Agent.State().DeviceID
 	runAgent(t, d)
 	waitFor(t, "the agent connected to the broker", 15*time.Second, func() bool { return d.Agent.PushState() == agent.PushConnected })
 	b.Stop()
 	waitFor(t, "the agent sees the broker gone", 15*time.Second, func() bool { return d.Agent.PushState() != agent.PushConnected })
 	r101 := e.publish("1.0.1", 2, image("1.0.1", 4<<10))
-	e.deploy(r101, d.Agent.State().DeviceID)
-	waitFor(t, "polling delivers 1.0.1", 30*time.Second, func() bool { return installed(t, e, d.Agent.State().DeviceID) == "1.0.1" })
+	e.deploy(r101, id)
+	waitFor(t, "polling delivers 1.0.1", 30*time.Second, func() bool { return installed(t, e, id) == "1.0.1" })
 }
 
 // The failure log route's bounds: 413 past the size bound, 429 with Retry-After past the hourly
