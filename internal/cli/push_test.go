@@ -224,3 +224,29 @@ func TestFailureLogTruncated(t *testing.T) {
 		t.Fatalf("truncated=%v, %d lines kept, last %q", b.Truncated, len(b.AgentLog), b.AgentLog[len(b.AgentLog)-1])
 	}
 }
+
+// Each campaign wave nudges its devices when it opens: the second wave's device installs soon
+// after the first wave's device committed, although both poll only hourly.
+func TestPushCampaignWavesNudge(t *testing.T) {
+	e, _ := pushEnv(t, 3600)
+	ctx := context.Background()
+	v100 := image("1.0.0", 4<<10)
+	r100 := e.publish("1.0.0", 1, v100)
+	da, db := e.device("SN-WA", v100, r100), e.device("SN-WB", v100, r100)
+	ida, idb := da.Agent.State().DeviceID, db.Agent.State().DeviceID
+	runAgent(t, da)
+	runAgent(t, db)
+	waitFor(t, "both agents connected to the broker", 15*time.Second, func() bool {
+		return da.Agent.PushState() == agent.PushConnected && db.Agent.PushState() == agent.PushConnected
+	})
+	e.publish("1.0.1", 2, image("1.0.1", 4<<10))
+	if _, err := e.cli.CreateRollout(ctx, wire.CampaignSpec{Release: testProduct + "@1.0.1", Devices: []string{ida, idb}, Waves: "1,2", HealthGate: "0s", Start: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both waves' devices install 1.0.1", 30*time.Second, func() bool {
+		return installed(t, e, ida) == "1.0.1" && installed(t, e, idb) == "1.0.1"
+	})
+	if da.Agent.PushLastNudge().IsZero() || db.Agent.PushLastNudge().IsZero() {
+		t.Fatal("a device installed without a nudge")
+	}
+}
