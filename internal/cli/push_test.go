@@ -134,6 +134,10 @@ func TestPushNudgeReachesOnlyItsDevice(t *testing.T) {
 	if got := da.Agent.PushLastNudge(); got.IsZero() {
 		t.Fatal("the deployed device records no nudge")
 	}
+	// What `upkeep-agent status` shows ("push"), from the state folder.
+	if st := agent.ReadPushStatus(filepath.Join(da.Dir, "state")); st.State != agent.PushConnected || st.LastNudge.IsZero() || st.Broker == "" {
+		t.Fatalf("push status %+v, want connected with the broker and the last nudge", st)
+	}
 }
 
 // With the broker down, devices still get their updates by polling.
