@@ -12,12 +12,11 @@ var _ faillog.Store = (*DB)(nil)
 
 // CreateDeviceLog implements faillog.Store.
 func (s *DB) CreateDeviceLog(ctx context.Context, l *faillog.Log) error {
-	err := s.db.QueryRowContext(ctx, `INSERT INTO device_logs (device_id, received_at, target, step, data)
+	// In a transaction, so that it takes SQLite's in-process write lock like every write.
+	return s.inTx(ctx, "create device log of "+l.DeviceID, func(tx *Tx) error {
+		return tx.QueryRowContext(ctx, `INSERT INTO device_logs (device_id, received_at, target, step, data)
 VALUES ($1,$2,$3,$4,$5) RETURNING id`, l.DeviceID, l.ReceivedAt.UTC(), l.Target, l.Step, l.Data).Scan(&l.ID)
-	if err != nil {
-		return fmt.Errorf("create device log of %s: %w", l.DeviceID, err)
-	}
-	return nil
+	})
 }
 
 // FindDeviceLogs implements faillog.Store.
