@@ -32,7 +32,7 @@ func BenchmarkDeployToDownload(b *testing.B) {
 	e := newEnvWith(b, func(c *server.Config) {
 		c.PollSeconds = 3600
 		c.Push.URL, c.Push.Username, c.Push.Password = br.URL, brokertest.AdminUser, brokertest.AdminPassword
-		c.Push.Timeout = 10 * time.Minute // a fleet's first credential requests queue in the broker
+		c.Push.Timeout = 10 * time.Minute                               // a fleet's first credential requests queue in the broker
 		if parent := os.Getenv("UPKEEP_BENCH_DATA_DIR"); parent != "" { // e.g. /dev/shm: SQLite's fsyncs cost nothing
 			d, err := os.MkdirTemp(parent, "upkeep-bench-server-")
 			if err != nil {
