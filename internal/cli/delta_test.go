@@ -12,6 +12,8 @@ import (
 
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/delta"
+	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
@@ -101,9 +103,10 @@ func (e *env) deltaTarget(name string) delta.Target {
 	return delta.Target{}
 }
 
-// TestDeltaUpdate updates a device with each form of delta: the director names it because the
-// device runs its source, the device downloads a fraction of the image and runs exactly the
-// signed image.
+// TestDeltaUpdate updates a device with each form of delta, through a campaign: the director
+// names the delta because the device runs its source, the device downloads a fraction of the
+// image and runs exactly the signed image, and the campaign's status says how many bytes the
+// delta saved.
 func TestDeltaUpdate(t *testing.T) {
 	for _, form := range []string{delta.FormatPatch, delta.FormatCaibx} {
 		t.Run(form, func(t *testing.T) {
@@ -118,7 +121,11 @@ func TestDeltaUpdate(t *testing.T) {
 				from["1.0.0"] = v1
 			}
 			r2 := e.publishDelta("1.0.1", 2, v2, from)
-			e.deploy(r2, d.Agent.State().DeviceID)
+			camp, err := e.cli.CreateRollout(ctx, wire.CampaignSpec{Release: testProduct + "@1.0.1", Devices: []string{d.Agent.State().DeviceID}, HealthGate: "0s", Start: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.waitCampaign(camp.ID, 30*time.Second, "device assigned", func(st *wire.CampaignStatus) bool { return st.Waves[0][rollout.MemberAssigned] == 1 })
 			if err := d.Agent.Cycle(ctx); err != nil {
 				t.Fatalf("cycle: %v", err)
 			}
@@ -132,6 +139,15 @@ func TestDeltaUpdate(t *testing.T) {
 				t.Fatalf("download events %q: want the delta named", evs)
 			}
 			t.Log(last)
+			st := e.waitCampaign(camp.ID, 30*time.Second, "download reported", func(st *wire.CampaignStatus) bool { return st.Download != nil })
+			if dl := st.Download; dl.Devices != 1 || dl.ImageBytes != int64(len(v2)) || dl.Bytes <= 0 || dl.Bytes >= dl.ImageBytes/2 {
+				t.Fatalf("campaign download %+v: want one device, the image's %d bytes, and under half of them fetched", dl, len(v2))
+			}
+			var out strings.Builder
+			show.CampaignStatus(&out, st)
+			if !strings.Contains(out.String(), "saved by delta updates") {
+				t.Fatalf("rollout status does not show the bytes saved:\n%s", out.String())
+			}
 		})
 	}
 }
