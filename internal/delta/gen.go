@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+	"runtime/debug"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -47,8 +48,12 @@ type GenStats struct {
 
 // Generate writes a patch that turns old (oldLen bytes, read at random: a file) into the
 // destination read from dst (destLen bytes, read once, in order). Memory: the source index
-// (GenOptions.MaxIndexSlots) plus a few segment buffers and the zstd encoder, whatever the image sizes.
+// (GenOptions.MaxIndexSlots) plus a few segment buffers and the zstd encoder, whatever the image
+// sizes. While it runs, the process's garbage collector targets half the live heap instead of
+// all of it: the index is most of that heap and lives throughout, so the default would leave
+// room for as much garbage again (206 MB peak instead of 172 MB on a 160 MiB pair).
 func Generate(ctx context.Context, old io.ReaderAt, oldLen int64, dst io.Reader, destLen int64, w io.Writer, o GenOptions) (*GenStats, error) {
+	defer debug.SetGCPercent(debug.SetGCPercent(50))
 	// Whole matching gives diff regions that are most of the patch; zstd's best level makes
 	// them 8% smaller. The sampled path keeps "better", which bounds its memory.
 	whole := !o.Sampled && oldLen <= WholeMax && destLen <= WholeMax
@@ -112,6 +117,7 @@ type gen struct {
 
 	// the segment being built
 	recs, lits, diffs []byte
+	raw, comp         []byte // a segment's bytes and their compressed form, reused
 	segOut            int64
 	lastSrc           int64 // source end of the previous record in this segment
 	done              int64
@@ -409,10 +415,11 @@ func (g *gen) flush() error {
 	if g.segOut == 0 {
 		return nil
 	}
-	raw := binary.AppendUvarint(nil, uint64(len(g.recs)))
+	raw := binary.AppendUvarint(g.raw[:0], uint64(len(g.recs)))
 	raw = binary.AppendUvarint(raw, uint64(len(g.lits)))
 	raw = append(append(append(raw, g.recs...), g.lits...), g.diffs...)
-	comp := g.enc.EncodeAll(raw, nil)
+	comp := g.enc.EncodeAll(raw, g.comp[:0])
+	g.raw, g.comp = raw, comp
 	var sh [12]byte
 	binary.LittleEndian.PutUint32(sh[:], uint32(len(comp)))
 	binary.LittleEndian.PutUint32(sh[4:], uint32(len(raw)))
