@@ -297,3 +297,93 @@ func TestDeltaIndexOutsideImage(t *testing.T) {
 		t.Fatalf("events %s: want the faulty index reported and the full image downloaded", evs)
 	}
 }
+
+// TestReleaseDeltas: `upkeep release deltas` makes a patch to a published release from the
+// release most devices run, downloading and checking both images, and signs it; a device
+// running that source then updates through the patch.
+func TestReleaseDeltas(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	g := []string{"--server", e.srv.URL, "--token", e.srv.AdminToken}
+	v1 := fsImage(8, 2<<20)
+	r1 := e.publishDelta("1.0.0", 1, v1, nil)
+	v2 := nextImage(v1)
+	r2 := e.publishDelta("1.0.1", 2, v2, nil)
+	d1 := e.device("SN-1", v1, r1)
+	e.device("SN-2", v1, r1)
+	e.device("SN-3", v2, r2)
+	v3 := nextImage(v2)
+	r3 := e.publishDelta("1.0.2", 3, v3, nil)
+	rels, err := e.cli.Releases(ctx, testProduct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rels {
+		if want := map[string]int{"1.0.0": 2, "1.0.1": 1}[r.Version]; r.Running != want {
+			t.Errorf("release %s: running %d, want %d", r.Version, r.Running, want)
+		}
+	}
+	key := filepath.Join(e.keys, "targets.key")
+	ref := testProduct + "@1.0.2"
+	dry := cli(t, append(g, "release", "deltas", ref, "--key", key, "--top", "1", "--dry-run")...)
+	if !strings.Contains(dry, "would make "+delta.PatchName(r3.Target, "1.0.0")+" from "+testProduct+"@1.0.0, run by 2 devices") {
+		t.Fatalf("dry run: %s", dry)
+	}
+	out := cli(t, append(g, "release", "deltas", ref, "--key", key, "--top", "1")...)
+	if !strings.Contains(out, "published "+delta.PatchName(r3.Target, "1.0.0")) {
+		t.Fatalf("deltas: %s", out)
+	}
+	e.deltaTarget(delta.PatchName(r3.Target, "1.0.0"))
+	if again := cli(t, append(g, "release", "deltas", ref, "--key", key, "--top", "1", "--min-devices", "2")...); !strings.Contains(again, "no delta to make") {
+		t.Fatalf("second run made another delta: %s", again)
+	}
+
+	e.deploy(r3, d1.Agent.State().DeviceID)
+	if err := d1.Agent.Cycle(ctx); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	if got, _ := d1.ActiveImageSHA256(ctx); got != r3.SHA256 {
+		t.Fatalf("active slot holds %s, want %s", got, r3.SHA256)
+	}
+	evs := e.downloadEvents(d1.Agent.State().DeviceID)
+	if last := evs[len(evs)-1]; !strings.Contains(last, "delta "+delta.FormatPatch+": downloaded") {
+		t.Fatalf("download events %q: want the patch used", evs)
+	}
+	if err := runCLI(append(g, "release", "deltas", testProduct+"@9.9.9", "--key", key)...); err == nil || !strings.Contains(err.Error(), "not published") {
+		t.Fatalf("deltas to an unknown release: %v", err)
+	}
+
+	// The route adds deltas only: an image, or nothing, is refused.
+	root, err := e.cli.LatestRoot(ctx, e.imageRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur []byte
+	if err := e.cli.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
+		t.Fatal(err)
+	}
+	tm, err := uptane.VerifyImageTargetsSigned(root, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.Signed.Version++
+	same, err := tuf.SignTargets(tm, e.targetsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cli.Do(ctx, http.MethodPost, "/api/v1/deltas", wire.DeltasRequest{Targets: same}, nil); err == nil || !strings.Contains(err.Error(), "adds no delta target") {
+		t.Fatalf("deltas that add nothing: %v", err)
+	}
+	img, err := uptane.NewTargetFile(r3.Length, r3.SHA256, strings.Repeat("0", 128), uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: "1.0.3", SecurityVersion: 4, Class: uptane.ClassSecurity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.Signed.Targets[tuf.TargetName(testProduct, "1.0.3", "firmware-1.0.3.img")] = img
+	withImage, err := tuf.SignTargets(tm, e.targetsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cli.Do(ctx, http.MethodPost, "/api/v1/deltas", wire.DeltasRequest{Targets: withImage}, nil); err == nil || !strings.Contains(err.Error(), "is not a delta") {
+		t.Fatalf("an image added as a delta: %v", err)
+	}
+}

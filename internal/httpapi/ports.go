@@ -44,6 +44,7 @@ type ImageRepository interface {
 	Publish(ctx context.Context, name string, data []byte) (*release.Release, error)
 	RotateRoot(ctx context.Context, data []byte) error
 	ResignTargets(ctx context.Context, data []byte) error
+	AddDeltas(ctx context.Context, data []byte) ([]string, error)
 	OfflineExpiries(ctx context.Context) ([]imagerepo.Expiry, error)
 }
 
