@@ -5,7 +5,8 @@
 //
 //	1: enrolment, device tokens, check-in, reports, director and image metadata, artifacts;
 //	   later, without a version change (optional, ignored by older agents): the poll jitter
-//	   hint (HeaderPollJitter, CheckinResponse.PollJitterSeconds).
+//	   hint (HeaderPollJitter, CheckinResponse.PollJitterSeconds); the inventory
+//	   (POST PathInventory, Inventory), which older agents never send.
 package wire
 
 import (
@@ -101,6 +102,28 @@ type CheckinResponse struct {
 	// PollJitterSeconds: poll at a random time within PollSeconds ± this (optional; wider while
 	// the server is loaded). Older agents ignore it.
 	PollJitterSeconds int `json:"poll_jitter_seconds,omitempty"`
+}
+
+// PathInventory is where a device sends its inventory.
+const PathInventory = "/device/v1/inventory"
+
+// MaxInventoryBody bounds the body of an inventory; the attributes' own limits (package
+// internal/inventory: count, key and value sizes, 32 KiB in all) are checked after decoding.
+const MaxInventoryBody = 64 << 10
+
+// Inventory is the device's whole attribute set, as its inventory scripts and the agent's
+// built-in attributes give it: key to values (a repeated key gives a list). It replaces what the
+// server held. The agent sends it only when its digest changed since the server last
+// acknowledged one. Attributes are device-asserted: they target, they never grant.
+type Inventory struct {
+	Attributes map[string][]string `json:"attributes"`
+}
+
+// InventoryResponse acknowledges a stored inventory with its digest (SHA-256 of the canonical
+// form, internal/inventory.Attributes.Digest).
+type InventoryResponse struct {
+	Digest     string `json:"digest"`
+	Attributes int    `json:"attributes"`
 }
 
 // Update steps a device reports.

@@ -49,7 +49,7 @@ func (a *Agent) Cycle(ctx context.Context) error {
 		}
 		return fmt.Errorf("check-in: %w", err)
 	}
-	if res.Poll > 0 {
+	if res.Poll > 0 && !a.cfg.FixedPoll {
 		// The server's suggestion, within a factor of ten of the configured interval either way.
 		a.poll = max(a.cfg.PollInterval/10, min(a.cfg.PollInterval*10, res.Poll))
 	}
