@@ -25,6 +25,9 @@ type DeviceService interface {
 	Authenticate(token string) (string, error)
 	Checkin(ctx context.Context, id string, c wire.Checkin) (wire.CheckinResponse, error)
 	Report(ctx context.Context, id string, r wire.Report) error
+	// SetInventory replaces a device's attributes (apperr.TooLarge or apperr.Invalid, and no
+	// change, for an inventory that breaks a limit or a rule).
+	SetInventory(ctx context.Context, id string, inv wire.Inventory) (wire.InventoryResponse, error)
 	// Accept admits a pending or rejected device; a decommissioned one only with readmit.
 	Accept(ctx context.Context, id string, readmit bool) error
 	// Reject refuses a pending device.
