@@ -179,7 +179,14 @@ type CampaignSpec struct {
 	Mode             string   `json:"mode,omitempty"`              // forced | soft
 	Window           string   `json:"window,omitempty"`            // HH:MM-HH:MM UTC
 	IgnoreWindow     bool     `json:"ignore_window,omitempty"`
+	Days             string   `json:"days,omitempty"`  // weekdays (UTC) the window opens on: mon,wed,sat
 	Start            bool     `json:"start,omitempty"` // start at once
+	// Dynamic takes in devices that come to match Target after the start (newly enrolled, or
+	// with changed attributes) into the current wave, until Until (absent: until cancelled).
+	Dynamic bool      `json:"dynamic,omitempty"`
+	Until   time.Time `json:"until,omitzero"`
+	// StartAt schedules the start (state "scheduled" until then).
+	StartAt time.Time `json:"start_at,omitzero"`
 }
 
 // Campaign is a rollout campaign as the management API shows it.
@@ -200,6 +207,10 @@ type Campaign struct {
 	Consent          bool      `json:"consent"`
 	Window           string    `json:"window,omitempty"`
 	IgnoreWindow     bool      `json:"ignore_window,omitempty"`
+	Days             string    `json:"days,omitempty"`
+	Dynamic          bool      `json:"dynamic,omitempty"`
+	Until            time.Time `json:"until,omitzero"`
+	StartAt          time.Time `json:"start_at,omitzero"`
 	PauseReason      string    `json:"pause_reason,omitempty"`
 	Actor            string    `json:"actor"`
 	CreatedAt        time.Time `json:"created_at"`
@@ -238,6 +249,7 @@ type Group struct {
 	Name    string   `json:"name"`
 	Filter  string   `json:"filter,omitempty"`
 	Window  string   `json:"window,omitempty"`
+	Days    string   `json:"days,omitempty"`    // weekdays (UTC) the window opens on; empty: every day
 	Devices []string `json:"devices,omitempty"` // members (resolved for a filter) when shown
 	Count   int      `json:"count"`
 }

@@ -587,7 +587,10 @@ func (a *Agent) gate(ctx context.Context, p *Image) string {
 		return "awaiting the owner's consent"
 	}
 	window := cmp.Or(pol.Window, a.cfg.Window)
-	if window != "" && !pol.IgnoreWindow && !installpolicy.InWindow(window, now(a.cfg)) {
+	if (window != "" || pol.Days != "") && !pol.IgnoreWindow && !installpolicy.InWindowOn(window, pol.Days, now(a.cfg)) {
+		if pol.Days != "" {
+			return "outside the maintenance window " + cmp.Or(window, "00:00-24:00") + " UTC on " + pol.Days
+		}
 		return "outside the maintenance window " + window + " UTC"
 	}
 	return ""

@@ -69,7 +69,7 @@ type Campaigns interface {
 	Campaigns(ctx context.Context, states ...string) ([]*rollout.Campaign, error)
 	Groups(ctx context.Context) ([]*rollout.Group, error)
 	Group(ctx context.Context, name string) (*rollout.Group, error)
-	PutGroup(ctx context.Context, name, filter, window, actor string) (*rollout.Group, error)
+	PutGroup(ctx context.Context, g rollout.Group, actor string) (*rollout.Group, error)
 	DeleteGroup(ctx context.Context, name, actor string) error
 	ChangeGroupDevices(ctx context.Context, g *rollout.Group, add, remove []string) error
 	GroupMembers(ctx context.Context, g *rollout.Group) ([]*fleet.Device, error)
