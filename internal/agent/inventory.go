@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,10 +203,21 @@ func AckedInventoryDigest(stateDir string) string {
 
 // SyncInventory collects the inventory and sends it if its digest differs from the last one the
 // server acknowledged. Failing scripts are logged and left out. It returns whether it sent.
+//
+// The attributes the device stated at enrolment (its identity) are kept in the set, under any
+// key the probes and scripts do not give, since the inventory replaces the server's attributes.
 func (a *Agent) SyncInventory(ctx context.Context) (bool, error) {
 	attrs, errs := CollectInventory(ctx, a.cfg)
 	for _, err := range errs {
 		a.log.Warn("inventory script left out", "err", err)
+	}
+	for _, k := range slices.Sorted(maps.Keys(a.state.Identity.Attributes)) {
+		if _, ok := attrs[k]; ok {
+			continue // the scripts and built-in probes say what holds now
+		}
+		if err := attrs.Add(k, a.state.Identity.Attributes[k]); err != nil {
+			a.log.Warn("enrolment attribute left out of the inventory", "key", k, "err", err)
+		}
 	}
 	digest := attrs.Digest()
 	if digest == AckedInventoryDigest(a.cfg.StateDir) {
@@ -236,7 +248,7 @@ func (a *Agent) SyncInventory(ctx context.Context) (bool, error) {
 // Retry-After the server gave).
 func (a *Agent) inventoryTurn(ctx context.Context) {
 	t := time.Now()
-	if t.Before(a.inventoryNext) {
+	if a.cfg.NoInventory || t.Before(a.inventoryNext) {
 		return
 	}
 	_, err := a.SyncInventory(ctx)

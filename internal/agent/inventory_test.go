@@ -114,6 +114,16 @@ func TestSyncInventoryOnlyOnChange(t *testing.T) {
 	if AckedInventoryDigest(a.cfg.StateDir) != inventory.Attributes(got[1].Attributes).Digest() {
 		t.Error("the acknowledged digest is not kept")
 	}
+
+	// Attributes stated at enrolment stay in the set, under keys the scripts do not give.
+	a.state.Identity.Attributes = map[string]string{"site": "plant-7", "region": "eu-old"}
+	if sent, err := a.SyncInventory(ctx); err != nil || !sent {
+		t.Fatalf("with enrolment attributes: sent %v, %v", sent, err)
+	}
+	last := got[len(got)-1].Attributes
+	if !cmp.Equal(last["site"], []string{"plant-7"}) || !cmp.Equal(last["region"], []string{"eu-north"}) {
+		t.Errorf("site %q region %q: want the enrolment's site and the script's region", last["site"], last["region"])
+	}
 }
 
 // The run loop records when it checks in next, for `upkeep-agent status`.
