@@ -125,8 +125,10 @@ func runInventoryScript(ctx context.Context, path string, timeout time.Duration)
 	switch {
 	case ctx.Err() == context.DeadlineExceeded:
 		return nil, fmt.Errorf("%w: ran longer than %s (the agent's --inventory-timeout)", inventory.ErrLimit, timeout)
-	case err != nil:
+	case err != nil && strings.TrimSpace(stderr.String()) != "":
 		return nil, fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	case err != nil:
+		return nil, err
 	case out.over:
 		return nil, fmt.Errorf("%w: printed more than %d bytes", inventory.ErrLimit, inventory.MaxTotal)
 	}
