@@ -207,3 +207,32 @@ func BenchmarkTickDynamic(b *testing.B) {
 		})
 	}
 }
+
+// A scheduled campaign leaves an older running campaign alone until it starts.
+func TestScheduledCampaignSupersedesAtItsStart(t *testing.T) {
+	ctx := context.Background()
+	env := newEngine(t, 2)
+	old, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.1", Target: "product=p", Waves: "1,100", Start: true}, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := env.now.Add(time.Hour)
+	if _, err := env.e.Create(ctx, rollout.Spec{Release: "p@1.2", Target: "product=p", StartAt: start}, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if st := statuses(t, env.e, old.ID); st[rollout.MemberSuperseded] != 0 {
+		t.Fatalf("older campaign's members %v before the newer one starts, want none superseded", st)
+	}
+	env.now = start
+	for range 2 {
+		if err := env.e.Tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := env.count("p/1.2/fw"); n != 2 {
+		t.Fatalf("%d devices assigned 1.2 after the start, want 2", n)
+	}
+	if st := statuses(t, env.e, old.ID); st[rollout.MemberSuperseded] != 2 {
+		t.Errorf("older campaign's members %v after the newer one started, want both superseded", st)
+	}
+}

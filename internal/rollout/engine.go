@@ -309,6 +309,11 @@ func (e *Engine) create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	if err := e.Store.CreateCampaign(ctx, c, members); err != nil {
 		return nil, err
 	}
+	if c.State == StateScheduled {
+		// Older campaigns go on until this one starts: their members are superseded as it
+		// assigns them (their next step finds the newer release assigned).
+		supersededBy = nil
+	}
 	for cid, ids := range supersededBy {
 		if err := e.Store.SetMembers(ctx, cid, ids, activeStatuses, MemberSuperseded, "superseded by campaign "+c.ID+" ("+rel.Ref()+")", c.CreatedAt); err != nil {
 			return nil, err
