@@ -219,6 +219,9 @@ func Enroll(ctx context.Context, cfg Config, o EnrollOptions) (*State, error) {
 	if err := saveState(cfg.StateDir, st); err != nil {
 		return nil, err
 	}
+	// The server may hold no inventory for this enrolment (a new server, a readmitted device):
+	// the next run sends the whole set again.
+	os.Remove(filepath.Join(cfg.StateDir, inventoryDigestFile)) //nolint:errcheck // absent is fine
 	return st, nil
 }
 
