@@ -72,9 +72,9 @@ type Config struct {
 	InventoryTimeout  time.Duration
 	// Version is the agent's version, reported in the inventory.
 	Version string
-	// NoInventory turns the inventory off (the simulator's lightweight devices, whose
-	// attributes are those they enrolled with).
-	NoInventory bool
+	// Lightweight is for the simulator's thousands of in-process devices: no inventory (their
+	// attributes are those they enrolled with) and no runtime status file.
+	Lightweight bool
 	// MinRate and SlowWindow are the slow-retrieval defence: a download that brings fewer than
 	// MinRate bytes per second over a SlowWindow is aborted (and resumed later). Defaults 256 B/s
 	// over 60 s; a negative MinRate turns the defence off.

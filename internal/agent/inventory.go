@@ -250,7 +250,7 @@ func (a *Agent) SyncInventory(ctx context.Context) (bool, error) {
 // Retry-After the server gave).
 func (a *Agent) inventoryTurn(ctx context.Context) {
 	t := time.Now()
-	if a.cfg.NoInventory || t.Before(a.inventoryNext) || a.state.Status != "" && a.state.Status != "accepted" {
+	if a.cfg.Lightweight || t.Before(a.inventoryNext) || a.state.Status != "" && a.state.Status != "accepted" {
 		return // off, not due, or pending: sent once the device is accepted
 	}
 	_, err := a.SyncInventory(ctx)

@@ -46,6 +46,9 @@ func (a *Agent) SetPushState(state string) {
 }
 
 func (a *Agent) writeRuntime(rt Runtime) {
+	if a.cfg.Lightweight {
+		return
+	}
 	rt.PID, rt.UpdatedAt = os.Getpid(), time.Now().UTC().Truncate(time.Second)
 	b, _ := json.Marshal(rt) //nolint:errcheck // plain fields always marshal
 	path := filepath.Join(a.cfg.StateDir, runtimeFile)
