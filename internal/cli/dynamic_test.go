@@ -40,6 +40,15 @@ func TestDynamicAndScheduledCampaignsCLI(t *testing.T) {
 		t.Errorf("rollout status does not show the dynamic intake:\n%s", status)
 	}
 
+	// A group's window recurs on chosen weekdays; a campaign over the group carries them.
+	cli(t, append(g, "groups", "create", "nights", "--filter", "product=thermostat", "--window", "02:00-04:00", "--days", "sat,MON")...)
+	if show := cli(t, append(g, "groups", "show", "nights")...); !strings.Contains(show, "window 02:00-04:00 UTC on mon,sat") {
+		t.Errorf("groups show nights:\n%s", show)
+	}
+	if _, err := cliErr(append(g, "groups", "create", "bad", "--window", "02:00-04:00", "--days", "someday")...); err == nil || !strings.Contains(userMessage(err), "someday") {
+		t.Errorf("a bad weekday: %v, want an error naming it", err)
+	}
+
 	// Scheduled: a campaign for a second device starts at its time.
 	e.publish("1.0.2", 3, image("1.0.2", 40<<10))
 	start := time.Now().Add(2 * time.Second).UTC().Truncate(time.Second).Add(time.Second)
@@ -51,6 +60,11 @@ func TestDynamicAndScheduledCampaignsCLI(t *testing.T) {
 	cid = strings.TrimSuffix(cid, ":")
 	if st := cli(t, append(g, "rollout", "status", cid)...); !strings.Contains(st, "SCHEDULED") || !strings.Contains(st, "scheduled: starts at") {
 		t.Errorf("status of a scheduled campaign:\n%s", st)
+	}
+	var nights wire.Campaign
+	out = cli(t, append(g, "rollout", "create", "--release", "thermostat@1.0.2", "--target", "nights", "--start-at", start.Add(time.Hour).Format(time.RFC3339), "--json")...)
+	if err := json.Unmarshal([]byte(out), &nights); err != nil || nights.Window != "02:00-04:00" || nights.Days != "mon,sat" || nights.State != "scheduled" {
+		t.Errorf("campaign over the group: %+v, %v; want its window and days, scheduled", nights, err)
 	}
 	s := e.waitCampaign(cid, 30*time.Second, "the scheduled start", func(s *wire.CampaignStatus) bool { return s.Campaign.State != "scheduled" })
 	if s.Campaign.State != "running" && s.Campaign.State != "completed" || time.Now().Before(start) {
