@@ -455,6 +455,7 @@ func devicesCmd(g *globals) *cobra.Command {
 	}
 	remove.Flags().BoolVar(&simulated, "simulated", false, "remove every device enrolled by `upkeep simulate`")
 	cmd.AddCommand(list, accept, events, remove, rejectCmd(g), decommissionCmd(g), ddiCreateCmd(g), ddiTokenCmd(g), ddiTokenRotateCmd(g))
+	cmd.AddCommand(deviceShowCmd(g))
 	return cmd
 }
 

@@ -81,6 +81,16 @@ func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
 	if c.PauseReason != "" {
 		fmt.Fprintf(w, "paused: %s\n", Text(c.PauseReason))
 	}
+	if !c.StartAt.IsZero() && c.State == rollout.StateScheduled {
+		fmt.Fprintf(w, "scheduled: starts at %s\n", c.StartAt.UTC().Format(time.RFC3339))
+	}
+	if c.Dynamic {
+		until := "until cancelled"
+		if !c.Until.IsZero() {
+			until = "until " + c.Until.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "dynamic: devices that come to match %s join the current wave, %s\n", c.Selector, until)
+	}
 	mode := "forced"
 	if c.Consent {
 		mode = "soft (owner consent)"
@@ -88,6 +98,9 @@ func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
 	fmt.Fprintf(w, "thresholds: advance at %.0f%% healthy, pause above %.0f%% failed; health gate %s; %s", c.SuccessThreshold*100, c.FailureThreshold*100, c.HealthGate, mode)
 	if c.Window != "" {
 		fmt.Fprintf(w, "; window %s UTC", c.Window)
+	}
+	if c.Days != "" {
+		fmt.Fprintf(w, " on %s", c.Days)
 	}
 	if c.IgnoreWindow {
 		fmt.Fprint(w, "; ignores maintenance windows")
