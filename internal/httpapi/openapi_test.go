@@ -35,6 +35,9 @@ var update = flag.Bool("update", false, "rewrite internal/httpapi/openapi.json f
 // (artifacts, uploaded files); validators do not read it.
 type binary string
 
+// binaries is a body of any of these media types (a byte range, or several).
+type binaries []binary
+
 // anyJSON is a JSON body of a shape that another specification defines (an SBOM, an advisory).
 type anyJSON string
 
@@ -82,7 +85,7 @@ var contract = map[string]op{
 		answers: jsonOK(signedMetadata{})},
 	"GET /device/v1/targets/{name...}": {summary: "Download an artifact the device's director view names (Range supported; a redirect to object storage when artifacts live in S3)",
 		device: true, headers: []param{{"Range", "string", "byte ranges, to resume"}, {"If-Range", "string", ""}},
-		answers: map[int]any{200: binary("application/octet-stream"), 206: binary("application/octet-stream"), 304: nil, 307: nil,
+		answers: map[int]any{200: binary("application/octet-stream"), 206: binaries{"application/octet-stream", "multipart/byteranges"}, 304: nil, 307: nil,
 			416: binary("text/plain")}},
 
 	// The contract itself.
@@ -337,7 +340,13 @@ func generateOpenAPI(routes []httpapi.Route) ([]byte, error) {
 		}
 		for status, body := range c.answers {
 			r := map[string]any{"description": http.StatusText(status)}
-			if body != nil {
+			if bs, ok := body.(binaries); ok {
+				content := map[string]any{}
+				for _, b := range bs {
+					content[string(b)] = map[string]any{}
+				}
+				r["content"] = content
+			} else if body != nil {
 				mt, s, err := sc.media(body)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", rt.Pattern, err)
