@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/invopop/jsonschema"
@@ -58,8 +59,11 @@ type op struct {
 	body    any         // request body: nil for none, a wire value, binary, anyJSON, signedMetadata, object
 	bodyAlt []binary    // other media types the request body may have, not validated
 	answers map[int]any // successful answers: status -> body (nil: no body)
-	device  bool        // authenticated by a device token
-	signed  bool        // authenticated by the device's signature in the body
+	// answerHeaders are headers of every successful answer that has a body; a param whose
+	// description starts with "always" is required.
+	answerHeaders []param
+	device        bool // authenticated by a device token
+	signed        bool // authenticated by the device's signature in the body
 }
 
 var (
@@ -79,14 +83,18 @@ var contract = map[string]op{
 		answers: map[int]any{200: wire.EnrollResponse{}, 202: wire.EnrollResponse{}}},
 	"POST /device/v1/checkin": {summary: "Check in: has the device's director metadata changed?", device: true,
 		headers: []param{{"If-None-Match", "string", "the director version the device holds: 304 when unchanged"}},
-		body:    wire.Checkin{}, answers: map[int]any{200: wire.CheckinResponse{}, 304: nil}},
+		body:    wire.Checkin{}, answers: map[int]any{200: wire.CheckinResponse{}, 304: nil},
+		answerHeaders: []param{{"ETag", "string", "always: the director version, for If-None-Match"},
+			{wire.HeaderPollInterval, "integer", "always: seconds until the next check-in"},
+			{wire.HeaderPollJitter, "integer", "always: poll within the interval plus or minus this many seconds"}}},
 	"POST /device/v1/report": {summary: "Report update events and the device's state", device: true, body: wire.Report{}, answers: noBody},
 	"GET /device/v1/director/{file}": {summary: "The device's director metadata (N.root.json, targets.json, ...)", device: true,
 		answers: jsonOK(signedMetadata{})},
 	"GET /device/v1/targets/{name...}": {summary: "Download an artifact the device's director view names (Range supported; a redirect to object storage when artifacts live in S3)",
 		device: true, headers: []param{{"Range", "string", "byte ranges, to resume"}, {"If-Range", "string", ""}},
 		answers: map[int]any{200: binary("application/octet-stream"), 206: binaries{"application/octet-stream", "multipart/byteranges"}, 304: nil, 307: nil,
-			416: binary("text/plain")}},
+			416: binary("text/plain")},
+		answerHeaders: []param{{"ETag", "string", "always: the artifact's SHA-256, for If-Range"}}},
 
 	// The contract itself.
 	"GET /api/v1/openapi.json": {summary: "This OpenAPI document", answers: jsonOK(object("an OpenAPI 3.1 document"))},
@@ -320,22 +328,24 @@ func generateOpenAPI(routes []httpapi.Route) ([]byte, error) {
 		}
 		if c.body != nil {
 			content := map[string]any{}
-			mt, s, err := sc.media(c.body)
+			mt, s, err := sc.request.media(c.body)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", rt.Pattern, err)
 			}
 			content[mt] = s
 			for _, alt := range c.bodyAlt {
-				_, s, _ := sc.media(alt)
+				_, s, _ := sc.request.media(alt)
 				content[string(alt)] = s
 			}
 			o["requestBody"] = map[string]any{"required": true, "content": content}
 		}
 		responses := map[string]any{"default": map[string]any{
 			"description": "An error: the status follows the error's code (apperr.HTTPStatus).",
-			"content":     map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}},
+			"headers": map[string]any{"Retry-After": map[string]any{"schema": map[string]any{"type": "integer"},
+				"description": "with 429 and 503: seconds to wait before trying again"}},
+			"content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}},
 		}}
-		if _, err := sc.of(wire.Error{}); err != nil {
+		if _, err := sc.answer.of(wire.Error{}); err != nil {
 			return nil, err
 		}
 		for status, body := range c.answers {
@@ -347,11 +357,19 @@ func generateOpenAPI(routes []httpapi.Route) ([]byte, error) {
 				}
 				r["content"] = content
 			} else if body != nil {
-				mt, s, err := sc.media(body)
+				mt, s, err := sc.answer.media(body)
 				if err != nil {
 					return nil, fmt.Errorf("%s: %w", rt.Pattern, err)
 				}
 				r["content"] = map[string]any{mt: s}
+			}
+			if body != nil && c.answerHeaders != nil {
+				hs := map[string]any{}
+				for _, h := range c.answerHeaders {
+					hs[h.name] = map[string]any{"schema": map[string]any{"type": h.typ}, "description": h.desc,
+						"required": strings.HasPrefix(h.desc, "always")}
+				}
+				r["headers"] = hs
 			}
 			responses[fmt.Sprint(status)] = r
 		}
@@ -421,23 +439,43 @@ func tag(path string) string {
 	return seg[2]
 }
 
-// schemas turns Go types into JSON Schema, collecting the named ones as components.
+// schemas turns Go types into JSON Schema, collecting the named ones as components. Answers
+// and requests get schemas of their own: the server writes every field without omitempty, so
+// an answer's are required; it reads a missing field as its zero value, so a request needs none
+// (a handler that wants one refuses its absence with 400). Request types are named with the
+// suffix Input.
 type schemas struct {
-	r    *jsonschema.Reflector
-	defs map[string]json.RawMessage
+	answer, request *reflector
+	defs            map[string]json.RawMessage
+}
+
+type reflector struct {
+	r      *jsonschema.Reflector
+	suffix string
+	defs   map[string]json.RawMessage
 }
 
 func newSchemas() *schemas {
-	r := &jsonschema.Reflector{Anonymous: true}
-	// Field and type comments become descriptions; the working directory is the module root.
-	if err := r.AddGoComments("upkeep.dev/upkeep", "wire"); err != nil {
-		panic(err)
+	defs := map[string]json.RawMessage{}
+	answer := &jsonschema.Reflector{Anonymous: true}
+	request := &jsonschema.Reflector{Anonymous: true, RequiredFromJSONSchemaTags: true,
+		Namer: func(t reflect.Type) string {
+			if t.Name() == "" {
+				return ""
+			}
+			return t.Name() + "Input"
+		}}
+	for _, r := range []*jsonschema.Reflector{answer, request} {
+		// Field and type comments become descriptions; the working directory is the module root.
+		if err := r.AddGoComments("upkeep.dev/upkeep", "wire"); err != nil {
+			panic(err)
+		}
 	}
-	return &schemas{r: r, defs: map[string]json.RawMessage{}}
+	return &schemas{answer: &reflector{r: answer, defs: defs}, request: &reflector{r: request, suffix: "Input", defs: defs}, defs: defs}
 }
 
 // media returns the media type and the media type object of a body.
-func (s *schemas) media(body any) (string, map[string]any, error) {
+func (s *reflector) media(body any) (string, map[string]any, error) {
 	switch b := body.(type) {
 	case binary:
 		return string(b), map[string]any{}, nil
@@ -460,9 +498,9 @@ func (s *schemas) media(body any) (string, map[string]any, error) {
 }
 
 // of returns the schema of v's type, with references to components.
-func (s *schemas) of(v any) (json.RawMessage, error) {
+func (s *reflector) of(v any) (json.RawMessage, error) {
 	sch := s.r.Reflect(v)
-	nullable(reflect.TypeOf(v), sch.Definitions, map[reflect.Type]bool{})
+	nullable(reflect.TypeOf(v), s.suffix, sch.Definitions, map[reflect.Type]bool{})
 	b, err := json.Marshal(sch)
 	if err != nil {
 		return nil, err
@@ -490,11 +528,14 @@ func (s *schemas) of(v any) (json.RawMessage, error) {
 	return json.Marshal(top)
 }
 
-var rawMessage = reflect.TypeOf(json.RawMessage(nil))
+var (
+	rawMessage   = reflect.TypeOf(json.RawMessage(nil))
+	durationType = reflect.TypeOf(time.Duration(0))
+)
 
-// nullable lets a field be null where encoding/json writes null: a nil slice, map or pointer
+// nullable says that durations are nanoseconds, and lets a field be null where encoding/json writes null: a nil slice, map or pointer
 // whose field has no omitempty. The contract then says what the server really sends.
-func nullable(t reflect.Type, defs jsonschema.Definitions, done map[reflect.Type]bool) {
+func nullable(t reflect.Type, suffix string, defs jsonschema.Definitions, done map[reflect.Type]bool) {
 	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
 		t = t.Elem()
 	}
@@ -502,7 +543,7 @@ func nullable(t reflect.Type, defs jsonschema.Definitions, done map[reflect.Type
 		return
 	}
 	done[t] = true
-	def := defs[t.Name()]
+	def := defs[t.Name()+suffix]
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
@@ -512,9 +553,14 @@ func nullable(t reflect.Type, defs jsonschema.Definitions, done map[reflect.Type
 		if name == "" {
 			name = f.Name
 		}
-		nullable(f.Type, defs, done)
+		nullable(f.Type, suffix, defs, done)
 		if def == nil || def.Properties == nil || f.Type == rawMessage {
 			continue
+		}
+		if f.Type == durationType {
+			if p, ok := def.Properties.Get(name); ok {
+				p.Description = strings.TrimSpace("Nanoseconds (a Go time.Duration). " + p.Description)
+			}
 		}
 		if slices.Contains(strings.Split(opts, ","), "omitempty") {
 			continue
