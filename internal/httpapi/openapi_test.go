@@ -62,8 +62,9 @@ type op struct {
 	// answerHeaders are headers of every successful answer that has a body; a param whose
 	// description starts with "always" is required.
 	answerHeaders []param
-	device        bool // authenticated by a device token
-	signed        bool // authenticated by the device's signature in the body
+	pathSchema    map[string]map[string]any // a path parameter's schema, when more than a string
+	device        bool                      // authenticated by a device token
+	signed        bool                      // authenticated by the device's signature in the body
 }
 
 var (
@@ -130,7 +131,8 @@ var contract = map[string]op{
 
 	// Releases and metadata.
 	"PUT /api/v1/blobs/{sha256}": {summary: "Upload an artifact, named by its SHA-256", body: binary("application/octet-stream"),
-		answers: map[int]any{201: wire.BlobInfo{}}},
+		pathSchema: map[string]map[string]any{"sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}},
+		answers:    map[int]any{201: wire.BlobInfo{}}},
 	"GET /api/v1/image/targets":   {summary: "The image repository's current targets metadata", answers: jsonOK(signedMetadata{})},
 	"PUT /api/v1/image/root":      {summary: "Rotate the image root: a new root.json signed by the old and new keys", body: signedMetadata{}, answers: noBody},
 	"PUT /api/v1/image/targets":   {summary: "Upload re-signed image targets metadata", body: signedMetadata{}, answers: noBody},
@@ -147,15 +149,16 @@ var contract = map[string]op{
 		body: anyJSON("a CycloneDX or SPDX JSON document"), bodyAlt: []binary{"application/octet-stream"}, answers: jsonOK(wire.ReleaseCheck{})},
 
 	// Campaigns and groups.
-	"POST /api/v1/rollouts":               {summary: "Create a rollout campaign", body: wire.CampaignSpec{}, answers: map[int]any{201: wire.Campaign{}}},
-	"GET /api/v1/rollouts":                {summary: "List campaigns", query: []param{{"state", "string", ""}}, answers: jsonOK([]wire.Campaign{})},
-	"GET /api/v1/rollouts/{id}":           {summary: "A campaign's per-wave counts, waiting and failed devices and timeline", answers: jsonOK(wire.CampaignStatus{})},
-	"POST /api/v1/rollouts/{id}/{action}": {summary: "Act on a campaign: start, pause, resume, cancel", answers: jsonOK(wire.Campaign{})},
-	"GET /api/v1/groups":                  {summary: "List device groups", answers: jsonOK([]wire.Group{})},
-	"GET /api/v1/groups/{name}":           {summary: "One group with its members", answers: jsonOK(wire.Group{})},
-	"PUT /api/v1/groups/{name}":           {summary: "Create or change a group", body: wire.Group{}, answers: jsonOK(wire.Group{})},
-	"DELETE /api/v1/groups/{name}":        {summary: "Delete a group", answers: noBody},
-	"POST /api/v1/groups/{name}/devices":  {summary: "Add or remove a group's static members", body: wire.GroupDevices{}, answers: jsonOK(wire.Group{})},
+	"POST /api/v1/rollouts":     {summary: "Create a rollout campaign", body: wire.CampaignSpec{}, answers: map[int]any{201: wire.Campaign{}}},
+	"GET /api/v1/rollouts":      {summary: "List campaigns", query: []param{{"state", "string", ""}}, answers: jsonOK([]wire.Campaign{})},
+	"GET /api/v1/rollouts/{id}": {summary: "A campaign's per-wave counts, waiting and failed devices and timeline", answers: jsonOK(wire.CampaignStatus{})},
+	"POST /api/v1/rollouts/{id}/{action}": {summary: "Act on a campaign: start, pause, resume, cancel", answers: jsonOK(wire.Campaign{}),
+		pathSchema: map[string]map[string]any{"action": {"type": "string", "enum": []string{"start", "pause", "resume", "cancel"}}}},
+	"GET /api/v1/groups":                 {summary: "List device groups", answers: jsonOK([]wire.Group{})},
+	"GET /api/v1/groups/{name}":          {summary: "One group with its members", answers: jsonOK(wire.Group{})},
+	"PUT /api/v1/groups/{name}":          {summary: "Create or change a group", body: wire.Group{}, answers: jsonOK(wire.Group{})},
+	"DELETE /api/v1/groups/{name}":       {summary: "Delete a group", answers: noBody},
+	"POST /api/v1/groups/{name}/devices": {summary: "Add or remove a group's static members", body: wire.GroupDevices{}, answers: jsonOK(wire.Group{})},
 
 	// Products and vulnerabilities.
 	"GET /api/v1/products":                {summary: "List products with their support policies", answers: jsonOK([]wire.Product{})},
@@ -312,6 +315,9 @@ func generateOpenAPI(routes []httpapi.Route) ([]byte, error) {
 		var params []map[string]any
 		for _, m := range pathParam.FindAllStringSubmatch(path, -1) {
 			p := map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}}
+			if ps, ok := c.pathSchema[m[1]]; ok {
+				p["schema"] = ps
+			}
 			if m[2] != "" {
 				p["description"] = "may contain slashes"
 			}
