@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
@@ -16,7 +17,10 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/httpapi"
+	"upkeep.dev/upkeep/wire"
 )
 
 // The end-to-end tests check every request to /api/v1 and /device/v1, and every answer, against
@@ -309,3 +313,93 @@ type discard struct{}
 func (discard) Header() http.Header         { return http.Header{} }
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func (discard) WriteHeader(int)             {}
+
+// TestContractRarelyUsedRoutes drives, through the contract check, the routes the other
+// end-to-end tests do not reach: the document itself, a login session (session, password,
+// logout), one group read and deleted, and a waiver granted, listed and revoked.
+func TestContractRarelyUsedRoutes(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	get := func(path string, hdr map[string]string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if st, b := get("/api/v1/openapi.json", nil); st != http.StatusOK || !bytes.Equal(b, httpapi.OpenAPI()) {
+		t.Fatalf("GET /api/v1/openapi.json without a credential: %d", st)
+	}
+
+	// A user with a password, a session, a new password, logout.
+	if _, err := e.cli.CreateUser(ctx, wire.UserRequest{Name: "vera", Role: "viewer", Password: "first password here"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cli.SetUserPassword(ctx, "vera", "second password here"); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := e.cli.Session(ctx); err != nil || s.Kind != "token" {
+		t.Fatalf("session of the admin token: %+v %v", s, err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/api/v1/login", strings.NewReader(`{"user":"vera","password":"second password here"}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ss wire.Session
+	json.NewDecoder(resp.Body).Decode(&ss)
+	resp.Body.Close()
+	var cookie string
+	for _, c := range resp.Cookies() {
+		if c.Name == wire.SessionCookie {
+			cookie = c.Name + "=" + c.Value
+		}
+	}
+	if resp.StatusCode != http.StatusOK || cookie == "" || ss.CSRFToken == "" {
+		t.Fatalf("login: %d, cookie %q, %+v", resp.StatusCode, cookie, ss)
+	}
+	if st, b := get("/api/v1/session", map[string]string{"Cookie": cookie}); st != http.StatusOK {
+		t.Fatalf("GET /api/v1/session with the cookie: %d %s", st, b)
+	}
+	if st, b := post(t, e.srv.URL+"/api/v1/logout", nil, map[string]string{"Cookie": cookie, wire.HeaderCSRF: ss.CSRFToken}); st != http.StatusNoContent {
+		t.Fatalf("logout: %d %s", st, b)
+	}
+	if st, _ := get("/api/v1/session", map[string]string{"Cookie": cookie}); st != http.StatusUnauthorized {
+		t.Fatalf("the session after logout: %d", st)
+	}
+
+	// A group, read and deleted.
+	if _, err := e.cli.PutGroup(ctx, wire.Group{Name: "lab", Filter: "product=" + testProduct}); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := e.cli.Group(ctx, "lab"); err != nil || g.Name != "lab" {
+		t.Fatalf("group lab: %+v %v", g, err)
+	}
+	if err := e.cli.DeleteGroup(ctx, "lab"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cli.Group(ctx, "lab"); !apperr.Is(err, apperr.NotFound) {
+		t.Fatalf("group lab after its deletion: %v", err)
+	}
+
+	// A waiver, listed and revoked.
+	e.publish("1.0.0", 1, image("1.0.0", 4<<10))
+	w, err := e.cli.AddWaiver(ctx, client.Waiver{Product: testProduct, Version: "1.0.0", Vuln: "CVE-2024-0001", Reason: "not reachable", CreatedBy: "A. Lovelace"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ws, err := e.cli.Waivers(ctx, testProduct); err != nil || len(ws) != 1 || ws[0].ID != w.ID {
+		t.Fatalf("waivers: %+v %v", ws, err)
+	}
+	if err := e.cli.RevokeWaiver(ctx, w.ID, "A. Lovelace"); err != nil {
+		t.Fatal(err)
+	}
+}
