@@ -170,6 +170,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /repo/image/{file}", s.imageMeta)
 	s.publicRoutes(mux)
 
+	mux.api("GET /api/v1/openapi.json", auth.PermNone, s.openAPI)
 	mux.api("GET /api/v1/devices", auth.PermDevicesRead, s.listDevices)
 	mux.api("DELETE /api/v1/devices", auth.PermDevicesRemove, s.removeDevices)
 	mux.api("GET /api/v1/devices/{id}", auth.PermDevicesRead, s.getDevice)
