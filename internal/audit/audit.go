@@ -264,6 +264,7 @@ type Note struct {
 	detail    []string
 	actorType string
 	actor     string
+	actorID   string
 }
 
 type noteKey struct{}
@@ -293,10 +294,11 @@ func AddDetail(ctx context.Context, key, value string) {
 	}
 }
 
-// SetActor names the actor of a call made without a credential: the user name a login gave.
-func SetActor(ctx context.Context, actorType, actor string) {
+// SetActor names who made the call: the authenticated principal (set by the HTTP layer), or
+// for a login the user name it gave and, once it succeeded, the new session's id.
+func SetActor(ctx context.Context, actorType, actor, id string) {
 	if n := noteOf(ctx); n != nil {
-		n.actorType, n.actor = actorType, actor
+		n.actorType, n.actor, n.actorID = actorType, actor, id
 	}
 }
 
@@ -306,5 +308,5 @@ func (n *Note) Target() string { return n.target }
 // Detail is the details a handler added, space-separated.
 func (n *Note) Detail() string { return strings.Join(n.detail, " ") }
 
-// Actor is the actor a handler set for a call without a credential, if any.
-func (n *Note) Actor() (actorType, actor string) { return n.actorType, n.actor }
+// Actor is who made the call, as SetActor named it; actorType is empty if nobody did.
+func (n *Note) Actor() (actorType, actor, id string) { return n.actorType, n.actor, n.actorID }
