@@ -125,20 +125,35 @@ func (s *DB) FindRecords(ctx context.Context, f audit.Filter) ([]*audit.Record, 
 	return out, rows.Err()
 }
 
-// ExportRecords implements audit.Store. It reads in a read-only transaction of its own on the
-// underlying handle (not the write queue: an export must not hold up appends): one snapshot on
-// SQLite in WAL mode, and on PostgreSQL at REPEATABLE READ, so a prune or append meanwhile does
-// not tear the chain it returns.
+// ExportRecords implements audit.Store. It reads in a read transaction of its own on the
+// underlying handle, not through the write queue, so that a long export holds up no append:
+// on PostgreSQL a REPEATABLE READ, read-only transaction; on SQLite (whose transactions here
+// begin IMMEDIATE, taking the write lock) a BEGIN DEFERRED on a connection of its own, a
+// snapshot in WAL mode. Either way a prune or append meanwhile does not tear the chain read.
 func (s *DB) ExportRecords(ctx context.Context, start func(audit.Chain) error, each func(*audit.Record) error) error {
-	opts := &sql.TxOptions{}
+	var tx interface {
+		QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+		QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+	}
 	if s.dialect.Name == "postgres" {
-		opts = &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
+		t, err := s.db.DB.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+		if err != nil {
+			return fmt.Errorf("export audit records: %w", err)
+		}
+		defer t.Rollback()
+		tx = t
+	} else {
+		conn, err := s.db.DB.Conn(ctx)
+		if err != nil {
+			return fmt.Errorf("export audit records: %w", err)
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, "BEGIN DEFERRED"); err != nil {
+			return fmt.Errorf("export audit records: %w", err)
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // a read transaction
+		tx = conn
 	}
-	tx, err := s.db.DB.BeginTx(ctx, opts)
-	if err != nil {
-		return fmt.Errorf("export audit records: %w", err)
-	}
-	defer tx.Rollback()
 	var c audit.Chain
 	if err := tx.QueryRowContext(ctx, `SELECT head_seq, head_hash, checkpoint_seq, checkpoint_hash FROM audit_chain WHERE id = 1`).
 		Scan(&c.HeadSeq, &c.HeadHash, &c.CheckpointSeq, &c.CheckpointHash); err != nil {
