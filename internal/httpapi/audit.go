@@ -162,7 +162,11 @@ func (s *Server) record(pattern string, h http.Handler) http.Handler {
 		ctx, note := audit.WithNote(r.Context())
 		r = r.WithContext(ctx)
 		bw := &bufferedWriter{w: w}
-		h.ServeHTTP(bw, r)
+		panicked := serveCatching(h, bw, r)
+		if panicked != nil { // recorded as the 500 the recoverer will answer
+			bw.status = http.StatusInternalServerError
+			defer panic(panicked)
+		}
 		if bw.status == 0 {
 			bw.status = http.StatusOK
 		}
@@ -180,15 +184,23 @@ func (s *Server) record(pattern string, h http.Handler) http.Handler {
 		if !authenticated && bw.status >= 400 {
 			if ok, _ := s.auditRefusals.allow(clientKey(r), DefaultAuditRefusalsPerMinute, s.now()); !ok {
 				s.Metrics.auditDropped.Inc()
-				send(w, bw)
+				if panicked == nil {
+					send(w, bw)
+				}
 				return
 			}
 		}
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), auditWriteTimeout)
 		defer cancel()
-		if err := s.Audit.AppendRecord(wctx, rec); err != nil {
+		err := s.Audit.AppendRecord(wctx, rec)
+		if err != nil {
 			s.Metrics.auditFailures.Inc()
 			s.logger().Error("audit record not stored", LogPath, r.URL.Path, "action", action, "actor", rec.Actor, LogStatus, bw.status, LogErr, err)
+		}
+		switch {
+		case panicked != nil:
+			return // the deferred panic reaches the recoverer, which answers 500
+		case err != nil:
 			for k := range w.Header() {
 				w.Header().Del(k)
 			}
@@ -198,6 +210,13 @@ func (s *Server) record(pattern string, h http.Handler) http.Handler {
 		}
 		send(w, bw)
 	})
+}
+
+// serveCatching serves the request and returns what the handler panicked with, if it did.
+func serveCatching(h http.Handler, w http.ResponseWriter, r *http.Request) (panicked any) {
+	defer func() { panicked = recover() }()
+	h.ServeHTTP(w, r)
+	return nil
 }
 
 func send(w http.ResponseWriter, bw *bufferedWriter) {

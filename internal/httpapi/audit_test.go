@@ -230,3 +230,18 @@ func BenchmarkAuditedAccept(b *testing.B) {
 		})
 	}
 }
+
+// TestAuditRecordsPanic: a state-changing handler that panics is recorded with the 500 the
+// client gets.
+func TestAuditRecordsPanic(t *testing.T) {
+	s := newStack(t)
+	s.api.AdminRoutes = map[string]http.HandlerFunc{"POST /api/v1/ddi/devices": func(http.ResponseWriter, *http.Request) { panic("boom") }}
+	s.handler = s.api.Handler()
+	srv := s.serve()
+	if r := call(t, srv, http.MethodPost, "/api/v1/ddi/devices", []byte(`{}`), bearer(s.admin)); r.status != http.StatusInternalServerError {
+		t.Fatalf("panicking handler: %d %s", r.status, r.body)
+	}
+	if rs := auditRecords(t, s); len(rs) != 1 || rs[0].Action != "ddi.device.create" || rs[0].Outcome != 500 || rs[0].Actor != "admin" {
+		t.Fatalf("records: %+v", rs)
+	}
+}

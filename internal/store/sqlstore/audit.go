@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strconv"
@@ -147,11 +148,17 @@ func (s *DB) ExportRecords(ctx context.Context, start func(audit.Chain) error, e
 		if err != nil {
 			return fmt.Errorf("export audit records: %w", err)
 		}
-		defer conn.Close()
 		if _, err := conn.ExecContext(ctx, "BEGIN DEFERRED"); err != nil {
+			conn.Close()
 			return fmt.Errorf("export audit records: %w", err)
 		}
-		defer conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // a read transaction
+		defer func() {
+			// A connection whose transaction could not be ended must not go back to the pool.
+			if _, err := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+				conn.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // discards the connection
+			}
+			conn.Close()
+		}()
 		tx = conn
 	}
 	var c audit.Chain
