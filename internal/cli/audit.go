@@ -113,23 +113,36 @@ func auditCmd(g *globals) *cobra.Command {
 	export.Flags().StringVarP(&output, "output", "o", "", "file to write (default: standard output)")
 
 	var file string
+	var anchorFlags []string
 	verify := &cobra.Command{
 		Use:   "verify [--file EXPORT.json]",
 		Short: "Verify the hash chain here, on an export, and ask the server to verify it too; fails naming the first broken sequence number",
-		Args:  cobra.NoArgs,
+		Long: `Verify the audit trail's hash chain. The JSON export streams through the verification on this
+machine (the server's word is not taken), then the server recomputes it too. The head printed
+(SEQ:HASH) can be noted elsewhere and given later as --anchor: a chain rewritten together with
+its head by someone who can write the database then fails too.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
+			var anchors []client.Anchor
+			for _, a := range anchorFlags {
+				an, err := client.ParseAnchor(a)
+				if err != nil {
+					return err
+				}
+				anchors = append(anchors, an)
+			}
 			if file != "" { // offline: an export kept earlier
 				fh, err := os.Open(file)
 				if err != nil {
 					return err
 				}
 				defer fh.Close()
-				ch, n, err := client.VerifyAuditExport(fh)
+				ch, n, err := client.VerifyAuditExport(fh, anchors...)
 				if err != nil {
 					return fmt.Errorf("%s: %w", file, err)
 				}
-				fmt.Fprintf(out, "%s: %d records verified here, sequence %d to %d, head %s\n", file, n, ch.CheckpointSeq+1, ch.HeadSeq, ch.HeadHash)
+				fmt.Fprintf(out, "%s: %d records verified here, sequence %d to %d, head %d:%s\n", file, n, ch.CheckpointSeq+1, ch.HeadSeq, ch.HeadSeq, ch.HeadHash)
 				return nil
 			}
 			c, err := g.client()
@@ -144,7 +157,7 @@ func auditCmd(g *globals) *cobra.Command {
 				pw.CloseWithError(err)
 				done <- err
 			}()
-			ch, n, local := client.VerifyAuditExport(pr)
+			ch, n, local := client.VerifyAuditExport(pr, anchors...)
 			pr.CloseWithError(errors.New("verification ended"))
 			if err := <-done; err != nil && local == nil {
 				return err
@@ -155,7 +168,7 @@ func auditCmd(g *globals) *cobra.Command {
 				}
 				return fmt.Errorf("verified here: %w", local)
 			}
-			fmt.Fprintf(out, "verified here: %d records, sequence %d to %d, head %s\n", n, ch.CheckpointSeq+1, ch.HeadSeq, ch.HeadHash)
+			fmt.Fprintf(out, "verified here: %d records, sequence %d to %d, head %d:%s\n", n, ch.CheckpointSeq+1, ch.HeadSeq, ch.HeadSeq, ch.HeadHash)
 			sv, err := c.VerifyAuditOnServer(cmd.Context())
 			if err != nil {
 				return err
@@ -168,6 +181,7 @@ func auditCmd(g *globals) *cobra.Command {
 		},
 	}
 	verify.Flags().StringVar(&file, "file", "", "verify this JSON export offline instead of the server's trail")
+	verify.Flags().StringArrayVar(&anchorFlags, "anchor", nil, "SEQ:HASH noted earlier (a head this command printed): that record must still be there, unchanged")
 	cmd.AddCommand(list, export, verify)
 	return cmd
 }

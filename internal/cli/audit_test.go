@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -130,6 +131,34 @@ func TestCLIAudit(t *testing.T) {
 	}
 	if _, err := cliErr("audit", "verify", "--file", forged); err == nil || !strings.Contains(err.Error(), "broken at sequence 8") {
 		t.Fatalf("offline verify of a forged export: %v", err)
+	}
+	// A rewrite from record 6 on, with every hash after it and the head recomputed, verifies
+	// alone; the head noted earlier (--anchor) catches it.
+	var exp wire.AuditExport
+	if err := json.Unmarshal(b, &exp); err != nil {
+		t.Fatal(err)
+	}
+	head := fmt.Sprintf("%d:%s", exp.Chain.HeadSeq, exp.Chain.HeadHash)
+	prev := exp.Records[4].Hash
+	for i := 5; i < len(exp.Records); i++ {
+		r := client.RecordFromWire(exp.Records[i])
+		if i == 5 {
+			r.Actor = "someone-else"
+		}
+		audit.Seal(r, r.Seq-1, prev)
+		exp.Records[i].Actor, exp.Records[i].PrevHash, exp.Records[i].Hash, prev = r.Actor, r.PrevHash, r.Hash, r.Hash
+	}
+	exp.Chain.HeadHash = prev
+	rewritten, _ := json.Marshal(exp)
+	if err := os.WriteFile(forged, rewritten, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, "audit", "verify", "--file", forged)
+	if _, err := cliErr("audit", "verify", "--file", forged, "--anchor", head); err == nil || !strings.Contains(err.Error(), "noted earlier") {
+		t.Fatalf("offline verify of a rewritten export against its old head: %v", err)
+	}
+	if out := cli(t, "audit", "verify", "--file", kept, "--anchor", head); !strings.Contains(out, "head "+head) {
+		t.Fatalf("verify --anchor on the kept export:\n%s", out)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -66,11 +67,32 @@ func RecordFromWire(r wire.AuditRecord) *audit.Record {
 // errExport is a JSON export that is not the document wire.AuditExport describes.
 var errExport = errors.New("not an audit export: want {\"chain\": {...}, \"records\": [...]}")
 
+// Anchor is a record's hash noted earlier, outside the server (the head that `audit verify`
+// printed, or any record of an export kept elsewhere). Since each hash covers the previous one,
+// a chain that verifies and still holds an anchor's record with its hash holds every record
+// before it unchanged too: a rewrite of the chain with its head is caught.
+type Anchor struct {
+	Seq  int64
+	Hash string
+}
+
+// ParseAnchor reads an anchor written SEQ:HASH.
+func ParseAnchor(s string) (Anchor, error) {
+	seq, hash, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseInt(seq, 10, 64)
+	if !ok || err != nil || n < 1 || len(hash) != 64 {
+		return Anchor{}, fmt.Errorf("anchor %q: want SEQ:HASH (a sequence number and a 64-digit hex SHA-256)", s)
+	}
+	return Anchor{Seq: n, Hash: strings.ToLower(hash)}, nil
+}
+
 // VerifyAuditExport reads a JSON export (wire.AuditExport, "chain" first) from rd and verifies
 // its records one by one from the checkpoint to the head, in constant memory, without trusting
 // the server that made it: a broken chain is an *audit.BrokenError naming the first sequence
-// number that does not verify. It returns the chain and how many records verified.
-func VerifyAuditExport(rd io.Reader) (wire.AuditChain, int64, error) {
+// number that does not verify. Each anchor's record must be there with the anchor's hash (one
+// at the checkpoint is compared with it; one pruned before it cannot be checked and is passed
+// over). It returns the chain and how many records verified.
+func VerifyAuditExport(rd io.Reader, anchors ...Anchor) (wire.AuditChain, int64, error) {
 	dec := json.NewDecoder(rd)
 	var chain wire.AuditChain
 	expect := func(want json.Delim) error {
@@ -118,6 +140,11 @@ func VerifyAuditExport(rd io.Reader) (wire.AuditChain, int64, error) {
 			n, _ := v.Finish()
 			return chain, n, err
 		}
+		for _, a := range anchors {
+			if a.Seq == r.Seq && a.Hash != r.Hash {
+				return chain, 0, &audit.BrokenError{Seq: r.Seq, Reason: "its hash is not the one noted earlier (the anchor): the chain was rewritten from here or before"}
+			}
+		}
 	}
 	if err := expect(']'); err != nil {
 		return chain, 0, err
@@ -129,5 +156,16 @@ func VerifyAuditExport(rd io.Reader) (wire.AuditChain, int64, error) {
 		return chain, 0, fmt.Errorf("%w: trailing data", errExport)
 	}
 	n, err := v.Finish()
-	return chain, n, err
+	if err != nil {
+		return chain, n, err
+	}
+	for _, a := range anchors {
+		switch {
+		case a.Seq == chain.CheckpointSeq && a.Hash != chain.CheckpointHash:
+			return chain, n, &audit.BrokenError{Seq: a.Seq, Reason: "the checkpoint's hash is not the one noted earlier (the anchor): the chain was rewritten"}
+		case a.Seq > chain.HeadSeq:
+			return chain, n, &audit.BrokenError{Seq: chain.HeadSeq + 1, Reason: fmt.Sprintf("the chain ends at %d, before the anchor's record %d: records were removed from its end", chain.HeadSeq, a.Seq)}
+		}
+	}
+	return chain, n, nil
 }

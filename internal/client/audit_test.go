@@ -60,3 +60,29 @@ func FuzzVerifyAuditExport(f *testing.F) {
 		}
 	})
 }
+
+func TestVerifyAuditExportAnchors(t *testing.T) {
+	var exp wire.AuditExport
+	if err := json.Unmarshal(exportOf(t, 4, nil), &exp); err != nil {
+		t.Fatal(err)
+	}
+	good := Anchor{Seq: 2, Hash: exp.Records[1].Hash}
+	if _, _, err := VerifyAuditExport(bytes.NewReader(exportOf(t, 4, nil)), good); err != nil {
+		t.Fatalf("anchor on a kept record: %v", err)
+	}
+	var be *audit.BrokenError
+	if _, _, err := VerifyAuditExport(bytes.NewReader(exportOf(t, 4, nil)), Anchor{Seq: 2, Hash: exp.Records[0].Hash}); !errors.As(err, &be) || be.Seq != 2 {
+		t.Fatalf("wrong anchor: %v", err)
+	}
+	if _, _, err := VerifyAuditExport(bytes.NewReader(exportOf(t, 4, nil)), Anchor{Seq: 9, Hash: exp.Records[0].Hash}); !errors.As(err, &be) || be.Seq != 5 {
+		t.Fatalf("anchor past the head: %v", err)
+	}
+	if _, err := ParseAnchor("2:" + exp.Records[1].Hash); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"", "2", "x:" + exp.Records[1].Hash, "0:" + exp.Records[1].Hash, "2:abc"} {
+		if _, err := ParseAnchor(bad); err == nil {
+			t.Errorf("ParseAnchor(%q) accepted", bad)
+		}
+	}
+}
