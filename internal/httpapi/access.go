@@ -116,6 +116,9 @@ func (s *Server) authorized(perm auth.Permission, h http.HandlerFunc) http.Handl
 			audit.SetActor(r.Context(), audit.ActorUser, p.Name, p.Session.ID)
 		} else {
 			audit.SetActor(r.Context(), audit.ActorToken, p.Name, p.Token.ID)
+			if p.User != "" {
+				audit.AddDetail(r.Context(), "owner", p.User) // the person the token belongs to
+			}
 		}
 		if !auth.Allows(p.Role, perm) {
 			s.fail(w, r, apperr.E(apperr.Forbidden, "forbidden: role %s does not grant %s", p.Role, perm))

@@ -111,7 +111,7 @@ func TestAuditRecordsCalls(t *testing.T) {
 			t.Errorf("record %d holds the password: %+v", i, got)
 		}
 	}
-	if rs[3].UserAgent != "upkeep-test/1" || rs[3].Detail != "role=deployer" || rs[3].ActorID == "" {
+	if rs[3].UserAgent != "upkeep-test/1" || rs[3].Detail != "owner=admin role=deployer" || rs[3].ActorID == "" {
 		t.Errorf("token creation record: %+v", rs[3])
 	}
 
