@@ -5,7 +5,8 @@
 //
 //	1: enrolment, device tokens, check-in, reports, director and image metadata, artifacts;
 //	   later, without a version change (optional, ignored by older agents): the poll jitter
-//	   hint (HeaderPollJitter, CheckinResponse.PollJitterSeconds).
+//	   hint (HeaderPollJitter, CheckinResponse.PollJitterSeconds); the bytes a download fetched
+//	   against the image's length (Event.Downloaded, Event.ImageLength).
 package wire
 
 import (
@@ -128,6 +129,11 @@ type Event struct {
 	Status  string    `json:"status"`
 	Fatal   bool      `json:"fatal,omitempty"`
 	Message string    `json:"message,omitempty"`
+	// Downloaded and ImageLength, on a successful download event: the bytes the device fetched
+	// for the image (a delta's, or the whole image's) and the image's length. Older agents send
+	// neither; the server trusts neither beyond the campaign's bytes-saved figure.
+	Downloaded  int64 `json:"downloaded,omitempty"`
+	ImageLength int64 `json:"image_length,omitempty"`
 }
 
 // Report carries events and the device's current view of itself.
@@ -185,11 +191,20 @@ type Campaign struct {
 
 // CampaignStatus is a campaign with its per-wave counts, waiting and failed devices and timeline.
 type CampaignStatus struct {
-	Campaign Campaign         `json:"campaign"`
-	Waves    []map[string]int `json:"waves"` // per wave: member status -> count
-	Waiting  []CampaignMember `json:"waiting,omitempty"`
-	Failed   []CampaignMember `json:"failed,omitempty"`
-	Timeline []AuditEntry     `json:"timeline"`
+	Campaign Campaign          `json:"campaign"`
+	Waves    []map[string]int  `json:"waves"` // per wave: member status -> count
+	Waiting  []CampaignMember  `json:"waiting,omitempty"`
+	Failed   []CampaignMember  `json:"failed,omitempty"`
+	Timeline []AuditEntry      `json:"timeline"`
+	Download *CampaignDownload `json:"download,omitempty"` // absent until a member reports its download
+}
+
+// CampaignDownload is what a campaign's downloads cost: the bytes its devices fetched for images
+// of ImageBytes in all; the difference is what delta updates saved.
+type CampaignDownload struct {
+	Devices    int   `json:"devices"`
+	Bytes      int64 `json:"bytes"`
+	ImageBytes int64 `json:"image_bytes"`
 }
 
 // CampaignMember is one device of a campaign.

@@ -342,11 +342,17 @@ func (a *Agent) token(ctx context.Context) (string, error) {
 
 // event queues a report event; it is sent with the next report.
 func (a *Agent) event(target, step, status string, fatal bool, msg string) {
-	a.state.Outbox = append(a.state.Outbox, wire.Event{Time: now(a.cfg), Target: target, Step: step, Status: status, Fatal: fatal, Message: msg})
+	a.eventWith(wire.Event{Target: target, Step: step, Status: status, Fatal: fatal, Message: msg})
+}
+
+// eventWith queues ev, stamped with the time.
+func (a *Agent) eventWith(ev wire.Event) {
+	ev.Time = now(a.cfg)
+	a.state.Outbox = append(a.state.Outbox, ev)
 	if n := len(a.state.Outbox); n > maxOutbox {
 		a.state.Outbox = a.state.Outbox[n-maxOutbox:]
 	}
-	a.log.Info("update step", "target", target, "step", step, "status", status, "fatal", fatal, "msg", msg)
+	a.log.Info("update step", "target", ev.Target, "step", ev.Step, "status", ev.Status, "fatal", ev.Fatal, "msg", ev.Message)
 }
 
 // errReportLater is flush's answer while the server's Retry-After on a report runs.

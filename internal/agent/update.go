@@ -268,7 +268,8 @@ func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, i
 		return err
 	}
 	a.state.Phase = PhaseDownloaded
-	a.event(img.Target, wire.StepDownload, wire.StatusOK, false, img.downloadSummary())
+	a.eventWith(wire.Event{Target: img.Target, Step: wire.StepDownload, Status: wire.StatusOK, Message: img.downloadSummary(),
+		Downloaded: img.downloaded(), ImageLength: img.Length})
 	if err := a.save(); err != nil {
 		return err
 	}

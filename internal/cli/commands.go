@@ -476,21 +476,7 @@ func progress(w io.Writer) func(phase string, r io.Reader, size int64) io.Reader
 				progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }), progressbar.OptionFullWidth()))
 			return &pr
 		}
-		fmt.Fprintf(w, "%s %s\n", phase, humanBytes(size))
+		fmt.Fprintf(w, "%s %s\n", phase, show.Size(size))
 		return r
 	}
-}
-
-// humanBytes is n in B, KiB, MiB or GiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 2; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMG"[exp])
 }

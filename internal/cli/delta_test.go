@@ -3,7 +3,12 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +17,9 @@ import (
 
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/delta"
+	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/show"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
@@ -101,9 +109,10 @@ func (e *env) deltaTarget(name string) delta.Target {
 	return delta.Target{}
 }
 
-// TestDeltaUpdate updates a device with each form of delta: the director names it because the
-// device runs its source, the device downloads a fraction of the image and runs exactly the
-// signed image.
+// TestDeltaUpdate updates a device with each form of delta, through a campaign: the director
+// names the delta because the device runs its source, the device downloads a fraction of the
+// image and runs exactly the signed image, and the campaign's status says how many bytes the
+// delta saved.
 func TestDeltaUpdate(t *testing.T) {
 	for _, form := range []string{delta.FormatPatch, delta.FormatCaibx} {
 		t.Run(form, func(t *testing.T) {
@@ -118,7 +127,11 @@ func TestDeltaUpdate(t *testing.T) {
 				from["1.0.0"] = v1
 			}
 			r2 := e.publishDelta("1.0.1", 2, v2, from)
-			e.deploy(r2, d.Agent.State().DeviceID)
+			camp, err := e.cli.CreateRollout(ctx, wire.CampaignSpec{Release: testProduct + "@1.0.1", Devices: []string{d.Agent.State().DeviceID}, HealthGate: "0s", Start: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.waitCampaign(camp.ID, 30*time.Second, "device assigned", func(st *wire.CampaignStatus) bool { return st.Waves[0][rollout.MemberAssigned] == 1 })
 			if err := d.Agent.Cycle(ctx); err != nil {
 				t.Fatalf("cycle: %v", err)
 			}
@@ -132,6 +145,15 @@ func TestDeltaUpdate(t *testing.T) {
 				t.Fatalf("download events %q: want the delta named", evs)
 			}
 			t.Log(last)
+			st := e.waitCampaign(camp.ID, 30*time.Second, "download reported", func(st *wire.CampaignStatus) bool { return st.Download != nil })
+			if dl := st.Download; dl.Devices != 1 || dl.ImageBytes != int64(len(v2)) || dl.Bytes <= 0 || dl.Bytes >= dl.ImageBytes/2 {
+				t.Fatalf("campaign download %+v: want one device, the image's %d bytes, and under half of them fetched", dl, len(v2))
+			}
+			var out strings.Builder
+			show.CampaignStatus(&out, st)
+			if !strings.Contains(out.String(), "saved by delta updates") {
+				t.Fatalf("rollout status does not show the bytes saved:\n%s", out.String())
+			}
 		})
 	}
 }
@@ -191,4 +213,87 @@ func TestDeltaTamperedFallsBack(t *testing.T) {
 			t.Fatalf("events %s: want the tampered chunk reported", evs)
 		}
 	})
+}
+
+// TestDeltaIndexOutsideImage: a chunk index that the offline key signed, bound to the image,
+// yet naming a chunk past the image's end (a faulty or malicious build) is refused by the
+// agent before it writes anything; the failure is reported and the full image installed.
+func TestDeltaIndexOutsideImage(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	v1 := fsImage(5, 2<<20)
+	r1 := e.publishDelta("1.0.0", 1, v1, nil)
+	d := e.device("SN-1", v1, r1)
+	v2 := nextImage(v1)
+
+	x, err := delta.MakeIndex(bytes.NewReader(v2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.Chunks = append(x.Chunks, delta.Chunk{ID: x.Chunks[0].ID, Start: uint64(len(v2)), Size: 4096})
+	var evil bytes.Buffer
+	if _, err := x.WriteTo(&evil); err != nil {
+		t.Fatal(err)
+	}
+	name := tuf.TargetName(testProduct, "1.0.1", "firmware-1.0.1.img")
+	upload := func(b []byte) (sha256Hex, sha512Hex string) {
+		s256, s512 := sha256.Sum256(b), sha512.Sum512(b)
+		sha256Hex, sha512Hex = hex.EncodeToString(s256[:]), hex.EncodeToString(s512[:])
+		if err := e.cli.Do(ctx, http.MethodPut, "/api/v1/blobs/"+sha256Hex, bytes.NewReader(b), nil); err != nil {
+			t.Fatal(err)
+		}
+		return sha256Hex, sha512Hex
+	}
+	img256, img512 := upload(v2)
+	idx256, idx512 := upload(evil.Bytes())
+	custom := uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: "1.0.1", SecurityVersion: 2, Class: uptane.ClassSecurity}
+	imgTarget, err := uptane.NewTargetFile(int64(len(v2)), img256, img512, custom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idxTarget, err := uptane.NewTargetFile(int64(evil.Len()), idx256, idx512, custom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := delta.WithBinding(*idxTarget.Custom, &delta.Binding{Format: delta.FormatCaibx, Image: name, ImageSHA256: img256, ImageLength: int64(len(v2))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawMsg := json.RawMessage(raw)
+	idxTarget.Custom = &rawMsg
+	root, err := e.cli.LatestRoot(ctx, e.imageRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur []byte
+	if err := e.cli.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
+		t.Fatal(err)
+	}
+	tm, err := uptane.VerifyImageTargetsSigned(root, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.Signed.Targets[name], tm.Signed.Targets[delta.IndexName(name)] = imgTarget, idxTarget
+	tm.Signed.Version++
+	tm.Signed.Expires = time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
+	signed, err := tuf.SignTargets(tm, e.targetsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r2 wire.Release
+	if err := e.cli.Do(ctx, http.MethodPost, "/api/v1/releases", wire.PublishRequest{Target: name, Targets: signed}, &r2); err != nil {
+		t.Fatalf("publish with the faulty index: %v", err)
+	}
+
+	e.deploy(&r2, d.Agent.State().DeviceID)
+	if err := d.Agent.Cycle(ctx); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	if got, _ := d.ActiveImageSHA256(ctx); got != img256 {
+		t.Fatalf("active slot holds %s, want the full image %s", got, img256)
+	}
+	evs := strings.Join(e.downloadEvents(d.Agent.State().DeviceID), "\n")
+	if !strings.Contains(evs, "delta failed") || !strings.Contains(evs, "past the image") || !strings.Contains(evs, "downloading the full image") {
+		t.Fatalf("events %s: want the faulty index reported and the full image downloaded", evs)
+	}
 }

@@ -141,6 +141,9 @@ func (s *Server) rolloutStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := wire.CampaignStatus{Campaign: campaignToWire(st.Campaign), Waiting: members(st.Waiting), Failed: members(st.Failed)}
+	if d := st.Download; d.Devices > 0 {
+		out.Download = &wire.CampaignDownload{Devices: d.Devices, Bytes: d.Bytes, ImageBytes: d.ImageBytes}
+	}
 	for _, c := range st.Waves {
 		out.Waves = append(out.Waves, map[string]int(c))
 	}

@@ -809,6 +809,14 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 			if ev.Target != m.Target {
 				continue
 			}
+			if ev.Step == wire.StepDownload && ev.Status == wire.StatusOK && ev.ImageLength > 0 {
+				// The device's word, bounded by what it could have fetched: for the campaign's
+				// bytes-saved figure only.
+				got := min(max(ev.Downloaded, 0), 2*ev.ImageLength) // a failed delta and then the whole image cost more than the image
+				if err := e.Store.SetMemberDownload(ctx, m.CampaignID, deviceID, got, ev.ImageLength); err != nil {
+					return err
+				}
+			}
 			var to, detail string
 			from := inFlight
 			switch {
@@ -872,6 +880,15 @@ type Status struct {
 	Waiting  []Member // members waiting for consent or a window
 	Failed   []Member
 	Timeline []AuditEntry
+	// Download sums what the members that downloaded the image fetched.
+	Download DownloadTotals
+}
+
+// DownloadTotals is what a campaign's downloads cost: Devices members downloaded Bytes in all
+// for images of ImageBytes in all; the difference is what deltas saved.
+type DownloadTotals struct {
+	Devices           int
+	Bytes, ImageBytes int64
 }
 
 // Status reports a campaign.
@@ -891,6 +908,11 @@ func (e *Engine) Status(ctx context.Context, id string) (*Status, error) {
 			st.Waiting = append(st.Waiting, m)
 		case MemberFailed:
 			st.Failed = append(st.Failed, m)
+		}
+		if m.ImageLength > 0 {
+			st.Download.Devices++
+			st.Download.Bytes += m.Downloaded
+			st.Download.ImageBytes += m.ImageLength
 		}
 	}
 	st.Timeline, err = e.Store.FindAudit(ctx, "campaign:"+id, 1000)

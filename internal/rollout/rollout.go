@@ -89,6 +89,9 @@ type Member struct {
 	LastSeen time.Time // the device's last check-in, for the health gate
 	Running  string    // target the device last reported running
 	Assigned string    // target the director names for the device now
+	// Downloaded is what the device fetched for the campaign's image (a delta or the whole
+	// image) and ImageLength that image's length, from its download report; 0 before it.
+	Downloaded, ImageLength int64
 }
 
 // Defaults for thresholds and the health gate.

@@ -65,6 +65,8 @@ type Store interface {
 	ApplyChange(ctx context.Context, ch Change) error
 	// FindMembers lists a campaign's members with their devices' last check-in.
 	FindMembers(ctx context.Context, campaignID string) ([]Member, error)
+	// SetMemberDownload records what a member's download of the campaign's image cost.
+	SetMemberDownload(ctx context.Context, campaignID, deviceID string, downloaded, imageLength int64) error
 	// SetMembers sets the status of members whose status is one of from (any if empty).
 	SetMembers(ctx context.Context, campaignID string, ids []string, from []string, status, detail string, at time.Time) error
 	// MoveMembers is SetMembers that returns the ids whose status it changed: those whose status

@@ -121,6 +121,10 @@ func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+	if d := st.Download; d != nil && d.ImageBytes > 0 {
+		fmt.Fprintf(w, "\ndownloads: %d devices fetched %s for %s of images (%.1f%% saved by delta updates)\n",
+			d.Devices, Size(d.Bytes), Size(d.ImageBytes), 100*float64(d.ImageBytes-d.Bytes)/float64(d.ImageBytes))
+	}
 	if len(st.Waiting) > 0 {
 		fmt.Fprintf(w, "\n%d devices wait (consent or maintenance window):\n", len(st.Waiting))
 		for _, m := range st.Waiting[:min(len(st.Waiting), 10)] {
@@ -137,6 +141,20 @@ func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
 	for _, e := range st.Timeline {
 		fmt.Fprintf(w, "  %s  %-8s %-9s %s\n", e.Time.Local().Format(time.DateTime), Text(e.Actor), Text(e.Action), Text(e.Detail))
 	}
+}
+
+// Size writes a byte count in binary units: "512 B", "3.4 MiB".
+func Size(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
 
 // Bar draws n of total as a bar of width characters.

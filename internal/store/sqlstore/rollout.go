@@ -179,7 +179,8 @@ func (s *DB) ApplyChange(ctx context.Context, ch rollout.Change) error {
 
 // FindMembers implements rollout.Store.
 func (s *DB) FindMembers(ctx context.Context, campaignID string) ([]rollout.Member, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT m.device_id, m.wave, m.status, m.since, m.detail, d.last_seen, coalesce(d.installed_target, ''), coalesce(d.assigned, '')
+	rows, err := s.db.QueryContext(ctx, `SELECT m.device_id, m.wave, m.status, m.since, m.detail, d.last_seen, coalesce(d.installed_target, ''), coalesce(d.assigned, ''),
+m.downloaded, m.image_length
 FROM campaign_devices m LEFT JOIN devices d ON d.id = m.device_id WHERE m.campaign_id = $1 ORDER BY m.wave, m.device_id`, campaignID)
 	if err != nil {
 		return nil, fmt.Errorf("campaign %s members: %w", campaignID, err)
@@ -189,7 +190,7 @@ FROM campaign_devices m LEFT JOIN devices d ON d.id = m.device_id WHERE m.campai
 	for rows.Next() {
 		var m rollout.Member
 		var seen sql.NullTime
-		if err := rows.Scan(&m.DeviceID, &m.Wave, &m.Status, &m.Since, &m.Detail, &seen, &m.Running, &m.Assigned); err != nil {
+		if err := rows.Scan(&m.DeviceID, &m.Wave, &m.Status, &m.Since, &m.Detail, &seen, &m.Running, &m.Assigned, &m.Downloaded, &m.ImageLength); err != nil {
 			return nil, err
 		}
 		m.Since, m.LastSeen = m.Since.UTC(), seen.Time.UTC()
@@ -199,6 +200,15 @@ FROM campaign_devices m LEFT JOIN devices d ON d.id = m.device_id WHERE m.campai
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+// SetMemberDownload implements rollout.Store.
+func (s *DB) SetMemberDownload(ctx context.Context, campaignID, deviceID string, downloaded, imageLength int64) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE campaign_devices SET downloaded = $1, image_length = $2 WHERE campaign_id = $3 AND device_id = $4`,
+		downloaded, imageLength, campaignID, deviceID); err != nil {
+		return fmt.Errorf("campaign %s member %s: %w", campaignID, deviceID, err)
+	}
+	return nil
 }
 
 // SetMembers implements rollout.Store.
