@@ -95,6 +95,7 @@ func serveCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxPending, "max-pending", cfg.MaxPending, "devices awaiting approval before enrolments without a token get 429 (env UPKEEP_MAX_PENDING)")
 	f.DurationVar(&cfg.PendingTTL, "pending-ttl", cfg.PendingTTL, "time a pending enrolment waits for approval before it is removed (env UPKEEP_PENDING_TTL)")
 	f.DurationVar(&cfg.EventRetention, "event-retention", cfg.EventRetention, "time device events are kept (env UPKEEP_EVENT_RETENTION)")
+	f.DurationVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "time audit records are kept; 0 keeps them forever (env UPKEEP_AUDIT_RETENTION)")
 	f.IntVar(&cfg.MaxDeviceEvents, "max-device-events", cfg.MaxDeviceEvents, "device events kept per device, newest first (env UPKEEP_MAX_DEVICE_EVENTS)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
 	f.StringVar(&cfg.Manufacturer, "manufacturer", "", "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
@@ -111,7 +112,7 @@ func serveCmd() *cobra.Command {
 		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS",
 		"max-token-requests": "UPKEEP_MAX_TOKEN_REQUESTS", "body-timeout": "UPKEEP_BODY_TIMEOUT", "max-per-device": "UPKEEP_MAX_PER_DEVICE", "max-per-ip": "UPKEEP_MAX_PER_IP",
 		"enroll-per-minute": "UPKEEP_ENROLL_PER_MINUTE", "reports-per-minute": "UPKEEP_REPORTS_PER_MINUTE", "max-pending": "UPKEEP_MAX_PENDING", "pending-ttl": "UPKEEP_PENDING_TTL",
-		"event-retention": "UPKEEP_EVENT_RETENTION", "max-device-events": "UPKEEP_MAX_DEVICE_EVENTS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER",
+		"event-retention": "UPKEEP_EVENT_RETENTION", "audit-retention": "UPKEEP_AUDIT_RETENTION", "max-device-events": "UPKEEP_MAX_DEVICE_EVENTS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER",
 		"metrics-token": "UPKEEP_METRICS_TOKEN", "tls-cert": "UPKEEP_TLS_CERT", "tls-key": "UPKEEP_TLS_KEY", "behind-proxy": "UPKEEP_BEHIND_PROXY",
 		"ddi-tenant": "UPKEEP_DDI_TENANT", "ddi-gateway-token": "UPKEEP_DDI_GATEWAY_TOKEN", "ddi-product": "UPKEEP_DDI_PRODUCT", "ddi-hardware": "UPKEEP_DDI_HARDWARE"} {
 		envFlag(f, flag, env)

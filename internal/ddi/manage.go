@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -45,6 +46,7 @@ func (s *Service) createDevice(w http.ResponseWriter, r *http.Request) {
 		s.manageFail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), req.ID) // the audit record of this call names the controller
 	tok, err := s.Create(r.Context(), req.ID, req.Product, req.HardwareID)
 	if err != nil {
 		s.manageFail(w, r, err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/wire"
 )
@@ -62,7 +63,7 @@ func (m *router) api(pattern string, perm auth.Permission, h http.HandlerFunc) {
 		m.mux.Handle(pattern, h)
 		return
 	}
-	m.mux.Handle(pattern, m.s.authorize(perm, h))
+	m.mux.Handle(pattern, m.s.authorize(pattern, perm, h))
 }
 
 // adminRoutePermissions declares the permission of each route of Server.AdminRoutes (the DDI
@@ -90,16 +91,34 @@ func principalOf(r *http.Request) *principal {
 
 // authorize authenticates the request and checks that its role grants perm; PermNone routes
 // are served as they are. A login session's state-changing requests must carry its CSRF token.
-// Refusals say what failed, never whether some other user or token exists.
-func (s *Server) authorize(perm auth.Permission, h http.HandlerFunc) http.Handler {
-	if perm == auth.PermNone {
-		return h
+// Refusals say what failed, never whether some other user or token exists. Calls of the routes
+// the audit trail records (every state-changing one, login included) are recorded, refusals
+// too, with the principal once it is known (Server.record).
+func (s *Server) authorize(pattern string, perm auth.Permission, h http.HandlerFunc) http.Handler {
+	var next http.Handler = h
+	if perm != auth.PermNone {
+		next = s.authorized(perm, h)
 	}
+	if s.Audit != nil && recorded(pattern) {
+		next = s.record(pattern, next)
+	}
+	return next
+}
+
+func (s *Server) authorized(perm auth.Permission, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.authenticate(r)
 		if err != nil {
 			s.fail(w, r, err)
 			return
+		}
+		if p.Session != nil {
+			audit.SetActor(r.Context(), audit.ActorUser, p.Name, p.Session.ID)
+		} else {
+			audit.SetActor(r.Context(), audit.ActorToken, p.Name, p.Token.ID)
+			if p.User != "" {
+				audit.AddDetail(r.Context(), "owner", p.User) // the person the token belongs to
+			}
 		}
 		if !auth.Allows(p.Role, perm) {
 			s.fail(w, r, apperr.E(apperr.Forbidden, "forbidden: role %s does not grant %s", p.Role, perm))
@@ -254,6 +273,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetActor(r.Context(), audit.ActorUser, req.User, "")
 	if ok, wait := s.loginUser.allow(strings.ToLower(req.User), cmp.Or(s.LoginsPerMinute, DefaultLoginsPerMinute), now); !ok {
 		s.busyFor(w, r, wait, "too many login attempts for this user name: try again later")
 		return
@@ -290,6 +310,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: secret, Path: "/", HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
 		SameSite: http.SameSiteStrictMode, Expires: ss.ExpiresAt, MaxAge: int(ttl.Seconds())})
+	audit.SetActor(r.Context(), audit.ActorUser, u.Name, ss.ID)
 	s.logger().Info("login", "user", u.Name, "session", ss.ID)
 	writeJSON(w, http.StatusOK, sessionToWire(&principal{Name: u.Name, User: u.Name, Role: u.Role, Groups: u.Groups, Session: ss}))
 }
@@ -392,6 +413,8 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), u.Name)
+	audit.AddDetail(r.Context(), "role", u.Role)
 	s.logger().Info("user added", "user", u.Name, "role", u.Role, "actor", actorOf(r))
 	writeJSON(w, http.StatusCreated, userToWire(u))
 }

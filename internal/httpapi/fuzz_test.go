@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"upkeep.dev/upkeep/internal/httpapi"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -154,6 +156,26 @@ func FuzzInventory(f *testing.F) {
 		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 		default:
 			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	})
+}
+
+// FuzzParseAuditFilter: the audit list's query is refused or read into a filter whose action
+// and outcome the store's SQL takes as they are.
+func FuzzParseAuditFilter(f *testing.F) {
+	f.Add("actor=ci&action=device&outcome=denied&since=2026-12-01T00:00:00Z&before=10&limit=5")
+	f.Add("action=a%25b&outcome=999&limit=0")
+	f.Fuzz(func(t *testing.T, q string) {
+		v, err := url.ParseQuery(q)
+		if err != nil {
+			return
+		}
+		flt, err := httpapi.ParseAuditFilter(v)
+		if err != nil {
+			return
+		}
+		if strings.ContainsAny(flt.Action, "%_ '") || flt.Limit < 0 || flt.Limit > 1000 || flt.Before < 0 {
+			t.Fatalf("accepted %+v", flt)
 		}
 	})
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/fleet"
@@ -100,6 +101,10 @@ type Server struct {
 	LoginsPerMinute, LoginsPerMinuteIP int
 	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
 	CSAF CSAF
+	// Audit keeps the audit trail: every state-changing /api/v1 call and every login is
+	// recorded before it is answered (audit.go). Nil records nothing and answers the audit
+	// routes with 503.
+	Audit audit.Store
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
@@ -112,16 +117,18 @@ type Server struct {
 	reportRate     rate   // reports per device
 	inventoryRate  rate   // inventories per device
 
-	noAuth     bool     // serve /api/v1 without authentication: BenchmarkOperatorGet's baseline, set only by a test
-	routes     []Route  // every registered route, with its permission (Handler fills it)
-	sessions   sync.Map // session hash (string) -> *cachedSession
-	loginUser  rate     // login attempts per user name
-	loginIP    rate     // login attempts per source address
-	admins     sync.Map // token hash (string) -> *cachedOperator, for tokens that verified
-	usedMu     sync.Mutex
-	used       map[string]time.Time // operator token id -> last use, not yet written
-	artifacts  sync.Map             // target name -> SHA-256 of its bytes
-	nartifacts atomic.Int64
+	noAuth    bool     // serve /api/v1 without authentication: BenchmarkOperatorGet's baseline, set only by a test
+	routes    []Route  // every registered route, with its permission (Handler fills it)
+	sessions  sync.Map // session hash (string) -> *cachedSession
+	loginUser rate     // login attempts per user name
+	loginIP   rate     // login attempts per source address
+	// auditRefusals: records of refused calls without a credential, per source address
+	auditRefusals rate
+	admins        sync.Map // token hash (string) -> *cachedOperator, for tokens that verified
+	usedMu        sync.Mutex
+	used          map[string]time.Time // operator token id -> last use, not yet written
+	artifacts     sync.Map             // target name -> SHA-256 of its bytes
+	nartifacts    atomic.Int64
 }
 
 type ctxKey int
@@ -189,6 +196,7 @@ func (s *Server) Handler() http.Handler {
 	mux.api("POST /api/v1/enroll-tokens/{id}/revoke", auth.PermEnrollWrite, s.revokeEnrollToken)
 	s.tokenRoutes(mux)
 	s.userRoutes(mux)
+	s.auditRoutes(mux)
 	s.trustRoutes(mux)
 	s.rolloutRoutes(mux)
 	s.vulnRoutes(mux)

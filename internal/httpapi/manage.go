@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"context"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/fleet"
@@ -200,6 +202,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), rel.Ref())
 	s.logger().Info("release published", "release", rel.Ref(), "actor", r.Context().Value(keyActor))
 	writeJSON(w, http.StatusCreated, releaseToWire(rel))
 }
@@ -265,6 +268,8 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), req.Release)
+	audit.AddDetail(r.Context(), "devices", deployedDevices(req))
 	if err := s.checkDeployScope(r, req); err != nil {
 		s.fail(w, r, err)
 		return
@@ -275,7 +280,22 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.logger().Info("release deployed", "release", res.Release.Ref(), "devices", res.Assigned, "actor", r.Context().Value(keyActor))
+	audit.AddDetail(r.Context(), "assigned", strconv.Itoa(res.Assigned))
 	writeJSON(w, http.StatusOK, wire.DeployResponse{Assigned: res.Assigned, Skipped: res.Skipped})
+}
+
+// deployedDevices says which devices a deployment asked for, for its audit record: "all", or
+// the ids (the first 20 and how many more).
+func deployedDevices(req wire.DeployRequest) string {
+	if req.All {
+		return "all"
+	}
+	ids := req.DeviceIDs
+	more := ""
+	if len(ids) > 20 {
+		ids, more = ids[:20], fmt.Sprintf(",+%d", len(ids)-20)
+	}
+	return strings.Join(ids, ",") + more
 }
 
 func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request) {
@@ -304,5 +324,7 @@ func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), t.ID)
+	audit.AddDetail(r.Context(), "product", t.Product)
 	writeJSON(w, http.StatusCreated, wire.EnrollTokenResponse{ID: t.ID, Token: secret})
 }

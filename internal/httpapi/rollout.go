@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/wire"
@@ -58,6 +59,7 @@ func (s *Server) createRollout(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.AddDetail(r.Context(), "release", spec.Release)
 	if err := s.checkCampaignScope(r, spec); err != nil {
 		s.fail(w, r, err)
 		return
@@ -95,6 +97,7 @@ func (s *Server) createRollout(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), c.ID)
 	s.logger().Info("campaign created", "campaign", c.ID, "release", c.Release, "target", c.Selector, "actor", actorOf(r))
 	writeJSON(w, http.StatusCreated, campaignToWire(c))
 }

@@ -79,8 +79,12 @@ type Config struct {
 	// many per device at most (default 1,000); the housekeeping job applies both.
 	EventRetention  time.Duration
 	MaxDeviceEvents int
+	// AuditRetention is how long the audit trail's records are kept (default 400 days; 0 keeps
+	// them forever: unlike the other bounds, a zero here is not replaced by the default). The
+	// audit-prune job removes older ones and keeps the last one's hash as the chain's checkpoint.
+	AuditRetention time.Duration
 	// HousekeepingEvery is how often the housekeeping job (pending expiry, event retention)
-	// runs. Default 10 minutes.
+	// and the audit-prune job run. Default 10 minutes.
 	HousekeepingEvery time.Duration
 	// RolloutEvery is how often the rollout engine drives running campaigns. Default 1 s.
 	RolloutEvery time.Duration
@@ -126,7 +130,7 @@ func DefaultConfig() Config {
 		BodyTimeout: httpapi.DefaultBodyTimeout, MaxPerDevice: httpapi.DefaultMaxPerDevice, MaxPerIP: httpapi.DefaultMaxPerIP,
 		EnrollPerMinute: httpapi.DefaultEnrollPerMinute, ReportsPerMinute: httpapi.DefaultReportsPerMinute,
 		MaxPending: DefaultMaxPending, PendingTTL: DefaultPendingTTL, EventRetention: DefaultEventRetention,
-		MaxDeviceEvents: DefaultMaxDeviceEvents, HousekeepingEvery: DefaultHousekeepingEvery,
+		MaxDeviceEvents: DefaultMaxDeviceEvents, HousekeepingEvery: DefaultHousekeepingEvery, AuditRetention: DefaultAuditRetention,
 	}
 }
 
@@ -137,6 +141,7 @@ const (
 	DefaultEventRetention    = 90 * 24 * time.Hour
 	DefaultMaxDeviceEvents   = 1000
 	DefaultHousekeepingEvery = 10 * time.Minute
+	DefaultAuditRetention    = 400 * 24 * time.Hour
 )
 
 // withDefaults fills in the zero limits of a configuration not made by DefaultConfig.
@@ -177,6 +182,8 @@ func (c Config) Validate() error {
 		return errors.New("server config: max pending and pending TTL must not be negative")
 	case c.EventRetention < 0 || c.MaxDeviceEvents < 0:
 		return errors.New("server config: event retention and max device events must not be negative")
+	case c.AuditRetention < 0:
+		return errors.New("server config: audit retention must not be negative (0 keeps records forever)")
 	case c.HousekeepingEvery < 0:
 		return errors.New("server config: housekeeping interval must not be negative")
 	case c.TokenTTL < time.Minute:
@@ -360,7 +367,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	api := &httpapi.Server{SecureCookies: cfg.BehindProxy, Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
-		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now,
+		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now, Audit: db,
 		Metrics: s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
@@ -432,6 +439,11 @@ func (s *Server) startJobs(ctx context.Context) {
 	s.warn(ctx, warned)
 	s.Every("warnings", time.Hour, func(ctx context.Context) { s.warn(ctx, warned) }, nil)
 	s.Every("housekeeping", s.Config.HousekeepingEvery, s.housekeep, nil)
+	s.Every("audit-prune", s.Config.HousekeepingEvery, func(ctx context.Context) {
+		if _, err := s.PruneAudit(ctx); err != nil && ctx.Err() == nil {
+			s.Config.Logger.Error("prune audit trail", "err", err)
+		}
+	}, nil)
 	s.Every("advisory-refresh", advisoryRefreshEvery, s.refreshAdvisories, nil)
 	cursor, err := s.DB.LastDirectorChange(ctx)
 	if err != nil {
@@ -508,6 +520,40 @@ func (s *Server) housekeep(ctx context.Context) {
 		s.Config.Logger.Info("pruned DDI actions", "actions", n)
 	}
 	s.Metrics.ObserveDB("prune_ddi_actions", time.Since(t))
+}
+
+// auditPruneBatch bounds the records one prune transaction removes.
+const auditPruneBatch = 10000
+
+// PruneAudit applies the audit retention (Config.AuditRetention; 0 keeps everything) if this
+// replica holds the "audit-prune" lease: the records older than it are removed, a batch per
+// transaction, and the last one's hash becomes the chain's checkpoint, from which verification
+// starts. It returns how many records it removed.
+func (s *Server) PruneAudit(ctx context.Context) (int64, error) {
+	if s.Config.AuditRetention <= 0 {
+		return 0, nil
+	}
+	if ok, err := s.DB.AcquireLease(ctx, "audit-prune", s.holder, s.Config.HousekeepingEvery); err != nil || !ok {
+		return 0, err
+	}
+	before := s.now().Add(-s.Config.AuditRetention)
+	var total int64
+	for {
+		t := time.Now()
+		n, err := s.DB.PruneRecords(ctx, before, auditPruneBatch)
+		s.Metrics.ObserveDB("prune_audit", time.Since(t))
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n < auditPruneBatch {
+			break
+		}
+	}
+	if total > 0 {
+		s.Config.Logger.Info("pruned audit records", "records", total, "older_than", s.Config.AuditRetention.String())
+	}
+	return total, nil
 }
 
 func (s *Server) now() time.Time {

@@ -189,3 +189,18 @@ func Waves(cum []int) string {
 	}
 	return fmt.Sprintf("%d devices in waves of %s", Last(cum), strings.Join(parts, ", "))
 }
+
+// AuditRecords prints audit records as a table, one per line, every field through Text (a
+// login name or user agent is the client's to choose).
+func AuditRecords(w io.Writer, rs []wire.AuditRecord) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tACTION\tTARGET\tOUTCOME\tIP\tDETAIL")
+	for _, r := range rs {
+		actor := r.ActorType
+		if r.Actor != "" {
+			actor += ":" + r.Actor
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Seq, r.Time.UTC().Format(time.RFC3339), Text(actor), Text(r.Action), Text(r.Target), r.Outcome, Text(r.IP), Text(r.Detail))
+	}
+	tw.Flush()
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/ddi"
 	"upkeep.dev/upkeep/internal/director"
@@ -33,6 +34,7 @@ type Store interface {
 	auth.Store
 	rollout.Store
 	ddi.Store
+	audit.Store
 	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
 	// false if another holder's lease has not expired.
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -72,6 +74,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"DDITokens":        testDDITokens,
 		"DeviceKinds":      testDeviceKinds,
 		"Users":            testUsers,
+		"Audit":            testAudit,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
