@@ -38,6 +38,7 @@ var auditActions = map[string]string{
 	"POST /api/v1/devices/{id}/decommission":        "device.decommission",
 	"PUT /api/v1/blobs/{sha256}":                    "blob.upload",
 	"POST /api/v1/releases":                         "release.publish",
+	"POST /api/v1/deltas":                           "release.deltas",
 	"POST /api/v1/releases/check":                   "release.check",
 	"PUT /api/v1/releases/{product}/{version}/sbom": "release.sbom",
 	"POST /api/v1/deployments":                      "deploy",
