@@ -15,6 +15,9 @@ type User struct {
 	PasswordHash string
 	CreatedAt    time.Time
 	DisabledAt   time.Time // zero: enabled
+	// Issuer and Subject name the user at an OpenID Connect provider (single sign-on): the
+	// provider's issuer URL and the subject it gave them. Empty for local users.
+	Issuer, Subject string
 }
 
 // UserUpdate changes a user. Nil fields stay as they are.
@@ -40,10 +43,14 @@ type Session struct {
 
 // UserStore persists users and sessions. Implementations are safe for concurrent use.
 type UserStore interface {
-	// CreateUser stores a user. Returns apperr.Conflict if the name is taken.
+	// CreateUser stores a user. Returns apperr.Conflict if the name, or the issuer and subject,
+	// are taken.
 	CreateUser(ctx context.Context, u *User) error
 	// FindUser returns a user, disabled ones included, or apperr.NotFound.
 	FindUser(ctx context.Context, name string) (*User, error)
+	// FindUserBySubject returns the user an OpenID Connect provider knows as subject, disabled
+	// ones included, or apperr.NotFound.
+	FindUserBySubject(ctx context.Context, issuer, subject string) (*User, error)
 	// FindUsers lists every user by name.
 	FindUsers(ctx context.Context) ([]*User, error)
 	// UpdateUser changes a user at at. A change of role or group scope, and disabling, revoke

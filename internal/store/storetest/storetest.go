@@ -71,6 +71,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"DDITokens":     testDDITokens,
 		"DeviceKinds":   testDeviceKinds,
 		"Users":         testUsers,
+		"SSOUsers":      testSSOUsers,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
