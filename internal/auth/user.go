@@ -2,8 +2,15 @@ package auth
 
 import (
 	"context"
+	"regexp"
 	"time"
 )
+
+var userName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+
+// ValidUserName reports whether name can name a user: 1-64 letters, digits, '.', '_', '@',
+// '-', starting with a letter or digit.
+func ValidUserName(name string) bool { return userName.MatchString(name) }
 
 // User is a person (or a service account) who operates the server: a role, an optional group
 // scope, and an argon2id password hash for logging in (empty: the user cannot log in with a

@@ -96,6 +96,9 @@ type Server struct {
 	// LoginsPerMinuteIP per source address (default DefaultLoginsPerMinuteIP): 429 with
 	// Retry-After past them.
 	LoginsPerMinute, LoginsPerMinuteIP int
+	// SSO logs operators in through an OpenID Connect provider (/api/v1/oidc/...); nil: those
+	// routes answer 404.
+	SSO SingleSignOn
 	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
 	CSAF CSAF
 

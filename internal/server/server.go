@@ -38,6 +38,7 @@ import (
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/sso"
 	"upkeep.dev/upkeep/internal/store/postgres"
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
@@ -112,6 +113,10 @@ type Config struct {
 	// DDI configures the hawkBit DDI API (internal/ddi): tenant, gateway token, auto-registration.
 	// PollSeconds, PublicURL and the target-token key are filled in by Open.
 	DDI ddi.Config
+	// OIDC configures single sign-on through an OpenID Connect provider (internal/sso); an
+	// empty Issuer turns it off. An empty RedirectURL is the public URL (or the listen URL)
+	// followed by /api/v1/oidc/callback.
+	OIDC sso.Config
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -372,6 +377,21 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if ap, err := netip.ParseAddrPort(s.ln.Addr().String()); cfg.MetricsToken == "" && (err != nil || !ap.Addr().IsLoopback()) {
 		cfg.Logger.Warn("/metrics is open to anyone who reaches the listen address: set --metrics-token (UPKEEP_METRICS_TOKEN)", "addr", s.ln.Addr().String())
+	}
+	if cfg.OIDC.Enabled() {
+		oc := cfg.OIDC
+		if oc.RedirectURL == "" {
+			oc.RedirectURL = strings.TrimRight(cmp.Or(cfg.PublicURL, s.URL), "/") + "/api/v1/oidc/callback"
+		}
+		if oc.Now == nil {
+			oc.Now = now
+		}
+		sv, err := sso.New(oc, db, cfg.Logger)
+		if err != nil {
+			s.ln.Close()
+			return fail(err)
+		}
+		api.SSO = sv
 	}
 	s.Transparency.TimeToPatch = s.Exposure.LabelTimeToPatch
 	if s.Transparency.PublicURL == "" {

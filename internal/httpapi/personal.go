@@ -1,0 +1,92 @@
+package httpapi
+
+import (
+	"net/http"
+	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/wire"
+)
+
+// Personal tokens: an operator token a logged-in user makes for themselves (`upkeep login`),
+// with their own role and group scope and a short life. It is revoked with the user's other
+// tokens when the user is disabled or changes role.
+const (
+	DefaultPersonalTTL = 12 * time.Hour
+	MaxPersonalTTL     = 7 * 24 * time.Hour
+)
+
+func (s *Server) personalTokenRoutes(mux *router) {
+	mux.api("POST /api/v1/session/token", auth.PermSelf, s.createPersonalToken)
+	mux.api("POST /api/v1/session/tokens/{id}/revoke", auth.PermSelf, s.revokePersonalToken)
+}
+
+// createPersonalToken makes a token bound to the session's user. Only a login session may: a
+// token that could make tokens would outlive its own expiry.
+func (s *Server) createPersonalToken(w http.ResponseWriter, r *http.Request) {
+	p := principalOf(r)
+	if p.Session == nil || p.User == "" {
+		s.fail(w, r, apperr.E(apperr.Invalid, "a personal token is made from a login session (POST /api/v1/login), not with a token"))
+		return
+	}
+	var req wire.PersonalTokenRequest
+	if err := decode(w, r, 4<<10, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	switch {
+	case len(req.Name) > 64:
+		s.fail(w, r, apperr.E(apperr.Invalid, "a token name has at most 64 characters"))
+		return
+	case req.TTL < 0 || req.TTL > MaxPersonalTTL:
+		s.fail(w, r, apperr.E(apperr.Invalid, "ttl must be between 0 (the default, %s) and %s", DefaultPersonalTTL, MaxPersonalTTL))
+		return
+	}
+	if req.TTL == 0 {
+		req.TTL = DefaultPersonalTTL
+	}
+	if req.Name == "" {
+		req.Name = "login " + p.User
+	}
+	secret, hash := auth.NewSecret(auth.AdminPrefix)
+	now := s.now()
+	t := &auth.OperatorToken{ID: auth.TokenID(hash), Name: req.Name, Role: p.Role, Hash: hash, CreatedAt: now, ExpiresAt: now.Add(req.TTL).Truncate(time.Second),
+		User: p.User, Groups: p.Groups}
+	if err := s.Admin.CreateOperatorToken(r.Context(), t); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("personal token created", "token", t.ID, "user", p.User, "role", t.Role)
+	out := operatorToWire(t)
+	out.Token = secret
+	writeJSON(w, http.StatusCreated, out)
+}
+
+// revokePersonalToken revokes the caller's own token, or a token of the caller's user. Any
+// other id is 404, whether or not such a token exists.
+func (s *Server) revokePersonalToken(w http.ResponseWriter, r *http.Request) {
+	p, id := principalOf(r), r.PathValue("id")
+	mine := p.Token != nil && p.Token.ID == id
+	if !mine && p.User != "" {
+		ts, err := s.Admin.FindOperatorTokens(r.Context())
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		for _, t := range ts {
+			mine = mine || (t.ID == id && t.User == p.User)
+		}
+	}
+	if !mine {
+		s.fail(w, r, apperr.E(apperr.NotFound, "you have no token %.16q", id))
+		return
+	}
+	if err := s.Admin.RevokeOperatorToken(r.Context(), id, s.now()); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.ForgetOperators()
+	s.logger().Info("personal token revoked", "token", id, "actor", actorOf(r))
+	w.WriteHeader(http.StatusNoContent)
+}
