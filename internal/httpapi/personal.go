@@ -31,9 +31,11 @@ func (s *Server) createPersonalToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req wire.PersonalTokenRequest
-	if err := decode(w, r, 4<<10, &req); err != nil {
-		s.fail(w, r, err)
-		return
+	if r.ContentLength != 0 { // no body: the defaults
+		if err := decode(w, r, 4<<10, &req); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	switch {
 	case len(req.Name) > 64:
