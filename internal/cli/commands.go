@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,7 +21,6 @@ import (
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/sso"
-	"upkeep.dev/upkeep/internal/tlsclient"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
@@ -32,17 +30,27 @@ type globals struct {
 	server, token, ca string
 }
 
+// client is the management API's client with the operator token of --token (or UPKEEP_TOKEN),
+// else the one `upkeep login` kept for --server.
 func (g *globals) client() (*client.Client, error) {
-	if g.token == "" {
-		return nil, fmt.Errorf("an operator token is needed: pass --token or set UPKEEP_TOKEN (printed once by the first `upkeep serve`)")
-	}
-	c := &client.Client{Base: g.server, Token: g.token}
-	if g.ca != "" {
-		tr, err := tlsclient.Transport(g.ca)
+	token := g.token
+	if token == "" {
+		saved, err := savedToken(g.server)
 		if err != nil {
 			return nil, err
 		}
-		c.HTTP = &http.Client{Transport: tr, Timeout: 10 * time.Minute}
+		token = saved
+	}
+	if token == "" {
+		return nil, fmt.Errorf("an operator token is needed: run upkeep login --user NAME, or pass --token or set UPKEEP_TOKEN (printed once by the first `upkeep serve`)")
+	}
+	c := &client.Client{Base: g.server, Token: token}
+	if g.ca != "" {
+		hc, err := g.httpClient(false)
+		if err != nil {
+			return nil, err
+		}
+		c.HTTP = hc
 	}
 	return c, nil
 }
