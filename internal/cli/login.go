@@ -1,14 +1,18 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +21,7 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/show"
+	"upkeep.dev/upkeep/internal/sso"
 	"upkeep.dev/upkeep/internal/tlsclient"
 	"upkeep.dev/upkeep/wire"
 )
@@ -150,20 +155,26 @@ func (g *globals) httpClient(jar bool) (*http.Client, error) {
 
 func loginCmd(g *globals) *cobra.Command {
 	var user string
-	var pwStdin bool
-	var ttl time.Duration
+	var pwStdin, useSSO bool
+	var ttl, ssoWait time.Duration
 	cmd := &cobra.Command{
-		Use:   "login --user NAME",
+		Use:   "login --user NAME | --sso",
 		Short: "Log in with your password and keep a personal token (your role, 12 h) for the commands that follow",
 		Long: "Log in to --server with a user's password (prompted without echo, or --password-stdin), make a personal\n" +
 			"operator token bound to that user through the login session, and keep it in $XDG_CONFIG_HOME/upkeep/credentials\n" +
 			"(mode 0600, one per server URL). Later commands use it when neither --token nor UPKEEP_TOKEN is given;\n" +
-			"`upkeep logout` revokes and forgets it. Single sign-on users (no password) log in in a browser at\n" +
-			"/api/v1/oidc/login and make the token with POST /api/v1/session/token (docs/OPERATORS.md).",
+			"`upkeep logout` revokes and forgets it. With --sso (single sign-on users) it prints the server's login URL\n" +
+			"to open in a browser on this machine; the token comes back, sealed to this process, on a loopback port.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := tlsclient.CheckServerURL(g.server); err != nil {
 				return err
+			}
+			if useSSO {
+				return loginSSO(cmd, g, ssoWait)
+			}
+			if user == "" {
+				return errors.New("--user NAME is needed (or --sso for single sign-on)")
 			}
 			pw, err := readPasswordOnce(cmd, pwStdin)
 			if err != nil {
@@ -185,32 +196,91 @@ func loginCmd(g *globals) *cobra.Command {
 				return err
 			}
 			c.Logout(ctx) // the token is what is kept; the session is not needed any more
-			creds, path, err := loadCredentials()
-			if err != nil {
-				return err
-			}
-			key := serverKey(g.server)
-			if old, ok := creds.Servers[key]; ok && old.TokenID != tok.ID {
-				// The previous login's token is not needed any more: revoke it (it may have
-				// expired or been revoked already).
-				oc := &client.Client{Base: g.server, Token: old.Token, HTTP: hc}
-				oc.RevokePersonalToken(ctx, old.TokenID)
-			}
-			creds.Servers[key] = savedLogin{Token: tok.Token, TokenID: tok.ID, User: tok.User, Role: tok.Role, ExpiresAt: tok.ExpiresAt}
-			if err := creds.save(path); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "logged in to %s as %s (role %s%s); token %s expires %s, kept in %s\n",
-				key, show.Text(tok.User), show.Text(tok.Role), groupScopeText(tok.Groups), show.Text(tok.ID), timeOr(tok.ExpiresAt, "never"), path)
-			return nil
+			return keepToken(cmd, g, hc, tok)
 		},
 	}
 	cmd.Flags().StringVar(&user, "user", "", "your user name (env UPKEEP_USER)")
 	cmd.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from the first line of stdin")
 	cmd.Flags().DurationVar(&ttl, "ttl", 12*time.Hour, "how long the personal token is valid (at most 7 days)")
+	cmd.Flags().BoolVar(&useSSO, "sso", false, "log in through the server's OpenID Connect provider in a browser on this machine (prints the URL to open)")
+	cmd.Flags().DurationVar(&ssoWait, "sso-wait", 5*time.Minute, "how long --sso waits for the browser")
 	envFlag(cmd.Flags(), "user", "UPKEEP_USER")
-	cmd.MarkFlagRequired("user")
 	return cmd
+}
+
+// keepToken saves a personal token for --server in the credentials file, revoking the one an
+// earlier login kept there.
+func keepToken(cmd *cobra.Command, g *globals, hc *http.Client, tok *wire.OperatorToken) error {
+	creds, path, err := loadCredentials()
+	if err != nil {
+		return err
+	}
+	key := serverKey(g.server)
+	if old, ok := creds.Servers[key]; ok && old.TokenID != tok.ID {
+		// The previous login's token is not needed any more: revoke it (it may have expired
+		// or been revoked already).
+		oc := &client.Client{Base: g.server, Token: old.Token, HTTP: hc}
+		oc.RevokePersonalToken(cmd.Context(), old.TokenID)
+	}
+	creds.Servers[key] = savedLogin{Token: tok.Token, TokenID: tok.ID, User: tok.User, Role: tok.Role, ExpiresAt: tok.ExpiresAt}
+	if err := creds.save(path); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "logged in to %s as %s (role %s%s); token %s expires %s, kept in %s\n",
+		key, show.Text(tok.User), show.Text(tok.Role), groupScopeText(tok.Groups), show.Text(tok.ID), timeOr(tok.ExpiresAt, "never"), path)
+	return nil
+}
+
+// loginSSO is `upkeep login --sso`: a loopback listener and a key pair; the person opens the
+// server's single sign-on URL (which names the port and the public key) in a browser on this
+// machine; at the end the server redirects the browser to the loopback port with a personal
+// token sealed to the key (RFC 8252 §7.3; HPKE), which only this process can open.
+func loginSSO(cmd *cobra.Command, g *globals, wait time.Duration) error {
+	priv, pub := sso.NewCLIKey()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("loopback listener: %w", err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	got := make(chan *wire.OperatorToken, 1)
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/upkeep-login" {
+			http.NotFound(w, r)
+			return
+		}
+		plain, err := sso.OpenSealed(priv, r.URL.Query().Get("sealed"))
+		var tok wire.OperatorToken
+		if err == nil {
+			err = json.Unmarshal(plain, &tok)
+		}
+		if err != nil || tok.Token == "" {
+			http.Error(w, "This is not the answer this upkeep login waits for.", http.StatusBadRequest)
+			return
+		}
+		select {
+		case got <- &tok:
+		default:
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "Logged in to Upkeep as %s. You can close this tab.\n", show.Text(tok.User))
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	u := strings.TrimRight(g.server, "/") + "/api/v1/oidc/login?" + url.Values{"cli_port": {strconv.Itoa(port)}, "cli_key": {pub}}.Encode()
+	fmt.Fprintf(cmd.ErrOrStderr(), "Open this URL in a browser on this machine to log in:\n\n    %s\n\n", u)
+	ctx, cancel := context.WithTimeout(cmd.Context(), wait)
+	defer cancel()
+	select {
+	case tok := <-got:
+		hc, err := g.httpClient(false)
+		if err != nil {
+			return err
+		}
+		return keepToken(cmd, g, hc, tok)
+	case <-ctx.Done():
+		return fmt.Errorf("no login came back within %s: open the URL above, or run upkeep login --sso again", wait)
+	}
 }
 
 func logoutCmd(g *globals) *cobra.Command {

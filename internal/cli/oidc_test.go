@@ -520,3 +520,81 @@ func idTokenFrom(t *testing.T, issuer, redirect, nonce, user, pw string) string 
 	}
 	return out.IDToken
 }
+
+// TestSSOCLILogin: `upkeep login --sso` prints the server's login URL; a person opens it in a
+// browser on the same machine and logs in at the provider; the token comes back sealed to the
+// command's key on its loopback port, is kept like a password login's, and later commands use
+// it. What reaches the loopback port unsealed, or sealed to another key, is refused.
+func TestSSOCLILogin(t *testing.T) {
+	e := newSSOEnv(t)
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	t.Setenv("UPKEEP_TOKEN", "")
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		cmd := newRoot()
+		cmd.SetArgs([]string{"--server", e.srv.URL, "login", "--sso", "--sso-wait", "1m"})
+		cmd.SetOut(out)
+		cmd.SetErr(out)
+		done <- cmd.ExecuteContext(context.Background())
+	}()
+	loginURL := regexp.MustCompile(`http://\S+/api/v1/oidc/login\?\S+`)
+	var start string
+	for deadline := time.Now().Add(10 * time.Second); start == ""; {
+		start = loginURL.FindString(out.String())
+		if time.Now().After(deadline) {
+			t.Fatalf("no login URL printed:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	u, _ := url.Parse(start)
+	port := u.Query().Get("cli_port")
+
+	// Someone else's answer at the loopback port: refused, the command keeps waiting.
+	_, otherKey := sso.NewCLIKey()
+	sealed, _ := sso.CLI{Port: 50000, Key: otherKey}.Seal([]byte(`{"token":"upk_admin_forged"}`))
+	for _, q := range []string{"sealed=" + sealed, "sealed=garbage", ""} {
+		resp, err := http.Get("http://127.0.0.1:" + port + "/upkeep-login?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("loopback with %.20q: %d", q, resp.StatusCode)
+		}
+	}
+
+	b := newBrowser(t, e.callback)
+	a := b.login(start, "dave", "dave-secret-pw")
+	if a.status != http.StatusOK || !strings.Contains(a.body, "Logged in to Upkeep as dave") || a.final.Host != "127.0.0.1:"+port {
+		t.Fatalf("the browser's last page: %d at %s: %s", a.status, a.final, a.body)
+	}
+	if strings.Contains(a.final.String(), "upk_admin_") {
+		t.Fatal("the token crossed the browser in clear")
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("login --sso: %v\n%s", err, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("login --sso did not end:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "logged in to "+e.srv.URL+" as dave (role deployer, limited to groups lab)") {
+		t.Fatalf("login --sso said:\n%s", out.String())
+	}
+	// The browser got no session: the token went to the command line only.
+	if _, st := b.session(e.srv.URL); st != http.StatusUnauthorized {
+		t.Fatalf("the browser has a session: %d", st)
+	}
+	me := []string{"--server", e.srv.URL}
+	cli(t, append(me, "release", "list")...)
+	if _, err := cliErr(append(me, "users", "list")...); err == nil || !strings.Contains(err.Error(), "role deployer does not grant users:read") {
+		t.Fatalf("a forbidden command: %v", err)
+	}
+	if out := cli(t, append(me, "logout")...); !strings.Contains(out, "revoked") {
+		t.Fatalf("logout: %s", out)
+	}
+	// A bad cli_key or port on the login URL: 400 before any redirect.
+	wantRefusal(t, "bad cli_port", newBrowser(t, e.callback).do(http.MethodGet, e.srv.URL+"/api/v1/oidc/login?cli_port=80&cli_key="+otherKey, nil, nil), http.StatusBadRequest, "cli_port")
+}

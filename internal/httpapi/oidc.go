@@ -3,7 +3,9 @@ package httpapi
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"net/http"
+	"strconv"
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -14,11 +16,12 @@ import (
 
 // SingleSignOn logs operators in through an OpenID Connect provider; *sso.Service implements it.
 type SingleSignOn interface {
-	// Begin returns the provider's authorization URL and the login attempt's cookie value.
-	Begin(ctx context.Context) (redirect, cookie string, err error)
-	// Finish completes a login and returns the user, created or updated (sso.Service.Finish
-	// lists the errors).
-	Finish(ctx context.Context, cb sso.Callback) (*auth.User, error)
+	// Begin returns the provider's authorization URL and the login attempt's cookie value;
+	// cli, if not zero, is the command line (`upkeep login --sso`) the login ends at.
+	Begin(ctx context.Context, cli sso.CLI) (redirect, cookie string, err error)
+	// Finish completes a login and returns the user, created or updated, and the attempt's CLI
+	// (sso.Service.Finish lists the errors).
+	Finish(ctx context.Context, cb sso.Callback) (*auth.User, sso.CLI, error)
 }
 
 // oidcCookie holds a login attempt between the redirect to the provider and its callback. It
@@ -43,7 +46,15 @@ func (s *Server) oidcLogin(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errNoSSO)
 		return
 	}
-	redirect, cookie, err := s.SSO.Begin(r.Context())
+	var cli sso.CLI
+	if q := r.URL.Query(); q.Has("cli_port") || q.Has("cli_key") {
+		port, err := strconv.Atoi(q.Get("cli_port"))
+		cli = sso.CLI{Port: port, Key: q.Get("cli_key")}
+		if err != nil {
+			cli.Port = -1 // refused by Begin
+		}
+	}
+	redirect, cookie, err := s.SSO.Begin(r.Context(), cli)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -75,13 +86,36 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		SameSite: http.SameSiteLaxMode, MaxAge: -1})
 	w.Header().Set("Cache-Control", "no-store")
 	q := r.URL.Query()
-	u, err := s.SSO.Finish(r.Context(), sso.Callback{Cookie: cookie, State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error")})
+	u, cli, err := s.SSO.Finish(r.Context(), sso.Callback{Cookie: cookie, State: q.Get("state"), Code: q.Get("code"), Error: q.Get("error")})
 	if err != nil {
 		s.logger().Info("sso login refused", "ip", clientKey(r), LogErr, err)
 		s.fail(w, r, err)
 		return
 	}
+	if cli.Port != 0 {
+		s.handToCLI(w, r, u, cli)
+		return
+	}
 	s.startSession(w, r, u, "sso")
+}
+
+// handToCLI ends a login that `upkeep login --sso` started: no session, but a personal token
+// sealed to the command line's key, which the browser takes to its loopback port.
+func (s *Server) handToCLI(w http.ResponseWriter, r *http.Request, u *auth.User, cli sso.CLI) {
+	name := "upkeep login --sso " + u.Name
+	tok, err := s.newPersonalToken(r.Context(), u.Name, u.Role, u.Groups, name[:min(len(name), 64)], DefaultPersonalTTL)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	plain, _ := json.Marshal(tok)
+	sealed, err := cli.Seal(plain)
+	if err != nil {
+		s.fail(w, r, apperr.Wrap(apperr.Invalid, err, "the command line's key does not seal"))
+		return
+	}
+	s.logger().Info("login", "user", u.Name, "token", tok.ID, "via", "sso-cli")
+	http.Redirect(w, r, cli.RedirectURL(sealed), http.StatusFound)
 }
 
 // startSession starts a login session for u: the session row, the HttpOnly, SameSite=Strict

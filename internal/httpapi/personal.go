@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -51,18 +52,27 @@ func (s *Server) createPersonalToken(w http.ResponseWriter, r *http.Request) {
 	if req.Name == "" {
 		req.Name = "login " + p.User
 	}
-	secret, hash := auth.NewSecret(auth.AdminPrefix)
-	now := s.now()
-	t := &auth.OperatorToken{ID: auth.TokenID(hash), Name: req.Name, Role: p.Role, Hash: hash, CreatedAt: now, ExpiresAt: now.Add(req.TTL).Truncate(time.Second),
-		User: p.User, Groups: p.Groups}
-	if err := s.Admin.CreateOperatorToken(r.Context(), t); err != nil {
+	out, err := s.newPersonalToken(r.Context(), p.User, p.Role, p.Groups, req.Name, req.TTL)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.logger().Info("personal token created", "token", t.ID, "user", p.User, "role", t.Role)
+	writeJSON(w, http.StatusCreated, out)
+}
+
+// newPersonalToken makes a token of user with their role and scope; the answer holds its secret.
+func (s *Server) newPersonalToken(ctx context.Context, user, role string, groups []string, name string, ttl time.Duration) (wire.OperatorToken, error) {
+	secret, hash := auth.NewSecret(auth.AdminPrefix)
+	now := s.now()
+	t := &auth.OperatorToken{ID: auth.TokenID(hash), Name: name, Role: role, Hash: hash, CreatedAt: now, ExpiresAt: now.Add(ttl).Truncate(time.Second),
+		User: user, Groups: groups}
+	if err := s.Admin.CreateOperatorToken(ctx, t); err != nil {
+		return wire.OperatorToken{}, err
+	}
+	s.logger().Info("personal token created", "token", t.ID, "user", user, "role", t.Role)
 	out := operatorToWire(t)
 	out.Token = secret
-	writeJSON(w, http.StatusCreated, out)
+	return out, nil
 }
 
 // revokePersonalToken revokes the caller's own token, or a token of the caller's user. Any

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -99,6 +100,7 @@ func loopback(host string) bool {
 // cookie, so that any replica can finish it.
 type Attempt struct {
 	State, Nonce, Verifier string
+	CLI                    CLI // the command line to hand a token to; zero for a browser login
 }
 
 const attemptVersion = "v1"
@@ -114,9 +116,13 @@ func random() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// Encode is the attempt's cookie value.
+// Encode is the attempt's cookie value: v1.STATE.NONCE.VERIFIER, then .PORT.KEY for a CLI.
 func (a Attempt) Encode() string {
-	return strings.Join([]string{attemptVersion, a.State, a.Nonce, a.Verifier}, ".")
+	parts := []string{attemptVersion, a.State, a.Nonce, a.Verifier}
+	if a.CLI.Port != 0 {
+		parts = append(parts, strconv.Itoa(a.CLI.Port), a.CLI.Key)
+	}
+	return strings.Join(parts, ".")
 }
 
 var attemptPart = regexp.MustCompile(`^[A-Za-z0-9_-]{22,128}$`)
@@ -132,15 +138,28 @@ func DecodeAttempt(s string) (Attempt, error) {
 		return Attempt{}, ErrBadAttempt
 	}
 	parts := strings.Split(s, ".")
-	if len(parts) != 4 || parts[0] != attemptVersion {
+	if (len(parts) != 4 && len(parts) != 6) || parts[0] != attemptVersion {
 		return Attempt{}, ErrBadAttempt
 	}
-	for _, p := range parts[1:] {
+	for _, p := range parts[1:4] {
 		if !attemptPart.MatchString(p) {
 			return Attempt{}, ErrBadAttempt
 		}
 	}
-	return Attempt{State: parts[1], Nonce: parts[2], Verifier: parts[3]}, nil
+	a := Attempt{State: parts[1], Nonce: parts[2], Verifier: parts[3]}
+	if len(parts) == 6 {
+		port, err := strconv.Atoi(parts[4])
+		a.CLI = CLI{Port: port, Key: parts[5]}
+		if err != nil || strconv.Itoa(port) != parts[4] || a.CLI.Check() != nil || base64.RawURLEncoding.EncodeToString(mustDecode(parts[5])) != parts[5] {
+			return Attempt{}, ErrBadAttempt
+		}
+	}
+	return a, nil
+}
+
+func mustDecode(s string) []byte {
+	b, _ := base64.RawURLEncoding.DecodeString(s)
+	return b
 }
 
 // Service runs logins against the configured provider. It is safe for concurrent use.
@@ -219,13 +238,20 @@ func (s *Service) oauth(p *oidc.Provider) *oauth2.Config {
 }
 
 // Begin starts a login: the provider's authorization URL to send the browser to, and the
-// attempt's cookie value. Returns apperr.Unavailable if the provider cannot be reached.
-func (s *Service) Begin(ctx context.Context) (redirect, cookie string, err error) {
+// attempt's cookie value. cli, if not zero, is the command line the login ends at. Returns
+// apperr.Invalid for a bad cli, apperr.Unavailable if the provider cannot be reached.
+func (s *Service) Begin(ctx context.Context, cli CLI) (redirect, cookie string, err error) {
+	if cli != (CLI{}) {
+		if err := cli.Check(); err != nil {
+			return "", "", apperr.Wrap(apperr.Invalid, err, err.Error())
+		}
+	}
 	p, err := s.discover(ctx)
 	if err != nil {
 		return "", "", err
 	}
 	a := NewAttempt()
+	a.CLI = cli
 	// OpenID Connect Core §3.1.2.1 (state, nonce), RFC 7636 §4.3 (code_challenge, S256).
 	u := s.oauth(p).AuthCodeURL(a.State, oidc.Nonce(a.Nonce), oauth2.S256ChallengeOption(a.Verifier))
 	return u, a.Encode(), nil
@@ -252,7 +278,8 @@ const badUserName = "your identity provider account gives no usable user name (c
 
 var providerErrorCode = regexp.MustCompile(`^[a-z_]{1,64}$`)
 
-// Finish completes a login: it checks the state against the attempt, exchanges the code (with
+// Finish completes a login and returns the user and the attempt's CLI (zero for a browser
+// login): it checks the state against the attempt, exchanges the code (with
 // the PKCE verifier), verifies the ID token and its nonce, reads the claims (the ID token's,
 // then the userinfo endpoint's for the same subject), maps them to a role and creates or
 // updates the user. Errors are apperr: Invalid for a bad or missing attempt or state,
@@ -260,11 +287,16 @@ var providerErrorCode = regexp.MustCompile(`^[a-z_]{1,64}$`)
 // an unmapped or disabled account, Conflict for a user name another account holds,
 // Unavailable when the provider cannot be reached. Their messages name no claim value, key or
 // token; the causes are wrapped for the log.
-func (s *Service) Finish(ctx context.Context, cb Callback) (*auth.User, error) {
+func (s *Service) Finish(ctx context.Context, cb Callback) (*auth.User, CLI, error) {
 	a, err := DecodeAttempt(cb.Cookie)
 	if err != nil {
-		return nil, err
+		return nil, CLI{}, err
 	}
+	u, err := s.finish(ctx, a, cb)
+	return u, a.CLI, err
+}
+
+func (s *Service) finish(ctx context.Context, a Attempt, cb Callback) (*auth.User, error) {
 	// RFC 6749 §10.12: the state must be the one this browser's attempt holds.
 	if subtle.ConstantTimeCompare([]byte(cb.State), []byte(a.State)) != 1 {
 		return nil, ErrBadAttempt

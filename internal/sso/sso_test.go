@@ -76,6 +76,17 @@ func TestAttemptRoundTrip(t *testing.T) {
 	if NewAttempt() == a {
 		t.Fatal("two attempts alike")
 	}
+	_, key := NewCLIKey()
+	c := NewAttempt()
+	c.CLI = CLI{Port: 49152, Key: key}
+	if d, err := DecodeAttempt(c.Encode()); err != nil || d != c {
+		t.Fatalf("DecodeAttempt(Encode) with a CLI = %+v, %v; want %+v", d, err, c)
+	}
+	for _, bad := range []string{c.Encode() + "x", strings.Replace(c.Encode(), ".49152.", ".80.", 1), strings.Replace(c.Encode(), ".49152.", ".049152.", 1), strings.Replace(c.Encode(), ".49152.", "..", 1)} {
+		if _, err := DecodeAttempt(bad); err != ErrBadAttempt {
+			t.Errorf("DecodeAttempt(%q) = %v", bad, err)
+		}
+	}
 	for _, bad := range []string{"", "v1", "v2." + a.State + "." + a.Nonce + "." + a.Verifier, "v1." + a.State + "." + a.Nonce, "v1." + a.State + "." + a.Nonce + ".short",
 		"v1." + a.State + "." + a.Nonce + "." + a.Verifier + ".x", "v1." + a.State + "!." + a.Nonce + "." + a.Verifier, strings.Repeat("A", 600)} {
 		if _, err := DecodeAttempt(bad); err != ErrBadAttempt {
@@ -115,6 +126,10 @@ func TestConfigValidate(t *testing.T) {
 // decodes to an attempt that encodes back to the same text, or is ErrBadAttempt.
 func FuzzDecodeAttempt(f *testing.F) {
 	f.Add(NewAttempt().Encode())
+	_, key := NewCLIKey()
+	withCLI := NewAttempt()
+	withCLI.CLI = CLI{Port: 40000, Key: key}
+	f.Add(withCLI.Encode())
 	f.Add("v1.a.b.c")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, s string) {
@@ -145,6 +160,48 @@ func FuzzParseRoleMap(f *testing.F) {
 			if r.Claim == "" || r.Role == "" {
 				t.Fatalf("%q gave rule %+v", s, r)
 			}
+		}
+	})
+}
+
+func TestSealForCLI(t *testing.T) {
+	priv, key := NewCLIKey()
+	c := CLI{Port: 50000, Key: key}
+	sealed, err := c.Seal([]byte(`{"token":"upk_admin_x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(sealed, "upk_admin") {
+		t.Fatal("sealed in clear")
+	}
+	got, err := OpenSealed(priv, sealed)
+	if err != nil || string(got) != `{"token":"upk_admin_x"}` {
+		t.Fatalf("OpenSealed = %q, %v", got, err)
+	}
+	other, _ := NewCLIKey()
+	if _, err := OpenSealed(other, sealed); err == nil {
+		t.Fatal("opened with another key")
+	}
+	if !strings.HasPrefix(c.RedirectURL(sealed), "http://127.0.0.1:50000/upkeep-login?sealed=") {
+		t.Fatal(c.RedirectURL(sealed))
+	}
+	for _, bad := range []CLI{{Port: 80, Key: key}, {Port: 70000, Key: key}, {Port: 50000, Key: "short"}, {Port: 50000}} {
+		if bad.Check() == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+// FuzzOpenSealed: what comes to the command line's loopback port is untrusted; it opens only
+// if sealed to its key, and never panics.
+func FuzzOpenSealed(f *testing.F) {
+	priv, key := NewCLIKey()
+	sealed, _ := CLI{Port: 50000, Key: key}.Seal([]byte("x"))
+	f.Add(sealed)
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		if pt, err := OpenSealed(priv, s); err == nil && s != sealed && string(pt) == "x" && len(s) < 10 {
+			t.Fatalf("%q opened", s)
 		}
 	})
 }
