@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"upkeep.dev/upkeep/internal/sso"
 )
 
 // TestCLILoginLogout: `upkeep login` with a wrong password is refused with a message that says
@@ -122,5 +124,33 @@ func TestCLILoginLogout(t *testing.T) {
 	}
 	if _, err := cliErr(append(me, "logout")...); err == nil || !strings.Contains(err.Error(), "not logged in") {
 		t.Fatalf("logout twice: %v", err)
+	}
+}
+
+// TestServeOIDCFlags: the flags that are not sso.Config fields (secret file, role map) and the
+// combinations serve refuses before it starts.
+func TestServeOIDCFlags(t *testing.T) {
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("s3cret\n"), 0o600)
+	var c sso.Config
+	c.Issuer = "https://idp.example/"
+	if err := oidcConfig(&c, secret, "groups:release=release-manager,groups:eu=deployer:eu"); err != nil {
+		t.Fatal(err)
+	}
+	if c.ClientSecret != "s3cret" || len(c.RoleMap) != 2 || c.RoleMap[1].Groups[0] != "eu" {
+		t.Fatalf("config: %+v", c)
+	}
+	for name, f := range map[string]func() error{
+		"secret twice": func() error {
+			c := sso.Config{Issuer: "https://i/", ClientSecret: "x"}
+			return oidcConfig(&c, secret, "")
+		},
+		"bad role":           func() error { c := sso.Config{Issuer: "https://i/"}; return oidcConfig(&c, "", "groups:x=root") },
+		"map without issuer": func() error { c := sso.Config{}; return oidcConfig(&c, "", "groups:x=viewer") },
+		"missing file":       func() error { c := sso.Config{Issuer: "https://i/"}; return oidcConfig(&c, secret+".none", "") },
+	} {
+		if f() == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }

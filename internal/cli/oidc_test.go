@@ -361,6 +361,17 @@ func TestSSOLogin(t *testing.T) {
 		t.Fatalf("unmapped account has a session: %d", st)
 	}
 
+	// The role map is the source of truth for the role: an admin's change lasts until the next
+	// login, which brings the mapped role back (and ended the older session with the change).
+	cli(t, "--server", e.srv.URL, "--token", e.srv.AdminToken, "users", "role", "rita", "viewer")
+	if _, st := b.session(e.srv.URL); st != http.StatusUnauthorized {
+		t.Fatalf("the session after a role change: %d", st)
+	}
+	b = newBrowser(t, e.callback)
+	if a := b.login(start, "rita", "rita-secret-pw"); a.status != http.StatusOK || !strings.Contains(a.body, `"role":"release-manager"`) {
+		t.Fatalf("login after a role change: %d %s", a.status, a.body)
+	}
+
 	// Disabled: the session ends, and the next SSO login is refused; the user stays disabled.
 	cli(t, "--server", e.srv.URL, "--token", e.srv.AdminToken, "users", "disable", "rita")
 	if _, st := b.session(e.srv.URL); st != http.StatusUnauthorized {
@@ -484,6 +495,13 @@ func TestSSOAttacks(t *testing.T) {
 	b.do(http.MethodGet, start, nil, nil)
 	st := strings.Split(attemptCookie(b), ".")[1]
 	wantRefusal(t, "provider refusal", b.do(http.MethodGet, e.callback+"?error=access_denied&state="+st, nil, nil), http.StatusUnauthorized, "did not log you in (access_denied)")
+
+	// A local user holds the name the provider gives: the provider's account does not become
+	// that user (users are found by issuer and subject, never by name).
+	if _, err := cliIn("", "--server", e.srv.URL, "--token", e.srv.AdminToken, "users", "add", "dave", "--role", "admin", "--no-password"); err != nil {
+		t.Fatal(err)
+	}
+	wantRefusal(t, "a provider account named as a local user", newBrowser(t, e.callback).login(start, "dave", "dave-secret-pw"), http.StatusConflict, "belongs to another account")
 
 	// And after all that, the real flow still works.
 	if a := newBrowser(t, e.callback).login(start, "rita", "rita-secret-pw"); a.status != http.StatusOK {
