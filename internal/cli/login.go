@@ -122,6 +122,9 @@ func (c *credentials) save(path string) error {
 // savedToken returns the token `upkeep login` saved for server, or "" if there is none. An
 // expired one is an error that says to log in again.
 func savedToken(server string) (string, error) {
+	if _, err := credentialsPath(); err != nil {
+		return "", nil // no home folder: no saved login
+	}
 	c, _, err := loadCredentials()
 	if err != nil {
 		return "", err

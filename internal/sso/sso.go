@@ -350,6 +350,11 @@ func (s *Service) finish(ctx context.Context, a Attempt, cb Callback) (*auth.Use
 	if err := idt.Claims(&claims); err != nil {
 		return nil, apperr.Wrap(apperr.Unauthorized, err, errIDToken.Msg)
 	}
+	// Core §3.1.3.7 steps 4-5: a token for several audiences must name this client as its
+	// authorized party (go-oidc checks only that the client is among the audiences).
+	if azp, _ := claims["azp"].(string); len(idt.Audience) > 1 && azp != s.cfg.ClientID {
+		return nil, apperr.Wrap(apperr.Unauthorized, errors.New("id token for several audiences without this client as azp"), errIDToken.Msg)
+	}
 	if p.UserInfoEndpoint() != "" {
 		ui, err := p.UserInfo(ctx, oauth2.StaticTokenSource(tok))
 		if err != nil {
