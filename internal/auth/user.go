@@ -75,4 +75,7 @@ type UserStore interface {
 	// RevokeSession ends a session at at and moves the revocation generation. Unknown or
 	// already revoked: no error.
 	RevokeSession(ctx context.Context, id string, at time.Time) error
+	// PruneSessions deletes the sessions that expired, or were revoked, before before, and
+	// returns how many (their retention: a deleted session answers as an ended one).
+	PruneSessions(ctx context.Context, before time.Time) (int64, error)
 }

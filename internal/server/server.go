@@ -484,11 +484,15 @@ func (s *Server) startJobs(ctx context.Context) {
 	})
 }
 
+// SessionRetention is how long a login session's row is kept after it expired or was revoked.
+const SessionRetention = 24 * time.Hour
+
 // housekeep removes what devices and unauthenticated clients left that is no longer wanted:
 // enrolments that waited longer than PendingTTL for an operator, and device events beyond the
 // retention (older than EventRetention, or past MaxDeviceEvents of a device), and DDI actions
 // likewise (those of removed devices; closed ones older than EventRetention or past
-// ddi.MaxActionsKept of a device, but the last installed). One replica at a
+// ddi.MaxActionsKept of a device, but the last installed), and login sessions a day after they
+// ended (SessionRetention). One replica at a
 // time does it (the "housekeeping" lease); the work is idempotent either way.
 func (s *Server) housekeep(ctx context.Context) {
 	if ok, err := s.DB.AcquireLease(ctx, "housekeeping", s.holder, s.Config.HousekeepingEvery); err != nil || !ok {
@@ -520,6 +524,13 @@ func (s *Server) housekeep(ctx context.Context) {
 		s.Config.Logger.Info("pruned DDI actions", "actions", n)
 	}
 	s.Metrics.ObserveDB("prune_ddi_actions", time.Since(t))
+	if n, err := s.DB.PruneSessions(ctx, now.Add(-SessionRetention)); err != nil {
+		if ctx.Err() == nil {
+			s.Config.Logger.Warn("prune login sessions", "err", err)
+		}
+	} else if n > 0 {
+		s.Config.Logger.Info("pruned login sessions", "sessions", n)
+	}
 }
 
 func (s *Server) now() time.Time {

@@ -171,6 +171,15 @@ func (s *DB) TouchSession(ctx context.Context, id string, at time.Time) error {
 	return nil
 }
 
+// PruneSessions implements auth.UserStore.
+func (s *DB) PruneSessions(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1`, before.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("prune sessions: %w", err)
+	}
+	return res.RowsAffected()
+}
+
 // RevokeSession implements auth.UserStore.
 func (s *DB) RevokeSession(ctx context.Context, id string, at time.Time) error {
 	return s.inTx(ctx, "revoke session", func(tx *Tx) error {

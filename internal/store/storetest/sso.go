@@ -35,3 +35,40 @@ func testSSOUsers(t *testing.T, s Store) {
 	_, err = s.FindUserBySubject(ctx, "", "")
 	wantCode(t, err, apperr.NotFound)
 }
+
+// testPruneSessions: sessions that expired or were revoked before the cut are deleted; live
+// ones, and ones that ended after it, stay.
+func testPruneSessions(t *testing.T, s Store) {
+	t0 := time.Now().UTC().Truncate(time.Second)
+	if err := s.CreateUser(ctx, &auth.User{Name: "pat", Role: auth.RoleViewer, CreatedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	mk := func(expires time.Time) *auth.Session {
+		_, h := auth.NewSecret("s_")
+		ss := &auth.Session{ID: auth.TokenID(h), Hash: h, User: "pat", CSRF: "c", CreatedAt: t0.Add(-48 * time.Hour), ExpiresAt: expires, LastSeen: t0.Add(-48 * time.Hour)}
+		if err := s.CreateSession(ctx, ss); err != nil {
+			t.Fatal(err)
+		}
+		return ss
+	}
+	expiredLong := mk(t0.Add(-36 * time.Hour))
+	expiredRecently := mk(t0.Add(-time.Hour))
+	revokedLong := mk(t0.Add(time.Hour))
+	if err := s.RevokeSession(ctx, revokedLong.ID, t0.Add(-30*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	live := mk(t0.Add(time.Hour))
+	n, err := s.PruneSessions(ctx, t0.Add(-24*time.Hour))
+	if err != nil || n != 2 {
+		t.Fatalf("PruneSessions = %d, %v; want 2", n, err)
+	}
+	for _, ss := range []*auth.Session{expiredLong, revokedLong} {
+		_, err := s.FindSession(ctx, ss.Hash)
+		wantCode(t, err, apperr.NotFound)
+	}
+	for _, ss := range []*auth.Session{expiredRecently, live} {
+		if _, err := s.FindSession(ctx, ss.Hash); err != nil {
+			t.Fatalf("session %s: %v", ss.ID, err)
+		}
+	}
+}
