@@ -285,8 +285,9 @@ var providerErrorCode = regexp.MustCompile(`^[a-z_]{1,64}$`)
 // updates the user. Errors are apperr: Invalid for a bad or missing attempt or state,
 // Unauthorized for a refusal of the provider or an answer that does not verify, Forbidden for
 // an unmapped or disabled account, Conflict for a user name another account holds,
-// Unavailable when the provider cannot be reached. Their messages name no claim value, key or
-// token; the causes are wrapped for the log.
+// Unavailable when the provider cannot be reached. Their messages name no code, state, key,
+// token or claim (but the person's own user name in a Conflict); the causes are wrapped for the
+// log.
 func (s *Service) Finish(ctx context.Context, cb Callback) (*auth.User, CLI, error) {
 	a, err := DecodeAttempt(cb.Cookie)
 	if err != nil {
