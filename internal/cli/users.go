@@ -104,7 +104,7 @@ func usersCmd(g *globals) *cobra.Command {
 	add.MarkFlagRequired("role")
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List users with their role, group scope and state",
+		Short: "List users with their role, group scope, how they log in (password, sso, tokens only) and state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.client()
@@ -116,15 +116,18 @@ func usersCmd(g *globals) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tROLE\tGROUPS\tPASSWORD\tCREATED\tSTATE")
+			fmt.Fprintln(tw, "NAME\tROLE\tGROUPS\tLOGIN\tCREATED\tSTATE")
 			for _, u := range us {
 				state := "enabled"
 				if !u.DisabledAt.IsZero() {
 					state = "disabled " + timeOr(u.DisabledAt, "")
 				}
-				pw := "no"
-				if u.HasPassword {
-					pw = "yes"
+				pw := "tokens only"
+				switch {
+				case u.Issuer != "":
+					pw = "sso" // single sign-on through the provider u.Issuer
+				case u.HasPassword:
+					pw = "password"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", show.Text(u.Name), show.Text(u.Role), show.Text(or(strings.Join(u.Groups, ","), "all")), pw, timeOr(u.CreatedAt, ""), state)
 			}
