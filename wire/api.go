@@ -152,6 +152,14 @@ type User struct {
 	HasPassword bool      `json:"has_password"`
 	CreatedAt   time.Time `json:"created_at"`
 	DisabledAt  time.Time `json:"disabled_at,omitzero"`
+	Issuer      string    `json:"issuer,omitempty"` // the OpenID Connect provider of a single sign-on user
+}
+
+// PersonalTokenRequest is POST /api/v1/session/token: an operator token for the session's own
+// user, with the user's role and group scope.
+type PersonalTokenRequest struct {
+	Name string        `json:"name,omitempty"` // default "login USER"
+	TTL  time.Duration `json:"ttl,omitempty"`  // 0: the default (12 h); at most 7 days
 }
 
 // LoginRequest is POST /api/v1/login.

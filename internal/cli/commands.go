@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +20,7 @@ import (
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/show"
-	"upkeep.dev/upkeep/internal/tlsclient"
+	"upkeep.dev/upkeep/internal/sso"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
@@ -31,17 +30,27 @@ type globals struct {
 	server, token, ca string
 }
 
+// client is the management API's client with the operator token of --token (or UPKEEP_TOKEN),
+// else the one `upkeep login` kept for --server.
 func (g *globals) client() (*client.Client, error) {
-	if g.token == "" {
-		return nil, fmt.Errorf("an operator token is needed: pass --token or set UPKEEP_TOKEN (printed once by the first `upkeep serve`)")
-	}
-	c := &client.Client{Base: g.server, Token: g.token}
-	if g.ca != "" {
-		tr, err := tlsclient.Transport(g.ca)
+	token := g.token
+	if token == "" {
+		saved, err := savedToken(g.server)
 		if err != nil {
 			return nil, err
 		}
-		c.HTTP = &http.Client{Transport: tr, Timeout: 10 * time.Minute}
+		token = saved
+	}
+	if token == "" {
+		return nil, fmt.Errorf("an operator token is needed: run upkeep login --user NAME, or pass --token or set UPKEEP_TOKEN (printed once by the first `upkeep serve`)")
+	}
+	c := &client.Client{Base: g.server, Token: token}
+	if g.ca != "" {
+		hc, err := g.httpClient(false)
+		if err != nil {
+			return nil, err
+		}
+		c.HTTP = hc
 	}
 	return c, nil
 }
@@ -49,6 +58,7 @@ func (g *globals) client() (*client.Client, error) {
 func serveCmd() *cobra.Command {
 	cfg := server.DefaultConfig()
 	var configPath string
+	var oidcSecretFile, oidcRoleMap string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the server on the embedded defaults (SQLite and a local artifacts folder)",
@@ -59,6 +69,9 @@ func serveCmd() *cobra.Command {
 			}
 			cfg.S3AccessKey, _ = envfile.Lookup(file, "UPKEEP_S3_ACCESS_KEY")
 			cfg.S3SecretKey, _ = envfile.Lookup(file, "UPKEEP_S3_SECRET_KEY")
+			if err := oidcConfig(&cfg.OIDC, oidcSecretFile, oidcRoleMap); err != nil {
+				return err
+			}
 			cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 			s, err := server.Open(cmd.Context(), cfg)
 			if err != nil {
@@ -108,6 +121,19 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.DDI.Product, "ddi-product", "", "with --ddi-hardware: unknown controllers presenting the gateway token register as devices of this product")
 	f.StringVar(&cfg.DDI.HardwareID, "ddi-hardware", "", "hardware id of DDI devices that register with the gateway token")
 	f.BoolVar(&cfg.DDI.AutoAccept, "ddi-auto-accept", false, "accept DDI devices that register with the gateway token at once (default: pending until `devices accept`)")
+	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "single sign-on: the OpenID Connect provider's issuer URL, as its discovery document names it (env UPKEEP_OIDC_ISSUER; docs/OPERATORS.md)")
+	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "this server's client id at the provider (env UPKEEP_OIDC_CLIENT_ID)")
+	f.StringVar(&cfg.OIDC.ClientSecret, "oidc-client-secret", "", "the client secret (env UPKEEP_OIDC_CLIENT_SECRET, preferred, or --oidc-client-secret-file: a flag shows in the process list)")
+	f.StringVar(&oidcSecretFile, "oidc-client-secret-file", "", "file holding the client secret (env UPKEEP_OIDC_CLIENT_SECRET_FILE)")
+	f.StringVar(&cfg.OIDC.RedirectURL, "oidc-redirect-url", "", "the callback URL registered at the provider (env UPKEEP_OIDC_REDIRECT_URL; default: --public-url + /api/v1/oidc/callback)")
+	f.StringVar(&oidcRoleMap, "oidc-role-map", "", "claims to roles, first match wins: CLAIM:VALUE=ROLE[:GROUP+GROUP],... e.g. groups:release=release-manager,groups:eu-ops=deployer:eu (env UPKEEP_OIDC_ROLE_MAP)")
+	f.StringSliceVar(&cfg.OIDC.Scopes, "oidc-scopes", nil, "scopes to request besides openid (env UPKEEP_OIDC_SCOPES; default profile,email)")
+	f.StringVar(&cfg.OIDC.UsernameClaim, "oidc-username-claim", sso.DefaultUsernameClaim, "claim a new user's name is taken from, else email (env UPKEEP_OIDC_USERNAME_CLAIM)")
+	for flag, env := range map[string]string{"oidc-issuer": "UPKEEP_OIDC_ISSUER", "oidc-client-id": "UPKEEP_OIDC_CLIENT_ID", "oidc-client-secret": "UPKEEP_OIDC_CLIENT_SECRET",
+		"oidc-client-secret-file": "UPKEEP_OIDC_CLIENT_SECRET_FILE", "oidc-redirect-url": "UPKEEP_OIDC_REDIRECT_URL", "oidc-role-map": "UPKEEP_OIDC_ROLE_MAP",
+		"oidc-scopes": "UPKEEP_OIDC_SCOPES", "oidc-username-claim": "UPKEEP_OIDC_USERNAME_CLAIM"} {
+		envFlag(f, flag, env)
+	}
 	for flag, env := range map[string]string{"addr": "UPKEEP_ADDR", "data": "UPKEEP_DATA", "keys": "UPKEEP_KEYS", "blobs": "UPKEEP_BLOBS", "db": "UPKEEP_DB",
 		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS",
 		"max-token-requests": "UPKEEP_MAX_TOKEN_REQUESTS", "body-timeout": "UPKEEP_BODY_TIMEOUT", "max-per-device": "UPKEEP_MAX_PER_DEVICE", "max-per-ip": "UPKEEP_MAX_PER_IP",
@@ -118,6 +144,30 @@ func serveCmd() *cobra.Command {
 		envFlag(f, flag, env)
 	}
 	return cmd
+}
+
+// oidcConfig completes the single sign-on configuration from the flags that are not its fields:
+// the client secret's file and the role map.
+func oidcConfig(c *sso.Config, secretFile, roleMap string) error {
+	if secretFile != "" {
+		if c.ClientSecret != "" {
+			return fmt.Errorf("--oidc-client-secret and --oidc-client-secret-file: give one")
+		}
+		b, err := os.ReadFile(secretFile)
+		if err != nil {
+			return fmt.Errorf("oidc client secret: %w", err)
+		}
+		c.ClientSecret = strings.TrimSpace(string(b))
+	}
+	rules, err := sso.ParseRoleMap(roleMap)
+	if err != nil {
+		return fmt.Errorf("--oidc-role-map: %w", err)
+	}
+	c.RoleMap = rules
+	if !c.Enabled() && (c.ClientID != "" || len(rules) > 0) {
+		return fmt.Errorf("--oidc-client-id and --oidc-role-map need --oidc-issuer")
+	}
+	return nil
 }
 
 func keysCmd(g *globals) *cobra.Command {

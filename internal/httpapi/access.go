@@ -6,7 +6,6 @@ import (
 	"crypto/subtle"
 	"mime"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -247,6 +246,8 @@ func (s *Server) forgetCredentials() {
 
 func (s *Server) sessionRoutes(mux *router) {
 	mux.api("POST /api/v1/login", auth.PermNone, s.login)
+	s.oidcRoutes(mux)
+	s.personalTokenRoutes(mux)
 	mux.api("POST /api/v1/logout", auth.PermSelf, s.logout)
 	mux.api("GET /api/v1/session", auth.PermSelf, s.whoami)
 }
@@ -300,19 +301,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errBadLogin)
 		return
 	}
-	ttl, _ := s.sessionLimits()
-	secret, h := auth.NewSecret(sessionPrefix)
-	csrf, _ := auth.NewSecret("")
-	ss := &auth.Session{ID: auth.TokenID(h), Hash: h, User: u.Name, CSRF: csrf, CreatedAt: now, ExpiresAt: now.Add(ttl), LastSeen: now}
-	if err := s.Admin.CreateSession(r.Context(), ss); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: secret, Path: "/", HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
-		SameSite: http.SameSiteStrictMode, Expires: ss.ExpiresAt, MaxAge: int(ttl.Seconds())})
-	audit.SetActor(r.Context(), audit.ActorUser, u.Name, ss.ID)
-	s.logger().Info("login", "user", u.Name, "session", ss.ID)
-	writeJSON(w, http.StatusOK, sessionToWire(&principal{Name: u.Name, User: u.Name, Role: u.Role, Groups: u.Groups, Session: ss}))
+	s.startSession(w, r, u, "password")
 }
 
 func sessionToWire(p *principal) wire.Session {
@@ -358,10 +347,8 @@ func (s *Server) userRoutes(mux *router) {
 	mux.api("PUT /api/v1/users/{name}/password", auth.PermUsersWrite, s.setUserPassword)
 }
 
-var userName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
-
 func userToWire(u *auth.User) wire.User {
-	return wire.User{Name: u.Name, Role: u.Role, Groups: u.Groups, HasPassword: u.PasswordHash != "", CreatedAt: u.CreatedAt, DisabledAt: u.DisabledAt}
+	return wire.User{Name: u.Name, Role: u.Role, Groups: u.Groups, HasPassword: u.PasswordHash != "", CreatedAt: u.CreatedAt, DisabledAt: u.DisabledAt, Issuer: u.Issuer}
 }
 
 func checkRole(role string, groups []string) error {
@@ -393,7 +380,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if !userName.MatchString(req.Name) {
+	if !auth.ValidUserName(req.Name) {
 		s.fail(w, r, apperr.E(apperr.Invalid, "user name %.64q: 1-64 letters, digits, '.', '_', '@', '-'", req.Name))
 		return
 	}

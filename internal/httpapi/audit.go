@@ -24,6 +24,9 @@ import (
 var auditActions = map[string]string{
 	"POST /api/v1/login":                            "login",
 	"POST /api/v1/logout":                           "logout",
+	"GET /api/v1/oidc/callback":                     "login.sso",
+	"POST /api/v1/session/token":                    "token.personal.create",
+	"POST /api/v1/session/tokens/{id}/revoke":       "token.personal.revoke",
 	"POST /api/v1/users":                            "user.add",
 	"POST /api/v1/users/{name}/disable":             "user.disable",
 	"PUT /api/v1/users/{name}/role":                 "user.role",

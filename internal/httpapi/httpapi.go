@@ -99,6 +99,9 @@ type Server struct {
 	// LoginsPerMinuteIP per source address (default DefaultLoginsPerMinuteIP): 429 with
 	// Retry-After past them.
 	LoginsPerMinute, LoginsPerMinuteIP int
+	// SSO logs operators in through an OpenID Connect provider (/api/v1/oidc/...); nil: those
+	// routes answer 404.
+	SSO SingleSignOn
 	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
 	CSAF CSAF
 	// Audit keeps the audit trail: every state-changing /api/v1 call and every login is

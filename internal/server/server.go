@@ -38,6 +38,7 @@ import (
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/sso"
 	"upkeep.dev/upkeep/internal/store/postgres"
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
@@ -120,6 +121,10 @@ type Config struct {
 	// every request and answer against the OpenAPI document with it) and for an in-process
 	// proxy. Nil serves the handler as it is.
 	Wrap func(http.Handler) http.Handler
+	// OIDC configures single sign-on through an OpenID Connect provider (internal/sso); an
+	// empty Issuer turns it off. An empty RedirectURL is the public URL (or the listen URL)
+	// followed by /api/v1/oidc/callback.
+	OIDC sso.Config
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -384,6 +389,21 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if ap, err := netip.ParseAddrPort(s.ln.Addr().String()); cfg.MetricsToken == "" && (err != nil || !ap.Addr().IsLoopback()) {
 		cfg.Logger.Warn("/metrics is open to anyone who reaches the listen address: set --metrics-token (UPKEEP_METRICS_TOKEN)", "addr", s.ln.Addr().String())
 	}
+	if cfg.OIDC.Enabled() {
+		oc := cfg.OIDC
+		if oc.RedirectURL == "" {
+			oc.RedirectURL = strings.TrimRight(cmp.Or(cfg.PublicURL, s.URL), "/") + "/api/v1/oidc/callback"
+		}
+		if oc.Now == nil {
+			oc.Now = now
+		}
+		sv, err := sso.New(oc, db, cfg.Logger)
+		if err != nil {
+			s.ln.Close()
+			return fail(err)
+		}
+		api.SSO = sv
+	}
 	s.Transparency.TimeToPatch = s.Exposure.LabelTimeToPatch
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
@@ -484,11 +504,15 @@ func (s *Server) startJobs(ctx context.Context) {
 	})
 }
 
+// SessionRetention is how long a login session's row is kept after it expired or was revoked.
+const SessionRetention = 24 * time.Hour
+
 // housekeep removes what devices and unauthenticated clients left that is no longer wanted:
 // enrolments that waited longer than PendingTTL for an operator, and device events beyond the
 // retention (older than EventRetention, or past MaxDeviceEvents of a device), and DDI actions
 // likewise (those of removed devices; closed ones older than EventRetention or past
-// ddi.MaxActionsKept of a device, but the last installed). One replica at a
+// ddi.MaxActionsKept of a device, but the last installed), and login sessions a day after they
+// ended (SessionRetention). One replica at a
 // time does it (the "housekeeping" lease); the work is idempotent either way.
 func (s *Server) housekeep(ctx context.Context) {
 	if ok, err := s.DB.AcquireLease(ctx, "housekeeping", s.holder, s.Config.HousekeepingEvery); err != nil || !ok {
@@ -520,6 +544,13 @@ func (s *Server) housekeep(ctx context.Context) {
 		s.Config.Logger.Info("pruned DDI actions", "actions", n)
 	}
 	s.Metrics.ObserveDB("prune_ddi_actions", time.Since(t))
+	if n, err := s.DB.PruneSessions(ctx, now.Add(-SessionRetention)); err != nil {
+		if ctx.Err() == nil {
+			s.Config.Logger.Warn("prune login sessions", "err", err)
+		}
+	} else if n > 0 {
+		s.Config.Logger.Info("pruned login sessions", "sessions", n)
+	}
 }
 
 // auditPruneBatch bounds the records one prune transaction removes.

@@ -75,6 +75,8 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"DeviceKinds":      testDeviceKinds,
 		"Users":            testUsers,
 		"Audit":            testAudit,
+		"SSOUsers":         testSSOUsers,
+		"PruneSessions":    testPruneSessions,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
