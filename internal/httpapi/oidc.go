@@ -115,6 +115,8 @@ func (s *Server) handToCLI(w http.ResponseWriter, r *http.Request, u *auth.User,
 		s.fail(w, r, apperr.Wrap(apperr.Invalid, err, "the command line's key does not seal"))
 		return
 	}
+	audit.SetActor(r.Context(), audit.ActorUser, u.Name, "")
+	audit.SetTarget(r.Context(), "token "+tok.ID)
 	s.logger().Info("login", "user", u.Name, "token", tok.ID, "via", "sso-cli")
 	http.Redirect(w, r, cli.RedirectURL(sealed), http.StatusFound)
 }
