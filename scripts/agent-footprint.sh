@@ -57,7 +57,7 @@ if ! kill -0 "$agent" 2>/dev/null; then
 fi
 rss=$(awk '/^VmRSS/ {print $2}' /proc/$agent/status)
 anon=$(awk '/^RssAnon/ {print $2}' /proc/$agent/status)
-push=$("$tmp/upkeep-agent" status --state "$tmp/dev" | sed -n '/"push"/,/}/s/.*"state": "\([^"]*\)".*/\1/p')
+push=$("$tmp/upkeep-agent" status --state "$tmp/dev" | sed -n 's/^  "push": "\([^"]*\)".*/\1/p')
 echo "upkeep-agent stripped_bytes=$size idle_rss_kb=$rss rss_anon_kb=$anon push=${push:-off} version=$(go version | awk '{print $3}')"
 if [ "$FOOTPRINT_REF" != 0 ]; then
   IDLE_SECS=$IDLE_SECS bash scripts/agent-footprint-ref.sh

@@ -35,6 +35,21 @@ type Release struct {
 	Length          int64     `json:"length"`
 	SHA256          string    `json:"sha256"`
 	PublishedAt     time.Time `json:"published_at"`
+	// Running is how many of the product's devices in service run it; listed only when the
+	// list is of one product (GET /api/v1/releases?product=P).
+	Running int `json:"running,omitempty"`
+}
+
+// DeltasRequest adds delta targets (per-pair patches, chunk indexes) to releases already
+// published: image-repository targets.json signed offline that adds only delta targets, each
+// bound to published images and uploaded to /api/v1/blobs first.
+type DeltasRequest struct {
+	Targets json.RawMessage `json:"targets"`
+}
+
+// DeltasResponse names the delta targets added.
+type DeltasResponse struct {
+	Added []string `json:"added"`
 }
 
 // PublishRequest uploads a new image-repository targets.json that the release engineer signed
@@ -137,6 +152,14 @@ type User struct {
 	HasPassword bool      `json:"has_password"`
 	CreatedAt   time.Time `json:"created_at"`
 	DisabledAt  time.Time `json:"disabled_at,omitzero"`
+	Issuer      string    `json:"issuer,omitempty"` // the OpenID Connect provider of a single sign-on user
+}
+
+// PersonalTokenRequest is POST /api/v1/session/token: an operator token for the session's own
+// user, with the user's role and group scope.
+type PersonalTokenRequest struct {
+	Name string        `json:"name,omitempty"` // default "login USER"
+	TTL  time.Duration `json:"ttl,omitempty"`  // 0: the default (12 h); at most 7 days
 }
 
 // LoginRequest is POST /api/v1/login.

@@ -64,9 +64,10 @@ const (
 )
 
 type pushState struct {
-	o      PushOptions
-	dir    string
-	nudges chan struct{}
+	o       PushOptions
+	dir     string
+	nudges  chan struct{}
+	onState func(string) // Agent.SetPushState: the state in runtime.json too
 
 	mu       sync.Mutex
 	status   PushStatus
@@ -84,7 +85,7 @@ func (a *Agent) EnablePush(o PushOptions) {
 	if o.MinNudgeGap <= 0 {
 		o.MinNudgeGap = DefaultMinNudgeGap
 	}
-	a.push = &pushState{o: o, dir: a.cfg.StateDir, nudges: make(chan struct{}, 1)}
+	a.push = &pushState{o: o, dir: a.cfg.StateDir, nudges: make(chan struct{}, 1), onState: a.SetPushState}
 	a.push.set(PushConnecting, "", nil)
 }
 
@@ -136,11 +137,15 @@ func (p *pushState) setLocked(state, broker string, err error) {
 	if p.status.State == state && p.status.Error == msg && (broker == "" || broker == p.status.Broker) {
 		return
 	}
+	changed := p.status.State != state
 	p.status.State, p.status.Since, p.status.Error = state, time.Now().UTC(), msg
 	if broker != "" {
 		p.status.Broker = broker
 	}
 	p.writeLocked()
+	if changed && p.onState != nil {
+		p.onState(state)
+	}
 }
 
 func (p *pushState) writeLocked() {

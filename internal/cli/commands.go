@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +20,7 @@ import (
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/show"
-	"upkeep.dev/upkeep/internal/tlsclient"
+	"upkeep.dev/upkeep/internal/sso"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
@@ -31,17 +30,27 @@ type globals struct {
 	server, token, ca string
 }
 
+// client is the management API's client with the operator token of --token (or UPKEEP_TOKEN),
+// else the one `upkeep login` kept for --server.
 func (g *globals) client() (*client.Client, error) {
-	if g.token == "" {
-		return nil, fmt.Errorf("an operator token is needed: pass --token or set UPKEEP_TOKEN (printed once by the first `upkeep serve`)")
-	}
-	c := &client.Client{Base: g.server, Token: g.token}
-	if g.ca != "" {
-		tr, err := tlsclient.Transport(g.ca)
+	token := g.token
+	if token == "" {
+		saved, err := savedToken(g.server)
 		if err != nil {
 			return nil, err
 		}
-		c.HTTP = &http.Client{Transport: tr, Timeout: 10 * time.Minute}
+		token = saved
+	}
+	if token == "" {
+		return nil, fmt.Errorf("an operator token is needed: run upkeep login --user NAME, or pass --token or set UPKEEP_TOKEN (printed once by the first `upkeep serve`)")
+	}
+	c := &client.Client{Base: g.server, Token: token}
+	if g.ca != "" {
+		hc, err := g.httpClient(false)
+		if err != nil {
+			return nil, err
+		}
+		c.HTTP = hc
 	}
 	return c, nil
 }
@@ -49,6 +58,7 @@ func (g *globals) client() (*client.Client, error) {
 func serveCmd() *cobra.Command {
 	cfg := server.DefaultConfig()
 	var configPath string
+	var oidcSecretFile, oidcRoleMap string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the server on the embedded defaults (SQLite and a local artifacts folder)",
@@ -59,6 +69,9 @@ func serveCmd() *cobra.Command {
 			}
 			cfg.S3AccessKey, _ = envfile.Lookup(file, "UPKEEP_S3_ACCESS_KEY")
 			cfg.S3SecretKey, _ = envfile.Lookup(file, "UPKEEP_S3_SECRET_KEY")
+			if err := oidcConfig(&cfg.OIDC, oidcSecretFile, oidcRoleMap); err != nil {
+				return err
+			}
 			cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 			s, err := server.Open(cmd.Context(), cfg)
 			if err != nil {
@@ -95,6 +108,7 @@ func serveCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxPending, "max-pending", cfg.MaxPending, "devices awaiting approval before enrolments without a token get 429 (env UPKEEP_MAX_PENDING)")
 	f.DurationVar(&cfg.PendingTTL, "pending-ttl", cfg.PendingTTL, "time a pending enrolment waits for approval before it is removed (env UPKEEP_PENDING_TTL)")
 	f.DurationVar(&cfg.EventRetention, "event-retention", cfg.EventRetention, "time device events are kept (env UPKEEP_EVENT_RETENTION)")
+	f.DurationVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "time audit records are kept; 0 keeps them forever (env UPKEEP_AUDIT_RETENTION)")
 	f.IntVar(&cfg.MaxDeviceEvents, "max-device-events", cfg.MaxDeviceEvents, "device events kept per device, newest first (env UPKEEP_MAX_DEVICE_EVENTS)")
 	f.StringVar(&cfg.PublicURL, "public-url", "", "base URL the public reaches this server at, for the labels' QR codes (env UPKEEP_PUBLIC_URL; default: the listen URL)")
 	f.StringVar(&cfg.Manufacturer, "manufacturer", "", "manufacturer named in the products' declarations (env UPKEEP_MANUFACTURER; default: the public URL's host)")
@@ -108,16 +122,53 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.DDI.HardwareID, "ddi-hardware", "", "hardware id of DDI devices that register with the gateway token")
 	f.BoolVar(&cfg.DDI.AutoAccept, "ddi-auto-accept", false, "accept DDI devices that register with the gateway token at once (default: pending until `devices accept`)")
 	pushFlags(f, &cfg)
+	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "single sign-on: the OpenID Connect provider's issuer URL, as its discovery document names it (env UPKEEP_OIDC_ISSUER; docs/OPERATORS.md)")
+	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "this server's client id at the provider (env UPKEEP_OIDC_CLIENT_ID)")
+	f.StringVar(&cfg.OIDC.ClientSecret, "oidc-client-secret", "", "the client secret (env UPKEEP_OIDC_CLIENT_SECRET, preferred, or --oidc-client-secret-file: a flag shows in the process list)")
+	f.StringVar(&oidcSecretFile, "oidc-client-secret-file", "", "file holding the client secret (env UPKEEP_OIDC_CLIENT_SECRET_FILE)")
+	f.StringVar(&cfg.OIDC.RedirectURL, "oidc-redirect-url", "", "the callback URL registered at the provider (env UPKEEP_OIDC_REDIRECT_URL; default: --public-url + /api/v1/oidc/callback)")
+	f.StringVar(&oidcRoleMap, "oidc-role-map", "", "claims to roles, first match wins: CLAIM:VALUE=ROLE[:GROUP+GROUP],... e.g. groups:release=release-manager,groups:eu-ops=deployer:eu (env UPKEEP_OIDC_ROLE_MAP)")
+	f.StringSliceVar(&cfg.OIDC.Scopes, "oidc-scopes", nil, "scopes to request besides openid (env UPKEEP_OIDC_SCOPES; default profile,email)")
+	f.StringVar(&cfg.OIDC.UsernameClaim, "oidc-username-claim", sso.DefaultUsernameClaim, "claim a new user's name is taken from, else email (env UPKEEP_OIDC_USERNAME_CLAIM)")
+	for flag, env := range map[string]string{"oidc-issuer": "UPKEEP_OIDC_ISSUER", "oidc-client-id": "UPKEEP_OIDC_CLIENT_ID", "oidc-client-secret": "UPKEEP_OIDC_CLIENT_SECRET",
+		"oidc-client-secret-file": "UPKEEP_OIDC_CLIENT_SECRET_FILE", "oidc-redirect-url": "UPKEEP_OIDC_REDIRECT_URL", "oidc-role-map": "UPKEEP_OIDC_ROLE_MAP",
+		"oidc-scopes": "UPKEEP_OIDC_SCOPES", "oidc-username-claim": "UPKEEP_OIDC_USERNAME_CLAIM"} {
+		envFlag(f, flag, env)
+	}
 	for flag, env := range map[string]string{"addr": "UPKEEP_ADDR", "data": "UPKEEP_DATA", "keys": "UPKEEP_KEYS", "blobs": "UPKEEP_BLOBS", "db": "UPKEEP_DB",
 		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS",
 		"max-token-requests": "UPKEEP_MAX_TOKEN_REQUESTS", "body-timeout": "UPKEEP_BODY_TIMEOUT", "max-per-device": "UPKEEP_MAX_PER_DEVICE", "max-per-ip": "UPKEEP_MAX_PER_IP",
 		"enroll-per-minute": "UPKEEP_ENROLL_PER_MINUTE", "reports-per-minute": "UPKEEP_REPORTS_PER_MINUTE", "max-pending": "UPKEEP_MAX_PENDING", "pending-ttl": "UPKEEP_PENDING_TTL",
-		"event-retention": "UPKEEP_EVENT_RETENTION", "max-device-events": "UPKEEP_MAX_DEVICE_EVENTS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER",
+		"event-retention": "UPKEEP_EVENT_RETENTION", "audit-retention": "UPKEEP_AUDIT_RETENTION", "max-device-events": "UPKEEP_MAX_DEVICE_EVENTS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER",
 		"metrics-token": "UPKEEP_METRICS_TOKEN", "tls-cert": "UPKEEP_TLS_CERT", "tls-key": "UPKEEP_TLS_KEY", "behind-proxy": "UPKEEP_BEHIND_PROXY",
 		"ddi-tenant": "UPKEEP_DDI_TENANT", "ddi-gateway-token": "UPKEEP_DDI_GATEWAY_TOKEN", "ddi-product": "UPKEEP_DDI_PRODUCT", "ddi-hardware": "UPKEEP_DDI_HARDWARE"} {
 		envFlag(f, flag, env)
 	}
 	return cmd
+}
+
+// oidcConfig completes the single sign-on configuration from the flags that are not its fields:
+// the client secret's file and the role map.
+func oidcConfig(c *sso.Config, secretFile, roleMap string) error {
+	if secretFile != "" {
+		if c.ClientSecret != "" {
+			return fmt.Errorf("--oidc-client-secret and --oidc-client-secret-file: give one")
+		}
+		b, err := os.ReadFile(secretFile)
+		if err != nil {
+			return fmt.Errorf("oidc client secret: %w", err)
+		}
+		c.ClientSecret = strings.TrimSpace(string(b))
+	}
+	rules, err := sso.ParseRoleMap(roleMap)
+	if err != nil {
+		return fmt.Errorf("--oidc-role-map: %w", err)
+	}
+	c.RoleMap = rules
+	if !c.Enabled() && (c.ClientID != "" || len(rules) > 0) {
+		return fmt.Errorf("--oidc-client-id and --oidc-role-map need --oidc-issuer")
+	}
+	return nil
 }
 
 func keysCmd(g *globals) *cobra.Command {
@@ -249,7 +300,73 @@ func releaseCmd(g *globals) *cobra.Command {
 			return targetsExpiryFooter(cmd, c)
 		},
 	}
-	cmd.AddCommand(publish, list, resignTargetsCmd(g))
+	cmd.AddCommand(publish, list, resignTargetsCmd(g), releaseDeltasCmd(g))
+	return cmd
+}
+
+// releaseDeltasCmd makes per-pair deltas to a published release from the releases its
+// product's devices run most, where the offline key is (docs/DECISIONS.md, "Delta updates").
+func releaseDeltasCmd(g *globals) *cobra.Command {
+	var o client.DeltasOptions
+	var keyPath, rootPath string
+	cmd := &cobra.Command{
+		Use:   "deltas PRODUCT@VERSION",
+		Short: "Make, sign and publish per-pair deltas to a release from the releases most of its devices run",
+		Long: `Asks the server how many of the product's devices run each release, and for the --top
+releases run by at least --min-devices devices that have no delta to PRODUCT@VERSION yet,
+downloads both images (checked against the offline-signed targets), makes the delta here,
+uploads it and signs it with the offline targets key. Devices assigned the release use it from
+their next view; deltas made before a deploy or rollout are used at once.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if o.Product, o.Version, err = splitRelease(args[0]); err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if !o.DryRun {
+				if o.TargetsKey, err = tuf.LoadKey(keyPath); err != nil {
+					return err
+				}
+			}
+			if rootPath == "" {
+				rootPath = filepath.Join(filepath.Dir(keyPath), tuf.FileImageRoot)
+			}
+			if o.TrustedRoot, err = os.ReadFile(rootPath); err != nil {
+				return fmt.Errorf("trusted root: %w", err)
+			}
+			o.Expires = tuf.DefaultLifetimes().Targets
+			made, err := c.PublishDeltas(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if len(made) == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "no delta to make: no other release of %s is run by %d or more devices without one\n", o.Product, o.MinDevices)
+				return nil
+			}
+			verb := "published"
+			if o.DryRun {
+				verb = "would make"
+			}
+			for _, d := range made {
+				size := ""
+				if d.Length > 0 {
+					size = " (" + show.Size(d.Length) + ")"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s from %s@%s, run by %d devices%s\n", verb, d.Target, o.Product, d.From, d.Devices, size)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Top, "top", 3, "deltas from at most this many releases, those most devices run")
+	f.IntVar(&o.MinDevices, "min-devices", 1, "only from releases at least this many devices run")
+	f.BoolVar(&o.DryRun, "dry-run", false, "say what would be made, make nothing")
+	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
+	f.StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")
 	return cmd
 }
 
@@ -390,6 +507,7 @@ func devicesCmd(g *globals) *cobra.Command {
 	}
 	remove.Flags().BoolVar(&simulated, "simulated", false, "remove every device enrolled by `upkeep simulate`")
 	cmd.AddCommand(list, accept, events, remove, rejectCmd(g), decommissionCmd(g), ddiCreateCmd(g), ddiTokenCmd(g), ddiTokenRotateCmd(g), logsCmd(g))
+	cmd.AddCommand(deviceShowCmd(g))
 	return cmd
 }
 
@@ -476,21 +594,7 @@ func progress(w io.Writer) func(phase string, r io.Reader, size int64) io.Reader
 				progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }), progressbar.OptionFullWidth()))
 			return &pr
 		}
-		fmt.Fprintf(w, "%s %s\n", phase, humanBytes(size))
+		fmt.Fprintf(w, "%s %s\n", phase, show.Size(size))
 		return r
 	}
-}
-
-// humanBytes is n in B, KiB, MiB or GiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 2; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMG"[exp])
 }

@@ -18,7 +18,8 @@ func TestHelpShowsNoSecret(t *testing.T) {
 	t.Setenv("UPKEEP_TOKEN", secret)
 	t.Setenv("UPKEEP_S3_SECRET_KEY", secret)
 	t.Setenv("UPKEEP_DB", "postgres://u:"+secret+"@db/upkeep")
-	for _, args := range [][]string{{"--help"}, {"serve", "--help"}, {"devices", "list", "--help"}, {"release", "publish", "--help"}} {
+	t.Setenv("UPKEEP_OIDC_CLIENT_SECRET", secret)
+	for _, args := range [][]string{{"--help"}, {"serve", "--help"}, {"devices", "list", "--help"}, {"release", "publish", "--help"}, {"login", "--help"}} {
 		out := cli(t, args...)
 		if strings.Contains(out, secret) {
 			t.Errorf("upkeep %s shows the secret:\n%s", strings.Join(args, " "), out)

@@ -20,9 +20,15 @@ import (
 // Operator users: people with a role, a password for the login (web console), an optional
 // group scope.
 
-// readPassword reads a password from stdin: one line with --password-stdin, else a prompt
+// readPassword reads a new password from stdin: one line with --password-stdin, else a prompt
 // without echo (twice) when stdin is a terminal.
 func readPassword(cmd *cobra.Command, fromStdin bool) (string, error) {
+	return readPasswordWith(cmd, fromStdin, true)
+}
+
+// readPasswordWith reads a password: one line with fromStdin, else a prompt without echo when
+// stdin is a terminal, asked twice if confirm.
+func readPasswordWith(cmd *cobra.Command, fromStdin, confirm bool) (string, error) {
 	in := cmd.InOrStdin()
 	if fromStdin {
 		line, err := bufio.NewReader(in).ReadString('\n')
@@ -33,6 +39,9 @@ func readPassword(cmd *cobra.Command, fromStdin bool) (string, error) {
 	}
 	f, ok := in.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
+		if !confirm {
+			return "", errors.New("no terminal to prompt for a password: use --password-stdin")
+		}
 		return "", errors.New("no terminal to prompt for a password: use --password-stdin (or --no-password)")
 	}
 	ask := func(prompt string) (string, error) {
@@ -44,6 +53,9 @@ func readPassword(cmd *cobra.Command, fromStdin bool) (string, error) {
 	pw, err := ask("Password: ")
 	if err != nil {
 		return "", fmt.Errorf("read password: %w", err)
+	}
+	if !confirm {
+		return pw, nil
 	}
 	again, err := ask("Again: ")
 	if err != nil {
@@ -92,7 +104,7 @@ func usersCmd(g *globals) *cobra.Command {
 	add.MarkFlagRequired("role")
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List users with their role, group scope and state",
+		Short: "List users with their role, group scope, how they log in (password, sso, tokens only) and state",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.client()
@@ -104,15 +116,18 @@ func usersCmd(g *globals) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tROLE\tGROUPS\tPASSWORD\tCREATED\tSTATE")
+			fmt.Fprintln(tw, "NAME\tROLE\tGROUPS\tLOGIN\tCREATED\tSTATE")
 			for _, u := range us {
 				state := "enabled"
 				if !u.DisabledAt.IsZero() {
 					state = "disabled " + timeOr(u.DisabledAt, "")
 				}
-				pw := "no"
-				if u.HasPassword {
-					pw = "yes"
+				pw := "tokens only"
+				switch {
+				case u.Issuer != "":
+					pw = "sso" // single sign-on through the provider u.Issuer
+				case u.HasPassword:
+					pw = "password"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", show.Text(u.Name), show.Text(u.Role), show.Text(or(strings.Join(u.Groups, ","), "all")), pw, timeOr(u.CreatedAt, ""), state)
 			}

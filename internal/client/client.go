@@ -16,11 +16,13 @@ import (
 	"upkeep.dev/upkeep/wire"
 )
 
-// Client calls the management API with an operator token.
+// Client calls the management API with an operator token, or with a login session: an HTTP
+// client with a cookie jar, Login, and the session's CSRF token sent on every request.
 type Client struct {
 	Base  string // e.g. http://127.0.0.1:8080
 	Token string
 	HTTP  *http.Client
+	CSRF  string // the login session's CSRF token (Login sets it)
 }
 
 func (c *Client) http() *http.Client {
@@ -61,6 +63,9 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
+	if c.CSRF != "" {
+		req.Header.Set(wire.HeaderCSRF, c.CSRF)
+	}
 	resp, err := c.http().Do(req)
 	if err != nil {
 		return apperr.Wrap(apperr.Unavailable, err, fmt.Sprintf("cannot reach the server at %s", c.Base))
@@ -83,6 +88,9 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 	case *[]byte:
 		b, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxMetaBody))
 		*o = b
+		return err
+	case io.Writer: // an artifact: streamed, its length and hashes checked by the caller
+		_, err := io.Copy(o, resp.Body)
 		return err
 	default:
 		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
@@ -234,4 +242,32 @@ func (c *Client) SetUserPassword(ctx context.Context, name, password string) err
 func (c *Client) Session(ctx context.Context) (*wire.Session, error) {
 	var out wire.Session
 	return &out, c.Do(ctx, http.MethodGet, "/api/v1/session", nil, &out)
+}
+
+// Login starts a login session with a user's password; the client's HTTP client must have a
+// cookie jar to keep it. It sets c.CSRF for the requests that follow.
+func (c *Client) Login(ctx context.Context, user, password string) (*wire.Session, error) {
+	var out wire.Session
+	if err := c.Do(ctx, http.MethodPost, "/api/v1/login", wire.LoginRequest{User: user, Password: password}, &out); err != nil {
+		return nil, err
+	}
+	c.CSRF = out.CSRFToken
+	return &out, nil
+}
+
+// Logout ends the login session.
+func (c *Client) Logout(ctx context.Context) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/logout", nil, nil)
+}
+
+// CreatePersonalToken makes an operator token for the session's own user (with the user's role
+// and scope); the answer holds its secret, shown once.
+func (c *Client) CreatePersonalToken(ctx context.Context, req wire.PersonalTokenRequest) (*wire.OperatorToken, error) {
+	var out wire.OperatorToken
+	return &out, c.Do(ctx, http.MethodPost, "/api/v1/session/token", req, &out)
+}
+
+// RevokePersonalToken revokes one of the caller's own tokens (the one it calls with, say).
+func (c *Client) RevokePersonalToken(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/session/tokens/"+url.PathEscape(id)+"/revoke", nil, nil)
 }

@@ -6,12 +6,12 @@ import (
 	"crypto/subtle"
 	"mime"
 	"net/http"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/wire"
 )
@@ -62,7 +62,7 @@ func (m *router) api(pattern string, perm auth.Permission, h http.HandlerFunc) {
 		m.mux.Handle(pattern, h)
 		return
 	}
-	m.mux.Handle(pattern, m.s.authorize(perm, h))
+	m.mux.Handle(pattern, m.s.authorize(pattern, perm, h))
 }
 
 // adminRoutePermissions declares the permission of each route of Server.AdminRoutes (the DDI
@@ -90,16 +90,34 @@ func principalOf(r *http.Request) *principal {
 
 // authorize authenticates the request and checks that its role grants perm; PermNone routes
 // are served as they are. A login session's state-changing requests must carry its CSRF token.
-// Refusals say what failed, never whether some other user or token exists.
-func (s *Server) authorize(perm auth.Permission, h http.HandlerFunc) http.Handler {
-	if perm == auth.PermNone {
-		return h
+// Refusals say what failed, never whether some other user or token exists. Calls of the routes
+// the audit trail records (every state-changing one, login included) are recorded, refusals
+// too, with the principal once it is known (Server.record).
+func (s *Server) authorize(pattern string, perm auth.Permission, h http.HandlerFunc) http.Handler {
+	var next http.Handler = h
+	if perm != auth.PermNone {
+		next = s.authorized(perm, h)
 	}
+	if s.Audit != nil && recorded(pattern) {
+		next = s.record(pattern, next)
+	}
+	return next
+}
+
+func (s *Server) authorized(perm auth.Permission, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.authenticate(r)
 		if err != nil {
 			s.fail(w, r, err)
 			return
+		}
+		if p.Session != nil {
+			audit.SetActor(r.Context(), audit.ActorUser, p.Name, p.Session.ID)
+		} else {
+			audit.SetActor(r.Context(), audit.ActorToken, p.Name, p.Token.ID)
+			if p.User != "" {
+				audit.AddDetail(r.Context(), "owner", p.User) // the person the token belongs to
+			}
 		}
 		if !auth.Allows(p.Role, perm) {
 			s.fail(w, r, apperr.E(apperr.Forbidden, "forbidden: role %s does not grant %s", p.Role, perm))
@@ -228,6 +246,8 @@ func (s *Server) forgetCredentials() {
 
 func (s *Server) sessionRoutes(mux *router) {
 	mux.api("POST /api/v1/login", auth.PermNone, s.login)
+	s.oidcRoutes(mux)
+	s.personalTokenRoutes(mux)
 	mux.api("POST /api/v1/logout", auth.PermSelf, s.logout)
 	mux.api("GET /api/v1/session", auth.PermSelf, s.whoami)
 }
@@ -254,6 +274,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetActor(r.Context(), audit.ActorUser, req.User, "")
 	if ok, wait := s.loginUser.allow(strings.ToLower(req.User), cmp.Or(s.LoginsPerMinute, DefaultLoginsPerMinute), now); !ok {
 		s.busyFor(w, r, wait, "too many login attempts for this user name: try again later")
 		return
@@ -280,18 +301,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errBadLogin)
 		return
 	}
-	ttl, _ := s.sessionLimits()
-	secret, h := auth.NewSecret(sessionPrefix)
-	csrf, _ := auth.NewSecret("")
-	ss := &auth.Session{ID: auth.TokenID(h), Hash: h, User: u.Name, CSRF: csrf, CreatedAt: now, ExpiresAt: now.Add(ttl), LastSeen: now}
-	if err := s.Admin.CreateSession(r.Context(), ss); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: secret, Path: "/", HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
-		SameSite: http.SameSiteStrictMode, Expires: ss.ExpiresAt, MaxAge: int(ttl.Seconds())})
-	s.logger().Info("login", "user", u.Name, "session", ss.ID)
-	writeJSON(w, http.StatusOK, sessionToWire(&principal{Name: u.Name, User: u.Name, Role: u.Role, Groups: u.Groups, Session: ss}))
+	s.startSession(w, r, u, "password")
 }
 
 func sessionToWire(p *principal) wire.Session {
@@ -337,10 +347,8 @@ func (s *Server) userRoutes(mux *router) {
 	mux.api("PUT /api/v1/users/{name}/password", auth.PermUsersWrite, s.setUserPassword)
 }
 
-var userName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
-
 func userToWire(u *auth.User) wire.User {
-	return wire.User{Name: u.Name, Role: u.Role, Groups: u.Groups, HasPassword: u.PasswordHash != "", CreatedAt: u.CreatedAt, DisabledAt: u.DisabledAt}
+	return wire.User{Name: u.Name, Role: u.Role, Groups: u.Groups, HasPassword: u.PasswordHash != "", CreatedAt: u.CreatedAt, DisabledAt: u.DisabledAt, Issuer: u.Issuer}
 }
 
 func checkRole(role string, groups []string) error {
@@ -372,7 +380,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if !userName.MatchString(req.Name) {
+	if !auth.ValidUserName(req.Name) {
 		s.fail(w, r, apperr.E(apperr.Invalid, "user name %.64q: 1-64 letters, digits, '.', '_', '@', '-'", req.Name))
 		return
 	}
@@ -392,6 +400,8 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), u.Name)
+	audit.AddDetail(r.Context(), "role", u.Role)
 	s.logger().Info("user added", "user", u.Name, "role", u.Role, "actor", actorOf(r))
 	writeJSON(w, http.StatusCreated, userToWire(u))
 }

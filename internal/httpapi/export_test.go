@@ -3,3 +3,10 @@ package httpapi
 // SetNoAuth makes Handler serve /api/v1 without authentication or authorization: the baseline
 // of BenchmarkOperatorGet. Tests only.
 func SetNoAuth(s *Server) { s.noAuth = true }
+
+// AuditAction names a route's audit action, and whether the table has it; Recorded says
+// whether the route's calls are recorded.
+func AuditAction(pattern string) (string, bool) { a, ok := auditActions[pattern]; return a, ok }
+
+// Recorded reports whether calls of the route pattern are recorded.
+func Recorded(pattern string) bool { return recorded(pattern) }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/fleet"
@@ -69,6 +70,8 @@ type Server struct {
 	// send per minute. Beyond either: 429 with the Retry-After when the allowance is back.
 	// Defaults DefaultEnrollPerMinute (30) and DefaultReportsPerMinute (20).
 	EnrollPerMinute, ReportsPerMinute int
+	// InventoryPerMinute limits inventories per device (default DefaultInventoryPerMinute).
+	InventoryPerMinute int
 	// Transparency builds the public product pages under /p/ (public.go); nil serves none.
 	Transparency Publisher
 	// Rollouts runs campaigns and holds groups; nil disables their routes.
@@ -96,12 +99,19 @@ type Server struct {
 	// LoginsPerMinuteIP per source address (default DefaultLoginsPerMinuteIP): 429 with
 	// Retry-After past them.
 	LoginsPerMinute, LoginsPerMinuteIP int
+	// SSO logs operators in through an OpenID Connect provider (/api/v1/oidc/...); nil: those
+	// routes answer 404.
+	SSO SingleSignOn
 	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
 	CSAF CSAF
 	// Logs keeps devices' failure log bundles (devlogs.go); nil: uploads get 404.
 	Logs FailureLogs
 	// Push issues devices' broker credentials (devlogs.go); nil: 404, devices poll.
 	Push PushCredentials
+	// Audit keeps the audit trail: every state-changing /api/v1 call and every login is
+	// recorded before it is answered (audit.go). Nil records nothing and answers the audit
+	// routes with 503.
+	Audit audit.Store
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
@@ -113,17 +123,20 @@ type Server struct {
 	enrolRate      rate   // enrolments per source address
 	reportRate     rate   // reports per device
 	pushRate       rate   // push credential requests per device
+	inventoryRate  rate   // inventories per device
 
-	noAuth     bool     // serve /api/v1 without authentication: BenchmarkOperatorGet's baseline, set only by a test
-	routes     []Route  // every registered route, with its permission (Handler fills it)
-	sessions   sync.Map // session hash (string) -> *cachedSession
-	loginUser  rate     // login attempts per user name
-	loginIP    rate     // login attempts per source address
-	admins     sync.Map // token hash (string) -> *cachedOperator, for tokens that verified
-	usedMu     sync.Mutex
-	used       map[string]time.Time // operator token id -> last use, not yet written
-	artifacts  sync.Map             // target name -> SHA-256 of its bytes
-	nartifacts atomic.Int64
+	noAuth    bool     // serve /api/v1 without authentication: BenchmarkOperatorGet's baseline, set only by a test
+	routes    []Route  // every registered route, with its permission (Handler fills it)
+	sessions  sync.Map // session hash (string) -> *cachedSession
+	loginUser rate     // login attempts per user name
+	loginIP   rate     // login attempts per source address
+	// auditRefusals: records of refused calls without a credential, per source address
+	auditRefusals rate
+	admins        sync.Map // token hash (string) -> *cachedOperator, for tokens that verified
+	usedMu        sync.Mutex
+	used          map[string]time.Time // operator token id -> last use, not yet written
+	artifacts     sync.Map             // target name -> SHA-256 of its bytes
+	nartifacts    atomic.Int64
 }
 
 type ctxKey int
@@ -168,11 +181,13 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /device/v1/report", s.device(s.known(s.report)))
 	mux.Handle("POST /device/v1/logs", s.device(s.known(s.uploadLog)))
 	mux.Handle("POST /device/v1/push", s.device(s.known(s.pushCredentials)))
+	mux.Handle("POST "+wire.PathInventory, s.device(s.known(s.inventory)))
 	mux.Handle("GET /device/v1/director/{file}", s.device(s.known(s.directorMeta)))
 	mux.Handle("GET /device/v1/targets/{name...}", s.device(s.known(s.artifact)))
 	mux.HandleFunc("GET /repo/image/{file}", s.imageMeta)
 	s.publicRoutes(mux)
 
+	mux.api("GET /api/v1/openapi.json", auth.PermNone, s.openAPI)
 	mux.api("GET /api/v1/devices", auth.PermDevicesRead, s.listDevices)
 	mux.api("DELETE /api/v1/devices", auth.PermDevicesRemove, s.removeDevices)
 	mux.api("GET /api/v1/devices/{id}", auth.PermDevicesRead, s.getDevice)
@@ -192,6 +207,7 @@ func (s *Server) Handler() http.Handler {
 	mux.api("POST /api/v1/enroll-tokens/{id}/revoke", auth.PermEnrollWrite, s.revokeEnrollToken)
 	s.tokenRoutes(mux)
 	s.userRoutes(mux)
+	s.auditRoutes(mux)
 	s.trustRoutes(mux)
 	s.rolloutRoutes(mux)
 	s.vulnRoutes(mux)

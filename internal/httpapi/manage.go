@@ -4,11 +4,14 @@ import (
 	"cmp"
 	"context"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/fleet"
@@ -149,6 +152,8 @@ func (s *Server) putMeta(accept func(ctx context.Context, data []byte) error) ht
 // director root and re-signed image targets, and when each expires.
 func (s *Server) trustRoutes(mux *router) {
 	mux.api("PUT /api/v1/image/targets", auth.PermResign, s.putMeta(s.Images.ResignTargets))
+	mux.api("POST /api/v1/deltas", auth.PermPublish, s.addDeltas)
+	mux.api("GET /api/v1/blobs/{sha256}", auth.PermPublish, s.getBlob)
 	mux.api("GET /api/v1/director/{file}", auth.PermTrustRead, s.directorRootFile)
 	mux.api("PUT /api/v1/director/root", auth.PermRotate, s.putMeta(s.Director.RotateRoot))
 	mux.api("GET /api/v1/trust/expiry", auth.PermTrustRead, s.trustExpiry)
@@ -197,6 +202,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), rel.Ref())
 	s.logger().Info("release published", "release", rel.Ref(), "actor", r.Context().Value(keyActor))
 	writeJSON(w, http.StatusCreated, releaseToWire(rel))
 }
@@ -207,11 +213,53 @@ func (s *Server) listReleases(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	var running map[string]int
+	if p := r.URL.Query().Get("product"); p != "" {
+		if running, err = s.Releases.CountRunning(r.Context(), p); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	out := make([]wire.Release, len(rels))
 	for i, rel := range rels {
 		out[i] = releaseToWire(rel)
+		out[i].Running = running[rel.Target]
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// addDeltas publishes delta targets for releases already published (`upkeep release deltas`).
+func (s *Server) addDeltas(w http.ResponseWriter, r *http.Request) {
+	var req wire.DeltasRequest
+	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	added, err := s.Images.AddDeltas(r.Context(), req.Targets)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("delta targets published", "targets", added, "actor", r.Context().Value(keyActor))
+	writeJSON(w, http.StatusOK, wire.DeltasResponse{Added: added})
+}
+
+// getBlob serves an uploaded artifact to a release engineer (`upkeep release deltas` reads the
+// images it makes patches between), with range requests.
+func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) {
+	sum := strings.ToLower(r.PathValue("sha256"))
+	if _, err := hex.DecodeString(sum); err != nil || len(sum) != 64 {
+		s.fail(w, r, apperr.E(apperr.Invalid, "blob name must be the 64-hex-character sha256 of the artifact"))
+		return
+	}
+	b, _, err := s.Blobs.Open(r.Context(), sum)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer b.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", time.Time{}, b)
 }
 
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
@@ -220,6 +268,8 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), req.Release)
+	audit.AddDetail(r.Context(), "devices", deployedDevices(req))
 	if err := s.checkDeployScope(r, req); err != nil {
 		s.fail(w, r, err)
 		return
@@ -230,7 +280,22 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.logger().Info("release deployed", "release", res.Release.Ref(), "devices", res.Assigned, "actor", r.Context().Value(keyActor))
+	audit.AddDetail(r.Context(), "assigned", strconv.Itoa(res.Assigned))
 	writeJSON(w, http.StatusOK, wire.DeployResponse{Assigned: res.Assigned, Skipped: res.Skipped})
+}
+
+// deployedDevices says which devices a deployment asked for, for its audit record: "all", or
+// the ids (the first 20 and how many more).
+func deployedDevices(req wire.DeployRequest) string {
+	if req.All {
+		return "all"
+	}
+	ids := req.DeviceIDs
+	more := ""
+	if len(ids) > 20 {
+		ids, more = ids[:20], fmt.Sprintf(",+%d", len(ids)-20)
+	}
+	return strings.Join(ids, ",") + more
 }
 
 func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request) {
@@ -259,5 +324,7 @@ func (s *Server) createEnrollToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), t.ID)
+	audit.AddDetail(r.Context(), "product", t.Product)
 	writeJSON(w, http.StatusCreated, wire.EnrollTokenResponse{ID: t.ID, Token: secret})
 }

@@ -29,7 +29,11 @@ type Metrics struct {
 	reportsShed prometheus.Counter
 	failures    *prometheus.CounterVec
 	dbLatency   *prometheus.HistogramVec
-	routes      sync.Map // route pattern -> *routeMetrics
+	// auditFailures counts calls whose audit record could not be stored (answered 500);
+	// auditDropped refused calls without a credential not recorded past the per-address rate.
+	auditFailures prometheus.Counter
+	auditDropped  prometheus.Counter
+	routes        sync.Map // route pattern -> *routeMetrics
 
 	// Rollouts, if set, counts campaigns by state and the members of unfinished campaigns by
 	// status; it is called at every scrape of /metrics (upkeep_rollout_campaigns,
@@ -54,8 +58,11 @@ func NewMetrics() *Metrics {
 			[]string{"step", "fatal"}),
 		dbLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "upkeep_db_seconds", Help: "Latency of database work by operation."},
 			[]string{"op"}),
+		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_audit_failures_total", Help: "Management calls answered 500 because their audit record could not be stored."}),
+		auditDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_audit_dropped_total",
+			Help: "Refused management calls without a valid credential not recorded: their source address passed its per-minute allowance of records."}),
 	}
-	m.reg.MustRegister(rolloutCollector{m}, m.requests, m.latency, m.checkins, m.shed, m.tokensShed, m.enrolShed, m.reportsShed, m.failures, m.dbLatency,
+	m.reg.MustRegister(m.auditFailures, m.auditDropped, rolloutCollector{m}, m.requests, m.latency, m.checkins, m.shed, m.tokensShed, m.enrolShed, m.reportsShed, m.failures, m.dbLatency,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -91,7 +98,7 @@ func (m *Metrics) reported(events []wire.Event) {
 // Campaign states and member statuses reported even when none are counted, so that dashboards
 // see zeros rather than missing series.
 var (
-	campaignStates = []string{rollout.StateCreated, rollout.StateRunning, rollout.StatePaused, rollout.StateCompleted, rollout.StateCancelled}
+	campaignStates = []string{rollout.StateCreated, rollout.StateScheduled, rollout.StateRunning, rollout.StatePaused, rollout.StateCompleted, rollout.StateCancelled}
 	memberStatuses = []string{rollout.MemberPending, rollout.MemberAssigned, rollout.MemberWaiting, rollout.MemberCommitted, rollout.MemberHealthy, rollout.MemberFailed, rollout.MemberSuperseded, rollout.MemberCancelled}
 )
 

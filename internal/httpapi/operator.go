@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/wire"
@@ -150,6 +151,8 @@ func (s *Server) createOperatorToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), t.ID)
+	audit.AddDetail(r.Context(), "role", t.Role)
 	s.logger().Info("operator token created", "token", t.ID, "role", t.Role, "actor", r.Context().Value(keyActor))
 	out := operatorToWire(t)
 	out.Token = secret

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/tuf"
@@ -120,6 +121,7 @@ func (s *Server) importAdvisories(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = "upload"
 	}
+	audit.AddDetail(r.Context(), "file", name)
 	res, err := ps.Import(r.Context(), name, http.MaxBytesReader(w, r.Body, exposure.MaxImportBytes))
 	if tooBig(err) {
 		err = apperr.E(apperr.TooLarge, "%s is larger than %d bytes", name, exposure.MaxImportBytes)
@@ -248,6 +250,7 @@ func (s *Server) createWaiver(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), out.ID)
 	s.logger().Warn("release gate waiver granted", "waiver", out.ID, "product", out.Product, "version", out.Version, "vulnerability", out.Vuln,
 		"by", out.CreatedBy, "reason", out.Reason, "actor", actorOf(r))
 	writeJSON(w, http.StatusCreated, out)
@@ -271,9 +274,7 @@ func (s *Server) revokeWaiver(w http.ResponseWriter, r *http.Request) {
 	if ps == nil {
 		return
 	}
-	var req struct {
-		By string `json:"by"`
-	}
+	var req wire.RevokeWaiverRequest
 	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
 		s.fail(w, r, err)
 		return

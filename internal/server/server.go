@@ -40,6 +40,7 @@ import (
 	"upkeep.dev/upkeep/internal/push"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/sso"
 	"upkeep.dev/upkeep/internal/store/postgres"
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
@@ -81,8 +82,12 @@ type Config struct {
 	// many per device at most (default 1,000); the housekeeping job applies both.
 	EventRetention  time.Duration
 	MaxDeviceEvents int
+	// AuditRetention is how long the audit trail's records are kept (default 400 days; 0 keeps
+	// them forever: unlike the other bounds, a zero here is not replaced by the default). The
+	// audit-prune job removes older ones and keeps the last one's hash as the chain's checkpoint.
+	AuditRetention time.Duration
 	// HousekeepingEvery is how often the housekeeping job (pending expiry, event retention)
-	// runs. Default 10 minutes.
+	// and the audit-prune job run. Default 10 minutes.
 	HousekeepingEvery time.Duration
 	// RolloutEvery is how often the rollout engine drives running campaigns. Default 1 s.
 	RolloutEvery time.Duration
@@ -119,6 +124,14 @@ type Config struct {
 	// Push configures the MQTT broker that nudges devices to check in (internal/push); an
 	// empty URL turns push off, and devices poll.
 	Push push.Config
+	// Wrap, if set, wraps the whole HTTP handler: a seam for tests (the end-to-end tests check
+	// every request and answer against the OpenAPI document with it) and for an in-process
+	// proxy. Nil serves the handler as it is.
+	Wrap func(http.Handler) http.Handler
+	// OIDC configures single sign-on through an OpenID Connect provider (internal/sso); an
+	// empty Issuer turns it off. An empty RedirectURL is the public URL (or the listen URL)
+	// followed by /api/v1/oidc/callback.
+	OIDC sso.Config
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -129,7 +142,7 @@ func DefaultConfig() Config {
 		BodyTimeout: httpapi.DefaultBodyTimeout, MaxPerDevice: httpapi.DefaultMaxPerDevice, MaxPerIP: httpapi.DefaultMaxPerIP,
 		EnrollPerMinute: httpapi.DefaultEnrollPerMinute, ReportsPerMinute: httpapi.DefaultReportsPerMinute,
 		MaxPending: DefaultMaxPending, PendingTTL: DefaultPendingTTL, EventRetention: DefaultEventRetention,
-		MaxDeviceEvents: DefaultMaxDeviceEvents, HousekeepingEvery: DefaultHousekeepingEvery,
+		MaxDeviceEvents: DefaultMaxDeviceEvents, HousekeepingEvery: DefaultHousekeepingEvery, AuditRetention: DefaultAuditRetention,
 	}
 }
 
@@ -140,6 +153,7 @@ const (
 	DefaultEventRetention    = 90 * 24 * time.Hour
 	DefaultMaxDeviceEvents   = 1000
 	DefaultHousekeepingEvery = 10 * time.Minute
+	DefaultAuditRetention    = 400 * 24 * time.Hour
 )
 
 // withDefaults fills in the zero limits of a configuration not made by DefaultConfig.
@@ -180,6 +194,8 @@ func (c Config) Validate() error {
 		return errors.New("server config: max pending and pending TTL must not be negative")
 	case c.EventRetention < 0 || c.MaxDeviceEvents < 0:
 		return errors.New("server config: event retention and max device events must not be negative")
+	case c.AuditRetention < 0:
+		return errors.New("server config: audit retention must not be negative (0 keeps records forever)")
 	case c.HousekeepingEvery < 0:
 		return errors.New("server config: housekeeping interval must not be negative")
 	case c.TokenTTL < time.Minute:
@@ -366,7 +382,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	api := &httpapi.Server{SecureCookies: cfg.BehindProxy, Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
-		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now,
+		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now, Audit: db,
 		Metrics: s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	s.Logs = s.newFailureLogs()
 	api.Logs, api.Push = s.Logs, &s.push
@@ -385,6 +401,21 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if ap, err := netip.ParseAddrPort(s.ln.Addr().String()); cfg.MetricsToken == "" && (err != nil || !ap.Addr().IsLoopback()) {
 		cfg.Logger.Warn("/metrics is open to anyone who reaches the listen address: set --metrics-token (UPKEEP_METRICS_TOKEN)", "addr", s.ln.Addr().String())
 	}
+	if cfg.OIDC.Enabled() {
+		oc := cfg.OIDC
+		if oc.RedirectURL == "" {
+			oc.RedirectURL = strings.TrimRight(cmp.Or(cfg.PublicURL, s.URL), "/") + "/api/v1/oidc/callback"
+		}
+		if oc.Now == nil {
+			oc.Now = now
+		}
+		sv, err := sso.New(oc, db, cfg.Logger)
+		if err != nil {
+			s.ln.Close()
+			return fail(err)
+		}
+		api.SSO = sv
+	}
 	s.Transparency.TimeToPatch = s.Exposure.LabelTimeToPatch
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
@@ -394,7 +425,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	s.startPush(ctx) // before serving: it wraps the director's OnAssign
-	s.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	handler := api.Handler()
+	if cfg.Wrap != nil {
+		handler = cfg.Wrap(handler)
+	}
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serve := func() error { return s.http.Serve(s.ln) }
 	if certs != nil {
 		s.http.TLSConfig = tlsConfig(certs)
@@ -437,6 +472,11 @@ func (s *Server) startJobs(ctx context.Context) {
 	s.warn(ctx, warned)
 	s.Every("warnings", time.Hour, func(ctx context.Context) { s.warn(ctx, warned) }, nil)
 	s.Every("housekeeping", s.Config.HousekeepingEvery, s.housekeep, nil)
+	s.Every("audit-prune", s.Config.HousekeepingEvery, func(ctx context.Context) {
+		if _, err := s.PruneAudit(ctx); err != nil && ctx.Err() == nil {
+			s.Config.Logger.Error("prune audit trail", "err", err)
+		}
+	}, nil)
 	s.Every("advisory-refresh", advisoryRefreshEvery, s.refreshAdvisories, nil)
 	cursor, err := s.DB.LastDirectorChange(ctx)
 	if err != nil {
@@ -477,11 +517,15 @@ func (s *Server) startJobs(ctx context.Context) {
 	})
 }
 
+// SessionRetention is how long a login session's row is kept after it expired or was revoked.
+const SessionRetention = 24 * time.Hour
+
 // housekeep removes what devices and unauthenticated clients left that is no longer wanted:
 // enrolments that waited longer than PendingTTL for an operator, and device events beyond the
 // retention (older than EventRetention, or past MaxDeviceEvents of a device), and DDI actions
 // likewise (those of removed devices; closed ones older than EventRetention or past
-// ddi.MaxActionsKept of a device, but the last installed). One replica at a
+// ddi.MaxActionsKept of a device, but the last installed), and login sessions a day after they
+// ended (SessionRetention). One replica at a
 // time does it (the "housekeeping" lease); the work is idempotent either way.
 func (s *Server) housekeep(ctx context.Context) {
 	if ok, err := s.DB.AcquireLease(ctx, "housekeeping", s.holder, s.Config.HousekeepingEvery); err != nil || !ok {
@@ -513,7 +557,48 @@ func (s *Server) housekeep(ctx context.Context) {
 		s.Config.Logger.Info("pruned DDI actions", "actions", n)
 	}
 	s.Metrics.ObserveDB("prune_ddi_actions", time.Since(t))
+	if n, err := s.DB.PruneSessions(ctx, now.Add(-SessionRetention)); err != nil {
+		if ctx.Err() == nil {
+			s.Config.Logger.Warn("prune login sessions", "err", err)
+		}
+	} else if n > 0 {
+		s.Config.Logger.Info("pruned login sessions", "sessions", n)
+	}
 	s.pruneLogs(ctx)
+}
+
+// auditPruneBatch bounds the records one prune transaction removes.
+const auditPruneBatch = 10000
+
+// PruneAudit applies the audit retention (Config.AuditRetention; 0 keeps everything) if this
+// replica holds the "audit-prune" lease: the records older than it are removed, a batch per
+// transaction, and the last one's hash becomes the chain's checkpoint, from which verification
+// starts. It returns how many records it removed.
+func (s *Server) PruneAudit(ctx context.Context) (int64, error) {
+	if s.Config.AuditRetention <= 0 {
+		return 0, nil
+	}
+	if ok, err := s.DB.AcquireLease(ctx, "audit-prune", s.holder, s.Config.HousekeepingEvery); err != nil || !ok {
+		return 0, err
+	}
+	before := s.now().Add(-s.Config.AuditRetention)
+	var total int64
+	for {
+		t := time.Now()
+		n, err := s.DB.PruneRecords(ctx, before, auditPruneBatch)
+		s.Metrics.ObserveDB("prune_audit", time.Since(t))
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n < auditPruneBatch {
+			break
+		}
+	}
+	if total > 0 {
+		s.Config.Logger.Info("pruned audit records", "records", total, "older_than", s.Config.AuditRetention.String())
+	}
+	return total, nil
 }
 
 func (s *Server) now() time.Time {

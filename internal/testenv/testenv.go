@@ -6,6 +6,7 @@ package testenv
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -47,4 +48,41 @@ func Tool(t testing.TB, name, pkg string) string {
 		}
 	}
 	return path
+}
+
+// Binary returns the path of a program built with `go install` that a test runs (an OpenID
+// provider, say): the path in the variable env if set, else name in PATH, else name in
+// $GOPATH/bin (~/go/bin). When it is missing the test skips, or fails where Required says so;
+// install says how to get it.
+func Binary(t testing.TB, env, name, install string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("%s=%s: %v", env, p, err)
+		}
+		return p
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	gopath := os.Getenv("GOPATH")
+	if gopath == "" {
+		home, _ := os.UserHomeDir()
+		gopath = filepath.Join(home, "go")
+	}
+	if p := filepath.Join(filepath.SplitList(gopath)[0], "bin", name); fileExists(p) {
+		return p
+	}
+	msg := name + " is not installed (" + install + "; or set " + env + " to its path)"
+	if Required() {
+		t.Fatal(msg + ", and CI requires the tests that use it to run")
+	} else {
+		t.Skip(msg)
+	}
+	return ""
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
 }

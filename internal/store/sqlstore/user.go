@@ -10,13 +10,13 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 )
 
-const userCols = `name, role, scope_groups, password_hash, created_at, disabled_at`
+const userCols = `name, role, scope_groups, password_hash, created_at, disabled_at, sso_issuer, sso_subject`
 
 func scanUser(row interface{ Scan(...any) error }) (*auth.User, error) {
 	var u auth.User
 	var groups string
 	var disabled sql.NullTime
-	if err := row.Scan(&u.Name, &u.Role, &groups, &u.PasswordHash, &u.CreatedAt, &disabled); err != nil {
+	if err := row.Scan(&u.Name, &u.Role, &groups, &u.PasswordHash, &u.CreatedAt, &disabled, &u.Issuer, &u.Subject); err != nil {
 		return nil, err
 	}
 	u.Groups, u.DisabledAt = auth.SplitGroups(groups), disabled.Time
@@ -25,8 +25,8 @@ func scanUser(row interface{ Scan(...any) error }) (*auth.User, error) {
 
 // CreateUser implements auth.UserStore.
 func (s *DB) CreateUser(ctx context.Context, u *auth.User) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES ($1,$2,$3,$4,$5,$6)`,
-		u.Name, u.Role, auth.JoinGroups(u.Groups), u.PasswordHash, u.CreatedAt.UTC(), nullTime(u.DisabledAt))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+		u.Name, u.Role, auth.JoinGroups(u.Groups), u.PasswordHash, u.CreatedAt.UTC(), nullTime(u.DisabledAt), u.Issuer, u.Subject)
 	if s.dialect.IsUnique(err) {
 		return apperr.E(apperr.Conflict, "user %s exists", u.Name)
 	}
@@ -41,6 +41,18 @@ func (s *DB) FindUser(ctx context.Context, name string) (*auth.User, error) {
 	u, err := scanUser(s.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE name = $1`, name))
 	if err != nil {
 		return nil, notFound(err, "no user %s", name)
+	}
+	return u, nil
+}
+
+// FindUserBySubject implements auth.UserStore.
+func (s *DB) FindUserBySubject(ctx context.Context, issuer, subject string) (*auth.User, error) {
+	if subject == "" {
+		return nil, apperr.E(apperr.NotFound, "no user with an empty subject")
+	}
+	u, err := scanUser(s.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE sso_issuer = $1 AND sso_subject = $2`, issuer, subject))
+	if err != nil {
+		return nil, notFound(err, "no user for this identity provider account")
 	}
 	return u, nil
 }
@@ -157,6 +169,15 @@ func (s *DB) TouchSession(ctx context.Context, id string, at time.Time) error {
 		return fmt.Errorf("touch session: %w", err)
 	}
 	return nil
+}
+
+// PruneSessions implements auth.UserStore.
+func (s *DB) PruneSessions(ctx context.Context, before time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1`, before.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("prune sessions: %w", err)
+	}
+	return res.RowsAffected()
 }
 
 // RevokeSession implements auth.UserStore.

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/ddi"
 	"upkeep.dev/upkeep/internal/director"
@@ -35,6 +36,7 @@ type Store interface {
 	rollout.Store
 	ddi.Store
 	faillog.Store
+	audit.Store
 	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
 	// false if another holder's lease has not expired.
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -52,28 +54,32 @@ type Store interface {
 // Run runs the suite; newStore returns a fresh, empty store for each test.
 func Run(t *testing.T, newStore func(t *testing.T) Store) {
 	tests := map[string]func(*testing.T, Store){
-		"Devices":       testDevices,
-		"EnrollTokens":  testEnrollTokens,
-		"Events":        testEvents,
-		"Retention":     testRetention,
-		"Releases":      testReleases,
-		"Metadata":      testMetadata,
-		"Publish":       testPublish,
-		"DirectorViews": testDirectorViews,
-		"AdminTokens":   testAdminTokens,
-		"UsedRequests":  testUsedRequests,
-		"DeviceStatus":  testDeviceStatus,
-		"LastAdmin":     testLastAdmin,
-		"Products":      testProducts,
-		"Concurrent":    testConcurrentWrites,
-		"Leases":        testLeases,
-		"Campaigns":     testCampaigns,
-		"Simulated":     testSimulated,
-		"DDIActions":    testDDIActions,
-		"DDITokens":     testDDITokens,
-		"DeviceKinds":   testDeviceKinds,
-		"Users":         testUsers,
-		"DeviceLogs":    testDeviceLogs,
+		"Devices":          testDevices,
+		"EnrollTokens":     testEnrollTokens,
+		"Events":           testEvents,
+		"Retention":        testRetention,
+		"Releases":         testReleases,
+		"Metadata":         testMetadata,
+		"Publish":          testPublish,
+		"DirectorViews":    testDirectorViews,
+		"AdminTokens":      testAdminTokens,
+		"UsedRequests":     testUsedRequests,
+		"DeviceStatus":     testDeviceStatus,
+		"LastAdmin":        testLastAdmin,
+		"Products":         testProducts,
+		"Concurrent":       testConcurrentWrites,
+		"Leases":           testLeases,
+		"Campaigns":        testCampaigns,
+		"DynamicCampaigns": testDynamicCampaigns,
+		"Simulated":        testSimulated,
+		"DDIActions":       testDDIActions,
+		"DDITokens":        testDDITokens,
+		"DeviceKinds":      testDeviceKinds,
+		"Users":            testUsers,
+		"Audit":            testAudit,
+		"SSOUsers":         testSSOUsers,
+		"PruneSessions":    testPruneSessions,
+		"DeviceLogs":       testDeviceLogs,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
