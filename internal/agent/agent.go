@@ -464,8 +464,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			// One line per idle period, so that whoever reads the log sees the agent waiting.
 			a.log.Info("idle until the next check-in", "next_checkin", time.Now().Add(next).UTC().Format(time.RFC3339), "in", next.Round(time.Second).String())
 		}
+		a.pushTick(ctx) // first: status then shows the push state with the next check-in
 		a.noteIdle(time.Now().Add(next))
-		a.pushTick(ctx)
 		if err := a.sleep(ctx, next); err != nil { // a push nudge ends it early (push.go)
 			return err
 		}
