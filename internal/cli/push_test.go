@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -253,4 +254,37 @@ func TestPushCampaignWavesNudge(t *testing.T) {
 	if da.Agent.PushLastNudge().IsZero() || db.Agent.PushLastNudge().IsZero() {
 		t.Fatal("a device installed without a nudge")
 	}
+}
+
+// The push connection over TLS: the server offers the broker's ssl:// listener, the agent
+// checks its certificate against the CA it trusts, and a nudge arrives through it.
+func TestPushOverTLS(t *testing.T) {
+	b := brokertest.StartTLS(t)
+	e := newEnvWith(t, func(c *server.Config) {
+		c.PollSeconds = 3600
+		c.Push.URL, c.Push.DeviceURL, c.Push.Username, c.Push.Password = b.URL, b.TLSURL, brokertest.AdminUser, brokertest.AdminPassword
+	})
+	v100 := image("1.0.0", 4<<10)
+	r100 := e.publish("1.0.0", 1, v100)
+	d := e.device("SN-TLS", v100, r100)
+	id := d.Agent.State().DeviceID
+	d.Agent.EnablePush(agent.PushOptions{TLS: &tls.Config{RootCAs: b.CA, MinVersion: tls.VersionTLS12}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.Agent.Run(ctx) }() //nolint:errcheck // ends with ctx
+	t.Cleanup(func() { cancel(); <-done; d.Agent.ClosePush() })
+	// A device that does not trust the broker's CA does not connect (and keeps polling).
+	untrusting := e.device("SN-TLS-2", v100, r100)
+	runAgent(t, untrusting)
+	waitFor(t, "the agent connected over TLS", 15*time.Second, func() bool { return d.Agent.PushState() == agent.PushConnected })
+	time.Sleep(time.Second)
+	if st := untrusting.Agent.PushState(); st == agent.PushConnected {
+		t.Fatal("an agent that does not trust the broker's CA connected")
+	}
+	if st := agent.ReadPushStatus(filepath.Join(d.Dir, "state")); !strings.HasPrefix(st.Broker, "ssl://") {
+		t.Fatalf("connected to %q, want the ssl:// listener", st.Broker)
+	}
+	r101 := e.publish("1.0.1", 2, image("1.0.1", 4<<10))
+	e.deploy(r101, id)
+	waitFor(t, "the nudged device installs 1.0.1", 15*time.Second, func() bool { return installed(t, e, id) == "1.0.1" })
 }

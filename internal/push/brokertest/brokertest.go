@@ -4,7 +4,14 @@
 package brokertest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -29,9 +36,13 @@ type Broker struct {
 	// AnonURL is a second listener without access control, for benchmarks whose simulated
 	// devices need no credentials of their own (StartAnonymous).
 	AnonURL string
-	cmd     *exec.Cmd
-	conf    string
-	dir     string
+	// TLSURL is a second listener with TLS (ssl://), its certificate signed by CA, for
+	// 127.0.0.1 (StartTLS).
+	TLSURL string
+	CA     *x509.CertPool
+	cmd    *exec.Cmd
+	conf   string
+	dir    string
 }
 
 // plugin is where Debian's mosquitto package puts the dynamic-security plugin.
@@ -66,7 +77,14 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-func start(t testing.TB, anon bool) *Broker {
+// StartTLS is Start with a second listener, TLSURL, that speaks TLS with a certificate of a
+// test CA (CA), under the same access control.
+func StartTLS(t testing.TB) *Broker {
+	t.Helper()
+	return start(t, false, true)
+}
+
+func start(t testing.TB, anon bool, withTLS ...bool) *Broker {
 	t.Helper()
 	bin := tool(t, "mosquitto", "/usr/sbin/mosquitto")
 	ctl := tool(t, "mosquitto_ctrl", "/usr/bin/mosquitto_ctrl")
@@ -86,6 +104,16 @@ func start(t testing.TB, anon bool) *Broker {
 	_, port, _ := net.SplitHostPort(addr)
 	conf := fmt.Sprintf("per_listener_settings true\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nmax_keepalive 600\n"+
 		"listener %s 127.0.0.1\nallow_anonymous false\nplugin %s\nplugin_opt_config_file %s\n", port, plugin, dynsec)
+	if len(withTLS) > 0 && withTLS[0] {
+		// One access control for both listeners: the plugin and allow_anonymous apply to all.
+		conf = fmt.Sprintf("per_listener_settings false\npersistence false\nlog_dest stderr\nlog_type error\nlog_type warning\nmax_keepalive 600\n"+
+			"allow_anonymous false\nplugin %s\nplugin_opt_config_file %s\nlistener %s 127.0.0.1\n", plugin, dynsec, port)
+		certFile, keyFile, pool := testCert(t, dir)
+		a := freeAddr(t)
+		_, tport, _ := net.SplitHostPort(a)
+		b.TLSURL, b.CA = "ssl://"+a, pool
+		conf += fmt.Sprintf("listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n", tport, certFile, keyFile)
+	}
 	if anon {
 		a := freeAddr(t)
 		_, aport, _ := net.SplitHostPort(a)
@@ -141,4 +169,46 @@ func (b *Broker) Restart(t testing.TB) {
 		t.Fatalf("restart mosquitto: %v", err)
 	}
 	b.waitUp(t)
+}
+
+// testCert writes a CA-signed certificate for 127.0.0.1 and its key into dir, and returns their
+// paths and a pool holding the CA.
+func testCert(t testing.TB, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "broker test CA"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "broker.crt"), filepath.Join(dir, "broker.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(ca)
+	return certFile, keyFile, pool
 }
