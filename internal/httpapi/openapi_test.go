@@ -56,9 +56,11 @@ type op struct {
 	summary string
 	query   []param
 	headers []param
-	body    any         // request body: nil for none, a wire value, binary, anyJSON, signedMetadata, object
-	bodyAlt []binary    // other media types the request body may have, not validated
-	answers map[int]any // successful answers: status -> body (nil: no body)
+	body    any      // request body: nil for none, a wire value, binary, anyJSON, signedMetadata, object
+	bodyAlt []binary // other media types the request body may have, not validated
+	// bodyOptional: the request may come without a body (the server takes the defaults)
+	bodyOptional bool
+	answers      map[int]any // successful answers: status -> body (nil: no body)
 	// answerHeaders are headers of every successful answer that has a body; a param whose
 	// description starts with "always" is required.
 	answerHeaders []param
@@ -108,7 +110,7 @@ var contract = map[string]op{
 	"GET /api/v1/oidc/callback": {summary: "The OpenID provider's redirect: a session (its CSRF token in the answer), or for upkeep login --sso a redirect to its loopback port with a sealed personal token",
 		query: []param{{"code", "string", ""}, {"state", "string", ""}, {"error", "string", ""}}, answers: map[int]any{200: wire.Session{}, 302: nil}},
 	"POST /api/v1/session/token": {summary: "A personal operator token for the session's own user (its role and group scope); the answer carries its secret, once",
-		body: wire.PersonalTokenRequest{}, answers: map[int]any{201: wire.OperatorToken{}}},
+		body: wire.PersonalTokenRequest{}, bodyOptional: true, answers: map[int]any{201: wire.OperatorToken{}}},
 	"POST /api/v1/session/tokens/{id}/revoke": {summary: "Revoke one of one's own tokens", answers: noBody},
 	"POST /api/v1/login":                      {summary: "Log in: a session cookie, and the CSRF token in the answer", body: wire.LoginRequest{}, answers: jsonOK(wire.Session{})},
 	"POST /api/v1/logout":                     {summary: "End the caller's login session", answers: noBody},
@@ -366,7 +368,7 @@ func generateOpenAPI(routes []httpapi.Route) ([]byte, error) {
 				_, s, _ := sc.request.media(alt)
 				content[string(alt)] = s
 			}
-			o["requestBody"] = map[string]any{"required": true, "content": content}
+			o["requestBody"] = map[string]any{"required": !c.bodyOptional, "content": content}
 		}
 		responses := map[string]any{"default": map[string]any{
 			"description": "An error: the status follows the error's code (apperr.HTTPStatus).",
