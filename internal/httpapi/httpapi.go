@@ -98,6 +98,9 @@ type Server struct {
 	LoginsPerMinute, LoginsPerMinuteIP int
 	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
 	CSAF CSAF
+	// Tenants manages the tenants (tenant.go): the default stack's alone; nil serves no
+	// tenants routes.
+	Tenants Tenants
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
@@ -184,6 +187,7 @@ func (s *Server) Handler() http.Handler {
 	mux.api("POST /api/v1/enroll-tokens/{id}/revoke", auth.PermEnrollWrite, s.revokeEnrollToken)
 	s.tokenRoutes(mux)
 	s.userRoutes(mux)
+	s.tenantRoutes(mux)
 	s.trustRoutes(mux)
 	s.rolloutRoutes(mux)
 	s.vulnRoutes(mux)

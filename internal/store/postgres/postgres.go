@@ -91,3 +91,27 @@ func migrationLockID(schema string) int64 {
 	h.Write([]byte("upkeep migrations " + schema))
 	return int64(h.Sum64())
 }
+
+// CreateSchema creates schema (a plain identifier: letters, digits, underscores) in the database
+// of dsn if it does not exist: a tenant's store lives in a schema of its own.
+func CreateSchema(ctx context.Context, dsn, schema string) error {
+	for _, r := range schema {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return fmt.Errorf("schema name %q: want a-z, 0-9 and _ only", schema)
+		}
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return fmt.Errorf("postgres dsn: %w", err)
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connect postgres: %w", err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+schema); err != nil {
+		return fmt.Errorf("create schema %s: %w", schema, err)
+	}
+	return nil
+}
