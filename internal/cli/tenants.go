@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/show"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
@@ -33,6 +34,9 @@ func tenantsCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
+			if err := server.ValidTenantName(name); err != nil {
+				return err
+			}
 			dir := keysDir
 			if dir == "" {
 				dir = "keys-" + name

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/httpapi"
 	"upkeep.dev/upkeep/internal/store/postgres"
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/tuf"
@@ -433,3 +434,7 @@ func (s *Server) followTenants(ctx context.Context) {
 		s.Config.Logger.Warn("tenants list", "err", err)
 	}
 }
+
+// Routes lists the routes the server's HTTP API registered, with their permissions (tests walk
+// them).
+func (s *Server) Routes() []httpapi.Route { return s.api.Registered() }
