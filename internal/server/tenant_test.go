@@ -123,27 +123,10 @@ func FuzzTenantFront(f *testing.F) {
 // a missing file, or a bad name is refused and leaves nothing behind; the default's DDI gateway
 // token is not the tenant's.
 func TestAddTenant(t *testing.T) {
-	dir := t.TempDir()
-	cfg := DefaultConfig()
-	cfg.Addr, cfg.DataDir, cfg.KeysDir = "127.0.0.1:0", filepath.Join(dir, "data"), filepath.Join(dir, "keys")
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.DDI.GatewayToken = "gateway-of-the-default"
-	if _, err := tuf.InitKeySet(cfg.KeysDir, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, req := openForTenant(t, func(c *Config) { c.DDI.GatewayToken = "gateway-of-the-default" })
 	defer s.Close()
-	tk := filepath.Join(dir, "keys-acme")
-	if _, err := tuf.InitKeySet(tk, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	req := wire.TenantRequest{Name: "acme", Keys: map[string][]byte{}}
-	for _, f := range tenantFiles {
-		req.Keys[f], _ = os.ReadFile(filepath.Join(tk, f))
-	}
+	cfg := s.Config
+	tk := filepath.Join(filepath.Dir(cfg.KeysDir), "keys-acme")
 	ctx := context.Background()
 	bad := func(mod func(r *wire.TenantRequest), code apperr.Code) {
 		t.Helper()
@@ -194,4 +177,32 @@ func TestAddTenant(t *testing.T) {
 	if ts.Jobs() != 0 {
 		t.Errorf("%d jobs of the tenant still run after Close", ts.Jobs())
 	}
+}
+
+// openForTenant opens a default stack in a temporary folder, and makes the request that adds
+// tenant "acme" with a key set of its own (in the folder's keys-acme).
+func openForTenant(tb testing.TB, configure func(*Config)) (*Server, wire.TenantRequest) {
+	tb.Helper()
+	dir := tb.TempDir()
+	cfg := DefaultConfig()
+	cfg.Addr, cfg.DataDir, cfg.KeysDir = "127.0.0.1:0", filepath.Join(dir, "data"), filepath.Join(dir, "keys")
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if configure != nil {
+		configure(&cfg)
+	}
+	tk := filepath.Join(dir, "keys-acme")
+	for _, d := range []string{cfg.KeysDir, tk} {
+		if _, err := tuf.InitKeySet(d, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	s, err := Open(context.Background(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req := wire.TenantRequest{Name: "acme", Keys: map[string][]byte{}}
+	for _, f := range tenantFiles {
+		req.Keys[f], _ = os.ReadFile(filepath.Join(tk, f))
+	}
+	return s, req
 }
