@@ -92,7 +92,7 @@ func addTenant(t *testing.T, def *env, name, major string) *tenantWorld {
 	if _, err := e.cli.SetPolicy(ctx, testProduct, map[string]any{"support_end": "2031-12-31"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.cli.CreateUser(ctx, wire.UserRequest{Name: w.user, Role: "viewer"}); err != nil {
+	if _, err := e.cli.CreateUser(ctx, wire.UserRequest{Name: w.user, Role: "viewer", Password: "correct horse battery " + name}); err != nil {
 		t.Fatal(err)
 	}
 	e.publish(major+".0.1", 2, image(major+".0.1", 16<<10))
@@ -236,6 +236,21 @@ func TestTenantsIsolation(t *testing.T) {
 	}
 	if st, _ := request(t, http.MethodGet, def.srv.URL+"/api/v1/devices", a.cli.Token, nil); st != http.StatusUnauthorized {
 		t.Fatalf("a's admin token at the default tenant: %d, want 401", st)
+	}
+
+	// a's user logs in at a's prefix, and its session cookie is a's prefix's only; at b's
+	// prefix the same user and password are nobody.
+	login := []byte(`{"user":"user-a","password":"correct horse battery a"}`)
+	resp, err := http.Post(a.base+"/api/v1/login", "application/json", bytes.NewReader(login))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if c := resp.Cookies(); resp.StatusCode != http.StatusOK || len(c) != 1 || c[0].Path != "/t/a/" {
+		t.Fatalf("login at /t/a: %d %+v, want a session cookie with path /t/a/", resp.StatusCode, c)
+	}
+	if st, _ := request(t, http.MethodPost, b.base+"/api/v1/login", "", login); st != http.StatusUnauthorized {
+		t.Fatalf("a's user logs in at /t/b: %d", st)
 	}
 
 	before := b.state(t)

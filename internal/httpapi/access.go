@@ -288,7 +288,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: secret, Path: "/", HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
+	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: secret, Path: s.cookiePath(), HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
 		SameSite: http.SameSiteStrictMode, Expires: ss.ExpiresAt, MaxAge: int(ttl.Seconds())})
 	s.logger().Info("login", "user", u.Name, "session", ss.ID)
 	writeJSON(w, http.StatusOK, sessionToWire(&principal{Name: u.Name, User: u.Name, Role: u.Role, Groups: u.Groups, Session: ss}))
@@ -324,7 +324,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.forgetCredentials()
-	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: "", Path: s.cookiePath(), HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -530,3 +530,6 @@ func (s *Server) checkActionScope(r *http.Request, id string) error {
 	}
 	return nil
 }
+
+// cookiePath is the session cookie's path: CookiePath, or "/".
+func (s *Server) cookiePath() string { return cmp.Or(s.CookiePath, "/") }

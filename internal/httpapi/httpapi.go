@@ -89,6 +89,9 @@ type Server struct {
 	// SessionTTL is a login session's absolute lifetime (default DefaultSessionTTL), SessionIdle
 	// how long it may go unused (default DefaultSessionIdle).
 	SessionTTL, SessionIdle time.Duration
+	// CookiePath is the session cookie's path: a tenant's stack sets its prefix (/t/acme/), so
+	// that a browser sends each tenant only its own session. Empty: "/".
+	CookiePath string
 	// SecureCookies marks the session cookie Secure even on plain HTTP requests: a
 	// TLS-terminating proxy is in front. Requests over TLS always get Secure cookies.
 	SecureCookies bool

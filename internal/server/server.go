@@ -406,6 +406,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.tenant == "" {
 		s.tenants = newTenants(s)
 		api.Tenants = s.tenants
+	} else {
+		api.CookiePath = "/t/" + cfg.tenant + "/"
 	}
 	s.handler = api.Handler()
 	if cfg.tenant != "" {

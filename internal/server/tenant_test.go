@@ -143,11 +143,15 @@ func TestAddTenant(t *testing.T) {
 		}
 	}
 	bad(func(r *wire.TenantRequest) { r.Name = "Acme" }, apperr.Invalid)
-	bad(func(r *wire.TenantRequest) { r.Keys[tuf.FileTargetsKey], _ = os.ReadFile(filepath.Join(tk, tuf.FileTargetsKey)) }, apperr.Invalid)
+	bad(func(r *wire.TenantRequest) {
+		r.Keys[tuf.FileTargetsKey], _ = os.ReadFile(filepath.Join(tk, tuf.FileTargetsKey))
+	}, apperr.Invalid)
 	bad(func(r *wire.TenantRequest) { delete(r.Keys, tuf.FileDirectorKey) }, apperr.Invalid)
 	bad(func(r *wire.TenantRequest) { r.Keys[tuf.FileSnapshotKey] = []byte("not a key") }, apperr.Invalid)
 	// The default's online keys with the tenant's roots: the stack does not open.
-	bad(func(r *wire.TenantRequest) { r.Keys[tuf.FileSnapshotKey], _ = os.ReadFile(filepath.Join(cfg.KeysDir, tuf.FileSnapshotKey)) }, apperr.Invalid)
+	bad(func(r *wire.TenantRequest) {
+		r.Keys[tuf.FileSnapshotKey], _ = os.ReadFile(filepath.Join(cfg.KeysDir, tuf.FileSnapshotKey))
+	}, apperr.Invalid)
 
 	created, err := s.tenants.AddTenant(ctx, req)
 	if err != nil {
