@@ -21,10 +21,10 @@ import (
 // served directly (the stack's own handler at /device/v1/checkin) and through the default
 // stack's front handler under the tenant's prefix (/t/acme/device/v1/checkin), and the default
 // stack's own check-in through the front with a tenant registered. The three are interleaved in
-// each iteration, each first in turn, so that a machine whose load changes during the run weighs on all alike; each
-// is reported as its median (direct-ns, prefixed-ns, default-ns); the ratio of the medians
-// prefixed/direct (and of the means, mean-prefixed/direct, which the slow tail weighs on) is what
-// tenants cost a check-in.
+// each iteration, each first in turn, so that a machine whose load changes during the run weighs
+// on all alike. Each is reported as its median (direct-ns, prefixed-ns, default-ns) and its mean
+// (mean-...); the ratio of the medians, prefixed/direct, is what tenants cost a check-in (the
+// ratio of the means, which the slow tail of a loaded machine weighs on, beside it).
 //
 //	go test ./internal/server -run '^$' -bench BenchmarkTenantCheckin -benchtime 100000x -count 3
 func BenchmarkTenantCheckin(b *testing.B) {
