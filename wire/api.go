@@ -215,6 +215,7 @@ type Tenant struct {
 	Name      string    `json:"name"`
 	Path      string    `json:"path"` // the URL prefix: /t/{name}
 	CreatedAt time.Time `json:"created_at"`
+	Ready     bool      `json:"ready"`   // its stack was opened by the replica that added it
 	Serving   bool      `json:"serving"` // this replica serves it
 }
 

@@ -93,7 +93,10 @@ func tenantsCmd(g *globals) *cobra.Command {
 			fmt.Fprintln(tw, "NAME\tPATH\tCREATED\tSERVING")
 			for _, t := range ts {
 				serving := "yes"
-				if !t.Serving {
+				switch {
+				case !t.Ready:
+					serving = "no: being added, or an add failed midway"
+				case !t.Serving:
 					serving = "not yet on this replica"
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", show.Text(t.Name), show.Text(t.Path), t.CreatedAt.UTC().Format(time.DateTime), serving)

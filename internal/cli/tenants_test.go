@@ -391,6 +391,20 @@ func TestTenantsReplicasPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer two.Close()
+	// A first attempt whose online keys the roots do not trust fails, and leaves no schema behind
+	// (a root stored by it would refuse the next attempt's keys).
+	badKeys := filepath.Join(one.dir, "keys-bad")
+	if _, err := tuf.InitKeySet(badKeys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	bad := wire.TenantRequest{Name: name, Keys: map[string][]byte{}}
+	for _, f := range tenantOnlineFiles {
+		bad.Keys[f], _ = os.ReadFile(filepath.Join(badKeys, f))
+	}
+	bad.Keys[tuf.FileSnapshotKey] = one.read(tuf.FileSnapshotKey)
+	if _, err := one.cli.AddTenant(context.Background(), bad); err == nil {
+		t.Fatal("a tenant whose root does not trust its snapshot key was added")
+	}
 	w := addTenant(t, one, name, "1")
 	deadline := time.Now().Add(10 * time.Second)
 	for two.Tenant(name) == nil {

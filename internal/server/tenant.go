@@ -143,15 +143,17 @@ func (t *tenants) put(name string, srv *Server) {
 // every TenantsEvery (the follow-tenants job), so that a tenant another replica added is served
 // here too. A tenant that fails to open is logged (once per distinct error) and tried again next
 // time; the others are served all the same.
+// A tenant not ready yet (its add is under way on some replica, or failed midway) is skipped.
+// The list is read under mu, so that it is never older than an add or undo of this replica.
 func (t *tenants) load(ctx context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	rows, err := t.s.DB.FindTenants(ctx)
 	if err != nil {
 		return err
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	for _, row := range rows {
-		if t.get(row.Name) != nil {
+		if !row.Ready || t.get(row.Name) != nil {
 			continue
 		}
 		srv, err := t.open(ctx, row)
@@ -233,7 +235,9 @@ func (t *tenants) AddTenant(ctx context.Context, req wire.TenantRequest) (*wire.
 		return nil, apperr.E(apperr.Conflict, "tenant %s: its data folder exists already (left by an earlier tenant of that name?): remove it first", req.Name)
 	}
 	row := &sqlstore.Tenant{Name: req.Name, CreatedAt: t.s.now().UTC().Truncate(time.Microsecond), SealedKeys: sealed}
-	if err := t.s.DB.CreateTenant(ctx, row); err != nil {
+	if err := t.s.DB.CreateTenant(ctx, row); apperr.Is(err, apperr.Conflict) {
+		return nil, apperr.E(apperr.Conflict, "tenant %s exists, or is being added (an add that failed midway leaves it not ready: see docs/OPERATORS.md)", req.Name)
+	} else if err != nil {
 		return nil, err
 	}
 	undo := func(srv *Server) {
@@ -245,6 +249,13 @@ func (t *tenants) AddTenant(ctx context.Context, req wire.TenantRequest) (*wire.
 			t.s.Config.Logger.Error("undo tenant", "tenant", req.Name, "err", err)
 		}
 		os.RemoveAll(cfg.DataDir) //nolint:errcheck // best effort
+		if cfg.Database != "" {
+			// The schema is the tenant's only (its row was ours): what a failed open left in it
+			// (a root that did not match the keys, say) must not meet the next attempt.
+			if err := postgres.DropSchema(ctx, t.s.Config.Database, TenantSchema(req.Name)); err != nil {
+				t.s.Config.Logger.Error("undo tenant", "tenant", req.Name, "err", err)
+			}
+		}
 	}
 	if err := writeTenantKeys(cfg.KeysDir, files); err != nil {
 		undo(nil)
@@ -259,9 +270,13 @@ func (t *tenants) AddTenant(ctx context.Context, req wire.TenantRequest) (*wire.
 		undo(srv)
 		return nil, apperr.E(apperr.Conflict, "tenant %s: its store holds operators already (left by an earlier tenant of that name?): drop it first", req.Name)
 	}
+	if err := t.s.DB.MarkTenantReady(ctx, req.Name); err != nil {
+		undo(srv)
+		return nil, err
+	}
 	t.put(req.Name, srv)
 	t.s.Config.Logger.Info("tenant added", "tenant", req.Name, "path", "/t/"+req.Name)
-	return &wire.TenantCreated{Tenant: wire.Tenant{Name: req.Name, Path: "/t/" + req.Name, CreatedAt: row.CreatedAt, Serving: true}, AdminToken: srv.AdminToken}, nil
+	return &wire.TenantCreated{Tenant: wire.Tenant{Name: req.Name, Path: "/t/" + req.Name, CreatedAt: row.CreatedAt, Ready: true, Serving: true}, AdminToken: srv.AdminToken}, nil
 }
 
 // Tenants implements httpapi.Tenants: the tenants list, and whether this replica serves each.
@@ -272,7 +287,7 @@ func (t *tenants) Tenants(ctx context.Context) ([]wire.Tenant, error) {
 	}
 	out := make([]wire.Tenant, 0, len(rows))
 	for _, r := range rows {
-		out = append(out, wire.Tenant{Name: r.Name, Path: "/t/" + r.Name, CreatedAt: r.CreatedAt, Serving: t.get(r.Name) != nil})
+		out = append(out, wire.Tenant{Name: r.Name, Path: "/t/" + r.Name, CreatedAt: r.CreatedAt, Ready: r.Ready, Serving: t.get(r.Name) != nil})
 	}
 	return out, nil
 }
@@ -421,8 +436,17 @@ func (s *Server) tenantConfig(ctx context.Context, name string) (Config, error) 
 	return c, nil
 }
 
-// TenantSchema is the PostgreSQL schema of a tenant's store.
-func TenantSchema(name string) string { return "upkeep_tenant_" + strings.ReplaceAll(name, "-", "_") }
+// TenantSchema is the PostgreSQL schema of a tenant's store: upkeep_tenant_NAME ("-" becomes
+// "_", which names never hold), or, for a name too long for PostgreSQL's 63-byte identifiers
+// (which it would cut, so that two long names could share a schema), upkeep_th_ and 40 hex
+// digits of the name's SHA-256.
+func TenantSchema(name string) string {
+	if s := "upkeep_tenant_" + strings.ReplaceAll(name, "-", "_"); len(s) <= 63 {
+		return s
+	}
+	sum := sha256.Sum256([]byte(name))
+	return "upkeep_th_" + hex.EncodeToString(sum[:20])
+}
 
 // tenantDSN makes the DSN of a tenant's store from the default one: the tenant's schema (created
 // if missing) as search_path, and a pool of conns connections.

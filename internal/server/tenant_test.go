@@ -30,6 +30,22 @@ func TestValidTenantName(t *testing.T) {
 	}
 }
 
+// TestTenantSchema: every valid name has a schema PostgreSQL takes whole (63 bytes at most), and
+// two names never share one, long names that differ only at their end included.
+func TestTenantSchema(t *testing.T) {
+	seen := map[string]string{}
+	for _, name := range []string{"a", "a-b", "ab", strings.Repeat("a", 49), strings.Repeat("a", 50), strings.Repeat("a", 62) + "b", strings.Repeat("a", 62) + "c", strings.Repeat("a", 63)} {
+		s := TenantSchema(name)
+		if len(s) > 63 || strings.Trim(s, "abcdefghijklmnopqrstuvwxyz0123456789_") != "" {
+			t.Errorf("schema of %q: %q", name, s)
+		}
+		if other, ok := seen[s]; ok {
+			t.Errorf("%q and %q share schema %s", name, other, s)
+		}
+		seen[s] = name
+	}
+}
+
 // TestTenantKeysSealed: sealed keys open with the installation's key and the tenant's name only.
 func TestTenantKeysSealed(t *testing.T) {
 	key := bytes.Repeat([]byte{7}, 32)

@@ -95,6 +95,18 @@ func migrationLockID(schema string) int64 {
 // CreateSchema creates schema (a plain identifier: letters, digits, underscores) in the database
 // of dsn if it does not exist: a tenant's store lives in a schema of its own.
 func CreateSchema(ctx context.Context, dsn, schema string) error {
+	return schemaExec(ctx, dsn, schema, `CREATE SCHEMA IF NOT EXISTS `+schema)
+}
+
+// DropSchema drops schema and everything in it, if it exists.
+func DropSchema(ctx context.Context, dsn, schema string) error {
+	return schemaExec(ctx, dsn, schema, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`)
+}
+
+func schemaExec(ctx context.Context, dsn, schema, stmt string) error {
+	if schema == "" || len(schema) > 63 {
+		return fmt.Errorf("schema name %q: want 1-63 bytes", schema)
+	}
 	for _, r := range schema {
 		if !(r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
 			return fmt.Errorf("schema name %q: want a-z, 0-9 and _ only", schema)
@@ -110,8 +122,8 @@ func CreateSchema(ctx context.Context, dsn, schema string) error {
 		return fmt.Errorf("connect postgres: %w", err)
 	}
 	defer pool.Close()
-	if _, err := pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+schema); err != nil {
-		return fmt.Errorf("create schema %s: %w", schema, err)
+	if _, err := pool.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("schema %s: %w", schema, err)
 	}
 	return nil
 }

@@ -14,7 +14,7 @@ import (
 	"upkeep.dev/upkeep/internal/store/storetest"
 )
 
-// TestTenants: the tenants list keeps names, times and sealed keys; a name is taken once; a
+// TestTenants: the tenants list keeps names, times, sealed keys and readiness; a name is taken once; a
 // removed tenant is gone; on SQLite and PostgreSQL.
 func TestTenants(t *testing.T) {
 	ctx := context.Background()
@@ -28,8 +28,11 @@ func TestTenants(t *testing.T) {
 		if err := db.CreateTenant(ctx, &sqlstore.Tenant{Name: "a", CreatedAt: t0, SealedKeys: []byte{9}}); !apperr.Is(err, apperr.Conflict) {
 			t.Fatalf("second tenant a: %v, want conflict", err)
 		}
+		if err := db.MarkTenantReady(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
 		ts, err := db.FindTenants(ctx)
-		if err != nil || len(ts) != 2 || ts[0].Name != "a" || !ts[0].CreatedAt.Equal(t0) || !bytes.Equal(ts[0].SealedKeys, []byte{0, 1, 2, 'a'}) {
+		if err != nil || len(ts) != 2 || ts[0].Name != "a" || !ts[0].CreatedAt.Equal(t0) || !bytes.Equal(ts[0].SealedKeys, []byte{0, 1, 2, 'a'}) || !ts[0].Ready || ts[1].Ready {
 			t.Fatalf("tenants %v %+v", err, ts)
 		}
 		if err := db.DeleteTenant(ctx, "a"); err != nil {
