@@ -3,6 +3,9 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/sim"
@@ -134,15 +138,25 @@ func (w *tenantWorld) state(t *testing.T) string {
 // token is a bearer token) and returns the status and body.
 func request(t *testing.T, method, url, token string, body []byte) (int, string) {
 	t.Helper()
+	if token != "" && !strings.Contains(token, " ") {
+		token = "Bearer " + token
+	}
+	hdr := map[string]string{}
+	if token != "" {
+		hdr["Authorization"] = token
+	}
+	return requestWith(t, method, url, hdr, body)
+}
+
+// requestWith sends a request with headers and returns the status and body.
+func requestWith(t *testing.T, method, url string, hdr map[string]string, body []byte) (int, string) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if token != "" && !strings.Contains(token, " ") {
-		token = "Bearer " + token
-	}
-	if token != "" {
-		req.Header.Set("Authorization", token)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -270,6 +284,16 @@ func TestTenantsIsolation(t *testing.T) {
 		}
 		return out
 	}
+	// A device of a's with its key at hand: its signed enrolment and token requests (which carry
+	// no bearer token) are its credentials on those two routes.
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	aID := auth.DeviceID(pub)
+	enrollBody := func() []byte {
+		return signed(t, key, wire.EnrollPayload{PublicKey: hex.EncodeToString(pub), Time: time.Now().UTC(), Identity: wire.Identity{Serial: "SN-a-raw", Product: testProduct, HardwareID: testHardware}})
+	}
+	if st, got := requestWith(t, http.MethodPost, a.base+"/device/v1/enroll", map[string]string{wire.HeaderEnrollToken: a.enrollToken}, enrollBody()); st != http.StatusOK {
+		t.Fatalf("enrol at /t/a: %d %s", st, got)
+	}
 	body := []byte(`{}`)
 	for _, rt := range routes {
 		method, path := b.fill(rt.Pattern)
@@ -277,10 +301,21 @@ func TestTenantsIsolation(t *testing.T) {
 		if method == http.MethodPost || method == http.MethodPut {
 			reqBody = body
 		}
+		send := func(base, tok string) (int, string) {
+			switch rt.Pattern {
+			case "POST /device/v1/enroll": // a's enrolment token and a signed enrolment
+				reqBody = enrollBody()
+				return requestWith(t, method, base+path, map[string]string{wire.HeaderEnrollToken: a.enrollToken}, reqBody)
+			case "POST /device/v1/token": // a's device's signed token request
+				reqBody = signed(t, key, wire.TokenPayload{DeviceID: aID, Time: time.Now().UTC()})
+				return requestWith(t, method, base+path, nil, reqBody)
+			}
+			return request(t, method, base+path, tok, reqBody)
+		}
 		// At b's prefix, with a's admin token and a's device token: refused, whatever the
 		// route, unless it is public (the same for everyone, as it is without tenants).
 		for who, tok := range creds {
-			st, got := request(t, method, b.base+path, tok, reqBody)
+			st, got := send(b.base, tok)
 			public := rt.Permission == "none" || !strings.HasPrefix(path, "/api/") && !strings.HasPrefix(path, "/device/") && !strings.Contains(path, "/controller/")
 			if public {
 				if l := leaks(path, string(reqBody), got); len(l) > 0 && !strings.HasPrefix(path, "/repo/image/") {
@@ -288,15 +323,13 @@ func TestTenantsIsolation(t *testing.T) {
 				}
 				continue
 			}
-			// A device's enrolment and token requests carry no bearer token: they are refused
-			// as malformed or unsigned, never accepted with a's credentials.
-			if !slices.Contains([]int{400, 401, 403, 404, 405}, st) {
+			if !slices.Contains([]int{401, 403, 404}, st) {
 				t.Errorf("%s at /t/b with a's %s token: %d %.200s, want it refused", rt.Pattern, who, st, got)
 			}
 		}
 		// At a's prefix naming b's objects: a's own store answers, which has none of them.
 		for who, tok := range creds {
-			st, got := request(t, method, a.base+path, tok, reqBody)
+			st, got := send(a.base, tok)
 			if l := leaks(path, string(reqBody), got); len(l) > 0 {
 				t.Errorf("%s at /t/a naming b's objects with a's %s token: %d, names b's %v: %.300s", rt.Pattern, who, st, l, got)
 			}
