@@ -269,6 +269,14 @@ func TestTenantsIsolation(t *testing.T) {
 		t.Fatalf("a's user logs in at /t/b: %d", st)
 	}
 
+	// a's DDI device polls at a's prefix with its target token, and is nobody at b's.
+	if st, got := request(t, http.MethodGet, a.base+"/DEFAULT/controller/v1/"+a.ddiID, "TargetToken "+a.ddiToken, nil); st != http.StatusOK {
+		t.Fatalf("a's DDI device polls at /t/a: %d %s", st, got)
+	}
+	if st, _ := request(t, http.MethodGet, b.base+"/DEFAULT/controller/v1/"+a.ddiID, "TargetToken "+a.ddiToken, nil); st != http.StatusUnauthorized {
+		t.Fatalf("a's DDI device polls at /t/b: %d, want 401", st)
+	}
+
 	before := b.state(t)
 	aDevice := a.dev.Agent.State().Token
 	creds := map[string]string{"admin": a.cli.Token, "device": aDevice, "DDI target": "TargetToken " + a.ddiToken}
