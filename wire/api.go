@@ -231,3 +231,28 @@ type DDIDeviceResponse struct {
 	TargetToken string `json:"target_token"`
 	Tenant      string `json:"tenant"`
 }
+
+// Tenant is an organisation served under /t/{name}/ with a server stack of its own: store,
+// artifacts, keys, users, tokens and jobs (GET /api/v1/tenants, on the default tenant only).
+type Tenant struct {
+	Name      string    `json:"name"`
+	Path      string    `json:"path"` // the URL prefix: /t/{name}
+	CreatedAt time.Time `json:"created_at"`
+	Ready     bool      `json:"ready"`   // its stack was opened by the replica that added it
+	Serving   bool      `json:"serving"` // this replica serves it
+}
+
+// TenantRequest adds a tenant (POST /api/v1/tenants). Keys holds the online part of the
+// tenant's own key set, as `upkeep keys init` writes it, by file name: snapshot.key,
+// timestamp.key, director.key, root.json, director-root.json, targets.json. The offline keys
+// stay with the operator.
+type TenantRequest struct {
+	Name string            `json:"name"`
+	Keys map[string][]byte `json:"keys"`
+}
+
+// TenantCreated answers POST /api/v1/tenants: the tenant and its first admin token, shown once.
+type TenantCreated struct {
+	Tenant     Tenant `json:"tenant"`
+	AdminToken string `json:"admin_token"`
+}

@@ -120,6 +120,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.DDI.GatewayToken, "ddi-gateway-token", "", "DDI gateway token: authenticates any controller of the tenant (env UPKEEP_DDI_GATEWAY_TOKEN; empty: target tokens only)")
 	f.StringVar(&cfg.DDI.Product, "ddi-product", "", "with --ddi-hardware: unknown controllers presenting the gateway token register as devices of this product")
 	f.StringVar(&cfg.DDI.HardwareID, "ddi-hardware", "", "hardware id of DDI devices that register with the gateway token")
+	f.IntVar(&cfg.TenantPoolConns, "tenant-pool-conns", server.DefaultTenantPoolConns, "PostgreSQL connections of each tenant's pool (env UPKEEP_TENANT_POOL_CONNS); every tenant's count against the database's max_connections")
 	f.BoolVar(&cfg.DDI.AutoAccept, "ddi-auto-accept", false, "accept DDI devices that register with the gateway token at once (default: pending until `devices accept`)")
 	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "single sign-on: the OpenID Connect provider's issuer URL, as its discovery document names it (env UPKEEP_OIDC_ISSUER; docs/OPERATORS.md)")
 	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "this server's client id at the provider (env UPKEEP_OIDC_CLIENT_ID)")
@@ -140,7 +141,7 @@ func serveCmd() *cobra.Command {
 		"enroll-per-minute": "UPKEEP_ENROLL_PER_MINUTE", "reports-per-minute": "UPKEEP_REPORTS_PER_MINUTE", "max-pending": "UPKEEP_MAX_PENDING", "pending-ttl": "UPKEEP_PENDING_TTL",
 		"event-retention": "UPKEEP_EVENT_RETENTION", "audit-retention": "UPKEEP_AUDIT_RETENTION", "max-device-events": "UPKEEP_MAX_DEVICE_EVENTS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER",
 		"metrics-token": "UPKEEP_METRICS_TOKEN", "tls-cert": "UPKEEP_TLS_CERT", "tls-key": "UPKEEP_TLS_KEY", "behind-proxy": "UPKEEP_BEHIND_PROXY",
-		"ddi-tenant": "UPKEEP_DDI_TENANT", "ddi-gateway-token": "UPKEEP_DDI_GATEWAY_TOKEN", "ddi-product": "UPKEEP_DDI_PRODUCT", "ddi-hardware": "UPKEEP_DDI_HARDWARE"} {
+		"ddi-tenant": "UPKEEP_DDI_TENANT", "ddi-gateway-token": "UPKEEP_DDI_GATEWAY_TOKEN", "ddi-product": "UPKEEP_DDI_PRODUCT", "ddi-hardware": "UPKEEP_DDI_HARDWARE", "tenant-pool-conns": "UPKEEP_TENANT_POOL_CONNS"} {
 		envFlag(f, flag, env)
 	}
 	return cmd

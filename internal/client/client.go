@@ -271,3 +271,16 @@ func (c *Client) CreatePersonalToken(ctx context.Context, req wire.PersonalToken
 func (c *Client) RevokePersonalToken(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodPost, "/api/v1/session/tokens/"+url.PathEscape(id)+"/revoke", nil, nil)
 }
+
+// AddTenant adds a tenant (default tenant's admin only): its stack is created with the online
+// key files given, and its first admin token is returned once.
+func (c *Client) AddTenant(ctx context.Context, req wire.TenantRequest) (*wire.TenantCreated, error) {
+	var out wire.TenantCreated
+	return &out, c.Do(ctx, http.MethodPost, "/api/v1/tenants", req, &out)
+}
+
+// Tenants lists the tenants.
+func (c *Client) Tenants(ctx context.Context) ([]wire.Tenant, error) {
+	var out []wire.Tenant
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/tenants", nil, &out)
+}

@@ -113,7 +113,7 @@ func newStack(t testing.TB) *stack {
 		t.Fatal(err)
 	}
 	s.admin = secret
-	s.api = &httpapi.Server{Fleet: s.fleet, Images: s.images, Director: s.director, Devices: s.db, Releases: s.db, Blobs: s.blobs, Admin: s.db, Audit: s.db, Logger: logger, MaxArtifact: maxArtifact}
+	s.api = &httpapi.Server{Fleet: s.fleet, Images: s.images, Director: s.director, Devices: s.db, Releases: s.db, Blobs: s.blobs, Admin: s.db, Audit: s.db, Logger: logger, MaxArtifact: maxArtifact, Tenants: listTenants{}}
 	s.handler = s.api.Handler()
 	return s
 }

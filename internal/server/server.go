@@ -125,6 +125,16 @@ type Config struct {
 	// empty Issuer turns it off. An empty RedirectURL is the public URL (or the listen URL)
 	// followed by /api/v1/oidc/callback.
 	OIDC sso.Config
+	// TenantPoolConns is the PostgreSQL pool size of each tenant's stack (default
+	// DefaultTenantPoolConns); the default tenant's pool is sized as before. tenant.go.
+	TenantPoolConns int
+	// TenantsEvery is how often a replica reads the tenants list to open tenants another
+	// replica added (default DefaultTenantsEvery).
+	TenantsEvery time.Duration
+
+	// tenant is set in the derived configuration of a tenant's stack (tenant.go): the stack
+	// does not listen; the default stack's front handler serves it under /t/{tenant}/.
+	tenant string
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -189,6 +199,8 @@ func (c Config) Validate() error {
 		return errors.New("server config: event retention and max device events must not be negative")
 	case c.AuditRetention < 0:
 		return errors.New("server config: audit retention must not be negative (0 keeps records forever)")
+	case c.TenantPoolConns < 0 || c.TenantsEvery < 0:
+		return errors.New("server config: tenant pool size and tenants interval must not be negative")
 	case c.HousekeepingEvery < 0:
 		return errors.New("server config: housekeeping interval must not be negative")
 	case c.TokenTTL < time.Minute:
@@ -239,6 +251,10 @@ type Server struct {
 	jobs    sync.WaitGroup // background jobs (Go, Every)
 	running atomic.Int32
 	api     *httpapi.Server
+	handler http.Handler // api's routes; the default stack serves them behind the tenants' front
+	tenants *tenants     // the tenants' stacks; nil in a tenant's own stack
+	// tokenKey is the device-token HMAC key, from which the key sealing tenants' keys derives.
+	tokenKey []byte
 	// revocations is the revocation generation this replica last read (followRevocations).
 	revocations atomic.Int64
 }
@@ -304,6 +320,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	cfg.Logger.Debug("device-token key", "path", keyPath)
+	s.tokenKey = hmacKey
 	s.Metrics = httpapi.NewMetrics()
 	s.Metrics.Rollouts = db.RolloutCounts
 	// The device store is timed (upkeep_db_seconds): its calls are the ones on the device
@@ -374,19 +391,24 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
 		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now, Audit: db,
 		Metrics: s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
-	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
-		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
-	}
-	s.URL = "http://" + s.ln.Addr().String()
 	var certs *certReloader
-	if cfg.TLSCert != "" {
+	if cfg.tenant != "" {
+		s.URL = cfg.PublicURL // the default stack's URL and /t/{tenant}
+	} else if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
+	} else {
+		s.URL = "http://" + s.ln.Addr().String()
+	}
+	if cfg.TLSCert != "" && cfg.tenant == "" {
 		if certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, cmp.Or(cfg.TLSCheckEvery, time.Second), cfg.Logger); err != nil {
 			s.ln.Close()
 			return fail(err)
 		}
 		s.URL = "https://" + s.ln.Addr().String()
 	}
-	if ap, err := netip.ParseAddrPort(s.ln.Addr().String()); cfg.MetricsToken == "" && (err != nil || !ap.Addr().IsLoopback()) {
+	if cfg.tenant != "" {
+		// Served by the default stack, which warns about an open /metrics.
+	} else if ap, err := netip.ParseAddrPort(s.ln.Addr().String()); cfg.MetricsToken == "" && (err != nil || !ap.Addr().IsLoopback()) {
 		cfg.Logger.Warn("/metrics is open to anyone who reaches the listen address: set --metrics-token (UPKEEP_METRICS_TOKEN)", "addr", s.ln.Addr().String())
 	}
 	if cfg.OIDC.Enabled() {
@@ -412,11 +434,26 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.newCSAF(db, now, api); err != nil {
 		return fail(err)
 	}
-	handler := api.Handler()
-	if cfg.Wrap != nil {
-		handler = cfg.Wrap(handler)
+	if cfg.tenant == "" {
+		s.tenants = newTenants(s)
+		api.Tenants = s.tenants
+	} else {
+		api.CookiePath = "/t/" + cfg.tenant + "/"
 	}
-	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.handler = api.Handler()
+	if cfg.Wrap != nil {
+		s.handler = cfg.Wrap(s.handler)
+	}
+	if cfg.tenant != "" {
+		s.startJobs(s.jobCtx)
+		return s, nil
+	}
+	if err := s.tenants.load(ctx); err != nil {
+		s.tenants.closeAll()
+		s.ln.Close()
+		return fail(err)
+	}
+	s.http = &http.Server{Handler: s.tenants.front(s.handler), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serve := func() error { return s.http.Serve(s.ln) }
 	if certs != nil {
 		s.http.TLSConfig = tlsConfig(certs)
@@ -465,6 +502,9 @@ func (s *Server) startJobs(ctx context.Context) {
 		}
 	}, nil)
 	s.Every("advisory-refresh", advisoryRefreshEvery, s.refreshAdvisories, nil)
+	if s.tenants != nil {
+		s.Every("follow-tenants", cmp.Or(s.Config.TenantsEvery, DefaultTenantsEvery), s.followTenants, nil)
+	}
 	cursor, err := s.DB.LastDirectorChange(ctx)
 	if err != nil {
 		s.Config.Logger.Warn("director changes", "err", err)
@@ -742,13 +782,28 @@ func newHolderID() string {
 // Close finishes in-flight requests (up to 10 s), stops every background job and waits for it,
 // and closes the stores.
 func (s *Server) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := s.http.Shutdown(ctx)
-	s.serving.Wait()
+	var err error
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err = s.http.Shutdown(ctx)
+		s.serving.Wait()
+	}
 	s.cancel()
 	s.jobs.Wait()
+	if s.tenants != nil {
+		err = errors.Join(err, s.tenants.closeAll())
+	}
 	return errors.Join(err, s.DB.Close())
+}
+
+// Handler is the server's HTTP handler: its routes, and in the default stack the tenants'
+// under /t/{tenant}/.
+func (s *Server) Handler() http.Handler {
+	if s.http != nil {
+		return s.http.Handler
+	}
+	return s.handler
 }
 
 // warn runs the operators' warnings: products whose support ends soon, offline-signed metadata
