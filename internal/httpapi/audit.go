@@ -42,6 +42,7 @@ var auditActions = map[string]string{
 	"PUT /api/v1/blobs/{sha256}":                    "blob.upload",
 	"POST /api/v1/releases":                         "release.publish",
 	"POST /api/v1/deltas":                           "release.deltas",
+	"POST /api/v1/tenants":                          "tenant.add",
 	"POST /api/v1/releases/check":                   "release.check",
 	"PUT /api/v1/releases/{product}/{version}/sbom": "release.sbom",
 	"POST /api/v1/deployments":                      "deploy",

@@ -112,20 +112,23 @@ var contract = map[string]op{
 	"POST /api/v1/session/token": {summary: "A personal operator token for the session's own user (its role and group scope); the answer carries its secret, once",
 		body: wire.PersonalTokenRequest{}, bodyOptional: true, answers: map[int]any{201: wire.OperatorToken{}}},
 	"POST /api/v1/session/tokens/{id}/revoke": {summary: "Revoke one of one's own tokens", answers: noBody},
-	"POST /api/v1/login":                      {summary: "Log in: a session cookie, and the CSRF token in the answer", body: wire.LoginRequest{}, answers: jsonOK(wire.Session{})},
-	"POST /api/v1/logout":                     {summary: "End the caller's login session", answers: noBody},
-	"GET /api/v1/session":                     {summary: "Who the caller is: user, role, permissions", answers: jsonOK(wire.Session{})},
-	"GET /api/v1/users":                       {summary: "List operator users", answers: jsonOK([]wire.User{})},
-	"POST /api/v1/users":                      {summary: "Add an operator user", body: wire.UserRequest{}, answers: map[int]any{201: wire.User{}}},
-	"POST /api/v1/users/{name}/disable":       {summary: "Disable a user (ends their sessions, revokes their tokens)", answers: noBody},
-	"PUT /api/v1/users/{name}/role":           {summary: "Change a user's role and group scope", body: wire.UserRoleRequest{}, answers: noBody},
-	"PUT /api/v1/users/{name}/password":       {summary: "Set a user's password", body: wire.PasswordRequest{}, answers: noBody},
-	"GET /api/v1/tokens":                      {summary: "List operator tokens (never their secrets)", answers: jsonOK([]wire.OperatorToken{})},
-	"POST /api/v1/tokens":                     {summary: "Create an operator token; the answer carries its secret, once", body: wire.OperatorTokenRequest{}, answers: map[int]any{201: wire.OperatorToken{}}},
-	"POST /api/v1/tokens/{id}/revoke":         {summary: "Revoke an operator token", answers: noBody},
-	"POST /api/v1/enroll-tokens":              {summary: "Create an enrolment token; the answer carries its secret, once", body: wire.EnrollTokenRequest{}, answers: map[int]any{201: wire.EnrollTokenResponse{}}},
-	"GET /api/v1/enroll-tokens":               {summary: "List enrolment tokens", answers: jsonOK([]wire.EnrollToken{})},
-	"POST /api/v1/enroll-tokens/{id}/revoke":  {summary: "Revoke an enrolment token", answers: noBody},
+	"GET /api/v1/tenants":                     {summary: "List the tenants (the default tenant's stack only)", answers: jsonOK([]wire.Tenant{})},
+	"POST /api/v1/tenants": {summary: "Add a tenant with its online key files; the answer carries its first admin token, once",
+		body: wire.TenantRequest{}, answers: map[int]any{201: wire.TenantCreated{}}},
+	"POST /api/v1/login":                     {summary: "Log in: a session cookie, and the CSRF token in the answer", body: wire.LoginRequest{}, answers: jsonOK(wire.Session{})},
+	"POST /api/v1/logout":                    {summary: "End the caller's login session", answers: noBody},
+	"GET /api/v1/session":                    {summary: "Who the caller is: user, role, permissions", answers: jsonOK(wire.Session{})},
+	"GET /api/v1/users":                      {summary: "List operator users", answers: jsonOK([]wire.User{})},
+	"POST /api/v1/users":                     {summary: "Add an operator user", body: wire.UserRequest{}, answers: map[int]any{201: wire.User{}}},
+	"POST /api/v1/users/{name}/disable":      {summary: "Disable a user (ends their sessions, revokes their tokens)", answers: noBody},
+	"PUT /api/v1/users/{name}/role":          {summary: "Change a user's role and group scope", body: wire.UserRoleRequest{}, answers: noBody},
+	"PUT /api/v1/users/{name}/password":      {summary: "Set a user's password", body: wire.PasswordRequest{}, answers: noBody},
+	"GET /api/v1/tokens":                     {summary: "List operator tokens (never their secrets)", answers: jsonOK([]wire.OperatorToken{})},
+	"POST /api/v1/tokens":                    {summary: "Create an operator token; the answer carries its secret, once", body: wire.OperatorTokenRequest{}, answers: map[int]any{201: wire.OperatorToken{}}},
+	"POST /api/v1/tokens/{id}/revoke":        {summary: "Revoke an operator token", answers: noBody},
+	"POST /api/v1/enroll-tokens":             {summary: "Create an enrolment token; the answer carries its secret, once", body: wire.EnrollTokenRequest{}, answers: map[int]any{201: wire.EnrollTokenResponse{}}},
+	"GET /api/v1/enroll-tokens":              {summary: "List enrolment tokens", answers: jsonOK([]wire.EnrollToken{})},
+	"POST /api/v1/enroll-tokens/{id}/revoke": {summary: "Revoke an enrolment token", answers: noBody},
 
 	// Devices.
 	"GET /api/v1/devices": {summary: "List devices", query: []param{{"product", "string", ""}, {"hardware_id", "string", ""},
@@ -222,7 +225,7 @@ func inContract(pattern string) bool {
 func TestOpenAPI(t *testing.T) {
 	s := newStack(t)
 	api := &httpapi.Server{Fleet: s.fleet, Images: s.images, Director: s.director, Devices: s.db, Releases: s.db, Blobs: s.blobs, Admin: s.db,
-		AdminRoutes: ddiManagementRoutes()}
+		AdminRoutes: ddiManagementRoutes(), Tenants: listTenants{}}
 	api.Handler()
 	var routes []httpapi.Route
 	seen := map[string]bool{}
