@@ -343,10 +343,14 @@ func TestTenantsIsolation(t *testing.T) {
 				t.Errorf("%s at /t/b with a's %s token: %d %.200s, want it refused", rt.Pattern, who, st, got)
 			}
 		}
-		// At a's prefix naming b's objects: a's own store answers, which has none of them.
+		// At a's prefix naming b's objects: a's own store answers, which has none of them. a's
+		// audit trail is the exception: it records what a's callers asked for, and this walk
+		// has just asked a for b's ids; those records are a's own (b's trail is in b's store,
+		// checked at b's prefix above).
+		audited := strings.HasPrefix(path, "/api/v1/audit")
 		for who, tok := range creds {
 			st, got := send(a.base, tok)
-			if l := leaks(path, string(reqBody), got); len(l) > 0 {
+			if l := leaks(path, string(reqBody), got); len(l) > 0 && !audited {
 				t.Errorf("%s at /t/a naming b's objects with a's %s token: %d, names b's %v: %.300s", rt.Pattern, who, st, l, got)
 			}
 			if st >= 200 && st < 300 && method == http.MethodGet && strings.Contains(rt.Pattern, "{") && !strings.HasPrefix(path, "/repo/") &&

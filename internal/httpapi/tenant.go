@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net/http"
 
+	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/wire"
 )
@@ -10,17 +11,26 @@ import (
 // maxTenantRequest bounds the body of POST /api/v1/tenants: a name and six small key files.
 const maxTenantRequest = 512 << 10
 
-// tenantRoutes are the default tenant's management of tenants; a tenant's own stack has no
-// Tenants and so no such routes (404 under /t/{name}/).
+// tenantRoutes are the default tenant's management of tenants. A tenant's own stack has no
+// Tenants: there they answer 404 with a JSON error that says where tenants are managed.
 func (s *Server) tenantRoutes(mux *router) {
-	if s.Tenants == nil {
-		return
-	}
 	mux.api("GET /api/v1/tenants", auth.PermTenantsRead, s.listTenants)
 	mux.api("POST /api/v1/tenants", auth.PermTenantsWrite, s.addTenant)
 }
 
+// noTenants answers a tenants route of a stack that manages none.
+func (s *Server) noTenants(w http.ResponseWriter, r *http.Request) bool {
+	if s.Tenants != nil {
+		return false
+	}
+	s.fail(w, r, apperr.E(apperr.NotFound, "tenants are managed by the default tenant's administrators, at the server's URL without a /t/NAME prefix"))
+	return true
+}
+
 func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) {
+	if s.noTenants(w, r) {
+		return
+	}
 	ts, err := s.Tenants.Tenants(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
@@ -30,6 +40,9 @@ func (s *Server) listTenants(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) addTenant(w http.ResponseWriter, r *http.Request) {
+	if s.noTenants(w, r) {
+		return
+	}
 	var req wire.TenantRequest
 	if err := decode(w, r, maxTenantRequest, &req); err != nil {
 		s.fail(w, r, err)
