@@ -21,6 +21,7 @@ import (
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/uptane"
+	"upkeep.dev/upkeep/internal/webhook"
 )
 
 // Store is everything a full Upkeep store implements.
@@ -33,6 +34,7 @@ type Store interface {
 	auth.Store
 	rollout.Store
 	ddi.Store
+	webhook.Store
 	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
 	// false if another holder's lease has not expired.
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -71,6 +73,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"DDITokens":     testDDITokens,
 		"DeviceKinds":   testDeviceKinds,
 		"Users":         testUsers,
+		"Webhooks":      testWebhooks,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
