@@ -18,6 +18,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/event"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -35,6 +36,9 @@ type Service struct {
 	TokenClock  func() time.Time
 	PollSeconds int
 	Logger      *slog.Logger
+	// Events, if set, is told of a device's fatal failures and rollbacks (event.DeviceFailed,
+	// event.DeviceRolledBack) once their report is stored: one event of each kind per report.
+	Events event.Emitter
 	// OnReport is told of every stored report (the rollout engine moves campaign members on).
 	OnReport func(ctx context.Context, id string, r wire.Report) error
 	// OnEnroll is told of every newly stored device (the patch service records the image it
@@ -492,6 +496,37 @@ func cleanInstalled(in wire.Installed) wire.Installed {
 	return in
 }
 
+// FailureEvent is the data of the device.failed and device.rolled_back events.
+type FailureEvent struct {
+	Device    string    `json:"device"`
+	Target    string    `json:"target,omitempty"` // the image that failed or was rolled back from
+	Step      string    `json:"step"`
+	Message   string    `json:"message,omitempty"`
+	Time      time.Time `json:"time"`
+	Installed string    `json:"installed,omitempty"` // what the device runs now
+}
+
+// emitFailures tells s.Events of the report's first fatal failure and first rollback.
+func (s *Service) emitFailures(ctx context.Context, id string, r wire.Report) {
+	if s.Events == nil {
+		return
+	}
+	var failed, rolledBack bool
+	for _, e := range r.Events {
+		typ := ""
+		switch {
+		case e.Step == wire.StepRollback && !rolledBack:
+			typ, rolledBack = event.DeviceRolledBack, true
+		case e.Step != wire.StepRollback && e.Fatal && e.Status == wire.StatusFailed && !failed:
+			typ, failed = event.DeviceFailed, true
+		default:
+			continue
+		}
+		event.Emit(ctx, s.Events, event.Event{Type: typ, Subject: "device/" + id, Time: e.Time,
+			Data: FailureEvent{Device: id, Target: e.Target, Step: e.Step, Message: e.Message, Time: e.Time, Installed: r.Installed.Target}})
+	}
+}
+
 // Report records a device's events and its current state. It validates the whole report before
 // storing any of it.
 func (s *Service) Report(ctx context.Context, id string, r wire.Report) error {
@@ -536,6 +571,7 @@ func (s *Service) Report(ctx context.Context, id string, r wire.Report) error {
 	if err := s.Store.RecordReport(ctx, id, u, events); err != nil { // NotFound for unknown devices
 		return err
 	}
+	s.emitFailures(ctx, id, r)
 	if s.OnReport != nil {
 		return s.OnReport(ctx, id, r)
 	}

@@ -98,6 +98,8 @@ type Server struct {
 	LoginsPerMinute, LoginsPerMinuteIP int
 	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
 	CSAF CSAF
+	// Webhooks manages webhooks (webhook.go); nil answers those routes with 503.
+	Webhooks Webhooks
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
@@ -187,6 +189,7 @@ func (s *Server) Handler() http.Handler {
 	s.trustRoutes(mux)
 	s.rolloutRoutes(mux)
 	s.vulnRoutes(mux)
+	s.webhookRoutes(mux)
 	mux.api("GET /api/v1/products", auth.PermProductsRead, s.listProducts)
 	mux.api("PUT /api/v1/products/{name}/policy", auth.PermProductsWrite, s.setPolicy)
 	mux.api("GET /api/v1/products/{name}/history", auth.PermProductsRead, s.policyHistory)
