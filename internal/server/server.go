@@ -182,6 +182,9 @@ func (c Config) Validate() error {
 		return errors.New("server config: event retention and max device events must not be negative")
 	case c.HousekeepingEvery < 0:
 		return errors.New("server config: housekeeping interval must not be negative")
+	case c.Webhooks.Timeout < 0 || c.Webhooks.RetryBase < 0 || c.Webhooks.RetryMax < 0 || c.Webhooks.Retention < 0 ||
+		c.Webhooks.MaxAttempts < 0 || c.Webhooks.MaxQueue < 0 || c.Webhooks.MaxPayload < 0 || c.Webhooks.MaxWebhooks < 0 || c.Webhooks.Workers < 0:
+		return errors.New("server config: webhook bounds must not be negative")
 	case c.TokenTTL < time.Minute:
 		return errors.New("server config: device token TTL must be at least a minute")
 	case c.TokenTTL > auth.MaxTokenTTL:
