@@ -79,7 +79,7 @@ type delivered struct {
 	body   []byte
 }
 
-func newReceiver(t *testing.T, answer func(n int) int) *receiver {
+func newReceiver(t testing.TB, answer func(n int) int) *receiver {
 	r := &receiver{answer: answer}
 	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
@@ -107,7 +107,7 @@ func (r *receiver) deliveries() []delivered {
 	return append([]delivered(nil), r.got...)
 }
 
-func newService(t *testing.T, cfg webhook.Config) *webhook.Service {
+func newService(t testing.TB, cfg webhook.Config) *webhook.Service {
 	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "upkeep.db"))
 	if err != nil {
 		t.Fatal(err)
