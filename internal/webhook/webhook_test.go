@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -113,7 +114,7 @@ func newService(t testing.TB, cfg webhook.Config) *webhook.Service {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return &webhook.Service{Store: db, Config: cfg, Source: "https://updates.example.com"}
+	return &webhook.Service{Store: db, Config: cfg, Source: "https://updates.example.com", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
 func create(t *testing.T, s *webhook.Service, spec webhook.Spec) (*webhook.Webhook, string) {
