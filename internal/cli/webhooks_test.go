@@ -22,6 +22,7 @@ import (
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/server"
 	"upkeep.dev/upkeep/internal/sim"
+	"upkeep.dev/upkeep/internal/store/storetest"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/wire"
 )
@@ -271,23 +272,31 @@ func TestWebhookEvents(t *testing.T) {
 }
 
 // TestWebhooksSurviveKill queues events on a real `upkeep serve` process, kills it with
-// SIGKILL while a delivery is in flight, starts it again on the same data, and checks that
-// every event reaches the receiver at least once (the receiver dedupes by webhook-id).
+// SIGKILL while a delivery is in flight, and checks that every event reaches the receiver at
+// least once (the receiver dedupes by webhook-id) and ends marked delivered: on SQLite the
+// server is started again on the same data; on PostgreSQL a second replica, running all along,
+// takes the delivery lease over.
 func TestWebhooksSurviveKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs server processes")
 	}
-	ctx := context.Background()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "upkeep")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/upkeep").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	t.Run("sqlite", func(t *testing.T) { webhooksSurviveKill(t, bin, nil) })
+	t.Run("postgres", func(t *testing.T) { webhooksSurviveKill(t, bin, []string{"--db", storetest.PostgresDSN(t)}) })
+}
+
+func webhooksSurviveKill(t *testing.T, bin string, db []string) {
+	ctx := context.Background()
+	dir := t.TempDir()
 	keys := filepath.Join(dir, "keys")
 	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"--webhook-timeout", "2s", "--webhook-retry-base", "200ms"}
+	args := append([]string{"--webhook-timeout", "2s", "--webhook-retry-base", "200ms"}, db...)
 	data := filepath.Join(dir, "data")
 	p1, err := bench.StartServerProcess(ctx, bin, data, keys, filepath.Join(dir, "server-1.log"), args...)
 	if err != nil {
@@ -315,6 +324,13 @@ func TestWebhooksSurviveKill(t *testing.T) {
 	rcv.mu.Lock()
 	rcv.secret = h.Secret
 	rcv.mu.Unlock()
+	var p2 *bench.ServerProcess
+	if db != nil { // a second replica on the same database, waiting for the lease
+		if p2, err = bench.StartServerProcess(ctx, bin, data, keys, filepath.Join(dir, "server-2.log"), args...); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p2.Stop)
+	}
 	const events = 20
 	var ids []string
 	for range events {
@@ -335,11 +351,12 @@ func TestWebhooksSurviveKill(t *testing.T) {
 	p1.Process().Wait() //nolint:errcheck // killed
 	close(release)
 
-	p2, err := bench.StartServerProcess(ctx, bin, data, keys, filepath.Join(dir, "server-2.log"), args...)
-	if err != nil {
-		t.Fatal(err)
+	if p2 == nil {
+		if p2, err = bench.StartServerProcess(ctx, bin, data, keys, filepath.Join(dir, "server-2.log"), args...); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p2.Stop)
 	}
-	t.Cleanup(p2.Stop)
 	missing := func() []string {
 		rcv.mu.Lock()
 		defer rcv.mu.Unlock()
