@@ -34,8 +34,8 @@ import (
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/tuf"
-	"upkeep.dev/upkeep/internal/webhook"
 	"upkeep.dev/upkeep/internal/uptane"
+	"upkeep.dev/upkeep/internal/webhook"
 	"upkeep.dev/upkeep/wire"
 )
 
