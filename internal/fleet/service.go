@@ -502,7 +502,7 @@ type FailureEvent struct {
 	Target    string    `json:"target,omitempty"` // the image that failed or was rolled back from
 	Step      string    `json:"step"`
 	Message   string    `json:"message,omitempty"`
-	Time      time.Time `json:"time"`
+	Time      time.Time `json:"time"`                // as the device's clock has it
 	Installed string    `json:"installed,omitempty"` // what the device runs now
 }
 
@@ -522,7 +522,9 @@ func (s *Service) emitFailures(ctx context.Context, id string, r wire.Report) {
 		default:
 			continue
 		}
-		event.Emit(ctx, s.Events, event.Event{Type: typ, Subject: "device/" + id, Time: e.Time,
+		// The event's time is the server's (when it learned); the device's own clock, which it
+		// may set as it likes, is in the data.
+		event.Emit(ctx, s.Events, event.Event{Type: typ, Subject: "device/" + id, Time: s.now(),
 			Data: FailureEvent{Device: id, Target: e.Target, Step: e.Step, Message: e.Message, Time: e.Time, Installed: r.Installed.Target}})
 	}
 }

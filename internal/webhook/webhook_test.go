@@ -399,3 +399,42 @@ func TestSpecial(t *testing.T) {
 		}
 	}
 }
+
+// TestPrune: the queue bound drops a webhook's oldest pending deliveries, and the retention
+// removes finished ones, by the service's clock.
+func TestPrune(t *testing.T) {
+	now := time.Now()
+	s := newService(t, webhook.Config{MaxQueue: 2, Retention: time.Hour})
+	s.Now = func() time.Time { return now }
+	rcv := newReceiver(t, nil)
+	w, _ := create(t, s, webhook.Spec{URL: rcv.URL, AllowPrivate: true, AllowHTTP: true})
+	if _, err := s.Test(ctx, w.ID, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Deliver(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		s.Emit(ctx, event.Event{Type: event.DeviceFailed, Subject: fmt.Sprintf("device/d%d", i)})
+	}
+	if err := s.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	count := func(state string) int {
+		ds, err := s.Deliveries(ctx, webhook.DeliveryFilter{Webhook: w.ID, State: state})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ds)
+	}
+	if p, d, ok := count(webhook.StatePending), count(webhook.StateDropped), count(webhook.StateDelivered); p != 2 || d != 3 || ok != 1 {
+		t.Fatalf("pending %d, dropped %d, delivered %d; want 2, 3, 1", p, d, ok)
+	}
+	now = now.Add(2 * time.Hour)
+	if err := s.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, d, ok := count(webhook.StatePending), count(webhook.StateDropped), count(webhook.StateDelivered); p != 2 || d != 0 || ok != 0 {
+		t.Fatalf("after the retention: pending %d, dropped %d, delivered %d; want 2, 0, 0", p, d, ok)
+	}
+}
