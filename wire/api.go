@@ -35,6 +35,21 @@ type Release struct {
 	Length          int64     `json:"length"`
 	SHA256          string    `json:"sha256"`
 	PublishedAt     time.Time `json:"published_at"`
+	// Running is how many of the product's devices in service run it; listed only when the
+	// list is of one product (GET /api/v1/releases?product=P).
+	Running int `json:"running,omitempty"`
+}
+
+// DeltasRequest adds delta targets (per-pair patches, chunk indexes) to releases already
+// published: image-repository targets.json signed offline that adds only delta targets, each
+// bound to published images and uploaded to /api/v1/blobs first.
+type DeltasRequest struct {
+	Targets json.RawMessage `json:"targets"`
+}
+
+// DeltasResponse names the delta targets added.
+type DeltasResponse struct {
+	Added []string `json:"added"`
 }
 
 // PublishRequest uploads a new image-repository targets.json that the release engineer signed

@@ -224,3 +224,8 @@ type SBOMSummary struct {
 	Components int       `json:"components"`
 	UploadedAt time.Time `json:"uploaded_at"`
 }
+
+// RevokeWaiverRequest is the body of POST /api/v1/waivers/{id}/revoke: who revokes it.
+type RevokeWaiverRequest struct {
+	By string `json:"by"`
+}

@@ -5,7 +5,9 @@
 //
 //	1: enrolment, device tokens, check-in, reports, director and image metadata, artifacts;
 //	   later, without a version change (optional, ignored by older agents): the poll jitter
-//	   hint (HeaderPollJitter, CheckinResponse.PollJitterSeconds).
+//	   hint (HeaderPollJitter, CheckinResponse.PollJitterSeconds); the inventory
+//	   (POST PathInventory, Inventory), which older agents never send; the bytes a download
+//	   fetched against the image's length (Event.Downloaded, Event.ImageLength).
 package wire
 
 import (
@@ -103,6 +105,28 @@ type CheckinResponse struct {
 	PollJitterSeconds int `json:"poll_jitter_seconds,omitempty"`
 }
 
+// PathInventory is where a device sends its inventory.
+const PathInventory = "/device/v1/inventory"
+
+// MaxInventoryBody bounds the body of an inventory; the attributes' own limits (package
+// internal/inventory: count, key and value sizes, 32 KiB in all) are checked after decoding.
+const MaxInventoryBody = 64 << 10
+
+// Inventory is the device's whole attribute set, as its inventory scripts and the agent's
+// built-in attributes give it: key to values (a repeated key gives a list). It replaces what the
+// server held. The agent sends it only when its digest changed since the server last
+// acknowledged one. Attributes are device-asserted: they target, they never grant.
+type Inventory struct {
+	Attributes map[string][]string `json:"attributes"`
+}
+
+// InventoryResponse acknowledges a stored inventory with its digest (SHA-256 of the canonical
+// form, internal/inventory.Attributes.Digest).
+type InventoryResponse struct {
+	Digest     string `json:"digest"`
+	Attributes int    `json:"attributes"`
+}
+
 // Update steps a device reports.
 const (
 	StepCheck     = "check"
@@ -128,6 +152,11 @@ type Event struct {
 	Status  string    `json:"status"`
 	Fatal   bool      `json:"fatal,omitempty"`
 	Message string    `json:"message,omitempty"`
+	// Downloaded and ImageLength, on a successful download event: the bytes the device fetched
+	// for the image (a delta's, or the whole image's) and the image's length. Older agents send
+	// neither; the server trusts neither beyond the campaign's bytes-saved figure.
+	Downloaded  int64 `json:"downloaded,omitempty"`
+	ImageLength int64 `json:"image_length,omitempty"`
 }
 
 // Report carries events and the device's current view of itself.
@@ -156,7 +185,14 @@ type CampaignSpec struct {
 	Mode             string   `json:"mode,omitempty"`              // forced | soft
 	Window           string   `json:"window,omitempty"`            // HH:MM-HH:MM UTC
 	IgnoreWindow     bool     `json:"ignore_window,omitempty"`
+	Days             string   `json:"days,omitempty"`  // weekdays (UTC) the window opens on: mon,wed,sat
 	Start            bool     `json:"start,omitempty"` // start at once
+	// Dynamic takes in devices that come to match Target after the start (newly enrolled, or
+	// with changed attributes) into the current wave, until Until (absent: until cancelled).
+	Dynamic bool      `json:"dynamic,omitempty"`
+	Until   time.Time `json:"until,omitzero"`
+	// StartAt schedules the start (state "scheduled" until then).
+	StartAt time.Time `json:"start_at,omitzero"`
 }
 
 // Campaign is a rollout campaign as the management API shows it.
@@ -177,6 +213,10 @@ type Campaign struct {
 	Consent          bool      `json:"consent"`
 	Window           string    `json:"window,omitempty"`
 	IgnoreWindow     bool      `json:"ignore_window,omitempty"`
+	Days             string    `json:"days,omitempty"`
+	Dynamic          bool      `json:"dynamic,omitempty"`
+	Until            time.Time `json:"until,omitzero"`
+	StartAt          time.Time `json:"start_at,omitzero"`
 	PauseReason      string    `json:"pause_reason,omitempty"`
 	Actor            string    `json:"actor"`
 	CreatedAt        time.Time `json:"created_at"`
@@ -185,11 +225,20 @@ type Campaign struct {
 
 // CampaignStatus is a campaign with its per-wave counts, waiting and failed devices and timeline.
 type CampaignStatus struct {
-	Campaign Campaign         `json:"campaign"`
-	Waves    []map[string]int `json:"waves"` // per wave: member status -> count
-	Waiting  []CampaignMember `json:"waiting,omitempty"`
-	Failed   []CampaignMember `json:"failed,omitempty"`
-	Timeline []AuditEntry     `json:"timeline"`
+	Campaign Campaign          `json:"campaign"`
+	Waves    []map[string]int  `json:"waves"` // per wave: member status -> count
+	Waiting  []CampaignMember  `json:"waiting,omitempty"`
+	Failed   []CampaignMember  `json:"failed,omitempty"`
+	Timeline []AuditEntry      `json:"timeline"`
+	Download *CampaignDownload `json:"download,omitempty"` // absent until a member reports its download
+}
+
+// CampaignDownload is what a campaign's downloads cost: the bytes its devices fetched for images
+// of ImageBytes in all; the difference is what delta updates saved.
+type CampaignDownload struct {
+	Devices    int   `json:"devices"`
+	Bytes      int64 `json:"bytes"`
+	ImageBytes int64 `json:"image_bytes"`
 }
 
 // CampaignMember is one device of a campaign.
@@ -215,6 +264,7 @@ type Group struct {
 	Name    string   `json:"name"`
 	Filter  string   `json:"filter,omitempty"`
 	Window  string   `json:"window,omitempty"`
+	Days    string   `json:"days,omitempty"`    // weekdays (UTC) the window opens on; empty: every day
 	Devices []string `json:"devices,omitempty"` // members (resolved for a filter) when shown
 	Count   int      `json:"count"`
 }

@@ -57,3 +57,29 @@ func TestHelp(t *testing.T) {
 		t.Fatalf("enroll -h: %v, want flag.ErrHelp (exit 0)", err)
 	}
 }
+
+// TestPollFlag: --poll (or UPKEEP_POLL) is the owner's choice and is kept whatever interval the
+// server suggests (agent.Config.FixedPoll); without it the agent follows the server.
+func TestPollFlag(t *testing.T) {
+	os.Unsetenv("UPKEEP_POLL")
+	config := func(args ...string) (bool, error) {
+		fs := flag.NewFlagSet("run", flag.ContinueOnError)
+		var c common
+		c.register(fs)
+		if err := fs.Parse(append([]string{"--state", t.TempDir(), "--installer", "file", "--file-path", filepath.Join(t.TempDir(), "f")}, args...)); err != nil {
+			return false, err
+		}
+		cfg, err := c.config(nil)
+		return cfg.FixedPoll, err
+	}
+	if fixed, err := config("--poll", "30s"); err != nil || !fixed {
+		t.Errorf("--poll 30s: fixed %v, %v; want kept", fixed, err)
+	}
+	if fixed, err := config(); err != nil || fixed {
+		t.Errorf("no --poll: fixed %v, %v; want the server's interval", fixed, err)
+	}
+	t.Setenv("UPKEEP_POLL", "45s")
+	if fixed, err := config(); err != nil || !fixed {
+		t.Errorf("UPKEEP_POLL: fixed %v, %v; want kept", fixed, err)
+	}
+}

@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -36,7 +38,10 @@ const usage = `upkeep-agent: the Upkeep device agent
   upkeep-agent enroll --server https://HOST [--ca ca.pem] [--token T] --serial S --product P --hardware H
                       --image-root root.json --director-root director-root.json
   upkeep-agent run    [--poll 5m]
-  upkeep-agent status
+  upkeep-agent status   (the journal, the next check-in, the push connection's state)
+  upkeep-agent inventory
+                      (print the attributes the agent reports: built-in ones and those of the
+                      scripts in --inventory-dir; failing scripts are named on stderr)
   upkeep-agent consent   (the owner consents to the update that waits for it)
   upkeep-agent opt-out on|off
                       (on: the owner opts out of automatic updates; every update, security
@@ -52,7 +57,8 @@ Common flags (each also an UPKEEP_* variable, see packaging/agent.env):
   --boot uboot|grub|sim (required by --installer ab; sim only simulates one), --boot-env FILE, --slots DIR (file-backed A/B slots),
   --slot-a PATH --slot-b PATH (raw partitions or image files),
   --file-path PATH, --module PATH, --health-cmd CMD, --hook-timeout 5m, --poll 5m,
-  --window HH:MM-HH:MM (maintenance window, UTC), --consent-cmd CMD.
+  --window HH:MM-HH:MM (maintenance window, UTC), --consent-cmd CMD,
+  --inventory-dir DIR (default /etc/upkeep/inventory.d), --inventory-interval 24h, --inventory-timeout 30s.
 `
 
 func main() {
@@ -92,6 +98,9 @@ type common struct {
 	installer, filePath, module, noticeCmd                   string
 	window, consentCmd, ca                                   string
 	poll, slowWindow, hookTimeout                            time.Duration
+	inventoryDir                                             string
+	inventoryInterval, inventoryTimeout                      time.Duration
+	fs                                                       *flag.FlagSet
 	minRate, checkpoint                                      int64
 }
 
@@ -133,7 +142,11 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.window, "window", os.Getenv("UPKEEP_WINDOW"), "maintenance window HH:MM-HH:MM (UTC): install only inside it (UPKEEP_WINDOW)")
 	fs.StringVar(&c.consentCmd, "consent-cmd", os.Getenv("UPKEEP_CONSENT_CMD"), "command asked for the owner's consent when an update needs it; exit 0 grants (UPKEEP_TARGET, UPKEEP_VERSION set)")
 	fs.DurationVar(&c.hookTimeout, "hook-timeout", envDuration("UPKEEP_HOOK_TIMEOUT", 5*time.Minute), "how long the health, consent and notice commands may run; a health check that times out has failed (UPKEEP_HOOK_TIMEOUT)")
-	fs.DurationVar(&c.poll, "poll", envDuration("UPKEEP_POLL", 5*time.Minute), "poll interval until the server suggests one")
+	fs.DurationVar(&c.poll, "poll", envDuration("UPKEEP_POLL", 5*time.Minute), "poll interval; when set (flag or UPKEEP_POLL) it is kept whatever interval the server suggests, else the server's suggestion is followed (UPKEEP_POLL)")
+	fs.StringVar(&c.inventoryDir, "inventory-dir", envOr("UPKEEP_INVENTORY_DIR", "/etc/upkeep/inventory.d"), "folder of inventory scripts: executables printing key=value lines, Mender's format (UPKEEP_INVENTORY_DIR)")
+	fs.DurationVar(&c.inventoryInterval, "inventory-interval", envDuration("UPKEEP_INVENTORY_INTERVAL", agent.DefaultInventoryInterval), "how often the inventory scripts run, besides at start and after each update (UPKEEP_INVENTORY_INTERVAL)")
+	fs.DurationVar(&c.inventoryTimeout, "inventory-timeout", envDuration("UPKEEP_INVENTORY_TIMEOUT", agent.DefaultInventoryTimeout), "how long one inventory script may run (UPKEEP_INVENTORY_TIMEOUT)")
+	c.fs = fs
 	fs.Int64Var(&c.minRate, "min-rate", envInt("UPKEEP_MIN_RATE", 0), "slow-retrieval defence: minimum bytes/s (0: default 256, -1: off)")
 	fs.Int64Var(&c.checkpoint, "checkpoint-bytes", envInt("UPKEEP_CHECKPOINT_BYTES", 0), "downloaded bytes between journal checkpoints (0: default 4 MiB)")
 	fs.DurationVar(&c.slowWindow, "slow-window", envDuration("UPKEEP_SLOW_WINDOW", 0), "slow-retrieval window (0: default 60s)")
@@ -168,7 +181,8 @@ func (c *common) httpClient() (*http.Client, error) {
 }
 
 func (c *common) config(log *slog.Logger) (agent.Config, error) {
-	cfg := agent.Config{StateDir: c.state, Logger: log, PollInterval: c.poll, HookTimeout: c.hookTimeout, MinRate: c.minRate, SlowWindow: c.slowWindow, CheckpointEvery: c.checkpoint}
+	cfg := agent.Config{StateDir: c.state, Logger: log, PollInterval: c.poll, FixedPoll: c.pollSet(), HookTimeout: c.hookTimeout, MinRate: c.minRate, SlowWindow: c.slowWindow, CheckpointEvery: c.checkpoint,
+		InventoryDir: c.inventoryDir, InventoryInterval: c.inventoryInterval, InventoryTimeout: c.inventoryTimeout, Version: version}
 	var err error
 	if cfg.HTTP, err = c.httpClient(); err != nil {
 		return cfg, err
@@ -246,6 +260,23 @@ func (c *common) config(log *slog.Logger) (agent.Config, error) {
 		cfg.Slots = s
 	}
 	return c.withHealth(cfg), nil
+}
+
+// version is the agent's version, reported in its inventory; release builds set it with
+// -ldflags '-X main.version=...'.
+var version = "dev"
+
+// pollSet says whether the owner chose the poll interval (--poll or UPKEEP_POLL): then the
+// server's suggested interval does not replace it.
+func (c *common) pollSet() bool {
+	if _, ok := os.LookupEnv("UPKEEP_POLL"); ok {
+		return true
+	}
+	set := false
+	if c.fs != nil {
+		c.fs.Visit(func(f *flag.Flag) { set = set || f.Name == "poll" })
+	}
+	return set
 }
 
 func (c *common) withHealth(cfg agent.Config) agent.Config {
@@ -373,12 +404,47 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 			return err
 		}
 		st.Token = "" // never print the credential
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
+		rt, err := agent.ReadRuntime(c.state)
+		if err != nil {
+			return err
+		}
+		view := struct {
 			Protocol int `json:"protocol"`
 			*agent.State
-		}{wire.ProtocolVersion, st})
+			// NextCheckin is when the running agent polls next (absent: it is not running, or
+			// has not gone idle yet); Push the state of its push connection ("off": polling only).
+			NextCheckin     *time.Time `json:"next_checkin,omitempty"`
+			PollSeconds     int        `json:"poll_seconds,omitempty"`
+			Push            string     `json:"push"`
+			InventoryDigest string     `json:"inventory_digest,omitempty"` // last acknowledged by the server
+		}{Protocol: wire.ProtocolVersion, State: st, Push: "off", InventoryDigest: agent.AckedInventoryDigest(c.state)}
+		if rt != nil {
+			view.NextCheckin, view.PollSeconds = &rt.NextCheckin, rt.PollSeconds
+			if rt.Push != "" {
+				view.Push = rt.Push
+			}
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(view)
+	case "inventory":
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		cfg, err := c.config(slog.New(slog.DiscardHandler))
+		if err != nil { // no installer configured: the attributes that need none
+			cfg = agent.Config{StateDir: c.state, InventoryDir: c.inventoryDir, InventoryTimeout: c.inventoryTimeout, Version: version}
+		}
+		attrs, errs := agent.CollectInventory(ctx, cfg)
+		for _, err := range errs {
+			fmt.Fprintln(os.Stderr, "upkeep-agent:", err)
+		}
+		for _, k := range slices.Sorted(maps.Keys(attrs)) {
+			for _, v := range attrs[k] {
+				fmt.Fprintf(out, "%s=%s\n", k, v)
+			}
+		}
+		return nil
 	case "consent":
 		if err := fs.Parse(args); err != nil {
 			return err

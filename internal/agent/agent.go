@@ -61,6 +61,20 @@ type Config struct {
 	FullCheckEvery time.Duration
 	// PollInterval is used until the server suggests one. Default 5 minutes.
 	PollInterval time.Duration
+	// FixedPoll: PollInterval was chosen by the device's owner (--poll) and the server's
+	// suggested interval does not change it; its jitter hint and Retry-After still count.
+	FixedPoll bool
+	// InventoryDir holds executables printing key=value inventory lines (Mender's inventory
+	// scripts); they run at start, after each update and every InventoryInterval (default 24h),
+	// each for at most InventoryTimeout (default 30s). Empty: built-in attributes only.
+	InventoryDir      string
+	InventoryInterval time.Duration
+	InventoryTimeout  time.Duration
+	// Version is the agent's version, reported in the inventory.
+	Version string
+	// Lightweight is for the simulator's thousands of in-process devices: no inventory (their
+	// attributes are those they enrolled with) and no runtime status file.
+	Lightweight bool
 	// MinRate and SlowWindow are the slow-retrieval defence: a download that brings fewer than
 	// MinRate bytes per second over a SlowWindow is aborted (and resumed later). Defaults 256 B/s
 	// over 60 s; a negative MinRate turns the defence off.
@@ -92,6 +106,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 5 * time.Minute
+	}
+	if c.InventoryInterval <= 0 {
+		c.InventoryInterval = DefaultInventoryInterval
+	}
+	if c.InventoryTimeout <= 0 {
+		c.InventoryTimeout = DefaultInventoryTimeout
 	}
 	if c.MinRate == 0 {
 		c.MinRate = defaultMinRate
@@ -142,6 +162,9 @@ type Agent struct {
 	// hint and lookup are the last verification's delta hint and image-repository lookup.
 	hint   *delta.Hint
 	lookup func(name string) (*metadata.TargetFiles, error)
+	// inventoryNext is when the inventory is due again (zero: now; inventoryTurn).
+	inventoryNext time.Time
+	runtime       Runtime // guarded by runtimeMu
 }
 
 // EnrollOptions are the facts a device states when it enrols.
@@ -196,6 +219,9 @@ func Enroll(ctx context.Context, cfg Config, o EnrollOptions) (*State, error) {
 	if err := saveState(cfg.StateDir, st); err != nil {
 		return nil, err
 	}
+	// The server may hold no inventory for this enrolment (a new server, a readmitted device):
+	// the next run sends the whole set again.
+	os.Remove(filepath.Join(cfg.StateDir, inventoryDigestFile)) //nolint:errcheck // absent is fine
 	return st, nil
 }
 
@@ -342,11 +368,17 @@ func (a *Agent) token(ctx context.Context) (string, error) {
 
 // event queues a report event; it is sent with the next report.
 func (a *Agent) event(target, step, status string, fatal bool, msg string) {
-	a.state.Outbox = append(a.state.Outbox, wire.Event{Time: now(a.cfg), Target: target, Step: step, Status: status, Fatal: fatal, Message: msg})
+	a.eventWith(wire.Event{Target: target, Step: step, Status: status, Fatal: fatal, Message: msg})
+}
+
+// eventWith queues ev, stamped with the time.
+func (a *Agent) eventWith(ev wire.Event) {
+	ev.Time = now(a.cfg)
+	a.state.Outbox = append(a.state.Outbox, ev)
 	if n := len(a.state.Outbox); n > maxOutbox {
 		a.state.Outbox = a.state.Outbox[n-maxOutbox:]
 	}
-	a.log.Info("update step", "target", target, "step", step, "status", status, "fatal", fatal, "msg", msg)
+	a.log.Info("update step", "target", ev.Target, "step", ev.Step, "status", ev.Status, "fatal", ev.Fatal, "msg", ev.Message)
 }
 
 // errReportLater is flush's answer while the server's Retry-After on a report runs.
@@ -388,6 +420,7 @@ func (a *Agent) flush(ctx context.Context) error {
 func (a *Agent) Run(ctx context.Context) error {
 	backoff := time.Duration(0)
 	for {
+		a.inventoryTurn(ctx) // at start, after an update, every InventoryInterval
 		before := a.state.Installed.SHA256
 		err := a.Cycle(ctx)
 		wait := a.poll
@@ -395,6 +428,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			// A new image was committed: check in at once, so that the server's inventory and a
 			// campaign's health gate see the device on it without waiting a poll interval.
 			wait = 0
+			a.inventoryNext = time.Time{}
 		}
 		var te *TransientError
 		switch {
@@ -421,6 +455,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			// One line per idle period, so that whoever reads the log sees the agent waiting.
 			a.log.Info("idle until the next check-in", "next_checkin", time.Now().Add(next).UTC().Format(time.RFC3339), "in", next.Round(time.Second).String())
 		}
+		a.noteIdle(time.Now().Add(next))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

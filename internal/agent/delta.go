@@ -369,6 +369,19 @@ func (a *Agent) deltaFallback(img *Image, err error) error {
 
 var _ hash.Hash = sha256.New()
 
+// downloaded is what fetching the image cost: the delta's bytes, or the whole image (plus
+// what a failed delta fetched before it).
+func (i *Image) downloaded() int64 {
+	p := i.Delta
+	switch {
+	case p == nil:
+		return i.Length
+	case p.Failed:
+		return i.Length + p.Downloaded
+	}
+	return p.Downloaded
+}
+
 // downloadSummary says how the image arrived, for the download event: the delta used and the
 // bytes downloaded against the image's size.
 func (i *Image) downloadSummary() string {

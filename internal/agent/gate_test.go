@@ -33,6 +33,11 @@ func TestInstallGate(t *testing.T) {
 		{name: "campaign window, inside", pol: &installpolicy.Policy{Window: "02:00-04:00"}, now: at(2, 0)},
 		{name: "campaign window, at its end", pol: &installpolicy.Policy{Window: "02:00-04:00"}, now: at(4, 0), wantBlock: "maintenance window 02:00-04:00"},
 		{name: "window across midnight, inside", pol: &installpolicy.Policy{Window: "23:00-01:00"}, now: at(0, 30)},
+		// 2026-11-25 is a Wednesday.
+		{name: "weekday window, its day", pol: &installpolicy.Policy{Window: "02:00-04:00", Days: "mon,wed"}, now: at(2, 30)},
+		{name: "weekday window, another day", pol: &installpolicy.Policy{Window: "02:00-04:00", Days: "sat"}, now: at(2, 30), wantBlock: "02:00-04:00 UTC on sat"},
+		{name: "weekdays with the device's own hours", pol: &installpolicy.Policy{Days: "sat"}, device: "02:00-04:00", now: at(2, 30), wantBlock: "on sat"},
+		{name: "critical campaign waives the days", pol: &installpolicy.Policy{Window: "02:00-04:00", Days: "sat", IgnoreWindow: true}, now: at(12, 0)},
 		{name: "device's own window, outside", pol: &installpolicy.Policy{}, device: "02:00-04:00", now: at(12, 0), wantBlock: "maintenance window 02:00-04:00"},
 		{name: "campaign window overrides the device's", pol: &installpolicy.Policy{Window: "11:00-13:00"}, device: "02:00-04:00", now: at(12, 0)},
 		{name: "critical campaign waives the window", pol: &installpolicy.Policy{IgnoreWindow: true}, device: "02:00-04:00", now: at(12, 0)},

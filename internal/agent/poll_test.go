@@ -104,3 +104,20 @@ func (l *lockedLog) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// With FixedPoll (the owner's --poll), the server's suggested interval does not replace the
+// configured one.
+func TestFixedPollKeepsInterval(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(wire.HeaderPollInterval, "300")
+		w.WriteHeader(http.StatusNotModified)
+	}))
+	defer srv.Close()
+	a := testAgent(t, srv, Config{PollInterval: 20 * time.Second, FixedPoll: true})
+	if err := a.Cycle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a.poll != 20*time.Second {
+		t.Errorf("poll %s after the server suggested 300s, want the owner's 20s", a.poll)
+	}
+}

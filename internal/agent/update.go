@@ -49,7 +49,7 @@ func (a *Agent) Cycle(ctx context.Context) error {
 		}
 		return fmt.Errorf("check-in: %w", err)
 	}
-	if res.Poll > 0 {
+	if res.Poll > 0 && !a.cfg.FixedPoll {
 		// The server's suggestion, within a factor of ten of the configured interval either way.
 		a.poll = max(a.cfg.PollInterval/10, min(a.cfg.PollInterval*10, res.Poll))
 	}
@@ -268,7 +268,8 @@ func (a *Agent) fetchAndInstall(ctx context.Context, tf *metadata.TargetFiles, i
 		return err
 	}
 	a.state.Phase = PhaseDownloaded
-	a.event(img.Target, wire.StepDownload, wire.StatusOK, false, img.downloadSummary())
+	a.eventWith(wire.Event{Target: img.Target, Step: wire.StepDownload, Status: wire.StatusOK, Message: img.downloadSummary(),
+		Downloaded: img.downloaded(), ImageLength: img.Length})
 	if err := a.save(); err != nil {
 		return err
 	}
@@ -587,7 +588,10 @@ func (a *Agent) gate(ctx context.Context, p *Image) string {
 		return "awaiting the owner's consent"
 	}
 	window := cmp.Or(pol.Window, a.cfg.Window)
-	if window != "" && !pol.IgnoreWindow && !installpolicy.InWindow(window, now(a.cfg)) {
+	if (window != "" || pol.Days != "") && !pol.IgnoreWindow && !installpolicy.InWindowOn(window, pol.Days, now(a.cfg)) {
+		if pol.Days != "" {
+			return "outside the maintenance window " + cmp.Or(window, "00:00-24:00") + " UTC on " + pol.Days
+		}
 		return "outside the maintenance window " + window + " UTC"
 	}
 	return ""

@@ -50,6 +50,7 @@ func TestCLIAndAgentBinary(t *testing.T) {
 	}
 	cfg := server.DefaultConfig()
 	cfg.Addr, cfg.DataDir, cfg.KeysDir, cfg.Logger, cfg.PollSeconds = "127.0.0.1:0", filepath.Join(dir, "data"), keys, quietLogger(), 1
+	cfg.Wrap = checkContract(t)
 	srv, err := server.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +158,7 @@ func TestCLIRotateRoot(t *testing.T) {
 	}
 	cfg := server.DefaultConfig()
 	cfg.Addr, cfg.DataDir, cfg.KeysDir, cfg.Logger = "127.0.0.1:0", filepath.Join(dir, "data"), keys, quietLogger()
+	cfg.Wrap = checkContract(t)
 	srv, err := server.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)

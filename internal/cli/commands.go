@@ -257,7 +257,73 @@ func releaseCmd(g *globals) *cobra.Command {
 			return targetsExpiryFooter(cmd, c)
 		},
 	}
-	cmd.AddCommand(publish, list, resignTargetsCmd(g))
+	cmd.AddCommand(publish, list, resignTargetsCmd(g), releaseDeltasCmd(g))
+	return cmd
+}
+
+// releaseDeltasCmd makes per-pair deltas to a published release from the releases its
+// product's devices run most, where the offline key is (docs/DECISIONS.md, "Delta updates").
+func releaseDeltasCmd(g *globals) *cobra.Command {
+	var o client.DeltasOptions
+	var keyPath, rootPath string
+	cmd := &cobra.Command{
+		Use:   "deltas PRODUCT@VERSION",
+		Short: "Make, sign and publish per-pair deltas to a release from the releases most of its devices run",
+		Long: `Asks the server how many of the product's devices run each release, and for the --top
+releases run by at least --min-devices devices that have no delta to PRODUCT@VERSION yet,
+downloads both images (checked against the offline-signed targets), makes the delta here,
+uploads it and signs it with the offline targets key. Devices assigned the release use it from
+their next view; deltas made before a deploy or rollout are used at once.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if o.Product, o.Version, err = splitRelease(args[0]); err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if !o.DryRun {
+				if o.TargetsKey, err = tuf.LoadKey(keyPath); err != nil {
+					return err
+				}
+			}
+			if rootPath == "" {
+				rootPath = filepath.Join(filepath.Dir(keyPath), tuf.FileImageRoot)
+			}
+			if o.TrustedRoot, err = os.ReadFile(rootPath); err != nil {
+				return fmt.Errorf("trusted root: %w", err)
+			}
+			o.Expires = tuf.DefaultLifetimes().Targets
+			made, err := c.PublishDeltas(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if len(made) == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "no delta to make: no other release of %s is run by %d or more devices without one\n", o.Product, o.MinDevices)
+				return nil
+			}
+			verb := "published"
+			if o.DryRun {
+				verb = "would make"
+			}
+			for _, d := range made {
+				size := ""
+				if d.Length > 0 {
+					size = " (" + show.Size(d.Length) + ")"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s from %s@%s, run by %d devices%s\n", verb, d.Target, o.Product, d.From, d.Devices, size)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Top, "top", 3, "deltas from at most this many releases, those most devices run")
+	f.IntVar(&o.MinDevices, "min-devices", 1, "only from releases at least this many devices run")
+	f.BoolVar(&o.DryRun, "dry-run", false, "say what would be made, make nothing")
+	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
+	f.StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")
 	return cmd
 }
 
@@ -398,6 +464,7 @@ func devicesCmd(g *globals) *cobra.Command {
 	}
 	remove.Flags().BoolVar(&simulated, "simulated", false, "remove every device enrolled by `upkeep simulate`")
 	cmd.AddCommand(list, accept, events, remove, rejectCmd(g), decommissionCmd(g), ddiCreateCmd(g), ddiTokenCmd(g), ddiTokenRotateCmd(g))
+	cmd.AddCommand(deviceShowCmd(g))
 	return cmd
 }
 
@@ -484,21 +551,7 @@ func progress(w io.Writer) func(phase string, r io.Reader, size int64) io.Reader
 				progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }), progressbar.OptionFullWidth()))
 			return &pr
 		}
-		fmt.Fprintf(w, "%s %s\n", phase, humanBytes(size))
+		fmt.Fprintf(w, "%s %s\n", phase, show.Size(size))
 		return r
 	}
-}
-
-// humanBytes is n in B, KiB, MiB or GiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 2; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMG"[exp])
 }

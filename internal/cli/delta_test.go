@@ -3,7 +3,12 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +17,9 @@ import (
 
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/delta"
+	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/show"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
@@ -101,9 +109,10 @@ func (e *env) deltaTarget(name string) delta.Target {
 	return delta.Target{}
 }
 
-// TestDeltaUpdate updates a device with each form of delta: the director names it because the
-// device runs its source, the device downloads a fraction of the image and runs exactly the
-// signed image.
+// TestDeltaUpdate updates a device with each form of delta, through a campaign: the director
+// names the delta because the device runs its source, the device downloads a fraction of the
+// image and runs exactly the signed image, and the campaign's status says how many bytes the
+// delta saved.
 func TestDeltaUpdate(t *testing.T) {
 	for _, form := range []string{delta.FormatPatch, delta.FormatCaibx} {
 		t.Run(form, func(t *testing.T) {
@@ -118,7 +127,11 @@ func TestDeltaUpdate(t *testing.T) {
 				from["1.0.0"] = v1
 			}
 			r2 := e.publishDelta("1.0.1", 2, v2, from)
-			e.deploy(r2, d.Agent.State().DeviceID)
+			camp, err := e.cli.CreateRollout(ctx, wire.CampaignSpec{Release: testProduct + "@1.0.1", Devices: []string{d.Agent.State().DeviceID}, HealthGate: "0s", Start: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.waitCampaign(camp.ID, 30*time.Second, "device assigned", func(st *wire.CampaignStatus) bool { return st.Waves[0][rollout.MemberAssigned] == 1 })
 			if err := d.Agent.Cycle(ctx); err != nil {
 				t.Fatalf("cycle: %v", err)
 			}
@@ -132,6 +145,15 @@ func TestDeltaUpdate(t *testing.T) {
 				t.Fatalf("download events %q: want the delta named", evs)
 			}
 			t.Log(last)
+			st := e.waitCampaign(camp.ID, 30*time.Second, "download reported", func(st *wire.CampaignStatus) bool { return st.Download != nil })
+			if dl := st.Download; dl.Devices != 1 || dl.ImageBytes != int64(len(v2)) || dl.Bytes <= 0 || dl.Bytes >= dl.ImageBytes/2 {
+				t.Fatalf("campaign download %+v: want one device, the image's %d bytes, and under half of them fetched", dl, len(v2))
+			}
+			var out strings.Builder
+			show.CampaignStatus(&out, st)
+			if !strings.Contains(out.String(), "saved by delta updates") {
+				t.Fatalf("rollout status does not show the bytes saved:\n%s", out.String())
+			}
 		})
 	}
 }
@@ -191,4 +213,177 @@ func TestDeltaTamperedFallsBack(t *testing.T) {
 			t.Fatalf("events %s: want the tampered chunk reported", evs)
 		}
 	})
+}
+
+// TestDeltaIndexOutsideImage: a chunk index that the offline key signed, bound to the image,
+// yet naming a chunk past the image's end (a faulty or malicious build) is refused by the
+// agent before it writes anything; the failure is reported and the full image installed.
+func TestDeltaIndexOutsideImage(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	v1 := fsImage(5, 2<<20)
+	r1 := e.publishDelta("1.0.0", 1, v1, nil)
+	d := e.device("SN-1", v1, r1)
+	v2 := nextImage(v1)
+
+	x, err := delta.MakeIndex(bytes.NewReader(v2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.Chunks = append(x.Chunks, delta.Chunk{ID: x.Chunks[0].ID, Start: uint64(len(v2)), Size: 4096})
+	var evil bytes.Buffer
+	if _, err := x.WriteTo(&evil); err != nil {
+		t.Fatal(err)
+	}
+	name := tuf.TargetName(testProduct, "1.0.1", "firmware-1.0.1.img")
+	upload := func(b []byte) (sha256Hex, sha512Hex string) {
+		s256, s512 := sha256.Sum256(b), sha512.Sum512(b)
+		sha256Hex, sha512Hex = hex.EncodeToString(s256[:]), hex.EncodeToString(s512[:])
+		if err := e.cli.Do(ctx, http.MethodPut, "/api/v1/blobs/"+sha256Hex, bytes.NewReader(b), nil); err != nil {
+			t.Fatal(err)
+		}
+		return sha256Hex, sha512Hex
+	}
+	img256, img512 := upload(v2)
+	idx256, idx512 := upload(evil.Bytes())
+	custom := uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: "1.0.1", SecurityVersion: 2, Class: uptane.ClassSecurity}
+	imgTarget, err := uptane.NewTargetFile(int64(len(v2)), img256, img512, custom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idxTarget, err := uptane.NewTargetFile(int64(evil.Len()), idx256, idx512, custom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := delta.WithBinding(*idxTarget.Custom, &delta.Binding{Format: delta.FormatCaibx, Image: name, ImageSHA256: img256, ImageLength: int64(len(v2))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawMsg := json.RawMessage(raw)
+	idxTarget.Custom = &rawMsg
+	root, err := e.cli.LatestRoot(ctx, e.imageRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur []byte
+	if err := e.cli.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
+		t.Fatal(err)
+	}
+	tm, err := uptane.VerifyImageTargetsSigned(root, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.Signed.Targets[name], tm.Signed.Targets[delta.IndexName(name)] = imgTarget, idxTarget
+	tm.Signed.Version++
+	tm.Signed.Expires = time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
+	signed, err := tuf.SignTargets(tm, e.targetsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r2 wire.Release
+	if err := e.cli.Do(ctx, http.MethodPost, "/api/v1/releases", wire.PublishRequest{Target: name, Targets: signed}, &r2); err != nil {
+		t.Fatalf("publish with the faulty index: %v", err)
+	}
+
+	e.deploy(&r2, d.Agent.State().DeviceID)
+	if err := d.Agent.Cycle(ctx); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	if got, _ := d.ActiveImageSHA256(ctx); got != img256 {
+		t.Fatalf("active slot holds %s, want the full image %s", got, img256)
+	}
+	evs := strings.Join(e.downloadEvents(d.Agent.State().DeviceID), "\n")
+	if !strings.Contains(evs, "delta failed") || !strings.Contains(evs, "past the image") || !strings.Contains(evs, "downloading the full image") {
+		t.Fatalf("events %s: want the faulty index reported and the full image downloaded", evs)
+	}
+}
+
+// TestReleaseDeltas: `upkeep release deltas` makes a patch to a published release from the
+// release most devices run, downloading and checking both images, and signs it; a device
+// running that source then updates through the patch.
+func TestReleaseDeltas(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	g := []string{"--server", e.srv.URL, "--token", e.srv.AdminToken}
+	v1 := fsImage(8, 2<<20)
+	r1 := e.publishDelta("1.0.0", 1, v1, nil)
+	v2 := nextImage(v1)
+	r2 := e.publishDelta("1.0.1", 2, v2, nil)
+	d1 := e.device("SN-1", v1, r1)
+	e.device("SN-2", v1, r1)
+	e.device("SN-3", v2, r2)
+	v3 := nextImage(v2)
+	r3 := e.publishDelta("1.0.2", 3, v3, nil)
+	rels, err := e.cli.Releases(ctx, testProduct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rels {
+		if want := map[string]int{"1.0.0": 2, "1.0.1": 1}[r.Version]; r.Running != want {
+			t.Errorf("release %s: running %d, want %d", r.Version, r.Running, want)
+		}
+	}
+	key := filepath.Join(e.keys, "targets.key")
+	ref := testProduct + "@1.0.2"
+	dry := cli(t, append(g, "release", "deltas", ref, "--key", key, "--top", "1", "--dry-run")...)
+	if !strings.Contains(dry, "would make "+delta.PatchName(r3.Target, "1.0.0")+" from "+testProduct+"@1.0.0, run by 2 devices") {
+		t.Fatalf("dry run: %s", dry)
+	}
+	out := cli(t, append(g, "release", "deltas", ref, "--key", key, "--top", "1")...)
+	if !strings.Contains(out, "published "+delta.PatchName(r3.Target, "1.0.0")) {
+		t.Fatalf("deltas: %s", out)
+	}
+	e.deltaTarget(delta.PatchName(r3.Target, "1.0.0"))
+	if again := cli(t, append(g, "release", "deltas", ref, "--key", key, "--top", "1", "--min-devices", "2")...); !strings.Contains(again, "no delta to make") {
+		t.Fatalf("second run made another delta: %s", again)
+	}
+
+	e.deploy(r3, d1.Agent.State().DeviceID)
+	if err := d1.Agent.Cycle(ctx); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	if got, _ := d1.ActiveImageSHA256(ctx); got != r3.SHA256 {
+		t.Fatalf("active slot holds %s, want %s", got, r3.SHA256)
+	}
+	evs := e.downloadEvents(d1.Agent.State().DeviceID)
+	if last := evs[len(evs)-1]; !strings.Contains(last, "delta "+delta.FormatPatch+": downloaded") {
+		t.Fatalf("download events %q: want the patch used", evs)
+	}
+	if err := runCLI(append(g, "release", "deltas", testProduct+"@9.9.9", "--key", key)...); err == nil || !strings.Contains(err.Error(), "not published") {
+		t.Fatalf("deltas to an unknown release: %v", err)
+	}
+
+	// The route adds deltas only: an image, or nothing, is refused.
+	root, err := e.cli.LatestRoot(ctx, e.imageRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur []byte
+	if err := e.cli.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
+		t.Fatal(err)
+	}
+	tm, err := uptane.VerifyImageTargetsSigned(root, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.Signed.Version++
+	same, err := tuf.SignTargets(tm, e.targetsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cli.Do(ctx, http.MethodPost, "/api/v1/deltas", wire.DeltasRequest{Targets: same}, nil); err == nil || !strings.Contains(err.Error(), "adds no delta target") {
+		t.Fatalf("deltas that add nothing: %v", err)
+	}
+	img, err := uptane.NewTargetFile(r3.Length, r3.SHA256, strings.Repeat("0", 128), uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: "1.0.3", SecurityVersion: 4, Class: uptane.ClassSecurity})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.Signed.Targets[tuf.TargetName(testProduct, "1.0.3", "firmware-1.0.3.img")] = img
+	withImage, err := tuf.SignTargets(tm, e.targetsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cli.Do(ctx, http.MethodPost, "/api/v1/deltas", wire.DeltasRequest{Targets: withImage}, nil); err == nil || !strings.Contains(err.Error(), "is not a delta") {
+		t.Fatalf("an image added as a delta: %v", err)
+	}
 }

@@ -56,6 +56,7 @@ func newEnvWith(t *testing.T, configure func(*server.Config)) *env {
 	}
 	cfg := server.DefaultConfig()
 	cfg.Addr, cfg.DataDir, cfg.KeysDir, cfg.Logger = "127.0.0.1:0", filepath.Join(e.dir, "data"), e.keys, quietLogger()
+	cfg.Wrap = checkContract(t)
 	if configure != nil {
 		configure(&cfg)
 	}

@@ -324,6 +324,7 @@ func TestReportFloodBounded(t *testing.T) {
 	post := func(b []byte) *http.Response {
 		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/device/v1/report", bytes.NewReader(b))
 		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -32,7 +32,7 @@ func printCheck(w io.Writer, c *client.ReleaseCheck) {
 	tw.Flush()
 	switch {
 	case !c.Gate.KEV && c.Gate.Severity == "":
-		fmt.Fprintf(w, "release gate: none set for %s (upkeep product set %s --gate-kev --gate-severity high)\n", c.Product, c.Product)
+		fmt.Fprintf(w, "release gate: none set for %s (upkeep product set %s --gate-kev --gate-severity high; a new product also needs --support-end)\n", c.Product, c.Product)
 	case c.Gate.Blocked:
 		fmt.Fprintf(w, "release gate: REFUSED by %s\n", strings.Join(c.Gate.Blockers, ", "))
 	default:

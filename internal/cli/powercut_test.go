@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -31,19 +32,20 @@ import (
 // so a device cut every few hundred milliseconds would keep no download progress; 256 KiB keeps
 // several checkpoints in every image.
 const (
-	powercutDefault    = 200                    // cuts unless UPKEEP_POWERCUTS says otherwise
-	powercutMaxSleep   = 400 * time.Millisecond // a cut lands 0–400 ms after the agent starts
-	powercutMinSize    = 2 << 20
-	powercutMaxSize    = 4 << 20
-	powercutCheckpoint = "262144"
-	powercutPoll       = "300ms"
-	powercutConverge   = 90 * time.Second
-	powercutRaceCuts   = 40          // under the race detector
-	unhealthyEvery     = 5           // every fifth release fails its health check on the device
-	unhealthyMarker    = "UNHEALTHY" // written at unhealthyOffset of such an image
-	unhealthyOffset    = 32          // past the "UPKEEP-IMAGE <version>" header
-	agentLogTail       = 2 << 10     // bytes of the agent's log quoted in a failure
-	maxViolations      = 10          // the loop stops after this many; each is reported
+	powercutDefault      = 200                    // cuts unless UPKEEP_POWERCUTS says otherwise
+	powercutDeltaDefault = 120                    // TestPowerCutsDelta's
+	powercutMaxSleep     = 400 * time.Millisecond // a cut lands 0–400 ms after the agent starts
+	powercutMinSize      = 2 << 20
+	powercutMaxSize      = 4 << 20
+	powercutCheckpoint   = "262144"
+	powercutPoll         = "300ms"
+	powercutConverge     = 90 * time.Second
+	powercutRaceCuts     = 40          // under the race detector
+	unhealthyEvery       = 5           // every fifth release fails its health check on the device
+	unhealthyMarker      = "UNHEALTHY" // written at unhealthyOffset of such an image
+	unhealthyOffset      = 32          // past the "UPKEEP-IMAGE <version>" header
+	agentLogTail         = 2 << 10     // bytes of the agent's log quoted in a failure
+	maxViolations        = 10          // the loop stops after this many; each is reported
 	// Every powercutAimEvery-th cut is aimed: it still comes at its random instant, unless the
 	// agent enters, before then, the phase of the update step that fewest cuts have landed in so
 	// far (powercutSteps); it is then cut at once. The install step lasts a few milliseconds
@@ -80,11 +82,20 @@ var powercutSteps = []powercutStep{
 //
 // UPKEEP_POWERCUTS sets the number of cuts (default 200; too few for a cut to land in every step
 // fail); UPKEEP_POWERCUT_SEED repeats the cut instants and release sizes of an earlier run.
-func TestPowerCuts(t *testing.T) {
+func TestPowerCuts(t *testing.T) { runPowerCuts(t, false, powercutDefault) }
+
+// TestPowerCutsDelta is TestPowerCuts with delta updates: each release is published with its
+// chunk index and a per-pair delta from the release before it, and each image shares most of
+// its bytes with the one before, so the device rebuilds its images from a patch (when it runs
+// the delta's source) or from chunks of its active slot (after a rollback), with the journal of
+// the rebuild cut like a download. The same invariants hold, and deltas must have been used.
+func TestPowerCutsDelta(t *testing.T) { runPowerCuts(t, true, powercutDeltaDefault) }
+
+func runPowerCuts(t *testing.T, deltas bool, cuts int) {
 	if testing.Short() {
 		t.Skip("builds the agent binary and cuts its power hundreds of times")
 	}
-	cuts, converge := powercutDefault, powercutConverge
+	converge := powercutConverge
 	if raceEnabled {
 		// The race-instrumented server is several times slower; the full count runs without it.
 		cuts, converge = powercutRaceCuts, 3*powercutConverge
@@ -121,7 +132,7 @@ func TestPowerCuts(t *testing.T) {
 		t.Fatalf("build agent: %v\n%s", err, out)
 	}
 
-	h := &powercutHarness{t: t, e: e, rng: rng, signed: map[string]*powercutRelease{}}
+	h := &powercutHarness{t: t, e: e, rng: rng, signed: map[string]*powercutRelease{}, deltas: deltas}
 	factory := h.publish() // 1.0.0, security version 1
 	d := newPowercutDevice(t, e, bin, filepath.Join(dir, "device"), factory)
 	h.assigned, h.previous = factory, factory
@@ -259,6 +270,23 @@ func TestPowerCuts(t *testing.T) {
 	if st.bricked != 0 || st.wrongImage != 0 {
 		t.Errorf("bricked=%d wrong_image_boots=%d; want 0 and 0", st.bricked, st.wrongImage)
 	}
+	if deltas {
+		forms := map[string]int{}
+		for _, ev := range e.downloadEvents(d.id) {
+			switch {
+			case strings.HasPrefix(ev, "ok: delta "):
+				forms[strings.Fields(ev)[2]]++
+			case strings.HasPrefix(ev, "ok:"):
+				forms["full image"]++
+			case strings.Contains(ev, "delta failed"):
+				forms["delta failed"]++
+			}
+		}
+		t.Logf("completed downloads by form (the last 100 events): %s", formatCounts(forms))
+		if forms["upkdlt1:"]+forms["caibx:"] == 0 {
+			t.Errorf("no download used a delta: %s", formatCounts(forms))
+		}
+	}
 	var steps, missed []string
 	for _, s := range powercutSteps {
 		n := stepCount(byPhase, s.phases)
@@ -312,12 +340,26 @@ type powercutRelease struct {
 	version   string
 	size      int
 	unhealthy bool
+	delta     bool // an image of TestPowerCutsDelta: most bytes shared with the others
 	sha       string
 	rel       *wire.Release
 }
 
 // bytes regenerates the image.
-func (r *powercutRelease) bytes() []byte { return powercutImage(r.version, r.size, r.unhealthy) }
+func (r *powercutRelease) bytes() []byte {
+	if r.delta {
+		b := fsImage(7, r.size) // the same stream for every release: a shorter image is a prefix
+		copy(b, "UPKEEP-IMAGE "+r.version)
+		sum := sha256.Sum256([]byte(r.version))
+		at := 4096 + int(binary.LittleEndian.Uint32(sum[:]))%(r.size-1<<20)
+		copy(b[at:], bytes.Repeat([]byte("release "+r.version+" "), 4096)) // the "changed packages"
+		if r.unhealthy {
+			copy(b[unhealthyOffset:], unhealthyMarker)
+		}
+		return b
+	}
+	return powercutImage(r.version, r.size, r.unhealthy)
+}
 
 func powercutImage(version string, size int, unhealthy bool) []byte {
 	b := image(version, size)
@@ -334,6 +376,10 @@ type powercutHarness struct {
 	rng    *rand.Rand
 	signed map[string]*powercutRelease // by sha256
 	n      int
+	// deltas: images share most bytes and are published with chunk indexes and a per-pair
+	// delta from the release before (last).
+	deltas bool
+	last   *powercutRelease
 	// assigned is what the director names; previous is what the device ran when it was named.
 	assigned, previous *powercutRelease
 }
@@ -342,12 +388,21 @@ type powercutHarness struct {
 // higher than the last.
 func (h *powercutHarness) publish() *powercutRelease {
 	h.t.Helper()
-	r := &powercutRelease{version: fmt.Sprintf("1.0.%d", h.n), size: powercutMinSize + h.rng.IntN(powercutMaxSize-powercutMinSize+1)}
+	r := &powercutRelease{version: fmt.Sprintf("1.0.%d", h.n), size: powercutMinSize + h.rng.IntN(powercutMaxSize-powercutMinSize+1), delta: h.deltas}
 	r.unhealthy = h.n > 0 && h.n%unhealthyEvery == 0
 	b := r.bytes()
 	sum := sha256.Sum256(b)
 	r.sha = hex.EncodeToString(sum[:])
-	r.rel = h.e.publish(r.version, int64(h.n+1), b)
+	if h.deltas {
+		from := map[string][]byte{}
+		if h.last != nil {
+			from[h.last.version] = h.last.bytes()
+		}
+		r.rel = h.e.publishDelta(r.version, int64(h.n+1), b, from)
+	} else {
+		r.rel = h.e.publish(r.version, int64(h.n+1), b)
+	}
+	h.last = r
 	if r.rel.SHA256 != r.sha || r.rel.Length != int64(r.size) {
 		h.t.Fatalf("published %s as %s (%d bytes), want %s (%d bytes)", r.version, r.rel.SHA256, r.rel.Length, r.sha, r.size)
 	}

@@ -46,6 +46,18 @@ func rolloutCmd(g *globals) *cobra.Command {
 			if spec.Target == "" && spec.Fixes == "" && len(spec.Devices) == 0 {
 				return fmt.Errorf("--target (a group or a filter), --device or --fixes is required")
 			}
+			for _, w := range []struct {
+				flag string
+				to   *time.Time
+			}{{"start-at", &spec.StartAt}, {"until", &spec.Until}} {
+				if v, _ := cmd.Flags().GetString(w.flag); v != "" {
+					t, err := parseWhen(v)
+					if err != nil {
+						return fmt.Errorf("--%s: %w", w.flag, err)
+					}
+					*w.to = t
+				}
+			}
 			camp, err := c.CreateRollout(cmd.Context(), spec)
 			if err != nil {
 				return err
@@ -56,6 +68,9 @@ func rolloutCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "campaign %s: %s to %s, %s, %s\n", camp.ID, camp.Release, camp.Selector, show.Waves(camp.Waves), camp.State)
 			if camp.State == rollout.StateCreated {
 				fmt.Fprintf(cmd.OutOrStdout(), "start it: upkeep rollout start %s\n", camp.ID)
+			}
+			if camp.State == rollout.StateScheduled {
+				fmt.Fprintf(cmd.OutOrStdout(), "starts at %s (upkeep rollout start %s starts it now)\n", camp.StartAt.UTC().Format(time.RFC3339), camp.ID)
 			}
 			return nil
 		},
@@ -76,7 +91,11 @@ func rolloutCmd(g *globals) *cobra.Command {
 	f.StringVar(&spec.Mode, "mode", "", "forced (install without asking) or soft (the owner consents); default forced for security, soft for feature releases")
 	f.StringVar(&spec.Window, "window", "", "maintenance window HH:MM-HH:MM UTC for its devices (default: the group's, else each device's own)")
 	f.BoolVar(&spec.IgnoreWindow, "ignore-window", false, "critical: install outside maintenance windows")
+	f.StringVar(&spec.Days, "days", "", "weekdays (UTC) the window opens on, e.g. mon,wed,sat (default: the group's, else every day)")
 	f.BoolVar(&spec.Start, "start", false, "start at once")
+	f.String("start-at", "", "schedule the start: RFC 3339 time, or YYYY-MM-DD[THH:MM] in UTC (state scheduled until then)")
+	f.BoolVar(&spec.Dynamic, "dynamic", false, "take in devices that come to match the target after the start (newly enrolled, or with changed attributes) into the current wave")
+	f.String("until", "", "with --dynamic: stop taking devices in at this time (RFC 3339, or YYYY-MM-DD[THH:MM] UTC); default: until cancelled")
 	f.BoolVar(&asJSON, "json", false, "JSON output")
 
 	action := func(name, short string) *cobra.Command {
@@ -173,6 +192,7 @@ func groupsCmd(g *globals) *cobra.Command {
 	}
 	create.Flags().StringVar(&grp.Filter, "filter", "", "dynamic: KEY=VALUE terms over product, hardware, version, status, state, serial or any attribute; * and ? match")
 	create.Flags().StringVar(&grp.Window, "window", "", "maintenance window HH:MM-HH:MM UTC for campaigns to this group")
+	create.Flags().StringVar(&grp.Days, "days", "", "weekdays (UTC) the window opens on, e.g. mon,wed,sat (default every day)")
 	change := func(use, short string, add bool) *cobra.Command {
 		return &cobra.Command{
 			Use:   use + " NAME DEVICE...",
@@ -211,9 +231,9 @@ func groupsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "GROUP\tDEVICES\tFILTER\tWINDOW")
+			fmt.Fprintln(tw, "GROUP\tDEVICES\tFILTER\tWINDOW\tDAYS")
 			for _, g := range gs {
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", g.Name, g.Count, g.Filter, g.Window)
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", g.Name, g.Count, g.Filter, g.Window, g.Days)
 			}
 			return tw.Flush()
 		},
@@ -238,6 +258,9 @@ func groupsCmd(g *globals) *cobra.Command {
 			if out.Window != "" {
 				fmt.Fprintf(cmd.OutOrStdout(), ", window %s UTC", out.Window)
 			}
+			if out.Days != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), " on %s", out.Days)
+			}
 			fmt.Fprintln(cmd.OutOrStdout())
 			slices.Sort(out.Devices)
 			for _, d := range out.Devices {
@@ -260,4 +283,15 @@ func groupsCmd(g *globals) *cobra.Command {
 	}
 	cmd.AddCommand(create, change("add", "Add devices to a static group", true), change("remove", "Remove devices from a static group", false), list, show, del)
 	return cmd
+}
+
+// parseWhen reads a time for --start-at and --until: RFC 3339, or YYYY-MM-DD, YYYY-MM-DDTHH:MM
+// or "YYYY-MM-DD HH:MM" in UTC.
+func parseWhen(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02 15:04", time.DateOnly} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("time %q: want RFC 3339 (2026-12-24T02:00:00Z) or YYYY-MM-DD[THH:MM] in UTC", s)
 }

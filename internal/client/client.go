@@ -85,6 +85,9 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 		b, err := io.ReadAll(io.LimitReader(resp.Body, wire.MaxMetaBody))
 		*o = b
 		return err
+	case io.Writer: // an artifact: streamed, its length and hashes checked by the caller
+		_, err := io.Copy(o, resp.Body)
+		return err
 	default:
 		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 			return fmt.Errorf("decode %s: %w", path, err)

@@ -2,16 +2,26 @@ package client
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/delta"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
 	"upkeep.dev/upkeep/wire"
 )
@@ -136,4 +146,187 @@ func (d *deltaFile) target(c uptane.TargetCustom) (*metadata.TargetFiles, error)
 	raw := json.RawMessage(custom)
 	tf.Custom = &raw
 	return tf, nil
+}
+
+// DeltasOptions configure PublishDeltas: per-pair deltas to a published release from the
+// releases most of its product's devices run, made and signed where the offline key is.
+type DeltasOptions struct {
+	Product, Version string
+	TargetsKey       *tuf.Key
+	TrustedRoot      []byte
+	Expires          time.Duration // of the new targets metadata
+	// Top is how many source releases get a delta at most (default 3); MinDevices how many
+	// devices must run a source for it to count (default 1).
+	Top, MinDevices int
+	// DryRun only reports what would be made.
+	DryRun bool
+}
+
+// DeltaMade is one per-pair delta of PublishDeltas.
+type DeltaMade struct {
+	From    string // source version
+	Devices int    // devices running it
+	Target  string // the delta's target name
+	Length  int64  // patch bytes (0 in a dry run)
+}
+
+// PublishDeltas makes per-pair deltas to product@version from the releases most of the
+// product's devices run, as the server counts them, skipping sources that already have one. It
+// downloads both images from the server and checks them against the offline-signed targets,
+// makes each patch locally, uploads it, signs the targets with the deltas added, and publishes
+// them (POST /api/v1/deltas). Devices assigned the release use a delta from their next view.
+func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMade, error) {
+	o.Top, o.MinDevices = cmp.Or(o.Top, 3), cmp.Or(o.MinDevices, 1)
+	rels, err := c.Releases(ctx, o.Product)
+	if err != nil {
+		return nil, err
+	}
+	var dest *wire.Release
+	for i := range rels {
+		if rels[i].Version == o.Version {
+			dest = &rels[i]
+		}
+	}
+	if dest == nil {
+		return nil, apperr.E(apperr.NotFound, "release %s@%s is not published", o.Product, o.Version)
+	}
+	t, err := c.verifiedTargets(ctx, o.TrustedRoot)
+	if err != nil {
+		return nil, err
+	}
+	destTF := t.Signed.Targets[dest.Target]
+	if destTF == nil || hex.EncodeToString(destTF.Hashes["sha256"]) != dest.SHA256 {
+		return nil, fmt.Errorf("release %s@%s: the signed targets do not name its image %s", o.Product, o.Version, dest.Target)
+	}
+	var plan []DeltaMade
+	srcs := slices.SortedFunc(slices.Values(rels), func(a, b wire.Release) int { return cmp.Or(b.Running-a.Running, strings.Compare(a.Version, b.Version)) })
+	for _, r := range srcs {
+		name := delta.PatchName(dest.Target, r.Version)
+		if r.Version == o.Version || r.Running < o.MinDevices || t.Signed.Targets[name] != nil || t.Signed.Targets[r.Target] == nil {
+			continue
+		}
+		if len(plan) == o.Top {
+			break
+		}
+		plan = append(plan, DeltaMade{From: r.Version, Devices: r.Running, Target: name})
+	}
+	if o.DryRun || len(plan) == 0 {
+		return plan, nil
+	}
+	tmp, err := os.MkdirTemp("", "upkeep-deltas")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	newPath := filepath.Join(tmp, "image")
+	if err := c.fetchSigned(ctx, destTF, newPath); err != nil {
+		return nil, fmt.Errorf("image of %s@%s: %w", o.Product, o.Version, err)
+	}
+	blob, err := hashFile(newPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	custom, err := uptane.ParseTargetCustom(destTF)
+	if err != nil {
+		return nil, err
+	}
+	var made []*deltaFile
+	for i, p := range plan {
+		src := filepath.Join(tmp, "from-"+p.From)
+		for _, r := range rels {
+			if r.Version == p.From {
+				if err := c.fetchSigned(ctx, t.Signed.Targets[r.Target], src); err != nil {
+					return nil, fmt.Errorf("image of %s@%s: %w", o.Product, p.From, err)
+				}
+			}
+		}
+		d, err := makePatch(ctx, t.Signed.Targets, o.Product, DeltaSource{Version: p.From, File: src}, newPath, tmp, dest.Target, blob)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.uploadBlob(ctx, PublishOptions{File: d.path}, d.blob); err != nil {
+			return nil, fmt.Errorf("upload delta %s: %w", d.name, err)
+		}
+		os.Remove(src)
+		plan[i].Length = d.blob.Length
+		made = append(made, d)
+	}
+	for attempt := 0; ; attempt++ {
+		for _, d := range made {
+			dt, err := d.target(custom)
+			if err != nil {
+				return nil, err
+			}
+			t.Signed.Targets[d.name] = dt
+		}
+		t.Signed.Version++
+		t.Signed.Expires = time.Now().Add(o.Expires).UTC().Truncate(time.Second)
+		signed, err := tuf.SignTargets(t, o.TargetsKey)
+		if err != nil {
+			return nil, err
+		}
+		err = c.Do(ctx, http.MethodPost, "/api/v1/deltas", wire.DeltasRequest{Targets: signed}, nil)
+		if apperr.Is(err, apperr.Conflict) && attempt < 3 {
+			if t, err = c.verifiedTargets(ctx, o.TrustedRoot); err != nil { // published meanwhile: sign on top
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return plan, nil
+	}
+}
+
+// verifiedTargets fetches the server's current image targets and checks their signatures
+// against the root reached from trusted (their expiry is not checked: signing renews it).
+func (c *Client) verifiedTargets(ctx context.Context, trusted []byte) (*metadata.Metadata[metadata.TargetsType], error) {
+	root, err := c.LatestRoot(ctx, trusted)
+	if err != nil {
+		return nil, err
+	}
+	var cur []byte
+	if err := c.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
+		return nil, err
+	}
+	t, err := uptane.VerifyImageTargetsSigned(root, cur)
+	if err != nil {
+		return nil, fmt.Errorf("the server's current targets do not verify against the trusted root; refusing to sign on top of them: %w", err)
+	}
+	return t, nil
+}
+
+// fetchSigned downloads the artifact of a signed target into path, at most its signed length,
+// and checks its SHA-256.
+func (c *Client) fetchSigned(ctx context.Context, tf *metadata.TargetFiles, path string) error {
+	sum := hex.EncodeToString(tf.Hashes["sha256"])
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	lw := &limitedWriter{w: io.MultiWriter(f, h), n: tf.Length}
+	if err := c.Do(ctx, http.MethodGet, "/api/v1/blobs/"+sum, nil, lw); err != nil {
+		return err
+	}
+	if lw.n != 0 || hex.EncodeToString(h.Sum(nil)) != sum {
+		return fmt.Errorf("artifact %s from the server is not the signed one (length or sha256 differs)", sum)
+	}
+	return f.Close()
+}
+
+// limitedWriter fails past n bytes.
+type limitedWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.n {
+		return 0, errors.New("artifact longer than its signed length")
+	}
+	l.n -= int64(len(p))
+	return l.w.Write(p)
 }

@@ -51,7 +51,7 @@ func (c *Client) Group(ctx context.Context, name string) (*wire.Group, error) {
 // PutGroup creates or redefines a group.
 func (c *Client) PutGroup(ctx context.Context, g wire.Group) (*wire.Group, error) {
 	var out wire.Group
-	return &out, c.Do(ctx, http.MethodPut, "/api/v1/groups/"+url.PathEscape(g.Name), wire.Group{Filter: g.Filter, Window: g.Window}, &out)
+	return &out, c.Do(ctx, http.MethodPut, "/api/v1/groups/"+url.PathEscape(g.Name), wire.Group{Filter: g.Filter, Window: g.Window, Days: g.Days}, &out)
 }
 
 // DeleteGroup removes a group.

@@ -209,5 +209,5 @@ func (c *Client) Waivers(ctx context.Context, product string) ([]Waiver, error) 
 
 // RevokeWaiver revokes a waiver, naming who does.
 func (c *Client) RevokeWaiver(ctx context.Context, id, by string) error {
-	return c.Do(ctx, http.MethodPost, "/api/v1/waivers/"+url.PathEscape(id)+"/revoke", map[string]string{"by": by}, nil)
+	return c.Do(ctx, http.MethodPost, "/api/v1/waivers/"+url.PathEscape(id)+"/revoke", wire.RevokeWaiverRequest{By: by}, nil)
 }

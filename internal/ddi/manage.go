@@ -42,32 +42,49 @@ func parseDeviceRequest(body io.Reader) (*wire.DDIDeviceRequest, error) {
 func (s *Service) createDevice(w http.ResponseWriter, r *http.Request) {
 	req, err := parseDeviceRequest(http.MaxBytesReader(w, r.Body, 4<<10))
 	if err != nil {
-		s.fail(w, r, err)
+		s.manageFail(w, r, err)
 		return
 	}
 	tok, err := s.Create(r.Context(), req.ID, req.Product, req.HardwareID)
 	if err != nil {
-		s.fail(w, r, err)
+		s.manageFail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, wire.DDIDeviceResponse{ID: req.ID, TargetToken: tok, Tenant: s.tenant()})
+	manageJSON(w, http.StatusCreated, wire.DDIDeviceResponse{ID: req.ID, TargetToken: tok, Tenant: s.tenant()})
 }
 
 func (s *Service) deviceToken(w http.ResponseWriter, r *http.Request) {
 	tok, err := s.Token(r.Context(), r.PathValue("id"), false)
 	if err != nil {
-		s.fail(w, r, err)
+		s.manageFail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wire.DDIDeviceResponse{ID: r.PathValue("id"), TargetToken: tok, Tenant: s.tenant()})
+	manageJSON(w, http.StatusOK, wire.DDIDeviceResponse{ID: r.PathValue("id"), TargetToken: tok, Tenant: s.tenant()})
 }
 
 // rotateToken issues a device a new target token; the old one stops working.
 func (s *Service) rotateToken(w http.ResponseWriter, r *http.Request) {
 	tok, err := s.Token(r.Context(), r.PathValue("id"), true)
 	if err != nil {
-		s.fail(w, r, err)
+		s.manageFail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wire.DDIDeviceResponse{ID: r.PathValue("id"), TargetToken: tok, Tenant: s.tenant()})
+	manageJSON(w, http.StatusOK, wire.DDIDeviceResponse{ID: r.PathValue("id"), TargetToken: tok, Tenant: s.tenant()})
+}
+
+// The management routes are part of /api/v1 (docs/OPERATORS.md, the OpenAPI contract): they
+// answer application/json, and errors as wire.Error like every other management route, not in
+// hawkBit's shapes, which are the device side's.
+func (s *Service) manageFail(w http.ResponseWriter, r *http.Request, err error) {
+	code := apperr.CodeOf(err)
+	if code == apperr.Internal {
+		s.logger().Error("DDI management request failed", "path", r.URL.Path, "err", err)
+	}
+	manageJSON(w, apperr.HTTPStatus(code), wire.Error{Code: string(code), Message: apperr.Message(err)})
+}
+
+func manageJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v) //nolint:errcheck // the client went away
 }

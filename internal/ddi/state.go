@@ -103,17 +103,10 @@ func (s *Service) modes(p installpolicy.Policy) (download, update, window string
 	if p.Consent {
 		download, update = "attempt", "attempt"
 	}
-	if p.Window != "" && !p.IgnoreWindow {
-		start, end, err := installpolicy.ParseWindow(p.Window)
-		if err == nil {
-			now := s.now()
-			m := now.Hour()*60 + now.Minute()
-			in := start <= m && m < end
-			if end < start { // spans midnight
-				in = m >= start || m < end
-			}
+	if (p.Window != "" || p.Days != "") && !p.IgnoreWindow {
+		if p.Window == "" || installpolicy.ValidWindow(p.Window) == nil {
 			window = "available"
-			if !in {
+			if !installpolicy.InWindowOn(p.Window, p.Days, s.now()) {
 				window, update = "unavailable", "skip"
 			}
 		}

@@ -52,10 +52,22 @@ func randomImage(r *rand.Rand, n int) []byte {
 	return b
 }
 
+// roundTrip makes a patch both ways (whole and sampled matching), applies each and returns the
+// whole one.
 func roundTrip(t *testing.T, old, dst []byte) []byte {
 	t.Helper()
+	sampled := roundTripWith(t, old, dst, GenOptions{Sampled: true})
+	whole := roundTripWith(t, old, dst, GenOptions{})
+	if len(old) > 1<<20 && len(whole) > len(sampled) {
+		t.Errorf("whole matching made %d bytes, sampled %d", len(whole), len(sampled))
+	}
+	return whole
+}
+
+func roundTripWith(t *testing.T, old, dst []byte, o GenOptions) []byte {
+	t.Helper()
 	var patch bytes.Buffer
-	st, err := Generate(context.Background(), bytes.NewReader(old), int64(len(old)), bytes.NewReader(dst), int64(len(dst)), &patch, GenOptions{})
+	st, err := Generate(context.Background(), bytes.NewReader(old), int64(len(old)), bytes.NewReader(dst), int64(len(dst)), &patch, o)
 	if err != nil {
 		t.Fatal(err)
 	}

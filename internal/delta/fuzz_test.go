@@ -48,3 +48,24 @@ type countWriter int64
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
 
 var _ io.Writer = (*countWriter)(nil)
+
+// FuzzGenerate: any pair of images, matched whole or sampled, gives a patch that applies to
+// exactly the destination.
+func FuzzGenerate(f *testing.F) {
+	f.Add([]byte("the quick brown fox jumps over the lazy dog, again and again"), []byte("the quick brown cat jumps over the lazy dog, again and again and again"), false)
+	f.Add([]byte{}, []byte("new"), true)
+	a, _ := NewApplier()
+	f.Fuzz(func(t *testing.T, old, dst []byte, sampled bool) {
+		var p bytes.Buffer
+		if _, err := Generate(context.Background(), bytes.NewReader(old), int64(len(old)), bytes.NewReader(dst), int64(len(dst)), &p, GenOptions{Sampled: sampled}); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if _, err := a.Apply(context.Background(), bytes.NewReader(old), int64(len(old)), int64(len(dst)), bytes.NewReader(p.Bytes()), &out, ApplyState{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Bytes(), dst) {
+			t.Fatalf("applied patch gives %q, want %q", out.Bytes(), dst)
+		}
+	})
+}

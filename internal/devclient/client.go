@@ -156,6 +156,14 @@ func (c *Client) Report(ctx context.Context, token string, rep wire.Report) erro
 	return err
 }
 
+// Inventory sends the device's whole attribute set (POST /device/v1/inventory), which replaces
+// the one the server holds, and returns the server's digest of what it stored.
+func (c *Client) Inventory(ctx context.Context, token string, inv wire.Inventory) (wire.InventoryResponse, error) {
+	var out wire.InventoryResponse
+	_, _, err := c.call(ctx, http.MethodPost, wire.PathInventory, token, inv, &out, nil)
+	return out, err
+}
+
 // call sends in (JSON, if not nil) to Base+path and decodes a 200 answer into out (if not nil).
 // It returns the status and the answer's headers (nil if no answer came).
 func (c *Client) call(ctx context.Context, method, path, token string, in, out any, hdr http.Header) (int, http.Header, error) {

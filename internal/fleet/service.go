@@ -19,6 +19,7 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/event"
+	"upkeep.dev/upkeep/internal/inventory"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -527,6 +528,26 @@ func (s *Service) emitFailures(ctx context.Context, id string, r wire.Report) {
 		event.Emit(ctx, s.Events, event.Event{Type: typ, Subject: "device/" + id, Time: s.now(),
 			Data: FailureEvent{Device: id, Target: e.Target, Step: e.Step, Message: e.Message, Time: e.Time, Installed: r.Installed.Target}})
 	}
+}
+
+// SetInventory replaces a device's attributes with the inventory it sent, once every limit holds
+// (internal/inventory: apperr.TooLarge for a limit, apperr.Invalid for a bad key or value; then
+// nothing changes). Only the current set is kept. Groups, filters and dynamic campaigns read
+// the stored attributes, so they see the change at once. Inventory is device-asserted: it
+// selects devices for targeting and grants nothing.
+func (s *Service) SetInventory(ctx context.Context, id string, inv wire.Inventory) (wire.InventoryResponse, error) {
+	attrs := inventory.Attributes(inv.Attributes)
+	if err := attrs.Validate(); err != nil {
+		if errors.Is(err, inventory.ErrLimit) {
+			return wire.InventoryResponse{}, apperr.E(apperr.TooLarge, "%v", err)
+		}
+		return wire.InventoryResponse{}, apperr.E(apperr.Invalid, "%v", err)
+	}
+	flat := attrs.Flatten()
+	if err := s.Store.UpdateDevice(ctx, id, DeviceUpdate{Attributes: &flat}); err != nil {
+		return wire.InventoryResponse{}, err
+	}
+	return wire.InventoryResponse{Digest: attrs.Digest(), Attributes: len(attrs)}, nil
 }
 
 // Report records a device's events and its current state. It validates the whole report before

@@ -226,6 +226,42 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, id string) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// DefaultInventoryPerMinute is how many inventories one device may send per minute (a burst of
+// as many) unless Server.InventoryPerMinute says otherwise; beyond, 429 with Retry-After. The
+// agent sends one only when its attributes changed.
+const DefaultInventoryPerMinute = 2
+
+// inventory replaces the device's attributes with the set it sends (fleet.Service.SetInventory).
+// A body over wire.MaxInventoryBody is 413; an inventory over a limit of internal/inventory is
+// 413 too, a bad key or value 400, each with a message naming it.
+func (s *Server) inventory(w http.ResponseWriter, r *http.Request, id string) {
+	var body bytes.Buffer
+	if err := s.readDeviceBody(w, r, wire.MaxInventoryBody, &body); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !s.perDevice.acquire(id, cmp.Or(s.MaxPerDevice, DefaultMaxPerDevice)) {
+		s.busy(w, r, "too many requests of this device in flight: send the inventory again later")
+		return
+	}
+	defer s.perDevice.release(id)
+	if ok, wait := s.inventoryRate.allow(id, cmp.Or(s.InventoryPerMinute, DefaultInventoryPerMinute), time.Now()); !ok {
+		s.busyFor(w, r, wait, "too many inventories from this device: send it again later")
+		return
+	}
+	var inv wire.Inventory
+	if err := decodeFrom(&body, wire.MaxInventoryBody, &inv); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	resp, err := s.Fleet.SetInventory(r.Context(), id, inv)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
 func (s *Server) directorMeta(w http.ResponseWriter, r *http.Request, id string) {
 	b, err := s.Director.Metadata(r.Context(), id, r.PathValue("file"))
 	if err != nil {

@@ -122,3 +122,38 @@ func FuzzEnroll(f *testing.F) {
 		}
 	})
 }
+
+// FuzzInventory: whatever a device sends as its inventory, the server stores it whole (200 with
+// its digest) or refuses it with 400 or 413 and a JSON error, never a server error.
+func FuzzInventory(f *testing.F) {
+	s := newStack(f)
+	s.api.InventoryPerMinute = 1 << 30
+	srv := s.serve()
+	_, tok := s.enrolled(srv)
+	h := s.handler
+	f.Add([]byte(`{"attributes":{"region":["eu-west"],"ipv4":["10.0.0.2/24","192.168.1.9/24"]}}`))
+	f.Add([]byte(`{"attributes":{}}`))
+	f.Add([]byte(`{"attributes":null}`))
+	f.Add([]byte(`{"attributes":{"":["x"]}}`))
+	f.Add([]byte(`{"attributes":{"k":[]}}`))
+	f.Add([]byte(`{"attributes":{"k":["a\nb"]}}`))
+	f.Add([]byte(`{"attributes":{"k":["\u0000"]}}`))
+	f.Add([]byte(`{"attributes":{"k":"v"}}`))
+	f.Add([]byte(`{"attributes":{"k":["` + strings.Repeat("v", 1100) + `"]}}`))
+	f.Add([]byte(`{"unknown":1}`))
+	f.Add([]byte(`{}{}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rec := serveRecorded(h, http.MethodPost, wire.PathInventory, body, map[string]string{"Authorization": "Bearer " + tok})
+		checkAnswer(t, rec)
+		switch rec.Code {
+		case http.StatusOK:
+			var resp wire.InventoryResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || len(resp.Digest) != 64 {
+				t.Fatalf("200 with %q: %v", rec.Body, err)
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		default:
+			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+	})
+}

@@ -69,6 +69,8 @@ type Server struct {
 	// send per minute. Beyond either: 429 with the Retry-After when the allowance is back.
 	// Defaults DefaultEnrollPerMinute (30) and DefaultReportsPerMinute (20).
 	EnrollPerMinute, ReportsPerMinute int
+	// InventoryPerMinute limits inventories per device (default DefaultInventoryPerMinute).
+	InventoryPerMinute int
 	// Transparency builds the public product pages under /p/ (public.go); nil serves none.
 	Transparency Publisher
 	// Rollouts runs campaigns and holds groups; nil disables their routes.
@@ -110,6 +112,7 @@ type Server struct {
 	perIP          perKey // token requests and enrolments in flight per source address
 	enrolRate      rate   // enrolments per source address
 	reportRate     rate   // reports per device
+	inventoryRate  rate   // inventories per device
 
 	noAuth     bool     // serve /api/v1 without authentication: BenchmarkOperatorGet's baseline, set only by a test
 	routes     []Route  // every registered route, with its permission (Handler fills it)
@@ -163,11 +166,13 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /device/v1/token", s.token)
 	mux.Handle("POST /device/v1/checkin", s.device(s.checkin))
 	mux.Handle("POST /device/v1/report", s.device(s.known(s.report)))
+	mux.Handle("POST "+wire.PathInventory, s.device(s.known(s.inventory)))
 	mux.Handle("GET /device/v1/director/{file}", s.device(s.known(s.directorMeta)))
 	mux.Handle("GET /device/v1/targets/{name...}", s.device(s.known(s.artifact)))
 	mux.HandleFunc("GET /repo/image/{file}", s.imageMeta)
 	s.publicRoutes(mux)
 
+	mux.api("GET /api/v1/openapi.json", auth.PermNone, s.openAPI)
 	mux.api("GET /api/v1/devices", auth.PermDevicesRead, s.listDevices)
 	mux.api("DELETE /api/v1/devices", auth.PermDevicesRemove, s.removeDevices)
 	mux.api("GET /api/v1/devices/{id}", auth.PermDevicesRead, s.getDevice)

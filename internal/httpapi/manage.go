@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
@@ -149,6 +150,8 @@ func (s *Server) putMeta(accept func(ctx context.Context, data []byte) error) ht
 // director root and re-signed image targets, and when each expires.
 func (s *Server) trustRoutes(mux *router) {
 	mux.api("PUT /api/v1/image/targets", auth.PermResign, s.putMeta(s.Images.ResignTargets))
+	mux.api("POST /api/v1/deltas", auth.PermPublish, s.addDeltas)
+	mux.api("GET /api/v1/blobs/{sha256}", auth.PermPublish, s.getBlob)
 	mux.api("GET /api/v1/director/{file}", auth.PermTrustRead, s.directorRootFile)
 	mux.api("PUT /api/v1/director/root", auth.PermRotate, s.putMeta(s.Director.RotateRoot))
 	mux.api("GET /api/v1/trust/expiry", auth.PermTrustRead, s.trustExpiry)
@@ -207,11 +210,53 @@ func (s *Server) listReleases(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	var running map[string]int
+	if p := r.URL.Query().Get("product"); p != "" {
+		if running, err = s.Releases.CountRunning(r.Context(), p); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	out := make([]wire.Release, len(rels))
 	for i, rel := range rels {
 		out[i] = releaseToWire(rel)
+		out[i].Running = running[rel.Target]
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// addDeltas publishes delta targets for releases already published (`upkeep release deltas`).
+func (s *Server) addDeltas(w http.ResponseWriter, r *http.Request) {
+	var req wire.DeltasRequest
+	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	added, err := s.Images.AddDeltas(r.Context(), req.Targets)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.logger().Info("delta targets published", "targets", added, "actor", r.Context().Value(keyActor))
+	writeJSON(w, http.StatusOK, wire.DeltasResponse{Added: added})
+}
+
+// getBlob serves an uploaded artifact to a release engineer (`upkeep release deltas` reads the
+// images it makes patches between), with range requests.
+func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) {
+	sum := strings.ToLower(r.PathValue("sha256"))
+	if _, err := hex.DecodeString(sum); err != nil || len(sum) != 64 {
+		s.fail(w, r, apperr.E(apperr.Invalid, "blob name must be the 64-hex-character sha256 of the artifact"))
+		return
+	}
+	b, _, err := s.Blobs.Open(r.Context(), sum)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer b.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", time.Time{}, b)
 }
 
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {

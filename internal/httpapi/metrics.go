@@ -91,7 +91,7 @@ func (m *Metrics) reported(events []wire.Event) {
 // Campaign states and member statuses reported even when none are counted, so that dashboards
 // see zeros rather than missing series.
 var (
-	campaignStates = []string{rollout.StateCreated, rollout.StateRunning, rollout.StatePaused, rollout.StateCompleted, rollout.StateCancelled}
+	campaignStates = []string{rollout.StateCreated, rollout.StateScheduled, rollout.StateRunning, rollout.StatePaused, rollout.StateCompleted, rollout.StateCancelled}
 	memberStatuses = []string{rollout.MemberPending, rollout.MemberAssigned, rollout.MemberWaiting, rollout.MemberCommitted, rollout.MemberHealthy, rollout.MemberFailed, rollout.MemberSuperseded, rollout.MemberCancelled}
 )
 

@@ -25,6 +25,9 @@ type DeviceService interface {
 	Authenticate(token string) (string, error)
 	Checkin(ctx context.Context, id string, c wire.Checkin) (wire.CheckinResponse, error)
 	Report(ctx context.Context, id string, r wire.Report) error
+	// SetInventory replaces a device's attributes (apperr.TooLarge or apperr.Invalid, and no
+	// change, for an inventory that breaks a limit or a rule).
+	SetInventory(ctx context.Context, id string, inv wire.Inventory) (wire.InventoryResponse, error)
 	// Accept admits a pending or rejected device; a decommissioned one only with readmit.
 	Accept(ctx context.Context, id string, readmit bool) error
 	// Reject refuses a pending device.
@@ -44,6 +47,7 @@ type ImageRepository interface {
 	Publish(ctx context.Context, name string, data []byte) (*release.Release, error)
 	RotateRoot(ctx context.Context, data []byte) error
 	ResignTargets(ctx context.Context, data []byte) error
+	AddDeltas(ctx context.Context, data []byte) ([]string, error)
 	OfflineExpiries(ctx context.Context) ([]imagerepo.Expiry, error)
 }
 
@@ -66,7 +70,7 @@ type Campaigns interface {
 	Campaigns(ctx context.Context, states ...string) ([]*rollout.Campaign, error)
 	Groups(ctx context.Context) ([]*rollout.Group, error)
 	Group(ctx context.Context, name string) (*rollout.Group, error)
-	PutGroup(ctx context.Context, name, filter, window, actor string) (*rollout.Group, error)
+	PutGroup(ctx context.Context, g rollout.Group, actor string) (*rollout.Group, error)
 	DeleteGroup(ctx context.Context, name, actor string) error
 	ChangeGroupDevices(ctx context.Context, g *rollout.Group, add, remove []string) error
 	GroupMembers(ctx context.Context, g *rollout.Group) ([]*fleet.Device, error)

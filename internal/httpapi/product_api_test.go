@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,6 +31,10 @@ func TestSetPolicyResignsInBackground(t *testing.T) {
 	}
 	put := func(body string) reply {
 		return call(t, srv, http.MethodPut, "/api/v1/products/"+testProduct+"/policy", []byte(body), bearer(s.admin))
+	}
+	// A new product's first policy must state its end of support, and the answer says so.
+	if r := put(`{"gate_severity":"high"}`); r.status != http.StatusBadRequest || !strings.Contains(string(r.body), "--support-end") {
+		t.Errorf("first policy without an end of support: %d %s, want 400 naming --support-end", r.status, r.body)
 	}
 	if r := put(`{"support_end":"2031-12-31","vdp_url":"https://example.com/vdp","notification":["app"]}`); r.status != http.StatusOK {
 		t.Fatalf("set policy: %d %s", r.status, r.body)

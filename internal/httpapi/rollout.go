@@ -26,7 +26,7 @@ func campaignToWire(c *rollout.Campaign) wire.Campaign {
 	return wire.Campaign{ID: c.ID, Release: c.Release, Target: c.Target, Selector: c.Selector, Class: c.Class, State: c.State,
 		Wave: c.Wave + 1, Waves: c.Waves, SuccessThreshold: c.SuccessThreshold, FailureThreshold: c.FailureThreshold,
 		HealthGate: c.HealthGate.String(), AssignTimeout: c.AssignTimeout.String(), Stale: c.Stale, Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow,
-		PauseReason: c.PauseReason, Actor: c.Actor, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+		Days: c.Days, Dynamic: c.Dynamic, Until: c.Until, StartAt: c.StartAt, PauseReason: c.PauseReason, Actor: c.Actor, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
 }
 
 func actorOf(r *http.Request) string {
@@ -88,7 +88,8 @@ func (s *Server) createRollout(w http.ResponseWriter, r *http.Request) {
 	rs := rollout.Spec{Release: spec.Release, Target: spec.Target, Devices: spec.Devices, Waves: spec.Waves,
 		SuccessThreshold: spec.SuccessThreshold, FailureThreshold: spec.FailureThreshold, HealthGate: gate, SilentAfter: silent,
 		AssignTimeout: timeout, StaleAfter: stale,
-		Mode: spec.Mode, Window: spec.Window, IgnoreWindow: spec.IgnoreWindow, Fixes: spec.Fixes, Start: spec.Start}
+		Mode: spec.Mode, Window: spec.Window, IgnoreWindow: spec.IgnoreWindow, Fixes: spec.Fixes, Start: spec.Start,
+		Days: spec.Days, Dynamic: spec.Dynamic, Until: spec.Until, StartAt: spec.StartAt}
 	c, err := s.Rollouts.Create(r.Context(), rs, actorOf(r))
 	if err != nil {
 		s.fail(w, r, err)
@@ -138,6 +139,9 @@ func (s *Server) rolloutStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := wire.CampaignStatus{Campaign: campaignToWire(st.Campaign), Waiting: members(st.Waiting), Failed: members(st.Failed)}
+	if d := st.Download; d.Devices > 0 {
+		out.Download = &wire.CampaignDownload{Devices: d.Devices, Bytes: d.Bytes, ImageBytes: d.ImageBytes}
+	}
 	for _, c := range st.Waves {
 		out.Waves = append(out.Waves, map[string]int(c))
 	}
@@ -166,7 +170,7 @@ func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) groupToWire(r *http.Request, g *rollout.Group, withDevices bool) (wire.Group, error) {
-	out := wire.Group{Name: g.Name, Filter: g.Filter, Window: g.Window}
+	out := wire.Group{Name: g.Name, Filter: g.Filter, Window: g.Window, Days: g.Days}
 	devs, err := s.Rollouts.GroupMembers(r.Context(), g)
 	if err != nil {
 		return out, err
@@ -239,7 +243,7 @@ func (s *Server) putGroup(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	g, err := s.Rollouts.PutGroup(r.Context(), r.PathValue("name"), in.Filter, in.Window, actorOf(r))
+	g, err := s.Rollouts.PutGroup(r.Context(), rollout.Group{Name: r.PathValue("name"), Filter: in.Filter, Window: in.Window, Days: in.Days}, actorOf(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return

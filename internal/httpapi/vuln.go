@@ -271,9 +271,7 @@ func (s *Server) revokeWaiver(w http.ResponseWriter, r *http.Request) {
 	if ps == nil {
 		return
 	}
-	var req struct {
-		By string `json:"by"`
-	}
+	var req wire.RevokeWaiverRequest
 	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
 		s.fail(w, r, err)
 		return

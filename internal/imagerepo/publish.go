@@ -140,6 +140,35 @@ func (s *Service) Publish(ctx context.Context, name string, data []byte) (*relea
 	return rel, nil
 }
 
+// AddDeltas accepts new image targets metadata, signed offline like a publication, that adds
+// only delta targets (patches, chunk indexes) bound to images already published and uploaded:
+// deltas made after a release, for the images its devices run (`upkeep release deltas`). It
+// returns the names added.
+func (s *Service) AddDeltas(ctx context.Context, data []byte) ([]string, error) {
+	next, cur, err := s.nextTargets(ctx, data, "targets may only be added")
+	if err != nil {
+		return nil, err
+	}
+	added := slices.Sorted(maps.Keys(next.Signed.Targets))
+	added = slices.DeleteFunc(added, func(n string) bool { _, ok := cur.Signed.Targets[n]; return ok })
+	if len(added) == 0 {
+		return nil, apperr.E(apperr.Invalid, "targets metadata adds no delta target")
+	}
+	for _, n := range added {
+		if err := s.checkDelta(ctx, n, next.Signed.Targets); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.putTargets(ctx, next, data); err != nil {
+		return nil, err
+	}
+	s.logger().Info("delta targets added", "targets", added, "version", next.Signed.Version)
+	if err := s.Refresh(ctx, true); err != nil {
+		return nil, err
+	}
+	return added, nil
+}
+
 func sameCustom(a, b *metadata.TargetFiles) bool {
 	if a.Custom == nil || b.Custom == nil {
 		return a.Custom == b.Custom
@@ -199,7 +228,7 @@ func (s *Service) checkDelta(ctx context.Context, name string, targets map[strin
 	}
 	b, err := delta.ParseBinding(raw)
 	if err != nil || b == nil {
-		return apperr.E(apperr.Invalid, "target %s: only one image per publication; other targets must be deltas (%v)", name, err)
+		return apperr.E(apperr.Invalid, "target %s is not a delta: a publication adds one image, and every other target it adds must be a delta bound to images (%v)", name, err)
 	}
 	bound := func(img, sha string, length int64) error {
 		it := targets[img]

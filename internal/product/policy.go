@@ -95,6 +95,9 @@ func MergePolicy(base Policy, patch []byte) (Policy, error) {
 // fields the declaration publishes (dates, absolute URLs, non-empty channels, the enums), so that
 // a policy it accepts always gives a publishable declaration.
 func (p Policy) Validate() error {
+	if p.SupportEnd == "" {
+		return apperr.E(apperr.Invalid, "support_end is required: a product's policy states its end of support first (--support-end YYYY-MM-DD)")
+	}
 	if _, err := time.Parse(time.DateOnly, p.SupportEnd); err != nil {
 		return apperr.E(apperr.Invalid, "support_end must be a date YYYY-MM-DD")
 	}

@@ -57,6 +57,8 @@ type Store interface {
 	FindRelease(ctx context.Context, product, version string) (*Release, error)
 	// FindReleases lists releases, newest first.
 	FindReleases(ctx context.Context, f Filter) ([]*Release, error)
+	// CountRunning counts a product's devices in service by the target they run.
+	CountRunning(ctx context.Context, product string) (map[string]int, error)
 }
 
 // Blob describes a stored artifact.

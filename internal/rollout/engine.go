@@ -54,7 +54,8 @@ type Engine struct {
 	Logger   *slog.Logger
 	ActLimit int // members a start or resume assigns before it answers; 0: ActAssignLimit
 
-	mu   sync.Mutex // one step at a time in this process: a tick and an operator's action
+	mu   sync.Mutex            // one step at a time in this process: a tick and an operator's action
+	dyn  map[string]*dynCursor // dynamic campaigns' scans, guarded by mu
 	wake chan struct{}
 	once sync.Once
 }
@@ -116,6 +117,15 @@ type Spec struct {
 	Mode         string        `json:"mode,omitempty"` // forced | soft; default forced for security, soft for feature
 	Window       string        `json:"window,omitempty"`
 	IgnoreWindow bool          `json:"ignore_window,omitempty"`
+	// Days restricts the window to weekdays (UTC), "mon,wed,sat"; empty: the group's, else
+	// every day.
+	Days string `json:"days,omitempty"`
+	// Dynamic takes in devices that come to match Target after the campaign started, until
+	// Until (zero: until cancelled).
+	Dynamic bool      `json:"dynamic,omitempty"`
+	Until   time.Time `json:"until,omitzero"`
+	// StartAt schedules the start: the campaign waits in state scheduled until then.
+	StartAt time.Time `json:"start_at,omitzero"`
 	// Fixes, if set, is an advisory: the campaign takes the devices exposed to it and the
 	// release that fixes it (Engine.Exposed); with Release set, that release.
 	Fixes string `json:"fixes,omitempty"`
@@ -201,7 +211,11 @@ func (e *Engine) create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	c := &Campaign{ID: newID(), Release: rel.Ref(), Target: rel.Target, Product: rel.Product, Selector: selector(s), Class: rel.Class,
 		WaveSpec: s.Waves, SuccessThreshold: cmp.Or(s.SuccessThreshold, DefaultSuccess), FailureThreshold: DefaultFailure,
 		HealthGate: s.HealthGate, SilentAfter: cmp.Or(s.SilentAfter, DefaultSilentAfter), Window: s.Window, IgnoreWindow: s.IgnoreWindow,
+		Days: installpolicy.CanonicalDays(s.Days), Dynamic: s.Dynamic, Until: s.Until.UTC(), StartAt: s.StartAt.UTC(),
 		Actor: actor, State: StateCreated, Wave: -1, CreatedAt: e.now(), UpdatedAt: e.now()}
+	if err := e.checkSchedule(c, s); err != nil {
+		return nil, err
+	}
 	if s.FailureThreshold != nil {
 		c.FailureThreshold = *s.FailureThreshold
 	}
@@ -231,12 +245,12 @@ func (e *Engine) create(ctx context.Context, s Spec, actor string) (*Campaign, e
 			return nil, apperr.E(apperr.Invalid, "maintenance window %q: %v", s.Window, err)
 		}
 	}
-	devs, groupWindow, err := e.resolve(ctx, s, rel)
+	devs, group, err := e.resolve(ctx, s, rel)
 	if err != nil {
 		return nil, err
 	}
-	if c.Window == "" {
-		c.Window = groupWindow
+	if c.Window == "" && c.Days == "" && group != nil {
+		c.Window, c.Days = group.Window, group.Days
 	}
 	if stale := cmp.Or(s.StaleAfter, DefaultStaleAfter); stale > 0 && len(devs) > 0 {
 		n := len(devs)
@@ -247,19 +261,24 @@ func (e *Engine) create(ctx context.Context, s Spec, actor string) (*Campaign, e
 			}
 			return c.CreatedAt.Sub(seen) > stale
 		})
-		if c.Stale = n - len(devs); len(devs) == 0 {
+		if c.Stale = n - len(devs); len(devs) == 0 && !c.Dynamic {
 			return nil, apperr.E(apperr.Invalid, "target %q: all %d devices it selects were last seen more than %s ago", c.Selector, n, stale)
 		}
 	}
-	if len(devs) == 0 {
+	if len(devs) == 0 && !c.Dynamic {
 		return nil, apperr.E(apperr.Invalid, "target %q selects no accepted %s device on hardware %s that does not already run %s",
 			c.Selector, rel.Product, strings.Join(rel.HardwareIDs, "/"), rel.Version)
 	}
 	// A stable shuffle: the order depends on the campaign id, so waves are a random sample.
 	key := func(id string) string { h := sha256.Sum256([]byte(c.ID + id)); return string(h[:]) }
 	slices.SortFunc(devs, func(a, b *fleet.Device) int { return strings.Compare(key(a.ID), key(b.ID)) })
-	if c.Waves, err = Sizes(s.Waves, len(devs)); err != nil {
+	if len(devs) == 0 {
+		c.Waves = []int{0} // a dynamic campaign waiting for its first device: one wave
+	} else if c.Waves, err = Sizes(s.Waves, len(devs)); err != nil {
 		return nil, err
+	}
+	if !c.StartAt.IsZero() {
+		c.State = StateScheduled
 	}
 	rels := map[string]*release.Release{rel.Target: rel}
 	members := make([]Member, len(devs))
@@ -294,6 +313,11 @@ func (e *Engine) create(ctx context.Context, s Spec, actor string) (*Campaign, e
 	if err := e.Store.CreateCampaign(ctx, c, members); err != nil {
 		return nil, err
 	}
+	if c.State == StateScheduled {
+		// Older campaigns go on until this one starts: their members are superseded as it
+		// assigns them (their next step finds the newer release assigned).
+		supersededBy = nil
+	}
 	for cid, ids := range supersededBy {
 		if err := e.Store.SetMembers(ctx, cid, ids, activeStatuses, MemberSuperseded, "superseded by campaign "+c.ID+" ("+rel.Ref()+")", c.CreatedAt); err != nil {
 			return nil, err
@@ -301,6 +325,15 @@ func (e *Engine) create(ctx context.Context, s Spec, actor string) (*Campaign, e
 		e.audit(ctx, "engine", "supersede", "campaign:"+cid, fmt.Sprintf("%d devices moved to campaign %s (%s)", len(ids), c.ID, rel.Ref()))
 	}
 	detail := fmt.Sprintf("%s to %q: %d devices in %d waves %v", rel.Ref(), c.Selector, len(members), len(c.Waves), c.Waves)
+	if c.Dynamic {
+		detail += "; dynamic"
+		if !c.Until.IsZero() {
+			detail += " until " + c.Until.Format(time.RFC3339)
+		}
+	}
+	if c.State == StateScheduled {
+		detail += "; scheduled to start at " + c.StartAt.Format(time.RFC3339)
+	}
 	if c.Stale > 0 {
 		detail += fmt.Sprintf("; %d not seen for %s left out", c.Stale, cmp.Or(s.StaleAfter, DefaultStaleAfter))
 	}
@@ -371,23 +404,23 @@ func selector(s Spec) string {
 
 // resolve turns a campaign target into the accepted devices of the release's product and
 // hardware that do not run it yet. Explicit devices with a target are narrowed to the target's.
-func (e *Engine) resolve(ctx context.Context, s Spec, rel *release.Release) ([]*fleet.Device, string, error) {
+func (e *Engine) resolve(ctx context.Context, s Spec, rel *release.Release) ([]*fleet.Device, *Group, error) {
 	sel := strings.TrimSpace(s.Target)
 	if sel == "" && len(s.Devices) == 0 {
-		return nil, "", apperr.E(apperr.Invalid, "a campaign needs a target: a group or a filter")
+		return nil, nil, apperr.E(apperr.Invalid, "a campaign needs a target: a group or a filter")
 	}
 	var devs []*fleet.Device
-	var window string
+	var group *Group
 	var err error
 	if sel != "" {
-		if devs, window, err = e.selectTarget(ctx, sel, rel); err != nil {
-			return nil, "", err
+		if devs, group, err = e.selectTarget(ctx, sel, rel); err != nil {
+			return nil, nil, err
 		}
 	}
 	if len(s.Devices) > 0 {
 		listed, err := e.findDevices(ctx, s.Devices)
 		if err != nil {
-			return nil, "", err
+			return nil, nil, err
 		}
 		if sel != "" {
 			in := make(map[string]bool, len(devs))
@@ -398,34 +431,36 @@ func (e *Engine) resolve(ctx context.Context, s Spec, rel *release.Release) ([]*
 		}
 		devs = listed
 	}
-	devs = slices.DeleteFunc(devs, func(d *fleet.Device) bool {
-		return d.Status != fleet.StatusAccepted || d.Product != rel.Product || !slices.Contains(rel.HardwareIDs, d.HardwareID) || d.InstalledSHA256 == rel.SHA256
-	})
-	return devs, window, nil
+	devs = slices.DeleteFunc(devs, func(d *fleet.Device) bool { return !eligible(d, rel) })
+	return devs, group, nil
 }
 
-// selectTarget lists the devices of a group or a filter, and the group's maintenance window.
-func (e *Engine) selectTarget(ctx context.Context, sel string, rel *release.Release) ([]*fleet.Device, string, error) {
+// eligible says whether a device may be a member of a campaign of rel: accepted, of its
+// product and hardware, not already running it.
+func eligible(d *fleet.Device, rel *release.Release) bool {
+	return d.Status == fleet.StatusAccepted && d.Product == rel.Product && slices.Contains(rel.HardwareIDs, d.HardwareID) && d.InstalledSHA256 != rel.SHA256
+}
+
+// selectTarget lists the devices of a group or a filter, and the group (nil for a filter).
+func (e *Engine) selectTarget(ctx context.Context, sel string, rel *release.Release) ([]*fleet.Device, *Group, error) {
 	var devs []*fleet.Device
-	var window string
+	var g *Group
 	var err error
 	switch {
 	case strings.Contains(strings.TrimPrefix(sel, "group:"), "="):
 		f, ferr := ParseFilter(sel)
 		if ferr != nil {
-			return nil, "", ferr
+			return nil, nil, ferr
 		}
 		devs, err = e.Devices.FindDevices(ctx, fleet.DeviceFilter{Product: rel.Product})
 		devs = slices.DeleteFunc(devs, func(d *fleet.Device) bool { return !f.Match(d) })
 	default:
-		var g *Group
 		if g, err = e.Store.FindGroup(ctx, strings.TrimPrefix(sel, "group:")); err != nil {
-			return nil, "", err
+			return nil, nil, err
 		}
-		window = g.Window
 		devs, err = e.GroupMembers(ctx, g)
 	}
-	return devs, window, err
+	return devs, g, err
 }
 
 // findDevices looks devices up by id, 500 at a time (a database takes only so many parameters).
@@ -589,11 +624,14 @@ func (e *Engine) withdraw(ctx context.Context, c *Campaign) ([]string, error) {
 func (e *Engine) Tick(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	var errs []error
+	if err := e.startScheduled(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	cs, err := e.Store.FindCampaigns(ctx, StateRunning)
 	if err != nil {
-		return err
+		return errors.Join(append(errs, err)...)
 	}
-	var errs []error
 	for _, c := range cs {
 		if err := e.tickOne(ctx, c.ID); err != nil {
 			errs = append(errs, fmt.Errorf("campaign %s: %w", c.ID, err))
@@ -613,6 +651,9 @@ func (e *Engine) tickOne(ctx context.Context, id string) error {
 	c, err := e.Store.FindCampaign(ctx, id)
 	if err != nil || c.State != StateRunning {
 		return err
+	}
+	if err := e.join(ctx, c); err != nil {
+		e.log().Error("dynamic campaign intake", "campaign", id, "err", err)
 	}
 	_, err = e.step(ctx, c, 0)
 	return err
@@ -767,7 +808,12 @@ func (e *Engine) assign(ctx context.Context, c *Campaign, ids []string) error {
 		return err
 	}
 	rels := map[string]*release.Release{c.Target: rel}
-	pol := &installpolicy.Policy{Campaign: c.ID, Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow}
+	pol := &installpolicy.Policy{Campaign: c.ID, Consent: c.Consent, Window: c.Window, IgnoreWindow: c.IgnoreWindow, Days: c.Days}
+	if c.Days != "" && !c.IgnoreWindow && !installpolicy.OnDay(c.Days, e.now()) {
+		// An agent that predates Policy.Days would install in the window on any day: members
+		// are assigned only on the campaign's days, and wait pending until the next one.
+		return nil
+	}
 	for chunk := range slices.Chunk(ids, 200) {
 		cur, err := e.Store.FindCampaign(ctx, c.ID)
 		if err != nil {
@@ -848,6 +894,14 @@ func (e *Engine) OnReport(ctx context.Context, deviceID string, r wire.Report) e
 			if ev.Target != m.Target {
 				continue
 			}
+			if ev.Step == wire.StepDownload && ev.Status == wire.StatusOK && ev.ImageLength > 0 {
+				// The device's word, bounded by what it could have fetched: for the campaign's
+				// bytes-saved figure only.
+				got := min(max(ev.Downloaded, 0), 2*ev.ImageLength) // a failed delta and then the whole image cost more than the image
+				if err := e.Store.SetMemberDownload(ctx, m.CampaignID, deviceID, got, ev.ImageLength); err != nil {
+					return err
+				}
+			}
 			var to, detail string
 			from := inFlight
 			switch {
@@ -911,6 +965,15 @@ type Status struct {
 	Waiting  []Member // members waiting for consent or a window
 	Failed   []Member
 	Timeline []AuditEntry
+	// Download sums what the members that downloaded the image fetched.
+	Download DownloadTotals
+}
+
+// DownloadTotals is what a campaign's downloads cost: Devices members downloaded Bytes in all
+// for images of ImageBytes in all; the difference is what deltas saved.
+type DownloadTotals struct {
+	Devices           int
+	Bytes, ImageBytes int64
 }
 
 // Status reports a campaign.
@@ -931,6 +994,11 @@ func (e *Engine) Status(ctx context.Context, id string) (*Status, error) {
 		case MemberFailed:
 			st.Failed = append(st.Failed, m)
 		}
+		if m.ImageLength > 0 {
+			st.Download.Devices++
+			st.Download.Bytes += m.Downloaded
+			st.Download.ImageBytes += m.ImageLength
+		}
 	}
 	st.Timeline, err = e.Store.FindAudit(ctx, "campaign:"+id, 1000)
 	return st, err
@@ -938,7 +1006,11 @@ func (e *Engine) Status(ctx context.Context, id string) (*Status, error) {
 
 // PutGroup validates and stores a group (its filter and maintenance window) and records who
 // changed it. Returns apperr.Invalid for a bad name, filter or window.
-func (e *Engine) PutGroup(ctx context.Context, name, filter, window, actor string) (*Group, error) {
+func (e *Engine) PutGroup(ctx context.Context, in Group, actor string) (*Group, error) {
+	name, filter, window := in.Name, in.Filter, in.Window
+	if err := installpolicy.ValidDays(in.Days); err != nil {
+		return nil, apperr.E(apperr.Invalid, "%v", err)
+	}
 	if err := tuf.ValidIdent("group", name); err != nil {
 		return nil, apperr.E(apperr.Invalid, "%v", err)
 	}
@@ -952,12 +1024,12 @@ func (e *Engine) PutGroup(ctx context.Context, name, filter, window, actor strin
 			return nil, apperr.E(apperr.Invalid, "maintenance window %q: %v", window, err)
 		}
 	}
-	g := &Group{Name: name, Filter: filter, Window: window, CreatedAt: e.now().UTC()}
+	g := &Group{Name: name, Filter: filter, Window: window, Days: installpolicy.CanonicalDays(in.Days), CreatedAt: e.now().UTC()}
 	if err := e.Store.PutGroup(ctx, g); err != nil {
 		return nil, err
 	}
 	e.Store.AddAudit(ctx, AuditEntry{Time: g.CreatedAt, Actor: actor, Action: "put", Subject: "group:" + name, //nolint:errcheck // logged by the store
-		Detail: "filter " + filter + " window " + window})
+		Detail: "filter " + filter + " window " + window + " days " + g.Days})
 	return g, nil
 }
 

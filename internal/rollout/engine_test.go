@@ -33,7 +33,7 @@ type engineEnv struct {
 	now      time.Time
 }
 
-func newEngine(t *testing.T, devices int) *engineEnv {
+func newEngine(t testing.TB, devices int) *engineEnv {
 	t.Helper()
 	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "upkeep.db"))
 	if err != nil {
@@ -46,7 +46,7 @@ func newEngine(t *testing.T, devices int) *engineEnv {
 }
 
 // newEngineOn makes an Engine on db whose assignments env records.
-func newEngineOn(t *testing.T, db *sqlstore.DB, now time.Time) *engineEnv {
+func newEngineOn(t testing.TB, db *sqlstore.DB, now time.Time) *engineEnv {
 	env := &engineEnv{db: db, assigned: map[string]string{}, now: now}
 	env.e = &rollout.Engine{Store: db, Devices: db, Releases: db, Now: func() time.Time { return env.now },
 		Assign: func(ctx context.Context, d *fleet.Device, rel *release.Release, p *installpolicy.Policy) error {
@@ -65,7 +65,7 @@ func newEngineOn(t *testing.T, db *sqlstore.DB, now time.Time) *engineEnv {
 }
 
 // seed stores devices running p 1.0 and the releases 1.1, 1.2 and 1.3.
-func (env *engineEnv) seed(t *testing.T, devices int) {
+func (env *engineEnv) seed(t testing.TB, devices int) {
 	t.Helper()
 	ctx := context.Background()
 	db := env.db

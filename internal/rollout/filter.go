@@ -6,11 +6,14 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/inventory"
 )
 
 // Filter selects devices by inventory: comma-separated terms KEY=VALUE or KEY!=VALUE, all of
 // which must hold. Keys are product, hardware, version (installed), status, state, serial, id,
-// or any attribute the device reported (region, or attr.region). Values may use * and ?.
+// or any attribute the device reported (region, or attr.region). Values may use * and ?. An
+// attribute that is a list (a repeated key of the device's inventory) matches when any of its
+// values does.
 //
 //	product=thermostat,hardware=tstat-v2,region=eu-*
 type Filter struct {
@@ -73,7 +76,20 @@ func (f Filter) Match(d *fleet.Device) bool {
 		case "id":
 			v = d.ID
 		default:
-			v = d.Attributes[strings.TrimPrefix(t.Key, "attr.")]
+			// An inventory list (a repeated key) matches when one of its values does;
+			// KEY!=VALUE holds when none does.
+			stored := d.Attributes[strings.TrimPrefix(t.Key, "attr.")]
+			ok := false
+			for _, v := range inventory.Values(stored) {
+				if m, _ := path.Match(t.Value, v); m {
+					ok = true
+					break
+				}
+			}
+			if ok == t.Not {
+				return false
+			}
+			continue
 		}
 		ok, _ := path.Match(t.Value, v)
 		if ok == t.Not {

@@ -18,6 +18,7 @@ import (
 // Campaign states.
 const (
 	StateCreated   = "created"
+	StateScheduled = "scheduled" // created with a start time; the engine starts it then
 	StateRunning   = "running"
 	StatePaused    = "paused"
 	StateCompleted = "completed"
@@ -67,10 +68,20 @@ type Campaign struct {
 	Consent      bool   // soft: the owner must consent before install
 	Window       string // HH:MM-HH:MM (UTC); empty: the device's own window
 	IgnoreWindow bool   // a critical campaign installs outside maintenance windows
-	Actor        string // who created it
-	State        string
-	Wave         int // index of the newest released wave; -1 before start
-	PauseReason  string
+	// Days are the weekdays (UTC) its window opens on ("mon,wed,sat"; empty: every day).
+	// Members are assigned only on those days (installpolicy.Policy.Days).
+	Days string
+	// Dynamic campaigns take in devices that start to match the target after creation (newly
+	// enrolled, accepted, or with changed attributes) into the current wave, until Until (zero:
+	// until cancelled). They do not complete before Until.
+	Dynamic bool
+	Until   time.Time
+	// StartAt is when a scheduled campaign starts (state scheduled until then); zero: none.
+	StartAt     time.Time
+	Actor       string // who created it
+	State       string
+	Wave        int // index of the newest released wave; -1 before start
+	PauseReason string
 	// Baseline holds, per wave, how many members had failed when an operator last resumed the
 	// campaign: they accepted those failures, so the failure threshold judges only the ones
 	// after. Nil before the first resume.
@@ -89,6 +100,9 @@ type Member struct {
 	LastSeen time.Time // the device's last check-in, for the health gate
 	Running  string    // target the device last reported running
 	Assigned string    // target the director names for the device now
+	// Downloaded is what the device fetched for the campaign's image (a delta or the whole
+	// image) and ImageLength that image's length, from its download report; 0 before it.
+	Downloaded, ImageLength int64
 }
 
 // Defaults for thresholds and the health gate.
@@ -271,6 +285,9 @@ func Plan(c *Campaign, members []Member, now time.Time) Decision {
 		release(c.Wave + 1)
 		return d
 	}
+	if c.Dynamic && (c.Until.IsZero() || now.Before(c.Until)) {
+		return d // still taking devices in
+	}
 	d.Complete = true
 	return d
 }
@@ -371,10 +388,10 @@ func WaveOf(sizes []int, i int) int {
 // Transition checks an operator action against the campaign's state and returns the new state.
 func Transition(state, action string) (string, error) {
 	next := map[string]map[string]string{
-		"start":  {StateCreated: StateRunning},
+		"start":  {StateCreated: StateRunning, StateScheduled: StateRunning},
 		"pause":  {StateRunning: StatePaused},
 		"resume": {StatePaused: StateRunning},
-		"cancel": {StateCreated: StateCancelled, StateRunning: StateCancelled, StatePaused: StateCancelled},
+		"cancel": {StateCreated: StateCancelled, StateScheduled: StateCancelled, StateRunning: StateCancelled, StatePaused: StateCancelled},
 	}
 	to, ok := next[action]
 	if !ok {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
 )
 
@@ -192,6 +193,35 @@ func TestFilter(t *testing.T) {
 	for _, bad := range []string{"", "product", "=x", "a=[", ","} {
 		if _, err := ParseFilter(bad); err == nil {
 			t.Errorf("ParseFilter(%q) accepted", bad)
+		}
+	}
+}
+
+// TestFilterInventoryLists: an inventory list (a repeated key, stored joined by a line break)
+// matches KEY=VALUE when one of its values does, and KEY!=VALUE when none does.
+func TestFilterInventoryLists(t *testing.T) {
+	d := &fleet.Device{Product: "thermostat", Attributes: map[string]string{"region": "eu-west", "ipv4": "10.0.0.2\n192.168.1.9"}}
+	for _, tc := range []struct {
+		filter string
+		want   bool
+	}{
+		{"region=eu-*", true},
+		{"attr.region=eu-west", true},
+		{"region=us-*", false},
+		{"ipv4=192.168.*", true},
+		{"ipv4=10.0.0.2", true},
+		{"ipv4=172.*", false},
+		{"ipv4!=172.*", true},
+		{"ipv4!=10.*", false},
+		{"missing=*", true}, // an absent attribute is the empty value
+		{"missing=?*", false},
+	} {
+		f, err := ParseFilter(tc.filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.Match(d); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.filter, got, tc.want)
 		}
 	}
 }

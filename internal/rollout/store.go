@@ -10,6 +10,7 @@ type Group struct {
 	Name      string
 	Filter    string // empty for a static group
 	Window    string // maintenance window for its devices, HH:MM-HH:MM UTC; empty: none
+	Days      string // weekdays (UTC) the window opens on, "mon,wed,sat"; empty: every day
 	CreatedAt time.Time
 }
 
@@ -63,8 +64,13 @@ type Store interface {
 	// ApplyChange writes a change in one transaction: all of it, or on any error nothing.
 	// apperr.Conflict, and nothing written, if the campaign is no longer in state From.
 	ApplyChange(ctx context.Context, ch Change) error
+	// AddMembers adds members to a campaign; devices already members are left as they are.
+	// It returns the ids it added.
+	AddMembers(ctx context.Context, campaignID string, members []Member) ([]string, error)
 	// FindMembers lists a campaign's members with their devices' last check-in.
 	FindMembers(ctx context.Context, campaignID string) ([]Member, error)
+	// SetMemberDownload records what a member's download of the campaign's image cost.
+	SetMemberDownload(ctx context.Context, campaignID, deviceID string, downloaded, imageLength int64) error
 	// SetMembers sets the status of members whose status is one of from (any if empty).
 	SetMembers(ctx context.Context, campaignID string, ids []string, from []string, status, detail string, at time.Time) error
 	// MoveMembers is SetMembers that returns the ids whose status it changed: those whose status

@@ -113,6 +113,10 @@ type Config struct {
 	// DDI configures the hawkBit DDI API (internal/ddi): tenant, gateway token, auto-registration.
 	// PollSeconds, PublicURL and the target-token key are filled in by Open.
 	DDI ddi.Config
+	// Wrap, if set, wraps the whole HTTP handler: a seam for tests (the end-to-end tests check
+	// every request and answer against the OpenAPI document with it) and for an in-process
+	// proxy. Nil serves the handler as it is.
+	Wrap func(http.Handler) http.Handler
 	// Webhooks bounds webhooks and their delivery (attempts, backoff, timeouts, retention,
 	// queue length); zero fields take webhook.DefaultConfig's values.
 	Webhooks webhook.Config
@@ -396,7 +400,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.newCSAF(db, now, api); err != nil {
 		return fail(err)
 	}
-	s.http = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	handler := api.Handler()
+	if cfg.Wrap != nil {
+		handler = cfg.Wrap(handler)
+	}
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serve := func() error { return s.http.Serve(s.ln) }
 	if certs != nil {
 		s.http.TLSConfig = tlsConfig(certs)

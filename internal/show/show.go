@@ -81,6 +81,16 @@ func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
 	if c.PauseReason != "" {
 		fmt.Fprintf(w, "paused: %s\n", Text(c.PauseReason))
 	}
+	if !c.StartAt.IsZero() && c.State == rollout.StateScheduled {
+		fmt.Fprintf(w, "scheduled: starts at %s\n", c.StartAt.UTC().Format(time.RFC3339))
+	}
+	if c.Dynamic {
+		until := "until cancelled"
+		if !c.Until.IsZero() {
+			until = "until " + c.Until.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "dynamic: devices that come to match %s join the current wave, %s\n", c.Selector, until)
+	}
 	mode := "forced"
 	if c.Consent {
 		mode = "soft (owner consent)"
@@ -88,6 +98,9 @@ func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
 	fmt.Fprintf(w, "thresholds: advance at %.0f%% healthy, pause above %.0f%% failed; health gate %s; %s", c.SuccessThreshold*100, c.FailureThreshold*100, c.HealthGate, mode)
 	if c.Window != "" {
 		fmt.Fprintf(w, "; window %s UTC", c.Window)
+	}
+	if c.Days != "" {
+		fmt.Fprintf(w, " on %s", c.Days)
 	}
 	if c.IgnoreWindow {
 		fmt.Fprint(w, "; ignores maintenance windows")
@@ -121,6 +134,10 @@ func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+	if d := st.Download; d != nil && d.ImageBytes > 0 {
+		fmt.Fprintf(w, "\ndownloads: %d devices fetched %s for %s of images (%.1f%% saved by delta updates)\n",
+			d.Devices, Size(d.Bytes), Size(d.ImageBytes), 100*float64(d.ImageBytes-d.Bytes)/float64(d.ImageBytes))
+	}
 	if len(st.Waiting) > 0 {
 		fmt.Fprintf(w, "\n%d devices wait (consent or maintenance window):\n", len(st.Waiting))
 		for _, m := range st.Waiting[:min(len(st.Waiting), 10)] {
@@ -137,6 +154,20 @@ func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
 	for _, e := range st.Timeline {
 		fmt.Fprintf(w, "  %s  %-8s %-9s %s\n", e.Time.Local().Format(time.DateTime), Text(e.Actor), Text(e.Action), Text(e.Detail))
 	}
+}
+
+// Size writes a byte count in binary units: "512 B", "3.4 MiB".
+func Size(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
 
 // Bar draws n of total as a bar of width characters.

@@ -49,3 +49,11 @@ func TestCampaignStatusEscapesDeviceText(t *testing.T) {
 		t.Errorf("device text not shown escaped four times: %q", out)
 	}
 }
+
+func TestSize(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 3 << 20: "3.0 MiB", 5 << 30: "5.0 GiB"} {
+		if got := Size(n); got != want {
+			t.Errorf("Size(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

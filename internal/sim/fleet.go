@@ -156,7 +156,7 @@ func (f *Fleet) enroll(ctx context.Context, i int) (*FleetDevice, error) {
 		return ""
 	}}
 	cfg := agent.Config{StateDir: f.stateDir(i), Installer: inst, HTTP: o.HTTP, Logger: o.Logger.With("sim", i),
-		PollInterval: o.Poll, Health: inst.health, CheckpointEvery: 1 << 40}
+		PollInterval: o.Poll, Health: inst.health, CheckpointEvery: 1 << 40, Lightweight: true}
 	if o.Window != nil {
 		cfg.Window = o.Window(i)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
 )
 
@@ -52,6 +53,26 @@ func (s *DB) FindRelease(ctx context.Context, product, version string) (*release
 		return nil, notFound(err, "release %s@%s not found", product, version)
 	}
 	return r, nil
+}
+
+// CountRunning implements release.Store.
+func (s *DB) CountRunning(ctx context.Context, product string) (map[string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT installed_target, COUNT(*) FROM devices
+WHERE product = $1 AND installed_target <> '' AND status <> $2 GROUP BY installed_target`, product, fleet.StatusDecommissioned)
+	if err != nil {
+		return nil, fmt.Errorf("count running: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var target string
+		var n int
+		if err := rows.Scan(&target, &n); err != nil {
+			return nil, fmt.Errorf("count running: %w", err)
+		}
+		out[target] = n
+	}
+	return out, rows.Err()
 }
 
 // FindReleases implements release.Store.

@@ -24,6 +24,11 @@ type campaignSpec struct {
 	HealthGate, SilentAfter, AssignTimeout                             time.Duration
 	Stale                                                              int
 	Consent, IgnoreWindow                                              bool
+	// Days, Dynamic, Until and StartAt: weekday windows, dynamic intake and scheduled start
+	// (absent from campaigns stored before them: every day, static, started by hand).
+	Days           string    `json:",omitempty"`
+	Dynamic        bool      `json:",omitempty"`
+	Until, StartAt time.Time `json:",omitzero"`
 }
 
 // CreateCampaign implements rollout.Store.
@@ -31,7 +36,7 @@ func (s *DB) CreateCampaign(ctx context.Context, c *rollout.Campaign, members []
 	spec, err := json.Marshal(campaignSpec{Release: c.Release, Target: c.Target, Product: c.Product, Selector: c.Selector, Class: c.Class,
 		WaveSpec: c.WaveSpec, Window: c.Window, Actor: c.Actor, Waves: c.Waves, SuccessThreshold: c.SuccessThreshold,
 		FailureThreshold: c.FailureThreshold, HealthGate: c.HealthGate, SilentAfter: c.SilentAfter, AssignTimeout: c.AssignTimeout, Stale: c.Stale,
-		Consent: c.Consent, IgnoreWindow: c.IgnoreWindow})
+		Consent: c.Consent, IgnoreWindow: c.IgnoreWindow, Days: c.Days, Dynamic: c.Dynamic, Until: c.Until.UTC(), StartAt: c.StartAt.UTC()})
 	if err != nil {
 		return err
 	}
@@ -86,6 +91,13 @@ func scanCampaign(row interface{ Scan(...any) error }) (*rollout.Campaign, error
 	c.Release, c.Target, c.Product, c.Selector, c.Class, c.WaveSpec, c.Window, c.Actor = p.Release, p.Target, p.Product, p.Selector, p.Class, p.WaveSpec, p.Window, p.Actor
 	c.Waves, c.SuccessThreshold, c.FailureThreshold, c.HealthGate, c.SilentAfter, c.Consent, c.IgnoreWindow = p.Waves, p.SuccessThreshold, p.FailureThreshold, p.HealthGate, p.SilentAfter, p.Consent, p.IgnoreWindow
 	c.AssignTimeout, c.Stale = p.AssignTimeout, p.Stale
+	c.Days, c.Dynamic, c.Until, c.StartAt = p.Days, p.Dynamic, p.Until.UTC(), p.StartAt.UTC()
+	if p.Until.IsZero() {
+		c.Until = time.Time{}
+	}
+	if p.StartAt.IsZero() {
+		c.StartAt = time.Time{}
+	}
 	c.CreatedAt, c.UpdatedAt = c.CreatedAt.UTC(), c.UpdatedAt.UTC()
 	return &c, nil
 }
@@ -177,9 +189,33 @@ func (s *DB) ApplyChange(ctx context.Context, ch rollout.Change) error {
 	})
 }
 
+// AddMembers implements rollout.Store.
+func (s *DB) AddMembers(ctx context.Context, campaignID string, members []rollout.Member) ([]string, error) {
+	var added []string
+	err := s.inTx(ctx, "add campaign members", func(tx *Tx) error {
+		added = added[:0]
+		for _, m := range members {
+			res, err := tx.ExecContext(ctx, `INSERT INTO campaign_devices (campaign_id, device_id, wave, status, since, detail) VALUES ($1,$2,$3,$4,$5,$6)
+ON CONFLICT (campaign_id, device_id) DO NOTHING`, campaignID, m.DeviceID, m.Wave, m.Status, m.Since.UTC(), m.Detail)
+			if err != nil {
+				return fmt.Errorf("campaign %s member %s: %w", campaignID, m.DeviceID, err)
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				added = append(added, m.DeviceID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return added, nil
+}
+
 // FindMembers implements rollout.Store.
 func (s *DB) FindMembers(ctx context.Context, campaignID string) ([]rollout.Member, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT m.device_id, m.wave, m.status, m.since, m.detail, d.last_seen, coalesce(d.installed_target, ''), coalesce(d.assigned, '')
+	rows, err := s.db.QueryContext(ctx, `SELECT m.device_id, m.wave, m.status, m.since, m.detail, d.last_seen, coalesce(d.installed_target, ''), coalesce(d.assigned, ''),
+m.downloaded, m.image_length
 FROM campaign_devices m LEFT JOIN devices d ON d.id = m.device_id WHERE m.campaign_id = $1 ORDER BY m.wave, m.device_id`, campaignID)
 	if err != nil {
 		return nil, fmt.Errorf("campaign %s members: %w", campaignID, err)
@@ -189,7 +225,7 @@ FROM campaign_devices m LEFT JOIN devices d ON d.id = m.device_id WHERE m.campai
 	for rows.Next() {
 		var m rollout.Member
 		var seen sql.NullTime
-		if err := rows.Scan(&m.DeviceID, &m.Wave, &m.Status, &m.Since, &m.Detail, &seen, &m.Running, &m.Assigned); err != nil {
+		if err := rows.Scan(&m.DeviceID, &m.Wave, &m.Status, &m.Since, &m.Detail, &seen, &m.Running, &m.Assigned, &m.Downloaded, &m.ImageLength); err != nil {
 			return nil, err
 		}
 		m.Since, m.LastSeen = m.Since.UTC(), seen.Time.UTC()
@@ -199,6 +235,15 @@ FROM campaign_devices m LEFT JOIN devices d ON d.id = m.device_id WHERE m.campai
 		out = append(out, m)
 	}
 	return out, rows.Err()
+}
+
+// SetMemberDownload implements rollout.Store.
+func (s *DB) SetMemberDownload(ctx context.Context, campaignID, deviceID string, downloaded, imageLength int64) error {
+	if _, err := s.db.ExecContext(ctx, `UPDATE campaign_devices SET downloaded = $1, image_length = $2 WHERE campaign_id = $3 AND device_id = $4`,
+		downloaded, imageLength, campaignID, deviceID); err != nil {
+		return fmt.Errorf("campaign %s member %s: %w", campaignID, deviceID, err)
+	}
+	return nil
 }
 
 // SetMembers implements rollout.Store.
@@ -243,8 +288,8 @@ JOIN campaigns c ON c.id = m.campaign_id WHERE m.device_id = $1 ORDER BY c.creat
 
 // PutGroup implements rollout.Store: creates or replaces a group's definition.
 func (s *DB) PutGroup(ctx context.Context, g *rollout.Group) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO device_groups (name, filter, maint_window, created_at) VALUES ($1,$2,$3,$4)
-ON CONFLICT (name) DO UPDATE SET filter = excluded.filter, maint_window = excluded.maint_window`, g.Name, g.Filter, g.Window, g.CreatedAt.UTC())
+	_, err := s.db.ExecContext(ctx, `INSERT INTO device_groups (name, filter, maint_window, window_days, created_at) VALUES ($1,$2,$3,$4,$5)
+ON CONFLICT (name) DO UPDATE SET filter = excluded.filter, maint_window = excluded.maint_window, window_days = excluded.window_days`, g.Name, g.Filter, g.Window, g.Days, g.CreatedAt.UTC())
 	if err != nil {
 		return fmt.Errorf("put group %s: %w", g.Name, err)
 	}
@@ -254,7 +299,7 @@ ON CONFLICT (name) DO UPDATE SET filter = excluded.filter, maint_window = exclud
 // FindGroup implements rollout.Store.
 func (s *DB) FindGroup(ctx context.Context, name string) (*rollout.Group, error) {
 	var g rollout.Group
-	err := s.db.QueryRowContext(ctx, `SELECT name, filter, maint_window, created_at FROM device_groups WHERE name = $1`, name).Scan(&g.Name, &g.Filter, &g.Window, &g.CreatedAt)
+	err := s.db.QueryRowContext(ctx, `SELECT name, filter, maint_window, window_days, created_at FROM device_groups WHERE name = $1`, name).Scan(&g.Name, &g.Filter, &g.Window, &g.Days, &g.CreatedAt)
 	if err != nil {
 		return nil, notFound(err, "group %s not found", name)
 	}
@@ -264,7 +309,7 @@ func (s *DB) FindGroup(ctx context.Context, name string) (*rollout.Group, error)
 
 // FindGroups implements rollout.Store.
 func (s *DB) FindGroups(ctx context.Context) ([]*rollout.Group, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, filter, maint_window, created_at FROM device_groups ORDER BY name`)
+	rows, err := s.db.QueryContext(ctx, `SELECT name, filter, maint_window, window_days, created_at FROM device_groups ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("find groups: %w", err)
 	}
@@ -272,7 +317,7 @@ func (s *DB) FindGroups(ctx context.Context) ([]*rollout.Group, error) {
 	var out []*rollout.Group
 	for rows.Next() {
 		var g rollout.Group
-		if err := rows.Scan(&g.Name, &g.Filter, &g.Window, &g.CreatedAt); err != nil {
+		if err := rows.Scan(&g.Name, &g.Filter, &g.Window, &g.Days, &g.CreatedAt); err != nil {
 			return nil, err
 		}
 		g.CreatedAt = g.CreatedAt.UTC()

@@ -85,3 +85,45 @@ func testCampaigns(t *testing.T, s Store) {
 		unlock()
 	}
 }
+
+// testDynamicCampaigns: a campaign's weekday days, dynamic intake and scheduled start round
+// trip; AddMembers adds only devices not yet members; a group keeps its window's weekdays.
+func testDynamicCampaigns(t *testing.T, s Store) {
+	c := &rollout.Campaign{ID: "dyn1", Release: "p@1", Target: "p/1/fw", Product: "p", Selector: "region=eu-*", Waves: []int{1},
+		SuccessThreshold: 0.95, FailureThreshold: 0.05, State: rollout.StateScheduled, Wave: -1, Window: "02:00-04:00", Days: "mon,wed,sat",
+		Dynamic: true, Until: t0.Add(48 * time.Hour), StartAt: t0.Add(time.Hour), CreatedAt: t0, UpdatedAt: t0}
+	if err := s.CreateCampaign(ctx, c, []rollout.Member{{DeviceID: "d1", Wave: 0, Status: rollout.MemberPending, Since: t0}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.FindCampaign(ctx, "dyn1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(c, got); diff != "" {
+		t.Fatalf("round trip (-want +got):\n%s", diff)
+	}
+	if cs, err := s.FindCampaigns(ctx, rollout.StateScheduled); err != nil || len(cs) != 1 || cs[0].ID != "dyn1" {
+		t.Fatalf("scheduled campaigns: %v, %v", cs, err)
+	}
+	added, err := s.AddMembers(ctx, "dyn1", []rollout.Member{
+		{DeviceID: "d1", Wave: 0, Status: rollout.MemberPending, Since: t0.Add(time.Minute)},
+		{DeviceID: "d2", Wave: 0, Status: rollout.MemberPending, Since: t0.Add(time.Minute), Detail: "joined"},
+	})
+	if err != nil || !slices.Equal(added, []string{"d2"}) {
+		t.Fatalf("AddMembers: %v, %v; want [d2]", added, err)
+	}
+	ms, err := s.FindMembers(ctx, "dyn1")
+	if err != nil || len(ms) != 2 || !ms[0].Since.Equal(t0) || ms[1].Detail != "joined" {
+		t.Fatalf("members %+v, %v", ms, err)
+	}
+	g := &rollout.Group{Name: "weekends", Filter: "region=eu-*", Window: "02:00-04:00", Days: "sat,sun", CreatedAt: t0}
+	if err := s.PutGroup(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.FindGroup(ctx, "weekends"); err != nil || got.Days != "sat,sun" {
+		t.Fatalf("group %+v, %v", got, err)
+	}
+	if gs, err := s.FindGroups(ctx); err != nil || !slices.ContainsFunc(gs, func(g *rollout.Group) bool { return g.Name == "weekends" && g.Days == "sat,sun" }) {
+		t.Fatalf("groups %+v, %v", gs, err)
+	}
+}
