@@ -56,6 +56,24 @@ type Emitter interface {
 	Emit(ctx context.Context, e Event)
 }
 
+// Listener is what an Emitter may also implement: whether anyone receives events of a type, so
+// that a caller can skip work done only to emit them.
+type Listener interface {
+	Listening(ctx context.Context, typ string) bool
+}
+
+// Listening reports whether events of typ emitted through em reach anyone: false for a nil
+// em, true for an emitter that cannot tell.
+func Listening(ctx context.Context, em Emitter, typ string) bool {
+	if em == nil {
+		return false
+	}
+	if l, ok := em.(Listener); ok {
+		return l.Listening(ctx, typ)
+	}
+	return true
+}
+
 // Emit sends e through em; a nil em drops it (a service built without webhooks).
 func Emit(ctx context.Context, em Emitter, e Event) {
 	if em != nil {

@@ -533,10 +533,10 @@ type ExposureEvent struct {
 }
 
 // exposedRows returns the affected rows of Exposure by advisory, product and release, or nil
-// when no one listens (or the exposure cannot be read: then no event is given).
+// when no webhook is subscribed to exposure.new (or the exposure cannot be read: then no event is given).
 func (s *Service) exposedRows(ctx context.Context) map[string]Exposure {
-	if s.Events == nil {
-		return nil
+	if !event.Listening(ctx, s.Events, event.ExposureNew) {
+		return nil // no webhook wants them: the import costs what it did
 	}
 	rep, err := s.Exposure(ctx, ExposureFilter{})
 	if err != nil {

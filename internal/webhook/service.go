@@ -82,7 +82,10 @@ type Service struct {
 	private *http.Client
 }
 
-var _ event.Emitter = (*Service)(nil)
+var (
+	_ event.Emitter  = (*Service)(nil)
+	_ event.Listener = (*Service)(nil)
+)
 
 func (s *Service) init() {
 	s.once.Do(func() {
@@ -266,6 +269,21 @@ func (s *Service) encode(e event.Event) (string, []byte, error) {
 		}
 	}
 	return id, body, nil
+}
+
+// Listening implements event.Listener: whether a webhook is subscribed to typ (true when the
+// webhooks cannot be read, so that no event is skipped for it).
+func (s *Service) Listening(ctx context.Context, typ string) bool {
+	ws, err := s.Store.FindWebhooks(ctx)
+	if err != nil {
+		return true
+	}
+	for _, w := range ws {
+		if w.Wants(typ) {
+			return true
+		}
+	}
+	return false
 }
 
 // Emit queues e for every webhook subscribed to its type. Failures are logged: the caller's
