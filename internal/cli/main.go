@@ -62,7 +62,7 @@ func newRoot() *cobra.Command {
 		_, err := applyEnv(cmd)
 		return err
 	}
-	root.AddCommand(serveCmd(), keysCmd(g), releaseCmd(g), deployCmd(g), devicesCmd(g), enrollTokenCmd(g), tokensCmd(g), usersCmd(g), auditCmd(g), loginCmd(g), logoutCmd(g), tenantsCmd(g), productCmd(g), labelCmd(g), rolloutCmd(g), groupsCmd(g), simulateCmd(g), benchCmd(), demoCmd())
+	root.AddCommand(serveCmd(), keysCmd(g), releaseCmd(g), deployCmd(g), devicesCmd(g), enrollTokenCmd(g), tokensCmd(g), usersCmd(g), auditCmd(g), loginCmd(g), logoutCmd(g), tenantsCmd(g), webhooksCmd(g), productCmd(g), labelCmd(g), rolloutCmd(g), groupsCmd(g), simulateCmd(g), benchCmd(), demoCmd())
 	addVulnCmds(root, g)
 	return root
 }

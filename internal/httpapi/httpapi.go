@@ -114,6 +114,8 @@ type Server struct {
 	// Tenants manages the tenants (tenant.go): the default stack's alone; nil serves no
 	// tenants routes.
 	Tenants Tenants
+	// Webhooks manages webhooks (webhook.go); nil answers those routes with 503.
+	Webhooks Webhooks
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
@@ -210,6 +212,7 @@ func (s *Server) Handler() http.Handler {
 	s.trustRoutes(mux)
 	s.rolloutRoutes(mux)
 	s.vulnRoutes(mux)
+	s.webhookRoutes(mux)
 	mux.api("GET /api/v1/products", auth.PermProductsRead, s.listProducts)
 	mux.api("PUT /api/v1/products/{name}/policy", auth.PermProductsWrite, s.setPolicy)
 	mux.api("GET /api/v1/products/{name}/history", auth.PermProductsRead, s.policyHistory)

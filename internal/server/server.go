@@ -44,6 +44,7 @@ import (
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/transparency"
 	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/webhook"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -135,6 +136,12 @@ type Config struct {
 	// tenant is set in the derived configuration of a tenant's stack (tenant.go): the stack
 	// does not listen; the default stack's front handler serves it under /t/{tenant}/.
 	tenant string
+	// Webhooks bounds webhooks and their delivery (attempts, backoff, timeouts, retention,
+	// queue length); zero fields take webhook.DefaultConfig's values.
+	Webhooks webhook.Config
+	// WebhookResolver resolves webhook host names at creation; nil: the system resolver. Tests
+	// set one to play a name that rebinds to another address after creation.
+	WebhookResolver webhook.Resolver
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -203,6 +210,9 @@ func (c Config) Validate() error {
 		return errors.New("server config: tenant pool size and tenants interval must not be negative")
 	case c.HousekeepingEvery < 0:
 		return errors.New("server config: housekeeping interval must not be negative")
+	case c.Webhooks.Timeout < 0 || c.Webhooks.RetryBase < 0 || c.Webhooks.RetryMax < 0 || c.Webhooks.Retention < 0 ||
+		c.Webhooks.MaxAttempts < 0 || c.Webhooks.MaxQueue < 0 || c.Webhooks.MaxPayload < 0 || c.Webhooks.MaxWebhooks < 0 || c.Webhooks.Workers < 0:
+		return errors.New("server config: webhook bounds must not be negative")
 	case c.TokenTTL < time.Minute:
 		return errors.New("server config: device token TTL must be at least a minute")
 	case c.TokenTTL > auth.MaxTokenTTL:
@@ -241,6 +251,8 @@ type Server struct {
 	Products *product.Service
 	// DDI serves hawkBit DDI clients (SWUpdate, RAUC, Zephyr) at /{tenant}/controller/v1/.
 	DDI *ddi.Service
+	// Webhooks queues the services' events in the outbox and delivers them (the "webhooks" job).
+	Webhooks *webhook.Service
 
 	http    *http.Server
 	ln      net.Listener
@@ -358,8 +370,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.Fleet.Refresh(ctx); err != nil {
 		return fail(err)
 	}
-	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Products: db, Assign: s.Director.AssignWith, AssignMany: s.Director.AssignMany, Unassign: s.Director.Unassign, Now: now, Logger: cfg.Logger}
-	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Products: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
+	s.Webhooks = &webhook.Service{Store: db, Config: cfg.Webhooks, Resolver: cfg.WebhookResolver, Now: now, Logger: cfg.Logger}
+	s.Fleet.Events, s.Images.Events = s.Webhooks, s.Webhooks
+	s.Rollouts = &rollout.Engine{Events: s.Webhooks, Store: db, Devices: db, Releases: db, Products: db, Assign: s.Director.AssignWith, AssignMany: s.Director.AssignMany, Unassign: s.Director.Unassign, Now: now, Logger: cfg.Logger}
+	s.Exposure = &exposure.Service{Events: s.Webhooks, Store: db, Devices: db, Releases: db, Products: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
 	if err := s.Exposure.Load(ctx); err != nil {
 		return fail(err)
 	}
@@ -371,7 +385,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return s.Rollouts.OnReport(ctx, id, r)
 	}
 	s.newTransparency(db, now)
-	s.Products = &product.Service{Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Director.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
+	s.Products = &product.Service{Events: s.Webhooks, Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Director.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
 	s.Director.Notice = s.Products.Notice
 	ddiKey, err := db.Setting(ctx, "ddi_token_key", func() []byte { _, h := auth.NewSecret(""); return h })
 	if err != nil {
@@ -389,7 +403,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	api := &httpapi.Server{SecureCookies: cfg.BehindProxy, Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
-		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now, Audit: db,
+		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now, Audit: db, Webhooks: s.Webhooks,
 		Metrics: s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	var certs *certReloader
 	if cfg.tenant != "" {
@@ -430,6 +444,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
 	}
+	s.Webhooks.Source = s.Transparency.PublicURL
 	s.api = api
 	if err := s.newCSAF(db, now, api); err != nil {
 		return fail(err)
@@ -524,6 +539,20 @@ func (s *Server) startJobs(ctx context.Context) {
 			}
 		}
 	}, nil)
+	s.Go("webhooks", func(ctx context.Context) {
+		t := time.NewTicker(webhooksEvery)
+		defer t.Stop()
+		var pruned time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-s.Webhooks.Woken(): // an event was queued here: no wait
+			}
+			pruned = s.deliverWebhooks(ctx, pruned)
+		}
+	})
 	s.Go("rollout-engine", func(ctx context.Context) {
 		engine := time.NewTicker(cmp.Or(s.Config.RolloutEvery, time.Second))
 		defer engine.Stop()
@@ -546,6 +575,36 @@ func (s *Server) startJobs(ctx context.Context) {
 
 // SessionRetention is how long a login session's row is kept after it expired or was revoked.
 const SessionRetention = 24 * time.Hour
+
+// webhooksEvery is how often the webhooks job looks for due deliveries (it is also woken when
+// this replica queues an event), webhooksLease the lease that lets one replica deliver, and
+// webhooksPruneEvery how often it applies the retention and the queue bound.
+const (
+	webhooksEvery      = time.Second
+	webhooksLease      = 10 * time.Second
+	webhooksPruneEvery = 10 * time.Minute
+)
+
+// deliverWebhooks sends the due webhook deliveries if this replica holds the "webhooks" lease
+// (one replica at a time delivers; each delivery is also claimed in the database, so that a
+// replica that dies mid-delivery loses nothing: its claims lapse and the next holder sends them
+// again). It prunes every webhooksPruneEvery and returns when it last did.
+func (s *Server) deliverWebhooks(ctx context.Context, pruned time.Time) time.Time {
+	if ok, err := s.DB.AcquireLease(ctx, "webhooks", s.holder, webhooksLease); err != nil || !ok {
+		return pruned
+	}
+	defer s.keepLease(ctx, "webhooks", s.holder, webhooksLease)()
+	if _, err := s.Webhooks.Deliver(ctx); err != nil && ctx.Err() == nil {
+		s.Config.Logger.Warn("webhook delivery", "err", err)
+	}
+	if time.Since(pruned) >= webhooksPruneEvery {
+		if err := s.Webhooks.Prune(ctx); err != nil && ctx.Err() == nil {
+			s.Config.Logger.Warn("prune webhook deliveries", "err", err)
+		}
+		pruned = time.Now()
+	}
+	return pruned
+}
 
 // housekeep removes what devices and unauthenticated clients left that is no longer wanted:
 // enrolments that waited longer than PendingTTL for an operator, and device events beyond the

@@ -22,6 +22,7 @@ import (
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/uptane"
+	"upkeep.dev/upkeep/internal/webhook"
 )
 
 // Store is everything a full Upkeep store implements.
@@ -35,6 +36,7 @@ type Store interface {
 	rollout.Store
 	ddi.Store
 	audit.Store
+	webhook.Store
 	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
 	// false if another holder's lease has not expired.
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -77,6 +79,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"Audit":            testAudit,
 		"SSOUsers":         testSSOUsers,
 		"PruneSessions":    testPruneSessions,
+		"Webhooks":         testWebhooks,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
