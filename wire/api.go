@@ -231,3 +231,72 @@ type DDIDeviceResponse struct {
 	TargetToken string `json:"target_token"`
 	Tenant      string `json:"tenant"`
 }
+
+// Tenant is an organisation served under /t/{name}/ with a server stack of its own: store,
+// artifacts, keys, users, tokens and jobs (GET /api/v1/tenants, on the default tenant only).
+type Tenant struct {
+	Name      string    `json:"name"`
+	Path      string    `json:"path"` // the URL prefix: /t/{name}
+	CreatedAt time.Time `json:"created_at"`
+	Ready     bool      `json:"ready"`   // its stack was opened by the replica that added it
+	Serving   bool      `json:"serving"` // this replica serves it
+}
+
+// TenantRequest adds a tenant (POST /api/v1/tenants). Keys holds the online part of the
+// tenant's own key set, as `upkeep keys init` writes it, by file name: snapshot.key,
+// timestamp.key, director.key, root.json, director-root.json, targets.json. The offline keys
+// stay with the operator.
+type TenantRequest struct {
+	Name string            `json:"name"`
+	Keys map[string][]byte `json:"keys"`
+}
+
+// TenantCreated answers POST /api/v1/tenants: the tenant and its first admin token, shown once.
+type TenantCreated struct {
+	Tenant     Tenant `json:"tenant"`
+	AdminToken string `json:"admin_token"`
+}
+
+// WebhookRequest creates a webhook (docs/OPERATORS.md, "Webhooks").
+type WebhookRequest struct {
+	URL          string   `json:"url"`                     // https://, or http:// with AllowHTTP
+	Events       []string `json:"events,omitempty"`        // event types; empty: all
+	Description  string   `json:"description,omitempty"`   // at most 256 bytes
+	AllowPrivate bool     `json:"allow_private,omitempty"` // may reach loopback, private and other special addresses
+	AllowHTTP    bool     `json:"allow_http,omitempty"`    // may use plain http://
+}
+
+// Webhook is a webhook as the management API lists it; Secret (whsec_<base64>, the
+// signing key) is set only in the answer that created it.
+type Webhook struct {
+	ID           string    `json:"id"`
+	URL          string    `json:"url"`
+	Events       []string  `json:"events,omitempty"`
+	Description  string    `json:"description,omitempty"`
+	AllowPrivate bool      `json:"allow_private,omitempty"`
+	AllowHTTP    bool      `json:"allow_http,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	CreatedBy    string    `json:"created_by,omitempty"`
+	Secret       string    `json:"secret,omitempty"`
+}
+
+// WebhookTest answers a test: the id of the ping event queued for the webhook.
+type WebhookTest struct {
+	EventID string `json:"event_id"`
+}
+
+// WebhookDelivery is one event for one webhook: its state (pending, delivered, failed,
+// dropped), attempts so far and the last answer.
+type WebhookDelivery struct {
+	ID         int64     `json:"id"`
+	Webhook    string    `json:"webhook"`
+	EventID    string    `json:"event_id"`
+	Type       string    `json:"type"`
+	State      string    `json:"state"`
+	Attempts   int       `json:"attempts"`
+	NextAt     time.Time `json:"next_at,omitzero"`
+	LastStatus int       `json:"last_status,omitempty"`
+	LastError  string    `json:"last_error,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	DoneAt     time.Time `json:"done_at,omitzero"`
+}

@@ -35,6 +35,10 @@ const (
 	PermUsersRead     Permission = "users:read"       // list users
 	PermUsersWrite    Permission = "users:write"      // add users, change their role, disable them
 	PermAuditRead     Permission = "audit:read"       // read the audit trail
+	PermTenantsRead   Permission = "tenants:read"     // list the tenants (default tenant only)
+	PermTenantsWrite  Permission = "tenants:write"    // add a tenant (default tenant only)
+	PermWebhooksRead  Permission = "webhooks:read"    // list webhooks and their deliveries (never their secrets)
+	PermWebhooksWrite Permission = "webhooks:write"   // create, delete and test webhooks; allow private addresses or http
 	PermSelf          Permission = "self"             // one's own session: GET /session, logout (every role)
 	PermNone          Permission = "none"             // no credential needed (login)
 )
@@ -45,7 +49,7 @@ var Permissions = []Permission{
 	PermReleasesRead, PermPublish, PermTrustRead, PermResign, PermRotate, PermDeploy,
 	PermRolloutsRead, PermGroupsRead, PermGroupsWrite, PermProductsRead, PermProductsWrite,
 	PermVulnRead, PermVulnWrite, PermTokensRead, PermTokensWrite, PermUsersRead, PermUsersWrite,
-	PermAuditRead, PermSelf, PermNone,
+	PermAuditRead, PermTenantsRead, PermTenantsWrite, PermWebhooksRead, PermWebhooksWrite, PermSelf, PermNone,
 }
 
 // ValidPermission reports whether p is one of Permissions.

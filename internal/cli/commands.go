@@ -23,6 +23,7 @@ import (
 	"upkeep.dev/upkeep/internal/sso"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
+	"upkeep.dev/upkeep/internal/webhook"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -120,6 +121,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.DDI.GatewayToken, "ddi-gateway-token", "", "DDI gateway token: authenticates any controller of the tenant (env UPKEEP_DDI_GATEWAY_TOKEN; empty: target tokens only)")
 	f.StringVar(&cfg.DDI.Product, "ddi-product", "", "with --ddi-hardware: unknown controllers presenting the gateway token register as devices of this product")
 	f.StringVar(&cfg.DDI.HardwareID, "ddi-hardware", "", "hardware id of DDI devices that register with the gateway token")
+	f.IntVar(&cfg.TenantPoolConns, "tenant-pool-conns", server.DefaultTenantPoolConns, "PostgreSQL connections of each tenant's pool (env UPKEEP_TENANT_POOL_CONNS); every tenant's count against the database's max_connections")
 	f.BoolVar(&cfg.DDI.AutoAccept, "ddi-auto-accept", false, "accept DDI devices that register with the gateway token at once (default: pending until `devices accept`)")
 	pushFlags(f, &cfg)
 	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "single sign-on: the OpenID Connect provider's issuer URL, as its discovery document names it (env UPKEEP_OIDC_ISSUER; docs/OPERATORS.md)")
@@ -135,13 +137,21 @@ func serveCmd() *cobra.Command {
 		"oidc-scopes": "UPKEEP_OIDC_SCOPES", "oidc-username-claim": "UPKEEP_OIDC_USERNAME_CLAIM"} {
 		envFlag(f, flag, env)
 	}
+	wd := webhook.DefaultConfig()
+	f.DurationVar(&cfg.Webhooks.Timeout, "webhook-timeout", wd.Timeout, "bound on one webhook delivery attempt, connection to answer (env UPKEEP_WEBHOOK_TIMEOUT)")
+	f.DurationVar(&cfg.Webhooks.RetryBase, "webhook-retry-base", wd.RetryBase, "wait after a webhook delivery's first failed attempt, doubled after each, with jitter (env UPKEEP_WEBHOOK_RETRY_BASE)")
+	f.IntVar(&cfg.Webhooks.MaxAttempts, "webhook-max-attempts", wd.MaxAttempts, "attempts of a webhook delivery before it is marked failed (env UPKEEP_WEBHOOK_MAX_ATTEMPTS)")
+	f.IntVar(&cfg.Webhooks.MaxQueue, "webhook-max-queue", wd.MaxQueue, "pending deliveries of one webhook; the oldest beyond are dropped (env UPKEEP_WEBHOOK_MAX_QUEUE)")
+	f.DurationVar(&cfg.Webhooks.Retention, "webhook-retention", wd.Retention, "time finished webhook deliveries are kept (env UPKEEP_WEBHOOK_RETENTION)")
 	for flag, env := range map[string]string{"addr": "UPKEEP_ADDR", "data": "UPKEEP_DATA", "keys": "UPKEEP_KEYS", "blobs": "UPKEEP_BLOBS", "db": "UPKEEP_DB",
 		"max-artifact": "UPKEEP_MAX_ARTIFACT", "poll-seconds": "UPKEEP_POLL_SECONDS", "max-checkins": "UPKEEP_MAX_CHECKINS",
 		"max-token-requests": "UPKEEP_MAX_TOKEN_REQUESTS", "body-timeout": "UPKEEP_BODY_TIMEOUT", "max-per-device": "UPKEEP_MAX_PER_DEVICE", "max-per-ip": "UPKEEP_MAX_PER_IP",
 		"enroll-per-minute": "UPKEEP_ENROLL_PER_MINUTE", "reports-per-minute": "UPKEEP_REPORTS_PER_MINUTE", "max-pending": "UPKEEP_MAX_PENDING", "pending-ttl": "UPKEEP_PENDING_TTL",
 		"event-retention": "UPKEEP_EVENT_RETENTION", "audit-retention": "UPKEEP_AUDIT_RETENTION", "max-device-events": "UPKEEP_MAX_DEVICE_EVENTS", "public-url": "UPKEEP_PUBLIC_URL", "manufacturer": "UPKEEP_MANUFACTURER",
 		"metrics-token": "UPKEEP_METRICS_TOKEN", "tls-cert": "UPKEEP_TLS_CERT", "tls-key": "UPKEEP_TLS_KEY", "behind-proxy": "UPKEEP_BEHIND_PROXY",
-		"ddi-tenant": "UPKEEP_DDI_TENANT", "ddi-gateway-token": "UPKEEP_DDI_GATEWAY_TOKEN", "ddi-product": "UPKEEP_DDI_PRODUCT", "ddi-hardware": "UPKEEP_DDI_HARDWARE"} {
+		"ddi-tenant": "UPKEEP_DDI_TENANT", "ddi-gateway-token": "UPKEEP_DDI_GATEWAY_TOKEN", "ddi-product": "UPKEEP_DDI_PRODUCT", "ddi-hardware": "UPKEEP_DDI_HARDWARE", "tenant-pool-conns": "UPKEEP_TENANT_POOL_CONNS",
+		"webhook-timeout": "UPKEEP_WEBHOOK_TIMEOUT", "webhook-retry-base": "UPKEEP_WEBHOOK_RETRY_BASE", "webhook-max-attempts": "UPKEEP_WEBHOOK_MAX_ATTEMPTS",
+		"webhook-max-queue": "UPKEEP_WEBHOOK_MAX_QUEUE", "webhook-retention": "UPKEEP_WEBHOOK_RETENTION"} {
 		envFlag(f, flag, env)
 	}
 	return cmd

@@ -52,7 +52,7 @@ func newRoot() *cobra.Command {
 	}
 	g := &globals{}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.server, "server", "http://127.0.0.1:8080", "server URL (env UPKEEP_SERVER)")
+	pf.StringVar(&g.server, "server", "http://127.0.0.1:8080", "server URL; a tenant's is under /t/NAME, as https://host/t/acme (env UPKEEP_SERVER)")
 	pf.StringVar(&g.token, "token", "", "operator token (env UPKEEP_TOKEN)")
 	pf.StringVar(&g.ca, "ca", "", "PEM file of a private CA that signed the server's certificate (env UPKEEP_CA)")
 	envFlag(pf, "server", "UPKEEP_SERVER")
@@ -62,7 +62,7 @@ func newRoot() *cobra.Command {
 		_, err := applyEnv(cmd)
 		return err
 	}
-	root.AddCommand(serveCmd(), keysCmd(g), releaseCmd(g), deployCmd(g), devicesCmd(g), enrollTokenCmd(g), tokensCmd(g), usersCmd(g), auditCmd(g), loginCmd(g), logoutCmd(g), productCmd(g), labelCmd(g), rolloutCmd(g), groupsCmd(g), simulateCmd(g), benchCmd(), demoCmd())
+	root.AddCommand(serveCmd(), keysCmd(g), releaseCmd(g), deployCmd(g), devicesCmd(g), enrollTokenCmd(g), tokensCmd(g), usersCmd(g), auditCmd(g), loginCmd(g), logoutCmd(g), tenantsCmd(g), webhooksCmd(g), productCmd(g), labelCmd(g), rolloutCmd(g), groupsCmd(g), simulateCmd(g), benchCmd(), demoCmd())
 	addVulnCmds(root, g)
 	return root
 }

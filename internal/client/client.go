@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -270,4 +271,61 @@ func (c *Client) CreatePersonalToken(ctx context.Context, req wire.PersonalToken
 // RevokePersonalToken revokes one of the caller's own tokens (the one it calls with, say).
 func (c *Client) RevokePersonalToken(ctx context.Context, id string) error {
 	return c.Do(ctx, http.MethodPost, "/api/v1/session/tokens/"+url.PathEscape(id)+"/revoke", nil, nil)
+}
+
+// AddTenant adds a tenant (default tenant's admin only): its stack is created with the online
+// key files given, and its first admin token is returned once.
+func (c *Client) AddTenant(ctx context.Context, req wire.TenantRequest) (*wire.TenantCreated, error) {
+	var out wire.TenantCreated
+	return &out, c.Do(ctx, http.MethodPost, "/api/v1/tenants", req, &out)
+}
+
+// Tenants lists the tenants.
+func (c *Client) Tenants(ctx context.Context) ([]wire.Tenant, error) {
+	var out []wire.Tenant
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/tenants", nil, &out)
+}
+
+// CreateWebhook creates a webhook; the answer holds its signing secret, shown once.
+func (c *Client) CreateWebhook(ctx context.Context, req wire.WebhookRequest) (*wire.Webhook, error) {
+	var out wire.Webhook
+	return &out, c.Do(ctx, http.MethodPost, "/api/v1/webhooks", req, &out)
+}
+
+// Webhooks lists the webhooks (never their secrets).
+func (c *Client) Webhooks(ctx context.Context) ([]wire.Webhook, error) {
+	var out []wire.Webhook
+	return out, c.Do(ctx, http.MethodGet, "/api/v1/webhooks", nil, &out)
+}
+
+// DeleteWebhook removes a webhook and its deliveries.
+func (c *Client) DeleteWebhook(ctx context.Context, id string) error {
+	return c.Do(ctx, http.MethodDelete, "/api/v1/webhooks/"+url.PathEscape(id), nil, nil)
+}
+
+// TestWebhook queues a ping event for the webhook and returns the event's id.
+func (c *Client) TestWebhook(ctx context.Context, id string) (string, error) {
+	var out wire.WebhookTest
+	return out.EventID, c.Do(ctx, http.MethodPost, "/api/v1/webhooks/"+url.PathEscape(id)+"/test", nil, &out)
+}
+
+// WebhookDeliveries lists deliveries, newest first, of one webhook and in one state ("" for
+// any), at most limit (0: the server's default, 100).
+func (c *Client) WebhookDeliveries(ctx context.Context, webhook, state string, limit int) ([]wire.WebhookDelivery, error) {
+	q := url.Values{}
+	if webhook != "" {
+		q.Set("webhook", webhook)
+	}
+	if state != "" {
+		q.Set("state", state)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	path := "/api/v1/webhooks/deliveries"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out []wire.WebhookDelivery
+	return out, c.Do(ctx, http.MethodGet, path, nil, &out)
 }

@@ -261,3 +261,19 @@ func TestFetchArtifact(t *testing.T) {
 		t.Errorf("resumed elsewhere: %v", err)
 	}
 }
+
+// TestBaseWithPath: a tenant's server URL has a path (https://host/t/acme); every request and
+// URL the client makes goes under it.
+func TestBaseWithPath(t *testing.T) {
+	c, got := recorder(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNotModified) })
+	c.Base += "/t/acme"
+	if _, err := c.Checkin(context.Background(), "tok", wire.Checkin{DirectorVersion: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if len(*got) != 1 || (*got)[0].path != "/t/acme/device/v1/checkin" {
+		t.Fatalf("check-in went to %+v, want /t/acme/device/v1/checkin", *got)
+	}
+	if u := c.TargetURL("p/1.0/f.img"); !strings.HasSuffix(u, "/t/acme/device/v1/targets/p/1.0/f.img") {
+		t.Fatalf("target URL %s is not under the base's path", u)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/event"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
@@ -47,6 +48,8 @@ type Service struct {
 	Targets func(ctx context.Context) ([]byte, error)
 	Now     func() time.Time
 	Logger  *slog.Logger
+	// Events, if set, is told of new exposures (Import).
+	Events event.Emitter
 	// Products holds each product's policy, whose release gate (gate_kev, gate_severity)
 	// CheckRelease, GatePublish and GateRelease apply; nil: no product has a gate.
 	Products product.Store
@@ -497,9 +500,79 @@ type (
 // Advisories are stored by id and replace a stored copy only when newer; a malformed file (or
 // zip entry) is reported by name in the result and nothing stored is lost. The error is for
 // failures of the store or of reading the upload.
+//
+// With Events set, every advisory that the import makes affect a release devices run (a row of
+// Exposure that was not there before) is told as an event.ExposureNew, at most
+// maxExposureEvents per import.
 func (s *Service) Import(ctx context.Context, name string, r io.Reader) (*ImportResult, error) {
 	s.importMu.Lock()
 	defer s.importMu.Unlock()
+	before := s.exposedRows(ctx)
+	res, err := s.importLocked(ctx, name, r)
+	if err == nil && res != nil && res.Imported+res.Updated > 0 && before != nil {
+		s.emitNewExposures(ctx, before)
+	}
+	return res, err
+}
+
+// maxExposureEvents bounds the exposure events of one import (an osv.dev zip may bring
+// thousands of matches at once); past it, one log line says how many were left out.
+const maxExposureEvents = 100
+
+// ExposureEvent is the data of the exposure.new event.
+type ExposureEvent struct {
+	Advisory string   `json:"advisory"`
+	Aliases  []string `json:"aliases,omitempty"`
+	Severity string   `json:"severity"`
+	Summary  string   `json:"summary,omitempty"`
+	Product  string   `json:"product"`
+	Release  string   `json:"release"`
+	Devices  int      `json:"devices"`
+	FixedIn  string   `json:"fixed_in,omitempty"`
+	KEV      bool     `json:"kev,omitempty"`
+}
+
+// exposedRows returns the affected rows of Exposure by advisory, product and release, or nil
+// when no webhook is subscribed to exposure.new (or the exposure cannot be read: then no event is given).
+func (s *Service) exposedRows(ctx context.Context) map[string]Exposure {
+	if !event.Listening(ctx, s.Events, event.ExposureNew) {
+		return nil // no webhook wants them: the import costs what it did
+	}
+	rep, err := s.Exposure(ctx, ExposureFilter{})
+	if err != nil {
+		s.logger().Warn("exposure before an import: no exposure events for it", "err", err)
+		return nil
+	}
+	out := make(map[string]Exposure, len(rep.Exposed))
+	for _, e := range rep.Exposed {
+		out[e.Advisory+"\x00"+e.Product+"\x00"+e.Release] = e
+	}
+	return out
+}
+
+func (s *Service) emitNewExposures(ctx context.Context, before map[string]Exposure) {
+	after := s.exposedRows(ctx)
+	left := 0
+	n := 0
+	for k, e := range after {
+		if _, ok := before[k]; ok {
+			continue
+		}
+		if n >= maxExposureEvents {
+			left++
+			continue
+		}
+		n++
+		event.Emit(ctx, s.Events, event.Event{Type: event.ExposureNew, Subject: "release/" + e.Product + "@" + e.Release,
+			Data: ExposureEvent{Advisory: e.Advisory, Aliases: e.Aliases, Severity: e.Severity, Summary: e.Summary, Product: e.Product,
+				Release: e.Release, Devices: e.Devices, FixedIn: e.FixedIn, KEV: e.KEV != nil}})
+	}
+	if left > 0 {
+		s.logger().Warn("new exposures past the events bound of one import: not sent", "sent", n, "left_out", left)
+	}
+}
+
+func (s *Service) importLocked(ctx context.Context, name string, r io.Reader) (*ImportResult, error) {
 	s.state()
 	br := newPeekReader(r)
 	head, err := br.peek(4)

@@ -18,6 +18,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/event"
 	"upkeep.dev/upkeep/internal/inventory"
 	"upkeep.dev/upkeep/wire"
 )
@@ -36,6 +37,9 @@ type Service struct {
 	TokenClock  func() time.Time
 	PollSeconds int
 	Logger      *slog.Logger
+	// Events, if set, is told of a device's fatal failures and rollbacks (event.DeviceFailed,
+	// event.DeviceRolledBack) once their report is stored: one event of each kind per report.
+	Events event.Emitter
 	// OnReport is told of every stored report (the rollout engine moves campaign members on).
 	OnReport func(ctx context.Context, id string, r wire.Report) error
 	// OnEnroll is told of every newly stored device (the patch service records the image it
@@ -493,6 +497,39 @@ func cleanInstalled(in wire.Installed) wire.Installed {
 	return in
 }
 
+// FailureEvent is the data of the device.failed and device.rolled_back events.
+type FailureEvent struct {
+	Device    string    `json:"device"`
+	Target    string    `json:"target,omitempty"` // the image that failed or was rolled back from
+	Step      string    `json:"step"`
+	Message   string    `json:"message,omitempty"`
+	Time      time.Time `json:"time"`                // as the device's clock has it
+	Installed string    `json:"installed,omitempty"` // what the device runs now
+}
+
+// emitFailures tells s.Events of the report's first fatal failure and first rollback.
+func (s *Service) emitFailures(ctx context.Context, id string, r wire.Report) {
+	if s.Events == nil {
+		return
+	}
+	var failed, rolledBack bool
+	for _, e := range r.Events {
+		typ := ""
+		switch {
+		case e.Step == wire.StepRollback && !rolledBack:
+			typ, rolledBack = event.DeviceRolledBack, true
+		case e.Step != wire.StepRollback && e.Fatal && e.Status == wire.StatusFailed && !failed:
+			typ, failed = event.DeviceFailed, true
+		default:
+			continue
+		}
+		// The event's time is the server's (when it learned); the device's own clock, which it
+		// may set as it likes, is in the data.
+		event.Emit(ctx, s.Events, event.Event{Type: typ, Subject: "device/" + id, Time: s.now(),
+			Data: FailureEvent{Device: id, Target: e.Target, Step: e.Step, Message: e.Message, Time: e.Time, Installed: r.Installed.Target}})
+	}
+}
+
 // SetInventory replaces a device's attributes with the inventory it sent, once every limit holds
 // (internal/inventory: apperr.TooLarge for a limit, apperr.Invalid for a bad key or value; then
 // nothing changes). Only the current set is kept. Groups, filters and dynamic campaigns read
@@ -557,6 +594,7 @@ func (s *Service) Report(ctx context.Context, id string, r wire.Report) error {
 	if err := s.Store.RecordReport(ctx, id, u, events); err != nil { // NotFound for unknown devices
 		return err
 	}
+	s.emitFailures(ctx, id, r)
 	if s.OnReport != nil {
 		return s.OnReport(ctx, id, r)
 	}

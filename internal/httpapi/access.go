@@ -334,7 +334,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.forgetCredentials()
-	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: "", Path: s.cookiePath(), HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -540,3 +540,6 @@ func (s *Server) checkActionScope(r *http.Request, id string) error {
 	}
 	return nil
 }
+
+// cookiePath is the session cookie's path: CookiePath, or "/".
+func (s *Server) cookiePath() string { return cmp.Or(s.CookiePath, "/") }

@@ -22,6 +22,16 @@ func ddiAdminRoutes() map[string]http.HandlerFunc {
 	return map[string]http.HandlerFunc{"POST /api/v1/ddi/devices": ok, "GET /api/v1/ddi/devices/{id}/token": ok}
 }
 
+// listTenants stands for internal/server's tenants registry (whose own tests add real tenants):
+// no tenants, and adding one is refused.
+type listTenants struct{}
+
+func (listTenants) AddTenant(ctx context.Context, req wire.TenantRequest) (*wire.TenantCreated, error) {
+	return nil, apperr.E(apperr.Invalid, "no tenants here")
+}
+
+func (listTenants) Tenants(ctx context.Context) ([]wire.Tenant, error) { return []wire.Tenant{}, nil }
+
 // nonAPIRoutes are the routes outside /api/v1: each authenticates in its own way (device token,
 // none for public files), and none is an operator's.
 var nonAPIRoutes = regexp.MustCompile(`^GET /(\{\$\}|healthz|readyz|metrics|repo/image/|p/|\.well-known/csaf/|device/v1/)|^POST /device/v1/`)
@@ -30,7 +40,7 @@ var nonAPIRoutes = regexp.MustCompile(`^GET /(\{\$\}|healthz|readyz|metrics|repo
 // and every other route is one of the device, repository and public routes.
 func TestEveryRouteDeclaresPermission(t *testing.T) {
 	s := newStack(t)
-	api := &httpapi.Server{Fleet: s.fleet, Images: s.images, Director: s.director, Devices: s.db, Releases: s.db, Blobs: s.blobs, Admin: s.db, AdminRoutes: ddiAdminRoutes()}
+	api := &httpapi.Server{Fleet: s.fleet, Images: s.images, Director: s.director, Devices: s.db, Releases: s.db, Blobs: s.blobs, Admin: s.db, AdminRoutes: ddiAdminRoutes(), Tenants: listTenants{}}
 	api.Handler()
 	routes := api.Registered()
 	if len(routes) < 50 {

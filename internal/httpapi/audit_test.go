@@ -24,7 +24,7 @@ import (
 func TestAuditActions(t *testing.T) {
 	s := newStack(t)
 	api := &httpapi.Server{Fleet: s.fleet, Images: s.images, Director: s.director, Devices: s.db, Releases: s.db, Blobs: s.blobs, Admin: s.db, Audit: s.db,
-		AdminRoutes: ddiAdminRoutes(), Rollouts: nil}
+		AdminRoutes: ddiAdminRoutes(), Rollouts: nil, Tenants: listTenants{}}
 	api.Handler()
 	n := 0
 	for _, rt := range api.Registered() {

@@ -92,6 +92,9 @@ type Server struct {
 	// SessionTTL is a login session's absolute lifetime (default DefaultSessionTTL), SessionIdle
 	// how long it may go unused (default DefaultSessionIdle).
 	SessionTTL, SessionIdle time.Duration
+	// CookiePath is the session cookie's path: a tenant's stack sets its prefix (/t/acme/), so
+	// that a browser sends each tenant only its own session. Empty: "/".
+	CookiePath string
 	// SecureCookies marks the session cookie Secure even on plain HTTP requests: a
 	// TLS-terminating proxy is in front. Requests over TLS always get Secure cookies.
 	SecureCookies bool
@@ -112,6 +115,11 @@ type Server struct {
 	// recorded before it is answered (audit.go). Nil records nothing and answers the audit
 	// routes with 503.
 	Audit audit.Store
+	// Tenants manages the tenants (tenant.go): the default stack's alone; nil serves no
+	// tenants routes.
+	Tenants Tenants
+	// Webhooks manages webhooks (webhook.go); nil answers those routes with 503.
+	Webhooks Webhooks
 
 	inflight       atomic.Int64 // check-ins in flight
 	tokensInflight atomic.Int64 // token requests in flight
@@ -208,9 +216,11 @@ func (s *Server) Handler() http.Handler {
 	s.tokenRoutes(mux)
 	s.userRoutes(mux)
 	s.auditRoutes(mux)
+	s.tenantRoutes(mux)
 	s.trustRoutes(mux)
 	s.rolloutRoutes(mux)
 	s.vulnRoutes(mux)
+	s.webhookRoutes(mux)
 	mux.api("GET /api/v1/products", auth.PermProductsRead, s.listProducts)
 	mux.api("PUT /api/v1/products/{name}/policy", auth.PermProductsWrite, s.setPolicy)
 	mux.api("GET /api/v1/products/{name}/history", auth.PermProductsRead, s.policyHistory)

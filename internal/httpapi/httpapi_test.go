@@ -35,6 +35,7 @@ import (
 	"upkeep.dev/upkeep/internal/store/sqlite"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
+	"upkeep.dev/upkeep/internal/webhook"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -113,7 +114,8 @@ func newStack(t testing.TB) *stack {
 		t.Fatal(err)
 	}
 	s.admin = secret
-	s.api = &httpapi.Server{Fleet: s.fleet, Images: s.images, Director: s.director, Devices: s.db, Releases: s.db, Blobs: s.blobs, Admin: s.db, Audit: s.db, Logger: logger, MaxArtifact: maxArtifact}
+	s.api = &httpapi.Server{Fleet: s.fleet, Images: s.images, Director: s.director, Devices: s.db, Releases: s.db, Blobs: s.blobs, Admin: s.db, Audit: s.db, Logger: logger, MaxArtifact: maxArtifact, Tenants: listTenants{},
+		Webhooks: &webhook.Service{Store: s.db, Logger: logger}}
 	s.handler = s.api.Handler()
 	return s
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
@@ -60,7 +61,7 @@ func (s *Server) oidcLogin(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: cookie, Path: oidcCookiePath, HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
+	http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: cookie, Path: s.oidcCookiePath(), HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
 		SameSite: http.SameSiteLaxMode, MaxAge: int(sso.AttemptTTL / time.Second)})
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, redirect, http.StatusFound)
@@ -83,7 +84,7 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 	if c, err := r.Cookie(oidcCookie); err == nil {
 		cookie = c.Value
 	}
-	http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: "", Path: oidcCookiePath, HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
+	http.SetCookie(w, &http.Cookie{Name: oidcCookie, Value: "", Path: s.oidcCookiePath(), HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
 		SameSite: http.SameSiteLaxMode, MaxAge: -1})
 	w.Header().Set("Cache-Control", "no-store")
 	q := r.URL.Query()
@@ -121,6 +122,12 @@ func (s *Server) handToCLI(w http.ResponseWriter, r *http.Request, u *auth.User,
 	http.Redirect(w, r, cli.RedirectURL(sealed), http.StatusFound)
 }
 
+// oidcCookiePath is where the login attempt's cookie goes: the OIDC routes, under a tenant's
+// prefix when the stack is a tenant's.
+func (s *Server) oidcCookiePath() string {
+	return strings.TrimSuffix(s.cookiePath(), "/") + oidcCookiePath
+}
+
 // startSession starts a login session for u: the session row, the HttpOnly, SameSite=Strict
 // cookie (Secure over TLS or behind a proxy) and, in the answer, the session with its CSRF
 // token.
@@ -134,7 +141,7 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, u *auth.Us
 		s.fail(w, r, err)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: secret, Path: "/", HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
+	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: secret, Path: s.cookiePath(), HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
 		SameSite: http.SameSiteStrictMode, Expires: ss.ExpiresAt, MaxAge: int(ttl.Seconds())})
 	audit.SetActor(r.Context(), audit.ActorUser, u.Name, ss.ID)
 	s.logger().Info("login", "user", u.Name, "session", ss.ID, "via", how)

@@ -56,9 +56,11 @@ type op struct {
 	summary string
 	query   []param
 	headers []param
-	body    any         // request body: nil for none, a wire value, binary, anyJSON, signedMetadata, object
-	bodyAlt []binary    // other media types the request body may have, not validated
-	answers map[int]any // successful answers: status -> body (nil: no body)
+	body    any      // request body: nil for none, a wire value, binary, anyJSON, signedMetadata, object
+	bodyAlt []binary // other media types the request body may have, not validated
+	// bodyOptional: the request may come without a body (the server takes the defaults)
+	bodyOptional bool
+	answers      map[int]any // successful answers: status -> body (nil: no body)
 	// answerHeaders are headers of every successful answer that has a body; a param whose
 	// description starts with "always" is required.
 	answerHeaders []param
@@ -112,22 +114,35 @@ var contract = map[string]op{
 	"GET /api/v1/oidc/callback": {summary: "The OpenID provider's redirect: a session (its CSRF token in the answer), or for upkeep login --sso a redirect to its loopback port with a sealed personal token",
 		query: []param{{"code", "string", ""}, {"state", "string", ""}, {"error", "string", ""}}, answers: map[int]any{200: wire.Session{}, 302: nil}},
 	"POST /api/v1/session/token": {summary: "A personal operator token for the session's own user (its role and group scope); the answer carries its secret, once",
-		body: wire.PersonalTokenRequest{}, answers: map[int]any{201: wire.OperatorToken{}}},
+		body: wire.PersonalTokenRequest{}, bodyOptional: true, answers: map[int]any{201: wire.OperatorToken{}}},
 	"POST /api/v1/session/tokens/{id}/revoke": {summary: "Revoke one of one's own tokens", answers: noBody},
-	"POST /api/v1/login":                      {summary: "Log in: a session cookie, and the CSRF token in the answer", body: wire.LoginRequest{}, answers: jsonOK(wire.Session{})},
-	"POST /api/v1/logout":                     {summary: "End the caller's login session", answers: noBody},
-	"GET /api/v1/session":                     {summary: "Who the caller is: user, role, permissions", answers: jsonOK(wire.Session{})},
-	"GET /api/v1/users":                       {summary: "List operator users", answers: jsonOK([]wire.User{})},
-	"POST /api/v1/users":                      {summary: "Add an operator user", body: wire.UserRequest{}, answers: map[int]any{201: wire.User{}}},
-	"POST /api/v1/users/{name}/disable":       {summary: "Disable a user (ends their sessions, revokes their tokens)", answers: noBody},
-	"PUT /api/v1/users/{name}/role":           {summary: "Change a user's role and group scope", body: wire.UserRoleRequest{}, answers: noBody},
-	"PUT /api/v1/users/{name}/password":       {summary: "Set a user's password", body: wire.PasswordRequest{}, answers: noBody},
-	"GET /api/v1/tokens":                      {summary: "List operator tokens (never their secrets)", answers: jsonOK([]wire.OperatorToken{})},
-	"POST /api/v1/tokens":                     {summary: "Create an operator token; the answer carries its secret, once", body: wire.OperatorTokenRequest{}, answers: map[int]any{201: wire.OperatorToken{}}},
-	"POST /api/v1/tokens/{id}/revoke":         {summary: "Revoke an operator token", answers: noBody},
-	"POST /api/v1/enroll-tokens":              {summary: "Create an enrolment token; the answer carries its secret, once", body: wire.EnrollTokenRequest{}, answers: map[int]any{201: wire.EnrollTokenResponse{}}},
-	"GET /api/v1/enroll-tokens":               {summary: "List enrolment tokens", answers: jsonOK([]wire.EnrollToken{})},
-	"POST /api/v1/enroll-tokens/{id}/revoke":  {summary: "Revoke an enrolment token", answers: noBody},
+	"GET /api/v1/tenants":                     {summary: "List the tenants (the default tenant's stack only)", answers: jsonOK([]wire.Tenant{})},
+	"POST /api/v1/tenants": {summary: "Add a tenant with its online key files; the answer carries its first admin token, once",
+		body: wire.TenantRequest{}, answers: map[int]any{201: wire.TenantCreated{}}},
+	"POST /api/v1/login":                {summary: "Log in: a session cookie, and the CSRF token in the answer", body: wire.LoginRequest{}, answers: jsonOK(wire.Session{})},
+	"POST /api/v1/logout":               {summary: "End the caller's login session", answers: noBody},
+	"GET /api/v1/session":               {summary: "Who the caller is: user, role, permissions", answers: jsonOK(wire.Session{})},
+	"GET /api/v1/users":                 {summary: "List operator users", answers: jsonOK([]wire.User{})},
+	"POST /api/v1/users":                {summary: "Add an operator user", body: wire.UserRequest{}, answers: map[int]any{201: wire.User{}}},
+	"POST /api/v1/users/{name}/disable": {summary: "Disable a user (ends their sessions, revokes their tokens)", answers: noBody},
+	"PUT /api/v1/users/{name}/role":     {summary: "Change a user's role and group scope", body: wire.UserRoleRequest{}, answers: noBody},
+	"PUT /api/v1/users/{name}/password": {summary: "Set a user's password", body: wire.PasswordRequest{}, answers: noBody},
+	"GET /api/v1/tokens":                {summary: "List operator tokens (never their secrets)", answers: jsonOK([]wire.OperatorToken{})},
+	"POST /api/v1/tokens":               {summary: "Create an operator token; the answer carries its secret, once", body: wire.OperatorTokenRequest{}, answers: map[int]any{201: wire.OperatorToken{}}},
+	"POST /api/v1/tokens/{id}/revoke":   {summary: "Revoke an operator token", answers: noBody},
+
+	// Webhooks.
+	"GET /api/v1/webhooks": {summary: "List webhooks (never their secrets)", answers: jsonOK([]wire.Webhook{})},
+	"POST /api/v1/webhooks": {summary: "Create a webhook; the answer carries its signing secret (whsec_...), once",
+		body: wire.WebhookRequest{}, answers: map[int]any{201: wire.Webhook{}}},
+	"DELETE /api/v1/webhooks/{id}":    {summary: "Delete a webhook and its deliveries", answers: noBody},
+	"POST /api/v1/webhooks/{id}/test": {summary: "Queue a ping event for a webhook", answers: map[int]any{202: wire.WebhookTest{}}},
+	"GET /api/v1/webhooks/deliveries": {summary: "List webhook deliveries, newest first: state, attempts, last answer",
+		query:   []param{{"webhook", "string", ""}, {"state", "string", "pending, delivered, failed or dropped"}, {"limit", "integer", "at most 1,000; default 100"}},
+		answers: jsonOK([]wire.WebhookDelivery{})},
+	"POST /api/v1/enroll-tokens":             {summary: "Create an enrolment token; the answer carries its secret, once", body: wire.EnrollTokenRequest{}, answers: map[int]any{201: wire.EnrollTokenResponse{}}},
+	"GET /api/v1/enroll-tokens":              {summary: "List enrolment tokens", answers: jsonOK([]wire.EnrollToken{})},
+	"POST /api/v1/enroll-tokens/{id}/revoke": {summary: "Revoke an enrolment token", answers: noBody},
 
 	// Devices.
 	"GET /api/v1/devices": {summary: "List devices", query: []param{{"product", "string", ""}, {"hardware_id", "string", ""},
@@ -226,7 +241,7 @@ func inContract(pattern string) bool {
 func TestOpenAPI(t *testing.T) {
 	s := newStack(t)
 	api := &httpapi.Server{Fleet: s.fleet, Images: s.images, Director: s.director, Devices: s.db, Releases: s.db, Blobs: s.blobs, Admin: s.db,
-		AdminRoutes: ddiManagementRoutes()}
+		AdminRoutes: ddiManagementRoutes(), Tenants: listTenants{}}
 	api.Handler()
 	var routes []httpapi.Route
 	seen := map[string]bool{}
@@ -372,7 +387,7 @@ func generateOpenAPI(routes []httpapi.Route) ([]byte, error) {
 				_, s, _ := sc.request.media(alt)
 				content[string(alt)] = s
 			}
-			o["requestBody"] = map[string]any{"required": true, "content": content}
+			o["requestBody"] = map[string]any{"required": !c.bodyOptional, "content": content}
 		}
 		responses := map[string]any{"default": map[string]any{
 			"description": "An error: the status follows the error's code (apperr.HTTPStatus).",

@@ -16,6 +16,16 @@ import (
 // The services the handlers call, each as small as the handlers need. The server wires the
 // domain packages' services to them; tests may wire their own.
 
+// Tenants manages the tenants, organisations served under /t/{name}/ by server stacks of their
+// own (internal/server). Only the default stack has it.
+type Tenants interface {
+	// AddTenant creates the tenant's stack and returns its first admin token. Returns
+	// apperr.Invalid for a bad name or key set, apperr.Conflict if the name is taken.
+	AddTenant(ctx context.Context, req wire.TenantRequest) (*wire.TenantCreated, error)
+	// Tenants lists the tenants by name.
+	Tenants(ctx context.Context) ([]wire.Tenant, error)
+}
+
 // DeviceService is the device side of the fleet; *fleet.Service implements it.
 type DeviceService interface {
 	Enroll(ctx context.Context, req wire.SignedRequest, enrollToken string) (*wire.EnrollResponse, error)

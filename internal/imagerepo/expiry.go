@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"upkeep.dev/upkeep/internal/event"
 	"upkeep.dev/upkeep/internal/tuf"
 )
 
@@ -37,6 +38,16 @@ func (s *Service) OfflineExpiries(ctx context.Context) ([]Expiry, error) {
 	return out, nil
 }
 
+// ExpiringEvent is the data of the metadata.expiring event.
+type ExpiringEvent struct {
+	Repo    string    `json:"repo"` // image or director
+	Role    string    `json:"role"` // root or targets
+	Version int64     `json:"version"`
+	Expires time.Time `json:"expires"`
+	Expired bool      `json:"expired"`
+	Command string    `json:"command"` // what renews it, with the offline key
+}
+
 // WarnExpiring logs a warning for each piece of offline-signed metadata that expires within
 // ExpiryWarning (or has expired), at most once a day for each: once it expires, every device
 // fails every refresh until an operator re-signs it offline. warned holds, by "repo/role", when
@@ -55,6 +66,9 @@ func (s *Service) WarnExpiring(ctx context.Context, warned map[string]time.Time)
 		warned[key] = now
 		s.logger().Warn("offline-signed metadata expires soon; re-sign it with the offline key",
 			"repo", e.Repo, "role", e.Role, "version", e.Version, "expires", e.Expires.Format(time.RFC3339), "command", RenewCommand(e))
+		event.Emit(ctx, s.Events, event.Event{Key: fmt.Sprintf("%s/%s/%d/%s", e.Repo, e.Role, e.Version, now.UTC().Format(time.DateOnly)),
+			Type: event.MetadataExpiring, Subject: "metadata/" + key, Time: now,
+			Data: ExpiringEvent{Repo: e.Repo, Role: e.Role, Version: e.Version, Expires: e.Expires.UTC(), Expired: !now.Before(e.Expires), Command: RenewCommand(e)}})
 	}
 	return nil
 }

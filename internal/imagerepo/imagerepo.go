@@ -19,6 +19,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/event"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
@@ -73,8 +74,11 @@ type Service struct {
 	Blobs     release.BlobStore
 	Keys      Keys
 	Lifetimes tuf.Lifetimes
-	Now       func() time.Time
-	Logger    *slog.Logger
+	// Events, if set, is told when offline-signed metadata expires within ExpiryWarning
+	// (event.MetadataExpiring), once a day for each (one event key per day on every replica).
+	Events event.Emitter
+	Now    func() time.Time
+	Logger *slog.Logger
 
 	mu sync.Mutex // serialises snapshot/timestamp signing in this process
 

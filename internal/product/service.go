@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/event"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
@@ -32,7 +33,11 @@ type Service struct {
 	Resign func(ctx context.Context, deviceID string) error
 	// Go runs a background job that the server owns and waits for at shutdown (server.Server.Go).
 	// Nil runs the job before SetPolicy returns.
-	Go     func(name string, fn func(ctx context.Context))
+	Go func(name string, fn func(ctx context.Context))
+	// Events, if set, is told when a product's support ends within its warning period
+	// (event.SupportEnding), once a day per product (every replica gives the same event key
+	// that day, so each webhook gets it once).
+	Events event.Emitter
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -166,6 +171,13 @@ func (s *Service) Notice(ctx context.Context, name string) (*uptane.Notice, erro
 	return &uptane.Notice{Product: name, EndOfSupport: pol.SupportEnd}, nil
 }
 
+// SupportEndingEvent is the data of the product.support_ending event.
+type SupportEndingEvent struct {
+	Product    string `json:"product"`
+	SupportEnd string `json:"support_end"` // YYYY-MM-DD, the last day of security updates
+	Ended      bool   `json:"ended"`
+}
+
 // WarnEndOfSupport logs, once a day per product, that a product's security-update support ends
 // within its warning period (or has ended). warned remembers when each product was last warned
 // about; the caller keeps it between calls and does not share it.
@@ -183,6 +195,9 @@ func (s *Service) WarnEndOfSupport(ctx context.Context, warned map[string]time.T
 		}
 		warned[p.Name] = now
 		s.logger().Warn("security-update support is ending", LogProduct, p.Name, "support_end", pol.SupportEnd)
+		event.Emit(ctx, s.Events, event.Event{Key: p.Name + "/" + pol.SupportEnd + "/" + now.UTC().Format(time.DateOnly),
+			Type: event.SupportEnding, Subject: "product/" + p.Name, Time: now,
+			Data: SupportEndingEvent{Product: p.Name, SupportEnd: pol.SupportEnd, Ended: !now.Before(pol.End())}})
 	}
 }
 

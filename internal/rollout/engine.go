@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/event"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/product"
@@ -45,7 +46,10 @@ type Engine struct {
 	Unassign func(ctx context.Context, d *fleet.Device) error
 	// Exposed finds the devices exposed to an advisory and the release that fixes it, for
 	// campaigns created with Spec.Fixes; nil when the server holds no vulnerability data.
-	Exposed  func(ctx context.Context, advisory, release string) (fixRelease string, deviceIDs []string, err error)
+	Exposed func(ctx context.Context, advisory, release string) (fixRelease string, deviceIDs []string, err error)
+	// Events, if set, is told when a campaign starts, pauses, resumes, completes or is
+	// cancelled (event.CampaignStarted, ...), after the change is stored.
+	Events   event.Emitter
 	Now      func() time.Time
 	Logger   *slog.Logger
 	ActLimit int // members a start or resume assigns before it answers; 0: ActAssignLimit
@@ -568,6 +572,7 @@ func (e *Engine) act(ctx context.Context, id, action, actor string) (*Campaign, 
 	if err := e.Store.ApplyChange(ctx, ch); err != nil {
 		return nil, err
 	}
+	e.emit(ctx, actionEvents[action], &next, actor, "")
 	if action == "start" || action == "resume" {
 		more, err := e.step(ctx, &next, cmp.Or(e.ActLimit, ActAssignLimit))
 		if err != nil {
@@ -705,9 +710,11 @@ func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, e
 		}
 		if d.Pause != "" {
 			e.log().Warn("campaign paused itself", "campaign", c.ID, "release", c.Release, "reason", d.Pause)
+			e.emit(ctx, event.CampaignPaused, c, "engine", d.Pause)
 			return false, nil
 		}
 		if c.State == StateCompleted {
+			e.emit(ctx, event.CampaignCompleted, c, "engine", "")
 			return false, nil
 		}
 		if limit > 0 && len(d.Assign) > limit {
@@ -730,6 +737,7 @@ func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, e
 				return false, err
 			}
 			*c = next
+			e.emit(ctx, event.CampaignCompleted, c, "engine", "")
 			return false, nil
 		}
 		if !d.Advance {
@@ -737,6 +745,37 @@ func (e *Engine) step(ctx context.Context, c *Campaign, limit int) (more bool, e
 		}
 	}
 	return false, nil
+}
+
+// actionEvents are the events of operators' actions.
+var actionEvents = map[string]string{"start": event.CampaignStarted, "pause": event.CampaignPaused, "resume": event.CampaignResumed, "cancel": event.CampaignCancelled}
+
+// CampaignEvent is the data of a campaign's events.
+type CampaignEvent struct {
+	Campaign string `json:"campaign"`
+	Release  string `json:"release"`
+	Product  string `json:"product"`
+	Target   string `json:"target"` // what the operator targeted: a group or a filter
+	State    string `json:"state"`
+	Wave     int    `json:"wave"` // the released wave, from 1
+	Waves    int    `json:"waves"`
+	Members  int    `json:"members"`
+	Actor    string `json:"actor"`            // the operator, or "engine"
+	Reason   string `json:"reason,omitempty"` // why the engine paused it
+}
+
+// emit tells e.Events of a campaign's change of state, once it is stored.
+func (e *Engine) emit(ctx context.Context, typ string, c *Campaign, actor, reason string) {
+	if e.Events == nil || typ == "" {
+		return
+	}
+	members := 0
+	if len(c.Waves) > 0 {
+		members = c.Waves[len(c.Waves)-1]
+	}
+	event.Emit(ctx, e.Events, event.Event{Type: typ, Subject: "campaign/" + c.ID, Time: c.UpdatedAt,
+		Data: CampaignEvent{Campaign: c.ID, Release: c.Release, Product: c.Product, Target: c.Selector, State: c.State,
+			Wave: c.Wave + 1, Waves: len(c.Waves), Members: members, Actor: actor, Reason: reason}})
 }
 
 func completeEntry(id string, now time.Time) AuditEntry {

@@ -46,6 +46,7 @@ import (
 	"upkeep.dev/upkeep/internal/store/sqlstore"
 	"upkeep.dev/upkeep/internal/transparency"
 	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/webhook"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -132,6 +133,22 @@ type Config struct {
 	// empty Issuer turns it off. An empty RedirectURL is the public URL (or the listen URL)
 	// followed by /api/v1/oidc/callback.
 	OIDC sso.Config
+	// TenantPoolConns is the PostgreSQL pool size of each tenant's stack (default
+	// DefaultTenantPoolConns); the default tenant's pool is sized as before. tenant.go.
+	TenantPoolConns int
+	// TenantsEvery is how often a replica reads the tenants list to open tenants another
+	// replica added (default DefaultTenantsEvery).
+	TenantsEvery time.Duration
+
+	// tenant is set in the derived configuration of a tenant's stack (tenant.go): the stack
+	// does not listen; the default stack's front handler serves it under /t/{tenant}/.
+	tenant string
+	// Webhooks bounds webhooks and their delivery (attempts, backoff, timeouts, retention,
+	// queue length); zero fields take webhook.DefaultConfig's values.
+	Webhooks webhook.Config
+	// WebhookResolver resolves webhook host names at creation; nil: the system resolver. Tests
+	// set one to play a name that rebinds to another address after creation.
+	WebhookResolver webhook.Resolver
 }
 
 // DefaultConfig returns the embedded defaults.
@@ -196,8 +213,13 @@ func (c Config) Validate() error {
 		return errors.New("server config: event retention and max device events must not be negative")
 	case c.AuditRetention < 0:
 		return errors.New("server config: audit retention must not be negative (0 keeps records forever)")
+	case c.TenantPoolConns < 0 || c.TenantsEvery < 0:
+		return errors.New("server config: tenant pool size and tenants interval must not be negative")
 	case c.HousekeepingEvery < 0:
 		return errors.New("server config: housekeeping interval must not be negative")
+	case c.Webhooks.Timeout < 0 || c.Webhooks.RetryBase < 0 || c.Webhooks.RetryMax < 0 || c.Webhooks.Retention < 0 ||
+		c.Webhooks.MaxAttempts < 0 || c.Webhooks.MaxQueue < 0 || c.Webhooks.MaxPayload < 0 || c.Webhooks.MaxWebhooks < 0 || c.Webhooks.Workers < 0:
+		return errors.New("server config: webhook bounds must not be negative")
 	case c.TokenTTL < time.Minute:
 		return errors.New("server config: device token TTL must be at least a minute")
 	case c.TokenTTL > auth.MaxTokenTTL:
@@ -238,6 +260,8 @@ type Server struct {
 	DDI *ddi.Service
 	// Logs keeps devices' failure log bundles.
 	Logs *faillog.Service
+	// Webhooks queues the services' events in the outbox and delivers them (the "webhooks" job).
+	Webhooks *webhook.Service
 
 	http    *http.Server
 	ln      net.Listener
@@ -248,6 +272,10 @@ type Server struct {
 	jobs    sync.WaitGroup // background jobs (Go, Every)
 	running atomic.Int32
 	api     *httpapi.Server
+	handler http.Handler // api's routes; the default stack serves them behind the tenants' front
+	tenants *tenants     // the tenants' stacks; nil in a tenant's own stack
+	// tokenKey is the device-token HMAC key, from which the key sealing tenants' keys derives.
+	tokenKey []byte
 	// revocations is the revocation generation this replica last read (followRevocations).
 	revocations atomic.Int64
 	push        pusher // the push broker, once connected (push.go)
@@ -314,6 +342,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	cfg.Logger.Debug("device-token key", "path", keyPath)
+	s.tokenKey = hmacKey
 	s.Metrics = httpapi.NewMetrics()
 	s.Metrics.Rollouts = db.RolloutCounts
 	// The device store is timed (upkeep_db_seconds): its calls are the ones on the device
@@ -351,8 +380,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.Fleet.Refresh(ctx); err != nil {
 		return fail(err)
 	}
-	s.Rollouts = &rollout.Engine{Store: db, Devices: db, Releases: db, Products: db, Assign: s.Director.AssignWith, AssignMany: s.Director.AssignMany, Unassign: s.Director.Unassign, Now: now, Logger: cfg.Logger}
-	s.Exposure = &exposure.Service{Store: db, Devices: db, Releases: db, Products: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
+	s.Webhooks = &webhook.Service{Store: db, Config: cfg.Webhooks, Resolver: cfg.WebhookResolver, Now: now, Logger: cfg.Logger}
+	s.Fleet.Events, s.Images.Events = s.Webhooks, s.Webhooks
+	s.Rollouts = &rollout.Engine{Events: s.Webhooks, Store: db, Devices: db, Releases: db, Products: db, Assign: s.Director.AssignWith, AssignMany: s.Director.AssignMany, Unassign: s.Director.Unassign, Now: now, Logger: cfg.Logger}
+	s.Exposure = &exposure.Service{Events: s.Webhooks, Store: db, Devices: db, Releases: db, Products: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
 	if err := s.Exposure.Load(ctx); err != nil {
 		return fail(err)
 	}
@@ -364,7 +395,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		return s.Rollouts.OnReport(ctx, id, r)
 	}
 	s.newTransparency(db, now)
-	s.Products = &product.Service{Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Director.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
+	s.Products = &product.Service{Events: s.Webhooks, Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Director.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
 	s.Director.Notice = s.Products.Notice
 	ddiKey, err := db.Setting(ctx, "ddi_token_key", func() []byte { _, h := auth.NewSecret(""); return h })
 	if err != nil {
@@ -382,23 +413,28 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	api := &httpapi.Server{SecureCookies: cfg.BehindProxy, Routes: s.DDI.Routes(), AdminRoutes: s.DDI.AdminRoutes(), Fleet: s.Fleet, Images: s.Images, Deltas: s.Images.Deltas, Director: s.Director, Devices: db, Releases: db, Products: s.Products, Blobs: s.Blobs, Admin: db, Logger: cfg.Logger, MaxArtifact: cfg.MaxArtifact, MaxCheckins: cfg.MaxCheckins, Rollouts: s.Rollouts,
 		MaxTokenRequests: cfg.MaxTokenRequests, BodyTimeout: cfg.BodyTimeout, MaxPerDevice: cfg.MaxPerDevice, MaxPerIP: cfg.MaxPerIP,
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
-		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now, Audit: db,
+		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now, Audit: db, Webhooks: s.Webhooks,
 		Metrics: s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	s.Logs = s.newFailureLogs()
 	api.Logs, api.Push = s.Logs, &s.push
-	if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
-		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
-	}
-	s.URL = "http://" + s.ln.Addr().String()
 	var certs *certReloader
-	if cfg.TLSCert != "" {
+	if cfg.tenant != "" {
+		s.URL = cfg.PublicURL // the default stack's URL and /t/{tenant}
+	} else if s.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return fail(fmt.Errorf("listen %s: %w", cfg.Addr, err))
+	} else {
+		s.URL = "http://" + s.ln.Addr().String()
+	}
+	if cfg.TLSCert != "" && cfg.tenant == "" {
 		if certs, err = newCertReloader(cfg.TLSCert, cfg.TLSKey, cmp.Or(cfg.TLSCheckEvery, time.Second), cfg.Logger); err != nil {
 			s.ln.Close()
 			return fail(err)
 		}
 		s.URL = "https://" + s.ln.Addr().String()
 	}
-	if ap, err := netip.ParseAddrPort(s.ln.Addr().String()); cfg.MetricsToken == "" && (err != nil || !ap.Addr().IsLoopback()) {
+	if cfg.tenant != "" {
+		// Served by the default stack, which warns about an open /metrics.
+	} else if ap, err := netip.ParseAddrPort(s.ln.Addr().String()); cfg.MetricsToken == "" && (err != nil || !ap.Addr().IsLoopback()) {
 		cfg.Logger.Warn("/metrics is open to anyone who reaches the listen address: set --metrics-token (UPKEEP_METRICS_TOKEN)", "addr", s.ln.Addr().String())
 	}
 	if cfg.OIDC.Enabled() {
@@ -420,16 +456,32 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if s.Transparency.PublicURL == "" {
 		s.Transparency.PublicURL = s.URL
 	}
+	s.Webhooks.Source = s.Transparency.PublicURL
 	s.api = api
 	if err := s.newCSAF(db, now, api); err != nil {
 		return fail(err)
 	}
 	s.startPush(ctx) // before serving: it wraps the director's OnAssign
-	handler := api.Handler()
-	if cfg.Wrap != nil {
-		handler = cfg.Wrap(handler)
+	if cfg.tenant == "" {
+		s.tenants = newTenants(s)
+		api.Tenants = s.tenants
+	} else {
+		api.CookiePath = "/t/" + cfg.tenant + "/"
 	}
-	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	s.handler = api.Handler()
+	if cfg.Wrap != nil {
+		s.handler = cfg.Wrap(s.handler)
+	}
+	if cfg.tenant != "" {
+		s.startJobs(s.jobCtx)
+		return s, nil
+	}
+	if err := s.tenants.load(ctx); err != nil {
+		s.tenants.closeAll()
+		s.ln.Close()
+		return fail(err)
+	}
+	s.http = &http.Server{Handler: s.tenants.front(s.handler), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serve := func() error { return s.http.Serve(s.ln) }
 	if certs != nil {
 		s.http.TLSConfig = tlsConfig(certs)
@@ -478,6 +530,9 @@ func (s *Server) startJobs(ctx context.Context) {
 		}
 	}, nil)
 	s.Every("advisory-refresh", advisoryRefreshEvery, s.refreshAdvisories, nil)
+	if s.tenants != nil {
+		s.Every("follow-tenants", cmp.Or(s.Config.TenantsEvery, DefaultTenantsEvery), s.followTenants, nil)
+	}
 	cursor, err := s.DB.LastDirectorChange(ctx)
 	if err != nil {
 		s.Config.Logger.Warn("director changes", "err", err)
@@ -497,6 +552,20 @@ func (s *Server) startJobs(ctx context.Context) {
 			}
 		}
 	}, nil)
+	s.Go("webhooks", func(ctx context.Context) {
+		t := time.NewTicker(webhooksEvery)
+		defer t.Stop()
+		var pruned time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-s.Webhooks.Woken(): // an event was queued here: no wait
+			}
+			pruned = s.deliverWebhooks(ctx, pruned)
+		}
+	})
 	s.Go("rollout-engine", func(ctx context.Context) {
 		engine := time.NewTicker(cmp.Or(s.Config.RolloutEvery, time.Second))
 		defer engine.Stop()
@@ -519,6 +588,36 @@ func (s *Server) startJobs(ctx context.Context) {
 
 // SessionRetention is how long a login session's row is kept after it expired or was revoked.
 const SessionRetention = 24 * time.Hour
+
+// webhooksEvery is how often the webhooks job looks for due deliveries (it is also woken when
+// this replica queues an event), webhooksLease the lease that lets one replica deliver, and
+// webhooksPruneEvery how often it applies the retention and the queue bound.
+const (
+	webhooksEvery      = time.Second
+	webhooksLease      = 10 * time.Second
+	webhooksPruneEvery = 10 * time.Minute
+)
+
+// deliverWebhooks sends the due webhook deliveries if this replica holds the "webhooks" lease
+// (one replica at a time delivers; each delivery is also claimed in the database, so that a
+// replica that dies mid-delivery loses nothing: its claims lapse and the next holder sends them
+// again). It prunes every webhooksPruneEvery and returns when it last did.
+func (s *Server) deliverWebhooks(ctx context.Context, pruned time.Time) time.Time {
+	if ok, err := s.DB.AcquireLease(ctx, "webhooks", s.holder, webhooksLease); err != nil || !ok {
+		return pruned
+	}
+	defer s.keepLease(ctx, "webhooks", s.holder, webhooksLease)()
+	if _, err := s.Webhooks.Deliver(ctx); err != nil && ctx.Err() == nil {
+		s.Config.Logger.Warn("webhook delivery", "err", err)
+	}
+	if time.Since(pruned) >= webhooksPruneEvery {
+		if err := s.Webhooks.Prune(ctx); err != nil && ctx.Err() == nil {
+			s.Config.Logger.Warn("prune webhook deliveries", "err", err)
+		}
+		pruned = time.Now()
+	}
+	return pruned
+}
 
 // housekeep removes what devices and unauthenticated clients left that is no longer wanted:
 // enrolments that waited longer than PendingTTL for an operator, and device events beyond the
@@ -756,16 +855,31 @@ func newHolderID() string {
 // Close finishes in-flight requests (up to 10 s), stops every background job and waits for it,
 // and closes the stores.
 func (s *Server) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := s.http.Shutdown(ctx)
-	s.serving.Wait()
+	var err error
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err = s.http.Shutdown(ctx)
+		s.serving.Wait()
+	}
 	s.cancel()
 	s.jobs.Wait()
 	if p := s.push.Service(); p != nil {
 		p.Close()
 	}
+	if s.tenants != nil {
+		err = errors.Join(err, s.tenants.closeAll())
+	}
 	return errors.Join(err, s.DB.Close())
+}
+
+// Handler is the server's HTTP handler: its routes, and in the default stack the tenants'
+// under /t/{tenant}/.
+func (s *Server) Handler() http.Handler {
+	if s.http != nil {
+		return s.http.Handler
+	}
+	return s.handler
 }
 
 // warn runs the operators' warnings: products whose support ends soon, offline-signed metadata

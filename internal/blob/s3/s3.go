@@ -36,9 +36,12 @@ type Config struct {
 	AccessKey string
 	SecretKey string
 	PathStyle bool
+	// Prefix is put before every object key ("tenants/acme/"): tenants of one server share a
+	// bucket, each under its own prefix.
+	Prefix string
 }
 
-// ParseURL reads "s3://bucket?endpoint=http://host:port&region=r&path_style=true"; keys come from
+// ParseURL reads "s3://bucket?endpoint=http://host:port&region=r&path_style=true&prefix=p/"; keys come from
 // the arguments (the environment, in cmd/upkeep).
 func ParseURL(raw, accessKey, secretKey string) (Config, error) {
 	u, err := url.Parse(raw)
@@ -46,7 +49,7 @@ func ParseURL(raw, accessKey, secretKey string) (Config, error) {
 		return Config{}, fmt.Errorf("blob store %q: want s3://bucket?endpoint=...", raw)
 	}
 	q := u.Query()
-	c := Config{Bucket: u.Host, Endpoint: q.Get("endpoint"), Region: q.Get("region"), AccessKey: accessKey, SecretKey: secretKey, PathStyle: true}
+	c := Config{Bucket: u.Host, Endpoint: q.Get("endpoint"), Region: q.Get("region"), AccessKey: accessKey, SecretKey: secretKey, PathStyle: true, Prefix: q.Get("prefix")}
 	if c.Region == "" {
 		c.Region = "us-east-1"
 	}
@@ -61,6 +64,7 @@ func ParseURL(raw, accessKey, secretKey string) (Config, error) {
 type Store struct {
 	c      *s3.Client
 	bucket string
+	prefix string
 }
 
 var _ release.BlobStore = (*Store)(nil)
@@ -76,7 +80,7 @@ func New(cfg Config) *Store {
 		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
 		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenRequired,
 	})
-	return &Store{c: c, bucket: cfg.Bucket}
+	return &Store{c: c, bucket: cfg.Bucket, prefix: cfg.Prefix}
 }
 
 func nilIfEmpty(s string) *string {
@@ -97,7 +101,7 @@ func (s *Store) CreateBucket(ctx context.Context) error {
 	return nil
 }
 
-func key(h string) string { return "sha256/" + h }
+func (s *Store) key(h string) string { return s.prefix + "sha256/" + h }
 
 // Put implements release.BlobStore. The bytes stream to a temporary object while they are
 // hashed; only a verified upload is copied to its content address.
@@ -106,7 +110,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, maxLength int64, want stri
 	lr := &countReader{r: io.LimitReader(r, maxLength+1)}
 	b := make([]byte, 8)
 	rand.Read(b)
-	tmp := "tmp/" + hex.EncodeToString(b)
+	tmp := s.prefix + "tmp/" + hex.EncodeToString(b)
 	up := manager.NewUploader(s.c, func(u *manager.Uploader) { u.PartSize = 16 << 20; u.Concurrency = 2 })
 	if _, err := up.Upload(ctx, &s3.PutObjectInput{Bucket: &s.bucket, Key: &tmp, Body: io.TeeReader(lr, io.MultiWriter(h256, h512))}); err != nil {
 		return nil, fmt.Errorf("upload artifact: %w", err)
@@ -119,7 +123,7 @@ func (s *Store) Put(ctx context.Context, r io.Reader, maxLength int64, want stri
 	if want != "" && want != blob.SHA256 {
 		return nil, apperr.E(apperr.Verification, "uploaded artifact has sha256 %s, expected %s (truncated or corrupted upload)", blob.SHA256, want)
 	}
-	dst := key(blob.SHA256)
+	dst := s.key(blob.SHA256)
 	_, err := s.c.CopyObject(ctx, &s3.CopyObjectInput{
 		Bucket: &s.bucket, Key: &dst, CopySource: aws.String(s.bucket + "/" + tmp),
 		MetadataDirective: types.MetadataDirectiveReplace,
@@ -152,7 +156,7 @@ func (s *Store) Stat(ctx context.Context, h string) (*release.Blob, error) {
 	if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
 		return nil, apperr.E(apperr.Invalid, "sha256 must be 64 lowercase hex characters")
 	}
-	k := key(h)
+	k := s.key(h)
 	out, err := s.c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: &k})
 	if err != nil {
 		if notFound(err) {
@@ -174,12 +178,12 @@ func (s *Store) Open(ctx context.Context, h string) (release.BlobReader, *releas
 	if err != nil {
 		return nil, nil, err
 	}
-	return &rangeReader{ctx: ctx, s: s, key: key(h), size: b.Length}, b, nil
+	return &rangeReader{ctx: ctx, s: s, key: s.key(h), size: b.Length}, b, nil
 }
 
 // PresignGet returns a URL that lets a device GET the artifact directly for ttl.
 func (s *Store) PresignGet(ctx context.Context, h string, ttl time.Duration) (string, error) {
-	k := key(h)
+	k := s.key(h)
 	req, err := s3.NewPresignClient(s.c).PresignGetObject(ctx, &s3.GetObjectInput{Bucket: &s.bucket, Key: &k}, s3.WithPresignExpires(ttl))
 	if err != nil {
 		return "", fmt.Errorf("presign artifact %s: %w", h, err)

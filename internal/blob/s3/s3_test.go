@@ -52,3 +52,34 @@ func TestConformance(t *testing.T) {
 		t.Fatalf("pre-signed range GET: %d %q", resp.StatusCode, got)
 	}
 }
+
+// TestPrefix: stores under different prefixes of one bucket (tenants) pass the suite and do not
+// see each other's blobs.
+func TestPrefix(t *testing.T) {
+	raw := blobtest.S3URL(t)
+	ctx := context.Background()
+	bucket := fmt.Sprintf("prefix-%d", time.Now().UnixNano())
+	stores := map[string]*s3.Store{}
+	for _, p := range []string{"tenants/a/", "tenants/b/"} {
+		cfg, err := s3.ParseURL(raw+"&prefix="+p, os.Getenv("UPKEEP_TEST_S3_ACCESS_KEY"), os.Getenv("UPKEEP_TEST_S3_SECRET_KEY"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Prefix != p {
+			t.Fatalf("prefix %q, want %q", cfg.Prefix, p)
+		}
+		cfg.Bucket = bucket
+		stores[p] = s3.New(cfg)
+		if err := stores[p].CreateBucket(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blobtest.Run(t, stores["tenants/a/"])
+	b, err := stores["tenants/a/"].Put(ctx, strings.NewReader("tenant a's firmware"), 1<<20, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stores["tenants/b/"].Stat(ctx, b.SHA256); err == nil {
+		t.Fatal("a blob of prefix tenants/a/ is found under tenants/b/")
+	}
+}

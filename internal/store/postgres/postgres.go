@@ -91,3 +91,39 @@ func migrationLockID(schema string) int64 {
 	h.Write([]byte("upkeep migrations " + schema))
 	return int64(h.Sum64())
 }
+
+// CreateSchema creates schema (a plain identifier: letters, digits, underscores) in the database
+// of dsn if it does not exist: a tenant's store lives in a schema of its own.
+func CreateSchema(ctx context.Context, dsn, schema string) error {
+	return schemaExec(ctx, dsn, schema, `CREATE SCHEMA IF NOT EXISTS `+schema)
+}
+
+// DropSchema drops schema and everything in it, if it exists.
+func DropSchema(ctx context.Context, dsn, schema string) error {
+	return schemaExec(ctx, dsn, schema, `DROP SCHEMA IF EXISTS `+schema+` CASCADE`)
+}
+
+func schemaExec(ctx context.Context, dsn, schema, stmt string) error {
+	if schema == "" || len(schema) > 63 {
+		return fmt.Errorf("schema name %q: want 1-63 bytes", schema)
+	}
+	for _, r := range schema {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return fmt.Errorf("schema name %q: want a-z, 0-9 and _ only", schema)
+		}
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return fmt.Errorf("postgres dsn: %w", err)
+	}
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("connect postgres: %w", err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("schema %s: %w", schema, err)
+	}
+	return nil
+}

@@ -23,6 +23,7 @@ import (
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/uptane"
+	"upkeep.dev/upkeep/internal/webhook"
 )
 
 // Store is everything a full Upkeep store implements.
@@ -37,6 +38,7 @@ type Store interface {
 	ddi.Store
 	faillog.Store
 	audit.Store
+	webhook.Store
 	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
 	// false if another holder's lease has not expired.
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -80,6 +82,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"SSOUsers":         testSSOUsers,
 		"PruneSessions":    testPruneSessions,
 		"DeviceLogs":       testDeviceLogs,
+		"Webhooks":         testWebhooks,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
