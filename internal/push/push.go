@@ -41,8 +41,12 @@ type Config struct {
 	// administrator (mosquitto_ctrl dynsec init), which Open also lets publish under
 	// TopicPrefix.
 	Username, Password string
-	// TopicPrefix prefixes each device's topic; default DefaultTopicPrefix.
+	// TopicPrefix prefixes each device's topic; default DefaultTopicPrefix, or
+	// upkeep/t/<Namespace>/d/ with a Namespace.
 	TopicPrefix string
+	// Namespace keeps a tenant's devices apart on a broker shared by tenants: it prefixes their
+	// broker user names (<Namespace>:<device>), roles and topics. Empty: the default tenant.
+	Namespace string
 	// TLS, if set, is used for ssl://, mqtts:// and wss:// URLs.
 	TLS *tls.Config
 	// Queue bounds the nudges waiting to be published (default 65,536); past it a nudge is
@@ -71,7 +75,9 @@ type Service struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 
-	seq     atomic.Int64
+	id      string       // this connection's client id: prefixes correlation data, as every
+	seq     atomic.Int64 // administrator connection of the broker receives every answer
+	ready   atomic.Bool  // connected and subscribed to the plugin's answers
 	mu      sync.Mutex
 	waiting map[string]chan dynsecResponse
 
@@ -91,6 +97,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	}
 	if cfg.TopicPrefix == "" {
 		cfg.TopicPrefix = DefaultTopicPrefix
+		if cfg.Namespace != "" {
+			cfg.TopicPrefix = "upkeep/t/" + cfg.Namespace + "/d/"
+		}
 	}
 	if cfg.Queue <= 0 {
 		cfg.Queue = 1 << 16
@@ -104,7 +113,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, log: log, queue: make(chan string, cfg.Queue), done: make(chan struct{}), waiting: map[string]chan dynsecResponse{}}
 	var b [6]byte
 	rand.Read(b[:]) //nolint:errcheck // crypto/rand does not fail
-	o := mqtt.NewClientOptions().AddBroker(cfg.URL).SetClientID("upkeep-server-" + base64.RawURLEncoding.EncodeToString(b[:])).
+	s.id = "upkeep-server-" + base64.RawURLEncoding.EncodeToString(b[:])
+	o := mqtt.NewClientOptions().AddBroker(cfg.URL).SetClientID(s.id).
 		SetUsername(cfg.Username).SetPassword(cfg.Password).SetCleanSession(true).SetAutoReconnect(true).
 		SetConnectRetry(false).SetConnectTimeout(cfg.Timeout).SetKeepAlive(30 * time.Second).SetMaxReconnectInterval(30 * time.Second).
 		SetOrderMatters(false)
@@ -113,9 +123,18 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	}
 	o.SetOnConnectHandler(func(c mqtt.Client) {
 		// (Re)subscribe to the plugin's answers: a clean session forgets subscriptions.
-		c.Subscribe(responseTopic, 1, s.onResponse)
+		// Commands wait until it holds (ready), or their answers would be lost.
+		t := c.Subscribe(responseTopic, 1, s.onResponse)
+		go func() {
+			if t.Wait() && t.Error() == nil {
+				s.ready.Store(true)
+			}
+		}()
 	})
-	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) { log.Warn("push broker connection lost", "err", err) })
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		s.ready.Store(false)
+		log.Warn("push broker connection lost", "err", err)
+	})
 	s.client = mqtt.NewClient(o)
 	if err := wait(ctx, s.client.Connect(), cfg.Timeout); err != nil {
 		return nil, fmt.Errorf("push: connect to broker %s: %w", cfg.URL, err)
@@ -124,6 +143,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		s.client.Disconnect(0)
 		return nil, fmt.Errorf("push: subscribe to %s: %w", responseTopic, err)
 	}
+	s.ready.Store(true)
 	if err := s.ensureServerRole(ctx); err != nil {
 		s.client.Disconnect(0)
 		return nil, err
@@ -139,6 +159,9 @@ func (s *Service) Close() {
 	s.wg.Wait()
 	s.client.Disconnect(250)
 }
+
+// Connected says whether the broker connection is up (it reconnects by itself).
+func (s *Service) Connected() bool { return s.client.IsConnectionOpen() }
 
 // Topic is a device's nudge topic.
 func (s *Service) Topic(device string) string { return s.cfg.TopicPrefix + device }
@@ -186,7 +209,11 @@ func (s *Service) Credentials(ctx context.Context, device string) (*wire.PushCre
 	var b [24]byte
 	rand.Read(b[:]) //nolint:errcheck
 	password := base64.RawURLEncoding.EncodeToString(b[:])
-	role, topic := rolePrefix+device, s.Topic(device)
+	user := device
+	if s.cfg.Namespace != "" {
+		user = s.cfg.Namespace + ":" + device
+	}
+	role, topic := rolePrefix+user, s.Topic(device)
 	err := s.command(ctx, dynsecCommand{Command: "createRole", RoleName: role, ACLs: []acl{
 		{ACLType: "subscribePattern", Topic: topic, Allow: true},
 		{ACLType: "publishClientReceive", Topic: topic, Allow: true},
@@ -194,19 +221,23 @@ func (s *Service) Credentials(ctx context.Context, device string) (*wire.PushCre
 	if err != nil && !alreadyExists(err) {
 		return nil, err
 	}
-	err = s.command(ctx, dynsecCommand{Command: "createClient", Username: device, Password: password, Roles: []roleRef{{RoleName: role}}})
+	err = s.command(ctx, dynsecCommand{Command: "createClient", Username: user, Password: password, Roles: []roleRef{{RoleName: role}}})
 	if alreadyExists(err) {
-		err = s.command(ctx, dynsecCommand{Command: "setClientPassword", Username: device, Password: password})
+		err = s.command(ctx, dynsecCommand{Command: "setClientPassword", Username: user, Password: password})
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &wire.PushCredentials{URL: s.cfg.DeviceURL, Username: device, Password: password, Topic: topic, ClientID: device}, nil
+	return &wire.PushCredentials{URL: s.cfg.DeviceURL, Username: user, Password: password, Topic: topic, ClientID: user}, nil
 }
 
 // ensureServerRole lets the server's own account publish under TopicPrefix (the account made by
 // `mosquitto_ctrl dynsec init` may administer the plugin only).
 func (s *Service) ensureServerRole(ctx context.Context) error {
+	serverRole := serverRole
+	if s.cfg.Namespace != "" {
+		serverRole += "-" + s.cfg.Namespace
+	}
 	err := s.command(ctx, dynsecCommand{Command: "createRole", RoleName: serverRole, ACLs: []acl{
 		{ACLType: "publishClientSend", Topic: s.cfg.TopicPrefix + "#", Allow: true},
 	}})
@@ -300,7 +331,7 @@ func (s *Service) command(ctx context.Context, c dynsecCommand) error {
 
 // query sends one dynamic-security command and returns the data of its answer.
 func (s *Service) query(ctx context.Context, c dynsecCommand) (json.RawMessage, error) {
-	c.CorrelationData = strconv.FormatInt(s.seq.Add(1), 10)
+	c.CorrelationData = s.id + "-" + strconv.FormatInt(s.seq.Add(1), 10)
 	ch := make(chan dynsecResponse, 1)
 	s.mu.Lock()
 	s.waiting[c.CorrelationData] = ch
@@ -313,6 +344,11 @@ func (s *Service) query(ctx context.Context, c dynsecCommand) (json.RawMessage, 
 	body, err := json.Marshal(map[string][]dynsecCommand{"commands": {c}})
 	if err != nil {
 		return nil, err
+	}
+	for deadline := time.Now().Add(s.cfg.Timeout); !s.ready.Load(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, apperr.E(apperr.Unavailable, "push broker unavailable")
+		}
 	}
 	if err := wait(ctx, s.client.Publish(controlTopic, 1, false, body), s.cfg.Timeout); err != nil {
 		return nil, apperr.Wrap(apperr.Unavailable, err, "push broker unavailable")

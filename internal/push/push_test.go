@@ -123,3 +123,42 @@ func TestNudgeOnlyItsDevice(t *testing.T) {
 	// Opening again (a restarted server) finds its role and the devices' in place.
 	open(t, b)
 }
+
+// Tenants sharing a broker: a tenant's device of the same id as a default device gets a name,
+// role and topic of its own, cannot read the other's topic, and gets its own tenant's nudges.
+func TestNamespaces(t *testing.T) {
+	b := brokertest.Start(t)
+	def := open(t, b)
+	acme, err := push.Open(context.Background(), push.Config{URL: b.URL, Username: brokertest.AdminUser, Password: brokertest.AdminPassword, Namespace: "acme"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(acme.Close)
+	// Giving the shared administrator account acme's publishing role made the broker drop its
+	// connections: the default tenant's reconnects by itself.
+	for deadline := time.Now().Add(10 * time.Second); !def.Connected(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the default tenant's connection did not come back")
+		}
+	}
+	cd, ca := creds(t, def, "dev"), creds(t, acme, "dev")
+	if ca.Username != "acme:dev" || ca.Topic != "upkeep/t/acme/d/dev" || cd.Username != "dev" || cd.Topic != "upkeep/d/dev" {
+		t.Fatalf("default %+v, acme %+v", cd, ca)
+	}
+	c := connect(t, b.URL, ca.ClientID, ca.Username, ca.Password)
+	if _, q := subscribe(t, c, cd.Topic); q != 0x80 {
+		t.Errorf("acme's device subscribing to the default tenant's device topic: granted %#x", q)
+	}
+	got, q := subscribe(t, c, ca.Topic)
+	if q != 0 {
+		t.Fatalf("own topic refused: %#x", q)
+	}
+	acme.Nudge("dev")
+	select {
+	case <-got:
+	case <-time.After(5 * time.Second):
+		t.Fatal("acme's nudge did not arrive")
+	}
+	// The default tenant's credentials still work beside them.
+	connect(t, b.URL, cd.ClientID, cd.Username, cd.Password)
+}
