@@ -4,6 +4,8 @@
 # Usage: scripts/agent-footprint.sh   (root; installs mender-client and rauc if missing)
 #   IDLE_SECS=N   seconds the agents idle before they are measured (default 5)
 #   FOOTPRINT_REF=0   measure upkeep-agent only, without the mender/rauc reference (no apt-get)
+#   PUSH=0   measure without the push connection (default: with it, through a Mosquitto with the
+#            dynamic-security plugin that this script starts on a free port, when installed)
 # The agent runs with the simulated boot loader (--boot sim) and file slots in its state folder.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +21,23 @@ go build -o "$tmp/upkeep" ./cmd/upkeep || exit 1
 size=$(stat -c %s "$tmp/upkeep-agent")
 
 "$tmp/upkeep" keys init --dir "$tmp/keys" >/dev/null
-"$tmp/upkeep" serve --addr 127.0.0.1:0 --data "$tmp/data" --keys "$tmp/keys" >"$tmp/serve.out" 2>/dev/null &
+PUSH=${PUSH:-1}
+mqtt=()
+if [ "$PUSH" != 0 ] && [ -x /usr/sbin/mosquitto ] && command -v mosquitto_ctrl >/dev/null; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mosquitto_ctrl dynsec init "$tmp/dynsec.json" upkeep-admin footprint-pw >/dev/null
+  printf 'per_listener_settings true\npersistence false\nlistener %s 127.0.0.1\nallow_anonymous false\nplugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\nplugin_opt_config_file %s\n' \
+    "$port" "$tmp/dynsec.json" >"$tmp/mosquitto.conf"
+  [ "$(id -u)" = 0 ] && echo 'user root' >>"$tmp/mosquitto.conf"
+  /usr/sbin/mosquitto -c "$tmp/mosquitto.conf" 2>"$tmp/mosquitto.log" &
+  pids+=($!)
+  sleep 0.5
+  mqtt=(--mqtt-url "tcp://127.0.0.1:$port" --mqtt-user upkeep-admin)
+  export UPKEEP_MQTT_PASSWORD=footprint-pw
+elif [ "$PUSH" != 0 ]; then
+  echo "agent-footprint: mosquitto not installed: measuring without push" >&2
+fi
+"$tmp/upkeep" serve --addr 127.0.0.1:0 --data "$tmp/data" --keys "$tmp/keys" "${mqtt[@]}" >"$tmp/serve.out" 2>/dev/null &
 pids+=($!)
 for _ in $(seq 100); do grep -q '^upkeep serving on ' "$tmp/serve.out" && break; sleep 0.1; done
 url=$(sed -n 's/^upkeep serving on //p' "$tmp/serve.out")
@@ -39,7 +57,8 @@ if ! kill -0 "$agent" 2>/dev/null; then
 fi
 rss=$(awk '/^VmRSS/ {print $2}' /proc/$agent/status)
 anon=$(awk '/^RssAnon/ {print $2}' /proc/$agent/status)
-echo "upkeep-agent stripped_bytes=$size idle_rss_kb=$rss rss_anon_kb=$anon version=$(go version | awk '{print $3}')"
+push=$("$tmp/upkeep-agent" status --state "$tmp/dev" | sed -n 's/^  "push": "\([^"]*\)".*/\1/p')
+echo "upkeep-agent stripped_bytes=$size idle_rss_kb=$rss rss_anon_kb=$anon push=${push:-off} version=$(go version | awk '{print $3}')"
 if [ "$FOOTPRINT_REF" != 0 ]; then
   IDLE_SECS=$IDLE_SECS bash scripts/agent-footprint-ref.sh
 fi

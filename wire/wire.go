@@ -7,7 +7,9 @@
 //	   later, without a version change (optional, ignored by older agents): the poll jitter
 //	   hint (HeaderPollJitter, CheckinResponse.PollJitterSeconds); the inventory
 //	   (POST PathInventory, Inventory), which older agents never send; the bytes a download
-//	   fetched against the image's length (Event.Downloaded, Event.ImageLength).
+//	   fetched against the image's length (Event.Downloaded, Event.ImageLength); failure log
+//	   bundles (POST /device/v1/logs, LogBundle) and push credentials (POST /device/v1/push,
+//	   PushCredentials), which a server without them answers 404.
 package wire
 
 import (

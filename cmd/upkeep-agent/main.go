@@ -58,7 +58,8 @@ Common flags (each also an UPKEEP_* variable, see packaging/agent.env):
   --slot-a PATH --slot-b PATH (raw partitions or image files),
   --file-path PATH, --module PATH, --health-cmd CMD, --hook-timeout 5m, --poll 5m,
   --window HH:MM-HH:MM (maintenance window, UTC), --consent-cmd CMD,
-  --inventory-dir DIR (default /etc/upkeep/inventory.d), --inventory-interval 24h, --inventory-timeout 30s.
+  --inventory-dir DIR (default /etc/upkeep/inventory.d), --inventory-interval 24h, --inventory-timeout 30s,
+  --push on|off (keep an MQTT connection to the broker the server offers; default on).
 `
 
 func main() {
@@ -98,6 +99,7 @@ type common struct {
 	installer, filePath, module, noticeCmd                   string
 	window, consentCmd, ca                                   string
 	poll, slowWindow, hookTimeout                            time.Duration
+	push                                                     string
 	inventoryDir                                             string
 	inventoryInterval, inventoryTimeout                      time.Duration
 	fs                                                       *flag.FlagSet
@@ -147,6 +149,7 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.inventoryInterval, "inventory-interval", envDuration("UPKEEP_INVENTORY_INTERVAL", agent.DefaultInventoryInterval), "how often the inventory scripts run, besides at start and after each update (UPKEEP_INVENTORY_INTERVAL)")
 	fs.DurationVar(&c.inventoryTimeout, "inventory-timeout", envDuration("UPKEEP_INVENTORY_TIMEOUT", agent.DefaultInventoryTimeout), "how long one inventory script may run (UPKEEP_INVENTORY_TIMEOUT)")
 	c.fs = fs
+	c.registerPush(fs)
 	fs.Int64Var(&c.minRate, "min-rate", envInt("UPKEEP_MIN_RATE", 0), "slow-retrieval defence: minimum bytes/s (0: default 256, -1: off)")
 	fs.Int64Var(&c.checkpoint, "checkpoint-bytes", envInt("UPKEEP_CHECKPOINT_BYTES", 0), "downloaded bytes between journal checkpoints (0: default 4 MiB)")
 	fs.DurationVar(&c.slowWindow, "slow-window", envDuration("UPKEEP_SLOW_WINDOW", 0), "slow-retrieval window (0: default 60s)")
@@ -313,7 +316,7 @@ func (c *common) withHealth(cfg agent.Config) agent.Config {
 		cfg.Health = func(ctx context.Context) error {
 			out, err := shellCommand(ctx, cmdline).CombinedOutput()
 			if err != nil {
-				return fmt.Errorf("health check %q: %w: %.200s", cmdline, err, out)
+				return &agent.OutputError{Err: fmt.Errorf("health check %q: %w: %.200s", cmdline, err, out), Output: agent.Tail(out, agent.MaxOutput)}
 			}
 			return nil
 		}
@@ -390,6 +393,10 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		if err := c.enablePush(a); err != nil {
+			return err
+		}
+		defer a.ClosePush()
 		err = a.Run(ctx)
 		if errors.Is(err, context.Canceled) {
 			return nil
@@ -417,12 +424,17 @@ func run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 			PollSeconds     int        `json:"poll_seconds,omitempty"`
 			Push            string     `json:"push"`
 			InventoryDigest string     `json:"inventory_digest,omitempty"` // last acknowledged by the server
+			// PushDetail is the push connection's broker, last nudge and last error.
+			PushDetail *agent.PushStatus `json:"push_detail,omitempty"`
 		}{Protocol: wire.ProtocolVersion, State: st, Push: "off", InventoryDigest: agent.AckedInventoryDigest(c.state)}
 		if rt != nil {
 			view.NextCheckin, view.PollSeconds = &rt.NextCheckin, rt.PollSeconds
 			if rt.Push != "" {
 				view.Push = rt.Push
 			}
+		}
+		if ps := agent.ReadPushStatus(c.state); ps.State != agent.PushOff {
+			view.PushDetail = &ps
 		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")

@@ -162,6 +162,13 @@ type Agent struct {
 	// hint and lookup are the last verification's delta hint and image-repository lookup.
 	hint   *delta.Hint
 	lookup func(name string) (*metadata.TargetFiles, error)
+	// ring keeps the agent's recent log lines; failLog is the failure log bundle waiting to be
+	// sent, not before failLogAfter (faillog.go).
+	ring         *LogRing
+	failLog      *wire.LogBundle
+	failLogAfter time.Time
+	// push is the broker connection's state and nudges (push.go).
+	push *pushState
 	// inventoryNext is when the inventory is due again (zero: now; inventoryTurn).
 	inventoryNext time.Time
 	runtime       Runtime // guarded by runtimeMu
@@ -323,6 +330,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if a.log == nil {
 		a.log = slog.Default()
 	}
+	a.log, a.ring = withRing(a.log)
 	a.log = a.log.With("device", st.DeviceID)
 	a.api = &devclient.Client{Base: st.Server, HTTP: httpClient(cfg)}
 	a.dl = &devclient.Client{Base: st.Server, HTTP: downloadClient(cfg)}
@@ -388,6 +396,7 @@ var errReportLater = errors.New("report: the server asked to report later")
 // with Retry-After (429: this device's report allowance is used up) is not tried again before
 // then.
 func (a *Agent) flush(ctx context.Context) error {
+	defer a.uploadFailLog(ctx)
 	if len(a.state.Outbox) == 0 {
 		return nil
 	}
@@ -455,11 +464,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			// One line per idle period, so that whoever reads the log sees the agent waiting.
 			a.log.Info("idle until the next check-in", "next_checkin", time.Now().Add(next).UTC().Format(time.RFC3339), "in", next.Round(time.Second).String())
 		}
+		a.pushTick(ctx) // first: status then shows the push state with the next check-in
 		a.noteIdle(time.Now().Add(next))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(next):
+		if err := a.sleep(ctx, next); err != nil { // a push nudge ends it early (push.go)
+			return err
 		}
 	}
 }

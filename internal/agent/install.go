@@ -296,7 +296,10 @@ func (m *ModuleInstaller) run(ctx context.Context, step string, img *Image) (str
 		return "", errUnsupported
 	}
 	if err != nil {
-		return "", fmt.Errorf("update module %s %s: %w: %.300s", filepath.Base(m.Executable), step, err, strings.TrimSpace(errb.String()))
+		return "", &OutputError{
+			Err:    fmt.Errorf("update module %s %s: %w: %.300s", filepath.Base(m.Executable), step, err, strings.TrimSpace(errb.String())),
+			Output: Tail(append(append(out.Bytes(), "\n--- stderr ---\n"...), errb.Bytes()...), MaxOutput),
+		}
 	}
 	return strings.TrimSpace(out.String()), nil
 }

@@ -686,6 +686,7 @@ func (a *Agent) resume(ctx context.Context) error {
 			var reboot bool
 			if reboot, err = a.installer.Install(ctx, p); err != nil {
 				a.event(p.Target, wire.StepInstall, wire.StatusFailed, true, err.Error())
+				a.failed(p.Target, wire.StepInstall, err)
 				a.state.Phase, a.state.LastError = PhaseRollingBack, "install: "+err.Error()
 				a.state.FailedTarget, a.state.FailedSHA256 = p.Target, p.SHA256
 				break
@@ -734,6 +735,7 @@ func (a *Agent) resume(ctx context.Context) error {
 				}
 				if herr := a.health(ctx); herr != nil {
 					a.event(p.Target, wire.StepHealth, wire.StatusFailed, true, herr.Error())
+					a.failed(p.Target, wire.StepHealth, herr)
 					a.state.Phase, a.state.LastError = PhaseRollingBack, "health check: "+herr.Error()
 					a.state.FailedTarget, a.state.FailedSHA256 = p.Target, p.SHA256
 					break

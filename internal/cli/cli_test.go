@@ -20,7 +20,7 @@ import (
 )
 
 // cli runs the upkeep command tree in-process, as a user would from a shell.
-func cli(t *testing.T, args ...string) string {
+func cli(t testing.TB, args ...string) string {
 	t.Helper()
 	var out bytes.Buffer
 	cmd := newRoot()

@@ -123,6 +123,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.DDI.HardwareID, "ddi-hardware", "", "hardware id of DDI devices that register with the gateway token")
 	f.IntVar(&cfg.TenantPoolConns, "tenant-pool-conns", server.DefaultTenantPoolConns, "PostgreSQL connections of each tenant's pool (env UPKEEP_TENANT_POOL_CONNS); every tenant's count against the database's max_connections")
 	f.BoolVar(&cfg.DDI.AutoAccept, "ddi-auto-accept", false, "accept DDI devices that register with the gateway token at once (default: pending until `devices accept`)")
+	pushFlags(f, &cfg)
 	f.StringVar(&cfg.OIDC.Issuer, "oidc-issuer", "", "single sign-on: the OpenID Connect provider's issuer URL, as its discovery document names it (env UPKEEP_OIDC_ISSUER; docs/OPERATORS.md)")
 	f.StringVar(&cfg.OIDC.ClientID, "oidc-client-id", "", "this server's client id at the provider (env UPKEEP_OIDC_CLIENT_ID)")
 	f.StringVar(&cfg.OIDC.ClientSecret, "oidc-client-secret", "", "the client secret (env UPKEEP_OIDC_CLIENT_SECRET, preferred, or --oidc-client-secret-file: a flag shows in the process list)")
@@ -515,7 +516,7 @@ func devicesCmd(g *globals) *cobra.Command {
 		},
 	}
 	remove.Flags().BoolVar(&simulated, "simulated", false, "remove every device enrolled by `upkeep simulate`")
-	cmd.AddCommand(list, accept, events, remove, rejectCmd(g), decommissionCmd(g), ddiCreateCmd(g), ddiTokenCmd(g), ddiTokenRotateCmd(g))
+	cmd.AddCommand(list, accept, events, remove, rejectCmd(g), decommissionCmd(g), ddiCreateCmd(g), ddiTokenCmd(g), ddiTokenRotateCmd(g), logsCmd(g))
 	cmd.AddCommand(deviceShowCmd(g))
 	return cmd
 }

@@ -64,7 +64,7 @@ type found struct {
 
 // checkContract returns a server.Config.Wrap that validates every exchange and fails t at
 // cleanup when one breaks the document.
-func checkContract(t *testing.T) func(http.Handler) http.Handler {
+func checkContract(t testing.TB) func(http.Handler) http.Handler {
 	t.Helper()
 	c, err := newContractChecker()
 	if err != nil {

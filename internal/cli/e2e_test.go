@@ -31,7 +31,7 @@ const (
 
 // env is a real server on :0 with a fresh key set, and helpers to publish and run devices.
 type env struct {
-	t            *testing.T
+	t            testing.TB
 	dir, keys    string
 	srv          *server.Server
 	cli          *client.Client
@@ -47,7 +47,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
 
 // newEnvWith is newEnv, letting the test adjust the server configuration before it starts.
-func newEnvWith(t *testing.T, configure func(*server.Config)) *env {
+func newEnvWith(t testing.TB, configure func(*server.Config)) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir()}
 	e.keys = filepath.Join(e.dir, "keys")

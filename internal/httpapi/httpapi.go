@@ -107,6 +107,10 @@ type Server struct {
 	SSO SingleSignOn
 	// CSAF serves the CSAF provider and OpenVEX documents publicly; nil: none.
 	CSAF CSAF
+	// Logs keeps devices' failure log bundles (devlogs.go); nil: uploads get 404.
+	Logs FailureLogs
+	// Push issues devices' broker credentials (devlogs.go); nil: 404, devices poll.
+	Push PushCredentials
 	// Audit keeps the audit trail: every state-changing /api/v1 call and every login is
 	// recorded before it is answered (audit.go). Nil records nothing and answers the audit
 	// routes with 503.
@@ -126,6 +130,7 @@ type Server struct {
 	perIP          perKey // token requests and enrolments in flight per source address
 	enrolRate      rate   // enrolments per source address
 	reportRate     rate   // reports per device
+	pushRate       rate   // push credential requests per device
 	inventoryRate  rate   // inventories per device
 
 	noAuth    bool     // serve /api/v1 without authentication: BenchmarkOperatorGet's baseline, set only by a test
@@ -182,6 +187,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /device/v1/token", s.token)
 	mux.Handle("POST /device/v1/checkin", s.device(s.checkin))
 	mux.Handle("POST /device/v1/report", s.device(s.known(s.report)))
+	mux.Handle("POST /device/v1/logs", s.device(s.known(s.uploadLog)))
+	mux.Handle("POST /device/v1/push", s.device(s.known(s.pushCredentials)))
 	mux.Handle("POST "+wire.PathInventory, s.device(s.known(s.inventory)))
 	mux.Handle("GET /device/v1/director/{file}", s.device(s.known(s.directorMeta)))
 	mux.Handle("GET /device/v1/targets/{name...}", s.device(s.known(s.artifact)))
@@ -196,6 +203,7 @@ func (s *Server) Handler() http.Handler {
 	mux.api("POST /api/v1/devices/{id}/reject", auth.PermDevicesAdmit, s.rejectDevice)
 	mux.api("POST /api/v1/devices/{id}/decommission", auth.PermDevicesAdmit, s.decommissionDevice)
 	mux.api("GET /api/v1/devices/{id}/events", auth.PermDevicesRead, s.deviceEvents)
+	mux.api("GET /api/v1/devices/{id}/logs", auth.PermDevicesRead, s.deviceLogs)
 	mux.api("PUT /api/v1/blobs/{sha256}", auth.PermPublish, s.putBlob)
 	mux.api("GET /api/v1/image/targets", auth.PermReleasesRead, s.currentTargets)
 	mux.api("PUT /api/v1/image/root", auth.PermRotate, s.putMeta(s.Images.RotateRoot))

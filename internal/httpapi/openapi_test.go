@@ -93,6 +93,10 @@ var contract = map[string]op{
 	"POST /device/v1/report": {summary: "Report update events and the device's state", device: true, body: wire.Report{}, answers: noBody},
 	"POST /device/v1/inventory": {summary: "Send the device's inventory attributes (sent only when their digest changes)", device: true, body: wire.Inventory{},
 		answers: jsonOK(wire.InventoryResponse{})},
+	"POST /device/v1/logs": {summary: "Upload a failure log bundle: gzip-compressed JSON of a LogBundle, at most 256 KiB (413 past it; 429 with Retry-After past the device's hourly allowance)",
+		device: true, body: binary("application/gzip"), answers: noBody},
+	"POST /device/v1/push": {summary: "The device's broker credentials for push nudges (404 when the server has no broker: poll)", device: true,
+		answers: jsonOK(wire.PushCredentials{})},
 	"GET /device/v1/director/{file}": {summary: "The device's director metadata (N.root.json, targets.json, ...)", device: true,
 		answers: jsonOK(signedMetadata{})},
 	"GET /device/v1/targets/{name...}": {summary: "Download an artifact the device's director view names (Range supported; a redirect to object storage when artifacts live in S3)",
@@ -152,6 +156,8 @@ var contract = map[string]op{
 	"POST /api/v1/devices/{id}/reject":       {summary: "Reject a device", answers: noBody},
 	"POST /api/v1/devices/{id}/decommission": {summary: "Decommission a device: its token is refused from then on", answers: noBody},
 	"GET /api/v1/devices/{id}/events":        {summary: "A device's latest events, newest first", answers: jsonOK([]wire.Event{})},
+	"GET /api/v1/devices/{id}/logs": {summary: "A device's failure log bundles, newest first: the latest, or every one kept with all=true",
+		query: []param{{"all", "boolean", "every bundle kept"}}, answers: jsonOK([]wire.DeviceLog{})},
 
 	// Releases and metadata.
 	"PUT /api/v1/blobs/{sha256}": {summary: "Upload an artifact, named by its SHA-256", body: binary("application/octet-stream"),

@@ -31,11 +31,13 @@ import (
 	"upkeep.dev/upkeep/internal/ddi"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/exposure"
+	"upkeep.dev/upkeep/internal/faillog"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/httpapi"
 	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/label"
 	"upkeep.dev/upkeep/internal/product"
+	"upkeep.dev/upkeep/internal/push"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
 	"upkeep.dev/upkeep/internal/sso"
@@ -118,6 +120,11 @@ type Config struct {
 	// DDI configures the hawkBit DDI API (internal/ddi): tenant, gateway token, auto-registration.
 	// PollSeconds, PublicURL and the target-token key are filled in by Open.
 	DDI ddi.Config
+	// Logs bounds devices' failure log bundles (push.go).
+	Logs LogConfig
+	// Push configures the MQTT broker that nudges devices to check in (internal/push); an
+	// empty URL turns push off, and devices poll.
+	Push push.Config
 	// Wrap, if set, wraps the whole HTTP handler: a seam for tests (the end-to-end tests check
 	// every request and answer against the OpenAPI document with it) and for an in-process
 	// proxy. Nil serves the handler as it is.
@@ -251,6 +258,8 @@ type Server struct {
 	Products *product.Service
 	// DDI serves hawkBit DDI clients (SWUpdate, RAUC, Zephyr) at /{tenant}/controller/v1/.
 	DDI *ddi.Service
+	// Logs keeps devices' failure log bundles.
+	Logs *faillog.Service
 	// Webhooks queues the services' events in the outbox and delivers them (the "webhooks" job).
 	Webhooks *webhook.Service
 
@@ -269,6 +278,7 @@ type Server struct {
 	tokenKey []byte
 	// revocations is the revocation generation this replica last read (followRevocations).
 	revocations atomic.Int64
+	push        pusher // the push broker, once connected (push.go)
 }
 
 // Open opens the stores, bootstraps the repositories and starts listening.
@@ -405,6 +415,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		EnrollPerMinute: cfg.EnrollPerMinute, ReportsPerMinute: cfg.ReportsPerMinute,
 		Exposure: s.Exposure, Generation: s.revocations.Load, Now: now, Audit: db, Webhooks: s.Webhooks,
 		Metrics: s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
+	s.Logs = s.newFailureLogs()
+	api.Logs, api.Push = s.Logs, &s.push
 	var certs *certReloader
 	if cfg.tenant != "" {
 		s.URL = cfg.PublicURL // the default stack's URL and /t/{tenant}
@@ -449,6 +461,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.newCSAF(db, now, api); err != nil {
 		return fail(err)
 	}
+	s.startPush(ctx) // before serving: it wraps the director's OnAssign
 	if cfg.tenant == "" {
 		s.tenants = newTenants(s)
 		api.Tenants = s.tenants
@@ -650,6 +663,7 @@ func (s *Server) housekeep(ctx context.Context) {
 	} else if n > 0 {
 		s.Config.Logger.Info("pruned login sessions", "sessions", n)
 	}
+	s.pruneLogs(ctx)
 }
 
 // auditPruneBatch bounds the records one prune transaction removes.
@@ -850,6 +864,9 @@ func (s *Server) Close() error {
 	}
 	s.cancel()
 	s.jobs.Wait()
+	if p := s.push.Service(); p != nil {
+		p.Close()
+	}
 	if s.tenants != nil {
 		err = errors.Join(err, s.tenants.closeAll())
 	}

@@ -421,6 +421,9 @@ func (s *Server) tenantConfig(ctx context.Context, name string) (Config, error) 
 	// accounts, and the same map at a tenant's prefix would let them into every tenant.
 	// Tenants log in with local accounts and tokens (docs/OPERATORS.md, Tenants).
 	c.OIDC = sso.Config{}
+	// Push: the tenant's devices get broker names, roles and topics of their own
+	// (upkeep/t/<tenant>/d/<id>), so that tenants sharing a broker cannot meet there.
+	c.Push.Namespace, c.Push.TopicPrefix = name, ""
 	if c.Database != "" {
 		dsn, err := tenantDSN(ctx, c.Database, name, cmp.Or(s.Config.TenantPoolConns, DefaultTenantPoolConns))
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/ddi"
 	"upkeep.dev/upkeep/internal/director"
+	"upkeep.dev/upkeep/internal/faillog"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/product"
@@ -35,6 +36,7 @@ type Store interface {
 	auth.Store
 	rollout.Store
 	ddi.Store
+	faillog.Store
 	audit.Store
 	webhook.Store
 	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
@@ -79,6 +81,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"Audit":            testAudit,
 		"SSOUsers":         testSSOUsers,
 		"PruneSessions":    testPruneSessions,
+		"DeviceLogs":       testDeviceLogs,
 		"Webhooks":         testWebhooks,
 	}
 	for name, f := range tests {
