@@ -261,15 +261,24 @@ func loginSSO(cmd *cobra.Command, g *globals, wait time.Duration) error {
 			http.Error(w, "This is not the answer this upkeep login waits for.", http.StatusBadRequest)
 			return
 		}
+		// The page first, then the token: the command ends once it has the token, and the
+		// browser must have its answer by then.
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "Logged in to Upkeep as %s. You can close this tab.\n", show.Text(tok.User))
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
 		select {
 		case got <- &tok:
 		default:
 		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "Logged in to Upkeep as %s. You can close this tab.\n", show.Text(tok.User))
 	})}
 	go srv.Serve(ln)
-	defer srv.Close()
+	defer func() { // lets the answer in flight finish, then closes
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx) //nolint:errcheck // the process is ending its login either way
+	}()
 	u := strings.TrimRight(g.server, "/") + "/api/v1/oidc/login?" + url.Values{"cli_port": {strconv.Itoa(port)}, "cli_key": {pub}}.Encode()
 	fmt.Fprintf(cmd.ErrOrStderr(), "Open this URL in a browser on this machine to log in:\n\n    %s\n\n", u)
 	ctx, cancel := context.WithTimeout(cmd.Context(), wait)

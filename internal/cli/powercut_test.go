@@ -33,7 +33,7 @@ import (
 // several checkpoints in every image.
 const (
 	powercutDefault      = 200                    // cuts unless UPKEEP_POWERCUTS says otherwise
-	powercutDeltaDefault = 120                    // TestPowerCutsDelta's
+	powercutDeltaDefault = 60                     // TestPowerCutsDelta's
 	powercutMaxSleep     = 400 * time.Millisecond // a cut lands 0–400 ms after the agent starts
 	powercutMinSize      = 2 << 20
 	powercutMaxSize      = 4 << 20
