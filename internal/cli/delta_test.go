@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/rollout"
@@ -92,6 +93,25 @@ func (e *env) downloadEvents(id string) []string {
 		}
 	}
 	return out
+}
+
+// signedTargets returns the server's current image targets, checked against the trusted root,
+// for a test that signs a publication of its own.
+func (e *env) signedTargets() *metadata.Metadata[metadata.TargetsType] {
+	e.t.Helper()
+	root, err := e.cli.LatestRoot(context.Background(), e.imageRoot)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var cur []byte
+	if err := e.cli.Do(context.Background(), http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
+		e.t.Fatal(err)
+	}
+	tm, err := uptane.VerifyImageTargetsSigned(root, cur)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tm
 }
 
 func (e *env) deltaTarget(name string) delta.Target {
@@ -261,18 +281,7 @@ func TestDeltaIndexOutsideImage(t *testing.T) {
 	}
 	rawMsg := json.RawMessage(raw)
 	idxTarget.Custom = &rawMsg
-	root, err := e.cli.LatestRoot(ctx, e.imageRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cur []byte
-	if err := e.cli.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
-		t.Fatal(err)
-	}
-	tm, err := uptane.VerifyImageTargetsSigned(root, cur)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tm := e.signedTargets()
 	tm.Signed.Targets[name], tm.Signed.Targets[delta.IndexName(name)] = imgTarget, idxTarget
 	tm.Signed.Version++
 	tm.Signed.Expires = time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
@@ -354,18 +363,7 @@ func TestReleaseDeltas(t *testing.T) {
 	}
 
 	// The route adds deltas only: an image, or nothing, is refused.
-	root, err := e.cli.LatestRoot(ctx, e.imageRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cur []byte
-	if err := e.cli.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
-		t.Fatal(err)
-	}
-	tm, err := uptane.VerifyImageTargetsSigned(root, cur)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tm := e.signedTargets()
 	tm.Signed.Version++
 	same, err := tuf.SignTargets(tm, e.targetsKey)
 	if err != nil {

@@ -279,24 +279,6 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 	}
 }
 
-// verifiedTargets fetches the server's current image targets and checks their signatures
-// against the root reached from trusted (their expiry is not checked: signing renews it).
-func (c *Client) verifiedTargets(ctx context.Context, trusted []byte) (*metadata.Metadata[metadata.TargetsType], error) {
-	root, err := c.LatestRoot(ctx, trusted)
-	if err != nil {
-		return nil, err
-	}
-	var cur []byte
-	if err := c.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
-		return nil, err
-	}
-	t, err := uptane.VerifyImageTargetsSigned(root, cur)
-	if err != nil {
-		return nil, fmt.Errorf("the server's current targets do not verify against the trusted root; refusing to sign on top of them: %w", err)
-	}
-	return t, nil
-}
-
 // fetchSigned downloads the artifact of a signed target into path, at most its signed length,
 // and checks its SHA-256.
 func (c *Client) fetchSigned(ctx context.Context, tf *metadata.TargetFiles, path string) error {

@@ -102,18 +102,9 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 	}
 	madePatches := false
 	for attempt := 0; ; attempt++ {
-		root, err := c.LatestRoot(ctx, o.TrustedRoot)
+		t, err := c.verifiedTargets(ctx, o.TrustedRoot)
 		if err != nil {
 			return nil, err
-		}
-		var cur []byte
-		if err := c.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
-			return nil, err
-		}
-		// The base may have expired (a new signature is what renews it); its signatures must hold.
-		t, err := uptane.VerifyImageTargetsSigned(root, cur)
-		if err != nil {
-			return nil, fmt.Errorf("the server's current targets do not verify against the trusted root; refusing to sign on top of them: %w", err)
 		}
 		if _, ok := t.Signed.Targets[name]; ok {
 			return nil, apperr.E(apperr.Conflict, "target %s is already published", name)
@@ -211,6 +202,25 @@ func hashFile(path string, progress func(string, io.Reader, int64) io.Reader) (*
 		return nil, fmt.Errorf("hash artifact: %w", err)
 	}
 	return &wire.BlobInfo{SHA256: hex.EncodeToString(h256.Sum(nil)), SHA512: hex.EncodeToString(h512.Sum(nil)), Length: n}, nil
+}
+
+// verifiedTargets fetches the server's current image targets and checks their signatures
+// against the root reached from trusted; the base may have expired (a new signature is what
+// renews it), but its signatures must hold.
+func (c *Client) verifiedTargets(ctx context.Context, trusted []byte) (*metadata.Metadata[metadata.TargetsType], error) {
+	root, err := c.LatestRoot(ctx, trusted)
+	if err != nil {
+		return nil, err
+	}
+	var cur []byte
+	if err := c.Do(ctx, http.MethodGet, "/api/v1/image/targets", nil, &cur); err != nil {
+		return nil, err
+	}
+	t, err := uptane.VerifyImageTargetsSigned(root, cur)
+	if err != nil {
+		return nil, fmt.Errorf("the server's current targets do not verify against the trusted root; refusing to sign on top of them: %w", err)
+	}
+	return t, nil
 }
 
 // LatestRoot walks the server's image roots from trusted, accepting each only if the previous
