@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/agent"
 	"upkeep.dev/upkeep/internal/agent/boot"
+	"upkeep.dev/upkeep/internal/devclient"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -92,11 +94,25 @@ func NewDevice(ctx context.Context, dir string, o Options) (*Device, error) {
 		}
 	}
 	d.cfg = agent.Config{StateDir: filepath.Join(dir, "state"), Bootloader: bl, Slots: slots, HTTP: o.HTTP, Logger: o.Logger, Health: o.Health, PollInterval: o.PollInterval}
-	if _, err := agent.Enroll(ctx, d.cfg, agent.EnrollOptions{
-		Server: o.Server, EnrollToken: o.EnrollToken, Identity: o.Identity, ImageRoot: o.ImageRoot, DirectorRoot: o.DirectorRoot,
-		Installed: agent.Image{Target: o.FactoryTarget, Version: o.FactoryVersion, SecurityVersion: o.FactorySecVer, SHA256: hex.EncodeToString(sum[:]), Slot: boot.SlotA},
-	}); err != nil {
-		return nil, err
+	// Like a device on its first boot, enrolment is tried again while the server is busy (429
+	// past the per-address bound when many devices start at once), after its Retry-After.
+	for {
+		_, err := agent.Enroll(ctx, d.cfg, agent.EnrollOptions{
+			Server: o.Server, EnrollToken: o.EnrollToken, Identity: o.Identity, ImageRoot: o.ImageRoot, DirectorRoot: o.DirectorRoot,
+			Installed: agent.Image{Target: o.FactoryTarget, Version: o.FactoryVersion, SecurityVersion: o.FactorySecVer, SHA256: hex.EncodeToString(sum[:]), Slot: boot.SlotA},
+		})
+		var te *devclient.TransientError
+		if err == nil {
+			break
+		}
+		if !errors.As(err, &te) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(min(max(te.RetryAfter, 100*time.Millisecond), 5*time.Second)):
+		}
 	}
 	if d.Agent, err = agent.New(ctx, d.cfg); err != nil {
 		return nil, err
