@@ -103,11 +103,20 @@ func (s *Server) deviceEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// blobName is the {sha256} of a blob route, lower-cased: 64 hex digits, or apperr.Invalid.
+func blobName(r *http.Request) (string, error) {
+	sum := strings.ToLower(r.PathValue("sha256"))
+	if _, err := hex.DecodeString(sum); err != nil || len(sum) != 64 {
+		return "", apperr.E(apperr.Invalid, "blob name must be the 64-hex-character sha256 of the artifact")
+	}
+	return sum, nil
+}
+
 // putBlob streams an artifact into the blob store; the path names its SHA-256, which is checked.
 func (s *Server) putBlob(w http.ResponseWriter, r *http.Request) {
-	want := strings.ToLower(r.PathValue("sha256"))
-	if _, err := hex.DecodeString(want); err != nil || len(want) != 64 {
-		s.fail(w, r, apperr.E(apperr.Invalid, "blob name must be the 64-hex-character sha256 of the artifact"))
+	want, err := blobName(r)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if r.ContentLength > s.MaxArtifact {
@@ -247,9 +256,9 @@ func (s *Server) addDeltas(w http.ResponseWriter, r *http.Request) {
 // getBlob serves an uploaded artifact to a release engineer (`upkeep release deltas` reads the
 // images it makes patches between), with range requests.
 func (s *Server) getBlob(w http.ResponseWriter, r *http.Request) {
-	sum := strings.ToLower(r.PathValue("sha256"))
-	if _, err := hex.DecodeString(sum); err != nil || len(sum) != 64 {
-		s.fail(w, r, apperr.E(apperr.Invalid, "blob name must be the 64-hex-character sha256 of the artifact"))
+	sum, err := blobName(r)
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	b, _, err := s.Blobs.Open(r.Context(), sum)
