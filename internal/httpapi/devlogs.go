@@ -66,11 +66,15 @@ func (s *Server) uploadLog(w http.ResponseWriter, r *http.Request, id string) {
 
 // deviceLogs answers GET /api/v1/devices/{id}/logs[?all=true]: the latest bundle, or all kept.
 func (s *Server) deviceLogs(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.knownDevice(w, r)
+	if !ok {
+		return
+	}
 	if s.Logs == nil {
 		writeJSON(w, http.StatusOK, []wire.DeviceLog{})
 		return
 	}
-	ls, err := s.Logs.Logs(r.Context(), r.PathValue("id"), r.URL.Query().Get("all") == "true")
+	ls, err := s.Logs.Logs(r.Context(), id, r.URL.Query().Get("all") == "true")
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -1034,6 +1034,20 @@ func TestKnownDevicesOnly(t *testing.T) {
 	}
 }
 
+// TestUnknownDeviceRoutes: an operator asking for the events or failure logs of a device that
+// does not exist gets 404 naming it, not an empty list that reads as "nothing happened".
+func TestUnknownDeviceRoutes(t *testing.T) {
+	s := newStack(t)
+	srv := s.serve()
+	known, _ := s.enrolled(srv)
+	for _, sub := range []string{"events", "logs"} {
+		wantError(t, call(t, srv, http.MethodGet, "/api/v1/devices/nosuch/"+sub, nil, bearer(s.admin)), http.StatusNotFound, apperr.NotFound, "device nosuch not found")
+		if r := call(t, srv, http.MethodGet, "/api/v1/devices/"+known.id+"/"+sub, nil, bearer(s.admin)); r.status != http.StatusOK {
+			t.Errorf("%s of a known device: %d %s", sub, r.status, r.body)
+		}
+	}
+}
+
 // AssignMany assigns every device it can in one batch and names each one it cannot: a device
 // that is not accepted does not stop the others.
 func TestAssignManyBatch(t *testing.T) {

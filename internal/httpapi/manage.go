@@ -90,8 +90,23 @@ func (s *Server) acceptDevice(w http.ResponseWriter, r *http.Request) {
 	s.deviceAction(w, r, "accepted", func(ctx context.Context, id string) error { return s.Fleet.Accept(ctx, id, readmit) })
 }
 
+// knownDevice is the {id} of a device route if such a device exists; otherwise it answers 404,
+// so that a mistyped id is not taken for a device with nothing to show.
+func (s *Server) knownDevice(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if _, err := s.Devices.FindDevice(r.Context(), id); err != nil {
+		s.fail(w, r, err)
+		return "", false
+	}
+	return id, true
+}
+
 func (s *Server) deviceEvents(w http.ResponseWriter, r *http.Request) {
-	ev, err := s.Devices.FindEvents(r.Context(), r.PathValue("id"), 200)
+	id, ok := s.knownDevice(w, r)
+	if !ok {
+		return
+	}
+	ev, err := s.Devices.FindEvents(r.Context(), id, 200)
 	if err != nil {
 		s.fail(w, r, err)
 		return
