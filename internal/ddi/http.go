@@ -186,6 +186,25 @@ func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
 // errGone marks an action that is no longer active: its feedback gets 410, as hawkBit gives.
 var errGone = errors.New("action is no longer active")
 
+// liveAction is the {action} of a feedback route, which must not be closed (409 otherwise: the
+// device's feedback comes too late).
+func (s *Service) liveAction(ctx context.Context, r *http.Request, d *fleet.Device) (*Action, error) {
+	a, err := s.actionOf(ctx, r, "action", d)
+	if err == nil && a.Status == ActionClosed {
+		err = gone(a.ID)
+	}
+	return a, err
+}
+
+// answerReport stores a feedback route's fleet report and answers 200, as hawkBit does.
+func (s *Service) answerReport(w http.ResponseWriter, r *http.Request, d *fleet.Device, rep wire.Report) {
+	if err := s.Fleet.Report(r.Context(), d.ID, rep); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
 func gone(id int64) error {
 	return apperr.Wrap(apperr.Conflict, errGone, fmt.Sprintf("action %d is closed", id))
 }
@@ -651,10 +670,7 @@ func (s *Service) deploymentFeedback(w http.ResponseWriter, r *http.Request, q *
 		s.fail(w, r, err)
 		return
 	}
-	a, err := s.actionOf(ctx, r, "action", d)
-	if err == nil && a.Status == ActionClosed {
-		err = gone(a.ID)
-	}
+	a, err := s.liveAction(ctx, r, d)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -711,11 +727,7 @@ func (s *Service) deploymentFeedback(w http.ResponseWriter, r *http.Request, q *
 		rep.State = "installing"
 	}
 	rep.Events = append(rep.Events, ev)
-	if err := s.Fleet.Report(ctx, d.ID, rep); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	s.answerReport(w, r, d, rep)
 }
 
 // cancelFeedback takes the device's answer to a cancel: canceled or closed ends the action; a
@@ -728,10 +740,7 @@ func (s *Service) cancelFeedback(w http.ResponseWriter, r *http.Request, q *requ
 		s.fail(w, r, err)
 		return
 	}
-	a, err := s.actionOf(ctx, r, "action", d)
-	if err == nil && a.Status == ActionClosed {
-		err = gone(a.ID)
-	}
+	a, err := s.liveAction(ctx, r, d)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -749,11 +758,7 @@ func (s *Service) cancelFeedback(w http.ResponseWriter, r *http.Request, q *requ
 	default:
 		ev.Status, ev.Message = "canceling", message("DDI cancel "+exec, f)
 	}
-	if err := s.Fleet.Report(ctx, d.ID, wire.Report{State: "idle", Events: []wire.Event{ev}}); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	s.answerReport(w, r, d, wire.Report{State: "idle", Events: []wire.Event{ev}})
 }
 
 // confirmationFeedback takes the owner's answer: confirmed lets the deployment through, denied
@@ -765,10 +770,7 @@ func (s *Service) confirmationFeedback(w http.ResponseWriter, r *http.Request, q
 		s.fail(w, r, err)
 		return
 	}
-	a, err := s.actionOf(ctx, r, "action", d)
-	if err == nil && a.Status == ActionClosed {
-		err = gone(a.ID)
-	}
+	a, err := s.liveAction(ctx, r, d)
 	if err == nil && a.Status != ActionOpen {
 		err = apperr.E(apperr.NotFound, "action %d awaits no confirmation", a.ID)
 	}
@@ -791,11 +793,7 @@ func (s *Service) confirmationFeedback(w http.ResponseWriter, r *http.Request, q
 	} else {
 		ev.Status, ev.Message = wire.StatusWaiting, message("DDI denied by the owner", fb)
 	}
-	if err := s.Fleet.Report(ctx, d.ID, wire.Report{State: state, Events: []wire.Event{ev}}); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusOK)
+	s.answerReport(w, r, d, wire.Report{State: state, Events: []wire.Event{ev}})
 }
 
 // configData stores the device's attributes (hawkBit's controller attributes), which groups and
