@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -168,6 +169,8 @@ type DeltaMade struct {
 	Devices int    // devices running it
 	Target  string // the delta's target name
 	Length  int64  // patch bytes (0 in a dry run)
+
+	source *metadata.TargetFiles // the source image's signed target
 }
 
 // PublishDeltas makes per-pair deltas to product@version from the releases most of the
@@ -208,7 +211,7 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 		if len(plan) == o.Top {
 			break
 		}
-		plan = append(plan, DeltaMade{From: r.Version, Devices: r.Running, Target: name})
+		plan = append(plan, DeltaMade{From: r.Version, Devices: r.Running, Target: name, source: t.Signed.Targets[r.Target]})
 	}
 	if o.DryRun || len(plan) == 0 {
 		return plan, nil
@@ -219,12 +222,9 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 	}
 	defer os.RemoveAll(tmp)
 	newPath := filepath.Join(tmp, "image")
-	if err := c.fetchSigned(ctx, destTF, newPath); err != nil {
-		return nil, fmt.Errorf("image of %s@%s: %w", o.Product, o.Version, err)
-	}
-	blob, err := hashFile(newPath, nil)
+	blob, err := c.fetchSigned(ctx, destTF, newPath)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("image of %s@%s: %w", o.Product, o.Version, err)
 	}
 	custom, err := uptane.ParseTargetCustom(destTF)
 	if err != nil {
@@ -233,12 +233,8 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 	var made []*deltaFile
 	for i, p := range plan {
 		src := filepath.Join(tmp, "from-"+p.From)
-		for _, r := range rels {
-			if r.Version == p.From {
-				if err := c.fetchSigned(ctx, t.Signed.Targets[r.Target], src); err != nil {
-					return nil, fmt.Errorf("image of %s@%s: %w", o.Product, p.From, err)
-				}
-			}
+		if _, err := c.fetchSigned(ctx, p.source, src); err != nil {
+			return nil, fmt.Errorf("image of %s@%s: %w", o.Product, p.From, err)
 		}
 		d, err := makePatch(ctx, t.Signed.Targets, o.Product, DeltaSource{Version: p.From, File: src}, newPath, tmp, dest.Target, blob)
 		if err != nil {
@@ -280,23 +276,25 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 }
 
 // fetchSigned downloads the artifact of a signed target into path, at most its signed length,
-// and checks its SHA-256.
-func (c *Client) fetchSigned(ctx context.Context, tf *metadata.TargetFiles, path string) error {
+// and checks its hashes (SHA-256, and SHA-512 where the target signs one) as it streams; it
+// returns what a publication needs of the file, without reading it again.
+func (c *Client) fetchSigned(ctx context.Context, tf *metadata.TargetFiles, path string) (*wire.BlobInfo, error) {
 	sum := hex.EncodeToString(tf.Hashes["sha256"])
 	f, err := os.Create(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer f.Close()
-	h := sha256.New()
-	lw := &limitedWriter{w: io.MultiWriter(f, h), n: tf.Length}
+	h256, h512 := sha256.New(), sha512.New()
+	lw := &limitedWriter{w: io.MultiWriter(f, h256, h512), n: tf.Length}
 	if err := c.Do(ctx, http.MethodGet, "/api/v1/blobs/"+sum, nil, lw); err != nil {
-		return err
+		return nil, err
 	}
-	if lw.n != 0 || hex.EncodeToString(h.Sum(nil)) != sum {
-		return fmt.Errorf("artifact %s from the server is not the signed one (length or sha256 differs)", sum)
+	b := &wire.BlobInfo{SHA256: hex.EncodeToString(h256.Sum(nil)), SHA512: hex.EncodeToString(h512.Sum(nil)), Length: tf.Length}
+	if want := tf.Hashes["sha512"]; lw.n != 0 || b.SHA256 != sum || len(want) > 0 && b.SHA512 != hex.EncodeToString(want) {
+		return nil, fmt.Errorf("artifact %s from the server is not the signed one (length or hashes differ)", sum)
 	}
-	return f.Close()
+	return b, f.Close()
 }
 
 // limitedWriter fails past n bytes.
