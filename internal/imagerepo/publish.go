@@ -77,8 +77,7 @@ func (s *Service) Publish(ctx context.Context, name string, data []byte) (*relea
 	if err != nil {
 		return nil, err
 	}
-	added := slices.Sorted(maps.Keys(next.Signed.Targets))
-	added = slices.DeleteFunc(added, func(n string) bool { _, ok := cur.Signed.Targets[n]; return ok })
+	added := addedTargets(next, cur)
 	// Besides the image, a publication may add delta targets (its chunk index, patches to it
 	// from earlier images): each bound to the image, or to published images, and uploaded.
 	var companions []string
@@ -149,8 +148,7 @@ func (s *Service) AddDeltas(ctx context.Context, data []byte) ([]string, error) 
 	if err != nil {
 		return nil, err
 	}
-	added := slices.Sorted(maps.Keys(next.Signed.Targets))
-	added = slices.DeleteFunc(added, func(n string) bool { _, ok := cur.Signed.Targets[n]; return ok })
+	added := addedTargets(next, cur)
 	if len(added) == 0 {
 		return nil, apperr.E(apperr.Invalid, "targets metadata adds no delta target")
 	}
@@ -167,6 +165,12 @@ func (s *Service) AddDeltas(ctx context.Context, data []byte) ([]string, error) 
 		return nil, err
 	}
 	return added, nil
+}
+
+// addedTargets names, sorted, the targets next has that cur has not.
+func addedTargets(next, cur *metadata.Metadata[metadata.TargetsType]) []string {
+	added := slices.Sorted(maps.Keys(next.Signed.Targets))
+	return slices.DeleteFunc(added, func(n string) bool { _, ok := cur.Signed.Targets[n]; return ok })
 }
 
 func sameCustom(a, b *metadata.TargetFiles) bool {
