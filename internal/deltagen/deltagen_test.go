@@ -5,13 +5,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"upkeep.dev/upkeep/internal/blob/blobtest"
 	"upkeep.dev/upkeep/internal/blob/fs"
+	"upkeep.dev/upkeep/internal/blob/s3"
 	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/deltagen"
 	"upkeep.dev/upkeep/internal/fleet"
@@ -23,17 +27,35 @@ import (
 // makes a patch into the blob store that rebuilds the destination; a job whose image is missing
 // from the blob store fails with the reason, and planning again queues it once more.
 func TestGenerate(t *testing.T) {
+	blobs, err := fs.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testGenerate(t, blobs)
+}
+
+// TestGenerateS3 is TestGenerate with the images and patches in a real S3-compatible server
+// (UPKEEP_TEST_S3), where the source is copied to a temporary file for random access.
+func TestGenerateS3(t *testing.T) {
+	cfg, err := s3.ParseURL(blobtest.S3URL(t), os.Getenv("UPKEEP_TEST_S3_ACCESS_KEY"), os.Getenv("UPKEEP_TEST_S3_SECRET_KEY"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Bucket = fmt.Sprintf("%s-deltagen-%d", cfg.Bucket, time.Now().UnixNano())
+	st := s3.New(cfg)
+	if err := st.CreateBucket(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	testGenerate(t, st)
+}
+
+func testGenerate(t *testing.T, blobs release.BlobStore) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := sqlite.Open(ctx, filepath.Join(dir, "db.sqlite"))
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "db.sqlite"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	blobs, err := fs.New(filepath.Join(dir, "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := rand.New(rand.NewPCG(1, 2))
 	img := make([]byte, 300<<10)
 	for i := range img {
