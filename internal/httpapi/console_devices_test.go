@@ -78,9 +78,9 @@ func TestConsoleDevicesList(t *testing.T) {
 	if n := len(deviceLink.FindAllString(p.body, -1)); n != 40 {
 		t.Errorf("region=ap: %d devices, want 40", n)
 	}
-	p = b.get("devices?q=sn011")
-	if ids := deviceLink.FindAllStringSubmatch(p.body, -1); len(ids) != 1 || ids[0][1] != "d011" {
-		t.Errorf("search sn011: %v", ids)
+	p = b.get("devices?q=sn010")
+	if ids := deviceLink.FindAllStringSubmatch(p.body, -1); len(ids) != 1 || ids[0][1] != "d010" {
+		t.Errorf("search sn010: %v", ids)
 	}
 	wantPage(t, b.get("devices?attr=bad%20key%3Dx"), http.StatusBadRequest, "only letters, digits")
 	wantPage(t, b.get("devices?sort=nonsense"), http.StatusBadRequest, "sort")
