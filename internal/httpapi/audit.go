@@ -65,6 +65,10 @@ var auditActions = map[string]string{
 	"POST /api/v1/ddi/devices":                      "ddi.device.create",
 	"POST /api/v1/ddi/devices/{id}/token":           "ddi.token.rotate",
 	"GET /api/v1/ddi/devices/{id}/token":            "ddi.token.read",
+	// The console's forms: the same action names as the API calls they stand for.
+	"POST /login":                 "login",
+	"POST /logout":                "logout",
+	"POST /devices/{id}/{action}": "device.*",
 }
 
 // recorded reports whether calls of a route pattern go into the audit trail: every method but
