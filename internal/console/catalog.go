@@ -139,7 +139,7 @@ type PolicyForm struct {
 
 // PolicyChangeRow is one entry of a policy's history.
 type PolicyChangeRow struct {
-	At                    time.Time
+	At                     time.Time
 	Actor, Field, Old, New string
 }
 
