@@ -71,6 +71,18 @@ var auditActions = map[string]string{
 	"POST /devices/{id}/{action}":  "device.*",
 	"POST /rollouts/new":           "rollout.create",
 	"POST /rollouts/{id}/{action}": "rollout.*",
+	// Products and administration pages (console_catalog.go, console_admin.go).
+	"POST /products/{name}/policy":          "product.policy",
+	"POST /admin/users":                     "user.add",
+	"POST /admin/users/{name}/role":         "user.role",
+	"POST /admin/users/{name}/disable":      "user.disable",
+	"POST /admin/tokens":                    "token.create",
+	"POST /admin/tokens/{id}/revoke":        "token.revoke",
+	"POST /admin/enroll-tokens":             "enroll-token.create",
+	"POST /admin/enroll-tokens/{id}/revoke": "enroll-token.revoke",
+	"POST /admin/webhooks":                  "webhook.create",
+	"POST /admin/webhooks/{id}/delete":      "webhook.delete",
+	"POST /admin/webhooks/{id}/test":        "webhook.test",
 }
 
 // recorded reports whether calls of a route pattern go into the audit trail: every method but

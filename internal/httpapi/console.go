@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,13 +39,18 @@ const (
 type navEntry struct {
 	section, name, href string
 	perm                auth.Permission
+	anyOf               func() []auth.Permission // instead of perm: shown if the role has any of them
 }
 
 // consoleNav lists the console's sections in navigation order.
 var consoleNav = []navEntry{
-	{"overview", "Overview", "", auth.PermSelf},
-	{"devices", "Devices", "devices", auth.PermDevicesRead},
-	{"rollouts", "Rollouts", "rollouts", auth.PermRolloutsRead},
+	{"overview", "Overview", "", auth.PermSelf, nil},
+	{"devices", "Devices", "devices", auth.PermDevicesRead, nil},
+	{"rollouts", "Rollouts", "rollouts", auth.PermRolloutsRead, nil},
+	{"releases", "Releases", "releases", auth.PermReleasesRead, nil},
+	{"vulnerabilities", "Vulnerabilities", "vulnerabilities", auth.PermVulnRead, nil},
+	{"products", "Products", "products", auth.PermProductsRead, nil},
+	{"admin", "Administration", "admin", "", adminPerms},
 }
 
 // page registers a console page: authentication by login session (or operator token) and the
@@ -102,6 +108,8 @@ func (s *Server) consoleRoutes(mux *router) {
 	mux.page("POST /logout", auth.PermSelf, s.logoutForm)
 	s.devicePages(mux)
 	s.rolloutPages(mux)
+	s.catalogPages(mux)
+	s.adminPages(mux)
 }
 
 // staticFile serves the console's stylesheet and scripts. Pages name them with their hash
@@ -145,7 +153,7 @@ func (s *Server) layout(r *http.Request, title, section string) console.Layout {
 		l.CSRF = p.Session.CSRF
 	}
 	for _, e := range consoleNav {
-		if auth.Allows(p.Role, e.perm) {
+		if e.anyOf != nil && slices.ContainsFunc(e.anyOf(), func(perm auth.Permission) bool { return auth.Allows(p.Role, perm) }) || auth.Allows(p.Role, e.perm) {
 			l.Nav = append(l.Nav, console.NavLink{Section: e.section, Name: e.name, Href: e.href})
 		}
 	}
