@@ -209,7 +209,7 @@ type Campaign struct {
 	Consent, Dynamic                                 bool
 	Stale                                            int
 	WaveRows                                         []WaveRow
-	Failed                                           []Member
+	FailedMembers                                    []Member
 	Waiting                                          []Member
 	Timeline                                         []TimelineEntry
 	Actions                                          []Link
