@@ -83,6 +83,7 @@ type Count struct {
 // Overview is the landing page.
 type Overview struct {
 	Devices   int
+	CountedAt time.Time // when the device figures were counted (they are reused briefly)
 	ByStatus  []Count
 	ByState   []Count
 	ByProduct []Count

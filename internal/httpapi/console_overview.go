@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"upkeep.dev/upkeep/internal/auth"
@@ -58,7 +59,7 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if ov.CanDevices {
-		if err := s.fleetCounts(ctx, now, ends, &ov); err != nil {
+		if err := s.fleetFigures(ctx, now, ends, &ov); err != nil {
 			s.pageFail(w, r, err)
 			return
 		}
@@ -90,12 +91,40 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "overview", s.layout(r, "Overview", "overview"), ov)
 }
 
-// fleetCounts fills the overview's device figures from one grouped scan of the devices.
-func (s *Server) fleetCounts(ctx context.Context, now time.Time, ends map[string]time.Time, ov *console.Overview) error {
+// FleetCountsEvery is how long the overview reuses its count of the fleet: one grouped scan of
+// every device, which takes a few hundred milliseconds at 100,000 devices on SQLite.
+const FleetCountsEvery = 30 * time.Second
+
+// fleetCountCache holds the last count of the fleet.
+type fleetCountCache struct {
+	mu     sync.Mutex // held while counting: concurrent overviews wait for one count
+	at     time.Time
+	counts []fleet.FleetCount
+}
+
+// countFleet returns the fleet's counts, at most FleetCountsEvery old, and when they were made.
+func (s *Server) countFleet(ctx context.Context, now time.Time) ([]fleet.FleetCount, time.Time, error) {
+	c := &s.fleetCounts
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.counts != nil && now.Sub(c.at) < FleetCountsEvery && !now.Before(c.at) {
+		return c.counts, c.at, nil
+	}
 	counts, err := s.Devices.CountFleet(ctx, now.Add(-rollout.DefaultStaleAfter))
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	c.counts, c.at = counts, now
+	return counts, now, nil
+}
+
+// fleetFigures fills the overview's device figures from the count of the fleet.
+func (s *Server) fleetFigures(ctx context.Context, now time.Time, ends map[string]time.Time, ov *console.Overview) error {
+	counts, at, err := s.countFleet(ctx, now)
 	if err != nil {
 		return err
 	}
+	ov.CountedAt = at
 	status, state, prod, ver := map[string]int{}, map[string]int{}, map[string]int{}, map[string]int{}
 	var failed, rolling, errs, stale, past int
 	for _, c := range counts {

@@ -24,7 +24,7 @@ import (
 
 // Campaign pages and their event stream.
 const (
-	rolloutListShow = 200 // campaigns listed, newest first
+	rolloutListShow = 100 // campaigns listed, newest first
 	// A campaign page's event stream: checked every streamEvery, a heartbeat comment after
 	// streamHeartbeat of silence, the session checked every streamSessionEvery, at most
 	// streamMax long (the browser reconnects), at most streamsPerSession open per session or

@@ -66,10 +66,10 @@ func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Devi
 		where = append(where, "id IN ("+strings.Join(ph, ",")+")")
 	}
 	if q := strings.TrimSpace(p.Search); q != "" {
-		pat := arg("%" + likeEscape(strings.ToLower(q)) + "%")
+		pat := arg("%" + likeEscape(q) + "%")
 		var or []string
 		for _, col := range []string{"id", "serial", "hardware_id", "product", "installed_ver", "attributes"} {
-			or = append(or, "LOWER("+col+`) LIKE `+pat+` ESCAPE '\'`)
+			or = append(or, col+" "+s.dialect.ILike+" "+pat+` ESCAPE '\'`)
 		}
 		where = append(where, "("+strings.Join(or, " OR ")+")")
 	}
