@@ -267,6 +267,25 @@ func TestConsoleTenantPrefix(t *testing.T) {
 		t.Fatalf("redirect to %q", r.header.Get("Location"))
 	}
 	b.login("alice", testPassword)
+	// Every page route answers under the prefix (503: a service this stack lacks), and links
+	// nowhere outside it.
+	param := regexp.MustCompile(`\{[^}]*\}`)
+	for _, rt := range s.api.Registered() {
+		method, path, _ := strings.Cut(rt.Pattern, " ")
+		if !rt.Page || method != http.MethodGet || strings.HasSuffix(path, "/events") {
+			continue
+		}
+		path = strings.TrimPrefix(strings.ReplaceAll(param.ReplaceAllString(path, "x"), "x$", ""), "/")
+		p := b.get(path)
+		if p.status == http.StatusUnauthorized || p.status >= 500 && p.status != http.StatusServiceUnavailable || p.status == http.StatusSeeOther && !strings.HasPrefix(p.header.Get("Location"), "/t/acme/") {
+			t.Errorf("GET /t/acme/%s: %d %v", path, p.status, p.header.Get("Location"))
+		}
+		for _, m := range regexp.MustCompile(`(?:href|action|src|hx-get|sse-connect)="([^"]*)"`).FindAllStringSubmatch(p.body, -1) {
+			if !strings.HasPrefix(m[1], "/t/acme/") && m[1] != "#main" && m[1] != "data:," && !strings.HasPrefix(m[1], "#") {
+				t.Errorf("GET /t/acme/%s: link %q outside the tenant's prefix", path, m[1])
+			}
+		}
+	}
 	home := b.get("")
 	for _, m := range regexp.MustCompile(`(?:href|action|src)="([^"]*)"`).FindAllStringSubmatch(home.body, -1) {
 		if !strings.HasPrefix(m[1], "/t/acme/") && m[1] != "#main" && m[1] != "data:," {
