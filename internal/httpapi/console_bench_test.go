@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/rollout"
+	"upkeep.dev/upkeep/internal/vuln"
 )
 
 // seedFleet stores n devices in one transaction, straight into the devices table (the store's
@@ -71,19 +73,38 @@ func (s *stack) seedCampaigns(n, live int) {
 	}
 }
 
-// BenchmarkConsolePages is the server's time per console page at 100,000 devices and 1,000
-// campaigns, through the whole handler chain with an operator token, without the network; it
+// seedAdvisories stores n advisories about a few packages.
+func (s *stack) seedAdvisories(n int) {
+	s.t.Helper()
+	var advs []*vuln.Advisory
+	for i := range n {
+		advs = append(advs, &vuln.Advisory{ID: fmt.Sprintf("GHSA-bench-%05d", i), Summary: "bench advisory", Severity: []string{"critical", "high", "medium", "low"}[i%4],
+			Published: time.Now().Add(-time.Hour), Modified: time.Now().Add(-time.Hour), Source: "osv",
+			Affected: []vuln.Affected{{Ecosystem: "Generic", Name: fmt.Sprintf("lib%d", i%200), Versions: []string{"1.0"}}}})
+	}
+	if _, err := s.db.PutAdvisories(context.Background(), advs, time.Now()); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// BenchmarkConsolePages is the server's time per console page at 100,000 devices, 1,000
+// campaigns and 10,000 advisories, through the whole handler chain with an operator token, without the network; it
 // reports the 95th percentile (p95-ms) and the page's bytes (page-bytes, HTML only: the static
-// files, cached for good after the first page, are static-bytes).
+// files, cached for good after the first page, are static-bytes). The overview and the device
+// page reuse the fleet's counts and exposure reports for 30 s; overview-cold counts anew each
+// time.
 //
-//	go test ./internal/httpapi -run '^$' -bench BenchmarkConsolePages -benchtime 100x
+//	go test ./internal/httpapi -run '^$' -bench BenchmarkConsolePages -benchtime 50x
 func BenchmarkConsolePages(b *testing.B) {
 	s := newStack(b)
 	s.withRollouts()
 	start := time.Now()
 	s.seedFleet(100_000)
 	s.seedCampaigns(1000, 10)
-	b.Logf("seeded 100,000 devices and 1,000 campaigns in %v", time.Since(start).Round(time.Millisecond))
+	s.seedAdvisories(10_000)
+	s.api.Exposure = &exposure.Service{Store: s.db, Devices: s.db, Releases: s.db, Targets: s.images.CurrentTargets, Logger: quietLogger()}
+	s.handler = s.api.Handler()
+	b.Logf("seeded 100,000 devices, 1,000 campaigns and 10,000 advisories in %v", time.Since(start).Round(time.Millisecond))
 	h := s.handler
 	get := func(path string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodGet, path, nil)
@@ -102,6 +123,17 @@ func BenchmarkConsolePages(b *testing.B) {
 	}
 	// A cursor deep in the list: the 50,000th device.
 	deep := fmt.Sprintf("/devices?after=%032x&after_id=%032x", 50_000, 50_000)
+	b.Run("overview-cold", func(b *testing.B) { // every figure counted anew: the first overview in 30 s
+		var took []time.Duration
+		for b.Loop() {
+			s.api.ForgetConsoleCaches()
+			t0 := time.Now()
+			get("/")
+			took = append(took, time.Since(t0))
+		}
+		slices.Sort(took)
+		b.ReportMetric(float64(took[min(len(took)-1, len(took)*95/100)].Microseconds())/1000, "p95-ms")
+	})
 	for _, c := range []struct{ name, path string }{
 		{"overview", "/"},
 		{"devices", "/devices"},

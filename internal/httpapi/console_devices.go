@@ -14,7 +14,6 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/console"
-	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/inventory"
 	"upkeep.dev/upkeep/internal/product"
@@ -276,7 +275,7 @@ func (s *Server) deviceExposure(ctx context.Context, r *http.Request, d *fleet.D
 		v.ExposureNote = "The device has not reported an installed release."
 		return
 	}
-	rep, err := s.Exposure.Exposure(ctx, exposure.ExposureFilter{Product: d.Product})
+	rep, err := s.exposureReport(ctx, d.Product)
 	if err != nil {
 		s.logger().Error("console device exposure", LogDevice, d.ID, LogErr, err)
 		v.ExposureNote = "The exposure report failed: see the server log."

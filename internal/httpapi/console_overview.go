@@ -187,6 +187,38 @@ func topCounts(m map[string]int, of, n int, href func(string) string) []console.
 	return out
 }
 
+// exposureCache holds the console's last exposure reports, by product ("" for all).
+type exposureCache struct {
+	mu      sync.Mutex // held while a report is made: concurrent pages wait for one
+	reports map[string]cachedExposure
+}
+
+type cachedExposure struct {
+	at  time.Time
+	rep *exposure.ExposureReport
+}
+
+// exposureReport is the exposure report of a product ("" for all), at most FleetCountsEvery old:
+// the report reads every accepted device of the product, which at 100,000 devices takes seconds.
+func (s *Server) exposureReport(ctx context.Context, product string) (*exposure.ExposureReport, error) {
+	c := &s.exposures
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := s.now()
+	if e, ok := c.reports[product]; ok && now.Sub(e.at) < FleetCountsEvery && !now.Before(e.at) {
+		return e.rep, nil
+	}
+	rep, err := s.Exposure.Exposure(ctx, exposure.ExposureFilter{Product: product})
+	if err != nil {
+		return nil, err
+	}
+	if c.reports == nil || len(c.reports) > 256 {
+		c.reports = map[string]cachedExposure{}
+	}
+	c.reports[product] = cachedExposure{at: now, rep: rep}
+	return rep, nil
+}
+
 // Severities in the order the overview lists them.
 var severities = []string{"critical", "high", "medium", "low", "unknown"}
 
@@ -197,7 +229,7 @@ func (s *Server) exposureCounts(ctx context.Context, ov *console.Overview) {
 		ov.ExposureNote = "Vulnerability tracking is not configured on this server."
 		return
 	}
-	rep, err := s.Exposure.Exposure(ctx, exposure.ExposureFilter{})
+	rep, err := s.exposureReport(ctx, "")
 	if err != nil {
 		s.logger().Error("console exposure", LogErr, err)
 		ov.ExposureNote = "The exposure report failed: see the server log."

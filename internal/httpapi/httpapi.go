@@ -151,6 +151,7 @@ type Server struct {
 	streamsClose   sync.Once            // closes streamsEnd
 	streamsEnd     chan struct{}        // closed by EndStreams
 	fleetCounts    fleetCountCache      // the overview's last count of the fleet
+	exposures      exposureCache        // the console's last exposure reports
 	nartifacts     atomic.Int64
 }
 
