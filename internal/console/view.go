@@ -95,6 +95,7 @@ type Overview struct {
 	Exposure     []Count
 	ExposureOK   bool
 	ExposureNote string
+	ExposureLazy bool          // the page fetches the exposure part after it loads
 	Campaigns    []CampaignRow // running and paused
 	Expiring     []Expiry      // offline metadata and support periods nearing their end
 	StaleAfter   string
@@ -155,6 +156,7 @@ type Device struct {
 	Logs                                                          []Log
 	Exposure                                                      []Exposed
 	ExposureNote                                                  string
+	CanVulns, ExposureLazy                                        bool   // shown to roles with vuln:read; fetched after the page loads
 	Actions                                                       []Link // accept, reject, decommission, as the role and status allow
 	Campaigns                                                     []Link
 }

@@ -65,7 +65,13 @@ func (s *Server) overview(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if ov.CanVulns {
-		s.exposureCounts(ctx, &ov)
+		// The exposure report may take seconds when not reused: the page asks for it after
+		// it loads (overviewExposure), unless the browser runs no script.
+		if r.URL.Query().Get("exposure") != "" {
+			s.exposureCounts(ctx, &ov)
+		} else {
+			ov.ExposureLazy = true
+		}
 	}
 	if ov.CanRollouts && s.Rollouts != nil {
 		rows, err := s.liveCampaigns(ctx)
@@ -221,6 +227,13 @@ func (s *Server) exposureReport(ctx context.Context, product string) (*exposure.
 
 // Severities in the order the overview lists them.
 var severities = []string{"critical", "high", "medium", "low", "unknown"}
+
+// overviewExposure is the overview's exposure part, fetched by the page.
+func (s *Server) overviewExposure(w http.ResponseWriter, r *http.Request) {
+	ov := console.Overview{CanVulns: true}
+	s.exposureCounts(r.Context(), &ov)
+	s.fragment(w, r, "overview", "exposure", s.layout(r, "", "overview"), ov)
+}
 
 // exposureCounts counts the open exposures (affected rows) by severity; a failure shows as a
 // note, not as a failed page.

@@ -56,6 +56,12 @@ func TestConsoleOverview(t *testing.T) {
 	if strings.Contains(p.body, "<script>alert") || strings.Contains(p.body, "<b>prod") {
 		t.Fatalf("unescaped device text:\n%s", p.body)
 	}
+	// The exposure part comes after the page, or in it on request.
+	wantPage(t, p, http.StatusOK, `hx-get="/overview/exposure"`)
+	if r := b.do(http.MethodGet, "overview/exposure", nil, map[string]string{"HX-Request": "true"}); r.status != http.StatusOK || !strings.Contains(r.body, "not configured") || strings.Contains(r.body, "<html") {
+		t.Errorf("exposure part: %d %s", r.status, r.body)
+	}
+	wantPage(t, b.get("?exposure=1"), http.StatusOK, "Vulnerability tracking is not configured")
 	attention := map[string]string{}
 	for _, m := range regexp.MustCompile(`<th scope="row">(?:<a href="[^"]*">)?([^<]+)(?:</a>)?</th>\s*<td class="num">(\d+)</td>`).FindAllStringSubmatch(p.body, -1) {
 		attention[m[1]] = m[2]
