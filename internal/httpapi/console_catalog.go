@@ -303,7 +303,11 @@ func (s *Server) showProduct(w http.ResponseWriter, r *http.Request, status int,
 			v.Chart, v.ChartTable = chart.Bars(bc), bc.Table()
 		}
 	}
-	s.render(w, r, status, "product", s.layout(r, v.Display, "products"), v)
+	l := s.layout(r, v.Display, "products")
+	if r.Method == http.MethodGet && r.URL.Query().Get("saved") == "1" {
+		l.Notice = "Policy saved. The label, the public page and the devices' end-of-support notices follow it."
+	}
+	s.render(w, r, status, "product", l, v)
 }
 
 func policyFields(p *product.Policy) []console.Field {
