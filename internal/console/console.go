@@ -142,6 +142,8 @@ func (c *Console) funcs() template.FuncMap {
 		"pct":  Percent,
 		"size": Size,
 		"add":  func(a, b int) int { return a + b },
+		// view is the view v showing data instead: a page's fragment rendered inside it.
+		"view": func(v *View, data any) *View { w := *v; w.Data = data; return &w },
 		// dict hands a shared template the base path and its items.
 		"dict": func(base string, items any) Part { return Part{Base: base, Items: items} },
 		"join": strings.Join,

@@ -192,6 +192,15 @@ type CampaignRow struct {
 	CreatedAt, UpdatedAt                             time.Time
 }
 
+// RolloutList is the campaigns page.
+type RolloutList struct {
+	Rows      []CampaignRow
+	State     string // the state filter
+	States    []string
+	Total     int
+	CanCreate bool
+}
+
 // Campaign is a campaign's page.
 type Campaign struct {
 	CampaignRow

@@ -66,9 +66,11 @@ var auditActions = map[string]string{
 	"POST /api/v1/ddi/devices/{id}/token":           "ddi.token.rotate",
 	"GET /api/v1/ddi/devices/{id}/token":            "ddi.token.read",
 	// The console's forms: the same action names as the API calls they stand for.
-	"POST /login":                 "login",
-	"POST /logout":                "logout",
-	"POST /devices/{id}/{action}": "device.*",
+	"POST /login":                  "login",
+	"POST /logout":                 "logout",
+	"POST /devices/{id}/{action}":  "device.*",
+	"POST /rollouts/new":           "rollout.create",
+	"POST /rollouts/{id}/{action}": "rollout.*",
 	// Products and administration pages (console_catalog.go, console_admin.go).
 	"POST /products/{name}/policy":          "product.policy",
 	"POST /admin/users":                     "user.add",

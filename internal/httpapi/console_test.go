@@ -79,7 +79,7 @@ func (b *browser) post(path string, form url.Values) page {
 
 var (
 	csrfField  = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
-	inlineCode = regexp.MustCompile(`(?i)<script(?:\s[^>]*)?>[^<]|<style|\sstyle=|\son[a-z]+=|javascript:`)
+	inlineCode = regexp.MustCompile(`(?i)<script(?:\s[^>]*)?>[^<]|<style|<[a-z][^>]*\sstyle=|<[a-z][^>]*\son[a-z]+=|javascript:`)
 )
 
 // field returns the first csrf field of a page.

@@ -147,6 +147,9 @@ type Server struct {
 	artifacts      sync.Map             // target name -> SHA-256 of its bytes
 	ui             *console.Console     // the console's templates and static files
 	consoleStreams perKey               // console event streams open per session
+	streamsOnce    sync.Once            // makes streamsEnd
+	streamsClose   sync.Once            // closes streamsEnd
+	streamsEnd     chan struct{}        // closed by EndStreams
 	nartifacts     atomic.Int64
 }
 

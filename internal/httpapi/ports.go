@@ -75,6 +75,8 @@ type Director interface {
 // Campaigns runs rollouts and holds groups; *rollout.Engine implements it.
 type Campaigns interface {
 	Create(ctx context.Context, s rollout.Spec, actor string) (*rollout.Campaign, error)
+	// Preview counts the devices a campaign would take in now, creating nothing.
+	Preview(ctx context.Context, s rollout.Spec) (*rollout.Preview, error)
 	Act(ctx context.Context, id, action, actor string) (*rollout.Campaign, error)
 	Status(ctx context.Context, id string) (*rollout.Status, error)
 	Campaigns(ctx context.Context, states ...string) ([]*rollout.Campaign, error)

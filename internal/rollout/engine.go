@@ -1087,3 +1087,42 @@ func (e *Engine) ChangeGroupDevices(ctx context.Context, g *Group, add, remove [
 	}
 	return nil
 }
+
+// Preview is what a campaign would take in if it were created now.
+type Preview struct {
+	Devices int // members: accepted devices of the release's product and hardware that do not run it yet, seen lately
+	Stale   int // devices the target selects that are left out for not having checked in lately
+}
+
+// Preview resolves a campaign's release and target as Create does, without creating anything:
+// the operator's live count while filling in a campaign. Returns the errors Create returns for
+// a bad release or target.
+func (e *Engine) Preview(ctx context.Context, s Spec) (*Preview, error) {
+	product, version, ok := strings.Cut(s.Release, "@")
+	if !ok || product == "" || version == "" {
+		return nil, apperr.E(apperr.Invalid, "release %q: want PRODUCT@VERSION", s.Release)
+	}
+	rel, err := e.Releases.FindRelease(ctx, product, version)
+	if err != nil {
+		return nil, err
+	}
+	devs, _, err := e.resolve(ctx, s, rel)
+	if err != nil {
+		return nil, err
+	}
+	p := &Preview{Devices: len(devs)}
+	if stale := cmp.Or(s.StaleAfter, DefaultStaleAfter); stale > 0 {
+		now := e.now()
+		for _, d := range devs {
+			seen := d.LastSeen
+			if seen.IsZero() {
+				seen = d.EnrolledAt
+			}
+			if now.Sub(seen) > stale {
+				p.Stale++
+			}
+		}
+		p.Devices -= p.Stale
+	}
+	return p, nil
+}

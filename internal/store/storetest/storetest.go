@@ -83,6 +83,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"PruneSessions":    testPruneSessions,
 		"DeviceLogs":       testDeviceLogs,
 		"Webhooks":         testWebhooks,
+		"DevicePages":      testDevicePages,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
