@@ -189,7 +189,8 @@ func (s *Server) vulnPage(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	for _, e := range rep.Exposed {
+	v.Total = len(rep.Exposed)
+	for _, e := range rep.Exposed[:min(len(rep.Exposed), console.MaxExposureRows)] {
 		row := console.ExposureRow{Advisory: e.Advisory, Severity: e.Severity, Summary: e.Summary, Product: e.Product, Release: e.Release,
 			Devices: e.Devices, Days: e.DaysExposed, FixedIn: e.FixedIn, KEV: e.KEV != nil}
 		if e.EPSS != nil {
