@@ -22,8 +22,11 @@ import (
 //
 //	go test ./internal/httpapi -run '^$' -bench BenchmarkConsoleCatalogPages -benchtime 50x
 func BenchmarkConsoleCatalogPages(b *testing.B) {
+	const nAdvisories = 10000
 	s := newStack(b)
 	ctx := context.Background()
+	start := time.Now()
+	phase := func(what string) { b.Logf("%s: %v", what, time.Since(start).Round(time.Millisecond)) }
 	vulns := &exposure.Service{Store: s.db, Devices: s.db, Releases: s.db, Targets: s.images.CurrentTargets}
 	if err := vulns.Load(ctx); err != nil {
 		b.Fatal(err)
@@ -48,6 +51,7 @@ func BenchmarkConsoleCatalogPages(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	phase("releases")
 	for i := range 1000 {
 		d := &fleet.Device{ID: fmt.Sprintf("d%04d", i), PublicKey: []byte{byte(i), byte(i >> 8)}, Serial: fmt.Sprint(i), Product: testProduct, HardwareID: testHardware,
 			Status: fleet.StatusAccepted, InstalledTarget: testProduct + "/1.0/fw", InstalledVer: "1.0", InstalledSHA256: fmt.Sprintf("%064x", 0), EnrolledAt: time.Now(), LastSeen: time.Now()}
@@ -56,9 +60,10 @@ func BenchmarkConsoleCatalogPages(b *testing.B) {
 		}
 		vulns.OnEnroll(ctx, d)
 	}
+	phase("devices")
 	var zb bytes.Buffer
 	zw := zip.NewWriter(&zb)
-	for i := range 10000 {
+	for i := range nAdvisories {
 		w, err := zw.Create(fmt.Sprintf("BENCH-%05d.json", i))
 		if err != nil {
 			b.Fatal(err)
@@ -71,9 +76,10 @@ func BenchmarkConsoleCatalogPages(b *testing.B) {
 	if err := zw.Close(); err != nil {
 		b.Fatal(err)
 	}
-	if res, err := vulns.Import(ctx, "bench.zip", &zb); err != nil || res.Imported != 10000 {
+	if res, err := vulns.Import(ctx, "bench.zip", &zb); err != nil || res.Imported != nAdvisories {
 		b.Fatalf("import: %v %+v", err, res)
 	}
+	phase("advisories")
 	srv := s.serve()
 	br := newBrowser(b, srv, "/")
 	br.login("u-admin", testPassword)
