@@ -95,6 +95,18 @@ func (b *Browser) listen(ev any) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch ev := ev.(type) {
+	case *log.EventEntryAdded:
+		// The browser asks every site for /favicon.ico on its own, whether a page names one or
+		// not: its absence is no fault of the page.
+		if strings.HasSuffix(ev.Entry.URL, "/favicon.ico") {
+			return
+		}
+		b.logEntry(ev)
+	case *network.EventResponseReceived:
+		if strings.HasSuffix(ev.Response.URL, "/favicon.ico") {
+			return
+		}
+		b.response(ev)
 	case *runtime.EventConsoleAPICalled:
 		if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
 			var parts []string
@@ -115,17 +127,8 @@ func (b *Browser) listen(ev any) {
 			msg += " " + d.Exception.Description
 		}
 		b.problems = append(b.problems, fmt.Sprintf("uncaught exception: %s (%s:%d)", msg, d.URL, d.LineNumber))
-	case *log.EventEntryAdded:
-		// The browser's own log: CSP violations, resources that failed to load, mixed content.
-		if ev.Entry.Level == log.EntryLevelError {
-			b.problems = append(b.problems, fmt.Sprintf("%s error: %s (%s)", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL))
-		}
 	case *network.EventRequestWillBeSent:
 		b.urls[string(ev.RequestID)] = ev.Request.Method + " " + ev.Request.URL
-	case *network.EventResponseReceived:
-		if ev.Response.Status >= 400 {
-			b.problems = append(b.problems, fmt.Sprintf("failed request: %s: %d %s", b.urls[string(ev.RequestID)], ev.Response.Status, ev.Response.StatusText))
-		}
 	case *network.EventLoadingFailed:
 		// A request the page itself cancelled (a navigation away, an event stream closed) is no
 		// failure.
@@ -134,6 +137,21 @@ func (b *Browser) listen(ev any) {
 		}
 	case *network.EventLoadingFinished:
 		delete(b.urls, string(ev.RequestID))
+	}
+}
+
+// logEntry records an error of the browser's own log: CSP violations, resources that failed to
+// load, mixed content.
+func (b *Browser) logEntry(ev *log.EventEntryAdded) {
+	if ev.Entry.Level == log.EntryLevelError {
+		b.problems = append(b.problems, fmt.Sprintf("%s error: %s (%s)", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL))
+	}
+}
+
+// response records an answer of 400 or more to any request of the page.
+func (b *Browser) response(ev *network.EventResponseReceived) {
+	if ev.Response.Status >= 400 {
+		b.problems = append(b.problems, fmt.Sprintf("failed request: %s: %d %s", b.urls[string(ev.RequestID)], ev.Response.Status, ev.Response.StatusText))
 	}
 }
 

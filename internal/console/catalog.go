@@ -82,10 +82,16 @@ type VulnList struct {
 	Severities, Sorts       []string
 	Products                []string
 	Rows                    []ExposureRow
+	Total                   int // rows before the MaxExposureRows cut
 	WithoutSBOM             []string
 	Undecided               int
 	CanDeploy               bool
 }
+
+// MaxExposureRows bounds the exposure table, in the report's order (known exploited, severity,
+// EPSS, days exposed): the page stays light with thousands of advisories, and the filters
+// reach the rest.
+const MaxExposureRows = 200
 
 // ExposureRow is one advisory on one release.
 type ExposureRow struct {

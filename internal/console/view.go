@@ -248,11 +248,14 @@ type TimelineEntry struct {
 // RolloutForm is the campaign creation form, with what was typed after a refusal.
 type RolloutForm struct {
 	Release, Target, Waves, Success, Failure, HealthGate, Window, Days, Mode string
-	Consent, Start, IgnoreWindow                                             bool
-	Releases                                                                 []string
-	Groups                                                                   []string
-	Count                                                                    DeviceCount
-	Error                                                                    string
+	// Fixes is an advisory: the campaign takes the devices exposed to it (`--fixes`), within
+	// Target if one is given.
+	Fixes                        string
+	Consent, Start, IgnoreWindow bool
+	Releases                     []string
+	Groups                       []string
+	Count                        DeviceCount
+	Error                        string
 }
 
 // DeviceCount is the live count of the devices a campaign target selects.

@@ -189,7 +189,8 @@ func (s *Server) vulnPage(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	for _, e := range rep.Exposed {
+	v.Total = len(rep.Exposed)
+	for _, e := range rep.Exposed[:min(len(rep.Exposed), console.MaxExposureRows)] {
 		row := console.ExposureRow{Advisory: e.Advisory, Severity: e.Severity, Summary: e.Summary, Product: e.Product, Release: e.Release,
 			Devices: e.Devices, Days: e.DaysExposed, FixedIn: e.FixedIn, KEV: e.KEV != nil}
 		if e.EPSS != nil {
@@ -303,7 +304,11 @@ func (s *Server) showProduct(w http.ResponseWriter, r *http.Request, status int,
 			v.Chart, v.ChartTable = chart.Bars(bc), bc.Table()
 		}
 	}
-	s.render(w, r, status, "product", s.layout(r, v.Display, "products"), v)
+	l := s.layout(r, v.Display, "products")
+	if r.Method == http.MethodGet && r.URL.Query().Get("saved") == "1" {
+		l.Notice = "Policy saved. The label, the public page and the devices' end-of-support notices follow it."
+	}
+	s.render(w, r, status, "product", l, v)
 }
 
 func policyFields(p *product.Policy) []console.Field {

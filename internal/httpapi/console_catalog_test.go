@@ -18,8 +18,8 @@ import (
 )
 
 // catalogStack is a stack with products (testProduct has a policy), vulnerability data and a
-// user per role, served on a real listener.
-func catalogStack(t *testing.T) (*stack, *httptest.Server, *exposure.Service) {
+// user per role, served on a real listener; setup, if any, runs before it is served.
+func catalogStack(t *testing.T, setup ...func(*stack, *exposure.Service)) (*stack, *httptest.Server, *exposure.Service) {
 	t.Helper()
 	s := newStack(t)
 	tr := s.withPublicPages(t, publicBase)
@@ -31,6 +31,9 @@ func catalogStack(t *testing.T) (*stack, *httptest.Server, *exposure.Service) {
 	s.api.Exposure = vulns
 	for _, role := range auth.Roles {
 		s.addUser("u-"+role, role, testPassword)
+	}
+	for _, f := range setup {
+		f(s, vulns)
 	}
 	return s, s.serve(), vulns
 }
@@ -161,14 +164,16 @@ func importOSV(t *testing.T, vulns *exposure.Service, summary string) {
 // with a fix-with-a-rollout link to the prefilled rollout form for roles that deploy and none
 // for a viewer; advisory text is escaped; filters narrow it.
 func TestConsoleVulnerabilities(t *testing.T) {
-	s, srv, vulns := catalogStack(t)
+	s, srv, vulns := catalogStack(t, func(s *stack, vulns *exposure.Service) {
+		s.withRollouts().Exposed = vulns.Exposed
+	})
 	ctx := context.Background()
 	crypto := func(v string) []byte {
 		return []byte(`{"bomFormat": "CycloneDX", "specVersion": "1.4", "version": 1, "components": [{"type": "library", "name": "golang.org/x/crypto", "version": "` + v + `", "purl": "pkg:golang/golang.org/x/crypto@` + v + `"}]}`)
 	}
 	for i, v := range []string{"1.0", "1.1"} {
 		r := &release.Release{Product: testProduct, Version: v, SecurityVersion: int64(i + 1), PublishedAt: time.Now().Add(time.Duration(i-2) * time.Hour),
-			HardwareIDs: []string{testHardware}, Class: "security", Target: testProduct + "/" + v + "/fw", SHA256: "00", SHA512: "00", TargetsVersion: 1}
+			HardwareIDs: []string{testHardware}, Class: "security", Target: testProduct + "/" + v + "/fw", SHA256: []string{"00", "11"}[i], SHA512: "00", TargetsVersion: 1}
 		if err := s.db.CreateRelease(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -188,6 +193,15 @@ func TestConsoleVulnerabilities(t *testing.T) {
 	p := dep.get("vulnerabilities")
 	fix := `href="/rollouts/new?fixes=GO-2023-2402&amp;release=` + testProduct + `%401.1"`
 	wantEscaped(t, p, http.StatusOK, "GO-2023-2402", testProduct+" 1.0", "Fix with a rollout", fix, "&lt;script&gt;alert(1)&lt;/script&gt;")
+	// The link opens the rollout form prefilled; the campaign takes the exposed device.
+	form := dep.get("rollouts/new?fixes=GO-2023-2402&release=" + testProduct + "%401.1")
+	wantPage(t, form, http.StatusOK, `id="fixes"`, "GO-2023-2402", `name="fixes" value="GO-2023-2402"`)
+	r := dep.post("rollouts/new", url.Values{"csrf": {form.csrf(t)}, "fixes": {"GO-2023-2402"}, "release": {testProduct + "@1.1"}})
+	if r.status != http.StatusSeeOther || !strings.Contains(r.header.Get("Location"), "/rollouts/") {
+		t.Fatalf("campaign from the fix link: %d %s", r.status, r.body)
+	}
+	wantPage(t, dep.get(strings.TrimPrefix(r.header.Get("Location"), "/")), http.StatusOK, "fixes:GO-2023-2402", testProduct+"@1.1")
+
 	viewer, _ := signedIn(t, s, srv, auth.RoleViewer)
 	p = viewer.get("vulnerabilities")
 	wantPage(t, p, http.StatusOK, "GO-2023-2402")

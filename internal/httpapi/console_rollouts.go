@@ -420,13 +420,14 @@ func rolloutForm(r *http.Request) console.RolloutForm {
 	b := func(k string) bool { v, _ := strconv.ParseBool(f.Get(k)); return v }
 	return console.RolloutForm{Release: f.Get("release"), Target: f.Get("target"), Waves: f.Get("waves"), Success: f.Get("success"),
 		Failure: f.Get("failure"), HealthGate: f.Get("health_gate"), Window: f.Get("window"), Days: f.Get("days"), Mode: f.Get("mode"),
-		Consent: b("consent"), Start: b("start"), IgnoreWindow: b("ignore_window")}
+		Consent: b("consent"), Start: b("start"), IgnoreWindow: b("ignore_window"), Fixes: f.Get("fixes")}
 }
 
 // spec turns the form into the engine's campaign spec; percentages are shares in percent.
 func (s *Server) spec(f console.RolloutForm) (rollout.Spec, error) {
 	sp := rollout.Spec{Release: strings.TrimSpace(f.Release), Target: strings.TrimSpace(f.Target), Waves: strings.TrimSpace(f.Waves),
-		Window: strings.TrimSpace(f.Window), Days: strings.TrimSpace(f.Days), IgnoreWindow: f.IgnoreWindow, Mode: f.Mode, Start: f.Start}
+		Window: strings.TrimSpace(f.Window), Days: strings.TrimSpace(f.Days), IgnoreWindow: f.IgnoreWindow, Mode: f.Mode, Start: f.Start,
+		Fixes: strings.TrimSpace(f.Fixes)}
 	if f.Consent {
 		sp.Mode = "soft"
 	}
@@ -487,7 +488,7 @@ func (s *Server) rolloutNew(w http.ResponseWriter, r *http.Request) {
 	if s.noRollouts(w, r) {
 		return
 	}
-	f := console.RolloutForm{Release: r.URL.Query().Get("release"), Target: r.URL.Query().Get("target"), Start: true, Count: console.DeviceCount{Empty: true}}
+	f := console.RolloutForm{Release: r.URL.Query().Get("release"), Target: r.URL.Query().Get("target"), Fixes: r.URL.Query().Get("fixes"), Start: true, Count: console.DeviceCount{Empty: true}}
 	if err := s.rolloutChoices(r.Context(), &f); err != nil {
 		s.pageFail(w, r, err)
 		return
@@ -560,7 +561,7 @@ func (s *Server) rolloutCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	audit.AddDetail(r.Context(), "release", sp.Release)
-	if err := s.checkCampaignScope(r, wire.CampaignSpec{Target: sp.Target}); err != nil {
+	if err := s.checkCampaignScope(r, wire.CampaignSpec{Target: sp.Target, Fixes: sp.Fixes}); err != nil {
 		again(err)
 		return
 	}
