@@ -146,6 +146,13 @@ func TestConsoleDevicePage(t *testing.T) {
 		t.Fatalf("device after decommission: %+v %v", d, err)
 	}
 	wantPage(t, support.get("devices/d002"), http.StatusOK, `href="/devices/d002/readmit"`)
+	// The token is taken from the X-CSRF-Token header too (htmx sends it so).
+	if r := support.do(http.MethodPost, "devices/d002/readmit", url.Values{}, map[string]string{"X-CSRF-Token": c.csrf(t)}); r.status != http.StatusSeeOther {
+		t.Fatalf("readmit with the token in the header: %d %s", r.status, r.body)
+	}
+	if r := support.post("devices/d002/decommission", url.Values{"csrf": {c.csrf(t)}}); r.status != http.StatusSeeOther {
+		t.Fatalf("decommission again: %d %s", r.status, r.body)
+	}
 	// Accepting a decommissioned device needs readmit: the refusal is a page that says why.
 	if r := support.post("devices/d002/accept", url.Values{"csrf": {c.csrf(t)}}); r.status < 400 || !strings.Contains(r.body, "Not done") {
 		t.Errorf("accept a decommissioned device: %d %s", r.status, r.body)
