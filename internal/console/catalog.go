@@ -71,7 +71,8 @@ type Component struct{ Name, Version, Ecosystem, PURL string }
 // ReleaseAdvisory is an advisory matching a release's SBOM.
 type ReleaseAdvisory struct {
 	ID, Severity, FixedIn string
-	Published             time.Time
+	Status                string // affected, or unmatched: undecidable
+	Gate                  string // the release gate's word: "blocks", "waived by …", or ""
 	Exploited             bool
 }
 
