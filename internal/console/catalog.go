@@ -39,8 +39,9 @@ type ReleasePage struct {
 	// viewer's role may not read the audit trail.
 	Publisher       string
 	PublisherHidden bool
-	SBOM            *SBOMInfo // nil: none attached
-	Advisories      []ReleaseAdvisory
+	SBOM            *SBOMInfo         // nil: none attached
+	Advisories      []ReleaseAdvisory // at most MaxExposureRows
+	AdvisoriesTotal int
 	VulnHidden      bool // the role may not read vulnerability data
 }
 

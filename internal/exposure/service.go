@@ -873,7 +873,7 @@ type catalog struct {
 	byTarget  map[string]*release.Release
 	byProduct map[string][]*release.Release // oldest first (newer)
 	sboms     map[string]*SBOM              // product@version
-	fixMemo   map[string]bool               // release target + advisory id → fixes (one request)
+	fixMemo   map[fixKey]bool               // release target and advisory id → fixes (one request)
 }
 
 // matchesOf returns the positions in a release's matches (releaseIndex) of the matches of
@@ -903,6 +903,9 @@ func statusRank(status string) int {
 	}
 	return 0
 }
+
+// fixKey names a release (its target) and an advisory.
+type fixKey struct{ target, advisory string }
 
 // known reports whether target with this SHA-256 is the signed image of a release in c.
 func (c *catalog) known(target, sha256 string) bool {
@@ -962,14 +965,14 @@ func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a
 // or an alias in fixes, or it has an SBOM that no longer matches the advisory as affected (nor
 // as undecidable).
 func (s *Service) fixes(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
-	key := r.Target + "\x00" + a.ID
+	key := fixKey{r.Target, a.ID}
 	if v, ok := c.fixMemo[key]; ok {
 		return v, nil
 	}
 	ok, err := s.fixesUncached(ctx, c, r, a)
 	if err == nil {
 		if c.fixMemo == nil {
-			c.fixMemo = map[string]bool{}
+			c.fixMemo = map[fixKey]bool{}
 		}
 		c.fixMemo[key] = ok
 	}

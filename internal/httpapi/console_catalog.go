@@ -154,6 +154,9 @@ func (s *Server) releasePage(w http.ResponseWriter, r *http.Request) {
 				if f.Status == vuln.StatusNotAffected {
 					continue
 				}
+				if v.AdvisoriesTotal++; len(v.Advisories) == console.MaxExposureRows {
+					continue
+				}
 				v.Advisories = append(v.Advisories, console.ReleaseAdvisory{ID: f.Advisory, Severity: f.Severity, Status: f.Status,
 					FixedIn: f.FixedIn, Exploited: f.KEV != nil, Gate: f.Gate})
 			}
