@@ -83,6 +83,7 @@ type Count struct {
 // Overview is the landing page.
 type Overview struct {
 	Devices   int
+	CountedAt time.Time // when the device figures were counted (they are reused briefly)
 	ByStatus  []Count
 	ByState   []Count
 	ByProduct []Count
@@ -94,6 +95,7 @@ type Overview struct {
 	Exposure     []Count
 	ExposureOK   bool
 	ExposureNote string
+	ExposureLazy bool          // the page fetches the exposure part after it loads
 	Campaigns    []CampaignRow // running and paused
 	Expiring     []Expiry      // offline metadata and support periods nearing their end
 	StaleAfter   string
@@ -154,6 +156,7 @@ type Device struct {
 	Logs                                                          []Log
 	Exposure                                                      []Exposed
 	ExposureNote                                                  string
+	CanVulns, ExposureLazy                                        bool   // shown to roles with vuln:read; fetched after the page loads
 	Actions                                                       []Link // accept, reject, decommission, as the role and status allow
 	Campaigns                                                     []Link
 }
@@ -209,7 +212,7 @@ type Campaign struct {
 	Consent, Dynamic                                 bool
 	Stale                                            int
 	WaveRows                                         []WaveRow
-	Failed                                           []Member
+	FailedMembers                                    []Member
 	Waiting                                          []Member
 	Timeline                                         []TimelineEntry
 	Actions                                          []Link

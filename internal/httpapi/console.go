@@ -103,6 +103,7 @@ func (s *Server) consoleRoutes(mux *router) {
 	s.ui = ui
 	mux.HandleFunc("GET /static/{file}", s.staticFile)
 	mux.page("GET /{$}", auth.PermNone, s.home)
+	mux.page("GET /overview/exposure", auth.PermVulnRead, s.overviewExposure)
 	mux.page("GET /login", auth.PermNone, s.loginPage)
 	mux.page("POST /login", auth.PermNone, s.loginForm)
 	mux.page("POST /logout", auth.PermSelf, s.logoutForm)

@@ -14,7 +14,6 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/console"
-	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/inventory"
 	"upkeep.dev/upkeep/internal/product"
@@ -31,6 +30,7 @@ const (
 func (s *Server) devicePages(mux *router) {
 	mux.page("GET /devices", auth.PermDevicesRead, s.deviceList)
 	mux.page("GET /devices/{id}", auth.PermDevicesRead, s.devicePage)
+	mux.page("GET /devices/{id}/exposure", auth.PermVulnRead, s.deviceExposurePart)
 	mux.page("GET /devices/{id}/{action}", auth.PermDevicesAdmit, s.confirmDeviceAction)
 	mux.page("POST /devices/{id}/{action}", auth.PermDevicesAdmit, s.deviceActionForm)
 }
@@ -253,7 +253,13 @@ func (s *Server) devicePage(w http.ResponseWriter, r *http.Request) {
 			v.Logs = append(v.Logs, console.Log{ID: strconv.FormatInt(l.ID, 10), Target: l.Target, Reason: l.Step + ": " + l.Message, At: l.ReceivedAt, Size: int64(l.Size), Lines: lines})
 		}
 	}
-	s.deviceExposure(ctx, r, d, &v)
+	if v.CanVulns = can(r, auth.PermVulnRead); v.CanVulns {
+		if r.URL.Query().Get("exposure") != "" {
+			s.deviceExposure(ctx, r, d, &v)
+		} else {
+			v.ExposureLazy = true // fetched after the page loads: the report may take seconds
+		}
+	}
 	if can(r, auth.PermDevicesAdmit) {
 		for _, a := range deviceActions[d.Status] {
 			v.Actions = append(v.Actions, console.Link{Label: actionLabel(a), Href: "devices/" + url.PathEscape(d.ID) + "/" + a, Danger: a != "accept" && a != "readmit"})
@@ -276,7 +282,7 @@ func (s *Server) deviceExposure(ctx context.Context, r *http.Request, d *fleet.D
 		v.ExposureNote = "The device has not reported an installed release."
 		return
 	}
-	rep, err := s.Exposure.Exposure(ctx, exposure.ExposureFilter{Product: d.Product})
+	rep, err := s.exposureReport(ctx, d.Product)
 	if err != nil {
 		s.logger().Error("console device exposure", LogDevice, d.ID, LogErr, err)
 		v.ExposureNote = "The exposure report failed: see the server log."
@@ -290,6 +296,18 @@ func (s *Server) deviceExposure(ctx context.Context, r *http.Request, d *fleet.D
 	if slices.Contains(rep.WithoutSBOM, d.Product+"@"+d.InstalledVer) || slices.Contains(rep.WithoutSBOM, d.InstalledVer) {
 		v.ExposureNote = "The installed release has no SBOM: its exposure is unknown."
 	}
+}
+
+// deviceExposurePart is a device page's exposure part, fetched by the page.
+func (s *Server) deviceExposurePart(w http.ResponseWriter, r *http.Request) {
+	d, err := s.Devices.FindDevice(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.pageFail(w, r, err)
+		return
+	}
+	v := console.Device{ID: d.ID, CanVulns: true}
+	s.deviceExposure(r.Context(), r, d, &v)
+	s.fragment(w, r, "device", "exposure", s.layout(r, "", "devices"), v)
 }
 
 var deviceActionText = map[string]struct{ question, detail string }{

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/chart"
 	"upkeep.dev/upkeep/internal/console"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
@@ -22,7 +24,7 @@ import (
 
 // Campaign pages and their event stream.
 const (
-	rolloutListShow = 200 // campaigns listed, newest first
+	rolloutListShow = 100 // campaigns listed, newest first
 	// A campaign page's event stream: checked every streamEvery, a heartbeat comment after
 	// streamHeartbeat of silence, the session checked every streamSessionEvery, at most
 	// streamMax long (the browser reconnects), at most streamsPerSession open per session or
@@ -120,7 +122,7 @@ func (s *Server) campaignView(r *http.Request, st *rollout.Status) console.Campa
 		v.WaveRows = append(v.WaveRows, wr)
 	}
 	for _, m := range st.Failed {
-		v.Failed = append(v.Failed, console.Member{DeviceID: m.DeviceID, Status: m.Status, Detail: m.Detail, Wave: m.Wave + 1, Since: m.Since})
+		v.FailedMembers = append(v.FailedMembers, console.Member{DeviceID: m.DeviceID, Status: m.Status, Detail: m.Detail, Wave: m.Wave + 1, Since: m.Since})
 	}
 	for _, m := range st.Waiting {
 		v.Waiting = append(v.Waiting, console.Member{DeviceID: m.DeviceID, Status: m.Status, Detail: m.Detail, Wave: m.Wave + 1, Since: m.Since})
@@ -136,6 +138,7 @@ func (s *Server) campaignView(r *http.Request, st *rollout.Status) console.Campa
 	if st.Download.Devices > 0 {
 		v.Downloaded = fmt.Sprintf("%d devices downloaded %s for images of %s", st.Download.Devices, console.Size(st.Download.Bytes), console.Size(st.Download.ImageBytes))
 	}
+	v.Chart = campaignChart(st, s.now())
 	if can(r, auth.PermDeploy) {
 		for _, a := range []string{"start", "pause", "resume", "cancel"} {
 			if _, err := rollout.Transition(c.State, a); err == nil {
@@ -144,6 +147,65 @@ func (s *Server) campaignView(r *http.Request, st *rollout.Status) console.Campa
 		}
 	}
 	return v
+}
+
+// chartPoints is how many instants the campaign chart samples.
+const chartPoints = 60
+
+// campaignChart draws a campaign's members by state over time, stacked: healthy and failed as
+// each member reached that state, the rest still under way. Empty before the campaign starts.
+func campaignChart(st *rollout.Status, now time.Time) template.HTML {
+	c := st.Campaign
+	if c.Wave < 0 {
+		return ""
+	}
+	total := 0
+	for _, k := range st.Waves {
+		total += k.Total()
+	}
+	end := now
+	if c.State == rollout.StateCompleted || c.State == rollout.StateCancelled {
+		end = c.UpdatedAt
+	}
+	start := c.CreatedAt
+	if !end.After(start) {
+		end = start.Add(time.Second)
+	}
+	healthy := slices.SortedFunc(slices.Values(st.Healthy), func(a, b time.Time) int { return a.Compare(b) })
+	failed := make([]time.Time, 0, len(st.Failed))
+	for _, m := range st.Failed {
+		failed = append(failed, m.Since)
+	}
+	slices.SortFunc(failed, func(a, b time.Time) int { return a.Compare(b) })
+	upTo := func(ts []time.Time, t time.Time) int {
+		n, _ := slices.BinarySearchFunc(ts, t, func(a, b time.Time) int {
+			if a.After(b) {
+				return 1
+			}
+			return -1
+		})
+		return n
+	}
+	for _, ts := range [][]time.Time{healthy, failed} { // a member's change may be stored just after the campaign's
+		if len(ts) > 0 && ts[len(ts)-1].After(end) {
+			end = ts[len(ts)-1]
+		}
+	}
+	var h, f, rest []chart.Point
+	step := end.Sub(start) / chartPoints
+	for i := 0; i <= chartPoints; i++ {
+		t := start.Add(step * time.Duration(i))
+		if i == chartPoints {
+			t = end
+		}
+		nh, nf := upTo(healthy, t), upTo(failed, t)
+		h = append(h, chart.Point{T: t, V: float64(nh)})
+		f = append(f, chart.Point{T: t, V: float64(nf)})
+		rest = append(rest, chart.Point{T: t, V: float64(max(total-nh-nf, 0))})
+	}
+	return chart.Time(chart.TimeChart{Title: "Members by state over time", Desc: fmt.Sprintf("%d members of campaign %s: healthy, failed and the others over time", total, c.ID),
+		Series: []chart.Series{{Name: "healthy", Points: h, Color: "#009e73"}, {Name: "failed", Points: f, Color: "#d55e00"}, {Name: "under way or pending", Points: rest, Color: "#999999"}},
+		Area:   true, Stacked: true, Unit: "devices", ID: "members-" + c.ID})
 }
 
 // rolloutPage shows a campaign: its settings, progress per wave (followed live over its event

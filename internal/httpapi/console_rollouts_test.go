@@ -114,7 +114,7 @@ func TestConsoleRollouts(t *testing.T) {
 	dep := newBrowser(t, srv, "/")
 	csrf := dep.login("dee", testPassword)
 	form := dep.get("rollouts/new")
-	wantPage(t, form, http.StatusOK, "<option>cam@2.0</option>", `hx-get="/rollouts/count"`)
+	wantPage(t, form, http.StatusOK, "<option>cam@2.0</option>", `hx-get="/rollouts/count"`, `id="device-preview"`)
 	wantPage(t, dep.get("rollouts/count?release=cam%402.0&target=region%3Deu"), http.StatusOK, `<strong id="device-count">10</strong>`)
 	wantPage(t, dep.get("rollouts/count?release=cam%402.0&target=group%3Anone"), http.StatusOK, "not found")
 

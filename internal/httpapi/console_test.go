@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/sso"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -267,10 +268,66 @@ func TestConsoleTenantPrefix(t *testing.T) {
 		t.Fatalf("redirect to %q", r.header.Get("Location"))
 	}
 	b.login("alice", testPassword)
+	// Every page route answers under the prefix (503: a service this stack lacks), and links
+	// nowhere outside it.
+	param := regexp.MustCompile(`\{[^}]*\}`)
+	for _, rt := range s.api.Registered() {
+		method, path, _ := strings.Cut(rt.Pattern, " ")
+		if !rt.Page || method != http.MethodGet || strings.HasSuffix(path, "/events") {
+			continue
+		}
+		path = strings.TrimPrefix(strings.ReplaceAll(param.ReplaceAllString(path, "x"), "x$", ""), "/")
+		p := b.get(path)
+		if p.status == http.StatusUnauthorized || p.status >= 500 && p.status != http.StatusServiceUnavailable || p.status == http.StatusSeeOther && !strings.HasPrefix(p.header.Get("Location"), "/t/acme/") {
+			t.Errorf("GET /t/acme/%s: %d %v", path, p.status, p.header.Get("Location"))
+		}
+		for _, m := range regexp.MustCompile(`(?:href|action|src|hx-get|sse-connect)="([^"]*)"`).FindAllStringSubmatch(p.body, -1) {
+			if !strings.HasPrefix(m[1], "/t/acme/") && m[1] != "#main" && m[1] != "data:," && !strings.HasPrefix(m[1], "#") {
+				t.Errorf("GET /t/acme/%s: link %q outside the tenant's prefix", path, m[1])
+			}
+		}
+	}
 	home := b.get("")
 	for _, m := range regexp.MustCompile(`(?:href|action|src)="([^"]*)"`).FindAllStringSubmatch(home.body, -1) {
-		if !strings.HasPrefix(m[1], "/t/acme/") && m[1] != "#main" {
+		if !strings.HasPrefix(m[1], "/t/acme/") && m[1] != "#main" && m[1] != "data:," {
 			t.Errorf("link %q outside the tenant's prefix", m[1])
 		}
+	}
+}
+
+// providerStub stands for the OpenID provider's side of internal/sso (whose own tests run a
+// real provider): every callback signs in the user it names.
+type providerStub struct{ user *auth.User }
+
+func (p providerStub) Begin(ctx context.Context, cli sso.CLI) (string, string, error) {
+	return "https://idp.example/authorize", "attempt", nil
+}
+
+func (p providerStub) Finish(ctx context.Context, cb sso.Callback) (*auth.User, sso.CLI, error) {
+	return p.user, sso.CLI{}, nil
+}
+
+// TestConsoleSSO: with single sign-on configured the login page offers it, and the callback
+// reached by a browser starts the session and returns to the console (a program still gets
+// the session as JSON).
+func TestConsoleSSO(t *testing.T) {
+	s := newStack(t)
+	s.addUser("rita", auth.RoleViewer, testPassword)
+	u, err := s.db.FindUser(context.Background(), "rita")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.api.SSO = providerStub{user: u}
+	s.handler = s.api.Handler()
+	srv := s.serve()
+	b := newBrowser(t, srv, "/")
+	wantPage(t, b.get("login"), http.StatusOK, `href="/api/v1/oidc/login"`, "single sign-on")
+	r := b.do(http.MethodGet, "api/v1/oidc/callback?state=s&code=c", nil, map[string]string{"Accept": "text/html,application/xhtml+xml"})
+	if r.status != http.StatusSeeOther || r.header.Get("Location") != "/" {
+		t.Fatalf("callback from a browser: %d %v", r.status, r.header)
+	}
+	wantPage(t, b.get(""), http.StatusOK, "Overview", "rita")
+	if r := call(t, srv, http.MethodGet, "/api/v1/oidc/callback?state=s&code=c", nil, nil); r.status != http.StatusOK || !strings.Contains(string(r.body), `"user":"rita"`) {
+		t.Fatalf("callback from a program: %d %s", r.status, r.body)
 	}
 }

@@ -10,3 +10,13 @@ func AuditAction(pattern string) (string, bool) { a, ok := auditActions[pattern]
 
 // Recorded reports whether calls of the route pattern are recorded.
 func Recorded(pattern string) bool { return recorded(pattern) }
+
+// ForgetConsoleCaches drops the console's reused fleet counts and exposure reports.
+func (s *Server) ForgetConsoleCaches() {
+	s.fleetCounts.mu.Lock()
+	s.fleetCounts.counts = nil
+	s.fleetCounts.mu.Unlock()
+	s.exposures.mu.Lock()
+	s.exposures.reports = nil
+	s.exposures.mu.Unlock()
+}

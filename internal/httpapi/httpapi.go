@@ -150,6 +150,8 @@ type Server struct {
 	streamsOnce    sync.Once            // makes streamsEnd
 	streamsClose   sync.Once            // closes streamsEnd
 	streamsEnd     chan struct{}        // closed by EndStreams
+	fleetCounts    fleetCountCache      // the overview's last count of the fleet
+	exposures      exposureCache        // the console's last exposure reports
 	nartifacts     atomic.Int64
 }
 

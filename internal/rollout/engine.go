@@ -964,6 +964,8 @@ type Status struct {
 	Waves    []Counts
 	Waiting  []Member // members waiting for consent or a window
 	Failed   []Member
+	// Healthy holds when each healthy member became healthy, for a chart of progress over time.
+	Healthy  []time.Time
 	Timeline []AuditEntry
 	// Download sums what the members that downloaded the image fetched.
 	Download DownloadTotals
@@ -993,6 +995,8 @@ func (e *Engine) Status(ctx context.Context, id string) (*Status, error) {
 			st.Waiting = append(st.Waiting, m)
 		case MemberFailed:
 			st.Failed = append(st.Failed, m)
+		case MemberHealthy:
+			st.Healthy = append(st.Healthy, m.Since)
 		}
 		if m.ImageLength > 0 {
 			st.Download.Devices++

@@ -66,10 +66,10 @@ func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Devi
 		where = append(where, "id IN ("+strings.Join(ph, ",")+")")
 	}
 	if q := strings.TrimSpace(p.Search); q != "" {
-		pat := arg("%" + likeEscape(strings.ToLower(q)) + "%")
+		pat := arg("%" + likeEscape(q) + "%")
 		var or []string
 		for _, col := range []string{"id", "serial", "hardware_id", "product", "installed_ver", "attributes"} {
-			or = append(or, "LOWER("+col+`) LIKE `+pat+` ESCAPE '\'`)
+			or = append(or, col+" "+s.dialect.ILike+" "+pat+` ESCAPE '\'`)
 		}
 		where = append(where, "("+strings.Join(or, " OR ")+")")
 	}
@@ -86,16 +86,19 @@ func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Devi
 			where = append(where, "("+col+" "+cmp+" "+k+" OR ("+col+" = "+k+" AND id "+cmp+" "+arg(p.After.ID)+"))")
 		}
 	}
-	q := `SELECT ` + deviceCols + ` FROM devices`
+	cond := ""
 	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+		cond = " WHERE " + strings.Join(where, " AND ")
 	}
+	var q string
 	if col == "id" {
-		q += " ORDER BY id " + dir
+		q = `SELECT ` + deviceCols + ` FROM devices` + cond + " ORDER BY id " + dir + " LIMIT " + arg(p.Limit)
 	} else {
-		q += " ORDER BY " + col + " " + dir + ", id " + dir
+		// Another order reads every matching row: the ids are sorted first, with their keys
+		// only, and the page's rows read after (a sort of whole rows took twice as long).
+		order := " ORDER BY " + col + " " + dir + ", id " + dir
+		q = `SELECT ` + deviceCols + ` FROM devices WHERE id IN (SELECT id FROM devices` + cond + order + " LIMIT " + arg(p.Limit) + ")" + order
 	}
-	q += " LIMIT " + arg(p.Limit)
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("page devices: %w", err)

@@ -33,6 +33,9 @@ type Dialect struct {
 	// column, arg the placeholder of the argument JSONKey made of the member's name.
 	JSONText func(col, arg string) string
 	JSONKey  func(key string) string
+	// ILike is the case-insensitive LIKE operator: LIKE (SQLite's is, for ASCII), ILIKE
+	// (PostgreSQL).
+	ILike string
 }
 
 // DB is a store over one database handle. It is safe for concurrent use.
