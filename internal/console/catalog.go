@@ -39,8 +39,9 @@ type ReleasePage struct {
 	// viewer's role may not read the audit trail.
 	Publisher       string
 	PublisherHidden bool
-	SBOM            *SBOMInfo // nil: none attached
-	Advisories      []ReleaseAdvisory
+	SBOM            *SBOMInfo         // nil: none attached
+	Advisories      []ReleaseAdvisory // at most MaxExposureRows
+	AdvisoriesTotal int
 	VulnHidden      bool // the role may not read vulnerability data
 }
 
@@ -71,7 +72,8 @@ type Component struct{ Name, Version, Ecosystem, PURL string }
 // ReleaseAdvisory is an advisory matching a release's SBOM.
 type ReleaseAdvisory struct {
 	ID, Severity, FixedIn string
-	Published             time.Time
+	Status                string // affected, or unmatched: undecidable
+	Gate                  string // the release gate's word: "blocks", "waived by …", or ""
 	Exploited             bool
 }
 

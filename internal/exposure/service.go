@@ -873,7 +873,11 @@ type catalog struct {
 	byTarget  map[string]*release.Release
 	byProduct map[string][]*release.Release // oldest first (newer)
 	sboms     map[string]*SBOM              // product@version
-	fixMemo   map[string]bool               // release target + advisory id → fixes (one request)
+	// indexes and keys memoise, for one request, each release's indexed matches (nil without
+	// an SBOM) and each advisory's lower-case id and aliases: the exposure report asks whether
+	// each newer release fixes each advisory in the field.
+	indexes map[*release.Release]*cachedMatches
+	keys    map[*vuln.Advisory][]string
 }
 
 // matchesOf returns the positions in a release's matches (releaseIndex) of the matches of
@@ -902,6 +906,42 @@ func statusRank(status string) int {
 		return 1
 	}
 	return 0
+}
+
+// releaseIndexOf returns r's indexed matches, nil if it has no SBOM.
+func (s *Service) releaseIndexOf(ctx context.Context, c *catalog, r *release.Release) (*cachedMatches, error) {
+	if rm, ok := c.indexes[r]; ok {
+		return rm, nil
+	}
+	var rm *cachedMatches
+	if sb := c.sboms[r.Ref()]; sb != nil {
+		m, err := s.releaseIndex(ctx, sb)
+		if err != nil {
+			return nil, err
+		}
+		rm = &m
+	}
+	if c.indexes == nil {
+		c.indexes = map[*release.Release]*cachedMatches{}
+	}
+	c.indexes[r] = rm
+	return rm, nil
+}
+
+// keysOf returns a's id and aliases in lower case, the keys of cachedMatches.byAdvisory.
+func (c *catalog) keysOf(a *vuln.Advisory) []string {
+	if k, ok := c.keys[a]; ok {
+		return k
+	}
+	k := []string{strings.ToLower(a.ID)}
+	for _, al := range a.Aliases {
+		k = append(k, strings.ToLower(al))
+	}
+	if c.keys == nil {
+		c.keys = map[*vuln.Advisory][]string{}
+	}
+	c.keys[a] = k
+	return k
 }
 
 // known reports whether target with this SHA-256 is the signed image of a release in c.
@@ -962,37 +1002,21 @@ func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a
 // or an alias in fixes, or it has an SBOM that no longer matches the advisory as affected (nor
 // as undecidable).
 func (s *Service) fixes(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
-	key := r.Target + "\x00" + a.ID
-	if v, ok := c.fixMemo[key]; ok {
-		return v, nil
-	}
-	ok, err := s.fixesUncached(ctx, c, r, a)
-	if err == nil {
-		if c.fixMemo == nil {
-			c.fixMemo = map[string]bool{}
-		}
-		c.fixMemo[key] = ok
-	}
-	return ok, err
-}
-
-func (s *Service) fixesUncached(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
 	for _, f := range r.Fixes {
 		if names(a, f) {
 			return true, nil
 		}
 	}
-	if c.sboms[r.Ref()] == nil {
-		return false, nil
-	}
-	// The verdict's status alone, without gathering its components.
-	rm, err := s.releaseIndex(ctx, c.sboms[r.Ref()])
-	if err != nil {
+	rm, err := s.releaseIndexOf(ctx, c, r)
+	if err != nil || rm == nil {
 		return false, err
 	}
-	for _, i := range matchesOf(rm.byAdvisory, a) {
-		if m := rm.ms[i]; names(a, m.Advisory.ID) && (m.Status == vuln.StatusAffected || m.Status == vuln.StatusUnmatched) {
-			return false, nil
+	// The verdict's status alone, without gathering its components.
+	for _, k := range c.keysOf(a) {
+		for _, i := range rm.byAdvisory[k] {
+			if m := rm.ms[i]; names(a, m.Advisory.ID) && (m.Status == vuln.StatusAffected || m.Status == vuln.StatusUnmatched) {
+				return false, nil
+			}
 		}
 	}
 	return true, nil

@@ -22,6 +22,7 @@ import (
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/release"
+	"upkeep.dev/upkeep/internal/vuln"
 )
 
 // The console's releases, vulnerabilities and products pages. Each is gated by the permission
@@ -144,13 +145,20 @@ func (s *Server) releasePage(w http.ResponseWriter, r *http.Request) {
 			s.pageFail(w, r, err)
 			return
 		}
+		// The advisories its SBOM matches now, and the release gate's word on each: one SBOM
+		// matched, not the fleet's exposure.
 		if !can(r, auth.PermVulnRead) {
 			v.VulnHidden = true
-		} else if ttp, err := s.Exposure.TimeToPatch(ctx, prod); err == nil {
-			for _, a := range ttp.Advisories {
-				if slices.Contains(a.Affected, version) {
-					v.Advisories = append(v.Advisories, console.ReleaseAdvisory{ID: a.Advisory, Severity: a.Severity, FixedIn: a.FixedIn, Published: a.Published, Exploited: a.Exploited})
+		} else if chk, err := s.Exposure.ReleaseCheck(ctx, prod, version); err == nil {
+			for _, f := range chk.Findings {
+				if f.Status == vuln.StatusNotAffected {
+					continue
 				}
+				if v.AdvisoriesTotal++; len(v.Advisories) == console.MaxExposureRows {
+					continue
+				}
+				v.Advisories = append(v.Advisories, console.ReleaseAdvisory{ID: f.Advisory, Severity: f.Severity, Status: f.Status,
+					FixedIn: f.FixedIn, Exploited: f.KEV != nil, Gate: f.Gate})
 			}
 		} else if !apperr.Is(err, apperr.NotFound) {
 			s.pageFail(w, r, err)

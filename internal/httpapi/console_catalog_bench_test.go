@@ -18,7 +18,8 @@ import (
 
 // BenchmarkConsoleCatalogPages measures the server time and the weight of the vulnerabilities
 // and releases pages with 10,000 advisories each affecting the release 1,000 devices run, and
-// 100 releases: p95-ms is the 95th percentile of the server time per page, B/page its size.
+// 100 releases: p50-ms and p95-ms are the median and the 95th percentile of the time per page
+// (the first request after an import matches every SBOM anew), B/page its size.
 //
 //	go test ./internal/httpapi -run '^$' -bench BenchmarkConsoleCatalogPages -benchtime 50x
 func BenchmarkConsoleCatalogPages(b *testing.B) {
@@ -97,6 +98,7 @@ func BenchmarkConsoleCatalogPages(b *testing.B) {
 				size = len(p.body)
 			}
 			slices.Sort(times)
+			b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(times[len(times)*95/100].Microseconds())/1000, "p95-ms")
 			b.ReportMetric(float64(size), "B/page")
 		})

@@ -105,6 +105,8 @@ type Vulnerabilities interface {
 	Exposure(ctx context.Context, f exposure.ExposureFilter) (*exposure.ExposureReport, error)
 	TimeToPatch(ctx context.Context, product string) (*exposure.ProductTimeToPatch, error)
 	CheckRelease(ctx context.Context, product, version string, raw []byte) (*exposure.ReleaseCheck, error)
+	// ReleaseCheck is CheckRelease for a release's stored SBOM (apperr.NotFound without one).
+	ReleaseCheck(ctx context.Context, product, version string) (*exposure.ReleaseCheck, error)
 	GatePublish(ctx context.Context, target string, targets []byte) error
 	SetTriage(ctx context.Context, t exposure.Triage, actor string) (*exposure.Triage, error)
 	Triage(ctx context.Context, product string) ([]exposure.Triage, error)
