@@ -149,6 +149,9 @@ func color(c string, i int) string {
 // safeHref keeps relative links and http(s) ones; anything else (javascript:, data:) is dropped.
 func safeHref(h string) string {
 	l := strings.ToLower(strings.TrimSpace(h))
+	if strings.HasPrefix(l, "//") || strings.HasPrefix(l, "/\\") { // another host, relative to the scheme
+		return ""
+	}
 	if strings.HasPrefix(l, "http://") || strings.HasPrefix(l, "https://") || strings.HasPrefix(l, "/") ||
 		strings.HasPrefix(l, "?") || strings.HasPrefix(l, "#") || (!strings.Contains(l, ":") && l != "") {
 		return h

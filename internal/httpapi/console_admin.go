@@ -92,7 +92,8 @@ func (s *Server) renderAdmin(w http.ResponseWriter, r *http.Request, status int,
 func (s *Server) confirmPage(question, back string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		what := cmp.Or(r.PathValue("name"), r.PathValue("id"))
-		action := strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(s.base(), "/")+"/")
+		// Relative to the stack's base: under a tenant the path arrives without /t/NAME.
+		action := strings.TrimPrefix(r.URL.Path, "/")
 		s.render(w, r, http.StatusOK, "confirm", s.layout(r, question, "admin"), console.Confirm{
 			Question: question + " " + what + "?", Action: action, Button: question, Cancel: back, Danger: true})
 	}

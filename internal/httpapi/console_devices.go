@@ -85,6 +85,10 @@ func (s *Server) deviceList(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, http.StatusBadRequest, "devices", s.layout(r, "Devices", "devices"), view)
 		return
 	}
+	if dq.Group != "" && (s.Rollouts == nil || !can(r, auth.PermGroupsRead)) {
+		s.pageFail(w, r, apperr.E(apperr.Forbidden, "forbidden: filtering by group needs %s", auth.PermGroupsRead))
+		return
+	}
 	if s.Rollouts != nil && can(r, auth.PermGroupsRead) {
 		gs, err := s.Rollouts.Groups(ctx)
 		if err != nil {
@@ -95,10 +99,6 @@ func (s *Server) deviceList(w http.ResponseWriter, r *http.Request) {
 			view.Groups = append(view.Groups, g.Name)
 		}
 		if dq.Group != "" {
-			if !can(r, auth.PermGroupsRead) {
-				s.pageFail(w, r, apperr.E(apperr.Forbidden, "forbidden: filtering by group needs %s", auth.PermGroupsRead))
-				return
-			}
 			g, err := s.Rollouts.Group(ctx, dq.Group)
 			if err != nil {
 				view.FilterErr = apperr.Message(err)

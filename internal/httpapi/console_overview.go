@@ -193,10 +193,13 @@ func topCounts(m map[string]int, of, n int, href func(string) string) []console.
 	return out
 }
 
-// exposureCache holds the console's last exposure reports, by product ("" for all).
+// exposureCache holds the console's last exposure reports, by product ("" for all), and the
+// reports being made: one at a time per product, whoever asks, and none waits for another
+// product's.
 type exposureCache struct {
-	mu      sync.Mutex // held while a report is made: concurrent pages wait for one
+	mu      sync.Mutex
 	reports map[string]cachedExposure
+	flights map[string]*exposureFlight
 }
 
 type cachedExposure struct {
@@ -204,25 +207,59 @@ type cachedExposure struct {
 	rep *exposure.ExposureReport
 }
 
+// exposureFlight is a report being made; done is closed once rep or err is set.
+type exposureFlight struct {
+	done chan struct{}
+	rep  *exposure.ExposureReport
+	err  error
+}
+
+// exposureMakeLimit bounds how long one report may take to make.
+const exposureMakeLimit = time.Minute
+
 // exposureReport is the exposure report of a product ("" for all), at most FleetCountsEvery old:
 // the report reads every accepted device of the product, which at 100,000 devices takes seconds.
+// It is made apart from the request that asked first (under exposureMakeLimit), so that a
+// caller that goes away does not fail the others waiting for it.
 func (s *Server) exposureReport(ctx context.Context, product string) (*exposure.ExposureReport, error) {
 	c := &s.exposures
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	now := s.now()
 	if e, ok := c.reports[product]; ok && now.Sub(e.at) < FleetCountsEvery && !now.Before(e.at) {
+		c.mu.Unlock()
 		return e.rep, nil
 	}
-	rep, err := s.Exposure.Exposure(ctx, exposure.ExposureFilter{Product: product})
-	if err != nil {
-		return nil, err
+	f := c.flights[product]
+	if f == nil {
+		f = &exposureFlight{done: make(chan struct{})}
+		if c.flights == nil {
+			c.flights = map[string]*exposureFlight{}
+		}
+		c.flights[product] = f
+		go func() {
+			mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), exposureMakeLimit)
+			defer cancel()
+			rep, err := s.Exposure.Exposure(mctx, exposure.ExposureFilter{Product: product})
+			c.mu.Lock()
+			if err == nil {
+				if c.reports == nil || len(c.reports) > 256 {
+					c.reports = map[string]cachedExposure{}
+				}
+				c.reports[product] = cachedExposure{at: now, rep: rep}
+			}
+			delete(c.flights, product)
+			c.mu.Unlock()
+			f.rep, f.err = rep, err
+			close(f.done)
+		}()
 	}
-	if c.reports == nil || len(c.reports) > 256 {
-		c.reports = map[string]cachedExposure{}
+	c.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.rep, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	c.reports[product] = cachedExposure{at: now, rep: rep}
-	return rep, nil
 }
 
 // Severities in the order the overview lists them.

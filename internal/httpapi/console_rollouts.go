@@ -27,16 +27,22 @@ import (
 const (
 	rolloutListShow = 100 // campaigns listed, newest first
 	// A campaign page's event stream: checked every streamEvery, a heartbeat comment after
-	// streamHeartbeat of silence, the session checked every streamSessionEvery, at most
-	// streamMax long (the browser reconnects), at most streamsPerSession open per session or
-	// token.
+	// streamHeartbeat of silence, the credential and its role checked every
+	// streamSessionEvery, at most streamMax long (the browser reconnects), at most
+	// streamsPerSession open per session or token and MaxStreams on the server.
 	streamEvery        = time.Second
 	streamHeartbeat    = 15 * time.Second
 	streamSessionEvery = 30 * time.Second
 	streamMax          = time.Hour
 	streamsPerSession  = 4
 	timelineShow       = 50
+	// allStreams is the perKey key counting every open event stream of the server.
+	allStreams = "*"
 )
+
+// DefaultMaxStreams bounds the console's event streams open on a server (Server.MaxStreams):
+// each reads its campaign's status every second.
+const DefaultMaxStreams = 256
 
 func (s *Server) rolloutPages(mux *router) {
 	mux.page("GET /rollouts", auth.PermRolloutsRead, s.rolloutList)
@@ -226,7 +232,7 @@ func (s *Server) rolloutPage(w http.ResponseWriter, r *http.Request) {
 
 // streamKey names who holds an event stream: the session, or the token.
 func streamKey(p *principal) string {
-	if p.Session != nil {
+	if p.Session != nil { // never allStreams: an id is not "*"
 		return "s:" + p.Session.ID
 	}
 	return "t:" + p.Token.ID
@@ -247,6 +253,11 @@ func (s *Server) rolloutEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.consoleStreams.release(key)
+	if !s.consoleStreams.acquire(allStreams, cmp.Or(s.MaxStreams, DefaultMaxStreams)) {
+		s.pageFail(w, r, apperr.E(apperr.Busy, "too many event streams open on this server; the page shows the progress when reloaded"))
+		return
+	}
+	defer s.consoleStreams.release(allStreams)
 	id := r.PathValue("id")
 	st, err := s.Rollouts.Status(r.Context(), id)
 	if err != nil {
@@ -279,10 +290,6 @@ func (s *Server) rolloutEvents(w http.ResponseWriter, r *http.Request) {
 	if _, err := send(st); err != nil {
 		return
 	}
-	cookie := ""
-	if c, err := r.Cookie(wire.SessionCookie); err == nil && p.Session != nil {
-		cookie = c.Value
-	}
 	tick := time.NewTicker(streamEvery)
 	defer tick.Stop()
 	deadline := time.NewTimer(streamMax)
@@ -298,9 +305,9 @@ func (s *Server) rolloutEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-tick.C:
 		}
-		if cookie != "" && time.Since(checked) >= cmp.Or(s.streamSessionEvery, streamSessionEvery) {
+		if time.Since(checked) >= cmp.Or(s.streamSessionEvery, streamSessionEvery) {
 			checked = time.Now()
-			if !s.sessionLive(r.Context(), cookie) {
+			if !s.stillAllowed(r, auth.PermRolloutsRead) {
 				writeEvent(w, "end", []byte("session ended")) //nolint:errcheck // the stream ends either way
 				rc.Flush()                                    //nolint:errcheck
 				return
@@ -334,10 +341,21 @@ func (s *Server) rolloutEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// sessionLive reports whether a session is still live, as session does, but without counting
-// the check as a use: an open campaign page must not keep its session from idling out.
-func (s *Server) sessionLive(ctx context.Context, secret string) bool {
-	ss, err := s.Admin.FindSession(ctx, auth.HashSecret(secret))
+// stillAllowed reports whether the credential that opened a long-lived request still grants
+// perm: its session is live (as session checks it, but without counting the check as a use: an
+// open campaign page must not keep its session from idling out) and its user enabled, or its
+// operator token is neither revoked nor expired; and the role it has now allows perm.
+func (s *Server) stillAllowed(r *http.Request, perm auth.Permission) bool {
+	ctx := r.Context()
+	if secret := bearer(r); secret != "" {
+		tok, err := s.operator(ctx, secret)
+		return err == nil && auth.Allows(tok.Role, perm)
+	}
+	c, err := r.Cookie(wire.SessionCookie)
+	if err != nil {
+		return false
+	}
+	ss, err := s.Admin.FindSession(ctx, auth.HashSecret(c.Value))
 	if err != nil {
 		return false
 	}
@@ -347,7 +365,7 @@ func (s *Server) sessionLive(ctx context.Context, secret string) bool {
 	}
 	now := s.now()
 	_, idle := s.sessionLimits()
-	return ss.RevokedAt.IsZero() && now.Before(ss.ExpiresAt) && now.Sub(ss.LastSeen) < idle && u.DisabledAt.IsZero()
+	return ss.RevokedAt.IsZero() && now.Before(ss.ExpiresAt) && now.Sub(ss.LastSeen) < idle && u.DisabledAt.IsZero() && auth.Allows(u.Role, perm)
 }
 
 // writeEvent writes one server-sent event; each line of data is a data: line.

@@ -48,6 +48,9 @@ func (b *browser) stream(path string) (*sse, int) {
 		b.t.Fatal(err)
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	for k, v := range b.header {
+		req.Header.Set(k, v)
+	}
 	resp, err := b.c.Do(req)
 	if err != nil {
 		b.t.Fatal(err)
@@ -196,6 +199,43 @@ func TestConsoleRollouts(t *testing.T) {
 	if d := followed.next(t, "end"); !strings.Contains(d, "session ended") {
 		t.Errorf("end event after logout: %q", d)
 	}
+	// A stream opened with an operator token ends once the token is revoked.
+	secret, hash := auth.NewSecret(auth.AdminPrefix)
+	tok := &auth.OperatorToken{ID: auth.TokenID(hash), Name: "wall", Role: auth.RoleViewer, Hash: hash, CreatedAt: time.Now()}
+	if err := s.db.CreateOperatorToken(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	bearer := newBrowser(t, srv, "/")
+	bearer.header = map[string]string{"Authorization": "Bearer " + secret}
+	r = dep.post("rollouts/new", url.Values{"csrf": {csrf}, "release": {"cam@2.0"}, "target": {"region=eu"}, "start": {"true"}})
+	m = campaignPath.FindStringSubmatch(r.header.Get("Location"))
+	if m == nil {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	walled, st := bearer.stream("rollouts/" + m[1] + "/events")
+	if st != http.StatusOK {
+		t.Fatalf("stream with a token: %d", st)
+	}
+	walled.next(t, "progress")
+	if err := s.db.RevokeOperatorToken(context.Background(), tok.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if d := walled.next(t, "end"); !strings.Contains(d, "session ended") {
+		t.Errorf("end event after the token's revocation: %q", d)
+	}
+	// The server bounds its streams in all, whatever the sessions.
+	s.api.MaxStreams = 1
+	one, st := dep.stream("rollouts/" + m[1] + "/events")
+	if st != http.StatusOK {
+		t.Fatalf("the one stream allowed: %d", st)
+	}
+	third := newBrowser(t, srv, "/")
+	third.login("dee", testPassword)
+	if _, st := third.stream("rollouts/" + m[1] + "/events"); st != http.StatusTooManyRequests {
+		t.Fatalf("a stream past the server's bound: %d, want 429", st)
+	}
+	one.resp.Body.Close()
+	s.api.MaxStreams = 0
 	// The server stopping ends the streams of running campaigns.
 	r = dep.post("rollouts/new", url.Values{"csrf": {csrf}, "release": {"cam@2.0"}, "target": {"region=us"}, "start": {"true"}})
 	m = campaignPath.FindStringSubmatch(r.header.Get("Location"))

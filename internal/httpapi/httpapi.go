@@ -56,6 +56,9 @@ type Server struct {
 	// MaxCheckins bounds check-ins in flight; past it devices get 429 with Retry-After and
 	// come back later, so that a fleet reconnecting after an outage does not stampede.
 	MaxCheckins int
+	// MaxStreams bounds the console's event streams open at once (campaign progress); past it a
+	// page gets 503 and shows the progress without live updates. 0: DefaultMaxStreams.
+	MaxStreams int
 	// MaxTokenRequests bounds device token requests in flight in the same way (each checks a
 	// signature and reads the store). Default 256.
 	MaxTokenRequests int
@@ -148,7 +151,7 @@ type Server struct {
 	used               map[string]time.Time // operator token id -> last use, not yet written
 	artifacts          sync.Map             // target name -> SHA-256 of its bytes
 	ui                 *console.Console     // the console's templates and static files
-	consoleStreams     perKey               // console event streams open per session
+	consoleStreams     perKey               // console event streams open per session or token, and in all (allStreams)
 	streamsOnce        sync.Once            // makes streamsEnd
 	streamsClose       sync.Once            // closes streamsEnd
 	streamsEnd         chan struct{}        // closed by EndStreams

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
+	"html"
 	"net/http"
 	"strconv"
 	"strings"
@@ -103,7 +105,15 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		http.Redirect(w, r, s.cookiePath(), http.StatusSeeOther)
+		// Not a redirect: the navigation started at the provider, another site, and a browser
+		// does not send the SameSite=Strict session cookie along a redirect chain that began
+		// elsewhere. A page of this site that moves on by itself starts a same-site navigation.
+		to := html.EscapeString(s.cookiePath())
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprintf(w, "<!doctype html>\n<html lang=\"en\"><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url=%s\"><title>Signed in</title>\n<p><a href=\"%s\">Continue to the console</a></p></html>\n", to, to)
 		return
 	}
 	s.startSession(w, r, u, "sso")
