@@ -145,6 +145,13 @@ type PolicyForm struct {
 	Deliveries, Bases, GateSeverities                     []string
 }
 
+// LabelPreview is the label an edited policy would publish, or why it would be refused.
+type LabelPreview struct {
+	Image template.URL // a data: URL of the SVG
+	Alt   string
+	Error string
+}
+
 // PolicyChangeRow is one entry of a policy's history.
 type PolicyChangeRow struct {
 	At                     time.Time
