@@ -79,8 +79,12 @@ const (
 // Sorts lists the sort orders of DevicePage.
 var Sorts = []string{SortID, SortSerial, SortProduct, SortVersion, SortState, SortHardware}
 
-// MaxPage bounds DevicePage.Limit.
-const MaxPage = 500
+// MaxPage bounds DevicePage.Limit, MaxPageIDs DevicePage.IDs (a database takes only so many
+// parameters in one statement).
+const (
+	MaxPage    = 500
+	MaxPageIDs = 10_000
+)
 
 // DevicePage selects one page of devices in a stable order, after a cursor: keyset pagination,
 // whose cost does not grow with the page's position. Zero fields match everything.
@@ -345,6 +349,9 @@ func (p DevicePage) Check() error {
 		if len(v) > inventory.MaxValue {
 			return apperr.E(apperr.Invalid, "attribute %s: value longer than %d bytes", k, inventory.MaxValue)
 		}
+	}
+	if len(p.IDs) > MaxPageIDs {
+		return apperr.E(apperr.Invalid, "%d devices to choose from: at most %d (filter by their attributes instead)", len(p.IDs), MaxPageIDs)
 	}
 	if len(p.Search) > 256 {
 		return apperr.E(apperr.Invalid, "search longer than 256 bytes")

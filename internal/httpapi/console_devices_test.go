@@ -1,7 +1,10 @@
 package httpapi_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,7 +14,9 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/faillog"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/wire"
 )
 
 const (
@@ -94,11 +99,26 @@ func TestConsoleDevicePage(t *testing.T) {
 	s.addUser("vic", auth.RoleViewer, testPassword)
 	s.addUser("sue", auth.RoleSupport, testPassword)
 	s.seedDevices(3)
+	// A failure log bundle whose text is hostile, and an event.
+	logs := &faillog.Service{Store: s.db, Logger: quietLogger()}
+	s.api.Logs = logs
+	s.handler = s.api.Handler()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	json.NewEncoder(zw).Encode(wire.LogBundle{Time: time.Now(), Target: "cam-2.0.img", Step: wire.StepInstall, Message: evilScript,
+		Output: "line one\n" + evilImg, AgentLog: []string{"agent: " + evilScript}})
+	zw.Close()
+	if _, err := logs.Upload(context.Background(), "d002", gz.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.AddEvents(context.Background(), []fleet.Event{{DeviceID: "d002", Time: time.Now(), Target: "cam-2.0.img", Step: wire.StepInstall, Status: wire.StatusFailed, Fatal: true, Message: evilImg}}); err != nil {
+		t.Fatal(err)
+	}
 	srv := s.serve()
 	viewer := newBrowser(t, srv, "/")
 	vcsrf := viewer.login("vic", testPassword)
 	p := viewer.get("devices/d002")
-	wantPage(t, p, http.StatusOK, "&lt;script&gt;alert(1)&lt;/script&gt;", "region", "Timeline")
+	wantPage(t, p, http.StatusOK, "&lt;script&gt;alert(1)&lt;/script&gt;", "region", "Timeline", "Failure logs", "line one", "agent: &lt;script&gt;", "(fatal)")
 	if strings.Contains(p.body, evilScript) || strings.Contains(p.body, "<img src=x") {
 		t.Fatalf("unescaped:\n%s", p.body)
 	}
@@ -126,6 +146,13 @@ func TestConsoleDevicePage(t *testing.T) {
 		t.Fatalf("device after decommission: %+v %v", d, err)
 	}
 	wantPage(t, support.get("devices/d002"), http.StatusOK, `href="/devices/d002/readmit"`)
+	// The token is taken from the X-CSRF-Token header too (htmx sends it so).
+	if r := support.do(http.MethodPost, "devices/d002/readmit", url.Values{}, map[string]string{"X-CSRF-Token": c.csrf(t)}); r.status != http.StatusSeeOther {
+		t.Fatalf("readmit with the token in the header: %d %s", r.status, r.body)
+	}
+	if r := support.post("devices/d002/decommission", url.Values{"csrf": {c.csrf(t)}}); r.status != http.StatusSeeOther {
+		t.Fatalf("decommission again: %d %s", r.status, r.body)
+	}
 	// Accepting a decommissioned device needs readmit: the refusal is a page that says why.
 	if r := support.post("devices/d002/accept", url.Values{"csrf": {c.csrf(t)}}); r.status < 400 || !strings.Contains(r.body, "Not done") {
 		t.Errorf("accept a decommissioned device: %d %s", r.status, r.body)

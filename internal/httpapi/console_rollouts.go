@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"html/template"
@@ -297,9 +298,9 @@ func (s *Server) rolloutEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-tick.C:
 		}
-		if cookie != "" && time.Since(checked) >= streamSessionEvery {
+		if cookie != "" && time.Since(checked) >= cmp.Or(s.streamSessionEvery, streamSessionEvery) {
 			checked = time.Now()
-			if _, _, err := s.session(r.Context(), cookie); err != nil {
+			if !s.sessionLive(r.Context(), cookie) {
 				writeEvent(w, "end", []byte("session ended")) //nolint:errcheck // the stream ends either way
 				rc.Flush()                                    //nolint:errcheck
 				return
@@ -331,6 +332,22 @@ func (s *Server) rolloutEvents(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// sessionLive reports whether a session is still live, as session does, but without counting
+// the check as a use: an open campaign page must not keep its session from idling out.
+func (s *Server) sessionLive(ctx context.Context, secret string) bool {
+	ss, err := s.Admin.FindSession(ctx, auth.HashSecret(secret))
+	if err != nil {
+		return false
+	}
+	u, err := s.Admin.FindUser(ctx, ss.User)
+	if err != nil {
+		return false
+	}
+	now := s.now()
+	_, idle := s.sessionLimits()
+	return ss.RevokedAt.IsZero() && now.Before(ss.ExpiresAt) && now.Sub(ss.LastSeen) < idle && u.DisabledAt.IsZero()
 }
 
 // writeEvent writes one server-sent event; each line of data is a data: line.

@@ -12,6 +12,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/httpapi"
 	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/release"
 	"upkeep.dev/upkeep/internal/rollout"
@@ -177,6 +178,40 @@ func TestConsoleRollouts(t *testing.T) {
 	wantPage(t, p, http.StatusOK, "cancelled")
 	if strings.Contains(p.body, "sse-connect") {
 		t.Error("an ended campaign's page still follows its stream")
+	}
+	// Logging out ends the session's streams; following one does not keep a session alive.
+	other := newBrowser(t, srv, "/")
+	ocsrf := other.login("dee", testPassword)
+	httpapi.SetStreamSessionEvery(s.api, 100*time.Millisecond)
+	r = dep.post("rollouts/new", url.Values{"csrf": {csrf}, "release": {"cam@2.0"}, "target": {"region=ap"}, "start": {"true"}})
+	m = campaignPath.FindStringSubmatch(r.header.Get("Location"))
+	if m == nil {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	followed, _ := other.stream("rollouts/" + m[1] + "/events")
+	followed.next(t, "progress")
+	if r := other.post("logout", url.Values{"csrf": {ocsrf}}); r.status != http.StatusSeeOther {
+		t.Fatalf("logout: %d", r.status)
+	}
+	if d := followed.next(t, "end"); !strings.Contains(d, "session ended") {
+		t.Errorf("end event after logout: %q", d)
+	}
+	// The server stopping ends the streams of running campaigns.
+	r = dep.post("rollouts/new", url.Values{"csrf": {csrf}, "release": {"cam@2.0"}, "target": {"region=us"}, "start": {"true"}})
+	m = campaignPath.FindStringSubmatch(r.header.Get("Location"))
+	if m == nil {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	live, _ := dep.stream("rollouts/" + m[1] + "/events")
+	live.next(t, "progress")
+	s.api.EndStreams()
+	s.api.EndStreams() // twice is fine
+	ended := make(chan error, 1)
+	go func() { _, err := live.rd.ReadString(0); ended <- err }()
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stream outlived EndStreams")
 	}
 	found := 0
 	for _, rec := range auditRecords(t, s) {

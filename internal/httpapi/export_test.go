@@ -1,5 +1,7 @@
 package httpapi
 
+import "time"
+
 // SetNoAuth makes Handler serve /api/v1 without authentication or authorization: the baseline
 // of BenchmarkOperatorGet. Tests only.
 func SetNoAuth(s *Server) { s.noAuth = true }
@@ -20,3 +22,6 @@ func (s *Server) ForgetConsoleCaches() {
 	s.exposures.reports = nil
 	s.exposures.mu.Unlock()
 }
+
+// SetStreamSessionEvery sets how often the console's event streams check their session.
+func SetStreamSessionEvery(s *Server, d time.Duration) { s.streamSessionEvery = d }

@@ -37,7 +37,9 @@ type Server struct {
 	Director Director        // per-device views, deployments, the director root
 	// Deltas lists the delta targets (imagerepo.Service.Deltas), which devices fetch like
 	// images but which have no release row; nil: none are served.
-	Deltas      func(ctx context.Context) ([]delta.Target, error)
+	Deltas func(ctx context.Context) ([]delta.Target, error)
+	// DeltaJobs plans and lists the per-pair deltas generated on the server; nil: none are.
+	DeltaJobs   DeltaJobs
 	Devices     fleet.Store
 	Releases    release.Store
 	Products    ProductService
@@ -140,19 +142,20 @@ type Server struct {
 	loginUser rate     // login attempts per user name
 	loginIP   rate     // login attempts per source address
 	// auditRefusals: records of refused calls without a credential, per source address
-	auditRefusals  rate
-	admins         sync.Map // token hash (string) -> *cachedOperator, for tokens that verified
-	usedMu         sync.Mutex
-	used           map[string]time.Time // operator token id -> last use, not yet written
-	artifacts      sync.Map             // target name -> SHA-256 of its bytes
-	ui             *console.Console     // the console's templates and static files
-	consoleStreams perKey               // console event streams open per session
-	streamsOnce    sync.Once            // makes streamsEnd
-	streamsClose   sync.Once            // closes streamsEnd
-	streamsEnd     chan struct{}        // closed by EndStreams
-	fleetCounts    fleetCountCache      // the overview's last count of the fleet
-	exposures      exposureCache        // the console's last exposure reports
-	nartifacts     atomic.Int64
+	auditRefusals      rate
+	admins             sync.Map // token hash (string) -> *cachedOperator, for tokens that verified
+	usedMu             sync.Mutex
+	used               map[string]time.Time // operator token id -> last use, not yet written
+	artifacts          sync.Map             // target name -> SHA-256 of its bytes
+	ui                 *console.Console     // the console's templates and static files
+	consoleStreams     perKey               // console event streams open per session
+	streamsOnce        sync.Once            // makes streamsEnd
+	streamsClose       sync.Once            // closes streamsEnd
+	streamsEnd         chan struct{}        // closed by EndStreams
+	fleetCounts        fleetCountCache      // the overview's last count of the fleet
+	exposures          exposureCache        // the console's last exposure reports
+	streamSessionEvery time.Duration        // how often an event stream checks its session; 0: streamSessionEvery
+	nartifacts         atomic.Int64
 }
 
 type ctxKey int

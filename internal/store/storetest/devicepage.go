@@ -112,7 +112,8 @@ func testDevicePages(t *testing.T, s Store) {
 		}
 	}
 	for _, bad := range []fleet.DevicePage{{Limit: 0}, {Limit: fleet.MaxPage + 1}, {Limit: 1, Sort: "id; DROP TABLE devices"},
-		{Limit: 1, Attributes: map[string]string{`a"b`: "x"}}, {Limit: 1, Attributes: map[string]string{"": "x"}}} {
+		{Limit: 1, Attributes: map[string]string{`a"b`: "x"}}, {Limit: 1, Attributes: map[string]string{"": "x"}},
+		{Limit: 1, IDs: make([]string, fleet.MaxPageIDs+1)}} {
 		_, err := s.PageDevices(ctx, bad)
 		wantCode(t, err, apperr.Invalid)
 	}
