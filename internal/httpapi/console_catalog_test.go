@@ -213,6 +213,14 @@ func TestConsoleVulnerabilities(t *testing.T) {
 	}
 	wantPage(t, dep.get(strings.TrimPrefix(r.header.Get("Location"), "/")), http.StatusOK, "fixes:GO-2023-2402", testProduct+"@1.1")
 
+	// A deployer limited to groups may not take an advisory's exposed devices, as by the API.
+	if err := s.db.CreateUser(ctx, &auth.User{Name: "scoped", Role: auth.RoleDeployer, Groups: []string{"lab"}, PasswordHash: auth.HashPassword(testPassword), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	scoped := newBrowser(t, srv, "/")
+	scsrf := scoped.login("scoped", testPassword)
+	wantPage(t, scoped.post("rollouts/new", url.Values{"csrf": {scsrf}, "fixes": {"GO-2023-2402"}, "release": {testProduct + "@1.1"}}), http.StatusForbidden, "outside your group scope")
+
 	viewer, _ := signedIn(t, s, srv, auth.RoleViewer)
 	p = viewer.get("vulnerabilities")
 	wantPage(t, p, http.StatusOK, "GO-2023-2402")
