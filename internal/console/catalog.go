@@ -83,6 +83,7 @@ type VulnList struct {
 	KEV                     bool
 	Severities, Sorts       []string
 	Products                []string
+	At                      time.Time // when the report was made (it is reused for a while)
 	Rows                    []ExposureRow
 	Total                   int // rows before the MaxExposureRows cut
 	WithoutSBOM             []string

@@ -188,11 +188,15 @@ func (s *Server) vulnPage(w http.ResponseWriter, r *http.Request) {
 	if !slices.Contains(exposure.Sorts, v.Sort) {
 		v.Sort = ""
 	}
-	rep, err := s.Exposure.Exposure(r.Context(), exposure.ExposureFilter{Severity: v.Severity, Product: v.Product, KEV: v.KEV, Sort: v.Sort})
+	// The product's report, reused for FleetCountsEvery as the overview does (it reads every
+	// accepted device and asks which release fixes each row), narrowed to the page's filters.
+	full, err := s.exposureReport(r.Context(), v.Product)
 	if err != nil {
 		s.pageFail(w, r, err)
 		return
 	}
+	rep := exposure.ExposureFilter{Severity: v.Severity, Product: v.Product, KEV: v.KEV, Sort: v.Sort}.Narrow(full)
+	v.At = rep.At
 	if s.Products != nil {
 		if ps, err := s.Products.Products(r.Context()); err == nil {
 			for _, p := range ps {
