@@ -83,6 +83,7 @@ type VulnList struct {
 	KEV                     bool
 	Severities, Sorts       []string
 	Products                []string
+	At                      time.Time // when the report was made (it is reused for a while)
 	Rows                    []ExposureRow
 	Total                   int // rows before the MaxExposureRows cut
 	WithoutSBOM             []string
@@ -143,6 +144,13 @@ type PolicyForm struct {
 	SecuritySeparate, GateKEV                             bool
 	GateSeverity                                          string
 	Deliveries, Bases, GateSeverities                     []string
+}
+
+// LabelPreview is the label an edited policy would publish, or why it would be refused.
+type LabelPreview struct {
+	Image template.URL // a data: URL of the SVG
+	Alt   string
+	Error string
 }
 
 // PolicyChangeRow is one entry of a policy's history.

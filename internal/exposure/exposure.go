@@ -207,6 +207,30 @@ func (f ExposureFilter) keep(e *Exposure) (ok, noSeverity bool) {
 	return true, false
 }
 
+// Narrow applies f's severity, KEV and EPSS conditions and its order to the affected rows of a
+// report made without them (for f.Product, or every product), so that one report serves several
+// views: the rows and order Exposure gives with f, NoSeverity counted as it does; Undecided
+// stays the unfiltered report's. rep is not changed.
+func (f ExposureFilter) Narrow(rep *ExposureReport) *ExposureReport {
+	out := *rep
+	out.Exposed, out.NoSeverity = []Exposure{}, 0
+	for i := range rep.Exposed {
+		e := &rep.Exposed[i]
+		if f.Product != "" && e.Product != f.Product {
+			continue
+		}
+		ok, noSev := f.keep(e)
+		if noSev {
+			out.NoSeverity++
+		}
+		if ok {
+			out.Exposed = append(out.Exposed, *e)
+		}
+	}
+	sortRows(out.Exposed, f.Sort)
+	return &out
+}
+
 func epssScore(e Exposure) float64 {
 	if e.EPSS == nil {
 		return -1

@@ -2,9 +2,11 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"maps"
 	"net/http"
 	"net/url"
@@ -37,6 +39,7 @@ func (s *Server) catalogPages(mux *router) {
 	mux.page("GET /products", auth.PermProductsRead, s.productsPage)
 	mux.page("GET /products/{name}", auth.PermProductsRead, s.productPage)
 	mux.page("POST /products/{name}/policy", auth.PermProductsWrite, s.policyForm)
+	mux.page("GET /products/{name}/label-preview", auth.PermProductsWrite, s.labelPreview)
 }
 
 func releaseRow(r *release.Release, running int) console.ReleaseRow {
@@ -185,11 +188,15 @@ func (s *Server) vulnPage(w http.ResponseWriter, r *http.Request) {
 	if !slices.Contains(exposure.Sorts, v.Sort) {
 		v.Sort = ""
 	}
-	rep, err := s.Exposure.Exposure(r.Context(), exposure.ExposureFilter{Severity: v.Severity, Product: v.Product, KEV: v.KEV, Sort: v.Sort})
+	// The product's report, reused for FleetCountsEvery as the overview does (it reads every
+	// accepted device and asks which release fixes each row), narrowed to the page's filters.
+	full, err := s.exposureReport(r.Context(), v.Product)
 	if err != nil {
 		s.pageFail(w, r, err)
 		return
 	}
+	rep := exposure.ExposureFilter{Severity: v.Severity, Product: v.Product, KEV: v.KEV, Sort: v.Sort}.Narrow(full)
+	v.At = rep.At
 	if s.Products != nil {
 		if ps, err := s.Products.Products(r.Context()); err == nil {
 			for _, p := range ps {
@@ -375,40 +382,11 @@ func (s *Server) policyForm(w http.ResponseWriter, r *http.Request) {
 		s.pageFail(w, r, apperr.E(apperr.Invalid, "unreadable form"))
 		return
 	}
-	atoi := func(k string) (int, error) {
-		v := strings.TrimSpace(r.PostForm.Get(k))
-		if v == "" {
-			return 0, nil
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return 0, apperr.E(apperr.Invalid, "%s: want a number of days", k)
-		}
-		return n, nil
-	}
-	f := &console.PolicyForm{SupportEnd: r.PostForm.Get("support_end"), SupportStart: r.PostForm.Get("support_start"),
-		SupportStartBasis: r.PostForm.Get("support_start_basis"), Delivery: r.PostForm.Get("delivery"),
-		ProductName: r.PostForm.Get("product_name"), ModelDesignation: r.PostForm.Get("model_designation"),
-		VDPURL: r.PostForm.Get("vdp_url"), VDPContact: r.PostForm.Get("vdp_contact"), AdvisoriesURL: r.PostForm.Get("advisories_url"),
-		SecuritySeparate: r.PostForm.Get("security_separate") == "on", GateKEV: r.PostForm.Get("gate_kev") == "on",
-		GateSeverity: r.PostForm.Get("gate_severity")}
-	policyChoices(f)
-	var err error
-	if f.RemediationDays, err = atoi("remediation_days"); err == nil {
-		f.WarnDays, err = atoi("warn_days")
-	}
+	f, raw, err := readPolicyForm(r.PostForm)
 	if err != nil {
 		s.showProduct(w, r, http.StatusBadRequest, f, apperr.Message(err))
 		return
 	}
-	patch := map[string]any{
-		"support_end": f.SupportEnd, "support_start": f.SupportStart, "support_start_basis": f.SupportStartBasis,
-		"delivery": f.Delivery, "product_name": f.ProductName, "model_designation": f.ModelDesignation,
-		"vdp_url": f.VDPURL, "vdp_contact": f.VDPContact, "advisories_url": f.AdvisoriesURL,
-		"remediation_days": f.RemediationDays, "warn_days": f.WarnDays, "security_separate": f.SecuritySeparate,
-		"gate_kev": f.GateKEV, "gate_severity": f.GateSeverity,
-	}
-	raw, _ := json.Marshal(patch)
 	audit.SetTarget(r.Context(), name)
 	if _, err := s.Products.SetPolicy(r.Context(), name, raw, actorOf(r)); err != nil {
 		var ae *apperr.Error
@@ -420,4 +398,90 @@ func (s *Server) policyForm(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, s.base()+"products/"+url.PathEscape(name)+"?saved=1", http.StatusSeeOther)
+}
+
+// readPolicyForm reads the editor's fields: the form to show again, and the JSON patch of the
+// policy that `upkeep product set` would send.
+func readPolicyForm(form url.Values) (*console.PolicyForm, []byte, error) {
+	atoi := func(k string) (int, error) {
+		v := strings.TrimSpace(form.Get(k))
+		if v == "" {
+			return 0, nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, apperr.E(apperr.Invalid, "%s: want a number of days", k)
+		}
+		return n, nil
+	}
+	f := &console.PolicyForm{SupportEnd: form.Get("support_end"), SupportStart: form.Get("support_start"),
+		SupportStartBasis: form.Get("support_start_basis"), Delivery: form.Get("delivery"),
+		ProductName: form.Get("product_name"), ModelDesignation: form.Get("model_designation"),
+		VDPURL: form.Get("vdp_url"), VDPContact: form.Get("vdp_contact"), AdvisoriesURL: form.Get("advisories_url"),
+		SecuritySeparate: form.Get("security_separate") == "on", GateKEV: form.Get("gate_kev") == "on",
+		GateSeverity: form.Get("gate_severity")}
+	policyChoices(f)
+	var err error
+	if f.RemediationDays, err = atoi("remediation_days"); err == nil {
+		f.WarnDays, err = atoi("warn_days")
+	}
+	if err != nil {
+		return f, nil, err
+	}
+	patch := map[string]any{
+		"support_end": f.SupportEnd, "support_start": f.SupportStart, "support_start_basis": f.SupportStartBasis,
+		"delivery": f.Delivery, "product_name": f.ProductName, "model_designation": f.ModelDesignation,
+		"vdp_url": f.VDPURL, "vdp_contact": f.VDPContact, "advisories_url": f.AdvisoriesURL,
+		"remediation_days": f.RemediationDays, "warn_days": f.WarnDays, "security_separate": f.SecuritySeparate,
+		"gate_kev": f.GateKEV, "gate_severity": f.GateSeverity,
+	}
+	raw, _ := json.Marshal(patch)
+	return f, raw, nil
+}
+
+// labelPreview renders, for the editor, the label the form's policy would publish: merged into
+// the stored policy and validated as SetPolicy would, then drawn by the transparency service,
+// with nothing saved. An htmx fragment: the label as an image, or why the policy is refused.
+func (s *Server) labelPreview(w http.ResponseWriter, r *http.Request) {
+	p, err := s.findProduct(r, r.PathValue("name"))
+	if err != nil {
+		s.pageFail(w, r, err)
+		return
+	}
+	if s.Transparency == nil {
+		s.pageFail(w, r, apperr.E(apperr.NotFound, "this server publishes no labels"))
+		return
+	}
+	var v console.LabelPreview
+	old, err := product.ParsePolicy(p.Policy)
+	if err != nil {
+		s.pageFail(w, r, err)
+		return
+	}
+	_, patch, err := readPolicyForm(r.URL.Query())
+	var next product.Policy
+	if err == nil {
+		next, err = product.MergePolicy(*old, patch)
+	}
+	if err == nil {
+		_, err = product.ChangePolicy(p.Name, old, next, "", s.now())
+	}
+	if err == nil {
+		b, _ := json.Marshal(next)
+		preview := *p
+		preview.Policy = b
+		var svg []byte
+		if svg, err = s.Transparency.PreviewLabel(r.Context(), &preview); err == nil {
+			v.Image = template.URL("data:image/svg+xml;base64," + base64.StdEncoding.EncodeToString(svg))
+			v.Alt = "Label preview: security updates until " + next.SupportEnd + ", delivery " + next.Delivery
+		}
+	}
+	if err != nil {
+		if apperr.CodeOf(err) == apperr.Internal {
+			s.pageFail(w, r, err)
+			return
+		}
+		v.Error = apperr.Message(err)
+	}
+	s.fragment(w, r, "product", "preview", s.layout(r, "", "products"), v)
 }

@@ -40,6 +40,13 @@ func TestBrowserPolicyLabel(t *testing.T) {
 	}
 	b.Screenshot("product-before")
 	b.Fill("#p-end", "2034-03-31")
+	// The preview follows the form before it is saved.
+	b.Wait("#label-preview-img")
+	preview, err := browsertest.Eval[string](b, `atob(document.getElementById("label-preview-img").src.split(",")[1])`)
+	if err != nil || !strings.Contains(preview, "2034") {
+		t.Errorf("the preview does not state the new end (%v)", err)
+	}
+	b.Screenshot("product-preview")
 	b.ClickAndWait("#save-policy", "#label")
 	b.WaitText("#policy", "2034-03-31")
 	b.WaitText("main", "Policy history")

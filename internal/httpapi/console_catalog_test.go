@@ -80,6 +80,16 @@ func TestConsoleProducts(t *testing.T) {
 	form.Set("support_end", "2030-01-01")
 	wantEscaped(t, rm.post("products/"+testProduct+"/policy", form), http.StatusBadRequest, "never shortened", `value="2030-01-01"`)
 
+	// The preview draws the label of the form's policy without saving it, or says why not.
+	pv := rm.get("products/" + testProduct + "/label-preview?support_end=2035-01-31&delivery=consent")
+	if pv.status != http.StatusOK || !strings.Contains(pv.body, `src="data:image/svg&#43;xml;base64,`) {
+		t.Errorf("label preview: %d %.300s", pv.status, pv.body)
+	}
+	if pv = rm.get("products/" + testProduct + "/label-preview?support_end=2020-01-01&delivery=automatic"); !strings.Contains(pv.body, "never shortened") {
+		t.Errorf("label preview of a refused policy: %d %s", pv.status, pv.body)
+	}
+	wantEscaped(t, rm.get("products/"+testProduct), http.StatusOK, "2033-06-30") // nothing saved
+
 	viewer, vcsrf := signedIn(t, s, srv, auth.RoleViewer)
 	p = viewer.get("products/" + testProduct)
 	wantEscaped(t, p, http.StatusOK, "Support policy", "2033-06-30")
@@ -90,6 +100,7 @@ func TestConsoleProducts(t *testing.T) {
 	form.Set("support_end", "2040-01-01")
 	wantPage(t, viewer.post("products/"+testProduct+"/policy", form), http.StatusForbidden, "products:write")
 	wantPage(t, viewer.get("products/nosuch"), http.StatusNotFound)
+	wantPage(t, viewer.get("products/"+testProduct+"/label-preview?support_end=2035-01-31"), http.StatusForbidden, "products:write")
 }
 
 // TestConsoleReleases: a published release is listed under its product and its page shows the
@@ -201,6 +212,14 @@ func TestConsoleVulnerabilities(t *testing.T) {
 		t.Fatalf("campaign from the fix link: %d %s", r.status, r.body)
 	}
 	wantPage(t, dep.get(strings.TrimPrefix(r.header.Get("Location"), "/")), http.StatusOK, "fixes:GO-2023-2402", testProduct+"@1.1")
+
+	// A deployer limited to groups may not take an advisory's exposed devices, as by the API.
+	if err := s.db.CreateUser(ctx, &auth.User{Name: "scoped", Role: auth.RoleDeployer, Groups: []string{"lab"}, PasswordHash: auth.HashPassword(testPassword), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	scoped := newBrowser(t, srv, "/")
+	scsrf := scoped.login("scoped", testPassword)
+	wantPage(t, scoped.post("rollouts/new", url.Values{"csrf": {scsrf}, "fixes": {"GO-2023-2402"}, "release": {testProduct + "@1.1"}}), http.StatusForbidden, "outside your group scope")
 
 	viewer, _ := signedIn(t, s, srv, auth.RoleViewer)
 	p = viewer.get("vulnerabilities")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/product"
 	"upkeep.dev/upkeep/internal/transparency"
 )
 
@@ -18,6 +19,8 @@ type Publisher interface {
 	// Publication returns apperr.Invalid for a bad product name and apperr.NotFound for a
 	// product without a support policy.
 	Publication(ctx context.Context, product string) (*transparency.Publication, error)
+	// PreviewLabel renders the label p would publish, publishing nothing.
+	PreviewLabel(ctx context.Context, p *product.Product) ([]byte, error)
 }
 
 // PublicMaxAge is how long browsers and caches may keep a public file before revalidating it

@@ -194,6 +194,17 @@ func (s *Service) rebuild(ctx context.Context, p *product.Product, last *Publica
 	return pub, nil
 }
 
+// PreviewLabel renders the label p would publish (its policy as given, its product's releases
+// and devices as stored), without signing, caching or publishing anything: the console's
+// preview of a policy being edited.
+func (s *Service) PreviewLabel(ctx context.Context, p *product.Product) ([]byte, error) {
+	in, err := s.gather(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return label.RenderSVG(in.decl, in.pageURL), nil
+}
+
 // CheckPolicy tells whether p's policy gives a declaration that matches the schema, so that a bad
 // value is refused when it is set rather than when the page is built. It reads nothing. Returns
 // apperr.Invalid with the schema's complaint.
