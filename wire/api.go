@@ -52,6 +52,18 @@ type DeltasResponse struct {
 	Added []string `json:"added"`
 }
 
+// DelegationRequest uploads the offline-signed metadata of a delegation ceremony (`upkeep keys
+// delegate`): the image repository's top-level targets and/or its bin and product roles, each
+// by role name.
+type DelegationRequest struct {
+	Roles map[string]json.RawMessage `json:"roles"`
+}
+
+// DelegationResponse names the roles stored, in the order they were stored.
+type DelegationResponse struct {
+	Stored []string `json:"stored"`
+}
+
 // PublishRequest uploads a new image-repository targets.json that the release engineer signed
 // offline. The artifact named Target must already have been uploaded to /api/v1/blobs.
 type PublishRequest struct {

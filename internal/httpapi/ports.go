@@ -54,6 +54,8 @@ type DeviceService interface {
 type ImageRepository interface {
 	Metadata(ctx context.Context, file string) ([]byte, error)
 	CurrentTargets(ctx context.Context) ([]byte, error)
+	CurrentRole(ctx context.Context, role string) ([]byte, error)
+	Delegate(ctx context.Context, roles map[string][]byte) ([]string, error)
 	Publish(ctx context.Context, name string, data []byte) (*release.Release, error)
 	RotateRoot(ctx context.Context, data []byte) error
 	ResignTargets(ctx context.Context, data []byte) error

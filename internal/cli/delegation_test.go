@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/sim"
+	"upkeep.dev/upkeep/internal/tuf"
+	"upkeep.dev/upkeep/internal/uptane"
+	"upkeep.dev/upkeep/wire"
+)
+
+// publishAs publishes a release of product signed with the given keys (nil: the top-level
+// targets key only, as before delegations).
+func (e *env) publishAs(product, version string, secVer int64, content []byte, productKeys []*tuf.Key) (*wire.Release, error) {
+	f := filepath.Join(e.t.TempDir(), "firmware-"+version+".img")
+	if err := os.WriteFile(f, content, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return e.cli.Publish(context.Background(), client.PublishOptions{
+		File: f, TargetsKey: e.targetsKey, ProductKeys: productKeys, TrustedRoot: e.imageRoot, Expires: 30 * 24 * time.Hour,
+		NoIndex: true,
+		Custom:  uptane.TargetCustom{Product: product, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer, Class: uptane.ClassSecurity},
+	})
+}
+
+// productKeys reads a product's current key files from the env's key folder.
+func (e *env) productKeys(product string) []*tuf.Key {
+	e.t.Helper()
+	ks, _, err := tuf.LoadProductKeys(e.keys, product)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ks
+}
+
+// updateTo deploys rel to d and runs one cycle, which must install it.
+func (e *env) updateTo(d *sim.Device, rel *wire.Release) {
+	e.t.Helper()
+	e.deploy(rel, d.Agent.State().DeviceID)
+	if err := d.Agent.Cycle(context.Background()); err != nil {
+		e.t.Fatalf("cycle to %s: %v", rel.Version, err)
+	}
+	if st := d.Agent.State(); st.Installed.Version != rel.Version || st.Phase != "idle" {
+		e.t.Fatalf("installed %+v phase %s, want %s (last error %q)", st.Installed, st.Phase, rel.Version, st.LastError)
+	}
+}
+
+// TestDelegationLifecycle runs the whole life of a product delegation against a real server and
+// a device enrolled before it, whose agent state holds a flat repository's metadata: the
+// migration (`keys delegate` moves the published targets into the product's role), publishing
+// with the product key, a key rotation, rotating back, a threshold of two, and the undo. The
+// device follows each step without being provisioned again.
+func TestDelegationLifecycle(t *testing.T) {
+	e := newEnv(t)
+	g := []string{"--server", e.srv.URL, "--token", e.srv.AdminToken}
+	v1, v2 := image("1.0.0", 8<<10), image("1.0.1", 8<<10)
+	r1 := e.publish("1.0.0", 1, v1)
+	d := e.device("SN-1", v1, r1)
+	e.updateTo(d, e.publish("1.0.1", 2, v2)) // today's agent state: a flat targets file
+
+	// Migration: the product's two targets move into its role; the bin is created.
+	out := cli(t, append(g, "keys", "delegate", "--dir", e.keys, "--product", testProduct)...)
+	if !strings.Contains(out, "delegated to 1 keys, threshold 1") {
+		t.Fatalf("keys delegate: %s", out)
+	}
+	top, err := tuf.ParseTargets(mustCurrent(t, e.cli, tuf.Targets))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(top.Signed.Targets) != 0 || tuf.DelegatedRole(top, tuf.BinRole(testProduct)) == nil {
+		t.Fatalf("top-level targets after migration: %d targets, delegations %v", len(top.Signed.Targets), tuf.Roles(top))
+	}
+	prod, err := tuf.ParseTargets(mustCurrent(t, e.cli, tuf.ProductRole(testProduct)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prod.Signed.Targets) != 2 {
+		t.Fatalf("product role holds %d targets, want 2", len(prod.Signed.Targets))
+	}
+
+	// The targets key alone no longer publishes the product; its key does.
+	if _, err := e.publishAs(testProduct, "1.0.2", 3, image("1.0.2", 8<<10), nil); err == nil || !strings.Contains(err.Error(), "offline keys are needed") {
+		t.Fatalf("publish without the product key: %v", err)
+	}
+	k1 := e.productKeys(testProduct)
+	r3, err := e.publishAs(testProduct, "1.0.2", 3, image("1.0.2", 8<<10), k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.updateTo(d, r3)
+	// The release CLI finds the product key next to the targets key.
+	fw := filepath.Join(t.TempDir(), "fw-1.0.3.img")
+	if err := os.WriteFile(fw, image("1.0.3", 8<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, append(g, "release", "publish", fw, "--key", filepath.Join(e.keys, tuf.FileTargetsKey), "--product", testProduct,
+		"--hardware", testHardware, "--version", "1.0.3", "--security-version", "4", "--no-index")...)
+
+	// Rotation: the old key is refused, the new one publishes; rotating back restores the old.
+	out = cli(t, append(g, "keys", "delegate", "--dir", e.keys, "--product", testProduct, "--rotate")...)
+	retired := strings.TrimSuffix(strings.Fields(strings.SplitN(out, " moved to ", 2)[1])[0], "")
+	if _, err := e.publishAs(testProduct, "1.0.4", 5, image("1.0.4", 8<<10), k1); !apperr.Is(err, apperr.Verification) {
+		t.Fatalf("publish with the rotated-out key: %v, want a verification error", err)
+	}
+	k2 := e.productKeys(testProduct)
+	if k2[0].ID == k1[0].ID {
+		t.Fatal("rotation kept the key")
+	}
+	r5, err := e.publishAs(testProduct, "1.0.4", 5, image("1.0.4", 8<<10), k2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.updateTo(d, r5)
+	cli(t, append(g, "keys", "delegate", "--dir", e.keys, "--product", testProduct, "--use-key", filepath.Join(retired, tuf.ProductKeyFile(testProduct, 1)))...)
+	if k := e.productKeys(testProduct); len(k) != 1 || k[0].ID != k1[0].ID {
+		t.Fatalf("rotating back: keys %v", k)
+	}
+
+	// A threshold of two: one signature is not enough.
+	cli(t, append(g, "keys", "delegate", "--dir", e.keys, "--product", testProduct, "--rotate", "--keys", "2", "--threshold", "2")...)
+	k3 := e.productKeys(testProduct)
+	if _, err := e.publishAs(testProduct, "1.0.5", 6, image("1.0.5", 8<<10), k3[:1]); !apperr.Is(err, apperr.Verification) {
+		t.Fatalf("publish with one of two keys: %v, want a verification error", err)
+	}
+	r6, err := e.publishAs(testProduct, "1.0.5", 6, image("1.0.5", 8<<10), k3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.updateTo(d, r6)
+
+	// Undo: the targets go back into the top-level targets, which the targets key signs again.
+	cli(t, append(g, "keys", "delegate", "--dir", e.keys, "--product", testProduct, "--undo")...)
+	top, err = tuf.ParseTargets(mustCurrent(t, e.cli, tuf.Targets))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(top.Signed.Targets) != 6 || top.Signed.Delegations != nil {
+		t.Fatalf("top-level targets after undo: %d targets, delegations %v", len(top.Signed.Targets), tuf.Roles(top))
+	}
+	r7, err := e.publishAs(testProduct, "1.0.6", 7, image("1.0.6", 8<<10), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.updateTo(d, r7)
+	// And delegating again starts the role above every version it had.
+	cli(t, append(g, "keys", "delegate", "--dir", e.keys, "--product", testProduct)...)
+	r8, err := e.publishAs(testProduct, "1.0.7", 8, image("1.0.7", 8<<10), e.productKeys(testProduct))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.updateTo(d, r8)
+}
+
+func mustCurrent(t *testing.T, c *client.Client, role string) []byte {
+	t.Helper()
+	var raw []byte
+	path := "/api/v1/image/targets"
+	if role != tuf.Targets {
+		path += "?role=" + role
+	}
+	if err := c.Do(context.Background(), "GET", path, nil, &raw); err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
