@@ -72,9 +72,9 @@ func Delta(ctx context.Context, cfg DeltaConfig) ([]DeltaResult, error) {
 			download   func() (int64, error)
 		}
 		tools := []tool{
-			{name: "upkeep upkdlt1 (per pair)", patch: filepath.Join(d, "p.upkdlt1"),
-				gen:   []string{cfg.Exe, "bench", "delta-step", "gen", old, dst, filepath.Join(d, "p.upkdlt1")},
-				apply: []string{cfg.Exe, "bench", "delta-step", "apply", old, filepath.Join(d, "p.upkdlt1"), out, strconv.FormatInt(size, 10)}},
+			{name: "upkeep upkdlt2 (per pair)", patch: filepath.Join(d, "p.upkdlt2"),
+				gen:   []string{cfg.Exe, "bench", "delta-step", "gen", old, dst, filepath.Join(d, "p.upkdlt2")},
+				apply: []string{cfg.Exe, "bench", "delta-step", "apply", old, filepath.Join(d, "p.upkdlt2"), out, strconv.FormatInt(size, 10)}},
 			{name: "upkeep caibx (chunked)", patch: filepath.Join(d, "new.caibx"),
 				gen:   []string{cfg.Exe, "bench", "delta-step", "index", dst, filepath.Join(d, "new.caibx")},
 				apply: []string{cfg.Exe, "bench", "delta-step", "assemble", old, filepath.Join(d, "old.caibx"), filepath.Join(d, "new.caibx"), dst, out}},

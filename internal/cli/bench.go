@@ -112,7 +112,7 @@ func benchDeltaCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "delta OLD NEW [OLD NEW ...]",
 		Short: "Delta updates: patch size, generation and apply time and peak RSS, next to bsdiff, xdelta3, zstd --patch-from and casync",
-		Long: `For each image pair, makes and applies the per-pair delta (upkdlt1) and the chunked form
+		Long: `For each image pair, makes and applies the per-pair delta (upkdlt2) and the chunked form
 (caibx index; the device reuses the chunks of its active image and fetches the rest), and the same
 with Debian's bsdiff/bspatch, xdelta3 -9, zstd -19 --long=31 --patch-from and casync when they are
 installed, each step in a process of its own, so that the peak RSS (getrusage) is that step's.

@@ -191,7 +191,7 @@ func TestDeltaTamperedFallsBack(t *testing.T) {
 		r2 := e.publishDelta("1.0.1", 2, nextImage(v1), map[string][]byte{"1.0.0": v1})
 		p := e.deltaTarget(delta.PatchName(r2.Target, "1.0.0"))
 		evil := fsImage(3, int(p.Length))
-		copy(evil, "UPKDLT1\n")
+		copy(evil, "UPKDLT2\n")
 		if err := os.WriteFile(e.blobPath(p.SHA256), evil, 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -283,7 +283,7 @@ func runPowerCuts(t *testing.T, deltas bool, cuts int) {
 			}
 		}
 		t.Logf("completed downloads by form (the last 100 events): %s", formatCounts(forms))
-		if forms["upkdlt1:"]+forms["caibx:"] == 0 {
+		if forms["upkdlt2:"]+forms["caibx:"] == 0 {
 			t.Errorf("no download used a delta: %s", formatCounts(forms))
 		}
 	}

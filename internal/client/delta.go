@@ -114,7 +114,7 @@ func makePatch(ctx context.Context, targets map[string]*metadata.TargetFiles, pr
 		return nil, err
 	}
 	defer nf.Close()
-	out := filepath.Join(dir, "from-"+src.Version+".upkdlt1")
+	out := filepath.Join(dir, "from-"+src.Version+"."+delta.FormatPatch)
 	w, err := os.Create(out)
 	if err != nil {
 		return nil, err

@@ -2,14 +2,14 @@ package delta
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math/bits"
 	"runtime/debug"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // GenOptions tune Generate.
@@ -48,27 +48,17 @@ type GenStats struct {
 
 // Generate writes a patch that turns old (oldLen bytes, read at random: a file) into the
 // destination read from dst (destLen bytes, read once, in order). Memory: the source index
-// (GenOptions.MaxIndexSlots) plus a few segment buffers and the zstd encoder, whatever the image
+// (GenOptions.MaxIndexSlots) plus a few segment buffers and the LZMA2 encoder, whatever the image
 // sizes. While it runs, the process's garbage collector targets half the live heap instead of
 // all of it: the index is most of that heap and lives throughout, so the default would leave
 // room for as much garbage again (206 MB peak instead of 172 MB on a 160 MiB pair).
 func Generate(ctx context.Context, old io.ReaderAt, oldLen int64, dst io.Reader, destLen int64, w io.Writer, o GenOptions) (*GenStats, error) {
 	defer debug.SetGCPercent(debug.SetGCPercent(50))
-	// Whole matching gives diff regions that are most of the patch; zstd's best level makes
-	// them 8% smaller. The sampled path keeps "better", which bounds its memory.
 	whole := !o.Sampled && oldLen <= WholeMax && destLen <= WholeMax
-	level := zstd.SpeedBetterCompression
-	switch {
-	case destLen < 64<<10: // the better encoders' tables alone are tens of MiB
-		level = zstd.SpeedFastest
-	case whole:
-		level = zstd.SpeedBestCompression
-	}
-	g, err := newGen(old, oldLen, destLen, level, o)
+	g, err := newGen(old, oldLen, destLen, o)
 	if err != nil {
 		return nil, err
 	}
-	defer g.enc.Close()
 	var oldBytes, newBytes []byte
 	if whole {
 		oldBytes = make([]byte, oldLen)
@@ -110,21 +100,22 @@ type gen struct {
 	pos      []uint32 // source position/step + 1; 0: empty
 	check    []uint32 // high bits of the window hash
 	src      srcCache
-	enc      *zstd.Encoder
 	out      io.Writer
 	progress func(int64)
 	stats    GenStats
 
 	// the segment being built
 	recs, lits, diffs []byte
-	raw, comp         []byte // a segment's bytes and their compressed form, reused
+	runs, vals        []byte       // the diff regions split (splitDiffs), reused
+	raw               []byte       // a segment's raw bytes, reused
+	comp              bytes.Buffer // their compressed form, reused
 	segOut            int64
 	lastSrc           int64 // source end of the previous record in this segment
 	done              int64
 	pw                int64 // hashMul^(hashWindow-1)
 }
 
-func newGen(old io.ReaderAt, oldLen, destLen int64, level zstd.EncoderLevel, o GenOptions) (*gen, error) {
+func newGen(old io.ReaderAt, oldLen, destLen int64, o GenOptions) (*gen, error) {
 	maxSlots := o.MaxIndexSlots
 	if maxSlots <= 0 {
 		maxSlots = 1 << 23
@@ -135,12 +126,7 @@ func newGen(old io.ReaderAt, oldLen, destLen int64, level zstd.EncoderLevel, o G
 	}
 	slots := 1 << bits.Len64(uint64(max(oldLen/step*2, 1024)-1))
 	slots = min(slots, 1<<bits.Len64(uint64(maxSlots)-1))
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(window(destLen)), zstd.WithEncoderCRC(true))
-	if err != nil {
-		return nil, err
-	}
-	g := &gen{old: old, oldLen: oldLen, step: step, mask: uint64(slots - 1), pos: make([]uint32, slots), check: make([]uint32, slots), enc: enc}
+	g := &gen{old: old, oldLen: oldLen, step: step, mask: uint64(slots - 1), pos: make([]uint32, slots), check: make([]uint32, slots)}
 	g.src = srcCache{r: old, n: oldLen, buf: make([]byte, 0, 1<<20)}
 	p := int64(1)
 	for range hashWindow - 1 {
@@ -152,17 +138,6 @@ func newGen(old io.ReaderAt, oldLen, destLen int64, level zstd.EncoderLevel, o G
 		return nil, fmt.Errorf("source of %d bytes is too large", oldLen)
 	}
 	return g, nil
-}
-
-// window is the zstd window for a destination of n bytes: a segment's raw bytes (its output
-// plus records) fit in it, so a frame never refers past its window; a small destination gets a
-// small one, and the encoder's memory with it.
-func window(n int64) int {
-	w := int64(zstd.MinWindowSize)
-	for w < 4<<20 && w < n+n/2+1024 {
-		w *= 2
-	}
-	return int(w)
 }
 
 func hashBytes(b []byte) uint64 {
@@ -415,20 +390,27 @@ func (g *gen) flush() error {
 	if g.segOut == 0 {
 		return nil
 	}
+	g.runs, g.vals = splitDiffs(g.runs[:0], g.vals[:0], g.diffs)
 	raw := binary.AppendUvarint(g.raw[:0], uint64(len(g.recs)))
 	raw = binary.AppendUvarint(raw, uint64(len(g.lits)))
-	raw = append(append(append(raw, g.recs...), g.lits...), g.diffs...)
-	comp := g.enc.EncodeAll(raw, g.comp[:0])
-	g.raw, g.comp = raw, comp
-	var sh [12]byte
+	raw = binary.AppendUvarint(raw, uint64(len(g.runs)))
+	raw = append(append(append(append(raw, g.recs...), g.lits...), g.runs...), g.vals...)
+	g.raw = raw
+	g.comp.Reset()
+	if err := compressSegment(&g.comp, raw); err != nil {
+		return err
+	}
+	comp := g.comp.Bytes()
+	var sh [segHeader]byte
 	binary.LittleEndian.PutUint32(sh[:], uint32(len(comp)))
 	binary.LittleEndian.PutUint32(sh[4:], uint32(len(raw)))
 	binary.LittleEndian.PutUint32(sh[8:], uint32(g.segOut))
+	binary.LittleEndian.PutUint32(sh[12:], crc32.Checksum(raw, crcTable))
 	g.out.Write(sh[:]) //nolint:errcheck // bufio: Flush reports
 	if _, err := g.out.Write(comp); err != nil {
 		return err
 	}
-	g.stats.PatchLength += int64(12 + len(comp))
+	g.stats.PatchLength += int64(segHeader + len(comp))
 	g.stats.Segments++
 	g.done += g.segOut
 	if g.progress != nil {

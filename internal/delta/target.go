@@ -1,11 +1,11 @@
 // Package delta sends the difference between two images instead of the whole image, with the
-// guarantees of a full one. It has two forms: a per-pair binary delta (the upkdlt1 format:
+// guarantees of a full one. It has two forms: a per-pair binary delta (the upkdlt2 format:
 // Generate, Applier) and a casync-compatible chunk index (MakeIndex, ReadIndex). Either is a
 // target of the image repository, signed offline like an image, and bound in its custom
 // (Binding) to the source and destination images' hashes; the director only hints at one (Hint)
 // and the device always checks the rebuilt image against the signed image target.
 //
-// The package imports the standard library and klauspost/compress's zstd only: the device
+// The package imports the standard library and ulikunitz/xz's LZMA2 only: the device
 // agent links it.
 package delta
 
@@ -147,7 +147,7 @@ func Choose(installed, image string, targets []Target) *Hint {
 }
 
 // PatchName is the target name of the patch from source version from to image name
-// ("product/version/file"): "product/version/file.from-FROM.upkdlt1".
+// ("product/version/file"): "product/version/file.from-FROM.upkdlt2".
 func PatchName(image, from string) string { return image + ".from-" + from + "." + FormatPatch }
 
 // IndexName is the target name of image's chunk index.

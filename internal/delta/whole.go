@@ -17,7 +17,7 @@ import (
 // source position, with a bounded number of candidates, instead of bsdiff's suffix array (17
 // times the source's size in memory). No maintained Go package makes a streaming-applicable
 // patch this way: gabstv/go-bsdiff writes bsdiff's own format, whose application needs both
-// images in memory on the device. The records it produces are the same upkdlt1 records as the
+// images in memory on the device. The records it produces are the same records as the
 // sampled path's, so the device applies both alike.
 
 // WholeMax is the largest source and destination matched over the whole of both: memory is
