@@ -122,6 +122,16 @@ func TestDelegationLifecycle(t *testing.T) {
 	if k := e.productKeys(testProduct); len(k) != 1 || k[0].ID != k1[0].ID {
 		t.Fatalf("rotating back: keys %v", k)
 	}
+	// The delegated roles expire like the top-level targets; the same ceremony renews them.
+	out = cli(t, append(g, "keys", "status")...)
+	if !strings.Contains(out, tuf.ProductRole(testProduct)) || !strings.Contains(out, "keys delegate --product "+testProduct) {
+		t.Fatalf("keys status does not list the product role and how to renew it:\n%s", out)
+	}
+	_, before := mustRole(t, e, tuf.ProductRole(testProduct))
+	cli(t, append(g, "keys", "delegate", "--dir", e.keys, "--product", testProduct)...)
+	if _, after := mustRole(t, e, tuf.ProductRole(testProduct)); after != before+1 {
+		t.Fatalf("renewal: product role version %d, want %d", after, before+1)
+	}
 
 	// A threshold of two: one signature is not enough.
 	cli(t, append(g, "keys", "delegate", "--dir", e.keys, "--product", testProduct, "--rotate", "--keys", "2", "--threshold", "2")...)
@@ -169,4 +179,14 @@ func mustCurrent(t *testing.T, c *client.Client, role string) []byte {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+func mustRole(t *testing.T, e *env, role string) ([]byte, int64) {
+	t.Helper()
+	raw := mustCurrent(t, e.cli, role)
+	md, err := tuf.ParseTargets(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, md.Signed.Version
 }
