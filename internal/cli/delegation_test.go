@@ -10,6 +10,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/client"
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/sim"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
@@ -189,4 +190,53 @@ func mustRole(t *testing.T, e *env, role string) ([]byte, int64) {
 		t.Fatal(err)
 	}
 	return raw, md.Signed.Version
+}
+
+// TestDelegatedDeltas: delta targets belong to the product's role. Chunk indexes and patches
+// published with a release, and patches made afterwards by `release deltas`, are signed with the
+// product's key; the director finds them through the delegations and devices use them.
+func TestDelegatedDeltas(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	g := []string{"--server", e.srv.URL, "--token", e.srv.AdminToken}
+	v1 := fsImage(21, 2<<20)
+	r1 := e.publishDelta("1.0.0", 1, v1, nil) // before the delegation: moved with its index
+	d1, d2 := e.device("SN-1", v1, r1), e.device("SN-2", v1, r1)
+	cli(t, append(g, "keys", "delegate", "--dir", e.keys, "--product", testProduct)...)
+
+	v2 := nextImage(v1)
+	r2 := e.publishDelta("1.0.1", 2, v2, map[string][]byte{"1.0.0": v1})
+	e.deltaTarget(delta.PatchName(r2.Target, "1.0.0"))
+	e.updateTo(d1, r2)
+	if evs := e.downloadEvents(d1.Agent.State().DeviceID); !strings.Contains(evs[len(evs)-1], "delta "+delta.FormatPatch+": downloaded") {
+		t.Fatalf("download events %q: want the patch used", evs)
+	}
+
+	v3 := nextImage(v2)
+	r3 := e.publishDelta("1.0.2", 3, v3, nil)
+	out := cli(t, append(g, "release", "deltas", testProduct+"@1.0.2", "--key", filepath.Join(e.keys, tuf.FileTargetsKey), "--top", "1")...)
+	if !strings.Contains(out, "published "+delta.PatchName(r3.Target, "1.0.0")) {
+		t.Fatalf("release deltas: %s", out)
+	}
+	prod, err := tuf.ParseTargets(mustCurrent(t, e.cli, tuf.ProductRole(testProduct)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{delta.IndexName(r1.Target), delta.PatchName(r2.Target, "1.0.0"), delta.PatchName(r3.Target, "1.0.0")} {
+		if prod.Signed.Targets[n] == nil {
+			t.Errorf("the product role lacks %s", n)
+		}
+	}
+	e.updateTo(d2, r3)
+	if evs := e.downloadEvents(d2.Agent.State().DeviceID); !strings.Contains(evs[len(evs)-1], "delta "+delta.FormatPatch+": downloaded") {
+		t.Fatalf("download events %q: want the patch used", evs)
+	}
+	// Readers of the targets' custom fields see the delegated targets too.
+	cat, err := e.srv.Images.Catalogue(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cat), r3.Target) {
+		t.Fatal("the catalogue lacks the delegated release")
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
@@ -160,26 +161,60 @@ func (tr *tree) targets() (map[string]*metadata.TargetFiles, map[string]string) 
 	return out, where
 }
 
-// allTargets lists every image target a device can find.
-func (s *Service) allTargets(ctx context.Context) (map[string]*metadata.TargetFiles, error) {
+// cachedCatalogue is every target of one state of the tree (key: its roles' versions).
+type cachedCatalogue struct {
+	key  string
+	all  map[string]*metadata.TargetFiles
+	body []byte // Catalogue's document, made on first use
+}
+
+// catalogue returns every image target a device can find, computed once per state of the
+// tree. Callers must not change it.
+func (s *Service) catalogue(ctx context.Context) (*cachedCatalogue, error) {
 	tr, err := s.currentTree(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out, _ := tr.targets()
-	return out, nil
+	var key strings.Builder
+	for _, role := range slices.Sorted(maps.Keys(tr.versions)) {
+		fmt.Fprintf(&key, "%s=%d;", role, tr.versions[role])
+	}
+	if c := s.cat.Load(); c != nil && c.key == key.String() {
+		return c, nil
+	}
+	all, _ := tr.targets()
+	c := &cachedCatalogue{key: key.String(), all: all}
+	s.cat.Store(c)
+	return c, nil
+}
+
+// allTargets lists every image target a device can find. Callers must not change it.
+func (s *Service) allTargets(ctx context.Context) (map[string]*metadata.TargetFiles, error) {
+	c, err := s.catalogue(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.all, nil
 }
 
 // Catalogue returns every image target a device can find, as one unsigned targets document:
 // for readers of the targets' custom fields (exposure), which need not know the delegations.
+// The same bytes are returned until the tree changes.
 func (s *Service) Catalogue(ctx context.Context) ([]byte, error) {
-	all, err := s.allTargets(ctx)
+	c, err := s.catalogue(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t := metadata.Targets(time.Time{})
-	t.Signed.Targets = all
-	return json.Marshal(t)
+	s.catMu.Lock()
+	defer s.catMu.Unlock()
+	if c.body == nil {
+		t := metadata.Targets(time.Time{})
+		t.Signed.Targets = c.all
+		if c.body, err = json.Marshal(t); err != nil {
+			return nil, err
+		}
+	}
+	return c.body, nil
 }
 
 // responsible walks from the top-level targets to the role that a device's search for name

@@ -89,7 +89,9 @@ type Service struct {
 	timestamp atomic.Pointer[cachedTimestamp]
 	targets   atomic.Pointer[cachedTargets]
 	roles     sync.Map // delegated role name -> *cachedTargets
-	files     sync.Map // "role/version" -> []byte
+	cat       atomic.Pointer[cachedCatalogue]
+	catMu     sync.Mutex // makes a catalogue's document once
+	files     sync.Map   // "role/version" -> []byte
 	nfiles    atomic.Int64
 }
 
