@@ -63,15 +63,16 @@ func (s *Service) loader(ctx context.Context) tuf.LoadRole {
 	}
 }
 
-// Lookup finds an image target through the delegations, as a device does (tuf.Resolve: each
-// role checked against its delegator), and returns it with the role that lists it. Returns
+// Lookup finds an image target through the delegations, in a device's search order (tuf.Find
+// over the stored roles, each verified against its delegator when it was uploaded), and returns
+// it with the role that lists it. Returns
 // apperr.NotFound if no role lists it. The entry is shared: callers must not change it.
 func (s *Service) Lookup(ctx context.Context, name string) (*tuf.Resolution, error) {
 	top, err := s.imageTargets(ctx)
 	if err != nil {
 		return nil, err
 	}
-	res, err := tuf.Resolve(top, name, s.loader(ctx), time.Time{})
+	res, err := tuf.Find(top, name, s.loader(ctx)) // roles verified when stored
 	if errors.Is(err, tuf.ErrTargetNotFound) {
 		return nil, apperr.E(apperr.NotFound, "target %s is not in the image repository", name)
 	}
@@ -154,7 +155,7 @@ func (tr *tree) targets() (map[string]*metadata.TargetFiles, map[string]string) 
 		if _, done := out[n]; done {
 			continue
 		}
-		if res, err := tuf.Resolve(tr.roles[tuf.Targets], n, load, time.Time{}); err == nil {
+		if res, err := tuf.Find(tr.roles[tuf.Targets], n, load); err == nil {
 			out[n], where[n] = res.Target, res.Role
 		}
 	}

@@ -82,7 +82,19 @@ var ErrTargetNotFound = errors.New("target not found")
 // delegator of the current search (threshold of its keys, TUF 5.6.6 and 5.6.7.2.1), never a copy
 // trusted through another path; it must not have expired at now (a zero now skips the check).
 // A role is visited once (a delegation loop ends there), the walk stops after MaxVisitedRoles.
-func Resolve(top *metadata.Metadata[metadata.TargetsType], name string, load LoadRole, now time.Time) (res *Resolution, err error) {
+func Resolve(top *metadata.Metadata[metadata.TargetsType], name string, load LoadRole, now time.Time) (*Resolution, error) {
+	return walk(top, name, load, func(delegator *metadata.Metadata[metadata.TargetsType], role string, md *metadata.Metadata[metadata.TargetsType]) error {
+		return verifyDelegated(delegator, role, md, now)
+	})
+}
+
+// Find is Resolve over roles already verified when they were stored (the server's own copies):
+// the same search, without checking signatures again.
+func Find(top *metadata.Metadata[metadata.TargetsType], name string, load LoadRole) (*Resolution, error) {
+	return walk(top, name, load, nil)
+}
+
+func walk(top *metadata.Metadata[metadata.TargetsType], name string, load LoadRole, verify func(delegator *metadata.Metadata[metadata.TargetsType], role string, md *metadata.Metadata[metadata.TargetsType]) error) (res *Resolution, err error) {
 	defer guard("delegated targets", &err)
 	type step struct {
 		role     string
@@ -102,8 +114,10 @@ func Resolve(top *metadata.Metadata[metadata.TargetsType], name string, load Loa
 			if md, err = load(st.role); err != nil {
 				return nil, fmt.Errorf("load %s: %w", st.role, err)
 			}
-			if err := verifyDelegated(st.delegate, st.role, md, now); err != nil {
-				return nil, err
+			if verify != nil {
+				if err := verify(st.delegate, st.role, md); err != nil {
+					return nil, err
+				}
 			}
 		}
 		if tf, ok := md.Signed.Targets[name]; ok {
