@@ -1,9 +1,12 @@
 package tuf_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
@@ -172,4 +175,49 @@ func TestVerifyDelegatedTargets(t *testing.T) {
 	if _, err := tuf.VerifyDelegatedTargets(bin, tuf.ProductRole("thermostat"), b, fixedExpires.AddDate(1, 0, 0)); !errors.As(err, &expired) {
 		t.Fatalf("expired role: %v", err)
 	}
+}
+
+// FuzzVerifyDelegatedTargets feeds uploaded product roles to the server's check against a fixed
+// bin: it never panics, and whatever it accepts is signed by the delegated key and stays
+// inside the product's paths.
+func FuzzVerifyDelegatedTargets(f *testing.F) {
+	productKey, targetsKey := seededKey(f, 21), seededKey(f, 22)
+	bin := newRole(1)
+	if err := tuf.Delegate(bin, tuf.ProductRole("thermostat"), []*metadata.Key{productKey.Public()}, 1, tuf.ProductPaths("thermostat")); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := tuf.SignTargets(bin, targetsKey); err != nil {
+		f.Fatal(err)
+	}
+	good := newRole(2, "thermostat/1.0/img")
+	b, err := tuf.SignTargets(good, productKey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add(bytes.Replace(b, []byte("thermostat/1.0/img"), []byte("doorbell/1.0/img"), 1))
+	delegating := newRole(3, "thermostat/1.0/img")
+	if err := tuf.Delegate(delegating, tuf.BinRole("thermostat"), []*metadata.Key{productKey.Public()}, 1, []string{"*"}); err != nil {
+		f.Fatal(err)
+	}
+	if b, err = tuf.SignTargets(delegating, productKey); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"signed":{"_type":"targets","targets":{"a":null}},"signatures":[]}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		md, err := tuf.VerifyDelegatedTargets(bin, tuf.ProductRole("thermostat"), data, time.Time{})
+		if err != nil {
+			return
+		}
+		if err := bin.VerifyDelegate(tuf.ProductRole("thermostat"), md); err != nil {
+			t.Fatalf("accepted a role its delegation does not verify: %v", err)
+		}
+		for name := range md.Signed.Targets {
+			if !strings.HasPrefix(name, "thermostat/") {
+				t.Fatalf("accepted target %s outside the product's paths", name)
+			}
+		}
+	})
 }
