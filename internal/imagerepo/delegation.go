@@ -260,7 +260,8 @@ func (s *Service) nextRole(ctx context.Context, role string, delegator *metadata
 		err = uptane.CheckImageCustoms(next)
 	}
 	if err != nil {
-		return nil, nil, apperr.Wrap(apperr.Verification, err, role+" metadata refused: "+err.Error())
+		return nil, nil, apperr.Wrap(apperr.Verification, err, role+" metadata refused: "+err.Error()+
+			" (the product is delegated to its own keys: `upkeep release publish` signs with them, keys/"+tuf.ProductKeyFile(strings.TrimPrefix(role, "p."), 1)+")")
 	}
 	if next.Signed.Version != curVersion+1 {
 		return nil, nil, apperr.E(apperr.Conflict, "%s version %d, but the server has %d: fetch the current role and sign version %d", role, next.Signed.Version, curVersion, curVersion+1)
@@ -375,7 +376,7 @@ func (s *Service) Delegate(ctx context.Context, uploads map[string][]byte) ([]st
 		if tuf.IsBinRole(role) && len(md.Signed.Targets) > 0 {
 			return nil, apperr.E(apperr.Invalid, "%v: bin %s lists targets; bins only delegate", tuf.ErrDelegation, role)
 		}
-		if tuf.IsProductRole(role) && md.Signed.Delegations != nil && len(md.Signed.Delegations.Roles) > 0 {
+		if tuf.IsProductRole(role) && md.Signed.Delegations != nil {
 			return nil, apperr.E(apperr.Invalid, "%v: product role %s may not delegate", tuf.ErrDelegation, role)
 		}
 	}

@@ -57,12 +57,15 @@ func (s *Service) nextFor(ctx context.Context, name string, data []byte, rule st
 	if err != nil {
 		return "", nil, nil, err
 	}
-	if role == tuf.Targets {
+	switch {
+	case !tuf.IsProductRole(role) && role != tuf.Targets:
+		err = apperr.E(apperr.Invalid, "target %s is delegated to %s, which is not a product's role", name, role)
+	case role == tuf.Targets:
 		next, cur, err = s.nextTargets(ctx, data, rule)
 		if err == nil && !sameDelegations(next, cur) {
 			err = apperr.E(apperr.Invalid, "a publication may not change the delegations: use `upkeep keys delegate`")
 		}
-	} else {
+	default:
 		next, cur, err = s.nextRole(ctx, role, delegator, data, rule)
 	}
 	return role, next, cur, err
