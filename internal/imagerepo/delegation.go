@@ -247,15 +247,15 @@ func (s *Service) responsible(ctx context.Context, name string, fresh bool) (str
 }
 
 // nextRole checks a delegated role signed offline as the successor of the stored one: verified
-// against its delegator in the current graph (threshold, paths, expiry aside, custom fields),
-// exactly one version newer, keeping every existing target unchanged, and delegating nothing
-// (product roles are leaves). It returns the new and the current role.
+// against its delegator in the current graph (threshold, paths, expiry, custom fields),
+// exactly one version newer, not expired, keeping every existing target unchanged, and
+// delegating nothing (product roles are leaves). It returns the new and the current role.
 func (s *Service) nextRole(ctx context.Context, role string, delegator *metadata.Metadata[metadata.TargetsType], data []byte, rule string) (next, cur *metadata.Metadata[metadata.TargetsType], err error) {
 	cur, curVersion, err := s.delegatedRoleFrom(ctx, role, true) // the store's, not this replica's copy
 	if err != nil {
 		return nil, nil, err
 	}
-	next, err = tuf.VerifyDelegatedTargets(delegator, role, data, time.Time{})
+	next, err = tuf.VerifyDelegatedTargets(delegator, role, data, s.now())
 	if err == nil {
 		err = uptane.CheckImageCustoms(next)
 	}
@@ -303,7 +303,7 @@ func (s *Service) CurrentRole(ctx context.Context, role string) ([]byte, error) 
 // delegate`): a new top-level targets and/or bin and product roles, by role name, each exactly
 // one version newer than the stored one (a new role: any version above every version ever
 // stored under its name). The resulting graph must be a tree of targets, bins and products, each
-// role verified against its new delegator (threshold of at least one, paths, expiry aside), and
+// role verified against its new delegator (threshold of at least one, paths, and for an uploaded role expiry), and
 // must let devices find exactly the targets they found before, unchanged: a ceremony moves
 // targets between roles (a product's first delegation, its undoing) but never publishes or
 // removes one. Roles are stored leaves first, the top-level targets last.
@@ -323,7 +323,7 @@ func (s *Service) Delegate(ctx context.Context, uploads map[string][]byte) ([]st
 	top := cur.roles[tuf.Targets]
 	topVersion := cur.versions[tuf.Targets]
 	if data, ok := uploads[tuf.Targets]; ok {
-		if top, err = uptane.VerifyImageTargetsSigned(root, data); err != nil {
+		if top, err = uptane.VerifyImageTargets(root, data, s.now()); err != nil {
 			return nil, apperr.Wrap(apperr.Verification, err, "targets metadata refused: "+err.Error())
 		}
 		if top.Signed.Version != topVersion+1 {
@@ -366,7 +366,11 @@ func (s *Service) Delegate(ctx context.Context, uploads map[string][]byte) ([]st
 	// signatures, and kept ones, whose delegator may have changed keys.
 	for role, parent := range next.delegator {
 		md := next.roles[role]
-		err := tuf.VerifyDelegatedMetadata(next.roles[parent], role, md, time.Time{})
+		var at time.Time // a kept role is checked as stored; an uploaded one must not have expired
+		if _, ok := parsed[role]; ok {
+			at = s.now()
+		}
+		err := tuf.VerifyDelegatedMetadata(next.roles[parent], role, md, at)
 		if err == nil {
 			err = uptane.CheckImageCustoms(md)
 		}
