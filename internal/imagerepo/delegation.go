@@ -303,8 +303,9 @@ func (s *Service) CurrentRole(ctx context.Context, role string) ([]byte, error) 
 // delegate`): a new top-level targets and/or bin and product roles, by role name, each exactly
 // one version newer than the stored one (a new role: any version above every version ever
 // stored under its name). The resulting graph must be a tree of targets, bins and products, each
-// role verified against its new delegator (threshold of at least one, paths, and for an uploaded role expiry), and
-// must let devices find exactly the targets they found before, unchanged: a ceremony moves
+// role verified against its new delegator (threshold of at least one, paths; an uploaded role
+// must not have expired), and must let devices find exactly the targets they found before,
+// unchanged: a ceremony moves
 // targets between roles (a product's first delegation, its undoing) but never publishes or
 // removes one. Roles are stored leaves first, the top-level targets last.
 func (s *Service) Delegate(ctx context.Context, uploads map[string][]byte) ([]string, error) {
