@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/client"
 	"upkeep.dev/upkeep/internal/delta"
@@ -65,6 +67,22 @@ func TestDelegationLifecycle(t *testing.T) {
 	r1 := e.publish("1.0.0", 1, v1)
 	d := e.device("SN-1", v1, r1)
 	e.updateTo(d, e.publish("1.0.1", 2, v2)) // today's agent state: a flat targets file
+	imageMeta := filepath.Join(e.dir, "devices", "SN-1", "state", "image")
+	trusted := func(role string) *metadata.Metadata[metadata.TargetsType] {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(imageMeta, role+".json"))
+		if err != nil {
+			t.Fatalf("the device's trusted %s: %v", role, err)
+		}
+		md, err := tuf.ParseTargets(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return md
+	}
+	if top := trusted(tuf.Targets); len(top.Signed.Targets) != 2 || top.Signed.Delegations != nil {
+		t.Fatalf("before the migration the device trusts %d top-level targets, delegations %v", len(top.Signed.Targets), tuf.Roles(top))
+	}
 
 	// Migration: the product's two targets move into its role; the bin is created.
 	out := cli(t, append(g, "keys", "delegate", "--dir", e.keys, "--product", testProduct)...)
@@ -96,6 +114,13 @@ func TestDelegationLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.updateTo(d, r3)
+	// The same device, with the same trust root, now trusts the delegated roles.
+	if top := trusted(tuf.Targets); len(top.Signed.Targets) != 0 || tuf.DelegatedRole(top, tuf.BinRole(testProduct)) == nil {
+		t.Fatalf("after the migration the device trusts top-level targets with %d targets", len(top.Signed.Targets))
+	}
+	if prod := trusted(tuf.ProductRole(testProduct)); prod.Signed.Targets[r3.Target] == nil {
+		t.Fatalf("the device's trusted product role lacks %s", r3.Target)
+	}
 	// The release CLI finds the product key next to the targets key.
 	fw := filepath.Join(t.TempDir(), "fw-1.0.3.img")
 	if err := os.WriteFile(fw, image("1.0.3", 8<<10), 0o644); err != nil {
