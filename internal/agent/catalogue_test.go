@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -159,6 +160,7 @@ func newCatalogue(tb testing.TB, products, releases int, delegated, index bool) 
 func (c *catalogue) refreshBytes(tb testing.TB) (int64, []string) {
 	tb.Helper()
 	var n atomic.Int64
+	var mu sync.Mutex
 	var fetched []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(r.URL.Path, "/")
@@ -167,7 +169,9 @@ func (c *catalogue) refreshBytes(tb testing.TB) (int64, []string) {
 			http.NotFound(w, r)
 			return
 		}
+		mu.Lock()
 		fetched = append(fetched, name)
+		mu.Unlock()
 		n.Add(int64(len(b)))
 		w.Write(b)
 	}))
@@ -186,6 +190,8 @@ func (c *catalogue) refreshBytes(tb testing.TB) (int64, []string) {
 	if _, err := TargetInfo(up, c.target); err != nil {
 		tb.Fatal(err)
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	return n.Load(), fetched
 }
 
