@@ -64,6 +64,44 @@ type DelegationResponse struct {
 	Stored []string `json:"stored"`
 }
 
+// DeltaJob is a per-pair delta the server generates for a release in the background: from the
+// image of a release the product's devices run to the release's image. The server cannot sign
+// it; `upkeep release deltas --sign` checks it by applying it and signs it (Signed).
+type DeltaJob struct {
+	Product     string    `json:"product"`
+	Version     string    `json:"version"`
+	From        string    `json:"from"`    // the source release's version
+	Target      string    `json:"target"`  // the delta target name it is signed under
+	Image       string    `json:"image"`   // the release's image target
+	Source      string    `json:"source"`  // the source release's image target
+	Devices     int       `json:"devices"` // devices running the source when it was planned
+	State       string    `json:"state"`   // queued, running, done or failed
+	Done        int64     `json:"done"`    // destination bytes generated
+	ImageLength int64     `json:"image_length"`
+	PatchLength int64     `json:"patch_length,omitempty"`
+	PatchSHA256 string    `json:"patch_sha256,omitempty"`
+	PatchSHA512 string    `json:"patch_sha512,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	Signed      bool      `json:"signed"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// DeltaJobs lists a release's delta jobs (GET /api/v1/deltas?product=P&version=V).
+type DeltaJobs struct {
+	Jobs []DeltaJob `json:"jobs"`
+}
+
+// DeltaPlanRequest asks the server to plan per-pair deltas to a release now (POST
+// /api/v1/deltas/generate), from the Top releases (default 3) that at least MinDevices
+// (default 1) of the product's devices run; the server also does so by itself after each
+// publication.
+type DeltaPlanRequest struct {
+	Product    string `json:"product"`
+	Version    string `json:"version"`
+	Top        int    `json:"top,omitempty"`
+	MinDevices int    `json:"min_devices,omitempty"`
+}
+
 // PublishRequest uploads a new image-repository targets.json that the release engineer signed
 // offline. The artifact named Target must already have been uploaded to /api/v1/blobs.
 type PublishRequest struct {

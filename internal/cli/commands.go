@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -116,6 +117,7 @@ func serveCmd() *cobra.Command {
 	f.StringVar(&cfg.MetricsToken, "metrics-token", "", "bearer token that GET /metrics requires (env UPKEEP_METRICS_TOKEN, preferred: a flag shows in the process list); empty: /metrics is open, meant for the loopback address")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with, reloaded when the file changes (env UPKEEP_TLS_CERT; with --tls-key)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert, reloaded with it (env UPKEEP_TLS_KEY)")
+	f.BoolVar(&cfg.NoDeltaJobs, "no-delta-jobs", false, "do not generate per-pair deltas after publications (`release deltas --sign --local` makes them where the key is)")
 	f.BoolVar(&cfg.BehindProxy, "behind-proxy", false, "a TLS-terminating proxy is in front: allow plain HTTP on a non-loopback --addr (env UPKEEP_BEHIND_PROXY)")
 	f.StringVar(&cfg.DDI.Tenant, "ddi-tenant", "DEFAULT", "the hawkBit DDI tenant served at /{tenant}/controller/v1/ (env UPKEEP_DDI_TENANT; compared case-insensitively)")
 	f.StringVar(&cfg.DDI.GatewayToken, "ddi-gateway-token", "", "DDI gateway token: authenticates any controller of the tenant (env UPKEEP_DDI_GATEWAY_TOKEN; empty: target tokens only)")
@@ -318,19 +320,26 @@ func releaseCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// releaseDeltasCmd makes per-pair deltas to a published release from the releases its
-// product's devices run most, where the offline key is (docs/DECISIONS.md, "Delta updates").
+// releaseDeltasCmd lists a release's per-pair deltas, asks the server to generate them, and signs
+// the ones it generated where the offline key is (docs/DECISIONS.md, "Delta updates").
 func releaseDeltasCmd(g *globals) *cobra.Command {
 	var o client.DeltasOptions
 	var keyPath, rootPath string
+	var generate, sign bool
+	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "deltas PRODUCT@VERSION",
-		Short: "Make, sign and publish per-pair deltas to a release from the releases most of its devices run",
-		Long: `Asks the server how many of the product's devices run each release, and for the --top
-releases run by at least --min-devices devices that have no delta to PRODUCT@VERSION yet,
-downloads both images (checked against the offline-signed targets), makes the delta here,
-uploads it and signs it with the offline targets key. Devices assigned the release use it from
-their next view; deltas made before a deploy or rollout are used at once.`,
+		Short: "List, generate and sign per-pair deltas to a release from the releases most of its devices run",
+		Long: `The server generates per-pair deltas by itself after each publication: to each product's newest
+release, from the --top releases its devices run most. Without flags this lists them for
+PRODUCT@VERSION: source, devices running it, state, progress, patch size, whether signed.
+
+--generate asks the server to plan them now (for any release, with --top and --min-devices).
+--sign downloads each finished patch with both images (checked against the offline-signed
+targets), applies it here and signs only a patch that rebuilds the signed image exactly, with
+the offline targets key; --local makes here the ones the server has not finished. --wait waits
+that long for the server's jobs to finish first. Devices assigned the release use a signed delta
+from their next view.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
@@ -340,6 +349,27 @@ their next view; deltas made before a deploy or rollout are used at once.`,
 			c, err := g.client()
 			if err != nil {
 				return err
+			}
+			ctx, out := cmd.Context(), cmd.OutOrStdout()
+			if generate {
+				if _, err := c.PlanDeltas(ctx, wire.DeltaPlanRequest{Product: o.Product, Version: o.Version, Top: o.Top, MinDevices: o.MinDevices}); err != nil {
+					return err
+				}
+			}
+			jobs, err := c.DeltaJobs(ctx, o.Product, o.Version)
+			for deadline := time.Now().Add(wait); err == nil && pendingDeltas(jobs) && time.Now().Before(deadline); {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(min(time.Second, time.Until(deadline))):
+				}
+				jobs, err = c.DeltaJobs(ctx, o.Product, o.Version)
+			}
+			if err != nil {
+				return err
+			}
+			if !sign {
+				return printDeltaJobs(out, o, jobs)
 			}
 			if !o.DryRun {
 				if o.TargetsKey, err = tuf.LoadKey(keyPath); err != nil {
@@ -356,35 +386,77 @@ their next view; deltas made before a deploy or rollout are used at once.`,
 				return fmt.Errorf("trusted root: %w", err)
 			}
 			o.Expires = tuf.DefaultLifetimes().Targets
-			made, err := c.PublishDeltas(cmd.Context(), o)
+			made, err := c.PublishDeltas(ctx, o)
 			if err != nil {
 				return err
 			}
 			if len(made) == 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "no delta to make: no other release of %s is run by %d or more devices without one\n", o.Product, o.MinDevices)
+				fmt.Fprintf(out, "no delta to sign: no other release of %s run by %d or more devices has a finished, unsigned one", o.Product, o.MinDevices)
+				if !o.Local {
+					fmt.Fprint(out, " (--local makes them here)")
+				}
+				fmt.Fprintln(out)
 				return nil
 			}
-			verb := "published"
+			verb := "signed"
 			if o.DryRun {
-				verb = "would make"
+				verb = "would sign"
 			}
 			for _, d := range made {
-				size := ""
-				if d.Length > 0 {
-					size = " (" + show.Size(d.Length) + ")"
+				where, size := "generated by the server", ""
+				if d.Local {
+					where = "made here"
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s %s from %s@%s, run by %d devices%s\n", verb, d.Target, o.Product, d.From, d.Devices, size)
+				if d.Length > 0 {
+					size = ", " + show.Size(d.Length)
+				}
+				fmt.Fprintf(out, "%s %s from %s@%s, run by %d devices (%s%s)\n", verb, d.Target, o.Product, d.From, d.Devices, where, size)
 			}
 			return nil
 		},
 	}
 	f := cmd.Flags()
+	f.BoolVar(&generate, "generate", false, "ask the server to plan the deltas to this release now")
+	f.BoolVar(&sign, "sign", false, "check the server's finished patches by applying them, and sign them with the offline key")
+	f.BoolVar(&o.Local, "local", false, "with --sign: make here the deltas the server has not finished")
+	f.DurationVar(&wait, "wait", 0, "wait at most this long for the server's queued and running jobs")
 	f.IntVar(&o.Top, "top", 3, "deltas from at most this many releases, those most devices run")
 	f.IntVar(&o.MinDevices, "min-devices", 1, "only from releases at least this many devices run")
-	f.BoolVar(&o.DryRun, "dry-run", false, "say what would be made, make nothing")
+	f.BoolVar(&o.DryRun, "dry-run", false, "with --sign: say what would be signed, sign nothing")
 	f.StringVar(&keyPath, "key", "keys/targets.key", "offline targets key")
 	f.StringVar(&rootPath, "root", "", "trusted image root.json (default: root.json next to the key)")
 	return cmd
+}
+
+func pendingDeltas(jobs []wire.DeltaJob) bool {
+	return slices.ContainsFunc(jobs, func(j wire.DeltaJob) bool { return j.State == "queued" || j.State == "running" })
+}
+
+func printDeltaJobs(w io.Writer, o client.DeltasOptions, jobs []wire.DeltaJob) error {
+	if len(jobs) == 0 {
+		_, err := fmt.Fprintf(w, "no delta to %s@%s generated: none of its product's other releases is run by a device yet (--generate plans them now)\n", o.Product, o.Version)
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FROM\tDEVICES\tSTATE\tPROGRESS\tPATCH\tSIGNED\tTARGET")
+	for _, j := range jobs {
+		progress, patch, signed := "", "", "no"
+		if j.ImageLength > 0 {
+			progress = fmt.Sprintf("%d%%", j.Done*100/j.ImageLength)
+		}
+		if j.PatchLength > 0 {
+			patch = fmt.Sprintf("%s (%.1f%% of %s)", show.Size(j.PatchLength), float64(j.PatchLength)*100/float64(max(j.ImageLength, 1)), show.Size(j.ImageLength))
+		}
+		if j.Signed {
+			signed = "yes"
+		}
+		state := j.State
+		if j.Error != "" {
+			state += ": " + show.Text(j.Error)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", j.From, j.Devices, state, progress, patch, signed, j.Target)
+	}
+	return tw.Flush()
 }
 
 func deployCmd(g *globals) *cobra.Command {

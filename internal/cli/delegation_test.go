@@ -218,8 +218,8 @@ func mustRole(t *testing.T, e *env, role string) ([]byte, int64) {
 }
 
 // TestDelegatedDeltas: delta targets belong to the product's role. Chunk indexes and patches
-// published with a release, and patches made afterwards by `release deltas`, are signed with the
-// product's key; the director finds them through the delegations and devices use them.
+// published with a release, and patches the server generates afterwards, which `release deltas
+// --sign` checks and signs, are signed with the product's key; the director finds them through the delegations and devices use them.
 func TestDelegatedDeltas(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -239,8 +239,18 @@ func TestDelegatedDeltas(t *testing.T) {
 
 	v3 := nextImage(v2)
 	r3 := e.publishDelta("1.0.2", 3, v3, nil)
-	out := cli(t, append(g, "release", "deltas", testProduct+"@1.0.2", "--key", filepath.Join(e.keys, tuf.FileTargetsKey), "--top", "1")...)
-	if !strings.Contains(out, "published "+delta.PatchName(r3.Target, "1.0.0")) {
+	// The server generates the patch from 1.0.0 by itself; the release engineer checks and signs it.
+	ref := testProduct + "@1.0.2"
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if jobs, err := e.cli.DeltaJobs(ctx, testProduct, "1.0.2"); err != nil || len(jobs) > 0 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal("no deltas planned")
+		}
+	}
+	cli(t, append(g, "release", "deltas", ref, "--wait", "60s")...)
+	out := cli(t, append(g, "release", "deltas", ref, "--sign", "--key", filepath.Join(e.keys, tuf.FileTargetsKey), "--top", "1")...)
+	if !strings.Contains(out, "signed "+delta.PatchName(r3.Target, "1.0.0")) {
 		t.Fatalf("release deltas: %s", out)
 	}
 	prod, err := tuf.ParseTargets(mustCurrent(t, e.cli, tuf.ProductRole(testProduct)))

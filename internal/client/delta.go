@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -150,7 +151,8 @@ func (d *deltaFile) target(c uptane.TargetCustom) (*metadata.TargetFiles, error)
 }
 
 // DeltasOptions configure PublishDeltas: per-pair deltas to a published release from the
-// releases most of its product's devices run, made and signed where the offline key is.
+// releases most of its product's devices run, generated on the server (or here, with Local),
+// checked and signed where the offline key is.
 type DeltasOptions struct {
 	Product, Version string
 	TargetsKey       *tuf.Key
@@ -160,7 +162,9 @@ type DeltasOptions struct {
 	// Top is how many source releases get a delta at most (default 3); MinDevices how many
 	// devices must run a source for it to count (default 1).
 	Top, MinDevices int
-	// DryRun only reports what would be made.
+	// Local makes here the deltas the server has not generated (yet), as it would.
+	Local bool
+	// DryRun only reports what would be signed.
 	DryRun bool
 }
 
@@ -169,16 +173,35 @@ type DeltaMade struct {
 	From    string // source version
 	Devices int    // devices running it
 	Target  string // the delta's target name
-	Length  int64  // patch bytes (0 in a dry run)
+	Length  int64  // patch bytes (0 when made here in a dry run)
+	Local   bool   // made here, not on the server
 
-	source *metadata.TargetFiles // the source image's signed target
+	source     *metadata.TargetFiles // the source image's signed target
+	sourceName string
+	job        *wire.DeltaJob // the server's generated patch, unless Local
 }
 
-// PublishDeltas makes per-pair deltas to product@version from the releases most of the
-// product's devices run, as the server counts them, skipping sources that already have one. It
-// downloads both images from the server and checks them against the offline-signed targets,
-// makes each patch locally, uploads it, signs the targets with the deltas added, and publishes
-// them (POST /api/v1/deltas). Devices assigned the release use a delta from their next view.
+// DeltaJobs lists a release's per-pair deltas generated on the server.
+func (c *Client) DeltaJobs(ctx context.Context, product, version string) ([]wire.DeltaJob, error) {
+	var out wire.DeltaJobs
+	err := c.Do(ctx, http.MethodGet, "/api/v1/deltas?product="+url.QueryEscape(product)+"&version="+url.QueryEscape(version), nil, &out)
+	return out.Jobs, err
+}
+
+// PlanDeltas asks the server to plan per-pair deltas to a release now.
+func (c *Client) PlanDeltas(ctx context.Context, req wire.DeltaPlanRequest) ([]wire.DeltaJob, error) {
+	var out wire.DeltaJobs
+	err := c.Do(ctx, http.MethodPost, "/api/v1/deltas/generate", req, &out)
+	return out.Jobs, err
+}
+
+// PublishDeltas signs per-pair deltas to product@version from the releases most of the
+// product's devices run, as the server counts them, skipping sources that already have a signed
+// one. A patch the server generated is downloaded with both images (each checked against the
+// offline-signed targets) and applied here: only a patch that rebuilds the signed image exactly
+// is signed. With Local, a source the server has no finished patch for gets one made here. The
+// targets with the deltas added are signed and published (POST /api/v1/deltas); devices
+// assigned the release use a delta from their next view.
 func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMade, error) {
 	o.Top, o.MinDevices = cmp.Or(o.Top, 3), cmp.Or(o.MinDevices, 1)
 	rels, err := c.Releases(ctx, o.Product)
@@ -203,6 +226,16 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 	if destTF == nil || hex.EncodeToString(destTF.Hashes["sha256"]) != dest.SHA256 {
 		return nil, fmt.Errorf("release %s@%s: the signed targets do not name its image %s", o.Product, o.Version, dest.Target)
 	}
+	jobs, err := c.DeltaJobs(ctx, o.Product, o.Version)
+	if err != nil {
+		return nil, err
+	}
+	generated := map[string]*wire.DeltaJob{}
+	for i, j := range jobs {
+		if j.State == "done" && j.Image == dest.Target {
+			generated[j.Target] = &jobs[i]
+		}
+	}
 	var plan []DeltaMade
 	srcs := slices.SortedFunc(slices.Values(rels), func(a, b wire.Release) int { return cmp.Or(b.Running-a.Running, strings.Compare(a.Version, b.Version)) })
 	for _, r := range srcs {
@@ -213,7 +246,15 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 		if len(plan) == o.Top {
 			break
 		}
-		plan = append(plan, DeltaMade{From: r.Version, Devices: r.Running, Target: name, source: t.Signed.Targets[r.Target]})
+		j := generated[name]
+		if j == nil && !o.Local {
+			continue
+		}
+		d := DeltaMade{From: r.Version, Devices: r.Running, Target: name, Local: j == nil, source: t.Signed.Targets[r.Target], sourceName: r.Target, job: j}
+		if j != nil {
+			d.Length = j.PatchLength
+		}
+		plan = append(plan, d)
 	}
 	if o.DryRun || len(plan) == 0 {
 		return plan, nil
@@ -235,15 +276,21 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 	var made []*deltaFile
 	for i, p := range plan {
 		src := filepath.Join(tmp, "from-"+p.From)
-		if _, err := c.fetchSigned(ctx, p.source, src); err != nil {
+		sb, err := c.fetchSigned(ctx, p.source, src)
+		if err != nil {
 			return nil, fmt.Errorf("image of %s@%s: %w", o.Product, p.From, err)
 		}
-		d, err := makePatch(ctx, t.Signed.Targets, o.Product, DeltaSource{Version: p.From, File: src}, newPath, tmp, dest.Target, blob)
-		if err != nil {
-			return nil, err
+		var d *deltaFile
+		if p.job != nil {
+			d, err = c.checkGenerated(ctx, p.job, src, p.sourceName, sb, tmp, dest.Target, blob)
+		} else {
+			d, err = makePatch(ctx, t.Signed.Targets, o.Product, DeltaSource{Version: p.From, File: src}, newPath, tmp, dest.Target, blob)
+			if err == nil {
+				err = c.uploadBlob(ctx, PublishOptions{File: d.path}, d.blob)
+			}
 		}
-		if err := c.uploadBlob(ctx, PublishOptions{File: d.path}, d.blob); err != nil {
-			return nil, fmt.Errorf("upload delta %s: %w", d.name, err)
+		if err != nil {
+			return nil, fmt.Errorf("delta from %s@%s: %w", o.Product, p.From, err)
 		}
 		os.Remove(src)
 		plan[i].Length = d.blob.Length
@@ -276,6 +323,55 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 		}
 		return plan, nil
 	}
+}
+
+// checkGenerated downloads the patch the server generated for job (at most its stated length,
+// hashed as it streams) and applies it to the source image at src (already checked against its
+// signed target): the result must be the signed destination image (blob), byte for byte, or
+// the patch is refused. The patch is not trusted for anything else: what is signed is its
+// length and hashes, bound to both images.
+func (c *Client) checkGenerated(ctx context.Context, job *wire.DeltaJob, src, srcName string, sb *wire.BlobInfo, dir, image string, dest *wire.BlobInfo) (*deltaFile, error) {
+	if job.PatchLength <= 0 || job.PatchLength > dest.Length+dest.Length/2+1<<20 {
+		return nil, fmt.Errorf("the server's patch states %d bytes for an image of %d", job.PatchLength, dest.Length)
+	}
+	want, err := hex.DecodeString(job.PatchSHA256)
+	if err != nil || len(want) != sha256.Size {
+		return nil, fmt.Errorf("the server's patch has no valid SHA-256")
+	}
+	want512, err := hex.DecodeString(job.PatchSHA512)
+	if err != nil || len(want512) != sha512.Size {
+		return nil, fmt.Errorf("the server's patch has no valid SHA-512")
+	}
+	path := filepath.Join(dir, "generated-from-"+job.From)
+	pb, err := c.fetchSigned(ctx, &metadata.TargetFiles{Length: job.PatchLength, Hashes: metadata.Hashes{"sha256": want, "sha512": want512}}, path)
+	if err != nil {
+		return nil, fmt.Errorf("the server's patch: %w", err)
+	}
+	old, err := os.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	defer old.Close()
+	pf, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer pf.Close()
+	a, err := delta.NewApplier()
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	h := sha256.New()
+	lw := &limitedWriter{w: h, n: dest.Length}
+	if _, err := a.Apply(ctx, old, sb.Length, dest.Length, bufio.NewReaderSize(pf, 1<<20), lw, delta.ApplyState{}, nil); err != nil {
+		return nil, fmt.Errorf("the server's patch does not apply: %w", err)
+	}
+	if lw.n != 0 || hex.EncodeToString(h.Sum(nil)) != dest.SHA256 {
+		return nil, fmt.Errorf("the server's patch does not rebuild the signed image %s: refused", image)
+	}
+	return &deltaFile{name: job.Target, path: path, blob: pb, binding: delta.Binding{Format: delta.FormatPatch, Image: image, ImageSHA256: dest.SHA256, ImageLength: dest.Length,
+		Source: srcName, SourceSHA256: sb.SHA256, SourceLength: sb.Length}}, nil
 }
 
 // fetchSigned downloads the artifact of a signed target into path, at most its signed length,

@@ -42,6 +42,7 @@ var auditActions = map[string]string{
 	"PUT /api/v1/blobs/{sha256}":                    "blob.upload",
 	"POST /api/v1/releases":                         "release.publish",
 	"POST /api/v1/deltas":                           "release.deltas",
+	"POST /api/v1/deltas/generate":                  "release.deltas.generate",
 	"POST /api/v1/tenants":                          "tenant.add",
 	"POST /api/v1/webhooks":                         "webhook.create",
 	"DELETE /api/v1/webhooks/{id}":                  "webhook.delete",

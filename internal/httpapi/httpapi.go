@@ -36,7 +36,9 @@ type Server struct {
 	Director Director        // per-device views, deployments, the director root
 	// Deltas lists the delta targets (imagerepo.Service.Deltas), which devices fetch like
 	// images but which have no release row; nil: none are served.
-	Deltas      func(ctx context.Context) ([]delta.Target, error)
+	Deltas func(ctx context.Context) ([]delta.Target, error)
+	// DeltaJobs plans and lists the per-pair deltas generated on the server; nil: none are.
+	DeltaJobs   DeltaJobs
 	Devices     fleet.Store
 	Releases    release.Store
 	Products    ProductService

@@ -13,6 +13,8 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/delta"
+	"upkeep.dev/upkeep/internal/deltagen"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/imagerepo"
@@ -185,6 +187,8 @@ func (s *Server) trustRoutes(mux *router) {
 	mux.api("PUT /api/v1/image/targets", auth.PermResign, s.putMeta(s.Images.ResignTargets))
 	mux.api("PUT /api/v1/image/delegations", auth.PermRotate, s.putDelegations)
 	mux.api("POST /api/v1/deltas", auth.PermPublish, s.addDeltas)
+	mux.api("GET /api/v1/deltas", auth.PermReleasesRead, s.listDeltaJobs)
+	mux.api("POST /api/v1/deltas/generate", auth.PermPublish, s.planDeltas)
 	mux.api("GET /api/v1/blobs/{sha256}", auth.PermPublish, s.getBlob)
 	mux.api("GET /api/v1/director/{file}", auth.PermTrustRead, s.directorRootFile)
 	mux.api("PUT /api/v1/director/root", auth.PermRotate, s.putMeta(s.Director.RotateRoot))
@@ -294,6 +298,70 @@ func (s *Server) addDeltas(w http.ResponseWriter, r *http.Request) {
 	}
 	s.logger().Info("delta targets published", "targets", added, "actor", r.Context().Value(keyActor))
 	writeJSON(w, http.StatusOK, wire.DeltasResponse{Added: added})
+}
+
+// listDeltaJobs lists a release's per-pair deltas generated (or being generated) on the server,
+// each marked signed once a delta target of that name is published.
+func (s *Server) listDeltaJobs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	product, version := q.Get("product"), q.Get("version")
+	if product == "" || version == "" {
+		s.fail(w, r, apperr.E(apperr.Invalid, "give the release: ?product=P&version=V"))
+		return
+	}
+	if _, err := s.Releases.FindRelease(r.Context(), product, version); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var jobs []*deltagen.Job
+	var err error
+	if s.DeltaJobs != nil {
+		jobs, err = s.DeltaJobs.Jobs(r.Context(), product, version)
+	}
+	s.answerDeltaJobs(w, r, jobs, err)
+}
+
+// planDeltas plans per-pair deltas to a release now; the generation runs in the background.
+func (s *Server) planDeltas(w http.ResponseWriter, r *http.Request) {
+	var req wire.DeltaPlanRequest
+	if err := decode(w, r, wire.MaxAPIBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	audit.SetTarget(r.Context(), req.Product+"@"+req.Version)
+	if s.DeltaJobs == nil {
+		s.fail(w, r, apperr.E(apperr.Unavailable, "this server does not generate deltas (serve --delta-jobs=false)"))
+		return
+	}
+	if req.Top < 0 || req.Top > 20 || req.MinDevices < 0 {
+		s.fail(w, r, apperr.E(apperr.Invalid, "top must be 0 to 20 and min_devices at least 0"))
+		return
+	}
+	jobs, err := s.DeltaJobs.Plan(r.Context(), req.Product, req.Version, req.Top, req.MinDevices)
+	s.answerDeltaJobs(w, r, jobs, err)
+}
+
+func (s *Server) answerDeltaJobs(w http.ResponseWriter, r *http.Request, jobs []*deltagen.Job, err error) {
+	signed := map[string]bool{}
+	if err == nil && s.Deltas != nil {
+		var ds []delta.Target
+		if ds, err = s.Deltas(r.Context()); err == nil {
+			for _, d := range ds {
+				signed[d.Name] = true
+			}
+		}
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := wire.DeltaJobs{Jobs: make([]wire.DeltaJob, len(jobs))}
+	for i, j := range jobs {
+		out.Jobs[i] = wire.DeltaJob{Product: j.Product, Version: j.Version, From: j.From, Target: j.Target(), Image: j.Image, Source: j.Source,
+			Devices: j.Devices, State: j.State, Done: j.Done, ImageLength: j.ImageLength, PatchLength: j.PatchLength,
+			PatchSHA256: j.PatchSHA256, PatchSHA512: j.PatchSHA512, Error: j.Error, Signed: signed[j.Target()], UpdatedAt: j.UpdatedAt}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // getBlob serves an uploaded artifact to a release engineer (`upkeep release deltas` reads the

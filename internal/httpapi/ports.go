@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 
+	"upkeep.dev/upkeep/internal/deltagen"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/fleet"
@@ -61,6 +62,13 @@ type ImageRepository interface {
 	ResignTargets(ctx context.Context, data []byte) error
 	AddDeltas(ctx context.Context, data []byte) ([]string, error)
 	OfflineExpiries(ctx context.Context) ([]imagerepo.Expiry, error)
+}
+
+// DeltaJobs plans and lists the per-pair deltas the server generates; *deltagen.Service
+// implements it.
+type DeltaJobs interface {
+	Plan(ctx context.Context, product, version string, top, minDevices int) ([]*deltagen.Job, error)
+	Jobs(ctx context.Context, product, version string) ([]*deltagen.Job, error)
 }
 
 // Director is the director's server side; *director.Service implements it.

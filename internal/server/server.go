@@ -29,6 +29,7 @@ import (
 	blobs3 "upkeep.dev/upkeep/internal/blob/s3"
 	"upkeep.dev/upkeep/internal/csafpub"
 	"upkeep.dev/upkeep/internal/ddi"
+	"upkeep.dev/upkeep/internal/deltagen"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/exposure"
 	"upkeep.dev/upkeep/internal/faillog"
@@ -125,6 +126,11 @@ type Config struct {
 	// Push configures the MQTT broker that nudges devices to check in (internal/push); an
 	// empty URL turns push off, and devices poll.
 	Push push.Config
+	// NoDeltaJobs turns off the generation of per-pair deltas after publications
+	// (internal/deltagen); DeltaEvery is how often the planner looks for new releases (default
+	// 30 s) and how long the generator idles between jobs.
+	NoDeltaJobs bool
+	DeltaEvery  time.Duration
 	// Wrap, if set, wraps the whole HTTP handler: a seam for tests (the end-to-end tests check
 	// every request and answer against the OpenAPI document with it) and for an in-process
 	// proxy. Nil serves the handler as it is.
@@ -262,6 +268,8 @@ type Server struct {
 	Logs *faillog.Service
 	// Webhooks queues the services' events in the outbox and delivers them (the "webhooks" job).
 	Webhooks *webhook.Service
+	// DeltaJobs generates per-pair deltas after publications (nil with NoDeltaJobs).
+	DeltaJobs *deltagen.Service
 
 	http    *http.Server
 	ln      net.Listener
@@ -417,6 +425,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		Metrics: s.Metrics, MetricsToken: cfg.MetricsToken, Transparency: s.Transparency, Ready: func(ctx context.Context) error { return db.SQL().PingContext(ctx) }}
 	s.Logs = s.newFailureLogs()
 	api.Logs, api.Push = s.Logs, &s.push
+	if !cfg.NoDeltaJobs {
+		s.DeltaJobs = &deltagen.Service{Store: db, Releases: db, Blobs: s.Blobs, Signed: s.Images.Deltas, Now: now, Logger: cfg.Logger}
+		api.DeltaJobs = s.DeltaJobs
+	}
 	var certs *certReloader
 	if cfg.tenant != "" {
 		s.URL = cfg.PublicURL // the default stack's URL and /t/{tenant}
@@ -498,6 +510,32 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// deltaJobs starts the per-pair delta jobs: the planner, every DeltaEvery, queues deltas to each
+// product's newest release from the releases its devices run (one replica at a time, under a
+// lease); the generator makes them one at a time, in every replica (the store hands a job to
+// one of them).
+func (s *Server) deltaJobs(ctx context.Context) {
+	every := cmp.Or(s.Config.DeltaEvery, 30*time.Second)
+	s.Every("delta-plan", every, func(ctx context.Context) {
+		if ok, err := s.DB.AcquireLease(ctx, "delta-plan", s.holder, every); err != nil || !ok {
+			return
+		}
+		if err := s.DeltaJobs.PlanLatest(ctx); err != nil && ctx.Err() == nil {
+			s.Config.Logger.Warn("plan deltas", "err", err)
+		}
+	}, nil)
+	s.Every("delta-generate", every/10, func(ctx context.Context) {
+		for ctx.Err() == nil {
+			if more, err := s.DeltaJobs.RunOne(ctx); err != nil || !more {
+				if err != nil && ctx.Err() == nil {
+					s.Config.Logger.Warn("generate deltas", "err", err)
+				}
+				return
+			}
+		}
+	}, nil)
+}
+
 // startJobs starts the server's background jobs, each in a goroutine of its own that stops when
 // ctx ends; Close waits for all of them.
 func (s *Server) startJobs(ctx context.Context) {
@@ -552,6 +590,9 @@ func (s *Server) startJobs(ctx context.Context) {
 			}
 		}
 	}, nil)
+	if s.DeltaJobs != nil {
+		s.deltaJobs(ctx)
+	}
 	s.Go("webhooks", func(ctx context.Context) {
 		t := time.NewTicker(webhooksEvery)
 		defer t.Stop()

@@ -16,6 +16,7 @@ import (
 	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
 	"upkeep.dev/upkeep/internal/ddi"
+	"upkeep.dev/upkeep/internal/deltagen"
 	"upkeep.dev/upkeep/internal/director"
 	"upkeep.dev/upkeep/internal/faillog"
 	"upkeep.dev/upkeep/internal/fleet"
@@ -40,6 +41,7 @@ type Store interface {
 	faillog.Store
 	audit.Store
 	webhook.Store
+	deltagen.Store
 	// AcquireLease takes or renews a named lease for holder for ttl by the database's clock;
 	// false if another holder's lease has not expired.
 	AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
@@ -84,6 +86,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"PruneSessions":    testPruneSessions,
 		"DeviceLogs":       testDeviceLogs,
 		"Webhooks":         testWebhooks,
+		"DeltaJobs":        testDeltaJobs,
 	}
 	for name, f := range tests {
 		t.Run(name, func(t *testing.T) { f(t, newStore(t)) })
