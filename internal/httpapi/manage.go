@@ -211,6 +211,7 @@ func (s *Server) putDelegations(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	audit.SetTarget(r.Context(), strings.Join(stored, ","))
 	s.logger().Info("image delegations changed", "roles", stored, "actor", r.Context().Value(keyActor))
 	writeJSON(w, http.StatusOK, wire.DelegationResponse{Stored: stored})
 }
