@@ -489,10 +489,9 @@ end
 
 // ddiTarget creates n DDI devices on srv, each of which sends its configData and polls once
 // (the steady state: nothing new to do), and returns the wrk target polling them in turn.
-func ddiTarget(ctx context.Context, srv *ServerProcess, dir string, n int) (*wrkTarget, error) {
-	c := &client.Client{Base: srv.URL, Token: srv.Token}
+func ddiTarget(ctx context.Context, srv *ServerProcess, hc *http.Client, dir string, n int) (*wrkTarget, error) {
+	c := &client.Client{Base: srv.URL, Token: srv.Token, HTTP: hc}
 	var lines bytes.Buffer
-	hc := &http.Client{Timeout: 10 * time.Second}
 	for i := range n {
 		id := fmt.Sprintf("ddi-bench-%05d", i)
 		r, err := c.CreateDDIDevice(ctx, wire.DDIDeviceRequest{ID: id, Product: "bench", HardwareID: "bench-hw"})
@@ -750,6 +749,10 @@ func Checkin(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 		}
 		tlsArgs = []string{"--tls-cert", certFile, "--tls-key", keyFile}
 	}
+	// wrk's connections all come from 127.0.0.1, standing for devices at many addresses: the
+	// per-address bound (32 in flight, for token requests, enrolments and DDI authentication)
+	// would answer it 429.
+	tlsArgs = append(tlsArgs, "--max-per-ip", "100000")
 	sq, err := stack.start(ctx, "sqlite", tlsArgs...)
 	if err != nil {
 		return err
@@ -816,11 +819,14 @@ func Checkin(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 		fmt.Fprintf(out, "%s: pid %d on %s, %d devices enrolled in %s\n", s.name, s.proc.cmd.Process.Pid, s.proc.URL, len(devs), took.Round(time.Millisecond))
 		targets = append(targets, &wrkTarget{name: s.name, url: s.proc.URL + "/device/v1/checkin", script: script, args: []string{file, "POST", "/device/v1/checkin"}})
 		if i == 0 { // the hawkBit DDI poll with nothing new, on the same server
-			t, err := ddiTarget(ctx, s.proc, stack.dir, min(cfg.Devices, 1000))
+			// Enough devices that, at 256 connections, one is not polled again while its last
+			// poll is still in flight; past the per-device bound it would be answered 429.
+			n := max(cfg.Devices, 4000)
+			t, err := ddiTarget(ctx, s.proc, hc, stack.dir, n)
 			if err != nil {
 				return fmt.Errorf("%s: DDI devices: %w", s.name, err)
 			}
-			fmt.Fprintf(out, "%s: %d DDI devices created, each sent configData and polled once\n", s.name, min(cfg.Devices, 1000))
+			fmt.Fprintf(out, "%s: %d DDI devices created, each sent configData and polled once\n", s.name, n)
 			targets = append(targets, t)
 		}
 	}
@@ -838,8 +844,15 @@ func Checkin(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 	if cfg.TLS {
 		fmt.Fprintf(out, "TLS: one self-signed ECDSA P-256 certificate for 127.0.0.1 (%s) on both; wrk keeps its connections alive\n", certFile)
 	}
+	floor, err := startFloor(ctx, stack.exe, tlsArgs[:len(tlsArgs)-2])
+	if err != nil {
+		return err
+	}
+	defer floor.Stop()
+	fmt.Fprintf(out, "net/http floor: pid %d on %s (reads the body, answers 304, no other work)\n", floor.cmd.Process.Pid, floor.URL)
 	targets = append([]*wrkTarget{{name: "nginx (300 B file)", url: ng.URL + "/static-300.json", script: script,
-		args: []string{firstDevices, "GET", "/static-300.json"}}}, targets...)
+		args: []string{firstDevices, "GET", "/static-300.json"}},
+		{name: "net/http floor (no work)", url: floor.URL + "/device/v1/checkin", script: script, args: []string{firstDevices, "POST", "/device/v1/checkin"}}}, targets...)
 	fmt.Fprintf(out, "wrk -t%d, %s per run, %d runs, connections %v\n", cfg.Threads, cfg.Duration, cfg.Repeat, cfg.Conns)
 	if err := runWrkRounds(ctx, cfg, cfg.Conns, targets, out); err != nil {
 		return err

@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,7 +36,7 @@ connections polling as fast as they can for --hammer.`,
 	f.DurationVar(&cfg.Progress, "progress", cfg.Progress, "how often the rollout's progress is printed")
 	f.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections in the check-in phase")
 	f.StringVar(&cfg.Database, "db", "", "postgres:// URL (default: the embedded SQLite)")
-	cmd.AddCommand(append([]*cobra.Command{rollout, benchDeltaCmd(), benchDeltaStepCmd()}, benchHTTPCmds()...)...)
+	cmd.AddCommand(append([]*cobra.Command{rollout, benchDeltaCmd(), benchDeltaStepCmd(), benchHTTPFloorCmd()}, benchHTTPCmds()...)...)
 	return cmd
 }
 
@@ -152,4 +154,20 @@ func benchDeltaStepCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return bench.DeltaStep(cmd.Context(), args, cmd.OutOrStdout())
 		}}
+}
+
+// benchHTTPFloorCmd is the net/http floor `bench checkin` measures next to nginx and the server
+// (a child process of the bench, hidden).
+func benchHTTPFloorCmd() *cobra.Command {
+	var addr, cert, key string
+	cmd := &cobra.Command{Use: "http-floor", Hidden: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return bench.ServeHTTPFloor(ctx, addr, cert, key, cmd.OutOrStdout())
+		}}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:0", "listen address")
+	cmd.Flags().StringVar(&cert, "tls-cert", "", "PEM certificate (HTTPS)")
+	cmd.Flags().StringVar(&key, "tls-key", "", "PEM key")
+	return cmd
 }

@@ -2,6 +2,7 @@ package demo
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -30,7 +31,13 @@ type Config struct {
 	ImageSize int
 	Timeout   time.Duration
 	Out       io.Writer
+	// Played, if set, is called once the demo has played, while its server still runs, with the
+	// console's URL and login (tests look at the console then); its error ends the demo.
+	Played func(ctx context.Context, consoleURL, user, password string) error
 }
+
+// consoleUser is the demo's console login, an admin.
+const consoleUser = "demo"
 
 // Run makes keys, starts the server and cfg.Devices simulated devices running the real agent
 // code, publishes 1.0.0 and the security fix 1.0.1, deploys it and reports progress.
@@ -65,6 +72,11 @@ func Run(ctx context.Context, cfg Config) error {
 	defer srv.Close()
 	fmt.Fprintf(out, "server listening on %s (SQLite and artifacts in %s)\n", srv.URL, scfg.DataDir)
 	c := &client.Client{Base: srv.URL, Token: srv.AdminToken}
+	password := rand.Text() // 26 base32 characters
+	if _, err := c.CreateUser(ctx, wire.UserRequest{Name: consoleUser, Role: "admin", Password: password}); err != nil {
+		return fmt.Errorf("console user: %w", err)
+	}
+	fmt.Fprintf(out, "console: %s/ (user %s, password %s)\n", srv.URL, consoleUser, password)
 	if _, err := c.SetPolicy(ctx, "thermostat", demoPolicy()); err != nil {
 		return fmt.Errorf("support policy: %w", err)
 	}
@@ -151,11 +163,16 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if !cfg.Once {
-		fmt.Fprintf(out, "\n%d/%d devices updated to %s. The server keeps running:\n  open %s/ and %s/p/thermostat\n  export UPKEEP_SERVER=%s UPKEEP_TOKEN=%s\n  go run ./cmd/upkeep devices list\n  go run ./cmd/upkeep rollout list\nPress Ctrl-C to stop; the demo's folder (keys and data) is removed.\n",
-			updated, cfg.Devices, r101.Version, srv.URL, srv.URL, srv.URL, srv.AdminToken)
+		fmt.Fprintf(out, "\n%d/%d devices updated to %s. The server keeps running:\n  open the console at %s/ (user %s, password %s): the fleet, the finished rollout and the paused campaign\n  open %s/p/thermostat\n  export UPKEEP_SERVER=%s UPKEEP_TOKEN=%s\n  go run ./cmd/upkeep devices list\n  go run ./cmd/upkeep rollout list\nPress Ctrl-C to stop; the demo's folder (keys and data) is removed.\n",
+			updated, cfg.Devices, r101.Version, srv.URL, consoleUser, password, srv.URL, srv.URL, srv.AdminToken)
 		<-ctx.Done()
 		fmt.Fprintln(out, "demo stopped")
 		return nil
+	}
+	if cfg.Played != nil {
+		if err := cfg.Played(ctx, srv.URL+"/", consoleUser, password); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(out, "%d/%d devices updated to %s\n", updated, cfg.Devices, r101.Version)
 	if updated != cfg.Devices {

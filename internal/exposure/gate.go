@@ -73,6 +73,17 @@ func (s *Service) CheckRelease(ctx context.Context, productName, version string,
 	return s.check(ctx, st)
 }
 
+// ReleaseCheck matches the stored SBOM of product@version against the advisories held now and
+// applies the release gate, as CheckRelease does for an SBOM not yet published: one SBOM's
+// matches, without the fleet. Returns apperr.NotFound if the release has no SBOM.
+func (s *Service) ReleaseCheck(ctx context.Context, productName, version string) (*ReleaseCheck, error) {
+	sb, err := s.SBOM(ctx, productName, version)
+	if err != nil {
+		return nil, err
+	}
+	return s.check(ctx, sb)
+}
+
 // check matches an SBOM and applies the gate.
 func (s *Service) check(ctx context.Context, sb *SBOM) (*ReleaseCheck, error) {
 	ix, _ := s.state()

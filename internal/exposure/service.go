@@ -43,7 +43,7 @@ type Service struct {
 	Store    Store
 	Devices  fleet.Store
 	Releases release.Store
-	// Targets returns the current image targets metadata (imagerepo.Service.CurrentTargets), which
+	// Targets returns every image target devices can find (imagerepo.Service.Catalogue), which
 	// the server verified when it was published: each release's signed custom is read from it.
 	Targets func(ctx context.Context) ([]byte, error)
 	Now     func() time.Time
@@ -77,6 +77,11 @@ type cachedMatches struct {
 	digest string
 	gen    uint64
 	ms     []vuln.Match
+	// byAdvisory indexes ms: lower-case advisory id → positions, so that a verdict reads the
+	// matches of its advisory only instead of all of them (the exposure report asks for one per
+	// release and advisory: with thousands of advisories and a hundred releases, scanning every
+	// match each time took seconds).
+	byAdvisory map[string][]int
 }
 
 func (s *Service) now() time.Time {
@@ -452,26 +457,37 @@ func (s *Service) components(ctx context.Context, sb *SBOM) ([]vuln.Component, e
 // releaseMatches matches a release's SBOM against the current index; the result is cached per
 // release by (SBOM digest, index generation).
 func (s *Service) releaseMatches(ctx context.Context, sb *SBOM) ([]vuln.Match, error) {
+	c, err := s.releaseIndex(ctx, sb)
+	return c.ms, err
+}
+
+// releaseIndex is releaseMatches with the matches indexed by advisory.
+func (s *Service) releaseIndex(ctx context.Context, sb *SBOM) (cachedMatches, error) {
 	ix, gen := s.state()
 	key := sb.Product + "@" + sb.Version
 	s.mu.Lock()
 	c, ok := s.matches[key]
 	s.mu.Unlock()
 	if ok && c.digest == sb.Digest && c.gen == gen {
-		return c.ms, nil
+		return c, nil
 	}
 	cs, err := s.components(ctx, sb)
 	if err != nil {
-		return nil, err
+		return cachedMatches{}, err
 	}
 	ms := ix.MatchIn(subject(sb), cs)
+	c = cachedMatches{digest: sb.Digest, gen: gen, ms: ms, byAdvisory: map[string][]int{}}
+	for i, m := range ms {
+		k := strings.ToLower(m.Advisory.ID)
+		c.byAdvisory[k] = append(c.byAdvisory[k], i)
+	}
 	s.mu.Lock()
 	if s.matches == nil {
 		s.matches = map[string]cachedMatches{}
 	}
-	s.matches[key] = cachedMatches{digest: sb.Digest, gen: gen, ms: ms}
+	s.matches[key] = c
 	s.mu.Unlock()
-	return ms, nil
+	return c, nil
 }
 
 // subject names the product an SBOM's components are shipped in, for product-scoped VEX
@@ -857,7 +873,75 @@ type catalog struct {
 	byTarget  map[string]*release.Release
 	byProduct map[string][]*release.Release // oldest first (newer)
 	sboms     map[string]*SBOM              // product@version
-	fixMemo   map[string]bool               // release target + advisory id → fixes (one request)
+	// indexes and keys memoise, for one request, each release's indexed matches (nil without
+	// an SBOM) and each advisory's lower-case id and aliases: the exposure report asks whether
+	// each newer release fixes each advisory in the field.
+	indexes map[*release.Release]*cachedMatches
+	keys    map[*vuln.Advisory][]string
+}
+
+// matchesOf returns the positions in a release's matches (releaseIndex) of the matches of
+// advisory a or of one of its aliases, in order.
+func matchesOf(idx map[string][]int, a *vuln.Advisory) []int {
+	own := idx[strings.ToLower(a.ID)]
+	if len(a.Aliases) == 0 {
+		return own // read only
+	}
+	out := slices.Clone(own)
+	for _, al := range a.Aliases {
+		out = append(out, idx[strings.ToLower(al)]...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// statusRank orders a verdict's statuses: affected over unmatched over not_affected.
+func statusRank(status string) int {
+	switch status {
+	case vuln.StatusAffected:
+		return 3
+	case vuln.StatusUnmatched:
+		return 2
+	case vuln.StatusNotAffected:
+		return 1
+	}
+	return 0
+}
+
+// releaseIndexOf returns r's indexed matches, nil if it has no SBOM.
+func (s *Service) releaseIndexOf(ctx context.Context, c *catalog, r *release.Release) (*cachedMatches, error) {
+	if rm, ok := c.indexes[r]; ok {
+		return rm, nil
+	}
+	var rm *cachedMatches
+	if sb := c.sboms[r.Ref()]; sb != nil {
+		m, err := s.releaseIndex(ctx, sb)
+		if err != nil {
+			return nil, err
+		}
+		rm = &m
+	}
+	if c.indexes == nil {
+		c.indexes = map[*release.Release]*cachedMatches{}
+	}
+	c.indexes[r] = rm
+	return rm, nil
+}
+
+// keysOf returns a's id and aliases in lower case, the keys of cachedMatches.byAdvisory.
+func (c *catalog) keysOf(a *vuln.Advisory) []string {
+	if k, ok := c.keys[a]; ok {
+		return k
+	}
+	k := []string{strings.ToLower(a.ID)}
+	for _, al := range a.Aliases {
+		k = append(k, strings.ToLower(al))
+	}
+	if c.keys == nil {
+		c.keys = map[*vuln.Advisory][]string{}
+	}
+	c.keys[a] = k
+	return k
 }
 
 // known reports whether target with this SHA-256 is the signed image of a release in c.
@@ -896,17 +980,17 @@ func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a
 	if sb == nil {
 		return "", nil, "", nil
 	}
-	ms, err := s.releaseMatches(ctx, sb)
+	rm, err := s.releaseIndex(ctx, sb)
 	if err != nil {
 		return "", nil, "", err
 	}
-	rank := map[string]int{vuln.StatusAffected: 3, vuln.StatusUnmatched: 2, vuln.StatusNotAffected: 1}
-	for _, m := range ms {
+	for _, i := range matchesOf(rm.byAdvisory, a) {
+		m := rm.ms[i]
 		// a may be the union of several records (Advisory): a match of any of them counts.
 		if !names(a, m.Advisory.ID) {
 			continue
 		}
-		if rank[m.Status] > rank[status] {
+		if statusRank(m.Status) > statusRank(status) {
 			status, reason = m.Status, m.Reason
 		}
 		comps = append(comps, m.Component.PURL)
@@ -918,31 +1002,24 @@ func (s *Service) verdict(ctx context.Context, c *catalog, r *release.Release, a
 // or an alias in fixes, or it has an SBOM that no longer matches the advisory as affected (nor
 // as undecidable).
 func (s *Service) fixes(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
-	key := r.Target + "\x00" + a.ID
-	if v, ok := c.fixMemo[key]; ok {
-		return v, nil
-	}
-	ok, err := s.fixesUncached(ctx, c, r, a)
-	if err == nil {
-		if c.fixMemo == nil {
-			c.fixMemo = map[string]bool{}
-		}
-		c.fixMemo[key] = ok
-	}
-	return ok, err
-}
-
-func (s *Service) fixesUncached(ctx context.Context, c *catalog, r *release.Release, a *vuln.Advisory) (bool, error) {
 	for _, f := range r.Fixes {
 		if names(a, f) {
 			return true, nil
 		}
 	}
-	if c.sboms[r.Ref()] == nil {
-		return false, nil
+	rm, err := s.releaseIndexOf(ctx, c, r)
+	if err != nil || rm == nil {
+		return false, err
 	}
-	st, _, _, err := s.verdict(ctx, c, r, a)
-	return err == nil && st != vuln.StatusAffected && st != vuln.StatusUnmatched, err
+	// The verdict's status alone, without gathering its components.
+	for _, k := range c.keysOf(a) {
+		for _, i := range rm.byAdvisory[k] {
+			if m := rm.ms[i]; names(a, m.Advisory.ID) && (m.Status == vuln.StatusAffected || m.Status == vuln.StatusUnmatched) {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
 
 // lowestFix is the lowest published release of r's product, newer than r, that fixes a; nil if

@@ -4,7 +4,11 @@ package fleet
 
 import (
 	"context"
+	"slices"
 	"time"
+
+	"upkeep.dev/upkeep/internal/apperr"
+	"upkeep.dev/upkeep/internal/inventory"
 )
 
 // Device statuses.
@@ -60,6 +64,77 @@ type DeviceFilter struct {
 	Kind       string
 	Offset     int
 	Limit      int // 0: no limit
+}
+
+// Sort orders of DevicePage.
+const (
+	SortID       = "id"
+	SortSerial   = "serial"
+	SortProduct  = "product"
+	SortVersion  = "version"
+	SortState    = "state"
+	SortHardware = "hardware"
+)
+
+// Sorts lists the sort orders of DevicePage.
+var Sorts = []string{SortID, SortSerial, SortProduct, SortVersion, SortState, SortHardware}
+
+// MaxPage bounds DevicePage.Limit, MaxPageIDs DevicePage.IDs (a database takes only so many
+// parameters in one statement).
+const (
+	MaxPage    = 500
+	MaxPageIDs = 10_000
+)
+
+// DevicePage selects one page of devices in a stable order, after a cursor: keyset pagination,
+// whose cost does not grow with the page's position. Zero fields match everything.
+type DevicePage struct {
+	Product, Version, Status, State string
+	// Attributes: each KEY=VALUE holds when the attribute equals VALUE or, for a list (a
+	// repeated inventory key), when one of its values does; exactly, case included. Keys are
+	// inventory keys (inventory.ValidKey).
+	Attributes map[string]string
+	// IDs, if not nil, limits the page to these devices (a group's members).
+	IDs []string
+	// Search matches a case-insensitive substring of the id, serial, hardware id, product,
+	// installed version or attributes.
+	Search string
+	Sort   string // one of Sorts; "" is SortID. Ties are broken by id.
+	Desc   bool
+	// After is where the previous page ended; nil: the first page.
+	After *DeviceCursor
+	Limit int // 1 to MaxPage
+}
+
+// DeviceCursor is a position in a DevicePage's order: the sort key and id of a device.
+type DeviceCursor struct {
+	Key, ID string
+}
+
+// CursorOf is the cursor just after d in the order sort.
+func CursorOf(d *Device, sort string) DeviceCursor {
+	key := d.ID
+	switch sort {
+	case SortSerial:
+		key = d.Serial
+	case SortProduct:
+		key = d.Product
+	case SortVersion:
+		key = d.InstalledVer
+	case SortState:
+		key = d.State
+	case SortHardware:
+		key = d.HardwareID
+	}
+	return DeviceCursor{Key: key, ID: d.ID}
+}
+
+// FleetCount counts the devices sharing a status, product, installed version and state.
+type FleetCount struct {
+	Status, Product, Version, State string
+	Devices                         int
+	Stale                           int // of them, not seen since the cutoff (or never)
+	Errors                          int // of them, with a last error reported
 }
 
 // DeviceUpdate changes the non-nil fields of a device.
@@ -121,6 +196,12 @@ type Store interface {
 	FindDevice(ctx context.Context, id string) (*Device, error)
 	// FindDevices lists devices ordered by id.
 	FindDevices(ctx context.Context, f DeviceFilter) ([]*Device, error)
+	// PageDevices returns the page p selects, in its order. Returns apperr.Invalid for a
+	// sort, limit or attribute key out of bounds.
+	PageDevices(ctx context.Context, p DevicePage) ([]*Device, error)
+	// CountFleet counts every device by status, product, installed version and state, in one
+	// pass; those not seen since staleBefore (or never) are also counted in Stale.
+	CountFleet(ctx context.Context, staleBefore time.Time) ([]FleetCount, error)
 	// CountDevices counts the devices f selects; its Offset and Limit are ignored.
 	CountDevices(ctx context.Context, f DeviceFilter) (int, error)
 	// UpdateDevice returns apperr.NotFound if the device does not exist.
@@ -250,4 +331,30 @@ func (s TimedStore) UseEnrollToken(ctx context.Context, hash []byte, product str
 func (s TimedStore) RemoveSimulatedDevices(ctx context.Context) ([]string, error) {
 	defer s.done("remove_simulated_devices", time.Now())
 	return s.Store.RemoveSimulatedDevices(ctx)
+}
+
+// Check returns apperr.Invalid for a page out of bounds: an unknown sort, a limit outside 1 to
+// MaxPage, an attribute key that is not an inventory key, a value or search too long.
+func (p DevicePage) Check() error {
+	if p.Sort != "" && !slices.Contains(Sorts, p.Sort) {
+		return apperr.E(apperr.Invalid, "sort %.32q: want one of %v", p.Sort, Sorts)
+	}
+	if p.Limit < 1 || p.Limit > MaxPage {
+		return apperr.E(apperr.Invalid, "page size %d: want 1 to %d", p.Limit, MaxPage)
+	}
+	for k, v := range p.Attributes {
+		if err := inventory.ValidKey(k); err != nil {
+			return apperr.Wrap(apperr.Invalid, err, err.Error())
+		}
+		if len(v) > inventory.MaxValue {
+			return apperr.E(apperr.Invalid, "attribute %s: value longer than %d bytes", k, inventory.MaxValue)
+		}
+	}
+	if len(p.IDs) > MaxPageIDs {
+		return apperr.E(apperr.Invalid, "%d devices to choose from: at most %d (filter by their attributes instead)", len(p.IDs), MaxPageIDs)
+	}
+	if len(p.Search) > 256 {
+		return apperr.E(apperr.Invalid, "search longer than 256 bytes")
+	}
+	return nil
 }

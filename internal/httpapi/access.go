@@ -13,6 +13,7 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/limit"
 	"upkeep.dev/upkeep/wire"
 )
 
@@ -32,6 +33,7 @@ const (
 type Route struct {
 	Pattern    string
 	Permission auth.Permission
+	Page       bool // a console page (router.page): refusals are pages, not JSON
 }
 
 // Registered lists every route the handler serves, in registration order; Handler must have
@@ -105,10 +107,16 @@ func (s *Server) authorize(pattern string, perm auth.Permission, h http.HandlerF
 }
 
 func (s *Server) authorized(perm auth.Permission, h http.HandlerFunc) http.Handler {
+	return s.authorizedWith(perm, h, s.fail)
+}
+
+// authorizedWith is authorized answering refusals with fail: the API's JSON errors, or the
+// console's pages. A refusal for want of perm reaches fail with the principal in its context.
+func (s *Server) authorizedWith(perm auth.Permission, h http.HandlerFunc, fail func(http.ResponseWriter, *http.Request, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := s.authenticate(r)
 		if err != nil {
-			s.fail(w, r, err)
+			fail(w, r, err)
 			return
 		}
 		if p.Session != nil {
@@ -119,14 +127,14 @@ func (s *Server) authorized(perm auth.Permission, h http.HandlerFunc) http.Handl
 				audit.AddDetail(r.Context(), "owner", p.User) // the person the token belongs to
 			}
 		}
+		ctx := context.WithValue(context.WithValue(r.Context(), keyActor, p.Name), keyPrincipal, p)
 		if !auth.Allows(p.Role, perm) {
-			s.fail(w, r, apperr.E(apperr.Forbidden, "forbidden: role %s does not grant %s", p.Role, perm))
+			fail(w, r.WithContext(ctx), apperr.E(apperr.Forbidden, "forbidden: role %s does not grant %s", p.Role, perm))
 			return
 		}
 		if p.Token != nil {
 			s.markUsed(p.Token.ID)
 		}
-		ctx := context.WithValue(context.WithValue(r.Context(), keyActor, p.Name), keyPrincipal, p)
 		h(w, r.WithContext(ctx))
 	})
 }
@@ -259,8 +267,7 @@ var errBadLogin = apperr.E(apperr.Unauthorized, "wrong user name or password")
 // and per source address before the password is hashed; an unknown, disabled or password-less
 // user costs the same hash and gets the same answer as a wrong password.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
-	now := s.now()
-	if ok, wait := s.loginIP.allow(clientKey(r), cmp.Or(s.LoginsPerMinuteIP, DefaultLoginsPerMinuteIP), now); !ok {
+	if ok, wait := s.loginIP.allow(clientKey(r), cmp.Or(s.LoginsPerMinuteIP, DefaultLoginsPerMinuteIP), s.now()); !ok {
 		s.busyFor(w, r, wait, "too many login attempts from this address: try again later")
 		return
 	}
@@ -274,34 +281,50 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	audit.SetActor(r.Context(), audit.ActorUser, req.User, "")
-	if ok, wait := s.loginUser.allow(strings.ToLower(req.User), cmp.Or(s.LoginsPerMinute, DefaultLoginsPerMinute), now); !ok {
-		s.busyFor(w, r, wait, "too many login attempts for this user name: try again later")
+	u, err := s.verifyLogin(w, r, req.User, req.Password)
+	if err != nil {
+		s.fail(w, r, err)
 		return
+	}
+	ss, err := s.newSession(w, r, u, "password")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sessionToWire(&principal{Name: u.Name, User: u.Name, Role: u.Role, Groups: u.Groups, Session: ss}))
+}
+
+// verifyLogin checks a user's password for a login (the JSON one or the console's form, whose
+// callers have already throttled the source address): attempts are throttled per user name
+// before the password is hashed, and an unknown, disabled or password-less user costs the same
+// hash and gets the same error as a wrong password. A throttled attempt gets apperr.Busy with
+// Retry-After set on w.
+func (s *Server) verifyLogin(w http.ResponseWriter, r *http.Request, user, password string) (*auth.User, error) {
+	audit.SetActor(r.Context(), audit.ActorUser, user, "")
+	if ok, wait := s.loginUser.allow(strings.ToLower(user), cmp.Or(s.LoginsPerMinute, DefaultLoginsPerMinute), s.now()); !ok {
+		limit.RetryAfter(w, wait)
+		return nil, apperr.E(apperr.Busy, "too many login attempts for this user name: try again later")
 	}
 	if s.loginsInflight.Add(1) > maxLoginsInflight {
 		s.loginsInflight.Add(-1)
-		s.fail(w, r, apperr.E(apperr.Busy, "too many logins at once: try again later"))
-		return
+		return nil, apperr.E(apperr.Busy, "too many logins at once: try again later")
 	}
-	u, err := s.Admin.FindUser(r.Context(), req.User)
+	u, err := s.Admin.FindUser(r.Context(), user)
 	if err != nil && !apperr.Is(err, apperr.NotFound) {
 		s.loginsInflight.Add(-1)
-		s.fail(w, r, err)
-		return
+		return nil, err
 	}
 	hash := ""
 	if u != nil && u.DisabledAt.IsZero() {
 		hash = u.PasswordHash
 	}
-	err = auth.VerifyPassword(hash, req.Password)
+	err = auth.VerifyPassword(hash, password)
 	s.loginsInflight.Add(-1)
 	if err != nil {
-		s.logger().Info("login refused", "user", req.User, "ip", clientKey(r))
-		s.fail(w, r, errBadLogin)
-		return
+		s.logger().Info("login refused", "user", user, "ip", clientKey(r))
+		return nil, errBadLogin
 	}
-	s.startSession(w, r, u, "password")
+	return u, nil
 }
 
 func sessionToWire(p *principal) wire.Session {
@@ -329,13 +352,21 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, apperr.E(apperr.Invalid, "no login session to end: operator tokens are revoked with tokens revoke"))
 		return
 	}
-	if err := s.Admin.RevokeSession(r.Context(), p.Session.ID, s.now()); err != nil {
+	if err := s.endSession(w, r, p.Session); err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// endSession revokes a login session everywhere (the generation moves) and clears its cookie.
+func (s *Server) endSession(w http.ResponseWriter, r *http.Request, ss *auth.Session) error {
+	if err := s.Admin.RevokeSession(r.Context(), ss.ID, s.now()); err != nil {
+		return err
+	}
 	s.forgetCredentials()
 	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: "", Path: s.cookiePath(), HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies, SameSite: http.SameSiteStrictMode, MaxAge: -1})
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func (s *Server) userRoutes(mux *router) {

@@ -34,7 +34,7 @@ func (listTenants) Tenants(ctx context.Context) ([]wire.Tenant, error) { return 
 
 // nonAPIRoutes are the routes outside /api/v1: each authenticates in its own way (device token,
 // none for public files), and none is an operator's.
-var nonAPIRoutes = regexp.MustCompile(`^GET /(\{\$\}|healthz|readyz|metrics|repo/image/|p/|\.well-known/csaf/|device/v1/)|^POST /device/v1/`)
+var nonAPIRoutes = regexp.MustCompile(`^GET /(healthz|readyz|metrics|repo/image/|p/|\.well-known/csaf/|device/v1/|static/)|^POST /device/v1/`)
 
 // TestEveryRouteDeclaresPermission: every registered /api/v1 route names a known permission,
 // and every other route is one of the device, repository and public routes.
@@ -47,7 +47,7 @@ func TestEveryRouteDeclaresPermission(t *testing.T) {
 		t.Fatalf("only %d routes registered", len(routes))
 	}
 	for _, rt := range routes {
-		if strings.Contains(rt.Pattern, " /api/v1/") {
+		if strings.Contains(rt.Pattern, " /api/v1/") || rt.Page {
 			if !auth.ValidPermission(rt.Permission) {
 				t.Errorf("%s declares permission %q, not one of auth.Permissions", rt.Pattern, rt.Permission)
 			}
@@ -107,8 +107,12 @@ func TestRoutePermissionsEveryRole(t *testing.T) {
 				before := ran.Load()
 				r := call(t, srv, method, path, []byte(`{}`), bearer(tokens[role]))
 				if !allowed {
-					e := wantError(t, r, http.StatusForbidden, apperr.Forbidden, "")
-					if want := "forbidden: role " + role + " does not grant " + string(rt.Permission); e.Message != want {
+					want := "forbidden: role " + role + " does not grant " + string(rt.Permission)
+					if rt.Page { // a console page: a 403 page saying the same
+						if r.status != http.StatusForbidden || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") || !strings.Contains(string(r.body), want) {
+							t.Errorf("%s as %s: %d %s %s, want a 403 page saying %q", rt.Pattern, role, r.status, r.header.Get("Content-Type"), r.body, want)
+						}
+					} else if e := wantError(t, r, http.StatusForbidden, apperr.Forbidden, ""); e.Message != want {
 						t.Errorf("%s as %s: message %q, want %q", rt.Pattern, role, e.Message, want)
 					}
 					if ran.Load() != before {

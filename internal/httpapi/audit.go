@@ -67,6 +67,24 @@ var auditActions = map[string]string{
 	"POST /api/v1/ddi/devices":                      "ddi.device.create",
 	"POST /api/v1/ddi/devices/{id}/token":           "ddi.token.rotate",
 	"GET /api/v1/ddi/devices/{id}/token":            "ddi.token.read",
+	// The console's forms: the same action names as the API calls they stand for.
+	"POST /login":                  "login",
+	"POST /logout":                 "logout",
+	"POST /devices/{id}/{action}":  "device.*",
+	"POST /rollouts/new":           "rollout.create",
+	"POST /rollouts/{id}/{action}": "rollout.*",
+	// Products and administration pages (console_catalog.go, console_admin.go).
+	"POST /products/{name}/policy":          "product.policy",
+	"POST /admin/users":                     "user.add",
+	"POST /admin/users/{name}/role":         "user.role",
+	"POST /admin/users/{name}/disable":      "user.disable",
+	"POST /admin/tokens":                    "token.create",
+	"POST /admin/tokens/{id}/revoke":        "token.revoke",
+	"POST /admin/enroll-tokens":             "enroll-token.create",
+	"POST /admin/enroll-tokens/{id}/revoke": "enroll-token.revoke",
+	"POST /admin/webhooks":                  "webhook.create",
+	"POST /admin/webhooks/{id}/delete":      "webhook.delete",
+	"POST /admin/webhooks/{id}/test":        "webhook.test",
 }
 
 // recorded reports whether calls of a route pattern go into the audit trail: every method but

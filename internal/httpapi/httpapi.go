@@ -23,6 +23,7 @@ import (
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/audit"
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/console"
 	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/release"
@@ -141,12 +142,20 @@ type Server struct {
 	loginUser rate     // login attempts per user name
 	loginIP   rate     // login attempts per source address
 	// auditRefusals: records of refused calls without a credential, per source address
-	auditRefusals rate
-	admins        sync.Map // token hash (string) -> *cachedOperator, for tokens that verified
-	usedMu        sync.Mutex
-	used          map[string]time.Time // operator token id -> last use, not yet written
-	artifacts     sync.Map             // target name -> SHA-256 of its bytes
-	nartifacts    atomic.Int64
+	auditRefusals      rate
+	admins             sync.Map // token hash (string) -> *cachedOperator, for tokens that verified
+	usedMu             sync.Mutex
+	used               map[string]time.Time // operator token id -> last use, not yet written
+	artifacts          sync.Map             // target name -> SHA-256 of its bytes
+	ui                 *console.Console     // the console's templates and static files
+	consoleStreams     perKey               // console event streams open per session
+	streamsOnce        sync.Once            // makes streamsEnd
+	streamsClose       sync.Once            // closes streamsEnd
+	streamsEnd         chan struct{}        // closed by EndStreams
+	fleetCounts        fleetCountCache      // the overview's last count of the fleet
+	exposures          exposureCache        // the console's last exposure reports
+	streamSessionEvery time.Duration        // how often an event stream checks its session; 0: streamSessionEvery
+	nartifacts         atomic.Int64
 }
 
 type ctxKey int
@@ -196,6 +205,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /device/v1/targets/{name...}", s.device(s.known(s.artifact)))
 	mux.HandleFunc("GET /repo/image/{file}", s.imageMeta)
 	s.publicRoutes(mux)
+	s.consoleRoutes(mux)
 
 	mux.api("GET /api/v1/openapi.json", auth.PermNone, s.openAPI)
 	mux.api("GET /api/v1/devices", auth.PermDevicesRead, s.listDevices)

@@ -98,6 +98,14 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		s.handToCLI(w, r, u, cli)
 		return
 	}
+	if strings.Contains(r.Header.Get("Accept"), "text/html") { // a browser: on to the console
+		if _, err := s.newSession(w, r, u, "sso"); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		http.Redirect(w, r, s.cookiePath(), http.StatusSeeOther)
+		return
+	}
 	s.startSession(w, r, u, "sso")
 }
 
@@ -128,22 +136,31 @@ func (s *Server) oidcCookiePath() string {
 	return strings.TrimSuffix(s.cookiePath(), "/") + oidcCookiePath
 }
 
-// startSession starts a login session for u: the session row, the HttpOnly, SameSite=Strict
-// cookie (Secure over TLS or behind a proxy) and, in the answer, the session with its CSRF
-// token.
+// startSession starts a login session for u (newSession) and answers with the session and its
+// CSRF token.
 func (s *Server) startSession(w http.ResponseWriter, r *http.Request, u *auth.User, how string) {
+	ss, err := s.newSession(w, r, u, how)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, sessionToWire(&principal{Name: u.Name, User: u.Name, Role: u.Role, Groups: u.Groups, Session: ss}))
+}
+
+// newSession starts a login session for u: the session row and the HttpOnly, SameSite=Strict
+// cookie (Secure over TLS or behind a proxy).
+func (s *Server) newSession(w http.ResponseWriter, r *http.Request, u *auth.User, how string) (*auth.Session, error) {
 	now := s.now()
 	ttl, _ := s.sessionLimits()
 	secret, h := auth.NewSecret(sessionPrefix)
 	csrf, _ := auth.NewSecret("")
 	ss := &auth.Session{ID: auth.TokenID(h), Hash: h, User: u.Name, CSRF: csrf, CreatedAt: now, ExpiresAt: now.Add(ttl), LastSeen: now}
 	if err := s.Admin.CreateSession(r.Context(), ss); err != nil {
-		s.fail(w, r, err)
-		return
+		return nil, err
 	}
 	http.SetCookie(w, &http.Cookie{Name: wire.SessionCookie, Value: secret, Path: s.cookiePath(), HttpOnly: true, Secure: r.TLS != nil || s.SecureCookies,
 		SameSite: http.SameSiteStrictMode, Expires: ss.ExpiresAt, MaxAge: int(ttl.Seconds())})
 	audit.SetActor(r.Context(), audit.ActorUser, u.Name, ss.ID)
 	s.logger().Info("login", "user", u.Name, "session", ss.ID, "via", how)
-	writeJSON(w, http.StatusOK, sessionToWire(&principal{Name: u.Name, User: u.Name, Role: u.Role, Groups: u.Groups, Session: ss}))
+	return ss, nil
 }

@@ -56,6 +56,9 @@ type ImageRepository interface {
 	Metadata(ctx context.Context, file string) ([]byte, error)
 	CurrentTargets(ctx context.Context) ([]byte, error)
 	CurrentRole(ctx context.Context, role string) ([]byte, error)
+	// Catalogue is every target devices can find, through the delegations, as one unsigned
+	// targets document.
+	Catalogue(ctx context.Context) ([]byte, error)
 	Delegate(ctx context.Context, roles map[string][]byte) ([]string, error)
 	Publish(ctx context.Context, name string, data []byte) (*release.Release, error)
 	RotateRoot(ctx context.Context, data []byte) error
@@ -85,6 +88,8 @@ type Director interface {
 // Campaigns runs rollouts and holds groups; *rollout.Engine implements it.
 type Campaigns interface {
 	Create(ctx context.Context, s rollout.Spec, actor string) (*rollout.Campaign, error)
+	// Preview counts the devices a campaign would take in now, creating nothing.
+	Preview(ctx context.Context, s rollout.Spec) (*rollout.Preview, error)
 	Act(ctx context.Context, id, action, actor string) (*rollout.Campaign, error)
 	Status(ctx context.Context, id string) (*rollout.Status, error)
 	Campaigns(ctx context.Context, states ...string) ([]*rollout.Campaign, error)
@@ -105,6 +110,8 @@ type Vulnerabilities interface {
 	Exposure(ctx context.Context, f exposure.ExposureFilter) (*exposure.ExposureReport, error)
 	TimeToPatch(ctx context.Context, product string) (*exposure.ProductTimeToPatch, error)
 	CheckRelease(ctx context.Context, product, version string, raw []byte) (*exposure.ReleaseCheck, error)
+	// ReleaseCheck is CheckRelease for a release's stored SBOM (apperr.NotFound without one).
+	ReleaseCheck(ctx context.Context, product, version string) (*exposure.ReleaseCheck, error)
 	GatePublish(ctx context.Context, target string, targets []byte) error
 	SetTriage(ctx context.Context, t exposure.Triage, actor string) (*exposure.Triage, error)
 	Triage(ctx context.Context, product string) ([]exposure.Triage, error)

@@ -52,12 +52,12 @@ var publicFiles = map[string]publicFile{
 //	GET /p/{product}/declaration.pub   the PEM public key that verifies it
 //	GET /p/{product}/conformance.json  the conformance report
 //	GET /p/{product}/conformance.html  the conformance report alone, HTML
-//	GET /                              an index of the products' public pages
+//	GET /p/                            an index of the products' public pages
 //	GET /p/{product}/openvex.json      the product's VEX statements, OpenVEX v0.2.0
 //	GET /.well-known/csaf/...          the CSAF 2.0 provider: provider-metadata.json, the ROLIE
 //	                                   feed, the documents with .asc, .sha256 and .sha512, the key
 func (s *Server) publicRoutes(mux *router) {
-	mux.HandleFunc("GET /{$}", s.index)
+	mux.HandleFunc("GET /p/{$}", s.index)
 	mux.HandleFunc("GET /.well-known/csaf/{path...}", s.csafFile)
 	mux.HandleFunc("GET /p/{product}", s.public)
 	mux.HandleFunc("GET /p/{product}/{file}", s.public)
@@ -164,7 +164,7 @@ var indexPage = template.Must(template.New("index").Parse(`<!doctype html>
 {{if .}}<h2>Products</h2><ul>{{range .}}<li><a href="/p/{{.}}">{{.}}</a> (<a href="/p/{{.}}/label.svg">label</a>, <a href="/p/{{.}}/declaration.json">signed declaration</a>, <a href="/p/{{.}}/conformance.html">conformance report</a>, <a href="/p/{{.}}/openvex.json">OpenVEX</a>)</li>{{end}}</ul>
 <p>Security advisories and VEX documents: <a href="/.well-known/csaf/provider-metadata.json">CSAF 2.0 provider</a>.</p>
 {{else}}<p>No product has a published support policy yet (<code>upkeep product set NAME --support-end YYYY-MM-DD</code>).</p>{{end}}
-<p>Operators use the <code>upkeep</code> command against this server's <code>/api/v1</code>.</p>
+<p>Operators sign in to the <a href="../">console</a>, or use the <code>upkeep</code> command against this server's <code>/api/v1</code>.</p>
 </body></html>
 `))
 

@@ -180,16 +180,16 @@ func TestPublicRoutesOff(t *testing.T) {
 	wantError(t, call(t, srv, http.MethodGet, "/p/"+testProduct, nil, nil), http.StatusNotFound, apperr.NotFound, "no product pages")
 }
 
-// TestIndexListsProductPages checks that / is a public page linking each product's public pages,
+// TestIndexListsProductPages checks that /p/ is a public page linking each product's public pages,
 // with device-free, escaped content and the strict page policy.
 func TestIndexListsProductPages(t *testing.T) {
 	s := newStack(t)
 	tr := s.withPublicPages(t, publicBase)
 	s.api.Products = &product.Service{Store: s.db, Check: tr.CheckPolicy}
 	srv := s.serve()
-	r := call(t, srv, http.MethodGet, "/", nil, nil)
+	r := call(t, srv, http.MethodGet, "/p/", nil, nil)
 	if r.status != http.StatusOK || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") {
-		t.Fatalf("GET /: %d %s", r.status, r.header.Get("Content-Type"))
+		t.Fatalf("GET /p/: %d %s", r.status, r.header.Get("Content-Type"))
 	}
 	if !strings.Contains(string(r.body), `href="/p/`+testProduct+`"`) {
 		t.Errorf("index does not link %s's page:\n%s", testProduct, r.body)

@@ -964,6 +964,8 @@ type Status struct {
 	Waves    []Counts
 	Waiting  []Member // members waiting for consent or a window
 	Failed   []Member
+	// Healthy holds when each healthy member became healthy, for a chart of progress over time.
+	Healthy  []time.Time
 	Timeline []AuditEntry
 	// Download sums what the members that downloaded the image fetched.
 	Download DownloadTotals
@@ -993,6 +995,8 @@ func (e *Engine) Status(ctx context.Context, id string) (*Status, error) {
 			st.Waiting = append(st.Waiting, m)
 		case MemberFailed:
 			st.Failed = append(st.Failed, m)
+		case MemberHealthy:
+			st.Healthy = append(st.Healthy, m.Since)
 		}
 		if m.ImageLength > 0 {
 			st.Download.Devices++
@@ -1086,4 +1090,43 @@ func (e *Engine) ChangeGroupDevices(ctx context.Context, g *Group, add, remove [
 		return e.Store.RemoveGroupDevices(ctx, g.Name, remove)
 	}
 	return nil
+}
+
+// Preview is what a campaign would take in if it were created now.
+type Preview struct {
+	Devices int // members: accepted devices of the release's product and hardware that do not run it yet, seen lately
+	Stale   int // devices the target selects that are left out for not having checked in lately
+}
+
+// Preview resolves a campaign's release and target as Create does, without creating anything:
+// the operator's live count while filling in a campaign. Returns the errors Create returns for
+// a bad release or target.
+func (e *Engine) Preview(ctx context.Context, s Spec) (*Preview, error) {
+	product, version, ok := strings.Cut(s.Release, "@")
+	if !ok || product == "" || version == "" {
+		return nil, apperr.E(apperr.Invalid, "release %q: want PRODUCT@VERSION", s.Release)
+	}
+	rel, err := e.Releases.FindRelease(ctx, product, version)
+	if err != nil {
+		return nil, err
+	}
+	devs, _, err := e.resolve(ctx, s, rel)
+	if err != nil {
+		return nil, err
+	}
+	p := &Preview{Devices: len(devs)}
+	if stale := cmp.Or(s.StaleAfter, DefaultStaleAfter); stale > 0 {
+		now := e.now()
+		for _, d := range devs {
+			seen := d.LastSeen
+			if seen.IsZero() {
+				seen = d.EnrolledAt
+			}
+			if now.Sub(seen) > stale {
+				p.Stale++
+			}
+		}
+		p.Devices -= p.Stale
+	}
+	return p, nil
 }

@@ -900,6 +900,7 @@ func (s *Server) Close() error {
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		s.endStreams() // open console event streams would hold Shutdown until its deadline
 		err = s.http.Shutdown(ctx)
 		s.serving.Wait()
 	}
@@ -912,6 +913,18 @@ func (s *Server) Close() error {
 		err = errors.Join(err, s.tenants.closeAll())
 	}
 	return errors.Join(err, s.DB.Close())
+}
+
+// endStreams ends the console's event streams of this stack and of its tenants'.
+func (s *Server) endStreams() {
+	if s.api != nil {
+		s.api.EndStreams()
+	}
+	if s.tenants != nil {
+		for _, ts := range *s.tenants.stacks.Load() {
+			ts.srv.endStreams()
+		}
+	}
 }
 
 // Handler is the server's HTTP handler: its routes, and in the default stack the tenants'

@@ -36,6 +36,9 @@ var Dialect = sqlstore.Dialect{
 		return errors.As(err, &pe) && pe.Code == "23505"
 	},
 	Greatest: "GREATEST",
+	JSONText: func(col, arg string) string { return "(" + col + "::jsonb ->> " + arg + ")" },
+	JSONKey:  func(key string) string { return key },
+	ILike:    "ILIKE",
 }
 
 // Open connects to dsn and runs migrations.

@@ -33,6 +33,9 @@ var Dialect = sqlstore.Dialect{
 	},
 	Greatest:     "max",
 	SingleWriter: true,
+	JSONText:     func(col, arg string) string { return "json_extract(" + col + ", " + arg + ")" },
+	JSONKey:      func(key string) string { return `$."` + key + `"` }, // keys are letters, digits and . _ : - (fleet.DevicePage)
+	ILike:        "LIKE",
 }
 
 // Open opens (creating if needed) the database at path and runs migrations. The database and

@@ -29,6 +29,13 @@ type Dialect struct {
 	// milliseconds while the lock may already be free: under a fleet's reports and assignments
 	// the CPU sat idle while writers slept.
 	SingleWriter bool
+	// JSONText is the SQL text of one member of a JSON object stored as text: col is the
+	// column, arg the placeholder of the argument JSONKey made of the member's name.
+	JSONText func(col, arg string) string
+	JSONKey  func(key string) string
+	// ILike is the case-insensitive LIKE operator: LIKE (SQLite's is, for ASCII), ILIKE
+	// (PostgreSQL).
+	ILike string
 }
 
 // DB is a store over one database handle. It is safe for concurrent use.

@@ -86,6 +86,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"PruneSessions":    testPruneSessions,
 		"DeviceLogs":       testDeviceLogs,
 		"Webhooks":         testWebhooks,
+		"DevicePages":      testDevicePages,
 		"DeltaJobs":        testDeltaJobs,
 	}
 	for name, f := range tests {
