@@ -52,6 +52,18 @@ type DeltasResponse struct {
 	Added []string `json:"added"`
 }
 
+// DelegationRequest uploads the offline-signed metadata of a delegation ceremony (`upkeep keys
+// delegate`): the image repository's top-level targets and/or its bin and product roles, each
+// by role name.
+type DelegationRequest struct {
+	Roles map[string]json.RawMessage `json:"roles"`
+}
+
+// DelegationResponse names the roles stored, in the order they were stored.
+type DelegationResponse struct {
+	Stored []string `json:"stored"`
+}
+
 // DeltaJob is a per-pair delta the server generates for a release in the background: from the
 // image of a release the product's devices run to the release's image. The server cannot sign
 // it; `upkeep release deltas --sign` checks it by applying it and signs it (Signed).

@@ -103,7 +103,7 @@ func tufClient(ctx context.Context, args []string, out io.Writer) error {
 		consistent := up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot
 		for _, name := range targetNames { // in order, one updater, stop at the first failure
 			var tf *metadata.TargetFiles
-			if err := tuf.Guard("targets", func() (err error) { tf, err = up.GetTargetInfo(name); return err }); err != nil {
+			if tf, err = agent.TargetInfo(up, name); err != nil {
 				return fmt.Errorf("target %s: %w", name, err)
 			}
 			local := filepath.Join(targetDir, url.PathEscape(name))

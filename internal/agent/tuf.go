@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"upkeep.dev/upkeep/internal/devclient"
+	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
 )
 
@@ -56,4 +58,31 @@ func NewUpdater(ctx context.Context, o TUFOptions) (*updater.Updater, error) {
 		up.UnsafeSetRefTime(o.Now())
 	}
 	return up, nil
+}
+
+// TargetInfo finds the target name in the image repository an updater refreshed: go-tuf's
+// search through the delegations (TUF 5.6.7), then the same search again over the metadata it
+// trusted (tuf.Resolve), verifying every delegated role on the way against the delegator of
+// this search. go-tuf keeps a role it loaded through one delegator for later searches that reach
+// it through another; the second walk refuses such a copy unless the current delegator's
+// threshold of keys signed it too.
+func TargetInfo(up *updater.Updater, name string) (tf *metadata.TargetFiles, err error) {
+	if err := tuf.Guard("image targets", func() (err error) { tf, err = up.GetTargetInfo(name); return err }); err != nil {
+		return nil, err
+	}
+	set := up.GetTrustedMetadataSet()
+	res, err := tuf.Resolve(set.Targets[metadata.TARGETS], name, func(role string) (*metadata.Metadata[metadata.TargetsType], error) {
+		md, ok := set.Targets[role]
+		if !ok {
+			return nil, fmt.Errorf("role %s was not loaded", role)
+		}
+		return md, nil
+	}, time.Time{})
+	if err != nil {
+		return nil, &uptane.VerificationError{Reason: uptane.MetadataReason(err), Msg: "target " + name + " through the delegations", Err: err}
+	}
+	if !res.Target.Equal(*tf) {
+		return nil, &uptane.VerificationError{Reason: uptane.MetadataReason(err), Msg: "target " + name + " differs along the delegations of its search"}
+	}
+	return res.Target, nil
 }

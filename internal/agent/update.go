@@ -173,17 +173,11 @@ func (a *Agent) verify(ctx context.Context) (dec *uptane.Decision, dirVersion in
 	if named != "" {
 		a.hint = directorHint(dirTargets.Signed.Targets[named])
 	}
-	a.lookup = func(name string) (tf *metadata.TargetFiles, err error) {
-		err = tuf.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
-		return tf, err
-	}
+	a.lookup = func(name string) (*metadata.TargetFiles, error) { return TargetInfo(imgUp, name) }
 	id := a.state.Identity
 	inst := a.state.Installed
 	dec, err = uptane.Decide(a.state.DeviceID, id.HardwareID, id.Product, uptane.Installed{Target: inst.Target, SHA256: inst.SHA256, SecurityVersion: inst.SecurityVersion},
-		dirTargets.Signed.Targets, func(name string) (tf *metadata.TargetFiles, err error) {
-			err = tuf.Guard("image targets", func() (err error) { tf, err = imgUp.GetTargetInfo(name); return err })
-			return tf, err
-		})
+		dirTargets.Signed.Targets, a.lookup)
 	if err == nil && dec.Info != nil && dec.Info.Custom != nil {
 		// A delta target is signed like an image but is not one: the director may hint at it,
 		// never name it as the image to install.

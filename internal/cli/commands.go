@@ -216,7 +216,7 @@ func keysCmd(g *globals) *cobra.Command {
 	initCmd.Flags().IntVar(&rootKeys, "root-keys", 1, "number of offline image root keys")
 	initCmd.Flags().IntVar(&threshold, "root-threshold", 1, "signatures needed on a new root")
 
-	cmd.AddCommand(initCmd, rotateRootCmd(g), resignDirectorRootCmd(g), keysStatusCmd(g))
+	cmd.AddCommand(initCmd, rotateRootCmd(g), resignDirectorRootCmd(g), keysStatusCmd(g), keysDelegateCmd(g))
 	return cmd
 }
 
@@ -236,6 +236,10 @@ func releaseCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if o.TargetsKey, err = tuf.LoadKey(keyPath); err != nil {
+				return err
+			}
+			// A delegated product's role is signed with its own keys, next to the targets key.
+			if o.ProductKeys, _, err = tuf.LoadProductKeys(filepath.Dir(keyPath), o.Custom.Product); err != nil {
 				return err
 			}
 			if rootPath == "" {
@@ -369,6 +373,9 @@ from their next view.`,
 			}
 			if !o.DryRun {
 				if o.TargetsKey, err = tuf.LoadKey(keyPath); err != nil {
+					return err
+				}
+				if o.ProductKeys, _, err = tuf.LoadProductKeys(filepath.Dir(keyPath), o.Product); err != nil {
 					return err
 				}
 			}

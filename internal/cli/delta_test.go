@@ -64,7 +64,7 @@ func (e *env) publishDelta(version string, secVer int64, content []byte, from ma
 		e.t.Fatal(err)
 	}
 	o := client.PublishOptions{
-		File: f, TargetsKey: e.targetsKey, TrustedRoot: e.imageRoot, Expires: 30 * 24 * time.Hour,
+		File: f, TargetsKey: e.targetsKey, ProductKeys: e.productKeys(testProduct), TrustedRoot: e.imageRoot, Expires: 30 * 24 * time.Hour,
 		Custom: uptane.TargetCustom{Product: testProduct, HardwareIDs: []string{testHardware}, Version: version, SecurityVersion: secVer, Class: uptane.ClassSecurity},
 	}
 	for v, b := range from {

@@ -156,6 +156,7 @@ func (d *deltaFile) target(c uptane.TargetCustom) (*metadata.TargetFiles, error)
 type DeltasOptions struct {
 	Product, Version string
 	TargetsKey       *tuf.Key
+	ProductKeys      []*tuf.Key // the product's role's keys, when it is delegated
 	TrustedRoot      []byte
 	Expires          time.Duration // of the new targets metadata
 	// Top is how many source releases get a delta at most (default 3); MinDevices how many
@@ -216,10 +217,11 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 	if dest == nil {
 		return nil, apperr.E(apperr.NotFound, "release %s@%s is not published", o.Product, o.Version)
 	}
-	t, err := c.verifiedTargets(ctx, o.TrustedRoot)
+	base, err := c.baseFor(ctx, o.TrustedRoot, dest.Target)
 	if err != nil {
 		return nil, err
 	}
+	t := base.T
 	destTF := t.Signed.Targets[dest.Target]
 	if destTF == nil || hex.EncodeToString(destTF.Hashes["sha256"]) != dest.SHA256 {
 		return nil, fmt.Errorf("release %s@%s: the signed targets do not name its image %s", o.Product, o.Version, dest.Target)
@@ -304,15 +306,16 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 		}
 		t.Signed.Version++
 		t.Signed.Expires = time.Now().Add(o.Expires).UTC().Truncate(time.Second)
-		signed, err := tuf.SignTargets(t, o.TargetsKey)
+		signed, err := base.sign(o.TargetsKey, o.ProductKeys)
 		if err != nil {
 			return nil, err
 		}
 		err = c.Do(ctx, http.MethodPost, "/api/v1/deltas", wire.DeltasRequest{Targets: signed}, nil)
 		if apperr.Is(err, apperr.Conflict) && attempt < 3 {
-			if t, err = c.verifiedTargets(ctx, o.TrustedRoot); err != nil { // published meanwhile: sign on top
+			if base, err = c.baseFor(ctx, o.TrustedRoot, dest.Target); err != nil { // published meanwhile: sign on top
 				return nil, err
 			}
+			t = base.T
 			continue
 		}
 		if err != nil {

@@ -27,6 +27,9 @@ type PublishOptions struct {
 	File       string
 	Custom     uptane.TargetCustom
 	TargetsKey *tuf.Key
+	// ProductKeys sign the product's own role when the top-level targets delegate the product
+	// to it (`upkeep keys delegate`); TargetsKey is then not used.
+	ProductKeys []*tuf.Key
 	// TrustedRoot is the release engineer's copy of the image root (keys/root.json). Newer roots
 	// are fetched from the server and accepted only along a verified rotation chain.
 	TrustedRoot []byte
@@ -102,10 +105,11 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 	}
 	madePatches := false
 	for attempt := 0; ; attempt++ {
-		t, err := c.verifiedTargets(ctx, o.TrustedRoot)
+		base, err := c.baseFor(ctx, o.TrustedRoot, name)
 		if err != nil {
 			return nil, err
 		}
+		t := base.T
 		if _, ok := t.Signed.Targets[name]; ok {
 			return nil, apperr.E(apperr.Conflict, "target %s is already published", name)
 		}
@@ -134,7 +138,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 		}
 		t.Signed.Version++
 		t.Signed.Expires = time.Now().Add(o.Expires).UTC().Truncate(time.Second)
-		signed, err := tuf.SignTargets(t, o.TargetsKey)
+		signed, err := base.sign(o.TargetsKey, o.ProductKeys)
 		if err != nil {
 			return nil, err
 		}

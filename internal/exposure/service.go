@@ -43,7 +43,7 @@ type Service struct {
 	Store    Store
 	Devices  fleet.Store
 	Releases release.Store
-	// Targets returns the current image targets metadata (imagerepo.Service.CurrentTargets), which
+	// Targets returns every image target devices can find (imagerepo.Service.Catalogue), which
 	// the server verified when it was published: each release's signed custom is read from it.
 	Targets func(ctx context.Context) ([]byte, error)
 	Now     func() time.Time

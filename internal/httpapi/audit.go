@@ -62,6 +62,7 @@ var auditActions = map[string]string{
 	"POST /api/v1/waivers/{id}/revoke":              "waiver.revoke",
 	"PUT /api/v1/image/root":                        "image.root.rotate",
 	"PUT /api/v1/image/targets":                     "image.targets.resign",
+	"PUT /api/v1/image/delegations":                 "image.delegations",
 	"PUT /api/v1/director/root":                     "director.root.rotate",
 	"POST /api/v1/ddi/devices":                      "ddi.device.create",
 	"POST /api/v1/ddi/devices/{id}/token":           "ddi.token.rotate",

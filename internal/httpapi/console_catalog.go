@@ -110,10 +110,10 @@ func (s *Server) releasePage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := console.ReleasePage{ReleaseRow: releaseRow(rel, running[rel.Target]), HardwareIDs: rel.HardwareIDs}
-	// The target as signed: what devices verify.
+	// The target as signed: what devices verify, wherever the delegations put it.
 	t := console.TargetInfo{Name: rel.Target, Length: rel.Length, TargetsVersion: rel.TargetsVersion,
 		Hashes: []console.Field{{Name: "sha256", Value: rel.SHA256}, {Name: "sha512", Value: rel.SHA512}}}
-	if raw, err := s.Images.CurrentTargets(ctx); err == nil {
+	if raw, err := s.Images.Catalogue(ctx); err == nil {
 		var st signedTargets
 		if json.Unmarshal(raw, &st) == nil {
 			if tf, ok := st.Signed.Targets[rel.Target]; ok {

@@ -148,8 +148,15 @@ func (s *Server) putBlob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, wire.BlobInfo{SHA256: b.SHA256, SHA512: b.SHA512, Length: b.Length})
 }
 
+// currentTargets serves the latest top-level image targets, or with ?role= a delegated role's.
 func (s *Server) currentTargets(w http.ResponseWriter, r *http.Request) {
-	b, err := s.Images.CurrentTargets(r.Context())
+	var b []byte
+	var err error
+	if role := r.URL.Query().Get("role"); role != "" {
+		b, err = s.Images.CurrentRole(r.Context(), role)
+	} else {
+		b, err = s.Images.CurrentTargets(r.Context())
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -178,6 +185,7 @@ func (s *Server) putMeta(accept func(ctx context.Context, data []byte) error) ht
 // director root and re-signed image targets, and when each expires.
 func (s *Server) trustRoutes(mux *router) {
 	mux.api("PUT /api/v1/image/targets", auth.PermResign, s.putMeta(s.Images.ResignTargets))
+	mux.api("PUT /api/v1/image/delegations", auth.PermRotate, s.putDelegations)
 	mux.api("POST /api/v1/deltas", auth.PermPublish, s.addDeltas)
 	mux.api("GET /api/v1/deltas", auth.PermReleasesRead, s.listDeltaJobs)
 	mux.api("POST /api/v1/deltas/generate", auth.PermPublish, s.planDeltas)
@@ -185,6 +193,27 @@ func (s *Server) trustRoutes(mux *router) {
 	mux.api("GET /api/v1/director/{file}", auth.PermTrustRead, s.directorRootFile)
 	mux.api("PUT /api/v1/director/root", auth.PermRotate, s.putMeta(s.Director.RotateRoot))
 	mux.api("GET /api/v1/trust/expiry", auth.PermTrustRead, s.trustExpiry)
+}
+
+// putDelegations accepts a delegation ceremony's roles (imagerepo.Service.Delegate).
+func (s *Server) putDelegations(w http.ResponseWriter, r *http.Request) {
+	var req wire.DelegationRequest
+	if err := decode(w, r, wire.MaxMetaBody, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	roles := make(map[string][]byte, len(req.Roles))
+	for role, b := range req.Roles {
+		roles[role] = b
+	}
+	stored, err := s.Images.Delegate(r.Context(), roles)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	audit.SetTarget(r.Context(), strings.Join(stored, ","))
+	s.logger().Info("image delegations changed", "roles", stored, "actor", r.Context().Value(keyActor))
+	writeJSON(w, http.StatusOK, wire.DelegationResponse{Stored: stored})
 }
 
 // directorRootFile serves "N.root.json" of the director, for the CLI that re-signs it (devices

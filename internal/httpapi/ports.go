@@ -55,6 +55,11 @@ type DeviceService interface {
 type ImageRepository interface {
 	Metadata(ctx context.Context, file string) ([]byte, error)
 	CurrentTargets(ctx context.Context) ([]byte, error)
+	CurrentRole(ctx context.Context, role string) ([]byte, error)
+	// Catalogue is every target devices can find, through the delegations, as one unsigned
+	// targets document.
+	Catalogue(ctx context.Context) ([]byte, error)
+	Delegate(ctx context.Context, roles map[string][]byte) ([]string, error)
 	Publish(ctx context.Context, name string, data []byte) (*release.Release, error)
 	RotateRoot(ctx context.Context, data []byte) error
 	ResignTargets(ctx context.Context, data []byte) error

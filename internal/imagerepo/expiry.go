@@ -3,6 +3,9 @@ package imagerepo
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"upkeep.dev/upkeep/internal/event"
@@ -23,8 +26,8 @@ type Expiry struct {
 }
 
 // OfflineExpiries returns the expiry of the current image root, image targets and director
-// root, as stored with each (every write of metadata records its signed expiry), so nothing is
-// parsed and no replica's cached copy is touched. The director root is listed here too: it
+// root, as stored with each (every write of metadata records its signed expiry), then of each
+// delegated role of the image targets (bins, products), from the parsed graph. The director root is listed here too: it
 // lives in the same metadata store and is renewed by the same kind of offline ceremony.
 func (s *Service) OfflineExpiries(ctx context.Context) ([]Expiry, error) {
 	var out []Expiry
@@ -34,6 +37,15 @@ func (s *Service) OfflineExpiries(ctx context.Context) ([]Expiry, error) {
 			return nil, err
 		}
 		out = append(out, Expiry{Repo: m.repo, Role: m.role, Version: cur.Version, Expires: cur.Expires})
+	}
+	// The delegated roles (bins, products) are offline-signed too; a device refuses an expired
+	// one like an expired top-level targets.
+	tr, err := s.currentTree(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, role := range slices.Sorted(maps.Keys(tr.delegator)) {
+		out = append(out, Expiry{Repo: RepoImage, Role: role, Version: tr.versions[role], Expires: tr.roles[role].Signed.Expires})
 	}
 	return out, nil
 }
@@ -80,6 +92,10 @@ func RenewCommand(e Expiry) string {
 		return "upkeep keys resign-director-root"
 	case e.Role == tuf.Targets:
 		return "upkeep release resign-targets"
+	case tuf.IsProductRole(e.Role):
+		return "upkeep keys delegate --product " + strings.TrimPrefix(e.Role, "p.")
+	case tuf.IsBinRole(e.Role):
+		return "upkeep keys delegate --product P (any product of the bin)"
 	default:
 		return "upkeep keys rotate-root"
 	}

@@ -49,6 +49,8 @@ type MetadataStore interface {
 	LatestMetadata(ctx context.Context, repo, role string) (*Meta, error)
 	// FindMetadata returns one version, or apperr.NotFound.
 	FindMetadata(ctx context.Context, repo, role string, version int64) (*Meta, error)
+	// LatestVersions returns the highest stored version of every role of repo.
+	LatestVersions(ctx context.Context, repo string) (map[string]int64, error)
 }
 
 // Store is what the image repository keeps: its metadata, and the releases its targets publish.
@@ -86,7 +88,10 @@ type Service struct {
 	// every timestampRecheck, and versioned metadata files, which never change, are kept.
 	timestamp atomic.Pointer[cachedTimestamp]
 	targets   atomic.Pointer[cachedTargets]
-	files     sync.Map // "role/version" -> []byte
+	roles     sync.Map // delegated role name -> *cachedTargets
+	cat       atomic.Pointer[cachedCatalogue]
+	catMu     sync.Mutex // makes a catalogue's document once
+	files     sync.Map   // "role/version" -> []byte
 	nfiles    atomic.Int64
 }
 
@@ -102,7 +107,7 @@ const (
 )
 
 // invalidate drops the cached image timestamp after this process changed the image repository.
-func (s *Service) invalidate() { s.timestamp.Store(nil); s.targets.Store(nil) }
+func (s *Service) invalidate() { s.timestamp.Store(nil); s.targets.Store(nil); s.roles.Clear() }
 
 // ForgetCache drops the cached image timestamp, for whoever changed the stored metadata behind
 // the service's back (the attack tests, playing a compromised server).
@@ -199,8 +204,14 @@ func LatestRoot(ctx context.Context, st MetadataStore, repo string) (*metadata.M
 // published on another replica moments ago fails the assignment, which the engine retries).
 // Callers must not change what it returns.
 func (s *Service) imageTargets(ctx context.Context) (*metadata.Metadata[metadata.TargetsType], error) {
+	return s.imageTargetsFrom(ctx, false)
+}
+
+// imageTargetsFrom is imageTargets; fresh asks the store even if the copy is recent (it is
+// parsed again only if the store holds a newer version).
+func (s *Service) imageTargetsFrom(ctx context.Context, fresh bool) (*metadata.Metadata[metadata.TargetsType], error) {
 	now := s.now()
-	if c := s.targets.Load(); c != nil && recent(c.at, now) {
+	if c := s.targets.Load(); c != nil && recent(c.at, now) && !fresh {
 		return c.t, nil
 	}
 	m, err := s.Store.LatestMetadata(ctx, RepoImage, tuf.Targets)
@@ -219,20 +230,16 @@ func (s *Service) imageTargets(ctx context.Context) (*metadata.Metadata[metadata
 	return t, nil
 }
 
-// TargetFile returns the entry of the named target in the latest image targets, for the
-// director to sign into a device's view (Uptane: the director's target must match the image
-// repository's). Returns apperr.NotFound if the image repository has no such target. The
-// entry is shared: callers must not change it.
+// TargetFile returns the entry of the named target in the latest image targets, found through
+// the delegations (Lookup), for the director to sign into a device's view (Uptane: the
+// director's target must match the image repository's). Returns apperr.NotFound if the image
+// repository has no such target. The entry is shared: callers must not change it.
 func (s *Service) TargetFile(ctx context.Context, name string) (*metadata.TargetFiles, error) {
-	it, err := s.imageTargets(ctx)
+	res, err := s.Lookup(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	tf := it.Signed.Targets[name]
-	if tf == nil {
-		return nil, apperr.E(apperr.NotFound, "target %s is not in the image repository", name)
-	}
-	return tf, nil
+	return res.Target, nil
 }
 
 // recent reports whether a copy cached at is younger than timestampRecheck (a clock that went
@@ -278,7 +285,7 @@ func (s *Service) refresh(ctx context.Context, force bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	tm, err := s.Store.LatestMetadata(ctx, RepoImage, tuf.Targets)
+	roles, err := s.snapshotRoles(ctx)
 	if err != nil {
 		return err
 	}
@@ -294,13 +301,13 @@ func (s *Service) refresh(ctx context.Context, force bool) error {
 			return fmt.Errorf("parse stored snapshot: %w", err)
 		}
 		fresh := now.Add(s.Lifetimes.Timestamp/2).Before(ts.Expires) && now.Add(s.Lifetimes.Snapshot/2).Before(snap.Expires)
-		if !force && fresh && sm.Signed.Meta["targets.json"].Version == tm.Version && s.trusted(ctx, ts.Body, sm) {
+		if !force && fresh && sameRoles(sm, roles) && s.trusted(ctx, ts.Body, sm) {
 			return nil
 		}
 	} else if !apperr.Is(err, apperr.NotFound) {
 		return err
 	}
-	st, err := tuf.SignSnapshotTimestamp(s.Keys.Snapshot, s.Keys.Timestamp, next, tm.Version, now.Add(s.Lifetimes.Snapshot), now.Add(s.Lifetimes.Timestamp))
+	st, err := tuf.SignSnapshotTimestampRoles(s.Keys.Snapshot, s.Keys.Timestamp, next, roles, now.Add(s.Lifetimes.Snapshot), now.Add(s.Lifetimes.Timestamp))
 	if err != nil {
 		return err
 	}
@@ -312,8 +319,42 @@ func (s *Service) refresh(ctx context.Context, force bool) error {
 		return err
 	}
 	s.invalidate()
-	s.logger().Info("signed image snapshot and timestamp", "version", next, "targets_version", tm.Version)
+	s.logger().Info("signed image snapshot and timestamp", "version", next, "targets_version", roles[tuf.Targets], "roles", len(roles))
 	return nil
+}
+
+// snapshotRoles names the targets roles the snapshot lists (TUF 5.5), each at its latest
+// stored version: the top-level targets and every bin and product role ever stored. A role
+// stays listed after its delegation is removed, since a device refuses a snapshot that drops a
+// role its trusted snapshot lists (TUF 5.5.5). One query, whatever the number of roles.
+func (s *Service) snapshotRoles(ctx context.Context) (map[string]int64, error) {
+	all, err := s.Store.LatestVersions(ctx, RepoImage)
+	if err != nil {
+		return nil, err
+	}
+	roles := map[string]int64{}
+	for role, v := range all {
+		if role == tuf.Targets || tuf.IsBinRole(role) || tuf.IsProductRole(role) {
+			roles[role] = v
+		}
+	}
+	if roles[tuf.Targets] == 0 {
+		return nil, apperr.E(apperr.NotFound, "no image targets")
+	}
+	return roles, nil
+}
+
+// sameRoles reports whether snapshot sm names exactly the targets roles at the versions given.
+func sameRoles(sm *metadata.Metadata[metadata.SnapshotType], roles map[string]int64) bool {
+	if len(sm.Signed.Meta) != len(roles) {
+		return false
+	}
+	for role, v := range roles {
+		if m := sm.Signed.Meta[role+".json"]; m == nil || m.Version != v {
+			return false
+		}
+	}
+	return true
 }
 
 // trusted reports whether the stored timestamp and snapshot verify against the current root, so
@@ -345,7 +386,7 @@ func (s *Service) logger() *slog.Logger {
 }
 
 // Metadata serves a file of the image repository: "N.root.json", "timestamp.json",
-// "N.snapshot.json" or "N.targets.json". Returns apperr.NotFound for anything else.
+// "N.snapshot.json", "N.targets.json" or a delegated role's "N.ROLE.json". Returns apperr.NotFound for anything else.
 func (s *Service) Metadata(ctx context.Context, file string) ([]byte, error) {
 	if file == "timestamp.json" {
 		now := s.now()
@@ -363,7 +404,7 @@ func (s *Service) Metadata(ctx context.Context, file string) ([]byte, error) {
 		return m.Body, nil
 	}
 	role, v, ok := VersionedFile(file)
-	if !ok || (role != tuf.Root && role != tuf.Snapshot && role != tuf.Targets) {
+	if !ok || (role != tuf.Root && role != tuf.Snapshot && role != tuf.Targets && !tuf.IsBinRole(role) && !tuf.IsProductRole(role)) {
 		return nil, apperr.E(apperr.NotFound, "no metadata file %s", file)
 	}
 	key := role + "/" + strconv.FormatInt(v, 10)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"maps"
 	"slices"
 	"strings"
@@ -48,17 +49,51 @@ func (s *Service) nextTargets(ctx context.Context, data []byte, rule string) (ne
 	return next, cur, nil
 }
 
-// putTargets stores targets that nextTargets accepted.
+// nextFor checks the successor of the role responsible for the target name: the product's
+// delegated role (nextRole) or, for a product without a delegation, the top-level targets
+// (nextTargets). It returns the role, the new and the current metadata.
+func (s *Service) nextFor(ctx context.Context, name string, data []byte, rule string) (role string, next, cur *metadata.Metadata[metadata.TargetsType], err error) {
+	role, delegator, err := s.responsible(ctx, name, true) // the graph as stored, not this replica's copy
+	if err != nil {
+		return "", nil, nil, err
+	}
+	switch {
+	case !tuf.IsProductRole(role) && role != tuf.Targets:
+		err = apperr.E(apperr.Invalid, "target %s is delegated to %s, which is not a product's role", name, role)
+	case role == tuf.Targets:
+		next, cur, err = s.nextTargets(ctx, data, rule)
+		if err == nil && !sameDelegations(next, cur) {
+			err = apperr.E(apperr.Invalid, "a publication may not change the delegations: use `upkeep keys delegate`")
+		}
+	default:
+		next, cur, err = s.nextRole(ctx, role, delegator, data, rule)
+	}
+	return role, next, cur, err
+}
+
+// putTargets stores top-level targets that nextTargets accepted.
 func (s *Service) putTargets(ctx context.Context, next *metadata.Metadata[metadata.TargetsType], data []byte) error {
-	err := s.Store.PutMetadata(ctx, targetsMeta(next, data))
+	return s.putRole(ctx, tuf.Targets, next, data)
+}
+
+// putRole stores a targets role that nextFor accepted.
+func (s *Service) putRole(ctx context.Context, role string, next *metadata.Metadata[metadata.TargetsType], data []byte) error {
+	err := s.Store.PutMetadata(ctx, roleMeta(role, next, data))
 	if apperr.Is(err, apperr.Conflict) {
 		return publishedConcurrently(next)
 	}
 	return err
 }
 
-func targetsMeta(t *metadata.Metadata[metadata.TargetsType], data []byte) *Meta {
-	return &Meta{Repo: RepoImage, Role: tuf.Targets, Version: t.Signed.Version, Body: data, Expires: t.Signed.Expires}
+func roleMeta(role string, t *metadata.Metadata[metadata.TargetsType], data []byte) *Meta {
+	return &Meta{Repo: RepoImage, Role: role, Version: t.Signed.Version, Body: data, Expires: t.Signed.Expires}
+}
+
+// sameDelegations reports whether two versions of a targets role delegate alike.
+func sameDelegations(a, b *metadata.Metadata[metadata.TargetsType]) bool {
+	ja, err1 := json.Marshal(a.Signed.Delegations)
+	jb, err2 := json.Marshal(b.Signed.Delegations)
+	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
 }
 
 func publishedConcurrently(t *metadata.Metadata[metadata.TargetsType]) error {
@@ -73,7 +108,7 @@ func (s *Service) Publish(ctx context.Context, name string, data []byte) (*relea
 	if err := tuf.ValidTargetName(name); err != nil {
 		return nil, apperr.Wrap(apperr.Invalid, err, err.Error())
 	}
-	next, cur, err := s.nextTargets(ctx, data, "targets may only be added")
+	role, next, cur, err := s.nextFor(ctx, name, data, "targets may only be added")
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +158,7 @@ func (s *Service) Publish(ctx context.Context, name string, data []byte) (*relea
 	}
 	// The targets and the release row are stored in one transaction: a release is never
 	// listed that the image repository does not serve, nor a target served without its release.
-	if err := s.Store.PublishTargets(ctx, targetsMeta(next, data), rel); err != nil {
+	if err := s.Store.PublishTargets(ctx, roleMeta(role, next, data), rel); err != nil {
 		if !apperr.Is(err, apperr.Conflict) {
 			return nil, err
 		}
@@ -144,7 +179,17 @@ func (s *Service) Publish(ctx context.Context, name string, data []byte) (*relea
 // deltas made after a release, for the images its devices run (`upkeep release deltas`). It
 // returns the names added.
 func (s *Service) AddDeltas(ctx context.Context, data []byte) ([]string, error) {
-	next, cur, err := s.nextTargets(ctx, data, "targets may only be added")
+	// The role is the one responsible for the targets the upload names (the product's, or the
+	// top-level targets); verification against its delegator refuses any other.
+	unverified, err := tuf.ParseTargets(data)
+	if err != nil {
+		return nil, apperr.Wrap(apperr.Invalid, err, "targets metadata refused: "+err.Error())
+	}
+	names := slices.Sorted(maps.Keys(unverified.Signed.Targets))
+	if len(names) == 0 {
+		return nil, apperr.E(apperr.Invalid, "targets metadata adds no delta target")
+	}
+	role, next, cur, err := s.nextFor(ctx, names[0], data, "targets may only be added")
 	if err != nil {
 		return nil, err
 	}
@@ -157,10 +202,10 @@ func (s *Service) AddDeltas(ctx context.Context, data []byte) ([]string, error) 
 			return nil, err
 		}
 	}
-	if err := s.putTargets(ctx, next, data); err != nil {
+	if err := s.putRole(ctx, role, next, data); err != nil {
 		return nil, err
 	}
-	s.logger().Info("delta targets added", "targets", added, "version", next.Signed.Version)
+	s.logger().Info("delta targets added", "targets", added, "role", role, "version", next.Signed.Version)
 	if err := s.Refresh(ctx, true); err != nil {
 		return nil, err
 	}
@@ -211,6 +256,9 @@ func (s *Service) ResignTargets(ctx context.Context, data []byte) error {
 	}
 	if len(next.Signed.Targets) != len(cur.Signed.Targets) {
 		return apperr.E(apperr.Invalid, "re-signed targets name %d targets, the current ones %d: re-signing may not add or remove targets", len(next.Signed.Targets), len(cur.Signed.Targets))
+	}
+	if !sameDelegations(next, cur) {
+		return apperr.E(apperr.Invalid, "re-signed targets change the delegations: use `upkeep keys delegate`")
 	}
 	if err := s.putTargets(ctx, next, data); err != nil {
 		return err
@@ -266,12 +314,12 @@ func (s *Service) checkDelta(ctx context.Context, name string, targets map[strin
 // Deltas lists the delta targets of the current image targets (never nil). Safe for
 // concurrent use.
 func (s *Service) Deltas(ctx context.Context) ([]delta.Target, error) {
-	it, err := s.imageTargets(ctx)
+	all, err := s.allTargets(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := []delta.Target{}
-	for name, tf := range it.Signed.Targets {
+	for name, tf := range all {
 		if tf.Custom == nil {
 			continue
 		}

@@ -22,7 +22,7 @@ type Release struct {
 	Length          int64
 	SHA256          string
 	SHA512          string
-	TargetsVersion  int64 // image targets version that first listed it
+	TargetsVersion  int64 // version of the image targets role (top-level, or the product's) that first listed it
 	PublishedAt     time.Time
 }
 

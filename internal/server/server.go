@@ -391,7 +391,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Webhooks = &webhook.Service{Store: db, Config: cfg.Webhooks, Resolver: cfg.WebhookResolver, Now: now, Logger: cfg.Logger}
 	s.Fleet.Events, s.Images.Events = s.Webhooks, s.Webhooks
 	s.Rollouts = &rollout.Engine{Events: s.Webhooks, Store: db, Devices: db, Releases: db, Products: db, Assign: s.Director.AssignWith, AssignMany: s.Director.AssignMany, Unassign: s.Director.Unassign, Now: now, Logger: cfg.Logger}
-	s.Exposure = &exposure.Service{Events: s.Webhooks, Store: db, Devices: db, Releases: db, Products: db, Targets: s.Images.CurrentTargets, Now: now, Logger: cfg.Logger}
+	s.Exposure = &exposure.Service{Events: s.Webhooks, Store: db, Devices: db, Releases: db, Products: db, Targets: s.Images.Catalogue, Now: now, Logger: cfg.Logger}
 	if err := s.Exposure.Load(ctx); err != nil {
 		return fail(err)
 	}

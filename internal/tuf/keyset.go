@@ -168,3 +168,21 @@ func RotateRoot(cur *metadata.Metadata[metadata.RootType], oldKeys, newKeys []*K
 	next.Signatures = nil
 	return SignRoot(&next, append(slices.Clone(oldKeys), newKeys...)...)
 }
+
+// LoadProductKeys reads a product's offline keys, ProductKeyFile(product, 1), 2, ... from dir up
+// to the first that does not exist; none is not an error (the product is not delegated).
+func LoadProductKeys(dir, product string) ([]*Key, []string, error) {
+	var keys []*Key
+	var files []string
+	for i := 1; ; i++ {
+		name := ProductKeyFile(product, i)
+		k, err := LoadKey(filepath.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			return keys, files, nil
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", name, err)
+		}
+		keys, files = append(keys, k), append(files, name)
+	}
+}

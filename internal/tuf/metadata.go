@@ -193,9 +193,19 @@ type SnapshotTimestamp struct {
 // SignSnapshotTimestamp signs snapshot version v naming targets version targetsVersion, and
 // timestamp version v naming that snapshot.
 func SignSnapshotTimestamp(snapKey, tsKey *Key, v, targetsVersion int64, snapExpires, tsExpires time.Time) (*SnapshotTimestamp, error) {
+	return SignSnapshotTimestampRoles(snapKey, tsKey, v, map[string]int64{Targets: targetsVersion}, snapExpires, tsExpires)
+}
+
+// SignSnapshotTimestampRoles is SignSnapshotTimestamp for a repository with delegations: the
+// snapshot names every targets role (top-level and delegated) at its version in roles (TUF
+// 5.5: each role's version only, no lengths or hashes, which keeps it small).
+func SignSnapshotTimestampRoles(snapKey, tsKey *Key, v int64, roles map[string]int64, snapExpires, tsExpires time.Time) (*SnapshotTimestamp, error) {
 	snap := metadata.Snapshot(snapExpires.UTC().Truncate(time.Second))
 	snap.Signed.Version = v
-	snap.Signed.Meta["targets.json"] = metadata.MetaFile(targetsVersion)
+	delete(snap.Signed.Meta, "targets.json")
+	for role, ver := range roles {
+		snap.Signed.Meta[role+".json"] = metadata.MetaFile(ver)
+	}
 	if _, err := snap.Sign(snapKey.Signer()); err != nil {
 		return nil, fmt.Errorf("sign snapshot: %w", err)
 	}

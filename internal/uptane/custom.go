@@ -142,6 +142,10 @@ func VerifyImageTargetsSigned(root *metadata.Metadata[metadata.RootType], data [
 	return VerifyImageTargets(root, data, time.Time{})
 }
 
+// CheckImageCustoms checks that every target of image-repository targets metadata (top-level
+// or delegated) carries valid Upkeep custom fields.
+func CheckImageCustoms(t *metadata.Metadata[metadata.TargetsType]) error { return checkCustoms(t) }
+
 func checkCustoms(t *metadata.Metadata[metadata.TargetsType]) error {
 	return tuf.Guard("targets", func() error {
 		for name, tf := range t.Signed.Targets {

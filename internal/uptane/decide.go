@@ -74,7 +74,16 @@ func Decide(deviceID, hardwareID, product string, installed Installed, director 
 		err = errors.New("null entry")
 	}
 	if err != nil {
-		return nil, vfail(ReasonMissingTarget, err, fmt.Sprintf("target %s", name))
+		// A delegated role refused on the way (TUF 5.6.7: loaded during the search) says why;
+		// anything else is a target no offline key signed.
+		var ve *VerificationError
+		reason := ReasonMissingTarget
+		if errors.As(err, &ve) {
+			reason = ve.Reason
+		} else if r := MetadataReason(err); r != ReasonInvalidMetadata {
+			reason = r
+		}
+		return nil, vfail(reason, err, fmt.Sprintf("target %s", name))
 	}
 	// Uptane 5.4.4.2 step 8: the director's target must match the image repository's exactly.
 	if dt.Length != it.Length {

@@ -36,6 +36,25 @@ func (s *DB) scanMeta(row interface{ Scan(...any) error }, repoName, role string
 	return &m, nil
 }
 
+// LatestVersions implements imagerepo.MetadataStore (the primary key's index answers it).
+func (s *DB) LatestVersions(ctx context.Context, repoName string) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT role, MAX(version) FROM metadata WHERE repo = $1 GROUP BY role`, repoName)
+	if err != nil {
+		return nil, fmt.Errorf("latest %s metadata versions: %w", repoName, err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var role string
+		var v int64
+		if err := rows.Scan(&role, &v); err != nil {
+			return nil, fmt.Errorf("latest %s metadata versions: %w", repoName, err)
+		}
+		out[role] = v
+	}
+	return out, rows.Err()
+}
+
 // LatestMetadata implements imagerepo.MetadataStore.
 func (s *DB) LatestMetadata(ctx context.Context, repoName, role string) (*imagerepo.Meta, error) {
 	return s.scanMeta(s.db.QueryRowContext(ctx, `SELECT version, body, expires FROM metadata WHERE repo = $1 AND role = $2 ORDER BY version DESC LIMIT 1`, repoName, role), repoName, role)

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"testing"
 	"time"
 
@@ -370,6 +371,20 @@ func testMetadata(t *testing.T, s Store) {
 	}
 	_, err = s.LatestMetadata(ctx, "director", "targets")
 	wantCode(t, err, apperr.NotFound)
+	// LatestVersions: every role of one repository at its highest version.
+	for _, m := range []imagerepo.Meta{{Role: "p.thermostat", Version: 4}, {Role: "p.thermostat", Version: 5}, {Role: "bin.a", Version: 1}} {
+		m.Repo, m.Body, m.Expires = "image", []byte{1}, t0
+		if err := s.PutMetadata(ctx, &m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutMetadata(ctx, &imagerepo.Meta{Repo: "director", Role: "root", Version: 7, Body: []byte{1}, Expires: t0}); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := s.LatestVersions(ctx, "image")
+	if want := map[string]int64{"targets": 3, "p.thermostat": 5, "bin.a": 1}; err != nil || !maps.Equal(vs, want) {
+		t.Fatalf("latest versions: %v %v, want %v", vs, err, want)
+	}
 }
 
 // testPublish: targets metadata and the release it publishes are stored together or not at
