@@ -200,6 +200,7 @@ type exposureCache struct {
 	mu      sync.Mutex
 	reports map[string]cachedExposure
 	flights map[string]*exposureFlight
+	gen     int64 // moved by exposuresChanged: a report begun before is not kept
 }
 
 type cachedExposure struct {
@@ -209,29 +210,41 @@ type cachedExposure struct {
 
 // exposureFlight is a report being made; done is closed once rep or err is set.
 type exposureFlight struct {
+	gen  int64
 	done chan struct{}
 	rep  *exposure.ExposureReport
 	err  error
 }
 
+// exposuresChanged forgets the console's reports after a change through this replica (an SBOM,
+// an import, an analyst's triage, a waiver), so that the next page waits for a report that
+// shows it; a change through another replica shows from its next report.
+func (s *Server) exposuresChanged() {
+	c := &s.exposures
+	c.mu.Lock()
+	c.reports = nil
+	c.gen++
+	c.mu.Unlock()
+}
+
 // exposureMakeLimit bounds how long one report may take to make.
 const exposureMakeLimit = time.Minute
 
-// exposureReport is the exposure report of a product ("" for all), at most FleetCountsEvery old:
-// the report reads every accepted device of the product, which at 100,000 devices takes seconds.
-// It is made apart from the request that asked first (under exposureMakeLimit), so that a
-// caller that goes away does not fail the others waiting for it.
+// exposureReport is the exposure report of a product ("" for all). The report reads every
+// accepted device of the product, which at 100,000 devices and 10,000 advisories takes seconds,
+// so a page is given the last report made (its time is shown) and, when that is older than
+// FleetCountsEvery, a new one is made in the background for the next page: only the first page
+// after a start waits for one. A report is made once at a time per product, apart from the
+// request that asked (under exposureMakeLimit), so that a caller that goes away fails no one.
 func (s *Server) exposureReport(ctx context.Context, product string) (*exposure.ExposureReport, error) {
 	c := &s.exposures
 	c.mu.Lock()
 	now := s.now()
-	if e, ok := c.reports[product]; ok && now.Sub(e.at) < FleetCountsEvery && !now.Before(e.at) {
-		c.mu.Unlock()
-		return e.rep, nil
-	}
+	e, ok := c.reports[product]
+	fresh := ok && now.Sub(e.at) < FleetCountsEvery && !now.Before(e.at)
 	f := c.flights[product]
-	if f == nil {
-		f = &exposureFlight{done: make(chan struct{})}
+	if (f == nil || f.gen != c.gen) && !fresh {
+		f = &exposureFlight{gen: c.gen, done: make(chan struct{})}
 		if c.flights == nil {
 			c.flights = map[string]*exposureFlight{}
 		}
@@ -241,19 +254,26 @@ func (s *Server) exposureReport(ctx context.Context, product string) (*exposure.
 			defer cancel()
 			rep, err := s.Exposure.Exposure(mctx, exposure.ExposureFilter{Product: product})
 			c.mu.Lock()
-			if err == nil {
+			if err == nil && f.gen == c.gen {
 				if c.reports == nil || len(c.reports) > 256 {
 					c.reports = map[string]cachedExposure{}
 				}
 				c.reports[product] = cachedExposure{at: now, rep: rep}
+			} else if err != nil {
+				s.logger().Warn("console exposure report", "product", product, LogErr, err)
 			}
-			delete(c.flights, product)
+			if c.flights[product] == f {
+				delete(c.flights, product)
+			}
 			c.mu.Unlock()
 			f.rep, f.err = rep, err
 			close(f.done)
 		}()
 	}
 	c.mu.Unlock()
+	if ok { // the last report, while a newer one is made
+		return e.rep, nil
+	}
 	select {
 	case <-f.done:
 		return f.rep, f.err

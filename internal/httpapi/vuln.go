@@ -84,6 +84,7 @@ func (s *Server) putSBOM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sb, err := ps.PutSBOM(r.Context(), product, version, raw)
+	s.exposuresChanged()
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -123,6 +124,7 @@ func (s *Server) importAdvisories(w http.ResponseWriter, r *http.Request) {
 	}
 	audit.AddDetail(r.Context(), "file", name)
 	res, err := ps.Import(r.Context(), name, http.MaxBytesReader(w, r.Body, exposure.MaxImportBytes))
+	s.exposuresChanged()
 	if tooBig(err) {
 		err = apperr.E(apperr.TooLarge, "%s is larger than %d bytes", name, exposure.MaxImportBytes)
 	}
@@ -213,6 +215,7 @@ func (s *Server) putTriage(w http.ResponseWriter, r *http.Request) {
 	}
 	t.Product = r.PathValue("name")
 	out, err := ps.SetTriage(r.Context(), t, actorOf(r))
+	s.exposuresChanged()
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -246,6 +249,7 @@ func (s *Server) createWaiver(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out, err := ps.CreateWaiver(r.Context(), req)
+	s.exposuresChanged()
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -279,7 +283,9 @@ func (s *Server) revokeWaiver(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if err := ps.RevokeWaiver(r.Context(), r.PathValue("id"), req.By); err != nil {
+	err := ps.RevokeWaiver(r.Context(), r.PathValue("id"), req.By)
+	s.exposuresChanged()
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
