@@ -15,6 +15,7 @@ import (
 	"upkeep.dev/upkeep/internal/console"
 	"upkeep.dev/upkeep/internal/fleet"
 	"upkeep.dev/upkeep/internal/webhook"
+	"upkeep.dev/upkeep/wire"
 )
 
 // The console's administration section: users, operator tokens, enrolment tokens, webhooks
@@ -225,31 +226,16 @@ func (s *Server) showTokens(w http.ResponseWriter, r *http.Request, created *con
 func (s *Server) adminAddToken(w http.ResponseWriter, r *http.Request) {
 	name, role := strings.TrimSpace(r.PostFormValue("name")), r.PostFormValue("role")
 	groups := formGroups(r.PostFormValue("groups"))
-	days, _ := strconv.Atoi(cmp.Or(r.PostFormValue("days"), "0"))
-	ttl := time.Duration(days) * 24 * time.Hour
-	switch {
-	case name == "" || len(name) > 64:
-		s.formError(w, r, apperr.E(apperr.Invalid, "a token needs a name of 1-64 characters"), "admin/tokens")
-		return
-	case checkRole(role, groups) != nil:
-		s.formError(w, r, checkRole(role, groups), "admin/tokens")
-		return
-	case ttl < 0 || ttl > MaxOperatorTTL:
+	days, err := strconv.Atoi(cmp.Or(r.PostFormValue("days"), "0"))
+	if err != nil || days < 0 || days > int(MaxOperatorTTL/(24*time.Hour)) {
 		s.formError(w, r, apperr.E(apperr.Invalid, "the token must expire within %d days", int(MaxOperatorTTL.Hours()/24)), "admin/tokens")
 		return
 	}
-	ttl = cmp.Or(ttl, DefaultOperatorTTL)
-	secret, hash := auth.NewSecret(auth.AdminPrefix)
-	now := s.now()
-	t := &auth.OperatorToken{ID: auth.TokenID(hash), Name: name, Role: role, Hash: hash, CreatedAt: now, ExpiresAt: now.Add(ttl).Truncate(time.Second),
-		User: principalOf(r).User, Groups: groups}
-	if err := s.Admin.CreateOperatorToken(r.Context(), t); err != nil {
+	t, secret, err := s.newOperatorToken(r, wire.OperatorTokenRequest{Name: name, Role: role, Groups: groups, TTL: time.Duration(days) * 24 * time.Hour})
+	if err != nil {
 		s.formError(w, r, err, "admin/tokens")
 		return
 	}
-	audit.SetTarget(r.Context(), t.ID)
-	audit.AddDetail(r.Context(), "role", t.Role)
-	s.logger().Info("operator token created", "token", t.ID, "role", t.Role, "actor", actorOf(r))
 	s.showTokens(w, r, &console.Secret{ID: t.ID, Value: secret, Note: "Copy it now: it is shown once. Use it as Authorization: Bearer."})
 }
 

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"net/http"
 	"time"
@@ -129,34 +130,41 @@ func (s *Server) createOperatorToken(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	switch {
-	case req.Name == "" || len(req.Name) > 64:
-		s.fail(w, r, apperr.E(apperr.Invalid, "a token needs a name of 1-64 characters"))
-		return
-	case checkRole(req.Role, req.Groups) != nil:
-		s.fail(w, r, checkRole(req.Role, req.Groups))
-		return
-	case req.TTL < 0 || req.TTL > MaxOperatorTTL:
-		s.fail(w, r, apperr.E(apperr.Invalid, "ttl must be between 0 (the default, %s) and %s", DefaultOperatorTTL, MaxOperatorTTL))
-		return
-	}
-	if req.TTL == 0 {
-		req.TTL = DefaultOperatorTTL
-	}
-	secret, hash := auth.NewSecret(auth.AdminPrefix)
-	now := s.now()
-	t := &auth.OperatorToken{ID: auth.TokenID(hash), Name: req.Name, Role: req.Role, Hash: hash, CreatedAt: now, ExpiresAt: now.Add(req.TTL).Truncate(time.Second),
-		User: principalOf(r).User, Groups: req.Groups}
-	if err := s.Admin.CreateOperatorToken(r.Context(), t); err != nil {
+	t, secret, err := s.newOperatorToken(r, req)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	audit.SetTarget(r.Context(), t.ID)
-	audit.AddDetail(r.Context(), "role", t.Role)
-	s.logger().Info("operator token created", "token", t.ID, "role", t.Role, "actor", r.Context().Value(keyActor))
 	out := operatorToWire(t)
 	out.Token = secret
 	writeJSON(w, http.StatusCreated, out)
+}
+
+// newOperatorToken checks and stores an operator token for the caller (POST /api/v1/tokens and
+// the console's form): a name, a role the caller's groups allow, a lifetime within
+// MaxOperatorTTL (0: DefaultOperatorTTL). It returns the token and its secret, which is shown
+// once.
+func (s *Server) newOperatorToken(r *http.Request, req wire.OperatorTokenRequest) (*auth.OperatorToken, string, error) {
+	switch {
+	case req.Name == "" || len(req.Name) > 64:
+		return nil, "", apperr.E(apperr.Invalid, "a token needs a name of 1-64 characters")
+	case checkRole(req.Role, req.Groups) != nil:
+		return nil, "", checkRole(req.Role, req.Groups)
+	case req.TTL < 0 || req.TTL > MaxOperatorTTL:
+		return nil, "", apperr.E(apperr.Invalid, "ttl must be between 0 (the default, %s) and %s", DefaultOperatorTTL, MaxOperatorTTL)
+	}
+	ttl := cmp.Or(req.TTL, DefaultOperatorTTL)
+	secret, hash := auth.NewSecret(auth.AdminPrefix)
+	now := s.now()
+	t := &auth.OperatorToken{ID: auth.TokenID(hash), Name: req.Name, Role: req.Role, Hash: hash, CreatedAt: now, ExpiresAt: now.Add(ttl).Truncate(time.Second),
+		User: principalOf(r).User, Groups: req.Groups}
+	if err := s.Admin.CreateOperatorToken(r.Context(), t); err != nil {
+		return nil, "", err
+	}
+	audit.SetTarget(r.Context(), t.ID)
+	audit.AddDetail(r.Context(), "role", t.Role)
+	s.logger().Info("operator token created", "token", t.ID, "role", t.Role, "actor", actorOf(r))
+	return t, secret, nil
 }
 
 func (s *Server) listOperatorTokens(w http.ResponseWriter, r *http.Request) {
