@@ -152,7 +152,7 @@ func (s *Server) releasePage(w http.ResponseWriter, r *http.Request) {
 		// matched, not the fleet's exposure.
 		if !can(r, auth.PermVulnRead) {
 			v.VulnHidden = true
-		} else if chk, err := s.Exposure.ReleaseCheck(ctx, prod, version); err == nil {
+		} else if chk, err := s.releaseCheck(ctx, prod, version); err == nil {
 			for _, f := range chk.Findings {
 				if f.Status == vuln.StatusNotAffected {
 					continue

@@ -201,6 +201,14 @@ type exposureCache struct {
 	reports map[string]cachedExposure
 	flights map[string]*exposureFlight
 	gen     int64 // moved by exposuresChanged: a report begun before is not kept
+	checks  map[string]cachedCheck
+}
+
+// cachedCheck is a release's check against the advisories (its SBOM's findings), made at gen.
+type cachedCheck struct {
+	at  time.Time
+	gen int64
+	chk *exposure.ReleaseCheck
 }
 
 type cachedExposure struct {
@@ -222,9 +230,37 @@ type exposureFlight struct {
 func (s *Server) exposuresChanged() {
 	c := &s.exposures
 	c.mu.Lock()
-	c.reports = nil
+	c.reports, c.checks = nil, nil
 	c.gen++
 	c.mu.Unlock()
+}
+
+// releaseCheck is the check of a release's stored SBOM against the advisories, as
+// Exposure.ReleaseCheck makes it (every finding matched anew: 150 ms and more at 10,000
+// advisories), reused for FleetCountsEvery unless something changed through this replica.
+func (s *Server) releaseCheck(ctx context.Context, product, version string) (*exposure.ReleaseCheck, error) {
+	c := &s.exposures
+	key := product + "@" + version
+	c.mu.Lock()
+	e, ok := c.checks[key]
+	gen, now := c.gen, s.now()
+	c.mu.Unlock()
+	if ok && e.gen == gen && now.Sub(e.at) < FleetCountsEvery && !now.Before(e.at) {
+		return e.chk, nil
+	}
+	chk, err := s.Exposure.ReleaseCheck(ctx, product, version)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.gen == gen {
+		if c.checks == nil || len(c.checks) > 256 {
+			c.checks = map[string]cachedCheck{}
+		}
+		c.checks[key] = cachedCheck{at: now, gen: gen, chk: chk}
+	}
+	c.mu.Unlock()
+	return chk, nil
 }
 
 // exposureMakeLimit bounds how long one report may take to make.
