@@ -96,8 +96,9 @@ type DevicePage struct {
 	Attributes map[string]string
 	// IDs, if not nil, limits the page to these devices (a group's members).
 	IDs []string
-	// Search matches a case-insensitive substring of the id, serial, hardware id, product,
-	// installed version or attributes.
+	// Search matches devices whose id or serial begins with it, letters A to Z in either
+	// case (docs/DECISIONS.md: an index range, whatever the fleet's size; attributes are
+	// found by Attributes, product, version and state by their fields).
 	Search string
 	Sort   string // one of Sorts; "" is SortID. Ties are broken by id.
 	Desc   bool

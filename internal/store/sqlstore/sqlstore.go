@@ -33,9 +33,9 @@ type Dialect struct {
 	// column, arg the placeholder of the argument JSONKey made of the member's name.
 	JSONText func(col, arg string) string
 	JSONKey  func(key string) string
-	// ILike is the case-insensitive LIKE operator: LIKE (SQLite's is, for ASCII), ILIKE
-	// (PostgreSQL).
-	ILike string
+	// Fold is the SQL text of col with the letters A to Z folded to lower case and nothing
+	// else, compared bytewise; migration 00024 indexes it for id and serial.
+	Fold func(col string) string
 }
 
 // DB is a store over one database handle. It is safe for concurrent use.
