@@ -107,7 +107,7 @@ func testDevicePages(t *testing.T, s Store) {
 		"search 1":  {fleet.DevicePage{Search: " SN-1"}, func(d *fleet.Device) bool { return strings.HasPrefix(d.Serial, "SN-1") }}, // SN-1, SN-10
 		"search id": {fleet.DevicePage{Search: "D1"}, func(d *fleet.Device) bool { return strings.HasPrefix(d.ID, "d1") }},
 		"search in": {fleet.DevicePage{Search: "N-3"}, func(d *fleet.Device) bool { return false }}, // a prefix, not a substring
-		"search %":  {fleet.DevicePage{Search: "%"}, func(d *fleet.Device) bool { return false }},  // no wildcards
+		"search %":  {fleet.DevicePage{Search: "%"}, func(d *fleet.Device) bool { return false }},   // no wildcards
 		"search _":  {fleet.DevicePage{Search: "d_"}, func(d *fleet.Device) bool { return false }},
 	} {
 		for _, desc := range []bool{false, true} {
