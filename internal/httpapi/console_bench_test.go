@@ -28,8 +28,8 @@ func (s *stack) seedFleet(n int) {
 		s.t.Fatal(err)
 	}
 	st, err := tx.PrepareContext(ctx, `INSERT INTO devices (id, public_key, serial, product, hardware_id, attributes, status, installed_target,
-installed_ver, security_version, installed_sha256, state, last_error, assigned, director_version, last_seen, enrolled_at, assign_policy, simulated, kind)
-VALUES ($1,$2,$3,$4,$5,$6,$7,'',$8,1,'',$9,'','',0,$10,$11,'',false,'upkeep')`)
+installed_ver, security_version, installed_sha256, state, last_error, assigned, director_version, last_seen, enrolled_at, assign_policy, simulated, kind, seen_day)
+VALUES ($1,$2,$3,$4,$5,$6,$7,'',$8,1,'',$9,'','',0,$10,$11,'',false,'upkeep',$12)`)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ VALUES ($1,$2,$3,$4,$5,$6,$7,'',$8,1,'',$9,'','',0,$10,$11,'',false,'upkeep')`)
 		attrs := fmt.Sprintf(`{"region":%q,"ring":%q,"site":"site-%d"}`, regions[i%len(regions)], []string{"beta", "prod", "prod", "prod"}[i%4], i%500)
 		seen := now.Add(-time.Duration(i%(14*24)) * time.Hour) // some not seen for over a week
 		if _, err := st.ExecContext(ctx, fmt.Sprintf("%032x", i), []byte{byte(i)}, fmt.Sprintf("SN%07d", i), products[i%len(products)], "hw1", attrs,
-			"accepted", fmt.Sprintf("1.%d", i%7), states[i%len(states)], seen, now); err != nil {
+			"accepted", fmt.Sprintf("1.%d", i%7), states[i%len(states)], seen, now, seen.Unix()/86400); err != nil { // seen_day: the store's day of last_seen
 			s.t.Fatal(err)
 		}
 	}
@@ -160,6 +160,8 @@ func benchConsolePages(b *testing.B, s *stack, pg bool) {
 		{"devices-deep-cursor", deep},
 		{"devices-attribute", "/devices?attr=region%3Dap-south%2Cring%3Dbeta"},
 		{"devices-search", "/devices?q=SN00999"},
+		{"devices-search-broad", "/devices?q=0"}, // every device's id begins with 0 here
+		{"devices-search-attribute", "/devices?q=site%3Dsite-7"},
 		{"devices-sort-version", "/devices?sort=version&desc=true"},
 		{"device", fmt.Sprintf("/devices/%032x", 77)},
 		{"rollouts", "/rollouts"},

@@ -143,4 +143,25 @@ func testDevicePages(t *testing.T, s Store) {
 	if total != 37 || stale != 37-8 || errs != 6 || groups["cam/1.0/idle"] != 7 {
 		t.Errorf("CountFleet: total %d stale %d errors %d groups %v", total, stale, errs, groups)
 	}
+	// Stale by the time, not the day: seen on the cutoff's day before it (d01), the day
+	// before (d02), after it (d03).
+	if err := s.TouchDevices(ctx, map[string]time.Time{"d01": t0, "d02": t0.Add(-24 * time.Hour), "d03": t0.Add(2 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		cutoff time.Time
+		stale  int
+	}{{t0.Add(time.Minute), 37 - 8 - 1}, {t0, 37 - 8 - 1 - 1}, {t0.Add(2 * time.Hour), 37}, {t0.Add(-48 * time.Hour), 37 - 8 - 3}} {
+		counts, err := s.CountFleet(ctx, c.cutoff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stale := 0
+		for _, k := range counts {
+			stale += k.Stale
+		}
+		if stale != c.stale {
+			t.Errorf("CountFleet(%v): %d stale, want %d", c.cutoff, stale, c.stale)
+		}
+	}
 }
