@@ -146,66 +146,72 @@ func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Devi
 	return out, rows.Err()
 }
 
-// CountFleet implements fleet.Store: the groups and their devices seen before the cutoff's day
-// (or never) from one pass over the devices_fleet index, in its order (no table row read, no
-// sort); those seen on the cutoff's day but before the cutoff through devices_seen_day; those
-// with an error through the partial index devices_fleet_errors (migration 00024).
+// CountFleet implements fleet.Store, in one snapshot (inSnapshot): the groups and their devices
+// seen before the cutoff's day (or never) from one pass over the devices_fleet index, in its
+// order (no table row read, no sort); those seen on the cutoff's day but before the cutoff
+// through devices_seen_day; those with an error through the partial index devices_fleet_errors
+// (migration 00024).
 func (s *DB) CountFleet(ctx context.Context, staleBefore time.Time) ([]fleet.FleetCount, error) {
 	day := seenDay(staleBefore)
-	rows, err := s.db.QueryContext(ctx, `SELECT status, product, installed_ver, state, COUNT(*),
-	SUM(CASE WHEN seen_day IS NULL OR seen_day < $1 THEN 1 ELSE 0 END)
-FROM devices GROUP BY status, product, installed_ver, state ORDER BY status, product, installed_ver, state`, day)
-	if err != nil {
-		return nil, fmt.Errorf("count fleet: %w", err)
-	}
-	defer rows.Close()
 	type group struct{ status, product, version, state string }
 	var out []fleet.FleetCount
 	at := map[group]int{}
-	for rows.Next() {
-		var c fleet.FleetCount
-		if err := rows.Scan(&c.Status, &c.Product, &c.Version, &c.State, &c.Devices, &c.Stale); err != nil {
-			return nil, fmt.Errorf("count fleet: %w", err)
-		}
-		at[group{c.Status, c.Product, c.Version, c.State}] = len(out)
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("count fleet: %w", err)
-	}
-	rows.Close()
-	// A device that changed between the statements is counted right by the next count.
-	for _, part := range []struct {
-		what, q string
-		args    []any
-		add     func(c *fleet.FleetCount, n int)
-	}{
-		{"stale", `SELECT status, product, installed_ver, state, COUNT(*) FROM devices
-WHERE seen_day = $1 AND last_seen < $2 GROUP BY status, product, installed_ver, state`, []any{day, staleBefore.UTC()},
-			func(c *fleet.FleetCount, n int) { c.Stale = min(c.Stale+n, c.Devices) }},
-		{"errors", `SELECT status, product, installed_ver, state, COUNT(*) FROM devices
-WHERE last_error <> '' GROUP BY status, product, installed_ver, state`, nil,
-			func(c *fleet.FleetCount, n int) { c.Errors = min(n, c.Devices) }},
-	} {
-		rows, err := s.db.QueryContext(ctx, part.q, part.args...)
+	err := s.inSnapshot(ctx, "count fleet", func(q querier) error {
+		rows, err := q.QueryContext(ctx, `SELECT status, product, installed_ver, state, COUNT(*),
+	SUM(CASE WHEN seen_day IS NULL OR seen_day < $1 THEN 1 ELSE 0 END)
+FROM devices GROUP BY status, product, installed_ver, state ORDER BY status, product, installed_ver, state`, day)
 		if err != nil {
-			return nil, fmt.Errorf("count fleet %s: %w", part.what, err)
+			return fmt.Errorf("count fleet: %w", err)
 		}
+		defer rows.Close()
 		for rows.Next() {
-			var g group
-			var n int
-			if err := rows.Scan(&g.status, &g.product, &g.version, &g.state, &n); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("count fleet %s: %w", part.what, err)
+			var c fleet.FleetCount
+			if err := rows.Scan(&c.Status, &c.Product, &c.Version, &c.State, &c.Devices, &c.Stale); err != nil {
+				return fmt.Errorf("count fleet: %w", err)
 			}
-			if i, ok := at[g]; ok {
-				part.add(&out[i], n)
-			}
+			at[group{c.Status, c.Product, c.Version, c.State}] = len(out)
+			out = append(out, c)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("count fleet: %w", err)
 		}
 		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("count fleet %s: %w", part.what, err)
+		for _, part := range []struct {
+			what, q string
+			args    []any
+			add     func(c *fleet.FleetCount, n int)
+		}{
+			{"stale", `SELECT status, product, installed_ver, state, COUNT(*) FROM devices
+WHERE seen_day = $1 AND last_seen < $2 GROUP BY status, product, installed_ver, state`, []any{day, staleBefore.UTC()},
+				func(c *fleet.FleetCount, n int) { c.Stale += n }},
+			{"errors", `SELECT status, product, installed_ver, state, COUNT(*) FROM devices
+WHERE last_error <> '' GROUP BY status, product, installed_ver, state`, nil,
+				func(c *fleet.FleetCount, n int) { c.Errors = n }},
+		} {
+			rows, err := q.QueryContext(ctx, part.q, part.args...)
+			if err != nil {
+				return fmt.Errorf("count fleet %s: %w", part.what, err)
+			}
+			for rows.Next() {
+				var g group
+				var n int
+				if err := rows.Scan(&g.status, &g.product, &g.version, &g.state, &n); err != nil {
+					rows.Close()
+					return fmt.Errorf("count fleet %s: %w", part.what, err)
+				}
+				if i, ok := at[g]; ok {
+					part.add(&out[i], n)
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("count fleet %s: %w", part.what, err)
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
