@@ -197,11 +197,12 @@ type CampaignRow struct {
 
 // RolloutList is the campaigns page.
 type RolloutList struct {
-	Rows      []CampaignRow
-	State     string // the state filter
-	States    []string
-	Total     int
-	CanCreate bool
+	Rows        []CampaignRow
+	State       string // the state filter
+	States      []string
+	Total       int
+	CanCreate   bool
+	First, Next string // links to the first and the next page; empty when there is none
 }
 
 // Campaign is a campaign's page.

@@ -96,8 +96,9 @@ type DevicePage struct {
 	Attributes map[string]string
 	// IDs, if not nil, limits the page to these devices (a group's members).
 	IDs []string
-	// Search matches a case-insensitive substring of the id, serial, hardware id, product,
-	// installed version or attributes.
+	// Search matches devices whose id or serial begins with it, letters A to Z in either
+	// case (docs/DECISIONS.md: an index range, whatever the fleet's size; attributes are
+	// found by Attributes, product, version and state by their fields).
 	Search string
 	Sort   string // one of Sorts; "" is SortID. Ties are broken by id.
 	Desc   bool
@@ -199,8 +200,9 @@ type Store interface {
 	// PageDevices returns the page p selects, in its order. Returns apperr.Invalid for a
 	// sort, limit or attribute key out of bounds.
 	PageDevices(ctx context.Context, p DevicePage) ([]*Device, error)
-	// CountFleet counts every device by status, product, installed version and state, in one
-	// pass; those not seen since staleBefore (or never) are also counted in Stale.
+	// CountFleet counts every device by status, product, installed version and state (in the
+	// SQL stores, from indexes: no table row read for most devices); those not seen since
+	// staleBefore (or never) are also counted in Stale, those with a last error in Errors.
 	CountFleet(ctx context.Context, staleBefore time.Time) ([]FleetCount, error)
 	// CountDevices counts the devices f selects; its Offset and Limit are ignored.
 	CountDevices(ctx context.Context, f DeviceFilter) (int, error)

@@ -41,9 +41,16 @@ func deviceQuery(q url.Values) (fleet.DevicePage, console.DeviceQuery, error) {
 		Group: q.Get("group"), Attr: q.Get("attr"), Sort: q.Get("sort")}
 	dq.Desc, _ = strconv.ParseBool(q.Get("desc"))
 	p := fleet.DevicePage{Product: dq.Product, Version: dq.Version, Status: dq.Status, State: dq.State, Search: dq.Q, Sort: dq.Sort, Desc: dq.Desc, Limit: devicePageSize}
-	if dq.Attr != "" {
+	// The search box takes KEY=VALUE terms as well, the attribute filter's syntax; anything
+	// else is a prefix of the id or serial (fleet.DevicePage.Search).
+	attrs := dq.Attr
+	if strings.Contains(dq.Q, "=") {
+		attrs += "," + dq.Q
+		p.Search = ""
+	}
+	if strings.TrimSpace(strings.ReplaceAll(attrs, ",", "")) != "" {
 		p.Attributes = map[string]string{}
-		for _, term := range strings.FieldsFunc(dq.Attr, func(r rune) bool { return r == ',' || r == '\n' }) {
+		for _, term := range strings.FieldsFunc(attrs, func(r rune) bool { return r == ',' || r == '\n' }) {
 			k, v, ok := strings.Cut(strings.TrimSpace(term), "=")
 			if !ok || strings.TrimSpace(k) == "" {
 				return p, dq, apperr.E(apperr.Invalid, "attribute filter %.64q: want KEY=VALUE, several separated by commas", term)

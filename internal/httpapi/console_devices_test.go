@@ -87,6 +87,14 @@ func TestConsoleDevicesList(t *testing.T) {
 	if ids := deviceLink.FindAllStringSubmatch(p.body, -1); len(ids) != 1 || ids[0][1] != "d010" {
 		t.Errorf("search sn010: %v", ids)
 	}
+	p = b.get("devices?q=" + url.QueryEscape("region=ap"))
+	if n := len(deviceLink.FindAllString(p.body, -1)); n != 40 {
+		t.Errorf("search region=ap: %d devices, want 40", n)
+	}
+	p = b.get("devices?q=" + url.QueryEscape("N010")) // a prefix, not a substring
+	if ids := deviceLink.FindAllStringSubmatch(p.body, -1); len(ids) != 0 {
+		t.Errorf("search N010: %v", ids)
+	}
 	wantPage(t, b.get("devices?attr=bad%20key%3Dx"), http.StatusBadRequest, "only letters, digits")
 	wantPage(t, b.get("devices?sort=nonsense"), http.StatusBadRequest, "sort")
 }

@@ -353,21 +353,22 @@ func (s *Server) exposureCounts(ctx context.Context, ov *console.Overview) {
 
 // liveCampaigns lists the running and paused campaigns, newest first, with their progress.
 func (s *Server) liveCampaigns(ctx context.Context) ([]console.CampaignRow, error) {
-	cs, err := s.Rollouts.Campaigns(ctx, rollout.StateRunning, rollout.StatePaused)
+	cs, _, err := s.Rollouts.PageCampaigns(ctx, rollout.CampaignPage{States: []string{rollout.StateRunning, rollout.StatePaused}, Limit: overviewCampaigns})
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(cs, func(a, b *rollout.Campaign) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	if len(cs) > overviewCampaigns {
-		cs = cs[:overviewCampaigns]
+	return s.campaignRows(ctx, cs)
+}
+
+// campaignRows is the list rows of campaigns, with their progress counted in one query.
+func (s *Server) campaignRows(ctx context.Context, cs []*rollout.Campaign) ([]console.CampaignRow, error) {
+	progress, err := s.Rollouts.Progress(ctx, cs)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]console.CampaignRow, 0, len(cs))
 	for _, c := range cs {
-		st, err := s.Rollouts.Status(ctx, c.ID)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, campaignRow(st.Campaign, st.Waves))
+		out = append(out, campaignRow(c, progress[c.ID]))
 	}
 	return out, nil
 }

@@ -64,42 +64,54 @@ func (s *Server) noRollouts(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// rolloutList lists campaigns, newest first, optionally of one state.
+// rolloutList lists campaigns, newest first, optionally of one state, a page at a time (keyset:
+// the last campaign's creation time and id), with their progress counted in one query.
 func (s *Server) rolloutList(w http.ResponseWriter, r *http.Request) {
 	if s.noRollouts(w, r) {
 		return
 	}
-	var states []string
-	state := r.URL.Query().Get("state")
+	q := r.URL.Query()
+	p := rollout.CampaignPage{Limit: rolloutListShow}
+	state := q.Get("state")
 	if state != "" {
-		states = append(states, state)
+		p.States = []string{state}
 	}
-	cs, err := s.Rollouts.Campaigns(r.Context(), states...)
-	if err != nil {
-		s.pageFail(w, r, err)
-		return
-	}
-	slices.SortFunc(cs, func(a, b *rollout.Campaign) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	v := console.RolloutList{State: state, Total: len(cs), CanCreate: can(r, auth.PermDeploy),
-		States: []string{rollout.StateRunning, rollout.StatePaused, rollout.StateScheduled, rollout.StateCreated, rollout.StateCompleted, rollout.StateCancelled}}
-	if len(cs) > rolloutListShow {
-		cs = cs[:rolloutListShow]
-	}
-	live, err := s.liveCampaigns(r.Context()) // progress for the running and paused ones
-	if err != nil {
-		s.pageFail(w, r, err)
-		return
-	}
-	progress := map[string]console.CampaignRow{}
-	for _, row := range live {
-		progress[row.ID] = row
-	}
-	for _, c := range cs {
-		if row, ok := progress[c.ID]; ok {
-			v.Rows = append(v.Rows, row)
-			continue
+	if q.Has("after") {
+		at, err := time.Parse(time.RFC3339Nano, q.Get("after"))
+		if err != nil {
+			s.pageFail(w, r, apperr.E(apperr.Invalid, "after %.40q: want a time (RFC 3339)", q.Get("after")))
+			return
 		}
-		v.Rows = append(v.Rows, campaignRow(c, nil))
+		p.After = &rollout.CampaignCursor{CreatedAt: at, ID: q.Get("after_id")}
+	}
+	cs, total, err := s.Rollouts.PageCampaigns(r.Context(), p)
+	if err != nil {
+		s.pageFail(w, r, err)
+		return
+	}
+	v := console.RolloutList{State: state, Total: total, CanCreate: can(r, auth.PermDeploy),
+		States: []string{rollout.StateRunning, rollout.StatePaused, rollout.StateScheduled, rollout.StateCreated, rollout.StateCompleted, rollout.StateCancelled}}
+	rows, err := s.campaignRows(r.Context(), cs)
+	if err != nil {
+		s.pageFail(w, r, err)
+		return
+	}
+	v.Rows = rows
+	base := url.Values{}
+	if state != "" {
+		base.Set("state", state)
+	}
+	if p.After != nil {
+		v.First = "rollouts"
+		if len(base) > 0 {
+			v.First += "?" + base.Encode()
+		}
+	}
+	if len(cs) == p.Limit {
+		last := cs[len(cs)-1]
+		base.Set("after", last.CreatedAt.UTC().Format(time.RFC3339Nano))
+		base.Set("after_id", last.ID)
+		v.Next = "rollouts?" + base.Encode()
 	}
 	s.render(w, r, http.StatusOK, "rollouts", s.layout(r, "Rollouts", "rollouts"), v)
 }

@@ -3,9 +3,11 @@ package httpapi_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -262,4 +264,44 @@ func TestConsoleRollouts(t *testing.T) {
 	if found != 3 {
 		t.Errorf("%d audit records of the campaign's create, pause and cancel, want 3", found)
 	}
+}
+
+// TestConsoleRolloutPages: the rollouts list pages by keyset, newest first, each campaign once
+// with its progress, all or of one state.
+func TestConsoleRolloutPages(t *testing.T) {
+	s := newStack(t)
+	s.withRollouts()
+	s.seedCampaigns(230, 7) // c00000 oldest; the newest 7 running, 20 members each
+	s.addUser("vic", auth.RoleViewer, testPassword)
+	srv := s.serve()
+	b := newBrowser(t, srv, "/")
+	b.login("vic", testPassword)
+	row := regexp.MustCompile(`href="/rollouts/(c\d{5})"`)
+	for _, c := range []struct {
+		query string
+		want  int
+	}{{"rollouts", 230}, {"rollouts?state=running", 7}, {"rollouts?state=completed", 223}} {
+		var got []string
+		next, pages := c.query, 0
+		for next != "" {
+			p := b.get(next)
+			wantPage(t, p, http.StatusOK, fmt.Sprintf("(%d)", c.want))
+			for _, m := range row.FindAllStringSubmatch(p.body, -1) {
+				got = append(got, m[1])
+			}
+			next = ""
+			if m := regexp.MustCompile(`href="/(rollouts\?[^"]+)" rel="next"`).FindStringSubmatch(p.body); m != nil {
+				next = strings.ReplaceAll(m[1], "&amp;", "&")
+			}
+			if pages++; pages > 5 {
+				t.Fatal("too many pages")
+			}
+		}
+		if len(got) != c.want || !slices.IsSortedFunc(got, func(a, b string) int { return strings.Compare(b, a) }) || len(slices.Compact(slices.Clone(got))) != c.want {
+			t.Errorf("%s: %d campaigns %v, want %d, newest first, each once", c.query, len(got), got, c.want)
+		}
+	}
+	// A running campaign's progress: 5 of its 20 members healthy.
+	wantPage(t, b.get("rollouts?state=running"), http.StatusOK, `aria-label="c00229: 5 of 20 healthy"`)
+	wantPage(t, b.get("rollouts?after=yesterday"), http.StatusBadRequest, "RFC 3339")
 }

@@ -64,7 +64,11 @@ type stack struct {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newStack(t testing.TB) *stack {
+func newStack(t testing.TB) *stack { t.Helper(); return newStackOn(t, nil) }
+
+// newStackOn is newStack over db (nil: a new SQLite database in the stack's folder), closed
+// when the test ends.
+func newStackOn(t testing.TB, db *sqlite.DB) *stack {
 	t.Helper()
 	ctx := context.Background()
 	s := &stack{t: t, root: t.TempDir()}
@@ -83,8 +87,10 @@ func newStack(t testing.TB) *stack {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if s.db, err = sqlite.Open(ctx, filepath.Join(dataDir, "upkeep.db")); err != nil {
-		t.Fatal(err)
+	if s.db = db; db == nil {
+		if s.db, err = sqlite.Open(ctx, filepath.Join(dataDir, "upkeep.db")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() { s.db.Close() })
 	if s.blobs, err = blobfs.New(filepath.Join(dataDir, "artifacts")); err != nil {

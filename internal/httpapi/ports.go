@@ -93,6 +93,10 @@ type Campaigns interface {
 	Act(ctx context.Context, id, action, actor string) (*rollout.Campaign, error)
 	Status(ctx context.Context, id string) (*rollout.Status, error)
 	Campaigns(ctx context.Context, states ...string) ([]*rollout.Campaign, error)
+	// PageCampaigns is a page of campaigns, newest first, and how many p's states hold.
+	PageCampaigns(ctx context.Context, p rollout.CampaignPage) ([]*rollout.Campaign, int, error)
+	// Progress counts campaigns' members per wave and status, by campaign id, in one query.
+	Progress(ctx context.Context, cs []*rollout.Campaign) (map[string][]rollout.Counts, error)
 	Groups(ctx context.Context) ([]*rollout.Group, error)
 	Group(ctx context.Context, name string) (*rollout.Group, error)
 	PutGroup(ctx context.Context, g rollout.Group, actor string) (*rollout.Group, error)

@@ -1042,6 +1042,48 @@ func (e *Engine) Campaigns(ctx context.Context, states ...string) ([]*Campaign, 
 	return e.Store.FindCampaigns(ctx, states...)
 }
 
+// PageCampaigns returns a page of campaigns, newest first, and how many campaigns p's states
+// hold in all.
+func (e *Engine) PageCampaigns(ctx context.Context, p CampaignPage) ([]*Campaign, int, error) {
+	cs, err := e.Store.PageCampaigns(ctx, p)
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := e.Store.CountCampaigns(ctx, p.States...)
+	if err != nil {
+		return nil, 0, err
+	}
+	return cs, n, nil
+}
+
+// Progress counts the members of campaigns per wave and status (as Status's Waves), by
+// campaign id, in one query.
+func (e *Engine) Progress(ctx context.Context, cs []*Campaign) (map[string][]Counts, error) {
+	out := make(map[string][]Counts, len(cs))
+	if len(cs) == 0 {
+		return out, nil
+	}
+	ids := make([]string, len(cs))
+	for i, c := range cs {
+		ids[i] = c.ID
+		waves := make([]Counts, len(c.Waves))
+		for w := range waves {
+			waves[w] = Counts{}
+		}
+		out[c.ID] = waves
+	}
+	counts, err := e.Store.CountMembers(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range counts {
+		if w := out[k.Campaign]; k.Wave >= 0 && k.Wave < len(w) {
+			w[k.Wave][k.Status] += k.N
+		}
+	}
+	return out, nil
+}
+
 // Groups lists the groups by name.
 func (e *Engine) Groups(ctx context.Context) ([]*Group, error) { return e.Store.FindGroups(ctx) }
 

@@ -50,6 +50,34 @@ type Change struct {
 	Audit    []AuditEntry
 }
 
+// CampaignPage selects one page of campaigns, newest first (ties: the greater id first), after a
+// cursor: keyset pagination, whose cost does not grow with the page's position.
+type CampaignPage struct {
+	States []string        // any of them; every state if empty
+	After  *CampaignCursor // where the previous page ended; nil: the first page
+	Limit  int             // 1 to MaxCampaignPage
+}
+
+// CampaignCursor is a position in a CampaignPage's order: a campaign's creation time and id.
+type CampaignCursor struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// MaxCampaignPage bounds CampaignPage.Limit; MaxCountMembers the campaigns CountMembers takes.
+const (
+	MaxCampaignPage = 500
+	MaxCountMembers = 500
+)
+
+// MemberCount counts a campaign's members of one wave in one status.
+type MemberCount struct {
+	Campaign string
+	Wave     int
+	Status   string
+	N        int
+}
+
 // Store persists campaigns, members, groups and the audit trail.
 type Store interface {
 	// CreateCampaign stores a campaign and its members in one transaction.
@@ -58,6 +86,14 @@ type Store interface {
 	FindCampaign(ctx context.Context, id string) (*Campaign, error)
 	// FindCampaigns lists campaigns in the given states (all if none), newest first.
 	FindCampaigns(ctx context.Context, states ...string) ([]*Campaign, error)
+	// PageCampaigns returns the page p selects. Returns apperr.Invalid for a limit out of
+	// bounds.
+	PageCampaigns(ctx context.Context, p CampaignPage) ([]*Campaign, error)
+	// CountCampaigns counts the campaigns in the given states (all if none).
+	CountCampaigns(ctx context.Context, states ...string) (int, error)
+	// CountMembers counts the members of the given campaigns (at most MaxCountMembers, else
+	// apperr.Invalid) by wave and status, in one query.
+	CountMembers(ctx context.Context, ids []string) ([]MemberCount, error)
 	// UpdateCampaign writes state, wave, pause reason, failure baseline and update time if the
 	// campaign is still in state from; apperr.Conflict otherwise.
 	UpdateCampaign(ctx context.Context, c *Campaign, from string) error

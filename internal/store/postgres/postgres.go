@@ -38,7 +38,7 @@ var Dialect = sqlstore.Dialect{
 	Greatest: "GREATEST",
 	JSONText: func(col, arg string) string { return "(" + col + "::jsonb ->> " + arg + ")" },
 	JSONKey:  func(key string) string { return key },
-	ILike:    "ILIKE",
+	Fold:     func(col string) string { return "lower(" + col + ` COLLATE "C")` }, // ASCII only under C
 }
 
 // Open connects to dsn and runs migrations.

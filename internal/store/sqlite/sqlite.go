@@ -34,8 +34,8 @@ var Dialect = sqlstore.Dialect{
 	Greatest:     "max",
 	SingleWriter: true,
 	JSONText:     func(col, arg string) string { return "json_extract(" + col + ", " + arg + ")" },
-	JSONKey:      func(key string) string { return `$."` + key + `"` }, // keys are letters, digits and . _ : - (fleet.DevicePage)
-	ILike:        "LIKE",
+	JSONKey:      func(key string) string { return `$."` + key + `"` },    // keys are letters, digits and . _ : - (fleet.DevicePage)
+	Fold:         func(col string) string { return "lower(" + col + ")" }, // ASCII only, without ICU
 }
 
 // Open opens (creating if needed) the database at path and runs migrations. The database and

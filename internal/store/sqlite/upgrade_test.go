@@ -53,3 +53,61 @@ func TestUsersMigrationOwnsFirstToken(t *testing.T) {
 		t.Fatalf("tokens after the migration: %+v, %v", ts, err)
 	}
 }
+
+// TestSeenDayMigration: migration 24 fills the day last seen of the devices already stored,
+// as the store then keeps it (days since 1970 UTC; NULL for a device never seen).
+func TestSeenDayMigration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "upkeep.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := fs.Sub(migrations, "migrations")
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 23); err != nil {
+		t.Fatal(err)
+	}
+	seen := time.Date(2026, 1, 2, 23, 59, 59, 999, time.UTC)
+	for _, d := range []struct {
+		id   string
+		seen sql.NullTime
+	}{{"seen", sql.NullTime{Time: seen, Valid: true}}, {"never", sql.NullTime{}}} {
+		if _, err := db.ExecContext(ctx, `INSERT INTO devices (id, public_key, serial, product, hardware_id, status, last_seen, enrolled_at)
+VALUES ($1, x'00', 's', 'p', 'h', 'accepted', $2, $3)`, d.id, d.seen, seen); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	days := map[string]sql.NullInt64{}
+	rows, err := s.SQL().QueryContext(ctx, `SELECT id, seen_day FROM devices`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var day sql.NullInt64
+		if err := rows.Scan(&id, &day); err != nil {
+			t.Fatal(err)
+		}
+		days[id] = day
+	}
+	if want := seen.Unix() / 86400; days["seen"] != (sql.NullInt64{Int64: want, Valid: true}) || days["never"].Valid {
+		t.Errorf("seen_day after the migration: %v, want %d and NULL", days, want)
+	}
+	for cutoff, stale := range map[time.Time]int{seen: 1, seen.Add(time.Nanosecond): 2, seen.Add(-time.Hour): 1} {
+		counts, err := s.CountFleet(ctx, cutoff)
+		if err != nil || len(counts) != 1 || counts[0].Stale != stale {
+			t.Errorf("CountFleet(%v) = %+v, %v; want %d stale", cutoff, counts, err, stale)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"strconv"
@@ -126,41 +125,14 @@ func (s *DB) FindRecords(ctx context.Context, f audit.Filter) ([]*audit.Record, 
 	return out, rows.Err()
 }
 
-// ExportRecords implements audit.Store. It reads in a read transaction of its own on the
-// underlying handle, not through the write queue, so that a long export holds up no append:
-// on PostgreSQL a REPEATABLE READ, read-only transaction; on SQLite (whose transactions here
-// begin IMMEDIATE, taking the write lock) a BEGIN DEFERRED on a connection of its own, a
-// snapshot in WAL mode. Either way a prune or append meanwhile does not tear the chain read.
+// ExportRecords implements audit.Store. It reads in a snapshot (inSnapshot), not through the
+// write queue, so that a long export holds up no append, and a prune or append meanwhile does
+// not tear the chain read.
 func (s *DB) ExportRecords(ctx context.Context, start func(audit.Chain) error, each func(*audit.Record) error) error {
-	var tx interface {
-		QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
-		QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
-	}
-	if s.dialect.Name == "postgres" {
-		t, err := s.db.DB.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
-		if err != nil {
-			return fmt.Errorf("export audit records: %w", err)
-		}
-		defer t.Rollback()
-		tx = t
-	} else {
-		conn, err := s.db.DB.Conn(ctx)
-		if err != nil {
-			return fmt.Errorf("export audit records: %w", err)
-		}
-		if _, err := conn.ExecContext(ctx, "BEGIN DEFERRED"); err != nil {
-			conn.Close()
-			return fmt.Errorf("export audit records: %w", err)
-		}
-		defer func() {
-			// A connection whose transaction could not be ended must not go back to the pool.
-			if _, err := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
-				conn.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // discards the connection
-			}
-			conn.Close()
-		}()
-		tx = conn
-	}
+	return s.inSnapshot(ctx, "export audit records", func(tx querier) error { return exportRecords(ctx, tx, start, each) })
+}
+
+func exportRecords(ctx context.Context, tx querier, start func(audit.Chain) error, each func(*audit.Record) error) error {
 	var c audit.Chain
 	if err := tx.QueryRowContext(ctx, `SELECT head_seq, head_hash, checkpoint_seq, checkpoint_hash FROM audit_chain WHERE id = 1`).
 		Scan(&c.HeadSeq, &c.HeadHash, &c.CheckpointSeq, &c.CheckpointHash); err != nil {

@@ -42,9 +42,10 @@ func (s *DB) CreateDevice(ctx context.Context, d *fleet.Device) error {
 	if pub == nil {
 		pub = []byte{} // a DDI device has no key
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`, seen_day) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)`,
 		d.ID, pub, d.Serial, d.Product, d.HardwareID, string(attrs), d.Status, d.InstalledTarget,
-		d.InstalledVer, d.SecurityVersion, d.InstalledSHA256, d.State, d.LastError, d.Assigned, d.DirectorVersion, sql.NullTime{Time: d.LastSeen, Valid: !d.LastSeen.IsZero()}, d.EnrolledAt.UTC(), d.AssignPolicy, d.Simulated, d.Kind)
+		d.InstalledVer, d.SecurityVersion, d.InstalledSHA256, d.State, d.LastError, d.Assigned, d.DirectorVersion, sql.NullTime{Time: d.LastSeen, Valid: !d.LastSeen.IsZero()}, d.EnrolledAt.UTC(), d.AssignPolicy, d.Simulated, d.Kind,
+		sql.NullInt64{Int64: seenDay(d.LastSeen), Valid: !d.LastSeen.IsZero()})
 	if s.dialect.IsUnique(err) {
 		return apperr.E(apperr.Conflict, "device %s already enrolled", d.ID)
 	}
@@ -247,17 +248,27 @@ func (s *DB) updateDevice(ctx context.Context, ex execer, id string, u fleet.Dev
 	return nil
 }
 
-// touchChunk is how many devices one statement of TouchDevices updates (on SQLite two bound
+// touchChunk is how many devices one statement of TouchDevices updates (on SQLite three bound
 // values each, well under its limit of 32,766).
 const touchChunk = 1000
 
 // touchPostgres updates the last-seen times of a chunk in one statement. The rows are locked in
 // id order first (the sorted, locking sub-select), so that replicas flushing overlapping devices
 // lock them in the same order and cannot deadlock each other; a time never moves back.
-const touchPostgres = `UPDATE devices d SET last_seen = v.t
+const touchPostgres = `UPDATE devices d SET last_seen = v.t, seen_day = floor(extract(epoch FROM v.t) / 86400)::bigint
 FROM (SELECT s.id, s.t FROM devices x JOIN unnest($1::text[], $2::timestamptz[]) AS s(id, t) ON x.id = s.id
       WHERE x.last_seen IS NULL OR x.last_seen < s.t ORDER BY x.id FOR UPDATE OF x) AS v
 WHERE d.id = v.id`
+
+// seenDay is the day of t, as the devices' seen_day column holds it (migration 00024): whole
+// days since 1970-01-01 UTC.
+func seenDay(t time.Time) int64 {
+	d := t.Unix() / 86400
+	if t.Unix() < 0 && t.Unix()%86400 != 0 {
+		d-- // floor, as the migration's and PostgreSQL's
+	}
+	return d
+}
 
 // TouchDevices implements fleet.Store: one set-based UPDATE per chunk of touchChunk devices, in
 // one transaction.
@@ -279,13 +290,13 @@ func (s *DB) TouchDevices(ctx context.Context, seen map[string]time.Time) error 
 				// SQLite: the chunk as a VALUES list (columns column1, column2), with UPDATE ... FROM.
 				var q strings.Builder
 				args := make([]any, 0, 2*len(chunk))
-				q.WriteString(`UPDATE devices SET last_seen = v.column2 FROM (VALUES `)
+				q.WriteString(`UPDATE devices SET last_seen = v.column2, seen_day = v.column3 FROM (VALUES `)
 				for i, id := range chunk {
 					if i > 0 {
 						q.WriteString(", ")
 					}
-					fmt.Fprintf(&q, "($%d, $%d)", 2*i+1, 2*i+2)
-					args = append(args, id, seen[id].UTC())
+					fmt.Fprintf(&q, "($%d, $%d, $%d)", 3*i+1, 3*i+2, 3*i+3)
+					args = append(args, id, seen[id].UTC(), seenDay(seen[id]))
 				}
 				q.WriteString(`) AS v WHERE devices.id = v.column1 AND (devices.last_seen IS NULL OR devices.last_seen < v.column2)`)
 				_, err = tx.ExecContext(ctx, q.String(), args...)

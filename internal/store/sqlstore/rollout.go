@@ -134,6 +134,82 @@ func (s *DB) FindCampaigns(ctx context.Context, states ...string) ([]*rollout.Ca
 	return out, rows.Err()
 }
 
+// PageCampaigns implements rollout.Store: a range of the index campaigns_created, or of
+// campaigns_state_created for one state (migration 00024), read backwards.
+func (s *DB) PageCampaigns(ctx context.Context, p rollout.CampaignPage) ([]*rollout.Campaign, error) {
+	if p.Limit < 1 || p.Limit > rollout.MaxCampaignPage {
+		return nil, apperr.E(apperr.Invalid, "page size %d: want 1 to %d", p.Limit, rollout.MaxCampaignPage)
+	}
+	var args []any
+	var where []string
+	if len(p.States) > 0 {
+		where = append(where, `state IN (`+placeholders(&args, p.States)+`)`)
+	}
+	if p.After != nil {
+		args = append(args, p.After.CreatedAt.UTC(), p.After.ID)
+		where = append(where, fmt.Sprintf("(created_at, id) < ($%d, $%d)", len(args)-1, len(args)))
+	}
+	q := `SELECT ` + campaignCols + ` FROM campaigns`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	args = append(args, p.Limit)
+	rows, err := s.db.QueryContext(ctx, q+fmt.Sprintf(` ORDER BY created_at DESC, id DESC LIMIT $%d`, len(args)), args...)
+	if err != nil {
+		return nil, fmt.Errorf("page campaigns: %w", err)
+	}
+	defer rows.Close()
+	var out []*rollout.Campaign
+	for rows.Next() {
+		c, err := scanCampaign(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// CountCampaigns implements rollout.Store.
+func (s *DB) CountCampaigns(ctx context.Context, states ...string) (int, error) {
+	q := `SELECT COUNT(*) FROM campaigns`
+	var args []any
+	if len(states) > 0 {
+		q += ` WHERE state IN (` + placeholders(&args, states) + `)`
+	}
+	var n int
+	if err := s.db.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count campaigns: %w", err)
+	}
+	return n, nil
+}
+
+// CountMembers implements rollout.Store: a range of the members' primary key per campaign.
+func (s *DB) CountMembers(ctx context.Context, ids []string) ([]rollout.MemberCount, error) {
+	if len(ids) > rollout.MaxCountMembers {
+		return nil, apperr.E(apperr.Invalid, "%d campaigns to count: at most %d", len(ids), rollout.MaxCountMembers)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var args []any
+	rows, err := s.db.QueryContext(ctx, `SELECT campaign_id, wave, status, COUNT(*) FROM campaign_devices WHERE campaign_id IN (`+
+		placeholders(&args, ids)+`) GROUP BY campaign_id, wave, status`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("count members: %w", err)
+	}
+	defer rows.Close()
+	var out []rollout.MemberCount
+	for rows.Next() {
+		var k rollout.MemberCount
+		if err := rows.Scan(&k.Campaign, &k.Wave, &k.Status, &k.N); err != nil {
+			return nil, fmt.Errorf("count members: %w", err)
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
 func placeholders(args *[]any, vs []string) string {
 	ph := make([]string, len(vs))
 	for i, v := range vs {

@@ -6,6 +6,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"sync"
@@ -33,9 +34,9 @@ type Dialect struct {
 	// column, arg the placeholder of the argument JSONKey made of the member's name.
 	JSONText func(col, arg string) string
 	JSONKey  func(key string) string
-	// ILike is the case-insensitive LIKE operator: LIKE (SQLite's is, for ASCII), ILIKE
-	// (PostgreSQL).
-	ILike string
+	// Fold is the SQL text of col with the letters A to Z folded to lower case and nothing
+	// else, compared bytewise; migration 00024 indexes it for id and serial.
+	Fold func(col string) string
 }
 
 // DB is a store over one database handle. It is safe for concurrent use.
@@ -104,6 +105,44 @@ func (c *stmtCache) ExecContext(ctx context.Context, q string, args ...any) (sql
 		return st.ExecContext(ctx, args...)
 	}
 	return c.DB.ExecContext(ctx, q, args...)
+}
+
+// querier reads: a transaction or a connection.
+type querier interface {
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+// inSnapshot runs fn's reads in one snapshot of the database, in a read transaction of its own
+// on the underlying handle, not through the write queue: on PostgreSQL a REPEATABLE READ,
+// read-only transaction; on SQLite (whose transactions here begin IMMEDIATE, taking the write
+// lock) a BEGIN DEFERRED on a connection of its own, a snapshot in WAL mode. Its statements
+// are not the cache's.
+func (s *DB) inSnapshot(ctx context.Context, what string, fn func(q querier) error) error {
+	if s.dialect.Name == "postgres" {
+		t, err := s.db.DB.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		defer t.Rollback()
+		return fn(t)
+	}
+	conn, err := s.db.DB.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN DEFERRED"); err != nil {
+		conn.Close()
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer func() {
+		// A connection whose transaction could not be ended must not go back to the pool.
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK"); err != nil {
+			conn.Raw(func(any) error { return driver.ErrBadConn }) //nolint:errcheck // discards the connection
+		}
+		conn.Close()
+	}()
+	return fn(conn)
 }
 
 // Tx is a transaction that runs the cache's prepared statements on its connection.

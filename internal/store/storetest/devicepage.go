@@ -13,7 +13,8 @@ import (
 
 // testDevicePages: keyset pages in every order and direction cover each matching device exactly
 // once, in order; filters by product, version, status, state, attributes (lists included,
-// case-sensitive), ids and free-text search; CountFleet groups and counts stale devices.
+// case-sensitive), ids and free-text search (a prefix of the id or serial); CountFleet groups
+// and counts stale devices and those with an error.
 func testDevicePages(t *testing.T, s Store) {
 	regions := []string{"eu", "us", "EU", "eu\nus"}
 	var all []*fleet.Device
@@ -23,6 +24,9 @@ func testDevicePages(t *testing.T, s Store) {
 			InstalledVer: fmt.Sprintf("1.%d", i%3), State: []string{"idle", "failed", ""}[i%3], EnrolledAt: t0}
 		if i%5 == 0 {
 			d.LastSeen = t0.Add(time.Hour)
+		}
+		if i%7 == 0 {
+			d.LastError = "flash failed"
 		}
 		if err := s.CreateDevice(ctx, d); err != nil {
 			t.Fatal(err)
@@ -100,8 +104,11 @@ func testDevicePages(t *testing.T, s Store) {
 		"ids":       {fleet.DevicePage{IDs: []string{"d03", "d10", "nope"}}, func(d *fleet.Device) bool { return d.ID == "d03" || d.ID == "d10" }},
 		"no ids":    {fleet.DevicePage{IDs: []string{}}, func(d *fleet.Device) bool { return false }},
 		"search":    {fleet.DevicePage{Search: "sn-3"}, func(d *fleet.Device) bool { return d.Serial == "SN-3" }},
-		"search %":  {fleet.DevicePage{Search: "%"}, func(d *fleet.Device) bool { return true }}, // the note holds a %
-		"search _":  {fleet.DevicePage{Search: "n_"}, func(d *fleet.Device) bool { return false }},
+		"search 1":  {fleet.DevicePage{Search: " SN-1"}, func(d *fleet.Device) bool { return strings.HasPrefix(d.Serial, "SN-1") }}, // SN-1, SN-10
+		"search id": {fleet.DevicePage{Search: "D1"}, func(d *fleet.Device) bool { return strings.HasPrefix(d.ID, "d1") }},
+		"search in": {fleet.DevicePage{Search: "N-3"}, func(d *fleet.Device) bool { return false }}, // a prefix, not a substring
+		"search %":  {fleet.DevicePage{Search: "%"}, func(d *fleet.Device) bool { return false }},   // no wildcards
+		"search _":  {fleet.DevicePage{Search: "d_"}, func(d *fleet.Device) bool { return false }},
 	} {
 		for _, desc := range []bool{false, true} {
 			p := c.p
@@ -122,13 +129,39 @@ func testDevicePages(t *testing.T, s Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	total, stale, groups := 0, 0, map[string]int{}
+	total, stale, errs, groups := 0, 0, 0, map[string]int{}
 	for _, c := range counts {
 		total += c.Devices
 		stale += c.Stale
+		errs += c.Errors
 		groups[c.Product+"/"+c.Version+"/"+c.State] += c.Devices
+		if c.Errors > c.Devices || c.Stale > c.Devices {
+			t.Errorf("CountFleet: %+v", c)
+		}
 	}
-	if total != 37 || stale != 37-8 || groups["cam/1.0/idle"] != 7 { // i%6 == 0; seen since the cutoff: i%5 == 0 (8 devices)
-		t.Errorf("CountFleet: total %d stale %d groups %v", total, stale, groups)
+	// cam/1.0/idle: i%6 == 0; seen since the cutoff: i%5 == 0 (8 devices); an error: i%7 == 0 (6)
+	if total != 37 || stale != 37-8 || errs != 6 || groups["cam/1.0/idle"] != 7 {
+		t.Errorf("CountFleet: total %d stale %d errors %d groups %v", total, stale, errs, groups)
+	}
+	// Stale by the time, not the day: seen on the cutoff's day before it (d01), the day
+	// before (d02), after it (d03).
+	if err := s.TouchDevices(ctx, map[string]time.Time{"d01": t0, "d02": t0.Add(-24 * time.Hour), "d03": t0.Add(2 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		cutoff time.Time
+		stale  int
+	}{{t0.Add(time.Minute), 37 - 8 - 1}, {t0, 37 - 8 - 1 - 1}, {t0.Add(2 * time.Hour), 37}, {t0.Add(-48 * time.Hour), 37 - 8 - 3}} {
+		counts, err := s.CountFleet(ctx, c.cutoff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stale := 0
+		for _, k := range counts {
+			stale += k.Stale
+		}
+		if stale != c.stale {
+			t.Errorf("CountFleet(%v): %d stale, want %d", c.cutoff, stale, c.stale)
+		}
 	}
 }

@@ -21,7 +21,7 @@ func PostgresServer(t testing.TB) string {
 
 // PostgresDSN returns a DSN for a fresh, empty schema in the PostgreSQL named by
 // UPKEEP_TEST_POSTGRES, dropped when the test ends; unset, as PostgresServer.
-func PostgresDSN(t *testing.T) string {
+func PostgresDSN(t testing.TB) string {
 	t.Helper()
 	dsn := PostgresServer(t)
 	b := make([]byte, 6)

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -126,4 +127,68 @@ func testDynamicCampaigns(t *testing.T, s Store) {
 	if gs, err := s.FindGroups(ctx); err != nil || !slices.ContainsFunc(gs, func(g *rollout.Group) bool { return g.Name == "weekends" && g.Days == "sat,sun" }) {
 		t.Fatalf("groups %+v, %v", gs, err)
 	}
+}
+
+// testCampaignPages: keyset pages of campaigns, newest first (ties by id), all or of some
+// states, cover each exactly once; CountCampaigns and CountMembers agree with what was stored.
+func testCampaignPages(t *testing.T, s Store) {
+	var all []*rollout.Campaign
+	for i := range 23 {
+		c := &rollout.Campaign{ID: fmt.Sprintf("p%02d", i), Release: "p@1", Target: "p/1/fw", Product: "p", Waves: []int{1, 2},
+			State: []string{rollout.StateRunning, rollout.StateCompleted, rollout.StatePaused}[i%3], CreatedAt: t0.Add(time.Duration(i/2) * time.Minute), UpdatedAt: t0}
+		var ms []rollout.Member
+		for j := range i % 4 {
+			ms = append(ms, rollout.Member{DeviceID: fmt.Sprintf("d%d", j), Wave: min(j, 1), Status: []string{rollout.MemberPending, rollout.MemberHealthy}[j%2], Since: t0})
+		}
+		if err := s.CreateCampaign(ctx, c, ms); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, c)
+	}
+	for _, states := range [][]string{nil, {rollout.StateRunning, rollout.StatePaused}, {rollout.StateCompleted}, {"nothing"}} {
+		var want []string
+		for i := len(all) - 1; i >= 0; i-- { // created in order, ties (two a minute) by the greater id
+			if len(states) == 0 || slices.Contains(states, all[i].State) {
+				want = append(want, all[i].ID)
+			}
+		}
+		var got []string
+		p := rollout.CampaignPage{States: states, Limit: 4}
+		for range 20 {
+			page, err := s.PageCampaigns(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range page {
+				got = append(got, c.ID)
+			}
+			if len(page) < p.Limit {
+				break
+			}
+			last := page[len(page)-1]
+			p.After = &rollout.CampaignCursor{CreatedAt: last.CreatedAt, ID: last.ID}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("states %v:\n got %v\nwant %v", states, got, want)
+		}
+		if n, err := s.CountCampaigns(ctx, states...); err != nil || n != len(want) {
+			t.Errorf("CountCampaigns(%v) = %d, %v; want %d", states, n, err, len(want))
+		}
+	}
+	_, err := s.PageCampaigns(ctx, rollout.CampaignPage{Limit: rollout.MaxCampaignPage + 1})
+	wantCode(t, err, apperr.Invalid)
+	counts, err := s.CountMembers(ctx, []string{"p03", "p07", "p08", "nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, k := range counts {
+		got[fmt.Sprintf("%s/%d/%s", k.Campaign, k.Wave, k.Status)] += k.N
+	}
+	want := map[string]int{"p03/0/pending": 1, "p03/1/healthy": 1, "p03/1/pending": 1, "p07/0/pending": 1, "p07/1/healthy": 1, "p07/1/pending": 1}
+	if diff := cmp.Diff(want, got); diff != "" { // p08: no members
+		t.Errorf("CountMembers (-want +got):\n%s", diff)
+	}
+	_, err = s.CountMembers(ctx, make([]string, rollout.MaxCountMembers+1))
+	wantCode(t, err, apperr.Invalid)
 }

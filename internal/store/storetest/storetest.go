@@ -75,6 +75,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"Concurrent":       testConcurrentWrites,
 		"Leases":           testLeases,
 		"Campaigns":        testCampaigns,
+		"CampaignPages":    testCampaignPages,
 		"DynamicCampaigns": testDynamicCampaigns,
 		"Simulated":        testSimulated,
 		"DDIActions":       testDDIActions,
