@@ -265,7 +265,7 @@ func (s *Server) rolloutEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.consoleStreams.release(key)
-	if !s.consoleStreams.acquire(allStreams, cmp.Or(s.MaxStreams, DefaultMaxStreams)) {
+	if !s.consoleStreams.acquire(allStreams, cmp.Or(int(s.maxStreams.Load()), s.MaxStreams, DefaultMaxStreams)) {
 		s.pageFail(w, r, apperr.E(apperr.Busy, "too many event streams open on this server; the page shows the progress when reloaded"))
 		return
 	}
@@ -317,7 +317,7 @@ func (s *Server) rolloutEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-tick.C:
 		}
-		if time.Since(checked) >= cmp.Or(s.streamSessionEvery, streamSessionEvery) {
+		if time.Since(checked) >= cmp.Or(time.Duration(s.streamSessionEvery.Load()), streamSessionEvery) {
 			checked = time.Now()
 			if !s.stillAllowed(r, auth.PermRolloutsRead) {
 				writeEvent(w, "end", []byte("session ended")) //nolint:errcheck // the stream ends either way

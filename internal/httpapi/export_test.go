@@ -24,4 +24,7 @@ func (s *Server) ForgetConsoleCaches() {
 }
 
 // SetStreamSessionEvery sets how often the console's event streams check their session.
-func SetStreamSessionEvery(s *Server, d time.Duration) { s.streamSessionEvery = d }
+func SetStreamSessionEvery(s *Server, d time.Duration) { s.streamSessionEvery.Store(int64(d)) }
+
+// SetMaxStreams bounds the console's event streams on the server while it serves (0: MaxStreams).
+func SetMaxStreams(s *Server, n int) { s.maxStreams.Store(int64(n)) }

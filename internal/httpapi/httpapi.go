@@ -157,7 +157,8 @@ type Server struct {
 	streamsEnd         chan struct{}        // closed by EndStreams
 	fleetCounts        fleetCountCache      // the overview's last count of the fleet
 	exposures          exposureCache        // the console's last exposure reports
-	streamSessionEvery time.Duration        // how often an event stream checks its session; 0: streamSessionEvery
+	streamSessionEvery atomic.Int64         // how often an event stream checks its credential (ns); 0: streamSessionEvery
+	maxStreams         atomic.Int64         // set by tests while streams run: overrides MaxStreams
 	nartifacts         atomic.Int64
 }
 
