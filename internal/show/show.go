@@ -135,8 +135,13 @@ func CampaignStatus(w io.Writer, st *wire.CampaignStatus) {
 	}
 	tw.Flush()
 	if d := st.Download; d != nil && d.ImageBytes > 0 {
-		fmt.Fprintf(w, "\ndownloads: %d devices fetched %s for %s of images (%.1f%% saved by delta updates)\n",
-			d.Devices, Size(d.Bytes), Size(d.ImageBytes), 100*float64(d.ImageBytes-d.Bytes)/float64(d.ImageBytes))
+		// Full downloads fetch a little more than the image (retries, a delta that failed first):
+		// no negative saving.
+		saved := "nothing saved by delta updates"
+		if d.Bytes < d.ImageBytes {
+			saved = fmt.Sprintf("%.1f%% saved by delta updates", 100*float64(d.ImageBytes-d.Bytes)/float64(d.ImageBytes))
+		}
+		fmt.Fprintf(w, "\ndownloads: %d devices fetched %s for %s of images (%s)\n", d.Devices, Size(d.Bytes), Size(d.ImageBytes), saved)
 	}
 	if len(st.Waiting) > 0 {
 		fmt.Fprintf(w, "\n%d devices wait (consent or maintenance window):\n", len(st.Waiting))

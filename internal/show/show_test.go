@@ -57,3 +57,21 @@ func TestSize(t *testing.T) {
 		}
 	}
 }
+
+// TestCampaignDownloads: the bytes deltas saved, and no negative saving when the devices fetched
+// whole images and a little more.
+func TestCampaignDownloads(t *testing.T) {
+	for _, tc := range []struct {
+		d    wire.CampaignDownload
+		want string
+	}{
+		{wire.CampaignDownload{Devices: 2, Bytes: 100 << 10, ImageBytes: 1 << 20}, "(90.2% saved by delta updates)"},
+		{wire.CampaignDownload{Devices: 2, Bytes: 513 << 10, ImageBytes: 512 << 10}, "(nothing saved by delta updates)"},
+	} {
+		var b strings.Builder
+		CampaignStatus(&b, &wire.CampaignStatus{Download: &tc.d})
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("%+v: want %q in\n%s", tc.d, tc.want, b.String())
+		}
+	}
+}
