@@ -240,14 +240,11 @@ func (s *Server) adminAddToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) adminRevokeToken(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := s.Admin.RevokeOperatorToken(r.Context(), id, s.now()); err != nil {
+	if err := s.revokeOperatorTokenOf(r); err != nil {
 		s.formError(w, r, err, "admin/tokens")
 		return
 	}
-	s.ForgetOperators()
-	s.logger().Info("operator token revoked", "token", id, "actor", actorOf(r))
-	s.done(w, r, "tokens", "Token "+id+" revoked.")
+	s.done(w, r, "tokens", "Token "+r.PathValue("id")+" revoked.")
 }
 
 func (s *Server) adminEnroll(w http.ResponseWriter, r *http.Request) {

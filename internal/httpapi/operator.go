@@ -167,6 +167,18 @@ func (s *Server) newOperatorToken(r *http.Request, req wire.OperatorTokenRequest
 	return t, secret, nil
 }
 
+// revokeOperatorTokenOf revokes the operator token the path's {id} names (the API and the
+// console's form), and forgets it at once here; other replicas when they read the new generation.
+func (s *Server) revokeOperatorTokenOf(r *http.Request) error {
+	id := r.PathValue("id")
+	if err := s.Admin.RevokeOperatorToken(r.Context(), id, s.now()); err != nil {
+		return err
+	}
+	s.ForgetOperators()
+	s.logger().Info("operator token revoked", "token", id, "actor", actorOf(r))
+	return nil
+}
+
 func (s *Server) listOperatorTokens(w http.ResponseWriter, r *http.Request) {
 	ts, err := s.Admin.FindOperatorTokens(r.Context())
 	if err != nil {
@@ -181,13 +193,10 @@ func (s *Server) listOperatorTokens(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) revokeOperatorToken(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	if err := s.Admin.RevokeOperatorToken(r.Context(), id, s.now()); err != nil {
+	if err := s.revokeOperatorTokenOf(r); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.ForgetOperators() // at once here; other replicas when they read the new generation
-	s.logger().Info("operator token revoked", "token", id, "actor", r.Context().Value(keyActor))
 	w.WriteHeader(http.StatusNoContent)
 }
 
