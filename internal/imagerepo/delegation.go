@@ -31,9 +31,9 @@ func (s *Service) delegatedRole(ctx context.Context, role string) (*metadata.Met
 
 // delegatedRoleFrom is delegatedRole; fresh asks the store even if the copy is recent.
 func (s *Service) delegatedRoleFrom(ctx context.Context, role string, fresh bool) (*metadata.Metadata[metadata.TargetsType], int64, error) {
-	now := s.now()
+	now, gen := s.now(), s.gen.Load()
 	if v, ok := s.roles.Load(role); ok && !fresh {
-		if c := v.(*cachedTargets); recent(c.at, now) {
+		if c := v.(*cachedTargets); s.current(c.gen, c.at, now) {
 			return c.t, c.version, nil
 		}
 	}
@@ -43,7 +43,7 @@ func (s *Service) delegatedRoleFrom(ctx context.Context, role string, fresh bool
 	}
 	if v, ok := s.roles.Load(role); ok {
 		if c := v.(*cachedTargets); c.version == m.Version {
-			s.roles.Store(role, &cachedTargets{t: c.t, version: c.version, at: now})
+			s.roles.Store(role, &cachedTargets{t: c.t, version: c.version, at: now, gen: gen})
 			return c.t, c.version, nil
 		}
 	}
@@ -51,7 +51,7 @@ func (s *Service) delegatedRoleFrom(ctx context.Context, role string, fresh bool
 	if err != nil {
 		return nil, 0, fmt.Errorf("parse stored image role %s: %w", role, err)
 	}
-	s.roles.Store(role, &cachedTargets{t: t, version: m.Version, at: now})
+	s.roles.Store(role, &cachedTargets{t: t, version: m.Version, at: now, gen: gen})
 	return t, m.Version, nil
 }
 
@@ -67,16 +67,34 @@ func (s *Service) loader(ctx context.Context) tuf.LoadRole {
 // over the stored roles, each verified against its delegator when it was uploaded), and returns
 // it with the role that lists it. Returns
 // apperr.NotFound if no role lists it. The entry is shared: callers must not change it.
+//
+// A target missing from the copies kept here is looked for again in the store: it may have been
+// published on another replica a moment ago, and an operator who deploys a release just
+// published must not be told it does not exist.
 func (s *Service) Lookup(ctx context.Context, name string) (*tuf.Resolution, error) {
-	top, err := s.imageTargets(ctx)
-	if err != nil {
-		return nil, err
+	res, err := s.lookupFrom(ctx, name, false)
+	if errors.Is(err, tuf.ErrTargetNotFound) {
+		res, err = s.lookupFrom(ctx, name, true)
 	}
-	res, err := tuf.Find(top, name, s.loader(ctx)) // roles verified when stored
 	if errors.Is(err, tuf.ErrTargetNotFound) {
 		return nil, apperr.E(apperr.NotFound, "target %s is not in the image repository", name)
 	}
 	return res, err
+}
+
+func (s *Service) lookupFrom(ctx context.Context, name string, fresh bool) (*tuf.Resolution, error) {
+	top, err := s.imageTargetsFrom(ctx, fresh)
+	if err != nil {
+		return nil, err
+	}
+	load := s.loader(ctx)
+	if fresh {
+		load = func(role string) (*metadata.Metadata[metadata.TargetsType], error) {
+			t, _, err := s.delegatedRoleFrom(ctx, role, true)
+			return t, err
+		}
+	}
+	return tuf.Find(top, name, load) // roles verified when stored
 }
 
 // tree is the delegation graph as stored: every reachable role with its latest metadata and

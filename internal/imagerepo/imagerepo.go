@@ -88,16 +88,21 @@ type Service struct {
 	// every timestampRecheck, and versioned metadata files, which never change, are kept.
 	timestamp atomic.Pointer[cachedTimestamp]
 	targets   atomic.Pointer[cachedTargets]
-	roles     sync.Map // delegated role name -> *cachedTargets
-	cat       atomic.Pointer[cachedCatalogue]
-	catMu     sync.Mutex // makes a catalogue's document once
-	files     sync.Map   // "role/version" -> []byte
-	nfiles    atomic.Int64
+	// gen counts invalidations. Every cached copy carries the generation read before the store
+	// was asked, and a copy of an older generation is never used: a read that began before this
+	// process changed the repository cannot bring the old metadata back into the cache.
+	gen    atomic.Uint64
+	roles  sync.Map // delegated role name -> *cachedTargets
+	cat    atomic.Pointer[cachedCatalogue]
+	catMu  sync.Mutex // makes a catalogue's document once
+	files  sync.Map   // "role/version" -> []byte
+	nfiles atomic.Int64
 }
 
 type cachedTimestamp struct {
 	body []byte
 	at   time.Time
+	gen  uint64
 }
 
 // timestampRecheck bounds how stale another replica's publication can look here.
@@ -107,7 +112,17 @@ const (
 )
 
 // invalidate drops the cached image timestamp after this process changed the image repository.
-func (s *Service) invalidate() { s.timestamp.Store(nil); s.targets.Store(nil); s.roles.Clear() }
+func (s *Service) invalidate() {
+	s.gen.Add(1)
+	s.timestamp.Store(nil)
+	s.targets.Store(nil)
+	s.roles.Clear()
+}
+
+// current reports whether a copy cached in generation gen at time at may still be used.
+func (s *Service) current(gen uint64, at, now time.Time) bool {
+	return gen == s.gen.Load() && recent(at, now)
+}
 
 // ForgetCache drops the cached image timestamp, for whoever changed the stored metadata behind
 // the service's back (the attack tests, playing a compromised server).
@@ -210,8 +225,8 @@ func (s *Service) imageTargets(ctx context.Context) (*metadata.Metadata[metadata
 // imageTargetsFrom is imageTargets; fresh asks the store even if the copy is recent (it is
 // parsed again only if the store holds a newer version).
 func (s *Service) imageTargetsFrom(ctx context.Context, fresh bool) (*metadata.Metadata[metadata.TargetsType], error) {
-	now := s.now()
-	if c := s.targets.Load(); c != nil && recent(c.at, now) && !fresh {
+	now, gen := s.now(), s.gen.Load()
+	if c := s.targets.Load(); c != nil && s.current(c.gen, c.at, now) && !fresh {
 		return c.t, nil
 	}
 	m, err := s.Store.LatestMetadata(ctx, RepoImage, tuf.Targets)
@@ -219,14 +234,14 @@ func (s *Service) imageTargetsFrom(ctx context.Context, fresh bool) (*metadata.M
 		return nil, fmt.Errorf("load image targets: %w", err)
 	}
 	if c := s.targets.Load(); c != nil && c.version == m.Version {
-		s.targets.Store(&cachedTargets{t: c.t, version: c.version, at: now})
+		s.targets.Store(&cachedTargets{t: c.t, version: c.version, at: now, gen: gen})
 		return c.t, nil
 	}
 	t, err := metadata.Targets().FromBytes(m.Body)
 	if err != nil {
 		return nil, fmt.Errorf("parse stored image targets: %w", err)
 	}
-	s.targets.Store(&cachedTargets{t: t, version: m.Version, at: now})
+	s.targets.Store(&cachedTargets{t: t, version: m.Version, at: now, gen: gen})
 	return t, nil
 }
 
@@ -250,6 +265,7 @@ type cachedTargets struct {
 	t       *metadata.Metadata[metadata.TargetsType]
 	version int64
 	at      time.Time
+	gen     uint64
 }
 
 // Refresh signs a new image snapshot and timestamp if the snapshot does not name the latest
@@ -390,17 +406,18 @@ func (s *Service) logger() *slog.Logger {
 func (s *Service) Metadata(ctx context.Context, file string) ([]byte, error) {
 	if file == "timestamp.json" {
 		now := s.now()
-		if c := s.timestamp.Load(); c != nil && recent(c.at, now) {
+		if c := s.timestamp.Load(); c != nil && s.current(c.gen, c.at, now) {
 			return c.body, nil
 		}
 		if err := s.Refresh(ctx, false); err != nil {
 			return nil, err
 		}
+		gen := s.gen.Load()
 		m, err := s.Store.LatestMetadata(ctx, RepoImage, tuf.Timestamp)
 		if err != nil {
 			return nil, err
 		}
-		s.timestamp.Store(&cachedTimestamp{body: m.Body, at: now})
+		s.timestamp.Store(&cachedTimestamp{body: m.Body, at: now, gen: gen})
 		return m.Body, nil
 	}
 	role, v, ok := VersionedFile(file)

@@ -81,36 +81,11 @@ func testPublishAtomic(t *testing.T, db *sqlstore.DB, inject, heal []string) {
 	}
 
 	// A release engineer uploads the image and signs targets version 2 naming it.
-	image := []byte("firmware 1.1.0")
-	h256, h512 := sha256.Sum256(image), sha512.Sum512(image)
-	if _, err := blobs.Put(ctx, bytes.NewReader(image), 1<<20, hex.EncodeToString(h256[:])); err != nil {
-		t.Fatal(err)
-	}
-	name := tuf.TargetName("cam", "1.1.0", "fw.img")
-	tf, err := uptane.NewTargetFile(int64(len(image)), hex.EncodeToString(h256[:]), hex.EncodeToString(h512[:]),
-		uptane.TargetCustom{Product: "cam", HardwareIDs: []string{"cam-v1"}, Version: "1.1.0", SecurityVersion: 1, Class: "security"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cur, err := s.CurrentTargets(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := tuf.ParseRoot(sk.ImageRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tm, err := uptane.VerifyImageTargets(root, cur, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tm.Signed.Targets[name] = tf
-	tm.Signed.Version++
-	tm.Signed.Expires = time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
-	signed, err := tuf.SignTargets(tm, targetsKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	name, signed := signPublication(t, s, blobs, sk, targetsKey, "cam", "1.1.0")
 
 	exec := func(stmts []string) {
 		t.Helper()
@@ -151,4 +126,43 @@ func testPublishAtomic(t *testing.T, db *sqlstore.DB, inject, heal []string) {
 	if got, err := s.Metadata(ctx, "2.targets.json"); err != nil || !bytes.Equal(got, signed) {
 		t.Fatalf("2.targets.json after the retry: %v", err)
 	}
+}
+
+// signPublication uploads an image of product at version and signs the next image targets
+// naming it, as a release engineer does offline. It returns the target name and the signed
+// targets.
+func signPublication(t *testing.T, s *imagerepo.Service, blobs *blobfs.Store, sk *tuf.ServerKeys, targetsKey *tuf.Key, product, version string) (string, []byte) {
+	t.Helper()
+	ctx := context.Background()
+	image := []byte("firmware " + product + " " + version)
+	h256, h512 := sha256.Sum256(image), sha512.Sum512(image)
+	if _, err := blobs.Put(ctx, bytes.NewReader(image), 1<<20, hex.EncodeToString(h256[:])); err != nil {
+		t.Fatal(err)
+	}
+	name := tuf.TargetName(product, version, "fw.img")
+	tf, err := uptane.NewTargetFile(int64(len(image)), hex.EncodeToString(h256[:]), hex.EncodeToString(h512[:]),
+		uptane.TargetCustom{Product: product, HardwareIDs: []string{product + "-v1"}, Version: version, SecurityVersion: 1, Class: "security"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := s.CurrentTargets(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := tuf.ParseRoot(sk.ImageRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := uptane.VerifyImageTargets(root, cur, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.Signed.Targets[name] = tf
+	tm.Signed.Version++
+	tm.Signed.Expires = time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
+	signed, err := tuf.SignTargets(tm, targetsKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name, signed
 }

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"upkeep.dev/upkeep/internal/apperr"
+	blobfs "upkeep.dev/upkeep/internal/blob/fs"
 
 	"upkeep.dev/upkeep/internal/imagerepo"
 	"upkeep.dev/upkeep/internal/store/sqlite"
@@ -90,5 +92,100 @@ func TestRefreshAnotherReplicaFirst(t *testing.T) {
 	}
 	if !stored.Expires.After(now().Add(12 * time.Hour)) {
 		t.Fatalf("served timestamp expires %s: not the fresh one", stored.Expires)
+	}
+}
+
+// staleReader lets a test run something after the latest image targets were read from the
+// store and before the reader gets them: a read that began before a publication.
+type staleReader struct {
+	imagerepo.Store
+	after func()
+}
+
+func (r *staleReader) LatestMetadata(ctx context.Context, repo, role string) (*imagerepo.Meta, error) {
+	m, err := r.Store.LatestMetadata(ctx, repo, role)
+	if f := r.after; f != nil && role == tuf.Targets {
+		r.after = nil
+		f()
+	}
+	return m, err
+}
+
+// TestPublishedTargetFoundAtOnce: a release is found the moment its publication returns, by
+// the replica that published it even when a device's request read the targets just before the
+// publication and finished just after, and by another replica whose copy of the targets is
+// recent (an operator deploys a release right after publishing it, whichever replica answers).
+func TestPublishedTargetFoundAtOnce(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sk, err := tuf.LoadServerKeys(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	targetsKey, err := tuf.LoadKey(filepath.Join(keys, tuf.FileTargetsKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(dir, "upkeep.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	blobs, err := blobfs.New(filepath.Join(dir, "artifacts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := &staleReader{Store: db}
+	newService := func(st imagerepo.Store) *imagerepo.Service {
+		return &imagerepo.Service{Store: st, Blobs: blobs, Keys: imagerepo.Keys{Snapshot: sk.Snapshot, Timestamp: sk.Timestamp},
+			Lifetimes: tuf.DefaultLifetimes(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	}
+	a, b := newService(stale), newService(db)
+	for _, s := range []*imagerepo.Service{a, b} {
+		if err := s.Bootstrap(ctx, sk.ImageRoot, sk.ImageTargets); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A reader on replica a reads targets version 1; replica a publishes version 2 before the
+	// reader keeps its copy.
+	name, signed := signPublication(t, a, blobs, sk, targetsKey, "cam", "1.1.0")
+	a.ForgetCache()
+	stale.after = func() {
+		if _, err := a.Publish(ctx, name, signed); err != nil {
+			t.Errorf("publish during the read: %v", err)
+		}
+	}
+	if _, err := a.Catalogue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if stale.after != nil {
+		t.Fatal("the publication did not run during the read")
+	}
+	cat, err := a.Catalogue(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(cat, []byte(name)) {
+		t.Fatalf("replica a's catalogue after its publication does not list %s: the read that began before it was kept", name)
+	}
+
+	// Replica b has a recent copy of targets version 2; replica a publishes version 3.
+	if _, err := b.TargetFile(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	next, signed := signPublication(t, a, blobs, sk, targetsKey, "cam", "1.2.0")
+	if _, err := a.Publish(ctx, next, signed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.TargetFile(ctx, next); err != nil {
+		t.Fatalf("replica b looking up %s just published on replica a: %v", next, err)
+	}
+	if _, err := b.TargetFile(ctx, "cam/9.9.9/fw.img"); !apperr.Is(err, apperr.NotFound) {
+		t.Fatalf("a target nobody published: %v, want not found", err)
 	}
 }
