@@ -444,13 +444,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case errors.As(err, &te):
-			backoff = min(max(2*backoff, 5*time.Second), 30*time.Minute)
-			wait = max(backoff, te.RetryAfter)
+			backoff = devclient.NextBackoff(backoff)
+			wait = devclient.RetryWait(backoff, te.RetryAfter) // never sooner than the server asked
 			a.log.Warn("check failed, will retry", "err", err, "in", wait)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-time.After(max(devclient.Jitter(wait), te.RetryAfter)): // never sooner than the server asked
+			case <-time.After(wait):
 			}
 			continue
 		case err != nil:

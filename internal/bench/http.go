@@ -7,7 +7,6 @@ package bench
 import (
 	"bytes"
 	"cmp"
-	"container/heap"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -20,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -63,8 +61,14 @@ type HTTPConfig struct {
 	Warmup   time.Duration // fleet: polling before the window opens
 	Enrolers int           // fleet: enrolments in flight
 	// TLS (checkin): the server and nginx serve HTTPS with one self-signed certificate made for
-	// the run, and the full and resumed handshake rates are measured too.
+	// the run, and the full and resumed handshake rates are measured too. TLS (fleet): the
+	// replicas serve HTTPS, every check-in a connection of its own resuming a session.
 	TLS bool
+	// SQLite (fleet): one node on its embedded SQLite database instead of replicas on PostgreSQL.
+	SQLite bool
+	// Outage (fleet): after the window, every replica stops for this long and starts again; the
+	// bench then follows the devices back (0: no outage).
+	Outage time.Duration
 }
 
 func DefaultHTTPConfig() HTTPConfig {
@@ -1049,277 +1053,6 @@ func readPGStats(ctx context.Context, conn *pgx.Conn, db string) (pgStats, error
 	err := conn.QueryRow(ctx, `SELECT tup_inserted + tup_updated + tup_deleted, xact_commit, tup_fetched FROM pg_stat_database WHERE datname = $1`, db).
 		Scan(&s.Writes, &s.Commits, &s.Reads)
 	return s, err
-}
-
-// pollItem is a device's next check-in.
-type pollItem struct {
-	at  time.Time
-	dev int
-}
-
-type pollQueue []pollItem
-
-func (q pollQueue) Len() int           { return len(q) }
-func (q pollQueue) Less(i, j int) bool { return q[i].at.Before(q[j].at) }
-func (q pollQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
-func (q *pollQueue) Push(x any)        { *q = append(*q, x.(pollItem)) }
-func (q *pollQueue) Pop() any {
-	old := *q
-	it := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return it
-}
-
-// nextPoll is when a bench device polls again after a check-in that gave res or err: as the
-// agent, within the poll interval and jitter the server suggested (interval when it suggested
-// none; ±20% without a jitter hint), and never sooner than a Retry-After (a shed check-in).
-func nextPoll(res devclient.CheckinResult, err error, interval time.Duration) time.Duration {
-	next := devclient.NextPoll(cmp.Or(res.Poll, interval), res.Jitter)
-	var te *devclient.TransientError
-	if errors.As(err, &te) {
-		next = max(next, te.RetryAfter)
-	}
-	return next
-}
-
-// fleetCounters are what the pollers count.
-type fleetCounters struct {
-	measuring         atomic.Bool
-	checkins, changed atomic.Int64
-	errors, renewals  atomic.Int64
-	poll, jitter      atomic.Int64 // the last hints a check-in answer carried
-	mu                sync.Mutex
-	latencies         []time.Duration
-	firstErr          error
-	perReplica        []atomic.Int64
-}
-
-// Fleet runs `upkeep bench fleet`.
-func Fleet(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
-	if cfg.Postgres == "" {
-		return errors.New("bench fleet needs PostgreSQL: --postgres URL of an existing database (the bench creates and drops its own next to it)")
-	}
-	if cfg.Devices < 1 || cfg.Replicas < 1 || cfg.Interval <= 0 || cfg.Duration <= 0 || cfg.Enrolers < 1 {
-		return errors.New("bench fleet: --devices, --replicas, --interval, --duration and --enrolers must be positive")
-	}
-	stack, err := newBenchStack()
-	if err != nil {
-		return err
-	}
-	defer stack.close()
-	dbName := fmt.Sprintf("upkeep_bench_%d", os.Getpid())
-	dbURL, drop, err := benchDatabase(ctx, cfg.Postgres, dbName)
-	if err != nil {
-		return err
-	}
-	stack.after = append(stack.after, drop)
-	pollSeconds := strconv.Itoa(int(cfg.Interval.Seconds()))
-	var replicas []*ServerProcess
-	for i := range cfg.Replicas { // one after the other: the first one migrates the new database
-		p, err := stack.start(ctx, fmt.Sprintf("replica-%d", i+1), "--db", dbURL, "--poll-seconds", pollSeconds)
-		if err != nil {
-			return err
-		}
-		replicas = append(replicas, p)
-		rss, _ := rssKiB(p.cmd.Process.Pid)
-		fmt.Fprintf(out, "replica %d: pid %d on %s, RSS %d KiB at start\n", i+1, p.cmd.Process.Pid, p.URL, rss)
-	}
-	bases := make([]string, len(replicas))
-	for i, p := range replicas {
-		bases[i] = p.URL
-	}
-	_, tok, err := benchEnrollToken(ctx, replicas[0])
-	if err != nil {
-		return err
-	}
-	pg, err := pgx.Connect(ctx, cfg.Postgres)
-	if err != nil {
-		return err
-	}
-	defer pg.Close(context.Background())
-
-	t0 := time.Now()
-	devs, err := enrolBenchDevices(ctx, benchClients(benchHTTPClient(cfg.Enrolers), bases...), tok, cfg.Devices, cfg.Enrolers)
-	if err != nil {
-		return err
-	}
-	enrolTook := time.Since(t0)
-	fmt.Fprintf(out, "enrolled %d devices through %d replicas in %s (%.0f/s, %d in flight)\n",
-		cfg.Devices, len(replicas), enrolTook.Round(time.Millisecond), float64(cfg.Devices)/enrolTook.Seconds(), cfg.Enrolers)
-	for i, p := range replicas {
-		rss, _ := rssKiB(p.cmd.Process.Pid)
-		fmt.Fprintf(out, "replica %d RSS after enrolment: %d KiB\n", i+1, rss)
-	}
-
-	// Poll: each device's first check-in falls at random within one interval, the next ones when
-	// the previous answer's poll and jitter hints say, as the agent's (devclient.NextPoll; no
-	// sooner than a Retry-After), each to a random replica.
-	pollers := benchClients(benchHTTPClient(64), bases...)
-	cnt := &fleetCounters{perReplica: make([]atomic.Int64, len(replicas))}
-	var qmu sync.Mutex
-	q := make(pollQueue, 0, len(devs))
-	start := time.Now()
-	for i := range devs {
-		q = append(q, pollItem{at: start.Add(time.Duration(mrand.Int64N(int64(cfg.Interval)))), dev: i})
-	}
-	heap.Init(&q)
-	pctx, stopPolling := context.WithCancel(ctx)
-	defer stopPolling()
-	sem := make(chan struct{}, 4096)
-	var wg sync.WaitGroup
-	poll := func(i int) {
-		defer wg.Done()
-		defer func() { <-sem }()
-		d := devs[i]
-		r := mrand.IntN(len(bases))
-		renew := d.token == "" || !time.Now().Add(time.Minute).Before(d.expires)
-		t := time.Now()
-		res, err := d.checkin(pctx, pollers[r])
-		lat := time.Since(t)
-		next := nextPoll(res, err, cfg.Interval)
-		if pctx.Err() != nil {
-			return
-		}
-		if cnt.measuring.Load() {
-			if renew && d.token != "" {
-				cnt.renewals.Add(1)
-			}
-			if err != nil {
-				cnt.errors.Add(1)
-				cnt.mu.Lock()
-				if cnt.firstErr == nil {
-					cnt.firstErr = err
-				}
-				cnt.mu.Unlock()
-			} else {
-				cnt.checkins.Add(1)
-				cnt.perReplica[r].Add(1)
-				if res.Status == http.StatusOK {
-					cnt.changed.Add(1)
-				}
-				cnt.poll.Store(int64(res.Poll))
-				cnt.jitter.Store(int64(min(res.Jitter, cmp.Or(res.Poll, cfg.Interval)/2)))
-				cnt.mu.Lock()
-				cnt.latencies = append(cnt.latencies, lat)
-				cnt.mu.Unlock()
-			}
-		}
-		qmu.Lock()
-		heap.Push(&q, pollItem{at: time.Now().Add(next), dev: i})
-		qmu.Unlock()
-	}
-	wg.Add(1)
-	go func() { // the dispatcher
-		defer wg.Done()
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-pctx.Done():
-				return
-			case now := <-tick.C:
-				for {
-					qmu.Lock()
-					if len(q) == 0 || q[0].at.After(now) {
-						qmu.Unlock()
-						break
-					}
-					it := heap.Pop(&q).(pollItem)
-					qmu.Unlock()
-					select {
-					case sem <- struct{}{}:
-					case <-pctx.Done():
-						return
-					}
-					wg.Add(1)
-					go poll(it.dev)
-				}
-			}
-		}
-	}()
-	fmt.Fprintf(out, "polling: %d devices every %s, spread as the server suggests (%.0f check-ins/s expected), warm-up %s, window %s\n",
-		len(devs), cfg.Interval, float64(len(devs))/cfg.Interval.Seconds(), cfg.Warmup, cfg.Duration)
-	sleep := func(d time.Duration) error {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(d):
-			return nil
-		}
-	}
-	if err := sleep(cfg.Warmup); err != nil {
-		return err
-	}
-	type sample struct {
-		at   time.Time
-		cpu  []time.Duration
-		self time.Duration
-		pg   pgStats
-	}
-	take := func() (sample, error) {
-		s := sample{at: time.Now()}
-		for _, p := range replicas {
-			c, err := procCPU(p.cmd.Process.Pid)
-			if err != nil {
-				return s, err
-			}
-			s.cpu = append(s.cpu, c)
-		}
-		var err error
-		if s.self, err = procCPU(0); err != nil {
-			return s, err
-		}
-		s.pg, err = readPGStats(ctx, pg, dbName)
-		return s, err
-	}
-	a, err := take()
-	if err != nil {
-		return err
-	}
-	cnt.measuring.Store(true)
-	if err := sleep(cfg.Duration); err != nil {
-		return err
-	}
-	cnt.measuring.Store(false)
-	b, err := take()
-	if err != nil {
-		return err
-	}
-	stopPolling()
-	wg.Wait()
-
-	win := b.at.Sub(a.at).Seconds()
-	n := cnt.checkins.Load()
-	fmt.Fprintf(out, "\nwindow %.1f s: %d check-ins (%.1f/s), %d answered 200, %d failed, %d token renewals\n",
-		win, n, float64(n)/win, cnt.changed.Load(), cnt.errors.Load(), cnt.renewals.Load())
-	if cnt.firstErr != nil {
-		fmt.Fprintf(out, "first error: %v\n", cnt.firstErr)
-	}
-	if p, j := time.Duration(cnt.poll.Load()), time.Duration(cnt.jitter.Load()); p > 0 && j > 0 {
-		fmt.Fprintf(out, "last hints from the servers: poll every %s ±%s\n", p, j)
-	} else if p > 0 {
-		fmt.Fprintf(out, "last hints from the servers: poll every %s, no jitter hint (±20%%)\n", p)
-	}
-	if l := cnt.latencies; len(l) > 0 {
-		slices.Sort(l)
-		fmt.Fprintf(out, "check-in latency: p50 %s, p99 %s, max %s\n", l[len(l)/2].Round(time.Microsecond), l[len(l)*99/100].Round(time.Microsecond), l[len(l)-1].Round(time.Microsecond))
-	}
-	for i, p := range replicas {
-		cpu := b.cpu[i] - a.cpu[i]
-		rss, hwm := rssKiB(p.cmd.Process.Pid)
-		per := time.Duration(0)
-		if k := cnt.perReplica[i].Load(); k > 0 {
-			per = cpu / time.Duration(k)
-		}
-		fmt.Fprintf(out, "replica %d: %d check-ins, CPU %.2f s = %.1f%% of one core (%s per check-in), RSS %d KiB (peak %d KiB)\n",
-			i+1, cnt.perReplica[i].Load(), cpu.Seconds(), 100*cpu.Seconds()/win, per.Round(time.Microsecond), rss, hwm)
-	}
-	self := b.self - a.self
-	fmt.Fprintf(out, "load generator (this process): CPU %.1f%% of one core\n", 100*self.Seconds()/win)
-	w, c, r := b.pg.Writes-a.pg.Writes, b.pg.Commits-a.pg.Commits, b.pg.Reads-a.pg.Reads
-	fmt.Fprintf(out, "PostgreSQL %s: %.1f row writes/s (inserted+updated+deleted), %.1f commits/s, %.1f rows fetched/s\n",
-		dbName, float64(w)/win, float64(c)/win, float64(r)/win)
-	return nil
 }
 
 // hostCPU reads the machine's busy and stolen CPU time from /proc/stat, in clock ticks. Stolen

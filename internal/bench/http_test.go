@@ -153,22 +153,31 @@ func TestBenchDeviceCheckin(t *testing.T) {
 	}
 }
 
-// `bench fleet` schedules each device's next poll from its check-in's hints, as the agent.
+// `bench fleet` schedules each device's next poll from its check-in's hints, and backs off
+// after failures, as the agent.
 func TestBenchNextPoll(t *testing.T) {
+	refused := &devclient.TransientError{Err: errors.New("connection refused")}
 	for _, tc := range []struct {
-		name   string
-		res    devclient.CheckinResult
-		err    error
-		lo, hi time.Duration
+		name        string
+		res         devclient.CheckinResult
+		err         error
+		backoff     time.Duration // before
+		lo, hi      time.Duration
+		wantBackoff time.Duration // after
 	}{
-		{"hints", devclient.CheckinResult{Poll: 10 * time.Minute, Jitter: time.Minute}, nil, 9 * time.Minute, 11 * time.Minute},
-		{"wide jitter under load", devclient.CheckinResult{Poll: 10 * time.Minute, Jitter: 5 * time.Minute}, nil, 5 * time.Minute, 15 * time.Minute},
-		{"no hints: the interval ±20%", devclient.CheckinResult{}, nil, 4 * time.Minute, 6 * time.Minute},
-		{"shed: Retry-After", devclient.CheckinResult{}, &devclient.TransientError{Err: errors.New("busy"), RetryAfter: time.Hour}, time.Hour, time.Hour},
+		{"hints", devclient.CheckinResult{Poll: 10 * time.Minute, Jitter: time.Minute}, nil, 0, 9 * time.Minute, 11 * time.Minute, 0},
+		{"wide jitter under load", devclient.CheckinResult{Poll: 10 * time.Minute, Jitter: 5 * time.Minute}, nil, 0, 5 * time.Minute, 15 * time.Minute, 0},
+		{"no hints: the interval ±20%", devclient.CheckinResult{}, nil, 0, 4 * time.Minute, 6 * time.Minute, 0},
+		{"success ends the backoff", devclient.CheckinResult{}, nil, 2 * time.Minute, 4 * time.Minute, 6 * time.Minute, 0},
+		{"shed: Retry-After", devclient.CheckinResult{}, &devclient.TransientError{Err: errors.New("busy"), RetryAfter: time.Hour}, 0, time.Hour, 72 * time.Minute, devclient.FirstBackoff},
+		{"first failure", devclient.CheckinResult{}, refused, 0, 4 * time.Second, 6 * time.Second, devclient.FirstBackoff},
+		{"failures double", devclient.CheckinResult{}, refused, 40 * time.Second, 64 * time.Second, 96 * time.Second, 80 * time.Second},
+		{"backoff capped", devclient.CheckinResult{}, refused, 6 * time.Minute, devclient.MaxBackoff * 4 / 5, devclient.MaxBackoff * 6 / 5, devclient.MaxBackoff},
 	} {
 		for range 100 {
-			if d := nextPoll(tc.res, tc.err, 5*time.Minute); d < tc.lo || d > tc.hi {
-				t.Fatalf("%s: next poll in %s, want within [%s, %s]", tc.name, d, tc.lo, tc.hi)
+			b := tc.backoff
+			if d := nextPoll(tc.res, tc.err, 5*time.Minute, &b); d < tc.lo || d > tc.hi || b != tc.wantBackoff {
+				t.Fatalf("%s: next poll in %s with backoff %s, want within [%s, %s] and %s", tc.name, d, b, tc.lo, tc.hi, tc.wantBackoff)
 			}
 		}
 	}

@@ -89,13 +89,19 @@ serves the same bytes from a file under the same load. Needs wrk and nginx in PA
 	fcfg.Devices, fcfg.Duration = 100000, 3*time.Minute
 	fleet := &cobra.Command{
 		Use:   "fleet",
-		Short: "A simulated fleet polling at a realistic rate against several replicas on one PostgreSQL database",
-		Long: `Creates a fresh PostgreSQL database, starts --replicas ` + "`upkeep serve`" + ` processes on it,
-enrols --devices devices through the real protocol (spread over the replicas), then polls
-check-ins: every device every --interval with ±20% jitter, each check-in to a random replica.
-After --warmup it measures for --duration: each replica's CPU and memory, PostgreSQL's writes,
-check-ins per second and their latency. Devices are lightweight: a key, a token (renewed as the
-agent does) and the director version they trust.`,
+		Short: "A simulated fleet polling at a realistic rate: replicas on one PostgreSQL database, or one node on SQLite",
+		Long: `Starts --replicas ` + "`upkeep serve`" + ` processes on a fresh PostgreSQL database (or, with --sqlite,
+one on its embedded SQLite database), enrols --devices devices through the real protocol
+(spread over the replicas), then polls check-ins: every device every --interval as the server's
+hints say, each check-in to a random replica. With --tls the servers serve HTTPS and every
+check-in opens a connection of its own that resumes a TLS session, as a device polling every
+30 minutes does. After --warmup it measures for --duration: check-ins per second, their p50 and
+p99 latency, 429s and other errors, each replica's CPU per check-in and memory, the load
+generator's CPU, and what the check-ins wrote to the database. With --outage D every replica
+then stops for D and starts again on the same address and data; devices back off as the agent
+does (5 s doubling to 8 minutes, never sooner than a Retry-After), and the bench reports how
+long until every device that noticed had checked in again (it fails past 10 minutes). Devices
+are lightweight: a key, a token (renewed as the agent does) and the director version they trust.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return bench.Fleet(cmd.Context(), fcfg, cmd.OutOrStdout())
 		},
@@ -106,6 +112,9 @@ agent does) and the director version they trust.`,
 	fleet.Flags().DurationVar(&fcfg.Interval, "interval", fcfg.Interval, "each device's poll interval")
 	fleet.Flags().DurationVar(&fcfg.Warmup, "warmup", fcfg.Warmup, "polling before the measured window")
 	fleet.Flags().IntVar(&fcfg.Enrolers, "enrolers", fcfg.Enrolers, "enrolments in flight")
+	fleet.Flags().BoolVar(&fcfg.TLS, "tls", false, "serve HTTPS with a self-signed certificate; each check-in a new connection resuming a TLS session")
+	fleet.Flags().BoolVar(&fcfg.SQLite, "sqlite", false, "one node on SQLite (with --replicas 1) instead of replicas on PostgreSQL")
+	fleet.Flags().DurationVar(&fcfg.Outage, "outage", 0, "after the window, stop every replica this long, start them again and follow the devices back (0: no outage)")
 	return []*cobra.Command{checkin, download, fleet}
 }
 

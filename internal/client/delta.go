@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -135,19 +134,9 @@ func makePatch(ctx context.Context, targets map[string]*metadata.TargetFiles, pr
 		Source: srcName, SourceSHA256: sb.SHA256, SourceLength: sb.Length})
 }
 
-// target is the signed entry of a delta: the image's custom fields plus the binding.
-func (d *deltaFile) target(c uptane.TargetCustom) (*metadata.TargetFiles, error) {
-	tf, err := uptane.NewTargetFile(d.blob.Length, d.blob.SHA256, d.blob.SHA512, c)
-	if err != nil {
-		return nil, err
-	}
-	custom, err := delta.WithBinding(*tf.Custom, &d.binding)
-	if err != nil {
-		return nil, err
-	}
-	raw := json.RawMessage(custom)
-	tf.Custom = &raw
-	return tf, nil
+// target is the signed entry of a delta: its length, SHA-256 and binding.
+func (d *deltaFile) target() (*metadata.TargetFiles, error) {
+	return uptane.NewDeltaTargetFile(d.blob.Length, d.blob.SHA256, &d.binding)
 }
 
 // DeltasOptions configure PublishDeltas: per-pair deltas to a published release from the
@@ -269,8 +258,7 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 	if err != nil {
 		return nil, fmt.Errorf("image of %s@%s: %w", o.Product, o.Version, err)
 	}
-	custom, err := uptane.ParseTargetCustom(destTF)
-	if err != nil {
+	if _, err := uptane.ParseTargetCustom(destTF); err != nil {
 		return nil, err
 	}
 	var made []*deltaFile
@@ -298,7 +286,7 @@ func (c *Client) PublishDeltas(ctx context.Context, o DeltasOptions) ([]DeltaMad
 	}
 	for attempt := 0; ; attempt++ {
 		for _, d := range made {
-			dt, err := d.target(custom)
+			dt, err := d.target()
 			if err != nil {
 				return nil, err
 			}

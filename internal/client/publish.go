@@ -130,7 +130,7 @@ func (c *Client) Publish(ctx context.Context, o PublishOptions) (*wire.Release, 
 		}
 		t.Signed.Targets[name] = tf
 		for _, d := range deltas {
-			dt, err := d.target(o.Custom)
+			dt, err := d.target()
 			if err != nil {
 				return nil, err
 			}

@@ -16,9 +16,9 @@ import (
 	"fmt"
 )
 
-// CustomField is the key of the binding in a delta target's custom object. Delta targets carry
-// the destination image's own custom fields (product, version, hardware ids) besides, so that
-// every target of the image repository validates the same way.
+// CustomField is the key of the binding in a delta target's custom object, which holds nothing
+// else (uptane.NewDeltaTargetFile). Delta targets signed before that carry the destination
+// image's custom fields besides (WithBinding); servers and agents accept both.
 const CustomField = "delta"
 
 // Binding is what the offline key signs about a delta target: what it rebuilds, and from what.
@@ -76,7 +76,8 @@ func ParseBinding(custom []byte) (*Binding, error) {
 	return c.Delta, c.Delta.Validate()
 }
 
-// WithBinding returns custom (an image's custom object) with b added.
+// WithBinding returns custom (an image's custom object) with b added: the custom object of delta
+// targets as they were signed before uptane.NewDeltaTargetFile, still accepted everywhere.
 func WithBinding(custom []byte, b *Binding) ([]byte, error) {
 	m := map[string]json.RawMessage{}
 	if len(custom) > 0 {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -275,5 +276,28 @@ func TestBaseWithPath(t *testing.T) {
 	}
 	if u := c.TargetURL("p/1.0/f.img"); !strings.HasSuffix(u, "/t/acme/device/v1/targets/p/1.0/f.img") {
 		t.Fatalf("target URL %s is not under the base's path", u)
+	}
+}
+
+// TestBackoff: retries start after FirstBackoff and double up to MaxBackoff; a retry waits the
+// backoff ±20%, never less than a Retry-After, and never more than 10 minutes without one.
+func TestBackoff(t *testing.T) {
+	var b time.Duration
+	var steps []time.Duration
+	for range 10 {
+		b = NextBackoff(b)
+		steps = append(steps, b)
+	}
+	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, 320 * time.Second, MaxBackoff, MaxBackoff, MaxBackoff}
+	if !slices.Equal(steps, want) {
+		t.Fatalf("backoff steps %v, want %v", steps, want)
+	}
+	for range 1000 {
+		if w := RetryWait(MaxBackoff, 0); w > 10*time.Minute || w < MaxBackoff*4/5 {
+			t.Fatalf("retry after the longest backoff in %s", w)
+		}
+		if w := RetryWait(FirstBackoff, time.Hour); w < time.Hour || w > 72*time.Minute {
+			t.Fatalf("retry with Retry-After 1h in %s", w)
+		}
 	}
 }

@@ -74,6 +74,26 @@ func NextPoll(poll, jitter time.Duration) time.Duration {
 	return Spread(poll, min(jitter, poll/2))
 }
 
+// Backoff bounds a device's retries after failed check-ins: the first after FirstBackoff, each
+// next one twice as late, never later than MaxBackoff (before jitter, ±20%). The cap keeps a
+// fleet's return after an outage of any length within 10 minutes (MaxBackoff plus 20%), while
+// the server's Retry-After, which a device never undercuts, still spreads the returns.
+const (
+	FirstBackoff = 5 * time.Second
+	MaxBackoff   = 8 * time.Minute
+)
+
+// NextBackoff is the retry delay after a failure that followed a delay of prev (0: the first).
+func NextBackoff(prev time.Duration) time.Duration {
+	return min(max(2*prev, FirstBackoff), MaxBackoff)
+}
+
+// RetryWait is how long to wait before a retry that backoff and the server's Retry-After
+// call for: the backoff jittered, never sooner than retryAfter.
+func RetryWait(backoff, retryAfter time.Duration) time.Duration {
+	return max(Jitter(max(backoff, retryAfter)), retryAfter)
+}
+
 // Jitter spreads d by ±20%, so that a fleet's retries and polls do not fall together.
 func Jitter(d time.Duration) time.Duration { return Spread(d, d/5) }
 

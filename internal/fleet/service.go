@@ -450,12 +450,15 @@ func (s *Service) Checkin(ctx context.Context, id string, c wire.Checkin) (wire.
 	return wire.CheckinResponse{DirectorVersion: v, Changed: v != c.DirectorVersion, PollSeconds: s.PollSeconds}, nil
 }
 
-// Flush writes the batched last-seen times.
-func (s *Service) Flush(ctx context.Context) error {
+// Flush writes the batched last-seen times and returns how many devices it wrote.
+func (s *Service) Flush(ctx context.Context) (int, error) {
 	s.mu.Lock()
 	seen := s.seen
 	s.seen = nil
 	s.mu.Unlock()
+	if len(seen) == 0 {
+		return 0, nil
+	}
 	if err := s.Store.TouchDevices(ctx, seen); err != nil {
 		s.mu.Lock() // keep them for the next flush
 		for id, t := range seen {
@@ -467,9 +470,9 @@ func (s *Service) Flush(ctx context.Context) error {
 			}
 		}
 		s.mu.Unlock()
-		return err
+		return 0, err
 	}
-	return nil
+	return len(seen), nil
 }
 
 // maxMessage is the longest event message stored, in bytes; longer ones are cut.

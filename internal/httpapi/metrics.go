@@ -29,6 +29,7 @@ type Metrics struct {
 	reportsShed prometheus.Counter
 	failures    *prometheus.CounterVec
 	dbLatency   *prometheus.HistogramVec
+	rows        *prometheus.CounterVec
 	// auditFailures counts calls whose audit record could not be stored (answered 500);
 	// auditDropped refused calls without a credential not recorded past the per-address rate.
 	auditFailures prometheus.Counter
@@ -58,11 +59,13 @@ func NewMetrics() *Metrics {
 			[]string{"step", "fatal"}),
 		dbLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "upkeep_db_seconds", Help: "Latency of database work by operation."},
 			[]string{"op"}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "upkeep_db_rows_written_total", Help: "Rows written by batched database work, by operation (last_seen: devices' last-seen times)."},
+			[]string{"op"}),
 		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_audit_failures_total", Help: "Management calls answered 500 because their audit record could not be stored."}),
 		auditDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "upkeep_audit_dropped_total",
 			Help: "Refused management calls without a valid credential not recorded: their source address passed its per-minute allowance of records."}),
 	}
-	m.reg.MustRegister(m.auditFailures, m.auditDropped, rolloutCollector{m}, m.requests, m.latency, m.checkins, m.shed, m.tokensShed, m.enrolShed, m.reportsShed, m.failures, m.dbLatency,
+	m.reg.MustRegister(m.auditFailures, m.auditDropped, rolloutCollector{m}, m.requests, m.latency, m.checkins, m.shed, m.tokensShed, m.enrolShed, m.reportsShed, m.failures, m.dbLatency, m.rows,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -73,6 +76,13 @@ func (m *Metrics) Handler() http.Handler { return promhttp.HandlerFor(m.reg, pro
 // ObserveDB records how long a database operation took.
 func (m *Metrics) ObserveDB(op string, d time.Duration) {
 	m.dbLatency.WithLabelValues(op).Observe(d.Seconds())
+}
+
+// RowsWritten counts n rows written by the batched database work op.
+func (m *Metrics) RowsWritten(op string, n int) {
+	if n > 0 {
+		m.rows.WithLabelValues(op).Add(float64(n))
+	}
 }
 
 // knownSteps are the update steps of the wire protocol: the only step labels of

@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -496,8 +497,12 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.http = &http.Server{Handler: s.tenants.front(s.handler), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serve := func() error { return s.http.Serve(s.ln) }
 	if certs != nil {
-		s.http.TLSConfig = tlsConfig(certs)
-		serve = func() error { return s.http.ServeTLS(s.ln, "", "") }
+		// The listener gets this very config (ServeTLS would serve a copy), so that the
+		// tls-ticket-keys job's new keys reach it.
+		s.http.TLSConfig = tlsConfig(certs, s.tokenKey, time.Now())
+		s.http.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
+		tl := tls.NewListener(s.ln, s.http.TLSConfig)
+		serve = func() error { return s.http.Serve(tl) }
 	}
 	s.serving.Add(1)
 	go func() {
@@ -542,13 +547,20 @@ func (s *Server) startJobs(ctx context.Context) {
 	s.holder = newHolderID()
 	s.Every("flush-last-seen", 2*time.Second, func(ctx context.Context) {
 		t := time.Now()
-		if err := s.Fleet.Flush(ctx); err != nil && ctx.Err() == nil {
+		n, err := s.Fleet.Flush(ctx)
+		if err != nil && ctx.Err() == nil {
 			s.Config.Logger.Warn("flush last-seen", "err", err)
 		}
 		s.Metrics.ObserveDB("flush_last_seen", time.Since(t))
+		s.Metrics.RowsWritten("last_seen", n)
 	}, func() {
 		s.Fleet.Flush(context.Background()) //nolint:errcheck // last try at shutdown
 	})
+	if s.http != nil && s.http.TLSConfig != nil {
+		s.Every("tls-ticket-keys", time.Hour, func(context.Context) {
+			s.http.TLSConfig.SetSessionTicketKeys(ticketKeys(s.tokenKey, time.Now()))
+		}, nil)
+	}
 	s.Every("follow-revocations", followRevocationsEvery, s.followRevocations, nil)
 	s.Every("prune-used-requests", pruneRequestsEvery, s.pruneRequests, nil)
 	s.Every("flush-token-use", 5*time.Second, func(ctx context.Context) {

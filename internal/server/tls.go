@@ -1,7 +1,10 @@
 package server
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net"
@@ -83,11 +86,35 @@ func (r *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 	return r.cert, nil
 }
 
-// tlsConfig is the server's TLS configuration: TLS 1.2 and up, the certificate from r. Session
-// tickets stay on (Go's default, keys rotated by crypto/tls), so a device that reconnects
-// resumes its session instead of a full handshake.
-func tlsConfig(r *certReloader) *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
+// tlsConfig is the server's TLS configuration: TLS 1.2 and up, the certificate from r, and
+// session tickets whose keys every replica derives alike from secret (ticketKeys), so that a
+// device that reconnects resumes its session, on whichever replica it reaches, instead of a
+// full handshake. rotateTicketKeys keeps them current.
+func tlsConfig(r *certReloader, secret []byte, now time.Time) *tls.Config {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
+	c.SetSessionTicketKeys(ticketKeys(secret, now))
+	return c
+}
+
+// ticketKeyPeriod is how long one session ticket key makes new tickets; a ticket is accepted
+// for one period more.
+const ticketKeyPeriod = 24 * time.Hour
+
+// ticketKeys returns the session ticket keys at now: the current period's, which makes new
+// tickets, then the previous period's. Each is HMAC-SHA256 of the period's number under secret
+// (the device-token key, which every replica of an installation holds), with a label that
+// keeps it apart from the key's other use. With crypto/tls's own keys, random in each process,
+// a device resumed only on the replica that issued its ticket.
+func ticketKeys(secret []byte, now time.Time) [][32]byte {
+	p := now.Unix() / int64(ticketKeyPeriod/time.Second)
+	keys := make([][32]byte, 2)
+	for i := range keys {
+		m := hmac.New(sha256.New, secret)
+		m.Write([]byte("upkeep tls session ticket key\x00"))
+		m.Write(binary.BigEndian.AppendUint64(nil, uint64(p-int64(i))))
+		copy(keys[i][:], m.Sum(nil))
+	}
+	return keys
 }
 
 // loopback says whether a listen address only accepts connections from this machine.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/installpolicy"
 	"upkeep.dev/upkeep/internal/tuf"
 )
@@ -111,6 +112,31 @@ func NewTargetFile(length int64, sha256hex, sha512hex string, c TargetCustom) (*
 	return tf, nil
 }
 
+// NewDeltaTargetFile builds a delta target entry (a patch or a chunk index): its length and
+// SHA-256, and a custom object that holds only its binding, {"delta": b}. What it rebuilds is
+// the bound image target, whose own entry carries the release's fields; repeating them, and a
+// SHA-512 that no device computes, would cost ~310 bytes a release in the product's role that
+// every device of the product downloads (docs/DECISIONS.md, "Delegated targets per product").
+func NewDeltaTargetFile(length int64, sha256hex string, b *delta.Binding) (*metadata.TargetFiles, error) {
+	if err := b.Validate(); err != nil {
+		return nil, err
+	}
+	h, err := hexBytes(sha256hex)
+	if err != nil {
+		return nil, fmt.Errorf("sha256: %w", err)
+	}
+	custom, err := json.Marshal(map[string]*delta.Binding{delta.CustomField: b})
+	if err != nil {
+		return nil, err
+	}
+	raw := json.RawMessage(custom)
+	tf := metadata.TargetFile()
+	tf.Length = length
+	tf.Hashes = metadata.Hashes{"sha256": h}
+	tf.Custom = &raw
+	return tf, nil
+}
+
 // DirectorCustom is the custom object of a director target: the device it is meant for.
 type DirectorCustom struct {
 	DeviceID   string                `json:"device_id"`
@@ -143,7 +169,9 @@ func VerifyImageTargetsSigned(root *metadata.Metadata[metadata.RootType], data [
 }
 
 // CheckImageCustoms checks that every target of image-repository targets metadata (top-level
-// or delegated) carries valid Upkeep custom fields.
+// or delegated) carries valid Upkeep custom fields: an image's TargetCustom, or a delta
+// target's binding (with or without the image's fields, which delta targets signed before
+// NewDeltaTargetFile repeat).
 func CheckImageCustoms(t *metadata.Metadata[metadata.TargetsType]) error { return checkCustoms(t) }
 
 func checkCustoms(t *metadata.Metadata[metadata.TargetsType]) error {
@@ -151,6 +179,13 @@ func checkCustoms(t *metadata.Metadata[metadata.TargetsType]) error {
 		for name, tf := range t.Signed.Targets {
 			if tf == nil {
 				return fmt.Errorf("target %s: null entry", name)
+			}
+			if tf.Custom != nil {
+				if b, err := delta.ParseBinding(*tf.Custom); err != nil {
+					return fmt.Errorf("target %s: %w", name, err)
+				} else if b != nil {
+					continue
+				}
 			}
 			if _, err := ParseTargetCustom(tf); err != nil {
 				return fmt.Errorf("target %s: %w", name, err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"upkeep.dev/upkeep/internal/delta"
 	"upkeep.dev/upkeep/internal/tuf"
 	"upkeep.dev/upkeep/internal/uptane"
 )
@@ -188,6 +189,55 @@ func TestNewTargetFile(t *testing.T) {
 	}
 	if tf.Length != 5 || tf.Hashes["sha256"].String() != h256 || tf.Hashes["sha512"].String() != h512 {
 		t.Errorf("NewTargetFile = length %d hashes %v", tf.Length, tf.Hashes)
+	}
+}
+
+// TestDeltaTargetFile: a delta target carries its length, SHA-256 and binding only, and every
+// targets check accepts it, as it accepts the older form that repeats the image's fields; a
+// broken binding, or a target with neither binding nor image fields, is refused.
+func TestDeltaTargetFile(t *testing.T) {
+	h256, h512 := digests("image")
+	b := &delta.Binding{Format: delta.FormatCaibx, Image: devTarget, ImageSHA256: h256, ImageLength: 5}
+	if _, err := uptane.NewDeltaTargetFile(5, h256, &delta.Binding{Format: delta.FormatCaibx, Image: devTarget}); err == nil {
+		t.Error("binding without the image's sha256: got nil error")
+	}
+	if _, err := uptane.NewDeltaTargetFile(5, "zz", b); err == nil {
+		t.Error("bad hex: got nil error")
+	}
+	dt, err := uptane.NewDeltaTargetFile(7, h256, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dt.Hashes) != 1 || dt.Hashes["sha256"].String() != h256 || dt.Length != 7 {
+		t.Errorf("delta target hashes %v length %d", dt.Hashes, dt.Length)
+	}
+	if got, want := string(*dt.Custom), `{"delta":{"format":"caibx","image":"thermostat/1.0.0/fw.img","image_sha256":"`+h256+`","image_length":5}}`; got != want {
+		t.Errorf("custom %s\nwant %s", got, want)
+	}
+	img, err := uptane.NewTargetFile(5, h256, h512, goodCustom())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := delta.WithBinding(*img.Custom, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(tf *metadata.TargetFiles) error {
+		md := metadata.Targets(fixedExpires)
+		md.Signed.Targets[devTarget], md.Signed.Targets[delta.IndexName(devTarget)] = img, tf
+		return uptane.CheckImageCustoms(md)
+	}
+	if err := check(dt); err != nil {
+		t.Errorf("delta target: %v", err)
+	}
+	if err := check(&metadata.TargetFiles{Length: 7, Hashes: dt.Hashes, Custom: rawCustom(string(old))}); err != nil {
+		t.Errorf("delta target of the older form: %v", err)
+	}
+	if err := check(&metadata.TargetFiles{Length: 7, Hashes: dt.Hashes, Custom: rawCustom(`{"delta":{"format":"caibx","image":"x"}}`)}); err == nil {
+		t.Error("broken binding: got nil error")
+	}
+	if err := check(&metadata.TargetFiles{Length: 7, Hashes: dt.Hashes, Custom: rawCustom(`{"sbom_sha256":"x"}`)}); err == nil {
+		t.Error("neither binding nor image fields: got nil error")
 	}
 }
 
