@@ -204,6 +204,9 @@ func Fleet(ctx context.Context, cfg HTTPConfig, out io.Writer) error {
 		return err
 	}
 	defer stack.close()
+	if cfg.Server != "" {
+		stack.exe = cfg.Server
+	}
 	// A real fleet comes from as many addresses as devices; here every device is 127.0.0.1.
 	args := []string{"--poll-seconds", strconv.Itoa(int(cfg.Interval.Seconds())), "--max-per-ip", "1000000", "--no-delta-jobs"}
 	var pool *x509.CertPool

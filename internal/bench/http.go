@@ -69,6 +69,8 @@ type HTTPConfig struct {
 	// Outage (fleet): after the window, every replica stops for this long and starts again; the
 	// bench then follows the devices back (0: no outage).
 	Outage time.Duration
+	// Server (fleet) is the upkeep binary the replicas run; empty: this executable.
+	Server string
 }
 
 func DefaultHTTPConfig() HTTPConfig {
