@@ -17,9 +17,10 @@ import (
 	"upkeep.dev/upkeep/internal/vuln"
 )
 
-// seedFleet stores n devices in one transaction, straight into the devices table (the store's
-// CreateDevice, a transaction each, would take minutes): products, versions, states and
-// attributes spread as a fleet's would be.
+// seedFleet stores n devices in one transaction, straight into the devices table and their
+// attribute values into device_attributes, as the store writes them (the store's CreateDevice,
+// a transaction each, would take minutes): products, versions, states and attributes spread as
+// a fleet's would be.
 func (s *stack) seedFleet(n int) {
 	s.t.Helper()
 	ctx := context.Background()
@@ -33,15 +34,24 @@ VALUES ($1,$2,$3,$4,$5,$6,$7,'',$8,1,'',$9,'','',0,$10,$11,'',false,'upkeep',$12
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	attr, err := tx.PrepareContext(ctx, `INSERT INTO device_attributes (key, value, device_id) VALUES ('region', $1, $4), ('ring', $2, $4), ('site', $3, $4)`)
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	now := time.Now().UTC()
 	products := []string{"cam", "hub", "lock", "thermostat"}
 	states := []string{"idle", "idle", "idle", "idle", "idle", "idle", "idle", "committed", "failed", "rolling_back"}
 	regions := []string{"eu-west", "eu-north", "us-east", "us-west", "ap-south"}
 	for i := range n {
-		attrs := fmt.Sprintf(`{"region":%q,"ring":%q,"site":"site-%d"}`, regions[i%len(regions)], []string{"beta", "prod", "prod", "prod"}[i%4], i%500)
+		region, ring, site := regions[i%len(regions)], []string{"beta", "prod", "prod", "prod"}[i%4], fmt.Sprintf("site-%d", i%500)
+		attrs := fmt.Sprintf(`{"region":%q,"ring":%q,"site":%q}`, region, ring, site)
 		seen := now.Add(-time.Duration(i%(14*24)) * time.Hour) // some not seen for over a week
-		if _, err := st.ExecContext(ctx, fmt.Sprintf("%032x", i), []byte{byte(i)}, fmt.Sprintf("SN%07d", i), products[i%len(products)], "hw1", attrs,
+		id := fmt.Sprintf("%032x", i)
+		if _, err := st.ExecContext(ctx, id, []byte{byte(i)}, fmt.Sprintf("SN%07d", i), products[i%len(products)], "hw1", attrs,
 			"accepted", fmt.Sprintf("1.%d", i%7), states[i%len(states)], seen, now, seen.Unix()/86400); err != nil { // seen_day: the store's day of last_seen
+			s.t.Fatal(err)
+		}
+		if _, err := attr.ExecContext(ctx, region, ring, site, id); err != nil {
 			s.t.Fatal(err)
 		}
 	}
@@ -159,6 +169,7 @@ func benchConsolePages(b *testing.B, s *stack, pg bool) {
 		{"devices", "/devices"},
 		{"devices-deep-cursor", deep},
 		{"devices-attribute", "/devices?attr=region%3Dap-south%2Cring%3Dbeta"},
+		{"devices-attribute-dense-sorted", "/devices?attr=ring%3Dprod&sort=serial&desc=true"}, // 3 devices in 4
 		{"devices-search", "/devices?q=SN00999"},
 		{"devices-search-broad", "/devices?q=0"}, // every device's id begins with 0 here
 		{"devices-search-attribute", "/devices?q=site%3Dsite-7"},

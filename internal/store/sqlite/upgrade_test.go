@@ -11,6 +11,7 @@ import (
 	"github.com/pressly/goose/v3"
 
 	"upkeep.dev/upkeep/internal/auth"
+	"upkeep.dev/upkeep/internal/store/storetest"
 )
 
 // TestUsersMigrationOwnsFirstToken: a database from before users (migration 10) whose first
@@ -110,4 +111,36 @@ VALUES ($1, x'00', 's', 'p', 'h', 'accepted', $2, $3)`, d.id, d.seen, seen); err
 			t.Errorf("CountFleet(%v) = %+v, %v; want %d stale", cutoff, counts, err, stale)
 		}
 	}
+}
+
+// TestAttributesMigration: migration 25 fills the table of attribute values from the devices
+// already stored, so that the console's attribute filter finds them (storetest).
+func TestAttributesMigration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "upkeep.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := fs.Sub(migrations, "migrations")
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 24); err != nil {
+		t.Fatal(err)
+	}
+	for id, attrs := range storetest.AttributesBefore25 {
+		if _, err := db.ExecContext(ctx, `INSERT INTO devices (id, public_key, serial, product, hardware_id, attributes, status, enrolled_at)
+VALUES ($1, x'00', 's', 'p', 'h', $2, 'accepted', $3)`, id, storetest.AttributesJSON(attrs), time.Now().UTC()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	storetest.CheckAttributesUpgrade(t, s)
 }

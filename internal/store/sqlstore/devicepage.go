@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -52,11 +53,49 @@ func prefixEnd(prefix string) (string, bool) {
 	return "", false
 }
 
+// attributeFew is how many devices with one attribute value are few enough to be read first
+// (DB.SetAttributeFew changes it): reading them and sorting them costs less than scanning the
+// page's order, each device probed, until a page of them is found (about devices / matches *
+// limit rows; at 100,000 devices, a page of 50 and 1,000 matches, 5,000 rows).
+const attributeFew = 1000
+
+// fewWithAttribute returns the devices whose attribute key has the value value (or one of its
+// list values), if at most s.attributeFew do (not nil, possibly empty); nil if more do. A range
+// of device_attributes' primary key.
+func (s *DB) fewWithAttribute(ctx context.Context, key, value string) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT device_id FROM device_attributes WHERE key = $1 AND value = $2 LIMIT $3`, key, value, s.attributeFew+1)
+	if err != nil {
+		return nil, fmt.Errorf("page devices: %w", err)
+	}
+	defer rows.Close()
+	ids := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("page devices: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("page devices: %w", err)
+	}
+	if len(ids) > s.attributeFew {
+		return nil, nil
+	}
+	return ids, nil
+}
+
 // PageDevices implements fleet.Store. Every order has an index that matches it, (column, id)
-// (migration 00024), so that a page is a range of it, whatever its position.
+// (migration 00024), so that a page is a range of it, whatever its position. An attribute
+// filter probes device_attributes (migration 00025) for each device of that range; when few
+// devices have one of the filter's values, those are read first instead (fewWithAttribute), a
+// list of ids as a group's.
 func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Device, error) {
 	if err := p.Check(); err != nil {
 		return nil, err
+	}
+	if p.IDs != nil && len(p.IDs) == 0 {
+		return nil, nil
 	}
 	var args []any
 	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
@@ -66,26 +105,63 @@ func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Devi
 			where = append(where, c.col+" = "+arg(c.v))
 		}
 	}
-	keys := make([]string, 0, len(p.Attributes))
-	for k := range p.Attributes {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys) // one statement text per set of keys
+	keys := slices.Sorted(maps.Keys(p.Attributes)) // one statement text per set of keys
+	// Which devices have a value few devices have, read from device_attributes first: those
+	// (at most s.attributeFew) become a list of ids the page is drawn from, like a group's,
+	// instead of a scan of the page's order that would read most devices to find few. (Read
+	// before the page, not in its snapshot: the page's own probe still decides, so a device
+	// that lost the value meanwhile is not shown; one that gained it shows on the next read.)
+	ids := p.IDs
 	for _, k := range keys {
-		// The stored value, or one of its list values: containment of "\nVALUE\n" in
-		// "\nSTORED\n", tested with REPLACE, which (unlike LIKE in SQLite) is case-sensitive in
-		// both dialects.
-		v := s.dialect.JSONText("attributes", arg(s.dialect.JSONKey(k)))
-		sep := arg(inventory.ListSeparator)
-		framed := "(" + sep + " || " + v + " || " + sep + ")"
-		where = append(where, "("+v+" = "+arg(p.Attributes[k])+" OR REPLACE("+framed+", "+arg(inventory.ListSeparator+p.Attributes[k]+inventory.ListSeparator)+", '') <> "+framed+")")
+		if ids != nil && len(ids) <= s.attributeFew {
+			break // few already: a group's
+		}
+		first, _, _ := strings.Cut(p.Attributes[k], inventory.ListSeparator)
+		few, err := s.fewWithAttribute(ctx, k, first)
+		if err != nil {
+			return nil, err
+		}
+		if few == nil {
+			continue // many: the page's order is scanned, each device probed
+		}
+		if ids != nil {
+			in := make(map[string]bool, len(few))
+			for _, id := range few {
+				in[id] = true
+			}
+			few = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return !in[id] })
+		}
+		ids = few
+		break
 	}
-	if p.IDs != nil {
-		if len(p.IDs) == 0 {
+	for _, k := range keys {
+		// The stored value, or one of its list values: a probe of device_attributes' primary
+		// key (key, value, device_id), which holds each list value (migration 00025). A value
+		// without a separator equals the stored one only if that is a list of one. OFFSET 0
+		// keeps the probe a probe in PostgreSQL, which does not make a semi-join of such a
+		// subquery: a semi-join's generic plan (a prepared statement's after five runs), made
+		// for an average value, would collect every device of a value most devices have and
+		// sort them.
+		v := p.Attributes[k]
+		first, _, list := strings.Cut(v, inventory.ListSeparator)
+		where = append(where, "EXISTS (SELECT 1 FROM device_attributes a WHERE a.key = "+arg(k)+" AND a.value = "+arg(first)+" AND a.device_id = devices.id LIMIT 1 OFFSET 0)")
+		if list {
+			// Never a single list value (no value holds a separator, and the console's filter
+			// splits at line breaks), but as before: the stored value, or a run of its list
+			// values, "\nVALUE\n" in "\nSTORED\n" (REPLACE is case-sensitive in both
+			// dialects, unlike LIKE in SQLite). Its first value is one of the device's.
+			j := s.dialect.JSONText("attributes", arg(s.dialect.JSONKey(k)))
+			sep := arg(inventory.ListSeparator)
+			framed := "(" + sep + " || " + j + " || " + sep + ")"
+			where = append(where, "("+j+" = "+arg(v)+" OR REPLACE("+framed+", "+arg(inventory.ListSeparator+v+inventory.ListSeparator)+", '') <> "+framed+")")
+		}
+	}
+	if ids != nil {
+		if len(ids) == 0 {
 			return nil, nil
 		}
-		ph := make([]string, len(p.IDs))
-		for i, id := range p.IDs {
+		ph := make([]string, len(ids))
+		for i, id := range ids {
 			ph[i] = arg(id)
 		}
 		where = append(where, "id IN ("+strings.Join(ph, ",")+")")

@@ -12,6 +12,7 @@ import (
 
 	"upkeep.dev/upkeep/internal/apperr"
 	"upkeep.dev/upkeep/internal/fleet"
+	"upkeep.dev/upkeep/internal/inventory"
 )
 
 const deviceCols = `id, public_key, serial, product, hardware_id, attributes, status, installed_target,
@@ -42,15 +43,66 @@ func (s *DB) CreateDevice(ctx context.Context, d *fleet.Device) error {
 	if pub == nil {
 		pub = []byte{} // a DDI device has no key
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`, seen_day) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)`,
-		d.ID, pub, d.Serial, d.Product, d.HardwareID, string(attrs), d.Status, d.InstalledTarget,
-		d.InstalledVer, d.SecurityVersion, d.InstalledSHA256, d.State, d.LastError, d.Assigned, d.DirectorVersion, sql.NullTime{Time: d.LastSeen, Valid: !d.LastSeen.IsZero()}, d.EnrolledAt.UTC(), d.AssignPolicy, d.Simulated, d.Kind,
-		sql.NullInt64{Int64: seenDay(d.LastSeen), Valid: !d.LastSeen.IsZero()})
-	if s.dialect.IsUnique(err) {
-		return apperr.E(apperr.Conflict, "device %s already enrolled", d.ID)
+	// The device and its attribute values (migration 00025), in one transaction.
+	return s.inTx(ctx, "create device "+d.ID, func(tx *Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`, seen_day) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21)`,
+			d.ID, pub, d.Serial, d.Product, d.HardwareID, string(attrs), d.Status, d.InstalledTarget,
+			d.InstalledVer, d.SecurityVersion, d.InstalledSHA256, d.State, d.LastError, d.Assigned, d.DirectorVersion, sql.NullTime{Time: d.LastSeen, Valid: !d.LastSeen.IsZero()}, d.EnrolledAt.UTC(), d.AssignPolicy, d.Simulated, d.Kind,
+			sql.NullInt64{Int64: seenDay(d.LastSeen), Valid: !d.LastSeen.IsZero()})
+		if s.dialect.IsUnique(err) {
+			return apperr.E(apperr.Conflict, "device %s already enrolled", d.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("create device %s: %w", d.ID, err)
+		}
+		return putAttributes(ctx, tx, d.ID, d.Attributes, false)
+	})
+}
+
+// attributeValue is one row of device_attributes (migration 00025) without its device.
+type attributeValue struct{ key, value string }
+
+// attributeValues are the rows of device_attributes that attrs give, in order and without
+// repeats: each key's value, or each of its list values (inventory.Values; a value without a
+// separator is a list of one).
+func attributeValues(attrs map[string]string) []attributeValue {
+	var out []attributeValue
+	for _, k := range slices.Sorted(maps.Keys(attrs)) {
+		vs := inventory.Values(attrs[k])
+		slices.Sort(vs)
+		for _, v := range slices.Compact(vs) {
+			out = append(out, attributeValue{k, v})
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("create device %s: %w", d.ID, err)
+	return out
+}
+
+// attributeChunk is how many rows one INSERT of putAttributes writes (three bound values each;
+// up to eight, the statement is prepared once and cached).
+const attributeChunk = 8
+
+// putAttributes writes device id's rows of device_attributes for attrs, in the caller's
+// transaction; replace deletes the rows it had first.
+func putAttributes(ctx context.Context, ex execer, id string, attrs map[string]string, replace bool) error {
+	if replace {
+		if _, err := ex.ExecContext(ctx, `DELETE FROM device_attributes WHERE device_id = $1`, id); err != nil {
+			return fmt.Errorf("attributes of device %s: %w", id, err)
+		}
+	}
+	for chunk := range slices.Chunk(attributeValues(attrs), attributeChunk) {
+		var q strings.Builder
+		args := make([]any, 0, 3*len(chunk))
+		q.WriteString(`INSERT INTO device_attributes (key, value, device_id) VALUES `)
+		for i, a := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			fmt.Fprintf(&q, "($%d, $%d, $%d)", 3*i+1, 3*i+2, 3*i+3)
+			args = append(args, a.key, a.value, id)
+		}
+		if _, err := ex.ExecContext(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("attributes of device %s: %w", id, err)
+		}
 	}
 	return nil
 }
@@ -178,8 +230,12 @@ WHERE e.rn > $1`+evidence+`)`, keep); err != nil {
 	return total, nil
 }
 
-// UpdateDevice implements fleet.Store.
+// UpdateDevice implements fleet.Store. New attributes are written with their values' rows
+// (putAttributes), in one transaction.
 func (s *DB) UpdateDevice(ctx context.Context, id string, u fleet.DeviceUpdate) error {
+	if u.Attributes != nil {
+		return s.inTx(ctx, "update device "+id, func(tx *Tx) error { return s.updateDevice(ctx, tx, id, u) })
+	}
 	return s.updateDevice(ctx, s.db, id, u)
 }
 
@@ -188,6 +244,8 @@ type execer interface {
 	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
 }
 
+// updateDevice changes the device; with new attributes, ex must be a transaction (their
+// values' rows are replaced with them).
 func (s *DB) updateDevice(ctx context.Context, ex execer, id string, u fleet.DeviceUpdate) error {
 	var sets []string
 	var args []any
@@ -244,6 +302,9 @@ func (s *DB) updateDevice(ctx context.Context, ex execer, id string, u fleet.Dev
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return apperr.E(apperr.NotFound, "device %s not found", id)
+	}
+	if u.Attributes != nil {
+		return putAttributes(ctx, ex, id, *u.Attributes, true)
 	}
 	return nil
 }

@@ -31,7 +31,9 @@ type Dialect struct {
 	// the CPU sat idle while writers slept.
 	SingleWriter bool
 	// JSONText is the SQL text of one member of a JSON object stored as text: col is the
-	// column, arg the placeholder of the argument JSONKey made of the member's name.
+	// column, arg the placeholder of the argument JSONKey made of the member's name. (An
+	// attribute filter reads device_attributes; only a filter value holding a list separator
+	// reads the JSON too.)
 	JSONText func(col, arg string) string
 	JSONKey  func(key string) string
 	// Fold is the SQL text of col with the letters A to Z folded to lower case and nothing
@@ -43,6 +45,9 @@ type Dialect struct {
 type DB struct {
 	db      *stmtCache
 	dialect Dialect
+	// attributeFew: PageDevices reads first the devices with an attribute value if at most
+	// this many have it (attributeFew, or what SetAttributeFew set).
+	attributeFew int
 }
 
 // stmtCache prepares each distinct statement once and reuses it: SQLite (modernc) otherwise
@@ -253,7 +258,17 @@ func New(db *sql.DB, d Dialect) *DB {
 	if d.SingleWriter {
 		c.wmu = &sync.Mutex{}
 	}
-	return &DB{db: c, dialect: d}
+	return &DB{db: c, dialect: d, attributeFew: attributeFew}
+}
+
+// SetAttributeFew sets how many devices with an attribute value are few enough for PageDevices
+// to read them first (attributeFew by default), and returns the previous bound; 0 reads them
+// first only if none has it, so that the conformance suite takes both ways with a few devices.
+// Not safe while the store is in use.
+func (s *DB) SetAttributeFew(n int) int {
+	old := s.attributeFew
+	s.attributeFew = n
+	return old
 }
 
 // Close closes the database.

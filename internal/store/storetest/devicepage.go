@@ -86,38 +86,44 @@ func testDevicePages(t *testing.T, s Store) {
 			}
 		}
 	}
-	for name, c := range map[string]struct {
-		p     fleet.DevicePage
-		match func(*fleet.Device) bool
-	}{
-		"product": {fleet.DevicePage{Product: "cam"}, func(d *fleet.Device) bool { return d.Product == "cam" }},
-		"version": {fleet.DevicePage{Version: "1.2", Product: "hub"}, func(d *fleet.Device) bool { return d.InstalledVer == "1.2" && d.Product == "hub" }},
-		"state":   {fleet.DevicePage{State: "failed"}, func(d *fleet.Device) bool { return d.State == "failed" }},
-		"status":  {fleet.DevicePage{Status: fleet.StatusPending}, func(d *fleet.Device) bool { return false }},
-		"attribute": {fleet.DevicePage{Attributes: map[string]string{"region": "eu"}}, func(d *fleet.Device) bool {
-			return d.Attributes["region"] == "eu" || d.Attributes["region"] == "eu\nus"
-		}},
-		"list item": {fleet.DevicePage{Attributes: map[string]string{"region": "us"}}, func(d *fleet.Device) bool { return strings.Contains(d.Attributes["region"], "us") }},
-		"two attrs": {fleet.DevicePage{Attributes: map[string]string{"region": "EU", "note": "50%_off"}}, func(d *fleet.Device) bool { return d.Attributes["region"] == "EU" }},
-		"no attr":   {fleet.DevicePage{Attributes: map[string]string{"missing": "x"}}, func(d *fleet.Device) bool { return false }},
-		"wildcards": {fleet.DevicePage{Attributes: map[string]string{"note": "50%"}}, func(d *fleet.Device) bool { return false }},
-		"ids":       {fleet.DevicePage{IDs: []string{"d03", "d10", "nope"}}, func(d *fleet.Device) bool { return d.ID == "d03" || d.ID == "d10" }},
-		"no ids":    {fleet.DevicePage{IDs: []string{}}, func(d *fleet.Device) bool { return false }},
-		"search":    {fleet.DevicePage{Search: "sn-3"}, func(d *fleet.Device) bool { return d.Serial == "SN-3" }},
-		"search 1":  {fleet.DevicePage{Search: " SN-1"}, func(d *fleet.Device) bool { return strings.HasPrefix(d.Serial, "SN-1") }}, // SN-1, SN-10
-		"search id": {fleet.DevicePage{Search: "D1"}, func(d *fleet.Device) bool { return strings.HasPrefix(d.ID, "d1") }},
-		"search in": {fleet.DevicePage{Search: "N-3"}, func(d *fleet.Device) bool { return false }}, // a prefix, not a substring
-		"search %":  {fleet.DevicePage{Search: "%"}, func(d *fleet.Device) bool { return false }},   // no wildcards
-		"search _":  {fleet.DevicePage{Search: "d_"}, func(d *fleet.Device) bool { return false }},
-	} {
-		for _, desc := range []bool{false, true} {
-			p := c.p
-			p.Limit, p.Sort, p.Desc = 3, fleet.SortSerial, desc
-			if got, w := walk(p), want(c.match, fleet.SortSerial, desc); !slices.Equal(got, w) && !(len(got) == 0 && len(w) == 0) {
-				t.Errorf("%s desc %v:\n got %v\nwant %v", name, desc, got, w)
+	attributeWays(t, s, func(way string) {
+		for name, c := range map[string]struct {
+			p     fleet.DevicePage
+			match func(*fleet.Device) bool
+		}{
+			"product": {fleet.DevicePage{Product: "cam"}, func(d *fleet.Device) bool { return d.Product == "cam" }},
+			"version": {fleet.DevicePage{Version: "1.2", Product: "hub"}, func(d *fleet.Device) bool { return d.InstalledVer == "1.2" && d.Product == "hub" }},
+			"state":   {fleet.DevicePage{State: "failed"}, func(d *fleet.Device) bool { return d.State == "failed" }},
+			"status":  {fleet.DevicePage{Status: fleet.StatusPending}, func(d *fleet.Device) bool { return false }},
+			"attribute": {fleet.DevicePage{Attributes: map[string]string{"region": "eu"}}, func(d *fleet.Device) bool {
+				return d.Attributes["region"] == "eu" || d.Attributes["region"] == "eu\nus"
+			}},
+			"list item":  {fleet.DevicePage{Attributes: map[string]string{"region": "us"}}, func(d *fleet.Device) bool { return strings.Contains(d.Attributes["region"], "us") }},
+			"whole list": {fleet.DevicePage{Attributes: map[string]string{"region": "eu\nus"}}, func(d *fleet.Device) bool { return d.Attributes["region"] == "eu\nus" }},
+			"two attrs":  {fleet.DevicePage{Attributes: map[string]string{"region": "EU", "note": "50%_off"}}, func(d *fleet.Device) bool { return d.Attributes["region"] == "EU" }},
+			"no attr":    {fleet.DevicePage{Attributes: map[string]string{"missing": "x"}}, func(d *fleet.Device) bool { return false }},
+			"wildcards":  {fleet.DevicePage{Attributes: map[string]string{"note": "50%"}}, func(d *fleet.Device) bool { return false }},
+			"ids":        {fleet.DevicePage{IDs: []string{"d03", "d10", "nope"}}, func(d *fleet.Device) bool { return d.ID == "d03" || d.ID == "d10" }},
+			"attr and ids": {fleet.DevicePage{IDs: []string{"d00", "d01", "d03", "d04"}, Attributes: map[string]string{"region": "eu"}}, func(d *fleet.Device) bool {
+				return slices.Contains([]string{"d00", "d03", "d04"}, d.ID)
+			}},
+			"no ids":    {fleet.DevicePage{IDs: []string{}}, func(d *fleet.Device) bool { return false }},
+			"search":    {fleet.DevicePage{Search: "sn-3"}, func(d *fleet.Device) bool { return d.Serial == "SN-3" }},
+			"search 1":  {fleet.DevicePage{Search: " SN-1"}, func(d *fleet.Device) bool { return strings.HasPrefix(d.Serial, "SN-1") }}, // SN-1, SN-10
+			"search id": {fleet.DevicePage{Search: "D1"}, func(d *fleet.Device) bool { return strings.HasPrefix(d.ID, "d1") }},
+			"search in": {fleet.DevicePage{Search: "N-3"}, func(d *fleet.Device) bool { return false }}, // a prefix, not a substring
+			"search %":  {fleet.DevicePage{Search: "%"}, func(d *fleet.Device) bool { return false }},   // no wildcards
+			"search _":  {fleet.DevicePage{Search: "d_"}, func(d *fleet.Device) bool { return false }},
+		} {
+			for _, desc := range []bool{false, true} {
+				p := c.p
+				p.Limit, p.Sort, p.Desc = 3, fleet.SortSerial, desc
+				if got, w := walk(p), want(c.match, fleet.SortSerial, desc); !slices.Equal(got, w) && !(len(got) == 0 && len(w) == 0) {
+					t.Errorf("%s desc %v (%s):\n got %v\nwant %v", name, desc, way, got, w)
+				}
 			}
 		}
-	}
+	})
 	for _, bad := range []fleet.DevicePage{{Limit: 0}, {Limit: fleet.MaxPage + 1}, {Limit: 1, Sort: "id; DROP TABLE devices"},
 		{Limit: 1, Attributes: map[string]string{`a"b`: "x"}}, {Limit: 1, Attributes: map[string]string{"": "x"}},
 		{Limit: 1, IDs: make([]string, fleet.MaxPageIDs+1)}} {

@@ -88,6 +88,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		"DeviceLogs":       testDeviceLogs,
 		"Webhooks":         testWebhooks,
 		"DevicePages":      testDevicePages,
+		"DeviceAttributes": testDeviceAttributes,
 		"DeltaJobs":        testDeltaJobs,
 	}
 	for name, f := range tests {
