@@ -30,18 +30,7 @@ func TestDelegateSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	keys := filepath.Join(dir, "keys")
-	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	sk, err := tuf.LoadServerKeys(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tk, err := tuf.LoadKey(filepath.Join(keys, tuf.FileTargetsKey))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sk, tk := newKeys(t, dir)
 	pk, err := tuf.GenerateKey()
 	if err != nil {
 		t.Fatal(err)

@@ -58,18 +58,7 @@ func TestPublishAtomic(t *testing.T) {
 func testPublishAtomic(t *testing.T, db *sqlstore.DB, inject, heal []string) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	keys := filepath.Join(dir, "keys")
-	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	sk, err := tuf.LoadServerKeys(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	targetsKey, err := tuf.LoadKey(filepath.Join(keys, tuf.FileTargetsKey))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sk, targetsKey := newKeys(t, dir)
 	blobs, err := blobfs.New(filepath.Join(dir, "artifacts"))
 	if err != nil {
 		t.Fatal(err)
@@ -165,4 +154,22 @@ func signPublication(t *testing.T, s *imagerepo.Service, blobs *blobfs.Store, sk
 		t.Fatal(err)
 	}
 	return name, signed
+}
+
+// newKeys makes a key set in dir/keys and returns the server's keys and the offline targets key.
+func newKeys(t *testing.T, dir string) (*tuf.ServerKeys, *tuf.Key) {
+	t.Helper()
+	keys := filepath.Join(dir, "keys")
+	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sk, err := tuf.LoadServerKeys(keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk, err := tuf.LoadKey(filepath.Join(keys, tuf.FileTargetsKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sk, tk
 }

@@ -118,18 +118,7 @@ func (r *staleReader) LatestMetadata(ctx context.Context, repo, role string) (*i
 func TestPublishedTargetFoundAtOnce(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	keys := filepath.Join(dir, "keys")
-	if _, err := tuf.InitKeySet(keys, 1, 1, tuf.DefaultLifetimes(), time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	sk, err := tuf.LoadServerKeys(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	targetsKey, err := tuf.LoadKey(filepath.Join(keys, tuf.FileTargetsKey))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sk, targetsKey := newKeys(t, dir)
 	db, err := sqlite.Open(ctx, filepath.Join(dir, "upkeep.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -18,19 +18,7 @@ import (
 // operator token the server printed gets the user "admin" owning that token, and only that one.
 func TestUsersMigrationOwnsFirstToken(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "upkeep.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, _ := fs.Sub(migrations, "migrations")
-	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, 10); err != nil {
-		t.Fatal(err)
-	}
+	path, db := migratedTo(t, 10)
 	t0 := time.Now().UTC().Truncate(time.Second)
 	for i, name := range []string{"admin", "dashboard"} {
 		_, h := auth.NewSecret(auth.AdminPrefix)
@@ -59,19 +47,7 @@ func TestUsersMigrationOwnsFirstToken(t *testing.T) {
 // as the store then keeps it (days since 1970 UTC; NULL for a device never seen).
 func TestSeenDayMigration(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "upkeep.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, _ := fs.Sub(migrations, "migrations")
-	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, 23); err != nil {
-		t.Fatal(err)
-	}
+	path, db := migratedTo(t, 23)
 	seen := time.Date(2026, 1, 2, 23, 59, 59, 999, time.UTC)
 	for _, d := range []struct {
 		id   string
@@ -117,19 +93,7 @@ VALUES ($1, x'00', 's', 'p', 'h', 'accepted', $2, $3)`, d.id, d.seen, seen); err
 // already stored, so that the console's attribute filter finds them (storetest).
 func TestAttributesMigration(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "upkeep.db")
-	db, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, _ := fs.Sub(migrations, "migrations")
-	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p.UpTo(ctx, 24); err != nil {
-		t.Fatal(err)
-	}
+	path, db := migratedTo(t, 24)
 	for id, attrs := range storetest.AttributesBefore25 {
 		if _, err := db.ExecContext(ctx, `INSERT INTO devices (id, public_key, serial, product, hardware_id, attributes, status, enrolled_at)
 VALUES ($1, x'00', 's', 'p', 'h', $2, 'accepted', $3)`, id, storetest.AttributesJSON(attrs), time.Now().UTC()); err != nil {
@@ -143,4 +107,24 @@ VALUES ($1, x'00', 's', 'p', 'h', $2, 'accepted', $3)`, id, storetest.Attributes
 	}
 	defer s.Close()
 	storetest.CheckAttributesUpgrade(t, s)
+}
+
+// migratedTo returns the path of a new database migrated up to version, open without the
+// later migrations.
+func migratedTo(t *testing.T, version int64) (string, *sql.DB) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "upkeep.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := fs.Sub(migrations, "migrations")
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(context.Background(), version); err != nil {
+		t.Fatal(err)
+	}
+	return path, db
 }
