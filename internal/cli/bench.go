@@ -103,6 +103,9 @@ does (5 s doubling to 8 minutes, never sooner than a Retry-After), and the bench
 long until every device that noticed had checked in again (it fails past 10 minutes). Devices
 are lightweight: a key, a token (renewed as the agent does) and the director version they trust.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if fcfg.SQLite && !cmd.Flags().Changed("replicas") {
+				fcfg.Replicas = 1 // one node: SQLite is not shared between processes
+			}
 			return bench.Fleet(cmd.Context(), fcfg, cmd.OutOrStdout())
 		},
 	}
@@ -113,7 +116,7 @@ are lightweight: a key, a token (renewed as the agent does) and the director ver
 	fleet.Flags().DurationVar(&fcfg.Warmup, "warmup", fcfg.Warmup, "polling before the measured window")
 	fleet.Flags().IntVar(&fcfg.Enrolers, "enrolers", fcfg.Enrolers, "enrolments in flight")
 	fleet.Flags().BoolVar(&fcfg.TLS, "tls", false, "serve HTTPS with a self-signed certificate; each check-in a new connection resuming a TLS session")
-	fleet.Flags().BoolVar(&fcfg.SQLite, "sqlite", false, "one node on SQLite (with --replicas 1) instead of replicas on PostgreSQL")
+	fleet.Flags().BoolVar(&fcfg.SQLite, "sqlite", false, "one node on SQLite instead of replicas on PostgreSQL")
 	fleet.Flags().DurationVar(&fcfg.Outage, "outage", 0, "after the window, stop every replica this long, start them again and follow the devices back (0: no outage)")
 	return []*cobra.Command{checkin, download, fleet}
 }
