@@ -285,6 +285,10 @@ type Server struct {
 	tenants *tenants     // the tenants' stacks; nil in a tenant's own stack
 	// tokenKey is the device-token HMAC key, from which the key sealing tenants' keys derives.
 	tokenKey []byte
+	// tlsConf is the listener's TLS configuration (nil: plain HTTP), whose session ticket keys
+	// the tls-ticket-keys job moves on. Not s.http.TLSConfig: net/http sets that field itself
+	// when serving starts (HTTP/2), concurrently with the jobs.
+	tlsConf *tls.Config
 	// revocations is the revocation generation this replica last read (followRevocations).
 	revocations atomic.Int64
 	push        pusher // the push broker, once connected (push.go)
@@ -499,9 +503,10 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if certs != nil {
 		// The listener gets this very config (ServeTLS would serve a copy), so that the
 		// tls-ticket-keys job's new keys reach it.
-		s.http.TLSConfig = tlsConfig(certs, s.tokenKey, time.Now())
-		s.http.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
-		tl := tls.NewListener(s.ln, s.http.TLSConfig)
+		s.tlsConf = tlsConfig(certs, s.tokenKey, time.Now())
+		s.tlsConf.NextProtos = []string{"h2", "http/1.1"}
+		s.http.TLSConfig = s.tlsConf
+		tl := tls.NewListener(s.ln, s.tlsConf)
 		serve = func() error { return s.http.Serve(tl) }
 	}
 	s.serving.Add(1)
@@ -556,9 +561,9 @@ func (s *Server) startJobs(ctx context.Context) {
 	}, func() {
 		s.Fleet.Flush(context.Background()) //nolint:errcheck // last try at shutdown
 	})
-	if s.http != nil && s.http.TLSConfig != nil {
+	if s.tlsConf != nil {
 		s.Every("tls-ticket-keys", time.Hour, func(context.Context) {
-			s.http.TLSConfig.SetSessionTicketKeys(ticketKeys(s.tokenKey, time.Now()))
+			s.tlsConf.SetSessionTicketKeys(ticketKeys(s.tokenKey, time.Now()))
 		}, nil)
 	}
 	s.Every("follow-revocations", followRevocationsEvery, s.followRevocations, nil)
