@@ -134,10 +134,7 @@ type fleetTransport struct {
 }
 
 func newFleetTransport(pool *x509.CertPool, conns int) *fleetTransport {
-	ft := &fleetTransport{}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns, tr.MaxIdleConnsPerHost, tr.MaxConnsPerHost = 0, conns, conns
-	ft.RoundTripper = tr
+	ft := &fleetTransport{RoundTripper: benchHTTPClient(conns).Transport}
 	if pool != nil {
 		ft.tls = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
 		ft.RoundTripper = oneShot{ft}
