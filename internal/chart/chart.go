@@ -100,7 +100,8 @@ type w struct{ strings.Builder }
 func (b *w) f(format string, args ...any) { fmt.Fprintf(&b.Builder, format, args...) }
 
 // clean makes s safe and bounded for XML: invalid UTF-8 and characters XML 1.0 cannot hold
-// become U+FFFD, then it is cut at MaxLabel runes.
+// become U+FFFD, line breaks and tabs become spaces (a label is one line, and an XML parser
+// would read a carriage return as a line feed), then it is cut at MaxLabel runes.
 func clean(s string) string {
 	var out strings.Builder
 	n := 0
@@ -114,7 +115,10 @@ func clean(s string) string {
 				r = '\uFFFD'
 			}
 		}
-		if !xmlChar(r) {
+		switch {
+		case r == '\t' || r == '\n' || r == '\r':
+			r = ' '
+		case !xmlChar(r):
 			r = '\uFFFD'
 		}
 		out.WriteRune(r)

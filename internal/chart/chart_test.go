@@ -190,7 +190,7 @@ func TestHref(t *testing.T) {
 func FuzzLabels(f *testing.F) {
 	for _, s := range []string{
 		"<script>alert(1)</script>", `"><img src=x onerror=alert(1)>`, "a&b", "\x00\x01\xff", "]]>", "<!--", "\u202e",
-		"'single'", strings.Repeat("é", 100),
+		"'single'", strings.Repeat("é", 100), "\r", "a\r\nb\tc",
 	} {
 		f.Add(s)
 	}
