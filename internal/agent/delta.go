@@ -92,6 +92,12 @@ func directorHint(tf *metadata.TargetFiles) *delta.Hint {
 
 // planDelta checks the director's hint against the offline-signed bindings and returns the plan,
 // or nil (with the reason) when the full image is to be downloaded.
+//
+// A hint that starts from another image than the one installed (the director chose it before
+// it heard of this device's last install) is not the end: the chunk indexes of the named image
+// and of the installed one, found by their names in the image repository and checked against
+// their signed bindings as a hint's are, still make a delta. The director chose to send a
+// delta; only the device knows for sure what it runs.
 func (a *Agent) planDelta(ctx context.Context, hint *delta.Hint, dec *uptane.Decision, lookup func(string) (*metadata.TargetFiles, error)) (*DeltaPlan, string) {
 	if hint == nil || lookup == nil {
 		return nil, ""
@@ -99,6 +105,24 @@ func (a *Agent) planDelta(ctx context.Context, hint *delta.Hint, dec *uptane.Dec
 	if _, ok := a.installer.(ActiveImage); !ok {
 		return nil, "the installer cannot read the running image"
 	}
+	p, why, otherSource := a.planHint(hint, dec, lookup)
+	if !otherSource || a.state.Installed.Target == "" {
+		return p, why
+	}
+	own := &delta.Hint{Format: delta.FormatCaibx, Target: delta.IndexName(dec.Name), SourceIndex: delta.IndexName(a.state.Installed.Target)}
+	if *own == *hint {
+		return p, why
+	}
+	if q, _, _ := a.planHint(own, dec, lookup); q != nil {
+		a.log.Info("the director's delta starts from another image; using the chunk indexes", "hint", hint.Target, "index", own.SourceIndex)
+		return q, ""
+	}
+	return p, why
+}
+
+// planHint is planDelta for one hint. otherSource tells that the hint's delta starts from
+// another image than the installed one.
+func (a *Agent) planHint(hint *delta.Hint, dec *uptane.Decision, lookup func(string) (*metadata.TargetFiles, error)) (_ *DeltaPlan, why string, otherSource bool) {
 	inst := a.state.Installed
 	binding := func(name string) (*metadata.TargetFiles, *delta.Binding, error) {
 		tf, err := lookup(name)
@@ -120,33 +144,33 @@ func (a *Agent) planDelta(ctx context.Context, hint *delta.Hint, dec *uptane.Dec
 	}
 	tf, b, err := binding(hint.Target)
 	if err != nil {
-		return nil, err.Error()
+		return nil, err.Error(), false
 	}
 	imgSHA := dec.Info.Hashes[uptane.ImageHash].String()
 	if b.Format != hint.Format || b.Image != dec.Name || b.ImageSHA256 != imgSHA || b.ImageLength != dec.Info.Length {
-		return nil, fmt.Sprintf("%s is signed for another image", hint.Target)
+		return nil, fmt.Sprintf("%s is signed for another image", hint.Target), false
 	}
 	p := &DeltaPlan{Format: b.Format, Target: hint.Target, Length: tf.Length, SHA256: tf.Hashes[uptane.ImageHash].String()}
 	switch b.Format {
 	case delta.FormatPatch:
 		if b.SourceSHA256 != inst.SHA256 {
-			return nil, fmt.Sprintf("%s applies to another source image", hint.Target)
+			return nil, fmt.Sprintf("%s applies to another source image", hint.Target), true
 		}
 		p.SourceLength = b.SourceLength
 	case delta.FormatCaibx:
 		stf, sb, err := binding(hint.SourceIndex)
 		if err != nil {
-			return nil, err.Error()
+			return nil, err.Error(), false
 		}
 		if sb.Format != delta.FormatCaibx || sb.ImageSHA256 != inst.SHA256 {
-			return nil, fmt.Sprintf("%s indexes another image than the installed one", hint.SourceIndex)
+			return nil, fmt.Sprintf("%s indexes another image than the installed one", hint.SourceIndex), true
 		}
 		p.SourceIndex, p.SourceIndexLength, p.SourceIndexSHA256, p.SourceLength = hint.SourceIndex, stf.Length, stf.Hashes[uptane.ImageHash].String(), sb.ImageLength
 	}
 	if p.Length > dec.Info.Length+1<<20 {
-		return nil, "the delta is larger than the image"
+		return nil, "the delta is larger than the image", false
 	}
-	return p, ""
+	return p, "", false
 }
 
 // errDelta marks a delta that failed for a reason other than the network: the full image is

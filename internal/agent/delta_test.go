@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -62,6 +63,71 @@ func TestPlanDeltaRefuses(t *testing.T) {
 			p, why := a.planDelta(context.Background(), &c.hint, dec, lookup)
 			if (p != nil) != c.use {
 				t.Fatalf("plan %+v (%s), want used=%v", p, why, c.use)
+			}
+		})
+	}
+}
+
+// TestPlanDeltaOwnIndex: a hint that starts from another image than the installed one (the
+// director had not heard of the last install) falls back on the chunk indexes of the assigned
+// image and of the installed one, found by name and used only if their signed bindings say so.
+func TestPlanDeltaOwnIndex(t *testing.T) {
+	installed, other, img := strings.Repeat("1", 64), strings.Repeat("2", 64), strings.Repeat("3", 64)
+	h := func(s string) metadata.HexBytes { b, _ := hex.DecodeString(s); return b }
+	target := func(b delta.Binding) *metadata.TargetFiles {
+		raw, _ := delta.WithBinding([]byte(`{"product":"p"}`), &b)
+		m := json.RawMessage(raw)
+		return &metadata.TargetFiles{Length: 100, Hashes: metadata.Hashes{"sha256": h(strings.Repeat("9", 64))}, Custom: &m}
+	}
+	stale := delta.Binding{Format: delta.FormatPatch, Image: "p/2/img", ImageSHA256: img, ImageLength: 1000, Source: "p/0/img", SourceSHA256: other, SourceLength: 1000}
+	wrongImage := stale
+	wrongImage.ImageSHA256 = other
+	dst := delta.Binding{Format: delta.FormatCaibx, Image: "p/2/img", ImageSHA256: img, ImageLength: 1000}
+	own := delta.Binding{Format: delta.FormatCaibx, Image: "p/1/img", ImageSHA256: installed, ImageLength: 1000}
+	older := delta.Binding{Format: delta.FormatCaibx, Image: "p/0/img", ImageSHA256: other, ImageLength: 1000}
+	base := map[string]*metadata.TargetFiles{
+		"stale": target(stale), "wrong-image": target(wrongImage),
+		delta.IndexName("p/2/img"): target(dst), delta.IndexName("p/0/img"): target(older),
+		"image": {Length: 1000, Hashes: metadata.Hashes{"sha256": h(img)}},
+	}
+	dec := &uptane.Decision{Name: "p/2/img", Info: base["image"]}
+	for _, c := range []struct {
+		name     string
+		hint     delta.Hint
+		ownIndex *delta.Binding // the installed image's index in the repository (nil: none)
+		want     string         // the source index used ("": the full image)
+	}{
+		{"patch from an older image", delta.Hint{Format: delta.FormatPatch, Target: "stale"}, &own, delta.IndexName("p/1/img")},
+		{"index of an older image", delta.Hint{Format: delta.FormatCaibx, Target: delta.IndexName("p/2/img"), SourceIndex: delta.IndexName("p/0/img")}, &own, delta.IndexName("p/1/img")},
+		{"no index of the installed image", delta.Hint{Format: delta.FormatPatch, Target: "stale"}, nil, ""},
+		{"the installed image's name indexes another image", delta.Hint{Format: delta.FormatPatch, Target: "stale"}, &older, ""},
+		{"a delta to another image is not corrected", delta.Hint{Format: delta.FormatPatch, Target: "wrong-image"}, &own, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			targets := map[string]*metadata.TargetFiles{}
+			for k, v := range base {
+				targets[k] = v
+			}
+			if c.ownIndex != nil {
+				targets[delta.IndexName("p/1/img")] = target(*c.ownIndex)
+			}
+			lookup := func(n string) (*metadata.TargetFiles, error) {
+				if tf, ok := targets[n]; ok {
+					return tf, nil
+				}
+				return nil, errors.New("not found")
+			}
+			a := &Agent{installer: &ABInstaller{}, log: slog.New(slog.DiscardHandler), state: &State{Installed: Image{Target: "p/1/img", SHA256: installed}}}
+			p, why := a.planDelta(context.Background(), &c.hint, dec, lookup)
+			got := ""
+			if p != nil {
+				got = p.SourceIndex
+				if p.Format != delta.FormatCaibx || p.Target != delta.IndexName("p/2/img") {
+					t.Fatalf("plan %+v: want the chunk index of p/2/img", p)
+				}
+			}
+			if got != c.want {
+				t.Fatalf("source index %q (%s), want %q", got, why, c.want)
 			}
 		})
 	}

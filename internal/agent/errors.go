@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"net/http"
 
 	"upkeep.dev/upkeep/internal/devclient"
 )
@@ -19,3 +20,11 @@ type ServerError = devclient.ServerError
 const MaxRetryAfter = devclient.MaxRetryAfter
 
 var errNotAccepted = errors.New("device is not accepted yet: an operator must accept it")
+
+// refused tells whether err is the server's lasting refusal of a request (403, 404, 410...):
+// asking again will not help. 401 (a token to renew), 408 and 429 are not refusals.
+func refused(err error) bool {
+	var se *ServerError
+	return errors.As(err, &se) && se.Status >= 400 && se.Status < 500 &&
+		se.Status != http.StatusUnauthorized && se.Status != http.StatusRequestTimeout && se.Status != http.StatusTooManyRequests
+}

@@ -37,6 +37,12 @@ import (
 // download is pending) the full Uptane verification followed by the update it calls for.
 func (a *Agent) Cycle(ctx context.Context) error {
 	defer a.flush(ctx) //nolint:errcheck // events stay queued on failure
+	if len(a.state.Outbox) > 0 {
+		// Report first (a commit or a rollback from before the last power-on, say): the server
+		// then signs this device's view from the image it runs now, so that a delta hint starts
+		// from it, before the check-in asks whether the view changed.
+		a.flush(ctx) //nolint:errcheck // events stay queued on failure
+	}
 	tok, err := a.token(ctx)
 	var res devclient.CheckinResult
 	if err == nil {
@@ -278,6 +284,9 @@ func (a *Agent) download(ctx context.Context, tf *metadata.TargetFiles, img *Ima
 	if img.Delta != nil && !img.Delta.Failed {
 		err := a.downloadDelta(ctx, tf, img)
 		var ed *errDelta
+		if refused(err) {
+			err = &errDelta{err} // a delta the server will not serve: resuming it would never end
+		}
 		if !errors.As(err, &ed) {
 			return err // done, or the network: the next cycle resumes the delta
 		}

@@ -180,6 +180,138 @@ func TestDeltaUpdate(t *testing.T) {
 	}
 }
 
+// TestDeltaHintFollowsReport: a device assigned a release before the server heard of its last
+// install (it was offline) gets its view re-signed with the delta from the image it reports:
+// the patch from 1.0.1 once it reports 1.0.1, the chunk index again once it reports 1.0.0.
+func TestDeltaHintFollowsReport(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	v1 := fsImage(5, 1<<20)
+	r1 := e.publishDelta("1.0.0", 1, v1, nil)
+	d := e.device("SN-1", v1, r1)
+	id := d.Agent.State().DeviceID
+	v2 := nextImage(v1)
+	r2 := e.publishDelta("1.0.1", 2, v2, nil)
+	r3 := e.publishDelta("1.0.2", 3, nextImage(v2), map[string][]byte{"1.0.1": v2})
+	patch, index := delta.PatchName(r3.Target, "1.0.1"), r3.Target+".caibx"
+	hint := func() (int64, string) {
+		t.Helper()
+		v, err := e.srv.DB.FindDirectorView(ctx, id, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		md, err := metadata.Targets().FromBytes(v.Targets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tf := md.Signed.Targets[r3.Target]
+		if tf == nil {
+			t.Fatalf("view %d does not name %s", v.Version, r3.Target)
+		}
+		var c uptane.DirectorCustom
+		if err := json.Unmarshal(*tf.Custom, &c); err != nil {
+			t.Fatal(err)
+		}
+		var h delta.Hint
+		if c.Delta != nil {
+			if err := json.Unmarshal(c.Delta, &h); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return v.Version, h.Target
+	}
+	e.deploy(r3, id)
+	if _, h := hint(); h != index {
+		t.Fatalf("hint %q for a device that runs 1.0.0: want the chunk index %s", h, index)
+	}
+	report := func(r *wire.Release) {
+		t.Helper()
+		err := e.srv.Fleet.Report(ctx, id, wire.Report{State: "idle",
+			Installed: wire.Installed{Target: r.Target, Version: r.Version, SecurityVersion: r.SecurityVersion, SHA256: r.SHA256},
+			Events:    []wire.Event{{Target: r.Target, Step: wire.StepCommit, Status: wire.StatusOK}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	report(r2)
+	v, h := hint()
+	if h != patch {
+		t.Fatalf("after a report of 1.0.1, hint %q: want %s", h, patch)
+	}
+	report(r2) // the same image again: nothing to re-sign
+	if again, _ := hint(); again != v {
+		t.Fatalf("view re-signed (version %d to %d) for a report of the image it already starts from", v, again)
+	}
+	report(r1)
+	if _, h := hint(); h != index {
+		t.Fatalf("after a report of 1.0.0 again, hint %q: want the chunk index %s", h, index)
+	}
+}
+
+// TestDeltaStaleHint: a device whose view hints at a delta from an image it no longer runs (the
+// server last heard of an older one) still downloads a delta, from the chunk indexes of the
+// assigned image and of the one it runs, which the server lets it fetch because an earlier view
+// named that image.
+func TestDeltaStaleHint(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	v1 := fsImage(6, 2<<20)
+	r1 := e.publishDelta("1.0.0", 1, v1, nil)
+	d := e.device("SN-1", v1, r1)
+	id := d.Agent.State().DeviceID
+	v2 := nextImage(v1)
+	r2 := e.publishDelta("1.0.1", 2, v2, nil)
+	e.deploy(r2, id)
+	if err := d.Agent.Cycle(ctx); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	if got, _ := d.ActiveImageSHA256(ctx); got != r2.SHA256 {
+		t.Fatalf("active slot holds %s, want 1.0.1", got)
+	}
+	// The server loses the news: it believes the device runs 1.0.0 again.
+	if err := e.srv.Fleet.Report(ctx, id, wire.Report{State: "idle", Installed: wire.Installed{Target: r1.Target, Version: r1.Version, SecurityVersion: r1.SecurityVersion, SHA256: r1.SHA256}}); err != nil {
+		t.Fatal(err)
+	}
+	r3 := e.publishDelta("1.0.2", 3, nextImage(v2), map[string][]byte{"1.0.0": v1})
+	e.deploy(r3, id) // hints at the patch from 1.0.0
+	if err := d.Agent.Cycle(ctx); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	if got, _ := d.ActiveImageSHA256(ctx); got != r3.SHA256 {
+		t.Fatalf("active slot holds %s (last error %q), want 1.0.2", got, d.Agent.State().LastError)
+	}
+	evs := e.downloadEvents(id)
+	if last := evs[len(evs)-1]; !strings.Contains(last, "delta caibx: downloaded") {
+		t.Fatalf("download events %q: want the chunk indexes used", evs)
+	}
+}
+
+// TestDeltaRefusedFallsBack: a chunk index the server will not serve (its blob is gone) makes the
+// device download the full image, rather than ask for the delta again at every cycle.
+func TestDeltaRefusedFallsBack(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	v1 := fsImage(7, 1<<20)
+	r1 := e.publishDelta("1.0.0", 1, v1, nil)
+	d := e.device("SN-1", v1, r1)
+	r2 := e.publishDelta("1.0.1", 2, nextImage(v1), nil)
+	p := e.deltaTarget(delta.IndexName(r2.Target))
+	if err := os.Remove(e.blobPath(p.SHA256)); err != nil {
+		t.Fatal(err)
+	}
+	e.deploy(r2, d.Agent.State().DeviceID)
+	if err := d.Agent.Cycle(ctx); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	if got, _ := d.ActiveImageSHA256(ctx); got != r2.SHA256 {
+		t.Fatalf("active slot holds %s, want 1.0.1", got)
+	}
+	evs := strings.Join(e.downloadEvents(d.Agent.State().DeviceID), "\n")
+	if !strings.Contains(evs, "delta failed") || !strings.Contains(evs, "downloading the full image") {
+		t.Fatalf("events %s: want the refused delta reported", evs)
+	}
+}
+
 // TestDeltaTamperedFallsBack: a delta whose bytes were replaced on the server (same length) is
 // reported and the device downloads the full image, which it installs; a tampered chunk of the
 // image itself makes the delta fail and then the full image, which is refused.

@@ -207,6 +207,45 @@ func (s *Service) Unassign(ctx context.Context, d *fleet.Device) error {
 	return s.reassign(ctx, d.ID, target, "")
 }
 
+// Reported re-signs a device's view when the delta hint it carries no longer fits the image the
+// device now reports it runs. A hint is chosen when the view is signed, from the installed image
+// the server knew of then; a device assigned a release before it reported its last install (it
+// was offline, or its report was still in its journal) would otherwise fetch the whole image
+// although a delta from what it runs exists, or try a delta from an image it no longer runs.
+// It does nothing for a device without delta targets, without a pending assignment or without
+// a view.
+func (s *Service) Reported(ctx context.Context, id string) error {
+	if s.Deltas == nil {
+		return nil
+	}
+	d, err := s.Devices.FindDevice(ctx, id)
+	if err != nil {
+		return err
+	}
+	if d.Assigned == "" || d.Assigned == d.InstalledTarget {
+		return nil
+	}
+	v, err := s.Store.FindDirectorView(ctx, id, 0)
+	if apperr.Is(err, apperr.NotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	md, err := metadata.Targets().FromBytes(v.Targets)
+	if err != nil {
+		return err
+	}
+	if _, ok := md.Signed.Targets[d.Assigned]; !ok {
+		return nil // the view names another image (an assignment being signed): its signer chooses
+	}
+	want := s.chooseDelta(ctx, d.InstalledSHA256, d.Assigned, nil)
+	if have := hintOf(md); have == want || (have != nil && want != nil && *have == *want) {
+		return nil
+	}
+	s.logger().Info("delta hint follows the reported image", "device", id, "installed", d.InstalledTarget, "assigned", d.Assigned)
+	return s.resign(ctx, id)
+}
+
 // resign signs a new director view for a device from its stored assignment. The device is read
 // after the latest view, so when two signers race the loser retries with the newest assignment.
 func (s *Service) resign(ctx context.Context, id string) error { return s.resignAs(ctx, id, nil) }

@@ -241,9 +241,20 @@ func (s *Service) RotateRoot(ctx context.Context, data []byte) error {
 }
 
 // deltaHint is the delta hint for a device that runs the image with SHA-256 installed and is
-// assigned target: nil when none applies or on any error (the device then downloads the full
-// image, which is always correct).
+// assigned target, as signed in its view: nil when none applies or on any error (the device then
+// downloads the full image, which is always correct).
 func (s *Service) deltaHint(ctx context.Context, installed, target string, ds []delta.Target) json.RawMessage {
+	h := s.chooseDelta(ctx, installed, target, ds)
+	if h == nil {
+		return nil
+	}
+	b, _ := json.Marshal(h)
+	return b
+}
+
+// chooseDelta is delta.Choose over the image repository's delta targets (ds, or nil to list
+// them).
+func (s *Service) chooseDelta(ctx context.Context, installed, target string, ds []delta.Target) *delta.Hint {
 	if target == "" {
 		return nil
 	}
@@ -254,10 +265,5 @@ func (s *Service) deltaHint(ctx context.Context, installed, target string, ds []
 			return nil
 		}
 	}
-	h := delta.Choose(installed, target, ds)
-	if h == nil {
-		return nil
-	}
-	b, _ := json.Marshal(h)
-	return b
+	return delta.Choose(installed, target, ds)
 }

@@ -15,8 +15,9 @@ import (
 // before it); MayFetch looks no further back.
 const keptViews = 3
 
-// MayFetch tells whether a device may download target: its latest director view names it, or
-// one of the two views before it does and has not expired yet. The second case covers a
+// MayFetch tells whether a device may download target: its latest director view names it (or
+// its chunk index, or the delta the view hints at), or one of the two views before it does and
+// has not expired yet. The second case covers a
 // download that was under way when a new view (another assignment, or none) was signed: the
 // agent finishes the range requests of the image it verified, and its next cycle verifies the
 // new view before it fetches anything else (Uptane 5.4.4.2: the director names the images a
@@ -58,19 +59,30 @@ func viewNames(v *uptane.DirectorView, target string) bool {
 	if err != nil {
 		return false
 	}
-	if _, ok := md.Signed.Targets[target]; ok {
-		return true
+	for name := range md.Signed.Targets {
+		// The chunk index of an image the device may fetch tells nothing the image does not;
+		// an agent whose hint starts from another image than the one it runs falls back on
+		// the index of the image an earlier view named.
+		if name == target || delta.IndexName(name) == target {
+			return true
+		}
 	}
 	// The delta the view hints at (and the installed image's chunk index) may be fetched too.
+	h := hintOf(md)
+	return h != nil && (h.Target == target || h.SourceIndex == target)
+}
+
+// hintOf returns the delta hint of a director view's signed targets, or nil.
+func hintOf(md *metadata.Metadata[metadata.TargetsType]) *delta.Hint {
 	for _, tf := range md.Signed.Targets {
 		var c uptane.DirectorCustom
 		if tf == nil || tf.Custom == nil || json.Unmarshal(*tf.Custom, &c) != nil || c.Delta == nil {
 			continue
 		}
 		var h delta.Hint
-		if json.Unmarshal(c.Delta, &h) == nil && (h.Target == target || h.SourceIndex == target) {
-			return true
+		if json.Unmarshal(c.Delta, &h) == nil {
+			return &h
 		}
 	}
-	return false
+	return nil
 }

@@ -405,7 +405,17 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.Fleet.OnEnroll = s.Exposure.OnEnroll
 	s.Fleet.OnReport = func(ctx context.Context, id string, r wire.Report) error {
 		s.Exposure.OnReport(ctx, id, r) //nolint:errcheck // logs its own failures
-		return s.Rollouts.OnReport(ctx, id, r)
+		err := s.Rollouts.OnReport(ctx, id, r)
+		if err == nil && r.Installed.SHA256 != "" && len(r.Events) > 0 {
+			// A report that carries events may follow an install or a rollback: once the
+			// campaigns have acted on it, the view's delta hint must start from the image the
+			// device runs now. The report is stored; a failure here is logged, and the device
+			// still gets the full image.
+			if err := s.Director.Reported(ctx, id); err != nil {
+				cfg.Logger.Warn("delta hint after a report", "device", id, "err", err)
+			}
+		}
+		return err
 	}
 	s.newTransparency(db, now)
 	s.Products = &product.Service{Events: s.Webhooks, Check: s.Transparency.CheckPolicy, Store: db, Devices: db, Resign: s.Director.Resign, Go: s.Go, Now: now, Logger: cfg.Logger}
