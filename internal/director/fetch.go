@@ -17,10 +17,9 @@ const keptViews = 3
 
 // MayFetch tells whether a device may download target: its latest director view names it (or
 // its chunk index, or the delta the view hints at), or one of the two views before it does and
-// has not expired yet. The second case covers a
-// download that was under way when a new view (another assignment, or none) was signed: the
-// agent finishes the range requests of the image it verified, and its next cycle verifies the
-// new view before it fetches anything else (Uptane 5.4.4.2: the director names the images a
+// has not expired yet. The second case covers a download that was under way when a new view
+// (another assignment, or none) was signed: the agent finishes the range requests of the image
+// it verified, and its next cycle verifies the new view before it fetches anything else (Uptane 5.4.4.2: the director names the images a
 // device installs; an image named for another device is not this one's to fetch).
 //
 // Returns nil if allowed, apperr.Forbidden (HTTP 403) if not: the image repository's targets
