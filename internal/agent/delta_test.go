@@ -15,17 +15,21 @@ import (
 	"upkeep.dev/upkeep/internal/uptane"
 )
 
+// hexBytes decodes a hex digest of the tests.
+func hexBytes(s string) metadata.HexBytes { b, _ := hex.DecodeString(s); return b }
+
+// bindingTarget is a delta target of 100 bytes with binding b.
+func bindingTarget(b delta.Binding) *metadata.TargetFiles {
+	raw, _ := delta.WithBinding([]byte(`{"product":"p"}`), &b)
+	m := json.RawMessage(raw)
+	return &metadata.TargetFiles{Length: 100, Hashes: metadata.Hashes{"sha256": hexBytes(strings.Repeat("9", 64))}, Custom: &m}
+}
+
 // TestPlanDeltaRefuses: a hint from the director (online key) is used only when the
 // offline-signed binding of the delta names the assigned image and the installed one; a delta
 // for another source, another destination or of another form is not used.
 func TestPlanDeltaRefuses(t *testing.T) {
 	installed, other, img := strings.Repeat("1", 64), strings.Repeat("2", 64), strings.Repeat("3", 64)
-	h := func(s string) metadata.HexBytes { b, _ := hex.DecodeString(s); return b }
-	target := func(b delta.Binding) *metadata.TargetFiles {
-		raw, _ := delta.WithBinding([]byte(`{"product":"p"}`), &b)
-		m := json.RawMessage(raw)
-		return &metadata.TargetFiles{Length: 100, Hashes: metadata.Hashes{"sha256": h(strings.Repeat("9", 64))}, Custom: &m}
-	}
 	good := delta.Binding{Format: delta.FormatPatch, Image: "p/2/img", ImageSHA256: img, ImageLength: 1000, Source: "p/1/img", SourceSHA256: installed, SourceLength: 1000}
 	otherSource := good
 	otherSource.SourceSHA256 = other
@@ -34,9 +38,9 @@ func TestPlanDeltaRefuses(t *testing.T) {
 	idx := delta.Binding{Format: delta.FormatCaibx, Image: "p/2/img", ImageSHA256: img, ImageLength: 1000}
 	idxOther := delta.Binding{Format: delta.FormatCaibx, Image: "p/0/img", ImageSHA256: other, ImageLength: 1000}
 	targets := map[string]*metadata.TargetFiles{
-		"good": target(good), "other-source": target(otherSource), "other-image": target(otherImage),
-		"idx": target(idx), "idx-other": target(idxOther),
-		"image": {Length: 1000, Hashes: metadata.Hashes{"sha256": h(img)}},
+		"good": bindingTarget(good), "other-source": bindingTarget(otherSource), "other-image": bindingTarget(otherImage),
+		"idx": bindingTarget(idx), "idx-other": bindingTarget(idxOther),
+		"image": {Length: 1000, Hashes: metadata.Hashes{"sha256": hexBytes(img)}},
 	}
 	lookup := func(n string) (*metadata.TargetFiles, error) {
 		if tf, ok := targets[n]; ok {
@@ -73,12 +77,6 @@ func TestPlanDeltaRefuses(t *testing.T) {
 // image and of the installed one, found by name and used only if their signed bindings say so.
 func TestPlanDeltaOwnIndex(t *testing.T) {
 	installed, other, img := strings.Repeat("1", 64), strings.Repeat("2", 64), strings.Repeat("3", 64)
-	h := func(s string) metadata.HexBytes { b, _ := hex.DecodeString(s); return b }
-	target := func(b delta.Binding) *metadata.TargetFiles {
-		raw, _ := delta.WithBinding([]byte(`{"product":"p"}`), &b)
-		m := json.RawMessage(raw)
-		return &metadata.TargetFiles{Length: 100, Hashes: metadata.Hashes{"sha256": h(strings.Repeat("9", 64))}, Custom: &m}
-	}
 	stale := delta.Binding{Format: delta.FormatPatch, Image: "p/2/img", ImageSHA256: img, ImageLength: 1000, Source: "p/0/img", SourceSHA256: other, SourceLength: 1000}
 	wrongImage := stale
 	wrongImage.ImageSHA256 = other
@@ -86,9 +84,9 @@ func TestPlanDeltaOwnIndex(t *testing.T) {
 	own := delta.Binding{Format: delta.FormatCaibx, Image: "p/1/img", ImageSHA256: installed, ImageLength: 1000}
 	older := delta.Binding{Format: delta.FormatCaibx, Image: "p/0/img", ImageSHA256: other, ImageLength: 1000}
 	base := map[string]*metadata.TargetFiles{
-		"stale": target(stale), "wrong-image": target(wrongImage),
-		delta.IndexName("p/2/img"): target(dst), delta.IndexName("p/0/img"): target(older),
-		"image": {Length: 1000, Hashes: metadata.Hashes{"sha256": h(img)}},
+		"stale": bindingTarget(stale), "wrong-image": bindingTarget(wrongImage),
+		delta.IndexName("p/2/img"): bindingTarget(dst), delta.IndexName("p/0/img"): bindingTarget(older),
+		"image": {Length: 1000, Hashes: metadata.Hashes{"sha256": hexBytes(img)}},
 	}
 	dec := &uptane.Decision{Name: "p/2/img", Info: base["image"]}
 	for _, c := range []struct {
@@ -109,7 +107,7 @@ func TestPlanDeltaOwnIndex(t *testing.T) {
 				targets[k] = v
 			}
 			if c.ownIndex != nil {
-				targets[delta.IndexName("p/1/img")] = target(*c.ownIndex)
+				targets[delta.IndexName("p/1/img")] = bindingTarget(*c.ownIndex)
 			}
 			lookup := func(n string) (*metadata.TargetFiles, error) {
 				if tf, ok := targets[n]; ok {

@@ -131,6 +131,35 @@ func (e *env) deltaTarget(name string) delta.Target {
 	return delta.Target{}
 }
 
+// deltaFallsBack publishes 1.0.0 and 1.0.1 (with a patch from 1.0.0 if patch), lets spoil break
+// the delta on the server, deploys 1.0.1 to a device that runs 1.0.0 and checks that the device
+// reported the failed delta and installed the full image.
+func (e *env) deltaFallsBack(seed uint64, patch bool, spoil func(r2 *wire.Release)) {
+	t := e.t
+	t.Helper()
+	ctx := context.Background()
+	v1 := fsImage(seed, 2<<20)
+	r1 := e.publishDelta("1.0.0", 1, v1, nil)
+	d := e.device("SN-1", v1, r1)
+	from := map[string][]byte{}
+	if patch {
+		from["1.0.0"] = v1
+	}
+	r2 := e.publishDelta("1.0.1", 2, nextImage(v1), from)
+	spoil(r2)
+	e.deploy(r2, d.Agent.State().DeviceID)
+	if err := d.Agent.Cycle(ctx); err != nil {
+		t.Fatalf("cycle: %v", err)
+	}
+	if got, _ := d.ActiveImageSHA256(ctx); got != r2.SHA256 {
+		t.Fatalf("active slot holds %s, want the full image %s", got, r2.SHA256)
+	}
+	evs := strings.Join(e.downloadEvents(d.Agent.State().DeviceID), "\n")
+	if !strings.Contains(evs, "delta failed") || !strings.Contains(evs, "downloading the full image") {
+		t.Fatalf("events %s: want the failed delta reported", evs)
+	}
+}
+
 // TestDeltaUpdate updates a device with each form of delta, through a campaign: the director
 // names the delta because the device runs its source, the device downloads a fraction of the
 // image and runs exactly the signed image, and the campaign's status says how many bytes the
@@ -286,60 +315,31 @@ func TestDeltaStaleHint(t *testing.T) {
 	}
 }
 
-// TestDeltaRefusedFallsBack: a chunk index the server will not serve (its blob is gone) makes the
-// device download the full image, rather than ask for the delta again at every cycle.
-func TestDeltaRefusedFallsBack(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
-	v1 := fsImage(7, 1<<20)
-	r1 := e.publishDelta("1.0.0", 1, v1, nil)
-	d := e.device("SN-1", v1, r1)
-	r2 := e.publishDelta("1.0.1", 2, nextImage(v1), nil)
-	p := e.deltaTarget(delta.IndexName(r2.Target))
-	if err := os.Remove(e.blobPath(p.SHA256)); err != nil {
-		t.Fatal(err)
-	}
-	e.deploy(r2, d.Agent.State().DeviceID)
-	if err := d.Agent.Cycle(ctx); err != nil {
-		t.Fatalf("cycle: %v", err)
-	}
-	if got, _ := d.ActiveImageSHA256(ctx); got != r2.SHA256 {
-		t.Fatalf("active slot holds %s, want 1.0.1", got)
-	}
-	evs := strings.Join(e.downloadEvents(d.Agent.State().DeviceID), "\n")
-	if !strings.Contains(evs, "delta failed") || !strings.Contains(evs, "downloading the full image") {
-		t.Fatalf("events %s: want the refused delta reported", evs)
-	}
-}
-
-// TestDeltaTamperedFallsBack: a delta whose bytes were replaced on the server (same length) is
-// reported and the device downloads the full image, which it installs; a tampered chunk of the
+// TestDeltaTamperedFallsBack: a delta whose bytes were replaced on the server (same length), or
+// that the server no longer serves, is reported and the device downloads the full image, which
+// it installs; a tampered chunk of the
 // image itself makes the delta fail and then the full image, which is refused.
 func TestDeltaTamperedFallsBack(t *testing.T) {
 	t.Run("patch", func(t *testing.T) {
 		e := newEnv(t)
-		ctx := context.Background()
-		v1 := fsImage(2, 2<<20)
-		r1 := e.publishDelta("1.0.0", 1, v1, nil)
-		d := e.device("SN-1", v1, r1)
-		r2 := e.publishDelta("1.0.1", 2, nextImage(v1), map[string][]byte{"1.0.0": v1})
-		p := e.deltaTarget(delta.PatchName(r2.Target, "1.0.0"))
-		evil := fsImage(3, int(p.Length))
-		copy(evil, "UPKDLT2\n")
-		if err := os.WriteFile(e.blobPath(p.SHA256), evil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		e.deploy(r2, d.Agent.State().DeviceID)
-		if err := d.Agent.Cycle(ctx); err != nil {
-			t.Fatalf("cycle: %v", err)
-		}
-		if got, _ := d.ActiveImageSHA256(ctx); got != r2.SHA256 {
-			t.Fatalf("active slot holds %s, want the full image %s", got, r2.SHA256)
-		}
-		evs := strings.Join(e.downloadEvents(d.Agent.State().DeviceID), "\n")
-		if !strings.Contains(evs, "delta failed") || !strings.Contains(evs, "downloading the full image") {
-			t.Fatalf("events %s: want the failed delta reported", evs)
-		}
+		e.deltaFallsBack(2, true, func(r2 *wire.Release) {
+			p := e.deltaTarget(delta.PatchName(r2.Target, "1.0.0"))
+			evil := fsImage(3, int(p.Length))
+			copy(evil, "UPKDLT2\n")
+			if err := os.WriteFile(e.blobPath(p.SHA256), evil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+	t.Run("chunk index refused", func(t *testing.T) {
+		// A delta the server will not serve (its blob is gone): the device downloads the full
+		// image rather than ask for the delta again at every cycle.
+		e := newEnv(t)
+		e.deltaFallsBack(7, false, func(r2 *wire.Release) {
+			if err := os.Remove(e.blobPath(e.deltaTarget(delta.IndexName(r2.Target)).SHA256)); err != nil {
+				t.Fatal(err)
+			}
+		})
 	})
 	t.Run("tampered chunk", func(t *testing.T) {
 		e := newEnv(t)
