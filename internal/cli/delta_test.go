@@ -222,7 +222,7 @@ func TestDeltaHintFollowsReport(t *testing.T) {
 	v2 := nextImage(v1)
 	r2 := e.publishDelta("1.0.1", 2, v2, nil)
 	r3 := e.publishDelta("1.0.2", 3, nextImage(v2), map[string][]byte{"1.0.1": v2})
-	patch, index := delta.PatchName(r3.Target, "1.0.1"), r3.Target+".caibx"
+	patch, index := delta.PatchName(r3.Target, "1.0.1"), delta.IndexName(r3.Target)
 	hint := func() (int64, string) {
 		t.Helper()
 		v, err := e.srv.DB.FindDirectorView(ctx, id, 0)
