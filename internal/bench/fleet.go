@@ -72,7 +72,7 @@ func nextPoll(res devclient.CheckinResult, err error, interval time.Duration, ba
 // fleetPhase is a stretch of a fleet run whose check-ins are counted apart.
 type fleetPhase struct {
 	name                       string
-	checkins, changed, limited atomic.Int64 // answered; answered 200; refused with 429
+	checkins, changed, limited atomic.Int64 // answered; told of a new director view (200, not 304); refused with 429
 	errors, renewals           atomic.Int64 // failed otherwise; token renewals
 	mu                         sync.Mutex
 	latencies                  []time.Duration
@@ -110,7 +110,7 @@ func (p *fleetPhase) record(r int, lat time.Duration, res devclient.CheckinResul
 
 func (p *fleetPhase) report(out io.Writer, took time.Duration) {
 	n := p.checkins.Load()
-	fmt.Fprintf(out, "%s, %.1f s: %d check-ins (%.1f/s), %d answered 200, %d refused with 429 (Retry-After), %d other errors, %d token renewals\n",
+	fmt.Fprintf(out, "%s, %.1f s: %d check-ins (%.1f/s), %d told of a new director view (200), %d refused with 429 (Retry-After), %d other errors, %d token renewals\n",
 		p.name, took.Seconds(), n, float64(n)/took.Seconds(), p.changed.Load(), p.limited.Load(), p.errors.Load(), p.renewals.Load())
 	if p.firstErr != nil {
 		fmt.Fprintf(out, "  first error: %v\n", p.firstErr)
