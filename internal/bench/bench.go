@@ -39,6 +39,9 @@ type RolloutConfig struct {
 	Database    string // postgres:// URL, or empty for SQLite
 }
 
+// serversProfiled counts the server processes started with a CPU profile of their own.
+var serversProfiled atomic.Int64
+
 // ServerProcess is an `upkeep serve` child process.
 type ServerProcess struct {
 	cmd        *exec.Cmd
@@ -60,7 +63,13 @@ func StartServerProcess(ctx context.Context, exe, dataDir, keys, logPath string,
 	}
 	cmd.Stderr = logf
 	if p := os.Getenv("UPKEEP_CPUPROFILE"); p != "" {
-		cmd.Env = append(os.Environ(), "UPKEEP_CPUPROFILE="+p+".server")
+		// FILE.server for the first server of the run, FILE.server2... for the next: replicas
+		// writing one file would leave none readable.
+		name := p + ".server"
+		if n := serversProfiled.Add(1); n > 1 {
+			name += strconv.FormatInt(n, 10)
+		}
+		cmd.Env = append(os.Environ(), "UPKEEP_CPUPROFILE="+name)
 	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
