@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -83,6 +84,55 @@ func (s *DB) fewWithAttribute(ctx context.Context, key, value string) ([]string,
 		return nil, nil
 	}
 	return ids, nil
+}
+
+// searchWindow is among how many devices of a page's order PageDevices looks for a search's
+// page first, on SQLite (DB.SetSearchWindow changes it; New sets none for PostgreSQL). A search
+// that many devices match (a prefix every id has) fills its page within a few rows of that
+// order; read through the prefix ranges of the id and serial indexes instead, every match is
+// read and sorted (100,000 devices: 37.9 ms p95 on a quiet machine, 85–116 ms under load; 2.6 ms
+// with the window). A search few devices match costs the window's rows more (a key and a serial
+// each; a serial prefix 2.1 ms without, 4.1 ms with) before the ranges are read.
+const searchWindow = 2000
+
+// searchWindowed reads the page's order under the conditions where (arguments args), at most
+// s.searchWindow devices of it, and returns the ids of the first limit that match search, in
+// that order, when those are the page's: limit of them were found, or the order ended within
+// the window. nil when the window was read to its end short of a page: the caller then reads
+// the search's index ranges. The limit is the statement's text, not an argument, so that the
+// arguments are exactly the conditions'.
+func (s *DB) searchWindowed(ctx context.Context, where []string, search, order string, limit int, args []any) ([]string, error) {
+	if s.searchWindow <= 0 {
+		return nil, nil
+	}
+	cond := ""
+	if len(where) > 0 {
+		cond = " WHERE " + strings.Join(where, " AND ")
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, CASE WHEN `+search+` THEN 1 ELSE 0 END FROM devices`+cond+order+" LIMIT "+strconv.Itoa(s.searchWindow), args...)
+	if err != nil {
+		return nil, fmt.Errorf("page devices: %w", err)
+	}
+	defer rows.Close()
+	found, read := []string{}, 0
+	for rows.Next() && len(found) < limit {
+		var id string
+		var hit int
+		if err := rows.Scan(&id, &hit); err != nil {
+			return nil, fmt.Errorf("page devices: %w", err)
+		}
+		read++
+		if hit == 1 {
+			found = append(found, id)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("page devices: %w", err)
+	}
+	if len(found) == limit || read < s.searchWindow {
+		return found, nil
+	}
+	return nil, nil
 }
 
 // PageDevices implements fleet.Store. Every order has an index that matches it, (column, id)
@@ -166,6 +216,23 @@ func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Devi
 		}
 		where = append(where, "id IN ("+strings.Join(ph, ",")+")")
 	}
+	col := pageSortColumn[p.Sort]
+	cmp, dir := ">", "ASC"
+	if p.Desc {
+		cmp, dir = "<", "DESC"
+	}
+	if p.After != nil {
+		if col == "id" {
+			where = append(where, "id "+cmp+" "+arg(p.After.ID))
+		} else {
+			// A row value: one bound of the (column, id) index's range.
+			where = append(where, "("+col+", id) "+cmp+" ("+arg(p.After.Key)+", "+arg(p.After.ID)+")")
+		}
+	}
+	order := " ORDER BY id " + dir
+	if col != "id" {
+		order = " ORDER BY " + col + " " + dir + ", id " + dir // the (column, id) index's order
+	}
 	if q := foldASCII(strings.TrimSpace(p.Search)); q != "" {
 		// A prefix of the id or serial, letters A to Z folded: a range of the folded columns'
 		// indexes (devices_id_fold, devices_serial_fold), bytewise in both dialects.
@@ -182,28 +249,26 @@ func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Devi
 			}
 			or = append(or, "("+term+")")
 		}
-		where = append(where, "("+strings.Join(or, " OR ")+")")
-	}
-	col := pageSortColumn[p.Sort]
-	cmp, dir := ">", "ASC"
-	if p.Desc {
-		cmp, dir = "<", "DESC"
-	}
-	if p.After != nil {
-		if col == "id" {
-			where = append(where, "id "+cmp+" "+arg(p.After.ID))
-		} else {
-			// A row value: one bound of the (column, id) index's range.
-			where = append(where, "("+col+", id) "+cmp+" ("+arg(p.After.Key)+", "+arg(p.After.ID)+")")
+		search := "(" + strings.Join(or, " OR ") + ")"
+		found, err := s.searchWindowed(ctx, where, search, order, p.Limit, args)
+		if err != nil {
+			return nil, err
+		}
+		where = append(where, search)
+		if found != nil {
+			if len(found) == 0 {
+				return nil, nil
+			}
+			ph := make([]string, len(found))
+			for i, id := range found {
+				ph[i] = arg(id)
+			}
+			where = append(where, "id IN ("+strings.Join(ph, ",")+")")
 		}
 	}
 	cond := ""
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
-	}
-	order := " ORDER BY id " + dir
-	if col != "id" {
-		order = " ORDER BY " + col + " " + dir + ", id " + dir // the (column, id) index's order
 	}
 	q := `SELECT ` + deviceCols + ` FROM devices` + cond + order + " LIMIT " + arg(p.Limit)
 	rows, err := s.db.QueryContext(ctx, q, args...)

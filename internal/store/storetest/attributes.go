@@ -17,15 +17,27 @@ import (
 // previous one.
 type attributeFewSetter interface{ SetAttributeFew(n int) int }
 
-// attributeWays runs check in each way the store's PageDevices may take for an attribute filter:
-// as it is, and (if it has two) with the other way forced.
+// searchWindowSetter is a store whose PageDevices looks for a search's page among the first
+// devices of the page's order before it reads the search's index ranges (sqlstore);
+// SetSearchWindow sets how many and returns the previous number (0: never).
+type searchWindowSetter interface{ SetSearchWindow(n int) int }
+
+// attributeWays runs check in each way the store's PageDevices may take for an attribute filter
+// or a search: as it is, and (if it has others) with each other way forced.
 func attributeWays(t *testing.T, s Store, check func(way string)) {
 	t.Helper()
 	check("default")
 	if a, ok := s.(attributeFewSetter); ok {
 		old := a.SetAttributeFew(0)
-		defer a.SetAttributeFew(old)
 		check("scan")
+		a.SetAttributeFew(old)
+	}
+	if w, ok := s.(searchWindowSetter); ok {
+		old := w.SetSearchWindow(0)
+		check("search ranges")
+		w.SetSearchWindow(2) // a page of 3 is never found within 2 devices: the ranges after the window
+		check("search window too small")
+		w.SetSearchWindow(old)
 	}
 }
 
