@@ -206,15 +206,19 @@ func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Devi
 			where = append(where, "("+j+" = "+arg(v)+" OR REPLACE("+framed+", "+arg(inventory.ListSeparator+v+inventory.ListSeparator)+", '') <> "+framed+")")
 		}
 	}
-	if ids != nil {
-		if len(ids) == 0 {
-			return nil, nil
-		}
+	// inIDs is the condition that a device is one of ids (not empty).
+	inIDs := func(ids []string) string {
 		ph := make([]string, len(ids))
 		for i, id := range ids {
 			ph[i] = arg(id)
 		}
-		where = append(where, "id IN ("+strings.Join(ph, ",")+")")
+		return "id IN (" + strings.Join(ph, ",") + ")"
+	}
+	if ids != nil {
+		if len(ids) == 0 {
+			return nil, nil
+		}
+		where = append(where, inIDs(ids))
 	}
 	col := pageSortColumn[p.Sort]
 	cmp, dir := ">", "ASC"
@@ -259,11 +263,7 @@ func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Devi
 			if len(found) == 0 {
 				return nil, nil
 			}
-			ph := make([]string, len(found))
-			for i, id := range found {
-				ph[i] = arg(id)
-			}
-			where = append(where, "id IN ("+strings.Join(ph, ",")+")")
+			where = append(where, inIDs(found))
 		}
 	}
 	cond := ""
