@@ -52,6 +52,10 @@ const (
 	// (arming the trial: two fsynced writes), so random instants alone rarely land in it.
 	powercutAimEvery = 4
 	powercutAimPoll  = 200 * time.Microsecond // how often an aimed cut reads the journal
+	// An aimed cut at a step no cut has landed in yet waits for it this long, not only until its
+	// random instant: the agent reports and checks in before it downloads and installs, so the
+	// install step may begin later than powercutMaxSleep after the start.
+	powercutAimLonger = 3 * time.Second
 )
 
 // powercutSteps are the steps of an update the cuts must land in, each with the journal phases
@@ -148,7 +152,11 @@ func runPowerCuts(t *testing.T, deltas bool, cuts int) {
 		run := d.start(t)
 		if i%powercutAimEvery == powercutAimEvery-1 {
 			aimed++
-			if d.awaitPhase(from, leastCutStep(byPhase).phases, wait) {
+			step, until := leastCutStep(byPhase), wait
+			if stepCount(byPhase, step.phases) == 0 {
+				until = powercutAimLonger
+			}
+			if d.awaitPhase(from, step.phases, until) {
 				aimedHit++
 			}
 		} else {
