@@ -28,8 +28,10 @@ import (
 	"upkeep.dev/upkeep/internal/testenv"
 )
 
-// Timeout bounds each helper's wait (an element to appear, a navigation to load).
-const Timeout = 15 * time.Second
+// Timeout bounds each helper's wait (an element to appear, a navigation to load). It is
+// generous: the suite runs the browser tests beside the power-cut and fleet tests on two shared
+// cores, where one login once took more than 15 s; a test that passes never waits for it.
+const Timeout = 45 * time.Second
 
 // Browser is one headless chromium with one tab, owned by a test and closed when it ends.
 // Its methods are for the test's goroutine.
