@@ -104,10 +104,7 @@ func (s *DB) FindRecords(ctx context.Context, f audit.Filter) ([]*audit.Record, 
 	if limit <= 0 || limit > audit.MaxLimit {
 		limit = audit.MaxLimit
 	}
-	q := `SELECT ` + auditCols + ` FROM audit_log`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
+	q := `SELECT ` + auditCols + ` FROM audit_log` + whereSQL(where)
 	q += " ORDER BY seq DESC LIMIT " + strconv.Itoa(limit)
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {

@@ -105,11 +105,7 @@ func (s *DB) searchWindowed(ctx context.Context, where []string, search, order s
 	if s.searchWindow <= 0 {
 		return nil, nil
 	}
-	cond := ""
-	if len(where) > 0 {
-		cond = " WHERE " + strings.Join(where, " AND ")
-	}
-	rows, err := s.db.QueryContext(ctx, `SELECT id, CASE WHEN `+search+` THEN 1 ELSE 0 END FROM devices`+cond+order+" LIMIT "+strconv.Itoa(s.searchWindow), args...)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, CASE WHEN `+search+` THEN 1 ELSE 0 END FROM devices`+whereSQL(where)+order+" LIMIT "+strconv.Itoa(s.searchWindow), args...)
 	if err != nil {
 		return nil, fmt.Errorf("page devices: %w", err)
 	}
@@ -206,19 +202,11 @@ func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Devi
 			where = append(where, "("+j+" = "+arg(v)+" OR REPLACE("+framed+", "+arg(inventory.ListSeparator+v+inventory.ListSeparator)+", '') <> "+framed+")")
 		}
 	}
-	// inIDs is the condition that a device is one of ids (not empty).
-	inIDs := func(ids []string) string {
-		ph := make([]string, len(ids))
-		for i, id := range ids {
-			ph[i] = arg(id)
-		}
-		return "id IN (" + strings.Join(ph, ",") + ")"
-	}
 	if ids != nil {
 		if len(ids) == 0 {
 			return nil, nil
 		}
-		where = append(where, inIDs(ids))
+		where = append(where, inIDs(ids, arg))
 	}
 	col := pageSortColumn[p.Sort]
 	cmp, dir := ">", "ASC"
@@ -263,14 +251,10 @@ func (s *DB) PageDevices(ctx context.Context, p fleet.DevicePage) ([]*fleet.Devi
 			if len(found) == 0 {
 				return nil, nil
 			}
-			where = append(where, inIDs(found))
+			where = append(where, inIDs(found, arg))
 		}
 	}
-	cond := ""
-	if len(where) > 0 {
-		cond = " WHERE " + strings.Join(where, " AND ")
-	}
-	q := `SELECT ` + deviceCols + ` FROM devices` + cond + order + " LIMIT " + arg(p.Limit)
+	q := `SELECT ` + deviceCols + ` FROM devices` + whereSQL(where) + order + " LIMIT " + arg(p.Limit)
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("page devices: %w", err)

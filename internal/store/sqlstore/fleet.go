@@ -135,12 +135,22 @@ func deviceWhere(f fleet.DeviceFilter, arg func(v any) string) string {
 		where = append(where, "kind = "+arg(f.Kind))
 	}
 	if len(f.IDs) > 0 {
-		ph := make([]string, len(f.IDs))
-		for i, id := range f.IDs {
-			ph[i] = arg(id)
-		}
-		where = append(where, "id IN ("+strings.Join(ph, ",")+")")
+		where = append(where, inIDs(f.IDs, arg))
 	}
+	return whereSQL(where)
+}
+
+// inIDs is the condition that a device is one of ids (not empty), its arguments numbered by arg.
+func inIDs(ids []string, arg func(v any) string) string {
+	ph := make([]string, len(ids))
+	for i, id := range ids {
+		ph[i] = arg(id)
+	}
+	return "id IN (" + strings.Join(ph, ",") + ")"
+}
+
+// whereSQL is the WHERE clause of the conditions where, all of which must hold ("" for none).
+func whereSQL(where []string) string {
 	if len(where) == 0 {
 		return ""
 	}
